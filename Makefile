@@ -1,0 +1,105 @@
+# moonbox build. `make` builds the library, CLI and Lua module;
+# `make deps` installs what is missing; `make test` runs every test.
+# Sources are found by wildcard: a new device or test needs no edit here.
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Iinclude -I.
+LDLIBS  := -lpthread -lm
+
+B := build
+LIB_SRC := $(wildcard core/*.c) $(wildcard devices/*.c) $(wildcard devices/virtio/*.c)
+LUA_SRC := $(wildcard lua/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+LUA_OBJ := $(LUA_SRC:%.c=$(B)/%.o)
+UNIT_HELPERS := $(filter-out tests/unit/test_%.c,$(wildcard tests/unit/*.c))
+UNIT_TESTS   := $(patsubst tests/unit/%.c,$(B)/tests/%,$(wildcard tests/unit/test_*.c))
+GUEST_SRC := $(wildcard tests/guests/*.S)
+GUESTS    := $(GUEST_SRC:tests/guests/%.S=$(B)/guests/%.bin)
+EXAMPLE_GUESTS := $(patsubst examples/%.S,$(B)/examples/%.bin,$(wildcard examples/*.S))
+BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+
+all: libmoonbox.a libmoonbox.so moonbox moonbox.so guests
+
+$(B)/%.o: %.c $(wildcard include/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
+
+libmoonbox.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+libmoonbox.so: $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+# The Lua module: `require "moonbox"` from stock lua5.4.
+moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS)
+
+moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) libmoonbox.a
+	$(CC) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
+
+# Tiny guests: flat binaries assembled with the host toolchain. The first
+# line of each .S may name its link address: "/* at: 0x100000 */".
+guests: $(GUESTS) $(EXAMPLE_GUESTS)
+$(B)/guests/%.bin: $(B)/guests/%.elf
+	objcopy -O binary $< $@
+$(B)/examples/%.bin: $(B)/examples/%.elf
+	objcopy -O binary $< $@
+$(B)/guests/%.elf: tests/guests/%.S tests/guests/guest.h
+	@mkdir -p $(dir $@)
+	$(CC) -c -Itests/guests -o $(@:.elf=.o) $<
+	ld -nostdlib -N --no-warn-rwx-segments -e 0 -Ttext=$$(sed -n '1s|.*at: *\(0x[0-9a-fA-F]*\).*|\1|p' $<) -o $@ $(@:.elf=.o)
+$(B)/examples/%.elf: examples/%.S
+	@mkdir -p $(dir $@)
+	$(CC) -c -o $(@:.elf=.o) $<
+	ld -nostdlib -N --no-warn-rwx-segments -e 0 -Ttext=$$(sed -n '1s|.*at: *\(0x[0-9a-fA-F]*\).*|\1|p' $<) -o $@ $(@:.elf=.o)
+
+$(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) libmoonbox.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) libmoonbox.a -lcmocka $(LDLIBS)
+
+$(B)/bench/%: bench/%.c libmoonbox.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< libmoonbox.a $(LDLIBS)
+
+deps:
+	@scripts/deps.sh
+
+unit: $(UNIT_TESTS)
+
+test: deps
+	@$(MAKE) --no-print-directory all unit
+	@tests/run.sh
+
+bench: all $(BENCH_BINS)
+	@bench/run.sh
+
+fuzz:
+	@scripts/fuzz.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	./moonbox machines/linux.lua
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
+		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4 \
+		$(DESTDIR)$(PREFIX)/share/moonbox/machines
+	install -m 755 moonbox $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 libmoonbox.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 libmoonbox.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 moonbox.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
+	install -m 644 include/moonbox.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 machines/*.lua $(DESTDIR)$(PREFIX)/share/moonbox/machines/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define MB_VERSION "\(.*\)"/\1/p' include/moonbox.h)|' \
+		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc
+
+clean:
+	rm -rf $(B) libmoonbox.a libmoonbox.so moonbox moonbox.so
+
+.PHONY: all guests deps unit test bench fuzz run install clean
+.DELETE_ON_ERROR:

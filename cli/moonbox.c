@@ -1,0 +1,245 @@
+/*
+ * The moonbox command: a Lua 5.4 interpreter with the moonbox module built
+ * in, behaving like the stock `lua` for scripts, -e, -i and -v.
+ */
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "moonbox.h"
+
+int luaopen_moonbox(lua_State *L);
+
+static const char *progname = "moonbox";
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: %s [options] [script [args]]\n"
+		"Available options are:\n"
+		"  -e stat   execute string 'stat'\n"
+		"  -i        enter interactive mode after executing 'script'\n"
+		"  -l mod    require library 'mod' into global 'mod'\n"
+		"  -v        show version information\n"
+		"  --info    describe this host's KVM (version, backend, capabilities)\n"
+		"  --help    show this help\n"
+		"  --        stop handling options\n"
+		"  -         stop handling options and execute stdin\n"
+		"Scripts get `require \"moonbox\"` built in; see README.md.\n",
+		progname);
+}
+
+static int traceback(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (!msg) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			return 1;
+		msg = lua_pushfstring(L, "(error object is a %s value)",
+				      luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+static int report(lua_State *L, int status)
+{
+	if (status != LUA_OK) {
+		fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
+		fflush(stderr);
+		lua_pop(L, 1);
+	}
+	return status;
+}
+
+static int docall(lua_State *L, int narg, int nres)
+{
+	int base = lua_gettop(L) - narg;
+	lua_pushcfunction(L, traceback);
+	lua_insert(L, base);
+	int status = lua_pcall(L, narg, nres, base);
+	lua_remove(L, base);
+	return status;
+}
+
+static int dostring(lua_State *L, const char *s, const char *name)
+{
+	int status = luaL_loadbuffer(L, s, strlen(s), name);
+	if (status == LUA_OK)
+		status = docall(L, 0, 0);
+	return report(L, status);
+}
+
+/* The global `arg`: script at 0, its arguments at 1.., options before. */
+static void create_arg(lua_State *L, char **argv, int argc, int script)
+{
+	lua_createtable(L, argc - script - 1, script + 1);
+	for (int i = 0; i < argc; i++) {
+		lua_pushstring(L, argv[i]);
+		lua_rawseti(L, -2, i - script);
+	}
+	lua_setglobal(L, "arg");
+}
+
+static int doscript(lua_State *L, const char *fname, char **argv, int n)
+{
+	if (strcmp(fname, "-") == 0)
+		fname = NULL;
+	int status = luaL_loadfile(L, fname);
+	if (status == LUA_OK) {
+		luaL_checkstack(L, n, "too many arguments to script");
+		for (int i = 0; i < n; i++)
+			lua_pushstring(L, argv[i]);
+		status = docall(L, n, LUA_MULTRET);
+	}
+	return report(L, status);
+}
+
+static int incomplete(lua_State *L, int status)
+{
+	size_t lmsg;
+	const char *msg = lua_tolstring(L, -1, &lmsg);
+	const char *eof = "<eof>";
+	size_t le = strlen(eof);
+	if (status == LUA_ERRSYNTAX && lmsg >= le &&
+	    strcmp(msg + lmsg - le, eof) == 0) {
+		lua_pop(L, 1);
+		return 1;
+	}
+	return 0;
+}
+
+/* A plain REPL: expressions print their values, statements run. */
+static void repl(lua_State *L)
+{
+	char line[4096];
+	luaL_Buffer chunk;
+	for (;;) {
+		luaL_buffinit(L, &chunk);
+		const char *prompt = "> ";
+		int status;
+		for (;;) {
+			fputs(prompt, stdout);
+			fflush(stdout);
+			if (!fgets(line, sizeof line, stdin)) {
+				fputc('\n', stdout);
+				return;
+			}
+			luaL_addstring(&chunk, line);
+			luaL_pushresult(&chunk);
+			const char *code = lua_tostring(L, -1);
+			const char *ret = lua_pushfstring(L, "return %s", code);
+			status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+			if (status == LUA_OK) {
+				lua_remove(L, -2); /* "return ..." string */
+				break;
+			}
+			lua_pop(L, 2);
+			status = luaL_loadbuffer(L, code, strlen(code), "=stdin");
+			if (status == LUA_OK || !incomplete(L, status))
+				break;
+			/* keep the chunk text, ask for more */
+			luaL_buffinit(L, &chunk);
+			luaL_addvalue(&chunk);
+			prompt = ">> ";
+		}
+		lua_remove(L, -2); /* the chunk text */
+		if (status == LUA_OK) {
+			int base = lua_gettop(L) - 1;
+			status = docall(L, 0, LUA_MULTRET);
+			if (status == LUA_OK && lua_gettop(L) > base) {
+				int n = lua_gettop(L) - base;
+				lua_getglobal(L, "print");
+				lua_insert(L, base + 1);
+				if (lua_pcall(L, n, 0, 0) != LUA_OK)
+					report(L, LUA_ERRRUN);
+			}
+		}
+		report(L, status);
+		lua_settop(L, 0);
+	}
+}
+
+int main(int argc, char **argv)
+{
+	int interactive = 0, version = 0, script = 0;
+	if (argv[0] && argv[0][0])
+		progname = "moonbox";
+	/* First pass: find options and the script position. */
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (a[0] != '-' || strcmp(a, "-") == 0) {
+			script = i;
+			break;
+		}
+		if (strcmp(a, "--") == 0) {
+			script = i + 1 < argc ? i + 1 : 0;
+			break;
+		}
+		if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			usage(stdout);
+			return 0;
+		}
+		if (strcmp(a, "--info") == 0)
+			return mb_kvm_info(stdout) ? 1 : 0;
+		if (strcmp(a, "-i") == 0)
+			interactive = version = 1;
+		else if (strcmp(a, "-v") == 0)
+			version = 1;
+		else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
+			if (++i >= argc) {
+				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
+				usage(stderr);
+				return 1;
+			}
+		} else {
+			fprintf(stderr, "%s: unrecognized option '%s'\n", progname, a);
+			usage(stderr);
+			return 1;
+		}
+	}
+	lua_State *L = luaL_newstate();
+	if (!L) {
+		fprintf(stderr, "%s: cannot create Lua state: not enough memory\n",
+			progname);
+		return 1;
+	}
+	luaL_openlibs(L);
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	lua_pushcfunction(L, luaopen_moonbox);
+	lua_setfield(L, -2, "moonbox");
+	lua_pop(L, 1);
+	create_arg(L, argv, argc, script ? script : argc);
+	if (version)
+		printf("moonbox %s (%s)\n", MB_VERSION, LUA_RELEASE);
+	int status = LUA_OK;
+	int last = script ? script : argc;
+	for (int i = 1; i < last && status == LUA_OK; i++) {
+		if (strcmp(argv[i], "-e") == 0) {
+			status = dostring(L, argv[++i], "=(command line)");
+		} else if (strcmp(argv[i], "-l") == 0) {
+			const char *mod = argv[++i];
+			lua_getglobal(L, "require");
+			lua_pushstring(L, mod);
+			status = report(L, docall(L, 1, 1));
+			if (status == LUA_OK)
+				lua_setglobal(L, mod);
+		}
+	}
+	if (status == LUA_OK && script)
+		status = doscript(L, argv[script], argv + script + 1,
+				  argc - script - 1);
+	if (status == LUA_OK) {
+		int ran_something = script || argc > 1;
+		if (interactive || (!ran_something && isatty(0)))
+			repl(L);
+		else if (!ran_something)
+			status = doscript(L, "-", NULL, 0);
+	}
+	lua_close(L);
+	return status == LUA_OK ? 0 : 1;
+}

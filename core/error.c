@@ -1,0 +1,38 @@
+/* Error reporting: negative errno-style codes plus a per-thread message. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "moonbox.h"
+
+static _Thread_local char msg[1024];
+
+const char *mb_errmsg(void)
+{
+	return msg;
+}
+
+int mb_seterr(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return code;
+}
+
+const char *mb_strerror(int code)
+{
+	return strerror(code < 0 ? -code : code);
+}
+
+const char *mb_stop_name(enum mb_stop s)
+{
+	static const char *const names[] = {
+		[MB_STOP_NONE] = "none",         [MB_STOP_EXIT] = "exit",
+		[MB_STOP_SHUTDOWN] = "shutdown", [MB_STOP_RESET] = "reset",
+		[MB_STOP_HALT] = "halt",         [MB_STOP_TIMEOUT] = "timeout",
+		[MB_STOP_ERROR] = "error",
+	};
+	return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
+}

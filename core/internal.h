@@ -1,0 +1,97 @@
+/* The machine's insides, shared by core/ files only. */
+#ifndef MB_INTERNAL_H
+#define MB_INTERNAL_H
+
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "moonbox.h"
+
+struct vcpu {
+	struct mb_machine *m;
+	unsigned idx;
+	int fd;
+	struct kvm_run *run;
+	size_t run_size;
+	pthread_t thread;
+	bool started;
+	bool parked;        /* waiting in park(): registers are stable */
+	bool need_complete; /* last exit was I/O: KVM_RUN must finish it */
+	bool in_hlt;        /* stopped at HLT (survives a pause) */
+	bool hlt_if;        /* interrupts were on at that HLT */
+	bool halted;        /* HLT with interrupts on: sleeping until an IRQ */
+	bool dead;          /* HLT with interrupts off: nothing wakes it */
+	struct mb_vcpu_stats st;
+};
+
+enum gate { GATE_PAUSED, GATE_RUNNING, GATE_QUIT };
+
+struct call {
+	void (*fn)(void *);
+	void *arg;
+	bool done;
+	struct call *next;
+};
+
+struct hook {
+	void (*fn)(void *);
+	void *arg;
+	struct hook *next;
+};
+
+struct mb_evloop;
+
+struct mb_machine {
+	int kvm, vm;
+	unsigned ncpu;
+	enum mb_irqchip irqchip;
+	struct vcpu cpu[MB_MAX_CPUS];
+	struct mb_mem *mem;
+	struct mb_bus *pio, *mmio;
+	unsigned slots;
+	bool readonly_mem;
+	struct kvm_cpuid2 *cpuid;
+
+	/* Run state: everything below is guarded by lock; cond is broadcast
+	 * on every change (few waiters, rare changes). */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	_Atomic int gate;
+	bool threads;     /* vCPU threads exist */
+	unsigned parked;  /* vCPUs in park() */
+	struct call *calls;
+	pthread_t waiter; /* thread serving calls */
+	bool has_waiter;
+	enum mb_stop stop;
+	int stop_code;
+	char stop_msg[4096];
+
+	const struct mb_intc_ops *intc_ops;
+	void *intc;
+
+	struct mb_evloop *ev;
+	struct mb_clock clock;
+	struct hook *hooks;
+};
+
+/* kvm.c */
+int mb_kvm_check_ext(int kvm, int cap);
+/* cpuid.c */
+int mb_cpuid_build(struct mb_machine *m, const struct mb_cpuid_policy *p);
+int mb_cpuid_apply(struct mb_machine *m, struct vcpu *v);
+/* vcpu.c */
+int mb_vcpu_init(struct mb_machine *m, unsigned idx);
+void mb_vcpu_fini(struct vcpu *v);
+void *mb_vcpu_thread(void *arg);
+void mb_vcpu_kick(struct vcpu *v);
+void mb_vcpu_kick_setup(void);
+/* evloop.c */
+struct mb_evloop *mb_evloop_new(void);
+void mb_evloop_free(struct mb_evloop *ev);
+void mb_evloop_clock(struct mb_evloop *ev, struct mb_clock *c);
+int mb_evloop_watch(struct mb_evloop *ev, int fd,
+		    void (*cb)(void *opaque, int fd), void *opaque);
+void mb_evloop_unwatch(struct mb_evloop *ev, int fd);
+
+#endif

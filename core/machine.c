@@ -1,0 +1,476 @@
+/*
+ * A machine: one KVM VM, its memory map, two buses, vCPU threads, and the
+ * run state that Lua (or any embedder) drives: start, wait, pause, resume.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+
+/* Intel VMX needs three pages for real-mode emulation somewhere the guest
+ * does not use: just below the BIOS ROM, as other VMMs do. */
+#define TSS_ADDR 0xfffbd000u
+
+static void kernel_irq(void *ctx, unsigned line, int level)
+{
+	struct mb_machine *m = ctx;
+	struct kvm_irq_level il = { .irq = line, .level = level };
+	ioctl(m->vm, KVM_IRQ_LINE, &il);
+}
+
+static void user_irq(void *ctx, unsigned line, int level)
+{
+	struct mb_machine *m = ctx;
+	if (m->intc_ops && m->intc_ops->set_line)
+		m->intc_ops->set_line(m->intc, line, level);
+}
+
+int mb_machine_create(const struct mb_machine_config *cfg,
+		      struct mb_machine **out)
+{
+	int rc;
+	unsigned n = cfg && cfg->cpus ? cfg->cpus : 1;
+	if (n > MB_MAX_CPUS)
+		return mb_seterr(-EINVAL, "cpus: %u is more than %d", n,
+				 MB_MAX_CPUS);
+	struct mb_machine *m = calloc(1, sizeof *m);
+	if (!m)
+		return mb_seterr(-ENOMEM, "machine: out of memory");
+	m->vm = -1;
+	m->ncpu = n;
+	m->irqchip = cfg ? cfg->irqchip : MB_IRQCHIP_USER;
+	pthread_mutex_init(&m->lock, NULL);
+	pthread_cond_init(&m->cond, NULL);
+	atomic_init(&m->gate, GATE_PAUSED);
+	m->mem = mb_mem_new();
+	m->pio = mb_bus_new("pio", 0x10000);
+	m->mmio = mb_bus_new("mmio", 0);
+	m->ev = mb_evloop_new();
+	if (!m->mem || !m->pio || !m->mmio || !m->ev) {
+		rc = mb_seterr(-ENOMEM, "machine: out of memory");
+		goto fail;
+	}
+	mb_evloop_clock(m->ev, &m->clock);
+	rc = m->kvm = mb_kvm_open();
+	if (rc < 0)
+		goto fail;
+	m->vm = ioctl(m->kvm, KVM_CREATE_VM, 0);
+	if (m->vm < 0) {
+		rc = mb_seterr(-errno, "KVM_CREATE_VM: %s", strerror(errno));
+		goto fail;
+	}
+	m->readonly_mem = mb_kvm_check_ext(m->kvm, KVM_CAP_READONLY_MEM);
+	if (mb_kvm_check_ext(m->kvm, KVM_CAP_SET_TSS_ADDR))
+		ioctl(m->vm, KVM_SET_TSS_ADDR, TSS_ADDR);
+	if (m->irqchip == MB_IRQCHIP_KERNEL) {
+		if (!mb_kvm_check_ext(m->kvm, KVM_CAP_IRQCHIP) ||
+		    ioctl(m->vm, KVM_CREATE_IRQCHIP, 0) < 0) {
+			rc = mb_seterr(-ENOTSUP, "irqchip: \"kernel\" is not "
+				       "available here (KVM_CREATE_IRQCHIP: %s); "
+				       "use irqchip = \"user\"", strerror(errno));
+			goto fail;
+		}
+	}
+	rc = mb_cpuid_build(m, cfg ? &cfg->cpuid : NULL);
+	if (rc)
+		goto fail;
+	mb_vcpu_kick_setup();
+	for (unsigned i = 0; i < n; i++) {
+		rc = mb_vcpu_init(m, i);
+		if (rc)
+			goto fail;
+	}
+	*out = m;
+	return 0;
+fail:
+	mb_machine_destroy(m);
+	return rc;
+}
+
+void mb_machine_destroy(struct mb_machine *m)
+{
+	if (!m)
+		return;
+	pthread_mutex_lock(&m->lock);
+	atomic_store(&m->gate, GATE_QUIT);
+	/* Nobody will serve pending Lua calls any more: release them. */
+	for (struct call *c = m->calls; c; c = c->next)
+		c->done = true;
+	m->calls = NULL;
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	for (unsigned i = 0; i < m->ncpu; i++)
+		if (m->cpu[i].started) {
+			mb_vcpu_kick(&m->cpu[i]);
+			pthread_join(m->cpu[i].thread, NULL);
+		}
+	/* The event loop stops before devices go: no callback outlives them. */
+	mb_evloop_free(m->ev);
+	for (struct hook *h = m->hooks, *n; h; h = n) {
+		n = h->next;
+		h->fn(h->arg);
+		free(h);
+	}
+	for (unsigned i = 0; i < m->ncpu; i++)
+		mb_vcpu_fini(&m->cpu[i]);
+	if (m->vm >= 0)
+		close(m->vm);
+	if (m->kvm > 0)
+		close(m->kvm);
+	mb_mem_free(m->mem);
+	mb_bus_free(m->pio);
+	mb_bus_free(m->mmio);
+	free(m->cpuid);
+	pthread_mutex_destroy(&m->lock);
+	pthread_cond_destroy(&m->cond);
+	free(m);
+}
+
+static int load_file(const char *file, uint8_t *dst, uint64_t size)
+{
+	int fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return mb_seterr(-errno, "%s: %s", file, strerror(errno));
+	struct stat st;
+	if (fstat(fd, &st) || (uint64_t)st.st_size > size) {
+		close(fd);
+		return mb_seterr(-EFBIG, "%s: %lld bytes do not fit a region of "
+				 "%" PRIu64, file, (long long)st.st_size, size);
+	}
+	uint64_t done = 0;
+	while (done < (uint64_t)st.st_size) {
+		ssize_t r = read(fd, dst + done, st.st_size - done);
+		if (r <= 0) {
+			int e = r < 0 ? errno : EIO;
+			close(fd);
+			return mb_seterr(-e, "%s: %s", file, strerror(e));
+		}
+		done += r;
+	}
+	close(fd);
+	return 0;
+}
+
+int mb_machine_add_memory(struct mb_machine *m, uint64_t base, uint64_t size,
+			  const char *file, bool readonly, const char *name)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	if ((base | size) & (page - 1))
+		return mb_seterr(-EINVAL, "memory: region %s at 0x%" PRIx64 " size "
+				 "0x%" PRIx64 " is not page-aligned (4K)",
+				 name ? name : "ram", base, size);
+	if (readonly && !m->readonly_mem)
+		return mb_seterr(-ENOTSUP, "memory: read-only region %s needs "
+				 "KVM_CAP_READONLY_MEM, which this KVM lacks", name);
+	int rc = mb_mem_add(m->mem, base, size, readonly ? MB_MEM_READONLY : 0,
+			    NULL, name);
+	if (rc)
+		return rc;
+	uint8_t *host = mb_mem_ptr(m->mem, base, size, false);
+	if (file && (rc = load_file(file, host, size)))
+		return rc; /* the region stays mapped; freed with the machine */
+	struct kvm_userspace_memory_region r = {
+		.slot = m->slots,
+		.flags = readonly ? KVM_MEM_READONLY : 0,
+		.guest_phys_addr = base,
+		.memory_size = size,
+		.userspace_addr = (uintptr_t)host,
+	};
+	if (ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
+		return mb_seterr(-errno, "memory: KVM_SET_USER_MEMORY_REGION for %s: "
+				 "%s", name, strerror(errno));
+	m->slots++;
+	return 0;
+}
+
+struct mb_mem *mb_machine_mem(struct mb_machine *m) { return m->mem; }
+struct mb_bus *mb_machine_pio(struct mb_machine *m) { return m->pio; }
+struct mb_bus *mb_machine_mmio(struct mb_machine *m) { return m->mmio; }
+const struct mb_clock *mb_machine_clock(struct mb_machine *m) { return &m->clock; }
+enum mb_irqchip mb_machine_irqchip(struct mb_machine *m) { return m->irqchip; }
+unsigned mb_machine_cpus(struct mb_machine *m) { return m->ncpu; }
+int mb_machine_vm_fd(struct mb_machine *m) { return m->vm; }
+
+int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out)
+{
+	unsigned max = m->irqchip == MB_IRQCHIP_KERNEL ? 24 : 16;
+	if (line >= max)
+		return mb_seterr(-EINVAL, "irq: line %u does not exist (0-%u)", line,
+				 max - 1);
+	out->set = m->irqchip == MB_IRQCHIP_KERNEL ? kernel_irq : user_irq;
+	out->ctx = m;
+	out->line = line;
+	return 0;
+}
+
+void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
+			 void *intc)
+{
+	m->intc_ops = ops;
+	m->intc = intc;
+}
+
+void mb_machine_kick_irq(struct mb_machine *m)
+{
+	/* Halted vCPUs sleep on cond; running ones leave KVM_RUN to look. */
+	pthread_mutex_lock(&m->lock);
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	for (unsigned i = 0; i < m->ncpu; i++)
+		if (m->cpu[i].started && !m->cpu[i].halted)
+			mb_vcpu_kick(&m->cpu[i]);
+}
+
+int mb_machine_watch(struct mb_machine *m, int fd,
+		     void (*cb)(void *opaque, int fd), void *opaque)
+{
+	return mb_evloop_watch(m->ev, fd, cb, opaque);
+}
+
+void mb_machine_unwatch(struct mb_machine *m, int fd)
+{
+	mb_evloop_unwatch(m->ev, fd);
+}
+
+void mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg)
+{
+	struct hook *h = malloc(sizeof *h);
+	if (!h) {
+		fn(arg); /* cannot defer: release now rather than leak */
+		return;
+	}
+	h->fn = fn, h->arg = arg;
+	/* Run in reverse order of registration, like a stack of cleanups. */
+	h->next = m->hooks;
+	m->hooks = h;
+}
+
+/* ---- stopping, pausing, waiting -------------------------------------- */
+
+static void kick_all(struct mb_machine *m)
+{
+	for (unsigned i = 0; i < m->ncpu; i++)
+		if (m->cpu[i].started)
+			mb_vcpu_kick(&m->cpu[i]);
+}
+
+void mb_machine_stop(struct mb_machine *m, enum mb_stop reason, int code,
+		     const char *fmt, ...)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->stop == MB_STOP_NONE) {
+		m->stop = reason;
+		m->stop_code = code;
+		m->stop_msg[0] = 0;
+		if (fmt) {
+			va_list ap;
+			va_start(ap, fmt);
+			vsnprintf(m->stop_msg, sizeof m->stop_msg, fmt, ap);
+			va_end(ap);
+		}
+		if (atomic_load(&m->gate) == GATE_RUNNING)
+			atomic_store(&m->gate, GATE_PAUSED);
+	}
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	kick_all(m);
+}
+
+static bool is_waiter(struct mb_machine *m)
+{
+	return m->has_waiter && pthread_equal(m->waiter, pthread_self());
+}
+
+/* With m->lock held: run one queued call, if any. Returns true if it did. */
+static bool serve_one(struct mb_machine *m)
+{
+	struct call *c = m->calls;
+	if (!c)
+		return false;
+	m->calls = c->next;
+	pthread_mutex_unlock(&m->lock);
+	c->fn(c->arg);
+	pthread_mutex_lock(&m->lock);
+	c->done = true;
+	pthread_cond_broadcast(&m->cond);
+	return true;
+}
+
+void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
+{
+	pthread_mutex_lock(&m->lock);
+	if (is_waiter(m) || !m->threads) {
+		pthread_mutex_unlock(&m->lock);
+		fn(arg);
+		return;
+	}
+	if (atomic_load(&m->gate) == GATE_QUIT) {
+		pthread_mutex_unlock(&m->lock);
+		return;
+	}
+	struct call c = { .fn = fn, .arg = arg }, **tail = &m->calls;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = &c;
+	pthread_cond_broadcast(&m->cond);
+	while (!c.done)
+		pthread_cond_wait(&m->cond, &m->lock);
+	pthread_mutex_unlock(&m->lock);
+}
+
+static unsigned started(struct mb_machine *m)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < m->ncpu; i++)
+		n += m->cpu[i].started;
+	return n;
+}
+
+/* With m->lock held: serve calls until every vCPU is parked. */
+static void wait_parked(struct mb_machine *m)
+{
+	m->has_waiter = true;
+	m->waiter = pthread_self();
+	while (m->parked < started(m)) {
+		if (!serve_one(m))
+			pthread_cond_wait(&m->cond, &m->lock);
+	}
+	m->has_waiter = false;
+}
+
+int mb_machine_start(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	if (atomic_load(&m->gate) == GATE_QUIT) {
+		pthread_mutex_unlock(&m->lock);
+		return mb_seterr(-ESHUTDOWN, "machine: destroyed");
+	}
+	m->stop = MB_STOP_NONE;
+	atomic_store(&m->gate, GATE_RUNNING);
+	pthread_cond_broadcast(&m->cond);
+	int rc = 0;
+	if (!m->threads) {
+		m->threads = true;
+		for (unsigned i = 0; i < m->ncpu && !rc; i++) {
+			struct vcpu *v = &m->cpu[i];
+			if (pthread_create(&v->thread, NULL, mb_vcpu_thread, v))
+				rc = mb_seterr(-EAGAIN, "vcpu %u: cannot start thread", i);
+			else
+				v->started = true;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	return rc;
+}
+
+static void deadline_of(double timeout, struct timespec *ts)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	double s = (double)ts->tv_sec + ts->tv_nsec / 1e9 + timeout;
+	ts->tv_sec = (time_t)s;
+	ts->tv_nsec = (long)((s - (double)ts->tv_sec) * 1e9);
+}
+
+int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
+{
+	struct timespec dl;
+	pthread_condattr_t ca;
+	(void)ca;
+	if (timeout > 0)
+		deadline_of(timeout, &dl);
+	pthread_mutex_lock(&m->lock);
+	m->has_waiter = true;
+	m->waiter = pthread_self();
+	while (m->stop == MB_STOP_NONE) {
+		if (serve_one(m))
+			continue;
+		if (timeout > 0) {
+			struct timespec now;
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec > dl.tv_sec ||
+			    (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec)) {
+				m->stop = MB_STOP_TIMEOUT;
+				m->stop_code = 124;
+				snprintf(m->stop_msg, sizeof m->stop_msg,
+					 "timeout after %g s", timeout);
+				break;
+			}
+			/* cond uses CLOCK_REALTIME by default: wait in slices. */
+			struct timespec rt;
+			clock_gettime(CLOCK_REALTIME, &rt);
+			rt.tv_nsec += 10 * 1000 * 1000;
+			if (rt.tv_nsec >= 1000000000) {
+				rt.tv_sec++;
+				rt.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&m->cond, &m->lock, &rt);
+		} else {
+			pthread_cond_wait(&m->cond, &m->lock);
+		}
+	}
+	if (atomic_load(&m->gate) == GATE_RUNNING)
+		atomic_store(&m->gate, GATE_PAUSED);
+	pthread_mutex_unlock(&m->lock);
+	kick_all(m);
+	pthread_mutex_lock(&m->lock);
+	wait_parked(m);
+	if (r) {
+		r->reason = m->stop;
+		r->exit_code = m->stop_code;
+		snprintf(r->message, sizeof r->message, "%s", m->stop_msg);
+	}
+	m->stop = MB_STOP_NONE;
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+int mb_machine_run(struct mb_machine *m, double timeout, struct mb_result *r)
+{
+	int rc = mb_machine_start(m);
+	if (rc)
+		return rc;
+	return mb_machine_wait(m, timeout, r);
+}
+
+int mb_machine_pause(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	if (atomic_load(&m->gate) == GATE_RUNNING)
+		atomic_store(&m->gate, GATE_PAUSED);
+	pthread_mutex_unlock(&m->lock);
+	kick_all(m);
+	pthread_mutex_lock(&m->lock);
+	wait_parked(m);
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+int mb_machine_resume(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool was_started = m->threads;
+	pthread_mutex_unlock(&m->lock);
+	if (!was_started)
+		return mb_seterr(-EINVAL, "machine: not started");
+	pthread_mutex_lock(&m->lock);
+	if (atomic_load(&m->gate) == GATE_PAUSED)
+		atomic_store(&m->gate, GATE_RUNNING);
+	pthread_cond_broadcast(&m->cond);
+	pthread_mutex_unlock(&m->lock);
+	return 0;
+}
+
+bool mb_machine_paused(struct mb_machine *m)
+{
+	return atomic_load(&m->gate) != GATE_RUNNING;
+}

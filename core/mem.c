@@ -1,0 +1,173 @@
+/*
+ * The guest-physical memory map. This file is the only place that turns a
+ * guest address into a host pointer, and it does so only when the whole
+ * range lies inside one region: a guest-controlled address or length can
+ * never reach host memory outside guest RAM.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "moonbox.h"
+
+#define MAXREG 64
+
+struct mb_mem {
+	size_t n;
+	struct mb_mem_region r[MAXREG]; /* sorted by base */
+	bool owned[MAXREG];
+};
+
+struct mb_mem *mb_mem_new(void)
+{
+	return calloc(1, sizeof(struct mb_mem));
+}
+
+void mb_mem_free(struct mb_mem *mem)
+{
+	if (!mem)
+		return;
+	for (size_t i = 0; i < mem->n; i++)
+		if (mem->owned[i])
+			munmap(mem->r[i].host, mem->r[i].size);
+	free(mem);
+}
+
+int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
+	       unsigned flags, void *host, const char *name)
+{
+	if (!name)
+		name = "ram";
+	if (!size)
+		return mb_seterr(-EINVAL, "memory: region %s has size 0", name);
+	if (base + size < base)
+		return mb_seterr(-ERANGE, "memory: region %s wraps around", name);
+	if (mem->n == MAXREG)
+		return mb_seterr(-ENOSPC, "memory: more than %d regions", MAXREG);
+	size_t at = 0;
+	while (at < mem->n && mem->r[at].base < base)
+		at++;
+	for (size_t i = 0; i < mem->n; i++) {
+		const struct mb_mem_region *o = &mem->r[i];
+		if (base < o->base + o->size && o->base < base + size)
+			return mb_seterr(-EEXIST,
+					 "memory: region %s at 0x%" PRIx64
+					 "+0x%" PRIx64 " overlaps %s at 0x%" PRIx64
+					 "+0x%" PRIx64,
+					 name, base, size, o->name, o->base, o->size);
+	}
+	bool owned = !host;
+	if (owned) {
+		host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (host == MAP_FAILED)
+			return mb_seterr(-errno, "memory: cannot map %" PRIu64
+					 " bytes for %s: %s", size, name,
+					 strerror(errno));
+	}
+	memmove(&mem->r[at + 1], &mem->r[at], (mem->n - at) * sizeof mem->r[0]);
+	memmove(&mem->owned[at + 1], &mem->owned[at], (mem->n - at) * sizeof(bool));
+	struct mb_mem_region *r = &mem->r[at];
+	r->base = base;
+	r->size = size;
+	r->host = host;
+	r->flags = flags;
+	snprintf(r->name, sizeof r->name, "%s", name);
+	mem->owned[at] = owned;
+	mem->n++;
+	return 0;
+}
+
+static const struct mb_mem_region *find(const struct mb_mem *mem, uint64_t gpa)
+{
+	/* Few regions: a linear scan over a sorted array is fastest. */
+	for (size_t i = 0; i < mem->n; i++) {
+		const struct mb_mem_region *r = &mem->r[i];
+		if (gpa < r->base)
+			return NULL;
+		if (gpa - r->base < r->size)
+			return r;
+	}
+	return NULL;
+}
+
+void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write)
+{
+	const struct mb_mem_region *r = find(mem, gpa);
+	if (!r || (write && (r->flags & MB_MEM_READONLY)))
+		return NULL;
+	uint64_t off = gpa - r->base;
+	if (len > r->size - off) /* off < size, so this cannot underflow */
+		return NULL;
+	return r->host + off;
+}
+
+static int copy(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
+		int dir)
+{
+	/* A copy may span adjacent regions; each piece is checked. */
+	uint8_t *b = buf;
+	while (len) {
+		const struct mb_mem_region *r = find(mem, gpa);
+		if (!r || (dir > 0 && (r->flags & MB_MEM_READONLY)))
+			return mb_seterr(-EFAULT,
+					 "guest address 0x%" PRIx64 " is not %s RAM",
+					 gpa, dir > 0 ? "writable" : "in");
+		uint64_t off = gpa - r->base, n = r->size - off;
+		if (n > len)
+			n = len;
+		if (dir == 0)
+			memcpy(b, r->host + off, n);
+		else
+			memcpy(r->host + off, b, n);
+		b += n, gpa += n, len -= n;
+	}
+	return 0;
+}
+
+int mb_mem_read(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len)
+{
+	return copy(mem, gpa, buf, len, 0);
+}
+
+int mb_mem_write(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len)
+{
+	return copy(mem, gpa, (void *)buf, len, 1);
+}
+
+int mb_mem_load(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len)
+{
+	return copy(mem, gpa, (void *)buf, len, -1);
+}
+
+size_t mb_mem_count(const struct mb_mem *mem)
+{
+	return mem->n;
+}
+
+const struct mb_mem_region *mb_mem_region(const struct mb_mem *mem, size_t i)
+{
+	return i < mem->n ? &mem->r[i] : NULL;
+}
+
+uint64_t mb_mem_resident(const struct mb_mem *mem)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	uint64_t total = 0;
+	unsigned char vec[4096];
+	for (size_t i = 0; i < mem->n; i++) {
+		const struct mb_mem_region *r = &mem->r[i];
+		uint64_t pages = (r->size + page - 1) / page;
+		for (uint64_t p = 0; p < pages; p += sizeof vec) {
+			uint64_t k = pages - p < sizeof vec ? pages - p : sizeof vec;
+			if (mincore(r->host + p * page, k * page, vec))
+				break;
+			for (uint64_t j = 0; j < k; j++)
+				total += (vec[j] & 1) ? (uint64_t)page : 0;
+		}
+	}
+	return total;
+}

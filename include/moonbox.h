@@ -1,0 +1,362 @@
+/*
+ * moonbox: an embeddable, Lua-scripted KVM virtual machine sandbox.
+ * The one public C header. Everything a device model, a loader or an
+ * embedder needs is here; the machine's internals stay in core/.
+ *
+ * Conventions: functions that can fail return 0 (or a count) on success and a
+ * negative errno-style code on failure, leaving a message for mb_errmsg().
+ */
+#ifndef MOONBOX_H
+#define MOONBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#define MB_VERSION "0.1.0"
+
+/* ---- errors ---------------------------------------------------------- */
+
+/* Last error message of the calling thread ("" when none). */
+const char *mb_errmsg(void);
+/* Record a message (printf-style) and return code (a negative errno). */
+int mb_seterr(int code, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Text for a negative errno-style code. */
+const char *mb_strerror(int code);
+
+/* ---- sizes ----------------------------------------------------------- */
+
+/* Parse "256M", "4G-256K", "0x1000", "1M+4K". Returns 0 or -EINVAL. */
+int mb_parse_size(const char *s, uint64_t *out);
+
+/* ---- I/O handlers: one shape for every device ------------------------ */
+
+/* Offsets are relative to the registered base; size is 1, 2, 4 or 8;
+ * data is little-endian, as the guest sees it. */
+typedef void (*mb_read_fn)(void *dev, uint64_t off, void *data, unsigned size);
+typedef void (*mb_write_fn)(void *dev, uint64_t off, const void *data,
+			    unsigned size);
+
+struct mb_io_ops {
+	mb_read_fn read;   /* NULL: reads return all ones */
+	mb_write_fn write; /* NULL: writes are dropped */
+};
+
+/* Little-endian helpers for handlers. */
+static inline uint64_t mb_io_get(const void *data, unsigned size)
+{
+	const uint8_t *p = data;
+	uint64_t v = 0;
+	for (unsigned i = 0; i < size; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
+static inline void mb_io_put(void *data, unsigned size, uint64_t v)
+{
+	uint8_t *p = data;
+	for (unsigned i = 0; i < size; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* ---- the dispatch bus ------------------------------------------------ */
+
+/* A bus is an address space of ranges [base, base+len). Lookups are a
+ * lock-free binary search over an immutable sorted table; registration
+ * copies the table and publishes the new one (old ones are kept until the
+ * bus is freed, so a reader never sees freed memory). */
+struct mb_bus;
+
+struct mb_bus_stats {
+	uint64_t unclaimed_reads, unclaimed_writes;
+	uint64_t ranges;
+};
+
+struct mb_bus *mb_bus_new(const char *name, uint64_t limit);
+void mb_bus_free(struct mb_bus *bus);
+int mb_bus_register(struct mb_bus *bus, uint64_t base, uint64_t len,
+		    const struct mb_io_ops *ops, void *dev, const char *name);
+int mb_bus_unregister(struct mb_bus *bus, uint64_t base);
+/* Dispatch one access. Return true when a device claimed it. Unclaimed
+ * reads fill data with 0xff bytes; unclaimed writes are dropped. Both are
+ * counted and, with mb_bus_set_log(), logged to stderr. */
+bool mb_bus_read(struct mb_bus *bus, uint64_t addr, void *data, unsigned size);
+bool mb_bus_write(struct mb_bus *bus, uint64_t addr, const void *data,
+		  unsigned size);
+void mb_bus_stats(struct mb_bus *bus, struct mb_bus_stats *st);
+void mb_bus_set_log(struct mb_bus *bus, bool on);
+/* Name of the device covering addr, or NULL. */
+const char *mb_bus_owner(struct mb_bus *bus, uint64_t addr);
+
+/* ---- guest memory ---------------------------------------------------- */
+
+/* The guest-physical memory map. The only way to reach guest memory is
+ * mb_mem_ptr(): it returns a host pointer only when the whole range lies
+ * inside one RAM region (and, for writes, a writable one). */
+struct mb_mem;
+
+enum {
+	MB_MEM_READONLY = 1 << 0, /* ROM: guest writes are dropped */
+};
+
+struct mb_mem_region {
+	uint64_t base, size;
+	uint8_t *host;
+	unsigned flags;
+	char name[32];
+};
+
+struct mb_mem *mb_mem_new(void);
+void mb_mem_free(struct mb_mem *mem); /* unmaps what it mapped */
+/* Add a region backed by fresh anonymous memory (host == NULL) or by the
+ * given mapping (not freed by the map). Overlaps and zero sizes fail. */
+int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
+	       unsigned flags, void *host, const char *name);
+void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write);
+int mb_mem_read(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len);
+int mb_mem_write(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len);
+/* Write ignoring MB_MEM_READONLY: loaders filling a ROM. */
+int mb_mem_load(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len);
+size_t mb_mem_count(const struct mb_mem *mem);
+const struct mb_mem_region *mb_mem_region(const struct mb_mem *mem, size_t i);
+/* Bytes of RAM the guest has touched (resident pages). */
+uint64_t mb_mem_resident(const struct mb_mem *mem);
+
+/* ---- interrupt lines ------------------------------------------------- */
+
+/* A device raises, lowers or pulses its line and knows nothing else. */
+struct mb_irq {
+	void (*set)(void *ctx, unsigned line, int level);
+	void *ctx;
+	unsigned line;
+};
+
+static inline void mb_irq_set(const struct mb_irq *irq, int level)
+{
+	if (irq && irq->set)
+		irq->set(irq->ctx, irq->line, level);
+}
+static inline void mb_irq_raise(const struct mb_irq *irq) { mb_irq_set(irq, 1); }
+static inline void mb_irq_lower(const struct mb_irq *irq) { mb_irq_set(irq, 0); }
+static inline void mb_irq_pulse(const struct mb_irq *irq)
+{
+	mb_irq_set(irq, 1);
+	mb_irq_set(irq, 0);
+}
+
+/* ---- clocks and timers ----------------------------------------------- */
+
+/* Devices read time and arm timers only through a clock, so unit tests can
+ * drive time by hand. A timer calls cb(opaque) once at or after its
+ * deadline, from the clock's thread (the event loop for the real clock). */
+struct mb_timer;
+
+struct mb_clock {
+	uint64_t (*now)(const struct mb_clock *c); /* nanoseconds */
+	struct mb_timer *(*timer_new)(const struct mb_clock *c,
+				      void (*cb)(void *opaque), void *opaque);
+	/* deadline in now() nanoseconds; 0 disarms */
+	void (*timer_mod)(struct mb_timer *t, uint64_t deadline);
+	void (*timer_free)(struct mb_timer *t);
+	void *ctx;
+};
+
+/* ---- character backends (consoles) ----------------------------------- */
+
+/* A byte stream between a device and the outside world. The device writes
+ * with mb_chr_write(); input is pushed to the receiver the device set, which
+ * returns how many bytes it took. When it took fewer, the device calls
+ * mb_chr_accept() once it has room again. */
+struct mb_chr;
+
+struct mb_chr_ops {
+	void (*write)(struct mb_chr *c, const void *buf, size_t len);
+	void (*accept)(struct mb_chr *c); /* receiver has room again */
+	void (*close)(struct mb_chr *c);
+};
+
+struct mb_chr {
+	const struct mb_chr_ops *ops;
+	size_t (*rx)(void *dev, const uint8_t *buf, size_t len);
+	void *rx_dev;
+};
+
+static inline void mb_chr_write(struct mb_chr *c, const void *buf, size_t len)
+{
+	if (c && c->ops->write)
+		c->ops->write(c, buf, len);
+}
+static inline void mb_chr_accept(struct mb_chr *c)
+{
+	if (c && c->ops->accept)
+		c->ops->accept(c);
+}
+
+/* ---- the machine ----------------------------------------------------- */
+
+struct mb_machine;
+
+enum mb_irqchip { MB_IRQCHIP_USER, MB_IRQCHIP_KERNEL };
+
+enum mb_stop {
+	MB_STOP_NONE,
+	MB_STOP_EXIT,     /* debug_exit */
+	MB_STOP_SHUTDOWN, /* triple fault or power off */
+	MB_STOP_RESET,
+	MB_STOP_HALT,     /* every vCPU halted with interrupts off */
+	MB_STOP_TIMEOUT,
+	MB_STOP_ERROR,
+};
+
+const char *mb_stop_name(enum mb_stop s);
+
+#define MB_MAX_CPUS 64
+#define MB_CPUID_MAX 64
+
+/* CPUID policy: start from what KVM supports, then hide and set named
+ * feature bits (see mb_cpuid_feature()). */
+struct mb_cpuid_policy {
+	unsigned nhide, nset;
+	const char *hide[MB_CPUID_MAX];
+	const char *set[MB_CPUID_MAX];
+};
+
+struct mb_machine_config {
+	unsigned cpus;
+	enum mb_irqchip irqchip;
+	struct mb_cpuid_policy cpuid;
+};
+
+struct mb_result {
+	enum mb_stop reason;
+	int exit_code;
+	char message[4096];
+};
+
+int mb_machine_create(const struct mb_machine_config *cfg,
+		      struct mb_machine **out);
+void mb_machine_destroy(struct mb_machine *m);
+
+/* Memory: RAM (file may be NULL) or ROM from a file. Before the first run. */
+int mb_machine_add_memory(struct mb_machine *m, uint64_t base, uint64_t size,
+			  const char *file, bool readonly, const char *name);
+struct mb_mem *mb_machine_mem(struct mb_machine *m);
+struct mb_bus *mb_machine_pio(struct mb_machine *m);
+struct mb_bus *mb_machine_mmio(struct mb_machine *m);
+const struct mb_clock *mb_machine_clock(struct mb_machine *m);
+enum mb_irqchip mb_machine_irqchip(struct mb_machine *m);
+unsigned mb_machine_cpus(struct mb_machine *m);
+
+/* An interrupt line of the machine's controller (user PIC or KVM's). */
+int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out);
+
+/* The interrupt controller a userspace irqchip plugs in: vCPUs ask it for
+ * a pending vector before entering the guest. */
+struct mb_intc_ops {
+	bool (*pending)(void *intc);
+	int (*ack)(void *intc); /* vector, or -1 if none any more */
+	void (*set_line)(void *intc, unsigned line, int level);
+};
+void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
+			 void *intc);
+/* Tell vCPUs that the controller's output changed (from any thread). */
+void mb_machine_kick_irq(struct mb_machine *m);
+
+/* Stop the machine (first stop wins); callable from any thread. */
+void mb_machine_stop(struct mb_machine *m, enum mb_stop reason, int code,
+		     const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Start (or resume) every vCPU and wait until the machine stops or timeout
+ * seconds pass (timeout <= 0: no limit). vCPUs are paused on return, so run
+ * can be called again to continue. */
+int mb_machine_run(struct mb_machine *m, double timeout, struct mb_result *r);
+
+/* Non-blocking start, and wait: the pieces of mb_machine_run(). */
+int mb_machine_start(struct mb_machine *m);
+int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r);
+
+/* Pause and resume every vCPU from any thread other than a vCPU's.
+ * While paused, registers can be read and written. */
+int mb_machine_pause(struct mb_machine *m);
+int mb_machine_resume(struct mb_machine *m);
+bool mb_machine_paused(struct mb_machine *m);
+
+/* Run fn(arg) on the thread that waits in mb_machine_run/wait/pause and
+ * block until it returns: how vCPU threads reach single-threaded code such
+ * as a Lua state. Called from the waiting thread itself, runs fn at once. */
+void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg);
+
+/* Call cb(opaque, fd) on the event-loop thread whenever fd is readable. */
+int mb_machine_watch(struct mb_machine *m, int fd,
+		     void (*cb)(void *opaque, int fd), void *opaque);
+void mb_machine_unwatch(struct mb_machine *m, int fd);
+
+/* Objects freed with the machine (device state, backends). */
+void mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg);
+
+/* ---- vCPU registers (machine paused or not yet started) --------------- */
+
+struct mb_regs {
+	uint64_t rax, rbx, rcx, rdx, rsi, rdi, rsp, rbp;
+	uint64_t r8, r9, r10, r11, r12, r13, r14, r15;
+	uint64_t rip, rflags;
+};
+
+struct mb_seg {
+	uint64_t base;
+	uint32_t limit;
+	uint16_t selector;
+	uint8_t type, present, dpl, db, s, l, g, avl;
+};
+
+struct mb_sregs {
+	struct mb_seg cs, ds, es, fs, gs, ss, tr, ldt;
+	uint64_t gdt_base, idt_base;
+	uint16_t gdt_limit, idt_limit;
+	uint64_t cr0, cr2, cr3, cr4, cr8, efer, apic_base;
+};
+
+int mb_vcpu_get_regs(struct mb_machine *m, unsigned cpu, struct mb_regs *r);
+int mb_vcpu_set_regs(struct mb_machine *m, unsigned cpu,
+		     const struct mb_regs *r);
+int mb_vcpu_get_sregs(struct mb_machine *m, unsigned cpu, struct mb_sregs *s);
+int mb_vcpu_set_sregs(struct mb_machine *m, unsigned cpu,
+		      const struct mb_sregs *s);
+/* A human-readable register dump into buf. */
+void mb_vcpu_dump(struct mb_machine *m, unsigned cpu, char *buf, size_t len);
+
+struct mb_vcpu_stats {
+	uint64_t exits, io, mmio, hlt, irq_injected, intr;
+};
+int mb_vcpu_stats(struct mb_machine *m, unsigned cpu, struct mb_vcpu_stats *st);
+
+/* ---- loaders --------------------------------------------------------- */
+
+enum mb_cpu_mode { MB_MODE_REAL, MB_MODE_PROTECTED, MB_MODE_LONG };
+
+/* Load a file's bytes at guest-physical `at` and set vCPU 0 to start at
+ * entry in the given mode. Protected and long mode use a GDT at 0x500 and
+ * (long) identity page tables for the low 4 GiB at 0x1000-0x6fff. */
+int mb_boot_flat(struct mb_machine *m, const char *file, uint64_t at,
+		 uint64_t entry, enum mb_cpu_mode mode);
+/* Set vCPU 0's mode and entry (used by every loader). */
+int mb_boot_setup_cpu(struct mb_machine *m, enum mb_cpu_mode mode,
+		      uint64_t entry);
+
+/* ---- host information ------------------------------------------------ */
+
+/* Print what a user needs to know about their KVM host; returns 0 when
+ * moonbox can run here, else a negative code (message in mb_errmsg()). */
+int mb_kvm_info(FILE *out);
+/* Open /dev/kvm and check the API version and required capabilities.
+ * Returns the fd or a negative code with a one-line "what to do" message. */
+int mb_kvm_open(void);
+
+/* CPUID feature names: find (leaf, subleaf, register 0-3 = eax..edx, bit). */
+int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
+		     unsigned *reg, unsigned *bit);
+
+#endif
