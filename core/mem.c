@@ -112,10 +112,12 @@ static int copy(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 	uint8_t *b = buf;
 	while (len) {
 		const struct mb_mem_region *r = find(mem, gpa);
-		if (!r || (dir > 0 && (r->flags & MB_MEM_READONLY)))
+		if (!r)
 			return mb_seterr(-EFAULT,
-					 "guest address 0x%" PRIx64 " is not %s RAM",
-					 gpa, dir > 0 ? "writable" : "in");
+					 "guest address 0x%" PRIx64 " is not in RAM", gpa);
+		if (dir > 0 && (r->flags & MB_MEM_READONLY))
+			return mb_seterr(-EFAULT, "guest address 0x%" PRIx64
+					 " is read-only (%s)", gpa, r->name);
 		uint64_t off = gpa - r->base, n = r->size - off;
 		if (n > len)
 			n = len;

@@ -65,6 +65,9 @@ lua_Integer mbl_optint(lua_State *L, int idx, const char *key, lua_Integer def)
 	if (t != LUA_TNIL) {
 		int isint;
 		v = lua_tointegerx(L, -1, &isint);
+		if (t == LUA_TSTRING)
+			luaL_error(L, "%s: expected an integer, got \"%s\"", key,
+				   lua_tostring(L, -1));
 		if (t != LUA_TNUMBER || !isint)
 			luaL_error(L, "%s: expected an integer, got %s", key,
 				   t == LUA_TNUMBER ? lua_tostring(L, -1)
