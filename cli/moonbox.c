@@ -77,7 +77,8 @@ static int dostring(lua_State *L, const char *s, const char *name)
 /* The global `arg`: script at 0, its arguments at 1.., options before. */
 static void create_arg(lua_State *L, char **argv, int argc, int script)
 {
-	lua_createtable(L, argc - script - 1, script + 1);
+	int narg = argc - (script + 1);
+	lua_createtable(L, narg > 0 ? narg : 0, script + 1);
 	for (int i = 0; i < argc; i++) {
 		lua_pushstring(L, argv[i]);
 		lua_rawseti(L, -2, i - script);
@@ -113,15 +114,33 @@ static int incomplete(lua_State *L, int status)
 	return 0;
 }
 
-/* A plain REPL: expressions print their values, statements run. */
+/* Compile code as "return CODE" (an expression) or as a statement.
+ * Returns the status; 1 with nothing pushed means "incomplete, read more". */
+static int compile(lua_State *L, const char *code)
+{
+	const char *ret = lua_pushfstring(L, "return %s;", code);
+	int status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
+	lua_remove(L, -2);
+	if (status == LUA_OK)
+		return status;
+	lua_pop(L, 1);
+	status = luaL_loadbuffer(L, code, strlen(code), "=stdin");
+	if (status != LUA_OK && incomplete(L, status))
+		return -1;
+	return status;
+}
+
+/* A plain REPL: expressions print their values, statements run, an
+ * unfinished statement asks for more lines. */
 static void repl(lua_State *L)
 {
+	static char code[1 << 16];
 	char line[4096];
-	luaL_Buffer chunk;
 	for (;;) {
-		luaL_buffinit(L, &chunk);
-		const char *prompt = "> ";
+		size_t len = 0;
 		int status;
+		code[0] = 0;
+		const char *prompt = "> ";
 		for (;;) {
 			fputs(prompt, stdout);
 			fflush(stdout);
@@ -129,32 +148,22 @@ static void repl(lua_State *L)
 				fputc('\n', stdout);
 				return;
 			}
-			luaL_addstring(&chunk, line);
-			luaL_pushresult(&chunk);
-			const char *code = lua_tostring(L, -1);
-			const char *ret = lua_pushfstring(L, "return %s", code);
-			status = luaL_loadbuffer(L, ret, strlen(ret), "=stdin");
-			if (status == LUA_OK) {
-				lua_remove(L, -2); /* "return ..." string */
+			size_t n = strlen(line);
+			if (len + n >= sizeof code)
+				n = sizeof code - len - 1;
+			memcpy(code + len, line, n);
+			code[len += n] = 0;
+			status = compile(L, code);
+			if (status != -1)
 				break;
-			}
-			lua_pop(L, 2);
-			status = luaL_loadbuffer(L, code, strlen(code), "=stdin");
-			if (status == LUA_OK || !incomplete(L, status))
-				break;
-			/* keep the chunk text, ask for more */
-			luaL_buffinit(L, &chunk);
-			luaL_addvalue(&chunk);
 			prompt = ">> ";
 		}
-		lua_remove(L, -2); /* the chunk text */
 		if (status == LUA_OK) {
-			int base = lua_gettop(L) - 1;
 			status = docall(L, 0, LUA_MULTRET);
-			if (status == LUA_OK && lua_gettop(L) > base) {
-				int n = lua_gettop(L) - base;
+			int n = lua_gettop(L);
+			if (status == LUA_OK && n > 0) {
 				lua_getglobal(L, "print");
-				lua_insert(L, base + 1);
+				lua_insert(L, 1);
 				if (lua_pcall(L, n, 0, 0) != LUA_OK)
 					report(L, LUA_ERRRUN);
 			}
@@ -213,7 +222,7 @@ int main(int argc, char **argv)
 	lua_pushcfunction(L, luaopen_moonbox);
 	lua_setfield(L, -2, "moonbox");
 	lua_pop(L, 1);
-	create_arg(L, argv, argc, script ? script : argc);
+	create_arg(L, argv, argc, script);
 	if (version)
 		printf("moonbox %s (%s)\n", MB_VERSION, LUA_RELEASE);
 	int status = LUA_OK;

@@ -1,0 +1,82 @@
+-- The moonbox command behaves like `lua` and explains KVM problems.
+local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
+local exe = T.root .. "/moonbox"
+
+local function sh(cmd)
+  local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)\n$"))
+  return out:gsub("rc=%d+\n$", ""), rc
+end
+
+T.case("-v and --help", function()
+  local out, rc = sh(exe .. " -v")
+  T.eq(rc, 0); T.ok(out:find("^moonbox %d+%.%d+%.%d+ %(Lua 5%.4"), out)
+  out, rc = sh(exe .. " --help")
+  T.eq(rc, 0); T.ok(out:find("usage: moonbox", 1, true), out)
+  out, rc = sh(exe .. " --bogus")
+  T.eq(rc, 1); T.ok(out:find("unrecognized option '--bogus'", 1, true), out)
+end)
+
+T.case("-e runs code with the module available", function()
+  local out, rc = sh(exe .. [[ -e 'print(type(require "moonbox".machine))']])
+  T.eq(rc, 0); T.eq(out, "function\n")
+end)
+
+T.case("a script gets arg and ... like lua", function()
+  local f = os.tmpname()
+  local h = io.open(f, "w")
+  h:write('print(arg[0] == ..., select("#", ...), arg[1], arg[2]); os.exit(3)')
+  h:close()
+  local out, rc = sh(exe .. " " .. f .. " one two")
+  os.remove(f)
+  T.eq(rc, 3, "os.exit status"); T.eq(out, "false\t2\tone\ttwo\n")
+end)
+
+T.case("a Lua error prints moonbox: FILE:LINE: message and a traceback", function()
+  local f = os.tmpname()
+  local h = io.open(f, "w")
+  h:write('local mb = require "moonbox"\nmb.machine { memory = "12Q" }\n')
+  h:close()
+  local out, rc = sh(exe .. " " .. f)
+  os.remove(f)
+  T.eq(rc, 1, "exit status")
+  T.ok(out:find("moonbox: " .. f .. ":2: memory: \"12Q\" is not a size", 1, true), out)
+  T.ok(out:find("stack traceback:", 1, true), "traceback")
+end)
+
+T.case("-i runs the REPL after the script", function()
+  local out, rc = sh("printf 'x = 6 * 7\\nx\\nfor i = 1, 2 do\\nprint(i)\\nend\\n' | " .. exe .. " -i -e 'y=1'")
+  T.eq(rc, 0)
+  T.ok(out:find("42", 1, true), out); T.ok(out:find("1\n", 1, true) and out:find("2\n", 1, true), out)
+end)
+
+T.case("--info names the backend and capabilities", function()
+  T.need_kvm()
+  local out, rc = sh(exe .. " --info")
+  T.eq(rc, 0, out)
+  T.ok(out:find("kvm api version: 12", 1, true), out)
+  T.ok(out:find("kvm backend: kvm_", 1, true), out)
+  T.ok(out:find("USER_MEMORY%s+present"), out)
+end)
+
+-- Root can take KVM away to check the messages a user would see.
+local function root() return (sh("id -u")) == "0\n" end
+
+T.case("no /dev/kvm: one clear line, non-zero exit", function()
+  if not root() or select(2, sh("command -v unshare")) ~= 0 then print("# skipped: needs root and unshare") return end
+  local out, rc = sh("unshare -m sh -c 'mount -t tmpfs none /dev && " .. exe ..
+    [[ -e "require(\"moonbox\").machine{memory=\"1M\"}"']])
+  T.eq(rc, 1, out)
+  T.ok(out:find("/dev/kvm does not exist: enable virtualization and load kvm_intel or kvm_amd", 1, true), out)
+end)
+
+T.case("no permission on /dev/kvm: says what to do", function()
+  if not root() or select(2, sh("command -v setpriv")) ~= 0 then print("# skipped: needs root and setpriv") return end
+  local out, rc = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. exe .. " --info")
+  T.eq(rc, 1, out)
+  T.ok(out:find("permission denied: add yourself to the kvm group", 1, true), out)
+end)
+
+T.done()
