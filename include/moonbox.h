@@ -195,6 +195,24 @@ static inline void mb_chr_accept(struct mb_chr *c)
 		c->ops->accept(c);
 }
 
+/* Console backends, each freed with its machine: null (drop), buffer
+ * (kept in memory), file, stdio (raw terminal, restored on exit; Ctrl-a x
+ * quits), socket (a Unix socket moonbox listens on), func (a callback).
+ * Input is delivered to the device from the event loop thread only. */
+struct mb_machine;
+struct mb_chr *mb_chr_null(struct mb_machine *m);
+struct mb_chr *mb_chr_buffer(struct mb_machine *m);
+struct mb_chr *mb_chr_file(struct mb_machine *m, const char *path);
+struct mb_chr *mb_chr_stdio(struct mb_machine *m);
+struct mb_chr *mb_chr_socket(struct mb_machine *m, const char *path);
+struct mb_chr *mb_chr_func(struct mb_machine *m,
+			   void (*fn)(void *ctx, const void *buf, size_t len),
+			   void *ctx);
+/* Bytes a buffer console captured: copies up to max, returns the total. */
+size_t mb_chr_buffer_get(struct mb_chr *c, void *dst, size_t max);
+/* Queue bytes for the device's receive side. */
+int mb_chr_input(struct mb_chr *c, const void *buf, size_t len);
+
 /* ---- the machine ----------------------------------------------------- */
 
 struct mb_machine;
