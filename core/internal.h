@@ -46,6 +46,7 @@ struct mb_machine {
 	int kvm, vm;
 	unsigned ncpu;
 	enum mb_irqchip irqchip;
+	bool kernel_pit;
 	struct vcpu cpu[MB_MAX_CPUS];
 	struct mb_mem *mem;
 	struct mb_bus *pio, *mmio;

@@ -80,6 +80,13 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 				       "use irqchip = \"user\"", strerror(errno));
 			goto fail;
 		}
+		struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+		if (cfg->kernel_pit && ioctl(m->vm, KVM_CREATE_PIT2, &pit) < 0) {
+			rc = mb_seterr(-errno, "pit: \"kernel\": KVM_CREATE_PIT2: %s",
+				       strerror(errno));
+			goto fail;
+		}
+		m->kernel_pit = cfg->kernel_pit;
 	}
 	rc = mb_cpuid_build(m, cfg ? &cfg->cpuid : NULL);
 	if (rc)
@@ -199,6 +206,7 @@ struct mb_bus *mb_machine_mmio(struct mb_machine *m) { return m->mmio; }
 const struct mb_clock *mb_machine_clock(struct mb_machine *m) { return &m->clock; }
 enum mb_irqchip mb_machine_irqchip(struct mb_machine *m) { return m->irqchip; }
 unsigned mb_machine_cpus(struct mb_machine *m) { return m->ncpu; }
+bool mb_machine_kernel_pit(struct mb_machine *m) { return m->kernel_pit; }
 int mb_machine_vm_fd(struct mb_machine *m) { return m->vm; }
 
 int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out)

@@ -245,6 +245,7 @@ struct mb_cpuid_policy {
 struct mb_machine_config {
 	unsigned cpus;
 	enum mb_irqchip irqchip;
+	bool kernel_pit; /* KVM_CREATE_PIT2 (needs the kernel irqchip) */
 	struct mb_cpuid_policy cpuid;
 };
 
@@ -267,6 +268,8 @@ struct mb_bus *mb_machine_mmio(struct mb_machine *m);
 const struct mb_clock *mb_machine_clock(struct mb_machine *m);
 enum mb_irqchip mb_machine_irqchip(struct mb_machine *m);
 unsigned mb_machine_cpus(struct mb_machine *m);
+bool mb_machine_kernel_pit(struct mb_machine *m);
+int mb_machine_vm_fd(struct mb_machine *m);
 
 /* An interrupt line of the machine's controller (user PIC or KVM's). */
 int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out);

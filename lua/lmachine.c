@@ -153,6 +153,7 @@ static int l_machine(lua_State *L)
 	int pit = mbl_checkenum(L, 1, "pit", "user", pits);
 	if (pit == 1 && cfg.irqchip != MB_IRQCHIP_KERNEL)
 		luaL_error(L, "pit: \"kernel\" needs irqchip = \"kernel\"");
+	cfg.kernel_pit = pit == 1;
 
 	struct mbl_machine *mm = lua_newuserdatauv(L, sizeof *mm, 1);
 	memset(mm, 0, sizeof *mm);
