@@ -1,13 +1,65 @@
 /* The emulation fallback: completes, in userspace, instructions that KVM
- * reported it could not emulate (see fallback.c). */
+ * reported it could not emulate (see fallback.c for the list and why). */
 #ifndef MB_FALLBACK_H
 #define MB_FALLBACK_H
 
 #include "moonbox.h"
 
-/* Try to complete the instruction whose bytes are insn[0..n) on vCPU cpu.
- * Returns true when it did (the guest can go on). */
+/* What the fallback completes; MB_FB_NONE means "not handled". */
+enum mb_fb_insn {
+	MB_FB_NONE,
+	MB_FB_INT3,    /* CC: advance, inject #BP */
+	MB_FB_CLAC,    /* 0F 01 CA */
+	MB_FB_STAC,    /* 0F 01 CB */
+	MB_FB_POPCNT,  /* F3 [REX] 0F B8 /r, register source */
+	MB_FB_FWAIT,   /* 9B */
+	MB_FB_SYSCALL, /* the clac that is really a broken syscall entry */
+	MB_FB_KINDS
+};
+
+/* Reads len bytes of guest memory at a linear address; 0 on success. */
+typedef int (*mb_fb_read_fn)(void *ctx, uint64_t linear, void *buf,
+			     unsigned len);
+
+/* The registers the executor needs, independent of KVM's structures.
+ * GPRs are in instruction-encoding order: rax rcx rdx rbx rsp rbp rsi rdi
+ * r8..r15 (ModRM/REX register numbers index this array directly). */
+struct mb_fb_state {
+	uint64_t gpr[16];
+	uint64_t rip, rflags;
+	struct mb_seg cs, ss;
+	uint64_t cr0, efer;
+	uint64_t idt_base;
+	uint64_t star, lstar, sfmask; /* MSRs 0xC0000081, 82, 84 */
+	mb_fb_read_fn read;           /* NULL: no guest memory access */
+	void *ctx;
+	/* Outputs. The executor changes gpr/rip/rflags in place; these say
+	 * what else the caller must do. */
+	bool segs_changed; /* cs and ss were reloaded: write them back */
+	bool inject;       /* deliver exception inject_vec (no error code) */
+	uint8_t inject_vec;
+};
+
+/* Decode and complete the instruction insn[0..n) on st. Returns the kind
+ * completed, or MB_FB_NONE (st untouched) for anything it does not know,
+ * a truncated instruction, or one that would fault. Pure: no KVM, no I/O
+ * except st->read. */
+enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
+				 unsigned n);
+
+/* Name of a kind ("clac", ...), NULL when out of range or MB_FB_NONE. */
+const char *mb_fallback_name(enum mb_fb_insn k);
+
+/* Try to complete the instruction whose bytes are insn[0..n) on vCPU cpu
+ * (called from that vCPU's thread on an emulation-failure exit). Returns
+ * true when it did (the guest can go on). */
 bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		     unsigned n);
+
+/* How many instructions of each kind the fallback completed on m: fills
+ * names[i] and counts[i] for the first min(max, MB_FB_KINDS - 1) kinds
+ * (either array may be NULL) and returns MB_FB_KINDS - 1. Any thread. */
+unsigned mb_fallback_counts(struct mb_machine *m, const char **names,
+			    uint64_t *counts, unsigned max);
 
 #endif

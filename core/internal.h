@@ -22,6 +22,8 @@ struct vcpu {
 	bool hlt_if;        /* interrupts were on at that HLT */
 	bool halted;        /* HLT with interrupts on: sleeping until an IRQ */
 	bool dead;          /* HLT with interrupts off: nothing wakes it */
+	_Atomic bool probe; /* kernel irqchip: look at mp_state after EINTR */
+	unsigned dead_probes;
 	struct mb_vcpu_stats st;
 };
 

@@ -50,7 +50,11 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 	m->ncpu = n;
 	m->irqchip = cfg ? cfg->irqchip : MB_IRQCHIP_USER;
 	pthread_mutex_init(&m->lock, NULL);
-	pthread_cond_init(&m->cond, NULL);
+	pthread_condattr_t ca; /* timed waits count on the monotonic clock */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&m->cond, &ca);
+	pthread_condattr_destroy(&ca);
 	atomic_init(&m->gate, GATE_PAUSED);
 	m->mem = mb_mem_new();
 	m->pio = mb_bus_new("pio", 0x10000);
@@ -294,6 +298,16 @@ void mb_machine_stop(struct mb_machine *m, enum mb_stop reason, int code,
 	kick_all(m);
 }
 
+/* Kernel irqchip: ask every vCPU to check whether it is dead-halted. */
+static void probe_all(struct mb_machine *m)
+{
+	for (unsigned i = 0; i < m->ncpu; i++)
+		if (m->cpu[i].started) {
+			m->cpu[i].probe = true;
+			mb_vcpu_kick(&m->cpu[i]);
+		}
+}
+
 static bool is_waiter(struct mb_machine *m)
 {
 	return m->has_waiter && pthread_equal(m->waiter, pthread_self());
@@ -391,9 +405,8 @@ static void deadline_of(double timeout, struct timespec *ts)
 
 int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 {
-	struct timespec dl;
-	pthread_condattr_t ca;
-	(void)ca;
+	struct timespec dl = { 0 };
+	time_t probe_at = 0;
 	if (timeout > 0)
 		deadline_of(timeout, &dl);
 	pthread_mutex_lock(&m->lock);
@@ -402,29 +415,33 @@ int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 	while (m->stop == MB_STOP_NONE) {
 		if (serve_one(m))
 			continue;
-		if (timeout > 0) {
-			struct timespec now;
-			clock_gettime(CLOCK_MONOTONIC, &now);
-			if (now.tv_sec > dl.tv_sec ||
-			    (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec)) {
-				m->stop = MB_STOP_TIMEOUT;
-				m->stop_code = 124;
-				snprintf(m->stop_msg, sizeof m->stop_msg,
-					 "timeout after %g s", timeout);
-				break;
-			}
-			/* cond uses CLOCK_REALTIME by default: wait in slices. */
-			struct timespec rt;
-			clock_gettime(CLOCK_REALTIME, &rt);
-			rt.tv_nsec += 10 * 1000 * 1000;
-			if (rt.tv_nsec >= 1000000000) {
-				rt.tv_sec++;
-				rt.tv_nsec -= 1000000000;
-			}
-			pthread_cond_timedwait(&m->cond, &m->lock, &rt);
-		} else {
-			pthread_cond_wait(&m->cond, &m->lock);
+		struct timespec now;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (timeout > 0 &&
+		    (now.tv_sec > dl.tv_sec ||
+		     (now.tv_sec == dl.tv_sec && now.tv_nsec >= dl.tv_nsec))) {
+			m->stop = MB_STOP_TIMEOUT;
+			m->stop_code = 124;
+			snprintf(m->stop_msg, sizeof m->stop_msg,
+				 "timeout after %g s", timeout);
+			break;
 		}
+		if (m->irqchip == MB_IRQCHIP_KERNEL && now.tv_sec > probe_at) {
+			probe_at = now.tv_sec;
+			pthread_mutex_unlock(&m->lock);
+			probe_all(m);
+			pthread_mutex_lock(&m->lock);
+			continue;
+		}
+		/* Sleep until a vCPU speaks, the deadline, or the next probe. */
+		struct timespec until = dl;
+		bool probing = m->irqchip == MB_IRQCHIP_KERNEL;
+		if (probing && (timeout <= 0 || probe_at + 1 < dl.tv_sec))
+			until = (struct timespec){ probe_at + 1, now.tv_nsec };
+		if (timeout > 0 || probing)
+			pthread_cond_timedwait(&m->cond, &m->lock, &until);
+		else
+			pthread_cond_wait(&m->cond, &m->lock);
 	}
 	if (atomic_load(&m->gate) == GATE_RUNNING)
 		atomic_store(&m->gate, GATE_PAUSED);

@@ -78,6 +78,27 @@ static void halt(struct vcpu *v)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* With KVM's irqchip, HLT never reaches us. The waiter kicks vCPUs now
+ * and then to ask: halted with interrupts off, twice in a row? Then the
+ * vCPU is dead for good (Linux's poweroff without ACPI ends like this). */
+static void probe_halt(struct vcpu *v)
+{
+	struct kvm_mp_state mp;
+	struct kvm_regs r;
+	v->probe = false;
+	if (ioctl(v->fd, KVM_GET_MP_STATE, &mp) || ioctl(v->fd, KVM_GET_REGS, &r))
+		return;
+	bool halted = mp.mp_state == KVM_MP_STATE_HALTED && !(r.rflags & 0x200);
+	v->dead_probes = halted ? v->dead_probes + 1 : 0;
+	pthread_mutex_lock(&v->m->lock);
+	v->dead = v->dead_probes >= 2;
+	bool stop = v->dead && all_dead(v->m);
+	pthread_mutex_unlock(&v->m->lock);
+	if (stop)
+		mb_machine_stop(v->m, MB_STOP_HALT, 0,
+				"every vCPU halted with interrupts disabled");
+}
+
 static void inject(struct vcpu *v)
 {
 	struct mb_machine *m = v->m;
@@ -285,6 +306,8 @@ void *mb_vcpu_thread(void *arg)
 		if (ioctl(v->fd, KVM_RUN, 0) < 0) {
 			if (errno == EINTR || errno == EAGAIN) {
 				v->st.intr++;
+				if (v->probe)
+					probe_halt(v);
 				continue;
 			}
 			fail(v, "KVM_RUN: %s", strerror(errno));

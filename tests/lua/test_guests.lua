@@ -109,6 +109,12 @@ T.case("cli; hlt ends with reason halt", function()
   T.run(m, "halt", 0)
 end)
 
+T.case("cli; hlt with KVM's irqchip also ends with halt", function()
+  local m = machine { memory = "16M", irqchip = "kernel" }
+  m:boot_flat { file = T.guest("halt"), mode = "protected" }
+  T.run(m, "halt", 0, 10)
+end)
+
 T.case("timeout stops a spinning guest", function()
   local m = machine()
   m:boot_flat { file = T.guest("spin"), mode = "protected" }
