@@ -278,7 +278,7 @@ int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out);
  * a pending vector before entering the guest. */
 struct mb_intc_ops {
 	bool (*pending)(void *intc);
-	int (*ack)(void *intc); /* vector, or -1 if none any more */
+	int (*ack)(void *intc); /* the INTA cycle: vector (maybe spurious), <0: none */
 	void (*set_line)(void *intc, unsigned line, int level);
 };
 void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
@@ -366,6 +366,67 @@ int mb_boot_flat(struct mb_machine *m, const char *file, uint64_t at,
 /* Set vCPU 0's mode and entry (used by every loader). */
 int mb_boot_setup_cpu(struct mb_machine *m, enum mb_cpu_mode mode,
 		      uint64_t entry);
+
+/* -- kernel loaders (core/boot_linux.c, core/boot_multiboot.c, core/elf.c).
+ * Every file is checked before anything is written to the guest: a missing,
+ * truncated or hostile image is refused with a message naming the file. */
+
+/* A guest-physical range. */
+struct mb_range {
+	uint64_t base, size;
+};
+
+/* Linux x86 boot protocol 2.12+ (64-bit entry), Documentation/arch/x86/
+ * boot.rst. Zero page at 0x7000, command line at 0x20000, initrd as high as
+ * possible below initrd_addr_max; the e820 map comes from the memory map
+ * plus `reserved` (device windows), reported as type 2. */
+struct mb_linux_config {
+	const char *kernel;  /* bzImage (required) */
+	const char *initrd;  /* NULL: none */
+	const char *cmdline; /* NULL: "" */
+	const struct mb_range *reserved;
+	size_t nreserved;
+};
+int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg);
+
+/* A bzImage's setup header, as parsed and checked by the Linux loader. */
+struct mb_bzimage_info {
+	uint16_t version;         /* e.g. 0x20f */
+	uint8_t loadflags;
+	uint16_t xloadflags;
+	bool relocatable;
+	unsigned setup_sects;     /* 0 in the header means 4 */
+	uint64_t pref_address;
+	uint32_t init_size, kernel_alignment, cmdline_size, initrd_addr_max;
+	uint64_t kernel_offset;   /* protected-mode kernel in the file */
+	uint64_t kernel_size;
+	size_t header_end;        /* 0x202 + byte at 0x201 */
+	char kernel_version[128]; /* "" if the image has none */
+};
+int mb_bzimage_info(const char *file, struct mb_bzimage_info *out);
+
+/* Multiboot 1 (Multiboot Specification 0.6.96): ELF32/ELF64 kernels or the
+ * a.out kludge (header flag 16), modules page-aligned after the kernel,
+ * entry in 32-bit protected mode with EAX = 0x2badb002, EBX = info. */
+struct mb_multiboot_module {
+	const char *file;
+	const char *cmdline; /* NULL: "" */
+};
+struct mb_multiboot_config {
+	const char *kernel;
+	const char *cmdline; /* NULL: "" */
+	const struct mb_multiboot_module *modules;
+	size_t nmodules;
+};
+int mb_boot_multiboot(struct mb_machine *m,
+		      const struct mb_multiboot_config *cfg);
+
+/* Load an ELF32 (EM_386) or ELF64 (EM_X86_64) executable's PT_LOAD segments
+ * at their physical addresses; *entry gets the physical entry point. The
+ * vCPU is left alone: follow with mb_boot_setup_cpu(). Segments may not
+ * touch 0x500-0x6fff (GDT and page tables). */
+int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry);
+/* -- end of kernel loaders */
 
 /* ---- host information ------------------------------------------------ */
 

@@ -7,6 +7,9 @@
 #include "devices/pic8259.h"
 #include "devices/pit8254.h"
 #include "devices/uart16550.h"
+#include "devices/rtc.h"
+#include "devices/i8042.h"
+#include "devices/port80.h"
 
 #define SETI(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
 
@@ -357,11 +360,216 @@ static int l_uart(lua_State *L)
 	return 1;
 }
 
+/* ---- MC146818 RTC ---------------------------------------------------------- */
+
+static void rtc_free(void *p)
+{
+	mb_rtc_free(p);
+}
+
+static int rtc_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+{
+	struct mb_machine *m = mm->m;
+	struct mb_rtc_config cfg = { .clock = mb_machine_clock(m),
+				     .start_ns = MB_RTC_HOST_TIME };
+	irq_line(L, m, 3, "irq", 8, &cfg.irq);
+	if (lua_getfield(L, 3, "time") != LUA_TNIL)
+		cfg.start_ns = (int64_t)(luaL_checknumber(L, -1) * 1e9);
+	lua_pop(L, 1);
+	struct mb_rtc *rtc = mb_rtc_new(&cfg);
+	if (!rtc)
+		return luaL_error(L, "rtc: out of memory");
+	mb_machine_on_destroy(m, rtc_free, rtc);
+	/* cmos = { [index] = byte, ... } */
+	if (lua_getfield(L, 3, "cmos") == LUA_TTABLE) {
+		lua_pushnil(L);
+		while (lua_next(L, -2)) {
+			lua_Integer i = luaL_checkinteger(L, -2), v = luaL_checkinteger(L, -1);
+			if (i < 0 || i > 127 || v < 0 || v > 255 ||
+			    mb_rtc_set_cmos(rtc, (unsigned)i, (uint8_t)v))
+				luaL_error(L, "cmos: [%d] = %d is not a byte of 0-127", (int)i,
+					   (int)v);
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+	reg(L, mb_machine_pio(m), 0x70, 2, &mb_rtc_ops, rtc, "rtc");
+	d->impl = rtc;
+	return 0;
+}
+
+static int rtc_state(lua_State *L)
+{
+	struct mbl_dev *d = attached(L);
+	struct mb_rtc_state s;
+	mb_rtc_state(d->impl, &s);
+	lua_createtable(L, 0, 20);
+	SETI("index", s.index); SETI("nmi_masked", s.nmi_masked);
+	SETI("sec", s.sec); SETI("min", s.min); SETI("hour", s.hour);
+	SETI("wday", s.wday); SETI("mday", s.mday); SETI("mon", s.mon);
+	SETI("year", s.year); SETI("century", s.century);
+	SETI("sec_alarm", s.sec_alarm); SETI("min_alarm", s.min_alarm);
+	SETI("hour_alarm", s.hour_alarm); SETI("a", s.a); SETI("b", s.b);
+	SETI("c", s.c); SETI("d", s.d); SETI("irq_level", s.irq_level);
+	SETI("unix_time", s.unix_time);
+	return 1;
+}
+
+/* rtc:cmos(i) reads a byte, rtc:cmos(i, v) writes one. */
+static int rtc_cmos(lua_State *L)
+{
+	struct mbl_dev *d = attached(L);
+	lua_Integer i = luaL_checkinteger(L, 2);
+	uint8_t v;
+	if (i < 0 || i > 127)
+		return luaL_error(L, "cmos: index %d is not 0-127", (int)i);
+	if (lua_isnoneornil(L, 3)) {
+		mb_rtc_get_cmos(d->impl, (unsigned)i, &v);
+		lua_pushinteger(L, v);
+		return 1;
+	}
+	lua_Integer nv = luaL_checkinteger(L, 3);
+	if (nv < 0 || nv > 255)
+		return luaL_error(L, "cmos: value %d is not a byte", (int)nv);
+	mb_rtc_set_cmos(d->impl, (unsigned)i, (uint8_t)nv);
+	return 0;
+}
+
+static const luaL_Reg rtc_methods[] = { { "cmos", rtc_cmos }, { NULL, NULL } };
+static const char *const rtc_keys[] = { "irq", "cmos", "time", NULL };
+static const struct mbl_class rtc_class = { "rtc", rtc_keys, rtc_attach,
+					    rtc_state, rtc_methods };
+
+static int l_rtc(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, "rtc", rtc_keys);
+	int t = lua_getfield(L, 1, "cmos");
+	if (t != LUA_TNIL && t != LUA_TTABLE)
+		return luaL_error(L, "cmos: expected a table { [index] = byte }");
+	t = lua_getfield(L, 1, "time");
+	if (t != LUA_TNIL && t != LUA_TNUMBER)
+		return luaL_error(L, "time: expected Unix seconds, got %s",
+				  luaL_typename(L, -1));
+	lua_pop(L, 2);
+	mbl_dev_new(L, &rtc_class);
+	return 1;
+}
+
+/* ---- i8042: just enough for a reset ----------------------------------------- */
+
+static void kbc_reset(void *opaque)
+{
+	mb_machine_stop(opaque, MB_STOP_RESET, 0, "guest reset (i8042 0xfe)");
+}
+
+static void kbc_free(void *p)
+{
+	mb_i8042_free(p);
+}
+
+static int kbc_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+{
+	struct mb_machine *m = mm->m;
+	struct mb_i8042_config cfg = { kbc_reset, m };
+	struct mb_i8042 *k = mb_i8042_new(&cfg);
+	if (!k)
+		return luaL_error(L, "i8042: out of memory");
+	mb_machine_on_destroy(m, kbc_free, k);
+	reg(L, mb_machine_pio(m), 0x60, 1, &mb_i8042_data_ops, k, "i8042-data");
+	reg(L, mb_machine_pio(m), 0x64, 1, &mb_i8042_cmd_ops, k, "i8042-cmd");
+	d->impl = k;
+	return 0;
+}
+
+static int kbc_state(lua_State *L)
+{
+	struct mb_i8042_state s;
+	mb_i8042_state(attached(L)->impl, &s);
+	lua_createtable(L, 0, 7);
+	SETI("status", s.status); SETI("ctr", s.ctr); SETI("outport", s.outport);
+	SETI("obf", s.obf); SETI("out", s.out); SETI("pending", s.pending);
+	SETI("resets", s.resets);
+	return 1;
+}
+
+static const char *const kbc_keys[] = { NULL };
+static const struct mbl_class kbc_class = { "i8042", kbc_keys, kbc_attach,
+					    kbc_state, NULL };
+
+static int l_i8042(lua_State *L)
+{
+	mbl_dev_new(L, &kbc_class);
+	return 1;
+}
+
+/* ---- port 0x80 and other sinks ------------------------------------------------ */
+
+static void null_free(void *p)
+{
+	mb_null_free(p);
+}
+
+static int null_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+{
+	struct mb_machine *m = mm->m;
+	uint64_t base = 0x80, size = 1;
+	bool mmio = lua_getfield(L, 3, "mmio") != LUA_TNIL;
+	bool pio = lua_getfield(L, 3, "pio") != LUA_TNIL;
+	lua_pop(L, 2);
+	if (mmio || pio)
+		mbl_checkrange(L, 3, mmio ? "mmio" : "pio", &base, &size);
+	struct mb_null *n = mb_null_new((uint8_t)mbl_optint(L, 3, "fill", 0xff));
+	if (!n)
+		return luaL_error(L, "port80: out of memory");
+	mb_machine_on_destroy(m, null_free, n);
+	reg(L, mmio ? mb_machine_mmio(m) : mb_machine_pio(m), base, size,
+	    &mb_null_ops, n, mbl_optstr(L, 3, "name", "port80"));
+	d->impl = n;
+	return 0;
+}
+
+static int null_state(lua_State *L)
+{
+	struct mb_null_state s;
+	mb_null_state(attached(L)->impl, &s);
+	lua_createtable(L, 0, 4);
+	SETI("last_write", s.last_write); SETI("reads", s.reads);
+	SETI("writes", s.writes); SETI("fill", s.fill);
+	return 1;
+}
+
+static const char *const null_keys[] = { "pio", "mmio", "fill", "name", NULL };
+static const struct mbl_class null_class = { "port80", null_keys, null_attach,
+					     null_state, NULL };
+
+/* mb.port80 {} (port 0x80, POST codes), or any range: a C sink that drops
+ * writes and reads `fill` bytes, without the Lua slow path. */
+static int l_port80(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, "port80", null_keys);
+	lua_Integer fill = mbl_optint(L, 1, "fill", 0xff);
+	if (fill < 0 || fill > 255)
+		return luaL_error(L, "fill: %d is not a byte", (int)fill);
+	bool mmio = lua_getfield(L, 1, "mmio") != LUA_TNIL;
+	bool pio = lua_getfield(L, 1, "pio") != LUA_TNIL;
+	lua_pop(L, 2);
+	if (mmio && pio)
+		return luaL_error(L, "port80: give at most one of pio or mmio");
+	uint64_t b, sz;
+	if (mmio || pio)
+		mbl_checkrange(L, 1, mmio ? "mmio" : "pio", &b, &sz);
+	mbl_dev_new(L, &null_class);
+	return 1;
+}
+
 void mbl_open_legacy(lua_State *L)
 {
 	static const luaL_Reg ctors[] = {
 		{ "pic8259", l_pic }, { "pit8254", l_pit }, { "uart16550", l_uart },
-		{ NULL, NULL },
+		{ "rtc", l_rtc },     { "i8042", l_i8042 }, { "port80", l_port80 },
+		{ "null", l_port80 }, { NULL, NULL },
 	};
 	luaL_setfuncs(L, ctors, 0);
 }

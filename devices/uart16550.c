@@ -1,0 +1,433 @@
+/*
+ * 16550A UART (TI PC16550D data sheet, SNLS378). Transmission is instant:
+ * a byte written to THR goes to the backend at once, so THR and the TX
+ * FIFO are always empty again by the time the guest looks (THRE and TEMT
+ * always read 1). Reception is paced by the backend: the UART takes what
+ * fits in its FIFO and asks for more when the guest has read some.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devices/uart16550.h"
+
+enum {
+	IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08,
+	IIR_NONE = 0x01, IIR_MSI = 0x00, IIR_THRI = 0x02, IIR_RDI = 0x04,
+	IIR_RLSI = 0x06, IIR_TIMEOUT = 0x0c, IIR_FIFO = 0xc0,
+	FCR_ENABLE = 0x01, FCR_CLEAR_RX = 0x02,
+	LCR_DLAB = 0x80,
+	MCR_DTR = 0x01, MCR_RTS = 0x02, MCR_OUT1 = 0x04, MCR_OUT2 = 0x08,
+	MCR_LOOP = 0x10,
+	LSR_DR = 0x01, LSR_OE = 0x02, LSR_THRE = 0x20, LSR_TEMT = 0x40,
+	MSR_DCTS = 0x01, MSR_DDSR = 0x02, MSR_TERI = 0x04, MSR_DDCD = 0x08,
+	MSR_CTS = 0x10, MSR_DSR = 0x20, MSR_RI = 0x40, MSR_DCD = 0x80,
+};
+
+#define FIFO_SIZE 16
+
+struct mb_uart {
+	pthread_mutex_t lock;
+	const struct mb_clock *clock;
+	struct mb_irq irq;
+	struct mb_chr *chr;
+	struct mb_timer *timer;
+	uint8_t rx[FIFO_SIZE];
+	unsigned rx_head, rx_n;
+	uint8_t rbr;      /* last byte read, returned again when empty */
+	uint8_t ier, fcr, lcr, mcr, scr, dll, dlm;
+	uint8_t lsr_err;  /* OE until LSR is read */
+	uint8_t msr_in;   /* MSR bits 4-7 now */
+	uint8_t msr_delta;
+	uint8_t ext_in;   /* modem inputs outside loopback */
+	bool thri;        /* THRE interrupt pending */
+	bool timeout;     /* character timeout pending */
+	bool line;
+	bool rx_blocked;  /* refused backend bytes: owe an accept() */
+	uint64_t tx_bytes, rx_bytes, overruns;
+};
+
+static bool fifo_on(const struct mb_uart *u)
+{
+	return u->fcr & FCR_ENABLE;
+}
+
+static unsigned rx_cap(const struct mb_uart *u)
+{
+	return fifo_on(u) ? FIFO_SIZE : 1;
+}
+
+static unsigned rx_trigger(const struct mb_uart *u)
+{
+	static const uint8_t level[4] = { 1, 4, 8, 14 };
+	return fifo_on(u) ? level[u->fcr >> 6] : 1;
+}
+
+/* Interrupt identification in priority order (data sheet, Table 4). */
+static uint8_t iir_id(const struct mb_uart *u)
+{
+	if ((u->ier & IER_RLSI) && u->lsr_err)
+		return IIR_RLSI;
+	if ((u->ier & IER_RDI) && u->rx_n >= rx_trigger(u))
+		return IIR_RDI;
+	if ((u->ier & IER_RDI) && u->timeout)
+		return IIR_TIMEOUT;
+	if ((u->ier & IER_THRI) && u->thri)
+		return IIR_THRI;
+	if ((u->ier & IER_MSI) && u->msr_delta)
+		return IIR_MSI;
+	return IIR_NONE;
+}
+
+/* On PC boards INTR reaches the PIC through a buffer enabled by OUT2. */
+static void irq_update(struct mb_uart *u)
+{
+	bool level = iir_id(u) != IIR_NONE && (u->mcr & MCR_OUT2);
+	if (level != u->line) {
+		u->line = level;
+		mb_irq_set(&u->irq, level);
+	}
+}
+
+/* ---- receive side ----------------------------------------------------- */
+
+/* Four character times at the programmed rate and frame (data sheet,
+ * "FIFO Interrupt Mode Operation"): 115200 baud / divisor. */
+static uint64_t timeout_ns(const struct mb_uart *u)
+{
+	unsigned div = u->dll | u->dlm << 8;
+	unsigned bits = 1 + 5 + (u->lcr & 3) + ((u->lcr & 0x08) ? 1 : 0) +
+			((u->lcr & 0x04) ? 2 : 1);
+	return 4ull * bits * (div ? div : 1) * 1000000000ull / 115200;
+}
+
+static void rearm_timeout(struct mb_uart *u)
+{
+	if (!u->timer)
+		return;
+	uint64_t when = 0;
+	if (fifo_on(u) && u->rx_n)
+		when = u->clock->now(u->clock) + timeout_ns(u);
+	u->clock->timer_mod(u->timer, when);
+}
+
+static void on_timeout(void *opaque)
+{
+	struct mb_uart *u = opaque;
+	pthread_mutex_lock(&u->lock);
+	if (fifo_on(u) && u->rx_n)
+		u->timeout = true;
+	irq_update(u);
+	pthread_mutex_unlock(&u->lock);
+}
+
+/* A byte arrives from the wire (or the loopback). A full FIFO overruns:
+ * the FIFO keeps its bytes and the new one is lost; without FIFOs the
+ * new byte overwrites RBR (data sheet, LSR bit 1). */
+static void rx_push(struct mb_uart *u, uint8_t b)
+{
+	if (u->rx_n >= rx_cap(u)) {
+		u->lsr_err |= LSR_OE;
+		u->overruns++;
+		if (!fifo_on(u))
+			u->rx[u->rx_head] = b;
+		return;
+	}
+	u->rx[(u->rx_head + u->rx_n++) % FIFO_SIZE] = b;
+	u->rx_bytes++;
+	rearm_timeout(u);
+}
+
+static void rx_clear(struct mb_uart *u)
+{
+	u->rx_head = u->rx_n = 0;
+	u->timeout = false;
+	rearm_timeout(u);
+}
+
+/* Outside loopback, and only what fits: the backend keeps the rest
+ * until mb_chr_accept(). */
+static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
+{
+	struct mb_uart *u = dev;
+	size_t n = 0;
+	pthread_mutex_lock(&u->lock);
+	if (!(u->mcr & MCR_LOOP))
+		while (n < len && u->rx_n < rx_cap(u))
+			rx_push(u, buf[n++]);
+	if (n < len)
+		u->rx_blocked = true;
+	irq_update(u);
+	pthread_mutex_unlock(&u->lock);
+	return n;
+}
+
+/* Whether to call mb_chr_accept() after unlocking. */
+static bool owe_accept(struct mb_uart *u)
+{
+	if (u->rx_blocked && !(u->mcr & MCR_LOOP) && u->rx_n < rx_cap(u)) {
+		u->rx_blocked = false;
+		return true;
+	}
+	return false;
+}
+
+/* ---- modem lines ------------------------------------------------------ */
+
+static void set_modem_in(struct mb_uart *u, uint8_t in)
+{
+	uint8_t ch = u->msr_in ^ in;
+	if (ch & MSR_CTS)
+		u->msr_delta |= MSR_DCTS;
+	if (ch & MSR_DSR)
+		u->msr_delta |= MSR_DDSR;
+	if (ch & MSR_DCD)
+		u->msr_delta |= MSR_DDCD;
+	if ((u->msr_in & MSR_RI) && !(in & MSR_RI)) /* trailing edge */
+		u->msr_delta |= MSR_TERI;
+	u->msr_in = in;
+}
+
+/* Loopback wires RTS->CTS, DTR->DSR, OUT1->RI, OUT2->DCD (data sheet,
+ * MCR bit 4); Linux's probe checks this. */
+static uint8_t modem_in(const struct mb_uart *u)
+{
+	if (!(u->mcr & MCR_LOOP))
+		return u->ext_in;
+	return (uint8_t)(((u->mcr & MCR_RTS) ? MSR_CTS : 0) |
+			 ((u->mcr & MCR_DTR) ? MSR_DSR : 0) |
+			 ((u->mcr & MCR_OUT1) ? MSR_RI : 0) |
+			 ((u->mcr & MCR_OUT2) ? MSR_DCD : 0));
+}
+
+/* ---- registers -------------------------------------------------------- */
+
+static uint8_t lsr(const struct mb_uart *u)
+{
+	return (uint8_t)((u->rx_n ? LSR_DR : 0) | u->lsr_err | LSR_THRE |
+			 LSR_TEMT);
+}
+
+static uint8_t reg_read(struct mb_uart *u, unsigned off, bool *accept)
+{
+	bool dlab = u->lcr & LCR_DLAB;
+	uint8_t v;
+	switch (off) {
+	case 0:
+		if (dlab)
+			return u->dll;
+		if (u->rx_n) {
+			u->rbr = u->rx[u->rx_head];
+			u->rx_head = (u->rx_head + 1) % FIFO_SIZE;
+			u->rx_n--;
+		}
+		/* Reading clears a timeout and restarts its timer. */
+		u->timeout = false;
+		rearm_timeout(u);
+		*accept = owe_accept(u);
+		return u->rbr;
+	case 1:
+		return dlab ? u->dlm : u->ier;
+	case 2:
+		v = iir_id(u);
+		/* Reading IIR clears THRE when it is the source reported
+		 * (data sheet, Table 4 "Reset control"). */
+		if (v == IIR_THRI)
+			u->thri = false;
+		return v | (fifo_on(u) ? IIR_FIFO : 0);
+	case 3:
+		return u->lcr;
+	case 4:
+		return u->mcr;
+	case 5:
+		v = lsr(u);
+		u->lsr_err = 0;
+		return v;
+	case 6:
+		v = u->msr_in | u->msr_delta;
+		u->msr_delta = 0;
+		return v;
+	default:
+		return u->scr;
+	}
+}
+
+/* Returns true when a byte is to be sent to the backend. */
+static bool reg_write(struct mb_uart *u, unsigned off, uint8_t v,
+		      bool *accept)
+{
+	bool dlab = u->lcr & LCR_DLAB;
+	switch (off) {
+	case 0:
+		if (dlab) {
+			u->dll = v;
+			return false;
+		}
+		/* Writing THR clears THRE; the byte leaves at once and THRE
+		 * comes back, so the line shows a fresh edge. */
+		u->tx_bytes++;
+		u->thri = false;
+		irq_update(u);
+		u->thri = true;
+		if (u->mcr & MCR_LOOP) {
+			rx_push(u, v);
+			return false;
+		}
+		return true;
+	case 1:
+		if (dlab) {
+			u->dlm = v;
+			return false;
+		}
+		/* Enabling ETBEI while THR is empty raises THRE, each time
+		 * (Linux's UART_BUG_THRE probe expects it). */
+		if ((v & IER_THRI) && !(u->ier & IER_THRI))
+			u->thri = true;
+		u->ier = v & 0x0f;
+		return false;
+	case 2:
+		/* Switching FIFO mode empties the FIFOs; the other bits are
+		 * only taken with FCR0 set. */
+		if ((v ^ u->fcr) & FCR_ENABLE) {
+			u->fcr = v & FCR_ENABLE;
+			rx_clear(u);
+		}
+		if (v & FCR_ENABLE) {
+			u->fcr = v & 0xc9;
+			if (v & FCR_CLEAR_RX)
+				rx_clear(u);
+		}
+		*accept = owe_accept(u);
+		return false;
+	case 3:
+		u->lcr = v;
+		return false;
+	case 4:
+		u->mcr = v & 0x1f;
+		set_modem_in(u, modem_in(u));
+		*accept = owe_accept(u);
+		return false;
+	case 5: /* LSR: factory test only */
+	case 6: /* MSR: read-only */
+		return false;
+	default:
+		u->scr = v;
+		return false;
+	}
+}
+
+static void uart_read(void *dev, uint64_t off, void *data, unsigned size)
+{
+	struct mb_uart *u = dev;
+	uint8_t *p = data;
+	for (unsigned i = 0; i < size; i++) {
+		bool accept = false;
+		pthread_mutex_lock(&u->lock);
+		p[i] = off + i < 8 ? reg_read(u, (unsigned)(off + i), &accept)
+				   : 0xff;
+		irq_update(u);
+		pthread_mutex_unlock(&u->lock);
+		if (accept)
+			mb_chr_accept(u->chr);
+	}
+}
+
+/* The backend is called without the lock: it may block, or feed input
+ * back to us from inside its write. */
+static void uart_write(void *dev, uint64_t off, const void *data,
+		       unsigned size)
+{
+	struct mb_uart *u = dev;
+	const uint8_t *p = data;
+	for (unsigned i = 0; i < size && off + i < 8; i++) {
+		bool accept = false;
+		pthread_mutex_lock(&u->lock);
+		bool tx = reg_write(u, (unsigned)(off + i), p[i], &accept);
+		irq_update(u);
+		pthread_mutex_unlock(&u->lock);
+		if (tx)
+			mb_chr_write(u->chr, &p[i], 1);
+		if (accept)
+			mb_chr_accept(u->chr);
+	}
+}
+
+const struct mb_io_ops mb_uart_ops = { uart_read, uart_write };
+
+/* ---- life cycle and state -------------------------------------------- */
+
+struct mb_uart *mb_uart_new(const struct mb_uart_config *cfg)
+{
+	struct mb_uart *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	pthread_mutex_init(&u->lock, NULL);
+	u->clock = cfg->clock;
+	u->irq = cfg->irq;
+	u->chr = cfg->chr;
+	u->ext_in = u->msr_in = MSR_CTS | MSR_DSR | MSR_DCD;
+	u->thri = true; /* THR empty after reset */
+	u->dll = 12;    /* 9600 baud, until the guest says otherwise */
+	if (u->clock) {
+		u->timer = u->clock->timer_new(u->clock, on_timeout, u);
+		if (!u->timer) {
+			pthread_mutex_destroy(&u->lock);
+			free(u);
+			return NULL;
+		}
+	}
+	if (u->chr) {
+		u->chr->rx = uart_rx;
+		u->chr->rx_dev = u;
+	}
+	return u;
+}
+
+void mb_uart_free(struct mb_uart *u)
+{
+	if (!u)
+		return;
+	if (u->chr && u->chr->rx_dev == u) {
+		u->chr->rx = NULL;
+		u->chr->rx_dev = NULL;
+	}
+	if (u->timer)
+		u->clock->timer_free(u->timer);
+	pthread_mutex_destroy(&u->lock);
+	free(u);
+}
+
+void mb_uart_set_modem(struct mb_uart *u, uint8_t msr_bits)
+{
+	pthread_mutex_lock(&u->lock);
+	u->ext_in = msr_bits & 0xf0;
+	set_modem_in(u, modem_in(u));
+	irq_update(u);
+	pthread_mutex_unlock(&u->lock);
+}
+
+void mb_uart_state(struct mb_uart *u, struct mb_uart_state *st)
+{
+	memset(st, 0, sizeof(*st));
+	pthread_mutex_lock(&u->lock);
+	st->rbr = u->rx_n ? u->rx[u->rx_head] : u->rbr;
+	st->ier = u->ier;
+	st->iir = iir_id(u) | (fifo_on(u) ? IIR_FIFO : 0);
+	st->fcr = u->fcr;
+	st->lcr = u->lcr;
+	st->mcr = u->mcr;
+	st->lsr = lsr(u);
+	st->msr = u->msr_in | u->msr_delta;
+	st->scr = u->scr;
+	st->dll = u->dll;
+	st->dlm = u->dlm;
+	st->rx_count = (uint8_t)u->rx_n;
+	st->rx_trigger = (uint8_t)rx_trigger(u);
+	st->thre_pending = u->thri;
+	st->timeout_pending = u->timeout;
+	st->irq_level = u->line;
+	st->tx_bytes = u->tx_bytes;
+	st->rx_bytes = u->rx_bytes;
+	st->overruns = u->overruns;
+	pthread_mutex_unlock(&u->lock);
+}

@@ -1,0 +1,455 @@
+/* 8254 PIT on a hand-driven clock (82C54 data sheet, "Modes"). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "devices/pit8254.h"
+#include "fake_clock.h"
+
+#define NS 1000000000ull
+
+static struct fake_clock *fc;
+static struct fake_irq irq0;
+static struct mb_pit *pit;
+
+static uint64_t tick_ns(uint64_t t)
+{
+	return t / MB_PIT_HZ * NS + (t % MB_PIT_HZ * NS + MB_PIT_HZ - 1) / MB_PIT_HZ;
+}
+
+/* Base tick: well away from 0, to catch grid mistakes. */
+#define T0 1000000ull
+
+static void at(uint64_t t)
+{
+	uint64_t ns = tick_ns(t);
+	assert_true(ns >= fc->now);
+	fake_clock_advance(fc, ns - fc->now);
+}
+
+static void out(unsigned port, uint8_t v)
+{
+	if (port == 0x61)
+		mb_pit_port61_ops.write(pit, 0, &v, 1);
+	else
+		mb_pit_ops.write(pit, port - 0x40, &v, 1);
+}
+
+static uint8_t in(unsigned port)
+{
+	uint8_t v;
+	if (port == 0x61)
+		mb_pit_port61_ops.read(pit, 0, &v, 1);
+	else
+		mb_pit_ops.read(pit, port - 0x40, &v, 1);
+	return v;
+}
+
+static uint16_t read16(unsigned port) /* LSB then MSB */
+{
+	uint16_t lo = in(port);
+	return (uint16_t)(lo | in(port) << 8);
+}
+
+static void write16(unsigned port, uint16_t v)
+{
+	out(port, v & 0xff);
+	out(port, v >> 8);
+}
+
+static uint8_t status(unsigned ch)
+{
+	out(0x43, (uint8_t)(0xe0 | 2u << ch)); /* read-back: status only */
+	return in(0x40 + ch);
+}
+
+static bool out_pin(unsigned ch)
+{
+	struct mb_pit_state st;
+	mb_pit_state(pit, &st);
+	return st.ch[ch].out;
+}
+
+static int setup(void **state)
+{
+	fc = fake_clock_new(tick_ns(T0));
+	irq0 = (struct fake_irq){ 0 };
+	struct mb_pit_config cfg = { &fc->clock, fake_irq_line(&irq0) };
+	pit = mb_pit_new(&cfg);
+	return pit ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	mb_pit_free(pit);
+	fake_clock_free(fc);
+	return 0;
+}
+
+/* Mode 0: OUT low after the control word and count; the count loads on
+ * the next CLK and OUT goes high N+1 clocks after the write. */
+static void test_mode0(void **state)
+{
+	out(0x43, 0x30); /* ch0, LSB/MSB, mode 0, binary */
+	assert_int_equal(status(0) & 0x80, 0);
+	write16(0x40, 5);
+	assert_int_equal(status(0), 0x70); /* OUT 0, null count, rw 3, mode 0 */
+	static const uint16_t seq[] = { 5, 4, 3, 2, 1, 0, 0xffff, 0xfffe };
+	for (unsigned i = 0; i < 8; i++) {
+		at(T0 + 1 + i);
+		assert_int_equal(read16(0x40), seq[i]);
+		assert_int_equal(out_pin(0), i >= 5);
+		assert_int_equal(irq0.level, i >= 5);
+	}
+	assert_int_equal(status(0), 0xb0); /* OUT 1, count loaded */
+	assert_int_equal(irq0.raises, 1);
+	/* The raise happened at the terminal-count tick, not later. */
+	assert_int_equal(fc->fired, 1);
+	/* A new count: OUT (and the line) low at once. */
+	write16(0x40, 2);
+	assert_int_equal(irq0.level, 0);
+	at(T0 + 8 + 3);
+	assert_int_equal(irq0.level, 1);
+	assert_int_equal(irq0.raises, 2);
+}
+
+static void test_mode0_irq_exact_time(void **state)
+{
+	out(0x43, 0x30);
+	write16(0x40, 1000);
+	fake_clock_advance(fc, tick_ns(T0 + 1001) - fc->now - 1);
+	assert_int_equal(irq0.level, 0);
+	fake_clock_advance(fc, 1);
+	assert_int_equal(irq0.level, 1);
+}
+
+/* Mode 0: gate low suspends counting (channel 2, port 0x61 bit 0). */
+static void test_mode0_gate(void **state)
+{
+	out(0x61, 0x01);
+	out(0x43, 0xb0); /* ch2, LSB/MSB, mode 0 */
+	write16(0x42, 10);
+	at(T0 + 3); /* CE 8 */
+	assert_int_equal(read16(0x42), 8);
+	out(0x61, 0x00);
+	at(T0 + 50);
+	assert_int_equal(read16(0x42), 8);
+	assert_int_equal(in(0x61) & 0x21, 0x00); /* gate, OUT2 low */
+	out(0x61, 0x01);
+	at(T0 + 57);
+	assert_int_equal(read16(0x42), 1);
+	assert_int_equal(in(0x61) & 0x20, 0x00);
+	at(T0 + 58);
+	assert_int_equal(read16(0x42), 0);
+	assert_int_equal(in(0x61) & 0x21, 0x21);
+	/* Channel 2 never touches the IRQ 0 line. */
+	assert_int_equal(irq0.raises, 0);
+}
+
+/* Mode 1: the gate's rising edge triggers; OUT low from the next CLK for
+ * N clocks; retriggerable. */
+static void test_mode1(void **state)
+{
+	out(0x43, 0xb2); /* ch2, LSB/MSB, mode 1 */
+	write16(0x42, 3);
+	assert_true(out_pin(2));
+	at(T0 + 10);
+	assert_true(out_pin(2)); /* no trigger yet */
+	assert_int_equal(status(2) & 0x40, 0x40); /* null count */
+	out(0x61, 0x01);
+	at(T0 + 11);
+	assert_false(out_pin(2));
+	assert_int_equal(read16(0x42), 3);
+	at(T0 + 13);
+	assert_int_equal(read16(0x42), 1);
+	assert_false(out_pin(2));
+	at(T0 + 14);
+	assert_true(out_pin(2));
+	assert_int_equal(status(2), 0xb2);
+	/* Retrigger mid-count restarts the full count. */
+	out(0x61, 0x00);
+	out(0x61, 0x01);
+	at(T0 + 15);
+	assert_false(out_pin(2));
+	out(0x61, 0x00);
+	out(0x61, 0x01);
+	at(T0 + 17);
+	assert_false(out_pin(2));
+	assert_int_equal(read16(0x42), 2);
+	at(T0 + 19);
+	assert_true(out_pin(2));
+}
+
+/* Mode 2: CE counts N..1, OUT low for the clock CE is 1; an interrupt per
+ * period, the first N clocks after the load. */
+static void test_mode2(void **state)
+{
+	out(0x43, 0x34); /* ch0, LSB/MSB, mode 2 */
+	write16(0x40, 4);
+	static const uint16_t seq[] = { 4, 3, 2, 1, 4, 3, 2, 1, 4 };
+	for (unsigned i = 0; i < 9; i++) {
+		at(T0 + 1 + i);
+		assert_int_equal(read16(0x40), seq[i]);
+		assert_int_equal(out_pin(0), seq[i] != 1);
+	}
+	/* Rising edges at T0+5 and T0+9. */
+	assert_int_equal(irq0.raises, 2);
+	assert_int_equal(irq0.level, 0); /* pulsed */
+}
+
+/* A new count in mode 2 takes effect at the end of the current cycle. */
+static void test_mode2_new_count(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 10);
+	at(T0 + 4); /* CE 7 */
+	write16(0x40, 3);
+	assert_int_equal(status(0) & 0x40, 0x40);
+	at(T0 + 10);
+	assert_int_equal(read16(0x40), 1);
+	at(T0 + 11);
+	assert_int_equal(read16(0x40), 3);
+	assert_int_equal(status(0) & 0x40, 0);
+	assert_int_equal(irq0.raises, 1);
+	at(T0 + 14);
+	assert_int_equal(read16(0x40), 3);
+	assert_int_equal(irq0.raises, 2);
+}
+
+/* Mode 2 gate: low forces OUT high and stops; rising edge reloads. */
+static void test_mode2_gate(void **state)
+{
+	out(0x61, 0x01);
+	out(0x43, 0xb4);
+	write16(0x42, 5);
+	at(T0 + 5); /* CE 1, OUT low */
+	assert_false(out_pin(2));
+	out(0x61, 0x00);
+	assert_true(out_pin(2));
+	at(T0 + 20);
+	assert_int_equal(read16(0x42), 1);
+	out(0x61, 0x01);
+	at(T0 + 21);
+	assert_int_equal(read16(0x42), 5);
+	at(T0 + 25);
+	assert_false(out_pin(2));
+}
+
+/* Mode 3 square wave: even N halves of N/2; odd N high (N+1)/2, low
+ * (N-1)/2, CE counting by two from N or N-1. */
+static void test_mode3(void **state)
+{
+	out(0x43, 0x36); /* ch0, LSB/MSB, mode 3 */
+	write16(0x40, 4);
+	static const uint16_t ce4[] = { 4, 2, 4, 2, 4, 2 };
+	static const bool out4[] = { 1, 1, 0, 0, 1, 1 };
+	for (unsigned i = 0; i < 6; i++) {
+		at(T0 + 1 + i);
+		assert_int_equal(read16(0x40), ce4[i]);
+		assert_int_equal(out_pin(0), out4[i]);
+	}
+	assert_int_equal(irq0.raises, 1); /* rising edge at T0+5 */
+
+	out(0x43, 0xb6); /* ch2 mode 3, odd count */
+	out(0x61, 0x01);
+	uint64_t t = T0 + 10;
+	at(t);
+	write16(0x42, 5);
+	static const uint16_t ce5[] = { 4, 2, 0, 4, 2, 4, 2, 0, 4, 2 };
+	static const bool out5[] = { 1, 1, 1, 0, 0, 1, 1, 1, 0, 0 };
+	for (unsigned i = 0; i < 10; i++) {
+		at(t + 1 + i);
+		assert_int_equal(read16(0x42), ce5[i]);
+		assert_int_equal(!!(in(0x61) & 0x20), out5[i]);
+	}
+}
+
+/* Mode 3: a new count waits for the end of the current half-cycle. */
+static void test_mode3_new_count(void **state)
+{
+	out(0x43, 0x36);
+	write16(0x40, 8);
+	at(T0 + 2); /* high half, CE 6 */
+	write16(0x40, 4);
+	at(T0 + 4); /* still the old half: CE 2 */
+	assert_int_equal(read16(0x40), 2);
+	assert_true(out_pin(0));
+	at(T0 + 5); /* new count, low half */
+	assert_int_equal(read16(0x40), 4);
+	assert_false(out_pin(0));
+	at(T0 + 7); /* high again after 2 */
+	assert_true(out_pin(0));
+	assert_int_equal(irq0.raises, 1);
+}
+
+/* Mode 4: OUT high, one clock low when CE reaches 0, once. */
+static void test_mode4(void **state)
+{
+	out(0x43, 0x38);
+	write16(0x40, 3);
+	static const uint16_t seq[] = { 3, 2, 1, 0, 0xffff, 0xfffe };
+	for (unsigned i = 0; i < 6; i++) {
+		at(T0 + 1 + i);
+		assert_int_equal(read16(0x40), seq[i]);
+		assert_int_equal(out_pin(0), i != 3);
+	}
+	assert_int_equal(irq0.raises, 1);
+	at(T0 + 70000);
+	assert_int_equal(irq0.raises, 1); /* no strobe on wrap */
+}
+
+/* Mode 5: like mode 4, started by a gate rising edge. */
+static void test_mode5(void **state)
+{
+	out(0x43, 0xba);
+	write16(0x42, 2);
+	at(T0 + 5);
+	assert_true(out_pin(2));
+	out(0x61, 0x01);
+	at(T0 + 6);
+	assert_int_equal(read16(0x42), 2);
+	at(T0 + 8);
+	assert_int_equal(read16(0x42), 0);
+	assert_false(out_pin(2));
+	at(T0 + 9);
+	assert_true(out_pin(2));
+}
+
+static void test_latch(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 1000);
+	at(T0 + 101); /* CE 900 */
+	out(0x43, 0x00); /* latch ch0 */
+	at(T0 + 200);
+	out(0x43, 0x00); /* ignored: already latched */
+	assert_int_equal(in(0x40), 900 & 0xff);
+	at(T0 + 300);
+	assert_int_equal(in(0x40), 900 >> 8);
+	/* Latch released: live again. */
+	assert_int_equal(read16(0x40), 701);
+	/* LSB-only and MSB-only counters. */
+	out(0x43, 0x54); /* ch1, LSB only, mode 2 */
+	out(0x41, 0x34);
+	at(T0 + 302);
+	assert_int_equal(in(0x41), 0x33);
+	assert_int_equal(in(0x41), 0x33);
+	out(0x43, 0xa4); /* ch2, MSB only, mode 2 */
+	out(0x61, 1);
+	out(0x42, 0x12); /* N = 0x1200 */
+	at(T0 + 302 + 2);
+	assert_int_equal(in(0x42), 0x11);
+}
+
+static void test_readback(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 0x1234);
+	/* Null count until the next CLK loads the count. */
+	assert_int_equal(status(0), 0xf4);
+	at(T0 + 1);
+	assert_int_equal(status(0), 0xb4);
+	/* Mode bits read back as written: 6 is mode 2 with M2 set. */
+	out(0x43, 0x3c);
+	assert_int_equal(status(0), 0xfc);
+}
+
+static void test_readback_status_count(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 0x1234);
+	at(T0 + 0x11);
+	out(0x43, 0xc2); /* latch count and status of ch0 */
+	at(T0 + 0x100);
+	out(0x43, 0xc2); /* both ignored: still latched */
+	assert_int_equal(in(0x40), 0xb4); /* OUT 1, loaded, rw 3, mode 2 */
+	assert_int_equal(in(0x40), 0x24); /* 0x1234 - 0x10 */
+	assert_int_equal(in(0x40), 0x12);
+	/* Status alone, then count alone, for two channels at once. */
+	out(0x43, 0xb0); /* ch2 LSB/MSB mode 0 */
+	out(0x43, 0x57); /* ch1 LSB only, mode 3, BCD */
+	out(0x43, 0xec); /* status of ch1 and ch2 */
+	assert_int_equal(in(0x42), 0x70); /* OUT 0, null, rw 3, mode 0 */
+	assert_int_equal(in(0x41), 0xd7); /* OUT 1, null, rw 1, mode 3, BCD */
+	out(0x41, 0x20);
+	at(T0 + 0x102); /* BCD 20 by twos: 20, 18 */
+	out(0x43, 0xd4); /* count only, ch1 */
+	at(T0 + 0x110);
+	assert_int_equal(in(0x41), 0x18);
+	assert_int_equal(in(0x41), 0x10); /* unlatched: live, low half, 10 */
+}
+
+static void test_bcd(void **state)
+{
+	out(0x43, 0x35); /* ch0, LSB/MSB, mode 2, BCD */
+	write16(0x40, 0x0100);
+	at(T0 + 2);
+	assert_int_equal(read16(0x40), 0x0099);
+	at(T0 + 100);
+	assert_int_equal(read16(0x40), 0x0001);
+	at(T0 + 101);
+	assert_int_equal(read16(0x40), 0x0100);
+	/* 0 is 10000 in BCD: mode 0 wraps 0000 -> 9999. */
+	out(0x43, 0x31);
+	write16(0x40, 0x0000);
+	at(T0 + 102);
+	assert_int_equal(read16(0x40), 0x0000);
+	at(T0 + 103);
+	assert_int_equal(read16(0x40), 0x9999);
+}
+
+/* 1 kHz on channel 0 for ten minutes of irregular clock steps: every
+ * period gives exactly one edge, no drift. */
+static void test_no_drift(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 1193);
+	uint64_t start = T0 + 1;
+	uint64_t step = 7777777; /* ns, not a multiple of anything */
+	while (fc->now < tick_ns(T0) + 600 * NS)
+		fake_clock_advance(fc, step);
+	uint64_t t = fc->now / NS * MB_PIT_HZ + fc->now % NS * MB_PIT_HZ / NS;
+	uint64_t expect = (t - start) / 1193;
+	assert_int_equal(irq0.raises, expect);
+	assert_true(expect > 599000 && expect < 601000);
+}
+
+static void test_port61(void **state)
+{
+	out(0x61, 0x03);
+	assert_int_equal(in(0x61) & 0x0f, 0x03);
+	uint8_t a = in(0x61) & 0x10;
+	fake_clock_advance(fc, 15085);
+	uint8_t b = in(0x61) & 0x10;
+	assert_int_not_equal(a, b);
+	struct mb_pit_state st;
+	mb_pit_state(pit, &st);
+	assert_int_equal(st.ch[2].gate, 1);
+	assert_int_equal(st.ch[0].gate, 1);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_mode0, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode0_irq_exact_time, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode0_gate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode1, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode2, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode2_new_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode2_gate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode3, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode3_new_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode4, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mode5, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_latch, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readback, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_readback_status_count, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_bcd, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_drift, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_port61, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
