@@ -4,7 +4,8 @@
  * vCPU threads look ranges up on every exit, so lookup takes no lock: the
  * ranges live in an immutable table sorted by base, found by binary search.
  * Registration (rare) builds a new table under a mutex and publishes it with
- * one release store. Old tables are kept on a list until the bus is freed,
+ * one release store. Old tables are kept on a list until mb_bus_reclaim()
+ * (called by the machine when no vCPU can be looking) or the bus is freed,
  * so a reader that loaded a table a moment ago never touches freed memory.
  */
 #include <errno.h>
@@ -24,7 +25,7 @@ struct range {
 };
 
 struct table {
-	struct table *older; /* retired tables, freed with the bus */
+	struct table *older; /* retired tables, freed by mb_bus_reclaim */
 	size_t n;
 	uint64_t *base;      /* sorted; separate arrays keep the search dense */
 	uint64_t *last;      /* inclusive end: base + len - 1 never overflows */
@@ -40,21 +41,19 @@ struct mb_bus {
 	atomic_uint_fast64_t unclaimed_reads, unclaimed_writes;
 };
 
+/* One allocation per table: arrays of n (at least 1) entries each. */
 static struct table *table_new(size_t n)
 {
-	struct table *t = calloc(1, sizeof *t);
+	size_t cap = n ? n : 1;
+	size_t sz = sizeof(struct table) + cap * 2 * sizeof(uint64_t) +
+		    cap * sizeof(struct range);
+	struct table *t = calloc(1, sz);
 	if (!t)
 		return NULL;
 	t->n = n;
-	if (n) {
-		t->base = malloc(n * sizeof *t->base);
-		t->last = malloc(n * sizeof *t->last);
-		t->r = malloc(n * sizeof *t->r);
-		if (!t->base || !t->last || !t->r) {
-			free(t->base), free(t->last), free(t->r), free(t);
-			return NULL;
-		}
-	}
+	t->base = (uint64_t *)(t + 1);
+	t->last = t->base + cap;
+	t->r = (struct range *)(t->last + cap);
 	return t;
 }
 
@@ -62,7 +61,7 @@ static void table_free(struct table *t)
 {
 	while (t) {
 		struct table *o = t->older;
-		free(t->base), free(t->last), free(t->r), free(t);
+		free(t);
 		t = o;
 	}
 }
@@ -97,7 +96,8 @@ static inline long find(const struct table *t, uint64_t addr)
 	size_t lo = 0, n = t->n;
 	if (!n || addr < t->base[0])
 		return -1;
-	/* Branch-light search: halve n keeping base[lo] <= addr. */
+	/* Branch-free halving: lo stays on a base <= addr; the compiler
+	 * turns the select into a cmov, so no mispredictions. */
 	while (n > 1) {
 		size_t half = n / 2;
 		lo = t->base[lo + half] <= addr ? lo + half : lo;
@@ -236,6 +236,15 @@ bool mb_bus_write(struct mb_bus *bus, uint64_t addr, const void *data,
 			"moonbox: %s: unclaimed write 0x%" PRIx64 "/%u = 0x%" PRIx64 "\n",
 			bus->name, addr, size, mb_io_get(data, size));
 	return false;
+}
+
+void mb_bus_reclaim(struct mb_bus *bus)
+{
+	pthread_mutex_lock(&bus->lock);
+	struct table *t = atomic_load_explicit(&bus->tbl, memory_order_relaxed);
+	table_free(t->older);
+	t->older = NULL;
+	pthread_mutex_unlock(&bus->lock);
 }
 
 void mb_bus_stats(struct mb_bus *bus, struct mb_bus_stats *st)

@@ -378,6 +378,9 @@ int mb_machine_start(struct mb_machine *m)
 		return mb_seterr(-ESHUTDOWN, "machine: destroyed");
 	}
 	m->stop = MB_STOP_NONE;
+	/* Every vCPU is parked or not yet born: no lookup is under way. */
+	mb_bus_reclaim(m->pio);
+	mb_bus_reclaim(m->mmio);
 	atomic_store(&m->gate, GATE_RUNNING);
 	pthread_cond_broadcast(&m->cond);
 	int rc = 0;

@@ -105,10 +105,23 @@ void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write)
 	return r->host + off;
 }
 
+static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
+		int dir, bool move);
+
 static int copy(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 		int dir)
 {
-	/* A copy may span adjacent regions; each piece is checked. */
+	/* A copy may span adjacent regions; every piece is checked before
+	 * the first byte moves, so a failed write changes nothing. */
+	if (dir == 0)
+		return walk(mem, gpa, buf, len, 0, true);
+	int rc = walk(mem, gpa, buf, len, dir, false);
+	return rc ? rc : walk(mem, gpa, buf, len, dir, true);
+}
+
+static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
+		int dir, bool move)
+{
 	uint8_t *b = buf;
 	while (len) {
 		const struct mb_mem_region *r = find(mem, gpa);
@@ -121,9 +134,9 @@ static int copy(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 		uint64_t off = gpa - r->base, n = r->size - off;
 		if (n > len)
 			n = len;
-		if (dir == 0)
+		if (move && dir == 0)
 			memcpy(b, r->host + off, n);
-		else
+		else if (move)
 			memcpy(r->host + off, b, n);
 		b += n, gpa += n, len -= n;
 	}

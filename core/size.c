@@ -1,5 +1,6 @@
 /* Size and address strings: "256M", "0x1000", "4G-256K", "1M+4K". */
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdlib.h>
 
@@ -15,7 +16,8 @@ static int term(const char **sp, uint64_t *out)
 	if (!isdigit((unsigned char)*s))
 		return -EINVAL;
 	errno = 0;
-	unsigned long long v = strtoull(s, &end, 0);
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+	unsigned long long v = strtoull(s, &end, hex ? 16 : 10);
 	if (errno || end == s)
 		return -EINVAL;
 	unsigned shift = 0;

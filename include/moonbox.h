@@ -29,7 +29,8 @@ const char *mb_strerror(int code);
 
 /* ---- sizes ----------------------------------------------------------- */
 
-/* Parse "256M", "4G-256K", "0x1000", "1M+4K". Returns 0 or -EINVAL. */
+/* Parse "256M", "4G-256K", "0x1000", "1M+4K" (decimal unless 0x). Returns
+ * 0, -EINVAL for a malformed string or -ERANGE when it overflows. */
 int mb_parse_size(const char *s, uint64_t *out);
 
 /* ---- I/O handlers: one shape for every device ------------------------ */
@@ -87,6 +88,9 @@ bool mb_bus_read(struct mb_bus *bus, uint64_t addr, void *data, unsigned size);
 bool mb_bus_write(struct mb_bus *bus, uint64_t addr, const void *data,
 		  unsigned size);
 void mb_bus_stats(struct mb_bus *bus, struct mb_bus_stats *st);
+/* Free the tables that registration replaced. Only when no thread can be
+ * inside a lookup (the machine does it while every vCPU is parked). */
+void mb_bus_reclaim(struct mb_bus *bus);
 void mb_bus_set_log(struct mb_bus *bus, bool on);
 /* Name of the device covering addr, or NULL. */
 const char *mb_bus_owner(struct mb_bus *bus, uint64_t addr);

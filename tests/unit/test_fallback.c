@@ -1,0 +1,587 @@
+/* The emulation fallback's executor on hand-built register states: one test
+ * per instruction it completes, the broken-syscall fix-up on a crafted
+ * exception frame, and what it must refuse. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "core/fallback.h"
+
+enum { RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, R15 };
+
+#define CF 0x1ull
+#define PF 0x4ull
+#define AF 0x10ull
+#define ZF 0x40ull
+#define SF 0x80ull
+#define IF 0x200ull
+#define OF 0x800ull
+#define IOPL 0x3000ull
+#define RF 0x10000ull
+#define AC 0x40000ull
+#define ARITH (CF | PF | AF | ZF | SF | OF)
+
+/* Linux 6.1's MSR values (arch/x86/kernel/cpu/common.c, syscall_init). */
+#define STAR ((0x23ull << 48) | (0x10ull << 32))
+#define LSTAR 0xffffffff81a00040ull
+#define SFMASK 0x257fd5ull
+#define PF_HANDLER 0xffffffff81a00b20ull
+#define IDT 0xfffffe0000000000ull
+#define STACK_TOP 0xffffc90000008000ull
+#define FRAME (STACK_TOP - 48) /* RSP at the #PF entry: the error code */
+#define USER_RSP 0x7ffd1000ull
+#define USER_RIP 0x401a2bull /* after the user's syscall: in RCX */
+
+/* ---- states ------------------------------------------------------------ */
+
+/* 64-bit kernel: CS 0x10 (L=1), SS 0x18, paging, EFER.LME|LMA|SCE|NXE. */
+static struct mb_fb_state kernel64(void)
+{
+	struct mb_fb_state st = {
+		.rip = 0xffffffff81000100ull,
+		.rflags = 0x2 | AC,
+		.cs = { .selector = 0x10, .type = 11, .present = 1, .s = 1, .l = 1,
+			.g = 1, .limit = 0xffffffff },
+		.ss = { .selector = 0x18, .type = 3, .present = 1, .s = 1, .db = 1,
+			.g = 1, .limit = 0xffffffff },
+		.cr0 = 0x80050033, .efer = 0xd01, .idt_base = IDT,
+		.star = STAR, .lstar = LSTAR, .sfmask = SFMASK,
+	};
+	for (unsigned i = 0; i < 16; i++)
+		st.gpr[i] = 0x1111111111111111ull * (i + 1);
+	return st;
+}
+
+static struct mb_fb_state prot32(void)
+{
+	struct mb_fb_state st = kernel64();
+	st.efer = 0, st.cr0 = 0x11, st.cs.l = 0, st.cs.db = 1, st.cs.selector = 8;
+	st.rip = 0x100000;
+	return st;
+}
+
+static struct mb_fb_state real16(void)
+{
+	struct mb_fb_state st = kernel64();
+	st.efer = 0, st.cr0 = 0x10, st.cs = (struct mb_seg){ .limit = 0xffff };
+	st.ss = st.cs;
+	st.rip = 0x7c00;
+	return st;
+}
+
+#define EXEC(st, ...)                                                        \
+	mb_fallback_exec(&(st), (const uint8_t[]){ __VA_ARGS__ },             \
+			 sizeof((const uint8_t[]){ __VA_ARGS__ }))
+
+/* ---- a fake guest memory: the kernel stack page and the IDT ------------ */
+
+struct fake_mem {
+	uint8_t stack[4096]; /* the page below STACK_TOP */
+	uint8_t idt[256 * 16];
+	uint8_t text[64];    /* the #PF handler's first bytes */
+	int reads_left;      /* < 0: unlimited */
+};
+
+static int fake_read(void *ctx, uint64_t la, void *buf, unsigned len)
+{
+	struct fake_mem *fm = ctx;
+	const struct { uint64_t base; uint8_t *p; size_t size; } r[] = {
+		{ STACK_TOP - 4096, fm->stack, sizeof fm->stack },
+		{ IDT, fm->idt, sizeof fm->idt },
+		{ PF_HANDLER, fm->text, sizeof fm->text },
+	};
+	if (fm->reads_left == 0)
+		return -1;
+	if (fm->reads_left > 0)
+		fm->reads_left--;
+	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+		if (la >= r[i].base && la - r[i].base + len <= r[i].size) {
+			memcpy(buf, r[i].p + (la - r[i].base), len);
+			return 0;
+		}
+	return -1;
+}
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* A 64-bit interrupt gate for vector vec (SDM vol. 3, figure 6-8). */
+static void gate(struct fake_mem *fm, unsigned vec, uint64_t handler)
+{
+	uint8_t *g = fm->idt + vec * 16;
+	memset(g, 0, 16);
+	g[0] = (uint8_t)handler, g[1] = (uint8_t)(handler >> 8);
+	g[2] = 0x10, g[5] = 0x8e; /* selector 0x10, present, interrupt gate */
+	g[6] = (uint8_t)(handler >> 16), g[7] = (uint8_t)(handler >> 24);
+	put64(g + 8, handler >> 32); /* upper half, reserved dword zero */
+}
+
+/* The frame the CPU pushed for the #PF at LSTAR, read from the top down:
+ * SS, RSP, RFLAGS, CS, RIP, error code. */
+static void frame(struct fake_mem *fm, uint64_t rip, uint64_t cs,
+		  uint64_t rflags)
+{
+	uint8_t *f = fm->stack + (FRAME - (STACK_TOP - 4096));
+	put64(f + 0, 0x15); /* P | U/S | I/D: user fetch of a supervisor page */
+	put64(f + 8, rip);
+	put64(f + 16, cs);
+	put64(f + 24, rflags);
+	put64(f + 32, USER_RSP);
+	put64(f + 40, 0x2b); /* __USER_DS */
+}
+
+/* The state at the clac that begins the #PF handler, after the host's
+ * broken syscall: RCX and R11 hold what syscall put there. */
+static struct mb_fb_state at_pf_entry(struct fake_mem *fm, uint64_t user_flags)
+{
+	memset(fm, 0, sizeof *fm);
+	fm->reads_left = -1;
+	gate(fm, 14, PF_HANDLER);
+	gate(fm, 0x20, PF_HANDLER + 0x400);
+	frame(fm, LSTAR, 0x33, user_flags | RF);
+	struct mb_fb_state st = kernel64();
+	st.rip = PF_HANDLER;
+	st.rflags = 0x2 | AC; /* interrupt gate cleared IF */
+	st.gpr[RSP] = FRAME;
+	st.gpr[RCX] = USER_RIP;
+	st.gpr[R11] = user_flags;
+	st.read = fake_read, st.ctx = fm;
+	return st;
+}
+
+/* ---- int3, clac, stac, fwait --------------------------------------------- */
+
+static void test_int3(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	assert_int_equal(EXEC(st, 0xcc), MB_FB_INT3);
+	assert_int_equal(st.rip, rip + 1); /* #BP is a trap: frame RIP is next */
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 3);
+	assert_false(st.segs_changed);
+
+	/* Any mode; EIP wraps at 32 bits outside 64-bit mode. */
+	st = prot32();
+	st.rip = 0xffffffff;
+	assert_int_equal(EXEC(st, 0xcc, 0x90), MB_FB_INT3);
+	assert_int_equal(st.rip, 0);
+	assert_true(st.inject);
+}
+
+static void test_clac_stac(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip, flags = st.rflags | RF;
+	st.rflags = flags;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_CLAC);
+	assert_int_equal(st.rip, rip + 3);
+	assert_int_equal(st.rflags, flags & ~AC & ~RF);
+	assert_false(st.inject);
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xcb, 0xcc), MB_FB_STAC);
+	assert_int_equal(st.rip, rip + 6);
+	assert_int_equal(st.rflags, (flags & ~RF) | AC);
+
+	/* Real mode is CPL 0 too. */
+	st = real16();
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_CLAC);
+	assert_int_equal(st.rip, 0x7c03);
+
+	/* CPL 3: #UD on a real CPU; not ours to complete. */
+	st = kernel64();
+	st.cs.selector = 0x33, st.ss.selector = 0x2b, st.ss.dpl = 3;
+	struct mb_fb_state before = st;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_NONE);
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xcb), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+}
+
+static void test_fwait(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip, flags = st.rflags;
+	assert_int_equal(EXEC(st, 0x9b), MB_FB_FWAIT);
+	assert_int_equal(st.rip, rip + 1);
+	assert_int_equal(st.rflags, flags);
+	assert_false(st.inject);
+	/* fwait; fnstcw: only the 9B is ours, the rest runs afterwards. */
+	assert_int_equal(EXEC(st, 0x9b, 0xd9, 0x7d, 0xfe), MB_FB_FWAIT);
+	assert_int_equal(st.rip, rip + 2);
+
+	/* CR0.MP and CR0.TS: #NM, a fault (RIP stays). TS alone: no-op. */
+	st.cr0 |= 0x8;
+	st.cr0 &= ~0x2ull;
+	assert_int_equal(EXEC(st, 0x9b), MB_FB_FWAIT);
+	assert_int_equal(st.rip, rip + 3);
+	st.cr0 |= 0x2;
+	assert_int_equal(EXEC(st, 0x9b), MB_FB_FWAIT);
+	assert_int_equal(st.rip, rip + 3);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 7);
+}
+
+/* ---- popcnt -------------------------------------------------------------- */
+
+static void test_popcnt32(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	st.gpr[RCX] = 0xffffffff000000f0ull; /* upper half is not the source */
+	st.gpr[RAX] = 0xdeadbeefdeadbeefull;
+	st.rflags |= ARITH & ~ZF;
+	assert_int_equal(EXEC(st, 0xf3, 0x0f, 0xb8, 0xc1), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 4); /* 32-bit write zero-extends */
+	assert_int_equal(st.gpr[RCX], 0xffffffff000000f0ull);
+	assert_int_equal(st.rflags & ARITH, 0);
+	assert_int_equal(st.rip, rip + 4);
+
+	/* Zero source (low 32 bits): ZF, every other flag clear. */
+	st.rflags |= ARITH & ~ZF;
+	st.gpr[RDX] = 0xabcd000000000000ull;
+	assert_int_equal(EXEC(st, 0xf3, 0x0f, 0xb8, 0xda), MB_FB_POPCNT); /* ebx, edx */
+	assert_int_equal(st.gpr[RBX], 0);
+	assert_int_equal(st.rflags & ARITH, ZF);
+	assert_int_equal(st.rip, rip + 8);
+}
+
+static void test_popcnt64(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	st.gpr[RSI] = 0x8000000000000001ull;
+	assert_int_equal(EXEC(st, 0xf3, 0x48, 0x0f, 0xb8, 0xfe), MB_FB_POPCNT); /* rdi, rsi */
+	assert_int_equal(st.gpr[RDI], 2);
+	assert_int_equal(st.rip, rip + 5);
+	assert_int_equal(st.rflags & ARITH, 0);
+
+	/* REX.W+R+B (4D): modrm C8 is reg 1, rm 0 -> r9 = popcnt r8. */
+	st.gpr[R8] = ~0ull;
+	assert_int_equal(EXEC(st, 0xf3, 0x4d, 0x0f, 0xb8, 0xc8), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[R9], 64);
+	assert_int_equal(st.gpr[R8], ~0ull);
+
+	/* REX.R alone (44): r8d = popcnt ecx, 32-bit. */
+	st.gpr[RCX] = 0x1ff;
+	st.gpr[R8] = ~0ull;
+	assert_int_equal(EXEC(st, 0xf3, 0x44, 0x0f, 0xb8, 0xc1), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[R8], 9);
+
+	/* REX.B alone (41): eax = popcnt r10d. */
+	st.gpr[R10] = 0xf0000000000000ffull;
+	assert_int_equal(EXEC(st, 0xf3, 0x41, 0x0f, 0xb8, 0xc2), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 8);
+
+	/* 66 is ignored when REX.W is present. */
+	st.gpr[RDX] = 0xffff0000ffff0000ull;
+	assert_int_equal(EXEC(st, 0x66, 0xf3, 0x48, 0x0f, 0xb8, 0xc2), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 32);
+
+	/* Zero 64-bit source. */
+	st.gpr[R15] = 0;
+	assert_int_equal(EXEC(st, 0xf3, 0x49, 0x0f, 0xb8, 0xc7), MB_FB_POPCNT); /* rax, r15 */
+	assert_int_equal(st.gpr[RAX], 0);
+	assert_int_equal(st.rflags & ARITH, ZF);
+}
+
+static void test_popcnt16(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	st.gpr[RCX] = 0xffffffffffff0007ull;
+	st.gpr[RAX] = 0x123456789abcdef0ull;
+	/* 66 before or after the mandatory F3: both are popcnt r16. */
+	assert_int_equal(EXEC(st, 0x66, 0xf3, 0x0f, 0xb8, 0xc1), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 0x123456789abc0003ull); /* keeps 63:16 */
+	assert_int_equal(st.rip, rip + 5);
+	st.gpr[RCX] = 0xffff0000;
+	assert_int_equal(EXEC(st, 0xf3, 0x66, 0x0f, 0xb8, 0xc1), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 0x123456789abc0000ull);
+	assert_int_equal(st.rflags & ARITH, ZF);
+
+	/* 16-bit code: no 66 means 16 bits, 66 means 32. */
+	st = real16();
+	st.gpr[RBX] = 0x10101;
+	st.gpr[RAX] = 0xffffffffffffffffull;
+	assert_int_equal(EXEC(st, 0xf3, 0x0f, 0xb8, 0xc3), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 0xffffffffffff0002ull);
+	assert_int_equal(EXEC(st, 0x66, 0xf3, 0x0f, 0xb8, 0xc3), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 3);
+	assert_int_equal(st.rip, 0x7c00 + 4 + 5);
+
+	/* 32-bit code: 48 is `dec eax` there, not REX. */
+	st = prot32();
+	struct mb_fb_state before = st;
+	assert_int_equal(EXEC(st, 0xf3, 0x48, 0x0f, 0xb8, 0xc1), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	st.gpr[RCX] = 0xf;
+	assert_int_equal(EXEC(st, 0xf3, 0x0f, 0xb8, 0xc1), MB_FB_POPCNT);
+	assert_int_equal(st.gpr[RAX], 4);
+}
+
+/* The executor against this host's own POPCNT, flags included. The flags
+ * are read below the red zone; lea leaves them alone. */
+#define FLAGS "lea -128(%%rsp), %%rsp\n\tpushfq\n\tpopq %1\n\tlea 128(%%rsp), %%rsp"
+static void test_popcnt_matches_cpu(void **state)
+{
+	if (!__builtin_cpu_supports("popcnt"))
+		skip();
+	const uint64_t vals[] = { 0, 1, 0x8000, 0x10000, 0xffffffff, 0x100000000ull,
+				  0x8000000000000000ull, ~0ull, 0x5555aaaa0000ffffull };
+	for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {
+		uint64_t src = vals[i], r64, f64, r32 = ~0ull, f32, f16;
+		uint64_t r16 = 0xfedcba9876543210ull;
+		uint32_t r32d;
+		uint16_t r16w = (uint16_t)r16;
+		__asm__("popcnt %2, %0\n\t" FLAGS : "=r"(r64), "=r"(f64) : "r"(src) : "cc");
+		__asm__("popcnt %2, %0\n\t" FLAGS : "=r"(r32d), "=r"(f32) : "r"((uint32_t)src) : "cc");
+		__asm__("popcnt %2, %0\n\t" FLAGS : "+r"(r16w), "=r"(f16) : "r"((uint16_t)src) : "cc");
+		r32 = r32d;
+		r16 = (r16 & ~0xffffull) | r16w;
+
+		struct mb_fb_state st = kernel64();
+		st.gpr[RDX] = src;
+		st.rflags |= ARITH;
+		assert_int_equal(EXEC(st, 0xf3, 0x48, 0x0f, 0xb8, 0xc2), MB_FB_POPCNT);
+		assert_int_equal(st.gpr[RAX], r64);
+		assert_int_equal(st.rflags & ARITH, f64 & ARITH);
+		st.gpr[RAX] = ~0ull;
+		st.rflags |= ARITH;
+		assert_int_equal(EXEC(st, 0xf3, 0x0f, 0xb8, 0xc2), MB_FB_POPCNT);
+		assert_int_equal(st.gpr[RAX], r32);
+		assert_int_equal(st.rflags & ARITH, f32 & ARITH);
+		st.gpr[RAX] = 0xfedcba9876543210ull;
+		st.rflags |= ARITH;
+		assert_int_equal(EXEC(st, 0x66, 0xf3, 0x0f, 0xb8, 0xc2), MB_FB_POPCNT);
+		assert_int_equal(st.gpr[RAX], r16);
+		assert_int_equal(st.rflags & ARITH, f16 & ARITH);
+	}
+}
+
+/* ---- the broken syscall -------------------------------------------------- */
+
+static void check_syscall_entry(struct mb_fb_state *st, uint64_t want_flags)
+{
+	assert_int_equal(st->rip, LSTAR);
+	assert_int_equal(st->gpr[RSP], USER_RSP);
+	assert_int_equal(st->rflags, want_flags);
+	assert_int_equal(st->gpr[RCX], USER_RIP); /* untouched */
+	assert_true(st->segs_changed);
+	assert_false(st->inject);
+	/* SDM vol. 2B, SYSCALL: flat 64-bit code and flat data, DPL 0. */
+	assert_int_equal(st->cs.selector, 0x10);
+	assert_int_equal(st->cs.type, 11);
+	assert_int_equal(st->cs.l, 1);
+	assert_int_equal(st->cs.db, 0);
+	assert_int_equal(st->cs.dpl, 0);
+	assert_int_equal(st->cs.base, 0);
+	assert_int_equal(st->cs.limit, 0xffffffff);
+	assert_true(st->cs.present && st->cs.s && st->cs.g);
+	assert_int_equal(st->ss.selector, 0x18);
+	assert_int_equal(st->ss.type, 3);
+	assert_int_equal(st->ss.db, 1);
+	assert_int_equal(st->ss.dpl, 0);
+	assert_true(st->ss.present && st->ss.s && st->ss.g);
+}
+
+static void test_syscall_fixup(void **state)
+{
+	struct fake_mem fm;
+	/* A host that did not apply SFMASK: frame RFLAGS == R11 (+RF). */
+	struct mb_fb_state st = at_pf_entry(&fm, 0x246);
+	uint64_t r11 = st.gpr[R11];
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_SYSCALL);
+	check_syscall_entry(&st, 0x2); /* 0x246 & ~SFMASK */
+	assert_int_equal(st.gpr[R11], r11);
+
+	/* A host that did: the frame holds the masked flags. */
+	st = at_pf_entry(&fm, 0x246);
+	frame(&fm, LSTAR, 0x33, 0x2);
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_SYSCALL);
+	check_syscall_entry(&st, 0x2);
+
+	/* A smaller SFMASK lets user flags through (but never RF). */
+	st = at_pf_entry(&fm, 0x246 | AC);
+	st.sfmask = IF;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_SYSCALL);
+	check_syscall_entry(&st, 0x46 | AC);
+
+	/* An IBT kernel: endbr64 first, the clac at handler + 4. */
+	st = at_pf_entry(&fm, 0x246);
+	memcpy(fm.text, (const uint8_t[]){ 0xf3, 0x0f, 0x1e, 0xfa, 0x0f, 0x01, 0xca }, 7);
+	st.rip = PF_HANDLER + 4;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_SYSCALL);
+	check_syscall_entry(&st, 0x2);
+}
+
+/* Each way the frame or the state can fail to be a broken syscall: an
+ * ordinary clac (AC cleared, RIP + 3, nothing else). */
+static void expect_plain_clac(struct mb_fb_state st)
+{
+	struct mb_fb_state want = st;
+	want.rflags &= ~(AC | RF);
+	want.rip += 3;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xca), MB_FB_CLAC);
+	assert_memory_equal(&st, &want, sizeof st);
+}
+
+static void test_syscall_negative(void **state)
+{
+	struct fake_mem fm;
+	struct mb_fb_state st;
+
+	st = at_pf_entry(&fm, 0x246); /* fault at another address */
+	frame(&fm, LSTAR + 0x10, 0x33, 0x246);
+	expect_plain_clac(st);
+
+	st = at_pf_entry(&fm, 0x246); /* a kernel-mode fault at LSTAR */
+	frame(&fm, LSTAR, 0x10, 0x246);
+	expect_plain_clac(st);
+
+	/* An interrupt stub (pushed vector where #PF has the error code)
+	 * running the same clac: not the #PF handler. */
+	st = at_pf_entry(&fm, 0x246);
+	st.rip = PF_HANDLER + 0x400;
+	expect_plain_clac(st);
+
+	/* Handler + 4 without an endbr64 there. */
+	st = at_pf_entry(&fm, 0x246);
+	st.rip = PF_HANDLER + 4;
+	expect_plain_clac(st);
+
+	/* R11 disagrees with the frame outside SFMASK, or claims IOPL 3. */
+	st = at_pf_entry(&fm, 0x246);
+	st.sfmask = IF;
+	st.gpr[R11] = 0x247;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	st.gpr[R11] = 0x246 | IOPL;
+	expect_plain_clac(st);
+
+	/* syscall disabled, no LSTAR, no memory, unreadable frame or IDT. */
+	st = at_pf_entry(&fm, 0x246);
+	st.efer &= ~1ull;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	st.lstar = 0;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	st.read = NULL;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	fm.reads_left = 0;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	fm.reads_left = 1;
+	expect_plain_clac(st);
+	st = at_pf_entry(&fm, 0x246);
+	st.gpr[RSP] = STACK_TOP - 40; /* frame would run off the page */
+	expect_plain_clac(st);
+
+	/* Not 64-bit mode: no 64-bit frame to look at. */
+	st = at_pf_entry(&fm, 0x246);
+	st.cs.l = 0, st.cs.db = 1, st.rip = 0x1000;
+	expect_plain_clac(st);
+
+	/* stac is never a syscall. */
+	st = at_pf_entry(&fm, 0x246);
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xcb), MB_FB_STAC);
+	assert_false(st.segs_changed);
+}
+
+/* ---- what it refuses ---------------------------------------------------- */
+
+static void refused(const uint8_t *b, unsigned n)
+{
+	struct mb_fb_state st = kernel64(), before = st;
+	assert_int_equal(mb_fallback_exec(&st, b, n), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+}
+
+#define REFUSED(...)                                                          \
+	refused((const uint8_t[]){ __VA_ARGS__ },                              \
+		sizeof((const uint8_t[]){ __VA_ARGS__ }))
+
+static void test_unknown(void **state)
+{
+	REFUSED(0x0f, 0x0b);             /* ud2 */
+	REFUSED(0x90);                   /* nop */
+	REFUSED(0xcd, 0x03);             /* int 3, the two-byte form */
+	REFUSED(0xf1);                   /* int1 */
+	REFUSED(0x0f, 0x01, 0xc8);       /* monitor */
+	REFUSED(0x0f, 0x01, 0xcc);       /* 0F 01 CC is not clac/stac */
+	REFUSED(0x66, 0x0f, 0x01, 0xca); /* prefixed clac */
+	REFUSED(0xf3, 0x0f, 0x01, 0xca); /* ERETU (FRED) */
+	REFUSED(0xf2, 0x0f, 0x01, 0xca); /* ERETS (FRED) */
+	REFUSED(0xf0, 0x0f, 0x01, 0xca); /* lock: #UD */
+	REFUSED(0x2e, 0xcc);             /* prefixed int3 */
+	REFUSED(0x0f, 0xb8, 0xc1);       /* popcnt without F3 (jmpe) */
+	REFUSED(0xf2, 0x0f, 0xb8, 0xc1); /* F2 is not F3 */
+	REFUSED(0xf3, 0xf3, 0x0f, 0xb8, 0xc1);
+	REFUSED(0xf3, 0x0f, 0xb8, 0x01); /* popcnt eax, [rcx]: memory form */
+	REFUSED(0xf3, 0x0f, 0xb8, 0x44, 0x24, 0x08);
+	REFUSED(0xf3, 0x48, 0x66, 0x0f, 0xb8, 0xc1); /* REX not last */
+	REFUSED(0xf3, 0x0f, 0xbd, 0xc1); /* lzcnt */
+	/* Truncated. */
+	REFUSED(0x0f, 0x01);
+	REFUSED(0x0f);
+	REFUSED(0xf3, 0x0f, 0xb8);
+	REFUSED(0xf3, 0x48, 0x0f, 0xb8);
+	REFUSED(0xf3);
+	refused((const uint8_t[]){ 0xcc }, 0);
+	struct mb_fb_state st = kernel64();
+	assert_int_equal(mb_fallback_exec(&st, NULL, 1), MB_FB_NONE);
+	assert_int_equal(mb_fallback_exec(NULL, (const uint8_t[]){ 0xcc }, 1),
+			 MB_FB_NONE);
+}
+
+static void test_names_counts(void **state)
+{
+	assert_string_equal(mb_fallback_name(MB_FB_INT3), "int3");
+	assert_string_equal(mb_fallback_name(MB_FB_CLAC), "clac");
+	assert_string_equal(mb_fallback_name(MB_FB_STAC), "stac");
+	assert_string_equal(mb_fallback_name(MB_FB_POPCNT), "popcnt");
+	assert_string_equal(mb_fallback_name(MB_FB_FWAIT), "fwait");
+	assert_string_equal(mb_fallback_name(MB_FB_SYSCALL), "syscall");
+	assert_null(mb_fallback_name(MB_FB_NONE));
+	assert_null(mb_fallback_name(MB_FB_KINDS));
+
+	/* A machine the fallback never saw: every count is zero. */
+	const char *nm[16];
+	uint64_t n[16];
+	memset(n, 0xff, sizeof n);
+	unsigned kinds = mb_fallback_counts((struct mb_machine *)&nm, nm, n, 16);
+	assert_int_equal(kinds, MB_FB_KINDS - 1);
+	for (unsigned i = 0; i < kinds; i++) {
+		assert_string_equal(nm[i], mb_fallback_name(i + 1));
+		assert_int_equal(n[i], 0);
+	}
+	assert_int_equal(n[kinds], ~0ull); /* nothing past the kinds */
+	n[0] = 7;
+	assert_int_equal(mb_fallback_counts(NULL, NULL, n, 1), kinds);
+	assert_int_equal(n[0], 0);
+	assert_int_equal(n[1], 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_int3),
+		cmocka_unit_test(test_clac_stac),
+		cmocka_unit_test(test_fwait),
+		cmocka_unit_test(test_popcnt32),
+		cmocka_unit_test(test_popcnt64),
+		cmocka_unit_test(test_popcnt16),
+		cmocka_unit_test(test_popcnt_matches_cpu),
+		cmocka_unit_test(test_syscall_fixup),
+		cmocka_unit_test(test_syscall_negative),
+		cmocka_unit_test(test_unknown),
+		cmocka_unit_test(test_names_counts),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
