@@ -1,5 +1,5 @@
 -- The exit benchmark through the Lua CLI (informational: the sink here is a
--- Lua device, so every exit calls into Lua on the main thread).
+-- Lua device, so every exit calls into Lua, on the vCPU thread while run() sleeps).
 -- Usage: ./moonbox bench/exits.lua GUEST.bin
 -- Prints: lua exits=N seconds=S exits_per_s=X
 local mb = require "moonbox"

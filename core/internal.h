@@ -60,6 +60,7 @@ struct mb_machine {
 	 * on every change (few waiters, rare changes). */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	pthread_mutex_t call_lock; /* one vCPU at a time in the waiter's world */
 	_Atomic int gate;
 	bool threads;     /* vCPU threads exist */
 	unsigned parked;  /* vCPUs in park() */

@@ -50,6 +50,7 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 	m->ncpu = n;
 	m->irqchip = cfg ? cfg->irqchip : MB_IRQCHIP_USER;
 	pthread_mutex_init(&m->lock, NULL);
+	pthread_mutex_init(&m->call_lock, NULL);
 	pthread_condattr_t ca; /* timed waits count on the monotonic clock */
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -143,6 +144,7 @@ void mb_machine_destroy(struct mb_machine *m)
 	mb_bus_free(m->mmio);
 	free(m->cpuid);
 	pthread_mutex_destroy(&m->lock);
+	pthread_mutex_destroy(&m->call_lock);
 	pthread_cond_destroy(&m->cond);
 	free(m);
 }
@@ -338,6 +340,16 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 	}
 	if (atomic_load(&m->gate) == GATE_QUIT) {
 		pthread_mutex_unlock(&m->lock);
+		return;
+	}
+	if (m->has_waiter) {
+		/* The waiter sleeps in C until every vCPU is parked, so its
+		 * single-threaded world (a Lua state) is free: borrow it here,
+		 * one vCPU at a time, and save two thread switches. */
+		pthread_mutex_unlock(&m->lock);
+		pthread_mutex_lock(&m->call_lock);
+		fn(arg);
+		pthread_mutex_unlock(&m->call_lock);
 		return;
 	}
 	struct call c = { .fn = fn, .arg = arg }, **tail = &m->calls;

@@ -309,9 +309,11 @@ int mb_machine_pause(struct mb_machine *m);
 int mb_machine_resume(struct mb_machine *m);
 bool mb_machine_paused(struct mb_machine *m);
 
-/* Run fn(arg) on the thread that waits in mb_machine_run/wait/pause and
- * block until it returns: how vCPU threads reach single-threaded code such
- * as a Lua state. Called from the waiting thread itself, runs fn at once. */
+/* Run fn(arg) in the world of the thread that waits in
+ * mb_machine_run/wait/pause, one caller at a time: how vCPU threads reach
+ * single-threaded code such as a Lua state. While that thread sleeps in the
+ * wait, fn runs on the caller's thread (the sleeper cannot wake until every
+ * vCPU is parked); otherwise the call queues until someone waits. */
 void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg);
 
 /* Call cb(opaque, fd) on the event-loop thread whenever fd is readable. */
