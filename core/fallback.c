@@ -299,10 +299,14 @@ static struct counts **find(struct mb_machine *m)
 	return c;
 }
 
+#include <stdio.h> /* TEMP */
 static void forget(void *arg)
 {
 	pthread_mutex_lock(&count_lock);
 	struct counts **c = find(arg), *dead = *c;
+	if (dead && getenv("MB_FB_DEBUG")) /* TEMP */
+		for (int i = 1; i < MB_FB_KINDS; i++)
+			fprintf(stderr, "fallback %s=%llu\n", names[i], (unsigned long long)dead->n[i]);
 	if (dead)
 		*c = dead->next;
 	pthread_mutex_unlock(&count_lock);

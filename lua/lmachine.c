@@ -497,5 +497,6 @@ int luaopen_moonbox(lua_State *L)
 	lua_setfield(L, -2, "version");
 	mbl_open_devices(L);
 	mbl_open_legacy(L);
+	mbl_open_boot(L);
 	return 1;
 }
