@@ -178,3 +178,14 @@ int mb_cpuid_apply(struct mb_machine *m, struct vcpu *v)
 		return mb_seterr(-errno, "KVM_SET_CPUID2: %s", strerror(errno));
 	return 0;
 }
+
+int mb_cpuid_get(struct mb_machine *m, uint32_t leaf, uint32_t sub,
+		 uint32_t out[4])
+{
+	struct kvm_cpuid_entry2 *e = m->cpuid ? entry(m->cpuid, leaf, sub) : NULL;
+	if (!e)
+		return mb_seterr(-ENOENT, "cpuid: leaf 0x%x.%u is not in the policy",
+				 leaf, sub);
+	out[0] = e->eax, out[1] = e->ebx, out[2] = e->ecx, out[3] = e->edx;
+	return 0;
+}

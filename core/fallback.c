@@ -299,14 +299,10 @@ static struct counts **find(struct mb_machine *m)
 	return c;
 }
 
-#include <stdio.h> /* TEMP */
 static void forget(void *arg)
 {
 	pthread_mutex_lock(&count_lock);
 	struct counts **c = find(arg), *dead = *c;
-	if (dead && getenv("MB_FB_DEBUG")) /* TEMP */
-		for (int i = 1; i < MB_FB_KINDS; i++)
-			fprintf(stderr, "fallback %s=%llu\n", names[i], (unsigned long long)dead->n[i]);
 	if (dead)
 		*c = dead->next;
 	pthread_mutex_unlock(&count_lock);
@@ -321,8 +317,18 @@ static void hook(void *arg)
 	c->hooked = true;
 }
 
+#include <stdio.h> /* TEMP */
+static void dump_all(void)
+{
+	for (struct counts *c = count_list; c; c = c->next)
+		for (int i = 1; i < MB_FB_KINDS; i++)
+			fprintf(stderr, "fallback %s=%llu\n", names[i], (unsigned long long)c->n[i]);
+}
 static void count(struct mb_machine *m, enum mb_fb_insn k)
 {
+	static int once;
+	if (!once++ && getenv("MB_FB_DEBUG"))
+		atexit(dump_all);
 	pthread_mutex_lock(&count_lock);
 	struct counts *c = *find(m);
 	bool fresh = !c;

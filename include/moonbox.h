@@ -444,6 +444,9 @@ int mb_kvm_info(FILE *out);
 int mb_kvm_open(void);
 
 /* CPUID feature names: find (leaf, subleaf, register 0-3 = eax..edx, bit). */
+/* The policy's leaf as given to the vCPUs (out: eax, ebx, ecx, edx). */
+int mb_cpuid_get(struct mb_machine *m, uint32_t leaf, uint32_t subleaf,
+		 uint32_t out[4]);
 int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 		     unsigned *reg, unsigned *bit);
 

@@ -443,7 +443,31 @@ static int l_stats(lua_State *L)
 	return 1;
 }
 
+/* m:cpuid(leaf [, subleaf]) -> eax, ebx, ecx, edx of the policy;
+ * m:cpuid("name") -> whether the named feature is on. */
+static int l_cpuid(lua_State *L)
+{
+	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
+	uint32_t r[4], leaf, sub = 0;
+	unsigned reg, bit;
+	if (lua_type(L, 2) == LUA_TSTRING) {
+		if (mb_cpuid_feature(lua_tostring(L, 2), &leaf, &sub, &reg, &bit))
+			return mbl_fail(L, NULL);
+		lua_pushboolean(L, mb_cpuid_get(m, leaf, sub, r) == 0 &&
+					   (r[reg] >> bit & 1));
+		return 1;
+	}
+	leaf = (uint32_t)luaL_checkinteger(L, 2);
+	sub = (uint32_t)luaL_optinteger(L, 3, 0);
+	if (mb_cpuid_get(m, leaf, sub, r))
+		return mbl_fail(L, NULL);
+	for (int i = 0; i < 4; i++)
+		lua_pushinteger(L, r[i]);
+	return 4;
+}
+
 static const luaL_Reg machine_methods[] = {
+	{ "cpuid", l_cpuid },
 	{ "add", l_add },       { "run", l_run },         { "start", l_start },
 	{ "wait", l_wait },     { "pause", l_pause },     { "resume", l_resume },
 	{ "regs", l_regs },     { "set_regs", l_set_regs },

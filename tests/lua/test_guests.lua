@@ -184,4 +184,16 @@ T.case("ROM is read-only to the guest", function()
   T.eq(m:stats().unclaimed_mmio_writes, 8, "writes to ROM dropped and counted")
 end)
 
+T.case("CPUID policy: hide and set named features", function()
+  local plain = mb.machine { memory = "1M", irqchip = "kernel" }
+  local m = mb.machine { memory = "1M", irqchip = "kernel", cpuid = { hide = { "xsave", "cx16" }, set = { "hypervisor" } } }
+  T.eq(m:cpuid("xsave"), false, "xsave hidden"); T.eq(m:cpuid("cx16"), false, "cx16 hidden")
+  T.eq(m:cpuid("hypervisor"), true, "hypervisor set")
+  local _, _, c0 = plain:cpuid(1)
+  local _, _, c1 = m:cpuid(1)
+  T.eq(c1, c0 & ~((1 << 26) | (1 << 13)) | (1 << 31), "leaf 1 ECX differs only in those bits")
+  local u = mb.machine { memory = "1M", irqchip = "user" }
+  T.eq(u:cpuid("apic"), false, "user irqchip hides the local APIC")
+end)
+
 T.done()

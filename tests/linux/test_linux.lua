@@ -1,0 +1,49 @@
+-- Linux boots (about a minute each on hosts that emulate guest kernel
+-- mode): the `make deps` guest on machines/linux.lua with a buffer console,
+-- once per interrupt controller. Each boot checks the /init marker, runs a
+-- command and checks its output, then checks how the guest ended.
+local T = dofile(arg[0]:match("^(.*)/tests/") .. "/tests/lua/harness.lua")
+T.need_kvm()
+local kernel = T.root .. "/.cache/guest/bzImage"
+if not io.open(kernel) then
+  print("SKIP: no guest kernel (run make deps)")
+  os.exit(77)
+end
+
+local function boot(irqchip, command)
+  local build = assert(loadfile(T.root .. "/machines/linux.lua"))
+  local m, com1 = build { root = T.root, console = "buffer", irqchip = irqchip,
+    append = "-- " .. command }
+  local t0 = os.time()
+  local r = m:run { timeout = 400 }
+  local out = com1:output()
+  print(string.format("# irqchip %s: %s after %d s, %d bytes of console", irqchip, r.reason,
+    os.time() - t0, #out))
+  return r, out, m
+end
+
+local function has(out, s)
+  if not out:find(s, 1, true) then
+    error("console lacks " .. string.format("%q", s) .. "; last lines:\n" .. out:sub(-1500), 2)
+  end
+end
+
+T.case("user irqchip: init, a command, poweroff -f ends with halt", function()
+  local r, out, m = boot("user", "echo guest-says-$((6*7)); grep -c processor /proc/cpuinfo; cat /proc/interrupts")
+  has(out, "Linux version 6.1")
+  has(out, "moonbox-guest: init")
+  has(out, "guest-says-42")
+  has(out, "moonbox-guest: cmd-exit=0")
+  has(out, "XT-PIC") -- /proc/interrupts: the 8259 delivered them
+  T.eq(r.reason, "halt", "poweroff -f without ACPI halts with interrupts off")
+  T.ok(m:stats().irqs_injected > 100, "timer interrupts injected by moonbox's PIC")
+end)
+
+T.case("kernel irqchip: init, a command, reboot -f (reboot=t) ends with shutdown", function()
+  local r, out = boot("kernel", "echo kernel-chip-$((6*7)); reboot -f")
+  has(out, "moonbox-guest: init")
+  has(out, "kernel-chip-42")
+  T.eq(r.reason, "shutdown", "reboot=t triple-faults: " .. tostring(r.message))
+end)
+
+T.done()
