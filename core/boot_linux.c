@@ -388,6 +388,8 @@ int mb_linux_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 		return rc;
 	if ((rc = read_setup(&kf, &setup, &setup_len, &bz)))
 		goto out;
+	if (cfg->initrd && (rc = mb_file_open(&rf, cfg->initrd, "initrd")))
+		goto out;
 	lay->cmdline = LINUX_CMDLINE;
 	lay->cmdline_len = strlen(cmdline);
 	if (lay->cmdline_len > bz.cmdline_size) {
@@ -412,9 +414,7 @@ int mb_linux_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 	if ((rc = place_kernel(mem, kf.path, &bz, lay)))
 		goto out;
 	lay->entry = lay->load + 0x200; /* boot.rst: 64-bit entry */
-	if (cfg->initrd) {
-		if ((rc = mb_file_open(&rf, cfg->initrd, "initrd")))
-			goto out;
+	if (rf.fd >= 0) {
 		if (rf.size > UINT32_MAX) { /* ramdisk_size is 32 bits */
 			rc = mb_seterr(-EFBIG, "initrd %s: %" PRIu64 " bytes is 4 GiB "
 				       "or more", rf.path, rf.size);

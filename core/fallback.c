@@ -275,78 +275,11 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 	return MB_FB_NONE;
 }
 
-/* ---- counters ----------------------------------------------------------
- * Per machine, in a list keyed by machine pointer until struct mb_machine
- * grows its own counters. An entry is dropped when its machine is
- * destroyed (hook registered from the main thread), so a new machine at the
- * same address starts from zero. */
+/* ---- counters: one atomic per kind in the machine ------------------- */
 
-struct counts {
-	struct mb_machine *m;
-	uint64_t n[MB_FB_KINDS];
-	bool hooked;
-	struct counts *next;
-};
-
-static pthread_mutex_t count_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct counts *count_list;
-
-static struct counts **find(struct mb_machine *m)
-{
-	struct counts **c = &count_list;
-	while (*c && (*c)->m != m)
-		c = &(*c)->next;
-	return c;
-}
-
-static void forget(void *arg)
-{
-	pthread_mutex_lock(&count_lock);
-	struct counts **c = find(arg), *dead = *c;
-	if (dead)
-		*c = dead->next;
-	pthread_mutex_unlock(&count_lock);
-	free(dead);
-}
-
-/* On the main thread (mb_machine_call_main): m->hooks is not locked. */
-static void hook(void *arg)
-{
-	struct counts *c = arg;
-	mb_machine_on_destroy(c->m, forget, c->m);
-	c->hooked = true;
-}
-
-#include <stdio.h> /* TEMP */
-static void dump_all(void)
-{
-	for (struct counts *c = count_list; c; c = c->next)
-		for (int i = 1; i < MB_FB_KINDS; i++)
-			fprintf(stderr, "fallback %s=%llu\n", names[i], (unsigned long long)c->n[i]);
-}
 static void count(struct mb_machine *m, enum mb_fb_insn k)
 {
-	static int once;
-	if (!once++ && getenv("MB_FB_DEBUG"))
-		atexit(dump_all);
-	pthread_mutex_lock(&count_lock);
-	struct counts *c = *find(m);
-	bool fresh = !c;
-	if (fresh && (c = calloc(1, sizeof *c))) {
-		c->m = m;
-		c->next = count_list;
-		count_list = c;
-	}
-	if (c)
-		c->n[k]++;
-	pthread_mutex_unlock(&count_lock);
-	if (fresh && c) {
-		/* c stays valid: only forget() frees it, and only after the
-		 * hook exists. */
-		mb_machine_call_main(m, hook, c);
-		if (!c->hooked) /* machine quitting: keep no stale entry */
-			forget(m);
-	}
+	atomic_fetch_add_explicit(&m->fb_counts[k], 1, memory_order_relaxed);
 }
 
 unsigned mb_fallback_counts(struct mb_machine *m, const char **out_names,
@@ -355,15 +288,12 @@ unsigned mb_fallback_counts(struct mb_machine *m, const char **out_names,
 	unsigned kinds = MB_FB_KINDS - 1;
 	if (max > kinds)
 		max = kinds;
-	pthread_mutex_lock(&count_lock);
-	const struct counts *c = *find(m);
 	for (unsigned i = 0; i < max; i++) {
 		if (out_names)
 			out_names[i] = names[i + 1];
 		if (counts)
-			counts[i] = c ? c->n[i + 1] : 0;
+			counts[i] = m ? atomic_load(&m->fb_counts[i + 1]) : 0;
 	}
-	pthread_mutex_unlock(&count_lock);
 	return kinds;
 }
 

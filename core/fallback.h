@@ -41,9 +41,9 @@ struct mb_fb_state {
 };
 
 /* Decode and complete the instruction insn[0..n) on st. Returns the kind
- * completed, or MB_FB_NONE (st untouched) for anything it does not know,
- * a truncated instruction, or one that would fault. Pure: no KVM, no I/O
- * except st->read. */
+ * completed, or MB_FB_NONE (registers untouched, outputs false) for
+ * anything it does not know, a truncated instruction, or one that would
+ * #UD. Pure: no KVM, no I/O except st->read. */
 enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 				 unsigned n);
 

@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 
 #include "moonbox.h"
+#include "core/fallback.h"
 
 struct vcpu {
 	struct mb_machine *m;
@@ -73,6 +74,8 @@ struct mb_machine {
 
 	const struct mb_intc_ops *intc_ops;
 	void *intc;
+
+	_Atomic uint64_t fb_counts[MB_FB_KINDS]; /* emulation fallback */
 
 	struct mb_evloop *ev;
 	struct mb_clock clock;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lua/lmoonbox.h"
+#include "core/fallback.h"
 
 static const char *const machine_keys[] = { "cpus", "memory", "irqchip",
 					    "cpuid", "pit", "log_unclaimed",
@@ -466,7 +467,24 @@ static int l_cpuid(lua_State *L)
 	return 4;
 }
 
+/* m:fallback_counts() -> { clac = N, ... }: instructions moonbox completed
+ * because KVM could not emulate them. */
+static int l_fallback_counts(lua_State *L)
+{
+	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
+	const char *names[16];
+	uint64_t counts[16];
+	unsigned n = mb_fallback_counts(m, names, counts, 16);
+	lua_createtable(L, 0, (int)n);
+	for (unsigned i = 0; i < n && i < 16; i++) {
+		lua_pushinteger(L, (lua_Integer)counts[i]);
+		lua_setfield(L, -2, names[i]);
+	}
+	return 1;
+}
+
 static const luaL_Reg machine_methods[] = {
+	{ "fallback_counts", l_fallback_counts },
 	{ "cpuid", l_cpuid },
 	{ "add", l_add },       { "run", l_run },         { "start", l_start },
 	{ "wait", l_wait },     { "pause", l_pause },     { "resume", l_resume },
