@@ -10,6 +10,7 @@ mkdir -p "$log"
 run() { # name, command...
 	local name=$1; shift
 	local start=$SECONDS
+	mkdir -p "$(dirname "$log/$name.log")"
 	"$@" >"$log/$name.log" 2>&1
 	local rc=$?
 	local t=$((SECONDS - start))
