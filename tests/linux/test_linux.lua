@@ -2,7 +2,7 @@
 -- mode): the `make deps` guest on machines/linux.lua with a buffer console,
 -- once per interrupt controller. Each boot checks the /init marker, runs a
 -- command and checks its output, then checks how the guest ended.
-local T = dofile(arg[0]:match("^(.*)/tests/") .. "/tests/lua/harness.lua")
+local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local kernel = T.root .. "/.cache/guest/bzImage"
 if not io.open(kernel) then
