@@ -61,6 +61,13 @@ T.case("multiboot guest checks magic, cmdline, module, mmap, loader name", funct
   T.run(m, "exit", 0)
 end)
 
+T.case("machines/multiboot.lua boots the same guest from the command line", function()
+  local cmd = string.format("%s/moonbox %s/machines/multiboot.lua %s --cmdline 'mbtest answer=42' " ..
+    "--memory 16M --module '%s,mod1 key=value' </dev/null 2>&1; echo rc=$?", T.root, T.root, T.guest("multiboot"), module)
+  local p = io.popen(cmd); local out = p:read("a"); p:close()
+  T.eq(out:match("rc=(%d+)"), "0", "exit status (" .. out .. ")")
+end)
+
 T.case("multiboot guest notices a wrong command line and module", function()
   local m = machine()
   m:boot_multiboot { kernel = T.guest("multiboot"), cmdline = "mbtest answer=41",
