@@ -49,7 +49,7 @@ $(B)/guests/%.bin: $(B)/guests/%.elf
 	objcopy -O binary $< $@
 $(B)/examples/%.bin: $(B)/examples/%.elf
 	objcopy -O binary $< $@
-$(B)/guests/%.elf: tests/guests/%.S tests/guests/guest.h
+$(B)/guests/%.elf: tests/guests/%.S $(wildcard tests/guests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) -c -Itests/guests -o $(@:.elf=.o) $<
 	ld -nostdlib -N --no-warn-rwx-segments -e 0 -Ttext=$$(sed -n '1s|.*at: *\(0x[0-9a-fA-F]*\).*|\1|p' $<) -o $@ $(@:.elf=.o)

@@ -66,3 +66,11 @@ echo "moonbox benchmarks ($(./moonbox --info 2>/dev/null | sed -n 's/^kvm backen
 echo "baseline: bus = linear scan; exits, start, RSS = bare KVM_RUN loop (bench/rawkvm.c)"
 printf '%-44s %12s %12s %9s   %s\n' metric moonbox baseline ratio target
 printf '%s\n' "${rows[@]}"
+
+# ---- legacy devices (bench/legacy.lua; owner: legacy-devices work) ---------
+# IRQ latency user vs kernel irqchip, PIT 1 kHz accuracy, UART THR rate vs a
+# bare KVM_RUN loop on the same guest. Prints its own table (~30 s).
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	echo
+	./moonbox bench/legacy.lua || echo "FAILED: bench/legacy.lua" >&2
+fi

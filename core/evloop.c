@@ -31,6 +31,7 @@ struct mb_timer {
 
 struct mb_evloop {
 	int ep, quit;
+	bool stopped;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	struct watch *all;
@@ -92,14 +93,24 @@ struct mb_evloop *mb_evloop_new(void)
 	return ev;
 }
 
-void mb_evloop_free(struct mb_evloop *ev)
+/* Stop the thread: no callback runs after this; timers stay valid (and
+ * may still be disarmed and freed) until mb_evloop_free(). */
+void mb_evloop_stop(struct mb_evloop *ev)
 {
-	if (!ev)
+	if (!ev || ev->stopped)
 		return;
 	uint64_t one = 1;
 	if (write(ev->quit, &one, 8) != 8)
 		pthread_cancel(ev->thread);
 	pthread_join(ev->thread, NULL);
+	ev->stopped = true;
+}
+
+void mb_evloop_free(struct mb_evloop *ev)
+{
+	if (!ev)
+		return;
+	mb_evloop_stop(ev);
 	for (struct watch *w = ev->all, *n; w; w = n) {
 		n = w->next;
 		if (w->timer && w->fd >= 0)

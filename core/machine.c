@@ -126,13 +126,15 @@ void mb_machine_destroy(struct mb_machine *m)
 			mb_vcpu_kick(&m->cpu[i]);
 			pthread_join(m->cpu[i].thread, NULL);
 		}
-	/* The event loop stops before devices go: no callback outlives them. */
-	mb_evloop_free(m->ev);
+	/* The event loop stops before devices go: no callback outlives them.
+	 * Its timers are freed after them: devices free their timers. */
+	mb_evloop_stop(m->ev);
 	for (struct hook *h = m->hooks, *n; h; h = n) {
 		n = h->next;
 		h->fn(h->arg);
 		free(h);
 	}
+	mb_evloop_free(m->ev);
 	for (unsigned i = 0; i < m->ncpu; i++)
 		mb_vcpu_fini(&m->cpu[i]);
 	if (m->vm >= 0)

@@ -145,6 +145,15 @@ static void rx_clear(struct mb_uart *u)
 	rearm_timeout(u);
 }
 
+/* The console is a peer that honours flow control: it sends only while
+ * the guest drives DTR, RTS or OUT2 (a driver that has set up the UART), so
+ * input queued early is not lost to the FIFO reset of the guest's init. */
+static bool rx_ready(const struct mb_uart *u)
+{
+	return !(u->mcr & MCR_LOOP) &&
+	       (u->mcr & (MCR_DTR | MCR_RTS | MCR_OUT2));
+}
+
 /* Outside loopback, and only what fits: the backend keeps the rest
  * until mb_chr_accept(). */
 static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
@@ -152,7 +161,7 @@ static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
 	struct mb_uart *u = dev;
 	size_t n = 0;
 	pthread_mutex_lock(&u->lock);
-	if (!(u->mcr & MCR_LOOP))
+	if (rx_ready(u))
 		while (n < len && u->rx_n < rx_cap(u))
 			rx_push(u, buf[n++]);
 	if (n < len)
@@ -165,7 +174,7 @@ static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
 /* Whether to call mb_chr_accept() after unlocking. */
 static bool owe_accept(struct mb_uart *u)
 {
-	if (u->rx_blocked && !(u->mcr & MCR_LOOP) && u->rx_n < rx_cap(u)) {
+	if (u->rx_blocked && rx_ready(u) && u->rx_n < rx_cap(u)) {
 		u->rx_blocked = false;
 		return true;
 	}

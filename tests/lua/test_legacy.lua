@@ -4,8 +4,14 @@ local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
 local mb = require "moonbox"
 T.need_kvm()
 
+-- Machines stay referenced until the process exits: closing one with an RTC,
+-- PIT or UART touches freed timers (mb_machine_destroy frees the event loop,
+-- timers included, before the devices' destroy hooks free their timers).
+local keep = {}
+
 local function pc(irqchip, pit)
   local m = mb.machine { memory = "16M", irqchip = irqchip, pit = pit }
+  keep[#keep + 1] = m
   local pic = m:add(mb.pic8259 {})
   local pit = m:add(mb.pit8254 { irq = 0 })
   m:add(mb.debug_exit { port = 0xf4 })
@@ -32,5 +38,157 @@ for _, cfg in ipairs { { "user", "user" }, { "kernel", "user" }, { "kernel", "ke
     end
   end)
 end
+local function machine(chip, opts)
+  local m = mb.machine { memory = "16M", irqchip = chip }
+  keep[#keep + 1] = m
+  local pic = m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  return m, pic
+end
+
+-- ---- UART -------------------------------------------------------------------
+
+-- uart_loop's exit code: 0x55, or step << 8 | the byte the guest saw.
+local uart_loop_steps = {
+  "IIR with nothing pending (want 0xc1)", "LSR after one looped byte (want 0x61)",
+  "IIR with data and THRE (want 0xc4)", "RBR (want 0xa5)", "IIR after RBR (want 0xc2)",
+  "IIR after reading THRE (want 0xc1)", "IIR with overrun (want 0xc6)",
+  "LSR with overrun (want 0x63)", "IIR after LSR (want 0xc4)", "IIR after FIFO clear (want 0xc1)",
+  "LSR after FIFO clear (want 0x60)", "THRE interrupts (want 1)",
+  "bytes received before the guest gave up waiting (want all)", "byte out of order",
+  "no data-available interrupt", "no character-timeout interrupt", "spurious interrupts (want 0)",
+}
+
+for _, chip in ipairs { "user", "kernel" } do
+  T.case("UART loopback by IRQ4: IIR priorities, THRE interrupt, 64 bytes in order (irqchip " .. chip .. ")", function()
+    local m = machine(chip)
+    local com1 = m:add(mb.uart16550 { com = 1, console = "buffer" })
+    m:boot_flat { file = T.guest("uart_loop"), mode = "protected" }
+    local r = m:run { timeout = 20 }
+    if r.reason == "exit" and r.exit_code ~= 0x55 then
+      error(string.format("guest: %s: saw 0x%02x", uart_loop_steps[r.exit_code >> 8] or "?",
+        r.exit_code & 0xff))
+    end
+    T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+    local s = com1:state()
+    T.eq(s.tx_bytes, 1 + 17 + 64, "bytes written to THR")
+    T.ok(s.overruns >= 1, "overrun counted")
+    T.eq(com1:output(), "", "loopback sends nothing to the console")
+  end)
+end
+
+local banner = "moonbox: com1 ready\r\n"
+
+for _, chip in ipairs { "user", "kernel" } do
+  T.case("UART buffer console: polled output, input queued before run echoed by IRQ (irqchip " .. chip .. ")", function()
+    local m = machine(chip)
+    local com1 = m:add(mb.uart16550 { com = 1, console = "buffer" })
+    com1:input("ping\n")
+    m:boot_flat { file = T.guest("uart_echo"), mode = "protected" }
+    local r = m:run { timeout = 20 }
+    T.eq(string.format("%q", com1:output()), string.format("%q", banner .. "ping\n"), "console output")
+    T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+    T.eq(r.exit_code, 5, "bytes echoed")
+  end)
+
+  T.case("UART Lua-function console: output chunks, input fed from inside the function (irqchip " .. chip .. ")", function()
+    local m = machine(chip)
+    local got, com1 = {}, nil
+    com1 = m:add(mb.uart16550 { com = 1, console = function(s)
+      got[#got + 1] = s
+      if table.concat(got) == banner then com1:input("pong\n") end
+    end })
+    m:boot_flat { file = T.guest("uart_echo"), mode = "protected" }
+    local r = T.run(m, "exit", 5)
+    T.eq(table.concat(got), banner .. "pong\n", "what the function saw")
+    T.eq(com1:state().rx_bytes, 5, "bytes received")
+  end)
+end
+
+-- ---- RTC ----------------------------------------------------------------------
+
+local function bcd(v) return (v >> 4) * 10 + (v & 15) end
+
+-- Unix time of a UTC date (days_from_civil, proleptic Gregorian).
+local function unix(y, mo, d, h, mi, s)
+  y = mo <= 2 and y - 1 or y
+  local era = (y >= 0 and y or y - 399) // 400
+  local yoe = y - era * 400
+  local doy = (153 * (mo + (mo > 2 and -3 or 9)) + 2) // 5 + d - 1
+  local doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+  return ((era * 146097 + doe - 719468) * 24 + h) * 3600 + mi * 60 + s
+end
+
+-- Run the rtc guest; returns the BCD and binary readings as Unix times, the
+-- raw report bytes, and the wall time the run took (s, 10 ms resolution).
+local function uptime()
+  local f = assert(io.open("/proc/uptime")); local t = f:read("n"); f:close(); return t
+end
+local function rtc_run(chip, opts)
+  local m = machine(chip)
+  local rep = {}
+  m:add(mb.device { name = "report", pio = { base = 0x510, size = 1 },
+    write = function(self, off, size, v) rep[#rep + 1] = v end })
+  local rtc = m:add(mb.rtc(opts))
+  m:boot_flat { file = T.guest("rtc"), mode = "protected" }
+  local t0 = uptime()
+  local r = m:run { timeout = 20 }
+  local took = uptime() - t0
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(#rep, 16, "report bytes")
+  -- sec, min, hour, mday, mon, year, century: BCD, then binary
+  local function when(i, dec)
+    local y = bcd(rep[i + 6]) * 100 + dec(rep[i + 5])  -- century byte is BCD (rtc.h)
+    return unix(y, dec(rep[i + 4]), dec(rep[i + 3]), dec(rep[i + 2]), dec(rep[i + 1]), dec(rep[i]))
+  end
+  return when(1, bcd), when(8, function(v) return v end), rep, r, took, rtc
+end
+
+for _, chip in ipairs { "user", "kernel" } do
+  T.case("RTC: host time in BCD and binary after UIP, periodic IRQ8 at 1024 Hz x256 (irqchip " .. chip .. ")", function()
+    local before = os.time()
+    local t_bcd, t_bin, rep, r, took = rtc_run(chip, {})
+    local after = os.time()
+    T.ok(t_bcd >= before - 2 and t_bcd <= after + 2,
+      string.format("BCD time %s within 2 s of the host's %s", os.date("!%c", t_bcd), os.date("!%c", before)))
+    T.ok(t_bin >= t_bcd and t_bin <= t_bcd + 2, "binary time follows the BCD one")
+    T.eq(rep[15], 0x06, "status B read back: 24h | DM")
+    T.eq(r.exit_code, 256, "IRQ8s counted")
+    T.eq(rep[16] & 0xc0, 0xc0, "status C in every handler: IRQF | PF")
+    T.ok(took >= 0.2, string.format("256 periodic IRQs at 1024 Hz took %.2f s (>= 0.25 s less 10 ms ticks)", took))
+  end)
+end
+
+for _, fixed in ipairs { { 1700000000, "2023-11-14 22:13:20" }, { 946684799, "1999-12-31 23:59:59" } } do
+  T.case("RTC: time = " .. fixed[1] .. " (" .. fixed[2] .. " UTC) read back exactly, BCD and binary", function()
+    local t_bcd, t_bin, rep = rtc_run("user", { time = fixed[1] })
+    T.eq(os.date("!%Y-%m-%d %H:%M:%S", t_bcd), fixed[2], "BCD reading")
+    T.eq(os.date("!%Y-%m-%d %H:%M:%S", t_bin), fixed[2], "binary reading")
+    T.eq(rep[7], fixed[1] < 946684800 and 0x19 or 0x20, "century byte")
+  end)
+end
+
+-- ---- i8042 reset, port 0x80 ------------------------------------------------------
+
+for _, chip in ipairs { "user", "kernel" } do
+  T.case("i8042: command 0xfe ends run with reason reset; port80 keeps the last POST code (irqchip " .. chip .. ")", function()
+    local m = machine(chip)
+    local kbc = m:add(mb.i8042 {})
+    local post = m:add(mb.port80 {})
+    m:boot_flat { file = T.guest("reset"), mode = "protected" }
+    T.run(m, "reset")
+    T.eq(kbc:state().resets, 1, "resets")
+    local s = post:state()
+    T.eq(s.last_write, 0x5a, "last POST code"); T.eq(s.writes, 2, "POST writes")
+  end)
+end
+
+T.case("port80 without an i8042: 0xfe to port 0x64 is dropped, the guest goes on", function()
+  local m = machine("user")
+  local post = m:add(mb.port80 {})
+  m:boot_flat { file = T.guest("reset"), mode = "protected" }
+  T.run(m, "exit", 0x99)
+  T.eq(post:state().last_write, 0x5a, "last POST code")
+end)
 
 T.done()
