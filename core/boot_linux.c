@@ -459,12 +459,41 @@ static const uint64_t linux_gdt[] = {
 	0x00cf92000000ffffull, /* 0x18: __BOOT_DS, data */
 };
 
+/* The caller's config plus what the machine's devices need the guest to
+ * know: their windows reserved in e820, virtio-mmio devices announced on
+ * the command line. */
+static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
+			struct mb_linux_layout *lay)
+{
+	const struct mb_range *mres;
+	size_t nm = mb_machine_reserved(m, &mres);
+	size_t nr = cfg->nreserved + nm;
+	struct mb_range res[nr ? nr : 1];
+	memcpy(res, cfg->reserved, cfg->nreserved * sizeof *res);
+	memcpy(res + cfg->nreserved, mres, nm * sizeof *res);
+	size_t extra = mb_machine_discovery_cmdline(m, NULL, 0);
+	const char *base = cfg->cmdline ? cfg->cmdline : "";
+	size_t blen = strlen(base);
+	char *cmd = malloc(blen + extra + 1);
+	if (!cmd)
+		return mb_seterr(-ENOMEM, "cmdline: out of memory");
+	memcpy(cmd, base, blen);
+	mb_machine_discovery_cmdline(m, cmd + blen, extra + 1);
+	struct mb_linux_config c = *cfg;
+	c.cmdline = cmd;
+	c.reserved = res;
+	c.nreserved = nr;
+	int rc = mb_linux_load(mb_machine_mem(m), &c, lay);
+	free(cmd);
+	return rc;
+}
+
 int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg)
 {
 	struct mb_linux_layout lay;
 	struct mb_sregs s;
 	struct mb_regs r;
-	int rc = mb_linux_load(mb_machine_mem(m), cfg, &lay);
+	int rc = with_devices(m, cfg, &lay);
 	if (rc)
 		return rc;
 	if ((rc = mb_boot_setup_cpu(m, MB_MODE_LONG, lay.entry)) ||

@@ -77,6 +77,12 @@ struct mb_machine {
 
 	_Atomic uint64_t fb_counts[MB_FB_KINDS]; /* emulation fallback */
 
+	/* resource.c: lines in use, reserved ranges, devices to announce */
+	uint64_t irq_used;
+	unsigned nres, nvirtio;
+	struct mb_range res[MB_MAX_RESERVED];
+	struct mb_platform_dev virtio[MB_MAX_RESERVED];
+
 	struct mb_evloop *ev;
 	struct mb_clock clock;
 	struct hook *hooks;

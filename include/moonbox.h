@@ -217,6 +217,10 @@ size_t mb_chr_buffer_get(struct mb_chr *c, void *dst, size_t max);
 /* Queue bytes for the device's receive side. */
 int mb_chr_input(struct mb_chr *c, const void *buf, size_t len);
 
+struct mb_range {
+	uint64_t base, size;
+};
+
 /* ---- the machine ----------------------------------------------------- */
 
 struct mb_machine;
@@ -289,6 +293,26 @@ void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
 			 void *intc);
 /* Tell vCPUs that the controller's output changed (from any thread). */
 void mb_machine_kick_irq(struct mb_machine *m);
+
+/* Resources for devices placed automatically (core/resource.c). */
+#define MB_MAX_RESERVED 32
+struct mb_platform_dev {
+	uint64_t base, size;
+	unsigned irq;
+};
+/* A free MMIO window (size: a power of two >= 4K) from 0xd0000000 up. */
+int mb_machine_alloc_mmio(struct mb_machine *m, uint64_t size, uint64_t *base);
+/* Mark a line taken (devices with fixed lines), or take a free one. */
+int mb_machine_claim_irq(struct mb_machine *m, unsigned line);
+int mb_machine_alloc_irq(struct mb_machine *m, unsigned *line);
+/* A range the guest's memory map must show as reserved (device windows). */
+int mb_machine_reserve(struct mb_machine *m, uint64_t base, uint64_t size);
+size_t mb_machine_reserved(struct mb_machine *m, const struct mb_range **out);
+/* A virtio-mmio device the guest must be told about (reserves its window). */
+int mb_machine_add_virtio_mmio(struct mb_machine *m, uint64_t base,
+			       uint64_t size, unsigned irq);
+/* Discovery by command line: " virtio_mmio.device=SIZE@BASE:IRQ" each. */
+size_t mb_machine_discovery_cmdline(struct mb_machine *m, char *buf, size_t len);
 
 /* Stop the machine (first stop wins); callable from any thread. */
 void mb_machine_stop(struct mb_machine *m, enum mb_stop reason, int code,
@@ -378,9 +402,6 @@ int mb_boot_setup_cpu(struct mb_machine *m, enum mb_cpu_mode mode,
  * truncated or hostile image is refused with a message naming the file. */
 
 /* A guest-physical range. */
-struct mb_range {
-	uint64_t base, size;
-};
 
 /* Linux x86 boot protocol 2.12+ (64-bit entry), Documentation/arch/x86/
  * boot.rst. Zero page at 0x7000, command line at 0x20000, initrd as high as

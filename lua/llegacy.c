@@ -36,6 +36,7 @@ static void irq_line(lua_State *L, struct mb_machine *m, int idx, const char *ke
 	if (line < 0 || mb_machine_irq(m, (unsigned)line, out))
 		luaL_error(L, "%s: %d is not an interrupt line of this machine", key,
 			   (int)line);
+	mb_machine_claim_irq(m, (unsigned)line); /* keep the allocator off it */
 }
 
 /* ---- 8259A pair ---------------------------------------------------------- */
