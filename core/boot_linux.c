@@ -477,8 +477,14 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 	char *cmd = malloc(blen + extra + 1);
 	if (!cmd)
 		return mb_seterr(-ENOMEM, "cmdline: out of memory");
-	memcpy(cmd, base, blen);
-	mb_machine_discovery_cmdline(m, cmd + blen, extra + 1);
+	/* Kernel parameters go before " -- ": what follows belongs to init. */
+	const char *dash = strstr(base, " -- ");
+	if (!dash && strncmp(base, "-- ", 3) == 0)
+		dash = base;
+	size_t head = dash ? (size_t)(dash - base) : blen;
+	memcpy(cmd, base, head);
+	mb_machine_discovery_cmdline(m, cmd + head, extra + 1);
+	memcpy(cmd + head + extra, base + head, blen - head + 1);
 	struct mb_linux_config c = *cfg;
 	c.cmdline = cmd;
 	c.reserved = res;
