@@ -474,7 +474,7 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 	size_t extra = mb_machine_discovery_cmdline(m, NULL, 0);
 	const char *base = cfg->cmdline ? cfg->cmdline : "";
 	size_t blen = strlen(base);
-	char *cmd = malloc(blen + extra + 1);
+	char *cmd = malloc(blen + extra + 2);
 	if (!cmd)
 		return mb_seterr(-ENOMEM, "cmdline: out of memory");
 	/* Kernel parameters go before " -- ": what follows belongs to init. */
@@ -484,7 +484,10 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 	size_t head = dash ? (size_t)(dash - base) : blen;
 	memcpy(cmd, base, head);
 	mb_machine_discovery_cmdline(m, cmd + head, extra + 1);
-	memcpy(cmd + head + extra, base + head, blen - head + 1);
+	size_t at = head + extra;
+	if (extra && base[head] && base[head] != ' ')
+		cmd[at++] = ' ';
+	memcpy(cmd + at, base + head, blen - head + 1);
 	struct mb_linux_config c = *cfg;
 	c.cmdline = cmd;
 	c.reserved = res;
