@@ -236,6 +236,17 @@ void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
 	m->intc = intc;
 }
 
+int mb_machine_irq_on_ack(struct mb_machine *m, unsigned line,
+			  void (*fn)(void *), void *opaque)
+{
+	if (m->irqchip != MB_IRQCHIP_USER || !m->intc_ops ||
+	    !m->intc_ops->on_ack)
+		return mb_seterr(-ENOTSUP, "irq: this controller does not report "
+				 "acknowledgements");
+	m->intc_ops->on_ack(m->intc, line, fn, opaque);
+	return 0;
+}
+
 void mb_machine_kick_irq(struct mb_machine *m)
 {
 	/* Halted vCPUs sleep on cond; running ones leave KVM_RUN to look. */

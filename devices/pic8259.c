@@ -26,6 +26,10 @@ struct mb_pic {
 	uint64_t acks, spurious;
 	void (*notify)(void *opaque);
 	void *opaque;
+	/* Per line: told when INTA took that line's request (how a timer
+	 * knows a tick was delivered and the next one will not merge). */
+	void (*acked[16])(void *opaque);
+	void *acked_opaque[16];
 };
 
 #define CASCADE 2 /* master IR the slave's INT drives */
@@ -328,7 +332,7 @@ bool mb_pic_pending(struct mb_pic *pic)
 int mb_pic_ack(struct mb_pic *pic)
 {
 	struct chip *m = &pic->c[0], *s = &pic->c[1];
-	int vector;
+	int vector, line = -1;
 	pthread_mutex_lock(&pic->lock);
 	pic->acks++;
 	int ir = chip_request(m);
@@ -348,6 +352,7 @@ int mb_pic_ack(struct mb_pic *pic)
 		} else {
 			chip_ack(s, (unsigned)sir);
 			vector = s->vector_base | (unsigned)sir;
+			line = 8 + sir;
 		}
 		/* The slave's INT falls during INTA: if it still has a request
 		 * (AEOI, SFNM) the master must see a new edge. */
@@ -356,9 +361,31 @@ int mb_pic_ack(struct mb_pic *pic)
 	} else {
 		chip_ack(m, (unsigned)ir);
 		vector = m->vector_base | (unsigned)ir;
+		line = ir;
 	}
+	void (*acked)(void *) = line >= 0 ? pic->acked[line] : NULL;
+	void *ao = line >= 0 ? pic->acked_opaque[line] : NULL;
 	unlock_notify(pic, update(pic));
+	if (acked)
+		acked(ao); /* outside the lock: it may raise the line again */
 	return vector;
+}
+
+void mb_pic_on_ack(struct mb_pic *pic, unsigned line, void (*fn)(void *),
+		   void *opaque)
+{
+	if (line >= 16)
+		return;
+	pthread_mutex_lock(&pic->lock);
+	pic->acked[line] = fn;
+	pic->acked_opaque[line] = opaque;
+	pthread_mutex_unlock(&pic->lock);
+}
+
+static void intc_on_ack(void *pic, unsigned line, void (*fn)(void *),
+			void *opaque)
+{
+	mb_pic_on_ack(pic, line, fn, opaque);
 }
 
 void mb_pic_irq_set(void *pic, unsigned line, int level)
@@ -371,6 +398,7 @@ static int intc_ack(void *pic) { return mb_pic_ack(pic); }
 
 const struct mb_intc_ops mb_pic_intc_ops = {
 	.pending = intc_pending,
+	.on_ack = intc_on_ack,
 	.ack = intc_ack,
 	.set_line = mb_pic_irq_set,
 };

@@ -53,6 +53,10 @@ bool mb_pic_pending(struct mb_pic *pic);
  * (spurious, no ISR bit) when the request vanished before INTA. */
 int mb_pic_ack(struct mb_pic *pic);
 void mb_pic_state(struct mb_pic *pic, struct mb_pic_state *st);
+/* Call fn(opaque) after each INTA that takes line's request (not for
+ * spurious answers), outside the PIC's lock. NULL removes it. */
+void mb_pic_on_ack(struct mb_pic *pic, unsigned line, void (*fn)(void *),
+		   void *opaque);
 
 /* Register ranges: master 0x20-0x21, slave 0xa0-0xa1, ELCR 0x4d0-0x4d1. */
 extern const struct mb_io_ops mb_pic_master_ops;

@@ -54,7 +54,16 @@ struct mb_pit {
 	uint64_t armed_at; /* tick the timer's edge was computed from */
 	uint64_t edges;
 	uint8_t p61;       /* bits 0-3 as written */
+	/* Re-injection (what KVM's PIT calls reinject): a tick the guest
+	 * could not take yet is kept in backlog and pulsed after the
+	 * controller reports the previous one acknowledged, so ticks late
+	 * timers or a busy guest would merge are not lost. */
+	bool reinject, inflight;
+	uint32_t backlog, stale;
 };
+
+#define BACKLOG_MAX 200 /* after a long pause, do not replay more than this */
+#define STALE_MAX 8     /* periods without an ack: the request was dropped */
 
 /* ---- the clock grid --------------------------------------------------- */
 
@@ -224,20 +233,67 @@ static void irq_update(struct mb_pit *pit, uint64_t t)
 		pit->clock->timer_mod(pit->timer, r == NONE ? 0 : tick_to_ns(r));
 }
 
+static void pulse(struct mb_pit *pit)
+{
+	pit->edges++;
+	mb_irq_pulse(&pit->irq);
+}
+
 static void on_timer(void *opaque)
 {
 	struct mb_pit *pit = opaque;
 	pthread_mutex_lock(&pit->lock);
 	uint64_t t = now_tick(pit);
 	struct chan *c = &pit->ch[0];
-	uint64_t r = next_rise(c, pit->armed_at);
-	/* One pulse even if the timer ran late by several periods: the PIC
-	 * would merge them into one request anyway. */
-	if (c->mode > 1 && r != NONE && r <= t) {
-		pit->edges++;
-		mb_irq_pulse(&pit->irq);
+	uint32_t due = 0;
+	if (c->mode > 1)
+		for (uint64_t r = next_rise(c, pit->armed_at);
+		     r != NONE && r <= t && due <= BACKLOG_MAX; r = next_rise(c, r))
+			due++;
+	if (!pit->reinject) {
+		/* One pulse even if the timer ran late by several periods:
+		 * the PIC would merge them into one request anyway. */
+		if (due)
+			pulse(pit);
+	} else if (due) {
+		pit->backlog += due;
+		if (pit->backlog > BACKLOG_MAX)
+			pit->backlog = BACKLOG_MAX;
+		/* An unacknowledged pulse for too long was lost (the guest
+		 * re-initialised its PIC, say): stop waiting for it. */
+		if (pit->inflight && ++pit->stale > STALE_MAX)
+			pit->inflight = false;
+		if (!pit->inflight) {
+			pit->backlog--;
+			pit->inflight = true;
+			pit->stale = 0;
+			pulse(pit);
+		}
 	}
 	irq_update(pit, t);
+	pthread_mutex_unlock(&pit->lock);
+}
+
+void mb_pit_irq_acked(void *opaque)
+{
+	struct mb_pit *pit = opaque;
+	pthread_mutex_lock(&pit->lock);
+	pit->inflight = false;
+	if (pit->reinject && pit->backlog) {
+		pit->backlog--;
+		pit->inflight = true;
+		pit->stale = 0;
+		pulse(pit);
+	}
+	pthread_mutex_unlock(&pit->lock);
+}
+
+void mb_pit_set_reinject(struct mb_pit *pit, bool on)
+{
+	pthread_mutex_lock(&pit->lock);
+	pit->reinject = on;
+	pit->backlog = 0;
+	pit->inflight = false;
 	pthread_mutex_unlock(&pit->lock);
 }
 

@@ -43,6 +43,10 @@ void mb_pit_state(struct mb_pit *pit, struct mb_pit_state *st);
 /* Drive a channel's GATE input (channels 0 and 1 are tied high on a PC;
  * channel 2 follows port 0x61 bit 0). */
 void mb_pit_set_gate(struct mb_pit *pit, unsigned ch, bool level);
+/* Re-inject ticks the guest has not taken yet: each pulse after the last
+ * one was acknowledged (mb_pit_irq_acked, from the interrupt controller). */
+void mb_pit_set_reinject(struct mb_pit *pit, bool on);
+void mb_pit_irq_acked(void *pit);
 
 extern const struct mb_io_ops mb_pit_ops;        /* 0x40-0x43 */
 extern const struct mb_io_ops mb_pit_port61_ops; /* 0x61 */

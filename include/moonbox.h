@@ -288,9 +288,16 @@ struct mb_intc_ops {
 	bool (*pending)(void *intc);
 	int (*ack)(void *intc); /* the INTA cycle: vector (maybe spurious), <0: none */
 	void (*set_line)(void *intc, unsigned line, int level);
+	/* Optional: call fn(opaque) when the guest acknowledges line. */
+	void (*on_ack)(void *intc, unsigned line, void (*fn)(void *), void *opaque);
 };
 void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
 			 void *intc);
+/* Ask to be told when the guest acknowledges an interrupt on line (a
+ * timer re-injecting ticks it could not deliver). -ENOTSUP when the
+ * controller cannot tell (KVM's irqchip). */
+int mb_machine_irq_on_ack(struct mb_machine *m, unsigned line,
+			  void (*fn)(void *), void *opaque);
 /* Tell vCPUs that the controller's output changed (from any thread). */
 void mb_machine_kick_irq(struct mb_machine *m);
 

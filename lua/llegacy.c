@@ -127,6 +127,10 @@ static int pit_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	if (!pit)
 		return luaL_error(L, "pit8254: out of memory");
 	mb_machine_on_destroy(m, pit_free, pit);
+	/* With moonbox's PIC, no tick is lost to a late timer or busy guest. */
+	if (mbl_optbool(L, 3, "reinject", 1) &&
+	    mb_machine_irq_on_ack(m, cfg.irq.line, mb_pit_irq_acked, pit) == 0)
+		mb_pit_set_reinject(pit, true);
 	reg(L, mb_machine_pio(m), 0x40, 4, &mb_pit_ops, pit, "pit");
 	reg(L, mb_machine_pio(m), 0x61, 1, &mb_pit_port61_ops, pit, "port61");
 	d->impl = pit;
@@ -162,7 +166,7 @@ static int pit_state(lua_State *L)
 	return 1;
 }
 
-static const char *const pit_keys[] = { "irq", NULL };
+static const char *const pit_keys[] = { "irq", "reinject", NULL };
 static const struct mbl_class pit_class = { "pit8254", pit_keys, pit_attach,
 					    pit_state, NULL };
 

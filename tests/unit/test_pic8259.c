@@ -439,9 +439,35 @@ static void test_word_access(void **state)
 	assert_int_equal(r[1], 0x55);
 }
 
+static unsigned acked_count;
+static void count_ack(void *opaque)
+{
+	(*(unsigned *)opaque)++;
+}
+
+/* An acknowledgement listener hears INTAs of its own line only, never a
+ * spurious answer. */
+static void test_ack_notifier(void **state)
+{
+	acked_count = 0;
+	mb_pic_on_ack(pic, 0, count_ack, &acked_count);
+	mb_pic_set_irq(pic, 0, 1);
+	mb_pic_set_irq(pic, 0, 0);
+	assert_int_equal(mb_pic_ack(pic), 0x20);
+	assert_int_equal(acked_count, 1);
+	out(0x20, 0x20); /* EOI */
+	mb_pic_set_irq(pic, 1, 1);
+	assert_int_equal(mb_pic_ack(pic), 0x21);
+	assert_int_equal(acked_count, 1);
+	assert_int_equal(mb_pic_ack(pic) & 7, 7); /* spurious */
+	assert_int_equal(acked_count, 1);
+	mb_pic_on_ack(pic, 0, NULL, NULL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_ack_notifier, setup_init, teardown),
 		cmocka_unit_test_setup_teardown(test_init_sequence, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_basic_and_nonspecific_eoi, setup_init, teardown),
 		cmocka_unit_test_setup_teardown(test_pulse_latches, setup_init, teardown),

@@ -430,9 +430,45 @@ static void test_port61(void **state)
 	assert_int_equal(st.ch[0].gate, 1);
 }
 
+/* Re-injection: ticks the guest has not acknowledged wait in a backlog
+ * and are pulsed one per acknowledgement, none lost, none doubled. */
+static void test_reinject(void **state)
+{
+	mb_pit_set_reinject(pit, true);
+	out(0x43, 0x34); /* channel 0, lohi, mode 2 */
+	write16(0x40, 1000);
+	at(T0 + 1);
+	unsigned base = irq0.raises;
+	at(T0 + 1 + 5 * 1000 + 10); /* five periods, no acknowledgement */
+	assert_int_equal(irq0.raises - base, 1);
+	for (int i = 0; i < 4; i++)
+		mb_pit_irq_acked(pit);
+	assert_int_equal(irq0.raises - base, 5);
+	mb_pit_irq_acked(pit); /* nothing owed: no pulse */
+	assert_int_equal(irq0.raises - base, 5);
+	at(T0 + 1 + 6 * 1000 + 10); /* the next period goes out at once */
+	assert_int_equal(irq0.raises - base, 6);
+	/* Acknowledgements that never come (PIC re-initialised): after a few
+	 * periods the PIT stops waiting and goes on. */
+	at(T0 + 1 + 30 * 1000 + 10);
+	assert_true(irq0.raises - base >= 7);
+}
+
+static void test_no_reinject_one_pulse_per_period(void **state)
+{
+	out(0x43, 0x34);
+	write16(0x40, 1000);
+	at(T0 + 1);
+	unsigned base = irq0.raises;
+	at(T0 + 1 + 5 * 1000 + 10);
+	assert_int_equal(irq0.raises - base, 5);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_reinject, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_no_reinject_one_pulse_per_period, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0_irq_exact_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0_gate, setup, teardown),
