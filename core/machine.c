@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -236,11 +237,67 @@ void mb_machine_set_intc(struct mb_machine *m, const struct mb_intc_ops *ops,
 	m->intc = intc;
 }
 
+/* KVM's irqchip tells userspace about acknowledgements only through an
+ * irqfd's resample eventfd (api.rst, KVM_IRQFD): it fires when the guest
+ * EOIs the GSI, whoever raised it. An irqfd we never signal is a pure
+ * acknowledgement listener. */
+struct ackfd {
+	int efd, rfd;
+	void (*fn)(void *);
+	void *opaque;
+};
+
+static void on_resample(void *opaque, int fd)
+{
+	struct ackfd *a = opaque;
+	uint64_t v;
+	if (read(fd, &v, sizeof v) == sizeof v)
+		a->fn(a->opaque);
+}
+
+static void ackfd_free(void *p)
+{
+	struct ackfd *a = p;
+	close(a->efd);
+	close(a->rfd);
+	free(a);
+}
+
+static int kernel_on_ack(struct mb_machine *m, unsigned line,
+			 void (*fn)(void *), void *opaque)
+{
+	if (!mb_kvm_check_ext(m->kvm, KVM_CAP_IRQFD_RESAMPLE))
+		return mb_seterr(-ENOTSUP, "irq: KVM lacks KVM_CAP_IRQFD_RESAMPLE");
+	struct ackfd *a = calloc(1, sizeof *a);
+	if (!a)
+		return mb_seterr(-ENOMEM, "irq: out of memory");
+	a->fn = fn, a->opaque = opaque;
+	a->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	a->rfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	struct kvm_irqfd irqfd = { .fd = (uint32_t)a->efd, .gsi = line,
+				   .flags = KVM_IRQFD_FLAG_RESAMPLE,
+				   .resamplefd = (uint32_t)a->rfd };
+	if (a->efd < 0 || a->rfd < 0 || ioctl(m->vm, KVM_IRQFD, &irqfd) < 0 ||
+	    mb_machine_watch(m, a->rfd, on_resample, a)) {
+		int e = errno;
+		if (a->efd >= 0)
+			close(a->efd);
+		if (a->rfd >= 0)
+			close(a->rfd);
+		free(a);
+		return mb_seterr(-e, "irq: KVM_IRQFD resample on line %u: %s", line,
+				 strerror(e));
+	}
+	mb_machine_on_destroy(m, ackfd_free, a);
+	return 0;
+}
+
 int mb_machine_irq_on_ack(struct mb_machine *m, unsigned line,
 			  void (*fn)(void *), void *opaque)
 {
-	if (m->irqchip != MB_IRQCHIP_USER || !m->intc_ops ||
-	    !m->intc_ops->on_ack)
+	if (m->irqchip == MB_IRQCHIP_KERNEL)
+		return kernel_on_ack(m, line, fn, opaque);
+	if (!m->intc_ops || !m->intc_ops->on_ack)
 		return mb_seterr(-ENOTSUP, "irq: this controller does not report "
 				 "acknowledgements");
 	m->intc_ops->on_ack(m->intc, line, fn, opaque);
