@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# make deps: install the Debian packages moonbox needs and build the default
+# Linux guest into .cache/guest/ (bzImage + uncompressed initramfs.cpio).
+# Idempotent: does nothing (in well under a second) when all is up to date.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."   # repo root, whatever the cwd
+ROOT=$PWD
+CACHE=$ROOT/.cache
+OUT=$CACHE/guest
+KSRC=$CACHE/build/linux-6.1
+KTAR=/usr/src/linux-source-6.1.tar.xz
+FRAG=$ROOT/guest/kernel.config
+INIT=$ROOT/guest/init
+SELF=$ROOT/scripts/deps.sh
+JOBS=$(nproc)
+
+log() { echo "deps: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---- 1. Debian packages --------------------------------------------------
+PKGS=(
+  liblua5.4-dev lua5.4 libcmocka-dev            # VMM build + unit tests
+  clang libclang-rt-14-dev                      # fuzzing (sanitizer runtimes)
+  make gcc bc flex bison libelf-dev libssl-dev cpio lz4   # kernel build
+  linux-source-6.1 busybox-static e2fsprogs     # guest kernel, userland, disks
+)
+# one dpkg-query for all (fast no-op path); "ii" = installed and configured
+installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \
+  2>/dev/null | awk '$1 == "ii" { print $2 }') || true
+missing=()
+for p in "${PKGS[@]}"; do
+  grep -qx "$p" <<<"$installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || die "need root or sudo to install: ${missing[*]}"
+    SUDO=sudo
+  fi
+  log "installing: ${missing[*]}"
+  $SUDO apt-get update -q
+  $SUDO env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# ---- helpers ---------------------------------------------------------------
+# up_to_date OUT IN...: OUT exists and is newer than every IN
+up_to_date() {
+  local out=$1 f; shift
+  [ -e "$out" ] || return 1
+  for f in "$@"; do [ "$out" -nt "$f" ] || return 1; done
+}
+
+mkdir -p "$OUT" "$CACHE/build"
+# One kernel build at a time (two parallel `make deps` would clash in KSRC).
+exec 9>"$CACHE/build/.lock"
+flock 9
+
+# ---- 2. kernel source (extracted once; later builds are incremental) ------
+if [ ! -f "$KSRC/Makefile" ]; then
+  log "extracting $KTAR"
+  tmp=$(mktemp -d "$CACHE/build/extract.XXXXXX")
+  tar -xJf "$KTAR" -C "$tmp"
+  rm -rf "$KSRC"
+  mv "$tmp/linux-source-6.1" "$KSRC"
+  rmdir "$tmp"
+fi
+
+# ---- 3. kernel -------------------------------------------------------------
+# Reproducible-ish build identity, and ARCH=x86_64 forces 64BIT.
+KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
+       KBUILD_BUILD_HOST=moonbox)
+if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR"; then
+  t0=$SECONDS
+  log "configuring kernel (tinyconfig + guest/kernel.config)"
+  "${KMAKE[@]}" -s tinyconfig >/dev/null
+  # -m: only merge into .config; olddefconfig then resolves dependencies
+  (cd "$KSRC" && scripts/kconfig/merge_config.sh -m .config "$FRAG" >/dev/null)
+  "${KMAKE[@]}" -s olddefconfig
+  # Every line of the fragment must survive olddefconfig; a silently dropped
+  # option (unmet dependency) would otherwise only show up as a boot failure.
+  bad=()
+  while read -r line; do
+    if [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set$ ]]; then
+      grep -q "^${BASH_REMATCH[1]}=" "$KSRC/.config" && bad+=("$line")
+    else
+      grep -qxF "$line" "$KSRC/.config" || bad+=("$line")
+    fi
+  done < <(grep -E '^CONFIG_|^# CONFIG_.* is not set$' "$FRAG")
+  if ((${#bad[@]})); then
+    log "WARNING: options that did not stick (missing dependency?):"
+    printf '  %s\n' "${bad[@]}" >&2
+  fi
+  log "building bzImage (-j$JOBS, a few minutes; log: .cache/build/kernel.log)"
+  "${KMAKE[@]}" -j"$JOBS" bzImage >"$CACHE/build/kernel.log" 2>&1 \
+    || { tail -30 "$CACHE/build/kernel.log" >&2; die "kernel build failed"; }
+  cp "$KSRC/arch/x86/boot/bzImage" "$OUT/bzImage.tmp"
+  mv "$OUT/bzImage.tmp" "$OUT/bzImage"
+  log "bzImage: $(stat -c %s "$OUT/bzImage") bytes, $((SECONDS - t0))s"
+fi
+
+# ---- 4. initramfs ----------------------------------------------------------
+# Built with the kernel's gen_init_cpio from a text spec: entries are
+# root-owned and /dev/console (needed before init runs) is a real device
+# node without needing mknod/root. Newc, uncompressed.
+BB=/bin/busybox
+if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
+  # a dynamically linked busybox (package "busybox") would not run in the guest
+  readelf -l "$BB" | grep -q 'program interpreter' \
+    && die "$BB is not static (install busybox-static)"
+  GEN=$CACHE/build/gen_init_cpio
+  [ -x "$GEN" ] || cc -O2 -o "$GEN" "$KSRC/usr/gen_init_cpio.c"
+  spec=$CACHE/build/initramfs.spec
+  {
+    for d in /dev /proc /sys /tmp /root /etc /bin /sbin /usr /usr/bin /usr/sbin; do
+      echo "dir $d 755 0 0"
+    done
+    echo "nod /dev/console 600 0 0 c 5 1"
+    echo "file /init $INIT 755 0 0"
+    echo "file /bin/busybox $BB 755 0 0"
+    # every applet as a symlink, so any busybox command works by name
+    "$BB" --list-full | grep -v '^linuxrc$' | grep -vx 'bin/busybox' \
+      | sed 's|^\(.*\)$|slink /\1 /bin/busybox 777 0 0|'
+  } >"$spec"
+  "$GEN" "$spec" >"$OUT/initramfs.cpio.tmp"
+  mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
+  log "initramfs.cpio: $(stat -c %s "$OUT/initramfs.cpio") bytes"
+fi
+
+log "guest ready: .cache/guest/bzImage .cache/guest/initramfs.cpio"
