@@ -74,3 +74,23 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	echo
 	./moonbox bench/legacy.lua || echo "FAILED: bench/legacy.lua" >&2
 fi
+
+# ---- Linux boot to init (bench/boot.lua) -------------------------------------
+# One boot per irqchip (~1.5 min each here). QEMU is compared only where
+# qemu-system-x86_64 exists and can run this kernel.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
+	echo
+	echo "Linux boot (make-deps guest, machines/linux.lua)"
+	printf '%-8s %-8s %10s %14s %14s   %s\n' irqchip reason to_init_s guest_uptime_s rss_extra_kib fallback
+	for chip in user kernel; do
+		line=$(./moonbox bench/boot.lua $chip)
+		printf '%-8s %-8s %10s %14s %14s   %s\n' "$chip" "$(get "$line" reason)" \
+			"$(get "$line" to_init_s)" "$(get "$line" guest_uptime_s)" \
+			"$(get "$line" rss_extra_kib)" "$(get "$line" fallback)"
+	done
+	if command -v qemu-system-x86_64 >/dev/null; then
+		echo "qemu-system-x86_64 is installed, but a side-by-side run is not wired up yet"
+	else
+		echo "QEMU: not installed on this host, so no moonbox/QEMU ratio (none is invented)"
+	fi
+fi
