@@ -6,45 +6,14 @@
  * 0x200 + count if a masked interrupt came through. Handlers return with
  * popf; sti; lret (iret cannot be emulated on some hosts). */
 #include "guest.h"
+#include "irq.h"
 	.code32
 	.globl _start
 _start:
 	mov	$0x200000, %esp
-	/* IDT entries for vectors 0x20-0x2f: 32-bit interrupt gates */
-	mov	$idt + 0x20 * 8, %edi
-	mov	$16, %ecx
-1:	mov	$irq0, %eax
-	cmp	$16, %ecx
-	je	2f
-	mov	$spurious, %eax
-2:	mov	%ax, (%edi)
-	movw	$0x08, 2(%edi)
-	movw	$0x8e00, 4(%edi)
-	shr	$16, %eax
-	mov	%ax, 6(%edi)
-	add	$8, %edi
-	loop	1b
-	lidt	idtr
-
-	/* ICW1-4 for both chips, then OCW1: only IRQ0 unmasked */
-	mov	$0x11, %al
-	outb	%al, $0x20
-	outb	%al, $0xa0
-	mov	$0x20, %al
-	outb	%al, $0x21
-	mov	$0x28, %al
-	outb	%al, $0xa1
-	mov	$0x04, %al
-	outb	%al, $0x21
-	mov	$0x02, %al
-	outb	%al, $0xa1
-	mov	$0x01, %al
-	outb	%al, $0x21
-	outb	%al, $0xa1
-	mov	$0xfe, %al
-	outb	%al, $0x21
-	mov	$0xff, %al
-	outb	%al, $0xa1
+	idt_init spurious
+	set_gate 0x20, irq0
+	pic_init 0xfe, 0xff		/* only IRQ0 unmasked */
 
 	/* PIT channel 0: lobyte/hibyte, mode 2, 1193 counts = 1 kHz */
 	mov	$0x34, %al
@@ -92,29 +61,15 @@ leaked:	mov	count, %eax
 
 irq0:	push	%eax
 	incl	count
-	mov	$0x20, %al		/* non-specific EOI */
-	outb	%al, $0x20
+	eoi_master
 	pop	%eax
-	pushl	8(%esp)			/* EFLAGS copy on top */
-	andl	$~0x200, (%esp)		/* keep IF off until sti */
-	popf
-	sti
-	lret	$4			/* pop EIP, CS, and the old EFLAGS */
+	irq_return
 
 spurious:
-	push	%eax
 	incl	spurious_count
-	pop	%eax
-	pushl	8(%esp)
-	andl	$~0x200, (%esp)
-	popf
-	sti
-	lret	$4
+	irq_return
 
 	.align	4
 count:	.long	0
 spurious_count: .long 0
-idtr:	.word	0x30 * 8 - 1
-	.long	idt
-	.align	8
-idt:	.fill	0x30 * 8, 1, 0
+	idt_data
