@@ -61,11 +61,6 @@ static int l_boot_linux(lua_State *L)
 	cfg.nreserved = check_ranges(L, 2, "reserved", res, MAX_RANGES);
 	cfg.reserved = res;
 	struct mb_machine *m = mbl_live(L, mm);
-	if (mm->cmdline_extra && mm->cmdline_extra[0]) { /* anchored on the stack */
-		cfg.cmdline = cfg.cmdline[0]
-			? lua_pushfstring(L, "%s %s", cfg.cmdline, mm->cmdline_extra)
-			: mm->cmdline_extra;
-	}
 	if (mb_boot_linux(m, &cfg))
 		return mbl_fail(L, "boot_linux");
 	lua_settop(L, 1);

@@ -181,8 +181,6 @@ static int l_close(lua_State *L)
 		mb_machine_destroy(mm->m);
 		mm->m = NULL;
 	}
-	free(mm->cmdline_extra);
-	mm->cmdline_extra = NULL;
 	return 0;
 }
 

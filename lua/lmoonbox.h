@@ -16,7 +16,6 @@ struct mbl_machine {
 	struct mb_machine *m;
 	lua_State *L;
 	int devices; /* registry ref: table of attached device handles */
-	char *cmdline_extra; /* appended to boot_linux's command line */
 };
 
 struct mbl_dev;
@@ -41,7 +40,6 @@ struct mbl_dev {
 /* Options */
 void mbl_checkopts(lua_State *L, int idx, const char *what,
 		   const char *const *keys);
-int mbl_getfield(lua_State *L, int idx, const char *key); /* type, pushes */
 uint64_t mbl_tosize(lua_State *L, int idx, const char *key);
 uint64_t mbl_optsize(lua_State *L, int idx, const char *key, uint64_t def);
 lua_Integer mbl_optint(lua_State *L, int idx, const char *key, lua_Integer def);

@@ -25,11 +25,6 @@ void mbl_checkopts(lua_State *L, int idx, const char *what,
 	}
 }
 
-int mbl_getfield(lua_State *L, int idx, const char *key)
-{
-	return lua_getfield(L, idx, key);
-}
-
 uint64_t mbl_tosize(lua_State *L, int idx, const char *key)
 {
 	uint64_t v;
