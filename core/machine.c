@@ -443,13 +443,19 @@ static unsigned started(struct mb_machine *m)
 /* With m->lock held: serve calls until every vCPU is parked. */
 static void wait_parked(struct mb_machine *m)
 {
-	m->has_waiter = true;
-	m->waiter = pthread_self();
+	/* A pause from another thread while someone waits in run() leaves
+	 * that waiter in charge of calls. */
+	bool had = m->has_waiter;
+	if (!had) {
+		m->has_waiter = true;
+		m->waiter = pthread_self();
+	}
 	while (m->parked < started(m)) {
 		if (!serve_one(m))
 			pthread_cond_wait(&m->cond, &m->lock);
 	}
-	m->has_waiter = false;
+	if (!had)
+		m->has_waiter = false;
 }
 
 int mb_machine_start(struct mb_machine *m)
@@ -534,6 +540,7 @@ int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
 	wait_parked(m);
+	m->has_waiter = false;
 	if (r) {
 		r->reason = m->stop;
 		r->exit_code = m->stop_code;

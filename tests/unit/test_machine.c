@@ -1,0 +1,108 @@
+/* The machine through the C API under KVM: pause, register access and
+ * resume from a thread other than the one waiting in mb_machine_run. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "moonbox.h"
+#include "devices/debug_exit.h"
+
+static struct mb_machine *m;
+
+static int setup(void **state)
+{
+	struct mb_machine_config cfg = { .cpus = 1 };
+	struct mb_debug_exit *dx;
+	assert_int_equal(mb_machine_create(&cfg, &m), 0);
+	assert_int_equal(mb_machine_add_memory(m, 0, 16 << 20, NULL, false, "ram"), 0);
+	assert_int_equal(mb_debug_exit_create(m, 0xf4, 4, &dx), 0);
+	assert_int_equal(mb_boot_flat(m, "build/guests/spin.bin", 0x100000, 0x100000,
+				      MB_MODE_PROTECTED), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	mb_machine_destroy(m);
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000 };
+	nanosleep(&ts, NULL);
+}
+
+/* The controller thread: pause, look, change RAX, resume. */
+static void *controller(void *arg)
+{
+	struct mb_regs *seen = arg;
+	sleep_ms(200); /* let the guest reach its loop */
+	mb_machine_pause(m);
+	mb_vcpu_get_regs(m, 0, seen);
+	struct mb_regs r = *seen;
+	r.rax = 0x1234;
+	mb_vcpu_set_regs(m, 0, &r);
+	mb_machine_resume(m);
+	return NULL;
+}
+
+static void test_pause_from_another_thread(void **state)
+{
+	pthread_t t;
+	struct mb_regs seen = { 0 };
+	struct mb_result res;
+	pthread_create(&t, NULL, controller, &seen);
+	assert_int_equal(mb_machine_run(m, 20, &res), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(res.reason, MB_STOP_EXIT);
+	assert_int_equal(res.exit_code, 0x1235);
+	assert_true(seen.rip >= 0x100002 && seen.rip < 0x100020);
+	assert_int_equal(seen.rax, 0);
+}
+
+/* Many pause/resume rounds while the guest runs: nothing hangs or breaks. */
+static void *hammer(void *arg)
+{
+	for (int i = 0; i < 200; i++) {
+		mb_machine_pause(m);
+		assert_true(mb_machine_paused(m));
+		mb_machine_resume(m);
+	}
+	mb_machine_stop(m, MB_STOP_EXIT, 7, "done");
+	return NULL;
+}
+
+static void test_pause_resume_rounds(void **state)
+{
+	pthread_t t;
+	struct mb_result res;
+	assert_int_equal(mb_machine_start(m), 0);
+	pthread_create(&t, NULL, hammer, NULL);
+	assert_int_equal(mb_machine_wait(m, 60, &res), 0);
+	pthread_join(t, NULL);
+	assert_int_equal(res.reason, MB_STOP_EXIT);
+	assert_int_equal(res.exit_code, 7);
+}
+
+int main(void)
+{
+	int fd = open("/dev/kvm", O_RDWR);
+	if (fd < 0) {
+		printf("SKIP: /dev/kvm is not usable here\n");
+		return 77;
+	}
+	close(fd);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_pause_from_another_thread, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pause_resume_rounds, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
