@@ -57,7 +57,9 @@ m:boot_linux {
 if not standalone then return m, com1 end
 
 local r = m:run { timeout = tonumber(opts.timeout) }
-if r.reason == "error" or r.reason == "timeout" then
+if r.reason ~= "halt" then
+  -- A kernel panic reboots at once (panic=-1) by triple fault (reboot=t):
+  -- it shows up here as "shutdown", with the panic text on the console.
   io.stderr:write("\r\nmoonbox: guest stopped: ", r.reason, ": ", r.message or "", "\r\n")
 end
 -- poweroff -f halts with interrupts off (no ACPI): a clean end, status 0.
