@@ -1,0 +1,83 @@
+/* The `console = ...` option every console-like device takes: a string
+ * ("stdio", "null", "buffer"), { file = PATH }, { socket = PATH } or a Lua
+ * function called with each chunk the guest writes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua/lmoonbox.h"
+
+struct luacon {
+	struct mbl_machine *mm;
+	int fn; /* registry ref */
+	const void *buf;
+	size_t len;
+};
+
+static void luacon_call(void *arg)
+{
+	struct luacon *c = arg;
+	lua_State *L = c->mm->L;
+	if (!L || !c->mm->m)
+		return;
+	lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
+	lua_pushlstring(L, c->buf, c->len);
+	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+		mb_machine_stop(c->mm->m, MB_STOP_ERROR, 1, "console function: %s",
+				lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+}
+
+static void luacon_write(void *ctx, const void *buf, size_t len)
+{
+	struct luacon *c = ctx, call = *c;
+	call.buf = buf, call.len = len;
+	mb_machine_call_main(c->mm->m, luacon_call, &call);
+}
+
+/* console = "stdio" | "null" | "buffer" | { file = } | { socket = } | fn */
+struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
+			   const char *key)
+{
+	struct mb_machine *m = mm->m;
+	struct mb_chr *c = NULL;
+	int t = lua_getfield(L, idx, key);
+	if (t == LUA_TNIL || t == LUA_TSTRING) {
+		const char *s = t == LUA_TNIL ? "null" : lua_tostring(L, -1);
+		if (strcmp(s, "stdio") == 0)
+			c = mb_chr_stdio(m);
+		else if (strcmp(s, "null") == 0)
+			c = mb_chr_null(m);
+		else if (strcmp(s, "buffer") == 0)
+			c = mb_chr_buffer(m);
+		else
+			luaL_error(L, "%s: \"%s\" is not one of \"stdio\", \"null\", "
+				   "\"buffer\", { file = PATH }, { socket = PATH } or a "
+				   "function", key, s);
+	} else if (t == LUA_TTABLE) {
+		static const char *const keys[] = { "file", "socket", NULL };
+		mbl_checkopts(L, -1, key, keys);
+		const char *f = mbl_optstr(L, -1, "file", NULL);
+		const char *s = mbl_optstr(L, -1, "socket", NULL);
+		if (!f == !s)
+			luaL_error(L, "%s: give one of file or socket", key);
+		c = f ? mb_chr_file(m, f) : mb_chr_socket(m, s);
+	} else if (t == LUA_TFUNCTION) {
+		struct luacon *lc = calloc(1, sizeof *lc);
+		if (!lc)
+			luaL_error(L, "%s: out of memory", key);
+		lc->mm = mm;
+		lua_pushvalue(L, -1);
+		lc->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+		mb_machine_on_destroy(m, free, lc);
+		c = mb_chr_func(m, luacon_write, lc);
+	} else {
+		luaL_error(L, "%s: expected a string, table or function, got %s", key,
+			   luaL_typename(L, -1));
+	}
+	if (!c)
+		luaL_error(L, "%s: %s", key, mb_errmsg());
+	lua_pop(L, 1);
+	return c;
+}
+
