@@ -58,13 +58,15 @@ exec 9>"$CACHE/build/.lock"
 flock 9
 
 # ---- 2. kernel source (extracted once; later builds are incremental) ------
-if [ ! -f "$KSRC/Makefile" ]; then
+# The stamp is newer than the tarball unless apt upgraded linux-source-6.1.
+if ! up_to_date "$KSRC/.moonbox-extracted" "$KTAR"; then
   log "extracting $KTAR"
   tmp=$(mktemp -d "$CACHE/build/extract.XXXXXX")
   tar -xJf "$KTAR" -C "$tmp"
   rm -rf "$KSRC"
   mv "$tmp/linux-source-6.1" "$KSRC"
   rmdir "$tmp"
+  touch "$KSRC/.moonbox-extracted"
 fi
 
 # ---- 3. kernel -------------------------------------------------------------
@@ -74,10 +76,13 @@ KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
 if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR"; then
   t0=$SECONDS
   log "configuring kernel (tinyconfig + guest/kernel.config)"
-  "${KMAKE[@]}" -s tinyconfig >/dev/null
-  # -m: only merge into .config; olddefconfig then resolves dependencies
-  (cd "$KSRC" && scripts/kconfig/merge_config.sh -m .config "$FRAG" >/dev/null)
-  "${KMAKE[@]}" -s olddefconfig
+  # -m: only merge into .config; olddefconfig then resolves dependencies.
+  # Kconfig's chatter (override warnings) goes to the log; the check below
+  # is what tells whether the fragment took.
+  { "${KMAKE[@]}" tinyconfig &&
+    (cd "$KSRC" && scripts/kconfig/merge_config.sh -m .config "$FRAG") &&
+    "${KMAKE[@]}" olddefconfig; } >"$CACHE/build/config.log" 2>&1 \
+    || { tail -20 "$CACHE/build/config.log" >&2; die "kernel config failed"; }
   # Every line of the fragment must survive olddefconfig; a silently dropped
   # option (unmet dependency) would otherwise only show up as a boot failure.
   bad=()
@@ -113,9 +118,10 @@ if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
   [ -x "$GEN" ] || cc -O2 -o "$GEN" "$KSRC/usr/gen_init_cpio.c"
   spec=$CACHE/build/initramfs.spec
   {
-    for d in /dev /proc /sys /tmp /root /etc /bin /sbin /usr /usr/bin /usr/sbin; do
+    for d in /dev /proc /sys /root /etc /bin /sbin /usr /usr/bin /usr/sbin; do
       echo "dir $d 755 0 0"
     done
+    echo "dir /tmp 1777 0 0"
     echo "nod /dev/console 600 0 0 c 5 1"
     echo "file /init $INIT 755 0 0"
     echo "file /bin/busybox $BB 755 0 0"
@@ -123,7 +129,8 @@ if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
     "$BB" --list-full | grep -v '^linuxrc$' | grep -vx 'bin/busybox' \
       | sed 's|^\(.*\)$|slink /\1 /bin/busybox 777 0 0|'
   } >"$spec"
-  "$GEN" "$spec" >"$OUT/initramfs.cpio.tmp"
+  # -t 0: fixed mtime for dirs/links/nodes, so rebuilds give the same bytes
+  "$GEN" -t 0 "$spec" >"$OUT/initramfs.cpio.tmp"
   mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
   log "initramfs.cpio: $(stat -c %s "$OUT/initramfs.cpio") bytes"
 fi
