@@ -94,3 +94,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
 		echo "QEMU: not installed on this host, so no moonbox/QEMU ratio (none is invented)"
 	fi
 fi
+
+# ---- virtio-blk (bench/virtio.lua; owner: virtio work) ----------------------
+# Sequential 1 MiB read/write MB/s, 4 KiB read IOPS and exits per MiB in a
+# Linux guest against an image on /dev/shm; one boot (~2-3 min here).
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	echo
+	./moonbox bench/virtio.lua 2>/dev/null | sed -n '/^virtio-blk in a Linux guest/,$p' ||
+		echo "FAILED: bench/virtio.lua" >&2
+fi

@@ -462,6 +462,20 @@ int mb_boot_multiboot(struct mb_machine *m,
 int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry);
 /* -- end of kernel loaders */
 
+/* ---- ioeventfd and irqfd (core/ioevent.c; owner: virtio) ------------ */
+
+/* Have KVM signal eventfd efd, without an exit to userspace, when the
+ * guest writes len bytes equal to match at MMIO address addr (datamatch);
+ * assign = false removes it. -ENOTSUP when this KVM lacks KVM_IOEVENTFD. */
+int mb_machine_ioeventfd(struct mb_machine *m, int efd, uint64_t addr,
+			 unsigned len, uint64_t match, bool assign);
+/* Kernel irqchip only: every write to efd pulses interrupt line `line`
+ * (edge semantics; no resample). -ENOTSUP without KVM_IRQFD or with the
+ * userspace irqchip. */
+int mb_machine_irqfd(struct mb_machine *m, int efd, unsigned line,
+		     bool assign);
+/* -- end of ioeventfd and irqfd */
+
 /* ---- host information ------------------------------------------------ */
 
 /* Print what a user needs to know about their KVM host; returns 0 when

@@ -538,5 +538,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_devices(L);
 	mbl_open_legacy(L);
 	mbl_open_boot(L);
+	mbl_open_virtio(L);
+	mbl_open_virtio_io(L);
 	return 1;
 }

@@ -63,6 +63,8 @@ void mbl_register_classes(lua_State *L); /* mb.device, mb.debug_exit, ... */
 void mbl_open_devices(lua_State *L);
 void mbl_open_legacy(lua_State *L);
 void mbl_open_boot(lua_State *L);
+void mbl_open_virtio(lua_State *L);
+void mbl_open_virtio_io(lua_State *L);
 struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 			   const char *key);
 void mbl_machine_method(lua_State *L, const char *name, lua_CFunction f);

@@ -1,0 +1,411 @@
+/*
+ * virtio-blk, virtio spec v1.2 sec. 5.2. A request is a chain:
+ *   out: struct { le32 type; le32 reserved; le64 sector; } then data (OUT)
+ *        or discard segments { le64 sector; le32 num_sectors; le32 flags; }
+ *   in:  data (IN, GET_ID), then one status byte, the chain's last byte.
+ * Framing is free (sec. 2.6.4): the header may span buffers, so it is
+ * gathered; data never is - preadv/pwritev take the guest buffers as
+ * iovecs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "devices/virtio/blk.h"
+
+#define SECTOR 512u
+/* blk_size becomes the guest's logical block size (Linux virtio_blk):
+ * 512 keeps every file system block size mountable. */
+#define BLK_SIZE 512u
+#define MAX_DISCARD_SEG 32u
+#define MAX_WORKERS 8
+
+struct req {
+	struct mb_virtio *t;
+	struct mb_vq *q;
+	struct req *next;
+	struct mb_vq_chain c;
+};
+
+struct mb_virtio_blk {
+	int fd;
+	bool ro;
+	uint64_t sectors;
+	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
+
+	pthread_mutex_t lock; /* the work list and counts below */
+	pthread_cond_t work, idle;
+	struct req *head, *tail, *free;
+	unsigned inflight; /* popped and not yet completed */
+	bool quit;
+	unsigned nthreads;
+	pthread_t th[MAX_WORKERS];
+
+	struct {
+		_Atomic uint64_t reads, writes, flushes, discards, get_ids;
+		_Atomic uint64_t bytes_read, bytes_written, ioerr, unsupp;
+	} st;
+	uint64_t max_inflight;
+};
+
+/* ---- one request ------------------------------------------------------------ */
+
+/* Move all of iov from/to the file at off, retrying short transfers.
+ * Reads past the end of the file read zeros. */
+static int xfer(int fd, struct iovec *iov, unsigned n, off_t off, bool out)
+{
+	while (n) {
+		ssize_t r = out ? pwritev(fd, iov, (int)n, off)
+				: preadv(fd, iov, (int)n, off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0) {
+			if (out)
+				return -EIO;
+			for (unsigned i = 0; i < n; i++)
+				memset(iov[i].iov_base, 0, iov[i].iov_len);
+			return 0;
+		}
+		off += r;
+		while (n && (size_t)r >= iov->iov_len) {
+			r -= (ssize_t)iov->iov_len;
+			iov++, n--;
+		}
+		if (n) {
+			iov->iov_base = (uint8_t *)iov->iov_base + r;
+			iov->iov_len -= (size_t)r;
+		}
+	}
+	return 0;
+}
+
+static bool in_range(struct mb_virtio_blk *b, uint64_t sector, uint64_t n)
+{
+	return sector <= b->sectors && n <= b->sectors - sector;
+}
+
+/* IN and OUT: data must be whole sectors inside the disk (5.2.6.2). */
+static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
+		  uint64_t sector, bool out, uint32_t *written)
+{
+	struct iovec data[MB_VQ_MAX_SEGS];
+	unsigned n;
+	uint64_t len;
+	if (out) {
+		len = c->out_len - 16;
+		n = mb_iov_slice(c->iov, c->nout, 16, len, data);
+	} else {
+		len = c->in_len - 1;
+		n = mb_iov_slice(c->iov + c->nout, c->nin, 0, len, data);
+	}
+	if (len % SECTOR || !in_range(b, sector, len / SECTOR))
+		return VIRTIO_BLK_S_IOERR;
+	if (out && b->ro)
+		return VIRTIO_BLK_S_IOERR; /* and no data written (5.2.6.2) */
+	if (xfer(b->fd, data, n, (off_t)(sector * SECTOR), out))
+		return VIRTIO_BLK_S_IOERR;
+	if (out) {
+		atomic_fetch_add(&b->st.writes, 1);
+		atomic_fetch_add(&b->st.bytes_written, len);
+	} else {
+		atomic_fetch_add(&b->st.reads, 1);
+		atomic_fetch_add(&b->st.bytes_read, len);
+		*written += (uint32_t)len;
+	}
+	return VIRTIO_BLK_S_OK;
+}
+
+static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
+{
+	uint64_t len = c->out_len - 16;
+	if (b->ro)
+		return VIRTIO_BLK_S_IOERR;
+	if (len == 0 || len % 16 || len / 16 > MAX_DISCARD_SEG)
+		return VIRTIO_BLK_S_IOERR;
+	for (uint64_t off = 16; off < c->out_len; off += 16) {
+		struct { uint64_t sector; uint32_t num, flags; } s;
+		mb_iov_to_buf(c->iov, c->nout, off, &s, 16);
+		if (s.flags & ~1u) /* only VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP */
+			return VIRTIO_BLK_S_UNSUPP;
+		if (!in_range(b, s.sector, s.num))
+			return VIRTIO_BLK_S_IOERR;
+		if (s.num && fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				       (off_t)(s.sector * SECTOR),
+				       (off_t)s.num * SECTOR))
+			return VIRTIO_BLK_S_IOERR;
+	}
+	atomic_fetch_add(&b->st.discards, 1);
+	return VIRTIO_BLK_S_OK;
+}
+
+uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
+			       const struct mb_vq_chain *c)
+{
+	struct { uint32_t type, reserved; uint64_t sector; } h;
+	uint32_t written = 0;
+	uint8_t status;
+	if (c->in_len == 0) {
+		/* Nowhere to put a status: hand it back untouched. */
+		atomic_fetch_add(&b->st.ioerr, 1);
+		return 0;
+	}
+	const struct iovec *in = c->iov + c->nout;
+	if (c->out_len < sizeof h) {
+		status = VIRTIO_BLK_S_IOERR; /* header too short */
+		goto done;
+	}
+	mb_iov_to_buf(c->iov, c->nout, 0, &h, sizeof h);
+	switch (h.type) {
+	case VIRTIO_BLK_T_IN:
+	case VIRTIO_BLK_T_OUT:
+		status = rw(b, c, h.sector, h.type == VIRTIO_BLK_T_OUT, &written);
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		atomic_fetch_add(&b->st.flushes, 1);
+		status = fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		break;
+	case VIRTIO_BLK_T_GET_ID: {
+		size_t n = c->in_len - 1 < sizeof b->serial ? c->in_len - 1
+							    : sizeof b->serial;
+		written = (uint32_t)mb_iov_from_buf(in, c->nin, 0, b->serial, n);
+		atomic_fetch_add(&b->st.get_ids, 1);
+		status = VIRTIO_BLK_S_OK;
+		break;
+	}
+	case VIRTIO_BLK_T_DISCARD:
+		status = discard(b, c);
+		break;
+	default:
+		status = VIRTIO_BLK_S_UNSUPP;
+	}
+done:
+	if (status == VIRTIO_BLK_S_IOERR)
+		atomic_fetch_add(&b->st.ioerr, 1);
+	else if (status == VIRTIO_BLK_S_UNSUPP)
+		atomic_fetch_add(&b->st.unsupp, 1);
+	mb_iov_from_buf(in, c->nin, c->in_len - 1, &status, 1);
+	return written + 1;
+}
+
+/* ---- requests in flight ------------------------------------------------------ */
+
+static void finish(struct mb_virtio_blk *b, struct req *r)
+{
+	uint32_t len = mb_virtio_blk_request(b, &r->c);
+	mb_virtio_complete(r->t, r->q, r->c.head, len);
+	pthread_mutex_lock(&b->lock);
+	r->next = b->free;
+	b->free = r;
+	if (--b->inflight == 0)
+		pthread_cond_broadcast(&b->idle);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static void *worker(void *arg)
+{
+	struct mb_virtio_blk *b = arg;
+	pthread_mutex_lock(&b->lock);
+	for (;;) {
+		while (!b->head && !b->quit)
+			pthread_cond_wait(&b->work, &b->lock);
+		if (!b->head)
+			break;
+		struct req *r = b->head;
+		b->head = r->next;
+		if (!b->head)
+			b->tail = NULL;
+		pthread_mutex_unlock(&b->lock);
+		finish(b, r);
+		pthread_mutex_lock(&b->lock);
+	}
+	pthread_mutex_unlock(&b->lock);
+	return NULL;
+}
+
+static struct req *req_get(struct mb_virtio_blk *b)
+{
+	pthread_mutex_lock(&b->lock);
+	struct req *r = b->free;
+	if (r)
+		b->free = r->next;
+	pthread_mutex_unlock(&b->lock);
+	return r ? r : malloc(sizeof *r);
+}
+
+/* The driver rang: pop every chain and start it (sec. 2.7.13 device side). */
+static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
+{
+	struct mb_virtio_blk *b = dev;
+	struct mb_vq *q = mb_virtio_queue(t, qi);
+	do {
+		for (;;) {
+			struct req *r = req_get(b);
+			if (!r)
+				return; /* out of memory: the next kick retries */
+			int rc = mb_vq_pop(q, &r->c);
+			pthread_mutex_lock(&b->lock);
+			if (rc <= 0) {
+				r->next = b->free;
+				b->free = r;
+				pthread_mutex_unlock(&b->lock);
+				if (rc < 0)
+					return;
+				break;
+			}
+			r->t = t, r->q = q, r->next = NULL;
+			if (++b->inflight > b->max_inflight)
+				b->max_inflight = b->inflight;
+			if (b->nthreads) {
+				if (b->tail)
+					b->tail->next = r;
+				else
+					b->head = r;
+				b->tail = r;
+				pthread_cond_signal(&b->work);
+				pthread_mutex_unlock(&b->lock);
+			} else {
+				pthread_mutex_unlock(&b->lock);
+				finish(b, r);
+			}
+		}
+	} while (mb_vq_arm(q));
+}
+
+/* Reset: every request in flight completes before the rings go away. */
+static void blk_reset(void *dev)
+{
+	struct mb_virtio_blk *b = dev;
+	pthread_mutex_lock(&b->lock);
+	while (b->inflight)
+		pthread_cond_wait(&b->idle, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+}
+
+/* Config layout, sec. 5.2.4 (fields we do not offer stay 0). */
+static void blk_config_read(void *dev, uint64_t off, void *data, unsigned size)
+{
+	struct mb_virtio_blk *b = dev;
+	uint8_t cfg[MB_VIRTIO_BLK_CONFIG_SIZE] = { 0 };
+	uint32_t seg_max = MB_VQ_MAX_SIZE - 2, blk = BLK_SIZE;
+	uint32_t max_discard = UINT32_MAX / SECTOR, dseg = MAX_DISCARD_SEG;
+	uint32_t dalign = 4096 / SECTOR; /* discard in whole pages */
+	memcpy(cfg + 0, &b->sectors, 8);        /* capacity */
+	memcpy(cfg + 12, &seg_max, 4);          /* seg_max */
+	memcpy(cfg + 20, &blk, 4);              /* blk_size */
+	memcpy(cfg + 36, &max_discard, 4);      /* max_discard_sectors */
+	memcpy(cfg + 40, &dseg, 4);             /* max_discard_seg */
+	memcpy(cfg + 44, &dalign, 4);           /* discard_sector_alignment */
+	memcpy(data, cfg + off, size);
+}
+
+const struct mb_virtio_dev_ops mb_virtio_blk_ops = {
+	.name = "virtio-blk",
+	.device_id = VIRTIO_ID_BLOCK,
+	.nqueues = 1,
+	.queue_max = MB_VQ_MAX_SIZE,
+	.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
+	.config_read = blk_config_read,
+	.notify = blk_notify,
+	.reset = blk_reset,
+};
+
+/* ---- life cycle ----------------------------------------------------------------- */
+
+struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
+{
+	const char *serial = cfg->serial ? cfg->serial : "";
+	if (strlen(serial) > 20) {
+		mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes", serial);
+		return NULL;
+	}
+	int fd = open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st)) {
+		mb_seterr(-errno, "%s: %s", cfg->image, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	if (!S_ISREG(st.st_mode) || st.st_size < SECTOR) {
+		mb_seterr(-EINVAL, "%s: not a regular file of at least 512 bytes",
+			  cfg->image);
+		close(fd);
+		return NULL;
+	}
+	struct mb_virtio_blk *b = calloc(1, sizeof *b);
+	if (!b) {
+		close(fd);
+		mb_seterr(-ENOMEM, "virtio-blk: out of memory");
+		return NULL;
+	}
+	b->fd = fd;
+	b->ro = cfg->readonly;
+	b->sectors = (uint64_t)st.st_size / SECTOR;
+	memcpy(b->serial, serial, strlen(serial));
+	pthread_mutex_init(&b->lock, NULL);
+	pthread_cond_init(&b->work, NULL);
+	pthread_cond_init(&b->idle, NULL);
+	unsigned n = cfg->threads > MAX_WORKERS ? MAX_WORKERS : cfg->threads;
+	for (; b->nthreads < n; b->nthreads++)
+		if (pthread_create(&b->th[b->nthreads], NULL, worker, b))
+			break;
+	return b;
+}
+
+void mb_virtio_blk_free(struct mb_virtio_blk *b)
+{
+	if (!b)
+		return;
+	pthread_mutex_lock(&b->lock);
+	b->quit = true; /* workers drain the list, then leave */
+	pthread_cond_broadcast(&b->work);
+	pthread_mutex_unlock(&b->lock);
+	for (unsigned i = 0; i < b->nthreads; i++)
+		pthread_join(b->th[i], NULL);
+	for (struct req *r = b->free, *n; r; r = n) {
+		n = r->next;
+		free(r);
+	}
+	close(b->fd);
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->work);
+	pthread_cond_destroy(&b->idle);
+	free(b);
+}
+
+uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b)
+{
+	uint64_t f = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
+		     1ull << VIRTIO_BLK_F_FLUSH;
+	return f | (b->ro ? 1ull << VIRTIO_BLK_F_RO : 1ull << VIRTIO_BLK_F_DISCARD);
+}
+
+uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b)
+{
+	return b->sectors;
+}
+
+void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st)
+{
+	st->reads = b->st.reads;
+	st->writes = b->st.writes;
+	st->flushes = b->st.flushes;
+	st->discards = b->st.discards;
+	st->get_ids = b->st.get_ids;
+	st->bytes_read = b->st.bytes_read;
+	st->bytes_written = b->st.bytes_written;
+	st->ioerr = b->st.ioerr;
+	st->unsupp = b->st.unsupp;
+	pthread_mutex_lock(&b->lock);
+	st->max_inflight = b->max_inflight;
+	pthread_mutex_unlock(&b->lock);
+}

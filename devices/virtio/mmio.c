@@ -1,0 +1,503 @@
+/*
+ * virtio-mmio transport, version 2: the register file of virtio spec v1.2
+ * sec. 4.2.2, the status state machine of sec. 2.1 and 3.1, interrupts
+ * and doorbells. See mmio.h for how devices plug in.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "devices/virtio/mmio.h"
+
+/* Register offsets, sec. 4.2.2 table "MMIO Device Register Layout". */
+enum {
+	R_MAGIC = 0x000, R_VERSION = 0x004, R_DEVICE_ID = 0x008,
+	R_VENDOR_ID = 0x00c, R_DEV_FEATURES = 0x010, R_DEV_FEATURES_SEL = 0x014,
+	R_DRV_FEATURES = 0x020, R_DRV_FEATURES_SEL = 0x024, R_QUEUE_SEL = 0x030,
+	R_QUEUE_NUM_MAX = 0x034, R_QUEUE_NUM = 0x038, R_QUEUE_READY = 0x044,
+	R_QUEUE_NOTIFY = 0x050, R_ISR = 0x060, R_ISR_ACK = 0x064,
+	R_STATUS = 0x070, R_DESC_LO = 0x080, R_DESC_HI = 0x084,
+	R_DRIVER_LO = 0x090, R_DRIVER_HI = 0x094, R_DEVICE_LO = 0x0a0,
+	R_DEVICE_HI = 0x0a4, R_SHM_SEL = 0x0ac, R_SHM_LEN_LO = 0x0b0,
+	R_SHM_LEN_HI = 0x0b4, R_SHM_BASE_LO = 0x0b8, R_SHM_BASE_HI = 0x0bc,
+	R_CONFIG_GEN = 0x0fc, R_CONFIG = 0x100,
+};
+
+#define MAGIC 0x74726976u  /* "virt" */
+#define VENDOR 0x584f424du /* "MBOX" */
+#define ISR_USED 1u
+#define ISR_CONFIG 2u
+
+/* What the transport itself offers on top of the device's bits. */
+#define TRANSPORT_FEATURES                                                    \
+	((1ull << VIRTIO_F_VERSION_1) | (1ull << VIRTIO_F_RING_INDIRECT_DESC) | \
+	 (1ull << VIRTIO_F_RING_EVENT_IDX))
+
+struct mb_virtio {
+	const struct mb_virtio_dev_ops *ops;
+	void *dev;
+	struct mb_mem *mem;
+	uint64_t dev_features, drv_features;
+	struct mb_irq irq;
+	int irqfd;
+
+	pthread_mutex_t lock; /* registers, queue setup, notify handling */
+	uint32_t status, dev_sel, drv_sel, queue_sel, generation;
+
+	pthread_mutex_t irq_lock; /* isr and the line */
+	uint32_t isr;
+	bool line;
+
+	struct mb_vq vq[MB_VIRTIO_MAX_QUEUES];
+	int kick[MB_VIRTIO_MAX_QUEUES]; /* doorbell eventfds, -1: none */
+	struct mb_machine *m;
+	uint64_t base;
+	bool ioeventfd;
+
+	char why[160];
+	bool logged, stray_logged;
+	struct {
+		_Atomic uint64_t notifies, interrupts, suppressed, faults, mmio;
+	} st;
+};
+
+/* ---- interrupts ----------------------------------------------------------- */
+
+static void interrupt(struct mb_virtio *t, uint32_t bits)
+{
+	pthread_mutex_lock(&t->irq_lock);
+	bool fresh = (t->isr & bits) != bits;
+	t->isr |= bits;
+	if (fresh) {
+		atomic_fetch_add(&t->st.interrupts, 1);
+		if (t->irqfd >= 0) {
+			uint64_t one = 1;
+			if (write(t->irqfd, &one, 8) != 8)
+				mb_irq_pulse(&t->irq);
+		} else {
+			if (t->line) /* re-edge for edge-triggered inputs */
+				mb_irq_lower(&t->irq);
+			mb_irq_raise(&t->irq);
+			t->line = true;
+		}
+	}
+	pthread_mutex_unlock(&t->irq_lock);
+}
+
+static void ack(struct mb_virtio *t, uint32_t bits)
+{
+	pthread_mutex_lock(&t->irq_lock);
+	t->isr &= ~bits;
+	if (!t->isr && t->line) {
+		mb_irq_lower(&t->irq);
+		t->line = false;
+	}
+	pthread_mutex_unlock(&t->irq_lock);
+}
+
+void mb_virtio_complete(struct mb_virtio *t, struct mb_vq *q, uint16_t head,
+			uint32_t len)
+{
+	mb_vq_push(q, head, len);
+	if (mb_vq_need_irq(q))
+		interrupt(t, ISR_USED);
+	else
+		atomic_fetch_add(&t->st.suppressed, 1);
+}
+
+void mb_virtio_config_changed(struct mb_virtio *t)
+{
+	t->generation++;
+	if (t->status & VIRTIO_STATUS_DRIVER_OK)
+		interrupt(t, ISR_CONFIG);
+}
+
+/* Sec. 2.1.2: set DEVICE_NEEDS_RESET and, once the driver is up, tell it
+ * with a configuration change notification. Logged once per device. */
+void mb_virtio_needs_reset(struct mb_virtio *t, const char *why)
+{
+	atomic_fetch_add(&t->st.faults, 1);
+	if (!t->why[0])
+		snprintf(t->why, sizeof t->why, "%s", why);
+	if (!t->logged) {
+		t->logged = true;
+		fprintf(stderr, "moonbox: %s@0x%" PRIx64 ": %s; device needs reset\n",
+			t->ops->name, t->base, why);
+	}
+	if (t->status & VIRTIO_STATUS_NEEDS_RESET)
+		return;
+	t->status |= VIRTIO_STATUS_NEEDS_RESET;
+	if (t->status & VIRTIO_STATUS_DRIVER_OK)
+		interrupt(t, ISR_CONFIG);
+}
+
+static void queue_fault(void *ctx, struct mb_vq *q, const char *why)
+{
+	struct mb_virtio *t = ctx;
+	char msg[200];
+	snprintf(msg, sizeof msg, "queue %d: %s", (int)(q - t->vq), why);
+	mb_virtio_needs_reset(t, msg);
+}
+
+/* ---- life cycle ----------------------------------------------------------- */
+
+struct mb_virtio *mb_virtio_new(const struct mb_virtio_config *cfg)
+{
+	if (!cfg->ops || cfg->ops->nqueues > MB_VIRTIO_MAX_QUEUES ||
+	    cfg->ops->queue_max > MB_VQ_MAX_SIZE) {
+		mb_seterr(-EINVAL, "virtio: bad device description");
+		return NULL;
+	}
+	struct mb_virtio *t = calloc(1, sizeof *t);
+	if (!t) {
+		mb_seterr(-ENOMEM, "virtio: out of memory");
+		return NULL;
+	}
+	t->ops = cfg->ops;
+	t->dev = cfg->dev;
+	t->mem = cfg->mem;
+	t->dev_features = cfg->features | TRANSPORT_FEATURES;
+	t->irq = cfg->irq;
+	t->irqfd = cfg->irqfd;
+	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->irq_lock, NULL);
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++) {
+		mb_vq_init(&t->vq[i], cfg->mem);
+		t->vq[i].fault = queue_fault;
+		t->vq[i].fault_ctx = t;
+		t->kick[i] = -1;
+	}
+	return t;
+}
+
+void mb_virtio_free(struct mb_virtio *t)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		if (t->kick[i] < 0)
+			continue;
+		if (t->m) {
+			mb_machine_unwatch(t->m, t->kick[i]);
+			if (t->ioeventfd)
+				mb_machine_ioeventfd(t->m, t->kick[i],
+						     t->base + R_QUEUE_NOTIFY, 4, i, false);
+		}
+		close(t->kick[i]);
+	}
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
+		mb_vq_destroy(&t->vq[i]);
+	pthread_mutex_destroy(&t->lock);
+	pthread_mutex_destroy(&t->irq_lock);
+	free(t);
+}
+
+/* Sec. 2.4 / 4.2.3.1: writing 0 to Status resets the device. */
+static void reset(struct mb_virtio *t)
+{
+	if (t->ops->reset)
+		t->ops->reset(t->dev); /* returns once nothing is in flight */
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
+		mb_vq_reset(&t->vq[i]);
+	t->status = 0;
+	t->dev_sel = t->drv_sel = t->queue_sel = 0;
+	t->drv_features = 0;
+	t->why[0] = 0;
+	t->logged = false;
+	pthread_mutex_lock(&t->irq_lock);
+	t->isr = 0;
+	if (t->line)
+		mb_irq_lower(&t->irq);
+	t->line = false;
+	pthread_mutex_unlock(&t->irq_lock);
+}
+
+/* ---- doorbells ------------------------------------------------------------ */
+
+void mb_virtio_kick(struct mb_virtio *t, unsigned qi)
+{
+	pthread_mutex_lock(&t->lock);
+	atomic_fetch_add(&t->st.notifies, 1);
+	struct mb_vq *q = qi < t->ops->nqueues ? &t->vq[qi] : NULL;
+	if (t->status & VIRTIO_STATUS_NEEDS_RESET) {
+		/* stopped until the driver resets us */
+	} else if (!(t->status & VIRTIO_STATUS_DRIVER_OK)) {
+		/* Not live yet (or a doorbell that raced a reset): nothing to
+		 * serve and nothing the driver could be told; note it once. */
+		if (!t->stray_logged)
+			fprintf(stderr, "moonbox: %s@0x%" PRIx64 ": notify of queue %u "
+				"before DRIVER_OK ignored\n", t->ops->name, t->base, qi);
+		t->stray_logged = true;
+	} else if (!q || !q->ready) {
+		char why[96];
+		snprintf(why, sizeof why, "notify of queue %u, which is not set up",
+			 qi);
+		mb_virtio_needs_reset(t, why);
+	} else if (!q->broken) {
+		t->ops->notify(t->dev, t, qi);
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void on_kick(void *opaque, int fd)
+{
+	struct mb_virtio *t = opaque;
+	uint64_t n;
+	if (read(fd, &n, 8) != 8)
+		return;
+	for (unsigned i = 0; i < t->ops->nqueues; i++)
+		if (t->kick[i] == fd)
+			mb_virtio_kick(t, i);
+}
+
+int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
+			uint64_t base)
+{
+	t->m = m;
+	t->base = base;
+	t->ioeventfd = true;
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		t->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (t->kick[i] < 0)
+			return mb_seterr(-errno, "virtio: eventfd: %s", strerror(errno));
+		int rc = mb_machine_watch(m, t->kick[i], on_kick, t);
+		if (rc)
+			return rc;
+		if (t->ioeventfd &&
+		    mb_machine_ioeventfd(m, t->kick[i], base + R_QUEUE_NOTIFY, 4, i,
+					 true)) {
+			/* Fall back to the MMIO handler for every queue. */
+			for (unsigned j = 0; j < i; j++)
+				mb_machine_ioeventfd(m, t->kick[j],
+						     base + R_QUEUE_NOTIFY, 4, j, false);
+			t->ioeventfd = false;
+		}
+	}
+	return 0;
+}
+
+/* A QueueNotify that reached us as an MMIO exit (no ioeventfd, or a value
+ * no ioeventfd matched): hand it to the event loop like a doorbell. */
+static void mmio_notify(struct mb_virtio *t, uint32_t qi)
+{
+	atomic_fetch_add(&t->st.mmio, 1);
+	if (qi < t->ops->nqueues && t->kick[qi] >= 0) {
+		uint64_t one = 1;
+		if (write(t->kick[qi], &one, 8) == 8)
+			return;
+	}
+	pthread_mutex_unlock(&t->lock); /* no event loop: serve it here */
+	mb_virtio_kick(t, qi);
+	pthread_mutex_lock(&t->lock);
+}
+
+/* ---- registers ------------------------------------------------------------ */
+
+static struct mb_vq *sel_queue(struct mb_virtio *t)
+{
+	return t->queue_sel < t->ops->nqueues ? &t->vq[t->queue_sel] : NULL;
+}
+
+static uint32_t read_reg(struct mb_virtio *t, uint64_t off)
+{
+	struct mb_vq *q = sel_queue(t);
+	switch (off) {
+	case R_MAGIC: return MAGIC;
+	case R_VERSION: return 2;
+	case R_DEVICE_ID: return t->ops->device_id;
+	case R_VENDOR_ID: return VENDOR;
+	case R_DEV_FEATURES:
+		return t->dev_sel < 2 ? (uint32_t)(t->dev_features >> (32 * t->dev_sel))
+				      : 0;
+	case R_QUEUE_NUM_MAX: return q ? t->ops->queue_max : 0;
+	case R_QUEUE_READY: return q && q->ready;
+	case R_ISR: {
+		pthread_mutex_lock(&t->irq_lock);
+		uint32_t v = t->isr;
+		pthread_mutex_unlock(&t->irq_lock);
+		return v;
+	}
+	case R_STATUS: return t->status;
+	case R_SHM_LEN_LO: case R_SHM_LEN_HI: return ~0u; /* no shared memory */
+	case R_CONFIG_GEN: return t->generation;
+	default: return 0;
+	}
+}
+
+/* Sec. 3.1.1 and 2.2.2: FEATURES_OK only for a subset of what we offer,
+ * with VERSION_1 (this is a modern-only device). */
+static bool features_ok(struct mb_virtio *t)
+{
+	return !(t->drv_features & ~t->dev_features) &&
+	       (t->drv_features >> VIRTIO_F_VERSION_1 & 1);
+}
+
+static void write_status(struct mb_virtio *t, uint32_t v)
+{
+	if (v == 0) {
+		reset(t);
+		return;
+	}
+	uint32_t old = t->status;
+	if (old & ~v & ~VIRTIO_STATUS_NEEDS_RESET)
+		return; /* drivers only add bits (sec. 2.1.1) */
+	v |= old & VIRTIO_STATUS_NEEDS_RESET;
+	if ((v & VIRTIO_STATUS_FEATURES_OK) && !(old & VIRTIO_STATUS_FEATURES_OK) &&
+	    !features_ok(t))
+		v &= ~VIRTIO_STATUS_FEATURES_OK; /* the driver reads it back */
+	if ((v & VIRTIO_STATUS_DRIVER_OK) && !(v & VIRTIO_STATUS_FEATURES_OK)) {
+		t->status = v & ~VIRTIO_STATUS_DRIVER_OK;
+		mb_virtio_needs_reset(t, "DRIVER_OK without FEATURES_OK");
+		return;
+	}
+	t->status = v;
+}
+
+static void set_half(uint64_t *x, bool hi, uint32_t v)
+{
+	*x = hi ? (*x & 0xffffffffu) | (uint64_t)v << 32
+		: (*x & ~0xffffffffull) | v;
+}
+
+static void write_queue(struct mb_virtio *t, uint64_t off, uint32_t v)
+{
+	struct mb_vq *q = sel_queue(t);
+	if (!q)
+		return;
+	if (off == R_QUEUE_READY) {
+		if (!v) { /* sec. 4.2.2: stop using the queue */
+			pthread_mutex_lock(&q->lock);
+			q->ready = false;
+			pthread_mutex_unlock(&q->lock);
+			return;
+		}
+		if (!q->ready && mb_vq_enable(q, t->ops->queue_max, t->drv_features)) {
+			char why[200];
+			snprintf(why, sizeof why, "queue %u: %s", t->queue_sel,
+				 mb_errmsg());
+			mb_virtio_needs_reset(t, why);
+		}
+		return;
+	}
+	if (q->ready)
+		return; /* the driver must not change a live queue (4.2.2.2) */
+	switch (off) {
+	case R_QUEUE_NUM: q->num = v > 0xffff ? 0 : (uint16_t)v; break;
+	case R_DESC_LO: case R_DESC_HI:
+		set_half(&q->desc_gpa, off == R_DESC_HI, v); break;
+	case R_DRIVER_LO: case R_DRIVER_HI:
+		set_half(&q->avail_gpa, off == R_DRIVER_HI, v); break;
+	case R_DEVICE_LO: case R_DEVICE_HI:
+		set_half(&q->used_gpa, off == R_DEVICE_HI, v); break;
+	}
+}
+
+static void write_reg(struct mb_virtio *t, uint64_t off, uint32_t v)
+{
+	switch (off) {
+	case R_DEV_FEATURES_SEL: t->dev_sel = v; break;
+	case R_DRV_FEATURES_SEL: t->drv_sel = v; break;
+	case R_DRV_FEATURES:
+		/* Only while negotiating (sec. 3.1.1 steps 4-5). */
+		if (t->drv_sel < 2 && !(t->status & VIRTIO_STATUS_FEATURES_OK))
+			set_half(&t->drv_features, t->drv_sel == 1, v);
+		break;
+	case R_QUEUE_SEL: t->queue_sel = v; break;
+	case R_QUEUE_NOTIFY: mmio_notify(t, v); break;
+	case R_ISR_ACK: ack(t, v); break;
+	case R_STATUS: write_status(t, v); break;
+	case R_QUEUE_NUM: case R_QUEUE_READY: case R_DESC_LO: case R_DESC_HI:
+	case R_DRIVER_LO: case R_DRIVER_HI: case R_DEVICE_LO: case R_DEVICE_HI:
+		write_queue(t, off, v);
+		break;
+	}
+}
+
+static void mmio_read(void *opaque, uint64_t off, void *data, unsigned size)
+{
+	struct mb_virtio *t = opaque;
+	memset(data, 0, size);
+	pthread_mutex_lock(&t->lock);
+	if (off >= R_CONFIG) {
+		off -= R_CONFIG;
+		if (off + size <= t->ops->config_size && t->ops->config_read)
+			t->ops->config_read(t->dev, off, data, size);
+	} else if (size == 4 && !(off & 3)) { /* registers are 32-bit (4.2.2) */
+		mb_io_put(data, 4, read_reg(t, off));
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+static void mmio_write(void *opaque, uint64_t off, const void *data,
+		       unsigned size)
+{
+	struct mb_virtio *t = opaque;
+	pthread_mutex_lock(&t->lock);
+	if (off >= R_CONFIG) {
+		off -= R_CONFIG;
+		if (off + size <= t->ops->config_size && t->ops->config_write)
+			t->ops->config_write(t->dev, off, data, size);
+	} else if (size == 4 && !(off & 3)) {
+		write_reg(t, off, (uint32_t)mb_io_get(data, 4));
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+const struct mb_io_ops mb_virtio_mmio_ops = { mmio_read, mmio_write };
+
+/* ---- for devices and inspection -------------------------------------------- */
+
+struct mb_vq *mb_virtio_queue(struct mb_virtio *t, unsigned qi)
+{
+	return qi < t->ops->nqueues ? &t->vq[qi] : NULL;
+}
+
+uint64_t mb_virtio_features(struct mb_virtio *t)
+{
+	return t->drv_features;
+}
+
+void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st)
+{
+	memset(st, 0, sizeof *st);
+	pthread_mutex_lock(&t->lock);
+	st->status = t->status;
+	st->config_generation = t->generation;
+	st->device_features = t->dev_features;
+	st->driver_features = t->drv_features;
+	st->ioeventfd = t->ioeventfd && t->m;
+	st->irqfd = t->irqfd >= 0;
+	st->nqueues = t->ops->nqueues;
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		struct mb_vq *q = &t->vq[i];
+		pthread_mutex_lock(&q->lock);
+		st->q[i].num = q->num;
+		st->q[i].ready = q->ready;
+		st->q[i].broken = q->broken;
+		st->q[i].desc = q->desc_gpa;
+		st->q[i].driver = q->avail_gpa;
+		st->q[i].device = q->used_gpa;
+		st->q[i].last_avail = q->last_avail;
+		st->q[i].used_idx = q->used_idx;
+		if (q->ready)
+			memcpy(&st->q[i].avail_idx, q->avail + 2, 2);
+		st->q[i].popped = q->popped;
+		st->q[i].pushed = q->pushed;
+		pthread_mutex_unlock(&q->lock);
+	}
+	snprintf(st->why, sizeof st->why, "%s", t->why);
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->irq_lock);
+	st->isr = t->isr;
+	pthread_mutex_unlock(&t->irq_lock);
+	st->st.notifies = t->st.notifies;
+	st->st.interrupts = t->st.interrupts;
+	st->st.suppressed = t->st.suppressed;
+	st->st.faults = t->st.faults;
+	st->st.mmio_notifies = t->st.mmio;
+}

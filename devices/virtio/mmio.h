@@ -1,0 +1,144 @@
+/*
+ * virtio over MMIO, version 2 (virtio spec v1.2, sec. 4.2): the transport
+ * every moonbox virtio device sits behind.
+ *
+ * Writing a device
+ * ----------------
+ * A device is a plain struct plus a `struct mb_virtio_dev_ops`: its ID,
+ * queue count and size, its feature bits (the transport adds VERSION_1,
+ * RING_INDIRECT_DESC and RING_EVENT_IDX), its config space, and three
+ * callbacks:
+ *
+ *   notify(dev, t, qi)  the driver rang queue qi's doorbell. Runs on the
+ *                       machine's event-loop thread (or the caller's, in
+ *                       tests) with the transport lock held. Pop chains
+ *                       with mb_vq_pop(mb_virtio_queue(t, qi), ...), loop
+ *                       while mb_vq_arm() says more came, and hand each
+ *                       chain back with mb_virtio_complete() - from any
+ *                       thread, now or later (requests may stay in flight).
+ *                       mb_vq_pop() < 0 means the queue is broken: stop, the
+ *                       transport already set DEVICE_NEEDS_RESET.
+ *   reset(dev)          the driver reset the device (status 0). Forget
+ *                       in-flight work and return only when no request
+ *                       touches guest memory any more (wait for workers).
+ *   config_read/write   offsets relative to the config space (0x100).
+ *
+ * Threads and locks: register accesses (vCPU threads) and notify (event
+ * loop) are serialised by the transport lock; completions take only the
+ * queue's own lock and the interrupt lock, so a worker never waits for a
+ * vCPU and reset can wait for workers.
+ *
+ * Interrupts: InterruptStatus bit 0 (used buffer) and bit 1 (config
+ * change), sec. 4.2.2. Two ways to reach the guest, chosen by whoever
+ * builds the transport:
+ *   - a line (`irq`): level semantics, asserted while InterruptStatus != 0
+ *     and lowered when InterruptACK clears it. When a new bit appears while
+ *     the line is already up, the line is dropped and raised again, so an
+ *     edge-triggered input (Linux programs the PC's ISA lines edge: no ELCR
+ *     or MADT override names them level) still sees a fresh edge.
+ *   - an irqfd (`irqfd` >= 0, KVM_IRQFD on the kernel irqchip): each write
+ *     is a pulse, i.e. edge semantics, written whenever a new status bit
+ *     appears. We do not use KVM_IRQFD_FLAG_RESAMPLE: KVM's IOAPIC runs ack
+ *     notifiers only for level-triggered pins, so on the edge pins Linux
+ *     gives these devices the resample never fires and the line would stay
+ *     asserted (no further edges). Pulses from any thread need no lock.
+ *
+ * Doorbells: mb_virtio_doorbells() gives each queue an eventfd served on
+ * the event loop. With KVM_IOEVENTFD (4-byte write of the queue index at
+ * base + 0x50, datamatch) the vCPU never exits to userspace for a kick;
+ * without it, the QueueNotify write handler signals the same eventfd.
+ */
+#ifndef DEVICES_VIRTIO_MMIO_H
+#define DEVICES_VIRTIO_MMIO_H
+
+#include "devices/virtio/queue.h"
+#include "moonbox.h"
+
+#define MB_VIRTIO_MAX_QUEUES 8
+#define MB_VIRTIO_MMIO_SIZE 0x1000 /* the window each device gets */
+
+/* Device status bits, sec. 2.1. */
+#define VIRTIO_STATUS_ACKNOWLEDGE 1
+#define VIRTIO_STATUS_DRIVER 2
+#define VIRTIO_STATUS_DRIVER_OK 4
+#define VIRTIO_STATUS_FEATURES_OK 8
+#define VIRTIO_STATUS_NEEDS_RESET 64
+#define VIRTIO_STATUS_FAILED 128
+
+#define VIRTIO_F_VERSION_1 32
+
+/* Device IDs, sec. 5. */
+#define VIRTIO_ID_NET 1
+#define VIRTIO_ID_BLOCK 2
+#define VIRTIO_ID_CONSOLE 3
+#define VIRTIO_ID_RNG 4
+
+struct mb_virtio;
+
+struct mb_virtio_dev_ops {
+	const char *name;   /* "virtio-blk": logs and state() */
+	uint32_t device_id;
+	unsigned nqueues;   /* <= MB_VIRTIO_MAX_QUEUES */
+	uint16_t queue_max; /* QueueNumMax, <= MB_VQ_MAX_SIZE */
+	unsigned config_size;
+	void (*config_read)(void *dev, uint64_t off, void *data, unsigned size);
+	void (*config_write)(void *dev, uint64_t off, const void *data,
+			     unsigned size); /* NULL: read-only config */
+	void (*notify)(void *dev, struct mb_virtio *t, unsigned qi);
+	void (*reset)(void *dev);
+};
+
+struct mb_virtio_config {
+	const struct mb_virtio_dev_ops *ops;
+	void *dev;
+	uint64_t features; /* device-specific feature bits */
+	struct mb_mem *mem;
+	struct mb_irq irq; /* used when irqfd < 0 */
+	int irqfd;         /* >= 0: an eventfd KVM turns into a pulse */
+};
+
+struct mb_virtio_stats {
+	uint64_t notifies;   /* doorbells served */
+	uint64_t interrupts; /* used-buffer and config interrupts sent */
+	uint64_t suppressed; /* completions the driver asked not to hear of */
+	uint64_t faults;     /* times the device needed a reset */
+	uint64_t mmio_notifies; /* doorbells that came as MMIO exits */
+};
+
+struct mb_virtio_state {
+	uint32_t status, isr, config_generation;
+	uint64_t device_features, driver_features;
+	bool ioeventfd, irqfd;
+	unsigned nqueues;
+	struct {
+		uint16_t num, last_avail, used_idx, avail_idx;
+		bool ready, broken;
+		uint64_t desc, driver, device, popped, pushed;
+	} q[MB_VIRTIO_MAX_QUEUES];
+	char why[160]; /* why the device needs a reset, or "" */
+	struct mb_virtio_stats st;
+};
+
+struct mb_virtio *mb_virtio_new(const struct mb_virtio_config *cfg);
+/* Doorbells on m's event loop; KVM_IOEVENTFD at base + 0x50 when it can. */
+int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
+			uint64_t base);
+void mb_virtio_free(struct mb_virtio *t);
+extern const struct mb_io_ops mb_virtio_mmio_ops;
+
+/* For devices. */
+struct mb_vq *mb_virtio_queue(struct mb_virtio *t, unsigned qi);
+uint64_t mb_virtio_features(struct mb_virtio *t); /* negotiated */
+/* Push a chain to the used ring and interrupt if the driver wants it. */
+void mb_virtio_complete(struct mb_virtio *t, struct mb_vq *q, uint16_t head,
+			uint32_t len);
+/* The config space changed: bump ConfigGeneration, interrupt. */
+void mb_virtio_config_changed(struct mb_virtio *t);
+/* The device cannot go on: DEVICE_NEEDS_RESET (sec. 2.1.2), logged once. */
+void mb_virtio_needs_reset(struct mb_virtio *t, const char *why);
+/* Run queue qi's notify handler now (what a doorbell does). */
+void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
+
+void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st);
+
+#endif

@@ -1,0 +1,257 @@
+/*
+ * virtio-net, virtio spec v1.2 sec. 5.1, with one queue pair (5.1.2:
+ * receiveq1 = 0, transmitq1 = 1) and no control queue.
+ *
+ * Every buffer starts with struct virtio_net_hdr_v1 (5.1.6: 12 bytes with
+ * VERSION_1). No offload is offered, so the driver's header carries
+ * nothing we need and ours is all zero but num_buffers = 1 (5.1.6.3.1).
+ *
+ * Without MRG_RXBUF a received frame must fit one chain (5.1.6.3.1); the
+ * Linux driver then posts header + 1518-byte buffers. MRG_RXBUF would
+ * spread a frame over several chains, which must all reach the used ring
+ * before the driver may see the first: left out until the queue module
+ * can publish several used entries at once.
+ *
+ * Receive runs on the event loop when the backend has frames, transmit on
+ * the transmitq doorbell. A frame read while receiveq is empty stays
+ * pending, and the backend is paused (stops waking us) until the driver
+ * posts buffers: backpressure down to the peer's socket or the tap queue.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "devices/virtio/net.h"
+
+enum { RXQ = 0, TXQ = 1 };
+
+struct mb_virtio_net {
+	struct mb_netbe *be;
+	struct mb_virtio *t;
+	uint8_t mac[6];
+
+	/* Serialises the backend and receiveq between poll (event loop) and
+	 * doorbells/reset (transport lock held; taken before ours). */
+	pthread_mutex_t lock;
+	bool live;    /* the driver rang a doorbell since the last reset */
+	bool waiting; /* backend paused until receiveq gets buffers */
+	size_t pend_len; /* a frame read and not yet delivered, or 0 */
+	uint8_t *pend;
+	struct mb_vq_chain rx, tx;
+	struct iovec txv[MB_VQ_MAX_SEGS];
+
+	struct {
+		_Atomic uint64_t rx_frames, rx_bytes, rx_dropped, rx_stalls;
+		_Atomic uint64_t tx_frames, tx_bytes, tx_dropped;
+	} st;
+};
+
+/* ---- receive: backend -> receiveq ---------------------------------------------- */
+
+/* Put the pending frame into the next receive chain: 1 done, 0 no chain
+ * (the caller pauses the backend), -1 the queue is broken. */
+static int deliver(struct mb_virtio_net *n, struct mb_vq *q)
+{
+	int rc;
+	while ((rc = mb_vq_pop(q, &n->rx)) == 0)
+		if (!mb_vq_arm(q)) /* EVENT_IDX: kick us at the next buffer */
+			return 0;
+	if (rc < 0)
+		return -1;
+	const struct iovec *in = n->rx.iov + n->rx.nout;
+	uint32_t used = 0;
+	if (n->rx.in_len >= MB_VIRTIO_NET_HDR + n->pend_len) {
+		uint8_t hdr[MB_VIRTIO_NET_HDR] = { 0 };
+		hdr[10] = 1; /* num_buffers (le16) */
+		mb_iov_from_buf(in, n->rx.nin, 0, hdr, sizeof hdr);
+		mb_iov_from_buf(in, n->rx.nin, sizeof hdr, n->pend, n->pend_len);
+		used = (uint32_t)(sizeof hdr + n->pend_len);
+		n->st.rx_frames++;
+		n->st.rx_bytes += n->pend_len;
+	} else {
+		/* Too big for the buffer: drop it; the driver counts a
+		 * length error for a used length shorter than a header. */
+		n->st.rx_dropped++;
+	}
+	mb_virtio_complete(n->t, q, n->rx.head, used);
+	n->pend_len = 0;
+	return 1;
+}
+
+void mb_virtio_net_poll(struct mb_virtio_net *n)
+{
+	pthread_mutex_lock(&n->lock);
+	struct mb_vq *q = n->t ? mb_virtio_queue(n->t, RXQ) : NULL;
+	while (!n->waiting) {
+		if (!n->pend_len) {
+			ssize_t r = mb_netbe_recv(n->be, n->pend, MB_NETBE_MAX_FRAME);
+			if (r == -EMSGSIZE) {
+				n->st.rx_dropped++;
+				continue;
+			}
+			if (r <= 0)
+				break;
+			n->pend_len = (size_t)r;
+		}
+		if (!n->live || !q) { /* no driver: the wire drops it */
+			n->st.rx_dropped++;
+			n->pend_len = 0;
+			continue;
+		}
+		int rc = deliver(n, q);
+		if (rc <= 0) {
+			/* No buffers (or a broken queue, until reset): stop
+			 * reading, keep the frame. */
+			n->waiting = true;
+			n->st.rx_stalls++;
+			mb_netbe_pause(n->be, true);
+		}
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* ---- transmit: transmitq -> backend ---------------------------------------------- */
+
+static void send_chain(struct mb_virtio_net *n)
+{
+	const struct mb_vq_chain *c = &n->tx;
+	/* 5.1.6.2: header, then the frame; framing is free (2.6.4). */
+	uint64_t len = c->out_len - MB_VIRTIO_NET_HDR;
+	if (c->out_len < MB_VIRTIO_NET_HDR + 14 || len > MB_NETBE_MAX_FRAME) {
+		n->st.tx_dropped++; /* runt or giant: not a frame */
+		return;
+	}
+	unsigned k = mb_iov_slice(c->iov, c->nout, MB_VIRTIO_NET_HDR, len, n->txv);
+	if (mb_netbe_send(n->be, n->txv, k)) {
+		n->st.tx_dropped++;
+		return;
+	}
+	n->st.tx_frames++;
+	n->st.tx_bytes += len;
+}
+
+static void transmit(struct mb_virtio_net *n, struct mb_virtio *t)
+{
+	struct mb_vq *q = mb_virtio_queue(t, TXQ);
+	do {
+		int rc;
+		while ((rc = mb_vq_pop(q, &n->tx)) > 0) {
+			send_chain(n);
+			mb_virtio_complete(t, q, n->tx.head, 0);
+		}
+		if (rc < 0)
+			return;
+	} while (mb_vq_arm(q));
+}
+
+/* ---- transport callbacks ------------------------------------------------------------ */
+
+static void net_notify(void *dev, struct mb_virtio *t, unsigned qi)
+{
+	struct mb_virtio_net *n = dev;
+	pthread_mutex_lock(&n->lock);
+	n->live = true;
+	bool resume = qi == RXQ && n->waiting;
+	if (resume) {
+		n->waiting = false;
+		mb_netbe_pause(n->be, false);
+	}
+	if (qi == TXQ)
+		transmit(n, t);
+	pthread_mutex_unlock(&n->lock);
+	if (resume)
+		mb_virtio_net_poll(n); /* the pending frame, then more */
+}
+
+static void net_reset(void *dev)
+{
+	struct mb_virtio_net *n = dev;
+	pthread_mutex_lock(&n->lock); /* waits for a poll under way */
+	n->live = false;
+	n->pend_len = 0;
+	if (n->waiting) { /* drain and drop until the driver is back */
+		n->waiting = false;
+		mb_netbe_pause(n->be, false);
+	}
+	pthread_mutex_unlock(&n->lock);
+}
+
+/* struct virtio_net_config (5.1.4): mac, status, max_virtqueue_pairs,
+ * mtu. Read-only for the driver. */
+static void net_config_read(void *dev, uint64_t off, void *data, unsigned size)
+{
+	struct mb_virtio_net *n = dev;
+	uint8_t cfg[MB_VIRTIO_NET_CONFIG_SIZE];
+	memcpy(cfg, n->mac, 6);
+	mb_io_put(cfg + 6, 2, VIRTIO_NET_S_LINK_UP);
+	mb_io_put(cfg + 8, 2, 1);
+	mb_io_put(cfg + 10, 2, 1500); /* valid with VIRTIO_NET_F_MTU only */
+	memcpy(data, cfg + off, size);
+}
+
+const struct mb_virtio_dev_ops mb_virtio_net_ops = {
+	.name = "virtio-net",
+	.device_id = VIRTIO_ID_NET,
+	.nqueues = 2,
+	.queue_max = MB_VQ_MAX_SIZE,
+	.config_size = MB_VIRTIO_NET_CONFIG_SIZE,
+	.config_read = net_config_read,
+	.notify = net_notify,
+	.reset = net_reset,
+};
+
+/* ---- life cycle ------------------------------------------------------------------------ */
+
+struct mb_virtio_net *mb_virtio_net_new(const struct mb_virtio_net_config *cfg)
+{
+	struct mb_virtio_net *n = calloc(1, sizeof *n);
+	if (n)
+		n->pend = malloc(MB_NETBE_MAX_FRAME);
+	if (!n || !n->pend) {
+		free(n);
+		mb_seterr(-ENOMEM, "virtio-net: out of memory");
+		return NULL;
+	}
+	memcpy(n->mac, cfg->mac, 6);
+	n->be = cfg->be;
+	pthread_mutex_init(&n->lock, NULL);
+	return n;
+}
+
+void mb_virtio_net_bind(struct mb_virtio_net *n, struct mb_virtio *t)
+{
+	n->t = t;
+}
+
+void mb_virtio_net_free(struct mb_virtio_net *n)
+{
+	if (!n)
+		return;
+	mb_netbe_free(n->be);
+	pthread_mutex_destroy(&n->lock);
+	free(n->pend);
+	free(n);
+}
+
+uint64_t mb_virtio_net_features(struct mb_virtio_net *n)
+{
+	return 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS;
+}
+
+struct mb_netbe *mb_virtio_net_backend(struct mb_virtio_net *n)
+{
+	return n->be;
+}
+
+void mb_virtio_net_stats(struct mb_virtio_net *n, struct mb_virtio_net_stats *st)
+{
+	st->rx_frames = n->st.rx_frames;
+	st->rx_bytes = n->st.rx_bytes;
+	st->rx_dropped = n->st.rx_dropped;
+	st->rx_stalls = n->st.rx_stalls;
+	st->tx_frames = n->st.tx_frames;
+	st->tx_bytes = n->st.tx_bytes;
+	st->tx_dropped = n->st.tx_dropped;
+}

@@ -1,0 +1,317 @@
+/*
+ * Split virtqueues, virtio spec v1.2 sec. 2.7. Layout in guest memory:
+ *   descriptor table: num x { le64 addr; le32 len; le16 flags; le16 next }
+ *   avail ring: le16 flags, le16 idx, le16 ring[num], le16 used_event
+ *   used ring:  le16 flags, le16 idx, {le32 id, le32 len}[num], le16 avail_event
+ * x86 is little-endian, so fields are read as they are.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "devices/virtio/queue.h"
+
+struct desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+void mb_vq_init(struct mb_vq *q, struct mb_mem *mem)
+{
+	memset(q, 0, sizeof *q);
+	q->mem = mem;
+	pthread_mutex_init(&q->lock, NULL);
+}
+
+void mb_vq_destroy(struct mb_vq *q)
+{
+	pthread_mutex_destroy(&q->lock);
+}
+
+void mb_vq_reset(struct mb_vq *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->num = 0;
+	q->desc_gpa = q->avail_gpa = q->used_gpa = 0;
+	q->ready = q->broken = q->indirect = q->event_idx = false;
+	q->desc = q->avail = q->used = NULL;
+	q->last_avail = q->used_idx = q->signalled = 0;
+	q->signalled_valid = false;
+	q->why[0] = 0;
+	pthread_mutex_unlock(&q->lock);
+}
+
+int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features)
+{
+	uint64_t n = q->num;
+	if (n == 0 || n > max || (n & (n - 1)))
+		return mb_seterr(-EINVAL, "queue size %u is not a power of two "
+				 "in 1..%u", q->num, max);
+	/* Alignment of the three parts, sec. 2.7 table "Virtqueue Part". */
+	if ((q->desc_gpa & 15) || (q->avail_gpa & 1) || (q->used_gpa & 3))
+		return mb_seterr(-EINVAL, "rings misaligned (desc 0x%" PRIx64
+				 ", driver 0x%" PRIx64 ", device 0x%" PRIx64 ")",
+				 q->desc_gpa, q->avail_gpa, q->used_gpa);
+	uint8_t *d = mb_mem_ptr(q->mem, q->desc_gpa, 16 * n, false);
+	uint8_t *a = mb_mem_ptr(q->mem, q->avail_gpa, 6 + 2 * n, false);
+	uint8_t *u = mb_mem_ptr(q->mem, q->used_gpa, 6 + 8 * n, true);
+	if (!d || !a || !u)
+		return mb_seterr(-EINVAL, "%s ring of a %u-entry queue is not in "
+				 "guest RAM", !d ? "descriptor" : !a ? "driver"
+				 : "device", q->num);
+	pthread_mutex_lock(&q->lock);
+	q->desc = d, q->avail = a, q->used = u;
+	q->indirect = features >> VIRTIO_F_RING_INDIRECT_DESC & 1;
+	q->event_idx = features >> VIRTIO_F_RING_EVENT_IDX & 1;
+	/* The driver zeroes the rings; indices start from the used ring. */
+	q->used_idx = __atomic_load_n((uint16_t *)(u + 2), __ATOMIC_ACQUIRE);
+	q->last_avail = q->used_idx;
+	q->signalled_valid = false;
+	q->broken = false;
+	q->ready = true;
+	pthread_mutex_unlock(&q->lock);
+	return 0;
+}
+
+static int fault(struct mb_vq *q, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int fault(struct mb_vq *q, const char *fmt, ...)
+{
+	if (q->broken)
+		return -EIO;
+	q->broken = true;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(q->why, sizeof q->why, fmt, ap);
+	va_end(ap);
+	if (q->fault)
+		q->fault(q->fault_ctx, q, q->why);
+	return -EIO;
+}
+
+/* Copy a descriptor out of guest memory once: the driver may change it
+ * while we look (no double fetch). */
+static void get_desc(const uint8_t *table, unsigned i, struct desc *d)
+{
+	memcpy(&d->addr, table + 16 * i, 8);
+	memcpy(&d->len, table + 16 * i + 8, 4);
+	memcpy(&d->flags, table + 16 * i + 12, 2);
+	memcpy(&d->next, table + 16 * i + 14, 2);
+}
+
+/* Sec. 2.7.5.3: an indirect descriptor holds a table of len/16 entries,
+ * may not be combined with NEXT, and tables do not nest. */
+static int walk(struct mb_vq *q, uint16_t head, struct mb_vq_chain *c)
+{
+	const uint8_t *table = q->desc;
+	unsigned max = q->num, i = head, n = 0;
+	bool indirect = false;
+	c->head = head;
+	c->nout = c->nin = 0;
+	c->out_len = c->in_len = 0;
+	for (;;) {
+		struct desc d;
+		if (i >= max)
+			return fault(q, "descriptor %u out of range (%u entries%s)",
+				     i, max, indirect ? ", indirect" : "");
+		if (++n > max)
+			return fault(q, "chain from head %u is longer than %u "
+				     "descriptors (a loop?)", head, max);
+		get_desc(table, i, &d);
+		if (d.flags & VIRTQ_DESC_F_INDIRECT) {
+			if (!q->indirect)
+				return fault(q, "indirect descriptor without "
+					     "VIRTIO_F_RING_INDIRECT_DESC");
+			if (indirect)
+				return fault(q, "nested indirect table");
+			if (d.flags & VIRTQ_DESC_F_NEXT)
+				return fault(q, "indirect descriptor with NEXT");
+			if (d.len == 0 || d.len % 16 || d.len / 16 > MB_VQ_MAX_SEGS)
+				return fault(q, "indirect table of %u bytes "
+					     "(16 x 1..%d)", d.len, MB_VQ_MAX_SEGS);
+			table = mb_mem_ptr(q->mem, d.addr, d.len, false);
+			if (!table)
+				return fault(q, "indirect table 0x%" PRIx64 "+%u is not "
+					     "in guest RAM", d.addr, d.len);
+			indirect = true;
+			max = d.len / 16, i = 0, n = 0;
+			continue;
+		}
+		bool w = d.flags & VIRTQ_DESC_F_WRITE;
+		if (d.len == 0)
+			return fault(q, "zero-length buffer in chain %u", head);
+		if (!w && c->nin)
+			return fault(q, "readable buffer after a writable one in "
+				     "chain %u", head);
+		if (c->nout + c->nin == MB_VQ_MAX_SEGS)
+			return fault(q, "chain %u has more than %d buffers", head,
+				     MB_VQ_MAX_SEGS);
+		void *p = mb_mem_ptr(q->mem, d.addr, d.len, w);
+		if (!p)
+			return fault(q, "buffer 0x%" PRIx64 "+%u is not in guest %s",
+				     d.addr, d.len, w ? "writable RAM" : "RAM");
+		uint64_t *tot = w ? &c->in_len : &c->out_len;
+		if (*tot + d.len > UINT32_MAX)
+			return fault(q, "chain %u is larger than 4 GiB", head);
+		*tot += d.len;
+		c->iov[c->nout + c->nin] = (struct iovec){ p, d.len };
+		if (w)
+			c->nin++;
+		else
+			c->nout++;
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			return 1;
+		i = d.next;
+	}
+}
+
+static uint16_t avail_idx(struct mb_vq *q)
+{
+	/* Acquire: ring entries and descriptors are read after the index the
+	 * driver published them with (sec. 2.7.13.3's write barrier pairs
+	 * with this). */
+	return __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
+}
+
+int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
+{
+	if (q->broken)
+		return -EIO;
+	if (!q->ready)
+		return 0;
+	uint16_t idx = avail_idx(q);
+	uint16_t pending = (uint16_t)(idx - q->last_avail);
+	if (pending == 0)
+		return 0;
+	if (pending > q->num)
+		return fault(q, "driver index %u is %u entries ahead of %u in a "
+			     "%u-entry queue", idx, pending, q->last_avail, q->num);
+	uint16_t head;
+	memcpy(&head, q->avail + 4 + 2 * (q->last_avail % q->num), 2);
+	q->last_avail++;
+	int rc = walk(q, head, c);
+	if (rc > 0)
+		q->popped++;
+	return rc;
+}
+
+void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
+{
+	pthread_mutex_lock(&q->lock);
+	if (q->ready) {
+		uint8_t *e = q->used + 4 + 8 * (q->used_idx % q->num);
+		uint32_t id = head;
+		memcpy(e, &id, 4);
+		memcpy(e + 4, &len, 4);
+		q->used_idx++;
+		q->pushed++;
+		/* Release: the element is visible before the index (2.7.8.2). */
+		__atomic_store_n((uint16_t *)(q->used + 2), q->used_idx,
+				 __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
+bool mb_vq_need_irq(struct mb_vq *q)
+{
+	bool need;
+	pthread_mutex_lock(&q->lock);
+	if (!q->ready) {
+		pthread_mutex_unlock(&q->lock);
+		return false;
+	}
+	/* Full barrier: our used->idx store must be visible before we read
+	 * the driver's suppression fields, or both sides may sleep (2.7.7.2). */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	if (q->event_idx) {
+		uint16_t ev;
+		memcpy(&ev, q->avail + 4 + 2 * q->num, 2); /* used_event */
+		need = !q->signalled_valid ||
+		       mb_vq_need_event(ev, q->used_idx, q->signalled);
+		q->signalled = q->used_idx;
+		q->signalled_valid = true;
+	} else {
+		uint16_t flags;
+		memcpy(&flags, q->avail, 2);
+		need = !(flags & VIRTQ_AVAIL_F_NO_INTERRUPT);
+	}
+	pthread_mutex_unlock(&q->lock);
+	return need;
+}
+
+bool mb_vq_arm(struct mb_vq *q)
+{
+	if (!q->ready || q->broken)
+		return false;
+	if (q->event_idx) {
+		/* avail_event: notify us when you add the entry after these. */
+		__atomic_store_n((uint16_t *)(q->used + 4 + 8 * q->num),
+				 q->last_avail, __ATOMIC_RELAXED);
+		/* Publish before re-reading the index (2.7.10). */
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	}
+	return avail_idx(q) != q->last_avail;
+}
+
+/* ---- iovec helpers ------------------------------------------------------ */
+
+size_t mb_iov_to_buf(const struct iovec *iov, unsigned n, size_t off,
+		     void *buf, size_t len)
+{
+	size_t done = 0;
+	for (unsigned i = 0; i < n && done < len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		size_t k = iov[i].iov_len - off;
+		if (k > len - done)
+			k = len - done;
+		memcpy((uint8_t *)buf + done, (uint8_t *)iov[i].iov_base + off, k);
+		done += k;
+		off = 0;
+	}
+	return done;
+}
+
+size_t mb_iov_from_buf(const struct iovec *iov, unsigned n, size_t off,
+		       const void *buf, size_t len)
+{
+	size_t done = 0;
+	for (unsigned i = 0; i < n && done < len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		size_t k = iov[i].iov_len - off;
+		if (k > len - done)
+			k = len - done;
+		memcpy((uint8_t *)iov[i].iov_base + off, (const uint8_t *)buf + done, k);
+		done += k;
+		off = 0;
+	}
+	return done;
+}
+
+unsigned mb_iov_slice(const struct iovec *iov, unsigned n, size_t off,
+		      size_t len, struct iovec *out)
+{
+	unsigned k = 0;
+	for (unsigned i = 0; i < n && len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		size_t take = iov[i].iov_len - off;
+		if (take > len)
+			take = len;
+		out[k++] = (struct iovec){ (uint8_t *)iov[i].iov_base + off, take };
+		len -= take;
+		off = 0;
+	}
+	return k;
+}

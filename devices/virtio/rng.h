@@ -1,0 +1,15 @@
+/* virtio-rng / entropy device (virtio spec v1.2, sec. 5.4): every
+ * device-writable buffer is filled from getrandom(2). */
+#ifndef DEVICES_VIRTIO_RNG_H
+#define DEVICES_VIRTIO_RNG_H
+
+#include "devices/virtio/mmio.h"
+
+struct mb_virtio_rng;
+
+struct mb_virtio_rng *mb_virtio_rng_new(void);
+void mb_virtio_rng_free(struct mb_virtio_rng *r);
+uint64_t mb_virtio_rng_bytes(struct mb_virtio_rng *r);
+extern const struct mb_virtio_dev_ops mb_virtio_rng_ops;
+
+#endif

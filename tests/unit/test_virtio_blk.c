@@ -1,0 +1,514 @@
+/* virtio-blk behind the virtio-mmio transport, driven the way a driver
+ * does (registers, rings in a fake guest memory) against a temporary image:
+ * request parsing (bad header, bad sector, read-only, unknown type), data
+ * paths, the status state machine, DEVICE_NEEDS_RESET and interrupts. */
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "devices/virtio/blk.h"
+
+#define RAM (1u << 20)
+#define DESC 0x1000u
+#define AVAIL 0x2000u
+#define USED 0x3000u
+#define HDR 0x10000u
+#define DATA 0x20000u
+#define STATUS 0x30000u
+#define N 8
+#define SECTORS 128
+
+struct fx {
+	struct mb_mem *mem;
+	struct mb_virtio_blk *blk;
+	struct mb_virtio *t;
+	char path[64];
+	int fd;
+	int level, raises;
+	uint16_t avail_idx;
+};
+
+static void irq_set(void *ctx, unsigned line, int level)
+{
+	struct fx *f = ctx;
+	f->raises += level && !f->level;
+	f->level = level;
+}
+
+static void *gp(struct fx *f, uint64_t gpa)
+{
+	return mb_mem_ptr(f->mem, gpa, 1, false);
+}
+
+static uint32_t rd(struct fx *f, uint64_t off)
+{
+	uint32_t v;
+	mb_virtio_mmio_ops.read(f->t, off, &v, 4);
+	return v;
+}
+
+static void wr(struct fx *f, uint64_t off, uint32_t v)
+{
+	mb_virtio_mmio_ops.write(f->t, off, &v, 4);
+}
+
+static int make(struct fx *f, bool ro, unsigned threads)
+{
+	struct mb_virtio_blk_config bc = { f->path, ro, "sn-1", threads };
+	f->blk = mb_virtio_blk_new(&bc);
+	if (!f->blk)
+		return -1;
+	struct mb_virtio_config c = {
+		&mb_virtio_blk_ops, f->blk, mb_virtio_blk_features(f->blk), f->mem,
+		{ irq_set, f, 5 }, -1,
+	};
+	f->t = mb_virtio_new(&c);
+	return f->t ? 0 : -1;
+}
+
+static void unmake(struct fx *f)
+{
+	mb_virtio_blk_free(f->blk);
+	mb_virtio_free(f->t);
+}
+
+static int setup(void **state)
+{
+	static struct fx f;
+	memset(&f, 0, sizeof f);
+	f.mem = mb_mem_new();
+	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram"))
+		return -1;
+	strcpy(f.path, "/tmp/mb-blk-XXXXXX");
+	f.fd = mkstemp(f.path);
+	uint8_t sec[512];
+	for (unsigned s = 0; s < SECTORS; s++) {
+		memset(sec, (int)s, sizeof sec);
+		if (write(f.fd, sec, sizeof sec) != sizeof sec)
+			return -1;
+	}
+	*state = &f;
+	return make(&f, false, 0);
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	unmake(f);
+	close(f->fd);
+	unlink(f->path);
+	mb_mem_free(f->mem);
+	return 0;
+}
+
+/* The driver's side of sec. 3.1.1, with queue 0 of N entries. */
+static void driver_init(struct fx *f, uint64_t features)
+{
+	wr(f, 0x70, 0);
+	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(f, 0x24, 0), wr(f, 0x20, (uint32_t)features);
+	wr(f, 0x24, 1), wr(f, 0x20, (uint32_t)(features >> 32));
+	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
+	memset(gp(f, DESC), 0, 0x3000);
+	wr(f, 0x30, 0);
+	wr(f, 0x38, N);
+	wr(f, 0x80, DESC), wr(f, 0x84, 0);
+	wr(f, 0x90, AVAIL), wr(f, 0x94, 0);
+	wr(f, 0xa0, USED), wr(f, 0xa4, 0);
+	wr(f, 0x44, 1);
+	assert_int_equal(rd(f, 0x44), 1);
+	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_DRIVER_OK);
+	f->avail_idx = 0;
+}
+
+static void set_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len,
+		     uint16_t flags, uint16_t next)
+{
+	uint8_t *d = gp(f, DESC + 16 * i);
+	memcpy(d, &addr, 8);
+	memcpy(d + 8, &len, 4);
+	memcpy(d + 12, &flags, 2);
+	memcpy(d + 14, &next, 2);
+}
+
+static void offer(struct fx *f, uint16_t head)
+{
+	uint16_t *ring = gp(f, AVAIL + 4);
+	ring[f->avail_idx % N] = head;
+	f->avail_idx++;
+	*(uint16_t *)gp(f, AVAIL + 2) = f->avail_idx;
+}
+
+/* One request: header, optional data, status; kick; return used len. */
+static uint32_t request(struct fx *f, uint32_t type, uint64_t sector,
+			uint32_t data_len, bool data_in)
+{
+	struct { uint32_t type, reserved; uint64_t sector; } h = { type, 0, sector };
+	memcpy(gp(f, HDR), &h, sizeof h);
+	*(uint8_t *)gp(f, STATUS) = 0xee;
+	if (data_len) {
+		set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+		set_desc(f, 1, DATA, data_len,
+			 VIRTQ_DESC_F_NEXT | (data_in ? VIRTQ_DESC_F_WRITE : 0), 2);
+	} else {
+		set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 2);
+	}
+	set_desc(f, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	offer(f, 0);
+	uint16_t before = *(uint16_t *)gp(f, USED + 2);
+	mb_virtio_kick(f->t, 0);
+	uint16_t after = *(uint16_t *)gp(f, USED + 2);
+	assert_int_equal((uint16_t)(after - before), 1);
+	uint32_t *e = gp(f, USED + 4 + 8 * (before % N));
+	assert_int_equal(e[0], 0);
+	return e[1];
+}
+
+static uint8_t status(struct fx *f)
+{
+	return *(uint8_t *)gp(f, STATUS);
+}
+
+static uint64_t vfeat(void)
+{
+	return 1ull << VIRTIO_F_VERSION_1;
+}
+
+static void test_registers(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(rd(f, 0x000), 0x74726976);
+	assert_int_equal(rd(f, 0x004), 2);
+	assert_int_equal(rd(f, 0x008), VIRTIO_ID_BLOCK);
+	assert_int_equal(rd(f, 0x034), MB_VQ_MAX_SIZE);
+	wr(f, 0x14, 1);
+	assert_int_equal(rd(f, 0x10) & 1, 1); /* VERSION_1 is bit 32 */
+	wr(f, 0x14, 0);
+	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_FLUSH);
+	assert_true(rd(f, 0x10) & 1u << VIRTIO_F_RING_EVENT_IDX);
+	uint64_t cap = 0;
+	uint32_t v;
+	mb_virtio_mmio_ops.read(f->t, 0x100, &cap, 8);
+	assert_int_equal(cap, SECTORS);
+	mb_virtio_mmio_ops.read(f->t, 0x100 + 20, &v, 4);
+	assert_int_equal(v, 512); /* blk_size */
+	mb_virtio_mmio_ops.read(f->t, 0x100 + 12, &v, 4);
+	assert_int_equal(v, MB_VQ_MAX_SIZE - 2); /* seg_max */
+	v = 0x1234;
+	mb_virtio_mmio_ops.read(f->t, 0x100 + MB_VIRTIO_BLK_CONFIG_SIZE, &v, 4);
+	assert_int_equal(v, 0); /* past the config space */
+	uint16_t h = 0xffff; /* registers are 32-bit only */
+	mb_virtio_mmio_ops.read(f->t, 0, &h, 2);
+	assert_int_equal(h, 0);
+}
+
+static void test_feature_negotiation(void **state)
+{
+	struct fx *f = *state;
+	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(f, 0x24, 0), wr(f, 0x20, 1u << VIRTIO_BLK_F_FLUSH); /* no VERSION_1 */
+	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
+	assert_false(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
+	wr(f, 0x24, 1), wr(f, 0x20, 1 | 1u << 7); /* VERSION_1 + unoffered 39 */
+	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
+	assert_false(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
+	wr(f, 0x20, 1);
+	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
+	/* features are frozen after FEATURES_OK */
+	wr(f, 0x24, 0), wr(f, 0x20, 0);
+	assert_int_equal(mb_virtio_features(f->t) & 1u << VIRTIO_BLK_F_FLUSH,
+			 1u << VIRTIO_BLK_F_FLUSH);
+}
+
+static void test_driver_ok_needs_features_ok(void **state)
+{
+	struct fx *f = *state;
+	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+		    VIRTIO_STATUS_DRIVER_OK);
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	wr(f, 0x70, 0); /* reset clears it */
+	assert_int_equal(rd(f, 0x70), 0);
+}
+
+static void test_read(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 3, 1024, true), 1025);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	uint8_t *d = gp(f, DATA);
+	assert_int_equal(d[0], 3);
+	assert_int_equal(d[511], 3);
+	assert_int_equal(d[512], 4);
+	/* interrupt: level while InterruptStatus != 0, lowered by the ACK */
+	assert_int_equal(f->level, 1);
+	assert_int_equal(rd(f, 0x60), 1);
+	wr(f, 0x64, 1);
+	assert_int_equal(f->level, 0);
+	assert_int_equal(rd(f, 0x60), 0);
+}
+
+static void test_write(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0xab, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 7, 512, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	uint8_t b[512];
+	assert_int_equal(pread(f->fd, b, 512, 7 * 512), 512);
+	assert_int_equal(b[0], 0xab);
+	assert_int_equal(b[511], 0xab);
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+}
+
+static void test_bad_sector(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, SECTORS, 512, true), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, SECTORS - 1, 1024, true), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, UINT64_MAX, 512, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	/* not a whole number of sectors */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 0, 100, true), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	/* the last sector is fine */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, SECTORS - 1, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+}
+
+static void test_unknown_type(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	assert_int_equal(request(f, 99, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_UNSUPP);
+}
+
+static void test_get_id(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0x55, 20);
+	assert_int_equal(request(f, VIRTIO_BLK_T_GET_ID, 0, 20, true), 21);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_memory_equal(gp(f, DATA), "sn-1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
+}
+
+static void test_bad_header(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	set_desc(f, 0, HDR, 8, VIRTQ_DESC_F_NEXT, 2); /* 8 of 16 bytes */
+	set_desc(f, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	offer(f, 0);
+	mb_virtio_kick(f->t, 0);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	uint32_t *e = gp(f, USED + 4);
+	assert_int_equal(e[1], 1);
+}
+
+static void test_split_header(void **state)
+{
+	struct fx *f = *state; /* framing is free (sec. 2.6.4) */
+	driver_init(f, vfeat());
+	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 9 };
+	memcpy(gp(f, HDR), &h, 16);
+	set_desc(f, 0, HDR, 5, VIRTQ_DESC_F_NEXT, 1);
+	set_desc(f, 1, HDR + 5, 11, VIRTQ_DESC_F_NEXT, 3);
+	/* data and status share one writable buffer */
+	set_desc(f, 3, DATA, 513, VIRTQ_DESC_F_WRITE, 0);
+	offer(f, 0);
+	mb_virtio_kick(f->t, 0);
+	uint8_t *d = gp(f, DATA);
+	assert_int_equal(d[0], 9);
+	assert_int_equal(d[512], VIRTIO_BLK_S_OK);
+}
+
+static void test_no_status_byte(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	set_desc(f, 0, HDR, 16, 0, 0);
+	offer(f, 0);
+	mb_virtio_kick(f->t, 0);
+	uint32_t *e = gp(f, USED + 4);
+	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 1);
+	assert_int_equal(e[1], 0);
+}
+
+static void test_discard(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	struct { uint64_t sector; uint32_t num, flags; } seg = { 8, 8, 0 };
+	memcpy(gp(f, DATA), &seg, 16);
+	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	uint8_t b[512];
+	assert_int_equal(pread(f->fd, b, 512, 8 * 512), 512);
+	assert_int_equal(b[0], 0);
+	seg.sector = SECTORS - 1, seg.num = 2; /* past the end */
+	memcpy(gp(f, DATA), &seg, 16);
+	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+}
+
+static void test_readonly(void **state)
+{
+	struct fx *f = *state;
+	unmake(f);
+	assert_int_equal(make(f, true, 0), 0);
+	wr(f, 0x14, 0);
+	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_RO);
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0xcd, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 1, 512, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	uint8_t b;
+	assert_int_equal(pread(f->fd, &b, 1, 512), 1);
+	assert_int_equal(b, 1); /* unchanged */
+	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 1, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+}
+
+static void test_malformed_needs_reset(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 0); /* loop */
+	offer(f, 0);
+	mb_virtio_kick(f->t, 0);
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(rd(f, 0x60), 2); /* configuration change interrupt */
+	assert_int_equal(f->level, 1);
+	struct mb_virtio_state st;
+	mb_virtio_state(f->t, &st);
+	assert_non_null(strstr(st.why, "loop"));
+	assert_true(st.q[0].broken);
+	/* nothing more is served until a reset */
+	mb_virtio_kick(f->t, 0);
+	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 0);
+	driver_init(f, vfeat()); /* resets (status 0) and sets up again */
+	assert_int_equal(f->level, 0);
+	assert_false(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 0, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+}
+
+static void test_notify_before_setup(void **state)
+{
+	struct fx *f = *state;
+	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE);
+	mb_virtio_kick(f->t, 0); /* before DRIVER_OK: ignored */
+	assert_int_equal(rd(f, 0x70), VIRTIO_STATUS_ACKNOWLEDGE);
+	driver_init(f, vfeat());
+	mb_virtio_kick(f->t, 3); /* live device, no such queue */
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(rd(f, 0x60), 2);
+	assert_int_equal(f->level, 1);
+}
+
+static void test_bad_queue_setup(void **state)
+{
+	struct fx *f = *state;
+	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	wr(f, 0x30, 0);
+	wr(f, 0x38, 6); /* not a power of two */
+	wr(f, 0x80, DESC), wr(f, 0x90, AVAIL), wr(f, 0xa0, USED);
+	wr(f, 0x44, 1);
+	assert_int_equal(rd(f, 0x44), 0);
+	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	wr(f, 0x30, 5); /* a queue that does not exist */
+	assert_int_equal(rd(f, 0x34), 0);
+}
+
+static void test_event_idx_suppression(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat() | 1ull << VIRTIO_F_RING_EVENT_IDX);
+	uint16_t *used_event = gp(f, AVAIL + 4 + 2 * N);
+	*used_event = 5; /* the driver only wants to hear past entry 5 */
+	request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	assert_int_equal(f->raises, 1); /* the first always signals */
+	wr(f, 0x64, 1);
+	for (int i = 0; i < 4; i++)
+		request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	assert_int_equal(f->raises, 1); /* used idx 2..5: suppressed */
+	request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
+	assert_int_equal(f->raises, 2); /* idx 6 passes used_event 5 */
+	assert_int_equal(*(uint16_t *)gp(f, USED + 4 + 8 * N), 6); /* avail_event */
+}
+
+static void test_workers_in_flight(void **state)
+{
+	struct fx *f = *state;
+	unmake(f);
+	assert_int_equal(make(f, false, 2), 0);
+	driver_init(f, vfeat());
+	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 0 };
+	for (unsigned i = 0; i < 4; i++) { /* 4 reads of 2 sectors each */
+		h.sector = 2 * i;
+		memcpy(gp(f, HDR + 16 * i), &h, 16);
+		set_desc(f, 2 * i, HDR + 16 * i, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(2 * i + 1));
+		set_desc(f, 2 * i + 1, DATA + 0x1000 * i, 1025, VIRTQ_DESC_F_WRITE, 0);
+		offer(f, (uint16_t)(2 * i));
+	}
+	mb_virtio_kick(f->t, 0);
+	for (int spin = 0; spin < 100000 && *(volatile uint16_t *)gp(f, USED + 2) < 4; spin++)
+		sched_yield();
+	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 4);
+	for (unsigned i = 0; i < 4; i++) {
+		uint8_t *d = gp(f, DATA + 0x1000 * i);
+		assert_int_equal(d[0], 2 * i);
+		assert_int_equal(d[512], 2 * i + 1);
+		assert_int_equal(d[1024], VIRTIO_BLK_S_OK);
+	}
+	wr(f, 0x70, 0); /* reset waits for the workers: nothing in flight */
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.reads, 4);
+	assert_int_equal(st.bytes_read, 4 * 1024);
+}
+
+static void test_open_error_names_file(void **state)
+{
+	(void)state;
+	struct mb_virtio_blk_config c = { "/nonexistent/x.img", false, NULL, 0 };
+	assert_null(mb_virtio_blk_new(&c));
+	assert_non_null(strstr(mb_errmsg(), "/nonexistent/x.img"));
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_registers), T(test_feature_negotiation),
+		T(test_driver_ok_needs_features_ok), T(test_read), T(test_write),
+		T(test_bad_sector), T(test_unknown_type), T(test_get_id),
+		T(test_bad_header), T(test_split_header), T(test_no_status_byte),
+		T(test_discard), T(test_readonly), T(test_malformed_needs_reset),
+		T(test_notify_before_setup), T(test_bad_queue_setup),
+		T(test_event_idx_suppression), T(test_workers_in_flight),
+		T(test_open_error_names_file),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
