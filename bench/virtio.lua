@@ -31,11 +31,6 @@ end
 f:close()
 assert(os.execute("mke2fs -q -F -t ext2 -d " .. dir .. "/root " .. dir .. "/script.img 2M >/dev/null 2>&1"))
 
--- machines/linux.lua boots before returning the machine; boot_linux
--- announces the virtio devices it knows then: hold it until ours are added.
-local mt = debug.getregistry()["moonbox.machine"]
-local real_boot, held = mt.__index.boot_linux, nil
-mt.__index.boot_linux = function(m, o) held = o; return m end
 
 local function uptime()
   local u = assert(io.open("/proc/uptime"))
@@ -62,11 +57,11 @@ local function console(bytes)
 end
 m = assert(loadfile(root .. "/machines/linux.lua")) {
   root = root, console = console, append = "-- mkdir /m;mount /dev/vda /m;sh /m/b.sh",
+  setup = function(m)
+    m:add(mb.virtio_blk { image = dir .. "/script.img", readonly = true })
+    blk = m:add(mb.virtio_blk { image = disk })
+  end,
 }
-mt.__index.boot_linux = real_boot
-m:add(mb.virtio_blk { image = dir .. "/script.img", readonly = true })
-blk = m:add(mb.virtio_blk { image = disk })
-m:boot_linux(held)
 local t0 = os.time()
 local r = m:run { timeout = 1200 }
 local out = table.concat(full)

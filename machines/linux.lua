@@ -3,10 +3,14 @@
 --   ./moonbox machines/linux.lua [--kernel F] [--initrd F] [--append "..."]
 --                                [--memory 256M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
+--                                [--disk IMAGE] [--rng]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/. On the console,
--- Ctrl-a x quits. From Lua, `loadfile("machines/linux.lua")(opts)` returns
--- the machine (not started) for tests and scripts to drive.
+-- Ctrl-a x quits. --disk adds a virtio-blk disk (/dev/vda), --rng a
+-- virtio-rng (/dev/hwrng). From Lua, `loadfile("machines/linux.lua")(opts)`
+-- returns the machine (not started) and COM1 for tests and scripts to
+-- drive; opts.setup(m), if given, adds devices before the kernel is loaded
+-- (boot_linux announces the virtio devices present at that moment).
 local mb = require "moonbox"
 
 local root = (arg and arg[0] and arg[0]:match("^(.*)/machines/[^/]*$")) or "."
@@ -16,13 +20,15 @@ if type(opts) ~= "table" then
   local i = 1
   while arg and arg[i] do
     local k, v = arg[i]:match("^%-%-([%w_]+)=(.*)$")
+    if arg[i] == "--rng" then k, v = "rng", true end
     if not k then k, v = arg[i]:match("^%-%-([%w_]+)$"), arg[i + 1]; i = i + 1 end
     if not k then error("linux.lua: unexpected argument " .. arg[i - 1], 0) end
     opts[k] = v
     i = i + 1
   end
 end
-local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1, timeout = 1, root = 1 }
+local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
+  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
@@ -47,6 +53,10 @@ if irqchip == "user" then
   cmdline = cmdline .. " nolapic noapic"
 end
 if opts.append then cmdline = cmdline .. " " .. opts.append end
+
+if opts.disk then m:add(mb.virtio_blk { image = opts.disk }) end  -- /dev/vda
+if opts.rng then m:add(mb.virtio_rng {}) end                      -- /dev/hwrng
+if opts.setup then opts.setup(m) end
 
 m:boot_linux {
   kernel = opts.kernel or root .. "/.cache/guest/bzImage",
