@@ -8,6 +8,13 @@
  * the device-writable buffers the driver posted on receiveq. With none
  * posted we take nothing: the bytes wait in the backend (backpressure) and
  * mb_chr_accept() asks for them again when the driver kicks receiveq.
+ *
+ * Input also waits for the port's first output. Without MULTIPORT there is
+ * no PORT_OPEN message (5.3.6.2), and Linux posts receive buffers before
+ * the port can be found by its interrupt handler (virtio_console.c:
+ * add_port() fills receiveq, then registers the hvc and lists the port;
+ * in_intr() drops data for an unlisted port), so bytes typed before boot
+ * would be lost. A port that has written has been listed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -28,7 +35,7 @@ struct mb_virtio_console {
 	/* Serialises receiveq popping (con_rx on the event loop) with the
 	 * driver's doorbells and reset (vCPU or event loop, transport lock). */
 	pthread_mutex_t lock;
-	bool live; /* the driver rang a doorbell since the last reset */
+	bool open; /* the port wrote something since the last reset */
 	bool owed; /* we refused input: call mb_chr_accept() on new buffers */
 	struct mb_vq_chain rx, tx;
 
@@ -44,7 +51,7 @@ static size_t con_rx(void *dev, const uint8_t *buf, size_t len)
 	struct mb_virtio_console *c = dev;
 	size_t took = 0;
 	pthread_mutex_lock(&c->lock);
-	struct mb_vq *q = c->live && c->t ? mb_virtio_queue(c->t, RXQ) : NULL;
+	struct mb_vq *q = c->open && c->t ? mb_virtio_queue(c->t, RXQ) : NULL;
 	while (q && took < len) {
 		int rc = mb_vq_pop(q, &c->rx);
 		if (rc < 0)
@@ -95,8 +102,9 @@ static void con_notify(void *dev, struct mb_virtio *t, unsigned qi)
 {
 	struct mb_virtio_console *c = dev;
 	pthread_mutex_lock(&c->lock);
-	c->live = true;
-	bool owed = qi == RXQ && c->owed;
+	if (qi == TXQ)
+		c->open = true;
+	bool owed = c->open && c->owed;
 	if (owed)
 		c->owed = false;
 	pthread_mutex_unlock(&c->lock);
@@ -110,7 +118,7 @@ static void con_reset(void *dev)
 {
 	struct mb_virtio_console *c = dev;
 	pthread_mutex_lock(&c->lock); /* waits for a con_rx under way */
-	c->live = false; /* keep `owed`: refused input is still waiting */
+	c->open = false; /* keep `owed`: refused input is still waiting */
 	pthread_mutex_unlock(&c->lock);
 }
 
