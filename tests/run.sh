@@ -33,6 +33,11 @@ done
 if command -v lua5.4 >/dev/null; then
 	run "lua/stock_lua5.4" env LUA_CPATH="./?.so;;" lua5.4 tests/lua/test_errors.lua
 fi
+# Fuzzing what the guest controls (virtqueues, blk requests, loaders,
+# device registers): each harness for FUZZ_SECONDS (60); any finding fails.
+if command -v clang >/dev/null; then
+	run "fuzz/libfuzzer" env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" scripts/fuzz.sh
+fi
 for t in tests/linux/test_*.lua; do
 	[ -e "$t" ] && run "linux/$(basename "$t" .lua)" ./moonbox "$t"
 done
