@@ -6,183 +6,46 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "lua/lmoonbox.h"
+#include "lua/lvirtio.h"
 #include "devices/virtio/console.h"
-#include "devices/virtio/mmio.h"
 #include "devices/virtio/net.h"
-
-#define SETI(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
-#define SETB(name, v) (lua_pushboolean(L, (v)), lua_setfield(L, -2, name))
-#define SETS(name, v) (lua_pushstring(L, (v)), lua_setfield(L, -2, name))
 #define NETEND "moonbox.netend"
 
 enum kind { CONSOLE, NET };
 
-/* One attached device: transport, device model, placement. */
 struct iodev {
+	struct mbl_vdev v;  /* first: the placement helpers see this */
 	enum kind kind;
-	struct mb_machine *m;
-	struct mb_virtio *t;
-	void *dev;
 	struct mb_chr *chr; /* CONSOLE */
-	int irqfd, pollfd;  /* -1: none */
-	uint64_t base, size;
-	unsigned irq;
+	int pollfd;         /* NET: the backend's fd on the event loop, or -1 */
 	uint8_t mac[6];     /* NET */
 };
 
-static void iodev_free(void *p)
+static void iodev_dev_free(struct mbl_vdev *p)
 {
-	struct iodev *v = p;
+	struct iodev *v = (struct iodev *)p;
 	if (v->pollfd >= 0)
-		mb_machine_unwatch(v->m, v->pollfd);
+		mb_machine_unwatch(p->m, v->pollfd);
 	if (v->kind == CONSOLE)
-		mb_virtio_console_free(v->dev); /* detaches from the backend */
+		mb_virtio_console_free(p->dev); /* detaches from the backend */
 	else
-		mb_virtio_net_free(v->dev);     /* and its backend */
-	mb_virtio_free(v->t);
-	if (v->irqfd >= 0) {
-		mb_machine_irqfd(v->m, v->irqfd, v->irq, false);
-		close(v->irqfd);
-	}
-	free(v);
-}
-
-/* ---- placement ------------------------------------------------------------------ */
-
-/* Constructor-time checks of mmio = { base, size } and irq = N. */
-static void check_placement(lua_State *L)
-{
-	if (lua_getfield(L, 1, "mmio") != LUA_TNIL) {
-		uint64_t base, size;
-		mbl_checkrange(L, 1, "mmio", &base, &size);
-		if (size < 0x200)
-			luaL_error(L, "mmio.size: 0x%I is too small for a virtio-mmio "
-				   "window (at least 0x200)", (lua_Integer)size);
-		if (base & 0xfff)
-			luaL_error(L, "mmio.base: 0x%I is not 4K-aligned",
-				   (lua_Integer)base);
-	}
-	lua_pop(L, 1);
-	lua_Integer irq = mbl_optint(L, 1, "irq", 5);
-	if (irq < 1 || irq > 23)
-		luaL_error(L, "irq: %d is not a line (1-23)", (int)irq);
-}
-
-/* Window, line, interrupt path, transport, doorbells, bus, discovery.
- * On failure frees v (and its device) and raises the error. */
-static void place(lua_State *L, struct iodev *v, const struct mb_virtio_dev_ops *ops,
-		  uint64_t features)
-{
-	struct mb_machine *m = v->m;
-	struct mb_irq irq;
-	int rc = 0;
-	v->size = MB_VIRTIO_MMIO_SIZE;
-	if (lua_getfield(L, 3, "mmio") != LUA_TNIL)
-		mbl_checkrange(L, 3, "mmio", &v->base, &v->size);
-	else
-		rc = mb_machine_alloc_mmio(m, v->size, &v->base);
-	lua_pop(L, 1);
-	bool given = lua_getfield(L, 3, "irq") != LUA_TNIL;
-	v->irq = (unsigned)lua_tointeger(L, -1);
-	lua_pop(L, 1);
-	if (!rc && given) {
-		if (!(rc = mb_machine_irq(m, v->irq, &irq)))
-			mb_machine_claim_irq(m, v->irq);
-	} else if (!rc && !(rc = mb_machine_alloc_irq(m, &v->irq))) {
-		rc = mb_machine_irq(m, v->irq, &irq);
-	}
-	/* Kernel irqchip: interrupts through KVM_IRQFD (see mmio.h). */
-	if (!rc && mb_machine_irqchip(m) == MB_IRQCHIP_KERNEL) {
-		v->irqfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-		if (v->irqfd >= 0 && mb_machine_irqfd(m, v->irqfd, v->irq, true)) {
-			close(v->irqfd);
-			v->irqfd = -1;
-		}
-	}
-	bool registered = false;
-	if (!rc) {
-		struct mb_virtio_config cfg = { ops, v->dev, features,
-						mb_machine_mem(m), irq, v->irqfd };
-		char name[48];
-		snprintf(name, sizeof name, "%s@%llx", ops->name,
-			 (unsigned long long)v->base);
-		if (!(v->t = mb_virtio_new(&cfg)))
-			rc = -ENOMEM;
-		else if (!(rc = mb_virtio_doorbells(v->t, m, v->base)) &&
-			 !(rc = mb_bus_register(mb_machine_mmio(m), v->base, v->size,
-						&mb_virtio_mmio_ops, v->t, name))) {
-			registered = true;
-			rc = mb_machine_add_virtio_mmio(m, v->base, v->size, v->irq);
-		}
-	}
-	if (rc) {
-		char msg[256];
-		snprintf(msg, sizeof msg, "%s", mb_errmsg());
-		if (registered)
-			mb_bus_unregister(mb_machine_mmio(m), v->base);
-		iodev_free(v);
-		luaL_error(L, "%s: %s", ops->name, msg);
-	}
+		mb_virtio_net_free(p->dev);     /* and its backend */
 }
 
 static struct iodev *iodev_new(lua_State *L, struct mbl_machine *mm,
-			       enum kind k)
+			       enum kind k, void *dev)
 {
 	struct iodev *v = calloc(1, sizeof *v);
 	if (!v)
 		luaL_error(L, "virtio: out of memory");
 	v->kind = k;
-	v->m = mm->m;
-	v->irqfd = v->pollfd = -1;
+	v->pollfd = -1;
+	v->v.m = mm->m;
+	v->v.dev = dev;
+	v->v.dev_free = iodev_dev_free;
 	return v;
-}
-
-static struct iodev *attached(lua_State *L)
-{
-	struct mbl_dev *d = mbl_checkdev(L, 1);
-	if (!d->mm || !d->mm->m || !d->impl)
-		luaL_error(L, "%s: not part of a running machine (use m:add)",
-			   d->cls->name);
-	return d->impl;
-}
-
-/* The transport's registers and queues, as mb.virtio_blk's state() has
- * them, plus a stats table left on top for the device's counters. */
-static void push_state(lua_State *L, struct iodev *v)
-{
-	struct mb_virtio_state s;
-	mb_virtio_state(v->t, &s);
-	lua_createtable(L, 0, 20);
-	SETI("base", v->base); SETI("size", v->size); SETI("irq", v->irq);
-	SETI("status", s.status); SETI("isr", s.isr);
-	SETI("config_generation", s.config_generation);
-	SETI("device_features", s.device_features);
-	SETI("driver_features", s.driver_features);
-	SETB("ioeventfd", s.ioeventfd); SETB("irqfd", s.irqfd);
-	SETB("needs_reset", s.status & VIRTIO_STATUS_NEEDS_RESET);
-	if (s.why[0])
-		SETS("fault", s.why);
-	lua_createtable(L, (int)s.nqueues, 0);
-	for (unsigned i = 0; i < s.nqueues; i++) {
-		lua_createtable(L, 0, 8);
-		SETI("num", s.q[i].num); SETB("ready", s.q[i].ready);
-		SETB("broken", s.q[i].broken); SETI("avail_idx", s.q[i].avail_idx);
-		SETI("last_avail", s.q[i].last_avail);
-		SETI("used_idx", s.q[i].used_idx);
-		SETI("popped", s.q[i].popped); SETI("pushed", s.q[i].pushed);
-		lua_rawseti(L, -2, i + 1);
-	}
-	lua_setfield(L, -2, "queues");
-	lua_createtable(L, 0, 12);
-	SETI("notifications", s.st.notifies);
-	SETI("mmio_notifications", s.st.mmio_notifies);
-	SETI("interrupts", s.st.interrupts);
-	SETI("suppressed_interrupts", s.st.suppressed);
-	SETI("faults", s.st.faults);
 }
 
 /* ---- virtio-console ---------------------------------------------------------------- */
@@ -200,22 +63,22 @@ static int con_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	struct mb_virtio_console *con = mb_virtio_console_new(&c);
 	if (!con)
 		return mbl_fail(L, "virtio-console");
-	struct iodev *v = iodev_new(L, mm, CONSOLE);
-	v->dev = con;
+	struct iodev *v = iodev_new(L, mm, CONSOLE, con);
 	v->chr = c.chr;
-	place(L, v, &mb_virtio_console_ops, mb_virtio_console_features(con));
-	mb_virtio_console_bind(con, v->t);
-	mb_machine_on_destroy(v->m, iodev_free, v);
+	mbl_vdev_place(L, &v->v, &mb_virtio_console_ops,
+		       mb_virtio_console_features(con));
+	mb_virtio_console_bind(con, v->v.t);
+	mb_machine_on_destroy(mm->m, mbl_vdev_free, v);
 	d->impl = v;
 	return 0;
 }
 
 static int con_state(lua_State *L)
 {
-	struct iodev *v = attached(L);
+	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
 	struct mb_virtio_console_stats s;
-	mb_virtio_console_stats(v->dev, &s);
-	push_state(L, v);
+	mb_virtio_console_stats(v->v.dev, &s);
+	mbl_vdev_push_state(L, &v->v);
 	SETI("tx_bytes", s.tx_bytes); SETI("rx_bytes", s.rx_bytes);
 	SETI("emerg_bytes", s.emerg_bytes); SETI("rx_stalls", s.rx_stalls);
 	lua_setfield(L, -2, "stats");
@@ -225,7 +88,7 @@ static int con_state(lua_State *L)
 /* dev:output(): what the guest wrote, with console = "buffer". */
 static int con_output(lua_State *L)
 {
-	struct iodev *v = attached(L);
+	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
 	size_t n = mb_chr_buffer_get(v->chr, NULL, 0);
 	luaL_Buffer b;
 	char *p = luaL_buffinitsize(L, &b, n);
@@ -237,7 +100,7 @@ static int con_output(lua_State *L)
 /* dev:input(s): queue bytes for the guest; they wait for its buffers. */
 static int con_input(lua_State *L)
 {
-	struct iodev *v = attached(L);
+	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
 	size_t len;
 	const char *s = luaL_checklstring(L, 2, &len);
 	if (mb_chr_input(v->chr, s, len))
@@ -270,7 +133,7 @@ static int l_virtio_console(lua_State *L)
 	if (!cols != !rows)
 		return luaL_error(L, "%s: give cols and rows together",
 				  cols ? "rows" : "cols");
-	check_placement(L);
+	mbl_vdev_check_placement(L, 1);
 	mbl_dev_new(L, &con_class);
 	return 1;
 }
@@ -383,31 +246,30 @@ static int net_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		mb_netbe_free(c.be);
 		return mbl_fail(L, "virtio-net");
 	}
-	struct iodev *v = iodev_new(L, mm, NET);
-	v->dev = n;
+	struct iodev *v = iodev_new(L, mm, NET, n);
 	memcpy(v->mac, c.mac, 6);
-	place(L, v, &mb_virtio_net_ops, mb_virtio_net_features(n));
-	mb_virtio_net_bind(n, v->t);
+	mbl_vdev_place(L, &v->v, &mb_virtio_net_ops, mb_virtio_net_features(n));
+	mb_virtio_net_bind(n, v->v.t);
 	int fd = mb_netbe_pollfd(c.be);
-	if (mb_machine_watch(v->m, fd, on_frames, n)) {
+	if (mb_machine_watch(mm->m, fd, on_frames, n)) {
 		char msg[256];
 		snprintf(msg, sizeof msg, "%s", mb_errmsg());
-		mb_bus_unregister(mb_machine_mmio(v->m), v->base);
-		iodev_free(v);
+		mb_bus_unregister(mb_machine_mmio(mm->m), v->v.base);
+		mbl_vdev_free(v);
 		return luaL_error(L, "virtio-net: %s", msg);
 	}
 	v->pollfd = fd;
-	mb_machine_on_destroy(v->m, iodev_free, v);
+	mb_machine_on_destroy(mm->m, mbl_vdev_free, v);
 	d->impl = v;
 	return 0;
 }
 
 static int net_state(lua_State *L)
 {
-	struct iodev *v = attached(L);
+	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
 	struct mb_virtio_net_stats s;
-	mb_virtio_net_stats(v->dev, &s);
-	push_state(L, v);
+	mb_virtio_net_stats(v->v.dev, &s);
+	mbl_vdev_push_state(L, &v->v);
 	SETI("rx_frames", s.rx_frames); SETI("rx_bytes", s.rx_bytes);
 	SETI("rx_dropped", s.rx_dropped); SETI("rx_stalls", s.rx_stalls);
 	SETI("tx_frames", s.tx_frames); SETI("tx_bytes", s.tx_bytes);
@@ -417,7 +279,7 @@ static int net_state(lua_State *L)
 	snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", v->mac[0],
 		 v->mac[1], v->mac[2], v->mac[3], v->mac[4], v->mac[5]);
 	SETS("mac", mac);
-	struct mb_netbe *be = mb_virtio_net_backend(v->dev);
+	struct mb_netbe *be = mb_virtio_net_backend(v->v.dev);
 	SETS("backend", mb_netbe_name(be));
 	SETB("connected", mb_netbe_connected(be));
 	return 1;
@@ -474,7 +336,7 @@ static int l_virtio_net(lua_State *L)
 				  "\"52:54:00:12:34:56\")", mac);
 	if (mac && (m[0] & 1))
 		return luaL_error(L, "mac: \"%s\" is a multicast address", mac);
-	check_placement(L);
+	mbl_vdev_check_placement(L, 1);
 	mbl_dev_new(L, &net_class);
 	return 1;
 }
