@@ -124,6 +124,12 @@ static void set_time(struct mb_rtc *r, uint64_t now, struct tm *tm)
 	int64_t w = wall(r, now);
 	int64_t phase = w - floor_div(w, NS) * NS;
 	int64_t secs = (int64_t)timegm(tm);
+	/* The guest controls every field (century 0x32 up to 99, binary
+	 * years up to 255): wall time in ns must stay representable, with
+	 * room for the clock and the edge sums in update(), so clamp to the
+	 * years ~1748-2191 (found by fuzz/fuzz_devregs.c). */
+	const int64_t lim = 7000000000ll;
+	secs = secs > lim ? lim : secs < -lim ? -lim : secs;
 	r->base = secs * NS + phase - (int64_t)now;
 }
 

@@ -29,10 +29,13 @@ for h in fuzz/fuzz_*.c; do
 	$CC $flags -fsanitize=fuzzer,address,undefined -o "$out/$name" "$h" \
 		"${objs[@]}" -lpthread -lm || exit 1
 	mkdir -p "$out/corpus/$name"
+	# Inputs that once found a bug are replayed first (fuzz/seeds/NAME/).
+	seeds=
+	[ -d "fuzz/seeds/$name" ] && seeds="../../fuzz/seeds/$name"
 	echo "fuzz: $name for ${secs}s"
 	if ! (cd "$out" && UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		"./$name" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-		-print_final_stats=1 "corpus/$name" >"$name.log" 2>&1); then
+		-print_final_stats=1 "corpus/$name" $seeds >"$name.log" 2>&1); then
 		echo "fuzz: $name FOUND A PROBLEM (see $out/$name.log):" >&2
 		grep -E "ERROR|SUMMARY|runtime error" "$out/$name.log" | head -5 >&2
 		fail=1
