@@ -81,3 +81,25 @@ struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 	return c;
 }
 
+
+/* dev:output(): what a "buffer" console captured (empty otherwise). */
+int mbl_console_output(lua_State *L, struct mb_chr *c)
+{
+	size_t n = mb_chr_buffer_get(c, NULL, 0);
+	luaL_Buffer b;
+	char *p = luaL_buffinitsize(L, &b, n);
+	n = mb_chr_buffer_get(c, p, n); /* may have grown: take what fits */
+	luaL_pushresultsize(&b, n);
+	return 1;
+}
+
+/* dev:input(s): queue bytes for the guest's receive side; returns dev. */
+int mbl_console_input(lua_State *L, struct mb_chr *c)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 2, &len);
+	if (mb_chr_input(c, s, len))
+		return mbl_fail(L, "input");
+	lua_settop(L, 1);
+	return 1;
+}

@@ -240,24 +240,12 @@ static int uart_state(lua_State *L)
 
 static int uart_output(lua_State *L)
 {
-	struct uart_h *h = attached(L)->impl;
-	size_t n = mb_chr_buffer_get(h->chr, NULL, 0);
-	luaL_Buffer b;
-	char *p = luaL_buffinitsize(L, &b, n);
-	n = mb_chr_buffer_get(h->chr, p, n); /* may have grown: take what fits */
-	luaL_pushresultsize(&b, n);
-	return 1;
+	return mbl_console_output(L, ((struct uart_h *)attached(L)->impl)->chr);
 }
 
 static int uart_input(lua_State *L)
 {
-	struct uart_h *h = attached(L)->impl;
-	size_t len;
-	const char *s = luaL_checklstring(L, 2, &len);
-	if (mb_chr_input(h->chr, s, len))
-		return mbl_fail(L, "input");
-	lua_settop(L, 1);
-	return 1;
+	return mbl_console_input(L, ((struct uart_h *)attached(L)->impl)->chr);
 }
 
 static const luaL_Reg uart_methods[] = {

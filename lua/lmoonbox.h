@@ -67,6 +67,8 @@ void mbl_open_virtio(lua_State *L);
 void mbl_open_virtio_io(lua_State *L);
 struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 			   const char *key);
+int mbl_console_output(lua_State *L, struct mb_chr *c);
+int mbl_console_input(lua_State *L, struct mb_chr *c);
 void mbl_machine_method(lua_State *L, const char *name, lua_CFunction f);
 
 #endif

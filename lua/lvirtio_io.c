@@ -85,28 +85,14 @@ static int con_state(lua_State *L)
 	return 1;
 }
 
-/* dev:output(): what the guest wrote, with console = "buffer". */
 static int con_output(lua_State *L)
 {
-	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
-	size_t n = mb_chr_buffer_get(v->chr, NULL, 0);
-	luaL_Buffer b;
-	char *p = luaL_buffinitsize(L, &b, n);
-	n = mb_chr_buffer_get(v->chr, p, n); /* may have grown: take what fits */
-	luaL_pushresultsize(&b, n);
-	return 1;
+	return mbl_console_output(L, ((struct iodev *)mbl_vdev_attached(L))->chr);
 }
 
-/* dev:input(s): queue bytes for the guest; they wait for its buffers. */
 static int con_input(lua_State *L)
 {
-	struct iodev *v = (struct iodev *)mbl_vdev_attached(L);
-	size_t len;
-	const char *s = luaL_checklstring(L, 2, &len);
-	if (mb_chr_input(v->chr, s, len))
-		return mbl_fail(L, "input");
-	lua_settop(L, 1);
-	return 1;
+	return mbl_console_input(L, ((struct iodev *)mbl_vdev_attached(L))->chr);
 }
 
 static const luaL_Reg con_methods[] = {
