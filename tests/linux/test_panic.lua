@@ -1,0 +1,23 @@
+-- A guest kernel panic is reported, not hung on: with an init that does not
+-- exist Linux panics; panic=-1 reboots at once and reboot=t turns that into
+-- a triple fault, so run() ends with "shutdown" and the panic is on the
+-- console.
+local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
+T.need_kvm()
+if not io.open(T.root .. "/.cache/guest/bzImage") then
+  print("SKIP: no guest kernel (run make deps)"); os.exit(77)
+end
+
+T.case("kernel panic ends the run with shutdown and the panic on the console", function()
+  local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
+    root = T.root, console = "buffer", append = "rdinit=/nonexistent init=/nonexistent",
+  }
+  local t0 = os.time()
+  local r = m:run { timeout = 400 }
+  local out = com1:output()
+  print(string.format("# %s after %d s", r.reason, os.time() - t0))
+  T.ok(out:find("Kernel panic - not syncing", 1, true), "panic on the console:\n" .. out:sub(-1200))
+  T.eq(r.reason, "shutdown", "reason (" .. tostring(r.message) .. ")")
+end)
+
+T.done()
