@@ -57,7 +57,6 @@ struct mbl_machine *mbl_checkmachine(lua_State *L, int idx);
 struct mb_machine *mbl_live(lua_State *L, struct mbl_machine *mm);
 void mbl_pushopts(lua_State *L, struct mbl_dev *d);
 int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
-void mbl_register_classes(lua_State *L); /* mb.device, mb.debug_exit, ... */
 
 /* Each device binding file provides its constructors through this list. */
 void mbl_open_devices(lua_State *L);
