@@ -25,7 +25,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 
 all: libmoonbox.a libmoonbox.so moonbox moonbox.so guests
 
-$(B)/%.o: %.c $(wildcard include/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
+$(B)/%.o: %.c $(wildcard include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
@@ -87,13 +87,14 @@ run: deps
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-		$(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/lua/5.4 \
+		$(DESTDIR)$(PREFIX)/include/moonbox $(DESTDIR)$(PREFIX)/lib/lua/5.4 \
 		$(DESTDIR)$(PREFIX)/share/moonbox/machines
 	install -m 755 moonbox $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 libmoonbox.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 libmoonbox.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 moonbox.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
 	install -m 644 include/moonbox.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 include/moonbox/*.h $(DESTDIR)$(PREFIX)/include/moonbox/
 	install -m 644 machines/*.lua $(DESTDIR)$(PREFIX)/share/moonbox/machines/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define MB_VERSION "\(.*\)"/\1/p' include/moonbox.h)|' \
 		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc

@@ -24,7 +24,7 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include "moonbox.h"
+#include "core/internal.h"
 
 enum kind { NUL, BUFFER, FILEOUT, STDIO, SOCKET, FUNC };
 
@@ -32,6 +32,7 @@ struct chr {
 	struct mb_chr c; /* first: a struct mb_chr * is a struct chr * */
 	enum kind kind;
 	struct mb_machine *m;
+	struct hook hook; /* closed with the machine */
 	pthread_mutex_t lock;
 	uint8_t *in;      /* input waiting for the device */
 	size_t in_len, in_cap;
@@ -294,7 +295,8 @@ static struct chr *chr_new(struct mb_machine *m, enum kind kind)
 		return NULL;
 	}
 	/* The event loop stops before hooks run: no callback sees it freed. */
-	mb_machine_on_destroy(m, close_hook, h);
+	h->hook = (struct hook){ .fn = close_hook, .arg = h, .embedded = true };
+	mb_machine_push_hook(m, &h->hook);
 	return h;
 }
 

@@ -41,6 +41,7 @@ struct hook {
 	void (*fn)(void *);
 	void *arg;
 	struct hook *next;
+	bool embedded; /* part of the object fn frees: not malloc'd */
 };
 
 struct mb_evloop;
@@ -86,8 +87,15 @@ struct mb_machine {
 	struct mb_evloop *ev;
 	struct mb_clock clock;
 	struct hook *hooks;
+
+	/* device.c: devices in the order added */
+	struct mb_device **devs;
+	size_t ndevs, capdevs;
 };
 
+/* machine.c: push an embedded hook (cannot fail), or take one back */
+void mb_machine_push_hook(struct mb_machine *m, struct hook *h);
+void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);
 /* kvm.c */
 int mb_kvm_check_ext(int kvm, int cap);
 /* cpuid.c */

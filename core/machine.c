@@ -132,9 +132,13 @@ void mb_machine_destroy(struct mb_machine *m)
 	mb_evloop_stop(m->ev);
 	for (struct hook *h = m->hooks, *n; h; h = n) {
 		n = h->next;
-		h->fn(h->arg);
-		free(h);
+		bool embedded = h->embedded;
+		h->fn(h->arg); /* may free h itself when embedded */
+		if (!embedded)
+			free(h);
 	}
+	m->hooks = NULL;
+	free(m->devs);
 	mb_evloop_free(m->ev);
 	for (unsigned i = 0; i < m->ncpu; i++)
 		mb_vcpu_fini(&m->cpu[i]);
@@ -245,6 +249,7 @@ struct ackfd {
 	int efd, rfd;
 	void (*fn)(void *);
 	void *opaque;
+	struct hook hook; /* freed with the machine; recording it cannot fail */
 };
 
 static void on_resample(void *opaque, int fd)
@@ -288,7 +293,8 @@ static int kernel_on_ack(struct mb_machine *m, unsigned line,
 		return mb_seterr(-e, "irq: KVM_IRQFD resample on line %u: %s", line,
 				 strerror(e));
 	}
-	mb_machine_on_destroy(m, ackfd_free, a);
+	a->hook = (struct hook){ .fn = ackfd_free, .arg = a, .embedded = true };
+	mb_machine_push_hook(m, &a->hook);
 	return 0;
 }
 
@@ -326,17 +332,33 @@ void mb_machine_unwatch(struct mb_machine *m, int fd)
 	mb_evloop_unwatch(m->ev, fd);
 }
 
-void mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg)
+void mb_machine_push_hook(struct mb_machine *m, struct hook *h)
 {
-	struct hook *h = malloc(sizeof *h);
-	if (!h) {
-		fn(arg); /* cannot defer: release now rather than leak */
-		return;
-	}
-	h->fn = fn, h->arg = arg;
 	/* Run in reverse order of registration, like a stack of cleanups. */
 	h->next = m->hooks;
 	m->hooks = h;
+}
+
+void mb_machine_drop_hook(struct mb_machine *m, struct hook *h)
+{
+	for (struct hook **p = &m->hooks; *p; p = &(*p)->next)
+		if (*p == h) {
+			*p = h->next;
+			return;
+		}
+}
+
+int mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg)
+{
+	/* On failure nothing is registered and nothing is freed: the caller
+	 * still owns arg and decides (an object on a bus must come off it
+	 * before it can be freed). */
+	struct hook *h = malloc(sizeof *h);
+	if (!h)
+		return mb_seterr(-ENOMEM, "machine: out of memory for a cleanup");
+	h->fn = fn, h->arg = arg, h->embedded = false;
+	mb_machine_push_hook(m, h);
+	return 0;
 }
 
 /* ---- stopping, pausing, waiting -------------------------------------- */

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/uart16550.h"
+#include <errno.h>
+
+#include "moonbox/uart16550.h"
 
 enum {
 	IER_RDI = 0x01, IER_THRI = 0x02, IER_RLSI = 0x04, IER_MSI = 0x08,
@@ -44,6 +46,7 @@ struct mb_uart {
 	bool timeout;     /* character timeout pending */
 	bool line;
 	bool rx_blocked;  /* refused backend bytes: owe an accept() */
+	uint64_t deadline; /* character timeout, clock ns; 0: not armed */
 	uint64_t tx_bytes, rx_bytes, overruns;
 };
 
@@ -108,6 +111,7 @@ static void rearm_timeout(struct mb_uart *u)
 	uint64_t when = 0;
 	if (fifo_on(u) && u->rx_n)
 		when = u->clock->now(u->clock) + timeout_ns(u);
+	u->deadline = when;
 	u->clock->timer_mod(u->timer, when);
 }
 
@@ -115,6 +119,7 @@ static void on_timeout(void *opaque)
 {
 	struct mb_uart *u = opaque;
 	pthread_mutex_lock(&u->lock);
+	u->deadline = 0;
 	if (fifo_on(u) && u->rx_n)
 		u->timeout = true;
 	irq_update(u);
@@ -415,28 +420,178 @@ void mb_uart_set_modem(struct mb_uart *u, uint8_t msr_bits)
 	pthread_mutex_unlock(&u->lock);
 }
 
-void mb_uart_state(struct mb_uart *u, struct mb_uart_state *st)
+MB_STATE_DESC(mb_uart_state, MB_UART_STATE, MB_UART_STATE_VERSION);
+
+void mb_uart_save(struct mb_uart *u, struct mb_uart_state *st)
 {
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&u->lock);
-	st->rbr = u->rx_n ? u->rx[u->rx_head] : u->rbr;
 	st->ier = u->ier;
-	st->iir = iir_id(u) | (fifo_on(u) ? IIR_FIFO : 0);
 	st->fcr = u->fcr;
 	st->lcr = u->lcr;
 	st->mcr = u->mcr;
-	st->lsr = lsr(u);
-	st->msr = u->msr_in | u->msr_delta;
 	st->scr = u->scr;
 	st->dll = u->dll;
 	st->dlm = u->dlm;
-	st->rx_count = (uint8_t)u->rx_n;
-	st->rx_trigger = (uint8_t)rx_trigger(u);
+	st->last_read = u->rbr;
+	for (unsigned i = 0; i < u->rx_n; i++)
+		st->rx_fifo[i] = u->rx[(u->rx_head + i) % FIFO_SIZE];
+	st->rx_fifo_len = u->rx_n;
+	st->lsr_errors = u->lsr_err;
+	st->msr_lines = u->msr_in;
+	st->msr_delta = u->msr_delta;
+	st->modem_in = u->ext_in;
 	st->thre_pending = u->thri;
 	st->timeout_pending = u->timeout;
+	st->rx_blocked = u->rx_blocked;
+	if (u->deadline && u->clock) {
+		uint64_t now = u->clock->now(u->clock);
+		st->timeout_ns = u->deadline > now ? u->deadline - now : 1;
+	}
+	st->rbr = u->rx_n ? u->rx[u->rx_head] : u->rbr;
+	st->iir = iir_id(u) | (fifo_on(u) ? IIR_FIFO : 0);
+	st->lsr = lsr(u);
+	st->msr = u->msr_in | u->msr_delta;
+	st->rx_count = (uint8_t)u->rx_n;
+	st->rx_trigger = (uint8_t)rx_trigger(u);
 	st->irq_level = u->line;
 	st->tx_bytes = u->tx_bytes;
 	st->rx_bytes = u->rx_bytes;
 	st->overruns = u->overruns;
 	pthread_mutex_unlock(&u->lock);
+}
+
+static int check(const struct mb_uart_state *st)
+{
+	if (st->ier & ~0x0f)
+		return mb_seterr(-EINVAL, "ier: 0x%x has bits beyond 0x0f", st->ier);
+	if (st->fcr & ~0xc9)
+		return mb_seterr(-EINVAL, "fcr: 0x%x has bits beyond 0xc9", st->fcr);
+	if (st->mcr & ~0x1f)
+		return mb_seterr(-EINVAL, "mcr: 0x%x has bits beyond 0x1f", st->mcr);
+	if (st->rx_fifo_len > ((st->fcr & FCR_ENABLE) ? FIFO_SIZE : 1u))
+		return mb_seterr(-EINVAL, "rx_fifo: %u bytes do not fit (%s)",
+				 st->rx_fifo_len, (st->fcr & FCR_ENABLE)
+				 ? "16 with the FIFO on" : "1 with the FIFO off");
+	if (st->lsr_errors & ~LSR_OE)
+		return mb_seterr(-EINVAL, "lsr_errors: 0x%x is not 0 or 0x02",
+				 st->lsr_errors);
+	if ((st->msr_lines | st->modem_in) & 0x0f)
+		return mb_seterr(-EINVAL, "%s: only bits 4-7 are modem lines",
+				 (st->msr_lines & 0x0f) ? "msr_lines" : "modem_in");
+	if (st->msr_delta & 0xf0)
+		return mb_seterr(-EINVAL, "msr_delta: 0x%x has bits beyond 0x0f",
+				 st->msr_delta);
+	return 0;
+}
+
+int mb_uart_load(struct mb_uart *u, const struct mb_uart_state *st)
+{
+	int rc = check(st);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&u->lock);
+	u->ier = st->ier;
+	u->fcr = st->fcr;
+	u->lcr = st->lcr;
+	u->mcr = st->mcr;
+	u->scr = st->scr;
+	u->dll = st->dll;
+	u->dlm = st->dlm;
+	u->rbr = st->last_read;
+	memcpy(u->rx, st->rx_fifo, st->rx_fifo_len);
+	u->rx_head = 0;
+	u->rx_n = st->rx_fifo_len;
+	u->lsr_err = st->lsr_errors;
+	u->msr_in = st->msr_lines;
+	u->msr_delta = st->msr_delta;
+	u->ext_in = st->modem_in;
+	u->thri = st->thre_pending;
+	u->timeout = st->timeout_pending;
+	u->rx_blocked = st->rx_blocked;
+	u->tx_bytes = st->tx_bytes;
+	u->rx_bytes = st->rx_bytes;
+	u->overruns = st->overruns;
+	if (u->timer) {
+		u->deadline = st->timeout_ns
+			? u->clock->now(u->clock) + st->timeout_ns : 0;
+		u->clock->timer_mod(u->timer, u->deadline);
+	}
+	irq_update(u);
+	bool accept = owe_accept(u);
+	pthread_mutex_unlock(&u->lock);
+	if (accept)
+		mb_chr_accept(u->chr);
+	return 0;
+}
+
+/* ---- in a machine ------------------------------------------------------ */
+
+static const uint16_t com_port[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
+static const uint8_t com_irq[] = { 4, 3, 4, 3 };
+
+int mb_uart_com(unsigned n, uint16_t *port, unsigned *irq)
+{
+	if (n < 1 || n > 4)
+		return mb_seterr(-EINVAL, "com: %u is not 1-4", n);
+	*port = com_port[n - 1];
+	*irq = com_irq[n - 1];
+	return 0;
+}
+
+static int dev_save(void *impl, void *st)
+{
+	mb_uart_save(impl, st);
+	return 0;
+}
+
+static int dev_load(void *impl, const void *st)
+{
+	return mb_uart_load(impl, st);
+}
+
+static void dev_free(void *impl)
+{
+	mb_uart_free(impl);
+}
+
+static const struct mb_device_ops uart_dev_ops = {
+	.kind = "uart16550", .state = &mb_uart_state_desc,
+	.save = dev_save, .load = dev_load, .free = dev_free,
+};
+
+int mb_uart_attach(struct mb_machine *m, const struct mb_uart_attach_config *cfg,
+		   struct mb_device **out)
+{
+	uint16_t port;
+	unsigned irq;
+	int rc = mb_uart_com(cfg->com ? cfg->com : 1, &port, &irq);
+	if (rc)
+		return rc;
+	if (cfg->port)
+		port = cfg->port;
+	if (cfg->irq)
+		irq = cfg->irq;
+	if (port > 0xfff8)
+		return mb_seterr(-EINVAL, "port: 0x%x is beyond 0xfff8", port);
+	const char *def = "uart";
+	static const char *const com_names[] = { "com1", "com2", "com3", "com4" };
+	for (int i = 0; i < 4; i++)
+		if (port == com_port[i])
+			def = com_names[i];
+	struct mb_uart_config uc = { .clock = mb_machine_clock(m), .chr = cfg->chr };
+	struct mb_uart *u = mb_uart_new(&uc);
+	if (!u)
+		return mb_seterr(-ENOMEM, "uart16550: out of memory");
+	struct mb_device *d;
+	if ((rc = mb_device_new(m, cfg->name, def, &uart_dev_ops, u, &d)))
+		return rc;
+	/* The line before the ports: no access can see a UART without one. */
+	if ((rc = mb_device_irq(d, (int)irq, &u->irq)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, port, 8, &mb_uart_ops, u))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
 }

@@ -17,7 +17,7 @@
 #include "devices/pic8259.h"
 #include "devices/pit8254.h"
 #include "devices/rtc.h"
-#include "devices/uart16550.h"
+#include "moonbox/uart16550.h"
 /* The fake clock is test code, not part of the library the script builds:
  * compiled into this harness. */
 #include "tests/unit/fake_clock.c"

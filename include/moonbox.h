@@ -352,8 +352,11 @@ int mb_machine_watch(struct mb_machine *m, int fd,
 		     void (*cb)(void *opaque, int fd), void *opaque);
 void mb_machine_unwatch(struct mb_machine *m, int fd);
 
-/* Objects freed with the machine (device state, backends). */
-void mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg);
+/* Objects freed with the machine (backends, helpers), in reverse order of
+ * registration, after the vCPUs and the event loop have stopped. -ENOMEM
+ * when the hook cannot be recorded: then nothing happens to arg, the
+ * caller still owns it. Devices use mb_device_new() instead. */
+int mb_machine_on_destroy(struct mb_machine *m, void (*fn)(void *), void *arg);
 
 /* ---- vCPU registers (machine paused or not yet started) --------------- */
 
@@ -491,5 +494,8 @@ int mb_cpuid_get(struct mb_machine *m, uint32_t leaf, uint32_t subleaf,
 		 uint32_t out[4]);
 int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 		     unsigned *reg, unsigned *bit);
+
+#include "moonbox/device.h"
+#include "moonbox/uart16550.h"
 
 #endif

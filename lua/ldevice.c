@@ -1,72 +1,10 @@
-/* Device handles (shared by every device type), mb.device (a device whose
- * registers are Lua functions) and mb.debug_exit. */
+/* mb.device (a device whose registers are Lua functions) and
+ * mb.debug_exit. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lua/lmoonbox.h"
 #include "devices/debug_exit.h"
-
-#define MBL_DEVICE "moonbox.device"
-
-struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, cls->name, cls->keys);
-	struct mbl_dev *d = lua_newuserdatauv(L, sizeof *d, 1);
-	memset(d, 0, sizeof *d);
-	d->cls = cls;
-	lua_pushvalue(L, 1);
-	d->opts = luaL_ref(L, LUA_REGISTRYINDEX);
-	luaL_setmetatable(L, MBL_DEVICE);
-	return d;
-}
-
-struct mbl_dev *mbl_checkdev(lua_State *L, int idx)
-{
-	return luaL_checkudata(L, idx, MBL_DEVICE);
-}
-
-void mbl_pushopts(lua_State *L, struct mbl_dev *d)
-{
-	lua_rawgeti(L, LUA_REGISTRYINDEX, d->opts);
-}
-
-static int dev_gc(lua_State *L)
-{
-	struct mbl_dev *d = mbl_checkdev(L, 1);
-	luaL_unref(L, LUA_REGISTRYINDEX, d->opts);
-	d->opts = LUA_NOREF;
-	return 0;
-}
-
-static int dev_tostring(lua_State *L)
-{
-	struct mbl_dev *d = mbl_checkdev(L, 1);
-	lua_pushfstring(L, "moonbox.%s%s", d->cls->name,
-			d->mm ? "" : " (not added)");
-	return 1;
-}
-
-/* Methods: the class's own first, then state(). */
-static int dev_index(lua_State *L)
-{
-	struct mbl_dev *d = mbl_checkdev(L, 1);
-	const char *k = luaL_checkstring(L, 2);
-	for (const luaL_Reg *r = d->cls->methods; r && r->name; r++)
-		if (strcmp(r->name, k) == 0) {
-			lua_pushcfunction(L, r->func);
-			return 1;
-		}
-	if (strcmp(k, "state") == 0 && d->cls->state) {
-		lua_pushcfunction(L, d->cls->state);
-		return 1;
-	}
-	if (strcmp(k, "name") == 0) {
-		lua_pushstring(L, d->cls->name);
-		return 1;
-	}
-	return 0;
-}
 
 /* ---- mb.device: registers in Lua ---------------------------------------- */
 
@@ -178,7 +116,7 @@ static int luadev_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d
 static const char *const luadev_keys[] = { "name", "pio", "mmio", "read",
 					   "write", NULL };
 static const struct mbl_class luadev_class = { "device", luadev_keys,
-					       luadev_attach, NULL, NULL };
+					       luadev_attach, NULL, NULL, 0, NULL };
 
 static int l_device(lua_State *L)
 {
@@ -220,7 +158,7 @@ static int dbg_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 
 static const char *const dbg_keys[] = { "port", "size", NULL };
 static const struct mbl_class dbg_class = { "debug_exit", dbg_keys, dbg_attach,
-					    NULL, NULL };
+					    NULL, NULL, 0, NULL };
 
 static int l_debug_exit(lua_State *L)
 {
@@ -236,16 +174,8 @@ static int l_debug_exit(lua_State *L)
 	return 1;
 }
 
-static const luaL_Reg dev_meta[] = {
-	{ "__index", dev_index }, { "__gc", dev_gc },
-	{ "__tostring", dev_tostring }, { NULL, NULL },
-};
-
 void mbl_open_devices(lua_State *L)
 {
-	if (luaL_newmetatable(L, MBL_DEVICE))
-		luaL_setfuncs(L, dev_meta, 0);
-	lua_pop(L, 1);
 	lua_pushcfunction(L, l_device);
 	lua_setfield(L, -2, "device");
 	lua_pushcfunction(L, l_debug_exit);

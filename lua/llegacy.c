@@ -6,7 +6,6 @@
 #include "lua/lmoonbox.h"
 #include "devices/pic8259.h"
 #include "devices/pit8254.h"
-#include "devices/uart16550.h"
 #include "devices/rtc.h"
 #include "devices/i8042.h"
 #include "devices/port80.h"
@@ -101,7 +100,7 @@ static int pic_state(lua_State *L)
 
 static const char *const pic_keys[] = { NULL };
 static const struct mbl_class pic_class = { "pic8259", pic_keys, pic_attach,
-					    pic_state, NULL };
+					    pic_state, NULL, 0, NULL };
 
 static int l_pic(lua_State *L)
 {
@@ -168,7 +167,7 @@ static int pit_state(lua_State *L)
 
 static const char *const pit_keys[] = { "irq", "reinject", NULL };
 static const struct mbl_class pit_class = { "pit8254", pit_keys, pit_attach,
-					    pit_state, NULL };
+					    pit_state, NULL, 0, NULL };
 
 static int l_pit(lua_State *L)
 {
@@ -176,103 +175,6 @@ static int l_pit(lua_State *L)
 	if (irq < 0 || irq > 23)
 		return luaL_error(L, "irq: %d is not a line (0-23)", (int)irq);
 	mbl_dev_new(L, &pit_class);
-	return 1;
-}
-
-/* ---- 16550A UART --------------------------------------------------------- */
-
-struct uart_h {
-	struct mb_uart *uart;
-	struct mb_chr *chr;
-};
-
-static void uart_free(void *p)
-{
-	struct uart_h *h = p;
-	mb_uart_free(h->uart);
-	free(h);
-}
-
-static const uint16_t com_port[] = { 0x3f8, 0x2f8, 0x3e8, 0x2e8 };
-static const uint8_t com_irq[] = { 4, 3, 4, 3 };
-
-static int uart_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
-{
-	struct mb_machine *m = mm->m;
-	lua_Integer com = mbl_optint(L, 3, "com", 1);
-	uint64_t port = mbl_optsize(L, 3, "port", com_port[com - 1]);
-	struct mb_uart_config cfg = { .clock = mb_machine_clock(m) };
-	irq_line(L, m, 3, "irq", com_irq[com - 1], &cfg.irq);
-	struct uart_h *h = calloc(1, sizeof *h);
-	if (!h)
-		return luaL_error(L, "uart16550: out of memory");
-	cfg.chr = h->chr = mbl_console(L, mm, 3, "console");
-	h->uart = mb_uart_new(&cfg);
-	if (!h->uart) {
-		free(h);
-		return luaL_error(L, "uart16550: out of memory");
-	}
-	mb_machine_on_destroy(m, uart_free, h);
-	char name[16];
-	snprintf(name, sizeof name, "uart@%x", (unsigned)port);
-	reg(L, mb_machine_pio(m), port, 8, &mb_uart_ops, h->uart, name);
-	d->impl = h;
-	return 0;
-}
-
-static int uart_state(lua_State *L)
-{
-	struct mbl_dev *d = attached(L);
-	struct uart_h *h = d->impl;
-	struct mb_uart_state s;
-	mb_uart_state(h->uart, &s);
-	lua_createtable(L, 0, 20);
-	SETI("rbr", s.rbr); SETI("ier", s.ier); SETI("iir", s.iir);
-	SETI("fcr", s.fcr); SETI("lcr", s.lcr); SETI("mcr", s.mcr);
-	SETI("lsr", s.lsr); SETI("msr", s.msr); SETI("scr", s.scr);
-	SETI("dll", s.dll); SETI("dlm", s.dlm); SETI("rx_count", s.rx_count);
-	SETI("rx_trigger", s.rx_trigger); SETI("thre_pending", s.thre_pending);
-	SETI("timeout_pending", s.timeout_pending); SETI("irq_level", s.irq_level);
-	SETI("tx_bytes", s.tx_bytes); SETI("rx_bytes", s.rx_bytes);
-	SETI("overruns", s.overruns);
-	return 1;
-}
-
-static int uart_output(lua_State *L)
-{
-	return mbl_console_output(L, ((struct uart_h *)attached(L)->impl)->chr);
-}
-
-static int uart_input(lua_State *L)
-{
-	return mbl_console_input(L, ((struct uart_h *)attached(L)->impl)->chr);
-}
-
-static const luaL_Reg uart_methods[] = {
-	{ "output", uart_output }, { "input", uart_input }, { NULL, NULL },
-};
-static const char *const uart_keys[] = { "port", "irq", "console", "com", NULL };
-static const struct mbl_class uart_class = { "uart16550", uart_keys, uart_attach,
-					     uart_state, uart_methods };
-
-static int l_uart(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, "uart16550", uart_keys);
-	lua_Integer com = mbl_optint(L, 1, "com", 1);
-	if (com < 1 || com > 4)
-		return luaL_error(L, "com: %d is not 1-4", (int)com);
-	uint64_t port = mbl_optsize(L, 1, "port", com_port[com - 1]);
-	if (port > 0xfff8)
-		return luaL_error(L, "port: 0x%I is beyond 0xfff8", (lua_Integer)port);
-	lua_Integer irq = mbl_optint(L, 1, "irq", com_irq[com - 1]);
-	if (irq < 0 || irq > 23)
-		return luaL_error(L, "irq: %d is not a line (0-23)", (int)irq);
-	int t = lua_getfield(L, 1, "console");
-	lua_pop(L, 1);
-	if (t != LUA_TNIL && t != LUA_TSTRING && t != LUA_TTABLE && t != LUA_TFUNCTION)
-		return luaL_error(L, "console: expected a string, table or function");
-	mbl_dev_new(L, &uart_class);
 	return 1;
 }
 
@@ -354,7 +256,7 @@ static int rtc_cmos(lua_State *L)
 static const luaL_Reg rtc_methods[] = { { "cmos", rtc_cmos }, { NULL, NULL } };
 static const char *const rtc_keys[] = { "irq", "cmos", "time", NULL };
 static const struct mbl_class rtc_class = { "rtc", rtc_keys, rtc_attach,
-					    rtc_state, rtc_methods };
+					    rtc_state, rtc_methods, 0, NULL };
 
 static int l_rtc(lua_State *L)
 {
@@ -411,7 +313,7 @@ static int kbc_state(lua_State *L)
 
 static const char *const kbc_keys[] = { NULL };
 static const struct mbl_class kbc_class = { "i8042", kbc_keys, kbc_attach,
-					    kbc_state, NULL };
+					    kbc_state, NULL, 0, NULL };
 
 static int l_i8042(lua_State *L)
 {
@@ -457,7 +359,7 @@ static int null_state(lua_State *L)
 
 static const char *const null_keys[] = { "pio", "mmio", "fill", "name", NULL };
 static const struct mbl_class null_class = { "port80", null_keys, null_attach,
-					     null_state, NULL };
+					     null_state, NULL, 0, NULL };
 
 /* mb.port80 {} (port 0x80, POST codes), or any range: a C sink that drops
  * writes and reads `fill` bytes, without the Lua slow path. */
@@ -483,7 +385,7 @@ static int l_port80(lua_State *L)
 void mbl_open_legacy(lua_State *L)
 {
 	static const luaL_Reg ctors[] = {
-		{ "pic8259", l_pic }, { "pit8254", l_pit }, { "uart16550", l_uart },
+		{ "pic8259", l_pic }, { "pit8254", l_pit }, 
 		{ "rtc", l_rtc },     { "i8042", l_i8042 }, { "port80", l_port80 },
 		{ "null", l_port80 }, { NULL, NULL },
 	};

@@ -197,27 +197,6 @@ static int l_tostring(lua_State *L)
 	return 1;
 }
 
-static int l_add(lua_State *L)
-{
-	struct mbl_machine *mm = mbl_checkmachine(L, 1);
-	struct mbl_dev *d = mbl_checkdev(L, 2);
-	mbl_live(L, mm);
-	if (d->mm)
-		return luaL_error(L, "add: this %s is already part of a machine",
-				  d->cls->name);
-	lua_settop(L, 2);
-	mbl_pushopts(L, d); /* 3: the options, for attach */
-	d->cls->attach(L, mm, d);
-	d->mm = mm;
-	lua_getiuservalue(L, 1, 1);
-	lua_pushvalue(L, 2);
-	lua_rawseti(L, -2, luaL_len(L, -2) + 1);
-	lua_pushvalue(L, 1); /* the device keeps its machine alive */
-	lua_setiuservalue(L, 2, 1);
-	lua_settop(L, 2);
-	return 1;
-}
-
 static int push_result(lua_State *L, const struct mb_result *r)
 {
 	lua_createtable(L, 0, 3);
@@ -484,7 +463,7 @@ static int l_fallback_counts(lua_State *L)
 static const luaL_Reg machine_methods[] = {
 	{ "fallback_counts", l_fallback_counts },
 	{ "cpuid", l_cpuid },
-	{ "add", l_add },       { "run", l_run },         { "start", l_start },
+	{ "run", l_run },         { "start", l_start },
 	{ "wait", l_wait },     { "pause", l_pause },     { "resume", l_resume },
 	{ "regs", l_regs },     { "set_regs", l_set_regs },
 	{ "read", l_read },     { "write", l_write },     { "boot_flat", l_boot_flat },
@@ -535,8 +514,10 @@ int luaopen_moonbox(lua_State *L)
 	luaL_newlib(L, funcs);
 	lua_pushstring(L, MB_VERSION);
 	lua_setfield(L, -2, "version");
+	mbl_open_dev(L);
 	mbl_open_devices(L);
 	mbl_open_legacy(L);
+	mbl_open_uart(L);
 	mbl_open_boot(L);
 	mbl_open_virtio(L);
 	mbl_open_virtio_io(L);

@@ -20,22 +20,30 @@ struct mbl_machine {
 
 struct mbl_dev;
 
-/* A device type: its constructor checks options into the handle, attach
- * wires it into a machine. */
+/* A device type: one class (metatable "moonbox.NAME") per type. The
+ * constructor checks every option and parses them once into a C config
+ * (cfg_size bytes, parse); m:add() calls attach, which wires the device
+ * with its C attach function and sets d->dev. */
 struct mbl_class {
 	const char *name;
 	const char *const *keys;  /* allowed options, NULL-terminated */
 	int (*attach)(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
-	lua_CFunction state; /* dev:state(): push a table of registers */
+	lua_CFunction state; /* NULL: the generic state() of d->dev */
 	const luaL_Reg *methods;  /* extra methods, or NULL */
+	size_t cfg_size;          /* bytes of parsed options at d->cfg */
+	/* Check the option table at idx into cfg (raise on any bad value).
+	 * Strings may point into the table: the handle keeps it alive. */
+	void (*parse)(lua_State *L, int idx, void *cfg);
 };
 
 struct mbl_dev {
 	const struct mbl_class *cls;
 	struct mbl_machine *mm; /* NULL until m:add() */
-	void *impl;             /* the C device, owned by the machine */
-	int opts;               /* registry ref to the option table */
+	struct mb_device *dev;  /* the machine's device, once added */
+	void *impl;             /* the C model (mb_device_impl(dev)) */
+	void *cfg;              /* the parsed options */
 };
+/* User values of a device handle: 1 its machine, 2 its option table. */
 
 /* Options */
 void mbl_checkopts(lua_State *L, int idx, const char *what,
@@ -51,16 +59,25 @@ void mbl_checkrange(lua_State *L, int idx, const char *key, uint64_t *base,
 		    uint64_t *size);
 
 /* Devices */
+/* Check the options at index 1 (keys, name, cls->parse) and push a handle. */
 struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls);
+/* A device handle's C device once added, or an error naming the class. */
+struct mb_device *mbl_checkdevice(lua_State *L, int idx);
+/* State tables (lstate.c): push st as a table; overlay the table at idx
+ * onto st (errors name the field: "set_state: channels[2].mode: ..."). */
+void mbl_push_state(lua_State *L, const struct mb_state_desc *d, const void *st);
+void mbl_to_state(lua_State *L, int idx, const struct mb_state_desc *d, void *st);
+void mbl_open_dev(lua_State *L);
 struct mbl_dev *mbl_checkdev(lua_State *L, int idx);
 struct mbl_machine *mbl_checkmachine(lua_State *L, int idx);
 struct mb_machine *mbl_live(lua_State *L, struct mbl_machine *mm);
-void mbl_pushopts(lua_State *L, struct mbl_dev *d);
+void mbl_pushopts(lua_State *L, int idx); /* the handle at idx's options */
 int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
 
 /* Each device binding file provides its constructors through this list. */
 void mbl_open_devices(lua_State *L);
 void mbl_open_legacy(lua_State *L);
+void mbl_open_uart(lua_State *L);
 void mbl_open_boot(lua_State *L);
 void mbl_open_virtio(lua_State *L);
 void mbl_open_virtio_io(lua_State *L);

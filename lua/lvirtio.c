@@ -121,9 +121,9 @@ static int vdev_state(lua_State *L)
 }
 
 static const struct mbl_class blk_class = { "virtio_blk", blk_keys, blk_attach,
-					    vdev_state, NULL };
+					    vdev_state, NULL, 0, NULL };
 static const struct mbl_class rng_class = { "virtio_rng", rng_keys, rng_attach,
-					    vdev_state, NULL };
+					    vdev_state, NULL, 0, NULL };
 
 /* ---- constructors: every option checked before anything exists --------------- */
 
@@ -167,7 +167,7 @@ static int l_virtio_stats(lua_State *L)
 	lua_Integer len = luaL_len(L, -1);
 	for (lua_Integer i = 1; i <= len; i++) {
 		lua_geti(L, -1, i);
-		struct mbl_dev *d = luaL_testudata(L, -1, "moonbox.device");
+		struct mbl_dev *d = lua_touserdata(L, -1);
 		if (d && d->impl && (d->cls == &blk_class || d->cls == &rng_class)) {
 			struct vdev *v = d->impl;
 			struct mb_virtio_state s;

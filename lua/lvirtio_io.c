@@ -99,7 +99,7 @@ static const luaL_Reg con_methods[] = {
 	{ "output", con_output }, { "input", con_input }, { NULL, NULL },
 };
 static const struct mbl_class con_class = { "virtio_console", con_keys, con_attach,
-					    con_state, con_methods };
+					    con_state, con_methods, 0, NULL };
 
 static int l_virtio_console(lua_State *L)
 {
@@ -272,7 +272,7 @@ static int net_state(lua_State *L)
 }
 
 static const struct mbl_class net_class = { "virtio_net", net_keys, net_attach,
-					    net_state, NULL };
+					    net_state, NULL, 0, NULL };
 
 static int l_virtio_net(lua_State *L)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "devices/uart16550.h"
+#include "moonbox/uart16550.h"
 #include "fake_clock.h"
 
 enum { RBR, IER, IIR, LCR, MCR, LSR, MSR, SCR };

@@ -1,0 +1,82 @@
+/*
+ * National Semiconductor / TI 16550A UART: eight registers at a base port
+ * (0x3f8, 0x2f8, 0x3e8, 0x2e8 for COM1-4), 16-byte FIFOs, interrupt output
+ * gated by MCR OUT2 as on PC boards, connected to a character backend.
+ */
+#ifndef MOONBOX_UART16550_H
+#define MOONBOX_UART16550_H
+
+#include "moonbox.h"
+
+struct mb_uart;
+
+/* ---- in a machine ------------------------------------------------------ */
+
+struct mb_uart_attach_config {
+	const char *name; /* NULL: "com1".."com4" at a COM port, else "uart" */
+	/* Where: com = 1-4 takes that COM port's base and line (the PC map:
+	 * 0x3f8/4, 0x2f8/3, 0x3e8/4, 0x2e8/3); port and irq, when non-zero,
+	 * override them. All zero: COM1. */
+	unsigned com;
+	uint16_t port;
+	unsigned irq;
+	/* The console (mb_chr_stdio(m), mb_chr_buffer(m), ...); NULL: output
+	 * is dropped and nothing comes in. */
+	struct mb_chr *chr;
+};
+
+/* Create a UART, register its 8 ports, take its line. */
+int mb_uart_attach(struct mb_machine *m, const struct mb_uart_attach_config *cfg,
+		   struct mb_device **out);
+/* The PC's COM port n (1-4): base port and line; -EINVAL otherwise. */
+int mb_uart_com(unsigned n, uint16_t *port, unsigned *irq);
+
+/* ---- the model on its own (unit tests, other boards) ------------------- */
+
+struct mb_uart_config {
+	const struct mb_clock *clock; /* for the RX FIFO character timeout */
+	struct mb_irq irq;
+	/* The console. The UART sets chr->rx/rx_dev to its receiver and
+	 * calls mb_chr_accept() when it has room after refusing bytes. May
+	 * be NULL: output is dropped, nothing comes in. */
+	struct mb_chr *chr;
+};
+
+/* The state: everything the UART needs to go on (registers, the RX FIFO,
+ * pending interrupts, the character timeout as time left), then read-only
+ * views (registers as the guest would read them, without read side
+ * effects) and counters. */
+#define MB_UART_STATE(X, S) \
+	X(S, u8, ier) X(S, u8, fcr) X(S, u8, lcr) X(S, u8, mcr) \
+	X(S, u8, scr) X(S, u8, dll) X(S, u8, dlm) \
+	X(S, u8, last_read)        /* RBR's last byte: read again when empty */ \
+	X(S, bytes, rx_fifo, 16)   /* received bytes, oldest first */ \
+	X(S, u8, lsr_errors)       /* OE (0x02) until LSR is read */ \
+	X(S, u8, msr_lines)        /* MSR bits 4-7 as they are now */ \
+	X(S, u8, msr_delta)        /* MSR bits 0-3 until MSR is read */ \
+	X(S, u8, modem_in)         /* inputs outside loopback (bits 4-7) */ \
+	X(S, bool, thre_pending) X(S, bool, timeout_pending) \
+	X(S, bool, rx_blocked)     /* refused input: owes the backend an accept */ \
+	X(S, u64, timeout_ns)      /* character timeout: ns left, 0 = off */ \
+	X(S, ro_u8, rbr) X(S, ro_u8, iir) X(S, ro_u8, lsr) X(S, ro_u8, msr) \
+	X(S, ro_u8, rx_count) X(S, ro_u8, rx_trigger) X(S, ro_bool, irq_level) \
+	X(S, ro_u64, tx_bytes) X(S, ro_u64, rx_bytes) X(S, ro_u64, overruns)
+MB_STATE_STRUCT(mb_uart_state, MB_UART_STATE);
+#define MB_UART_STATE_VERSION 1
+
+struct mb_uart *mb_uart_new(const struct mb_uart_config *cfg);
+/* Detaches from the backend (chr->rx = NULL) and frees. */
+void mb_uart_free(struct mb_uart *uart);
+/* Save (any time) and load (guest stopped) the state. Load checks every
+ * field first (-EINVAL, message naming it) and changes nothing on error;
+ * the read-only fields are ignored, the counters are taken. */
+void mb_uart_save(struct mb_uart *uart, struct mb_uart_state *st);
+int mb_uart_load(struct mb_uart *uart, const struct mb_uart_state *st);
+#define mb_uart_state(u, st) mb_uart_save(u, st) /* the older name */
+/* The modem inputs outside loopback, as MSR bits 4-7 (CTS 0x10, DSR
+ * 0x20, RI 0x40, DCD 0x80). Default: CTS, DSR and DCD asserted. */
+void mb_uart_set_modem(struct mb_uart *uart, uint8_t msr_bits);
+
+extern const struct mb_io_ops mb_uart_ops; /* 8 ports from the base */
+
+#endif
