@@ -101,10 +101,12 @@ void fake_clock_advance(struct fake_clock *fc, uint64_t ns)
 {
 	uint64_t target = fc->now + ns;
 	struct mb_timer *t;
-	while ((t = earliest(fc)) && t->deadline <= target) {
+	/* Every timer is late by the same amount: deadline order is firing
+	 * order. */
+	while ((t = earliest(fc)) && t->deadline + fc->late <= target) {
 		/* A deadline in the past fires "now", as a real clock would. */
-		if (t->deadline > fc->now)
-			fc->now = t->deadline;
+		if (t->deadline + fc->late > fc->now)
+			fc->now = t->deadline + fc->late;
 		t->deadline = 0;
 		fc->fired++;
 		t->cb(t->opaque);

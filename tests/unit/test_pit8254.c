@@ -464,11 +464,142 @@ static void test_no_reinject_one_pulse_per_period(void **state)
 	assert_int_equal(irq0.raises - base, 5);
 }
 
+/* ---- a busy host: timers that fire late ---------------------------- */
+
+#define PERIOD 1000u     /* ticks: channel 0's count in these tests */
+#define BACKLOG_MAX 200u /* devices/pit8254.c: most ticks owed at once */
+
+/* Channel 0 in mode 2 with count PERIOD, loaded at T0 + 1: OUT rises at
+ * T0 + 1 + k * PERIOD, k >= 1. */
+static void rate_generator(void)
+{
+	out(0x43, 0x34);
+	write16(0x40, PERIOD);
+}
+
+/* Every timer fires this many ticks after its deadline. */
+static void set_late(uint64_t ticks)
+{
+	fc->late = tick_ns(T0 + ticks) - tick_ns(T0);
+}
+
+/* Acknowledge until an acknowledgement brings no new pulse: how many it
+ * took (the ticks the PIT still owed). */
+static unsigned drain(void)
+{
+	unsigned n = 0;
+	for (;;) {
+		unsigned before = irq0.raises;
+		mb_pit_irq_acked(pit);
+		if (irq0.raises == before)
+			return n;
+		assert_int_equal(irq0.raises, before + 1);
+		assert_true(++n <= 10 * BACKLOG_MAX);
+	}
+}
+
+static uint64_t edges(void)
+{
+	struct mb_pit_state st;
+	mb_pit_state(pit, &st);
+	return st.irq_edges;
+}
+
+/* Without re-injection a timer that ran late by several periods gives one
+ * pulse (the PIC would merge the requests anyway), and the next deadline
+ * follows the counter, not the late firing. */
+static void test_late_timer_merges(void **state)
+{
+	rate_generator();
+	set_late(5 * PERIOD + PERIOD / 2);
+	/* Firings near T0 + 6501 (periods 1-6), 12501 (7-12), 18501 (13-18). */
+	at(T0 + 18 * PERIOD + 600);
+	assert_int_equal(fc->fired, 3);
+	assert_int_equal(irq0.raises, 3);
+	assert_int_equal(edges(), 3);
+	/* On time again: one pulse per period, at the period's own tick. */
+	fc->late = 0;
+	at(T0 + 1 + 19 * PERIOD - 1);
+	assert_int_equal(irq0.raises, 3);
+	at(T0 + 1 + 19 * PERIOD);
+	assert_int_equal(irq0.raises, 4);
+	at(T0 + 1 + 21 * PERIOD);
+	assert_int_equal(irq0.raises, 6);
+	assert_int_equal(edges(), 6);
+	assert_int_equal(fc->fired, 6);
+}
+
+/* With re-injection the periods a late timer found past all go into the
+ * backlog: one pulse now, the others one per acknowledgement, so every
+ * period is delivered exactly once. */
+static void test_late_timer_reinject(void **state)
+{
+	mb_pit_set_reinject(pit, true);
+	rate_generator();
+	set_late(5 * PERIOD + PERIOD / 2);
+	at(T0 + 12 * PERIOD + 600); /* two firings, twelve periods, no ack */
+	assert_int_equal(fc->fired, 2);
+	assert_int_equal(irq0.raises, 1);
+	assert_int_equal(drain(), 11);
+	assert_int_equal(irq0.raises, 12);
+	assert_int_equal(edges(), 12);
+	/* Nothing owed: the next late firing (six periods) pulses at once. */
+	at(T0 + 18 * PERIOD + 600);
+	assert_int_equal(irq0.raises, 13);
+	assert_int_equal(drain(), 5);
+	assert_int_equal(irq0.raises, 18);
+}
+
+/* After a pause far longer than BACKLOG_MAX periods the PIT replays
+ * BACKLOG_MAX ticks, not the whole pause, and never owes more than
+ * BACKLOG_MAX however many pauses pile up unacknowledged. */
+static void test_backlog_max(void **state)
+{
+	mb_pit_set_reinject(pit, true);
+	rate_generator();
+	set_late(1000 * PERIOD + PERIOD / 2);
+	/* First firing near T0 + 1001501: 1000 periods past, one pulse, the
+	 * rest owed, capped. */
+	at(T0 + 1001 * PERIOD + 800);
+	assert_int_equal(fc->fired, 1);
+	assert_int_equal(irq0.raises, 1);
+	/* A second such pause, still without an ack: nothing new goes out
+	 * (one is in flight) and the backlog stays at its cap. */
+	at(T0 + 2002 * PERIOD + 800);
+	assert_int_equal(fc->fired, 2);
+	assert_int_equal(irq0.raises, 1);
+	assert_int_equal(drain(), BACKLOG_MAX);
+	assert_int_equal(irq0.raises, 1 + BACKLOG_MAX);
+	/* On time again: the next period is one pulse, at once. */
+	fc->late = 0;
+	at(T0 + 1 + 2003 * PERIOD);
+	assert_int_equal(fc->fired, 3);
+	assert_int_equal(irq0.raises, 2 + BACKLOG_MAX);
+	assert_int_equal(drain(), 0);
+	assert_int_equal(edges(), 2 + BACKLOG_MAX);
+}
+
+/* One long pause alone: BACKLOG_MAX ticks in all, the first at once. */
+static void test_backlog_max_one_pause(void **state)
+{
+	mb_pit_set_reinject(pit, true);
+	rate_generator();
+	set_late(1000 * PERIOD + PERIOD / 2);
+	at(T0 + 1001 * PERIOD + 800);
+	assert_int_equal(irq0.raises, 1);
+	assert_int_equal(drain(), BACKLOG_MAX - 1);
+	assert_int_equal(irq0.raises, BACKLOG_MAX);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reinject, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_reinject_one_pulse_per_period, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_timer_merges, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_late_timer_reinject, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backlog_max, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_backlog_max_one_pause, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0_irq_exact_time, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mode0_gate, setup, teardown),

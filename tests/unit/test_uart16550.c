@@ -227,9 +227,9 @@ static void test_char_timeout(void **state)
 	assert_int_equal(in(IIR), 0xc1);
 	fake_clock_advance(fc, 1);
 	assert_int_equal(in(IIR), 0xcc);
-	in(RBR);
-	in(RBR);
-	in(RBR);
+	assert_int_equal(in(RBR), 'b');
+	assert_int_equal(in(RBR), 'c');
+	assert_int_equal(in(RBR), 'd');
 	assert_int_equal(in(LSR) & 0x01, 0);
 	fake_clock_advance(fc, four_chars * 3);
 	assert_int_equal(in(IIR), 0xc1); /* empty FIFO: no timeout */
@@ -269,6 +269,112 @@ static void test_overrun_and_line_status(void **state)
 	out(THR, '2');
 	assert_int_equal(in(LSR), 0x63);
 	assert_int_equal(in(RBR), '2');
+}
+
+/* Twenty bytes into the 16-byte FIFO (16550D, LSR bit 1): the FIFO keeps
+ * the first sixteen, each later character is overwritten in the shift
+ * register and never reaches the FIFO; OE is set once, every lost byte is
+ * counted. */
+static void test_overrun_keeps_first_16(void **state)
+{
+	struct mb_uart_state st;
+	out(MCR, 0x18); /* loopback, OUT2 */
+	out(IER, 0x05);
+	out(FCR, 0xc1); /* FIFO, trigger 14 */
+	for (unsigned i = 0; i < 20; i++)
+		out(THR, (uint8_t)('A' + i));
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.rx_count, 16);
+	assert_int_equal(st.rx_bytes, 16);
+	assert_int_equal(st.overruns, 4);
+	assert_int_equal(st.tx_bytes, 20);
+	assert_int_equal(in(IIR), 0xc6);
+	assert_int_equal(in(LSR), 0x63);
+	assert_int_equal(in(IIR), 0xc4); /* OE read: the data is next */
+	for (unsigned i = 0; i < 16; i++) {
+		assert_int_equal(in(LSR), 0x61);
+		assert_int_equal(in(RBR), 'A' + i);
+	}
+	assert_int_equal(in(LSR), 0x60);
+	/* Reading an empty FIFO gives the last byte again, no new error. */
+	assert_int_equal(in(RBR), 'P');
+	assert_int_equal(in(LSR), 0x60);
+	assert_int_equal(in(IIR), 0xc1);
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.overruns, 4);
+}
+
+/* Reading and writing on without a FIFO clear: the FIFO is a ring, bytes
+ * come out in order across its wrap, and an overrun after the wrap still
+ * loses the newest byte, not one inside the FIFO. */
+static void test_fifo_wraps(void **state)
+{
+	struct mb_uart_state st;
+	out(MCR, 0x18);
+	out(FCR, 0x01);
+	for (unsigned i = 0; i < 16; i++)
+		out(THR, (uint8_t)('a' + i)); /* a..p */
+	for (unsigned i = 0; i < 5; i++)
+		assert_int_equal(in(RBR), 'a' + i);
+	for (unsigned i = 0; i < 6; i++)
+		out(THR, (uint8_t)('q' + i)); /* q..u fit, v overruns */
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.rx_count, 16);
+	assert_int_equal(st.overruns, 1);
+	assert_int_equal(in(LSR), 0x63);
+	for (unsigned i = 0; i < 16; i++)
+		assert_int_equal(in(RBR), 'f' + i); /* f..u */
+	assert_int_equal(in(LSR), 0x60);
+	/* Once more round the ring, from where the reads left it. */
+	for (unsigned i = 0; i < 16; i++)
+		out(THR, (uint8_t)('0' + i));
+	assert_int_equal(in(LSR), 0x61);
+	for (unsigned i = 0; i < 16; i++)
+		assert_int_equal(in(RBR), '0' + i);
+	assert_int_equal(in(LSR), 0x60);
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.rx_bytes, 37);
+	assert_int_equal(st.overruns, 1);
+}
+
+/* From the backend, more than a FIFO's worth: the UART takes sixteen, the
+ * backend keeps the rest and sends it as the guest reads, so nothing is
+ * lost and nothing overruns. */
+static void test_rx_beyond_fifo_from_backend(void **state)
+{
+	static const char text[] = "The quick brown fox jumps over the lazy dog.";
+	struct mb_uart_state st;
+	out(FCR, 0x01);
+	input(text);
+	assert_int_equal(con.nin, sizeof text - 1 - 16);
+	for (size_t i = 0; i < sizeof text - 1; i++) {
+		assert_int_equal(in(LSR) & 0x03, 0x01);
+		assert_int_equal(in(RBR), (uint8_t)text[i]);
+	}
+	assert_int_equal(in(LSR), 0x60);
+	assert_int_equal(con.nin, 0);
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.rx_bytes, sizeof text - 1);
+	assert_int_equal(st.overruns, 0);
+}
+
+/* Transmission is instant: more than sixteen THR writes in FIFO mode all
+ * reach the backend, in order, and THR never fills. */
+static void test_tx_beyond_fifo(void **state)
+{
+	struct mb_uart_state st;
+	out(FCR, 0x07); /* FIFO, clear both */
+	for (unsigned i = 0; i < 40; i++) {
+		out(THR, (uint8_t)(' ' + i));
+		assert_int_equal(in(LSR), 0x60);
+	}
+	assert_int_equal(con.nout, 40);
+	for (unsigned i = 0; i < 40; i++)
+		assert_int_equal(con.out[i], ' ' + i);
+	mb_uart_state(uart, &st);
+	assert_int_equal(st.tx_bytes, 40);
+	assert_int_equal(st.rx_count, 0);
+	assert_int_equal(st.overruns, 0);
 }
 
 static void test_loopback_modem(void **state)
@@ -343,6 +449,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fifo_trigger_levels, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_char_timeout, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_overrun_and_line_status, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_overrun_keeps_first_16, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fifo_wraps, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rx_beyond_fifo_from_backend, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_tx_beyond_fifo, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loopback_modem, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loopback_rx_interrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_iir_priority, setup, teardown),
