@@ -13,10 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/i8042.h"
-#include "devices/pic8259.h"
-#include "devices/pit8254.h"
-#include "devices/rtc.h"
+#include "moonbox/i8042.h"
+#include "moonbox/pic8259.h"
+#include "moonbox/pit8254.h"
+#include "moonbox/rtc.h"
 #include "moonbox/uart16550.h"
 /* The fake clock is test code, not part of the library the script builds:
  * compiled into this harness. */

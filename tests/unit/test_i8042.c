@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "devices/i8042.h"
+#include "moonbox/i8042.h"
 
 static unsigned resets;
 static void on_reset(void *opaque) { resets++; }

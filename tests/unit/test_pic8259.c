@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "devices/pic8259.h"
+#include "moonbox/pic8259.h"
 
 static struct mb_pic *pic;
 static unsigned notified;

@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "devices/pit8254.h"
+#include "moonbox/pit8254.h"
 #include "fake_clock.h"
 
 #define NS 1000000000ull
@@ -69,7 +69,7 @@ static bool out_pin(unsigned ch)
 {
 	struct mb_pit_state st;
 	mb_pit_state(pit, &st);
-	return st.ch[ch].out;
+	return st.channels[ch].out;
 }
 
 static int setup(void **state)
@@ -426,8 +426,8 @@ static void test_port61(void **state)
 	assert_int_not_equal(a, b);
 	struct mb_pit_state st;
 	mb_pit_state(pit, &st);
-	assert_int_equal(st.ch[2].gate, 1);
-	assert_int_equal(st.ch[0].gate, 1);
+	assert_int_equal(st.channels[2].gate, 1);
+	assert_int_equal(st.channels[0].gate, 1);
 }
 
 /* Re-injection: ticks the guest has not acknowledged wait in a backlog

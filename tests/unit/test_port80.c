@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "devices/port80.h"
+#include "moonbox/port80.h"
 
 static void test_sink(void **state)
 {

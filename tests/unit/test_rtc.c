@@ -6,7 +6,7 @@
 #include <time.h>
 #include <cmocka.h>
 
-#include "devices/rtc.h"
+#include "moonbox/rtc.h"
 #include "fake_clock.h"
 
 #define NS 1000000000ull
