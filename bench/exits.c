@@ -5,7 +5,7 @@
  * 0xd0000000, debug_exit on port 0xf4.
  * Prints: moonbox exits=N seconds=S exits_per_s=X first_exit_us=Y hwm_kb=Z */
 #include "moonbox.h"
-#include "devices/debug_exit.h"
+#include "moonbox/debug_exit.h"
 #include "bench.h"
 
 static uint64_t first_us; /* wall clock at the guest's first access */
@@ -39,7 +39,7 @@ int main(int argc, char **argv)
 	uint64_t memsize = (argc > 2 ? strtoull(argv[2], NULL, 0) : 2) << 20;
 	struct mb_machine_config cfg = { .cpus = 1 };
 	struct mb_machine *m;
-	struct mb_debug_exit *dx;
+	struct mb_device *dx;
 	if (mb_machine_create(&cfg, &m))
 		return fail("machine");
 	if (mb_machine_add_memory(m, 0, memsize, NULL, false, "ram"))
@@ -48,7 +48,7 @@ int main(int argc, char **argv)
 	    mb_bus_register(mb_machine_mmio(m), 0xd0000000, 0x1000, &sink, NULL,
 			    "sink"))
 		return fail("sink");
-	if (mb_debug_exit_create(m, 0xf4, 1, &dx))
+	if (mb_debug_exit_attach(m, &(struct mb_debug_exit_attach_config){ .size = 1 }, &dx))
 		return fail("debug_exit");
 	if (mb_boot_flat(m, argv[1], 0x100000, 0x100000, MB_MODE_PROTECTED))
 		return fail("boot");

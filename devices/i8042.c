@@ -3,11 +3,12 @@
  * Status: bit 0 OBF, bit 1 IBF (never: we take bytes at once), bit 2
  * system flag, bit 3 last write was a command.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/i8042.h"
+#include "moonbox.h"
 
 enum { ST_OBF = 0x01, ST_SYS = 0x04, ST_CMD = 0x08 };
 
@@ -129,15 +130,89 @@ void mb_i8042_free(struct mb_i8042 *k)
 	free(k);
 }
 
-void mb_i8042_state(struct mb_i8042 *k, struct mb_i8042_state *st)
+MB_STATE_DESC(mb_i8042_state, MB_I8042_STATE, MB_I8042_STATE_VERSION);
+
+void mb_i8042_save(struct mb_i8042 *k, struct mb_i8042_state *st)
 {
+	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&k->lock);
-	st->status = (uint8_t)(k->status | (k->obf ? ST_OBF : 0));
+	st->flags = k->status;
 	st->ctr = k->ctr;
 	st->outport = k->outport;
 	st->obf = k->obf;
 	st->out = k->out;
 	st->pending = k->pending;
+	st->status = (uint8_t)(k->status | (k->obf ? ST_OBF : 0));
 	st->resets = k->resets;
 	pthread_mutex_unlock(&k->lock);
+}
+
+int mb_i8042_load(struct mb_i8042 *k, const struct mb_i8042_state *st)
+{
+	if (st->flags & ~(ST_SYS | ST_CMD))
+		return mb_seterr(-EINVAL, "flags: 0x%x is not 0x04 | 0x08",
+				 st->flags);
+	if (st->pending && st->pending != 0x60 && st->pending != 0xd1)
+		return mb_seterr(-EINVAL, "pending: 0x%x is not 0, 0x60 or 0xd1",
+				 st->pending);
+	pthread_mutex_lock(&k->lock);
+	k->status = st->flags;
+	k->ctr = st->ctr;
+	k->outport = st->outport;
+	k->obf = st->obf;
+	k->out = st->out;
+	k->pending = st->pending;
+	k->resets = st->resets;
+	pthread_mutex_unlock(&k->lock);
+	return 0;
+}
+
+/* ---- in a machine ------------------------------------------------------ */
+
+static void kbc_reset(void *m)
+{
+	mb_machine_stop(m, MB_STOP_RESET, 0, "guest reset (i8042 0xfe)");
+}
+
+static int dev_save(void *impl, void *st)
+{
+	mb_i8042_save(impl, st);
+	return 0;
+}
+
+static int dev_load(void *impl, const void *st)
+{
+	return mb_i8042_load(impl, st);
+}
+
+static void dev_free(void *impl)
+{
+	mb_i8042_free(impl);
+}
+
+static const struct mb_device_ops i8042_dev_ops = {
+	.kind = "i8042", .state = &mb_i8042_state_desc,
+	.save = dev_save, .load = dev_load, .free = dev_free,
+};
+
+int mb_i8042_attach(struct mb_machine *m,
+		    const struct mb_i8042_attach_config *cfg,
+		    struct mb_device **out)
+{
+	struct mb_i8042_config kc = { kbc_reset, m };
+	struct mb_i8042 *k = mb_i8042_new(&kc);
+	if (!k)
+		return mb_seterr(-ENOMEM, "i8042: out of memory");
+	struct mb_device *d;
+	int rc;
+	if ((rc = mb_device_new(m, cfg ? cfg->name : NULL, "i8042", &i8042_dev_ops,
+				k, &d)))
+		return rc;
+	if ((rc = mb_device_map(d, MB_SPACE_PIO, 0x60, 1, &mb_i8042_data_ops, k)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0x64, 1, &mb_i8042_cmd_ops, k))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
 }

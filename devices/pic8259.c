@@ -3,11 +3,12 @@
  * PIIX/PIIX3 data sheet for the ELCR. The master's IR2 is wired to the
  * slave's INT, as on every PC. x86 (uPM = 1) mode only.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/pic8259.h"
+#include "moonbox.h"
 
 struct chip {
 	uint8_t irr, isr, imr, elcr, input;
@@ -434,7 +435,10 @@ void mb_pic_free(struct mb_pic *pic)
 	free(pic);
 }
 
-static void chip_state(const struct chip *c, struct mb_pic_chip_state *s)
+MB_STATE_DESC(mb_pic_chip_state, MB_PIC_CHIP_STATE, MB_PIC_STATE_VERSION);
+MB_STATE_DESC(mb_pic_state, MB_PIC_STATE, MB_PIC_STATE_VERSION);
+
+static void chip_save(const struct chip *c, struct mb_pic_chip_state *s)
 {
 	s->irr = c->irr;
 	s->isr = c->isr;
@@ -456,14 +460,134 @@ static void chip_state(const struct chip *c, struct mb_pic_chip_state *s)
 	s->poll = c->poll;
 }
 
-void mb_pic_state(struct mb_pic *pic, struct mb_pic_state *st)
+static void chip_load(struct chip *c, const struct mb_pic_chip_state *s)
+{
+	c->irr = s->irr;
+	c->isr = s->isr;
+	c->imr = s->imr;
+	c->elcr = s->elcr;
+	c->input = s->input;
+	c->vector_base = s->vector_base;
+	c->icw3 = s->icw3;
+	c->init_step = s->init_step;
+	c->lowest = s->lowest;
+	c->ltim = s->ltim;
+	c->single = s->single;
+	c->icw4_needed = s->icw4_needed;
+	c->aeoi = s->aeoi;
+	c->sfnm = s->sfnm;
+	c->rotate_aeoi = s->rotate_aeoi;
+	c->special_mask = s->special_mask;
+	c->read_isr = s->read_isr;
+	c->poll = s->poll;
+}
+
+void mb_pic_save(struct mb_pic *pic, struct mb_pic_state *st)
 {
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&pic->lock);
-	chip_state(&pic->c[0], &st->master);
-	chip_state(&pic->c[1], &st->slave);
+	chip_save(&pic->c[0], &st->master);
+	chip_save(&pic->c[1], &st->slave);
+	st->slave_out = pic->slave_out;
 	st->int_output = pic->int_out;
 	st->acks = pic->acks;
 	st->spurious = pic->spurious;
 	pthread_mutex_unlock(&pic->lock);
+}
+
+static int chip_check(const struct mb_pic_chip_state *s, const char *n,
+		      uint8_t elcr_mask)
+{
+	if (s->init_step == 1 || s->init_step > 4)
+		return mb_seterr(-EINVAL, "%s.init_step: %u is not 0, 2, 3 or 4", n,
+				 s->init_step);
+	if (s->lowest > 7)
+		return mb_seterr(-EINVAL, "%s.lowest: %u is not an IR (0-7)", n,
+				 s->lowest);
+	if (s->vector_base & 7)
+		return mb_seterr(-EINVAL, "%s.vector_base: 0x%x is not a multiple "
+				 "of 8", n, s->vector_base);
+	if (s->elcr & ~elcr_mask)
+		return mb_seterr(-EINVAL, "%s.elcr: 0x%x sets reserved bits (only "
+				 "0x%x exist)", n, s->elcr, elcr_mask);
+	return 0;
+}
+
+int mb_pic_load(struct mb_pic *pic, const struct mb_pic_state *st)
+{
+	int rc;
+	if ((rc = chip_check(&st->master, "master", pic->c[0].elcr_mask)) ||
+	    (rc = chip_check(&st->slave, "slave", pic->c[1].elcr_mask)))
+		return rc;
+	pthread_mutex_lock(&pic->lock);
+	chip_load(&pic->c[0], &st->master);
+	chip_load(&pic->c[1], &st->slave);
+	pic->slave_out = st->slave_out;
+	pic->acks = st->acks;
+	pic->spurious = st->spurious;
+	/* INT from the loaded registers; tell the vCPUs either way, a
+	 * pending request may belong to another guest than the last one. */
+	update(pic);
+	unlock_notify(pic, true);
+	return 0;
+}
+
+/* ---- in a machine ------------------------------------------------------ */
+
+static void kick(void *m)
+{
+	mb_machine_kick_irq(m);
+}
+
+static int dev_save(void *impl, void *st)
+{
+	mb_pic_save(impl, st);
+	return 0;
+}
+
+static int dev_load(void *impl, const void *st)
+{
+	return mb_pic_load(impl, st);
+}
+
+static void dev_free(void *impl)
+{
+	mb_pic_free(impl);
+}
+
+static const struct mb_device_ops pic_dev_ops = {
+	.kind = "pic8259", .state = &mb_pic_state_desc,
+	.save = dev_save, .load = dev_load, .free = dev_free,
+};
+
+/* KVM's pair, listed so that every PC has a "pic" (its state is KVM's). */
+static const struct mb_device_ops kernel_pic_ops = { .kind = "pic8259" };
+
+int mb_pic_attach(struct mb_machine *m, const struct mb_pic_attach_config *cfg,
+		  struct mb_device **out)
+{
+	const char *name = cfg ? cfg->name : NULL;
+	struct mb_device *d;
+	int rc;
+	if (mb_machine_irqchip(m) == MB_IRQCHIP_KERNEL) {
+		if ((rc = mb_device_new(m, name, "pic", &kernel_pic_ops, NULL, &d)))
+			return rc;
+		*out = d;
+		return 0;
+	}
+	struct mb_pic_config pc = { kick, m };
+	struct mb_pic *pic = mb_pic_new(&pc);
+	if (!pic)
+		return mb_seterr(-ENOMEM, "pic8259: out of memory");
+	if ((rc = mb_device_new(m, name, "pic", &pic_dev_ops, pic, &d)))
+		return rc;
+	if ((rc = mb_device_map(d, MB_SPACE_PIO, 0x20, 2, &mb_pic_master_ops, pic)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0xa0, 2, &mb_pic_slave_ops, pic)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0x4d0, 2, &mb_pic_elcr_ops, pic))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	mb_machine_set_intc(m, &mb_pic_intc_ops, pic);
+	*out = d;
+	return 0;
 }

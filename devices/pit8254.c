@@ -10,11 +10,12 @@
  * starts a new segment; the previous one is kept for the ticks before the
  * new one loads (mode 2/3 reloads at the end of a cycle).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/pit8254.h"
+#include "moonbox.h"
 
 #define NS 1000000000ull
 #define NONE UINT64_MAX
@@ -50,6 +51,8 @@ struct mb_pit {
 	const struct mb_clock *clock;
 	struct mb_irq irq;
 	struct mb_timer *timer;
+	uint64_t base;     /* ticks added to the clock's: set by a load so that
+			    * no loaded time lies before tick 0 */
 	bool line;         /* level driven on irq */
 	uint64_t armed_at; /* tick the timer's edge was computed from */
 	uint64_t edges;
@@ -82,7 +85,7 @@ static uint64_t tick_to_ns(uint64_t t)
 
 static uint64_t now_tick(struct mb_pit *pit)
 {
-	return ns_to_tick(pit->clock->now(pit->clock));
+	return ns_to_tick(pit->clock->now(pit->clock)) + pit->base;
 }
 
 static uint32_t modulus(const struct chan *c)
@@ -230,7 +233,8 @@ static void irq_update(struct mb_pit *pit, uint64_t t)
 	uint64_t r = next_rise(c, t);
 	pit->armed_at = t;
 	if (pit->timer)
-		pit->clock->timer_mod(pit->timer, r == NONE ? 0 : tick_to_ns(r));
+		pit->clock->timer_mod(pit->timer,
+				      r == NONE ? 0 : tick_to_ns(r - pit->base));
 }
 
 static void pulse(struct mb_pit *pit)
@@ -570,7 +574,7 @@ static uint8_t p61_value(struct mb_pit *pit, uint64_t ns)
 {
 	uint32_t ce;
 	bool out2;
-	eval(&pit->ch[2], ns_to_tick(ns), &ce, &out2);
+	eval(&pit->ch[2], ns_to_tick(ns) + pit->base, &ce, &out2);
 	return (uint8_t)((pit->p61 & 0x0f) | (ns / 15085 & 1) << 4 |
 			 out2 << 5);
 }
@@ -646,34 +650,260 @@ void mb_pit_free(struct mb_pit *pit)
 	free(pit);
 }
 
-void mb_pit_state(struct mb_pit *pit, struct mb_pit_state *st)
+MB_STATE_DESC(mb_pit_seg_state, MB_PIT_SEG_STATE, MB_PIT_STATE_VERSION);
+MB_STATE_DESC(mb_pit_channel_state, MB_PIT_CHANNEL_STATE, MB_PIT_STATE_VERSION);
+MB_STATE_DESC(mb_pit_state, MB_PIT_STATE, MB_PIT_STATE_VERSION);
+
+static void seg_save(const struct seg *g, uint64_t t, struct mb_pit_seg_state *s)
+{
+	s->valid = g->valid;
+	s->frozen = g->frozen;
+	s->done = g->done;
+	s->n = g->n;
+	s->held = g->held;
+	s->off = g->off;
+	s->load_in = (int64_t)(g->load - t);
+}
+
+void mb_pit_save(struct mb_pit *pit, struct mb_pit_state *st)
 {
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&pit->lock);
-	uint64_t ns = pit->clock->now(pit->clock), t = ns_to_tick(ns);
+	uint64_t ns = pit->clock->now(pit->clock), t = ns_to_tick(ns) + pit->base;
 	for (unsigned i = 0; i < 3; i++) {
 		const struct chan *c = &pit->ch[i];
-		struct mb_pit_channel_state *s = &st->ch[i];
+		struct mb_pit_channel_state *s = &st->channels[i];
 		uint32_t ce;
 		bool out;
 		eval(c, t, &ce, &out);
 		s->mode = c->mode;
+		s->raw_mode = c->raw_mode;
 		s->rw = c->rw;
 		s->bcd = c->bcd;
 		s->gate = c->gate;
+		s->reload = c->cr;
+		seg_save(&c->cur, t, &s->cur);
+		seg_save(&c->prev, t, &s->prev);
+		s->idle_count = c->idle_ce;
+		s->write_msb = c->wmsb;
+		s->write_lsb = c->wlsb;
+		s->read_msb = c->rmsb;
+		s->count_latched = c->latched;
+		s->latch_msb = c->latch_msb;
+		s->latch = c->latch;
+		s->status_latched = c->status_latched;
+		s->status = c->status;
+		s->null_ticks = c->null_until == NONE ? -1
+			: c->null_until > t ? (int64_t)(c->null_until - t) : 0;
 		s->out = out;
 		s->null_count = t < c->null_until;
 		s->count = c->bcd ? to_bcd(ce) : (uint16_t)ce;
-		s->reload = c->cr;
-		s->count_latched = c->latched;
-		s->status_latched = c->status_latched;
-		s->read_msb = c->latched ? c->latch_msb : c->rmsb;
-		s->write_msb = c->wmsb;
-		s->latch = c->latch;
-		s->status = c->status;
 	}
-	st->port61 = p61_value(pit, ns);
+	st->port61_bits = pit->p61;
 	st->irq_level = pit->line;
+	st->armed_ago = t - pit->armed_at;
+	st->backlog = pit->backlog;
+	st->inflight = pit->inflight;
+	st->stale = pit->stale;
+	st->port61 = p61_value(pit, ns);
+	uint64_t r = next_rise(&pit->ch[0], pit->armed_at);
+	if (r != NONE)
+		st->timer_ns = r > t ? tick_to_ns(r - pit->base) - ns : 0;
 	st->irq_edges = pit->edges;
 	pthread_mutex_unlock(&pit->lock);
+}
+
+/* Loaded times stay within +-2^62 ticks (~120000 years): no sum overflows. */
+#define TICKS_MAX (INT64_C(1) << 62)
+
+static int seg_check(const struct mb_pit_seg_state *s, unsigned i,
+		     const char *which, uint8_t mode)
+{
+	if (!s->valid)
+		return 0;
+	if (s->n > 65536 || s->held > 65536 || s->off > 65536)
+		return mb_seterr(-EINVAL, "channels[%u].%s.%s: more than 65536", i,
+				 which, s->n > 65536 ? "n" : s->held > 65536 ?
+				 "held" : "off");
+	if (!s->frozen && (mode == 2 || mode == 3) && s->n == 0)
+		return mb_seterr(-EINVAL, "channels[%u].%s.n: 0 in mode %u (a "
+				 "count is 1-65536)", i, which, mode);
+	if (s->load_in > TICKS_MAX || s->load_in < -TICKS_MAX)
+		return mb_seterr(-EINVAL, "channels[%u].%s.load_in: %lld ticks is "
+				 "too far", i, which, (long long)s->load_in);
+	return 0;
+}
+
+static int check(const struct mb_pit_state *st)
+{
+	int rc;
+	for (unsigned i = 0; i < 3; i++) {
+		const struct mb_pit_channel_state *s = &st->channels[i];
+		unsigned n = i + 1; /* as Lua numbers them */
+		if (s->mode > 5)
+			return mb_seterr(-EINVAL, "channels[%u].mode: %u is not 0-5", n,
+					 s->mode);
+		if (s->raw_mode > 7 ||
+		    (s->raw_mode > 5 ? s->raw_mode - 4 : s->raw_mode) != s->mode)
+			return mb_seterr(-EINVAL, "channels[%u].raw_mode: %u is not "
+					 "mode %u as written", n, s->raw_mode, s->mode);
+		if (s->rw < 1 || s->rw > 3)
+			return mb_seterr(-EINVAL, "channels[%u].rw: %u is not 1-3", n,
+					 s->rw);
+		/* Not 1-10000 with BCD: a control word keeps the count register
+		 * (found by fuzz/fuzz_devregs.c). */
+		if (s->reload < 1 || s->reload > 65536)
+			return mb_seterr(-EINVAL, "channels[%u].reload: %u is not "
+					 "1-65536", n, s->reload);
+		if (s->idle_count > 65535)
+			return mb_seterr(-EINVAL, "channels[%u].idle_count: %u is more "
+					 "than 65535", n, s->idle_count);
+		if (s->null_ticks < -1 || s->null_ticks > TICKS_MAX)
+			return mb_seterr(-EINVAL, "channels[%u].null_ticks: %lld is not "
+					 "-1 or 0-2^62", n, (long long)s->null_ticks);
+		if ((rc = seg_check(&s->cur, n, "cur", s->mode)) ||
+		    (rc = seg_check(&s->prev, n, "prev", s->mode)))
+			return rc;
+	}
+	if (st->port61_bits & ~0x0f)
+		return mb_seterr(-EINVAL, "port61_bits: 0x%x has bits beyond 0x0f",
+				 st->port61_bits);
+	if (st->armed_ago > (uint64_t)TICKS_MAX)
+		return mb_seterr(-EINVAL, "armed_ago: %llu ticks is too far",
+				 (unsigned long long)st->armed_ago);
+	if (st->backlog > BACKLOG_MAX)
+		return mb_seterr(-EINVAL, "backlog: %u is more than %u", st->backlog,
+				 BACKLOG_MAX);
+	return 0;
+}
+
+static void seg_load(struct seg *g, uint64_t t, const struct mb_pit_seg_state *s)
+{
+	g->valid = s->valid;
+	g->frozen = s->frozen;
+	g->done = s->done;
+	g->n = s->n;
+	g->held = s->held;
+	g->off = s->off;
+	g->load = t + (uint64_t)s->load_in;
+}
+
+int mb_pit_load(struct mb_pit *pit, const struct mb_pit_state *st)
+{
+	int rc = check(st);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&pit->lock);
+	/* The PIT's own time starts late enough that every time in the past
+	 * of the state is a tick >= 0. */
+	uint64_t t0 = ns_to_tick(pit->clock->now(pit->clock)), need = st->armed_ago;
+	for (unsigned i = 0; i < 3; i++) {
+		const struct mb_pit_channel_state *s = &st->channels[i];
+		if (s->cur.load_in < 0 && (uint64_t)-s->cur.load_in > need)
+			need = (uint64_t)-s->cur.load_in;
+		if (s->prev.load_in < 0 && (uint64_t)-s->prev.load_in > need)
+			need = (uint64_t)-s->prev.load_in;
+	}
+	pit->base = need > t0 ? need - t0 : 0;
+	uint64_t t = t0 + pit->base;
+	for (unsigned i = 0; i < 3; i++) {
+		struct chan *c = &pit->ch[i];
+		const struct mb_pit_channel_state *s = &st->channels[i];
+		c->mode = s->mode;
+		c->raw_mode = s->raw_mode;
+		c->rw = s->rw;
+		c->bcd = s->bcd;
+		c->gate = s->gate;
+		c->cr = s->reload;
+		seg_load(&c->cur, t, &s->cur);
+		seg_load(&c->prev, t, &s->prev);
+		c->idle_ce = s->idle_count;
+		c->wmsb = s->write_msb;
+		c->wlsb = s->write_lsb;
+		c->rmsb = s->read_msb;
+		c->latched = s->count_latched;
+		c->latch_msb = s->latch_msb;
+		c->latch = s->latch;
+		c->status_latched = s->status_latched;
+		c->status = s->status;
+		c->null_until = s->null_ticks < 0 ? NONE : t + (uint64_t)s->null_ticks;
+	}
+	pit->p61 = st->port61_bits;
+	pit->line = st->irq_level;
+	pit->armed_at = t - st->armed_ago;
+	pit->backlog = st->backlog;
+	pit->inflight = st->inflight;
+	pit->stale = st->stale;
+	pit->edges = st->irq_edges;
+	mb_irq_set(&pit->irq, pit->line);
+	/* The edge due next, counted from where the saved PIT left off: one
+	 * already past fires at once, and on_timer counts what it missed. */
+	uint64_t r = next_rise(&pit->ch[0], pit->armed_at);
+	if (pit->timer)
+		pit->clock->timer_mod(pit->timer,
+				      r == NONE ? 0 : tick_to_ns(r - pit->base));
+	pthread_mutex_unlock(&pit->lock);
+	return 0;
+}
+
+/* ---- in a machine ------------------------------------------------------ */
+
+static int dev_save(void *impl, void *st)
+{
+	mb_pit_save(impl, st);
+	return 0;
+}
+
+static int dev_load(void *impl, const void *st)
+{
+	return mb_pit_load(impl, st);
+}
+
+static void dev_free(void *impl)
+{
+	mb_pit_free(impl);
+}
+
+static const struct mb_device_ops pit_dev_ops = {
+	.kind = "pit8254", .state = &mb_pit_state_desc,
+	.save = dev_save, .load = dev_load, .free = dev_free,
+};
+
+/* KVM's PIT, listed so that every PC has a "pit" (its state is KVM's). */
+static const struct mb_device_ops kernel_pit_ops = { .kind = "pit8254" };
+
+int mb_pit_attach(struct mb_machine *m, const struct mb_pit_attach_config *cfg,
+		  struct mb_device **out)
+{
+	static const struct mb_pit_attach_config none;
+	if (!cfg)
+		cfg = &none;
+	struct mb_device *d;
+	int rc;
+	if (mb_machine_kernel_pit(m)) {
+		if ((rc = mb_device_new(m, cfg->name, "pit", &kernel_pit_ops, NULL,
+					&d)))
+			return rc;
+		*out = d;
+		return 0;
+	}
+	/* The line is filled in by mb_device_irq, before any port exists. */
+	struct mb_pit_config pc = { .clock = mb_machine_clock(m) };
+	struct mb_pit *pit = mb_pit_new(&pc);
+	if (!pit)
+		return mb_seterr(-ENOMEM, "pit8254: out of memory");
+	if ((rc = mb_device_new(m, cfg->name, "pit", &pit_dev_ops, pit, &d)))
+		return rc;
+	if ((rc = mb_device_irq(d, (int)cfg->irq, &pit->irq)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0x40, 4, &mb_pit_ops, pit)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0x61, 1, &mb_pit_port61_ops, pit))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	/* With moonbox's PIC, no tick is lost to a late timer or busy guest. */
+	if (!cfg->no_reinject &&
+	    mb_machine_irq_on_ack(m, cfg->irq, mb_pit_irq_acked, pit) == 0)
+		mb_pit_set_reinject(pit, true);
+	*out = d;
+	return 0;
 }

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "devices/rtc.h"
+#include "moonbox.h"
 
 #define NS 1000000000ll
 #define UIP_NS 244000ll
@@ -51,7 +51,7 @@ static uint8_t to_bcd(unsigned v) { return (uint8_t)(v / 10 << 4 | v % 10); }
 static unsigned from_bcd(uint8_t v) { return (v >> 4) * 10 + (v & 0xf); }
 
 static uint64_t clock_ns(struct mb_rtc *r) { return r->clock->now(r->clock); }
-static int64_t wall(struct mb_rtc *r, uint64_t now) { return r->base + (int64_t)now; }
+static int64_t wall(const struct mb_rtc *r, uint64_t now) { return r->base + (int64_t)now; }
 
 /* ---- register encoding ------------------------------------------------- */
 
@@ -200,6 +200,24 @@ static bool irqf(const struct mb_rtc *r)
 	return r->flags & r->cmos[REG_B] & (B_PIE | B_AIE | B_UIE);
 }
 
+/* The clock time of the next edge that could raise IRQF, or 0: none. */
+static uint64_t next_edge(const struct mb_rtc *r, uint64_t now)
+{
+	int64_t next = INT64_MAX, w = wall(r, now);
+	uint8_t b = r->cmos[REG_B];
+	int64_t p = period_cycles(r);
+	if (irqf(r))
+		return 0; /* nothing more to tell until C is read */
+	if ((b & B_PIE) && p)
+		next = cyc_to_ns((floor_div(ns_to_cyc(w), p) + 1) * p);
+	if ((b & (B_UIE | B_AIE)) && !(b & B_SET)) {
+		int64_t s = (floor_div(w, NS) + 1) * NS;
+		if (s < next)
+			next = s;
+	}
+	return next == INT64_MAX ? 0 : (uint64_t)(next - r->base);
+}
+
 /* Drive the line from IRQF and arm the timer for the next edge that
  * could raise it. */
 static void update(struct mb_rtc *r, uint64_t now)
@@ -209,17 +227,7 @@ static void update(struct mb_rtc *r, uint64_t now)
 		r->line = level;
 		mb_irq_set(&r->irq, level);
 	}
-	int64_t next = INT64_MAX, w = wall(r, now);
-	uint8_t b = r->cmos[REG_B];
-	int64_t p = period_cycles(r);
-	if (!level && (b & B_PIE) && p)
-		next = cyc_to_ns((floor_div(ns_to_cyc(w), p) + 1) * p);
-	if (!level && (b & (B_UIE | B_AIE)) && !(b & B_SET)) {
-		int64_t s = (floor_div(w, NS) + 1) * NS;
-		if (s < next)
-			next = s;
-	}
-	r->clock->timer_mod(r->timer, next == INT64_MAX ? 0 : (uint64_t)(next - r->base));
+	r->clock->timer_mod(r->timer, next_edge(r, now));
 }
 
 static void on_timer(void *opaque)
@@ -405,13 +413,28 @@ void mb_rtc_free(struct mb_rtc *r)
 	free(r);
 }
 
-void mb_rtc_state(struct mb_rtc *r, struct mb_rtc_state *st)
+MB_STATE_DESC(mb_rtc_tm_state, MB_RTC_TM_STATE, MB_RTC_STATE_VERSION);
+MB_STATE_DESC(mb_rtc_state, MB_RTC_STATE, MB_RTC_STATE_VERSION);
+
+void mb_rtc_save(struct mb_rtc *r, struct mb_rtc_state *st)
 {
 	memset(st, 0, sizeof(*st));
 	pthread_mutex_lock(&r->lock);
 	uint64_t now = clock_ns(r);
+	memcpy(st->cmos, r->cmos, sizeof r->cmos);
+	st->cmos_len = sizeof r->cmos;
 	st->index = r->index;
 	st->nmi_masked = r->nmi_masked;
+	st->wall_ns = wall(r, now);
+	st->frozen.sec = r->frozen.tm_sec;
+	st->frozen.min = r->frozen.tm_min;
+	st->frozen.hour = r->frozen.tm_hour;
+	st->frozen.mday = r->frozen.tm_mday;
+	st->frozen.mon = r->frozen.tm_mon;
+	st->frozen.year = r->frozen.tm_year;
+	st->frozen.wday = r->frozen.tm_wday;
+	st->flags = r->flags;
+	st->eval_ago = now - r->eval_ns;
 	st->sec = reg_peek(r, REG_SEC, now);
 	st->min = reg_peek(r, REG_MIN, now);
 	st->hour = reg_peek(r, REG_HOUR, now);
@@ -425,11 +448,124 @@ void mb_rtc_state(struct mb_rtc *r, struct mb_rtc_state *st)
 	st->hour_alarm = r->cmos[REG_HOUR_ALARM];
 	st->a = reg_peek(r, REG_A, now);
 	st->b = r->cmos[REG_B];
+	/* C as a read would return it, without folding in (a save has no
+	 * side effects): the flags found so far plus the edges since. */
+	uint8_t flags = r->flags;
+	uint64_t eval = r->eval_ns;
 	st->c = reg_peek(r, REG_C, now);
+	r->flags = flags;
+	r->eval_ns = eval;
 	st->d = D_VRT;
 	st->irq_level = r->line;
 	struct tm tm;
 	now_tm(r, now, &tm);
 	st->unix_time = (int64_t)timegm(&tm);
+	uint64_t next = next_edge(r, now);
+	st->timer_ns = next > now ? next - now : 0;
 	pthread_mutex_unlock(&r->lock);
+}
+
+#define TIME_MAX (INT64_C(1) << 62) /* ns, any direction: no sum overflows */
+
+int mb_rtc_load(struct mb_rtc *r, const struct mb_rtc_state *st)
+{
+	if (st->cmos_len != 128)
+		return mb_seterr(-EINVAL, "cmos: %u bytes, not 128", st->cmos_len);
+	if (st->cmos[REG_A] & A_UIP)
+		return mb_seterr(-EINVAL, "cmos: [0x0a] = 0x%x sets UIP (read-only)",
+				 st->cmos[REG_A]);
+	if (st->index > 0x7f)
+		return mb_seterr(-EINVAL, "index: 0x%x is beyond 0x7f", st->index);
+	/* set_time clamps to +-7e9 s plus the phase within a second; leave
+	 * room for centuries of running after that (found by fuzz_devregs),
+	 * short of the sums in update() overflowing. */
+	if (st->wall_ns > 8000000000ll * NS || st->wall_ns < -8000000000ll * NS)
+		return mb_seterr(-EINVAL, "wall_ns: %lld is beyond +-8e18 (years "
+				 "~1716-2223)", (long long)st->wall_ns);
+	const int64_t *tmf = &st->frozen.sec;
+	static const char *const tmn[] = { "sec", "min", "hour", "mday", "mon",
+					   "year", "wday" };
+	for (int i = 0; i < 7; i++)
+		if (tmf[i] < -100000 || tmf[i] > 100000)
+			return mb_seterr(-EINVAL, "frozen.%s: %lld is not within "
+					 "+-100000", tmn[i], (long long)tmf[i]);
+	if (st->flags & ~(C_PF | C_AF | C_UF))
+		return mb_seterr(-EINVAL, "flags: 0x%x is not PF, AF, UF (0x70)",
+				 st->flags);
+	if (st->eval_ago > (uint64_t)TIME_MAX)
+		return mb_seterr(-EINVAL, "eval_ago: %llu ns is too far",
+				 (unsigned long long)st->eval_ago);
+	pthread_mutex_lock(&r->lock);
+	uint64_t now = clock_ns(r);
+	memcpy(r->cmos, st->cmos, sizeof r->cmos);
+	r->index = st->index;
+	r->nmi_masked = st->nmi_masked;
+	r->base = st->wall_ns - (int64_t)now;
+	memset(&r->frozen, 0, sizeof r->frozen);
+	r->frozen.tm_sec = (int)st->frozen.sec;
+	r->frozen.tm_min = (int)st->frozen.min;
+	r->frozen.tm_hour = (int)st->frozen.hour;
+	r->frozen.tm_mday = (int)st->frozen.mday;
+	r->frozen.tm_mon = (int)st->frozen.mon;
+	r->frozen.tm_year = (int)st->frozen.year;
+	r->frozen.tm_wday = (int)st->frozen.wday;
+	r->flags = st->flags;
+	r->eval_ns = now - st->eval_ago; /* may wrap: wall() takes it signed */
+	update(r, now);
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+/* ---- in a machine ------------------------------------------------------ */
+
+static int dev_save(void *impl, void *st)
+{
+	mb_rtc_save(impl, st);
+	return 0;
+}
+
+static int dev_load(void *impl, const void *st)
+{
+	return mb_rtc_load(impl, st);
+}
+
+static void dev_free(void *impl)
+{
+	mb_rtc_free(impl);
+}
+
+static const struct mb_device_ops rtc_dev_ops = {
+	.kind = "rtc", .state = &mb_rtc_state_desc,
+	.save = dev_save, .load = dev_load, .free = dev_free,
+};
+
+int mb_rtc_attach(struct mb_machine *m, const struct mb_rtc_attach_config *cfg,
+		  struct mb_device **out)
+{
+	static const struct mb_rtc_attach_config none;
+	if (!cfg)
+		cfg = &none;
+	struct mb_rtc_config rc_ = {
+		.clock = mb_machine_clock(m),
+		.start_ns = cfg->set_time ? cfg->time_ns : MB_RTC_HOST_TIME,
+	};
+	struct mb_rtc *r = mb_rtc_new(&rc_);
+	if (!r)
+		return mb_seterr(-ENOMEM, "rtc: out of memory");
+	struct mb_device *d;
+	int rc;
+	if ((rc = mb_device_new(m, cfg->name, "rtc", &rtc_dev_ops, r, &d)))
+		return rc;
+	/* The line before the ports and the CMOS writes (which may enable an
+	 * interrupt). */
+	if ((rc = mb_device_irq(d, cfg->irq ? (int)cfg->irq : 8, &r->irq)) ||
+	    (rc = mb_device_map(d, MB_SPACE_PIO, 0x70, 2, &mb_rtc_ops, r))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	for (unsigned i = 0; i < 128; i++)
+		if (cfg->cmos_given[i])
+			mb_rtc_set_cmos(r, i, cfg->cmos[i]);
+	*out = d;
+	return 0;
 }

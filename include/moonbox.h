@@ -497,5 +497,11 @@ int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 
 #include "moonbox/device.h"
 #include "moonbox/uart16550.h"
+#include "moonbox/pic8259.h"
+#include "moonbox/pit8254.h"
+#include "moonbox/rtc.h"
+#include "moonbox/i8042.h"
+#include "moonbox/port80.h"
+#include "moonbox/debug_exit.h"
 
 #endif

@@ -11,12 +11,11 @@
 static int dev_index(lua_State *L);
 static int dev_gc(lua_State *L);
 static int dev_tostring(lua_State *L);
-static int dev_state(lua_State *L);
 static int dev_set_state(lua_State *L);
 static int dev_info(lua_State *L);
 
 static const luaL_Reg common[] = {
-	{ "state", dev_state }, { "set_state", dev_set_state },
+	{ "state", mbl_dev_state }, { "set_state", dev_set_state },
 	{ "info", dev_info },   { NULL, NULL },
 };
 
@@ -207,7 +206,7 @@ static int dev_info(lua_State *L)
 	return 1;
 }
 
-static int dev_state(lua_State *L)
+int mbl_dev_state(lua_State *L)
 {
 	struct mb_device *dev = mbl_checkdevice(L, 1);
 	const struct mb_state_desc *desc = mb_device_state_desc(dev);
@@ -219,6 +218,16 @@ static int dev_state(lua_State *L)
 	if (mb_device_save(dev, st))
 		return mbl_fail(L, "state");
 	mbl_push_state(L, desc, st);
+	return 1;
+}
+
+int mbl_kernel_state(lua_State *L)
+{
+	if (mb_device_state_desc(mbl_checkdevice(L, 1)))
+		return mbl_dev_state(L);
+	lua_createtable(L, 0, 1);
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "kernel");
 	return 1;
 }
 

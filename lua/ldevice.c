@@ -1,10 +1,8 @@
-/* mb.device (a device whose registers are Lua functions) and
- * mb.debug_exit. */
+/* mb.device (a device whose registers are Lua functions). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "lua/lmoonbox.h"
-#include "devices/debug_exit.h"
 
 /* ---- mb.device: registers in Lua ---------------------------------------- */
 
@@ -145,39 +143,8 @@ static int l_device(lua_State *L)
 	return 1;
 }
 
-/* ---- mb.debug_exit ------------------------------------------------------ */
-
-static int dbg_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
-{
-	uint64_t port = mbl_optsize(L, 3, "port", 0xf4);
-	unsigned size = (unsigned)mbl_optint(L, 3, "size", 4);
-	if (mb_debug_exit_create(mm->m, port, size, (struct mb_debug_exit **)&d->impl))
-		return mbl_fail(L, "debug_exit");
-	return 0;
-}
-
-static const char *const dbg_keys[] = { "port", "size", NULL };
-static const struct mbl_class dbg_class = { "debug_exit", dbg_keys, dbg_attach,
-					    NULL, NULL, 0, NULL };
-
-static int l_debug_exit(lua_State *L)
-{
-	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, "debug_exit", dbg_keys);
-	uint64_t port = mbl_optsize(L, 1, "port", 0xf4);
-	lua_Integer size = mbl_optint(L, 1, "size", 4);
-	if (port > 0xffff)
-		return luaL_error(L, "port: 0x%I is beyond 0xffff", (lua_Integer)port);
-	if (size != 1 && size != 2 && size != 4)
-		return luaL_error(L, "size: %d is not 1, 2 or 4", (int)size);
-	mbl_dev_new(L, &dbg_class);
-	return 1;
-}
-
 void mbl_open_devices(lua_State *L)
 {
 	lua_pushcfunction(L, l_device);
 	lua_setfield(L, -2, "device");
-	lua_pushcfunction(L, l_debug_exit);
-	lua_setfield(L, -2, "debug_exit");
 }

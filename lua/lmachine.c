@@ -516,7 +516,12 @@ int luaopen_moonbox(lua_State *L)
 	lua_setfield(L, -2, "version");
 	mbl_open_dev(L);
 	mbl_open_devices(L);
-	mbl_open_legacy(L);
+	mbl_open_pic(L);
+	mbl_open_pit(L);
+	mbl_open_rtc(L);
+	mbl_open_i8042(L);
+	mbl_open_port80(L);
+	mbl_open_debug_exit(L);
 	mbl_open_uart(L);
 	mbl_open_boot(L);
 	mbl_open_virtio(L);

@@ -67,6 +67,11 @@ struct mb_device *mbl_checkdevice(lua_State *L, int idx);
  * onto st (errors name the field: "set_state: channels[2].mode: ..."). */
 void mbl_push_state(lua_State *L, const struct mb_state_desc *d, const void *st);
 void mbl_to_state(lua_State *L, int idx, const struct mb_state_desc *d, void *st);
+/* The generic dev:state() (a class's own state function may call it). */
+int mbl_dev_state(lua_State *L);
+/* dev:state() of a device KVM models (kernel PIC or PIT): { kernel = true }
+ * when the device has no state in moonbox, else the generic one. */
+int mbl_kernel_state(lua_State *L);
 void mbl_open_dev(lua_State *L);
 struct mbl_dev *mbl_checkdev(lua_State *L, int idx);
 struct mbl_machine *mbl_checkmachine(lua_State *L, int idx);
@@ -76,7 +81,12 @@ int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
 
 /* Each device binding file provides its constructors through this list. */
 void mbl_open_devices(lua_State *L);
-void mbl_open_legacy(lua_State *L);
+void mbl_open_pic(lua_State *L);
+void mbl_open_pit(lua_State *L);
+void mbl_open_rtc(lua_State *L);
+void mbl_open_i8042(lua_State *L);
+void mbl_open_port80(lua_State *L);
+void mbl_open_debug_exit(lua_State *L);
 void mbl_open_uart(lua_State *L);
 void mbl_open_boot(lua_State *L);
 void mbl_open_virtio(lua_State *L);

@@ -43,6 +43,9 @@ static void push_fields(lua_State *L, const struct mb_state_desc *d,
 			lua_pushlstring(L, (const char *)p, len < f->n ? len : f->n);
 			break;
 		}
+		case MB_FT_SUB:
+			push_fields(L, f->sub, p);
+			break;
 		case MB_FT_ARRAY:
 			lua_createtable(L, (int)f->n, 0);
 			for (size_t j = 0; j < f->n; j++) {
@@ -95,6 +98,12 @@ static void load_field(lua_State *L, const struct mb_field *f, uint8_t *st,
 		*(uint32_t *)(st + f->aux) = (uint32_t)len;
 		return;
 	}
+	case MB_FT_SUB:
+		if (t != LUA_TTABLE)
+			luaL_error(L, "set_state: %s: expected a table, got %s", path,
+				   luaL_typename(L, -1));
+		load_fields(L, lua_gettop(L), f->sub, p, path);
+		return;
 	case MB_FT_ARRAY: {
 		if (t != LUA_TTABLE)
 			luaL_error(L, "set_state: %s: expected a list of %d tables, got %s",

@@ -20,7 +20,8 @@
  * Field kinds: u8 u16 u32 u64 i64 bool (settable); ro_u8 ... ro_bool
  * (read-only: counters and values derived from the rest; set_state ignores
  * them); bytes NAME CAP (a byte string of at most CAP bytes, its length in
- * NAME_len); arr NAME COUNT TYPE (COUNT nested TYPE states).
+ * NAME_len); arr NAME COUNT TYPE (COUNT nested TYPE states, a list in Lua);
+ * sub NAME TYPE (one nested TYPE state, a table in Lua: the PIC's master).
  * Times are stored relative to now (nanoseconds remaining), never as host
  * clock values, so a state loads into a machine started at another time.
  */
@@ -32,7 +33,7 @@
 
 enum mb_ftype {
 	MB_FT_U8, MB_FT_U16, MB_FT_U32, MB_FT_U64, MB_FT_I64, MB_FT_BOOL,
-	MB_FT_BYTES, MB_FT_ARRAY,
+	MB_FT_BYTES, MB_FT_ARRAY, MB_FT_SUB,
 };
 
 enum { MB_FF_RO = 1 }; /* read-only: reported, never loaded */
@@ -45,7 +46,7 @@ struct mb_field {
 	size_t off;
 	size_t n;   /* BYTES: capacity; ARRAY: element count */
 	size_t aux; /* BYTES: offset of the uint32_t length; ARRAY: element size */
-	const struct mb_state_desc *sub; /* ARRAY: the element's description */
+	const struct mb_state_desc *sub; /* ARRAY, SUB: the nested description */
 };
 
 struct mb_state_desc {
@@ -79,6 +80,7 @@ const struct mb_field *mb_state_field(const struct mb_state_desc *d,
 #define MB_ST_M_ro_bool(n) _Bool n;
 #define MB_ST_M_bytes(n, cap) uint8_t n[cap]; uint32_t n##_len;
 #define MB_ST_M_arr(n, cnt, T) struct T n[cnt];
+#define MB_ST_M_sub(n, T) struct T n;
 
 #define MB_ST_SCALAR(S, n, ty, fl) { #n, ty, fl, offsetof(S, n), 1, 0, NULL },
 #define MB_ST_FIELD(S, t, ...) MB_ST_F_##t(S, __VA_ARGS__)
@@ -98,6 +100,8 @@ const struct mb_field *mb_state_field(const struct mb_state_desc *d,
 	{ #n, MB_FT_BYTES, 0, offsetof(S, n), cap, offsetof(S, n##_len), NULL },
 #define MB_ST_F_arr(S, n, cnt, T) \
 	{ #n, MB_FT_ARRAY, 0, offsetof(S, n), cnt, sizeof(struct T), &T##_desc },
+#define MB_ST_F_sub(S, n, T) \
+	{ #n, MB_FT_SUB, 0, offsetof(S, n), 1, sizeof(struct T), &T##_desc },
 
 /* The struct: `struct T { fields }`. */
 #define MB_STATE_STRUCT(T, LIST) \

@@ -191,4 +191,83 @@ T.case("port80 without an i8042: 0xfe to port 0x64 is dropped, the guest goes on
   T.eq(post:state().last_write, 0x5a, "last POST code")
 end)
 
+-- ---- names, inventory and state ---------------------------------------------------
+
+for _, chip in ipairs { "user", "kernel" } do
+  T.case("legacy devices: default names, m:device, info (irqchip " .. chip .. ")", function()
+    local m = mb.machine { memory = "16M", irqchip = chip, pit = chip }
+    keep[#keep + 1] = m
+    local pic = m:add(mb.pic8259 {})
+    local pit = m:add(mb.pit8254 {})
+    local rtc = m:add(mb.rtc { time = 1700000000 })
+    local kbc = m:add(mb.i8042 {})
+    local post = m:add(mb.port80 {})
+    local sink = m:add(mb.port80 { pio = { base = 0x92, size = 1 } })
+    local dx = m:add(mb.debug_exit {})
+    for name, d in pairs { pic = pic, pit = pit, rtc = rtc, i8042 = kbc, port80 = post,
+                           ["port80#2"] = sink, debug_exit = dx } do
+      T.eq(d.name, name, "default name")
+      T.ok(m:device(name) == d, "m:device(" .. name .. ")")
+    end
+    T.eq(#m:devices(), 7, "devices")
+    if chip == "kernel" then
+      T.eq(pic:state().kernel, true, "kernel PIC state")
+      T.eq(pit:state().kernel, true, "kernel PIT state")
+      T.eq(#pic:info().ranges, 0, "kernel PIC: no ranges")
+    else
+      T.eq(#pic:info().ranges, 3, "PIC ranges")
+      T.eq(pit:info().irq, 0, "PIT line")
+      T.eq(pit:state().channels[1].rw, 3, "PIT after reset")
+    end
+    T.eq(rtc:info().irq, 8, "RTC line")
+    T.eq(rtc:state().unix_time // 10, 170000000, "RTC time")
+    T.raises(function() m:add(mb.rtc { name = "rtc-b", irq = 9 }) end, "overlaps rtc")
+    T.eq(m:device("rtc-b"), nil, "a failed add leaves nothing")
+    T.eq(#m:devices(), 7, "devices after the failed add")
+    T.raises(function() m:add(mb.i8042 { name = "rtc" }) end, "already a device")
+    local m2 = mb.machine { memory = "16M", irqchip = chip }
+    keep[#keep + 1] = m2
+    local named = m2:add(mb.rtc { name = "clock" })
+    T.ok(m2:device("clock") == named, "a given name")
+  end)
+end
+
+T.case("legacy devices: set_state round trips, errors name the field", function()
+  local m = mb.machine { memory = "16M", irqchip = "user", pit = "user" }
+  keep[#keep + 1] = m
+  local pic = m:add(mb.pic8259 {})
+  local pit = m:add(mb.pit8254 {})
+  local rtc = m:add(mb.rtc { cmos = { [0x40] = 0x12 } })
+  local kbc = m:add(mb.i8042 {})
+  local post = m:add(mb.port80 { fill = 0 })
+  for _, d in ipairs { pic, pit, rtc, kbc, post } do
+    d:set_state(d:state())
+  end
+  pic:set_state { master = { imr = 0xfb, vector_base = 0x20 } }
+  T.eq(pic:state().master.imr, 0xfb, "PIC imr after set_state")
+  T.eq(pic:state().master.vector_base, 0x20, "PIC vector_base")
+  T.raises(function() pic:set_state { master = { init_step = 1 } } end, "master.init_step")
+  T.raises(function() pic:set_state { slave = { nope = 1 } } end, "slave.nope")
+  T.eq(pic:state().master.imr, 0xfb, "unchanged after an error")
+  T.raises(function() pit:set_state { channels = { { mode = 7 } } } end, "channels[1].mode")
+  T.raises(function() pit:set_state { channels = { [4] = {} } } end, "channels")
+  pit:set_state { channels = { [3] = { gate = true } }, port61_bits = 1 }
+  T.eq(pit:state().channels[3].gate, true, "PIT gate after set_state")
+  T.eq(pit:state().port61 & 1, 1, "port 0x61 bit 0")
+  local s = rtc:state()
+  T.eq(s.cmos:byte(0x41), 0x12, "cmos option")
+  T.eq(rtc:cmos(0x40), 0x12, "rtc:cmos")
+  T.raises(function() rtc:set_state { flags = 0x80 } end, "flags")
+  T.raises(function() rtc:set_state { cmos = "short" } end, "cmos")
+  rtc:set_state { wall_ns = 946684799 * 1000000000 }
+  T.eq(rtc:state().unix_time, 946684799, "RTC time after set_state")
+  T.raises(function() kbc:set_state { pending = 0x55 } end, "pending")
+  kbc:set_state { obf = true, out = 0x42 }
+  T.eq(kbc:state().status & 1, 1, "i8042 OBF after set_state")
+  post:set_state { last_write = 0x99 }
+  T.eq(post:state().last_write, 0x99, "port80 after set_state")
+  T.eq(post:state().fill, 0, "fill option")
+  T.raises(function() post:set_state { version = 99 } end, "version")
+end)
+
 T.done()

@@ -12,17 +12,17 @@
 #include <unistd.h>
 
 #include "moonbox.h"
-#include "devices/debug_exit.h"
+#include "moonbox/debug_exit.h"
 
 static struct mb_machine *m;
 
 static int setup(void **state)
 {
 	struct mb_machine_config cfg = { .cpus = 1 };
-	struct mb_debug_exit *dx;
+	struct mb_device *dx;
 	assert_int_equal(mb_machine_create(&cfg, &m), 0);
 	assert_int_equal(mb_machine_add_memory(m, 0, 16 << 20, NULL, false, "ram"), 0);
-	assert_int_equal(mb_debug_exit_create(m, 0xf4, 4, &dx), 0);
+	assert_int_equal(mb_debug_exit_attach(m, NULL, &dx), 0);
 	assert_int_equal(mb_boot_flat(m, "build/guests/spin.bin", 0x100000, 0x100000,
 				      MB_MODE_PROTECTED), 0);
 	return 0;

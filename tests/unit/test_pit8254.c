@@ -3,9 +3,11 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <errno.h>
+#include <string.h>
 #include <cmocka.h>
 
-#include "devices/pit8254.h"
+#include "moonbox/pit8254.h"
 #include "fake_clock.h"
 
 #define NS 1000000000ull
@@ -69,7 +71,7 @@ static bool out_pin(unsigned ch)
 {
 	struct mb_pit_state st;
 	mb_pit_state(pit, &st);
-	return st.ch[ch].out;
+	return st.channels[ch].out;
 }
 
 static int setup(void **state)
@@ -426,8 +428,8 @@ static void test_port61(void **state)
 	assert_int_not_equal(a, b);
 	struct mb_pit_state st;
 	mb_pit_state(pit, &st);
-	assert_int_equal(st.ch[2].gate, 1);
-	assert_int_equal(st.ch[0].gate, 1);
+	assert_int_equal(st.channels[2].gate, 1);
+	assert_int_equal(st.channels[0].gate, 1);
 }
 
 /* Re-injection: ticks the guest has not acknowledged wait in a backlog
@@ -591,6 +593,105 @@ static void test_backlog_max_one_pause(void **state)
 	assert_int_equal(irq0.raises, BACKLOG_MAX);
 }
 
+/* Both PITs read the same port: the global `pit` points at each in turn. */
+static uint8_t in_of(struct mb_pit *p, unsigned port)
+{
+	struct mb_pit *keep = pit;
+	pit = p;
+	uint8_t v = in(port);
+	pit = keep;
+	return v;
+}
+
+/* Save in the middle of activity (channel 0 counting in mode 2 with a
+ * half-read latch, channel 1 between the bytes of a count, channel 2
+ * counting in mode 0), load into a fresh PIT: the same state, and the same
+ * behaviour afterwards, also in a PIT whose clock stands at 0. */
+static void test_state_round_trip(void **state)
+{
+	at(T0 + 10);
+	out(0x43, 0x34); /* ch0, LSB/MSB, mode 2 */
+	write16(0x40, 1000);
+	out(0x43, 0xb0); /* ch2, LSB/MSB, mode 0 */
+	write16(0x42, 50000);
+	out(0x61, 0x01); /* gate 2 high */
+	out(0x43, 0x70); /* ch1, LSB/MSB, mode 0: only the LSB written */
+	out(0x41, 0x12);
+	at(T0 + 2500);
+	out(0x43, 0x00); /* latch ch0 */
+	uint8_t lsb = in(0x40);
+	at(T0 + 2600);
+	struct mb_pit_state a, b;
+	mb_pit_save(pit, &a);
+	assert_int_equal(a.channels[0].mode, 2);
+	assert_true(a.channels[0].count_latched);
+
+	struct fake_irq irq2 = { 0 };
+	struct mb_pit_config cfg = { &fc->clock, fake_irq_line(&irq2) };
+	struct mb_pit *p2 = mb_pit_new(&cfg);
+	assert_non_null(p2);
+	assert_int_equal(mb_pit_load(p2, &a), 0);
+	mb_pit_save(p2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+
+	struct fake_clock *fc0 = fake_clock_new(0);
+	struct fake_irq irq3 = { 0 };
+	struct mb_pit_config cfg0 = { &fc0->clock, fake_irq_line(&irq3) };
+	struct mb_pit *p3 = mb_pit_new(&cfg0);
+	assert_int_equal(mb_pit_load(p3, &a), 0);
+	mb_pit_save(p3, &b);
+	/* Another grid phase: ns round differently; port 0x61's refresh
+	 * toggle follows the host clock. */
+	assert_true(b.timer_ns + 1 >= a.timer_ns && b.timer_ns <= a.timer_ns + 1);
+	b.timer_ns = a.timer_ns;
+	b.port61 = (uint8_t)((b.port61 & ~0x10) | (a.port61 & 0x10));
+	assert_memory_equal(&a, &b, sizeof a);
+
+	/* The latch's MSB, then the counts after 7777 more ticks. */
+	uint8_t msb = in(0x40);
+	assert_int_equal(in_of(p2, 0x40), msb);
+	assert_int_equal(in_of(p3, 0x40), msb);
+	assert_int_equal(lsb | msb << 8, 1000 - (2500 - 11) % 1000);
+	unsigned r0 = irq0.raises, r2 = irq2.raises, r3 = irq3.raises;
+	at(T0 + 2600 + 7777);
+	fake_clock_advance(fc0, tick_ns(7777));
+	mb_pit_save(pit, &a);
+	mb_pit_save(p2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	mb_pit_save(p3, &b);
+	assert_int_equal(a.channels[0].count, b.channels[0].count);
+	assert_int_equal(a.channels[2].count, b.channels[2].count);
+	assert_int_equal(a.irq_edges, b.irq_edges);
+	assert_int_equal(irq0.raises - r0, irq2.raises - r2);
+	assert_int_equal(irq0.raises - r0, irq3.raises - r3);
+	assert_true(irq0.raises - r0 >= 7);
+	for (unsigned ch = 0; ch < 3; ch++) {
+		out(0x43, (uint8_t)(0xc0 | 2u << ch)); /* read-back: count and status */
+		struct mb_pit *keep = pit;
+		pit = p2;
+		out(0x43, (uint8_t)(0xc0 | 2u << ch));
+		pit = keep;
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(in(0x40 + ch), in_of(p2, 0x40 + ch));
+	}
+
+	/* A bad field is named, and nothing changes. */
+	mb_pit_save(p2, &a);
+	b = a;
+	b.channels[1].mode = 7;
+	assert_int_equal(mb_pit_load(p2, &b), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "channels[2].mode"));
+	b = a;
+	b.channels[0].reload = 0;
+	assert_int_equal(mb_pit_load(p2, &b), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "channels[1].reload"));
+	mb_pit_save(p2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	mb_pit_free(p3);
+	fake_clock_free(fc0);
+	mb_pit_free(p2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -617,6 +718,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_bcd, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_drift, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_port61, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_round_trip, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

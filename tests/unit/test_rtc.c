@@ -4,9 +4,11 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
+#include <errno.h>
+#include <string.h>
 #include <cmocka.h>
 
-#include "devices/rtc.h"
+#include "moonbox/rtc.h"
 #include "fake_clock.h"
 
 #define NS 1000000000ull
@@ -243,6 +245,72 @@ static void test_cmos_and_nmi(void **state)
 	assert_int_equal(p, 0xff);
 }
 
+/* The periodic interrupt armed at 1024 Hz and an alarm set: the state
+ * loads into an RTC made at another time on another clock, saves the same,
+ * and both raise the same interrupts and read the same time afterwards. */
+static void test_state_round_trip(void **state)
+{
+	wr(0x0a, 0x26);        /* 1024 Hz */
+	wr(0x01, 0x05);        /* alarm at xx:xx:05 */
+	wr(0x03, 0xc0);
+	wr(0x05, 0xc0);
+	wr(0x0b, 0x62);        /* PIE | AIE | 24h */
+	wr(0x40, 0xa5);        /* plain CMOS RAM */
+	fake_clock_advance(fc, 3 * MS);
+	assert_true(irq8.level);
+	rd(0x0c);              /* acknowledge: armed for the next period */
+	assert_false(irq8.level);
+	fake_clock_advance(fc, MS / 3);
+	uint8_t idx = 0x8b;    /* NMI masked, index B */
+	mb_rtc_ops.write(rtc, 0, &idx, 1);
+	struct mb_rtc_state a, b;
+	mb_rtc_save(rtc, &a);
+	assert_true(a.timer_ns > 0 && a.timer_ns < MS);
+
+	struct fake_clock *fc2 = fake_clock_new(5 * NS);
+	struct fake_irq irq2 = { 0 };
+	struct mb_rtc_config cfg = { &fc2->clock, fake_irq_line(&irq2), 0 };
+	struct mb_rtc *r2 = mb_rtc_new(&cfg);
+	assert_int_equal(mb_rtc_load(r2, &a), 0);
+	mb_rtc_save(r2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+
+	for (int i = 0; i < 20; i++) {
+		fake_clock_advance(fc, MS / 2);
+		fake_clock_advance(fc2, MS / 2);
+		assert_int_equal(irq8.level, irq2.level);
+		if (irq8.level) {
+			struct mb_rtc *keep = rtc;
+			uint8_t c1 = rd(0x0c);
+			rtc = r2;
+			uint8_t c2 = rd(0x0c);
+			rtc = keep;
+			assert_int_equal(c1, c2);
+		}
+	}
+	assert_true(irq8.raises >= 10);
+	assert_int_equal(irq8.raises - 1, irq2.raises);
+	fake_clock_advance(fc, 7 * NS);
+	fake_clock_advance(fc2, 7 * NS);
+	mb_rtc_save(rtc, &a);
+	mb_rtc_save(r2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	assert_int_equal(a.c & 0x20, 0x20); /* the alarm passed on both */
+
+	b = a;
+	b.flags = 0x80;
+	assert_int_equal(mb_rtc_load(r2, &b), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "flags"));
+	b = a;
+	b.cmos_len = 12;
+	assert_int_equal(mb_rtc_load(r2, &b), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "cmos"));
+	mb_rtc_save(r2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	mb_rtc_free(r2);
+	fake_clock_free(fc2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -254,6 +322,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_update_interrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alarm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cmos_and_nmi, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_round_trip, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
