@@ -49,7 +49,7 @@ struct mb_virtio_blk {
 	pthread_t th[MAX_WORKERS];
 
 	struct {
-		_Atomic uint64_t reads, writes, flushes, discards, get_ids;
+		_Atomic uint64_t reads, writes, flushes, discards, get_ids, syncs;
 		_Atomic uint64_t bytes_read, bytes_written, ioerr, unsupp;
 	} st;
 	uint64_t max_inflight;
@@ -171,6 +171,7 @@ uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		atomic_fetch_add(&b->st.flushes, 1);
+		atomic_fetch_add(&b->st.syncs, 1);
 		status = fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
@@ -401,6 +402,7 @@ void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st
 	st->flushes = b->st.flushes;
 	st->discards = b->st.discards;
 	st->get_ids = b->st.get_ids;
+	st->syncs = b->st.syncs;
 	st->bytes_read = b->st.bytes_read;
 	st->bytes_written = b->st.bytes_written;
 	st->ioerr = b->st.ioerr;

@@ -39,6 +39,7 @@ struct mb_virtio_blk_config {
 
 struct mb_virtio_blk_stats {
 	uint64_t reads, writes, flushes, discards, get_ids;
+	uint64_t syncs; /* fdatasync calls made for FLUSH requests */
 	uint64_t bytes_read, bytes_written;
 	uint64_t ioerr, unsupp, max_inflight;
 };

@@ -1,7 +1,9 @@
 /* virtio-blk behind the virtio-mmio transport, driven the way a driver
  * does (registers, rings in a fake guest memory) against a temporary image:
  * request parsing (bad header, bad sector, read-only, unknown type), data
- * paths, the status state machine, DEVICE_NEEDS_RESET and interrupts. */
+ * paths, durability (every FLUSH reaches fdatasync), the status state
+ * machine, DEVICE_NEEDS_RESET and interrupts. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -11,11 +13,46 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "devices/virtio/blk.h"
+
+/* ---- the device's calls into the file system ---------------------------------
+ * The page cache hides a FLUSH that never syncs and a write that should
+ * not have been made, so the test stands between blk.c and libc: these
+ * definitions win over libc's for the whole program (libmoonbox.a is linked
+ * in statically), count each call, may fail fdatasync, then call libc's. */
+static struct {
+	_Atomic unsigned syncs, pwritevs, fallocates;
+	int sync_errno;            /* fdatasync fails with this (0: it works) */
+} io;
+
+#define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+int fdatasync(int fd)
+{
+	io.syncs++;
+	if (io.sync_errno) {
+		errno = io.sync_errno;
+		return -1;
+	}
+	return REAL(fdatasync)(fd);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	io.pwritevs++;
+	return REAL(pwritev)(fd, iov, n, off);
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+	io.fallocates++;
+	return REAL(fallocate)(fd, mode, off, len);
+}
 
 #define RAM (1u << 20)
 #define DESC 0x1000u
@@ -88,6 +125,7 @@ static int setup(void **state)
 	f.mem = mb_mem_new();
 	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram"))
 		return -1;
+	memset(&io, 0, sizeof io);
 	strcpy(f.path, "/tmp/mb-blk-XXXXXX");
 	f.fd = mkstemp(f.path);
 	uint8_t sec[512];
@@ -371,22 +409,78 @@ static void test_discard(void **state)
 
 static void test_readonly(void **state)
 {
-	struct fx *f = *state;
+	struct fx *f = *state; /* the image file is writable: the device refuses */
+	assert_int_equal(access(f->path, W_OK), 0);
 	unmake(f);
 	assert_int_equal(make(f, true, 0), 0);
 	wr(f, 0x14, 0);
 	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_RO);
+	assert_false(rd(f, 0x10) & 1u << VIRTIO_BLK_F_DISCARD);
 	driver_init(f, vfeat());
 	memset(gp(f, DATA), 0xcd, 512);
 	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 1, 512, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
-	uint8_t b;
-	assert_int_equal(pread(f->fd, &b, 1, 512), 1);
-	assert_int_equal(b, 1); /* unchanged */
+	struct { uint64_t sector; uint32_t num, flags; } seg = { 0, 8, 0 };
+	memcpy(gp(f, DATA), &seg, 16);
 	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	/* refused before the file was touched: no write, no hole punched */
+	assert_int_equal(io.pwritevs, 0);
+	assert_int_equal(io.fallocates, 0);
+	uint8_t b[512];
+	for (unsigned s = 0; s < 8; s++) {
+		assert_int_equal(pread(f->fd, b, 512, s * 512), 512);
+		assert_int_equal(b[0], s); /* unchanged */
+		assert_int_equal(b[511], s);
+	}
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 1, 512, true), 513);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.writes, 0);
+	assert_int_equal(st.discards, 0);
+	assert_int_equal(st.ioerr, 2);
+}
+
+/* Durability, sec. 5.2.6.2: a FLUSH makes the completed writes durable.
+ * Each one is one fdatasync, and its status is that call's. */
+static void test_flush_syncs(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0x77, 512);
+	for (unsigned i = 1; i <= 3; i++) {
+		assert_int_equal(request(f, VIRTIO_BLK_T_OUT, i, 512, false), 1);
+		assert_int_equal(io.syncs, i - 1); /* a write alone does not sync */
+		assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+		assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+		assert_int_equal(io.syncs, i);
+	}
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.flushes, 3);
+	assert_int_equal(st.syncs, 3);
+	assert_int_equal(st.ioerr, 0);
+}
+
+static void test_flush_sync_fails(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0x77, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 4, 512, false), 1);
+	io.sync_errno = EIO;
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(io.syncs, 1);
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.flushes, 1);
+	assert_int_equal(st.ioerr, 1);
+	/* reads and writes go on */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 4, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(*(uint8_t *)gp(f, DATA), 0x77);
 }
 
 static void test_malformed_needs_reset(void **state)
@@ -505,7 +599,9 @@ int main(void)
 		T(test_driver_ok_needs_features_ok), T(test_read), T(test_write),
 		T(test_bad_sector), T(test_unknown_type), T(test_get_id),
 		T(test_bad_header), T(test_split_header), T(test_no_status_byte),
-		T(test_discard), T(test_readonly), T(test_malformed_needs_reset),
+		T(test_discard), T(test_readonly), T(test_flush_syncs),
+		T(test_flush_sync_fails),
+		T(test_malformed_needs_reset),
 		T(test_notify_before_setup), T(test_bad_queue_setup),
 		T(test_event_idx_suppression), T(test_workers_in_flight),
 		T(test_open_error_names_file),
