@@ -51,6 +51,7 @@ struct mb_virtio_blk {
 	struct req *head, *tail, *free;
 	struct req *oldest, *newest; /* popped and not yet completed */
 	unsigned inflight;
+	_Atomic bool sync_failed;
 	bool quit;
 	unsigned nthreads;
 	pthread_t th[MAX_WORKERS];
@@ -131,11 +132,19 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 	return VIRTIO_BLK_S_OK;
 }
 
+/* FLUSH: fdatasync. Once one has failed, Linux may have dropped the dirty
+ * pages and reports the error to that one call only (a later fdatasync
+ * succeeds): every later FLUSH fails, as QEMU's file-posix does. */
 static uint8_t flush(struct mb_virtio_blk *b)
 {
 	atomic_fetch_add(&b->st.flushes, 1);
+	if (atomic_load(&b->sync_failed))
+		return VIRTIO_BLK_S_IOERR;
 	atomic_fetch_add(&b->st.syncs, 1);
-	return fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+	if (fdatasync(b->fd) == 0)
+		return VIRTIO_BLK_S_OK;
+	atomic_store(&b->sync_failed, true);
+	return VIRTIO_BLK_S_IOERR;
 }
 
 static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
