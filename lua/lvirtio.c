@@ -98,7 +98,8 @@ static void dev_stats(lua_State *L, struct vdev *v, uint64_t *requests,
 		if (!L)
 			return;
 		SETI("reads", s.reads); SETI("writes", s.writes);
-		SETI("flushes", s.flushes); SETI("discards", s.discards);
+		SETI("flushes", s.flushes); SETI("syncs", s.syncs);
+		SETI("discards", s.discards);
 		SETI("get_ids", s.get_ids); SETI("bytes_read", s.bytes_read);
 		SETI("bytes_written", s.bytes_written); SETI("ioerr", s.ioerr);
 		SETI("unsupp", s.unsupp); SETI("max_inflight", s.max_inflight);

@@ -2,7 +2,8 @@
  * virtio-blk (virtio spec v1.2, sec. 5.2) over a host file: read, write,
  * flush (fdatasync), get-id, discard (FALLOC_FL_PUNCH_HOLE). Data moves
  * with preadv/pwritev straight between the file and guest buffers; with
- * threads > 0, requests run on that many workers, several in flight.
+ * threads > 0, requests run on that many workers, several in flight, and
+ * a flush waits for the requests popped before it.
  */
 #ifndef DEVICES_VIRTIO_BLK_H
 #define DEVICES_VIRTIO_BLK_H
@@ -39,6 +40,7 @@ struct mb_virtio_blk_config {
 
 struct mb_virtio_blk_stats {
 	uint64_t reads, writes, flushes, discards, get_ids;
+	uint64_t syncs; /* fdatasync calls made for FLUSH requests */
 	uint64_t bytes_read, bytes_written;
 	uint64_t ioerr, unsupp, max_inflight;
 };
