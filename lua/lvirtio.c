@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include "lua/lvirtio.h"
-#include "devices/virtio/blk.h"
-#include "devices/virtio/rng.h"
+#include "moonbox/virtio_blk.h"
+#include "moonbox/virtio_rng.h"
 
 #define BLK_THREADS 2 /* requests in flight at once; this host has 2 cores */
 

@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include "lua/lvirtio.h"
-#include "devices/virtio/console.h"
-#include "devices/virtio/net.h"
+#include "moonbox/virtio_console.h"
+#include "moonbox/virtio_net.h"
 #define NETEND "moonbox.netend"
 
 enum kind { CONSOLE, NET };

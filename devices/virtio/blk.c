@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "devices/virtio/blk.h"
+#include "moonbox/virtio_blk.h"
 
 #define SECTOR 512u
 /* blk_size becomes the guest's logical block size (Linux virtio_blk):

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/virtio/console.h"
+#include "moonbox/virtio_console.h"
 
 enum { RXQ = 0, TXQ = 1 };
 

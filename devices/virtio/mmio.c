@@ -12,7 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
 
 /* Register offsets, sec. 4.2.2 table "MMIO Device Register Layout". */
 enum {

@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/virtio/net.h"
+#include "moonbox/virtio_net.h"
 
 enum { RXQ = 0, TXQ = 1 };
 

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <sys/random.h>
 
-#include "devices/virtio/rng.h"
+#include "moonbox/virtio_rng.h"
 
 #define MAX_FILL (64u << 10) /* per request: a guest asks for a few bytes */
 

@@ -18,7 +18,7 @@
 
 #include <cmocka.h>
 
-#include "devices/virtio/blk.h"
+#include "moonbox/virtio_blk.h"
 
 /* ---- the device's calls into the file system ---------------------------------
  * The page cache hides a FLUSH that never syncs and a write that should

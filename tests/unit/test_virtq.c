@@ -10,7 +10,7 @@
 
 #include <cmocka.h>
 
-#include "devices/virtio/queue.h"
+#include "moonbox/virtio_queue.h"
 
 #define RAM (1u << 20)
 #define ROM 0x100000u /* 64K read-only region right after RAM */

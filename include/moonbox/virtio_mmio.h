@@ -48,10 +48,10 @@
  * base + 0x50, datamatch) the vCPU never exits to userspace for a kick;
  * without it, the QueueNotify write handler signals the same eventfd.
  */
-#ifndef DEVICES_VIRTIO_MMIO_H
-#define DEVICES_VIRTIO_MMIO_H
+#ifndef MOONBOX_VIRTIO_MMIO_H
+#define MOONBOX_VIRTIO_MMIO_H
 
-#include "devices/virtio/queue.h"
+#include "moonbox/virtio_queue.h"
 #include "moonbox.h"
 
 #define MB_VIRTIO_MAX_QUEUES 8

@@ -15,8 +15,8 @@
  * Threads: pop/arm from one thread at a time (the transport serialises
  * notify handling); push/need_irq may come from any thread (their own lock).
  */
-#ifndef DEVICES_VIRTIO_QUEUE_H
-#define DEVICES_VIRTIO_QUEUE_H
+#ifndef MOONBOX_VIRTIO_QUEUE_H
+#define MOONBOX_VIRTIO_QUEUE_H
 
 #include <pthread.h>
 #include <stdbool.h>

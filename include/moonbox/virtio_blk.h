@@ -5,10 +5,13 @@
  * threads > 0, requests run on that many workers, several in flight, and
  * a flush waits for the requests popped before it.
  */
-#ifndef DEVICES_VIRTIO_BLK_H
-#define DEVICES_VIRTIO_BLK_H
+#ifndef MOONBOX_VIRTIO_BLK_H
+#define MOONBOX_VIRTIO_BLK_H
 
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
+
+struct mb_virtio; /* moonbox.h may include this before virtio_mmio.h ends */
+struct mb_vq_chain;
 
 /* Request types and status (sec. 5.2.6). */
 #define VIRTIO_BLK_T_IN 0

@@ -3,11 +3,14 @@
  * a MAC address and link status, no offloads, no control queue. Frames go
  * to and come from a network backend (netbackend.h), which the device owns.
  */
-#ifndef DEVICES_VIRTIO_NET_H
-#define DEVICES_VIRTIO_NET_H
+#ifndef MOONBOX_VIRTIO_NET_H
+#define MOONBOX_VIRTIO_NET_H
 
-#include "devices/virtio/mmio.h"
-#include "devices/virtio/netbackend.h"
+#include "moonbox/virtio_mmio.h"
+
+struct mb_virtio; /* moonbox.h may include this before virtio_mmio.h ends */
+struct mb_vq_chain;
+#include "moonbox/virtio_netbackend.h"
 
 /* Feature bits (sec. 5.1.3) and status (5.1.4). */
 #define VIRTIO_NET_F_MTU 3

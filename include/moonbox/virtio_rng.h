@@ -1,9 +1,12 @@
 /* virtio-rng / entropy device (virtio spec v1.2, sec. 5.4): every
  * device-writable buffer is filled from getrandom(2). */
-#ifndef DEVICES_VIRTIO_RNG_H
-#define DEVICES_VIRTIO_RNG_H
+#ifndef MOONBOX_VIRTIO_RNG_H
+#define MOONBOX_VIRTIO_RNG_H
 
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
+
+struct mb_virtio; /* moonbox.h may include this before virtio_mmio.h ends */
+struct mb_vq_chain;
 
 struct mb_virtio_rng;
 

@@ -3,10 +3,13 @@
  * receiveq (0) carries host input into guest buffers, transmitq (1) guest
  * output to a console backend (struct mb_chr). Linux shows it as hvc0.
  */
-#ifndef DEVICES_VIRTIO_CONSOLE_H
-#define DEVICES_VIRTIO_CONSOLE_H
+#ifndef MOONBOX_VIRTIO_CONSOLE_H
+#define MOONBOX_VIRTIO_CONSOLE_H
 
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
+
+struct mb_virtio; /* moonbox.h may include this before virtio_mmio.h ends */
+struct mb_vq_chain;
 
 /* Feature bits (sec. 5.3.3). */
 #define VIRTIO_CONSOLE_F_SIZE 0
