@@ -464,3 +464,106 @@ void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st
 	st->max_inflight = b->max_inflight;
 	pthread_mutex_unlock(&b->lock);
 }
+
+/* ---- state and the machine ------------------------------------------------- */
+
+MB_STATE_DESC(mb_virtio_blk_state, MB_VIRTIO_BLK_STATE, 1);
+
+void mb_virtio_blk_quiesce(struct mb_virtio_blk *b)
+{
+	blk_reset(b); /* waits for inflight == 0, forgets nothing */
+}
+
+void mb_virtio_blk_save(struct mb_virtio_blk *b, struct mb_virtio *t,
+			struct mb_virtio_blk_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	struct mb_virtio_blk_stats s;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	mb_virtio_blk_stats(b, &s);
+	st->capacity = b->sectors;
+	st->readonly = b->ro;
+	st->sync_failed = b->sync_failed;
+#define G(n) st->n = s.n;
+	G(reads) G(writes) G(flushes) G(syncs) G(discards) G(get_ids)
+	G(bytes_read) G(bytes_written) G(ioerr) G(unsupp) G(max_inflight)
+#undef G
+}
+
+int mb_virtio_blk_load(struct mb_virtio_blk *b, struct mb_virtio *t,
+		       const struct mb_virtio_blk_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_PUT, _)
+	int rc = mb_virtio_load(t, ts, st->queues);
+	if (rc)
+		return rc;
+	b->sync_failed = st->sync_failed;
+#define P(n) b->st.n = st->n;
+	P(reads) P(writes) P(flushes) P(syncs) P(discards) P(get_ids)
+	P(bytes_read) P(bytes_written) P(ioerr) P(unsupp)
+#undef P
+	pthread_mutex_lock(&b->lock);
+	b->max_inflight = st->max_inflight;
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+static void m_save(void *dev, struct mb_virtio *t, void *st)
+{
+	mb_virtio_blk_save(dev, t, st);
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	return mb_virtio_blk_load(dev, t, st);
+}
+
+static void m_quiesce(void *dev)
+{
+	mb_virtio_blk_quiesce(dev);
+}
+
+static void m_free(void *dev)
+{
+	mb_virtio_blk_free(dev);
+}
+
+static const struct mb_device_ops blk_dev_ops = {
+	.kind = "virtio_blk", .state = &mb_virtio_blk_state_desc,
+	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+};
+
+static const struct mb_virtio_model blk_model = {
+	.ops = &mb_virtio_blk_ops, .dev_ops = &blk_dev_ops, .save = m_save,
+	.load = m_load, .quiesce = m_quiesce, .free = m_free,
+};
+
+int mb_virtio_blk_attach(struct mb_machine *m,
+			 const struct mb_virtio_blk_attach_config *cfg,
+			 struct mb_device **out)
+{
+	if (!cfg->image)
+		return mb_seterr(-EINVAL, "image: missing (a disk image file)");
+	if (cfg->serial && strlen(cfg->serial) > 20)
+		return mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes",
+				 cfg->serial);
+	if (cfg->threads > MAX_WORKERS)
+		return mb_seterr(-EINVAL, "threads: %u is more than %d", cfg->threads,
+				 MAX_WORKERS);
+	struct mb_virtio_blk_config c = {
+		.image = cfg->image, .readonly = cfg->readonly,
+		.serial = cfg->serial ? cfg->serial : "",
+		.threads = cfg->threads ? cfg->threads : 2,
+	};
+	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
+	if (!b)
+		return -EINVAL; /* the message names the image */
+	struct mb_virtio_place p = { cfg->name, "blk%u", cfg->mmio_base,
+				     cfg->mmio_size, cfg->irq };
+	return mb_virtio_place(m, &p, &blk_model, b, mb_virtio_blk_features(b),
+			       out);
+}

@@ -16,6 +16,7 @@
  * fd out of that set, so a device without buffers stops being woken
  * (backpressure) without unwatching anything.
  */
+#include "moonbox.h" /* first: the umbrella includes us in order */
 #ifndef MOONBOX_VIRTIO_NETBACKEND_H
 #define MOONBOX_VIRTIO_NETBACKEND_H
 
