@@ -572,12 +572,14 @@ static int check_queue(struct mb_virtio *t, unsigned i,
 	q.num = s->num;
 	q.desc_gpa = s->desc, q.avail_gpa = s->driver, q.used_gpa = s->device;
 	int rc = mb_vq_enable(&q, t->ops->queue_max, features);
+	char why[200];
+	snprintf(why, sizeof why, "%s", rc ? mb_errmsg() : "");
 	uint16_t avail = 0;
 	if (!rc)
 		memcpy(&avail, q.avail + 2, 2);
 	mb_vq_destroy(&q);
 	if (rc)
-		return mb_seterr(-EINVAL, "queues[%u]: %s", i + 1, mb_errmsg());
+		return mb_seterr(-EINVAL, "queues[%u]: %s", i + 1, why);
 	if ((uint16_t)(s->last_avail - s->used_idx) > s->num)
 		return mb_seterr(-EINVAL, "queues[%u].last_avail: %u is more than "
 				 "num (%u) ahead of used_idx %u", i + 1,
