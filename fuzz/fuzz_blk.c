@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "devices/virtio/blk.h"
+#include "moonbox/virtio_blk.h"
 
 #define MEM 0x10000u
 

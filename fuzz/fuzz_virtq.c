@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/virtio/queue.h"
+#include "moonbox/virtio_queue.h"
 
 #define MEM 0x10000u
 

@@ -503,5 +503,12 @@ int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 #include "moonbox/i8042.h"
 #include "moonbox/port80.h"
 #include "moonbox/debug_exit.h"
+#include "moonbox/virtio_queue.h"
+#include "moonbox/virtio_mmio.h"
+#include "moonbox/virtio_netbackend.h"
+#include "moonbox/virtio_blk.h"
+#include "moonbox/virtio_rng.h"
+#include "moonbox/virtio_console.h"
+#include "moonbox/virtio_net.h"
 
 #endif

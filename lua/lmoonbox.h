@@ -91,6 +91,11 @@ void mbl_open_uart(lua_State *L);
 void mbl_open_boot(lua_State *L);
 void mbl_open_virtio(lua_State *L);
 void mbl_open_virtio_io(lua_State *L);
+/* lvirtio.c: mmio = { base, size } and irq at idx (0: automatic), and the
+ * state() of every virtio device class. */
+void mbl_virtio_place_opts(lua_State *L, int idx, uint64_t *base,
+			   uint64_t *size, int *irq);
+int mbl_virtio_state(lua_State *L);
 struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 			   const char *key);
 int mbl_console_output(lua_State *L, struct mb_chr *c);

@@ -1,190 +1,203 @@
-/* Lua bindings of the virtio-mmio devices: mb.virtio_blk, mb.virtio_rng,
- * and m:virtio_stats(). Placement is automatic unless mmio/irq are given:
- * a free 4K window and interrupt line from the machine's allocator, and
- * the device announced for boot_linux's virtio_mmio.device= list. */
+/* Lua bindings of the virtio-mmio devices: mb.virtio_blk, mb.virtio_rng
+ * (moonbox/virtio_blk.h, virtio_rng.h), the state() every virtio device
+ * shares, and m:virtio_stats(). Placement is the C attach function's: a
+ * free 4K window and line unless mmio = { base, size } / irq are given. */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "lua/lvirtio.h"
-#include "devices/virtio/blk.h"
-#include "devices/virtio/rng.h"
+#include "lua/lmoonbox.h"
 
-#define BLK_THREADS 2 /* requests in flight at once; this host has 2 cores */
-
-enum kind { BLK, RNG };
-
-struct vdev {
-	struct mbl_vdev v; /* first: the placement helpers see this */
-	enum kind kind;
-};
-
-static void vdev_dev_free(struct mbl_vdev *v)
+void mbl_virtio_place_opts(lua_State *L, int idx, uint64_t *base,
+			   uint64_t *size, int *irq)
 {
-	/* blk joins its workers here, which still use the transport. */
-	if (((struct vdev *)v)->kind == BLK)
-		mb_virtio_blk_free(v->dev);
-	else
-		mb_virtio_rng_free(v->dev);
+	*base = *size = 0;
+	if (lua_getfield(L, idx, "mmio") != LUA_TNIL) {
+		mbl_checkrange(L, idx, "mmio", base, size);
+		if (*size < 0x200)
+			luaL_error(L, "mmio.size: 0x%I is too small for a virtio-mmio "
+				   "window (at least 0x200)", (lua_Integer)*size);
+		if (*base & 0xfff)
+			luaL_error(L, "mmio.base: 0x%I is not 4K-aligned",
+				   (lua_Integer)*base);
+	}
+	lua_pop(L, 1);
+	lua_Integer n = mbl_optint(L, idx, "irq", -1);
+	if (n != -1 && (n < 1 || n > 23))
+		luaL_error(L, "irq: %d is not a line (1-23)", (int)n);
+	*irq = n < 0 ? 0 : (int)n; /* 0: a free one */
 }
 
-static int vdev_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d,
-		       enum kind k, void *dev, const struct mb_virtio_dev_ops *ops,
-		       uint64_t features)
+static lua_Integer geti(lua_State *L, int t, const char *k)
 {
-	struct vdev *v = calloc(1, sizeof *v);
-	if (!v) {
-		struct vdev tmp = { .v = { .dev = dev }, .kind = k };
-		vdev_dev_free(&tmp.v);
-		return luaL_error(L, "virtio: out of memory");
+	lua_getfield(L, t, k);
+	lua_Integer v = lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* dev:state(): the device's state table (transport, queues, the device's
+ * fields), with base, size, irq, needs_reset, fault, and a stats table of
+ * its counters plus requests and bytes. */
+int mbl_virtio_state(lua_State *L)
+{
+	struct mbl_dev *d = mbl_checkdev(L, 1);
+	if (!d->mm || !d->mm->m || !d->dev)
+		return luaL_error(L, "%s: not part of a running machine (use m:add)",
+				  d->cls->name);
+	const struct mb_state_desc *desc = mb_device_state_desc(d->dev);
+	void *st = lua_newuserdatauv(L, desc->size, 0);
+	if (mb_device_save(d->dev, st))
+		return mbl_fail(L, "state");
+	mbl_push_state(L, desc, st);
+	int t = lua_gettop(L);
+	const struct mb_device_range *r = mb_device_range(d->dev, 0);
+	lua_pushinteger(L, (lua_Integer)r->base);
+	lua_setfield(L, t, "base");
+	lua_pushinteger(L, (lua_Integer)r->size);
+	lua_setfield(L, t, "size");
+	lua_pushinteger(L, mb_device_irq_line(d->dev));
+	lua_setfield(L, t, "irq");
+	lua_pushboolean(L, geti(L, t, "status") & VIRTIO_STATUS_NEEDS_RESET);
+	lua_setfield(L, t, "needs_reset");
+	struct mb_virtio_state vs;
+	mb_virtio_state(mb_virtio_dev_transport(d->dev), &vs);
+	if (vs.why[0]) {
+		lua_pushstring(L, vs.why);
+		lua_setfield(L, t, "fault");
 	}
-	v->kind = k;
-	v->v.m = mm->m;
-	v->v.dev = dev;
-	v->v.dev_free = vdev_dev_free;
-	mbl_vdev_place(L, &v->v, ops, features);
-	mb_machine_on_destroy(mm->m, mbl_vdev_free, v);
-	d->impl = v;
-	return 0;
+	lua_newtable(L);
+	uint64_t pushed = 0;
+	for (size_t i = 0; i < desc->nfields; i++) {
+		const struct mb_field *f = &desc->fields[i];
+		if ((f->flags & MB_FF_RO) && f->type == MB_FT_U64) {
+			lua_getfield(L, t, f->name);
+			lua_setfield(L, -2, f->name);
+		}
+	}
+	for (unsigned i = 0; i < vs.nqueues; i++)
+		pushed += vs.q[i].pushed;
+	lua_pushinteger(L, (lua_Integer)pushed);
+	lua_setfield(L, -2, "requests");
+	lua_pushinteger(L, geti(L, t, "bytes") + geti(L, t, "bytes_read") +
+			geti(L, t, "bytes_written"));
+	lua_setfield(L, -2, "bytes");
+	lua_setfield(L, t, "stats");
+	return 1;
 }
 
 /* ---- virtio-blk ------------------------------------------------------------- */
 
-static int blk_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
+					"threads", "mmio", "irq", NULL };
+
+static void blk_parse(lua_State *L, int idx, void *p)
 {
-	struct mb_virtio_blk_config c = {
-		.image = mbl_optstr(L, 3, "image", NULL),
-		.readonly = mbl_optbool(L, 3, "readonly", 0),
-		.serial = mbl_optstr(L, 3, "serial", ""),
-		.threads = BLK_THREADS,
-	};
-	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
-	if (!b)
-		return mbl_fail(L, "image");
-	return vdev_attach(L, mm, d, BLK, b, &mb_virtio_blk_ops,
-			   mb_virtio_blk_features(b));
+	struct mb_virtio_blk_attach_config *c = p;
+	c->name = mbl_optstr(L, idx, "name", NULL);
+	c->image = mbl_optstr(L, idx, "image", NULL);
+	if (!c->image)
+		luaL_error(L, "image: missing (a disk image file)");
+	c->readonly = mbl_optbool(L, idx, "readonly", 0);
+	c->serial = mbl_optstr(L, idx, "serial", "");
+	if (strlen(c->serial) > 20)
+		luaL_error(L, "serial: \"%s\" is longer than 20 bytes", c->serial);
+	lua_Integer th = mbl_optint(L, idx, "threads", 0);
+	if (th < 0 || th > 8)
+		luaL_error(L, "threads: %d is not 0-8 (0: 2)", (int)th);
+	c->threads = (unsigned)th;
+	mbl_virtio_place_opts(L, idx, &c->mmio_base, &c->mmio_size, &c->irq);
+	int fd = open(c->image, (c->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (fd < 0)
+		luaL_error(L, "image: %s: %s", c->image, strerror(errno));
+	close(fd);
 }
 
-static const char *const blk_keys[] = { "image", "readonly", "serial", "mmio",
-					"irq", NULL };
+static int blk_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+{
+	if (mb_virtio_blk_attach(mm->m, d->cfg, &d->dev))
+		return mbl_fail(L, "virtio_blk");
+	return 0;
+}
 
 /* ---- virtio-rng ------------------------------------------------------------- */
 
+static const char *const rng_keys[] = { "name", "mmio", "irq", NULL };
+
+static void rng_parse(lua_State *L, int idx, void *p)
+{
+	struct mb_virtio_rng_attach_config *c = p;
+	c->name = mbl_optstr(L, idx, "name", NULL);
+	mbl_virtio_place_opts(L, idx, &c->mmio_base, &c->mmio_size, &c->irq);
+}
+
 static int rng_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 {
-	struct mb_virtio_rng *r = mb_virtio_rng_new();
-	if (!r)
-		return mbl_fail(L, "virtio-rng");
-	return vdev_attach(L, mm, d, RNG, r, &mb_virtio_rng_ops, 0);
+	if (mb_virtio_rng_attach(mm->m, d->cfg, &d->dev))
+		return mbl_fail(L, "virtio_rng");
+	return 0;
 }
 
-static const char *const rng_keys[] = { "mmio", "irq", NULL };
-
-/* ---- state ------------------------------------------------------------------ */
-
-/* Device-specific counters into the table on top of the stack. */
-static void dev_stats(lua_State *L, struct vdev *v, uint64_t *requests,
-		      uint64_t *bytes)
-{
-	if (v->kind == BLK) {
-		struct mb_virtio_blk_stats s;
-		mb_virtio_blk_stats(v->v.dev, &s);
-		*requests = s.reads + s.writes + s.flushes + s.discards + s.get_ids +
-			    s.ioerr + s.unsupp;
-		*bytes = s.bytes_read + s.bytes_written;
-		if (!L)
-			return;
-		SETI("reads", s.reads); SETI("writes", s.writes);
-		SETI("flushes", s.flushes); SETI("discards", s.discards);
-		SETI("get_ids", s.get_ids); SETI("bytes_read", s.bytes_read);
-		SETI("bytes_written", s.bytes_written); SETI("ioerr", s.ioerr);
-		SETI("unsupp", s.unsupp); SETI("max_inflight", s.max_inflight);
-		SETI("capacity", mb_virtio_blk_capacity(v->v.dev));
-	} else {
-		*bytes = mb_virtio_rng_bytes(v->v.dev);
-		*requests = 0; /* counted as used-ring pushes below */
-	}
-}
-
-static int vdev_state(lua_State *L)
-{
-	struct vdev *v = (struct vdev *)mbl_vdev_attached(L);
-	uint64_t pushed = mbl_vdev_push_state(L, &v->v), req, bytes;
-	dev_stats(L, v, &req, &bytes);
-	SETI("requests", v->kind == BLK ? req : pushed);
-	SETI("bytes", bytes);
-	lua_setfield(L, -2, "stats");
-	return 1;
-}
-
-static const struct mbl_class blk_class = { "virtio_blk", blk_keys, blk_attach,
-					    vdev_state, NULL, 0, NULL };
-static const struct mbl_class rng_class = { "virtio_rng", rng_keys, rng_attach,
-					    vdev_state, NULL, 0, NULL };
-
-/* ---- constructors: every option checked before anything exists --------------- */
+static const struct mbl_class blk_class = {
+	.name = "virtio_blk", .keys = blk_keys, .attach = blk_attach,
+	.state = mbl_virtio_state, .parse = blk_parse,
+	.cfg_size = sizeof(struct mb_virtio_blk_attach_config),
+};
+static const struct mbl_class rng_class = {
+	.name = "virtio_rng", .keys = rng_keys, .attach = rng_attach,
+	.state = mbl_virtio_state, .parse = rng_parse,
+	.cfg_size = sizeof(struct mb_virtio_rng_attach_config),
+};
 
 static int l_virtio_blk(lua_State *L)
 {
-	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, "virtio_blk", blk_keys);
-	const char *image = mbl_optstr(L, 1, "image", NULL);
-	if (!image)
-		return luaL_error(L, "image: missing (a disk image file)");
-	int ro = mbl_optbool(L, 1, "readonly", 0);
-	const char *serial = mbl_optstr(L, 1, "serial", "");
-	if (strlen(serial) > 20)
-		return luaL_error(L, "serial: \"%s\" is longer than 20 bytes", serial);
-	mbl_vdev_check_placement(L, 1);
-	int fd = open(image, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
-	if (fd < 0)
-		return luaL_error(L, "image: %s: %s", image, strerror(errno));
-	close(fd);
 	mbl_dev_new(L, &blk_class);
 	return 1;
 }
 
 static int l_virtio_rng(lua_State *L)
 {
-	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, "virtio_rng", rng_keys);
-	mbl_vdev_check_placement(L, 1);
 	mbl_dev_new(L, &rng_class);
 	return 1;
 }
 
 /* m:virtio_stats() -> { devices, requests, bytes, notifications,
- * mmio_notifications, interrupts } summed over the machine's virtio
- * devices. */
+ * mmio_notifications, interrupts } summed over the machine's virtio-blk
+ * and virtio-rng devices. */
 static int l_virtio_stats(lua_State *L)
 {
-	mbl_live(L, mbl_checkmachine(L, 1));
+	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
 	uint64_t n = 0, req = 0, bytes = 0, notif = 0, mmio = 0, irqs = 0;
-	lua_getiuservalue(L, 1, 1); /* the attached devices */
-	lua_Integer len = luaL_len(L, -1);
-	for (lua_Integer i = 1; i <= len; i++) {
-		lua_geti(L, -1, i);
-		struct mbl_dev *d = lua_touserdata(L, -1);
-		if (d && d->impl && (d->cls == &blk_class || d->cls == &rng_class)) {
-			struct vdev *v = d->impl;
-			struct mb_virtio_state s;
-			uint64_t r, b;
-			mb_virtio_state(v->v.t, &s);
-			dev_stats(NULL, v, &r, &b);
-			if (v->kind == RNG)
-				r = s.q[0].pushed;
-			n++, req += r, bytes += b, notif += s.st.notifies;
-			mmio += s.st.mmio_notifies, irqs += s.st.interrupts;
+	for (size_t i = 0; i < mb_machine_ndevices(m); i++) {
+		struct mb_device *d = mb_machine_device_at(m, i);
+		const char *k = mb_device_kind(d);
+		struct mb_virtio_state s;
+		if (strcmp(k, "virtio_blk") == 0) {
+			struct mb_virtio_blk_stats b;
+			mb_virtio_blk_stats(mb_virtio_dev_model(d), &b);
+			bytes += b.bytes_read + b.bytes_written;
+		} else if (strcmp(k, "virtio_rng") == 0) {
+			bytes += mb_virtio_rng_bytes(mb_virtio_dev_model(d));
+		} else {
+			continue;
 		}
-		lua_pop(L, 1);
+		mb_virtio_state(mb_virtio_dev_transport(d), &s);
+		for (unsigned q = 0; q < s.nqueues; q++)
+			req += s.q[q].pushed;
+		n++, notif += s.st.notifies, mmio += s.st.mmio_notifies;
+		irqs += s.st.interrupts;
 	}
 	lua_createtable(L, 0, 6);
-	SETI("devices", n); SETI("requests", req); SETI("bytes", bytes);
-	SETI("notifications", notif); SETI("mmio_notifications", mmio);
-	SETI("interrupts", irqs);
+	const struct { const char *k; uint64_t v; } f[] = {
+		{ "devices", n }, { "requests", req }, { "bytes", bytes },
+		{ "notifications", notif }, { "mmio_notifications", mmio },
+		{ "interrupts", irqs },
+	};
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+		lua_pushinteger(L, (lua_Integer)f[i].v);
+		lua_setfield(L, -2, f[i].k);
+	}
 	return 1;
 }
 

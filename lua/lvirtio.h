@@ -5,7 +5,7 @@
 #define LVIRTIO_H
 
 #include "lua/lmoonbox.h"
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
 
 #define SETI(name, v) (lua_pushinteger(L, (lua_Integer)(v)), lua_setfield(L, -2, name))
 #define SETB(name, v) (lua_pushboolean(L, (v)), lua_setfield(L, -2, name))

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "devices/virtio/blk.h"
+#include "moonbox/virtio_blk.h"
 
 #define SECTOR 512u
 /* blk_size becomes the guest's logical block size (Linux virtio_blk):
@@ -30,8 +30,14 @@
 struct req {
 	struct mb_virtio *t;
 	struct mb_vq *q;
-	struct req *next;
+	struct req *next;            /* work list or free list */
+	struct req *older, *newer;   /* in flight, in the order popped */
 	struct mb_vq_chain c;
+};
+
+struct hdr {
+	uint32_t type, reserved;
+	uint64_t sector;
 };
 
 struct mb_virtio_blk {
@@ -40,16 +46,18 @@ struct mb_virtio_blk {
 	uint64_t sectors;
 	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
 
-	pthread_mutex_t lock; /* the work list and counts below */
-	pthread_cond_t work, idle;
+	pthread_mutex_t lock; /* the lists and counts below */
+	pthread_cond_t work, done;
 	struct req *head, *tail, *free;
-	unsigned inflight; /* popped and not yet completed */
+	struct req *oldest, *newest; /* popped and not yet completed */
+	unsigned inflight;
+	_Atomic bool sync_failed;
 	bool quit;
 	unsigned nthreads;
 	pthread_t th[MAX_WORKERS];
 
 	struct {
-		_Atomic uint64_t reads, writes, flushes, discards, get_ids;
+		_Atomic uint64_t reads, writes, flushes, discards, get_ids, syncs;
 		_Atomic uint64_t bytes_read, bytes_written, ioerr, unsupp;
 	} st;
 	uint64_t max_inflight;
@@ -124,6 +132,21 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 	return VIRTIO_BLK_S_OK;
 }
 
+/* FLUSH: fdatasync. Once one has failed, Linux may have dropped the dirty
+ * pages and reports the error to that one call only (a later fdatasync
+ * succeeds): every later FLUSH fails, as QEMU's file-posix does. */
+static uint8_t flush(struct mb_virtio_blk *b)
+{
+	atomic_fetch_add(&b->st.flushes, 1);
+	if (atomic_load(&b->sync_failed))
+		return VIRTIO_BLK_S_IOERR;
+	atomic_fetch_add(&b->st.syncs, 1);
+	if (fdatasync(b->fd) == 0)
+		return VIRTIO_BLK_S_OK;
+	atomic_store(&b->sync_failed, true);
+	return VIRTIO_BLK_S_IOERR;
+}
+
 static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
 {
 	uint64_t len = c->out_len - 16;
@@ -147,10 +170,19 @@ static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
 	return VIRTIO_BLK_S_OK;
 }
 
-uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
-			       const struct mb_vq_chain *c)
+/* The header, read once from guest memory; false when it is too short. */
+static bool header(const struct mb_vq_chain *c, struct hdr *h)
 {
-	struct { uint32_t type, reserved; uint64_t sector; } h;
+	if (c->out_len < sizeof *h)
+		return false;
+	mb_iov_to_buf(c->iov, c->nout, 0, h, sizeof *h);
+	return true;
+}
+
+/* h: the chain's header, NULL when it has none. */
+static uint32_t execute(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
+			const struct hdr *h)
+{
 	uint32_t written = 0;
 	uint8_t status;
 	if (c->in_len == 0) {
@@ -159,19 +191,17 @@ uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
 		return 0;
 	}
 	const struct iovec *in = c->iov + c->nout;
-	if (c->out_len < sizeof h) {
+	if (!h) {
 		status = VIRTIO_BLK_S_IOERR; /* header too short */
 		goto done;
 	}
-	mb_iov_to_buf(c->iov, c->nout, 0, &h, sizeof h);
-	switch (h.type) {
+	switch (h->type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT:
-		status = rw(b, c, h.sector, h.type == VIRTIO_BLK_T_OUT, &written);
+		status = rw(b, c, h->sector, h->type == VIRTIO_BLK_T_OUT, &written);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		atomic_fetch_add(&b->st.flushes, 1);
-		status = fdatasync(b->fd) ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK;
+		status = flush(b);
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		size_t n = c->in_len - 1 < sizeof b->serial ? c->in_len - 1
@@ -196,17 +226,38 @@ done:
 	return written + 1;
 }
 
+uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
+			       const struct mb_vq_chain *c)
+{
+	struct hdr h;
+	return execute(b, c, header(c, &h) ? &h : NULL);
+}
+
 /* ---- requests in flight ------------------------------------------------------ */
 
 static void finish(struct mb_virtio_blk *b, struct req *r)
 {
-	uint32_t len = mb_virtio_blk_request(b, &r->c);
+	struct hdr h;
+	bool has = header(&r->c, &h);
+	if (has && h.type == VIRTIO_BLK_T_FLUSH) {
+		/* A FLUSH must cover the writes completed before it (5.2.6.2);
+		 * it waits for every request popped before it, so a write still
+		 * running on another worker is in the file before the sync. The
+		 * oldest request never waits: no deadlock. */
+		pthread_mutex_lock(&b->lock);
+		while (b->oldest != r)
+			pthread_cond_wait(&b->done, &b->lock);
+		pthread_mutex_unlock(&b->lock);
+	}
+	uint32_t len = execute(b, &r->c, has ? &h : NULL);
 	mb_virtio_complete(r->t, r->q, r->c.head, len);
 	pthread_mutex_lock(&b->lock);
+	*(r->older ? &r->older->newer : &b->oldest) = r->newer;
+	*(r->newer ? &r->newer->older : &b->newest) = r->older;
 	r->next = b->free;
 	b->free = r;
-	if (--b->inflight == 0)
-		pthread_cond_broadcast(&b->idle);
+	b->inflight--;
+	pthread_cond_broadcast(&b->done); /* reset, and flushes waiting */
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -262,6 +313,9 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 				break;
 			}
 			r->t = t, r->q = q, r->next = NULL;
+			r->older = b->newest, r->newer = NULL;
+			*(b->newest ? &b->newest->newer : &b->oldest) = r;
+			b->newest = r;
 			if (++b->inflight > b->max_inflight)
 				b->max_inflight = b->inflight;
 			if (b->nthreads) {
@@ -286,7 +340,7 @@ static void blk_reset(void *dev)
 	struct mb_virtio_blk *b = dev;
 	pthread_mutex_lock(&b->lock);
 	while (b->inflight)
-		pthread_cond_wait(&b->idle, &b->lock);
+		pthread_cond_wait(&b->done, &b->lock);
 	pthread_mutex_unlock(&b->lock);
 }
 
@@ -353,7 +407,7 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
 	memcpy(b->serial, serial, strlen(serial));
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->work, NULL);
-	pthread_cond_init(&b->idle, NULL);
+	pthread_cond_init(&b->done, NULL);
 	unsigned n = cfg->threads > MAX_WORKERS ? MAX_WORKERS : cfg->threads;
 	for (; b->nthreads < n; b->nthreads++)
 		if (pthread_create(&b->th[b->nthreads], NULL, worker, b))
@@ -378,7 +432,7 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 	close(b->fd);
 	pthread_mutex_destroy(&b->lock);
 	pthread_cond_destroy(&b->work);
-	pthread_cond_destroy(&b->idle);
+	pthread_cond_destroy(&b->done);
 	free(b);
 }
 
@@ -401,6 +455,7 @@ void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st
 	st->flushes = b->st.flushes;
 	st->discards = b->st.discards;
 	st->get_ids = b->st.get_ids;
+	st->syncs = b->st.syncs;
 	st->bytes_read = b->st.bytes_read;
 	st->bytes_written = b->st.bytes_written;
 	st->ioerr = b->st.ioerr;
@@ -408,4 +463,107 @@ void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st
 	pthread_mutex_lock(&b->lock);
 	st->max_inflight = b->max_inflight;
 	pthread_mutex_unlock(&b->lock);
+}
+
+/* ---- state and the machine ------------------------------------------------- */
+
+MB_STATE_DESC(mb_virtio_blk_state, MB_VIRTIO_BLK_STATE, 1);
+
+void mb_virtio_blk_quiesce(struct mb_virtio_blk *b)
+{
+	blk_reset(b); /* waits for inflight == 0, forgets nothing */
+}
+
+void mb_virtio_blk_save(struct mb_virtio_blk *b, struct mb_virtio *t,
+			struct mb_virtio_blk_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	struct mb_virtio_blk_stats s;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	mb_virtio_blk_stats(b, &s);
+	st->capacity = b->sectors;
+	st->readonly = b->ro;
+	st->sync_failed = b->sync_failed;
+#define G(n) st->n = s.n;
+	G(reads) G(writes) G(flushes) G(syncs) G(discards) G(get_ids)
+	G(bytes_read) G(bytes_written) G(ioerr) G(unsupp) G(max_inflight)
+#undef G
+}
+
+int mb_virtio_blk_load(struct mb_virtio_blk *b, struct mb_virtio *t,
+		       const struct mb_virtio_blk_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_PUT, _)
+	int rc = mb_virtio_load(t, ts, st->queues);
+	if (rc)
+		return rc;
+	b->sync_failed = st->sync_failed;
+#define P(n) b->st.n = st->n;
+	P(reads) P(writes) P(flushes) P(syncs) P(discards) P(get_ids)
+	P(bytes_read) P(bytes_written) P(ioerr) P(unsupp)
+#undef P
+	pthread_mutex_lock(&b->lock);
+	b->max_inflight = st->max_inflight;
+	pthread_mutex_unlock(&b->lock);
+	return 0;
+}
+
+static void m_save(void *dev, struct mb_virtio *t, void *st)
+{
+	mb_virtio_blk_save(dev, t, st);
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	return mb_virtio_blk_load(dev, t, st);
+}
+
+static void m_quiesce(void *dev)
+{
+	mb_virtio_blk_quiesce(dev);
+}
+
+static void m_free(void *dev)
+{
+	mb_virtio_blk_free(dev);
+}
+
+static const struct mb_device_ops blk_dev_ops = {
+	.kind = "virtio_blk", .state = &mb_virtio_blk_state_desc,
+	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+};
+
+static const struct mb_virtio_model blk_model = {
+	.ops = &mb_virtio_blk_ops, .dev_ops = &blk_dev_ops, .save = m_save,
+	.load = m_load, .quiesce = m_quiesce, .free = m_free,
+};
+
+int mb_virtio_blk_attach(struct mb_machine *m,
+			 const struct mb_virtio_blk_attach_config *cfg,
+			 struct mb_device **out)
+{
+	if (!cfg->image)
+		return mb_seterr(-EINVAL, "image: missing (a disk image file)");
+	if (cfg->serial && strlen(cfg->serial) > 20)
+		return mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes",
+				 cfg->serial);
+	if (cfg->threads > MAX_WORKERS)
+		return mb_seterr(-EINVAL, "threads: %u is more than %d", cfg->threads,
+				 MAX_WORKERS);
+	struct mb_virtio_blk_config c = {
+		.image = cfg->image, .readonly = cfg->readonly,
+		.serial = cfg->serial ? cfg->serial : "",
+		.threads = cfg->threads ? cfg->threads : 2,
+	};
+	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
+	if (!b)
+		return -EINVAL; /* the message names the image */
+	struct mb_virtio_place p = { cfg->name, "blk%u", cfg->mmio_base,
+				     cfg->mmio_size, cfg->irq };
+	return mb_virtio_place(m, &p, &blk_model, b, mb_virtio_blk_features(b),
+			       out);
 }

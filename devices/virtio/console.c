@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "devices/virtio/console.h"
+#include "moonbox/virtio_console.h"
 
 enum { RXQ = 0, TXQ = 1 };
 
@@ -214,4 +214,93 @@ void mb_virtio_console_stats(struct mb_virtio_console *c,
 	st->rx_bytes = c->st.rx_bytes;
 	st->emerg_bytes = c->st.emerg_bytes;
 	st->rx_stalls = c->st.rx_stalls;
+}
+
+/* ---- state and the machine ------------------------------------------------- */
+
+MB_STATE_DESC(mb_virtio_console_state, MB_VIRTIO_CONSOLE_STATE, 1);
+
+void mb_virtio_console_save(struct mb_virtio_console *c, struct mb_virtio *t,
+			    struct mb_virtio_console_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	pthread_mutex_lock(&c->lock);
+	st->open = c->open;
+	st->owed = c->owed;
+	pthread_mutex_unlock(&c->lock);
+	st->cols = c->cols, st->rows = c->rows;
+	st->tx_bytes = c->st.tx_bytes;
+	st->rx_bytes = c->st.rx_bytes;
+	st->emerg_bytes = c->st.emerg_bytes;
+	st->rx_stalls = c->st.rx_stalls;
+}
+
+int mb_virtio_console_load(struct mb_virtio_console *c, struct mb_virtio *t,
+			   const struct mb_virtio_console_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_PUT, _)
+	int rc = mb_virtio_load(t, ts, st->queues);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&c->lock);
+	c->open = st->open;
+	c->owed = st->owed;
+	pthread_mutex_unlock(&c->lock);
+	c->st.tx_bytes = st->tx_bytes;
+	c->st.rx_bytes = st->rx_bytes;
+	c->st.emerg_bytes = st->emerg_bytes;
+	c->st.rx_stalls = st->rx_stalls;
+	return 0;
+}
+
+static void m_save(void *dev, struct mb_virtio *t, void *st)
+{
+	mb_virtio_console_save(dev, t, st);
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	return mb_virtio_console_load(dev, t, st);
+}
+
+static void m_bind(void *dev, struct mb_virtio *t)
+{
+	mb_virtio_console_bind(dev, t);
+}
+
+static void m_free(void *dev)
+{
+	mb_virtio_console_free(dev);
+}
+
+static const struct mb_device_ops con_dev_ops = {
+	.kind = "virtio_console", .state = &mb_virtio_console_state_desc,
+	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+};
+
+static const struct mb_virtio_model con_model = {
+	.ops = &mb_virtio_console_ops, .dev_ops = &con_dev_ops, .save = m_save,
+	.load = m_load, .bind = m_bind, .free = m_free,
+};
+
+int mb_virtio_console_attach(struct mb_machine *m,
+			     const struct mb_virtio_console_attach_config *cfg,
+			     struct mb_device **out)
+{
+	if (!cfg->cols != !cfg->rows)
+		return mb_seterr(-EINVAL, "%s: give cols and rows together",
+				 cfg->cols ? "rows" : "cols");
+	struct mb_virtio_console_config c = { cfg->chr, cfg->cols, cfg->rows };
+	struct mb_virtio_console *con = mb_virtio_console_new(&c);
+	if (!con)
+		return -ENOMEM;
+	struct mb_virtio_place p = { cfg->name, "console%u", cfg->mmio_base,
+				     cfg->mmio_size, cfg->irq };
+	return mb_virtio_place(m, &p, &con_model, con,
+			       mb_virtio_console_features(con), out);
 }

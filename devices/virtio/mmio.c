@@ -12,7 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "devices/virtio/mmio.h"
+#include "moonbox/virtio_mmio.h"
 
 /* Register offsets, sec. 4.2.2 table "MMIO Device Register Layout". */
 enum {
@@ -500,4 +500,167 @@ void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st)
 	st->st.suppressed = t->st.suppressed;
 	st->st.faults = t->st.faults;
 	st->st.mmio_notifies = t->st.mmio;
+}
+
+/* ---- state ------------------------------------------------------------------ */
+
+MB_STATE_DESC(mb_virtq_state, MB_VIRTQ_STATE, 1);
+MB_STATE_DESC(mb_virtio_mmio_state, MB_VIRTIO_MMIO_STATE, 1);
+
+void mb_virtio_save(struct mb_virtio *t, struct mb_virtio_mmio_state *ts,
+		    struct mb_virtq_state *qs)
+{
+	memset(ts, 0, sizeof *ts);
+	pthread_mutex_lock(&t->lock);
+	ts->status = t->status;
+	ts->device_features = t->dev_features;
+	ts->driver_features = t->drv_features;
+	ts->device_features_sel = t->dev_sel;
+	ts->driver_features_sel = t->drv_sel;
+	ts->queue_sel = t->queue_sel;
+	ts->config_generation = t->generation;
+	ts->ioeventfd = t->ioeventfd && t->m;
+	ts->irqfd = t->irqfd >= 0;
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		struct mb_vq *q = &t->vq[i];
+		struct mb_virtq_state *s = &qs[i];
+		memset(s, 0, sizeof *s);
+		pthread_mutex_lock(&q->lock);
+		s->num = q->num;
+		s->ready = q->ready;
+		s->broken = q->broken;
+		s->desc = q->desc_gpa;
+		s->driver = q->avail_gpa;
+		s->device = q->used_gpa;
+		s->last_avail = q->last_avail;
+		s->used_idx = q->used_idx;
+		s->signalled = q->signalled;
+		s->signalled_valid = q->signalled_valid;
+		if (q->ready)
+			s->avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2),
+						       __ATOMIC_ACQUIRE);
+		s->popped = q->popped;
+		s->pushed = q->pushed;
+		pthread_mutex_unlock(&q->lock);
+	}
+	pthread_mutex_unlock(&t->lock);
+	pthread_mutex_lock(&t->irq_lock);
+	ts->isr = t->isr;
+	pthread_mutex_unlock(&t->irq_lock);
+	ts->notifications = t->st.notifies;
+	ts->mmio_notifications = t->st.mmio;
+	ts->interrupts = t->st.interrupts;
+	ts->suppressed_interrupts = t->st.suppressed;
+	ts->faults = t->st.faults;
+}
+
+#define STATUS_BITS                                                     \
+	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |                  \
+	 VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |               \
+	 VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)
+
+/* A ready queue: its rings in RAM (a scratch mb_vq does the checks of
+ * QueueReady), the driver at most num entries ahead, and no more chains
+ * out than the queue holds. */
+static int check_queue(struct mb_virtio *t, unsigned i,
+		       const struct mb_virtq_state *s, uint64_t features)
+{
+	if (!s->ready)
+		return 0;
+	struct mb_vq q;
+	mb_vq_init(&q, t->mem);
+	q.num = s->num;
+	q.desc_gpa = s->desc, q.avail_gpa = s->driver, q.used_gpa = s->device;
+	int rc = mb_vq_enable(&q, t->ops->queue_max, features);
+	char why[200];
+	snprintf(why, sizeof why, "%s", rc ? mb_errmsg() : "");
+	uint16_t avail = 0;
+	if (!rc)
+		memcpy(&avail, q.avail + 2, 2);
+	mb_vq_destroy(&q);
+	if (rc)
+		return mb_seterr(-EINVAL, "queues[%u]: %s", i + 1, why);
+	if ((uint16_t)(s->last_avail - s->used_idx) > s->num)
+		return mb_seterr(-EINVAL, "queues[%u].last_avail: %u is more than "
+				 "num (%u) ahead of used_idx %u", i + 1,
+				 s->last_avail, s->num, s->used_idx);
+	if (!s->broken && (uint16_t)(avail - s->last_avail) > s->num)
+		return mb_seterr(-EINVAL, "queues[%u].last_avail: %u is more than "
+				 "num (%u) behind the driver's avail index %u",
+				 i + 1, s->last_avail, s->num, avail);
+	return 0;
+}
+
+int mb_virtio_load(struct mb_virtio *t, const struct mb_virtio_mmio_state *ts,
+		   const struct mb_virtq_state *qs)
+{
+	if (ts->status & ~STATUS_BITS)
+		return mb_seterr(-EINVAL, "status: 0x%x has bits beyond 0x%x",
+				 ts->status, STATUS_BITS);
+	if (ts->driver_features & ~t->dev_features)
+		return mb_seterr(-EINVAL, "driver_features: 0x%" PRIx64 " has bits "
+				 "the device does not offer (0x%" PRIx64 ")",
+				 ts->driver_features, t->dev_features);
+	if (ts->isr & ~(ISR_USED | ISR_CONFIG))
+		return mb_seterr(-EINVAL, "isr: 0x%x has bits beyond 0x3", ts->isr);
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		const struct mb_virtq_state *s = &qs[i];
+		if (s->num > t->ops->queue_max ||
+		    (s->ready && (!s->num || (s->num & (s->num - 1)))))
+			return mb_seterr(-EINVAL, "queues[%u].num: %u is not a power "
+					 "of two in 1..%u", i + 1, s->num,
+					 t->ops->queue_max);
+		int rc = check_queue(t, i, s, ts->driver_features);
+		if (rc)
+			return rc;
+	}
+	pthread_mutex_lock(&t->lock);
+	t->status = ts->status;
+	t->drv_features = ts->driver_features;
+	t->dev_sel = ts->device_features_sel;
+	t->drv_sel = ts->driver_features_sel;
+	t->queue_sel = ts->queue_sel;
+	t->generation = ts->config_generation;
+	for (unsigned i = 0; i < t->ops->nqueues; i++) {
+		const struct mb_virtq_state *s = &qs[i];
+		struct mb_vq *q = &t->vq[i];
+		mb_vq_reset(q);
+		q->num = s->num;
+		q->desc_gpa = s->desc, q->avail_gpa = s->driver, q->used_gpa = s->device;
+		if (s->ready)
+			mb_vq_enable(q, t->ops->queue_max, t->drv_features); /* checked */
+		pthread_mutex_lock(&q->lock);
+		q->last_avail = s->last_avail;
+		q->used_idx = s->used_idx;
+		q->signalled = s->signalled;
+		q->signalled_valid = s->signalled_valid;
+		q->broken = s->broken;
+		q->popped = s->popped;
+		q->pushed = s->pushed;
+		pthread_mutex_unlock(&q->lock);
+	}
+	t->st.notifies = ts->notifications;
+	t->st.mmio = ts->mmio_notifications;
+	t->st.interrupts = ts->interrupts;
+	t->st.suppressed = ts->suppressed_interrupts;
+	t->st.faults = ts->faults;
+	pthread_mutex_unlock(&t->lock);
+	/* The line follows InterruptStatus (level); an irqfd pulses once so a
+	 * pending status is not lost on an edge input. */
+	pthread_mutex_lock(&t->irq_lock);
+	t->isr = ts->isr;
+	bool up = t->isr != 0;
+	if (t->irqfd >= 0) {
+		uint64_t one = 1;
+		if (up && write(t->irqfd, &one, 8) != 8)
+			mb_irq_pulse(&t->irq);
+	} else if (up != t->line) {
+		if (up)
+			mb_irq_raise(&t->irq);
+		else
+			mb_irq_lower(&t->irq);
+		t->line = up;
+	}
+	pthread_mutex_unlock(&t->irq_lock);
+	return 0;
 }

@@ -22,8 +22,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "devices/virtio/net.h"
+#include "moonbox/virtio_net.h"
 
 enum { RXQ = 0, TXQ = 1 };
 
@@ -254,4 +255,140 @@ void mb_virtio_net_stats(struct mb_virtio_net *n, struct mb_virtio_net_stats *st
 	st->tx_frames = n->st.tx_frames;
 	st->tx_bytes = n->st.tx_bytes;
 	st->tx_dropped = n->st.tx_dropped;
+}
+
+/* ---- state and the machine ------------------------------------------------- */
+
+MB_STATE_DESC(mb_virtio_net_state, MB_VIRTIO_NET_STATE, 1);
+
+void mb_virtio_net_save(struct mb_virtio_net *n, struct mb_virtio *t,
+			struct mb_virtio_net_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	memcpy(st->mac, n->mac, 6);
+	st->mac_len = 6;
+	pthread_mutex_lock(&n->lock);
+	st->live = n->live;
+	st->waiting = n->waiting;
+	st->pending_frame = (uint32_t)n->pend_len;
+	pthread_mutex_unlock(&n->lock);
+	st->link_up = n->be && mb_netbe_connected(n->be);
+#define G(f) st->f = n->st.f;
+	G(rx_frames) G(rx_bytes) G(rx_dropped) G(rx_stalls)
+	G(tx_frames) G(tx_bytes) G(tx_dropped)
+#undef G
+}
+
+int mb_virtio_net_load(struct mb_virtio_net *n, struct mb_virtio *t,
+		       const struct mb_virtio_net_state *st)
+{
+	if (st->mac_len != 6)
+		return mb_seterr(-EINVAL, "mac: %u bytes, not 6", st->mac_len);
+	if (st->mac[0] & 1)
+		return mb_seterr(-EINVAL, "mac: a multicast address");
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_PUT, _)
+	int rc = mb_virtio_load(t, ts, st->queues);
+	if (rc)
+		return rc;
+	memcpy(n->mac, st->mac, 6);
+	pthread_mutex_lock(&n->lock);
+	n->live = st->live;
+	n->waiting = st->waiting;
+	n->pend_len = 0;
+	if (n->be)
+		mb_netbe_pause(n->be, n->waiting);
+	pthread_mutex_unlock(&n->lock);
+#define P(f) n->st.f = st->f;
+	P(rx_frames) P(rx_bytes) P(rx_dropped) P(rx_stalls)
+	P(tx_frames) P(tx_bytes) P(tx_dropped)
+#undef P
+	return 0;
+}
+
+static void m_save(void *dev, struct mb_virtio *t, void *st)
+{
+	mb_virtio_net_save(dev, t, st);
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	return mb_virtio_net_load(dev, t, st);
+}
+
+static void m_bind(void *dev, struct mb_virtio *t)
+{
+	mb_virtio_net_bind(dev, t);
+}
+
+static void m_free(void *dev)
+{
+	mb_virtio_net_free(dev);
+}
+
+static const struct mb_device_ops net_dev_ops = {
+	.kind = "virtio_net", .state = &mb_virtio_net_state_desc,
+	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+};
+
+static const struct mb_virtio_model net_model = {
+	.ops = &mb_virtio_net_ops, .dev_ops = &net_dev_ops, .save = m_save,
+	.load = m_load, .bind = m_bind, .free = m_free,
+};
+
+static void on_frames(void *opaque, int fd)
+{
+	mb_virtio_net_poll(opaque);
+}
+
+/* 52:54:00 (the locally administered prefix QEMU made usual) and 24 bits
+ * from the process id and a counter: unique within this process, and
+ * across processes unless their ids collide modulo 65536. */
+static void default_mac(uint8_t mac[6])
+{
+	static _Atomic unsigned counter;
+	unsigned pid = (unsigned)getpid() & 0xffff;
+	mac[0] = 0x52, mac[1] = 0x54, mac[2] = 0x00;
+	mac[3] = (uint8_t)(pid >> 8), mac[4] = (uint8_t)pid;
+	mac[5] = (uint8_t)atomic_fetch_add(&counter, 1);
+}
+
+int mb_virtio_net_attach(struct mb_machine *m,
+			 const struct mb_virtio_net_attach_config *cfg,
+			 struct mb_device **out)
+{
+	static const uint8_t zero[6];
+	if (!cfg->be)
+		return mb_seterr(-EINVAL, "be: missing (a network backend)");
+	if (cfg->mac[0] & 1) {
+		mb_netbe_free(cfg->be);
+		return mb_seterr(-EINVAL, "mac: a multicast address");
+	}
+	struct mb_virtio_net_config c = { .be = cfg->be };
+	if (memcmp(cfg->mac, zero, 6))
+		memcpy(c.mac, cfg->mac, 6);
+	else
+		default_mac(c.mac);
+	struct mb_virtio_net *n = mb_virtio_net_new(&c);
+	if (!n) {
+		mb_netbe_free(cfg->be);
+		return -ENOMEM;
+	}
+	struct mb_virtio_place p = { cfg->name, "net%u", cfg->mmio_base,
+				     cfg->mmio_size, cfg->irq };
+	struct mb_device *d;
+	int rc = mb_virtio_place(m, &p, &net_model, n, mb_virtio_net_features(n),
+				 &d);
+	if (rc)
+		return rc;
+	if ((rc = mb_virtio_dev_watch(d, mb_netbe_pollfd(cfg->be), on_frames, n))) {
+		mb_device_remove(d);
+		return rc;
+	}
+	*out = d;
+	return 0;
 }

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "moonbox.h"
-#include "devices/virtio/netbackend.h"
+#include "moonbox/virtio_netbackend.h"
 
 #define VNET_HDR 12 /* struct virtio_net_hdr_v1 (virtio spec v1.2, 5.1.6) */
 #define MAX_IOV 260

@@ -11,7 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "devices/virtio/queue.h"
+#include "moonbox/virtio_queue.h"
 
 struct desc {
 	uint64_t addr;

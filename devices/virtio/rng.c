@@ -6,9 +6,10 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/random.h>
 
-#include "devices/virtio/rng.h"
+#include "moonbox/virtio_rng.h"
 
 #define MAX_FILL (64u << 10) /* per request: a guest asks for a few bytes */
 
@@ -81,4 +82,67 @@ void mb_virtio_rng_free(struct mb_virtio_rng *r)
 uint64_t mb_virtio_rng_bytes(struct mb_virtio_rng *r)
 {
 	return r->bytes;
+}
+
+/* ---- state and the machine ------------------------------------------------- */
+
+MB_STATE_DESC(mb_virtio_rng_state, MB_VIRTIO_RNG_STATE, 1);
+
+void mb_virtio_rng_save(struct mb_virtio_rng *r, struct mb_virtio *t,
+			struct mb_virtio_rng_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	st->bytes = r->bytes;
+}
+
+int mb_virtio_rng_load(struct mb_virtio_rng *r, struct mb_virtio *t,
+		       const struct mb_virtio_rng_state *st)
+{
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_PUT, _)
+	int rc = mb_virtio_load(t, ts, st->queues);
+	if (!rc)
+		r->bytes = st->bytes;
+	return rc;
+}
+
+static void m_save(void *dev, struct mb_virtio *t, void *st)
+{
+	mb_virtio_rng_save(dev, t, st);
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	return mb_virtio_rng_load(dev, t, st);
+}
+
+static void m_free(void *dev)
+{
+	mb_virtio_rng_free(dev);
+}
+
+static const struct mb_device_ops rng_dev_ops = {
+	.kind = "virtio_rng", .state = &mb_virtio_rng_state_desc,
+	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+};
+
+static const struct mb_virtio_model rng_model = {
+	.ops = &mb_virtio_rng_ops, .dev_ops = &rng_dev_ops, .save = m_save,
+	.load = m_load, .free = m_free,
+};
+
+int mb_virtio_rng_attach(struct mb_machine *m,
+			 const struct mb_virtio_rng_attach_config *cfg,
+			 struct mb_device **out)
+{
+	struct mb_virtio_rng *r = mb_virtio_rng_new();
+	if (!r)
+		return -ENOMEM;
+	struct mb_virtio_place p = { cfg->name, "rng%u", cfg->mmio_base,
+				     cfg->mmio_size, cfg->irq };
+	return mb_virtio_place(m, &p, &rng_model, r, 0, out);
 }

@@ -1,7 +1,9 @@
 /* virtio-blk behind the virtio-mmio transport, driven the way a driver
  * does (registers, rings in a fake guest memory) against a temporary image:
  * request parsing (bad header, bad sector, read-only, unknown type), data
- * paths, the status state machine, DEVICE_NEEDS_RESET and interrupts. */
+ * paths, durability (every FLUSH reaches fdatasync, after the writes before
+ * it), the status state machine, DEVICE_NEEDS_RESET and interrupts. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -11,11 +13,50 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
-#include "devices/virtio/blk.h"
+#include "moonbox/virtio_blk.h"
+
+/* ---- the device's calls into the file system ---------------------------------
+ * The page cache hides a FLUSH that never syncs and a write that should
+ * not have been made, so the test stands between blk.c and libc: these
+ * definitions win over libc's for the whole program (libmoonbox.a is linked
+ * in statically), count each call, may fail fdatasync, then call libc's. */
+static struct {
+	_Atomic unsigned syncs, pwritevs, fallocates;
+	int sync_errno;            /* fdatasync fails with this (0: it works) */
+	void (*on_sync)(int fd);   /* and sees the file first */
+	bool fake_sync;            /* skip the real fdatasync */
+} io;
+
+#define REAL(name) ((__typeof__(&name))dlsym(RTLD_NEXT, #name))
+
+int fdatasync(int fd)
+{
+	io.syncs++;
+	if (io.on_sync)
+		io.on_sync(fd);
+	if (io.sync_errno) {
+		errno = io.sync_errno;
+		return -1;
+	}
+	return io.fake_sync ? 0 : REAL(fdatasync)(fd);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int n, off_t off)
+{
+	io.pwritevs++;
+	return REAL(pwritev)(fd, iov, n, off);
+}
+
+int fallocate(int fd, int mode, off_t off, off_t len)
+{
+	io.fallocates++;
+	return REAL(fallocate)(fd, mode, off, len);
+}
 
 #define RAM (1u << 20)
 #define DESC 0x1000u
@@ -88,6 +129,7 @@ static int setup(void **state)
 	f.mem = mb_mem_new();
 	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram"))
 		return -1;
+	memset(&io, 0, sizeof io);
 	strcpy(f.path, "/tmp/mb-blk-XXXXXX");
 	f.fd = mkstemp(f.path);
 	uint8_t sec[512];
@@ -371,22 +413,153 @@ static void test_discard(void **state)
 
 static void test_readonly(void **state)
 {
-	struct fx *f = *state;
+	struct fx *f = *state; /* the image file is writable: the device refuses */
+	assert_int_equal(access(f->path, W_OK), 0);
 	unmake(f);
 	assert_int_equal(make(f, true, 0), 0);
 	wr(f, 0x14, 0);
 	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_RO);
+	assert_false(rd(f, 0x10) & 1u << VIRTIO_BLK_F_DISCARD);
 	driver_init(f, vfeat());
 	memset(gp(f, DATA), 0xcd, 512);
 	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 1, 512, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
-	uint8_t b;
-	assert_int_equal(pread(f->fd, &b, 1, 512), 1);
-	assert_int_equal(b, 1); /* unchanged */
+	struct { uint64_t sector; uint32_t num, flags; } seg = { 0, 8, 0 };
+	memcpy(gp(f, DATA), &seg, 16);
 	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	/* refused before the file was touched: no write, no hole punched */
+	assert_int_equal(io.pwritevs, 0);
+	assert_int_equal(io.fallocates, 0);
+	uint8_t b[512];
+	for (unsigned s = 0; s < 8; s++) {
+		assert_int_equal(pread(f->fd, b, 512, s * 512), 512);
+		assert_int_equal(b[0], s); /* unchanged */
+		assert_int_equal(b[511], s);
+	}
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 1, 512, true), 513);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.writes, 0);
+	assert_int_equal(st.discards, 0);
+	assert_int_equal(st.ioerr, 2);
+}
+
+/* Durability, sec. 5.2.6.2: a FLUSH makes the completed writes durable.
+ * Each one is one fdatasync, and its status is that call's. */
+static void test_flush_syncs(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0x77, 512);
+	for (unsigned i = 1; i <= 3; i++) {
+		assert_int_equal(request(f, VIRTIO_BLK_T_OUT, i, 512, false), 1);
+		assert_int_equal(io.syncs, i - 1); /* a write alone does not sync */
+		assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+		assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+		assert_int_equal(io.syncs, i);
+	}
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.flushes, 3);
+	assert_int_equal(st.syncs, 3);
+	assert_int_equal(st.ioerr, 0);
+}
+
+static void test_flush_sync_fails(void **state)
+{
+	struct fx *f = *state;
+	driver_init(f, vfeat());
+	memset(gp(f, DATA), 0x77, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 4, 512, false), 1);
+	io.sync_errno = EIO;
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(io.syncs, 1);
+	/* Linux reports a writeback error to one fdatasync only and may have
+	 * dropped the dirty pages: a later sync that succeeds proves nothing,
+	 * so every later FLUSH fails too. */
+	io.sync_errno = 0;
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.flushes, 2);
+	assert_int_equal(st.ioerr, 2);
+	/* reads and writes go on */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 4, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(*(uint8_t *)gp(f, DATA), 0x77);
+}
+
+/* With workers, a write and the FLUSH after it are in flight together:
+ * the sync must come after the write reached the file. The write is made
+ * long (15.6 MiB from one aliased 64 KiB buffer) so that a flush that does
+ * not wait overtakes it. */
+#define BIG_SEGS 250u
+#define BIG_SECTORS (BIG_SEGS * 128u)
+static struct {
+	struct mb_virtio_blk *blk;
+	int fd;
+	ssize_t got;
+	uint8_t last[512];
+	uint64_t writes;
+} seen;
+
+static void look_at_file(int fd) /* on a worker: no cmocka asserts here */
+{
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(seen.blk, &st);
+	seen.writes = st.writes;
+	seen.got = pread(seen.fd, seen.last, 512, (BIG_SECTORS - 1) * 512ull);
+}
+
+static void test_flush_after_inflight_write(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(ftruncate(f->fd, BIG_SECTORS * 512ull), 0);
+	unmake(f);
+	assert_int_equal(make(f, false, 2), 0);
+	driver_init(f, vfeat() | 1ull << VIRTIO_F_RING_INDIRECT_DESC);
+	seen.fd = f->fd, seen.blk = f->blk;
+	io.on_sync = look_at_file;
+	io.fake_sync = true;
+	/* chain 0: OUT at sector 0 through an indirect table of header,
+	 * BIG_SEGS x 64 KiB, status */
+	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_OUT, 0, 0 };
+	memcpy(gp(f, HDR), &h, 16);
+	memset(gp(f, DATA), 0x5a, 0x10000);
+	const uint64_t table = 0x40000;
+	uint8_t *t = gp(f, table);
+	for (unsigned i = 0; i < BIG_SEGS + 2; i++) {
+		uint64_t addr = i == 0 ? HDR : i <= BIG_SEGS ? DATA : STATUS;
+		uint32_t len = i == 0 ? 16 : i <= BIG_SEGS ? 0x10000 : 1;
+		uint16_t fl = i <= BIG_SEGS ? VIRTQ_DESC_F_NEXT : VIRTQ_DESC_F_WRITE;
+		uint16_t next = (uint16_t)(i + 1);
+		memcpy(t + 16 * i, &addr, 8);
+		memcpy(t + 16 * i + 8, &len, 4);
+		memcpy(t + 16 * i + 12, &fl, 2);
+		memcpy(t + 16 * i + 14, &next, 2);
+	}
+	set_desc(f, 0, table, 16 * (BIG_SEGS + 2), VIRTQ_DESC_F_INDIRECT, 0);
+	/* chain 1: FLUSH */
+	h.type = VIRTIO_BLK_T_FLUSH;
+	memcpy(gp(f, HDR + 16), &h, 16);
+	set_desc(f, 1, HDR + 16, 16, VIRTQ_DESC_F_NEXT, 2);
+	set_desc(f, 2, STATUS + 1, 1, VIRTQ_DESC_F_WRITE, 0);
+	*(uint8_t *)gp(f, STATUS) = *(uint8_t *)gp(f, STATUS + 1) = 0xee;
+	offer(f, 0);
+	offer(f, 1);
+	mb_virtio_kick(f->t, 0); /* both start together */
+	wr(f, 0x70, 0); /* reset waits for both */
+	assert_int_equal(io.syncs, 1);
+	assert_int_equal(*(uint8_t *)gp(f, STATUS), VIRTIO_BLK_S_OK);
+	assert_int_equal(*(uint8_t *)gp(f, STATUS + 1), VIRTIO_BLK_S_OK);
+	assert_int_equal(seen.writes, 1); /* the write had completed */
+	assert_int_equal(seen.got, 512);
+	assert_int_equal(seen.last[0], 0x5a); /* and its last sector was in the file */
+	assert_int_equal(seen.last[511], 0x5a);
 }
 
 static void test_malformed_needs_reset(void **state)
@@ -505,7 +678,9 @@ int main(void)
 		T(test_driver_ok_needs_features_ok), T(test_read), T(test_write),
 		T(test_bad_sector), T(test_unknown_type), T(test_get_id),
 		T(test_bad_header), T(test_split_header), T(test_no_status_byte),
-		T(test_discard), T(test_readonly), T(test_malformed_needs_reset),
+		T(test_discard), T(test_readonly), T(test_flush_syncs),
+		T(test_flush_sync_fails), T(test_flush_after_inflight_write),
+		T(test_malformed_needs_reset),
 		T(test_notify_before_setup), T(test_bad_queue_setup),
 		T(test_event_idx_suppression), T(test_workers_in_flight),
 		T(test_open_error_names_file),

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "devices/virtio/console.h"
+#include "moonbox/virtio_console.h"
 
 #define RAM (1u << 20)
 #define N 8

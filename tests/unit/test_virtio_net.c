@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "devices/virtio/net.h"
+#include "moonbox/virtio_net.h"
 
 #define RAM (1u << 20)
 #define N 8

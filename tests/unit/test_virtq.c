@@ -10,10 +10,12 @@
 
 #include <cmocka.h>
 
-#include "devices/virtio/queue.h"
+#include "moonbox/virtio_queue.h"
 
 #define RAM (1u << 20)
 #define ROM 0x100000u /* 64K read-only region right after RAM */
+#define BIG 0x10000000u /* 32 MiB, mapped lazily: aliased into 4 GiB chains */
+#define BIG_SIZE (32u << 20)
 #define DESC 0x1000u
 #define AVAIL 0x2000u
 #define USED 0x3000u
@@ -72,7 +74,8 @@ static int setup(void **state)
 	memset(&f, 0, sizeof f);
 	f.mem = mb_mem_new();
 	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram") ||
-	    mb_mem_add(f.mem, ROM, 0x10000, MB_MEM_READONLY, NULL, "rom"))
+	    mb_mem_add(f.mem, ROM, 0x10000, MB_MEM_READONLY, NULL, "rom") ||
+	    mb_mem_add(f.mem, BIG, BIG_SIZE, 0, NULL, "big"))
 		return -1;
 	mb_vq_init(&f.q, f.mem);
 	f.q.fault = on_fault;
@@ -296,6 +299,131 @@ static void test_oversized(void **state)
 	expect_fault(f, "not in guest RAM");
 }
 
+/* A queue of 256 entries: the descriptor table fills 0x1000-0x1fff. */
+static void enable_256(struct fx *f)
+{
+	mb_vq_reset(&f->q);
+	f->q.num = 256;
+	f->q.desc_gpa = DESC, f->q.avail_gpa = AVAIL, f->q.used_gpa = USED;
+	assert_int_equal(mb_vq_enable(&f->q, 256, FEAT), 0);
+}
+
+static void offer_256(struct fx *f, uint16_t head)
+{
+	uint16_t *ring = gp(f, AVAIL + 4);
+	ring[f->avail_idx % 256] = head;
+	f->avail_idx++;
+	*(uint16_t *)gp(f, AVAIL + 2) = f->avail_idx;
+}
+
+/* `direct` chained descriptors of 16 bytes, the last one pointing at an
+ * indirect table of `ind` more at 0x5000. */
+static void long_chain(struct fx *f, unsigned direct, unsigned ind)
+{
+	for (unsigned i = 0; i + 1 < direct; i++)
+		set_desc(f, DESC, i, 0x10000, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
+	set_desc(f, DESC, direct - 1, 0x5000, 16 * ind, VIRTQ_DESC_F_INDIRECT, 0);
+	for (unsigned i = 0; i < ind; i++)
+		set_desc(f, 0x5000, i, 0x20000, 16,
+			 i + 1 < ind ? VIRTQ_DESC_F_NEXT : 0, (uint16_t)(i + 1));
+	offer_256(f, 0);
+}
+
+/* A chain is popped into a struct with room for MB_VQ_MAX_SEGS buffers:
+ * one more must be refused, not written past the array. */
+static struct {
+	struct mb_vq_chain c;
+	struct iovec spill[64];
+} guarded;
+
+static void test_max_buffers(void **state)
+{
+	struct fx *f = *state; /* 155 direct + 101 indirect = 256: the limit */
+	enable_256(f);
+	long_chain(f, 156, 101);
+	assert_int_equal(mb_vq_pop(&f->q, &guarded.c), 1);
+	assert_int_equal(guarded.c.nout, MB_VQ_MAX_SEGS);
+	assert_int_equal(guarded.c.out_len, 16 * MB_VQ_MAX_SEGS);
+}
+
+static void test_too_many_buffers(void **state)
+{
+	struct fx *f = *state; /* 198 direct + 100 indirect: 42 too many */
+	enable_256(f);
+	memset(&guarded, 0, sizeof guarded);
+	long_chain(f, 199, 100);
+	int rc = mb_vq_pop(&f->q, &guarded.c);
+	static const struct iovec zero[64];
+	assert_memory_equal(guarded.spill, zero, sizeof zero); /* no overflow */
+	assert_int_equal(rc, -EIO);
+	assert_non_null(strstr(f->why, "more than 256 buffers"));
+}
+
+/* The in and out totals are 32-bit in the used ring and the devices: a
+ * chain of 4 GiB or more is refused. Buffers alias one 32 MiB region. */
+static void big_table(struct fx *f, unsigned n, uint32_t last, uint16_t flags)
+{
+	for (unsigned i = 0; i < n; i++)
+		set_desc(f, 0x5000, i, BIG, i + 1 < n ? BIG_SIZE : last,
+			 flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0), (uint16_t)(i + 1));
+	set_desc(f, DESC, 0, 0x5000, 16 * n, VIRTQ_DESC_F_INDIRECT, 0);
+	offer(f, 0);
+}
+
+static void test_just_under_4g(void **state)
+{
+	struct fx *f = *state; /* 127 x 32 MiB + (32 MiB - 1) = 4 GiB - 1 */
+	big_table(f, 128, BIG_SIZE - 1, 0);
+	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
+	assert_int_equal(f->c.out_len, UINT32_MAX);
+	big_table(f, 128, BIG_SIZE - 1, VIRTQ_DESC_F_WRITE);
+	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
+	assert_int_equal(f->c.in_len, UINT32_MAX);
+}
+
+static void test_4g_out(void **state)
+{
+	struct fx *f = *state; /* 128 x 32 MiB: 4 GiB exactly */
+	big_table(f, 128, BIG_SIZE, 0);
+	expect_fault(f, "larger than 4 GiB");
+}
+
+static void test_4g_in(void **state)
+{
+	struct fx *f = *state;
+	big_table(f, 130, BIG_SIZE, VIRTQ_DESC_F_WRITE);
+	expect_fault(f, "larger than 4 GiB");
+}
+
+/* An indirect table holds at most MB_VQ_MAX_SEGS descriptors, even when
+ * the chain in it is short. */
+static void test_indirect_max_table(void **state)
+{
+	struct fx *f = *state;
+	set_desc(f, 0x5000, 0, 0x10000, 16, 0, 0);
+	set_desc(f, DESC, 0, 0x5000, 16 * MB_VQ_MAX_SEGS, VIRTQ_DESC_F_INDIRECT, 0);
+	offer(f, 0);
+	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
+	assert_int_equal(f->c.nout, 1);
+}
+
+static void test_indirect_table_too_big(void **state)
+{
+	struct fx *f = *state;
+	set_desc(f, 0x5000, 0, 0x10000, 16, 0, 0);
+	set_desc(f, DESC, 0, 0x5000, 16 * (MB_VQ_MAX_SEGS + 1), VIRTQ_DESC_F_INDIRECT, 0);
+	offer(f, 0);
+	expect_fault(f, "indirect table of 4112 bytes");
+}
+
+static void test_indirect_table_huge(void **state)
+{
+	struct fx *f = *state; /* 16 x 2^28 - 16 bytes: refused before RAM is looked at */
+	set_desc(f, DESC, 0, BIG, 0xfffffff0u, VIRTQ_DESC_F_INDIRECT, 0);
+	offer(f, 0);
+	expect_fault(f, "indirect table of 4294967280 bytes");
+}
+
 static void test_write_to_rom(void **state)
 {
 	struct fx *f = *state;
@@ -491,7 +619,10 @@ int main(void)
 		T(test_indirect_next_out_of_table), T(test_loop), T(test_self_loop),
 		T(test_next_out_of_range), T(test_head_out_of_range),
 		T(test_zero_length), T(test_outside_ram), T(test_address_wraps),
-		T(test_oversized), T(test_write_to_rom), T(test_read_from_rom),
+		T(test_oversized), T(test_max_buffers), T(test_too_many_buffers),
+		T(test_just_under_4g), T(test_4g_out), T(test_4g_in),
+		T(test_indirect_max_table), T(test_indirect_table_too_big),
+		T(test_indirect_table_huge), T(test_write_to_rom), T(test_read_from_rom),
 		T(test_readable_after_writable), T(test_avail_too_far_ahead),
 		T(test_avail_wraps), T(test_not_ready), T(test_enable_checks),
 		T(test_used_ring), T(test_no_interrupt_flag), T(test_used_event),

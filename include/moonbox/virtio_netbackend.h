@@ -16,8 +16,9 @@
  * fd out of that set, so a device without buffers stops being woken
  * (backpressure) without unwatching anything.
  */
-#ifndef DEVICES_VIRTIO_NETBACKEND_H
-#define DEVICES_VIRTIO_NETBACKEND_H
+#include "moonbox.h" /* first: the umbrella includes us in order */
+#ifndef MOONBOX_VIRTIO_NETBACKEND_H
+#define MOONBOX_VIRTIO_NETBACKEND_H
 
 #include <stdbool.h>
 #include <sys/types.h>

@@ -48,11 +48,13 @@
  * base + 0x50, datamatch) the vCPU never exits to userspace for a kick;
  * without it, the QueueNotify write handler signals the same eventfd.
  */
-#ifndef DEVICES_VIRTIO_MMIO_H
-#define DEVICES_VIRTIO_MMIO_H
+#include "moonbox.h" /* first: the umbrella includes us in order */
+#ifndef MOONBOX_VIRTIO_MMIO_H
+#define MOONBOX_VIRTIO_MMIO_H
 
-#include "devices/virtio/queue.h"
-#include "moonbox.h"
+#include "moonbox/virtio_queue.h"
+#include "moonbox/state.h"
+#include "moonbox/device.h"
 
 #define MB_VIRTIO_MAX_QUEUES 8
 #define MB_VIRTIO_MMIO_SIZE 0x1000 /* the window each device gets */
@@ -140,5 +142,94 @@ void mb_virtio_needs_reset(struct mb_virtio *t, const char *why);
 void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
 
 void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st);
+
+/* ---- state (moonbox/state.h) ------------------------------------------ */
+
+/* One queue as the driver set it up, and where the device is in it:
+ * avail_idx (the driver's index in guest RAM) and the counters are only
+ * reported. signalled/signalled_valid: the used index at the last
+ * interrupt (EVENT_IDX, sec. 2.7.10). */
+#define MB_VIRTQ_STATE(X, S) \
+	X(S, u16, num) X(S, bool, ready) X(S, bool, broken) \
+	X(S, u64, desc) X(S, u64, driver) X(S, u64, device) \
+	X(S, u16, last_avail) X(S, u16, used_idx) \
+	X(S, u16, signalled) X(S, bool, signalled_valid) \
+	X(S, ro_u16, avail_idx) X(S, ro_u64, popped) X(S, ro_u64, pushed)
+MB_STATE_STRUCT(mb_virtq_state, MB_VIRTQ_STATE);
+
+/* The transport's registers, then read-only facts and counters. */
+#define MB_VIRTIO_MMIO_STATE(X, S) \
+	X(S, u32, status) X(S, ro_u64, device_features) X(S, u64, driver_features) \
+	X(S, u32, device_features_sel) X(S, u32, driver_features_sel) \
+	X(S, u32, queue_sel) X(S, u32, isr) X(S, u32, config_generation) \
+	X(S, ro_bool, ioeventfd) X(S, ro_bool, irqfd) \
+	X(S, ro_u64, notifications) X(S, ro_u64, mmio_notifications) \
+	X(S, ro_u64, interrupts) X(S, ro_u64, suppressed_interrupts) \
+	X(S, ro_u64, faults)
+MB_STATE_STRUCT(mb_virtio_mmio_state, MB_VIRTIO_MMIO_STATE);
+
+/* A device's state lists the transport first, then its NQ queues, then its
+ * own fields: `#define MB_FOO_STATE(X, S) MB_VIRTIO_DEV_STATE(X, S, 2) ...`.
+ * In the device's save/load, MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+ * copies the transport fields from `ts` into `st` (PUT: back). */
+#define MB_VIRTIO_DEV_STATE(X, S, NQ) \
+	MB_VIRTIO_MMIO_STATE(X, S) X(S, arr, queues, NQ, mb_virtq_state)
+#define MB_VIRTIO_ST_GET(S, t, n) st->n = ts->n;
+#define MB_VIRTIO_ST_PUT(S, t, n) ts->n = st->n;
+
+/* Fill ts and qs[0..nqueues) (a consistent copy under the locks). */
+void mb_virtio_save(struct mb_virtio *t, struct mb_virtio_mmio_state *ts,
+		    struct mb_virtq_state *qs);
+/* Check everything (status bits, features offered, queue sizes, rings in
+ * guest RAM, indices), then restore: -EINVAL with the field named
+ * ("queues[1].num: ...") and nothing changed on error. Guest stopped. */
+int mb_virtio_load(struct mb_virtio *t, const struct mb_virtio_mmio_state *ts,
+		   const struct mb_virtq_state *qs);
+
+/* ---- a virtio device in a machine (devices/virtio/place.c) -------------- */
+
+/* What a device model tells the placement: its transport ops, how to
+ * save/load/quiesce/free it (the transport part is done for it), and an
+ * optional bind once the transport exists. */
+struct mb_virtio_model {
+	const struct mb_virtio_dev_ops *ops;
+	const struct mb_device_ops *dev_ops; /* kind, state: see place.c */
+	void (*save)(void *dev, struct mb_virtio *t, void *st);
+	int (*load)(void *dev, struct mb_virtio *t, const void *st);
+	void (*quiesce)(void *dev); /* NULL: nothing runs on its own */
+	void (*bind)(void *dev, struct mb_virtio *t);
+	void (*free)(void *dev); /* before the transport: blk joins workers */
+};
+
+/* Where: mmio_base/mmio_size 0: a free 4K window from the machine's
+ * allocator; irq 0: a free line (virtio never takes line 0). */
+struct mb_virtio_place {
+	const char *name;    /* NULL: defname's first free index */
+	const char *defname; /* "blk%u" */
+	uint64_t mmio_base, mmio_size;
+	int irq;
+};
+
+struct mb_virtio_dev; /* the placed device: mb_device_impl() of it */
+
+/* Take the window and line, an irqfd with the kernel irqchip, build the
+ * transport around dev, bind it, ring doorbells, map the window and
+ * announce it for virtio_mmio.device=. From the call on, the machine owns
+ * dev (freed on failure too); a failure leaves no trace in m. */
+int mb_virtio_place(struct mb_machine *m, const struct mb_virtio_place *p,
+		    const struct mb_virtio_model *model, void *dev,
+		    uint64_t features, struct mb_device **out);
+/* Generic mb_device_ops callbacks for a model's dev_ops. */
+int mb_virtio_dev_save(void *impl, void *st);
+int mb_virtio_dev_load(void *impl, const void *st);
+void mb_virtio_dev_quiesce(void *impl);
+void mb_virtio_dev_free(void *impl);
+/* The model and transport of a placed device (NULL: not a virtio one). */
+void *mb_virtio_dev_model(struct mb_device *d);
+struct mb_virtio *mb_virtio_dev_transport(struct mb_device *d);
+/* Watch fd on the machine's event loop for the device's model, unwatched
+ * before the model is freed (virtio-net's backend). */
+int mb_virtio_dev_watch(struct mb_device *d, int fd,
+			void (*fn)(void *opaque, int fd), void *opaque);
 
 #endif

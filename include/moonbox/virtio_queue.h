@@ -15,15 +15,15 @@
  * Threads: pop/arm from one thread at a time (the transport serialises
  * notify handling); push/need_irq may come from any thread (their own lock).
  */
-#ifndef DEVICES_VIRTIO_QUEUE_H
-#define DEVICES_VIRTIO_QUEUE_H
+#include "moonbox.h" /* first: the umbrella includes us in order */
+#ifndef MOONBOX_VIRTIO_QUEUE_H
+#define MOONBOX_VIRTIO_QUEUE_H
 
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "moonbox.h"
 
 #define MB_VQ_MAX_SIZE 256 /* the largest queue a device offers */
 #define MB_VQ_MAX_SEGS 256 /* buffers in one chain, indirect included */
