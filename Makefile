@@ -22,8 +22,11 @@ GUEST_SRC := $(wildcard tests/guests/*.S)
 GUESTS    := $(GUEST_SRC:tests/guests/%.S=$(B)/guests/%.bin)
 EXAMPLE_GUESTS := $(patsubst examples/%.S,$(B)/examples/%.bin,$(wildcard examples/*.S))
 BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
+# C examples, compiled as an installed build would be: only include/.
+EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
+EXAMPLE_CFLAGS := -Iinclude
 
-all: libmoonbox.a libmoonbox.so moonbox moonbox.so guests
+all: libmoonbox.a libmoonbox.so moonbox moonbox.so guests examples
 
 $(B)/%.o: %.c $(wildcard include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
 	@mkdir -p $(dir $@)
@@ -62,6 +65,11 @@ $(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) libmoonbox.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) libmoonbox.a -lcmocka $(LDLIBS)
 
+examples: $(EXAMPLE_BINS)
+$(B)/examples/%: examples/%.c $(wildcard examples/*.h) libmoonbox.a
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE $(WARN) $(EXAMPLE_CFLAGS) -o $@ $< libmoonbox.a $(LDLIBS)
+
 $(B)/bench/%: bench/%.c libmoonbox.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< libmoonbox.a $(LDLIBS)
@@ -88,7 +96,8 @@ run: deps
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
 		$(DESTDIR)$(PREFIX)/include/moonbox $(DESTDIR)$(PREFIX)/lib/lua/5.4 \
-		$(DESTDIR)$(PREFIX)/share/moonbox/machines
+		$(DESTDIR)$(PREFIX)/share/moonbox/machines \
+		$(DESTDIR)$(PREFIX)/share/moonbox/examples
 	install -m 755 moonbox $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 libmoonbox.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 libmoonbox.so $(DESTDIR)$(PREFIX)/lib/
@@ -96,11 +105,12 @@ install: all
 	install -m 644 include/moonbox.h $(DESTDIR)$(PREFIX)/include/
 	install -m 644 include/moonbox/*.h $(DESTDIR)$(PREFIX)/include/moonbox/
 	install -m 644 machines/*.lua $(DESTDIR)$(PREFIX)/share/moonbox/machines/
+	install -m 644 examples/*.c $(DESTDIR)$(PREFIX)/share/moonbox/examples/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(shell sed -n 's/^#define MB_VERSION "\(.*\)"/\1/p' include/moonbox.h)|' \
 		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc
 
 clean:
 	rm -rf $(B) libmoonbox.a libmoonbox.so moonbox moonbox.so
 
-.PHONY: all guests deps unit test bench fuzz run install clean
+.PHONY: all guests examples deps unit test bench fuzz run install clean
 .DELETE_ON_ERROR:

@@ -93,6 +93,11 @@ struct mb_evloop *mb_evloop_new(void)
 	return ev;
 }
 
+bool mb_evloop_is_self(struct mb_evloop *ev)
+{
+	return ev && pthread_equal(ev->thread, pthread_self());
+}
+
 /* Stop the thread: no callback runs after this; timers stay valid (and
  * may still be disarmed and freed) until mb_evloop_free(). */
 void mb_evloop_stop(struct mb_evloop *ev)

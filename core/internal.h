@@ -110,6 +110,7 @@ void mb_vcpu_kick_setup(void);
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);
+bool mb_evloop_is_self(struct mb_evloop *ev); /* called on the loop's thread */
 void mb_evloop_free(struct mb_evloop *ev);
 void mb_evloop_clock(struct mb_evloop *ev, struct mb_clock *c);
 int mb_evloop_watch(struct mb_evloop *ev, int fd,

@@ -425,7 +425,9 @@ static bool serve_one(struct mb_machine *m)
 void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 {
 	pthread_mutex_lock(&m->lock);
-	if (is_waiter(m) || !m->threads) {
+	/* Before the first start the caller is the script's own thread, save
+	 * the event loop (a timer armed early): that one queues. */
+	if (is_waiter(m) || (!m->threads && !mb_evloop_is_self(m->ev))) {
 		pthread_mutex_unlock(&m->lock);
 		fn(arg);
 		return;

@@ -6,11 +6,13 @@
 
 #include "lua/lmoonbox.h"
 
+/* The function itself is in the machine's refs (mbl_ref_set), under
+ * this struct's address: no registry reference keeps the machine alive. */
 struct luacon {
 	struct mbl_machine *mm;
-	int fn; /* registry ref */
 	const void *buf;
 	size_t len;
+	const struct luacon *key;
 };
 
 static void luacon_call(void *arg)
@@ -19,7 +21,10 @@ static void luacon_call(void *arg)
 	lua_State *L = c->mm->L;
 	if (!L || !c->mm->m)
 		return;
-	lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
+	if (mbl_ref_push(L, c->mm, c->key) != LUA_TFUNCTION) {
+		lua_pop(L, 1); /* the machine is going away */
+		return;
+	}
 	lua_pushlstring(L, c->buf, c->len);
 	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
 		mb_machine_stop(c->mm->m, MB_STOP_ERROR, 1, "console function: %s",
@@ -67,9 +72,12 @@ struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 		if (!lc)
 			luaL_error(L, "%s: out of memory", key);
 		lc->mm = mm;
-		lua_pushvalue(L, -1);
-		lc->fn = luaL_ref(L, LUA_REGISTRYINDEX);
-		mb_machine_on_destroy(m, free, lc);
+		lc->key = lc;
+		if (mb_machine_on_destroy(m, free, lc)) {
+			free(lc);
+			luaL_error(L, "%s: %s", key, mb_errmsg());
+		}
+		mbl_ref_set(L, mm, lc, -1);
 		c = mb_chr_func(m, luacon_write, lc);
 	} else {
 		luaL_error(L, "%s: expected a string, table or function, got %s", key,

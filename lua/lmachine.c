@@ -22,6 +22,67 @@ struct mb_machine *mbl_live(lua_State *L, struct mbl_machine *mm)
 	return mm->m;
 }
 
+/* ---- Lua values the machine's C callbacks need ---------------------------
+ * No registry reference may hold anything that leads back to a machine (a
+ * device handle, a function closing over the machine): that would keep it
+ * from being collected. Instead each machine handle has, as user value 2,
+ * its own table "refs" (C key -> value), and the registry only maps the
+ * machine (lightuserdata mm) to its handle through a weak-valued table:
+ * C code finds the values while the machine lives, the collector sees
+ * refs only through the machine, and close() drops the table whole. */
+#define LIVE "moonbox.live"
+
+static void push_live(lua_State *L)
+{
+	if (lua_getfield(L, LUA_REGISTRYINDEX, LIVE) == LUA_TTABLE)
+		return;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_createtable(L, 0, 1);
+	lua_pushstring(L, "v");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, LIVE);
+}
+
+/* Push mm's refs table; false (nothing pushed) once it is closed or gone. */
+static bool push_refs(lua_State *L, struct mbl_machine *mm)
+{
+	push_live(L);
+	if (lua_rawgetp(L, -1, mm) != LUA_TUSERDATA) {
+		lua_pop(L, 2);
+		return false;
+	}
+	bool ok = lua_getiuservalue(L, -1, 2) == LUA_TTABLE;
+	lua_replace(L, -3);
+	lua_pop(L, 1);
+	if (!ok)
+		lua_pop(L, 1);
+	return ok;
+}
+
+void mbl_ref_set(lua_State *L, struct mbl_machine *mm, const void *key, int idx)
+{
+	idx = lua_absindex(L, idx);
+	if (!push_refs(L, mm))
+		return;
+	lua_pushvalue(L, idx);
+	lua_rawsetp(L, -2, key);
+	lua_pop(L, 1);
+}
+
+int mbl_ref_push(lua_State *L, struct mbl_machine *mm, const void *key)
+{
+	if (!push_refs(L, mm)) {
+		lua_pushnil(L);
+		return LUA_TNIL;
+	}
+	int t = lua_rawgetp(L, -1, key);
+	lua_remove(L, -2);
+	return t;
+}
+
 static void check_cpuid(lua_State *L, int idx, struct mb_cpuid_policy *p)
 {
 	static const char *const keys[] = { "hide", "set", NULL };
@@ -156,7 +217,7 @@ static int l_machine(lua_State *L)
 		luaL_error(L, "pit: \"kernel\" needs irqchip = \"kernel\"");
 	cfg.kernel_pit = pit == 1;
 
-	struct mbl_machine *mm = lua_newuserdatauv(L, sizeof *mm, 1);
+	struct mbl_machine *mm = lua_newuserdatauv(L, sizeof *mm, 2);
 	memset(mm, 0, sizeof *mm);
 	mm->devices = LUA_NOREF;
 	luaL_setmetatable(L, MBL_MACHINE);
@@ -170,6 +231,12 @@ static int l_machine(lua_State *L)
 	mb_bus_set_log(mb_machine_mmio(mm->m), log);
 	lua_newtable(L); /* attached devices, kept alive with the machine */
 	lua_setiuservalue(L, -2, 1);
+	lua_newtable(L); /* refs: see mbl_ref_set */
+	lua_setiuservalue(L, -2, 2);
+	push_live(L);
+	lua_pushvalue(L, -2);
+	lua_rawsetp(L, -2, mm);
+	lua_pop(L, 1);
 	return 1;
 }
 
@@ -181,6 +248,12 @@ static int l_close(lua_State *L)
 		mb_machine_destroy(mm->m);
 		mm->m = NULL;
 	}
+	/* Whatever the C side still held for Lua goes with the machine. */
+	push_live(L);
+	lua_pushnil(L);
+	lua_rawsetp(L, -2, mm);
+	lua_pushnil(L);
+	lua_setiuservalue(L, 1, 2);
 	return 0;
 }
 

@@ -78,6 +78,13 @@ struct mbl_machine *mbl_checkmachine(lua_State *L, int idx);
 struct mb_machine *mbl_live(lua_State *L, struct mbl_machine *mm);
 void mbl_pushopts(lua_State *L, int idx); /* the handle at idx's options */
 int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
+/* Lua values a C callback of mm needs (a device's functions, a timer):
+ * kept in the machine's own table under a C pointer key, never in a
+ * registry reference, so that they die with the machine. set stores the
+ * value at idx (nil removes it); push pushes it (nil once the machine is
+ * closed) and returns its type. */
+void mbl_ref_set(lua_State *L, struct mbl_machine *mm, const void *key, int idx);
+int mbl_ref_push(lua_State *L, struct mbl_machine *mm, const void *key);
 
 /* Each device binding file provides its constructors through this list. */
 void mbl_open_devices(lua_State *L);
