@@ -37,12 +37,7 @@ T.case("the installed embed_pc.c builds with pkg-config", function()
   local src = pre .. "/share/moonbox/examples/embed_pc.c"
   T.ok(io.open(src), "installed " .. src)
   local pc = "PKG_CONFIG_SYSROOT_DIR=" .. dest .. " PKG_CONFIG_PATH=" .. pre .. "/lib/pkgconfig"
-  -- TEMPORARY (issue 8): while examples/embed_shim.h stands in for the
-  -- attach functions, it and the internal headers it needs come from the
-  -- source tree; drop `extra` with the shim.
-  local extra = io.open(T.root .. "/examples/embed_shim.h") and
-    (" -I" .. T.root .. " -I" .. T.root .. "/examples") or ""
-  local out, rc = sh(pc .. " cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror" .. extra .. " -o " .. dest ..
+  local out, rc = sh(pc .. " cc -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -o " .. dest ..
     "/embed_pc " .. src .. " $(" .. pc .. " pkg-config --cflags --libs moonbox | sed 's/-lmoonbox/-l:libmoonbox.a/')")
   T.eq(rc, 0, out)
   T.ok(io.open(dest .. "/embed_pc"), "built")
