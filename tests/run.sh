@@ -39,7 +39,7 @@ check_skips() { # log
 run() { # kind (unit, lua or other), name, time bound in s, command...
 	local kind=$1 name=$2 secs=$3; shift 3
 	selected "$name" || return 0
-	local out=$log/$name.log start=$SECONDS why= rc skips n
+	local out=$log/$name.log start=$SECONDS why='' rc skips n
 	mkdir -p "$(dirname "$out")"
 	# timeout runs the test in its own process group and signals the whole
 	# group: whatever the test started goes too.
