@@ -14,11 +14,21 @@ if ! command -v "$CC" >/dev/null; then
 	echo "fuzz: $CC not found (apt-get install clang libclang-rt-14-dev)" >&2
 	exit 1
 fi
-# The library, instrumented for coverage but without libFuzzer's main.
+# The library, instrumented for coverage but without libFuzzer's main. An
+# object is rebuilt when its source, any header of the library, or this
+# script (the flags) is newer; the harnesses are rebuilt every run.
+shopt -s nullglob
+deps=(include/*.h core/*.h devices/*.h devices/virtio/*.h scripts/fuzz.sh)
+stale() { # object source
+	local d
+	[ "$1" -nt "$2" ] || return 0
+	for d in "${deps[@]}"; do [ "$d" -nt "$1" ] && return 0; done
+	return 1
+}
 objs=()
 for src in core/*.c devices/*.c devices/virtio/*.c; do
 	o=$out/obj/${src//\//_}.o
-	if [ ! "$o" -nt "$src" ] || [ include/moonbox.h -nt "$o" ]; then
+	if stale "$o" "$src"; then
 		$CC $flags -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$o" || exit 1
 	fi
 	objs+=("$o")

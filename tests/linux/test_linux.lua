@@ -6,8 +6,7 @@ local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lu
 T.need_kvm()
 local kernel = T.root .. "/.cache/guest/bzImage"
 if not io.open(kernel) then
-  print("SKIP: no guest kernel (run make deps)")
-  os.exit(77)
+  T.skip_all("no guest kernel (run make deps)")
 end
 
 local function boot(irqchip, command)

@@ -5,7 +5,7 @@
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 if not io.open(T.root .. "/.cache/guest/bzImage") then
-  print("SKIP: no guest kernel (run make deps)"); os.exit(77)
+  T.skip_all("no guest kernel (run make deps)")
 end
 
 T.case("kernel panic ends the run with shutdown and the panic on the console", function()

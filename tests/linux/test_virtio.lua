@@ -7,8 +7,7 @@ local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lu
 T.need_kvm()
 local mb = require "moonbox"
 if not io.open(T.root .. "/.cache/guest/bzImage") then
-  print("SKIP: no guest kernel (run make deps)")
-  os.exit(77)
+  T.skip_all("no guest kernel (run make deps)")
 end
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -17,8 +16,7 @@ local function sh(cmd)
   return ok, out
 end
 if not sh("command -v mke2fs && command -v debugfs") then
-  print("SKIP: e2fsprogs (mke2fs, debugfs) not installed")
-  os.exit(77)
+  T.skip_all("e2fsprogs (mke2fs, debugfs) not installed")
 end
 
 -- The image: 16 MiB ext2 holding 256 KiB of random data and the script

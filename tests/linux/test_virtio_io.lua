@@ -11,8 +11,7 @@ local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lu
 T.need_kvm()
 local mb = require "moonbox"
 if not io.open(T.root .. "/.cache/guest/bzImage") then
-  print("SKIP: no guest kernel (run make deps)")
-  os.exit(77)
+  T.skip_all("no guest kernel (run make deps)")
 end
 
 local sock = os.tmpname()

@@ -5,10 +5,10 @@
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 if not io.open(T.root .. "/.cache/guest/bzImage") then
-  print("SKIP: no guest kernel (run make deps)"); os.exit(77)
+  T.skip_all("no guest kernel (run make deps)")
 end
 if not os.execute("command -v mke2fs >/dev/null && command -v debugfs >/dev/null") then
-  print("SKIP: e2fsprogs not installed"); os.exit(77)
+  T.skip_all("e2fsprogs not installed")
 end
 
 local dir = os.tmpname(); os.remove(dir)

@@ -1,23 +1,56 @@
 -- A tiny test harness for Lua-level tests: TAP-like lines, a non-zero exit
--- when a case fails, exit 77 (skip) when KVM is needed and missing.
-local T = { passed = 0, failed = 0 }
+-- when a case fails, exit 77 (skip) when KVM is needed and missing. A
+-- failed case fails the file on every way out (T.done, T.need_kvm,
+-- T.skip_all); a check that cannot run here prints "SKIP <name>: <why>"
+-- and counts as skipped, never as passed (tests/run.sh counts those lines).
+local T = { passed = 0, failed = 0, skipped = 0 }
 
 local here = arg[0]:match("^(.*)/tests/") or "."
 T.root = here
 package.cpath = here .. "/?.so;" .. package.cpath
 
+-- MB_TEST_KVM points the check at another path (tests/lua/test_runner.lua
+-- uses a missing one to play a host without KVM).
+T.kvm_path = os.getenv("MB_TEST_KVM") or "/dev/kvm"
+
 function T.guest(name) return here .. "/build/guests/" .. name .. ".bin" end
 
-function T.need_kvm()
-  local f = io.open("/dev/kvm", "r+")
-  if not f then
-    print("SKIP: /dev/kvm is not usable here")
-    os.exit(77)
-  end
-  f:close()
+local function summary()
+  print(string.format("# %d passed, %d failed, %d skipped", T.passed, T.failed, T.skipped))
 end
 
-function T.case(name, fn)
+-- The rest of the file cannot run here: exit 77 (skipped), unless a case
+-- already failed, which fails the file.
+function T.skip_all(why)
+  if T.failed > 0 then
+    print("# not skipping the rest (" .. why .. "): a case already failed")
+    summary()
+    os.exit(1)
+  end
+  print("SKIP: " .. why)
+  os.exit(77)
+end
+
+function T.have_kvm()
+  local f = io.open(T.kvm_path, "r+")
+  if f then f:close() end
+  return f ~= nil
+end
+
+function T.need_kvm()
+  if not T.have_kvm() then T.skip_all(T.kvm_path .. " is not usable here") end
+end
+
+-- One check that cannot run here.
+function T.skip(name, why)
+  T.skipped = T.skipped + 1
+  print(string.format("SKIP %s: %s", name, why))
+end
+
+-- Runs fn as one case; if `skip` is given (a reason), reports the case as
+-- skipped instead of running it.
+function T.case(name, fn, skip)
+  if skip then return T.skip(name, skip) end
   local ok, err = xpcall(fn, debug.traceback)
   if ok then
     T.passed = T.passed + 1
@@ -60,7 +93,7 @@ function T.run(m, want_reason, want_code, timeout)
 end
 
 function T.done()
-  print(string.format("# %d passed, %d failed", T.passed, T.failed))
+  summary()
   os.exit(T.failed == 0 and 0 or 1)
 end
 

@@ -53,30 +53,30 @@ T.case("-i runs the REPL after the script", function()
 end)
 
 T.case("--info names the backend and capabilities", function()
-  T.need_kvm()
   local out, rc = sh(exe .. " --info")
   T.eq(rc, 0, out)
   T.ok(out:find("kvm api version: 12", 1, true), out)
   T.ok(out:find("kvm backend: kvm_", 1, true), out)
   T.ok(out:find("USER_MEMORY%s+present"), out)
-end)
+end, not T.have_kvm() and T.kvm_path .. " is not usable here" or nil)
 
 -- Root can take KVM away to check the messages a user would see.
-local function root() return (sh("id -u")) == "0\n" end
+local root = (sh("id -u")) == "0\n"
+local function needs(tool)
+  if not root or select(2, sh("command -v " .. tool)) ~= 0 then return "needs root and " .. tool end
+end
 
 T.case("no /dev/kvm: one clear line, non-zero exit", function()
-  if not root() or select(2, sh("command -v unshare")) ~= 0 then print("# skipped: needs root and unshare") return end
   local out, rc = sh("unshare -m sh -c 'mount -t tmpfs none /dev && " .. exe ..
     [[ -e "require(\"moonbox\").machine{memory=\"1M\"}"']])
   T.eq(rc, 1, out)
   T.ok(out:find("/dev/kvm does not exist: enable virtualization and load kvm_intel or kvm_amd", 1, true), out)
-end)
+end, needs("unshare"))
 
 T.case("no permission on /dev/kvm: says what to do", function()
-  if not root() or select(2, sh("command -v setpriv")) ~= 0 then print("# skipped: needs root and setpriv") return end
   local out, rc = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. exe .. " --info")
   T.eq(rc, 1, out)
   T.ok(out:find("permission denied: add yourself to the kvm group", 1, true), out)
-end)
+end, needs("setpriv"))
 
 T.done()

@@ -4,7 +4,7 @@
 local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
 T.need_kvm()
 if not os.execute("command -v script >/dev/null") then
-  print("SKIP: script(1) is not installed"); os.exit(77)
+  T.skip_all("script(1) is not installed")
 end
 local mb_bin = T.root .. "/moonbox"
 local bare = T.root .. "/machines/bare.lua"
