@@ -755,9 +755,11 @@ static int check(const struct mb_pit_state *st)
 		if (s->reload < 1 || s->reload > 65536)
 			return mb_seterr(-EINVAL, "channels[%u].reload: %u is not "
 					 "1-65536", n, s->reload);
-		if (s->idle_count > 65535)
+		/* A count of 0 loads 65536 (sec. "Counter loading"): the
+		 * counting element can hold it until its first decrement. */
+		if (s->idle_count > 65536)
 			return mb_seterr(-EINVAL, "channels[%u].idle_count: %u is more "
-					 "than 65535", n, s->idle_count);
+					 "than 65536", n, s->idle_count);
 		if (s->null_ticks < -1 || s->null_ticks > TICKS_MAX)
 			return mb_seterr(-EINVAL, "channels[%u].null_ticks: %lld is not "
 					 "-1 or 0-2^62", n, (long long)s->null_ticks);

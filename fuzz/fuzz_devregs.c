@@ -9,6 +9,7 @@
  * console input, INTA cycles, gate/modem lines, CMOS and state read-outs.
  * Crashes, sanitizer reports, aborts of the invariants checked here and
  * hangs (a self-deadlock is a hang: -timeout) are findings. */
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,10 +27,15 @@
 #define STEP_BUDGET (200 * 1000 * 1000ull) /* ns stepped timer by timer */
 #define MAX_JUMPS 16
 
-static void abort_if(int bad)
+/* Name the invariant that broke: the crash report then says which. */
+#define abort_if(bad) abort_at((bad), #bad, __LINE__)
+static void abort_at(int bad, const char *what, int line)
 {
-	if (bad)
+	if (bad) {
+		fprintf(stderr, "fuzz_devregs.c:%d: %s (%s)\n", line, what,
+			mb_errmsg());
 		abort();
+	}
 }
 
 /* ---- a console backend that counts, queues input, may echo ------------ */
@@ -123,8 +129,10 @@ static void check(struct mb_pic *pic, struct mb_pit *pit, struct mb_uart *uart,
 	mb_i8042_state(kbc, &ks);
 	/* Every state the guest can reach loads back (load's checks are not
 	 * stricter than the device). */
-	abort_if(mb_pic_load(pic, &ps) || mb_pit_load(pit, &ts) ||
-		 mb_rtc_load(rtc, &rs) || mb_i8042_load(kbc, &ks));
+	abort_if(mb_pic_load(pic, &ps));
+	abort_if(mb_pit_load(pit, &ts));
+	abort_if(mb_rtc_load(rtc, &rs));
+	abort_if(mb_i8042_load(kbc, &ks));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
