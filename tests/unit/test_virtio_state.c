@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "moonbox/virtio_rng.h"
+#include "virtio_driver.h"
 
 #define RAM (1u << 20)
 
@@ -24,25 +25,15 @@ static struct mb_virtio *rng_new(struct mb_mem *mem, struct mb_virtio_rng **r)
 	return mb_virtio_new(&c);
 }
 
-static void wr(struct mb_virtio *t, uint64_t off, uint32_t v)
-{
-	mb_virtio_mmio_ops.write(t, off, &v, 4);
-}
-
 static void rng_roundtrip(void **unused)
 {
-	struct mb_mem *mem = mb_mem_new();
+	struct mb_mem *mem = vd_ram(RAM);
 	assert_non_null(mem);
-	assert_int_equal(mb_mem_add(mem, 0, RAM, 0, NULL, "ram"), 0);
 	struct mb_virtio_rng *r1, *r2;
 	struct mb_virtio *t1 = rng_new(mem, &r1), *t2 = rng_new(mem, &r2);
-	/* the driver's setup (sec. 3.1.1): status, features, queue 0 */
-	wr(t1, 0x70, 1), wr(t1, 0x70, 3);
-	wr(t1, 0x24, 1), wr(t1, 0x20, 1); /* VERSION_1 */
-	wr(t1, 0x70, 11);
-	wr(t1, 0x30, 0), wr(t1, 0x38, 8);
-	wr(t1, 0x80, 0x1000), wr(t1, 0x90, 0x2000), wr(t1, 0xa0, 0x3000);
-	wr(t1, 0x44, 1), wr(t1, 0x70, 15);
+	struct vd d;
+	vd_attach(&d, t1, mem);
+	vd_setup(&d, 1ull << VIRTIO_F_VERSION_1, 1, 8);
 	struct mb_virtio_rng_state a, b, c;
 	mb_virtio_rng_save(r1, t1, &a);
 	assert_true(a.queues[0].ready);
