@@ -446,44 +446,12 @@ uint64_t mb_virtio_features(struct mb_virtio *t)
 	return t->drv_features;
 }
 
-void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st)
+const char *mb_virtio_fault(struct mb_virtio *t, char *buf, size_t len)
 {
-	memset(st, 0, sizeof *st);
 	pthread_mutex_lock(&t->lock);
-	st->status = t->status;
-	st->config_generation = t->generation;
-	st->device_features = t->dev_features;
-	st->driver_features = t->drv_features;
-	st->ioeventfd = t->ioeventfd && t->m;
-	st->irqfd = t->irqfd >= 0;
-	st->nqueues = t->ops->nqueues;
-	for (unsigned i = 0; i < t->ops->nqueues; i++) {
-		struct mb_vq *q = &t->vq[i];
-		pthread_mutex_lock(&q->lock);
-		st->q[i].num = q->num;
-		st->q[i].ready = q->ready;
-		st->q[i].broken = q->broken;
-		st->q[i].desc = q->desc_gpa;
-		st->q[i].driver = q->avail_gpa;
-		st->q[i].device = q->used_gpa;
-		st->q[i].last_avail = q->last_avail;
-		st->q[i].used_idx = q->used_idx;
-		if (q->ready)
-			memcpy(&st->q[i].avail_idx, q->avail + 2, 2);
-		st->q[i].popped = q->popped;
-		st->q[i].pushed = q->pushed;
-		pthread_mutex_unlock(&q->lock);
-	}
-	snprintf(st->why, sizeof st->why, "%s", t->why);
+	snprintf(buf, len, "%s", t->why);
 	pthread_mutex_unlock(&t->lock);
-	pthread_mutex_lock(&t->irq_lock);
-	st->isr = t->isr;
-	pthread_mutex_unlock(&t->irq_lock);
-	st->st.notifies = t->st.notifies;
-	st->st.interrupts = t->st.interrupts;
-	st->st.suppressed = t->st.suppressed;
-	st->st.faults = t->st.faults;
-	st->st.mmio_notifies = t->st.mmio;
+	return buf;
 }
 
 /* ---- state ------------------------------------------------------------------ */

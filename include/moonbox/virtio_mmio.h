@@ -137,28 +137,6 @@ struct mb_virtio_config {
 	int irqfd;         /* >= 0: an eventfd KVM turns into a pulse */
 };
 
-struct mb_virtio_stats {
-	uint64_t notifies;   /* doorbells served */
-	uint64_t interrupts; /* used-buffer and config interrupts sent */
-	uint64_t suppressed; /* completions the driver asked not to hear of */
-	uint64_t faults;     /* times the device needed a reset */
-	uint64_t mmio_notifies; /* doorbells that came as MMIO exits */
-};
-
-struct mb_virtio_state {
-	uint32_t status, isr, config_generation;
-	uint64_t device_features, driver_features;
-	bool ioeventfd, irqfd;
-	unsigned nqueues;
-	struct {
-		uint16_t num, last_avail, used_idx, avail_idx;
-		bool ready, broken;
-		uint64_t desc, driver, device, popped, pushed;
-	} q[MB_VIRTIO_MAX_QUEUES];
-	char why[160]; /* why the device needs a reset, or "" */
-	struct mb_virtio_stats st;
-};
-
 struct mb_virtio *mb_virtio_new(const struct mb_virtio_config *cfg);
 /* Doorbells on m's event loop; KVM_IOEVENTFD at base + 0x50 when it can. */
 int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
@@ -179,7 +157,9 @@ void mb_virtio_needs_reset(struct mb_virtio *t, const char *why);
 /* Run queue qi's notify handler now (what a doorbell does). */
 void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
 
-void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st);
+/* Why the device needs a reset (sec. 2.1.2), copied into buf; "" when it
+ * does not. Not part of the state: a load leaves it empty. */
+const char *mb_virtio_fault(struct mb_virtio *t, char *buf, size_t len);
 
 /* ---- state (moonbox/state.h) ------------------------------------------ */
 

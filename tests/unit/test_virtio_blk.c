@@ -507,10 +507,12 @@ static void test_malformed_needs_reset(void **state)
 	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_int_equal(vd_isr(&f->d), 2); /* configuration change interrupt */
 	assert_int_equal(f->level, 1);
-	struct mb_virtio_state st;
-	mb_virtio_state(f->t, &st);
-	assert_non_null(strstr(st.why, "loop"));
-	assert_true(st.q[0].broken);
+	char why[160];
+	assert_non_null(strstr(mb_virtio_fault(f->t, why, sizeof why), "loop"));
+	struct mb_virtio_mmio_state ts;
+	struct mb_virtq_state qs[1];
+	mb_virtio_save(f->t, &ts, qs);
+	assert_true(qs[0].broken);
 	/* nothing more is served until a reset */
 	vd_kick(&f->d, 0);
 	assert_int_equal(vd_used_idx(&f->d, 0), 0);
