@@ -90,6 +90,36 @@ int mbl_virtio_state(lua_State *L)
 	return 1;
 }
 
+/* dev:set_state(t): t as state() returned it. The views state() adds
+ * (placement, needs_reset, fault, stats, net's backend and link) are not
+ * fields of the state and are ignored, like read-only fields. */
+int mbl_virtio_set_state(lua_State *L)
+{
+	static const char *const views[] = { "base", "size", "irq", "needs_reset",
+					      "fault", "stats", "backend",
+					      "connected", NULL };
+	mbl_checkdev(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	lua_newtable(L); /* a copy without them: t stays as the caller had it */
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		bool view = false;
+		if (lua_type(L, -2) == LUA_TSTRING)
+			for (const char *const *v = views; *v && !view; v++)
+				view = strcmp(lua_tostring(L, -2), *v) == 0;
+		if (view) {
+			lua_pop(L, 1);
+			continue;
+		}
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, 3);
+	}
+	lua_replace(L, 2);
+	return mbl_dev_set_state(L);
+}
+
 /* ---- virtio-blk ------------------------------------------------------------- */
 
 static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
@@ -144,12 +174,14 @@ static int rng_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 
 static const struct mbl_class blk_class = {
 	.name = "virtio_blk", .keys = blk_keys, .attach = blk_attach,
-	.state = mbl_virtio_state, .parse = blk_parse,
+	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.parse = blk_parse,
 	.cfg_size = sizeof(struct mb_virtio_blk_attach_config),
 };
 static const struct mbl_class rng_class = {
 	.name = "virtio_rng", .keys = rng_keys, .attach = rng_attach,
-	.state = mbl_virtio_state, .parse = rng_parse,
+	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.parse = rng_parse,
 	.cfg_size = sizeof(struct mb_virtio_rng_attach_config),
 };
 
