@@ -136,6 +136,8 @@ int mb_device_map(struct mb_device *d, enum mb_space space, uint64_t base,
 	return 0;
 }
 
+/* The line counts one more user (allocated or claimed) until
+ * mb_device_remove releases it; an error here leaves it as it was. */
 int mb_device_irq(struct mb_device *d, int line, struct mb_irq *out)
 {
 	unsigned l;
@@ -145,11 +147,14 @@ int mb_device_irq(struct mb_device *d, int line, struct mb_irq *out)
 			return rc;
 	} else {
 		l = (unsigned)line;
+		if ((rc = mb_machine_claim_irq(d->m, l)))
+			return rc;
 	}
-	if ((rc = mb_machine_irq(d->m, l, out)))
+	if ((rc = mb_machine_irq(d->m, l, out))) {
+		mb_machine_release_irq(d->m, l);
 		return mb_seterr(rc, "irq: %u is not an interrupt line of this "
 				 "machine", l);
-	mb_machine_claim_irq(d->m, l); /* keep the allocator off it */
+	}
 	d->irq = (int)l;
 	return 0;
 }
@@ -158,6 +163,8 @@ void mb_device_remove(struct mb_device *d)
 {
 	struct mb_machine *m = d->m;
 	unmap_all(d);
+	if (d->irq >= 0)
+		mb_machine_release_irq(m, (unsigned)d->irq); /* others may share it */
 	mb_machine_drop_hook(m, &d->hook);
 	for (size_t i = 0; i < m->ndevs; i++)
 		if (m->devs[i] == d) {

@@ -79,7 +79,7 @@ struct mb_machine {
 	_Atomic uint64_t fb_counts[MB_FB_KINDS]; /* emulation fallback */
 
 	/* resource.c: lines in use, reserved ranges, devices to announce */
-	uint64_t irq_used;
+	uint16_t irq_users[64]; /* devices on each line (lines are shared) */
 	unsigned nres, nvirtio;
 	struct mb_range res[MB_MAX_RESERVED];
 	struct mb_platform_dev virtio[MB_MAX_RESERVED];

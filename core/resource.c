@@ -46,8 +46,16 @@ int mb_machine_claim_irq(struct mb_machine *m, unsigned line)
 {
 	if (line >= 64)
 		return mb_seterr(-EINVAL, "irq: line %u does not exist", line);
-	m->irq_used |= 1ull << line;
+	if (m->irq_users[line] == UINT16_MAX)
+		return mb_seterr(-ENOSPC, "irq: line %u has too many users", line);
+	m->irq_users[line]++;
 	return 0;
+}
+
+void mb_machine_release_irq(struct mb_machine *m, unsigned line)
+{
+	if (line < 64 && m->irq_users[line])
+		m->irq_users[line]--;
 }
 
 int mb_machine_alloc_irq(struct mb_machine *m, unsigned *line)
@@ -57,8 +65,8 @@ int mb_machine_alloc_irq(struct mb_machine *m, unsigned *line)
 					  16, 17, 18, 19, 20, 21, 22, 23 };
 	unsigned max = m->irqchip == MB_IRQCHIP_KERNEL ? 24 : 16;
 	for (size_t i = 0; i < sizeof order / sizeof *order; i++)
-		if (order[i] < max && !(m->irq_used >> order[i] & 1)) {
-			m->irq_used |= 1ull << order[i];
+		if (order[i] < max && !m->irq_users[order[i]]) {
+			m->irq_users[order[i]] = 1;
 			*line = order[i];
 			return 0;
 		}

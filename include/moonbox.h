@@ -309,9 +309,12 @@ struct mb_platform_dev {
 };
 /* A free MMIO window (size: a power of two >= 4K) from 0xd0000000 up. */
 int mb_machine_alloc_mmio(struct mb_machine *m, uint64_t size, uint64_t *base);
-/* Mark a line taken (devices with fixed lines), or take a free one. */
+/* Mark a line taken (devices with fixed lines; one more user of a shared
+ * line), or take a free one. Each claim or allocation is undone by one
+ * release: the line is free again when its last user let go. */
 int mb_machine_claim_irq(struct mb_machine *m, unsigned line);
 int mb_machine_alloc_irq(struct mb_machine *m, unsigned *line);
+void mb_machine_release_irq(struct mb_machine *m, unsigned line);
 /* A range the guest's memory map must show as reserved (device windows). */
 int mb_machine_reserve(struct mb_machine *m, uint64_t base, uint64_t size);
 size_t mb_machine_reserved(struct mb_machine *m, const struct mb_range **out);

@@ -11,11 +11,10 @@
 static int dev_index(lua_State *L);
 static int dev_gc(lua_State *L);
 static int dev_tostring(lua_State *L);
-static int dev_set_state(lua_State *L);
 static int dev_info(lua_State *L);
 
 static const luaL_Reg common[] = {
-	{ "state", mbl_dev_state }, { "set_state", dev_set_state },
+	{ "state", mbl_dev_state }, { "set_state", mbl_dev_set_state },
 	{ "info", dev_info },   { NULL, NULL },
 };
 
@@ -35,6 +34,10 @@ static void push_class(lua_State *L, const struct mbl_class *cls)
 	if (cls->state) {
 		lua_pushcfunction(L, cls->state);
 		lua_setfield(L, -2, "state");
+	}
+	if (cls->set_state) {
+		lua_pushcfunction(L, cls->set_state);
+		lua_setfield(L, -2, "set_state");
 	}
 	lua_pushcclosure(L, dev_index, 1);
 	lua_setfield(L, -2, "__index");
@@ -231,7 +234,7 @@ int mbl_kernel_state(lua_State *L)
 	return 1;
 }
 
-static int dev_set_state(lua_State *L)
+int mbl_dev_set_state(lua_State *L)
 {
 	struct mb_device *dev = mbl_checkdevice(L, 1);
 	luaL_checktype(L, 2, LUA_TTABLE);

@@ -29,6 +29,7 @@ struct mbl_class {
 	const char *const *keys;  /* allowed options, NULL-terminated */
 	int (*attach)(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
 	lua_CFunction state; /* NULL: the generic state() of d->dev */
+	lua_CFunction set_state; /* NULL: the generic set_state() */
 	const luaL_Reg *methods;  /* extra methods, or NULL */
 	size_t cfg_size;          /* bytes of parsed options at d->cfg */
 	/* Check the option table at idx into cfg (raise on any bad value).
@@ -69,6 +70,7 @@ void mbl_push_state(lua_State *L, const struct mb_state_desc *d, const void *st)
 void mbl_to_state(lua_State *L, int idx, const struct mb_state_desc *d, void *st);
 /* The generic dev:state() (a class's own state function may call it). */
 int mbl_dev_state(lua_State *L);
+int mbl_dev_set_state(lua_State *L); /* dev:set_state(t), the generic one */
 /* dev:state() of a device KVM models (kernel PIC or PIT): { kernel = true }
  * when the device has no state in moonbox, else the generic one. */
 int mbl_kernel_state(lua_State *L);
@@ -103,6 +105,8 @@ void mbl_open_virtio_io(lua_State *L);
 void mbl_virtio_place_opts(lua_State *L, int idx, uint64_t *base,
 			   uint64_t *size, int *irq);
 int mbl_virtio_state(lua_State *L);
+/* dev:set_state(t) for virtio devices: takes what mbl_virtio_state gave. */
+int mbl_virtio_set_state(lua_State *L);
 struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 			   const char *key);
 int mbl_console_output(lua_State *L, struct mb_chr *c);

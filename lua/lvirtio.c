@@ -61,10 +61,9 @@ int mbl_virtio_state(lua_State *L)
 	lua_setfield(L, t, "irq");
 	lua_pushboolean(L, geti(L, t, "status") & VIRTIO_STATUS_NEEDS_RESET);
 	lua_setfield(L, t, "needs_reset");
-	struct mb_virtio_state vs;
-	mb_virtio_state(mb_virtio_dev_transport(d->dev), &vs);
-	if (vs.why[0]) {
-		lua_pushstring(L, vs.why);
+	char why[160];
+	if (*mb_virtio_fault(mb_virtio_dev_transport(d->dev), why, sizeof why)) {
+		lua_pushstring(L, why);
 		lua_setfield(L, t, "fault");
 	}
 	lua_newtable(L);
@@ -76,8 +75,12 @@ int mbl_virtio_state(lua_State *L)
 			lua_setfield(L, -2, f->name);
 		}
 	}
-	for (unsigned i = 0; i < vs.nqueues; i++)
-		pushed += vs.q[i].pushed;
+	lua_getfield(L, t, "queues");
+	for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TTABLE; i++) {
+		pushed += (uint64_t)geti(L, lua_gettop(L), "pushed");
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 2);
 	lua_pushinteger(L, (lua_Integer)pushed);
 	lua_setfield(L, -2, "requests");
 	lua_pushinteger(L, geti(L, t, "bytes") + geti(L, t, "bytes_read") +
@@ -85,6 +88,36 @@ int mbl_virtio_state(lua_State *L)
 	lua_setfield(L, -2, "bytes");
 	lua_setfield(L, t, "stats");
 	return 1;
+}
+
+/* dev:set_state(t): t as state() returned it. The views state() adds
+ * (placement, needs_reset, fault, stats, net's backend and link) are not
+ * fields of the state and are ignored, like read-only fields. */
+int mbl_virtio_set_state(lua_State *L)
+{
+	static const char *const views[] = { "base", "size", "irq", "needs_reset",
+					      "fault", "stats", "backend",
+					      "connected", NULL };
+	mbl_checkdev(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	lua_newtable(L); /* a copy without them: t stays as the caller had it */
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		bool view = false;
+		if (lua_type(L, -2) == LUA_TSTRING)
+			for (const char *const *v = views; *v && !view; v++)
+				view = strcmp(lua_tostring(L, -2), *v) == 0;
+		if (view) {
+			lua_pop(L, 1);
+			continue;
+		}
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_rawset(L, 3);
+	}
+	lua_replace(L, 2);
+	return mbl_dev_set_state(L);
 }
 
 /* ---- virtio-blk ------------------------------------------------------------- */
@@ -141,12 +174,14 @@ static int rng_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 
 static const struct mbl_class blk_class = {
 	.name = "virtio_blk", .keys = blk_keys, .attach = blk_attach,
-	.state = mbl_virtio_state, .parse = blk_parse,
+	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.parse = blk_parse,
 	.cfg_size = sizeof(struct mb_virtio_blk_attach_config),
 };
 static const struct mbl_class rng_class = {
 	.name = "virtio_rng", .keys = rng_keys, .attach = rng_attach,
-	.state = mbl_virtio_state, .parse = rng_parse,
+	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.parse = rng_parse,
 	.cfg_size = sizeof(struct mb_virtio_rng_attach_config),
 };
 
@@ -172,7 +207,6 @@ static int l_virtio_stats(lua_State *L)
 	for (size_t i = 0; i < mb_machine_ndevices(m); i++) {
 		struct mb_device *d = mb_machine_device_at(m, i);
 		const char *k = mb_device_kind(d);
-		struct mb_virtio_state s;
 		if (strcmp(k, "virtio_blk") == 0) {
 			struct mb_virtio_blk_stats b;
 			mb_virtio_blk_stats(mb_virtio_dev_model(d), &b);
@@ -182,11 +216,13 @@ static int l_virtio_stats(lua_State *L)
 		} else {
 			continue;
 		}
-		mb_virtio_state(mb_virtio_dev_transport(d), &s);
-		for (unsigned q = 0; q < s.nqueues; q++)
-			req += s.q[q].pushed;
-		n++, notif += s.st.notifies, mmio += s.st.mmio_notifies;
-		irqs += s.st.interrupts;
+		struct mb_virtio_mmio_state ts;
+		struct mb_virtq_state qs[MB_VIRTIO_MAX_QUEUES] = { 0 };
+		mb_virtio_save(mb_virtio_dev_transport(d), &ts, qs);
+		for (unsigned q = 0; q < MB_VIRTIO_MAX_QUEUES; q++)
+			req += qs[q].pushed;
+		n++, notif += ts.notifications, mmio += ts.mmio_notifications;
+		irqs += ts.interrupts;
 	}
 	lua_createtable(L, 0, 6);
 	const struct { const char *k; uint64_t v; } f[] = {

@@ -72,7 +72,8 @@ static const luaL_Reg con_methods[] = {
 };
 static const struct mbl_class con_class = {
 	.name = "virtio_console", .keys = con_keys, .attach = con_attach,
-	.state = mbl_virtio_state, .methods = con_methods,
+	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.methods = con_methods,
 	.cfg_size = sizeof(struct con_cfg), .parse = con_parse,
 };
 
@@ -241,9 +242,36 @@ static int net_state(lua_State *L)
 	return 1;
 }
 
+/* state() shows the MAC as text, the state holds its 6 bytes: either is
+ * taken back. */
+static int net_set_state(lua_State *L)
+{
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	uint8_t mac[6];
+	if (lua_getfield(L, 2, "mac") == LUA_TSTRING && lua_rawlen(L, -1) != 6) {
+		const char *s = lua_tostring(L, -1);
+		if (!parse_mac(s, mac))
+			return luaL_error(L, "set_state: mac: \"%s\" is not a MAC "
+					  "address (like \"52:54:00:12:34:56\")", s);
+		lua_newtable(L); /* a copy: the caller's table stays text */
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -4);
+		}
+		lua_pushlstring(L, (const char *)mac, 6);
+		lua_setfield(L, -2, "mac");
+		lua_replace(L, 2);
+	}
+	lua_settop(L, 2);
+	return mbl_virtio_set_state(L);
+}
+
 static const struct mbl_class net_class = {
 	.name = "virtio_net", .keys = net_keys, .attach = net_attach,
-	.state = net_state, .parse = net_parse,
+	.state = net_state, .set_state = net_set_state, .parse = net_parse,
 	.cfg_size = sizeof(struct mb_virtio_net_attach_config),
 };
 

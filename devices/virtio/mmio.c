@@ -14,24 +14,8 @@
 
 #include "moonbox/virtio_mmio.h"
 
-/* Register offsets, sec. 4.2.2 table "MMIO Device Register Layout". */
-enum {
-	R_MAGIC = 0x000, R_VERSION = 0x004, R_DEVICE_ID = 0x008,
-	R_VENDOR_ID = 0x00c, R_DEV_FEATURES = 0x010, R_DEV_FEATURES_SEL = 0x014,
-	R_DRV_FEATURES = 0x020, R_DRV_FEATURES_SEL = 0x024, R_QUEUE_SEL = 0x030,
-	R_QUEUE_NUM_MAX = 0x034, R_QUEUE_NUM = 0x038, R_QUEUE_READY = 0x044,
-	R_QUEUE_NOTIFY = 0x050, R_ISR = 0x060, R_ISR_ACK = 0x064,
-	R_STATUS = 0x070, R_DESC_LO = 0x080, R_DESC_HI = 0x084,
-	R_DRIVER_LO = 0x090, R_DRIVER_HI = 0x094, R_DEVICE_LO = 0x0a0,
-	R_DEVICE_HI = 0x0a4, R_SHM_SEL = 0x0ac, R_SHM_LEN_LO = 0x0b0,
-	R_SHM_LEN_HI = 0x0b4, R_SHM_BASE_LO = 0x0b8, R_SHM_BASE_HI = 0x0bc,
-	R_CONFIG_GEN = 0x0fc, R_CONFIG = 0x100,
-};
-
 #define MAGIC 0x74726976u  /* "virt" */
 #define VENDOR 0x584f424du /* "MBOX" */
-#define ISR_USED 1u
-#define ISR_CONFIG 2u
 
 /* What the transport itself offers on top of the device's bits. */
 #define TRANSPORT_FEATURES                                                    \
@@ -105,7 +89,7 @@ void mb_virtio_complete(struct mb_virtio *t, struct mb_vq *q, uint16_t head,
 {
 	mb_vq_push(q, head, len);
 	if (mb_vq_need_irq(q))
-		interrupt(t, ISR_USED);
+		interrupt(t, VIRTIO_MMIO_INT_VRING);
 	else
 		atomic_fetch_add(&t->st.suppressed, 1);
 }
@@ -114,7 +98,7 @@ void mb_virtio_config_changed(struct mb_virtio *t)
 {
 	t->generation++;
 	if (t->status & VIRTIO_STATUS_DRIVER_OK)
-		interrupt(t, ISR_CONFIG);
+		interrupt(t, VIRTIO_MMIO_INT_CONFIG);
 }
 
 /* Sec. 2.1.2: set DEVICE_NEEDS_RESET and, once the driver is up, tell it
@@ -133,7 +117,7 @@ void mb_virtio_needs_reset(struct mb_virtio *t, const char *why)
 		return;
 	t->status |= VIRTIO_STATUS_NEEDS_RESET;
 	if (t->status & VIRTIO_STATUS_DRIVER_OK)
-		interrupt(t, ISR_CONFIG);
+		interrupt(t, VIRTIO_MMIO_INT_CONFIG);
 }
 
 static void queue_fault(void *ctx, struct mb_vq *q, const char *why)
@@ -186,7 +170,7 @@ void mb_virtio_free(struct mb_virtio *t)
 			mb_machine_unwatch(t->m, t->kick[i]);
 			if (t->ioeventfd)
 				mb_machine_ioeventfd(t->m, t->kick[i],
-						     t->base + R_QUEUE_NOTIFY, 4, i, false);
+						     t->base + MB_VIRTIO_MMIO_QUEUE_NOTIFY, 4, i, false);
 		}
 		close(t->kick[i]);
 	}
@@ -269,12 +253,12 @@ int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
 		if (rc)
 			return rc;
 		if (t->ioeventfd &&
-		    mb_machine_ioeventfd(m, t->kick[i], base + R_QUEUE_NOTIFY, 4, i,
+		    mb_machine_ioeventfd(m, t->kick[i], base + MB_VIRTIO_MMIO_QUEUE_NOTIFY, 4, i,
 					 true)) {
 			/* Fall back to the MMIO handler for every queue. */
 			for (unsigned j = 0; j < i; j++)
 				mb_machine_ioeventfd(m, t->kick[j],
-						     base + R_QUEUE_NOTIFY, 4, j, false);
+						     base + MB_VIRTIO_MMIO_QUEUE_NOTIFY, 4, j, false);
 			t->ioeventfd = false;
 		}
 	}
@@ -307,24 +291,24 @@ static uint32_t read_reg(struct mb_virtio *t, uint64_t off)
 {
 	struct mb_vq *q = sel_queue(t);
 	switch (off) {
-	case R_MAGIC: return MAGIC;
-	case R_VERSION: return 2;
-	case R_DEVICE_ID: return t->ops->device_id;
-	case R_VENDOR_ID: return VENDOR;
-	case R_DEV_FEATURES:
+	case MB_VIRTIO_MMIO_MAGIC_VALUE: return MAGIC;
+	case MB_VIRTIO_MMIO_VERSION: return 2;
+	case MB_VIRTIO_MMIO_DEVICE_ID: return t->ops->device_id;
+	case MB_VIRTIO_MMIO_VENDOR_ID: return VENDOR;
+	case MB_VIRTIO_MMIO_DEVICE_FEATURES:
 		return t->dev_sel < 2 ? (uint32_t)(t->dev_features >> (32 * t->dev_sel))
 				      : 0;
-	case R_QUEUE_NUM_MAX: return q ? t->ops->queue_max : 0;
-	case R_QUEUE_READY: return q && q->ready;
-	case R_ISR: {
+	case MB_VIRTIO_MMIO_QUEUE_NUM_MAX: return q ? t->ops->queue_max : 0;
+	case MB_VIRTIO_MMIO_QUEUE_READY: return q && q->ready;
+	case MB_VIRTIO_MMIO_INTERRUPT_STATUS: {
 		pthread_mutex_lock(&t->irq_lock);
 		uint32_t v = t->isr;
 		pthread_mutex_unlock(&t->irq_lock);
 		return v;
 	}
-	case R_STATUS: return t->status;
-	case R_SHM_LEN_LO: case R_SHM_LEN_HI: return ~0u; /* no shared memory */
-	case R_CONFIG_GEN: return t->generation;
+	case MB_VIRTIO_MMIO_STATUS: return t->status;
+	case MB_VIRTIO_MMIO_SHM_LEN_LOW: case MB_VIRTIO_MMIO_SHM_LEN_HIGH: return ~0u; /* no shared memory */
+	case MB_VIRTIO_MMIO_CONFIG_GENERATION: return t->generation;
 	default: return 0;
 	}
 }
@@ -369,7 +353,7 @@ static void write_queue(struct mb_virtio *t, uint64_t off, uint32_t v)
 	struct mb_vq *q = sel_queue(t);
 	if (!q)
 		return;
-	if (off == R_QUEUE_READY) {
+	if (off == MB_VIRTIO_MMIO_QUEUE_READY) {
 		if (!v) { /* sec. 4.2.2: stop using the queue */
 			pthread_mutex_lock(&q->lock);
 			q->ready = false;
@@ -387,32 +371,32 @@ static void write_queue(struct mb_virtio *t, uint64_t off, uint32_t v)
 	if (q->ready)
 		return; /* the driver must not change a live queue (4.2.2.2) */
 	switch (off) {
-	case R_QUEUE_NUM: q->num = v > 0xffff ? 0 : (uint16_t)v; break;
-	case R_DESC_LO: case R_DESC_HI:
-		set_half(&q->desc_gpa, off == R_DESC_HI, v); break;
-	case R_DRIVER_LO: case R_DRIVER_HI:
-		set_half(&q->avail_gpa, off == R_DRIVER_HI, v); break;
-	case R_DEVICE_LO: case R_DEVICE_HI:
-		set_half(&q->used_gpa, off == R_DEVICE_HI, v); break;
+	case MB_VIRTIO_MMIO_QUEUE_NUM: q->num = v > 0xffff ? 0 : (uint16_t)v; break;
+	case MB_VIRTIO_MMIO_QUEUE_DESC_LOW: case MB_VIRTIO_MMIO_QUEUE_DESC_HIGH:
+		set_half(&q->desc_gpa, off == MB_VIRTIO_MMIO_QUEUE_DESC_HIGH, v); break;
+	case MB_VIRTIO_MMIO_QUEUE_DRIVER_LOW: case MB_VIRTIO_MMIO_QUEUE_DRIVER_HIGH:
+		set_half(&q->avail_gpa, off == MB_VIRTIO_MMIO_QUEUE_DRIVER_HIGH, v); break;
+	case MB_VIRTIO_MMIO_QUEUE_DEVICE_LOW: case MB_VIRTIO_MMIO_QUEUE_DEVICE_HIGH:
+		set_half(&q->used_gpa, off == MB_VIRTIO_MMIO_QUEUE_DEVICE_HIGH, v); break;
 	}
 }
 
 static void write_reg(struct mb_virtio *t, uint64_t off, uint32_t v)
 {
 	switch (off) {
-	case R_DEV_FEATURES_SEL: t->dev_sel = v; break;
-	case R_DRV_FEATURES_SEL: t->drv_sel = v; break;
-	case R_DRV_FEATURES:
+	case MB_VIRTIO_MMIO_DEVICE_FEATURES_SEL: t->dev_sel = v; break;
+	case MB_VIRTIO_MMIO_DRIVER_FEATURES_SEL: t->drv_sel = v; break;
+	case MB_VIRTIO_MMIO_DRIVER_FEATURES:
 		/* Only while negotiating (sec. 3.1.1 steps 4-5). */
 		if (t->drv_sel < 2 && !(t->status & VIRTIO_STATUS_FEATURES_OK))
 			set_half(&t->drv_features, t->drv_sel == 1, v);
 		break;
-	case R_QUEUE_SEL: t->queue_sel = v; break;
-	case R_QUEUE_NOTIFY: mmio_notify(t, v); break;
-	case R_ISR_ACK: ack(t, v); break;
-	case R_STATUS: write_status(t, v); break;
-	case R_QUEUE_NUM: case R_QUEUE_READY: case R_DESC_LO: case R_DESC_HI:
-	case R_DRIVER_LO: case R_DRIVER_HI: case R_DEVICE_LO: case R_DEVICE_HI:
+	case MB_VIRTIO_MMIO_QUEUE_SEL: t->queue_sel = v; break;
+	case MB_VIRTIO_MMIO_QUEUE_NOTIFY: mmio_notify(t, v); break;
+	case MB_VIRTIO_MMIO_INTERRUPT_ACK: ack(t, v); break;
+	case MB_VIRTIO_MMIO_STATUS: write_status(t, v); break;
+	case MB_VIRTIO_MMIO_QUEUE_NUM: case MB_VIRTIO_MMIO_QUEUE_READY: case MB_VIRTIO_MMIO_QUEUE_DESC_LOW: case MB_VIRTIO_MMIO_QUEUE_DESC_HIGH:
+	case MB_VIRTIO_MMIO_QUEUE_DRIVER_LOW: case MB_VIRTIO_MMIO_QUEUE_DRIVER_HIGH: case MB_VIRTIO_MMIO_QUEUE_DEVICE_LOW: case MB_VIRTIO_MMIO_QUEUE_DEVICE_HIGH:
 		write_queue(t, off, v);
 		break;
 	}
@@ -423,8 +407,8 @@ static void mmio_read(void *opaque, uint64_t off, void *data, unsigned size)
 	struct mb_virtio *t = opaque;
 	memset(data, 0, size);
 	pthread_mutex_lock(&t->lock);
-	if (off >= R_CONFIG) {
-		off -= R_CONFIG;
+	if (off >= MB_VIRTIO_MMIO_CONFIG) {
+		off -= MB_VIRTIO_MMIO_CONFIG;
 		if (off + size <= t->ops->config_size && t->ops->config_read)
 			t->ops->config_read(t->dev, off, data, size);
 	} else if (size == 4 && !(off & 3)) { /* registers are 32-bit (4.2.2) */
@@ -438,8 +422,8 @@ static void mmio_write(void *opaque, uint64_t off, const void *data,
 {
 	struct mb_virtio *t = opaque;
 	pthread_mutex_lock(&t->lock);
-	if (off >= R_CONFIG) {
-		off -= R_CONFIG;
+	if (off >= MB_VIRTIO_MMIO_CONFIG) {
+		off -= MB_VIRTIO_MMIO_CONFIG;
 		if (off + size <= t->ops->config_size && t->ops->config_write)
 			t->ops->config_write(t->dev, off, data, size);
 	} else if (size == 4 && !(off & 3)) {
@@ -462,44 +446,12 @@ uint64_t mb_virtio_features(struct mb_virtio *t)
 	return t->drv_features;
 }
 
-void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st)
+const char *mb_virtio_fault(struct mb_virtio *t, char *buf, size_t len)
 {
-	memset(st, 0, sizeof *st);
 	pthread_mutex_lock(&t->lock);
-	st->status = t->status;
-	st->config_generation = t->generation;
-	st->device_features = t->dev_features;
-	st->driver_features = t->drv_features;
-	st->ioeventfd = t->ioeventfd && t->m;
-	st->irqfd = t->irqfd >= 0;
-	st->nqueues = t->ops->nqueues;
-	for (unsigned i = 0; i < t->ops->nqueues; i++) {
-		struct mb_vq *q = &t->vq[i];
-		pthread_mutex_lock(&q->lock);
-		st->q[i].num = q->num;
-		st->q[i].ready = q->ready;
-		st->q[i].broken = q->broken;
-		st->q[i].desc = q->desc_gpa;
-		st->q[i].driver = q->avail_gpa;
-		st->q[i].device = q->used_gpa;
-		st->q[i].last_avail = q->last_avail;
-		st->q[i].used_idx = q->used_idx;
-		if (q->ready)
-			memcpy(&st->q[i].avail_idx, q->avail + 2, 2);
-		st->q[i].popped = q->popped;
-		st->q[i].pushed = q->pushed;
-		pthread_mutex_unlock(&q->lock);
-	}
-	snprintf(st->why, sizeof st->why, "%s", t->why);
+	snprintf(buf, len, "%s", t->why);
 	pthread_mutex_unlock(&t->lock);
-	pthread_mutex_lock(&t->irq_lock);
-	st->isr = t->isr;
-	pthread_mutex_unlock(&t->irq_lock);
-	st->st.notifies = t->st.notifies;
-	st->st.interrupts = t->st.interrupts;
-	st->st.suppressed = t->st.suppressed;
-	st->st.faults = t->st.faults;
-	st->st.mmio_notifies = t->st.mmio;
+	return buf;
 }
 
 /* ---- state ------------------------------------------------------------------ */
@@ -601,7 +553,7 @@ int mb_virtio_load(struct mb_virtio *t, const struct mb_virtio_mmio_state *ts,
 		return mb_seterr(-EINVAL, "driver_features: 0x%" PRIx64 " has bits "
 				 "the device does not offer (0x%" PRIx64 ")",
 				 ts->driver_features, t->dev_features);
-	if (ts->isr & ~(ISR_USED | ISR_CONFIG))
+	if (ts->isr & ~(VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG))
 		return mb_seterr(-EINVAL, "isr: 0x%x has bits beyond 0x3", ts->isr);
 	for (unsigned i = 0; i < t->ops->nqueues; i++) {
 		const struct mb_virtq_state *s = &qs[i];

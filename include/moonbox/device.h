@@ -63,7 +63,8 @@ int mb_device_map(struct mb_device *d, enum mb_space space, uint64_t base,
  * allocator) of the machine's controller: *out drives it. Lines may be
  * shared (COM1 and COM3 both use 4 on a PC). */
 int mb_device_irq(struct mb_device *d, int line, struct mb_irq *out);
-/* Undo mb_device_new and everything mapped since; frees the model. */
+/* Undo mb_device_new and everything mapped since (its interrupt line is
+ * released: free again unless another device shares it); frees the model. */
 void mb_device_remove(struct mb_device *d);
 
 const char *mb_device_name(const struct mb_device *d);

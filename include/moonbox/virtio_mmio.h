@@ -59,6 +59,44 @@
 #define MB_VIRTIO_MAX_QUEUES 8
 #define MB_VIRTIO_MMIO_SIZE 0x1000 /* the window each device gets */
 
+/* Register offsets, sec. 4.2.2 table "MMIO Device Register Layout"; all
+ * 32 bits wide, the device's config space from MB_VIRTIO_MMIO_CONFIG. */
+enum {
+	MB_VIRTIO_MMIO_MAGIC_VALUE = 0x000, /* "virt" */
+	MB_VIRTIO_MMIO_VERSION = 0x004,     /* 2 */
+	MB_VIRTIO_MMIO_DEVICE_ID = 0x008,
+	MB_VIRTIO_MMIO_VENDOR_ID = 0x00c,
+	MB_VIRTIO_MMIO_DEVICE_FEATURES = 0x010,
+	MB_VIRTIO_MMIO_DEVICE_FEATURES_SEL = 0x014,
+	MB_VIRTIO_MMIO_DRIVER_FEATURES = 0x020,
+	MB_VIRTIO_MMIO_DRIVER_FEATURES_SEL = 0x024,
+	MB_VIRTIO_MMIO_QUEUE_SEL = 0x030,
+	MB_VIRTIO_MMIO_QUEUE_NUM_MAX = 0x034,
+	MB_VIRTIO_MMIO_QUEUE_NUM = 0x038,
+	MB_VIRTIO_MMIO_QUEUE_READY = 0x044,
+	MB_VIRTIO_MMIO_QUEUE_NOTIFY = 0x050,
+	MB_VIRTIO_MMIO_INTERRUPT_STATUS = 0x060,
+	MB_VIRTIO_MMIO_INTERRUPT_ACK = 0x064,
+	MB_VIRTIO_MMIO_STATUS = 0x070,
+	MB_VIRTIO_MMIO_QUEUE_DESC_LOW = 0x080,
+	MB_VIRTIO_MMIO_QUEUE_DESC_HIGH = 0x084,
+	MB_VIRTIO_MMIO_QUEUE_DRIVER_LOW = 0x090,
+	MB_VIRTIO_MMIO_QUEUE_DRIVER_HIGH = 0x094,
+	MB_VIRTIO_MMIO_QUEUE_DEVICE_LOW = 0x0a0,
+	MB_VIRTIO_MMIO_QUEUE_DEVICE_HIGH = 0x0a4,
+	MB_VIRTIO_MMIO_SHM_SEL = 0x0ac,
+	MB_VIRTIO_MMIO_SHM_LEN_LOW = 0x0b0,
+	MB_VIRTIO_MMIO_SHM_LEN_HIGH = 0x0b4,
+	MB_VIRTIO_MMIO_SHM_BASE_LOW = 0x0b8,
+	MB_VIRTIO_MMIO_SHM_BASE_HIGH = 0x0bc,
+	MB_VIRTIO_MMIO_CONFIG_GENERATION = 0x0fc,
+	MB_VIRTIO_MMIO_CONFIG = 0x100,
+};
+
+/* InterruptStatus bits, sec. 4.2.2. */
+#define VIRTIO_MMIO_INT_VRING 1u
+#define VIRTIO_MMIO_INT_CONFIG 2u
+
 /* Device status bits, sec. 2.1. */
 #define VIRTIO_STATUS_ACKNOWLEDGE 1
 #define VIRTIO_STATUS_DRIVER 2
@@ -99,28 +137,6 @@ struct mb_virtio_config {
 	int irqfd;         /* >= 0: an eventfd KVM turns into a pulse */
 };
 
-struct mb_virtio_stats {
-	uint64_t notifies;   /* doorbells served */
-	uint64_t interrupts; /* used-buffer and config interrupts sent */
-	uint64_t suppressed; /* completions the driver asked not to hear of */
-	uint64_t faults;     /* times the device needed a reset */
-	uint64_t mmio_notifies; /* doorbells that came as MMIO exits */
-};
-
-struct mb_virtio_state {
-	uint32_t status, isr, config_generation;
-	uint64_t device_features, driver_features;
-	bool ioeventfd, irqfd;
-	unsigned nqueues;
-	struct {
-		uint16_t num, last_avail, used_idx, avail_idx;
-		bool ready, broken;
-		uint64_t desc, driver, device, popped, pushed;
-	} q[MB_VIRTIO_MAX_QUEUES];
-	char why[160]; /* why the device needs a reset, or "" */
-	struct mb_virtio_stats st;
-};
-
 struct mb_virtio *mb_virtio_new(const struct mb_virtio_config *cfg);
 /* Doorbells on m's event loop; KVM_IOEVENTFD at base + 0x50 when it can. */
 int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
@@ -141,7 +157,9 @@ void mb_virtio_needs_reset(struct mb_virtio *t, const char *why);
 /* Run queue qi's notify handler now (what a doorbell does). */
 void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
 
-void mb_virtio_state(struct mb_virtio *t, struct mb_virtio_state *st);
+/* Why the device needs a reset (sec. 2.1.2), copied into buf; "" when it
+ * does not. Not part of the state: a load leaves it empty. */
+const char *mb_virtio_fault(struct mb_virtio *t, char *buf, size_t len);
 
 /* ---- state (moonbox/state.h) ------------------------------------------ */
 

@@ -160,6 +160,54 @@ T.case("option errors name the key and value", function()
   m:close()
 end)
 
+-- Deep equality of two state() tables, naming the first difference.
+local function same(a, b, path)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    return a == b, path
+  end
+  for k, v in pairs(a) do
+    local ok, where = same(v, b[k], path .. "." .. tostring(k))
+    if not ok then return false, where end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false, path .. "." .. tostring(k) end
+  end
+  return true
+end
+
+T.case("set_state(state()) round trips for blk, rng, console, net", function()
+  local img = os.tmpname()
+  local f = assert(io.open(img, "wb"))
+  f:write(string.rep("\0", 1 << 16))
+  f:close()
+  local m = machine()
+  local a, b = mb.netpair()
+  local devs = {
+    m:add(mb.virtio_blk { image = img }), m:add(mb.virtio_rng {}),
+    m:add(mb.virtio_console { console = "buffer" }),
+    m:add(mb.virtio_net { backend = a, mac = "02:00:00:aa:bb:cc" }),
+  }
+  for _, d in ipairs(devs) do
+    local s = d:state()
+    T.eq(d:set_state(s), d, d.name .. ": set_state returns the device")
+    local ok, where = same(s, d:state(), d.name)
+    T.ok(ok, d.name .. ": state unchanged by the round trip, first at " ..
+      tostring(where))
+  end
+  local net = devs[4]
+  net:set_state { mac = "02:00:00:00:00:01" }
+  T.eq(net:state().mac, "02:00:00:00:00:01", "a MAC as text is taken")
+  net:set_state { mac = "\2\0\0\0\0\2" }
+  T.eq(net:state().mac, "02:00:00:00:00:02", "and as its 6 bytes")
+  T.raises(function() net:set_state { mac = "nope" } end, "mac: \"nope\"")
+  T.raises(function() net:set_state { mac = "01:00:00:00:00:01" } end,
+    "mac: a multicast address")
+  T.eq(net:state().mac, "02:00:00:00:00:02", "failed set_state changed nothing")
+  T.raises(function() devs[1]:set_state { queues = { { num = 65535 } } } end,
+    "queues[1].num")
+  os.remove(img)
+end)
+
 T.case("state() before m:add is an error", function()
   T.raises(function() mb.virtio_console {}:state() end, "not part of a running machine")
 end)

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "moonbox/virtio_blk.h"
+#include "virtio_driver.h"
 
 /* ---- the device's calls into the file system ---------------------------------
  * The page cache hides a FLUSH that never syncs and a write that should
@@ -59,9 +60,6 @@ int fallocate(int fd, int mode, off_t off, off_t len)
 }
 
 #define RAM (1u << 20)
-#define DESC 0x1000u
-#define AVAIL 0x2000u
-#define USED 0x3000u
 #define HDR 0x10000u
 #define DATA 0x20000u
 #define STATUS 0x30000u
@@ -72,10 +70,10 @@ struct fx {
 	struct mb_mem *mem;
 	struct mb_virtio_blk *blk;
 	struct mb_virtio *t;
+	struct vd d;
 	char path[64];
 	int fd;
 	int level, raises;
-	uint16_t avail_idx;
 };
 
 static void irq_set(void *ctx, unsigned line, int level)
@@ -83,23 +81,6 @@ static void irq_set(void *ctx, unsigned line, int level)
 	struct fx *f = ctx;
 	f->raises += level && !f->level;
 	f->level = level;
-}
-
-static void *gp(struct fx *f, uint64_t gpa)
-{
-	return mb_mem_ptr(f->mem, gpa, 1, false);
-}
-
-static uint32_t rd(struct fx *f, uint64_t off)
-{
-	uint32_t v;
-	mb_virtio_mmio_ops.read(f->t, off, &v, 4);
-	return v;
-}
-
-static void wr(struct fx *f, uint64_t off, uint32_t v)
-{
-	mb_virtio_mmio_ops.write(f->t, off, &v, 4);
 }
 
 static int make(struct fx *f, bool ro, unsigned threads)
@@ -113,6 +94,7 @@ static int make(struct fx *f, bool ro, unsigned threads)
 		{ irq_set, f, 5 }, -1,
 	};
 	f->t = mb_virtio_new(&c);
+	vd_attach(&f->d, f->t, f->mem);
 	return f->t ? 0 : -1;
 }
 
@@ -126,8 +108,7 @@ static int setup(void **state)
 {
 	static struct fx f;
 	memset(&f, 0, sizeof f);
-	f.mem = mb_mem_new();
-	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram"))
+	if (!(f.mem = vd_ram(RAM)))
 		return -1;
 	memset(&io, 0, sizeof io);
 	strcpy(f.path, "/tmp/mb-blk-XXXXXX");
@@ -152,73 +133,34 @@ static int teardown(void **state)
 	return 0;
 }
 
-/* The driver's side of sec. 3.1.1, with queue 0 of N entries. */
-static void driver_init(struct fx *f, uint64_t features)
-{
-	wr(f, 0x70, 0);
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(f, 0x24, 0), wr(f, 0x20, (uint32_t)features);
-	wr(f, 0x24, 1), wr(f, 0x20, (uint32_t)(features >> 32));
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
-	memset(gp(f, DESC), 0, 0x3000);
-	wr(f, 0x30, 0);
-	wr(f, 0x38, N);
-	wr(f, 0x80, DESC), wr(f, 0x84, 0);
-	wr(f, 0x90, AVAIL), wr(f, 0x94, 0);
-	wr(f, 0xa0, USED), wr(f, 0xa4, 0);
-	wr(f, 0x44, 1);
-	assert_int_equal(rd(f, 0x44), 1);
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_DRIVER_OK);
-	f->avail_idx = 0;
-}
-
-static void set_desc(struct fx *f, unsigned i, uint64_t addr, uint32_t len,
-		     uint16_t flags, uint16_t next)
-{
-	uint8_t *d = gp(f, DESC + 16 * i);
-	memcpy(d, &addr, 8);
-	memcpy(d + 8, &len, 4);
-	memcpy(d + 12, &flags, 2);
-	memcpy(d + 14, &next, 2);
-}
-
-static void offer(struct fx *f, uint16_t head)
-{
-	uint16_t *ring = gp(f, AVAIL + 4);
-	ring[f->avail_idx % N] = head;
-	f->avail_idx++;
-	*(uint16_t *)gp(f, AVAIL + 2) = f->avail_idx;
-}
-
 /* One request: header, optional data, status; kick; return used len. */
 static uint32_t request(struct fx *f, uint32_t type, uint64_t sector,
 			uint32_t data_len, bool data_in)
 {
 	struct { uint32_t type, reserved; uint64_t sector; } h = { type, 0, sector };
-	memcpy(gp(f, HDR), &h, sizeof h);
-	*(uint8_t *)gp(f, STATUS) = 0xee;
+	memcpy(vd_gp(&f->d, HDR), &h, sizeof h);
+	*(uint8_t *)vd_gp(&f->d, STATUS) = 0xee;
 	if (data_len) {
-		set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
-		set_desc(f, 1, DATA, data_len,
-			 VIRTQ_DESC_F_NEXT | (data_in ? VIRTQ_DESC_F_WRITE : 0), 2);
+		vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+		vd_desc(&f->d, 0, 1, DATA, data_len,
+			VIRTQ_DESC_F_NEXT | (data_in ? VIRTQ_DESC_F_WRITE : 0), 2);
 	} else {
-		set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 2);
+		vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 2);
 	}
-	set_desc(f, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0);
-	uint16_t before = *(uint16_t *)gp(f, USED + 2);
-	mb_virtio_kick(f->t, 0);
-	uint16_t after = *(uint16_t *)gp(f, USED + 2);
-	assert_int_equal((uint16_t)(after - before), 1);
-	uint32_t *e = gp(f, USED + 4 + 8 * (before % N));
-	assert_int_equal(e[0], 0);
-	return e[1];
+	vd_desc(&f->d, 0, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	uint16_t before = vd_used_idx(&f->d, 0);
+	vd_kick(&f->d, 0);
+	assert_int_equal((uint16_t)(vd_used_idx(&f->d, 0) - before), 1);
+	uint32_t id;
+	uint32_t len = vd_used(&f->d, 0, before, &id);
+	assert_int_equal(id, 0);
+	return len;
 }
 
 static uint8_t status(struct fx *f)
 {
-	return *(uint8_t *)gp(f, STATUS);
+	return *(uint8_t *)vd_gp(&f->d, STATUS);
 }
 
 static uint64_t vfeat(void)
@@ -229,25 +171,24 @@ static uint64_t vfeat(void)
 static void test_registers(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(rd(f, 0x000), 0x74726976);
-	assert_int_equal(rd(f, 0x004), 2);
-	assert_int_equal(rd(f, 0x008), VIRTIO_ID_BLOCK);
-	assert_int_equal(rd(f, 0x034), MB_VQ_MAX_SIZE);
-	wr(f, 0x14, 1);
-	assert_int_equal(rd(f, 0x10) & 1, 1); /* VERSION_1 is bit 32 */
-	wr(f, 0x14, 0);
-	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_FLUSH);
-	assert_true(rd(f, 0x10) & 1u << VIRTIO_F_RING_EVENT_IDX);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_MAGIC_VALUE), 0x74726976);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_VERSION), 2);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_BLOCK);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM_MAX), MB_VQ_MAX_SIZE);
+	assert_int_equal(vd_dev_features(&f->d, 1) & 1, 1); /* VERSION_1: bit 32 */
+	assert_true(vd_dev_features(&f->d, 0) & 1u << VIRTIO_BLK_F_FLUSH);
+	assert_true(vd_dev_features(&f->d, 0) & 1u << VIRTIO_F_RING_EVENT_IDX);
 	uint64_t cap = 0;
 	uint32_t v;
-	mb_virtio_mmio_ops.read(f->t, 0x100, &cap, 8);
+	mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG, &cap, 8);
 	assert_int_equal(cap, SECTORS);
-	mb_virtio_mmio_ops.read(f->t, 0x100 + 20, &v, 4);
+	mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG + 20, &v, 4);
 	assert_int_equal(v, 512); /* blk_size */
-	mb_virtio_mmio_ops.read(f->t, 0x100 + 12, &v, 4);
+	mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG + 12, &v, 4);
 	assert_int_equal(v, MB_VQ_MAX_SIZE - 2); /* seg_max */
 	v = 0x1234;
-	mb_virtio_mmio_ops.read(f->t, 0x100 + MB_VIRTIO_BLK_CONFIG_SIZE, &v, 4);
+	mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG + MB_VIRTIO_BLK_CONFIG_SIZE,
+				&v, 4);
 	assert_int_equal(v, 0); /* past the config space */
 	uint16_t h = 0xffff; /* registers are 32-bit only */
 	mb_virtio_mmio_ops.read(f->t, 0, &h, 2);
@@ -257,18 +198,19 @@ static void test_registers(void **state)
 static void test_feature_negotiation(void **state)
 {
 	struct fx *f = *state;
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(f, 0x24, 0), wr(f, 0x20, 1u << VIRTIO_BLK_F_FLUSH); /* no VERSION_1 */
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_false(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
-	wr(f, 0x24, 1), wr(f, 0x20, 1 | 1u << 7); /* VERSION_1 + unoffered 39 */
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_false(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
-	wr(f, 0x20, 1);
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS,
+	      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	vd_drv_features(&f->d, 0, 1u << VIRTIO_BLK_F_FLUSH); /* no VERSION_1 */
+	vd_status_add(&f->d, VIRTIO_STATUS_FEATURES_OK);
+	assert_false(vd_status(&f->d) & VIRTIO_STATUS_FEATURES_OK);
+	vd_drv_features(&f->d, 1, 1 | 1u << 7); /* VERSION_1 + unoffered 39 */
+	vd_status_add(&f->d, VIRTIO_STATUS_FEATURES_OK);
+	assert_false(vd_status(&f->d) & VIRTIO_STATUS_FEATURES_OK);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_DRIVER_FEATURES, 1);
+	vd_status_add(&f->d, VIRTIO_STATUS_FEATURES_OK);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_FEATURES_OK);
 	/* features are frozen after FEATURES_OK */
-	wr(f, 0x24, 0), wr(f, 0x20, 0);
+	vd_drv_features(&f->d, 0, 0);
 	assert_int_equal(mb_virtio_features(f->t) & 1u << VIRTIO_BLK_F_FLUSH,
 			 1u << VIRTIO_BLK_F_FLUSH);
 }
@@ -276,36 +218,36 @@ static void test_feature_negotiation(void **state)
 static void test_driver_ok_needs_features_ok(void **state)
 {
 	struct fx *f = *state;
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
-		    VIRTIO_STATUS_DRIVER_OK);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
-	wr(f, 0x70, 0); /* reset clears it */
-	assert_int_equal(rd(f, 0x70), 0);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE |
+	      VIRTIO_STATUS_DRIVER | VIRTIO_STATUS_DRIVER_OK);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, 0); /* reset clears it */
+	assert_int_equal(vd_status(&f->d), 0);
 }
 
 static void test_read(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 3, 1024, true), 1025);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
-	uint8_t *d = gp(f, DATA);
+	uint8_t *d = vd_gp(&f->d, DATA);
 	assert_int_equal(d[0], 3);
 	assert_int_equal(d[511], 3);
 	assert_int_equal(d[512], 4);
 	/* interrupt: level while InterruptStatus != 0, lowered by the ACK */
 	assert_int_equal(f->level, 1);
-	assert_int_equal(rd(f, 0x60), 1);
-	wr(f, 0x64, 1);
+	assert_int_equal(vd_isr(&f->d), 1);
+	vd_ack(&f->d, 1);
 	assert_int_equal(f->level, 0);
-	assert_int_equal(rd(f, 0x60), 0);
+	assert_int_equal(vd_isr(&f->d), 0);
 }
 
 static void test_write(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	memset(gp(f, DATA), 0xab, 512);
+	vd_setup(&f->d, vfeat(), 1, N);
+	memset(vd_gp(&f->d, DATA), 0xab, 512);
 	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 7, 512, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
 	uint8_t b[512];
@@ -319,7 +261,7 @@ static void test_write(void **state)
 static void test_bad_sector(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, SECTORS, 512, true), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, SECTORS - 1, 1024, true), 1);
@@ -337,7 +279,7 @@ static void test_bad_sector(void **state)
 static void test_unknown_type(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	assert_int_equal(request(f, 99, 0, 0, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_UNSUPP);
 }
@@ -345,39 +287,38 @@ static void test_unknown_type(void **state)
 static void test_get_id(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	memset(gp(f, DATA), 0x55, 20);
+	vd_setup(&f->d, vfeat(), 1, N);
+	memset(vd_gp(&f->d, DATA), 0x55, 20);
 	assert_int_equal(request(f, VIRTIO_BLK_T_GET_ID, 0, 20, true), 21);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
-	assert_memory_equal(gp(f, DATA), "sn-1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
+	assert_memory_equal(vd_gp(&f->d, DATA), "sn-1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20);
 }
 
 static void test_bad_header(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	set_desc(f, 0, HDR, 8, VIRTQ_DESC_F_NEXT, 2); /* 8 of 16 bytes */
-	set_desc(f, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0);
-	mb_virtio_kick(f->t, 0);
+	vd_setup(&f->d, vfeat(), 1, N);
+	vd_desc(&f->d, 0, 0, HDR, 8, VIRTQ_DESC_F_NEXT, 2); /* 8 of 16 bytes */
+	vd_desc(&f->d, 0, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
-	uint32_t *e = gp(f, USED + 4);
-	assert_int_equal(e[1], 1);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), 1);
 }
 
 static void test_split_header(void **state)
 {
 	struct fx *f = *state; /* framing is free (sec. 2.6.4) */
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 9 };
-	memcpy(gp(f, HDR), &h, 16);
-	set_desc(f, 0, HDR, 5, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, 1, HDR + 5, 11, VIRTQ_DESC_F_NEXT, 3);
+	memcpy(vd_gp(&f->d, HDR), &h, 16);
+	vd_desc(&f->d, 0, 0, HDR, 5, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->d, 0, 1, HDR + 5, 11, VIRTQ_DESC_F_NEXT, 3);
 	/* data and status share one writable buffer */
-	set_desc(f, 3, DATA, 513, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0);
-	mb_virtio_kick(f->t, 0);
-	uint8_t *d = gp(f, DATA);
+	vd_desc(&f->d, 0, 3, DATA, 513, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
+	uint8_t *d = vd_gp(&f->d, DATA);
 	assert_int_equal(d[0], 9);
 	assert_int_equal(d[512], VIRTIO_BLK_S_OK);
 }
@@ -385,28 +326,27 @@ static void test_split_header(void **state)
 static void test_no_status_byte(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	set_desc(f, 0, HDR, 16, 0, 0);
-	offer(f, 0);
-	mb_virtio_kick(f->t, 0);
-	uint32_t *e = gp(f, USED + 4);
-	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 1);
-	assert_int_equal(e[1], 0);
+	vd_setup(&f->d, vfeat(), 1, N);
+	vd_desc(&f->d, 0, 0, HDR, 16, 0, 0);
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
+	assert_int_equal(vd_used_idx(&f->d, 0), 1);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), 0);
 }
 
 static void test_discard(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	struct { uint64_t sector; uint32_t num, flags; } seg = { 8, 8, 0 };
-	memcpy(gp(f, DATA), &seg, 16);
+	memcpy(vd_gp(&f->d, DATA), &seg, 16);
 	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
 	uint8_t b[512];
 	assert_int_equal(pread(f->fd, b, 512, 8 * 512), 512);
 	assert_int_equal(b[0], 0);
 	seg.sector = SECTORS - 1, seg.num = 2; /* past the end */
-	memcpy(gp(f, DATA), &seg, 16);
+	memcpy(vd_gp(&f->d, DATA), &seg, 16);
 	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
 }
@@ -417,15 +357,14 @@ static void test_readonly(void **state)
 	assert_int_equal(access(f->path, W_OK), 0);
 	unmake(f);
 	assert_int_equal(make(f, true, 0), 0);
-	wr(f, 0x14, 0);
-	assert_true(rd(f, 0x10) & 1u << VIRTIO_BLK_F_RO);
-	assert_false(rd(f, 0x10) & 1u << VIRTIO_BLK_F_DISCARD);
-	driver_init(f, vfeat());
-	memset(gp(f, DATA), 0xcd, 512);
+	assert_true(vd_dev_features(&f->d, 0) & 1u << VIRTIO_BLK_F_RO);
+	assert_false(vd_dev_features(&f->d, 0) & 1u << VIRTIO_BLK_F_DISCARD);
+	vd_setup(&f->d, vfeat(), 1, N);
+	memset(vd_gp(&f->d, DATA), 0xcd, 512);
 	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 1, 512, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
 	struct { uint64_t sector; uint32_t num, flags; } seg = { 0, 8, 0 };
-	memcpy(gp(f, DATA), &seg, 16);
+	memcpy(vd_gp(&f->d, DATA), &seg, 16);
 	assert_int_equal(request(f, VIRTIO_BLK_T_DISCARD, 0, 16, false), 1);
 	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
 	/* refused before the file was touched: no write, no hole punched */
@@ -451,8 +390,8 @@ static void test_readonly(void **state)
 static void test_flush_syncs(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	memset(gp(f, DATA), 0x77, 512);
+	vd_setup(&f->d, vfeat(), 1, N);
+	memset(vd_gp(&f->d, DATA), 0x77, 512);
 	for (unsigned i = 1; i <= 3; i++) {
 		assert_int_equal(request(f, VIRTIO_BLK_T_OUT, i, 512, false), 1);
 		assert_int_equal(io.syncs, i - 1); /* a write alone does not sync */
@@ -470,8 +409,8 @@ static void test_flush_syncs(void **state)
 static void test_flush_sync_fails(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	memset(gp(f, DATA), 0x77, 512);
+	vd_setup(&f->d, vfeat(), 1, N);
+	memset(vd_gp(&f->d, DATA), 0x77, 512);
 	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 4, 512, false), 1);
 	io.sync_errno = EIO;
 	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
@@ -490,7 +429,7 @@ static void test_flush_sync_fails(void **state)
 	/* reads and writes go on */
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 4, 512, true), 513);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
-	assert_int_equal(*(uint8_t *)gp(f, DATA), 0x77);
+	assert_int_equal(*(uint8_t *)vd_gp(&f->d, DATA), 0x77);
 }
 
 /* With workers, a write and the FLUSH after it are in flight together:
@@ -521,41 +460,37 @@ static void test_flush_after_inflight_write(void **state)
 	assert_int_equal(ftruncate(f->fd, BIG_SECTORS * 512ull), 0);
 	unmake(f);
 	assert_int_equal(make(f, false, 2), 0);
-	driver_init(f, vfeat() | 1ull << VIRTIO_F_RING_INDIRECT_DESC);
+	vd_setup(&f->d, vfeat() | 1ull << VIRTIO_F_RING_INDIRECT_DESC, 1, N);
 	seen.fd = f->fd, seen.blk = f->blk;
 	io.on_sync = look_at_file;
 	io.fake_sync = true;
 	/* chain 0: OUT at sector 0 through an indirect table of header,
 	 * BIG_SEGS x 64 KiB, status */
 	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_OUT, 0, 0 };
-	memcpy(gp(f, HDR), &h, 16);
-	memset(gp(f, DATA), 0x5a, 0x10000);
+	memcpy(vd_gp(&f->d, HDR), &h, 16);
+	memset(vd_gp(&f->d, DATA), 0x5a, 0x10000);
 	const uint64_t table = 0x40000;
-	uint8_t *t = gp(f, table);
 	for (unsigned i = 0; i < BIG_SEGS + 2; i++) {
 		uint64_t addr = i == 0 ? HDR : i <= BIG_SEGS ? DATA : STATUS;
 		uint32_t len = i == 0 ? 16 : i <= BIG_SEGS ? 0x10000 : 1;
 		uint16_t fl = i <= BIG_SEGS ? VIRTQ_DESC_F_NEXT : VIRTQ_DESC_F_WRITE;
 		uint16_t next = (uint16_t)(i + 1);
-		memcpy(t + 16 * i, &addr, 8);
-		memcpy(t + 16 * i + 8, &len, 4);
-		memcpy(t + 16 * i + 12, &fl, 2);
-		memcpy(t + 16 * i + 14, &next, 2);
+		vd_put_desc(f->mem, table, i, addr, len, fl, next);
 	}
-	set_desc(f, 0, table, 16 * (BIG_SEGS + 2), VIRTQ_DESC_F_INDIRECT, 0);
+	vd_desc(&f->d, 0, 0, table, 16 * (BIG_SEGS + 2), VIRTQ_DESC_F_INDIRECT, 0);
 	/* chain 1: FLUSH */
 	h.type = VIRTIO_BLK_T_FLUSH;
-	memcpy(gp(f, HDR + 16), &h, 16);
-	set_desc(f, 1, HDR + 16, 16, VIRTQ_DESC_F_NEXT, 2);
-	set_desc(f, 2, STATUS + 1, 1, VIRTQ_DESC_F_WRITE, 0);
-	*(uint8_t *)gp(f, STATUS) = *(uint8_t *)gp(f, STATUS + 1) = 0xee;
-	offer(f, 0);
-	offer(f, 1);
-	mb_virtio_kick(f->t, 0); /* both start together */
-	wr(f, 0x70, 0); /* reset waits for both */
+	memcpy(vd_gp(&f->d, HDR + 16), &h, 16);
+	vd_desc(&f->d, 0, 1, HDR + 16, 16, VIRTQ_DESC_F_NEXT, 2);
+	vd_desc(&f->d, 0, 2, STATUS + 1, 1, VIRTQ_DESC_F_WRITE, 0);
+	*(uint8_t *)vd_gp(&f->d, STATUS) = *(uint8_t *)vd_gp(&f->d, STATUS + 1) = 0xee;
+	vd_offer(&f->d, 0, 0);
+	vd_offer(&f->d, 0, 1);
+	vd_kick(&f->d, 0); /* both start together */
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, 0); /* reset waits for both */
 	assert_int_equal(io.syncs, 1);
-	assert_int_equal(*(uint8_t *)gp(f, STATUS), VIRTIO_BLK_S_OK);
-	assert_int_equal(*(uint8_t *)gp(f, STATUS + 1), VIRTIO_BLK_S_OK);
+	assert_int_equal(*(uint8_t *)vd_gp(&f->d, STATUS), VIRTIO_BLK_S_OK);
+	assert_int_equal(*(uint8_t *)vd_gp(&f->d, STATUS + 1), VIRTIO_BLK_S_OK);
 	assert_int_equal(seen.writes, 1); /* the write had completed */
 	assert_int_equal(seen.got, 512);
 	assert_int_equal(seen.last[0], 0x5a); /* and its last sector was in the file */
@@ -565,23 +500,25 @@ static void test_flush_after_inflight_write(void **state)
 static void test_malformed_needs_reset(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat());
-	set_desc(f, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 0); /* loop */
-	offer(f, 0);
-	mb_virtio_kick(f->t, 0);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
-	assert_int_equal(rd(f, 0x60), 2); /* configuration change interrupt */
+	vd_setup(&f->d, vfeat(), 1, N);
+	vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 0); /* loop */
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(vd_isr(&f->d), 2); /* configuration change interrupt */
 	assert_int_equal(f->level, 1);
-	struct mb_virtio_state st;
-	mb_virtio_state(f->t, &st);
-	assert_non_null(strstr(st.why, "loop"));
-	assert_true(st.q[0].broken);
+	char why[160];
+	assert_non_null(strstr(mb_virtio_fault(f->t, why, sizeof why), "loop"));
+	struct mb_virtio_mmio_state ts;
+	struct mb_virtq_state qs[1];
+	mb_virtio_save(f->t, &ts, qs);
+	assert_true(qs[0].broken);
 	/* nothing more is served until a reset */
-	mb_virtio_kick(f->t, 0);
-	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 0);
-	driver_init(f, vfeat()); /* resets (status 0) and sets up again */
+	vd_kick(&f->d, 0);
+	assert_int_equal(vd_used_idx(&f->d, 0), 0);
+	vd_setup(&f->d, vfeat(), 1, N); /* resets (status 0) and sets up again */
 	assert_int_equal(f->level, 0);
-	assert_false(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_false(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 0, 512, true), 513);
 	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
 }
@@ -589,45 +526,47 @@ static void test_malformed_needs_reset(void **state)
 static void test_notify_before_setup(void **state)
 {
 	struct fx *f = *state;
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE);
-	mb_virtio_kick(f->t, 0); /* before DRIVER_OK: ignored */
-	assert_int_equal(rd(f, 0x70), VIRTIO_STATUS_ACKNOWLEDGE);
-	driver_init(f, vfeat());
-	mb_virtio_kick(f->t, 3); /* live device, no such queue */
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
-	assert_int_equal(rd(f, 0x60), 2);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
+	vd_kick(&f->d, 0); /* before DRIVER_OK: ignored */
+	assert_int_equal(vd_status(&f->d), VIRTIO_STATUS_ACKNOWLEDGE);
+	vd_setup(&f->d, vfeat(), 1, N);
+	vd_kick(&f->d, 3); /* live device, no such queue */
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_int_equal(vd_isr(&f->d), 2);
 	assert_int_equal(f->level, 1);
 }
 
 static void test_bad_queue_setup(void **state)
 {
 	struct fx *f = *state;
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(f, 0x30, 0);
-	wr(f, 0x38, 6); /* not a power of two */
-	wr(f, 0x80, DESC), wr(f, 0x90, AVAIL), wr(f, 0xa0, USED);
-	wr(f, 0x44, 1);
-	assert_int_equal(rd(f, 0x44), 0);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
-	wr(f, 0x30, 5); /* a queue that does not exist */
-	assert_int_equal(rd(f, 0x34), 0);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS,
+	      VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_SEL, 0);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM, 6); /* not a power of two */
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_DESC_LOW, VD_DESC(0));
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_DRIVER_LOW, VD_AVAIL(0));
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_DEVICE_LOW, VD_USED(0));
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_READY, 1);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_READY), 0);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_SEL, 5); /* a queue that does not exist */
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
 }
 
 static void test_event_idx_suppression(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, vfeat() | 1ull << VIRTIO_F_RING_EVENT_IDX);
-	uint16_t *used_event = gp(f, AVAIL + 4 + 2 * N);
-	*used_event = 5; /* the driver only wants to hear past entry 5 */
+	vd_setup(&f->d, vfeat() | 1ull << VIRTIO_F_RING_EVENT_IDX, 1, N);
+	vd_set_used_event(&f->d, 0, 5); /* only wants to hear past entry 5 */
 	request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
 	assert_int_equal(f->raises, 1); /* the first always signals */
-	wr(f, 0x64, 1);
+	vd_ack(&f->d, VIRTIO_MMIO_INT_VRING);
 	for (int i = 0; i < 4; i++)
 		request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
 	assert_int_equal(f->raises, 1); /* used idx 2..5: suppressed */
 	request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false);
 	assert_int_equal(f->raises, 2); /* idx 6 passes used_event 5 */
-	assert_int_equal(*(uint16_t *)gp(f, USED + 4 + 8 * N), 6); /* avail_event */
+	assert_int_equal(vd_avail_event(&f->d, 0), 6);
 }
 
 static void test_workers_in_flight(void **state)
@@ -635,26 +574,28 @@ static void test_workers_in_flight(void **state)
 	struct fx *f = *state;
 	unmake(f);
 	assert_int_equal(make(f, false, 2), 0);
-	driver_init(f, vfeat());
+	vd_setup(&f->d, vfeat(), 1, N);
 	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 0 };
 	for (unsigned i = 0; i < 4; i++) { /* 4 reads of 2 sectors each */
 		h.sector = 2 * i;
-		memcpy(gp(f, HDR + 16 * i), &h, 16);
-		set_desc(f, 2 * i, HDR + 16 * i, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(2 * i + 1));
-		set_desc(f, 2 * i + 1, DATA + 0x1000 * i, 1025, VIRTQ_DESC_F_WRITE, 0);
-		offer(f, (uint16_t)(2 * i));
+		memcpy(vd_gp(&f->d, HDR + 16 * i), &h, 16);
+		vd_desc(&f->d, 0, 2 * i, HDR + 16 * i, 16, VIRTQ_DESC_F_NEXT,
+			(uint16_t)(2 * i + 1));
+		vd_desc(&f->d, 0, 2 * i + 1, DATA + 0x1000 * i, 1025,
+			VIRTQ_DESC_F_WRITE, 0);
+		vd_offer(&f->d, 0, (uint16_t)(2 * i));
 	}
-	mb_virtio_kick(f->t, 0);
-	for (int spin = 0; spin < 100000 && *(volatile uint16_t *)gp(f, USED + 2) < 4; spin++)
-		sched_yield();
-	assert_int_equal(*(uint16_t *)gp(f, USED + 2), 4);
+	vd_kick(&f->d, 0);
+	assert_true(vd_wait_used(&f->d, 0, 4));
+	assert_int_equal(vd_used_idx(&f->d, 0), 4);
 	for (unsigned i = 0; i < 4; i++) {
-		uint8_t *d = gp(f, DATA + 0x1000 * i);
+		uint8_t *d = vd_gp(&f->d, DATA + 0x1000 * i);
 		assert_int_equal(d[0], 2 * i);
 		assert_int_equal(d[512], 2 * i + 1);
 		assert_int_equal(d[1024], VIRTIO_BLK_S_OK);
 	}
-	wr(f, 0x70, 0); /* reset waits for the workers: nothing in flight */
+	/* reset waits for the workers: nothing in flight */
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, 0);
 	struct mb_virtio_blk_stats st;
 	mb_virtio_blk_stats(f->blk, &st);
 	assert_int_equal(st.reads, 4);

@@ -13,14 +13,11 @@
 #include <cmocka.h>
 
 #include "moonbox/virtio_console.h"
+#include "virtio_driver.h"
 
 #define RAM (1u << 20)
 #define N 8
 #define BUF 0x10000u
-/* Queue q's rings: descriptors, driver area, device area. */
-#define DESC(q) (0x1000u + 0x3000u * (q))
-#define AVAIL(q) (0x2000u + 0x3000u * (q))
-#define USED(q) (0x3000u + 0x3000u * (q))
 
 struct fx {
 	struct mb_mem *mem;
@@ -30,7 +27,7 @@ struct fx {
 	char out[256];
 	size_t out_len;
 	int accepts, raises, level;
-	uint16_t avail[2];
+	struct vd d;
 };
 
 /* ---- a backend that records ----------------------------------------------- */
@@ -57,92 +54,23 @@ static void irq_set(void *ctx, unsigned line, int level)
 	f->level = level;
 }
 
-/* ---- the driver's side ------------------------------------------------------ */
-
-static void *gp(struct fx *f, uint64_t gpa)
-{
-	return mb_mem_ptr(f->mem, gpa, 1, false);
-}
-
-static uint32_t rd(struct fx *f, uint64_t off)
-{
-	uint32_t v = 0;
-	mb_virtio_mmio_ops.read(f->t, off, &v, 4);
-	return v;
-}
-
-static void wr(struct fx *f, uint64_t off, uint32_t v)
-{
-	mb_virtio_mmio_ops.write(f->t, off, &v, 4);
-}
-
-/* Sec. 3.1.1 with both queues of N entries. */
-static void driver_init(struct fx *f, uint64_t features)
-{
-	wr(f, 0x70, 0);
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(f, 0x24, 0), wr(f, 0x20, (uint32_t)features);
-	wr(f, 0x24, 1), wr(f, 0x20, (uint32_t)(features >> 32));
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
-	memset(gp(f, DESC(0)), 0, 0x6000);
-	for (unsigned q = 0; q < 2; q++) {
-		wr(f, 0x30, q);
-		wr(f, 0x38, N);
-		wr(f, 0x80, DESC(q)), wr(f, 0x90, AVAIL(q)), wr(f, 0xa0, USED(q));
-		wr(f, 0x44, 1);
-		f->avail[q] = 0;
-	}
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_DRIVER_OK);
-}
-
-static void set_desc(struct fx *f, unsigned q, unsigned i, uint64_t addr,
-		     uint32_t len, uint16_t flags, uint16_t next)
-{
-	uint8_t *d = gp(f, DESC(q) + 16 * i);
-	memcpy(d, &addr, 8);
-	memcpy(d + 8, &len, 4);
-	memcpy(d + 12, &flags, 2);
-	memcpy(d + 14, &next, 2);
-}
-
-static void offer(struct fx *f, unsigned q, uint16_t head)
-{
-	uint16_t *ring = gp(f, AVAIL(q) + 4);
-	ring[f->avail[q] % N] = head;
-	__atomic_store_n((uint16_t *)gp(f, AVAIL(q) + 2), ++f->avail[q],
-			 __ATOMIC_RELEASE);
-}
-
-static uint16_t used_idx(struct fx *f, unsigned q)
-{
-	return *(uint16_t *)gp(f, USED(q) + 2);
-}
-
-/* Used element i of queue q: chain head and length. */
-static uint32_t used_len(struct fx *f, unsigned q, unsigned i, uint32_t *id)
-{
-	uint32_t *e = gp(f, USED(q) + 4 + 8 * (i % N));
-	if (id)
-		*id = e[0];
-	return e[1];
-}
+/* ---- the driver's side (virtio_driver.h) ----------------------------------- */
 
 /* Post one device-writable receive buffer at descriptor i. */
 static void post_rx(struct fx *f, unsigned i, uint32_t len)
 {
-	set_desc(f, 0, i, BUF + 0x1000 * i, len, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0, (uint16_t)i);
-	mb_virtio_kick(f->t, 0);
+	vd_desc(&f->d, 0, i, BUF + 0x1000 * i, len, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, (uint16_t)i);
+	vd_kick(&f->d, 0);
 }
 
 /* The port's first output (the guest's hvc is up): opens input. */
 static void hello(struct fx *f)
 {
-	*(char *)gp(f, BUF + 0xf000) = '>';
-	set_desc(f, 1, N - 1, BUF + 0xf000, 1, 0, 0);
-	offer(f, 1, N - 1);
-	mb_virtio_kick(f->t, 1);
+	*(char *)vd_gp(&f->d, BUF + 0xf000) = '>';
+	vd_desc(&f->d, 1, N - 1, BUF + 0xf000, 1, 0, 0);
+	vd_offer(&f->d, 1, N - 1);
+	vd_kick(&f->d, 1);
 }
 
 static size_t input(struct fx *f, const char *s)
@@ -156,8 +84,7 @@ static int make(struct fx *f, uint16_t cols, uint16_t rows)
 {
 	memset(f, 0, sizeof *f);
 	f->chr.ops = &chr_ops;
-	f->mem = mb_mem_new();
-	if (!f->mem || mb_mem_add(f->mem, 0, RAM, 0, NULL, "ram"))
+	if (!(f->mem = vd_ram(RAM)))
 		return -1;
 	struct mb_virtio_console_config cc = { &f->chr, cols, rows };
 	if (!(f->con = mb_virtio_console_new(&cc)))
@@ -168,6 +95,7 @@ static int make(struct fx *f, uint16_t cols, uint16_t rows)
 	};
 	if (!(f->t = mb_virtio_new(&c)))
 		return -1;
+	vd_attach(&f->d, f->t, f->mem);
 	mb_virtio_console_bind(f->con, f->t);
 	return 0;
 }
@@ -199,29 +127,28 @@ static uint64_t v1(void)
 static void test_registers_and_config(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(rd(f, 0x008), VIRTIO_ID_CONSOLE);
-	wr(f, 0x14, 0);
-	uint32_t feat = rd(f, 0x10);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_CONSOLE);
+	uint32_t feat = vd_dev_features(&f->d, 0);
 	assert_true(feat & 1u << VIRTIO_CONSOLE_F_EMERG_WRITE);
 	assert_false(feat & 1u << VIRTIO_CONSOLE_F_SIZE);
 	assert_false(feat & 1u << VIRTIO_CONSOLE_F_MULTIPORT);
-	wr(f, 0x30, 1);
-	assert_int_equal(rd(f, 0x34), MB_VQ_MAX_SIZE);
-	wr(f, 0x30, 2);
-	assert_int_equal(rd(f, 0x34), 0); /* no control queues */
-	assert_int_equal(rd(f, 0x100 + 4), 1); /* max_nr_ports */
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_SEL, 1);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM_MAX), MB_VQ_MAX_SIZE);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_SEL, 2);
+	/* no control queues */
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG + 4), 1); /* max_nr_ports */
 }
 
 static void test_size(void **state)
 {
 	struct fx g;
 	assert_int_equal(make(&g, 132, 43), 0);
-	wr(&g, 0x14, 0);
-	assert_true(rd(&g, 0x10) & 1u << VIRTIO_CONSOLE_F_SIZE);
+	assert_true(vd_dev_features(&g.d, 0) & 1u << VIRTIO_CONSOLE_F_SIZE);
 	uint16_t v = 0;
-	mb_virtio_mmio_ops.read(g.t, 0x100, &v, 2);
+	mb_virtio_mmio_ops.read(g.t, MB_VIRTIO_MMIO_CONFIG, &v, 2);
 	assert_int_equal(v, 132);
-	mb_virtio_mmio_ops.read(g.t, 0x102, &v, 2);
+	mb_virtio_mmio_ops.read(g.t, MB_VIRTIO_MMIO_CONFIG + 2, &v, 2);
 	assert_int_equal(v, 43);
 	void *s = &g;
 	teardown(&s);
@@ -231,18 +158,18 @@ static void test_size(void **state)
 static void test_output(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
-	memcpy(gp(f, BUF), "hello ", 6);
-	memcpy(gp(f, BUF + 0x100), "world", 5);
-	set_desc(f, 1, 0, BUF, 6, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, 1, 1, BUF + 0x100, 5, 0, 0);
-	offer(f, 1, 0);
+	vd_setup(&f->d, v1(), 2, N);
+	memcpy(vd_gp(&f->d, BUF), "hello ", 6);
+	memcpy(vd_gp(&f->d, BUF + 0x100), "world", 5);
+	vd_desc(&f->d, 1, 0, BUF, 6, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->d, 1, 1, BUF + 0x100, 5, 0, 0);
+	vd_offer(&f->d, 1, 0);
 	int raises = f->raises;
-	mb_virtio_kick(f->t, 1);
+	vd_kick(&f->d, 1);
 	assert_int_equal(f->out_len, 11);
 	assert_memory_equal(f->out, "hello world", 11);
-	assert_int_equal(used_idx(f, 1), 1);
-	assert_int_equal(used_len(f, 1, 0, NULL), 0);
+	assert_int_equal(vd_used_idx(&f->d, 1), 1);
+	assert_int_equal(vd_used(&f->d, 1, 0, NULL), 0);
 	assert_int_equal(f->raises, raises + 1);
 	struct mb_virtio_console_stats st;
 	mb_virtio_console_stats(f->con, &st);
@@ -254,16 +181,16 @@ static void test_input_backpressure(void **state)
 {
 	struct fx *f = *state;
 	assert_int_equal(input(f, "abc"), 0); /* no driver yet */
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	post_rx(f, 0, 2);
 	assert_int_equal(input(f, "abc"), 0); /* the port has not written */
 	assert_int_equal(f->accepts, 0);
 	hello(f);
 	assert_int_equal(f->accepts, 1); /* the refused bytes are asked for */
 	assert_int_equal(input(f, "abc"), 2);
-	assert_memory_equal(gp(f, BUF), "ab", 2);
+	assert_memory_equal(vd_gp(&f->d, BUF), "ab", 2);
 	uint32_t id;
-	assert_int_equal(used_len(f, 0, 0, &id), 2);
+	assert_int_equal(vd_used(&f->d, 0, 0, &id), 2);
 	assert_int_equal(id, 0);
 	assert_int_equal(input(f, "c"), 0); /* out of buffers */
 	post_rx(f, 1, 64);
@@ -271,8 +198,8 @@ static void test_input_backpressure(void **state)
 	post_rx(f, 2, 64);
 	assert_int_equal(f->accepts, 2); /* nothing owed any more */
 	assert_int_equal(input(f, "c"), 1);
-	assert_int_equal(*(char *)gp(f, BUF + 0x1000), 'c');
-	assert_int_equal(used_idx(f, 0), 2);
+	assert_int_equal(*(char *)vd_gp(&f->d, BUF + 0x1000), 'c');
+	assert_int_equal(vd_used_idx(&f->d, 0), 2);
 	struct mb_virtio_console_stats st;
 	mb_virtio_console_stats(f->con, &st);
 	assert_int_equal(st.rx_bytes, 3);
@@ -283,15 +210,15 @@ static void test_input_backpressure(void **state)
 static void test_input_spans_buffers(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	hello(f);
 	post_rx(f, 0, 3);
 	post_rx(f, 1, 3);
 	assert_int_equal(input(f, "12345"), 5);
-	assert_int_equal(used_idx(f, 0), 2);
-	assert_int_equal(used_len(f, 0, 0, NULL), 3);
-	assert_int_equal(used_len(f, 0, 1, NULL), 2);
-	assert_memory_equal(gp(f, BUF + 0x1000), "45", 2);
+	assert_int_equal(vd_used_idx(&f->d, 0), 2);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), 3);
+	assert_int_equal(vd_used(&f->d, 0, 1, NULL), 2);
+	assert_memory_equal(vd_gp(&f->d, BUF + 0x1000), "45", 2);
 }
 
 /* 2.7.10: once out of buffers the device publishes avail_event, so the
@@ -299,12 +226,12 @@ static void test_input_spans_buffers(void **state)
 static void test_event_idx(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1() | 1ull << VIRTIO_F_RING_EVENT_IDX);
+	vd_setup(&f->d, v1() | 1ull << VIRTIO_F_RING_EVENT_IDX, 2, N);
 	hello(f);
 	post_rx(f, 0, 4);
 	post_rx(f, 1, 4);
 	assert_int_equal(input(f, "0123456789"), 8);
-	uint16_t avail_event = *(uint16_t *)gp(f, USED(0) + 4 + 8 * N);
+	uint16_t avail_event = vd_avail_event(&f->d, 0);
 	assert_int_equal(avail_event, 2);
 }
 
@@ -313,12 +240,12 @@ static void test_emerg_write(void **state)
 {
 	struct fx *f = *state;
 	uint32_t ch = 'X';
-	mb_virtio_mmio_ops.write(f->t, 0x100 + 8, &ch, 4);
+	mb_virtio_mmio_ops.write(f->t, MB_VIRTIO_MMIO_CONFIG + 8, &ch, 4);
 	assert_int_equal(f->out_len, 1);
 	assert_int_equal(f->out[0], 'X');
 	ch = 7; /* cols is read-only */
-	mb_virtio_mmio_ops.write(f->t, 0x100, &ch, 2);
-	assert_int_equal(rd(f, 0x100), 0);
+	mb_virtio_mmio_ops.write(f->t, MB_VIRTIO_MMIO_CONFIG, &ch, 2);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG), 0);
 }
 
 /* A hostile chain: DEVICE_NEEDS_RESET, nothing read outside RAM, input
@@ -326,16 +253,16 @@ static void test_emerg_write(void **state)
 static void test_bad_chain_and_reset(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
-	set_desc(f, 1, 0, RAM - 4, 64, 0, 0); /* runs off the end of RAM */
-	offer(f, 1, 0);
-	mb_virtio_kick(f->t, 1);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	vd_setup(&f->d, v1(), 2, N);
+	vd_desc(&f->d, 1, 0, RAM - 4, 64, 0, 0); /* runs off the end of RAM */
+	vd_offer(&f->d, 1, 0);
+	vd_kick(&f->d, 1);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_int_equal(f->out_len, 0);
-	set_desc(f, 0, 0, RAM + 0x1000, 16, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0, 0);
+	vd_desc(&f->d, 0, 0, RAM + 0x1000, 16, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
 	assert_int_equal(input(f, "x"), 0);
-	driver_init(f, v1()); /* starts with a reset */
+	vd_setup(&f->d, v1(), 2, N); /* starts with a reset */
 	post_rx(f, 0, 8);
 	assert_int_equal(input(f, "x"), 0); /* closed until the port writes */
 	hello(f);

@@ -16,14 +16,12 @@
 #include <cmocka.h>
 
 #include "moonbox/virtio_net.h"
+#include "virtio_driver.h"
 
 #define RAM (1u << 20)
 #define N 8
 #define BUF 0x10000u
 #define HDR MB_VIRTIO_NET_HDR
-#define DESC(q) (0x1000u + 0x3000u * (q))
-#define AVAIL(q) (0x2000u + 0x3000u * (q))
-#define USED(q) (0x3000u + 0x3000u * (q))
 
 struct fx {
 	struct mb_mem *mem;
@@ -31,7 +29,7 @@ struct fx {
 	struct mb_virtio *t;
 	struct mb_netbe *peer; /* the test's end of the cable */
 	int raises, level;
-	uint16_t avail[2];
+	struct vd d;
 	uint16_t next_desc;
 };
 
@@ -42,82 +40,15 @@ static void irq_set(void *ctx, unsigned line, int level)
 	f->level = level;
 }
 
-/* ---- the driver's side (as in test_virtio_console.c) ---------------------------- */
-
-static void *gp(struct fx *f, uint64_t gpa)
-{
-	return mb_mem_ptr(f->mem, gpa, 1, false);
-}
-
-static uint32_t rd(struct fx *f, uint64_t off)
-{
-	uint32_t v = 0;
-	mb_virtio_mmio_ops.read(f->t, off, &v, 4);
-	return v;
-}
-
-static void wr(struct fx *f, uint64_t off, uint32_t v)
-{
-	mb_virtio_mmio_ops.write(f->t, off, &v, 4);
-}
-
-static void driver_init(struct fx *f, uint64_t features)
-{
-	wr(f, 0x70, 0);
-	wr(f, 0x70, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
-	wr(f, 0x24, 0), wr(f, 0x20, (uint32_t)features);
-	wr(f, 0x24, 1), wr(f, 0x20, (uint32_t)(features >> 32));
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_FEATURES_OK);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_FEATURES_OK);
-	memset(gp(f, DESC(0)), 0, 0x6000);
-	for (unsigned q = 0; q < 2; q++) {
-		wr(f, 0x30, q);
-		wr(f, 0x38, N);
-		wr(f, 0x80, DESC(q)), wr(f, 0x90, AVAIL(q)), wr(f, 0xa0, USED(q));
-		wr(f, 0x44, 1);
-		f->avail[q] = 0;
-	}
-	wr(f, 0x70, rd(f, 0x70) | VIRTIO_STATUS_DRIVER_OK);
-}
-
-static void set_desc(struct fx *f, unsigned q, unsigned i, uint64_t addr,
-		     uint32_t len, uint16_t flags, uint16_t next)
-{
-	uint8_t *d = gp(f, DESC(q) + 16 * i);
-	memcpy(d, &addr, 8);
-	memcpy(d + 8, &len, 4);
-	memcpy(d + 12, &flags, 2);
-	memcpy(d + 14, &next, 2);
-}
-
-static void offer(struct fx *f, unsigned q, uint16_t head)
-{
-	uint16_t *ring = gp(f, AVAIL(q) + 4);
-	ring[f->avail[q] % N] = head;
-	__atomic_store_n((uint16_t *)gp(f, AVAIL(q) + 2), ++f->avail[q],
-			 __ATOMIC_RELEASE);
-}
-
-static uint16_t used_idx(struct fx *f, unsigned q)
-{
-	return *(uint16_t *)gp(f, USED(q) + 2);
-}
-
-static uint32_t used_len(struct fx *f, unsigned q, unsigned i, uint32_t *id)
-{
-	uint32_t *e = gp(f, USED(q) + 4 + 8 * (i % N));
-	if (id)
-		*id = e[0];
-	return e[1];
-}
+/* ---- the driver's side (virtio_driver.h) ----------------------------------- */
 
 /* A receive buffer at descriptor i (buffer BUF + i * 0x1000). */
 static void post_rx(struct fx *f, unsigned i, uint32_t len, bool kick)
 {
-	set_desc(f, 0, i, BUF + 0x1000 * i, len, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0, (uint16_t)i);
+	vd_desc(&f->d, 0, i, BUF + 0x1000 * i, len, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, (uint16_t)i);
 	if (kick)
-		mb_virtio_kick(f->t, 0);
+		vd_kick(&f->d, 0);
 }
 
 /* A frame of len bytes whose bytes are seed, seed+1, ... */
@@ -138,13 +69,13 @@ static void peer_send(struct fx *f, size_t len, uint8_t seed)
 /* Transmit header + frame split at `split` over two descriptors. */
 static void transmit(struct fx *f, size_t len, size_t split, uint8_t seed)
 {
-	uint8_t *p = gp(f, BUF + 0x8000);
+	uint8_t *p = vd_gp(&f->d, BUF + 0x8000);
 	memset(p, 0, HDR);
 	frame(p + HDR, len, seed);
-	set_desc(f, 1, 0, BUF + 0x8000, (uint32_t)split, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, 1, 1, BUF + 0x8000 + split, (uint32_t)(HDR + len - split), 0, 0);
-	offer(f, 1, 0);
-	mb_virtio_kick(f->t, 1);
+	vd_desc(&f->d, 1, 0, BUF + 0x8000, (uint32_t)split, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->d, 1, 1, BUF + 0x8000 + split, (uint32_t)(HDR + len - split), 0, 0);
+	vd_offer(&f->d, 1, 0);
+	vd_kick(&f->d, 1);
 }
 
 static bool pollfd_ready(struct fx *f)
@@ -167,8 +98,7 @@ static int setup(void **state)
 	static struct fx f;
 	memset(&f, 0, sizeof f);
 	*state = &f;
-	f.mem = mb_mem_new();
-	if (!f.mem || mb_mem_add(f.mem, 0, RAM, 0, NULL, "ram"))
+	if (!(f.mem = vd_ram(RAM)))
 		return -1;
 	struct mb_virtio_net_config nc = { { 0x52, 0x54, 0, 1, 2, 3 }, NULL };
 	if (mb_netbe_pair(&nc.be, &f.peer))
@@ -181,6 +111,7 @@ static int setup(void **state)
 	};
 	if (!(f.t = mb_virtio_new(&c)))
 		return -1;
+	vd_attach(&f.d, f.t, f.mem);
 	mb_virtio_net_bind(f.net, f.t);
 	return 0;
 }
@@ -205,29 +136,29 @@ static uint64_t v1(void)
 static void test_config(void **state)
 {
 	struct fx *f = *state;
-	assert_int_equal(rd(f, 0x008), VIRTIO_ID_NET);
-	wr(f, 0x14, 0);
-	uint32_t feat = rd(f, 0x10);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_DEVICE_ID), VIRTIO_ID_NET);
+	uint32_t feat = vd_dev_features(&f->d, 0);
 	assert_true(feat & 1u << VIRTIO_NET_F_MAC);
 	assert_false(feat & 1u << VIRTIO_NET_F_MRG_RXBUF);
 	assert_false(feat & 1u << 0); /* no CSUM: no offloads */
 	assert_true(feat & 1u << VIRTIO_NET_F_STATUS);
 	uint8_t mac[6];
 	for (unsigned i = 0; i < 6; i++)
-		mb_virtio_mmio_ops.read(f->t, 0x100 + i, &mac[i], 1);
+		mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG + i, &mac[i], 1);
 	assert_memory_equal(mac, ((uint8_t[]){ 0x52, 0x54, 0, 1, 2, 3 }), 6);
 	uint16_t status = 0;
-	mb_virtio_mmio_ops.read(f->t, 0x106, &status, 2);
+	mb_virtio_mmio_ops.read(f->t, MB_VIRTIO_MMIO_CONFIG + 6, &status, 2);
 	assert_int_equal(status, VIRTIO_NET_S_LINK_UP);
-	wr(f, 0x30, 2);
-	assert_int_equal(rd(f, 0x34), 0); /* one pair, no control queue */
+	vd_wr(&f->d, MB_VIRTIO_MMIO_QUEUE_SEL, 2);
+	/* one pair, no control queue */
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
 }
 
 /* 5.1.6.2: the header is skipped however the chain is split. */
 static void test_transmit(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	uint8_t got[2048], want[2048];
 	size_t splits[] = { HDR, 4, HDR + 20 };
 	for (unsigned i = 0; i < 3; i++) {
@@ -235,8 +166,8 @@ static void test_transmit(void **state)
 		frame(want, 60 + i, (uint8_t)i);
 		assert_int_equal(mb_netbe_recv(f->peer, got, sizeof got), 60 + i);
 		assert_memory_equal(got, want, 60 + i);
-		assert_int_equal(used_idx(f, 1), i + 1);
-		assert_int_equal(used_len(f, 1, i, NULL), 0);
+		assert_int_equal(vd_used_idx(&f->d, 1), i + 1);
+		assert_int_equal(vd_used(&f->d, 1, i, NULL), 0);
 	}
 	assert_int_equal(stats(f).tx_frames, 3);
 	assert_int_equal(stats(f).tx_bytes, 60 + 61 + 62);
@@ -245,9 +176,9 @@ static void test_transmit(void **state)
 static void test_transmit_runt(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	transmit(f, 4, HDR, 0); /* shorter than an Ethernet header */
-	assert_int_equal(used_idx(f, 1), 1);
+	assert_int_equal(vd_used_idx(&f->d, 1), 1);
 	uint8_t got[64];
 	assert_int_equal(mb_netbe_recv(f->peer, got, sizeof got), 0);
 	assert_int_equal(stats(f).tx_dropped, 1);
@@ -260,17 +191,17 @@ static void test_receive(void **state)
 	peer_send(f, 60, 9);
 	mb_virtio_net_poll(f->net);
 	assert_int_equal(stats(f).rx_dropped, 1); /* no driver: the wire drops */
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	post_rx(f, 0, HDR + 1518, true);
 	post_rx(f, 1, HDR + 1518, true);
 	int raises = f->raises;
 	peer_send(f, 1514, 3);
 	mb_virtio_net_poll(f->net);
-	assert_int_equal(used_idx(f, 0), 1);
+	assert_int_equal(vd_used_idx(&f->d, 0), 1);
 	uint32_t id;
-	assert_int_equal(used_len(f, 0, 0, &id), HDR + 1514);
+	assert_int_equal(vd_used(&f->d, 0, 0, &id), HDR + 1514);
 	assert_int_equal(id, 0);
-	uint8_t *p = gp(f, BUF), want[1514];
+	uint8_t *p = vd_gp(&f->d, BUF), want[1514];
 	uint8_t hdr[HDR] = { [10] = 1 };
 	assert_memory_equal(p, hdr, HDR);
 	frame(want, sizeof want, 3);
@@ -284,15 +215,15 @@ static void test_receive(void **state)
 static void test_receive_too_big(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	post_rx(f, 0, 100, true);
 	post_rx(f, 1, 100, true);
 	peer_send(f, 200, 0);
 	peer_send(f, 80, 0);
 	mb_virtio_net_poll(f->net);
-	assert_int_equal(used_idx(f, 0), 2);
-	assert_int_equal(used_len(f, 0, 0, NULL), 0);
-	assert_int_equal(used_len(f, 0, 1, NULL), HDR + 80);
+	assert_int_equal(vd_used_idx(&f->d, 0), 2);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), 0);
+	assert_int_equal(vd_used(&f->d, 0, 1, NULL), HDR + 80);
 	assert_int_equal(stats(f).rx_dropped, 1);
 }
 
@@ -301,23 +232,23 @@ static void test_receive_too_big(void **state)
 static void test_backpressure(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1() | 1ull << VIRTIO_F_RING_EVENT_IDX);
+	vd_setup(&f->d, v1() | 1ull << VIRTIO_F_RING_EVENT_IDX, 2, N);
 	post_rx(f, 0, 2048, true);
 	for (uint8_t i = 0; i < 3; i++)
 		peer_send(f, 100 + i, i);
 	assert_true(pollfd_ready(f));
 	mb_virtio_net_poll(f->net);
-	assert_int_equal(used_idx(f, 0), 1);
+	assert_int_equal(vd_used_idx(&f->d, 0), 1);
 	assert_int_equal(stats(f).rx_stalls, 1);
 	assert_false(pollfd_ready(f)); /* paused, frames still queued */
-	uint16_t avail_event = *(uint16_t *)gp(f, USED(0) + 4 + 8 * N);
+	uint16_t avail_event = vd_avail_event(&f->d, 0);
 	assert_int_equal(avail_event, 1); /* 2.7.10: kick us for the next */
 	post_rx(f, 1, 2048, false);
 	post_rx(f, 2, 2048, true);
-	assert_int_equal(used_idx(f, 0), 3);
-	assert_int_equal(used_len(f, 0, 1, NULL), HDR + 101);
-	assert_int_equal(used_len(f, 0, 2, NULL), HDR + 102);
-	assert_int_equal(*(uint8_t *)gp(f, BUF + 0x2000 + HDR), 2);
+	assert_int_equal(vd_used_idx(&f->d, 0), 3);
+	assert_int_equal(vd_used(&f->d, 0, 1, NULL), HDR + 101);
+	assert_int_equal(vd_used(&f->d, 0, 2, NULL), HDR + 102);
+	assert_int_equal(*(uint8_t *)vd_gp(&f->d, BUF + 0x2000 + HDR), 2);
 	assert_false(pollfd_ready(f)); /* all read; waiting for buffers again */
 	assert_int_equal(stats(f).rx_frames, 3);
 	assert_int_equal(stats(f).rx_dropped, 0);
@@ -328,33 +259,33 @@ static void test_backpressure(void **state)
 static void test_bad_chain_and_reset(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
-	set_desc(f, 0, 0, RAM - 8, 2048, VIRTQ_DESC_F_WRITE, 0);
-	offer(f, 0, 0);
-	mb_virtio_kick(f->t, 0);
+	vd_setup(&f->d, v1(), 2, N);
+	vd_desc(&f->d, 0, 0, RAM - 8, 2048, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
 	peer_send(f, 64, 0);
 	mb_virtio_net_poll(f->net);
-	assert_true(rd(f, 0x70) & VIRTIO_STATUS_NEEDS_RESET);
+	assert_true(vd_status(&f->d) & VIRTIO_STATUS_NEEDS_RESET);
 	assert_false(pollfd_ready(f)); /* stopped: no busy loop */
-	driver_init(f, v1()); /* reset: the pending frame is dropped */
+	vd_setup(&f->d, v1(), 2, N); /* reset: the pending frame is dropped */
 	post_rx(f, 0, 2048, true);
 	peer_send(f, 70, 0);
 	mb_virtio_net_poll(f->net);
-	assert_int_equal(used_idx(f, 0), 1);
-	assert_int_equal(used_len(f, 0, 0, NULL), HDR + 70);
+	assert_int_equal(vd_used_idx(&f->d, 0), 1);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), HDR + 70);
 }
 
 /* The peer hanging up is not an error: frames to it are dropped. */
 static void test_peer_gone(void **state)
 {
 	struct fx *f = *state;
-	driver_init(f, v1());
+	vd_setup(&f->d, v1(), 2, N);
 	mb_netbe_free(f->peer);
 	f->peer = NULL;
 	mb_virtio_net_poll(f->net); /* sees end of stream */
 	assert_false(mb_netbe_connected(mb_virtio_net_backend(f->net)));
 	transmit(f, 60, HDR, 0);
-	assert_int_equal(used_idx(f, 1), 1);
+	assert_int_equal(vd_used_idx(&f->d, 1), 1);
 	assert_int_equal(stats(f).tx_dropped, 1);
 }
 

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "moonbox/virtio_queue.h"
+#include "virtio_driver.h"
 
 #define RAM (1u << 20)
 #define ROM 0x100000u /* 64K read-only region right after RAM */
@@ -41,16 +42,6 @@ static void on_fault(void *ctx, struct mb_vq *q, const char *why)
 static void *gp(struct fx *f, uint64_t gpa)
 {
 	return mb_mem_ptr(f->mem, gpa, 1, false);
-}
-
-static void set_desc(struct fx *f, uint64_t table, unsigned i, uint64_t addr,
-		     uint32_t len, uint16_t flags, uint16_t next)
-{
-	uint8_t *d = gp(f, table + 16 * i);
-	memcpy(d, &addr, 8);
-	memcpy(d + 8, &len, 4);
-	memcpy(d + 12, &flags, 2);
-	memcpy(d + 14, &next, 2);
 }
 
 static void offer(struct fx *f, uint16_t head)
@@ -110,9 +101,9 @@ static void test_chain(void **state)
 {
 	struct fx *f = *state;
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 0);
-	set_desc(f, DESC, 3, 0x10000, 16, VIRTQ_DESC_F_NEXT, 5);
-	set_desc(f, DESC, 5, 0x20000, 4096, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, DESC, 1, 0x30000, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_put_desc(f->mem, DESC, 3, 0x10000, 16, VIRTQ_DESC_F_NEXT, 5);
+	vd_put_desc(f->mem, DESC, 5, 0x20000, 4096, VIRTQ_DESC_F_NEXT, 1);
+	vd_put_desc(f->mem, DESC, 1, 0x30000, 1, VIRTQ_DESC_F_WRITE, 0);
 	offer(f, 3);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
 	assert_int_equal(f->c.head, 3);
@@ -131,7 +122,7 @@ static void test_full_length_chain(void **state)
 {
 	struct fx *f = *state; /* exactly N descriptors is allowed */
 	for (unsigned i = 0; i < N; i++)
-		set_desc(f, DESC, i, 0x10000 + 0x100 * i, 0x100,
+		vd_put_desc(f->mem, DESC, i, 0x10000 + 0x100 * i, 0x100,
 			 i + 1 < N ? VIRTQ_DESC_F_NEXT : 0, (uint16_t)(i + 1));
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
@@ -141,10 +132,10 @@ static void test_full_length_chain(void **state)
 static void test_indirect(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
-	set_desc(f, 0x5000, 2, 0x20000, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
-	set_desc(f, 0x5000, 1, 0x30000, 1, VIRTQ_DESC_F_WRITE, 0);
-	set_desc(f, DESC, 4, 0x5000, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
+	vd_put_desc(f->mem, 0x5000, 2, 0x20000, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+	vd_put_desc(f->mem, 0x5000, 1, 0x30000, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_put_desc(f->mem, DESC, 4, 0x5000, 3 * 16, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 4);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
 	assert_int_equal(f->c.head, 4);
@@ -156,9 +147,9 @@ static void test_indirect(void **state)
 static void test_indirect_after_direct(void **state)
 {
 	struct fx *f = *state; /* a direct head may end in an indirect table */
-	set_desc(f, 0x5000, 0, 0x30000, 8, VIRTQ_DESC_F_WRITE, 0);
-	set_desc(f, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, DESC, 1, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x30000, 8, VIRTQ_DESC_F_WRITE, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_put_desc(f->mem, DESC, 1, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
 	assert_int_equal(f->c.nout, 1);
@@ -170,7 +161,7 @@ static void test_indirect_not_negotiated(void **state)
 	struct fx *f = *state;
 	mb_vq_reset(&f->q);
 	assert_int_equal(enable(f, 0), 0);
-	set_desc(f, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "without VIRTIO_F_RING_INDIRECT_DESC");
 }
@@ -178,8 +169,8 @@ static void test_indirect_not_negotiated(void **state)
 static void test_indirect_nested(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x6000, 16, VIRTQ_DESC_F_INDIRECT, 0);
-	set_desc(f, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x6000, 16, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "nested");
 }
@@ -187,7 +178,7 @@ static void test_indirect_nested(void **state)
 static void test_indirect_with_next(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16, VIRTQ_DESC_F_INDIRECT | VIRTQ_DESC_F_NEXT, 1);
 	offer(f, 0);
 	expect_fault(f, "with NEXT");
 }
@@ -195,7 +186,7 @@ static void test_indirect_with_next(void **state)
 static void test_indirect_bad_len(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x5000, 20, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 20, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "indirect table of 20 bytes");
 }
@@ -203,7 +194,7 @@ static void test_indirect_bad_len(void **state)
 static void test_indirect_empty(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x5000, 0, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 0, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "indirect table of 0 bytes");
 }
@@ -211,7 +202,7 @@ static void test_indirect_empty(void **state)
 static void test_indirect_outside_ram(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, RAM - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, RAM - 16, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "not in guest RAM");
 }
@@ -219,9 +210,9 @@ static void test_indirect_outside_ram(void **state)
 static void test_indirect_loop(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, 0x5000, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
-	set_desc(f, DESC, 0, 0x5000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_put_desc(f->mem, 0x5000, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "longer than 2");
 }
@@ -229,8 +220,8 @@ static void test_indirect_loop(void **state)
 static void test_indirect_next_out_of_table(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 5);
-	set_desc(f, DESC, 0, 0x5000, 32, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 5);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 32, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "descriptor 5 out of range (2 entries, indirect)");
 }
@@ -238,8 +229,8 @@ static void test_indirect_next_out_of_table(void **state)
 static void test_loop(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
-	set_desc(f, DESC, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_put_desc(f->mem, DESC, 1, 0x10000, 16, VIRTQ_DESC_F_NEXT, 0);
 	offer(f, 0);
 	expect_fault(f, "longer than 8");
 }
@@ -247,7 +238,7 @@ static void test_loop(void **state)
 static void test_self_loop(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 2, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
+	vd_put_desc(f->mem, DESC, 2, 0x10000, 16, VIRTQ_DESC_F_NEXT, 2);
 	offer(f, 2);
 	expect_fault(f, "a loop?");
 }
@@ -255,7 +246,7 @@ static void test_self_loop(void **state)
 static void test_next_out_of_range(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, N);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT, N);
 	offer(f, 0);
 	expect_fault(f, "descriptor 8 out of range");
 }
@@ -270,7 +261,7 @@ static void test_head_out_of_range(void **state)
 static void test_zero_length(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x10000, 0, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 0, 0, 0);
 	offer(f, 0);
 	expect_fault(f, "zero-length");
 }
@@ -278,7 +269,7 @@ static void test_zero_length(void **state)
 static void test_outside_ram(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, RAM - 0x100, 0x200, 0, 0); /* runs off the end */
+	vd_put_desc(f->mem, DESC, 0, RAM - 0x100, 0x200, 0, 0); /* runs off the end */
 	offer(f, 0);
 	expect_fault(f, "not in guest RAM");
 }
@@ -286,7 +277,7 @@ static void test_outside_ram(void **state)
 static void test_address_wraps(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, UINT64_MAX - 0xf, 0x100, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, UINT64_MAX - 0xf, 0x100, 0, 0);
 	offer(f, 0);
 	expect_fault(f, "not in guest RAM");
 }
@@ -294,7 +285,7 @@ static void test_address_wraps(void **state)
 static void test_oversized(void **state)
 {
 	struct fx *f = *state; /* 4 GiB - 1 in one buffer: larger than RAM */
-	set_desc(f, DESC, 0, 0, UINT32_MAX, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0, UINT32_MAX, 0, 0);
 	offer(f, 0);
 	expect_fault(f, "not in guest RAM");
 }
@@ -321,10 +312,10 @@ static void offer_256(struct fx *f, uint16_t head)
 static void long_chain(struct fx *f, unsigned direct, unsigned ind)
 {
 	for (unsigned i = 0; i + 1 < direct; i++)
-		set_desc(f, DESC, i, 0x10000, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
-	set_desc(f, DESC, direct - 1, 0x5000, 16 * ind, VIRTQ_DESC_F_INDIRECT, 0);
+		vd_put_desc(f->mem, DESC, i, 0x10000, 16, VIRTQ_DESC_F_NEXT, (uint16_t)(i + 1));
+	vd_put_desc(f->mem, DESC, direct - 1, 0x5000, 16 * ind, VIRTQ_DESC_F_INDIRECT, 0);
 	for (unsigned i = 0; i < ind; i++)
-		set_desc(f, 0x5000, i, 0x20000, 16,
+		vd_put_desc(f->mem, 0x5000, i, 0x20000, 16,
 			 i + 1 < ind ? VIRTQ_DESC_F_NEXT : 0, (uint16_t)(i + 1));
 	offer_256(f, 0);
 }
@@ -364,9 +355,9 @@ static void test_too_many_buffers(void **state)
 static void big_table(struct fx *f, unsigned n, uint32_t last, uint16_t flags)
 {
 	for (unsigned i = 0; i < n; i++)
-		set_desc(f, 0x5000, i, BIG, i + 1 < n ? BIG_SIZE : last,
+		vd_put_desc(f->mem, 0x5000, i, BIG, i + 1 < n ? BIG_SIZE : last,
 			 flags | (i + 1 < n ? VIRTQ_DESC_F_NEXT : 0), (uint16_t)(i + 1));
-	set_desc(f, DESC, 0, 0x5000, 16 * n, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16 * n, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 }
 
@@ -400,8 +391,8 @@ static void test_4g_in(void **state)
 static void test_indirect_max_table(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x10000, 16, 0, 0);
-	set_desc(f, DESC, 0, 0x5000, 16 * MB_VQ_MAX_SEGS, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x10000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16 * MB_VQ_MAX_SEGS, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
 	assert_int_equal(f->c.nout, 1);
@@ -410,8 +401,8 @@ static void test_indirect_max_table(void **state)
 static void test_indirect_table_too_big(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, 0x5000, 0, 0x10000, 16, 0, 0);
-	set_desc(f, DESC, 0, 0x5000, 16 * (MB_VQ_MAX_SEGS + 1), VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, 0x5000, 0, 0x10000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x5000, 16 * (MB_VQ_MAX_SEGS + 1), VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "indirect table of 4112 bytes");
 }
@@ -419,7 +410,7 @@ static void test_indirect_table_too_big(void **state)
 static void test_indirect_table_huge(void **state)
 {
 	struct fx *f = *state; /* 16 x 2^28 - 16 bytes: refused before RAM is looked at */
-	set_desc(f, DESC, 0, BIG, 0xfffffff0u, VIRTQ_DESC_F_INDIRECT, 0);
+	vd_put_desc(f->mem, DESC, 0, BIG, 0xfffffff0u, VIRTQ_DESC_F_INDIRECT, 0);
 	offer(f, 0);
 	expect_fault(f, "indirect table of 4294967280 bytes");
 }
@@ -427,7 +418,7 @@ static void test_indirect_table_huge(void **state)
 static void test_write_to_rom(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, ROM, 16, VIRTQ_DESC_F_WRITE, 0);
+	vd_put_desc(f->mem, DESC, 0, ROM, 16, VIRTQ_DESC_F_WRITE, 0);
 	offer(f, 0);
 	expect_fault(f, "writable RAM");
 }
@@ -435,7 +426,7 @@ static void test_write_to_rom(void **state)
 static void test_read_from_rom(void **state)
 {
 	struct fx *f = *state; /* reading a ROM buffer is fine */
-	set_desc(f, DESC, 0, ROM, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, ROM, 16, 0, 0);
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
 }
@@ -443,8 +434,8 @@ static void test_read_from_rom(void **state)
 static void test_readable_after_writable(void **state)
 {
 	struct fx *f = *state;
-	set_desc(f, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
-	set_desc(f, DESC, 1, 0x20000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1);
+	vd_put_desc(f->mem, DESC, 1, 0x20000, 16, 0, 0);
 	offer(f, 0);
 	expect_fault(f, "readable buffer after a writable");
 }
@@ -464,7 +455,7 @@ static void test_avail_wraps(void **state)
 	f->avail_idx = 0xfffe;
 	*(uint16_t *)gp(f, AVAIL + 2) = 0xfffe;
 	assert_int_equal(enable(f, FEAT), 0);
-	set_desc(f, DESC, 0, 0x10000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, 0, 0);
 	for (int i = 0; i < 4; i++)
 		offer(f, 0);
 	for (int i = 0; i < 4; i++) {
@@ -480,7 +471,7 @@ static void test_not_ready(void **state)
 {
 	struct fx *f = *state;
 	mb_vq_reset(&f->q);
-	set_desc(f, DESC, 0, 0x10000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, 0, 0);
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 0); /* nothing is read */
 	assert_false(mb_vq_arm(&f->q));
@@ -562,7 +553,7 @@ static void test_avail_event(void **state)
 {
 	struct fx *f = *state;
 	uint16_t *avail_event = gp(f, USED + 4 + 8 * N);
-	set_desc(f, DESC, 0, 0x10000, 16, 0, 0);
+	vd_put_desc(f->mem, DESC, 0, 0x10000, 16, 0, 0);
 	offer(f, 0);
 	offer(f, 0);
 	assert_int_equal(mb_vq_pop(&f->q, &f->c), 1);
