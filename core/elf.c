@@ -254,3 +254,19 @@ int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry)
 		*entry = img.entry;
 	return rc;
 }
+
+int mb_boot_elf(struct mb_machine *m, const char *file, int mode)
+{
+	struct mb_file f;
+	struct mb_elf_image img;
+	int rc = mb_file_open(&f, file, "kernel");
+	if (rc)
+		return rc;
+	rc = mb_elf_load(mb_machine_mem(m), &f, 0x500, 0x7000, &img);
+	mb_file_close(&f);
+	if (rc)
+		return rc;
+	if (mode < 0)
+		mode = img.bits == 64 ? MB_MODE_LONG : MB_MODE_PROTECTED;
+	return mb_boot_setup_cpu(m, (enum mb_cpu_mode)mode, img.entry);
+}

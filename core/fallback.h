@@ -56,10 +56,6 @@ const char *mb_fallback_name(enum mb_fb_insn k);
 bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		     unsigned n);
 
-/* How many instructions of each kind the fallback completed on m: fills
- * names[i] and counts[i] for the first min(max, MB_FB_KINDS - 1) kinds
- * (either array may be NULL) and returns MB_FB_KINDS - 1. Any thread. */
-unsigned mb_fallback_counts(struct mb_machine *m, const char **names,
-			    uint64_t *counts, unsigned max);
+/* mb_fallback_counts() is public: moonbox.h. */
 
 #endif

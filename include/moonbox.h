@@ -468,6 +468,17 @@ int mb_boot_multiboot(struct mb_machine *m,
 int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry);
 /* -- end of kernel loaders */
 
+/* Load an ELF executable (mb_load_elf) and start vCPU 0 at its entry in
+ * `mode`, or in the mode its class implies (ELF64: long) when mode < 0. */
+int mb_boot_elf(struct mb_machine *m, const char *file, int mode);
+
+/* How many instructions of each kind the emulation fallback completed on
+ * m: fills names[i] ("clac", "popcnt", ...) and counts[i] for the first
+ * max kinds (either array may be NULL) and returns how many kinds there
+ * are. Any thread. */
+unsigned mb_fallback_counts(struct mb_machine *m, const char **names,
+			    uint64_t *counts, unsigned max);
+
 /* ---- ioeventfd and irqfd (core/ioevent.c; owner: virtio) ------------ */
 
 /* Have KVM signal eventfd efd, without an exit to userspace, when the

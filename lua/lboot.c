@@ -2,7 +2,6 @@
  * mb.bzimage_info. Options are checked completely before a file is read. */
 #include <string.h>
 
-#include "core/loader.h"
 #include "lua/lmoonbox.h"
 
 #define MAX_RANGES 64
@@ -132,17 +131,8 @@ static int l_boot_elf(lua_State *L)
 		mode = mbl_checkenum(L, 2, "mode", NULL, modes);
 	lua_pop(L, 1);
 	struct mb_machine *m = mbl_live(L, mm);
-	struct mb_file f;
-	struct mb_elf_image img;
-	if (mb_file_open(&f, file, "kernel"))
-		return mbl_fail(L, "boot_elf");
-	int rc = mb_elf_load(mb_machine_mem(m), &f, 0x500, 0x7000, &img);
-	mb_file_close(&f);
-	if (rc)
-		return mbl_fail(L, "boot_elf");
-	if (mode < 0)
-		mode = img.bits == 64;
-	if (mb_boot_setup_cpu(m, mode ? MB_MODE_LONG : MB_MODE_PROTECTED, img.entry))
+	if (mb_boot_elf(m, file, mode < 0 ? -1 : mode ? MB_MODE_LONG
+						      : MB_MODE_PROTECTED))
 		return mbl_fail(L, "boot_elf");
 	lua_settop(L, 1);
 	return 1;
@@ -171,7 +161,7 @@ static int l_bzimage_info(lua_State *L)
 #undef SET
 	lua_pushboolean(L, b.relocatable);
 	lua_setfield(L, -2, "relocatable");
-	lua_pushboolean(L, (b.xloadflags & XLF_KERNEL_64) != 0);
+	lua_pushboolean(L, (b.xloadflags & 1 /* XLF_KERNEL_64, boot.rst "xloadflags" */) != 0);
 	lua_setfield(L, -2, "kernel_64");
 	lua_pushstring(L, b.kernel_version);
 	lua_setfield(L, -2, "kernel_version");

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "lua/lmoonbox.h"
-#include "core/fallback.h"
 
 static const char *const machine_keys[] = { "cpus", "memory", "irqchip",
 					    "cpuid", "pit", "log_unclaimed",
