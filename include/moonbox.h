@@ -235,6 +235,8 @@ enum mb_stop {
 	MB_STOP_HALT,     /* every vCPU halted with interrupts off */
 	MB_STOP_TIMEOUT,
 	MB_STOP_ERROR,
+	MB_STOP_BREAKPOINT, /* moonbox/debug.h */
+	MB_STOP_WATCHPOINT,
 };
 
 const char *mb_stop_name(enum mb_stop s);

@@ -86,11 +86,16 @@ int mb_vcpu_read_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 int mb_vcpu_write_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 		       const void *buf, size_t len);
 
+/* KVM's own translation (KVM_TRANSLATE), to check the walker against. */
+int mb_vcpu_kvm_translate(struct mb_machine *m, unsigned cpu, uint64_t va,
+			  uint64_t *gpa);
+
 /* Execute n instructions on one vCPU of a paused machine (the others stay
- * paused), interrupts held off. *done: how many ran (a stop, e.g. the
- * guest's debug_exit, or HLT can end it early). */
+ * paused), interrupts held off (KVM_GUESTDBG_BLOCKIRQ where KVM has it).
+ * *done: how many ran; HLT or a stop (the guest's debug_exit: then stop
+ * gets its reason, else MB_STOP_NONE) ends it early. */
 int mb_debug_step(struct mb_machine *m, unsigned cpu, unsigned n,
-		  unsigned *done);
+		  unsigned *done, struct mb_result *stop);
 
 /* ---- breakpoints and watchpoints ---------------------------------------- */
 
