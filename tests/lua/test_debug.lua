@@ -122,4 +122,89 @@ T.case("step on a running machine is an error; after a pause it works", function
   T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x1235)
 end)
 
+for _, kind in ipairs { "hw", "sw" } do
+  T.case(kind .. " breakpoint: stops at every hit, run goes on", function()
+    local m = machine()
+    local bp = m:breakpoint { at = sym.l4, kind = kind }
+    T.ok(tostring(bp):find(kind, 1, true), tostring(bp))
+    for i = 1, 5 do
+      local r = m:run { timeout = 10 }
+      T.eq(r.reason, "breakpoint", "stop " .. i)
+      T.eq(r.cpu, m:cpu(0), "r.cpu")
+      T.eq(r.breakpoint, bp, "r.breakpoint")
+      T.eq(r.cpu:regs().rip, sym.l4, "rip at the breakpoint")
+      T.eq(r.cpu:regs().rcx, i, "turn " .. i)
+      if kind == "sw" then T.eq(m:read(sym.l4, 1), "\xcc", "int3 in memory") end
+    end
+    T.eq(bp:hits(), 5, "hits")
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest completes")
+  end)
+
+  T.case(kind .. " breakpoint: count, once, step from a stop", function()
+    local m = machine()
+    local bp = m:breakpoint { at = sym.l4, kind = kind, count = 3, once = true }
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint")
+    T.eq(m:cpu(0):regs().rcx, 3, "third hit")
+    T.eq(m:cpu(0):step(), sym.l5, "step executes the original instruction")
+    if kind == "sw" then T.eq(m:read(sym.l4, 1), "\xff", "once: the byte is back") end
+    r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "once: no more stops")
+    T.eq(bp:hits(), 3)
+    bp:remove()
+  end)
+
+  T.case(kind .. " breakpoint: fn returning continue, fn returning nothing", function()
+    local m = machine()
+    local seen = {}
+    local bp = m:breakpoint { at = sym.l3, kind = kind, fn = function(ev)
+      seen[#seen + 1] = ev.cpu:regs().rcx
+      T.eq(ev.addr, sym.l3, "ev.addr")
+      return "continue"
+    end }
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest completes")
+    T.eq(table.concat(seen, ","), "1,2,3,4,5", "fn at every hit")
+    bp:remove()
+    T.eq(bp:hits(), 0, "removed")
+    local m2 = machine()
+    local calls = 0
+    m2:breakpoint { at = sym.done, kind = kind, fn = function() calls = calls + 1 end }
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint"); T.eq(calls, 1)
+    T.eq(r.cpu:regs().rip, sym.done)
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  end)
+end
+
+T.case("breakpoint errors", function()
+  local m = machine()
+  T.raises(function() m:breakpoint { at = sym.l4, kind = "hw", bogus = 1 } end, 'unknown option "bogus"')
+  T.raises(function() m:breakpoint { kind = "hw" } end, "at: missing")
+  T.raises(function() m:breakpoint { at = { phys = sym.l4 }, kind = "hw" } end, "virtual address")
+  local bps = {}
+  for i = 1, 4 do bps[i] = m:breakpoint { at = sym._start + i, kind = "hw" } end
+  T.raises(function() m:breakpoint { at = sym.l5, kind = "hw" } end, "four debug registers")
+  local auto = m:breakpoint { at = sym.l5 } -- no register left: software
+  T.ok(tostring(auto):find("sw", 1, true), tostring(auto))
+  T.raises(function() m:breakpoint { at = sym.l5, kind = "sw" } end, "already")
+  local p = m:breakpoint { at = { phys = sym.done }, kind = "sw" }
+  T.eq(m:read(sym.done, 1), "\xcc", "physical sw breakpoint")
+  p:remove()
+  T.eq(m:read(sym.done, 1), "\x8b", "removed: the original byte")
+end)
+
+T.case("a foreign int3 still reaches the guest while ours are set", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("fallback"), at = 0x100000, mode = "long" }
+  local bp = m:breakpoint { at = 0x300000, kind = "sw" } -- never reached
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x600d, "the guest's own #BP handler ran")
+  T.eq(m:fallback_counts().int3, 1, "the fallback injected it")
+  T.eq(bp:hits(), 0)
+end)
+
 T.done()
