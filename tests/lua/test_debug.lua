@@ -207,4 +207,42 @@ T.case("a foreign int3 still reaches the guest while ours are set", function()
   T.eq(bp:hits(), 0)
 end)
 
+T.case("write watchpoint by page protection: stops after each write", function()
+  local m = machine()
+  local w = m:watch { addr = sym.var, len = 4, access = "w" }
+  for i = 1, 3 do
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "watchpoint", "stop " .. i)
+    T.eq(r.watchpoint, w)
+    T.eq(r.addr, sym.var, "address written")
+    T.eq(r.len, 4); T.eq(r.value, i, "value written")
+    T.eq(r.cpu:regs().rip, sym.l4, "rip after the store")
+    T.eq(string.unpack("<I4", m:read(sym.var, 4)), i, "the write completed")
+  end
+  w:remove()
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest read back what it wrote")
+  T.eq(w:hits(), 0, "removed")
+end)
+
+T.case("write watchpoint with fn, and what is not supported", function()
+  local m = machine()
+  local values = {}
+  m:watch { addr = sym.var, len = 4, fn = function(ev)
+    values[#values + 1] = ev.value
+    return "continue"
+  end }
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  T.eq(table.concat(values, ","), "1,2,3,4,5")
+  T.raises(function() m:watch { addr = sym.var, access = "r" } end, "not supported yet")
+  T.raises(function() m:watch { addr = sym.var, access = "x" } end, "access")
+  -- a write next to the watched bytes (same page) completes silently
+  local m2 = machine()
+  local w2 = m2:watch { addr = sym.var + 8, len = 4 }
+  r = m2:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  T.eq(w2:hits(), 0)
+end)
+
 T.done()
