@@ -512,5 +512,6 @@ int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 #include "moonbox/virtio_rng.h"
 #include "moonbox/virtio_console.h"
 #include "moonbox/virtio_net.h"
+#include "moonbox/debug.h"
 
 #endif
