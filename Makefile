@@ -114,3 +114,5 @@ clean:
 
 .PHONY: all guests examples deps unit test bench fuzz run install clean
 .DELETE_ON_ERROR:
+# Keep the guests' ELF files: their symbols name the addresses tests break at.
+.SECONDARY: $(GUESTS:.bin=.elf)

@@ -26,6 +26,9 @@ struct vcpu {
 	_Atomic bool probe; /* kernel irqchip: look at mp_state after EINTR */
 	unsigned dead_probes;
 	struct mb_vcpu_stats st;
+	/* debug.c: a step request to serve while parked; step over a
+	 * breakpoint at RIP before the next KVM_RUN */
+	bool dbg_req, dbg_resume;
 };
 
 enum gate { GATE_PAUSED, GATE_RUNNING, GATE_QUIT };
@@ -91,6 +94,8 @@ struct mb_machine {
 	/* device.c: devices in the order added */
 	struct mb_device **devs;
 	size_t ndevs, capdevs;
+
+	struct mb_debug *dbg; /* debug.c: NULL until a debugger asks */
 };
 
 /* machine.c: push an embedded hook (cannot fail), or take one back */
@@ -107,6 +112,15 @@ void mb_vcpu_fini(struct vcpu *v);
 void *mb_vcpu_thread(void *arg);
 void mb_vcpu_kick(struct vcpu *v);
 void mb_vcpu_kick_setup(void);
+/* run.c, for debug.c: one KVM_RUN and its exit (no interrupt injected
+ * unless irqs); the exit reason, or -errno when KVM_RUN failed. */
+int mb_vcpu_run_once(struct vcpu *v, bool irqs);
+/* debug.c: the hooks run.c calls (each a no-op while m->dbg is NULL) */
+void mb_debug_serve(struct vcpu *v);  /* in park(), for v->dbg_req */
+void mb_debug_resume(struct vcpu *v); /* before KVM_RUN, for v->dbg_resume */
+void mb_debug_exit(struct vcpu *v);   /* KVM_EXIT_DEBUG */
+bool mb_debug_int3(struct vcpu *v, const uint8_t *insn, unsigned n);
+bool mb_debug_mmio(struct vcpu *v);   /* a write to a watched page */
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);

@@ -30,8 +30,15 @@ static bool park(struct vcpu *v)
 	v->parked = true;
 	m->parked++;
 	pthread_cond_broadcast(&m->cond);
-	while (atomic_load(&m->gate) == GATE_PAUSED)
+	while (atomic_load(&m->gate) == GATE_PAUSED) {
+		if (v->dbg_req) { /* debug.c: single steps while paused */
+			pthread_mutex_unlock(&m->lock);
+			mb_debug_serve(v);
+			pthread_mutex_lock(&m->lock);
+			continue;
+		}
 		pthread_cond_wait(&m->cond, &m->lock);
+	}
 	m->parked--;
 	v->parked = false;
 	bool quit = atomic_load(&m->gate) == GATE_QUIT;
@@ -153,6 +160,10 @@ static void do_mmio(struct vcpu *v)
 				"KVM mmio exit with length %u", len);
 		return;
 	}
+	if (v->m->dbg && mb_debug_mmio(v)) { /* a watched page */
+		v->need_complete = true;
+		return;
+	}
 	if (run->mmio.is_write)
 		mb_bus_write(v->m->mmio, run->mmio.phys_addr, run->mmio.data, len);
 	else
@@ -212,6 +223,8 @@ static void internal_error(struct vcpu *v)
 	unsigned n = 0;
 	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
 		n = insn_bytes(v, b);
+		if (v->m->dbg && mb_debug_int3(v, b, n))
+			return; /* the debugger's own int3 */
 		if (mb_fallback_try(v->m, v->idx, b, n))
 			return; /* completed in userspace; carry on */
 		char hex[64] = "";
@@ -274,9 +287,25 @@ static void handle_exit(struct vcpu *v)
 	case KVM_EXIT_SYSTEM_EVENT:
 		system_event(v);
 		break;
+	case KVM_EXIT_DEBUG:
+		mb_debug_exit(v);
+		break;
 	default:
 		fail(v, "unexpected KVM exit reason %u", run->exit_reason);
 	}
+}
+
+int mb_vcpu_run_once(struct vcpu *v, bool irqs)
+{
+	if (irqs && v->m->intc_ops)
+		inject(v);
+	else
+		v->run->request_interrupt_window = 0;
+	if (ioctl(v->fd, KVM_RUN, 0) < 0)
+		return -errno;
+	v->need_complete = false;
+	handle_exit(v);
+	return (int)v->run->exit_reason;
 }
 
 void *mb_vcpu_thread(void *arg)
@@ -299,6 +328,10 @@ void *mb_vcpu_thread(void *arg)
 		}
 		if (v->in_hlt) {
 			halt(v);
+			continue;
+		}
+		if (v->dbg_resume) { /* debug.c: step over a breakpoint */
+			mb_debug_resume(v);
 			continue;
 		}
 		if (m->intc_ops)

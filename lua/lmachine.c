@@ -308,9 +308,13 @@ static int l_run(lua_State *L)
 	double t = opt_timeout(L, 2);
 	struct mb_result r;
 	mm->L = L;
-	if (mb_machine_run(mbl_live(L, mm), t, &r))
-		return mbl_fail(L, "run");
-	return push_result(L, &r);
+	do { /* breakpoint functions that say "continue" run it again */
+		if (mb_machine_run(mbl_live(L, mm), t, &r))
+			return mbl_fail(L, "run");
+	} while (mbl_debug_continue(L, 1, &r));
+	push_result(L, &r);
+	mbl_debug_annotate(L, 1, &r);
+	return 1;
 }
 
 static int l_start(lua_State *L)
@@ -329,7 +333,12 @@ static int l_wait(lua_State *L)
 	struct mb_result r;
 	mm->L = L;
 	mb_machine_wait(mbl_live(L, mm), t, &r);
-	return push_result(L, &r);
+	while (mbl_debug_continue(L, 1, &r))
+		if (mb_machine_run(mbl_live(L, mm), t, &r))
+			return mbl_fail(L, "wait");
+	push_result(L, &r);
+	mbl_debug_annotate(L, 1, &r);
+	return 1;
 }
 
 static int l_pause(lua_State *L)
@@ -598,5 +607,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_boot(L);
 	mbl_open_virtio(L);
 	mbl_open_virtio_io(L);
+	mbl_open_cpu(L);
+	mbl_open_debug(L);
 	return 1;
 }

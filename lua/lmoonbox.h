@@ -113,4 +113,17 @@ int mbl_console_output(lua_State *L, struct mb_chr *c);
 int mbl_console_input(lua_State *L, struct mb_chr *c);
 void mbl_machine_method(lua_State *L, const char *name, lua_CFunction f);
 
+/* Debugging (lcpu.c, ldebug.c). */
+void mbl_open_cpu(lua_State *L);
+void mbl_open_debug(lua_State *L);
+/* Push the vCPU handle idx of the machine at machine_idx (one per vCPU). */
+void mbl_push_cpu(lua_State *L, int machine_idx, unsigned idx);
+/* An address: a number, a size string or { phys = N } (*phys set). */
+uint64_t mbl_checkaddr(lua_State *L, int idx, const char *key, bool *phys);
+/* After run/wait returned r: call the breakpoint and watchpoint functions
+ * of the hits; true when all of them said "continue" (run again). */
+bool mbl_debug_continue(lua_State *L, int machine_idx, struct mb_result *r);
+/* Add cpu (and breakpoint/watchpoint details) to the result table on top. */
+void mbl_debug_annotate(lua_State *L, int machine_idx, const struct mb_result *r);
+
 #endif

@@ -1,0 +1,561 @@
+/* vCPU handles: m:cpu(n) and its methods (registers, mode, memory by
+ * virtual address, page walks, stepping). The machine must be paused. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lua/lmoonbox.h"
+#include "moonbox/debug.h"
+
+#define MBL_CPU "moonbox.cpu"
+#define MBL_REGS "moonbox.regs"
+#define MBL_SREGS "moonbox.sregs"
+#define MBL_WALK "moonbox.walk"
+
+struct mbl_cpu {
+	struct mbl_machine *mm;
+	unsigned idx;
+};
+
+#define REGS(X)                                                              \
+	X(rax) X(rbx) X(rcx) X(rdx) X(rsi) X(rdi) X(rsp) X(rbp) X(r8) X(r9)   \
+	X(r10) X(r11) X(r12) X(r13) X(r14) X(r15) X(rip) X(rflags)
+#define CRS(X) X(cr0) X(cr2) X(cr3) X(cr4) X(cr8) X(efer) X(apic_base)
+#define SEGS(X) X(cs) X(ds) X(es) X(fs) X(gs) X(ss) X(tr) X(ldt)
+#define SEGF(X) X(base) X(limit) X(selector) X(type) X(present) X(dpl) \
+	X(db) X(s) X(l) X(g) X(avl)
+
+static char cpu_keys[MB_MAX_CPUS]; /* refs keys for the cached handles */
+
+static struct mbl_cpu *checkcpu(lua_State *L, int idx)
+{
+	return luaL_checkudata(L, idx, MBL_CPU);
+}
+
+static struct mb_machine *paused(lua_State *L, struct mbl_cpu *c,
+				 const char *what)
+{
+	struct mb_machine *m = mbl_live(L, c->mm);
+	if (!mb_machine_paused(m))
+		luaL_error(L, "%s: pause the machine first (m:pause())", what);
+	return m;
+}
+
+void mbl_push_cpu(lua_State *L, int machine_idx, unsigned idx)
+{
+	machine_idx = lua_absindex(L, machine_idx);
+	struct mbl_machine *mm = mbl_checkmachine(L, machine_idx);
+	if (mbl_ref_push(L, mm, &cpu_keys[idx]) == LUA_TUSERDATA)
+		return;
+	lua_pop(L, 1);
+	struct mbl_cpu *c = lua_newuserdatauv(L, sizeof *c, 1);
+	c->mm = mm, c->idx = idx;
+	luaL_setmetatable(L, MBL_CPU);
+	lua_pushvalue(L, machine_idx);
+	lua_setiuservalue(L, -2, 1);
+	mbl_ref_set(L, mm, &cpu_keys[idx], -1);
+}
+
+static int l_cpu(lua_State *L)
+{
+	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
+	lua_Integer n = luaL_optinteger(L, 2, 0);
+	if (n < 0 || n >= (lua_Integer)mb_machine_cpus(m))
+		return luaL_error(L, "cpu: %d does not exist (0-%d)", (int)n,
+				  (int)mb_machine_cpus(m) - 1);
+	mbl_push_cpu(L, 1, (unsigned)n);
+	return 1;
+}
+
+/* An address argument: a number, a size string, or { phys = N }. */
+uint64_t mbl_checkaddr(lua_State *L, int idx, const char *key, bool *phys)
+{
+	*phys = false;
+	if (lua_istable(L, idx)) {
+		static const char *const keys[] = { "phys", NULL };
+		mbl_checkopts(L, idx, key, keys);
+		if (lua_getfield(L, idx, "phys") == LUA_TNIL)
+			luaL_error(L, "%s: expected an address or { phys = ADDR }", key);
+		uint64_t a = mbl_tosize(L, -1, key);
+		lua_pop(L, 1);
+		*phys = true;
+		return a;
+	}
+	return mbl_tosize(L, idx, key);
+}
+
+/* ---- registers ---------------------------------------------------------- */
+
+static const char *const flag_names[22] = {
+	"CF", NULL, "PF", NULL, "AF", NULL, "ZF", "SF", "TF", "IF", "DF", "OF",
+	NULL, NULL, "NT", NULL, "RF", "VM", "AC", "VIF", "VIP", "ID",
+};
+
+static void flags_string(uint64_t f, char *buf, size_t len)
+{
+	size_t n = 0;
+	buf[0] = 0;
+	for (int i = 0; i < 22; i++)
+		if (flag_names[i] && (f >> i & 1))
+			n += (size_t)snprintf(buf + n, len - n, "%s%s", n ? " " : "",
+					      flag_names[i]);
+	if (f >> 12 & 3)
+		snprintf(buf + n, len - n, "%sIOPL=%u", n ? " " : "",
+			 (unsigned)(f >> 12 & 3));
+}
+
+static uint64_t field(lua_State *L, int t, const char *k)
+{
+	lua_getfield(L, t, k);
+	uint64_t v = (uint64_t)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+static int regs_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	char fl[96];
+	flags_string(field(L, 1, "rflags"), fl, sizeof fl);
+	char buf[1024];
+	snprintf(buf, sizeof buf,
+		 "rax %016" PRIx64 " rbx %016" PRIx64 " rcx %016" PRIx64 "\n"
+		 "rdx %016" PRIx64 " rsi %016" PRIx64 " rdi %016" PRIx64 "\n"
+		 "rsp %016" PRIx64 " rbp %016" PRIx64 " r8  %016" PRIx64 "\n"
+		 "r9  %016" PRIx64 " r10 %016" PRIx64 " r11 %016" PRIx64 "\n"
+		 "r12 %016" PRIx64 " r13 %016" PRIx64 " r14 %016" PRIx64 "\n"
+		 "r15 %016" PRIx64 " rip %016" PRIx64 "\n"
+		 "rflags %08" PRIx64 " [%s]",
+		 field(L, 1, "rax"), field(L, 1, "rbx"), field(L, 1, "rcx"),
+		 field(L, 1, "rdx"), field(L, 1, "rsi"), field(L, 1, "rdi"),
+		 field(L, 1, "rsp"), field(L, 1, "rbp"), field(L, 1, "r8"),
+		 field(L, 1, "r9"), field(L, 1, "r10"), field(L, 1, "r11"),
+		 field(L, 1, "r12"), field(L, 1, "r13"), field(L, 1, "r14"),
+		 field(L, 1, "r15"), field(L, 1, "rip"), field(L, 1, "rflags"), fl);
+	lua_pushstring(L, buf);
+	return 1;
+}
+
+static int c_regs(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	struct mb_machine *m = paused(L, c, "regs");
+	struct mb_regs r;
+	if (mb_vcpu_get_regs(m, c->idx, &r))
+		return mbl_fail(L, "regs");
+	lua_createtable(L, 0, 18);
+#define PUSH(n) lua_pushinteger(L, (lua_Integer)r.n), lua_setfield(L, -2, #n);
+	REGS(PUSH)
+#undef PUSH
+	luaL_setmetatable(L, MBL_REGS);
+	return 1;
+}
+
+static void push_seg(lua_State *L, const struct mb_seg *s)
+{
+	lua_createtable(L, 0, 11);
+#define PUSH(n) lua_pushinteger(L, (lua_Integer)s->n), lua_setfield(L, -2, #n);
+	SEGF(PUSH)
+#undef PUSH
+}
+
+static int c_sregs(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	struct mb_machine *m = paused(L, c, "sregs");
+	struct mb_sregs s;
+	if (mb_vcpu_get_sregs(m, c->idx, &s))
+		return mbl_fail(L, "sregs");
+	lua_createtable(L, 0, 20);
+#define PUSH(n) push_seg(L, &s.n), lua_setfield(L, -2, #n);
+	SEGS(PUSH)
+#undef PUSH
+#define PUSH(n) lua_pushinteger(L, (lua_Integer)s.n), lua_setfield(L, -2, #n);
+	CRS(PUSH)
+#undef PUSH
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, (lua_Integer)s.gdt_base), lua_setfield(L, -2, "base");
+	lua_pushinteger(L, s.gdt_limit), lua_setfield(L, -2, "limit");
+	lua_setfield(L, -2, "gdt");
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, (lua_Integer)s.idt_base), lua_setfield(L, -2, "base");
+	lua_pushinteger(L, s.idt_limit), lua_setfield(L, -2, "limit");
+	lua_setfield(L, -2, "idt");
+	luaL_setmetatable(L, MBL_SREGS);
+	return 1;
+}
+
+static int sregs_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_Buffer b;
+	char line[160];
+	luaL_buffinit(L, &b);
+	static const char *const segs[] = { "cs", "ds", "es", "fs", "gs", "ss",
+					    "tr", "ldt", NULL };
+	for (int i = 0; segs[i]; i++) {
+		if (lua_getfield(L, 1, segs[i]) != LUA_TTABLE) {
+			lua_pop(L, 1);
+			continue;
+		}
+		int t = lua_gettop(L);
+		snprintf(line, sizeof line,
+			 "%-3s %04" PRIx64 " base %016" PRIx64 " limit %08" PRIx64
+			 " type %" PRIu64 "%s%s%s%s%s dpl %" PRIu64 "\n",
+			 segs[i], field(L, t, "selector"), field(L, t, "base"),
+			 field(L, t, "limit"), field(L, t, "type"),
+			 field(L, t, "present") ? " P" : " -",
+			 field(L, t, "s") ? " S" : "", field(L, t, "l") ? " L" : "",
+			 field(L, t, "db") ? " DB" : "", field(L, t, "g") ? " G" : "",
+			 field(L, t, "dpl"));
+		lua_pop(L, 1);
+		luaL_addstring(&b, line);
+	}
+	uint64_t gb = 0, gl = 0, ib = 0, il = 0;
+	if (lua_getfield(L, 1, "gdt") == LUA_TTABLE)
+		gb = field(L, -1, "base"), gl = field(L, -1, "limit");
+	lua_pop(L, 1);
+	if (lua_getfield(L, 1, "idt") == LUA_TTABLE)
+		ib = field(L, -1, "base"), il = field(L, -1, "limit");
+	lua_pop(L, 1);
+	snprintf(line, sizeof line,
+		 "gdt %016" PRIx64 "/%" PRIx64 " idt %016" PRIx64 "/%" PRIx64 "\n",
+		 gb, gl, ib, il);
+	luaL_addstring(&b, line);
+	snprintf(line, sizeof line,
+		 "cr0 %08" PRIx64 " cr2 %016" PRIx64 " cr3 %016" PRIx64
+		 " cr4 %08" PRIx64 "\ncr8 %" PRIx64 " efer %" PRIx64
+		 " apic_base %" PRIx64,
+		 field(L, 1, "cr0"), field(L, 1, "cr2"), field(L, 1, "cr3"),
+		 field(L, 1, "cr4"), field(L, 1, "cr8"), field(L, 1, "efer"),
+		 field(L, 1, "apic_base"));
+	luaL_addstring(&b, line);
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* c:set { rip = ..., cr3 = ..., cs = { selector = ..., ... } } */
+static int c_set(lua_State *L)
+{
+	static const char *const keys[] = {
+#define NAME(n) #n,
+		REGS(NAME) CRS(NAME) SEGS(NAME)
+#undef NAME
+		NULL };
+	static const char *const segkeys[] = {
+#define NAME(n) #n,
+		SEGF(NAME)
+#undef NAME
+		NULL };
+	struct mbl_cpu *c = checkcpu(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	struct mb_machine *m = paused(L, c, "set");
+	mbl_checkopts(L, 2, "set", keys);
+	struct mb_regs r;
+	struct mb_sregs s;
+	if (mb_vcpu_get_regs(m, c->idx, &r) || mb_vcpu_get_sregs(m, c->idx, &s))
+		return mbl_fail(L, "set");
+	bool sregs = false;
+#define GET(n) r.n = (uint64_t)mbl_optint(L, 2, #n, (lua_Integer)r.n);
+	REGS(GET)
+#undef GET
+#define GET(n)                                                               \
+	if (lua_getfield(L, 2, #n) != LUA_TNIL)                              \
+		sregs = true;                                                \
+	lua_pop(L, 1);                                                       \
+	s.n = (uint64_t)mbl_optint(L, 2, #n, (lua_Integer)s.n);
+	CRS(GET)
+#undef GET
+#define SF(f) g->f = (__typeof__(g->f))mbl_optint(L, -1, #f, (lua_Integer)g->f);
+#define GET(n)                                                               \
+	if (lua_getfield(L, 2, #n) == LUA_TTABLE) {                          \
+		struct mb_seg *g = &s.n;                                     \
+		mbl_checkopts(L, -1, "set." #n, segkeys);                    \
+		SEGF(SF)                                                     \
+		sregs = true;                                                \
+	} else if (!lua_isnil(L, -1)) {                                      \
+		luaL_error(L, "set." #n ": expected a table of segment fields"); \
+	}                                                                    \
+	lua_pop(L, 1);
+	SEGS(GET)
+#undef GET
+#undef SF
+	if (sregs && mb_vcpu_set_sregs(m, c->idx, &s))
+		return mbl_fail(L, "set");
+	if (mb_vcpu_set_regs(m, c->idx, &r))
+		return mbl_fail(L, "set");
+	lua_settop(L, 1);
+	return 1;
+}
+
+static int c_mode(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	struct mb_machine *m = paused(L, c, "mode");
+	struct mb_paging p;
+	if (mb_vcpu_paging(m, c->idx, &p))
+		return mbl_fail(L, "mode");
+	lua_pushstring(L, mb_paging_cpu_mode(&p));
+	return 1;
+}
+
+/* ---- memory --------------------------------------------------------------- */
+
+static const char *level_name(enum mb_pg_mode mode, unsigned level)
+{
+	static const char *const n[] = { "", "PT", "PD", "PDPT", "PML4", "PML5" };
+	if (mode == MB_PG_PAE && level == 3)
+		return "PDPTE";
+	return level <= 5 ? n[level] : "?";
+}
+
+static void pte_flags(uint64_t e, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s%s%s%s%s", e & MB_PTE_P ? "P" : "-",
+		 e & MB_PTE_W ? " W" : "", e & MB_PTE_U ? " U" : "",
+		 e & MB_PTE_PS ? " PS" : "", e & MB_PTE_NX ? " NX" : "");
+}
+
+static int walk_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_Buffer b;
+	char line[200];
+	luaL_buffinit(L, &b);
+	lua_getfield(L, 1, "mode");
+	lua_getfield(L, 1, "va");
+	snprintf(line, sizeof line, "0x%" PRIx64 " (%s paging)\n",
+		 (uint64_t)lua_tointeger(L, -1), lua_tostring(L, -2));
+	lua_pop(L, 2);
+	luaL_addstring(&b, line);
+	lua_getfield(L, 1, "levels");
+	lua_Integer n = luaL_len(L, -1);
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_geti(L, -1, i);
+		int t = lua_gettop(L);
+		lua_getfield(L, t, "name");
+		lua_getfield(L, t, "flags");
+		snprintf(line, sizeof line,
+			 "  %-5s at %012" PRIx64 ": %016" PRIx64 " [%s]\n",
+			 lua_tostring(L, -2), field(L, t, "addr"),
+			 field(L, t, "entry"), lua_tostring(L, -1));
+		lua_pop(L, 3);
+		luaL_addstring(&b, line);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 1, "gpa") != LUA_TNIL)
+		snprintf(line, sizeof line, "  -> 0x%" PRIx64 " (page 0x%" PRIx64 ")",
+			 (uint64_t)lua_tointeger(L, -1), field(L, 1, "page_size"));
+	else {
+		lua_getfield(L, 1, "error");
+		snprintf(line, sizeof line, "  failed: %s", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	luaL_addstring(&b, line);
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* c:walk(va): every level of the walk as a table. */
+static int c_walk(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	bool phys;
+	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	struct mb_machine *m = paused(L, c, "walk");
+	struct mb_paging p;
+	struct mb_walk w;
+	if (mb_vcpu_paging(m, c->idx, &p))
+		return mbl_fail(L, "walk");
+	if (phys)
+		p.cr0 = 1; /* a physical address: no paging */
+	int rc = mb_pagewalk(mb_machine_mem(m), &p, va, &w);
+	lua_createtable(L, 0, 10);
+	lua_pushinteger(L, (lua_Integer)va), lua_setfield(L, -2, "va");
+	lua_pushstring(L, mb_pg_mode_name(w.mode)), lua_setfield(L, -2, "mode");
+	lua_createtable(L, (int)w.n, 0);
+	for (unsigned i = 0; i < w.n; i++) {
+		char fl[32];
+		lua_createtable(L, 0, 5);
+		lua_pushinteger(L, w.lv[i].level), lua_setfield(L, -2, "level");
+		lua_pushstring(L, level_name(w.mode, w.lv[i].level));
+		lua_setfield(L, -2, "name");
+		lua_pushinteger(L, (lua_Integer)w.lv[i].addr), lua_setfield(L, -2, "addr");
+		lua_pushinteger(L, (lua_Integer)w.lv[i].entry);
+		lua_setfield(L, -2, "entry");
+		pte_flags(w.lv[i].entry, fl, sizeof fl);
+		lua_pushstring(L, fl), lua_setfield(L, -2, "flags");
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "levels");
+	if (rc == 0) {
+		lua_pushinteger(L, (lua_Integer)w.gpa), lua_setfield(L, -2, "gpa");
+		lua_pushinteger(L, (lua_Integer)w.page_size);
+		lua_setfield(L, -2, "page_size");
+		lua_pushboolean(L, w.w), lua_setfield(L, -2, "w");
+		lua_pushboolean(L, w.u), lua_setfield(L, -2, "u");
+		lua_pushboolean(L, w.nx), lua_setfield(L, -2, "nx");
+	} else {
+		char why[200];
+		mb_walk_explain(&w, why, sizeof why);
+		lua_pushstring(L, why), lua_setfield(L, -2, "error");
+		lua_pushstring(L, mb_walk_err_name(w.err)), lua_setfield(L, -2, "why");
+		lua_pushinteger(L, w.fail_level), lua_setfield(L, -2, "fail_level");
+	}
+	luaL_setmetatable(L, MBL_WALK);
+	return 1;
+}
+
+/* c:translate(va) -> gpa, or nil and why (naming the level). */
+static int c_translate(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	bool phys;
+	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	struct mb_machine *m = paused(L, c, "translate");
+	struct mb_paging p;
+	struct mb_walk w;
+	if (phys) {
+		lua_pushinteger(L, (lua_Integer)va);
+		return 1;
+	}
+	if (mb_vcpu_paging(m, c->idx, &p))
+		return mbl_fail(L, "translate");
+	if (mb_pagewalk(mb_machine_mem(m), &p, va, &w)) {
+		char why[200];
+		mb_walk_explain(&w, why, sizeof why);
+		lua_pushnil(L);
+		lua_pushstring(L, why);
+		return 2;
+	}
+	lua_pushinteger(L, (lua_Integer)w.gpa);
+	return 1;
+}
+
+/* c:kvm_translate(va): KVM_TRANSLATE's answer, to cross-check. */
+static int c_kvm_translate(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	uint64_t va = mbl_tosize(L, 2, "address"), gpa;
+	struct mb_machine *m = paused(L, c, "kvm_translate");
+	if (mb_vcpu_kvm_translate(m, c->idx, va, &gpa)) {
+		lua_pushnil(L);
+		lua_pushstring(L, mb_errmsg());
+		return 2;
+	}
+	lua_pushinteger(L, (lua_Integer)gpa);
+	return 1;
+}
+
+static int c_read(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	bool phys;
+	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	uint64_t len = mbl_tosize(L, 3, "length");
+	struct mb_machine *m = paused(L, c, "read");
+	if (len > (64u << 20))
+		return luaL_error(L, "length: %I is more than 64M", (lua_Integer)len);
+	luaL_Buffer b;
+	char *p = luaL_buffinitsize(L, &b, len);
+	int rc = phys ? mb_mem_read(mb_machine_mem(m), va, p, len)
+		      : mb_vcpu_read_virt(m, c->idx, va, p, len);
+	if (rc)
+		return mbl_fail(L, "read");
+	luaL_pushresultsize(&b, len);
+	return 1;
+}
+
+static int c_write(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	bool phys;
+	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	size_t len;
+	const char *s = luaL_checklstring(L, 3, &len);
+	struct mb_machine *m = paused(L, c, "write");
+	int rc = phys ? mb_mem_write(mb_machine_mem(m), va, s, len)
+		      : mb_vcpu_write_virt(m, c->idx, va, s, len);
+	if (rc)
+		return mbl_fail(L, "write");
+	lua_settop(L, 1);
+	return 1;
+}
+
+/* c:step([n]) -> rip; and the stop's reason and exit code when the guest
+ * stopped the machine on the way (e.g. its debug_exit). */
+static int c_step(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	lua_Integer n = luaL_optinteger(L, 2, 1);
+	if (n < 1 || n > 100000000)
+		return luaL_error(L, "step: %d is not a count of instructions",
+				  (int)n);
+	struct mb_machine *m = paused(L, c, "step");
+	unsigned done;
+	struct mb_result r;
+	c->mm->L = L; /* Lua devices met on the way run on this thread */
+	if (mb_debug_step(m, c->idx, (unsigned)n, &done, &r))
+		return mbl_fail(L, "step");
+	struct mb_regs regs;
+	if (mb_vcpu_get_regs(m, c->idx, &regs))
+		return mbl_fail(L, "step");
+	lua_pushinteger(L, (lua_Integer)regs.rip);
+	if (r.reason == MB_STOP_NONE)
+		return 1;
+	lua_pushstring(L, mb_stop_name(r.reason));
+	lua_pushinteger(L, r.exit_code);
+	return 3;
+}
+
+static int c_index(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	const char *k = luaL_checkstring(L, 2);
+	if (!strcmp(k, "index")) {
+		lua_pushinteger(L, c->idx);
+		return 1;
+	}
+	luaL_getmetatable(L, MBL_CPU);
+	lua_getfield(L, -1, "methods");
+	lua_getfield(L, -1, k);
+	return 1;
+}
+
+static int c_tostring(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	lua_pushfstring(L, "moonbox.cpu %d", (int)c->idx);
+	return 1;
+}
+
+static const luaL_Reg cpu_methods[] = {
+	{ "regs", c_regs },       { "sregs", c_sregs },
+	{ "set", c_set },         { "mode", c_mode },
+	{ "walk", c_walk },       { "translate", c_translate },
+	{ "kvm_translate", c_kvm_translate },
+	{ "read", c_read },       { "write", c_write },
+	{ "step", c_step },       { NULL, NULL },
+};
+
+void mbl_open_cpu(lua_State *L)
+{
+	if (luaL_newmetatable(L, MBL_CPU)) {
+		lua_pushcfunction(L, c_index), lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, c_tostring), lua_setfield(L, -2, "__tostring");
+		luaL_newlib(L, cpu_methods);
+		lua_setfield(L, -2, "methods");
+	}
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_REGS);
+	lua_pushcfunction(L, regs_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_SREGS);
+	lua_pushcfunction(L, sregs_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_WALK);
+	lua_pushcfunction(L, walk_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	mbl_machine_method(L, "cpu", l_cpu);
+}

@@ -1,0 +1,274 @@
+/* m:breakpoint and m:watch, their handles, and what m:run does when one of
+ * them stops the machine: call its function on this (the script's) thread
+ * with every vCPU stopped, and go on when it returns "continue". */
+#include <inttypes.h>
+#include <string.h>
+
+#include "lua/lmoonbox.h"
+#include "moonbox/debug.h"
+
+#define MBL_BP "moonbox.breakpoint"
+#define MBL_WP "moonbox.watchpoint"
+
+/* A handle: user value 1 its machine, 2 its function (or nil). The
+ * machine's refs map the C object to the handle, which keeps the handle
+ * alive as long as the breakpoint is set. */
+struct mbl_bp {
+	struct mbl_machine *mm;
+	struct mb_bp *bp;
+	struct mb_wp *wp;
+};
+
+static char hit_key; /* refs: the ev table of the hit that ended run */
+
+static struct mbl_bp *checkbp(lua_State *L, int idx)
+{
+	struct mbl_bp *b = luaL_testudata(L, idx, MBL_BP);
+	return b ? b : luaL_checkudata(L, idx, MBL_WP);
+}
+
+static struct mbl_bp *new_handle(lua_State *L, int midx, int fidx,
+				 const char *meta)
+{
+	struct mbl_bp *b = lua_newuserdatauv(L, sizeof *b, 2);
+	memset(b, 0, sizeof *b);
+	b->mm = mbl_checkmachine(L, midx);
+	luaL_setmetatable(L, meta);
+	lua_pushvalue(L, midx);
+	lua_setiuservalue(L, -2, 1);
+	lua_pushvalue(L, fidx);
+	lua_setiuservalue(L, -2, 2);
+	return b;
+}
+
+static const void *key_of(struct mbl_bp *b)
+{
+	return b->bp ? (const void *)b->bp : (const void *)b->wp;
+}
+
+static void check_fn(lua_State *L, int t)
+{
+	lua_getfield(L, t, "fn");
+	if (!lua_isnil(L, -1) && !lua_isfunction(L, -1))
+		luaL_error(L, "fn: expected a function, got %s", luaL_typename(L, -1));
+}
+
+/* m:breakpoint { at, fn, kind = "auto"|"hw"|"sw", count, once, cpu } */
+static int l_breakpoint(lua_State *L)
+{
+	static const char *const keys[] = { "at", "fn", "kind", "count", "once",
+					    "cpu", NULL };
+	static const char *const kinds[] = { "auto", "hw", "sw", NULL };
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	struct mb_machine *m = mbl_live(L, mm);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	mbl_checkopts(L, 2, "breakpoint", keys);
+	struct mb_bp_config c = { 0 };
+	if (lua_getfield(L, 2, "at") == LUA_TNIL)
+		return luaL_error(L, "at: missing (the address to break at)");
+	c.addr = mbl_checkaddr(L, 3, "at", &c.phys);
+	lua_pop(L, 1);
+	c.kind = (enum mb_bp_kind)mbl_checkenum(L, 2, "kind", "auto", kinds);
+	lua_Integer count = mbl_optint(L, 2, "count", 0);
+	if (count < 0 || count > 0xffffffffll)
+		return luaL_error(L, "count: %d is not a hit count", (int)count);
+	c.count = (unsigned)count;
+	c.once = mbl_optbool(L, 2, "once", 0);
+	lua_Integer cpu = mbl_optint(L, 2, "cpu", 0);
+	if (cpu < 0 || cpu >= (lua_Integer)mb_machine_cpus(m))
+		return luaL_error(L, "cpu: %d does not exist", (int)cpu);
+	c.cpu = (unsigned)cpu;
+	check_fn(L, 2); /* at 3 */
+	struct mbl_bp *b = new_handle(L, 1, 3, MBL_BP);
+	if (mb_debug_break(m, &c, &b->bp))
+		return mbl_fail(L, "breakpoint");
+	mbl_ref_set(L, mm, b->bp, -1);
+	return 1;
+}
+
+/* m:watch { addr, len, access = "w", fn, cpu } */
+static int l_watch(lua_State *L)
+{
+	static const char *const keys[] = { "addr", "len", "access", "fn", "cpu",
+					    NULL };
+	static const char *const acc[] = { "w", "r", "rw", NULL };
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	struct mb_machine *m = mbl_live(L, mm);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	mbl_checkopts(L, 2, "watch", keys);
+	bool phys;
+	if (lua_getfield(L, 2, "addr") == LUA_TNIL)
+		return luaL_error(L, "addr: missing (the address to watch)");
+	uint64_t addr = mbl_checkaddr(L, 3, "addr", &phys);
+	lua_pop(L, 1);
+	uint64_t len = mbl_optsize(L, 2, "len", 1);
+	int access = mbl_checkenum(L, 2, "access", "w", acc);
+	lua_Integer cpu = mbl_optint(L, 2, "cpu", 0);
+	if (cpu < 0 || cpu >= (lua_Integer)mb_machine_cpus(m))
+		return luaL_error(L, "cpu: %d does not exist", (int)cpu);
+	if (len == 0 || len > 4096)
+		return luaL_error(L, "len: %I is not between 1 and 4096",
+				  (lua_Integer)len);
+	check_fn(L, 2);
+	uint64_t gpa = addr;
+	if (!phys) {
+		struct mb_paging p;
+		struct mb_walk w;
+		if (mb_vcpu_paging(m, (unsigned)cpu, &p))
+			return mbl_fail(L, "watch");
+		if (mb_pagewalk(mb_machine_mem(m), &p, addr, &w)) {
+			char why[200];
+			mb_walk_explain(&w, why, sizeof why);
+			return luaL_error(L, "addr: 0x%I does not translate: %s",
+					  (lua_Integer)addr, why);
+		}
+		gpa = w.gpa;
+	}
+	struct mbl_bp *b = new_handle(L, 1, 3, MBL_WP);
+	if (mb_debug_watch(m, gpa, len, access != 0, access != 1, &b->wp))
+		return mbl_fail(L, "watch");
+	mbl_ref_set(L, mm, b->wp, -1);
+	return 1;
+}
+
+static int h_remove(lua_State *L)
+{
+	struct mbl_bp *b = checkbp(L, 1);
+	if (!key_of(b) || !b->mm->m)
+		return 0; /* removed already, or the machine is closed */
+	struct mb_machine *m = b->mm->m;
+	const void *key = key_of(b);
+	int rc = b->bp ? mb_debug_unbreak(m, b->bp) : mb_debug_unwatch(m, b->wp);
+	if (rc)
+		return mbl_fail(L, "remove");
+	lua_pushnil(L);
+	mbl_ref_set(L, b->mm, key, -1);
+	lua_pop(L, 1);
+	b->bp = NULL, b->wp = NULL;
+	return 0;
+}
+
+static int h_hits(lua_State *L)
+{
+	struct mbl_bp *b = checkbp(L, 1);
+	if (!b->mm->m || !key_of(b))
+		lua_pushinteger(L, 0);
+	else
+		lua_pushinteger(L, (lua_Integer)(b->bp ? mb_bp_hits(b->bp)
+						       : mb_wp_hits(b->wp)));
+	return 1;
+}
+
+static int h_tostring(lua_State *L)
+{
+	struct mbl_bp *b = checkbp(L, 1);
+	if (!b->mm->m || !key_of(b))
+		lua_pushstring(L, "moonbox breakpoint (removed)");
+	else if (b->bp)
+		lua_pushfstring(L, "moonbox.breakpoint %s at 0x%I (%I hits)%s",
+				mb_bp_kind(b->bp) == MB_BP_HW ? "hw" : "sw",
+				(lua_Integer)mb_bp_addr(b->bp),
+				(lua_Integer)mb_bp_hits(b->bp),
+				mb_bp_removed(b->bp) ? ", done" : "");
+	else
+		lua_pushfstring(L, "moonbox.watchpoint (%I hits)",
+				(lua_Integer)mb_wp_hits(b->wp));
+	return 1;
+}
+
+static const luaL_Reg handle_methods[] = {
+	{ "remove", h_remove }, { "hits", h_hits }, { NULL, NULL },
+};
+
+/* ---- stops ------------------------------------------------------------ */
+
+static void push_ev(lua_State *L, int midx, const struct mb_debug_hit *h,
+		    int handle)
+{
+	lua_createtable(L, 0, 8);
+	mbl_push_cpu(L, midx, h->cpu);
+	lua_setfield(L, -2, "cpu");
+	if (handle) {
+		lua_pushvalue(L, handle);
+		lua_setfield(L, -2, h->bp ? "breakpoint" : "watchpoint");
+	}
+	lua_pushinteger(L, (lua_Integer)h->addr), lua_setfield(L, -2, "addr");
+	lua_pushinteger(L, (lua_Integer)h->rip), lua_setfield(L, -2, "rip");
+	if (h->wp) {
+		lua_pushinteger(L, h->len), lua_setfield(L, -2, "len");
+		lua_pushinteger(L, (lua_Integer)h->data), lua_setfield(L, -2, "value");
+	}
+}
+
+bool mbl_debug_continue(lua_State *L, int midx, struct mb_result *r)
+{
+	if (r->reason != MB_STOP_BREAKPOINT && r->reason != MB_STOP_WATCHPOINT)
+		return false;
+	midx = lua_absindex(L, midx);
+	struct mbl_machine *mm = mbl_checkmachine(L, midx);
+	struct mb_debug_hit h;
+	bool stop = false, any = false;
+	int top = lua_gettop(L);
+	while (mm->m && mb_debug_take_hit(mm->m, &h)) {
+		any = true;
+		const void *key = h.bp ? (const void *)h.bp : (const void *)h.wp;
+		int handle = 0;
+		if (mbl_ref_push(L, mm, key) == LUA_TUSERDATA)
+			handle = lua_gettop(L);
+		push_ev(L, midx, &h, handle);
+		int ev = lua_gettop(L);
+		bool go = false;
+		if (handle && lua_getiuservalue(L, handle, 2) == LUA_TFUNCTION) {
+			lua_pushvalue(L, ev);
+			lua_call(L, 1, 1);
+			go = lua_type(L, -1) == LUA_TSTRING &&
+			     strcmp(lua_tostring(L, -1), "continue") == 0;
+		}
+		if (!go && !stop) {
+			stop = true;
+			mbl_ref_set(L, mm, &hit_key, ev);
+		}
+		lua_settop(L, top);
+	}
+	return any && !stop;
+}
+
+void mbl_debug_annotate(lua_State *L, int midx, const struct mb_result *r)
+{
+	if (r->reason != MB_STOP_BREAKPOINT && r->reason != MB_STOP_WATCHPOINT)
+		return;
+	midx = lua_absindex(L, midx);
+	struct mbl_machine *mm = mbl_checkmachine(L, midx);
+	if (mbl_ref_push(L, mm, &hit_key) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return;
+	}
+	lua_pushnil(L);
+	while (lua_next(L, -2)) { /* copy ev's fields into the result */
+		lua_pushvalue(L, -2);
+		lua_insert(L, -2);
+		lua_settable(L, -5);
+	}
+	lua_pop(L, 1);
+	lua_pushnil(L);
+	mbl_ref_set(L, mm, &hit_key, -1);
+	lua_pop(L, 1);
+}
+
+void mbl_open_debug(lua_State *L)
+{
+	const char *metas[] = { MBL_BP, MBL_WP };
+	for (int i = 0; i < 2; i++) {
+		if (luaL_newmetatable(L, metas[i])) {
+			luaL_newlib(L, handle_methods);
+			lua_setfield(L, -2, "__index");
+			lua_pushcfunction(L, h_tostring);
+			lua_setfield(L, -2, "__tostring");
+		}
+		lua_pop(L, 1);
+	}
+	mbl_machine_method(L, "breakpoint", l_breakpoint);
+	mbl_machine_method(L, "watch", l_watch);
+}

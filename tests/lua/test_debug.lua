@@ -1,0 +1,248 @@
+-- The debugger on a tiny guest (build/guests/debug.S, 64-bit kernel mode):
+-- vCPU handles, page walks against KVM_TRANSLATE, stepping, breakpoints
+-- (hw and sw), watchpoints. Addresses come from the guest's symbols.
+local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
+local mb = require "moonbox"
+T.need_kvm()
+
+local sym = {}
+do
+  local p = io.popen("nm " .. T.root .. "/build/guests/debug.elf")
+  for line in p:lines() do
+    local a, n = line:match("^(%x+) %a (%S+)$")
+    if a then sym[n] = tonumber(a, 16) end
+  end
+  p:close()
+end
+T.ok(sym.loop and sym.var, "symbols of debug.elf")
+
+local function machine()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("debug"), at = 0x100000, mode = "long" }
+  return m
+end
+
+T.case("vCPU handle: regs, sregs, mode, __tostring", function()
+  local m = machine()
+  local c = m:cpu(0)
+  T.eq(c, m:cpu(0), "one handle per vCPU")
+  T.raises(function() m:cpu(1) end, "cpu: 1 does not exist")
+  local r = c:regs()
+  T.eq(r.rip, sym._start, "rip at entry")
+  local s = tostring(r)
+  T.ok(s:find("rip 0000000000100000", 1, true), "regs print rip: " .. s)
+  local sr = c:sregs()
+  T.eq(sr.cs.selector, 0x18, "cs selector")
+  T.eq(sr.cs.l, 1, "cs.l")
+  T.eq(sr.cr3, 0x1000, "cr3")
+  T.eq(sr.gdt.base, 0x500, "gdt base")
+  T.ok(sr.efer & 0x400 ~= 0, "efer.lma")
+  T.ok(tostring(sr):find("cs  0018", 1, true), "sregs print: " .. tostring(sr))
+  T.eq(c:mode(), "long4", "mode")
+  c:set { rflags = 0x2 | 0x40 | 0x1 }
+  T.ok(tostring(c:regs()):find("[CF ZF]", 1, true), "flags by name: " .. tostring(c:regs()))
+  c:set { rflags = 2 }
+  T.raises(function() c:set { bogus = 1 } end, 'unknown option "bogus"')
+end)
+
+T.case("mode() in real and protected mode", function()
+  local m = mb.machine { memory = "16M" }
+  m:boot_flat { file = T.guest("spin"), mode = "protected" }
+  T.eq(m:cpu(0):mode(), "protected")
+  local m2 = mb.machine { memory = "16M" }
+  m2:boot_flat { file = T.guest("real"), at = 0x7c00, mode = "real" }
+  T.eq(m2:cpu(0):mode(), "real")
+  T.eq(m2:cpu(0):translate(0x7c00), 0x7c00, "no paging: identity")
+end)
+
+T.case("translate and walk agree with KVM_TRANSLATE", function()
+  local m = machine()
+  local c = m:cpu(0)
+  for _, va in ipairs { 0, 0x1234, sym.var, 0x300000, 0x7fffffff, 0xfffff000, 0x123456789 } do
+    local mine, why = c:translate(va)
+    local kvm = c:kvm_translate(va)
+    T.eq(mine, kvm, string.format("0x%x (%s)", va, why))
+  end
+  local gpa, why = c:translate(0x100000000)
+  T.eq(gpa, nil, "beyond the identity map")
+  T.ok(why:find("level 3 (PDPT)", 1, true) and why:find("not present", 1, true), why)
+  T.eq(c:kvm_translate(0x100000000), nil, "KVM agrees")
+  local _, why2 = c:translate(0x0000800000000000)
+  T.ok(why2:find("non-canonical", 1, true), why2)
+  local w = c:walk(sym.var)
+  T.eq(#w.levels, 3, "three levels to a 2 MiB page")
+  T.eq(w.levels[1].name, "PML4")
+  T.eq(w.levels[3].flags, "P W PS")
+  T.eq(w.page_size, 2 * 1024 * 1024)
+  T.ok(tostring(w):find("PDPT", 1, true), tostring(w))
+  T.eq(c:translate { phys = 0x5000 }, 0x5000, "{ phys = N }")
+end)
+
+T.case("read and write by virtual address, across pages", function()
+  local m = machine()
+  local c = m:cpu(0)
+  T.eq(c:read(sym._start, 2), "\x31\xc9", "xor ecx, ecx")
+  c:write(0x1ffffe, "abcd") -- across a page (and a 2 MiB page) boundary
+  T.eq(m:read(0x1ffffe, 4), "abcd", "physical view")
+  T.eq(c:read(0x1ffffe, 4), "abcd", "virtual view")
+  T.eq(c:read({ phys = 0x1ffffe }, 4), "abcd", "physical through the vCPU")
+  T.raises(function() c:read(0x100000000, 1) end, "does not translate")
+end)
+
+T.case("step: N instructions land on the labels", function()
+  local m = machine()
+  local c = m:cpu(0)
+  T.eq(c:step(), sym.l1, "step 1")
+  T.eq(c:step(), sym.loop, "step 2")
+  T.eq(c:step(3), sym.l5, "step 3 more")
+  T.eq(c:step(), sym.loop, "jnz taken")
+  T.eq(c:regs().rcx, 1, "rcx after one turn")
+  -- after a first run (vCPU threads exist), stepping goes through them
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "guest completes")
+end)
+
+T.case("step on a running machine is an error; after a pause it works", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("spin"), mode = "protected" }
+  m:start()
+  T.raises(function() m:cpu(0):step() end, "pause the machine first")
+  m:pause()
+  local c = m:cpu(0)
+  local after = c:step(3)
+  T.ok(after >= 0x100002 and after < 0x100010, string.format("rip 0x%x in the loop", after))
+  m:resume()
+  T.raises(function() c:set { rip = 2 } end, "pause the machine first")
+  m:pause()
+  c:set { rax = 0x1234 }
+  m:resume()
+  local r = m:wait { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x1235)
+end)
+
+for _, kind in ipairs { "hw", "sw" } do
+  T.case(kind .. " breakpoint: stops at every hit, run goes on", function()
+    local m = machine()
+    local bp = m:breakpoint { at = sym.l4, kind = kind }
+    T.ok(tostring(bp):find(kind, 1, true), tostring(bp))
+    for i = 1, 5 do
+      local r = m:run { timeout = 10 }
+      T.eq(r.reason, "breakpoint", "stop " .. i)
+      T.eq(r.cpu, m:cpu(0), "r.cpu")
+      T.eq(r.breakpoint, bp, "r.breakpoint")
+      T.eq(r.cpu:regs().rip, sym.l4, "rip at the breakpoint")
+      T.eq(r.cpu:regs().rcx, i, "turn " .. i)
+      if kind == "sw" then T.eq(m:read(sym.l4, 1), "\xcc", "int3 in memory") end
+    end
+    T.eq(bp:hits(), 5, "hits")
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest completes")
+  end)
+
+  T.case(kind .. " breakpoint: count, once, step from a stop", function()
+    local m = machine()
+    local bp = m:breakpoint { at = sym.l4, kind = kind, count = 3, once = true }
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint")
+    T.eq(m:cpu(0):regs().rcx, 3, "third hit")
+    T.eq(m:cpu(0):step(), sym.l5, "step executes the original instruction")
+    if kind == "sw" then T.eq(m:read(sym.l4, 1), "\xff", "once: the byte is back") end
+    r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "once: no more stops")
+    T.eq(bp:hits(), 3)
+    bp:remove()
+  end)
+
+  T.case(kind .. " breakpoint: fn returning continue, fn returning nothing", function()
+    local m = machine()
+    local seen = {}
+    local bp = m:breakpoint { at = sym.l3, kind = kind, fn = function(ev)
+      seen[#seen + 1] = ev.cpu:regs().rcx
+      T.eq(ev.addr, sym.l3, "ev.addr")
+      return "continue"
+    end }
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest completes")
+    T.eq(table.concat(seen, ","), "1,2,3,4,5", "fn at every hit")
+    bp:remove()
+    T.eq(bp:hits(), 0, "removed")
+    local m2 = machine()
+    local calls = 0
+    m2:breakpoint { at = sym.done, kind = kind, fn = function() calls = calls + 1 end }
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint"); T.eq(calls, 1)
+    T.eq(r.cpu:regs().rip, sym.done)
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  end)
+end
+
+T.case("breakpoint errors", function()
+  local m = machine()
+  T.raises(function() m:breakpoint { at = sym.l4, kind = "hw", bogus = 1 } end, 'unknown option "bogus"')
+  T.raises(function() m:breakpoint { kind = "hw" } end, "at: missing")
+  T.raises(function() m:breakpoint { at = { phys = sym.l4 }, kind = "hw" } end, "virtual address")
+  local bps = {}
+  for i = 1, 4 do bps[i] = m:breakpoint { at = sym._start + i, kind = "hw" } end
+  T.raises(function() m:breakpoint { at = sym.l5, kind = "hw" } end, "four debug registers")
+  local auto = m:breakpoint { at = sym.l5 } -- no register left: software
+  T.ok(tostring(auto):find("sw", 1, true), tostring(auto))
+  T.raises(function() m:breakpoint { at = sym.l5, kind = "sw" } end, "already")
+  local p = m:breakpoint { at = { phys = sym.done }, kind = "sw" }
+  T.eq(m:read(sym.done, 1), "\xcc", "physical sw breakpoint")
+  p:remove()
+  T.eq(m:read(sym.done, 1), "\x8b", "removed: the original byte")
+end)
+
+T.case("a foreign int3 still reaches the guest while ours are set", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("fallback"), at = 0x100000, mode = "long" }
+  local bp = m:breakpoint { at = 0x300000, kind = "sw" } -- never reached
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x600d, "the guest's own #BP handler ran")
+  T.eq(m:fallback_counts().int3, 1, "the fallback injected it")
+  T.eq(bp:hits(), 0)
+end)
+
+T.case("write watchpoint by page protection: stops after each write", function()
+  local m = machine()
+  local w = m:watch { addr = sym.var, len = 4, access = "w" }
+  for i = 1, 3 do
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "watchpoint", "stop " .. i)
+    T.eq(r.watchpoint, w)
+    T.eq(r.addr, sym.var, "address written")
+    T.eq(r.len, 4); T.eq(r.value, i, "value written")
+    T.eq(r.cpu:regs().rip, sym.l4, "rip after the store")
+    T.eq(string.unpack("<I4", m:read(sym.var, 4)), i, "the write completed")
+  end
+  w:remove()
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5, "the guest read back what it wrote")
+  T.eq(w:hits(), 0, "removed")
+end)
+
+T.case("write watchpoint with fn, and what is not supported", function()
+  local m = machine()
+  local values = {}
+  m:watch { addr = sym.var, len = 4, fn = function(ev)
+    values[#values + 1] = ev.value
+    return "continue"
+  end }
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  T.eq(table.concat(values, ","), "1,2,3,4,5")
+  T.raises(function() m:watch { addr = sym.var, access = "r" } end, "not supported yet")
+  T.raises(function() m:watch { addr = sym.var, access = "x" } end, "access")
+  -- a write next to the watched bytes (same page) completes silently
+  local m2 = machine()
+  local w2 = m2:watch { addr = sym.var + 8, len = 4 }
+  r = m2:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+  T.eq(w2:hits(), 0)
+end)
+
+T.done()
