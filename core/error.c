@@ -32,7 +32,7 @@ const char *mb_stop_name(enum mb_stop s)
 		[MB_STOP_NONE] = "none",         [MB_STOP_EXIT] = "exit",
 		[MB_STOP_SHUTDOWN] = "shutdown", [MB_STOP_RESET] = "reset",
 		[MB_STOP_HALT] = "halt",         [MB_STOP_TIMEOUT] = "timeout",
-		[MB_STOP_ERROR] = "error",
+		[MB_STOP_ERROR] = "error",       [MB_STOP_DIVERGENCE] = "divergence",
 	};
 	return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
 }

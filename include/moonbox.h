@@ -235,6 +235,7 @@ enum mb_stop {
 	MB_STOP_HALT,     /* every vCPU halted with interrupts off */
 	MB_STOP_TIMEOUT,
 	MB_STOP_ERROR,
+	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
 };
 
 const char *mb_stop_name(enum mb_stop s);
@@ -510,5 +511,6 @@ int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 #include "moonbox/virtio_rng.h"
 #include "moonbox/virtio_console.h"
 #include "moonbox/virtio_net.h"
+#include "moonbox/fault.h"
 
 #endif
