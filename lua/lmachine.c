@@ -599,5 +599,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_boot(L);
 	mbl_open_virtio(L);
 	mbl_open_virtio_io(L);
+	mbl_open_fault(L);
 	return 1;
 }
