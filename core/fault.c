@@ -443,9 +443,7 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 	uint64_t seq = ++site->seq;
 	if (p->closed || !p->enabled || p->diverged)
 		goto out;
-	uint64_t guest = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
-			      : now_ns(CLOCK_MONOTONIC);
-	uint64_t host = 0;
+	uint64_t guest = 0, host = 0; /* read once, at the first match */
 	for (size_t i = 0; i < p->nrules; i++) {
 		struct slot *s = &p->rules[i];
 		unsigned id = (unsigned)i + 1;
@@ -456,6 +454,9 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 		if (s->r.after && !p->rules[s->r.after - 1].fired)
 			continue;
 		uint64_t o = ++s->matched;
+		if (!guest)
+			guest = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
+				     : now_ns(CLOCK_MONOTONIC);
 		struct mb_fault_record rec = {
 			.rule = id, .ordinal = o, .seq = seq, .op = e->op,
 			.sector = e->sector, .nsectors = e->nsectors,
