@@ -24,6 +24,14 @@ while read -r line; do
 	row "bus lookup ns, $n ranges, $p" "$mb" "$lin" "$(ratio "$mb" "$lin")" "$target"
 done < <($B/bus)
 
+# ---- fault injection off (bench/fault.c): virtio-blk request path ------------
+line=$($B/fault)
+fn=$(get "$line" none_ns) fo=$(get "$line" other_ns) fm=$(get "$line" miss_ns)
+row "blk req/s, plan, no rule on disk vs no plan" "$(ratio 1e9 "$fo")" "$(ratio 1e9 "$fn")" \
+	"$(ratio "$fn" "$fo")" ">= 0.99"
+row "blk req/s, rule never matching vs no plan" "$(ratio 1e9 "$fm")" "$(ratio 1e9 "$fn")" \
+	"$(ratio "$fn" "$fm")" "(in-memory path; >= 0.98 on a real disk)"
+
 # ---- guest exits -----------------------------------------------------------
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	declare -A res

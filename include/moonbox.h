@@ -237,6 +237,7 @@ enum mb_stop {
 	MB_STOP_ERROR,
 	MB_STOP_BREAKPOINT, /* moonbox/debug.h */
 	MB_STOP_WATCHPOINT,
+	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
 };
 
 const char *mb_stop_name(enum mb_stop s);
@@ -527,5 +528,6 @@ int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 #include "moonbox/virtio_console.h"
 #include "moonbox/virtio_net.h"
 #include "moonbox/debug.h"
+#include "moonbox/fault.h"
 
 #endif

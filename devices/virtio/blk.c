@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "moonbox/virtio_blk.h"
@@ -33,6 +34,8 @@ struct req {
 	struct req *next;            /* work list or free list */
 	struct req *older, *newer;   /* in flight, in the order popped */
 	struct mb_vq_chain c;
+	bool faulted;                /* v holds a fault decision */
+	struct mb_fault_verdict v;
 };
 
 struct hdr {
@@ -61,6 +64,8 @@ struct mb_virtio_blk {
 		_Atomic uint64_t bytes_read, bytes_written, ioerr, unsupp;
 	} st;
 	uint64_t max_inflight;
+	/* NULL unless a fault rule targets this disk (moonbox/fault.h). */
+	struct mb_fault_site *_Atomic fault;
 };
 
 /* ---- one request ------------------------------------------------------------ */
@@ -103,7 +108,8 @@ static bool in_range(struct mb_virtio_blk *b, uint64_t sector, uint64_t n)
 
 /* IN and OUT: data must be whole sectors inside the disk (5.2.6.2). */
 static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
-		  uint64_t sector, bool out, uint32_t *written)
+		  uint64_t sector, bool out, uint32_t *written,
+		  const struct mb_fault_verdict *v)
 {
 	struct iovec data[MB_VQ_MAX_SEGS];
 	unsigned n;
@@ -121,6 +127,8 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 		return VIRTIO_BLK_S_IOERR; /* and no data written (5.2.6.2) */
 	if (xfer(b->fd, data, n, (off_t)(sector * SECTOR), out))
 		return VIRTIO_BLK_S_IOERR;
+	if (v && !out)
+		mb_fault_blk_corrupt(v, data, n, sector, len);
 	if (out) {
 		atomic_fetch_add(&b->st.writes, 1);
 		atomic_fetch_add(&b->st.bytes_written, len);
@@ -179,9 +187,10 @@ static bool header(const struct mb_vq_chain *c, struct hdr *h)
 	return true;
 }
 
-/* h: the chain's header, NULL when it has none. */
+/* h: the chain's header, NULL when it has none; v: a fault decision
+ * for it, or NULL. */
 static uint32_t execute(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
-			const struct hdr *h)
+			const struct hdr *h, const struct mb_fault_verdict *v)
 {
 	uint32_t written = 0;
 	uint8_t status;
@@ -195,10 +204,19 @@ static uint32_t execute(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 		status = VIRTIO_BLK_S_IOERR; /* header too short */
 		goto done;
 	}
+	if (v && v->ms) {
+		struct timespec ts = { v->ms / 1000, (long)(v->ms % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
+	}
+	if (v && v->error) {
+		status = v->status; /* the file is not touched */
+		goto done;
+	}
 	switch (h->type) {
 	case VIRTIO_BLK_T_IN:
 	case VIRTIO_BLK_T_OUT:
-		status = rw(b, c, h->sector, h->type == VIRTIO_BLK_T_OUT, &written);
+		status = rw(b, c, h->sector, h->type == VIRTIO_BLK_T_OUT, &written, v);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
 		status = flush(b);
@@ -226,11 +244,67 @@ done:
 	return written + 1;
 }
 
+/* The fault site: the event a request is, and the plan's decision. Runs
+ * as the request leaves the ring, in ring order, so decisions do not
+ * depend on which worker gets there first. */
+static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
+			 struct mb_fault_verdict *v)
+{
+	struct hdr h;
+	struct mb_fault_blk_event e = { 0, 0, 0 };
+	if (!header(c, &h))
+		return false;
+	switch (h.type) {
+	case VIRTIO_BLK_T_IN:
+		e = (struct mb_fault_blk_event){ MB_FAULT_OP_READ, h.sector,
+			c->in_len ? (c->in_len - 1) / SECTOR : 0 };
+		break;
+	case VIRTIO_BLK_T_OUT:
+		e = (struct mb_fault_blk_event){ MB_FAULT_OP_WRITE, h.sector,
+			(c->out_len - 16) / SECTOR };
+		break;
+	case VIRTIO_BLK_T_FLUSH:
+		e.op = MB_FAULT_OP_FLUSH;
+		break;
+	case VIRTIO_BLK_T_DISCARD: /* the first segment stands for the request */
+		e.op = MB_FAULT_OP_DISCARD;
+		if (c->out_len >= 32) {
+			struct { uint64_t sector; uint32_t num, flags; } seg;
+			mb_iov_to_buf(c->iov, c->nout, 16, &seg, 16);
+			e.sector = seg.sector, e.nsectors = seg.num;
+		}
+		break;
+	default:
+		return false;
+	}
+	mb_fault_blk_decide(s, &e, v);
+	return v->error || v->ms || v->corrupt;
+}
+
+static struct mb_fault_site *fault_site(struct mb_virtio_blk *b)
+{
+	return atomic_load_explicit(&b->fault, memory_order_acquire);
+}
+
+int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s)
+{
+	struct mb_fault_site *old = fault_site(b);
+	if (old == s)
+		return 0;
+	if (old)
+		return mb_seterr(-EBUSY, "dev: this disk already has another fault plan");
+	atomic_store_explicit(&b->fault, mb_fault_site_get(s), memory_order_release);
+	return 0;
+}
+
 uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
 			       const struct mb_vq_chain *c)
 {
 	struct hdr h;
-	return execute(b, c, header(c, &h) ? &h : NULL);
+	struct mb_fault_verdict v;
+	struct mb_fault_site *fs = fault_site(b);
+	bool f = __builtin_expect(fs != NULL, 0) && fault_decide(fs, c, &v);
+	return execute(b, c, header(c, &h) ? &h : NULL, f ? &v : NULL);
 }
 
 /* ---- requests in flight ------------------------------------------------------ */
@@ -249,7 +323,7 @@ static void finish(struct mb_virtio_blk *b, struct req *r)
 			pthread_cond_wait(&b->done, &b->lock);
 		pthread_mutex_unlock(&b->lock);
 	}
-	uint32_t len = execute(b, &r->c, has ? &h : NULL);
+	uint32_t len = execute(b, &r->c, has ? &h : NULL, r->faulted ? &r->v : NULL);
 	mb_virtio_complete(r->t, r->q, r->c.head, len);
 	pthread_mutex_lock(&b->lock);
 	*(r->older ? &r->older->newer : &b->oldest) = r->newer;
@@ -303,6 +377,9 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 			if (!r)
 				return; /* out of memory: the next kick retries */
 			int rc = mb_vq_pop(q, &r->c);
+			struct mb_fault_site *fs = fault_site(b);
+			r->faulted = __builtin_expect(fs != NULL, 0) && rc > 0 &&
+				     fault_decide(fs, &r->c, &r->v);
 			pthread_mutex_lock(&b->lock);
 			if (rc <= 0) {
 				r->next = b->free;
@@ -430,6 +507,7 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 		free(r);
 	}
 	close(b->fd);
+	mb_fault_site_put(fault_site(b));
 	pthread_mutex_destroy(&b->lock);
 	pthread_cond_destroy(&b->work);
 	pthread_cond_destroy(&b->done);

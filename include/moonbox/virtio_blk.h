@@ -32,6 +32,7 @@
 #define MB_VIRTIO_BLK_CONFIG_SIZE 60
 
 struct mb_virtio_blk;
+struct mb_fault_site;
 
 struct mb_virtio_blk_config {
 	const char *image;
@@ -87,6 +88,11 @@ uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b);
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b); /* 512-byte sectors */
 void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st);
 extern const struct mb_virtio_dev_ops mb_virtio_blk_ops;
+
+/* Fault injection (moonbox/fault.h): requests are offered to site as the
+ * device takes them from the ring. Takes a reference; -EBUSY when another
+ * plan's site is already there. */
+int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s);
 
 /* Execute one request now: returns the bytes written into the chain's
  * writable buffers (the used length), status byte included. */

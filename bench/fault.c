@@ -1,0 +1,66 @@
+/* Cost of fault injection when it is off: the virtio-blk request path
+ * (mb_virtio_blk_request, one 512-byte read from a page-cached image)
+ *   none:   no plan at all;
+ *   other:  a plan with a rule on another device (this disk's site pointer
+ *           stays NULL: the one branch every request pays);
+ *   miss:   a rule on this disk that never matches (the engine runs).
+ * Interleaved rounds, best of each. Prints one line:
+ *   fault none_ns=A other_ns=B miss_ns=C */
+#include "moonbox.h"
+#include "bench.h"
+
+#include <unistd.h>
+
+#define ITERS 200000
+#define ROUNDS 7
+
+static double run(struct mb_virtio_blk *b, struct mb_vq_chain *c)
+{
+	uint64_t t = bench_ns(CLOCK_MONOTONIC);
+	for (unsigned i = 0; i < ITERS; i++)
+		mb_virtio_blk_request(b, c);
+	return (double)(bench_ns(CLOCK_MONOTONIC) - t) / ITERS;
+}
+
+int main(void)
+{
+	char path[] = "/tmp/mb-bench-fault-XXXXXX";
+	int fd = mkstemp(path);
+	if (fd < 0 || ftruncate(fd, 1 << 20))
+		return 1;
+	close(fd);
+	struct mb_virtio_blk_config bc = { path, false, "", 0 };
+	struct mb_virtio_blk *none = mb_virtio_blk_new(&bc), *other = mb_virtio_blk_new(&bc),
+			     *miss = mb_virtio_blk_new(&bc);
+	unlink(path);
+	if (!none || !other || !miss)
+		return 1;
+	struct mb_fault_plan_config pc = { 1, NULL, NULL };
+	struct mb_fault_plan *p;
+	if (mb_fault_plan_new(NULL, &pc, &p))
+		return 1;
+	struct mb_fault_rule r = { .action = MB_FAULT_BLK_ERROR, .ops = MB_FAULT_OP_WRITE,
+				   .first = 100, .last = 101, .status = VIRTIO_BLK_S_IOERR };
+	strcpy(r.dev, "blk1");
+	mb_fault_plan_add(p, &r); /* on a disk this bench never touches */
+	strcpy(r.dev, "blk0");
+	mb_fault_plan_add(p, &r); /* writes to 100-101: reads never match */
+	mb_virtio_blk_set_fault(miss, mb_fault_plan_site(p, "blk0"));
+
+	static uint8_t hdr[16], data[512], status;
+	struct mb_vq_chain c = { .nout = 1, .nin = 2, .out_len = 16, .in_len = 513 };
+	c.iov[0] = (struct iovec){ hdr, 16 };
+	c.iov[1] = (struct iovec){ data, 512 };
+	c.iov[2] = (struct iovec){ &status, 1 };
+	double bn = 1e30, bo = 1e30, bm = 1e30;
+	for (int i = 0; i < ROUNDS; i++) {
+		double a = run(none, &c), o = run(other, &c), m = run(miss, &c);
+		bn = a < bn ? a : bn, bo = o < bo ? o : bo, bm = m < bm ? m : bm;
+	}
+	printf("fault none_ns=%.1f other_ns=%.1f miss_ns=%.1f\n", bn, bo, bm);
+	mb_virtio_blk_free(none);
+	mb_virtio_blk_free(other);
+	mb_virtio_blk_free(miss);
+	mb_fault_plan_free(p);
+	return 0;
+}

@@ -1,0 +1,533 @@
+/*
+ * The fault engine (moonbox/fault.h, docs/faults.md): plans, rules, sites,
+ * decisions, the trace and replay.
+ *
+ * Lifetime: the plan is owned by its machine (or the caller without one);
+ * every site holds a reference on the plan and every device given a site
+ * holds one on the site. Closing the plan makes every decision "none" and
+ * drops the plan's own references; the memory goes with the last holder,
+ * so a device worker finishing a request after the plan closed is safe in
+ * whatever order the machine frees its parts.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "moonbox/fault.h"
+
+struct mb_fault_site {
+	struct mb_fault_plan *p;
+	char dev[MB_DEVICE_NAME_MAX];
+	_Atomic int refs;
+	uint64_t seq; /* events seen (under the plan's lock) */
+};
+
+struct slot {
+	struct mb_fault_rule r;
+	struct mb_fault_site *site;
+	uint64_t matched, fired;
+	bool removed;
+	size_t next; /* replay: where to look for this rule's next record */
+};
+
+struct mb_fault_plan {
+	struct mb_machine *m;
+	uint64_t seed;
+	_Atomic int refs;
+	pthread_mutex_t lock; /* everything below */
+	bool closed, enabled, diverged;
+	FILE *trace;
+	bool replaying;
+	struct mb_fault_trace replay;
+	struct slot *rules;
+	size_t nrules, caprules;
+	struct mb_fault_site **sites;
+	size_t nsites, capsites;
+};
+
+/* ---- the generator ------------------------------------------------------------ */
+
+/* splitmix64's finaliser (Steele, Lea, Flood, "Fast splittable
+ * pseudorandom number generators", 2014): a bijective mix, applied to a
+ * key built from the three inputs. Counter-based: any (seed, rule,
+ * ordinal) can be evaluated alone, in any order. */
+static uint64_t mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t mb_fault_hash(uint64_t seed, uint64_t rule, uint64_t ordinal)
+{
+	uint64_t z = mix(seed + 0x9e3779b97f4a7c15ull);
+	z = mix(z ^ (rule * 0xd1b54a32d192ed03ull));
+	return mix(z ^ (ordinal * 0x8cb92ba72f3d8dd7ull + 0x9e3779b97f4a7c15ull));
+}
+
+static double unit(uint64_t x)
+{
+	return (double)(x >> 11) * 0x1.0p-53; /* [0, 1) */
+}
+
+/* ---- plans -------------------------------------------------------------------- */
+
+static void plan_put(struct mb_fault_plan *p)
+{
+	if (atomic_fetch_sub(&p->refs, 1) != 1)
+		return;
+	mb_fault_trace_fini(&p->replay);
+	free(p->rules);
+	free(p->sites);
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+void mb_fault_plan_free(struct mb_fault_plan *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->closed = true;
+	if (p->trace)
+		fclose(p->trace);
+	p->trace = NULL;
+	size_t n = p->nsites;
+	pthread_mutex_unlock(&p->lock);
+	for (size_t i = 0; i < n; i++)
+		mb_fault_site_put(p->sites[i]);
+	plan_put(p);
+}
+
+static void plan_hook(void *arg)
+{
+	mb_fault_plan_free(arg);
+}
+
+static uint64_t now_ns(clockid_t c)
+{
+	struct timespec ts;
+	clock_gettime(c, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int mb_fault_plan_new(struct mb_machine *m, const struct mb_fault_plan_config *c,
+		      struct mb_fault_plan **out)
+{
+	struct mb_fault_plan *p = calloc(1, sizeof *p);
+	if (!p)
+		return mb_seterr(-ENOMEM, "faults: out of memory");
+	p->m = m;
+	p->seed = c->seed;
+	p->enabled = true;
+	atomic_init(&p->refs, 1);
+	pthread_mutex_init(&p->lock, NULL);
+	int rc;
+	if (c->replay) {
+		if ((rc = mb_fault_trace_load(c->replay, &p->replay)))
+			goto fail;
+		p->replaying = true;
+		p->seed = p->replay.seed; /* corrupt bits come from the recorded seed */
+	}
+	if (c->trace) {
+		if (!(p->trace = fopen(c->trace, "we"))) {
+			rc = mb_seterr(-errno, "trace: %s: %s", c->trace, strerror(errno));
+			goto fail;
+		}
+		char line[128];
+		mb_fault_trace_header(line, sizeof line, p->seed);
+		fputs(line, p->trace);
+		fflush(p->trace);
+	}
+	if (m && mb_machine_on_destroy(m, plan_hook, p)) {
+		rc = mb_seterr(-ENOMEM, "faults: out of memory");
+		goto fail;
+	}
+	*out = p;
+	return 0;
+fail:
+	mb_fault_plan_free(p);
+	return rc;
+}
+
+uint64_t mb_fault_plan_seed(struct mb_fault_plan *p)
+{
+	return p->seed;
+}
+
+/* ---- sites -------------------------------------------------------------------- */
+
+struct mb_fault_site *mb_fault_site_get(struct mb_fault_site *s)
+{
+	atomic_fetch_add(&s->refs, 1);
+	return s;
+}
+
+void mb_fault_site_put(struct mb_fault_site *s)
+{
+	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
+		return;
+	struct mb_fault_plan *p = s->p;
+	free(s);
+	plan_put(p);
+}
+
+/* Under the lock. */
+static struct mb_fault_site *site_for(struct mb_fault_plan *p, const char *dev)
+{
+	for (size_t i = 0; i < p->nsites; i++)
+		if (strcmp(p->sites[i]->dev, dev) == 0)
+			return p->sites[i];
+	if (p->nsites == p->capsites) {
+		size_t cap = p->capsites ? 2 * p->capsites : 4;
+		void *ns = realloc(p->sites, cap * sizeof *p->sites);
+		if (!ns)
+			return NULL;
+		p->sites = ns, p->capsites = cap;
+	}
+	struct mb_fault_site *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	s->p = p;
+	snprintf(s->dev, sizeof s->dev, "%s", dev);
+	atomic_init(&s->refs, 1); /* the plan's */
+	atomic_fetch_add(&p->refs, 1);
+	p->sites[p->nsites++] = s;
+	return s;
+}
+
+struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
+					 const char *dev)
+{
+	pthread_mutex_lock(&p->lock);
+	struct mb_fault_site *s = p->closed ? NULL : site_for(p, dev);
+	pthread_mutex_unlock(&p->lock);
+	return s;
+}
+
+/* ---- rules -------------------------------------------------------------------- */
+
+static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_BLK_CORRUPT)
+		return mb_seterr(-EINVAL, "fault: unknown action %d", (int)r->action);
+	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
+		return mb_seterr(-EINVAL, "dev: missing (the device to fault)");
+	if (r->ops & ~MB_FAULT_OP_ANY)
+		return mb_seterr(-EINVAL, "op: 0x%x has unknown bits", r->ops);
+	if (r->has_p && !(r->p >= 0 && r->p <= 1))
+		return mb_seterr(-EINVAL, "p: %g is not a probability (0-1)", r->p);
+	if (r->after && (r->after > p->nrules || p->rules[r->after - 1].removed))
+		return mb_seterr(-EINVAL, "after: %u is not a rule of this plan", r->after);
+	if (r->action == MB_FAULT_BLK_ERROR && r->status != VIRTIO_BLK_S_IOERR &&
+	    r->status != VIRTIO_BLK_S_UNSUPP)
+		return mb_seterr(-EINVAL, "status: %u is not ioerr (1) or unsupp (2)",
+				 r->status);
+	if (r->action == MB_FAULT_BLK_LATENCY && (r->ms == 0 || r->ms > 3600000))
+		return mb_seterr(-EINVAL, "ms: %u is not 1-3600000", r->ms);
+	if (r->action == MB_FAULT_BLK_CORRUPT && r->bytes > 512)
+		return mb_seterr(-EINVAL, "bytes: %u is more than a sector (512)",
+				 r->bytes);
+	if (r->action == MB_FAULT_BLK_CORRUPT && r->ops &&
+	    (r->ops & ~MB_FAULT_OP_READ))
+		return mb_seterr(-EINVAL, "op: corrupt acts on reads only");
+	return 0;
+}
+
+/* With a machine: give the device the site (blk only, so far). */
+static int attach(struct mb_fault_plan *p, struct mb_fault_site *s)
+{
+	if (!p->m)
+		return 0;
+	struct mb_device *d = mb_machine_device(p->m, s->dev);
+	if (!d)
+		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", s->dev);
+	if (strcmp(mb_device_kind(d), "virtio_blk") != 0)
+		return mb_seterr(-EINVAL, "dev: %s is a %s, not a virtio_blk", s->dev,
+				 mb_device_kind(d));
+	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
+}
+
+int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	pthread_mutex_lock(&p->lock);
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed")
+			   : check(p, r);
+	struct mb_fault_site *s = NULL;
+	if (!rc && !(s = site_for(p, r->dev)))
+		rc = mb_seterr(-ENOMEM, "faults: out of memory");
+	if (!rc && p->nrules == p->caprules) {
+		size_t cap = p->caprules ? 2 * p->caprules : 8;
+		void *nr = realloc(p->rules, cap * sizeof *p->rules);
+		if (!nr)
+			rc = mb_seterr(-ENOMEM, "faults: out of memory");
+		else
+			p->rules = nr, p->caprules = cap;
+	}
+	pthread_mutex_unlock(&p->lock);
+	/* Outside the lock: the device may be deciding right now. */
+	if (!rc && (rc = attach(p, s)))
+		return rc;
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->lock);
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	sl->site = s;
+	int id = (int)++p->nrules;
+	pthread_mutex_unlock(&p->lock);
+	return id;
+}
+
+static struct slot *slot(struct mb_fault_plan *p, unsigned id)
+{
+	return id >= 1 && id <= p->nrules ? &p->rules[id - 1] : NULL;
+}
+
+int mb_fault_plan_remove(struct mb_fault_plan *p, unsigned id)
+{
+	pthread_mutex_lock(&p->lock);
+	struct slot *s = slot(p, id);
+	if (s)
+		s->removed = true; /* the id stays taken: ids never shift */
+	pthread_mutex_unlock(&p->lock);
+	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
+}
+
+int mb_fault_plan_set_rule_enabled(struct mb_fault_plan *p, unsigned id, bool on)
+{
+	pthread_mutex_lock(&p->lock);
+	struct slot *s = slot(p, id);
+	if (s)
+		s->r.disabled = !on;
+	pthread_mutex_unlock(&p->lock);
+	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
+}
+
+void mb_fault_plan_enable(struct mb_fault_plan *p, bool on)
+{
+	pthread_mutex_lock(&p->lock);
+	p->enabled = on;
+	pthread_mutex_unlock(&p->lock);
+}
+
+unsigned mb_fault_plan_nrules(struct mb_fault_plan *p)
+{
+	pthread_mutex_lock(&p->lock);
+	unsigned n = (unsigned)p->nrules;
+	pthread_mutex_unlock(&p->lock);
+	return n;
+}
+
+int mb_fault_plan_stats(struct mb_fault_plan *p, unsigned id,
+			struct mb_fault_rule_stats *st)
+{
+	pthread_mutex_lock(&p->lock);
+	struct slot *s = slot(p, id);
+	if (s)
+		*st = (struct mb_fault_rule_stats){ s->matched, s->fired, s->removed };
+	pthread_mutex_unlock(&p->lock);
+	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
+}
+
+int mb_fault_plan_rule(struct mb_fault_plan *p, unsigned id,
+		       struct mb_fault_rule *out)
+{
+	pthread_mutex_lock(&p->lock);
+	struct slot *s = slot(p, id);
+	if (s)
+		*out = s->r;
+	pthread_mutex_unlock(&p->lock);
+	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
+}
+
+/* ---- decisions ---------------------------------------------------------------- */
+
+bool mb_fault_blk_match(const struct mb_fault_rule *r,
+			const struct mb_fault_blk_event *e)
+{
+	if (r->ops && !(r->ops & e->op))
+		return false;
+	if (r->first > r->last || e->op == MB_FAULT_OP_FLUSH)
+		return true; /* no range, or an op without sectors */
+	/* Overlap of [sector, sector + n - 1] and [first, last]; a request of
+	 * 0 sectors counts as its first sector. */
+	uint64_t n = e->nsectors ? e->nsectors : 1;
+	uint64_t end = e->sector + (n - 1);
+	if (end < e->sector)
+		end = UINT64_MAX;
+	return e->sector <= r->last && end >= r->first;
+}
+
+static void divergence(struct mb_fault_plan *p, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Under the lock: stop the machine once, decide nothing more. */
+static void divergence(struct mb_fault_plan *p, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	p->diverged = true;
+	if (p->m)
+		mb_machine_stop(p->m, MB_STOP_DIVERGENCE, 1, "fault replay diverged: %s",
+				msg);
+	else
+		mb_seterr(-EINVAL, "fault replay diverged: %s", msg);
+}
+
+/* Replay: the recorded decision for rule id's match ordinal o of e, or
+ * false after stopping the machine (the event differs from the record). */
+static bool recorded(struct mb_fault_plan *p, unsigned id, struct slot *s,
+		     uint64_t o, const struct mb_fault_blk_event *e,
+		     struct mb_fault_record **out)
+{
+	struct mb_fault_trace *t = &p->replay;
+	while (s->next < t->n && t->r[s->next].rule != id)
+		s->next++;
+	if (s->next == t->n) {
+		divergence(p, "%s %s sectors %llu+%llu is rule %u's match #%llu, "
+			   "which the trace does not have", s->site->dev,
+			   mb_fault_op_name(e->op), (unsigned long long)e->sector,
+			   (unsigned long long)e->nsectors, id, (unsigned long long)o);
+		return false;
+	}
+	struct mb_fault_record *r = &t->r[s->next++];
+	if (r->ordinal != o || strcmp(r->dev, s->site->dev) || r->op != e->op ||
+	    r->sector != e->sector || r->nsectors != e->nsectors ||
+	    (r->action != MB_FAULT_NONE && r->action != s->r.action)) {
+		divergence(p, "rule %u's match #%llu is %s %s sectors %llu+%llu; the "
+			   "trace has #%llu %s %s sectors %llu+%llu (%s)", id,
+			   (unsigned long long)o, s->site->dev, mb_fault_op_name(e->op),
+			   (unsigned long long)e->sector, (unsigned long long)e->nsectors,
+			   (unsigned long long)r->ordinal, r->dev, mb_fault_op_name(r->op),
+			   (unsigned long long)r->sector, (unsigned long long)r->nsectors,
+			   mb_fault_action_name(r->action));
+		return false;
+	}
+	*out = r;
+	return true;
+}
+
+/* Under the lock: does rule id act on its match ordinal o? */
+static bool acts(struct mb_fault_plan *p, unsigned id, const struct slot *s,
+		 uint64_t o)
+{
+	const struct mb_fault_rule *r = &s->r;
+	if (r->count && s->fired >= r->count)
+		return false;
+	if (r->nth && o != r->nth)
+		return false;
+	if (r->every && o % r->every)
+		return false;
+	if (r->has_p && !(unit(mb_fault_hash(p->seed, id, o)) < r->p))
+		return false;
+	return true;
+}
+
+void mb_fault_blk_decide(struct mb_fault_site *site,
+			 const struct mb_fault_blk_event *e,
+			 struct mb_fault_verdict *v)
+{
+	struct mb_fault_plan *p = site->p;
+	memset(v, 0, sizeof *v);
+	pthread_mutex_lock(&p->lock);
+	uint64_t seq = ++site->seq;
+	if (p->closed || !p->enabled || p->diverged)
+		goto out;
+	uint64_t guest = 0, host = 0; /* read once, at the first match */
+	for (size_t i = 0; i < p->nrules; i++) {
+		struct slot *s = &p->rules[i];
+		unsigned id = (unsigned)i + 1;
+		if (s->site != site || s->removed || s->r.disabled ||
+		    !mb_fault_blk_match(&s->r, e))
+			continue;
+		/* A rule armed by another one sees nothing before that one acted. */
+		if (s->r.after && !p->rules[s->r.after - 1].fired)
+			continue;
+		uint64_t o = ++s->matched;
+		if (!guest)
+			guest = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
+				     : now_ns(CLOCK_MONOTONIC);
+		struct mb_fault_record rec = {
+			.rule = id, .ordinal = o, .seq = seq, .op = e->op,
+			.sector = e->sector, .nsectors = e->nsectors,
+			.status = s->r.status, .ms = s->r.ms, .guest_ns = guest,
+		};
+		snprintf(rec.dev, sizeof rec.dev, "%s", site->dev);
+		if (p->replaying) {
+			struct mb_fault_record *r;
+			if (!recorded(p, id, s, o, e, &r))
+				break;
+			rec.action = r->action, rec.status = r->status, rec.ms = r->ms;
+		} else {
+			rec.action = acts(p, id, s, o) ? s->r.action : MB_FAULT_NONE;
+		}
+		switch (rec.action) {
+		case MB_FAULT_BLK_ERROR:
+			if (!v->error)
+				v->error = true, v->status = rec.status;
+			break;
+		case MB_FAULT_BLK_LATENCY:
+			if (rec.ms > v->ms)
+				v->ms = rec.ms;
+			break;
+		case MB_FAULT_BLK_CORRUPT:
+			if (e->op == MB_FAULT_OP_READ && !v->corrupt) {
+				v->corrupt = true;
+				v->key = mb_fault_hash(p->seed, id, o);
+				v->first = s->r.first, v->last = s->r.last;
+				v->bytes = s->r.bytes ? s->r.bytes : 1;
+			}
+			break;
+		case MB_FAULT_NONE:
+			break;
+		}
+		if (rec.action != MB_FAULT_NONE)
+			s->fired++;
+		if (p->trace) {
+			char line[512];
+			if (!host)
+				host = now_ns(CLOCK_REALTIME);
+			rec.host_ns = host;
+			mb_fault_trace_format(line, sizeof line, &rec);
+			fputs(line, p->trace);
+			fflush(p->trace); /* a crashed run keeps its decisions */
+		}
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+}
+
+void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
+			  const struct iovec *iov, unsigned n, uint64_t sector,
+			  uint64_t len)
+{
+	if (!v->corrupt)
+		return;
+	for (uint64_t i = 0; i < len / 512; i++) {
+		uint64_t s = sector + i;
+		if (v->first <= v->last && (s < v->first || s > v->last))
+			continue;
+		for (unsigned j = 0; j < v->bytes; j++) {
+			uint64_t x = mb_fault_hash(v->key, s, j);
+			uint64_t off = i * 512 + (x & 511);
+			uint8_t bit = (uint8_t)(1u << ((x >> 9) & 7));
+			for (unsigned k = 0; k < n; k++) {
+				if (off < iov[k].iov_len) {
+					((uint8_t *)iov[k].iov_base)[off] ^= bit;
+					break;
+				}
+				off -= iov[k].iov_len;
+			}
+		}
+	}
+}

@@ -1,0 +1,165 @@
+/*
+ * Fault injection (docs/faults.md). A plan belongs to a machine: a seed,
+ * an optional trace file (every decision as a JSON line) or a replay file
+ * (decisions forced from such a trace), and rules. A rule targets one
+ * device, matches events by their fields (blk: op and an inclusive range
+ * of 512-byte sectors) and acts when its conditions hold.
+ *
+ * Decisions are a pure function of (seed, rule id, the rule's match
+ * ordinal): a counter-based hash, never a shared sequential generator, so
+ * the order in which worker threads finish cannot change them. Devices
+ * ask at the moment they take a request from the guest (in ring order),
+ * not when a worker gets to it.
+ *
+ * A device with no rule on it has a NULL site pointer: one predictable
+ * branch per request.
+ */
+#include "moonbox.h" /* first: the umbrella includes us in order */
+#ifndef MOONBOX_FAULT_H
+#define MOONBOX_FAULT_H
+
+#include <sys/uio.h>
+
+struct mb_fault_plan;
+struct mb_fault_site;
+
+enum mb_fault_action {
+	MB_FAULT_NONE,
+	MB_FAULT_BLK_ERROR,   /* complete with status, the file untouched */
+	MB_FAULT_BLK_LATENCY, /* complete ms later */
+	MB_FAULT_BLK_CORRUPT, /* flip bits of read data in the rule's range */
+};
+
+/* blk operations (a rule's op is a mask of them) */
+#define MB_FAULT_OP_READ 1u
+#define MB_FAULT_OP_WRITE 2u
+#define MB_FAULT_OP_FLUSH 4u
+#define MB_FAULT_OP_DISCARD 8u
+#define MB_FAULT_OP_ANY 15u
+
+struct mb_fault_rule {
+	enum mb_fault_action action;
+	char dev[MB_DEVICE_NAME_MAX]; /* the device's name */
+	unsigned ops;          /* MB_FAULT_OP_* mask; 0: any */
+	uint64_t first, last;  /* sectors, inclusive; first > last: every sector */
+	/* Conditions, all of which must hold (0: not set). ordinal is the
+	 * rule's own count of matching events, from 1. */
+	uint64_t nth;          /* only the nth match */
+	uint64_t every;        /* matches every, 2*every, ... */
+	uint64_t count;        /* act at most count times */
+	double p;              /* probability in [0, 1] (from the seed) */
+	bool has_p;
+	unsigned after;        /* rule id that must have acted first (0: none) */
+	bool disabled;
+	/* Action parameters */
+	uint8_t status;        /* ERROR: VIRTIO_BLK_S_IOERR or _UNSUPP */
+	uint32_t ms;           /* LATENCY */
+	unsigned bytes;        /* CORRUPT: bits flipped per sector (0: 1) */
+};
+
+struct mb_fault_plan_config {
+	uint64_t seed;
+	const char *trace;  /* NULL: no trace */
+	const char *replay; /* NULL: decide from the rules */
+};
+
+/* m: the plan's machine (its clock, its devices, stopped with reason
+ * "divergence" by a replay); freed with it. m may be NULL (unit tests):
+ * then mb_fault_plan_free() is the caller's, and sites are attached by
+ * hand with mb_fault_plan_site(). A replay file is read and checked
+ * whole here (errors name the line). */
+int mb_fault_plan_new(struct mb_machine *m, const struct mb_fault_plan_config *c,
+		      struct mb_fault_plan **out);
+void mb_fault_plan_free(struct mb_fault_plan *p);
+
+/* Add a rule: returns its id (1, 2, ... in the order added) or a negative
+ * code (the message names the field). With a machine, the device is
+ * looked up by name and given the plan's site. */
+int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r);
+int mb_fault_plan_remove(struct mb_fault_plan *p, unsigned id);
+int mb_fault_plan_set_rule_enabled(struct mb_fault_plan *p, unsigned id, bool on);
+void mb_fault_plan_enable(struct mb_fault_plan *p, bool on); /* the whole plan */
+unsigned mb_fault_plan_nrules(struct mb_fault_plan *p); /* ids ever given */
+
+struct mb_fault_rule_stats {
+	uint64_t matched, fired;
+	bool removed;
+};
+int mb_fault_plan_stats(struct mb_fault_plan *p, unsigned id,
+			struct mb_fault_rule_stats *st);
+/* A copy of the rule as added (for reports). */
+int mb_fault_plan_rule(struct mb_fault_plan *p, unsigned id,
+		       struct mb_fault_rule *out);
+const char *mb_fault_action_name(enum mb_fault_action a); /* "blk.error" */
+uint64_t mb_fault_plan_seed(struct mb_fault_plan *p);
+
+/* The site for a device name (created on first use; the plan keeps it). A
+ * device given a site takes a reference and puts it when it is freed. */
+struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
+					 const char *dev);
+struct mb_fault_site *mb_fault_site_get(struct mb_fault_site *s);
+void mb_fault_site_put(struct mb_fault_site *s);
+
+/* ---- blk ---------------------------------------------------------------- */
+
+struct mb_fault_blk_event {
+	unsigned op; /* one MB_FAULT_OP_* */
+	uint64_t sector, nsectors;
+};
+
+struct mb_fault_verdict {
+	bool error;
+	uint8_t status;
+	uint32_t ms;
+	bool corrupt;
+	uint64_t key;          /* corrupt: the bits flipped derive from it */
+	uint64_t first, last;  /* corrupt: the sectors it may touch */
+	unsigned bytes;
+};
+
+/* The decision for one event (every rule on the site, in id order; each
+ * decision goes to the trace). Any thread; serialised per plan. */
+void mb_fault_blk_decide(struct mb_fault_site *s,
+			 const struct mb_fault_blk_event *e,
+			 struct mb_fault_verdict *v);
+/* Flip the verdict's bits in data read for [sector, sector + len/512). */
+void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
+			  const struct iovec *iov, unsigned n, uint64_t sector,
+			  uint64_t len);
+
+/* ---- the pieces, for tests and the fuzzer ---------------------------------- */
+
+/* The counter-based generator: a 64-bit value for (seed, rule, ordinal). */
+uint64_t mb_fault_hash(uint64_t seed, uint64_t rule, uint64_t ordinal);
+/* Does e fall in r's filter (op and sector range)? */
+bool mb_fault_blk_match(const struct mb_fault_rule *r,
+			const struct mb_fault_blk_event *e);
+
+/* A trace: its seed and its decision records (fault_trace.c). */
+struct mb_fault_record {
+	unsigned rule;
+	uint64_t ordinal, seq;
+	char dev[MB_DEVICE_NAME_MAX];
+	unsigned op;
+	uint64_t sector, nsectors;
+	enum mb_fault_action action; /* MB_FAULT_NONE: matched, did not act */
+	uint8_t status;
+	uint32_t ms;
+	uint64_t guest_ns, host_ns;
+};
+struct mb_fault_trace {
+	uint64_t seed;
+	size_t n, cap;
+	struct mb_fault_record *r;
+};
+/* Parse a whole trace; errors are "LINE N: why". */
+int mb_fault_trace_parse(const char *buf, size_t len, struct mb_fault_trace *t);
+int mb_fault_trace_load(const char *path, struct mb_fault_trace *t);
+void mb_fault_trace_fini(struct mb_fault_trace *t);
+/* One record as a JSON line (with '\n'), or the header line. Returns the
+ * length (snprintf-style). */
+int mb_fault_trace_format(char *buf, size_t len, const struct mb_fault_record *r);
+int mb_fault_trace_header(char *buf, size_t len, uint64_t seed);
+const char *mb_fault_op_name(unsigned op); /* "read"... */
+
+#endif

@@ -1,0 +1,456 @@
+/* Fault injection from Lua (docs/faults.md, moonbox/fault.h):
+ *   local F = mb.fault
+ *   local plan = m:faults { seed = 42, trace = "run.trace" }  -- or replay =
+ *   local rule = plan:add(F.blk.error { dev = disk, op = "read",
+ *                                       sectors = { 2048, 2055 } })
+ *   plan:fired(rule), plan:unfired(), plan:report() ...
+ * A fault constructor checks its options completely and returns a spec;
+ * plan:add turns it into a rule of the plan (ids in the order added).
+ * The C plan belongs to the machine: every method checks it still lives. */
+#include <math.h>
+#include <string.h>
+
+#include "lua/lmoonbox.h"
+
+#define SPEC_MT "moonbox.fault_spec"
+#define PLAN_MT "moonbox.fault_plan"
+#define RULE_MT "moonbox.fault_rule"
+
+static const char plan_key = 0; /* the machine's plan, in its refs */
+
+struct lplan {
+	struct mbl_machine *mm;
+	struct mb_fault_plan *p;
+};
+/* User values: 1 the machine handle, 2 the rule handles by id. */
+
+struct lrule {
+	unsigned id;
+}; /* user value 1: its plan handle */
+
+/* ---- fault constructors --------------------------------------------------------- */
+
+static const char *const common_keys[] = { "dev", "op", "sectors", "nth", "every",
+					   "p", "count", "after", "enabled" };
+
+static uint64_t opt_count(lua_State *L, int idx, const char *key)
+{
+	lua_Integer v = mbl_optint(L, idx, key, 0);
+	if (lua_getfield(L, idx, key) != LUA_TNIL && v < 1)
+		luaL_error(L, "%s: %d is not a positive count", key, (int)v);
+	lua_pop(L, 1);
+	return (uint64_t)v;
+}
+
+/* The rule id an "after" value names: a rule handle or an integer. */
+static unsigned rule_id(lua_State *L, int idx, const char *key)
+{
+	struct lrule *r = luaL_testudata(L, idx, RULE_MT);
+	if (r)
+		return r->id;
+	int isint;
+	lua_Integer v = lua_tointegerx(L, idx, &isint);
+	if (!isint || lua_type(L, idx) != LUA_TNUMBER || v < 1)
+		luaL_error(L, "%s: expected a rule (from plan:add) or its id, got %s",
+			   key, luaL_typename(L, idx));
+	return (unsigned)v;
+}
+
+static void parse_common(lua_State *L, struct mb_fault_rule *r)
+{
+	/* dev: a device handle (added to a machine) or a device name */
+	int t = lua_getfield(L, 1, "dev");
+	if (t == LUA_TSTRING) {
+		size_t len;
+		const char *s = lua_tolstring(L, -1, &len);
+		if (len == 0 || len >= sizeof r->dev)
+			luaL_error(L, "dev: \"%s\" is not a device name", s);
+		memcpy(r->dev, s, len + 1);
+	} else if (t == LUA_TUSERDATA) {
+		struct mb_device *d = mbl_checkdevice(L, -1);
+		snprintf(r->dev, sizeof r->dev, "%s", mb_device_name(d));
+	} else {
+		luaL_error(L, "dev: expected a device (m:add's result) or its name, got %s",
+			   luaL_typename(L, -1));
+	}
+	lua_pop(L, 1);
+	static const char *const ops[] = { "any", "read", "write", "flush", "discard",
+					   NULL };
+	int op = mbl_checkenum(L, 1, "op", "any", ops);
+	r->ops = op == 0 ? MB_FAULT_OP_ANY : 1u << (op - 1);
+	r->first = 1, r->last = 0; /* every sector */
+	if (lua_getfield(L, 1, "sectors") != LUA_TNIL) {
+		if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
+			luaL_error(L, "sectors: expected { FIRST, LAST } (inclusive)");
+		lua_Integer v[2];
+		for (int i = 0; i < 2; i++) {
+			int isint;
+			lua_rawgeti(L, -1, i + 1);
+			v[i] = lua_tointegerx(L, -1, &isint);
+			if (!isint || lua_type(L, -1) != LUA_TNUMBER || v[i] < 0)
+				luaL_error(L, "sectors[%d]: expected a sector number (>= 0), "
+					   "got %s", i + 1, luaL_tolstring(L, -1, NULL));
+			lua_pop(L, 1);
+		}
+		if (v[0] > v[1])
+			luaL_error(L, "sectors: %I > %I (the range is { FIRST, LAST })",
+				   v[0], v[1]);
+		r->first = (uint64_t)v[0], r->last = (uint64_t)v[1];
+	}
+	lua_pop(L, 1);
+	r->nth = opt_count(L, 1, "nth");
+	r->every = opt_count(L, 1, "every");
+	r->count = opt_count(L, 1, "count");
+	if ((t = lua_getfield(L, 1, "p")) != LUA_TNIL) {
+		if (t != LUA_TNUMBER)
+			luaL_error(L, "p: expected a probability (0-1), got %s",
+				   luaL_typename(L, -1));
+		double p = lua_tonumber(L, -1);
+		if (!(p >= 0 && p <= 1))
+			luaL_error(L, "p: %f is not a probability (0-1)", p);
+		r->has_p = true, r->p = p;
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 1, "after") != LUA_TNIL)
+		r->after = rule_id(L, -1, "after");
+	lua_pop(L, 1);
+	r->disabled = !mbl_optbool(L, 1, "enabled", 1);
+}
+
+static int new_spec(lua_State *L, enum mb_fault_action a, const char *const *extra)
+{
+	const char *keys[16];
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof common_keys / sizeof *common_keys; i++)
+		keys[n++] = common_keys[i];
+	for (; *extra; extra++)
+		keys[n++] = *extra;
+	keys[n] = NULL;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
+	struct mb_fault_rule r = { .action = a };
+	parse_common(L, &r);
+	if (a == MB_FAULT_BLK_ERROR) {
+		static const char *const st[] = { "ioerr", "unsupp", NULL };
+		r.status = mbl_checkenum(L, 1, "status", "ioerr", st) ? VIRTIO_BLK_S_UNSUPP
+								     : VIRTIO_BLK_S_IOERR;
+	} else if (a == MB_FAULT_BLK_LATENCY) {
+		lua_Integer ms = mbl_optint(L, 1, "ms", -1);
+		if (ms < 1 || ms > 3600000)
+			luaL_error(L, "ms: %s (the delay, 1-3600000 ms)",
+				   ms == -1 ? "missing" : "out of range");
+		r.ms = (uint32_t)ms;
+	} else if (a == MB_FAULT_BLK_CORRUPT) {
+		lua_Integer b = mbl_optint(L, 1, "bytes", 1);
+		if (b < 1 || b > 512)
+			luaL_error(L, "bytes: %d is not 1-512 (bits flipped per sector)",
+				   (int)b);
+		r.bytes = (unsigned)b;
+		if (r.ops == MB_FAULT_OP_ANY)
+			r.ops = MB_FAULT_OP_READ;
+		else if (r.ops != MB_FAULT_OP_READ)
+			luaL_error(L, "op: corrupt acts on reads only");
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_blk_error(lua_State *L)
+{
+	static const char *const k[] = { "status", NULL };
+	return new_spec(L, MB_FAULT_BLK_ERROR, k);
+}
+
+static int l_blk_latency(lua_State *L)
+{
+	static const char *const k[] = { "ms", NULL };
+	return new_spec(L, MB_FAULT_BLK_LATENCY, k);
+}
+
+static int l_blk_corrupt(lua_State *L)
+{
+	static const char *const k[] = { "bytes", NULL };
+	return new_spec(L, MB_FAULT_BLK_CORRUPT, k);
+}
+
+/* "blk.error on blk0, read sectors 2048-2055, nth 3" */
+static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
+{
+	char s[256];
+	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
+			 r->dev, mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
+	if (r->first <= r->last)
+		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
+			      (unsigned long long)r->first, (unsigned long long)r->last);
+	if (r->action == MB_FAULT_BLK_ERROR)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", status %s",
+			      r->status == VIRTIO_BLK_S_UNSUPP ? "unsupp" : "ioerr");
+	if (r->action == MB_FAULT_BLK_LATENCY)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u ms", r->ms);
+#define C(f) if (r->f) n += snprintf(s + n, sizeof s - (size_t)n, ", " #f " %llu", \
+				     (unsigned long long)r->f);
+	C(nth) C(every) C(count)
+#undef C
+	if (r->has_p)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", p %g", r->p);
+	if (r->after)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", after rule %u", r->after);
+	luaL_addstring(b, s);
+}
+
+static int spec_tostring(lua_State *L)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	describe(&b, luaL_checkudata(L, 1, SPEC_MT));
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* ---- plans -------------------------------------------------------------------- */
+
+static struct lplan *checkplan(lua_State *L, int idx)
+{
+	struct lplan *lp = luaL_checkudata(L, idx, PLAN_MT);
+	if (!lp->mm->m || !lp->p)
+		luaL_error(L, "faults: the plan's machine is closed");
+	return lp;
+}
+
+/* The id of the rule at idx (a handle of this plan, or an integer). */
+static unsigned plan_rule(lua_State *L, struct lplan *lp, int idx)
+{
+	unsigned id = rule_id(L, idx, "rule");
+	struct mb_fault_rule_stats st;
+	if (mb_fault_plan_stats(lp->p, id, &st))
+		luaL_error(L, "rule: %d is not a rule of this plan", (int)id);
+	if (luaL_testudata(L, idx, RULE_MT)) {
+		lua_getiuservalue(L, idx, 1);
+		bool mine = lua_touserdata(L, -1) == lp;
+		lua_pop(L, 1);
+		if (!mine)
+			luaL_error(L, "rule: a rule of another plan");
+	}
+	return id;
+}
+
+/* m:faults { seed = N, trace = PATH, replay = PATH } */
+static int l_faults(lua_State *L)
+{
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	struct mb_machine *m = mbl_live(L, mm);
+	if (lua_isnoneornil(L, 2))
+		lua_newtable(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	static const char *const keys[] = { "seed", "trace", "replay", NULL };
+	mbl_checkopts(L, 2, "faults", keys);
+	struct mb_fault_plan_config c = {
+		.seed = (uint64_t)mbl_optint(L, 2, "seed", 0),
+		.trace = mbl_optstr(L, 2, "trace", NULL),
+		.replay = mbl_optstr(L, 2, "replay", NULL),
+	};
+	if (mbl_ref_push(L, mm, &plan_key) != LUA_TNIL)
+		return luaL_error(L, "faults: this machine already has a plan");
+	lua_pop(L, 1);
+	struct lplan *lp = lua_newuserdatauv(L, sizeof *lp, 2);
+	lp->mm = mm, lp->p = NULL;
+	luaL_setmetatable(L, PLAN_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, 2);
+	if (mb_fault_plan_new(m, &c, &lp->p))
+		return mbl_fail(L, "faults");
+	mbl_ref_set(L, mm, &plan_key, -1);
+	return 1;
+}
+
+static int p_add(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	struct mb_fault_rule *r = luaL_checkudata(L, 2, SPEC_MT);
+	int id = mb_fault_plan_add(lp->p, r);
+	if (id < 0)
+		return mbl_fail(L, "add");
+	struct lrule *h = lua_newuserdatauv(L, sizeof *h, 1);
+	h->id = (unsigned)id;
+	luaL_setmetatable(L, RULE_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1);
+	lua_getiuservalue(L, 1, 2);
+	lua_pushvalue(L, -2);
+	lua_rawseti(L, -2, id);
+	lua_pop(L, 1);
+	return 1;
+}
+
+static int p_stats(lua_State *L, bool fired)
+{
+	struct lplan *lp = checkplan(L, 1);
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(lp->p, plan_rule(L, lp, 2), &st);
+	lua_pushinteger(L, (lua_Integer)(fired ? st.fired : st.matched));
+	return 1;
+}
+
+static int p_fired(lua_State *L) { return p_stats(L, true); }
+static int p_matched(lua_State *L) { return p_stats(L, false); }
+
+/* The rules (not removed) that never acted, in id order. */
+static int p_unfired(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	unsigned n = mb_fault_plan_nrules(lp->p), k = 0;
+	lua_newtable(L);
+	lua_getiuservalue(L, 1, 2);
+	for (unsigned id = 1; id <= n; id++) {
+		struct mb_fault_rule_stats st;
+		mb_fault_plan_stats(lp->p, id, &st);
+		if (st.removed || st.fired)
+			continue;
+		lua_rawgeti(L, -1, id);
+		lua_rawseti(L, -3, ++k);
+	}
+	lua_pop(L, 1);
+	return 1;
+}
+
+static int p_remove(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	mb_fault_plan_remove(lp->p, plan_rule(L, lp, 2));
+	return 0;
+}
+
+/* plan:enable() / plan:disable(): the whole plan; with a rule, that rule. */
+static int p_enable_(lua_State *L, bool on)
+{
+	struct lplan *lp = checkplan(L, 1);
+	if (lua_isnoneornil(L, 2))
+		mb_fault_plan_enable(lp->p, on);
+	else
+		mb_fault_plan_set_rule_enabled(lp->p, plan_rule(L, lp, 2), on);
+	return 0;
+}
+
+static int p_enable(lua_State *L) { return p_enable_(L, true); }
+static int p_disable(lua_State *L) { return p_enable_(L, false); }
+
+/* A line per rule: "rule 1: blk.error on blk0, read ...: matched 3, fired 1" */
+static int p_report(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	unsigned n = mb_fault_plan_nrules(lp->p);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	lua_pushfstring(L, "fault plan, seed %I, %d rule%s\n",
+			(lua_Integer)mb_fault_plan_seed(lp->p), (int)n, n == 1 ? "" : "s");
+	luaL_addvalue(&b);
+	for (unsigned id = 1; id <= n; id++) {
+		struct mb_fault_rule r;
+		struct mb_fault_rule_stats st;
+		mb_fault_plan_rule(lp->p, id, &r);
+		mb_fault_plan_stats(lp->p, id, &st);
+		lua_pushfstring(L, "rule %d: ", (int)id);
+		luaL_addvalue(&b);
+		describe(&b, &r);
+		lua_pushfstring(L, ": matched %I, fired %I%s%s\n", (lua_Integer)st.matched,
+				(lua_Integer)st.fired, r.disabled ? " (disabled)" : "",
+				st.removed ? " (removed)" : "");
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+static int p_tostring(lua_State *L)
+{
+	struct lplan *lp = luaL_checkudata(L, 1, PLAN_MT);
+	if (!lp->mm->m || !lp->p)
+		lua_pushstring(L, "fault plan (closed)");
+	else
+		lua_pushfstring(L, "fault plan (seed %I, %d rules)",
+				(lua_Integer)mb_fault_plan_seed(lp->p),
+				(int)mb_fault_plan_nrules(lp->p));
+	return 1;
+}
+
+/* ---- rule handles ------------------------------------------------------------- */
+
+static int r_index(lua_State *L)
+{
+	struct lrule *r = luaL_checkudata(L, 1, RULE_MT);
+	const char *k = luaL_checkstring(L, 2);
+	if (strcmp(k, "id") == 0) {
+		lua_pushinteger(L, r->id);
+		return 1;
+	}
+	lua_getiuservalue(L, 1, 1);
+	struct lplan *lp = checkplan(L, -1);
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(lp->p, r->id, &st);
+	if (strcmp(k, "fired") == 0)
+		lua_pushinteger(L, (lua_Integer)st.fired);
+	else if (strcmp(k, "matched") == 0)
+		lua_pushinteger(L, (lua_Integer)st.matched);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+static int r_tostring(lua_State *L)
+{
+	struct lrule *h = luaL_checkudata(L, 1, RULE_MT);
+	lua_getiuservalue(L, 1, 1);
+	struct lplan *lp = lua_touserdata(L, -1);
+	struct mb_fault_rule r;
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	lua_pushfstring(L, "rule %d", (int)h->id);
+	luaL_addvalue(&b);
+	if (lp && lp->mm->m && lp->p && mb_fault_plan_rule(lp->p, h->id, &r) == 0) {
+		luaL_addstring(&b, " (");
+		describe(&b, &r);
+		luaL_addchar(&b, ')');
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+void mbl_open_fault(lua_State *L)
+{
+	static const luaL_Reg plan_methods[] = {
+		{ "add", p_add },         { "fired", p_fired },   { "matched", p_matched },
+		{ "unfired", p_unfired }, { "remove", p_remove }, { "enable", p_enable },
+		{ "disable", p_disable }, { "report", p_report }, { NULL, NULL },
+	};
+	luaL_newmetatable(L, PLAN_MT);
+	luaL_newlib(L, plan_methods);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, p_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, RULE_MT);
+	lua_pushcfunction(L, r_index);
+	lua_setfield(L, -2, "__index");
+	lua_pushcfunction(L, r_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, SPEC_MT);
+	lua_pushcfunction(L, spec_tostring);
+	lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+
+	static const luaL_Reg blk[] = {
+		{ "error", l_blk_error }, { "latency", l_blk_latency },
+		{ "corrupt", l_blk_corrupt }, { NULL, NULL },
+	};
+	lua_createtable(L, 0, 1); /* mb.fault */
+	luaL_newlib(L, blk);
+	lua_setfield(L, -2, "blk");
+	lua_setfield(L, -2, "fault");
+	mbl_machine_method(L, "faults", l_faults);
+}
