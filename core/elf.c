@@ -241,15 +241,24 @@ out:
 	return rc;
 }
 
-int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry)
+/* The file's segments into guest memory, clear of the GDT and the page
+ * tables boot_flat and the loaders keep at 0x500-0x6fff. */
+static int load_file(struct mb_machine *m, const char *file,
+		     struct mb_elf_image *img)
 {
 	struct mb_file f;
-	struct mb_elf_image img;
 	int rc = mb_file_open(&f, file, "kernel");
 	if (rc)
 		return rc;
-	rc = mb_elf_load(mb_machine_mem(m), &f, 0x500, 0x7000, &img);
+	rc = mb_elf_load(mb_machine_mem(m), &f, 0x500, 0x7000, img);
 	mb_file_close(&f);
+	return rc;
+}
+
+int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry)
+{
+	struct mb_elf_image img;
+	int rc = load_file(m, file, &img);
 	if (!rc)
 		*entry = img.entry;
 	return rc;
@@ -257,13 +266,8 @@ int mb_load_elf(struct mb_machine *m, const char *file, uint64_t *entry)
 
 int mb_boot_elf(struct mb_machine *m, const char *file, int mode)
 {
-	struct mb_file f;
 	struct mb_elf_image img;
-	int rc = mb_file_open(&f, file, "kernel");
-	if (rc)
-		return rc;
-	rc = mb_elf_load(mb_machine_mem(m), &f, 0x500, 0x7000, &img);
-	mb_file_close(&f);
+	int rc = load_file(m, file, &img);
 	if (rc)
 		return rc;
 	if (mode < 0)
