@@ -28,6 +28,8 @@ struct vcpu {
 	struct mb_vcpu_stats st;
 };
 
+#define MB_MAX_SLOTS 64 /* memory regions (mem.c's limit) */
+
 enum gate { GATE_PAUSED, GATE_RUNNING, GATE_QUIT };
 
 struct call {
@@ -91,6 +93,13 @@ struct mb_machine {
 	/* device.c: devices in the order added */
 	struct mb_device **devs;
 	size_t ndevs, capdevs;
+
+	/* snapshot.c: KVM's memory slots as set (slot i: mem region added
+	 * i-th), dirty logging, and which snapshot RAM equals since the dirty
+	 * logs were last cleared (0: none). */
+	struct kvm_userspace_memory_region slot[MB_MAX_SLOTS];
+	bool dirty_log;
+	uint64_t snap_id, snap_base;
 };
 
 /* machine.c: push an embedded hook (cannot fail), or take one back */
@@ -107,6 +116,9 @@ void mb_vcpu_fini(struct vcpu *v);
 void *mb_vcpu_thread(void *arg);
 void mb_vcpu_kick(struct vcpu *v);
 void mb_vcpu_kick_setup(void);
+/* mem.c: pages moonbox itself wrote (mb_mem_write/load, mb_mem_ptr for
+ * writing), one bit per 4K page of region i; swapped out and cleared. */
+void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out);
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);
