@@ -71,6 +71,15 @@ fi
 
 echo
 echo "moonbox benchmarks ($(./moonbox --info 2>/dev/null | sed -n 's/^kvm backend: \([^ ]*\).*/\1/p'), $(date -u +%F))"
+# ---- in-process snapshot restore (tiny guest, dirty pages only) -------------
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	out=$($B/restore $G/snap_count.bin)
+	small=$(get "$(grep 'ram_mib=256 ' <<<"$out")" median_ms)
+	big=$(get "$(grep 'ram_mib=1024 ' <<<"$out")" median_ms)
+	row "restore ms, tiny guest, 1 GiB vs 256 MiB RAM" "$big" "$small" \
+		"$(ratio "$big" "$small")" "<= 1.2; < 5 ms"
+fi
+
 echo "baseline: bus = linear scan; exits, start, RSS = bare KVM_RUN loop (bench/rawkvm.c)"
 printf '%-44s %12s %12s %9s   %s\n' metric moonbox baseline ratio target
 printf '%s\n' "${rows[@]}"

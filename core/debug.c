@@ -665,7 +665,14 @@ static int slot(struct mb_machine *m, unsigned id, uint64_t gpa, uint64_t size,
 	if (ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
 		return mb_seterr(-errno, "watch: KVM_SET_USER_MEMORY_REGION: %s",
 				 strerror(errno));
+	if (size && id < MB_MAX_SLOTS)
+		m->slot[id] = r; /* the table snapshots read */
 	return 0;
+}
+
+bool mb_debug_has_watch(struct mb_machine *m)
+{
+	return m->dbg && m->dbg->wps;
 }
 
 static bool watched(struct mb_debug *d, uint64_t page)
@@ -705,6 +712,11 @@ static int remap(struct mb_machine *m)
 				  r->host + (start - r->base), ro);
 	}
 	m->slots = id;
+	/* Slots made again start with empty dirty logs and without logging:
+	 * the next restore copies everything, the next snapshot turns logging
+	 * back on (core/snapshot.c). */
+	m->dirty_log = false;
+	m->snap_base = 0;
 	return rc;
 }
 

@@ -31,6 +31,8 @@ struct vcpu {
 	bool dbg_req, dbg_resume;
 };
 
+#define MB_MAX_SLOTS 64 /* memory regions (mem.c's limit) */
+
 enum gate { GATE_PAUSED, GATE_RUNNING, GATE_QUIT };
 
 struct call {
@@ -96,6 +98,12 @@ struct mb_machine {
 	size_t ndevs, capdevs;
 
 	struct mb_debug *dbg; /* debug.c: NULL until a debugger asks */
+	/* snapshot.c: KVM's memory slots as set (slot i: mem region added
+	 * i-th), dirty logging, and which snapshot RAM equals since the dirty
+	 * logs were last cleared (0: none). */
+	struct kvm_userspace_memory_region slot[MB_MAX_SLOTS];
+	bool dirty_log;
+	uint64_t snap_id, snap_base;
 };
 
 /* machine.c: push an embedded hook (cannot fail), or take one back */
@@ -121,6 +129,11 @@ void mb_debug_resume(struct vcpu *v); /* before KVM_RUN, for v->dbg_resume */
 void mb_debug_exit(struct vcpu *v);   /* KVM_EXIT_DEBUG */
 bool mb_debug_int3(struct vcpu *v, const uint8_t *insn, unsigned n);
 bool mb_debug_mmio(struct vcpu *v);   /* a write to a watched page */
+/* Watched pages split the memory slots: snapshots refuse meanwhile. */
+bool mb_debug_has_watch(struct mb_machine *m);
+/* mem.c: pages moonbox itself wrote (mb_mem_write/load, mb_mem_ptr for
+ * writing), one bit per 4K page of region i; swapped out and cleared. */
+void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out);
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);

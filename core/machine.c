@@ -206,10 +206,12 @@ int mb_machine_add_memory(struct mb_machine *m, uint64_t base, uint64_t size,
 		.memory_size = size,
 		.userspace_addr = (uintptr_t)host,
 	};
+	if (m->slots == MB_MAX_SLOTS)
+		return mb_seterr(-ENOSPC, "memory: more than %d regions", MB_MAX_SLOTS);
 	if (ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, &r) < 0)
 		return mb_seterr(-errno, "memory: KVM_SET_USER_MEMORY_REGION for %s: "
 				 "%s", name, strerror(errno));
-	m->slots++;
+	m->slot[m->slots++] = r; /* snapshots turn dirty logging on here */
 	return 0;
 }
 

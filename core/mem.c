@@ -11,7 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "moonbox.h"
+#include "core/internal.h"
 
 #define MAXREG 64
 
@@ -19,7 +19,34 @@ struct mb_mem {
 	size_t n;
 	struct mb_mem_region r[MAXREG]; /* sorted by base */
 	bool owned[MAXREG];
+	uint64_t *dirty[MAXREG]; /* moonbox's own writes, bit per 4K page */
 };
+
+#define DPAGE 4096u
+
+static size_t dirty_words(uint64_t size)
+{
+	return (size / DPAGE + 63) / 64;
+}
+
+/* Mark [off, off+len) of region i written (from any thread). */
+static void mark(struct mb_mem *mem, size_t i, uint64_t off, uint64_t len)
+{
+	uint64_t *d = mem->dirty[i];
+	if (!d || !len)
+		return;
+	for (uint64_t p = off / DPAGE; p <= (off + len - 1) / DPAGE; p++)
+		__atomic_fetch_or(&d[p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
+}
+
+void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out)
+{
+	size_t n = dirty_words(mem->r[i].size);
+	for (size_t w = 0; w < n; w++)
+		out[w] = mem->dirty[i] ? __atomic_exchange_n(&mem->dirty[i][w], 0,
+							     __ATOMIC_RELAXED)
+				       : 0;
+}
 
 struct mb_mem *mb_mem_new(void)
 {
@@ -30,9 +57,11 @@ void mb_mem_free(struct mb_mem *mem)
 {
 	if (!mem)
 		return;
-	for (size_t i = 0; i < mem->n; i++)
+	for (size_t i = 0; i < mem->n; i++) {
 		if (mem->owned[i])
 			munmap(mem->r[i].host, mem->r[i].size);
+		free(mem->dirty[i]);
+	}
 	free(mem);
 }
 
@@ -69,7 +98,16 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 					 strerror(errno));
 	}
 	memmove(&mem->r[at + 1], &mem->r[at], (mem->n - at) * sizeof mem->r[0]);
+	uint64_t *dirty = calloc(dirty_words(size) ? dirty_words(size) : 1,
+				 sizeof *dirty);
+	if (!dirty) {
+		if (owned)
+			munmap(host, size);
+		return mb_seterr(-ENOMEM, "memory: out of memory for %s", name);
+	}
 	memmove(&mem->owned[at + 1], &mem->owned[at], (mem->n - at) * sizeof(bool));
+	memmove(&mem->dirty[at + 1], &mem->dirty[at], (mem->n - at) * sizeof dirty);
+	mem->dirty[at] = dirty;
 	struct mb_mem_region *r = &mem->r[at];
 	r->base = base;
 	r->size = size;
@@ -102,6 +140,8 @@ void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write)
 	uint64_t off = gpa - r->base;
 	if (len > r->size - off) /* off < size, so this cannot underflow */
 		return NULL;
+	if (write) /* the caller is about to write: restores must see it */
+		mark(mem, (size_t)(r - mem->r), off, len);
 	return r->host + off;
 }
 
@@ -136,8 +176,10 @@ static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 			n = len;
 		if (move && dir == 0)
 			memcpy(b, r->host + off, n);
-		else if (move)
+		else if (move) {
 			memcpy(r->host + off, b, n);
+			mark(mem, (size_t)(r - mem->r), off, n);
+		}
 		b += n, gpa += n, len -= n;
 	}
 	return 0;

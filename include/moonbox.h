@@ -512,6 +512,40 @@ int mb_cpuid_get(struct mb_machine *m, uint32_t leaf, uint32_t subleaf,
 int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,
 		     unsigned *reg, unsigned *bit);
 
+/* ---- snapshots (core/snapshot*.c; file format: docs/snapshot.md) ------ */
+
+/* A paused machine's whole state: RAM, every vCPU, KVM's irqchip, PIT and
+ * clock, every device through its state description (quiesced first). */
+struct mb_snapshot;
+
+struct mb_restore_stats {
+	bool dirty_only;       /* only pages written since were copied back */
+	uint64_t pages_copied; /* 4K pages */
+};
+
+/* Take one (machine paused: -EBUSY otherwise). The first snapshot turns on
+ * KVM's dirty logging, so that restores copy back what was written since. */
+int mb_snapshot_take(struct mb_machine *m, struct mb_snapshot **out);
+/* Put m back to s (paused). s must be of m, or read from a file; the layout
+ * (cpus, irqchip, PIT, memory regions, devices by name, kind and state
+ * version) must match, else nothing is changed and the message says what
+ * differs. st may be NULL. */
+int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
+			struct mb_restore_stats *st);
+void mb_snapshot_free(struct mb_snapshot *s);
+/* The embedder's description of the machine (how to rebuild it), saved
+ * with the snapshot and handed back by mb_snapshot_read. */
+int mb_snapshot_set_conf(struct mb_snapshot *s, const void *conf, size_t len);
+const void *mb_snapshot_conf(const struct mb_snapshot *s, size_t *len);
+uint64_t mb_snapshot_ram_pages(const struct mb_snapshot *s);
+/* Files: written whole to a temporary and renamed; read and checked whole
+ * (magic, version, checksum, every record's bounds) before returning. */
+int mb_snapshot_write(const struct mb_snapshot *s, const char *path);
+int mb_snapshot_read(const char *path, struct mb_snapshot **out);
+/* CRC-32C (Castagnoli) of buf, continuing from crc (0 to start). */
+uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
+/* -- end of snapshots */
+
 #include "moonbox/device.h"
 #include "moonbox/uart16550.h"
 #include "moonbox/pic8259.h"

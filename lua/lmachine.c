@@ -193,6 +193,8 @@ static int check_memory(lua_State *L, int idx, struct region *r, int max)
 	return n;
 }
 
+static const char machine_opts_key = 0; /* refs key: mb.machine's options */
+
 static int l_machine(lua_State *L)
 {
 	static const char *const chips[] = { "user", "kernel", NULL };
@@ -236,7 +238,13 @@ static int l_machine(lua_State *L)
 	lua_pushvalue(L, -2);
 	lua_rawsetp(L, -2, mm);
 	lua_pop(L, 1);
+	mbl_ref_set(L, mm, &machine_opts_key, 1); /* for snapshot files */
 	return 1;
+}
+
+void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm)
+{
+	mbl_ref_push(L, mm, &machine_opts_key);
 }
 
 static int l_close(lua_State *L)
@@ -610,5 +618,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_cpu(L);
 	mbl_open_debug(L);
 	mbl_open_fault(L);
+	mbl_open_snapshot(L);
 	return 1;
 }

@@ -113,6 +113,10 @@ struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 int mbl_console_output(lua_State *L, struct mb_chr *c);
 int mbl_console_input(lua_State *L, struct mb_chr *c);
 void mbl_machine_method(lua_State *L, const char *name, lua_CFunction f);
+/* The option table mb.machine was given (snapshots rebuild from it). */
+void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm);
+/* lsnapshot.c: m:snapshot, m:restore, mb.restore (module table on top) */
+void mbl_open_snapshot(lua_State *L);
 
 /* Debugging (lcpu.c, ldebug.c). */
 void mbl_open_cpu(lua_State *L);
