@@ -11,6 +11,8 @@
 #define MBL_REGS "moonbox.regs"
 #define MBL_SREGS "moonbox.sregs"
 #define MBL_WALK "moonbox.walk"
+#define MBL_FPU "moonbox.fpu"
+#define MBL_EVENTS "moonbox.events"
 
 struct mbl_cpu {
 	struct mbl_machine *mm;
@@ -181,6 +183,13 @@ static int c_sregs(lua_State *L)
 	lua_pushinteger(L, (lua_Integer)s.idt_base), lua_setfield(L, -2, "base");
 	lua_pushinteger(L, s.idt_limit), lua_setfield(L, -2, "limit");
 	lua_setfield(L, -2, "idt");
+	uint64_t pd[4];
+	if (mb_vcpu_pdptrs(m, c->idx, pd) == 0) { /* KVM's cached copy (PAE) */
+		lua_createtable(L, 4, 0);
+		for (int i = 0; i < 4; i++)
+			lua_pushinteger(L, (lua_Integer)pd[i]), lua_rawseti(L, -2, i + 1);
+		lua_setfield(L, -2, "pdptrs");
+	}
 	luaL_setmetatable(L, MBL_SREGS);
 	return 1;
 }
@@ -230,6 +239,17 @@ static int sregs_tostring(lua_State *L)
 		 field(L, 1, "cr4"), field(L, 1, "cr8"), field(L, 1, "efer"),
 		 field(L, 1, "apic_base"));
 	luaL_addstring(&b, line);
+	if (lua_getfield(L, 1, "pdptrs") == LUA_TTABLE) {
+		luaL_addstring(&b, "\npdptrs");
+		for (int i = 1; i <= 4; i++) {
+			lua_geti(L, -1, i);
+			snprintf(line, sizeof line, " %016" PRIx64,
+				 (uint64_t)lua_tointeger(L, -1));
+			lua_pop(L, 1);
+			luaL_addstring(&b, line);
+		}
+	}
+	lua_pop(L, 1);
 	luaL_pushresult(&b);
 	return 1;
 }
@@ -509,6 +529,224 @@ static int c_step(lua_State *L)
 	return 3;
 }
 
+/* ---- MSRs, FPU, events ---------------------------------------------------- */
+
+/* c:msr(index) -> value; c:msr(index, value) writes it. */
+static int c_msr(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	lua_Integer i = luaL_checkinteger(L, 2);
+	if (i < 0 || i > 0xffffffffll)
+		return luaL_error(L, "msr: 0x%I is not an MSR index", i);
+	struct mb_machine *m = paused(L, c, "msr");
+	if (!lua_isnoneornil(L, 3)) {
+		uint64_t v = (uint64_t)luaL_checkinteger(L, 3);
+		if (mb_vcpu_set_msr(m, c->idx, (uint32_t)i, v))
+			return mbl_fail(L, "msr");
+		lua_settop(L, 1);
+		return 1;
+	}
+	uint64_t v;
+	if (mb_vcpu_get_msr(m, c->idx, (uint32_t)i, &v))
+		return mbl_fail(L, "msr");
+	lua_pushinteger(L, (lua_Integer)v);
+	return 1;
+}
+
+static void push_hex(lua_State *L, const uint8_t *b, size_t n)
+{
+	/* vector registers as one hex number, most significant byte first */
+	char s[2 * 32 + 1];
+	for (size_t i = 0; i < n; i++)
+		snprintf(s + 2 * i, 3, "%02x", b[n - 1 - i]);
+	lua_pushlstring(L, s, 2 * n);
+}
+
+/* c:fpu() -> { fcw, fsw, ftw, fop, fip, fdp, mxcsr, st0..st7 (numbers),
+ * st_raw = { 10-byte strings }, xmm0..15, ymm0..15 (hex strings) } */
+static int c_fpu(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	struct mb_machine *m = paused(L, c, "fpu");
+	struct mb_fpu f;
+	if (mb_vcpu_get_fpu(m, c->idx, &f))
+		return mbl_fail(L, "fpu");
+	lua_createtable(L, 0, 48);
+#define PUSH(n) lua_pushinteger(L, (lua_Integer)f.n), lua_setfield(L, -2, #n);
+	PUSH(fcw) PUSH(fsw) PUSH(ftw) PUSH(fop) PUSH(fip) PUSH(fdp) PUSH(mxcsr)
+#undef PUSH
+	lua_createtable(L, 8, 0);
+	for (int i = 0; i < 8; i++) {
+		char k[8];
+		long double x = 0; /* x86 long double is the 80-bit format */
+		memcpy(&x, f.st[i], 10);
+		snprintf(k, sizeof k, "st%d", i);
+		lua_pushnumber(L, (lua_Number)x);
+		lua_setfield(L, -3, k);
+		lua_pushlstring(L, (const char *)f.st[i], 10);
+		lua_rawseti(L, -2, i + 1);
+	}
+	lua_setfield(L, -2, "st_raw");
+	for (int i = 0; i < 16; i++) {
+		char k[8];
+		snprintf(k, sizeof k, "xmm%d", i);
+		push_hex(L, f.xmm[i], 16);
+		lua_setfield(L, -2, k);
+		if (f.has_ymm) {
+			uint8_t y[32];
+			memcpy(y, f.xmm[i], 16);
+			memcpy(y + 16, f.ymmh[i], 16);
+			snprintf(k, sizeof k, "ymm%d", i);
+			push_hex(L, y, 32);
+			lua_setfield(L, -2, k);
+		}
+	}
+	luaL_setmetatable(L, MBL_FPU);
+	return 1;
+}
+
+static int fpu_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_Buffer b;
+	char line[160];
+	luaL_buffinit(L, &b);
+	uint64_t fsw = field(L, 1, "fsw");
+	snprintf(line, sizeof line,
+		 "fcw %04" PRIx64 " fsw %04" PRIx64 " (top %u) ftw %02" PRIx64
+		 " fop %03" PRIx64 " fip %" PRIx64 " fdp %" PRIx64 "\n",
+		 field(L, 1, "fcw"), fsw, (unsigned)(fsw >> 11 & 7),
+		 field(L, 1, "ftw"), field(L, 1, "fop"), field(L, 1, "fip"),
+		 field(L, 1, "fdp"));
+	luaL_addstring(&b, line);
+	for (int i = 0; i < 8; i++) {
+		char k[8];
+		snprintf(k, sizeof k, "st%d", i);
+		lua_getfield(L, 1, k);
+		snprintf(line, sizeof line, "%s %-14.10g%s", k, lua_tonumber(L, -1),
+			 i % 4 == 3 ? "\n" : " ");
+		lua_pop(L, 1);
+		luaL_addstring(&b, line);
+	}
+	snprintf(line, sizeof line, "mxcsr %08" PRIx64, field(L, 1, "mxcsr"));
+	luaL_addstring(&b, line);
+	for (int i = 0; i < 16; i++) {
+		char k[8];
+		snprintf(k, sizeof k, "ymm%d", i);
+		if (lua_getfield(L, 1, k) != LUA_TSTRING) {
+			lua_pop(L, 1);
+			k[0] = 'x';
+			lua_getfield(L, 1, k);
+		}
+		snprintf(line, sizeof line, "\n%-5s %s", k, lua_tostring(L, -1));
+		lua_pop(L, 1);
+		luaL_addstring(&b, line);
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+/* c:events() -> { exception = { injected, pending, nr, error_code },
+ * interrupt = { injected, nr, soft, shadow }, nmi = { injected, pending,
+ * masked }, smi_pending, smm, triple_fault } */
+static int c_events(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	struct mb_machine *m = paused(L, c, "events");
+	struct mb_vcpu_events e;
+	if (mb_vcpu_get_events(m, c->idx, &e))
+		return mbl_fail(L, "events");
+	lua_createtable(L, 0, 6);
+	lua_createtable(L, 0, 4);
+	lua_pushboolean(L, e.exc_injected), lua_setfield(L, -2, "injected");
+	lua_pushboolean(L, e.exc_pending), lua_setfield(L, -2, "pending");
+	lua_pushinteger(L, e.exc_nr), lua_setfield(L, -2, "nr");
+	if (e.exc_has_error)
+		lua_pushinteger(L, e.exc_error), lua_setfield(L, -2, "error_code");
+	lua_setfield(L, -2, "exception");
+	lua_createtable(L, 0, 4);
+	lua_pushboolean(L, e.irq_injected), lua_setfield(L, -2, "injected");
+	lua_pushinteger(L, e.irq_nr), lua_setfield(L, -2, "nr");
+	lua_pushboolean(L, e.irq_soft), lua_setfield(L, -2, "soft");
+	lua_pushinteger(L, e.irq_shadow), lua_setfield(L, -2, "shadow");
+	lua_setfield(L, -2, "interrupt");
+	lua_createtable(L, 0, 3);
+	lua_pushboolean(L, e.nmi_injected), lua_setfield(L, -2, "injected");
+	lua_pushboolean(L, e.nmi_pending), lua_setfield(L, -2, "pending");
+	lua_pushboolean(L, e.nmi_masked), lua_setfield(L, -2, "masked");
+	lua_setfield(L, -2, "nmi");
+	lua_pushboolean(L, e.smi_pending), lua_setfield(L, -2, "smi_pending");
+	lua_pushboolean(L, e.smm), lua_setfield(L, -2, "smm");
+	lua_pushboolean(L, e.triple_fault), lua_setfield(L, -2, "triple_fault");
+	luaL_setmetatable(L, MBL_EVENTS);
+	return 1;
+}
+
+static bool bfield(lua_State *L, int t, const char *k)
+{
+	lua_getfield(L, t, k);
+	bool v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+static int events_tostring(lua_State *L)
+{
+	static const char *const exc[] = { "DE", "DB", "NMI", "BP", "OF", "BR",
+		"UD", "NM", "DF", "MP", "TS", "NP", "SS", "GP", "PF", "15", "MF",
+		"AC", "MC", "XM", "VE", "CP" };
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_Buffer b;
+	char line[128];
+	luaL_buffinit(L, &b);
+	lua_getfield(L, 1, "exception");
+	int t = lua_gettop(L);
+	unsigned nr = (unsigned)field(L, t, "nr");
+	if (bfield(L, t, "injected") || bfield(L, t, "pending")) {
+		char name[8];
+		snprintf(name, sizeof name, "%u", nr);
+		lua_getfield(L, t, "error_code");
+		snprintf(line, sizeof line, "exception #%s %s%s", nr < 22 ? exc[nr] : name,
+			 bfield(L, t, "injected") ? "injected" : "pending",
+			 lua_isnil(L, -1) ? "" : " error ");
+		luaL_addstring(&b, line);
+		if (!lua_isnil(L, -1)) {
+			snprintf(line, sizeof line, "0x%" PRIx64,
+				 (uint64_t)lua_tointeger(L, -1));
+			luaL_addstring(&b, line);
+		}
+		lua_pop(L, 1);
+	} else {
+		luaL_addstring(&b, "exception none");
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, 1, "interrupt");
+	t = lua_gettop(L);
+	if (bfield(L, t, "injected"))
+		snprintf(line, sizeof line, "\ninterrupt %" PRIu64 " injected%s",
+			 field(L, t, "nr"), bfield(L, t, "soft") ? " (soft)" : "");
+	else
+		snprintf(line, sizeof line, "\ninterrupt none");
+	luaL_addstring(&b, line);
+	if (field(L, t, "shadow"))
+		luaL_addstring(&b, " (interrupt shadow)");
+	lua_pop(L, 1);
+	lua_getfield(L, 1, "nmi");
+	t = lua_gettop(L);
+	snprintf(line, sizeof line, "\nnmi %s%s",
+		 bfield(L, t, "injected") ? "injected"
+		 : bfield(L, t, "pending") ? "pending" : "none",
+		 bfield(L, t, "masked") ? " (masked)" : "");
+	luaL_addstring(&b, line);
+	lua_pop(L, 1);
+	if (bfield(L, 1, "smi_pending") || bfield(L, 1, "smm"))
+		luaL_addstring(&b, bfield(L, 1, "smm") ? "\nin SMM" : "\nsmi pending");
+	if (bfield(L, 1, "triple_fault"))
+		luaL_addstring(&b, "\ntriple fault pending");
+	luaL_pushresult(&b);
+	return 1;
+}
+
 static int c_index(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
@@ -536,7 +774,9 @@ static const luaL_Reg cpu_methods[] = {
 	{ "walk", c_walk },       { "translate", c_translate },
 	{ "kvm_translate", c_kvm_translate },
 	{ "read", c_read },       { "write", c_write },
-	{ "step", c_step },       { NULL, NULL },
+	{ "step", c_step },       { "msr", c_msr },
+	{ "fpu", c_fpu },         { "events", c_events },
+	{ NULL, NULL },
 };
 
 void mbl_open_cpu(lua_State *L)
@@ -553,6 +793,12 @@ void mbl_open_cpu(lua_State *L)
 	lua_pop(L, 1);
 	luaL_newmetatable(L, MBL_SREGS);
 	lua_pushcfunction(L, sregs_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_FPU);
+	lua_pushcfunction(L, fpu_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_EVENTS);
+	lua_pushcfunction(L, events_tostring), lua_setfield(L, -2, "__tostring");
 	lua_pop(L, 1);
 	luaL_newmetatable(L, MBL_WALK);
 	lua_pushcfunction(L, walk_tostring), lua_setfield(L, -2, "__tostring");

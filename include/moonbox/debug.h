@@ -90,6 +90,43 @@ int mb_vcpu_write_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 int mb_vcpu_kvm_translate(struct mb_machine *m, unsigned cpu, uint64_t va,
 			  uint64_t *gpa);
 
+/* More vCPU state (core/inspect.c), machine paused. An MSR KVM does not
+ * know is -ENOENT. */
+int mb_vcpu_get_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
+		    uint64_t *val);
+int mb_vcpu_set_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
+		    uint64_t val);
+
+/* x87, SSE and (with XSAVE) the upper halves of the AVX registers. */
+struct mb_fpu {
+	uint8_t st[8][10];      /* ST(0)-ST(7), 80-bit, in FXSAVE order */
+	uint16_t fcw, fsw, fop;
+	uint8_t ftw;            /* abridged tag word (FXSAVE format) */
+	uint64_t fip, fdp;
+	uint32_t mxcsr;
+	uint8_t xmm[16][16];
+	bool has_ymm;           /* ymmh below is valid */
+	uint8_t ymmh[16][16];   /* bits 255:128 of YMM0-15 */
+};
+int mb_vcpu_get_fpu(struct mb_machine *m, unsigned cpu, struct mb_fpu *f);
+
+/* What KVM holds for delivery at the next entry (KVM_GET_VCPU_EVENTS). */
+struct mb_vcpu_events {
+	bool exc_injected, exc_pending, exc_has_error;
+	uint8_t exc_nr;
+	uint32_t exc_error;
+	bool irq_injected, irq_soft;
+	uint8_t irq_nr, irq_shadow;   /* shadow: STI / MOV SS blocking */
+	bool nmi_injected, nmi_pending, nmi_masked;
+	bool smi_pending, smm, triple_fault;
+};
+int mb_vcpu_get_events(struct mb_machine *m, unsigned cpu,
+		       struct mb_vcpu_events *e);
+
+/* PAE's four PDPTEs as the CPU cached them (KVM_GET_SREGS2): -ENOTSUP
+ * without SREGS2, -ENOENT when none are loaded (not PAE paging). */
+int mb_vcpu_pdptrs(struct mb_machine *m, unsigned cpu, uint64_t pdptr[4]);
+
 /* Execute n instructions on one vCPU of a paused machine (the others stay
  * paused), interrupts held off (KVM_GUESTDBG_BLOCKIRQ where KVM has it).
  * *done: how many ran; HLT or a stop (the guest's debug_exit: then stop

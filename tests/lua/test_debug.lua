@@ -46,6 +46,40 @@ T.case("vCPU handle: regs, sregs, mode, __tostring", function()
   T.raises(function() c:set { bogus = 1 } end, 'unknown option "bogus"')
 end)
 
+T.case("msr, fpu, events and their __tostring", function()
+  local m = machine()
+  local c = m:cpu(0)
+  T.eq(c:msr(0xc0000080), c:sregs().efer, "EFER through the MSR")
+  c:msr(0xc0000102, 0x1234) -- KERNEL_GS_BASE
+  T.eq(c:msr(0xc0000102), 0x1234, "written and read back")
+  T.raises(function() c:msr(0x12345678) end, "not an MSR KVM knows")
+  local f = c:fpu()
+  T.eq(f.fcw, 0x37f, "x87 control word at reset")
+  T.eq(#f.xmm0, 32, "xmm0 as 32 hex digits")
+  T.eq(f.st0, 0.0)
+  T.ok(tostring(f):find("fcw 037f", 1, true) and tostring(f):find("mxcsr", 1, true), tostring(f))
+  local e = c:events()
+  T.eq(e.exception.injected, false); T.eq(e.nmi.pending, false)
+  T.ok(tostring(e):find("exception none", 1, true), tostring(e))
+  T.eq(c:sregs().pdptrs, nil, "no PDPTEs outside PAE paging")
+end)
+
+T.case("sregs: PAE's PDPTEs from KVM_GET_SREGS2", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("pae"), mode = "protected" }
+  local r = m:run { timeout = 10 }
+  if r.reason ~= "exit" then
+    return T.skip("PDPTEs", "this host does not run 32-bit PAE paging (" .. r.reason .. ")")
+  end
+  local c = m:cpu(0)
+  T.eq(c:mode(), "pae")
+  local s = c:sregs()
+  if not s.pdptrs then return T.skip("PDPTEs", "no KVM_GET_SREGS2 here") end
+  T.eq(s.pdptrs[1], 0x11001, "PDPTE 0"); T.eq(s.pdptrs[2], 0)
+  T.ok(tostring(s):find("pdptrs 0000000000011001", 1, true), tostring(s))
+end)
+
 T.case("mode() in real and protected mode", function()
   local m = mb.machine { memory = "16M" }
   m:boot_flat { file = T.guest("spin"), mode = "protected" }
