@@ -13,6 +13,7 @@
 #define MBL_WALK "moonbox.walk"
 #define MBL_FPU "moonbox.fpu"
 #define MBL_EVENTS "moonbox.events"
+#define MBL_BT "moonbox.backtrace"
 
 struct mbl_cpu {
 	struct mbl_machine *mm;
@@ -28,6 +29,45 @@ struct mbl_cpu {
 	X(db) X(s) X(l) X(g) X(avl)
 
 static char cpu_keys[MB_MAX_CPUS]; /* refs keys for the cached handles */
+static char owners_key; /* registry: weak table, register table -> machine */
+
+/* Remember which machine the table on top came from (for sym+off). */
+static void set_owner(lua_State *L, struct mbl_cpu *c, int cpu_idx)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &owners_key) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		lua_newtable(L);
+		lua_pushliteral(L, "k");
+		lua_setfield(L, -2, "__mode");
+		lua_pushvalue(L, -1);
+		lua_setmetatable(L, -2);
+		lua_pushvalue(L, -1);
+		lua_rawsetp(L, LUA_REGISTRYINDEX, &owners_key);
+	}
+	lua_pushvalue(L, -2);
+	lua_getiuservalue(L, cpu_idx, 1);
+	lua_rawset(L, -3);
+	lua_pop(L, 1);
+	(void)c;
+}
+
+/* addr as " <name+off>" when the table at t came from a machine with
+ * symbols covering it, else "". */
+static void owner_sym(lua_State *L, int t, uint64_t addr, char *buf, size_t len)
+{
+	char name[256];
+	buf[0] = 0;
+	t = lua_absindex(L, t);
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &owners_key) == LUA_TTABLE) {
+		lua_pushvalue(L, t);
+		lua_rawget(L, -2);
+		struct mbl_machine *mm = luaL_testudata(L, -1, MBL_MACHINE);
+		if (mm && mm->m && mbl_sym_format(L, mm, addr, name, sizeof name, NULL))
+			snprintf(buf, len, " <%s>", name);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
 
 static struct mbl_cpu *checkcpu(lua_State *L, int idx)
 {
@@ -119,21 +159,22 @@ static int regs_tostring(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	char fl[96];
 	flags_string(field(L, 1, "rflags"), fl, sizeof fl);
-	char buf[1024];
+	char buf[1400], sym[280];
+	owner_sym(L, 1, field(L, 1, "rip"), sym, sizeof sym);
 	snprintf(buf, sizeof buf,
 		 "rax %016" PRIx64 " rbx %016" PRIx64 " rcx %016" PRIx64 "\n"
 		 "rdx %016" PRIx64 " rsi %016" PRIx64 " rdi %016" PRIx64 "\n"
 		 "rsp %016" PRIx64 " rbp %016" PRIx64 " r8  %016" PRIx64 "\n"
 		 "r9  %016" PRIx64 " r10 %016" PRIx64 " r11 %016" PRIx64 "\n"
 		 "r12 %016" PRIx64 " r13 %016" PRIx64 " r14 %016" PRIx64 "\n"
-		 "r15 %016" PRIx64 " rip %016" PRIx64 "\n"
+		 "r15 %016" PRIx64 " rip %016" PRIx64 "%s\n"
 		 "rflags %08" PRIx64 " [%s]",
 		 field(L, 1, "rax"), field(L, 1, "rbx"), field(L, 1, "rcx"),
 		 field(L, 1, "rdx"), field(L, 1, "rsi"), field(L, 1, "rdi"),
 		 field(L, 1, "rsp"), field(L, 1, "rbp"), field(L, 1, "r8"),
 		 field(L, 1, "r9"), field(L, 1, "r10"), field(L, 1, "r11"),
 		 field(L, 1, "r12"), field(L, 1, "r13"), field(L, 1, "r14"),
-		 field(L, 1, "r15"), field(L, 1, "rip"), field(L, 1, "rflags"), fl);
+		 field(L, 1, "r15"), field(L, 1, "rip"), sym, field(L, 1, "rflags"), fl);
 	lua_pushstring(L, buf);
 	return 1;
 }
@@ -150,6 +191,7 @@ static int c_regs(lua_State *L)
 	REGS(PUSH)
 #undef PUSH
 	luaL_setmetatable(L, MBL_REGS);
+	set_owner(L, c, 1);
 	return 1;
 }
 
@@ -382,7 +424,7 @@ static int c_walk(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
 	bool phys;
-	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	uint64_t va = mbl_checkaddr_sym(L, c->mm, 2, "address", &phys);
 	struct mb_machine *m = paused(L, c, "walk");
 	struct mb_paging p;
 	struct mb_walk w;
@@ -432,7 +474,7 @@ static int c_translate(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
 	bool phys;
-	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	uint64_t va = mbl_checkaddr_sym(L, c->mm, 2, "address", &phys);
 	struct mb_machine *m = paused(L, c, "translate");
 	struct mb_paging p;
 	struct mb_walk w;
@@ -457,7 +499,8 @@ static int c_translate(lua_State *L)
 static int c_kvm_translate(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
-	uint64_t va = mbl_tosize(L, 2, "address"), gpa;
+	bool phys;
+	uint64_t va = mbl_checkaddr_sym(L, c->mm, 2, "address", &phys), gpa;
 	struct mb_machine *m = paused(L, c, "kvm_translate");
 	if (mb_vcpu_kvm_translate(m, c->idx, va, &gpa)) {
 		lua_pushnil(L);
@@ -472,7 +515,7 @@ static int c_read(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
 	bool phys;
-	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	uint64_t va = mbl_checkaddr_sym(L, c->mm, 2, "address", &phys);
 	uint64_t len = mbl_tosize(L, 3, "length");
 	struct mb_machine *m = paused(L, c, "read");
 	if (len > (64u << 20))
@@ -491,7 +534,7 @@ static int c_write(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
 	bool phys;
-	uint64_t va = mbl_checkaddr(L, 2, "address", &phys);
+	uint64_t va = mbl_checkaddr_sym(L, c->mm, 2, "address", &phys);
 	size_t len;
 	const char *s = luaL_checklstring(L, 3, &len);
 	struct mb_machine *m = paused(L, c, "write");
@@ -747,6 +790,110 @@ static int events_tostring(lua_State *L)
 	return 1;
 }
 
+/* ---- backtrace ------------------------------------------------------------ */
+
+#define BT_MAX 64
+#define BT_SCAN 4096 /* bytes of stack a scan looks at */
+
+static void push_frame(lua_State *L, struct mbl_cpu *c, lua_Integer n,
+		       uint64_t pc, uint64_t fp, bool scan)
+{
+	char sym[256];
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, (lua_Integer)pc), lua_setfield(L, -2, "pc");
+	if (mbl_sym_format(L, c->mm, pc, sym, sizeof sym, NULL))
+		lua_pushstring(L, sym), lua_setfield(L, -2, "sym");
+	if (fp)
+		lua_pushinteger(L, (lua_Integer)fp), lua_setfield(L, -2, "fp");
+	if (scan)
+		lua_pushboolean(L, 1), lua_setfield(L, -2, "scan");
+	lua_rawseti(L, -2, n);
+}
+
+/* Without symbols any non-zero value passes; with them, only addresses
+ * inside executable sections. */
+static bool code_addr(lua_State *L, struct mbl_cpu *c, uint64_t a, bool syms)
+{
+	char sym[256];
+	bool text = false;
+	if (!syms)
+		return a != 0;
+	return mbl_sym_format(L, c->mm, a, sym, sizeof sym, &text) && text;
+}
+
+/* c:backtrace([max]) -> { { pc, sym, fp }, ... }, innermost first: the
+ * frame-pointer chain when rbp holds one, else a scan of the stack for
+ * addresses in code (those frames have scan = true). */
+static int c_backtrace(lua_State *L)
+{
+	struct mbl_cpu *c = checkcpu(L, 1);
+	lua_Integer max = luaL_optinteger(L, 2, BT_MAX);
+	struct mb_machine *m = paused(L, c, "backtrace");
+	if (max < 1 || max > 1024)
+		return luaL_error(L, "backtrace: %d frames is not between 1 and 1024",
+				  (int)max);
+	struct mb_regs r;
+	struct mb_sregs s;
+	if (mb_vcpu_get_regs(m, c->idx, &r) || mb_vcpu_get_sregs(m, c->idx, &s))
+		return mbl_fail(L, "backtrace");
+	unsigned w = (s.efer & 0x400) && s.cs.l ? 8 : 4; /* word size */
+	uint64_t mask = w == 8 ? ~0ull : 0xffffffffull;
+	char probe[8];
+	bool syms = mbl_sym_format(L, c->mm, r.rip, probe, sizeof probe, NULL);
+	lua_createtable(L, 8, 0);
+	lua_Integer n = 1;
+	push_frame(L, c, n++, r.rip, 0, false);
+	uint64_t fp = r.rbp & mask;
+	while (n <= max && fp && fp % w == 0) {
+		uint8_t b[16];
+		uint64_t next = 0, ret = 0;
+		if (mb_vcpu_read_virt(m, c->idx, fp, b, 2 * w))
+			break;
+		memcpy(&next, b, w), memcpy(&ret, b + w, w);
+		if (!code_addr(L, c, ret, syms))
+			break;
+		push_frame(L, c, n++, ret, fp, false);
+		if (next <= fp) /* the chain goes up the stack, or it ends */
+			break;
+		fp = next;
+	}
+	if (n == 2 && syms) { /* no frame pointers: scan for return addresses */
+		uint64_t sp = r.rsp & mask;
+		for (unsigned off = 0; off < BT_SCAN && n <= max; off += w) {
+			uint64_t v = 0;
+			if (mb_vcpu_read_virt(m, c->idx, sp + off, &v, w))
+				break;
+			if (v != r.rip && code_addr(L, c, v, syms))
+				push_frame(L, c, n++, v, 0, true);
+		}
+	}
+	luaL_setmetatable(L, MBL_BT);
+	return 1;
+}
+
+static int bt_tostring(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	luaL_Buffer b;
+	char line[320];
+	luaL_buffinit(L, &b);
+	lua_Integer n = luaL_len(L, 1);
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_geti(L, 1, i);
+		int t = lua_gettop(L);
+		lua_getfield(L, t, "sym");
+		lua_getfield(L, t, "scan");
+		snprintf(line, sizeof line, "%s#%d 0x%016" PRIx64 " %s%s",
+			 i > 1 ? "\n" : "", (int)i - 1, field(L, t, "pc"),
+			 lua_isstring(L, -2) ? lua_tostring(L, -2) : "?",
+			 lua_toboolean(L, -1) ? " (stack scan)" : "");
+		lua_settop(L, t - 1);
+		luaL_addstring(&b, line);
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
 static int c_index(lua_State *L)
 {
 	struct mbl_cpu *c = checkcpu(L, 1);
@@ -776,6 +923,7 @@ static const luaL_Reg cpu_methods[] = {
 	{ "read", c_read },       { "write", c_write },
 	{ "step", c_step },       { "msr", c_msr },
 	{ "fpu", c_fpu },         { "events", c_events },
+	{ "backtrace", c_backtrace },
 	{ NULL, NULL },
 };
 
@@ -799,6 +947,9 @@ void mbl_open_cpu(lua_State *L)
 	lua_pop(L, 1);
 	luaL_newmetatable(L, MBL_EVENTS);
 	lua_pushcfunction(L, events_tostring), lua_setfield(L, -2, "__tostring");
+	lua_pop(L, 1);
+	luaL_newmetatable(L, MBL_BT);
+	lua_pushcfunction(L, bt_tostring), lua_setfield(L, -2, "__tostring");
 	lua_pop(L, 1);
 	luaL_newmetatable(L, MBL_WALK);
 	lua_pushcfunction(L, walk_tostring), lua_setfield(L, -2, "__tostring");

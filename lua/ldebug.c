@@ -2,6 +2,7 @@
  * them stops the machine: call its function on this (the script's) thread
  * with every vCPU stopped, and go on when it returns "continue". */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "lua/lmoonbox.h"
@@ -67,7 +68,7 @@ static int l_breakpoint(lua_State *L)
 	struct mb_bp_config c = { 0 };
 	if (lua_getfield(L, 2, "at") == LUA_TNIL)
 		return luaL_error(L, "at: missing (the address to break at)");
-	c.addr = mbl_checkaddr(L, 3, "at", &c.phys);
+	c.addr = mbl_checkaddr_sym(L, mm, 3, "at", &c.phys);
 	lua_pop(L, 1);
 	c.kind = (enum mb_bp_kind)mbl_checkenum(L, 2, "kind", "auto", kinds);
 	lua_Integer count = mbl_optint(L, 2, "count", 0);
@@ -101,7 +102,7 @@ static int l_watch(lua_State *L)
 	bool phys;
 	if (lua_getfield(L, 2, "addr") == LUA_TNIL)
 		return luaL_error(L, "addr: missing (the address to watch)");
-	uint64_t addr = mbl_checkaddr(L, 3, "addr", &phys);
+	uint64_t addr = mbl_checkaddr_sym(L, mm, 3, "addr", &phys);
 	lua_pop(L, 1);
 	uint64_t len = mbl_optsize(L, 2, "len", 1);
 	int access = mbl_checkenum(L, 2, "access", "w", acc);
@@ -166,13 +167,18 @@ static int h_tostring(lua_State *L)
 	struct mbl_bp *b = checkbp(L, 1);
 	if (!b->mm->m || !key_of(b))
 		lua_pushstring(L, "moonbox breakpoint (removed)");
-	else if (b->bp)
-		lua_pushfstring(L, "moonbox.breakpoint %s at 0x%I (%I hits)%s",
-				mb_bp_kind(b->bp) == MB_BP_HW ? "hw" : "sw",
-				(lua_Integer)mb_bp_addr(b->bp),
+	else if (b->bp) {
+		char sym[280] = "", name[256];
+		if (mbl_sym_format(L, b->mm, mb_bp_addr(b->bp), name, sizeof name,
+				   NULL))
+			snprintf(sym, sizeof sym, " <%s>", name);
+		char at[24];
+		snprintf(at, sizeof at, "0x%" PRIx64, mb_bp_addr(b->bp));
+		lua_pushfstring(L, "moonbox.breakpoint %s at %s%s (%I hits)%s",
+				mb_bp_kind(b->bp) == MB_BP_HW ? "hw" : "sw", at, sym,
 				(lua_Integer)mb_bp_hits(b->bp),
 				mb_bp_removed(b->bp) ? ", done" : "");
-	else
+	} else
 		lua_pushfstring(L, "moonbox.watchpoint (%I hits)",
 				(lua_Integer)mb_wp_hits(b->wp));
 	return 1;
@@ -196,6 +202,10 @@ static void push_ev(lua_State *L, int midx, const struct mb_debug_hit *h,
 	}
 	lua_pushinteger(L, (lua_Integer)h->addr), lua_setfield(L, -2, "addr");
 	lua_pushinteger(L, (lua_Integer)h->rip), lua_setfield(L, -2, "rip");
+	char sym[256];
+	if (mbl_sym_format(L, mbl_checkmachine(L, midx), h->rip, sym, sizeof sym,
+			   NULL))
+		lua_pushstring(L, sym), lua_setfield(L, -2, "sym");
 	if (h->wp) {
 		lua_pushinteger(L, h->len), lua_setfield(L, -2, "len");
 		lua_pushinteger(L, (lua_Integer)h->data), lua_setfield(L, -2, "value");

@@ -127,6 +127,21 @@ int mb_vcpu_get_events(struct mb_machine *m, unsigned cpu,
  * without SREGS2, -ENOENT when none are loaded (not PAE paging). */
 int mb_vcpu_pdptrs(struct mb_machine *m, unsigned cpu, uint64_t pdptr[4]);
 
+/* ---- symbols (core/symtab.c) --------------------------------------------- */
+
+/* An ELF32/ELF64 file's .symtab, every address plus bias. Hostile files
+ * are refused with a message naming the file. */
+struct mb_symtab;
+int mb_symtab_load(const char *path, int64_t bias, struct mb_symtab **out);
+void mb_symtab_free(struct mb_symtab *t);
+size_t mb_symtab_count(const struct mb_symtab *t);
+int mb_symtab_find(const struct mb_symtab *t, const char *name, uint64_t *addr);
+/* The symbol addr falls in (within its size; an unsized one up to 1 MiB
+ * after it, to the next symbol), its offset, and whether it is in an
+ * executable section; NULL when none. */
+const char *mb_symtab_name(const struct mb_symtab *t, uint64_t addr,
+			   uint64_t *off, bool *text);
+
 /* Execute n instructions on one vCPU of a paused machine (the others stay
  * paused), interrupts held off (KVM_GUESTDBG_BLOCKIRQ where KVM has it).
  * *done: how many ran; HLT or a stop (the guest's debug_exit: then stop

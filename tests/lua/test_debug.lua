@@ -80,6 +80,62 @@ T.case("sregs: PAE's PDPTEs from KVM_GET_SREGS2", function()
   T.ok(tostring(s):find("pdptrs 0000000000011001", 1, true), tostring(s))
 end)
 
+T.case("symbols: breakpoints by name, sym+off everywhere, backtraces", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("calls"), at = 0x100000, mode = "long" }
+  local st = m:symbols(T.root .. "/build/guests/calls.elf")
+  T.ok(#st >= 4 and tostring(st):find("calls.elf", 1, true), tostring(st))
+  local c = m:cpu(0)
+  T.eq(m:sym("deep"), c:translate("deep"), "a name is an address")
+  T.eq(m:sym(m:sym("inner") + 1), "inner+0x1", "an address prints as sym+off")
+  T.eq(m:sym("inner+1"), m:sym("inner") + 1, "name+off")
+  local bp = m:breakpoint { at = "deep" }
+  T.ok(tostring(bp):find("<deep>", 1, true), tostring(bp))
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "breakpoint"); T.eq(r.sym, "deep", "the event names the symbol")
+  T.ok(tostring(c:regs()):find("<deep>", 1, true), tostring(c:regs()))
+  local bt = c:backtrace()
+  T.eq(#bt, 3, tostring(bt))
+  T.eq(bt[1].sym, "deep"); T.ok(bt[2].sym:find("^outer%+0x"), bt[2].sym)
+  T.ok(bt[3].sym:find("^_start%+0x"), bt[3].sym)
+  T.ok(tostring(bt):find("#1 0x", 1, true), tostring(bt))
+  bp:remove()
+  -- at outer's first instruction there is no frame yet: the stack scan
+  local m2 = mb.machine { memory = "16M" }
+  m2:add(mb.debug_exit { port = 0xf4 })
+  m2:boot_flat { file = T.guest("calls"), at = 0x100000, mode = "long" }
+  m2:symbols(T.root .. "/build/guests/calls.elf")
+  m2:breakpoint { at = "outer", kind = "sw" }
+  r = m2:run { timeout = 10 }
+  bt = r.cpu:backtrace()
+  T.eq(#bt, 2, tostring(bt)); T.eq(bt[1].sym, "outer")
+  T.ok(bt[2].sym:find("^_start%+") and bt[2].scan, tostring(bt))
+  r = m2:run { timeout = 10 }
+  T.eq(r.exit_code, 9, "the guest completes")
+  T.raises(function() m:breakpoint { at = "nosuch" } end, "neither a known symbol")
+  T.raises(function() m:symbols("/etc/hostname") end, "not an ELF file")
+end)
+
+T.case("symbols: a hostile ELF is refused, never read out of bounds", function()
+  local good = io.open(T.root .. "/build/guests/calls.elf", "rb"):read("a")
+  local m = mb.machine { memory = "1M" }
+  local f = os.tmpname()
+  local function try(bytes)
+    local h = io.open(f, "wb"); h:write(bytes); h:close()
+    return pcall(m.symbols, m, f)
+  end
+  for n = 0, #good, 7 do try(good:sub(1, n)) end -- every truncation
+  math.randomseed(11)
+  for _ = 1, 300 do -- random bytes changed in the headers and tables
+    local b = { good:byte(1, -1) }
+    for _ = 1, 4 do b[math.random(#b)] = math.random(0, 255) end
+    try(string.char(table.unpack(b)))
+  end
+  os.remove(f)
+  T.ok(true, "no crash")
+end)
+
 T.case("mode() in real and protected mode", function()
   local m = mb.machine { memory = "16M" }
   m:boot_flat { file = T.guest("spin"), mode = "protected" }
