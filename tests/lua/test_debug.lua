@@ -325,7 +325,6 @@ T.case("write watchpoint with fn, and what is not supported", function()
   local r = m:run { timeout = 10 }
   T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
   T.eq(table.concat(values, ","), "1,2,3,4,5")
-  T.raises(function() m:watch { addr = sym.var, access = "r" } end, "not supported yet")
   T.raises(function() m:watch { addr = sym.var, access = "x" } end, "access")
   -- a write next to the watched bytes (same page) completes silently
   local m2 = machine()
@@ -333,6 +332,55 @@ T.case("write watchpoint with fn, and what is not supported", function()
   r = m2:run { timeout = 10 }
   T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
   T.eq(w2:hits(), 0)
+end)
+
+local function watch_guest(name)
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest(name), at = 0x100000, mode = "long" }
+  m:symbols(T.root .. "/build/guests/" .. name .. ".elf")
+  return m
+end
+
+-- Every stop of a run as "value@sym", then how it ended.
+local function stops(m)
+  local s = {}
+  for _ = 1, 20 do
+    local r = m:run { timeout = 10 }
+    if r.reason ~= "watchpoint" then return table.concat(s, " "), r end
+    s[#s + 1] = string.format("%x@%s", r.value, r.sym)
+  end
+end
+
+T.case("read and rw watchpoints on a data page (no slot: every access exits)", function()
+  local m = watch_guest("debug")
+  local w = m:watch { addr = "var", len = 4, access = "r" }
+  local s, r = stops(m)
+  T.eq(s, "5@done", "one read, named by the reading instruction")
+  T.eq(r.exit_code, 5, "the read completed from RAM"); T.eq(w:hits(), 1)
+  m = watch_guest("debug")
+  m:watch { addr = "var", len = 4, access = "rw" }
+  s, r = stops(m)
+  T.eq(s, "1@l4 2@l4 3@l4 4@l4 5@l4 5@done", "five writes, one read")
+  T.eq(r.exit_code, 5)
+end)
+
+T.case("read and rw watchpoints on a page the guest executes from", function()
+  local m = watch_guest("watch")
+  m:watch { addr = "cvar", len = 4, access = "r" }
+  local s, r = stops(m)
+  T.eq(s, "1234@far 1235@w1", "both reads from the other page")
+  T.eq(r.exit_code, 0x1235, "code on the watched page ran (stepped with the page mapped back)")
+  m = watch_guest("watch")
+  m:watch { addr = "cvar", len = 4, access = "rw" }
+  s, r = stops(m)
+  T.eq(s, "1234@far 1235@w1 1235@w1", "read, write, read")
+  T.eq(r.exit_code, 0x1235)
+  m = watch_guest("watch")
+  local n = 0
+  m:watch { addr = "cvar", len = 4, access = "r", fn = function() n = n + 1; return "continue" end }
+  r = m:run { timeout = 10 }
+  T.eq(r.exit_code, 0x1235); T.eq(n, 2, "fn at each read")
 end)
 
 T.done()
