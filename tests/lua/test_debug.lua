@@ -383,4 +383,24 @@ T.case("read and rw watchpoints on a page the guest executes from", function()
   T.eq(r.exit_code, 0x1235); T.eq(n, 2, "fn at each read")
 end)
 
+T.case("wait_for: a console pattern, a breakpoint by name, a timeout", function()
+  local m = mb.machine { memory = "16M" }
+  local u = m:add(mb.uart16550 { console = "buffer" })
+  m:boot_flat { file = T.guest("hello"), mode = "protected" }
+  m:symbols(T.root .. "/build/guests/hello.elf")
+  local r = m:wait_for { console = "login:", timeout = 10 }
+  T.eq(r.reason, "console"); T.eq(r.match, "login:")
+  T.ok(u:output():find("booting...", 1, true), u:output())
+  r = m:wait_for { console = "booting", timeout = 0.3 }
+  T.eq(r.reason, "timeout", "only output printed from now on counts")
+  local m2 = mb.machine { memory = "16M" }
+  m2:add(mb.uart16550 { console = "buffer" })
+  m2:boot_flat { file = T.guest("hello"), mode = "protected" }
+  m2:symbols(T.root .. "/build/guests/hello.elf")
+  r = m2:wait_for { at = "spin", timeout = 10 }
+  T.eq(r.reason, "breakpoint"); T.eq(r.sym, "spin")
+  T.eq(r.breakpoint:hits(), 0, "its breakpoint is gone")
+  T.raises(function() m2:wait_for { timeout = 1 } end, "console = PATTERN or at = ADDR")
+end)
+
 T.done()
