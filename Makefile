@@ -42,8 +42,9 @@ libmoonbox.so: $(LIB_OBJ)
 moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
+# Line editing (readline) is the command's only: the library never links it.
 moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) libmoonbox.a
-	$(CC) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
+	$(CC) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl -lreadline
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
 # line of each .S may name its link address: "/* at: 0x100000 */".

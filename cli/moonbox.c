@@ -5,6 +5,8 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <readline/history.h>
+#include <readline/readline.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,22 +132,191 @@ static int compile(lua_State *L, const char *code)
 	return status;
 }
 
-/* A plain REPL: expressions print their values, statements run, an
- * unfinished statement asks for more lines. */
+/* ---- line editing: readline on a terminal, plain stdio otherwise ------ */
+
+static lua_State *completing; /* the state tab completion looks into */
+static char **cands;
+static size_t ncands;
+
+static void add_cand(const char *prefix, const char *name, const char *text)
+{
+	size_t lp = strlen(prefix), ln = strlen(name);
+	if (strncmp(prefix, text, lp) || strncmp(name, text + lp, strlen(text + lp)))
+		return;
+	for (size_t i = 0; i < ncands; i++)
+		if (!strncmp(cands[i] + lp, name, ln) && !cands[i][lp + ln])
+			return; /* a method seen through two tables */
+	char **c = realloc(cands, (ncands + 1) * sizeof *c);
+	char *s = malloc(lp + ln + 1);
+	if (!c || !s) {
+		free(s);
+		if (c)
+			cands = c;
+		return;
+	}
+	memcpy(s, prefix, lp);
+	memcpy(s + lp, name, ln + 1);
+	cands = c;
+	cands[ncands++] = s;
+}
+
+/* The string keys of the table on top, into the candidates. */
+static void add_keys(lua_State *L, const char *prefix, const char *text)
+{
+	if (!lua_istable(L, -1))
+		return;
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		if (lua_type(L, -2) == LUA_TSTRING)
+			add_cand(prefix, lua_tostring(L, -2), text);
+		lua_pop(L, 1);
+	}
+}
+
+/* Fields and methods of the value on top: its own keys, then what its
+ * metatable's __index (and a "methods" table, as vCPU handles have)
+ * offers, a few levels deep. */
+static void add_fields(lua_State *L, const char *prefix, const char *text)
+{
+	for (int depth = 0; depth < 4; depth++) {
+		add_keys(L, prefix, text);
+		if (!lua_getmetatable(L, -1))
+			return;
+		if (lua_getfield(L, -1, "methods") == LUA_TTABLE)
+			add_keys(L, prefix, text);
+		lua_pop(L, 1);
+		lua_getfield(L, -1, "__index");
+		if (!lua_istable(L, -1))
+			return;
+	}
+}
+
+/* Protected: walk "a.b:c" from _G up to the last separator, gather. */
+static int gather(lua_State *L)
+{
+	const char *text = lua_tostring(L, 1);
+	const char *sep = NULL;
+	for (const char *p = text; *p; p++)
+		if (*p == '.' || *p == ':')
+			sep = p;
+	lua_pushglobaltable(L);
+	if (!sep) {
+		add_fields(L, "", text);
+		return 0;
+	}
+	const char *p = text;
+	while (p < sep) {
+		const char *q = p;
+		while (q < sep && *q != '.' && *q != ':')
+			q++;
+		lua_pushlstring(L, p, (size_t)(q - p));
+		int t = lua_type(L, -2);
+		if (t != LUA_TTABLE && t != LUA_TUSERDATA)
+			return 0;
+		lua_gettable(L, -2);
+		p = q + 1;
+	}
+	char prefix[512];
+	size_t n = (size_t)(sep - text) + 1;
+	if (n >= sizeof prefix)
+		return 0;
+	memcpy(prefix, text, n);
+	prefix[n] = 0;
+	add_fields(L, prefix, text);
+	return 0;
+}
+
+static char *next_cand(const char *text, int state)
+{
+	static size_t i;
+	(void)text;
+	if (!state)
+		i = 0;
+	return i < ncands ? strdup(cands[i++]) : NULL;
+}
+
+static char **complete(const char *text, int start, int end)
+{
+	(void)start, (void)end;
+	for (size_t i = 0; i < ncands; i++)
+		free(cands[i]);
+	ncands = 0;
+	rl_attempted_completion_over = 1; /* never file names */
+	rl_completion_append_character = '\0'; /* reset before each call */
+	lua_State *L = completing;
+	int top = lua_gettop(L);
+	lua_pushcfunction(L, gather);
+	lua_pushstring(L, text);
+	lua_pcall(L, 1, 0, 0); /* an __index that errors: no candidates */
+	lua_settop(L, top);
+	return ncands ? rl_completion_matches(text, next_cand) : NULL;
+}
+
+static bool use_readline;
+static char history_path[4096];
+
+static void edit_init(lua_State *L)
+{
+	use_readline = isatty(0) && isatty(1);
+	if (!use_readline)
+		return;
+	completing = L;
+	rl_readline_name = "moonbox";
+	rl_attempted_completion_function = complete;
+	rl_basic_word_break_characters = " \t\n\"'<>=;+-*/%^~#&|{}()[],";
+	rl_completion_append_character = '\0';
+	const char *h = getenv("MOONBOX_HISTORY"), *home = getenv("HOME");
+	if (h)
+		snprintf(history_path, sizeof history_path, "%s", h);
+	else if (home)
+		snprintf(history_path, sizeof history_path, "%s/.moonbox_history",
+			 home);
+	if (history_path[0])
+		read_history(history_path);
+}
+
+static void edit_done(void)
+{
+	if (use_readline && history_path[0]) {
+		write_history(history_path);
+		history_truncate_file(history_path, 1000);
+	}
+}
+
+/* One line into buf (with its newline), false at end of input. */
+static bool read_line(const char *prompt, char *buf, size_t size)
+{
+	if (!use_readline) {
+		fputs(prompt, stdout);
+		fflush(stdout);
+		return fgets(buf, (int)size, stdin) != NULL;
+	}
+	char *l = readline(prompt);
+	if (!l)
+		return false;
+	if (l[0])
+		add_history(l);
+	snprintf(buf, size, "%s\n", l);
+	free(l);
+	return true;
+}
+
+/* The REPL: expressions print their values (through __tostring),
+ * statements run, an unfinished statement asks for more lines. */
 static void repl(lua_State *L)
 {
 	static char code[1 << 16];
 	char line[4096];
+	edit_init(L);
 	for (;;) {
 		size_t len = 0;
 		int status;
 		code[0] = 0;
 		const char *prompt = "> ";
 		for (;;) {
-			fputs(prompt, stdout);
-			fflush(stdout);
-			if (!fgets(line, sizeof line, stdin)) {
+			if (!read_line(prompt, line, sizeof line)) {
 				fputc('\n', stdout);
+				edit_done();
 				return;
 			}
 			size_t n = strlen(line);

@@ -48,6 +48,7 @@ struct mb_wp {
 	struct mb_wp *next;
 	uint64_t gpa, len;
 	uint64_t hits;
+	bool read, write;
 };
 
 struct cpu_dbg {
@@ -675,12 +676,22 @@ bool mb_debug_has_watch(struct mb_machine *m)
 	return m->dbg && m->dbg->wps;
 }
 
-static bool watched(struct mb_debug *d, uint64_t page)
+/* How a page is watched: not at all, WATCH_RO (writes only: a read-only
+ * slot) or WATCH_HOLE (reads too: no slot, every access is an MMIO exit). */
+enum { WATCH_NONE, WATCH_RO, WATCH_HOLE };
+
+static int page_watch(struct mb_debug *d, uint64_t page)
 {
+	int k = WATCH_NONE;
 	for (struct mb_wp *w = d->wps; w; w = w->next)
 		if (page + PAGE > w->gpa && page < w->gpa + w->len)
-			return true;
-	return false;
+			k = w->read ? WATCH_HOLE : (k ? k : WATCH_RO);
+	return k;
+}
+
+static bool watched(struct mb_debug *d, uint64_t page)
+{
+	return page_watch(d, page) != WATCH_NONE;
 }
 
 /* Lay the memory map out again: every region, its watched pages split off
@@ -697,12 +708,13 @@ static int remap(struct mb_machine *m)
 		bool ro = r->flags & MB_MEM_READONLY;
 		uint64_t start = r->base, end = r->base + r->size;
 		for (uint64_t pg = r->base; pg < end && !rc; pg += PAGE) {
-			if (ro || !watched(d, pg))
+			int k = ro ? WATCH_NONE : page_watch(d, pg);
+			if (k == WATCH_NONE)
 				continue;
 			if (pg > start)
 				rc = slot(m, id++, start, pg - start,
 					  r->host + (start - r->base), false);
-			if (!rc)
+			if (!rc && k == WATCH_RO)
 				rc = slot(m, id++, pg, PAGE, r->host + (pg - r->base),
 					  true);
 			start = pg + PAGE;
@@ -729,10 +741,7 @@ int mb_debug_watch(struct mb_machine *m, uint64_t gpa, uint64_t len,
 		return -ENOMEM;
 	if ((rc = need_paused(m, "watch")))
 		return rc;
-	if (read)
-		return mb_seterr(-ENOTSUP, "access: read watchpoints are not "
-				 "supported yet (only \"w\")");
-	if (!write || !len)
+	if ((!write && !read) || !len)
 		return mb_seterr(-EINVAL, "watch: nothing to watch");
 	if (!m->readonly_mem)
 		return mb_seterr(-ENOTSUP, "watch: needs KVM_CAP_READONLY_MEM");
@@ -742,7 +751,7 @@ int mb_debug_watch(struct mb_machine *m, uint64_t gpa, uint64_t len,
 	struct mb_wp *w = calloc(1, sizeof *w);
 	if (!w)
 		return mb_seterr(-ENOMEM, "watch: out of memory");
-	w->gpa = gpa, w->len = len;
+	w->gpa = gpa, w->len = len, w->read = read, w->write = write;
 	w->next = d->wps;
 	d->wps = w;
 	if ((rc = remap(m))) {
@@ -779,12 +788,18 @@ bool mb_debug_mmio(struct vcpu *v)
 	struct kvm_run *run = v->run;
 	uint64_t a = run->mmio.phys_addr;
 	unsigned len = run->mmio.len;
-	if (!d || !d->wps || !run->mmio.is_write || !watched(d, a & ~(PAGE - 1)))
+	bool wr = run->mmio.is_write;
+	if (!d || !d->wps || !watched(d, a & ~(PAGE - 1)))
 		return false;
-	/* Complete the write ourselves: the slot is read-only, RAM is not. */
-	mb_mem_write(m->mem, a, run->mmio.data, len);
+	/* Complete the access ourselves: the slot is read-only or absent,
+	 * RAM is not. */
+	if (wr)
+		mb_mem_write(m->mem, a, run->mmio.data, len);
+	else if (mb_mem_read(m->mem, a, run->mmio.data, len))
+		memset(run->mmio.data, 0xff, len);
 	for (struct mb_wp *w = d->wps; w; w = w->next)
-		if (a < w->gpa + w->len && w->gpa < a + len) {
+		if (a < w->gpa + w->len && w->gpa < a + len &&
+		    (wr ? w->write : w->read)) {
 			struct kvm_regs r;
 			w->hits++;
 			struct mb_debug_hit h = { .cpu = v->idx, .wp = w, .addr = a,
@@ -796,5 +811,29 @@ bool mb_debug_mmio(struct vcpu *v)
 			record(v, &h, MB_STOP_WATCHPOINT);
 			break;
 		}
+	return true;
+}
+
+/* An instruction fetched from a page with no slot (a read watch) ends in
+ * an emulation failure (kvm-here.md): map the page back read-only for one
+ * single step (writes it makes still trap; its own reads of the page are
+ * not seen), then take the slot away again. */
+bool mb_debug_fetch(struct vcpu *v)
+{
+	struct mb_machine *m = v->m;
+	struct mb_debug *d = m->dbg;
+	struct mb_paging p;
+	uint64_t la = 0, gpa = 0;
+	if (!d || !d->wps || !linear_rip(v, &la) ||
+	    mb_vcpu_paging(m, v->idx, &p) || virt_to_phys(m, &p, la, &gpa))
+		return false;
+	uint64_t pg = gpa & ~(PAGE - 1);
+	uint8_t *host = mb_mem_ptr(m->mem, pg, PAGE, false);
+	if (page_watch(d, pg) != WATCH_HOLE || !host)
+		return false;
+	if (slot(m, m->slots, pg, PAGE, host, true))
+		return false;
+	step_insn(v, false);
+	slot(m, m->slots, pg, 0, NULL, false);
 	return true;
 }

@@ -222,6 +222,8 @@ static void internal_error(struct vcpu *v)
 	uint8_t b[15];
 	unsigned n = 0;
 	if (run->internal.suberror == KVM_INTERNAL_ERROR_EMULATION) {
+		if (v->m->dbg && mb_debug_fetch(v))
+			return; /* code on a read-watched page: stepped */
 		n = insn_bytes(v, b);
 		if (v->m->dbg && mb_debug_int3(v, b, n))
 			return; /* the debugger's own int3 */

@@ -2,7 +2,9 @@
  * them stops the machine: call its function on this (the script's) thread
  * with every vCPU stopped, and go on when it returns "continue". */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "lua/lmoonbox.h"
 #include "moonbox/debug.h"
@@ -67,7 +69,7 @@ static int l_breakpoint(lua_State *L)
 	struct mb_bp_config c = { 0 };
 	if (lua_getfield(L, 2, "at") == LUA_TNIL)
 		return luaL_error(L, "at: missing (the address to break at)");
-	c.addr = mbl_checkaddr(L, 3, "at", &c.phys);
+	c.addr = mbl_checkaddr_sym(L, mm, 3, "at", &c.phys);
 	lua_pop(L, 1);
 	c.kind = (enum mb_bp_kind)mbl_checkenum(L, 2, "kind", "auto", kinds);
 	lua_Integer count = mbl_optint(L, 2, "count", 0);
@@ -101,7 +103,7 @@ static int l_watch(lua_State *L)
 	bool phys;
 	if (lua_getfield(L, 2, "addr") == LUA_TNIL)
 		return luaL_error(L, "addr: missing (the address to watch)");
-	uint64_t addr = mbl_checkaddr(L, 3, "addr", &phys);
+	uint64_t addr = mbl_checkaddr_sym(L, mm, 3, "addr", &phys);
 	lua_pop(L, 1);
 	uint64_t len = mbl_optsize(L, 2, "len", 1);
 	int access = mbl_checkenum(L, 2, "access", "w", acc);
@@ -166,13 +168,18 @@ static int h_tostring(lua_State *L)
 	struct mbl_bp *b = checkbp(L, 1);
 	if (!b->mm->m || !key_of(b))
 		lua_pushstring(L, "moonbox breakpoint (removed)");
-	else if (b->bp)
-		lua_pushfstring(L, "moonbox.breakpoint %s at 0x%I (%I hits)%s",
-				mb_bp_kind(b->bp) == MB_BP_HW ? "hw" : "sw",
-				(lua_Integer)mb_bp_addr(b->bp),
+	else if (b->bp) {
+		char sym[280] = "", name[256];
+		if (mbl_sym_format(L, b->mm, mb_bp_addr(b->bp), name, sizeof name,
+				   NULL))
+			snprintf(sym, sizeof sym, " <%s>", name);
+		char at[24];
+		snprintf(at, sizeof at, "0x%" PRIx64, mb_bp_addr(b->bp));
+		lua_pushfstring(L, "moonbox.breakpoint %s at %s%s (%I hits)%s",
+				mb_bp_kind(b->bp) == MB_BP_HW ? "hw" : "sw", at, sym,
 				(lua_Integer)mb_bp_hits(b->bp),
 				mb_bp_removed(b->bp) ? ", done" : "");
-	else
+	} else
 		lua_pushfstring(L, "moonbox.watchpoint (%I hits)",
 				(lua_Integer)mb_wp_hits(b->wp));
 	return 1;
@@ -196,6 +203,10 @@ static void push_ev(lua_State *L, int midx, const struct mb_debug_hit *h,
 	}
 	lua_pushinteger(L, (lua_Integer)h->addr), lua_setfield(L, -2, "addr");
 	lua_pushinteger(L, (lua_Integer)h->rip), lua_setfield(L, -2, "rip");
+	char sym[256];
+	if (mbl_sym_format(L, mbl_checkmachine(L, midx), h->rip, sym, sizeof sym,
+			   NULL))
+		lua_pushstring(L, sym), lua_setfield(L, -2, "sym");
 	if (h->wp) {
 		lua_pushinteger(L, h->len), lua_setfield(L, -2, "len");
 		lua_pushinteger(L, (lua_Integer)h->data), lua_setfield(L, -2, "value");
@@ -257,6 +268,144 @@ void mbl_debug_annotate(lua_State *L, int midx, const struct mb_result *r)
 	lua_pop(L, 1);
 }
 
+/* ---- m:wait_for ------------------------------------------------------- */
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Calls m:run { timeout = t } and leaves its result on top. */
+static void run_for(lua_State *L, double t)
+{
+	lua_getfield(L, 1, "run");
+	lua_pushvalue(L, 1);
+	lua_createtable(L, 0, 1);
+	lua_pushnumber(L, t);
+	lua_setfield(L, -2, "timeout");
+	lua_call(L, 2, 1);
+}
+
+/* The console output of every device with output(), after what each had
+ * printed when we started (starts: a table device -> length). true and
+ * the match pushed when pattern is found. */
+static bool console_match(lua_State *L, int starts, int pattern, bool init)
+{
+	lua_getiuservalue(L, 1, 1); /* the machine's devices, in order */
+	int devs = lua_gettop(L);
+	lua_Integer n = luaL_len(L, devs);
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, devs, i);
+		int dev = lua_gettop(L);
+		if (lua_getfield(L, dev, "output") != LUA_TFUNCTION) {
+			lua_settop(L, devs);
+			continue;
+		}
+		lua_pushvalue(L, dev);
+		lua_call(L, 1, 1);
+		size_t len;
+		lua_tolstring(L, -1, &len);
+		if (init) {
+			lua_pushinteger(L, (lua_Integer)len);
+			lua_rawseti(L, starts, i);
+			lua_settop(L, devs);
+			continue;
+		}
+		lua_rawgeti(L, starts, i);
+		lua_Integer from = lua_tointeger(L, -1);
+		lua_pop(L, 1);
+		lua_getglobal(L, "string");
+		lua_getfield(L, -1, "match");
+		lua_remove(L, -2);
+		lua_insert(L, -2); /* match, output */
+		lua_pushvalue(L, pattern);
+		lua_pushinteger(L, from + 1);
+		lua_call(L, 3, 1);
+		if (!lua_isnil(L, -1)) {
+			lua_replace(L, devs); /* leave only the match */
+			lua_settop(L, devs);
+			return true;
+		}
+		lua_settop(L, devs);
+	}
+	lua_settop(L, devs - 1);
+	return false;
+}
+
+/* m:wait_for { console = PATTERN | at = ADDR, timeout = S }: run until a
+ * console prints PATTERN (a Lua pattern, in output printed from now on, by
+ * a device with output(): "buffer" consoles), or a breakpoint at ADDR
+ * hits; m:run's result, reason "console" (match = the text) when the
+ * pattern came first. */
+static int l_wait_for(lua_State *L)
+{
+	static const char *const keys[] = { "console", "at", "timeout", NULL };
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	mbl_live(L, mm);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	mbl_checkopts(L, 2, "wait_for", keys);
+	double timeout = 0;
+	if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0)
+			return luaL_error(L, "timeout: expected seconds (a number >= 0)");
+		timeout = lua_tonumber(L, -1);
+	}
+	lua_pop(L, 1);
+	bool con = lua_getfield(L, 2, "console") != LUA_TNIL; /* 3 */
+	if (con && !lua_isstring(L, 3))
+		return luaL_error(L, "console: expected a pattern, got %s",
+				  luaL_typename(L, 3));
+	bool at = lua_getfield(L, 2, "at") != LUA_TNIL; /* 4 */
+	if (!con && !at)
+		return luaL_error(L, "wait_for: give console = PATTERN or at = ADDR");
+	if (at) { /* a breakpoint of its own, removed on the way out */
+		lua_getfield(L, 1, "breakpoint");
+		lua_pushvalue(L, 1);
+		lua_createtable(L, 0, 2);
+		lua_pushvalue(L, 4);
+		lua_setfield(L, -2, "at");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "once");
+		lua_call(L, 2, 1);
+	} else {
+		lua_pushnil(L);
+	} /* 5 */
+	lua_newtable(L); /* 6: starts */
+	if (con)
+		console_match(L, 6, 3, true);
+	double end = timeout > 0 ? now() + timeout : 0;
+	for (;;) {
+		double left = end ? end - now() : 0;
+		if (end && left <= 0)
+			left = 0.001;
+		double slice = con ? (end && left < 0.05 ? left : 0.05) : left;
+		run_for(L, slice); /* 7 */
+		lua_getfield(L, 7, "reason");
+		bool timed_out = !strcmp(lua_tostring(L, -1), "timeout");
+		lua_pop(L, 1);
+		if (con && console_match(L, 6, 3, false)) {
+			lua_setfield(L, 7, "match");
+			lua_pushliteral(L, "console");
+			lua_setfield(L, 7, "reason");
+			lua_pushinteger(L, 0);
+			lua_setfield(L, 7, "exit_code");
+			break;
+		}
+		if (!timed_out || !con || (end && now() >= end))
+			break;
+		lua_pop(L, 1);
+	}
+	if (at) {
+		lua_getfield(L, 5, "remove");
+		lua_pushvalue(L, 5);
+		lua_call(L, 1, 0);
+	}
+	return 1;
+}
+
 void mbl_open_debug(lua_State *L)
 {
 	const char *metas[] = { MBL_BP, MBL_WP };
@@ -271,4 +420,5 @@ void mbl_open_debug(lua_State *L)
 	}
 	mbl_machine_method(L, "breakpoint", l_breakpoint);
 	mbl_machine_method(L, "watch", l_watch);
+	mbl_machine_method(L, "wait_for", l_wait_for);
 }

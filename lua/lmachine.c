@@ -617,6 +617,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_virtio_io(L);
 	mbl_open_cpu(L);
 	mbl_open_debug(L);
+	mbl_open_sym(L);
 	mbl_open_fault(L);
 	mbl_open_snapshot(L);
 	return 1;

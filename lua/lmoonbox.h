@@ -128,6 +128,16 @@ uint64_t mbl_checkaddr(lua_State *L, int idx, const char *key, bool *phys);
 /* After run/wait returned r: call the breakpoint and watchpoint functions
  * of the hits; true when all of them said "continue" (run again). */
 bool mbl_debug_continue(lua_State *L, int machine_idx, struct mb_result *r);
+/* Symbols (lsym.c): "name" or "name+off" through mm's tables; addr as
+ * "name+0x4" into buf (false, buf "", when no symbol covers it); an
+ * address argument that may also be a symbol. */
+void mbl_open_sym(lua_State *L);
+bool mbl_sym_lookup(lua_State *L, struct mbl_machine *mm, const char *s,
+		    uint64_t *addr);
+bool mbl_sym_format(lua_State *L, struct mbl_machine *mm, uint64_t addr,
+		    char *buf, size_t len, bool *text);
+uint64_t mbl_checkaddr_sym(lua_State *L, struct mbl_machine *mm, int idx,
+			   const char *key, bool *phys);
 /* Add cpu (and breakpoint/watchpoint details) to the result table on top. */
 void mbl_debug_annotate(lua_State *L, int machine_idx, const struct mb_result *r);
 

@@ -21,6 +21,7 @@ die() { log "error: $*"; exit 1; }
 # ---- 1. Debian packages --------------------------------------------------
 PKGS=(
   liblua5.4-dev lua5.4 libcmocka-dev            # VMM build + unit tests
+  libreadline-dev                               # the REPL's line editing
   clang libclang-rt-14-dev                      # fuzzing (sanitizer runtimes)
   make gcc bc flex bison libelf-dev libssl-dev cpio lz4   # kernel build
   linux-source-6.1 busybox-static e2fsprogs     # guest kernel, userland, disks

@@ -90,6 +90,58 @@ int mb_vcpu_write_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 int mb_vcpu_kvm_translate(struct mb_machine *m, unsigned cpu, uint64_t va,
 			  uint64_t *gpa);
 
+/* More vCPU state (core/inspect.c), machine paused. An MSR KVM does not
+ * know is -ENOENT. */
+int mb_vcpu_get_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
+		    uint64_t *val);
+int mb_vcpu_set_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
+		    uint64_t val);
+
+/* x87, SSE and (with XSAVE) the upper halves of the AVX registers. */
+struct mb_fpu {
+	uint8_t st[8][10];      /* ST(0)-ST(7), 80-bit, in FXSAVE order */
+	uint16_t fcw, fsw, fop;
+	uint8_t ftw;            /* abridged tag word (FXSAVE format) */
+	uint64_t fip, fdp;
+	uint32_t mxcsr;
+	uint8_t xmm[16][16];
+	bool has_ymm;           /* ymmh below is valid */
+	uint8_t ymmh[16][16];   /* bits 255:128 of YMM0-15 */
+};
+int mb_vcpu_get_fpu(struct mb_machine *m, unsigned cpu, struct mb_fpu *f);
+
+/* What KVM holds for delivery at the next entry (KVM_GET_VCPU_EVENTS). */
+struct mb_vcpu_events {
+	bool exc_injected, exc_pending, exc_has_error;
+	uint8_t exc_nr;
+	uint32_t exc_error;
+	bool irq_injected, irq_soft;
+	uint8_t irq_nr, irq_shadow;   /* shadow: STI / MOV SS blocking */
+	bool nmi_injected, nmi_pending, nmi_masked;
+	bool smi_pending, smm, triple_fault;
+};
+int mb_vcpu_get_events(struct mb_machine *m, unsigned cpu,
+		       struct mb_vcpu_events *e);
+
+/* PAE's four PDPTEs as the CPU cached them (KVM_GET_SREGS2): -ENOTSUP
+ * without SREGS2, -ENOENT when none are loaded (not PAE paging). */
+int mb_vcpu_pdptrs(struct mb_machine *m, unsigned cpu, uint64_t pdptr[4]);
+
+/* ---- symbols (core/symtab.c) --------------------------------------------- */
+
+/* An ELF32/ELF64 file's .symtab, every address plus bias. Hostile files
+ * are refused with a message naming the file. */
+struct mb_symtab;
+int mb_symtab_load(const char *path, int64_t bias, struct mb_symtab **out);
+void mb_symtab_free(struct mb_symtab *t);
+size_t mb_symtab_count(const struct mb_symtab *t);
+int mb_symtab_find(const struct mb_symtab *t, const char *name, uint64_t *addr);
+/* The symbol addr falls in (within its size; an unsized one up to 1 MiB
+ * after it, to the next symbol), its offset, and whether it is in an
+ * executable section; NULL when none. */
+const char *mb_symtab_name(const struct mb_symtab *t, uint64_t addr,
+			   uint64_t *off, bool *text);
+
 /* Execute n instructions on one vCPU of a paused machine (the others stay
  * paused), interrupts held off (KVM_GUESTDBG_BLOCKIRQ where KVM has it).
  * *done: how many ran; HLT or a stop (the guest's debug_exit: then stop

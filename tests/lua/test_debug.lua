@@ -46,6 +46,96 @@ T.case("vCPU handle: regs, sregs, mode, __tostring", function()
   T.raises(function() c:set { bogus = 1 } end, 'unknown option "bogus"')
 end)
 
+T.case("msr, fpu, events and their __tostring", function()
+  local m = machine()
+  local c = m:cpu(0)
+  T.eq(c:msr(0xc0000080), c:sregs().efer, "EFER through the MSR")
+  c:msr(0xc0000102, 0x1234) -- KERNEL_GS_BASE
+  T.eq(c:msr(0xc0000102), 0x1234, "written and read back")
+  T.raises(function() c:msr(0x12345678) end, "not an MSR KVM knows")
+  local f = c:fpu()
+  T.eq(f.fcw, 0x37f, "x87 control word at reset")
+  T.eq(#f.xmm0, 32, "xmm0 as 32 hex digits")
+  T.eq(f.st0, 0.0)
+  T.ok(tostring(f):find("fcw 037f", 1, true) and tostring(f):find("mxcsr", 1, true), tostring(f))
+  local e = c:events()
+  T.eq(e.exception.injected, false); T.eq(e.nmi.pending, false)
+  T.ok(tostring(e):find("exception none", 1, true), tostring(e))
+  T.eq(c:sregs().pdptrs, nil, "no PDPTEs outside PAE paging")
+end)
+
+T.case("sregs: PAE's PDPTEs from KVM_GET_SREGS2", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("pae"), mode = "protected" }
+  local r = m:run { timeout = 10 }
+  if r.reason ~= "exit" then
+    return T.skip("PDPTEs", "this host does not run 32-bit PAE paging (" .. r.reason .. ")")
+  end
+  local c = m:cpu(0)
+  T.eq(c:mode(), "pae")
+  local s = c:sregs()
+  if not s.pdptrs then return T.skip("PDPTEs", "no KVM_GET_SREGS2 here") end
+  T.eq(s.pdptrs[1], 0x11001, "PDPTE 0"); T.eq(s.pdptrs[2], 0)
+  T.ok(tostring(s):find("pdptrs 0000000000011001", 1, true), tostring(s))
+end)
+
+T.case("symbols: breakpoints by name, sym+off everywhere, backtraces", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("calls"), at = 0x100000, mode = "long" }
+  local st = m:symbols(T.root .. "/build/guests/calls.elf")
+  T.ok(#st >= 4 and tostring(st):find("calls.elf", 1, true), tostring(st))
+  local c = m:cpu(0)
+  T.eq(m:sym("deep"), c:translate("deep"), "a name is an address")
+  T.eq(m:sym(m:sym("inner") + 1), "inner+0x1", "an address prints as sym+off")
+  T.eq(m:sym("inner+1"), m:sym("inner") + 1, "name+off")
+  local bp = m:breakpoint { at = "deep" }
+  T.ok(tostring(bp):find("<deep>", 1, true), tostring(bp))
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "breakpoint"); T.eq(r.sym, "deep", "the event names the symbol")
+  T.ok(tostring(c:regs()):find("<deep>", 1, true), tostring(c:regs()))
+  local bt = c:backtrace()
+  T.eq(#bt, 3, tostring(bt))
+  T.eq(bt[1].sym, "deep"); T.ok(bt[2].sym:find("^outer%+0x"), bt[2].sym)
+  T.ok(bt[3].sym:find("^_start%+0x"), bt[3].sym)
+  T.ok(tostring(bt):find("#1 0x", 1, true), tostring(bt))
+  bp:remove()
+  -- at outer's first instruction there is no frame yet: the stack scan
+  local m2 = mb.machine { memory = "16M" }
+  m2:add(mb.debug_exit { port = 0xf4 })
+  m2:boot_flat { file = T.guest("calls"), at = 0x100000, mode = "long" }
+  m2:symbols(T.root .. "/build/guests/calls.elf")
+  m2:breakpoint { at = "outer", kind = "sw" }
+  r = m2:run { timeout = 10 }
+  bt = r.cpu:backtrace()
+  T.eq(#bt, 2, tostring(bt)); T.eq(bt[1].sym, "outer")
+  T.ok(bt[2].sym:find("^_start%+") and bt[2].scan, tostring(bt))
+  r = m2:run { timeout = 10 }
+  T.eq(r.exit_code, 9, "the guest completes")
+  T.raises(function() m:breakpoint { at = "nosuch" } end, "neither a known symbol")
+  T.raises(function() m:symbols("/etc/hostname") end, "not an ELF file")
+end)
+
+T.case("symbols: a hostile ELF is refused, never read out of bounds", function()
+  local good = io.open(T.root .. "/build/guests/calls.elf", "rb"):read("a")
+  local m = mb.machine { memory = "1M" }
+  local f = os.tmpname()
+  local function try(bytes)
+    local h = io.open(f, "wb"); h:write(bytes); h:close()
+    return pcall(m.symbols, m, f)
+  end
+  for n = 0, #good, 7 do try(good:sub(1, n)) end -- every truncation
+  math.randomseed(11)
+  for _ = 1, 300 do -- random bytes changed in the headers and tables
+    local b = { good:byte(1, -1) }
+    for _ = 1, 4 do b[math.random(#b)] = math.random(0, 255) end
+    try(string.char(table.unpack(b)))
+  end
+  os.remove(f)
+  T.ok(true, "no crash")
+end)
+
 T.case("mode() in real and protected mode", function()
   local m = mb.machine { memory = "16M" }
   m:boot_flat { file = T.guest("spin"), mode = "protected" }
@@ -235,7 +325,6 @@ T.case("write watchpoint with fn, and what is not supported", function()
   local r = m:run { timeout = 10 }
   T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
   T.eq(table.concat(values, ","), "1,2,3,4,5")
-  T.raises(function() m:watch { addr = sym.var, access = "r" } end, "not supported yet")
   T.raises(function() m:watch { addr = sym.var, access = "x" } end, "access")
   -- a write next to the watched bytes (same page) completes silently
   local m2 = machine()
@@ -243,6 +332,75 @@ T.case("write watchpoint with fn, and what is not supported", function()
   r = m2:run { timeout = 10 }
   T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
   T.eq(w2:hits(), 0)
+end)
+
+local function watch_guest(name)
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest(name), at = 0x100000, mode = "long" }
+  m:symbols(T.root .. "/build/guests/" .. name .. ".elf")
+  return m
+end
+
+-- Every stop of a run as "value@sym", then how it ended.
+local function stops(m)
+  local s = {}
+  for _ = 1, 20 do
+    local r = m:run { timeout = 10 }
+    if r.reason ~= "watchpoint" then return table.concat(s, " "), r end
+    s[#s + 1] = string.format("%x@%s", r.value, r.sym)
+  end
+end
+
+T.case("read and rw watchpoints on a data page (no slot: every access exits)", function()
+  local m = watch_guest("debug")
+  local w = m:watch { addr = "var", len = 4, access = "r" }
+  local s, r = stops(m)
+  T.eq(s, "5@done", "one read, named by the reading instruction")
+  T.eq(r.exit_code, 5, "the read completed from RAM"); T.eq(w:hits(), 1)
+  m = watch_guest("debug")
+  m:watch { addr = "var", len = 4, access = "rw" }
+  s, r = stops(m)
+  T.eq(s, "1@l4 2@l4 3@l4 4@l4 5@l4 5@done", "five writes, one read")
+  T.eq(r.exit_code, 5)
+end)
+
+T.case("read and rw watchpoints on a page the guest executes from", function()
+  local m = watch_guest("watch")
+  m:watch { addr = "cvar", len = 4, access = "r" }
+  local s, r = stops(m)
+  T.eq(s, "1234@far 1235@w1", "both reads from the other page")
+  T.eq(r.exit_code, 0x1235, "code on the watched page ran (stepped with the page mapped back)")
+  m = watch_guest("watch")
+  m:watch { addr = "cvar", len = 4, access = "rw" }
+  s, r = stops(m)
+  T.eq(s, "1234@far 1235@w1 1235@w1", "read, write, read")
+  T.eq(r.exit_code, 0x1235)
+  m = watch_guest("watch")
+  local n = 0
+  m:watch { addr = "cvar", len = 4, access = "r", fn = function() n = n + 1; return "continue" end }
+  r = m:run { timeout = 10 }
+  T.eq(r.exit_code, 0x1235); T.eq(n, 2, "fn at each read")
+end)
+
+T.case("wait_for: a console pattern, a breakpoint by name, a timeout", function()
+  local m = mb.machine { memory = "16M" }
+  local u = m:add(mb.uart16550 { console = "buffer" })
+  m:boot_flat { file = T.guest("hello"), mode = "protected" }
+  m:symbols(T.root .. "/build/guests/hello.elf")
+  local r = m:wait_for { console = "login:", timeout = 10 }
+  T.eq(r.reason, "console"); T.eq(r.match, "login:")
+  T.ok(u:output():find("booting...", 1, true), u:output())
+  r = m:wait_for { console = "booting", timeout = 0.3 }
+  T.eq(r.reason, "timeout", "only output printed from now on counts")
+  local m2 = mb.machine { memory = "16M" }
+  m2:add(mb.uart16550 { console = "buffer" })
+  m2:boot_flat { file = T.guest("hello"), mode = "protected" }
+  m2:symbols(T.root .. "/build/guests/hello.elf")
+  r = m2:wait_for { at = "spin", timeout = 10 }
+  T.eq(r.reason, "breakpoint"); T.eq(r.sym, "spin")
+  T.eq(r.breakpoint:hits(), 0, "its breakpoint is gone")
+  T.raises(function() m2:wait_for { timeout = 1 } end, "console = PATTERN or at = ADDR")
 end)
 
 T.done()
