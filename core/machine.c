@@ -548,6 +548,9 @@ static bool hold(struct mb_machine *m)
 		pthread_cond_broadcast(&m->cond);
 		return false;
 	}
+	/* Held, the stop is the holder's business: steps while held see
+	 * none (they stop early on any stop). */
+	m->stop = MB_STOP_NONE;
 	pthread_cond_broadcast(&m->cond);
 	while (!m->hold_go && atomic_load(&m->gate) != GATE_QUIT)
 		if (!serve_one(m))

@@ -308,6 +308,7 @@ static int l_run(lua_State *L)
 	double t = opt_timeout(L, 2);
 	struct mb_result r;
 	mm->L = L;
+	mbl_gdb_autostart(L, 1);
 	do { /* breakpoint functions that say "continue" run it again */
 		if (mb_machine_run(mbl_live(L, mm), t, &r))
 			return mbl_fail(L, "run");
@@ -320,6 +321,7 @@ static int l_run(lua_State *L)
 static int l_start(lua_State *L)
 {
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	mbl_gdb_autostart(L, 1);
 	if (mb_machine_start(mbl_live(L, mm)))
 		return mbl_fail(L, "start");
 	lua_settop(L, 1);
@@ -610,5 +612,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_cpu(L);
 	mbl_open_debug(L);
 	mbl_open_fault(L);
+	mbl_open_gdb(L);
 	return 1;
 }
