@@ -334,8 +334,10 @@ static const struct greg i386[] = {
 	SEGS, X87(0),
 	XMM(0), XMM(1), XMM(2), XMM(3), XMM(4), XMM(5), XMM(6), XMM(7),
 	{ "mxcsr", 32, RID(K_MXCSR, 0), "i386_mxcsr", f_sse },
-	{ "fs_base", 32, RID(K_BASE, 0), NULL, f_seg },
-	{ "gs_base", 32, RID(K_BASE, 1), NULL, f_seg },
+	/* no org.gnu.gdb.i386.segments: gdb 13 asserts on it for i386
+	 * (tdesc_use_registers); the bases are in the sys feature */
+	{ "fs_base", 32, RID(K_BASE, 0), NULL, f_sys },
+	{ "gs_base", 32, RID(K_BASE, 1), NULL, f_sys },
 	{ "cr0", 32, RID(K_CR, 0), NULL, f_sys }, { "cr2", 32, RID(K_CR, 2), NULL, f_sys },
 	{ "cr3", 32, RID(K_CR, 3), NULL, f_sys }, { "cr4", 32, RID(K_CR, 4), NULL, f_sys },
 	{ "efer", 64, RID(K_CR, 9), NULL, f_sys },

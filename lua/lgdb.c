@@ -59,9 +59,11 @@ static int mon_protected(lua_State *L)
 	lua_setfield(L, 3, "print");
 	mbl_ref_push(L, mo->mm, &machine_key);
 	lua_setfield(L, 3, "m");
-	lua_newtable(L);
+	lua_newtable(L); /* reads fall through to the globals, writes go there */
 	lua_pushglobaltable(L);
 	lua_setfield(L, -2, "__index");
+	lua_pushglobaltable(L);
+	lua_setfield(L, -2, "__newindex");
 	lua_setmetatable(L, 3);
 	/* An expression shows its value, as in the REPL. */
 	lua_pushfstring(L, "return %s", mo->line);
