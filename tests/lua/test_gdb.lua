@@ -211,6 +211,19 @@ T.case("Lua and gdb breakpoints in one table: Lua's fn still runs, gdb's stop gd
   has(log, "= 0x5")
 end)
 
+T.case("info threads on 2 vCPUs; a step runs the selected one only", function()
+  local m = mb.machine { memory = "16M", cpus = 2 }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("debug"), at = 0x100000, mode = "long" }
+  local r, log = session(m, { { "info threads", "thread 2", "p $pc", "thread 1", "stepi",
+    "p $pc", "thread 2", "p $pc", "kill" } })
+  T.eq(r.reason, "shutdown") -- vCPU 1 sits at the reset vector: never let it run
+  has(log, 'Thread 1 "vcpu0"')
+  has(log, 'Thread 2 "vcpu1"')
+  has(log, "<l1>")
+  T.eq(select(2, log:gsub("= %(void %(%*%)%(%)%) 0xfff0", "")), 2, "vCPU 1 did not move: " .. log)
+end)
+
 T.case("gdbserver option errors", function()
   local m = debug_machine()
   T.raises(function() m:gdbserver { listen = "unix:" .. dir .. "/x", bogus = 1 } end,
