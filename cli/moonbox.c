@@ -28,6 +28,8 @@ static void usage(FILE *f)
 		"  -l mod    require library 'mod' into global 'mod'\n"
 		"  -v        show version information\n"
 		"  --info    describe this host's KVM (version, backend, capabilities)\n"
+		"  --gdb SPEC  the first machine the script runs waits for gdb on SPEC\n"
+		"            (unix:PATH or tcp:HOST:PORT) before its first instruction\n"
 		"  --help    show this help\n"
 		"  --        stop handling options\n"
 		"  -         stop handling options and execute stdin\n"
@@ -347,6 +349,7 @@ static void repl(lua_State *L)
 int main(int argc, char **argv)
 {
 	int interactive = 0, version = 0, script = 0;
+	const char *gdb = NULL;
 	if (argv[0] && argv[0][0])
 		progname = "moonbox";
 	/* First pass: find options and the script position. */
@@ -370,7 +373,14 @@ int main(int argc, char **argv)
 			interactive = version = 1;
 		else if (strcmp(a, "-v") == 0)
 			version = 1;
-		else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
+		else if (strcmp(a, "--gdb") == 0) {
+			if (++i >= argc) {
+				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
+				usage(stderr);
+				return 1;
+			}
+			gdb = argv[i];
+		} else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
 			if (++i >= argc) {
 				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
 				usage(stderr);
@@ -393,13 +403,19 @@ int main(int argc, char **argv)
 	lua_pushcfunction(L, luaopen_moonbox);
 	lua_setfield(L, -2, "moonbox");
 	lua_pop(L, 1);
+	if (gdb) { /* lua/lgdb.c takes it at the first run (MBL_GDB_SPEC) */
+		lua_pushstring(L, gdb);
+		lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.gdb");
+	}
 	create_arg(L, argv, argc, script);
 	if (version)
 		printf("moonbox %s (%s)\n", MB_VERSION, LUA_RELEASE);
 	int status = LUA_OK;
 	int last = script ? script : argc;
 	for (int i = 1; i < last && status == LUA_OK; i++) {
-		if (strcmp(argv[i], "-e") == 0) {
+		if (strcmp(argv[i], "--gdb") == 0) {
+			i++;
+		} else if (strcmp(argv[i], "-e") == 0) {
 			status = dostring(L, argv[++i], "=(command line)");
 		} else if (strcmp(argv[i], "-l") == 0) {
 			const char *mod = argv[++i];

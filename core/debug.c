@@ -49,6 +49,7 @@ struct mb_wp {
 	uint64_t gpa, len;
 	uint64_t hits;
 	bool read, write;
+	int owner;
 };
 
 struct cpu_dbg {
@@ -338,6 +339,17 @@ int mb_debug_break(struct mb_machine *m, const struct mb_bp_config *c,
 	return 0;
 }
 
+/* A hit must not outlive its breakpoint or watchpoint. */
+static void forget_hits(struct mb_debug *d, const void *what)
+{
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < MB_MAX_CPUS; i++)
+		if (d->cpu[i].hit && ((const void *)d->cpu[i].h.bp == what ||
+				      (const void *)d->cpu[i].h.wp == what))
+			d->cpu[i].hit = false;
+	pthread_mutex_unlock(&d->lock);
+}
+
 int mb_debug_unbreak(struct mb_machine *m, struct mb_bp *bp)
 {
 	struct mb_debug *d = m->dbg;
@@ -350,6 +362,7 @@ int mb_debug_unbreak(struct mb_machine *m, struct mb_bp *bp)
 		if (*p == bp) {
 			if (!bp->removed)
 				disarm(m, bp);
+			forget_hits(d, bp);
 			*p = bp->next;
 			free(bp);
 			return 0;
@@ -361,6 +374,7 @@ enum mb_bp_kind mb_bp_kind(const struct mb_bp *bp) { return bp->kind; }
 uint64_t mb_bp_addr(const struct mb_bp *bp) { return bp->addr; }
 uint64_t mb_bp_hits(const struct mb_bp *bp) { return bp->hits; }
 bool mb_bp_removed(const struct mb_bp *bp) { return bp->removed; }
+int mb_bp_owner(const struct mb_bp *bp) { return bp->owner; }
 
 /* ---- stepping ---------------------------------------------------------- */
 
@@ -632,17 +646,44 @@ void mb_debug_resume(struct vcpu *v)
 		v->dbg_resume = true; /* kicked first: try again next time */
 }
 
+int mb_debug_hit_owner(const struct mb_debug_hit *h)
+{
+	return h->bp ? h->bp->owner : h->wp ? h->wp->owner : 0;
+}
+
+unsigned mb_debug_pending(struct mb_machine *m, int owner)
+{
+	struct mb_debug *d = m->dbg;
+	unsigned n = 0;
+	if (!d)
+		return 0;
+	pthread_mutex_lock(&d->lock);
+	for (unsigned i = 0; i < m->ncpu; i++)
+		n += d->cpu[i].hit &&
+		     (owner < 0 || mb_debug_hit_owner(&d->cpu[i].h) == owner);
+	pthread_mutex_unlock(&d->lock);
+	return n;
+}
+
 bool mb_debug_take_hit(struct mb_machine *m, struct mb_debug_hit *h)
+{
+	return mb_debug_take_hit_of(m, -1, h);
+}
+
+bool mb_debug_take_hit_of(struct mb_machine *m, int owner,
+			  struct mb_debug_hit *h)
 {
 	struct mb_debug *d = m->dbg;
 	if (!d)
 		return false;
 	for (unsigned i = 0; i < m->ncpu; i++) {
 		pthread_mutex_lock(&d->lock);
-		bool hit = d->cpu[i].hit;
-		if (hit)
+		bool hit = d->cpu[i].hit &&
+			   (owner < 0 || mb_debug_hit_owner(&d->cpu[i].h) == owner);
+		if (hit) {
 			*h = d->cpu[i].h;
-		d->cpu[i].hit = false;
+			d->cpu[i].hit = false;
+		}
 		pthread_mutex_unlock(&d->lock);
 		if (!hit)
 			continue;
@@ -735,6 +776,12 @@ static int remap(struct mb_machine *m)
 int mb_debug_watch(struct mb_machine *m, uint64_t gpa, uint64_t len,
 		   bool read, bool write, struct mb_wp **out)
 {
+	return mb_debug_watch_owned(m, gpa, len, read, write, 0, out);
+}
+
+int mb_debug_watch_owned(struct mb_machine *m, uint64_t gpa, uint64_t len,
+			 bool read, bool write, int owner, struct mb_wp **out)
+{
 	struct mb_debug *d = dbg(m);
 	int rc;
 	if (!d)
@@ -752,6 +799,7 @@ int mb_debug_watch(struct mb_machine *m, uint64_t gpa, uint64_t len,
 	if (!w)
 		return mb_seterr(-ENOMEM, "watch: out of memory");
 	w->gpa = gpa, w->len = len, w->read = read, w->write = write;
+	w->owner = owner;
 	w->next = d->wps;
 	d->wps = w;
 	if ((rc = remap(m))) {
@@ -773,6 +821,7 @@ int mb_debug_unwatch(struct mb_machine *m, struct mb_wp *wp)
 	for (struct mb_wp **p = d ? &d->wps : NULL; p && *p; p = &(*p)->next)
 		if (*p == wp) {
 			*p = wp->next;
+			forget_hits(d, wp);
 			free(wp);
 			return remap(m);
 		}
@@ -780,6 +829,7 @@ int mb_debug_unwatch(struct mb_machine *m, struct mb_wp *wp)
 }
 
 uint64_t mb_wp_hits(const struct mb_wp *wp) { return wp->hits; }
+int mb_wp_owner(const struct mb_wp *wp) { return wp->owner; }
 
 bool mb_debug_mmio(struct vcpu *v)
 {

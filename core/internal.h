@@ -104,7 +104,33 @@ struct mb_machine {
 	struct kvm_userspace_memory_region slot[MB_MAX_SLOTS];
 	bool dirty_log;
 	uint64_t snap_id, snap_base;
+
+	/* machine.c: a debugger (gdb_server.c) holding runs at its stops;
+	 * guarded by lock */
+	struct mb_holder *holder;
+	bool hold_start; /* the next start holds before any instruction */
+	bool held;       /* the waiter sleeps in a hold */
+	bool hold_go, hold_end; /* released: resume, or end the run with ... */
+	struct mb_result hold_r;
 };
+
+/* A debugger's say over a run (machine.c). stopped() runs on the waiter's
+ * thread (mb_machine_wait) with every vCPU parked and no lock held, each
+ * time the run stops; true holds it: the wait goes on sleeping (serving
+ * calls) until mb_hold_release(), and the script never sees the stop. */
+struct mb_holder {
+	bool (*stopped)(void *opaque, const struct mb_result *r);
+	void *opaque;
+};
+void mb_hold_set(struct mb_machine *m, struct mb_holder *h); /* NULL: none */
+/* Stop for the holder: a running machine stops with MB_STOP_DEBUGGER
+ * (stopped() follows, true returned); one not running holds at its next
+ * start (false returned). */
+bool mb_hold_request(struct mb_machine *m);
+void mb_hold_cancel(struct mb_machine *m); /* forget a pending hold_start */
+/* End a hold: the run goes on (end NULL), or returns end to its caller. */
+void mb_hold_release(struct mb_machine *m, const struct mb_result *end);
+bool mb_hold_held(struct mb_machine *m);
 
 /* machine.c: push an embedded hook (cannot fail), or take one back */
 void mb_machine_push_hook(struct mb_machine *m, struct hook *h);

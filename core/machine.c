@@ -495,7 +495,13 @@ int mb_machine_start(struct mb_machine *m)
 	/* Every vCPU is parked or not yet born: no lookup is under way. */
 	mb_bus_reclaim(m->pio);
 	mb_bus_reclaim(m->mmio);
-	atomic_store(&m->gate, GATE_RUNNING);
+	if (m->hold_start) { /* a debugger wants it before any instruction */
+		m->hold_start = false;
+		m->stop = MB_STOP_DEBUGGER;
+		snprintf(m->stop_msg, sizeof m->stop_msg, "held for the debugger");
+	} else {
+		atomic_store(&m->gate, GATE_RUNNING);
+	}
 	pthread_cond_broadcast(&m->cond);
 	int rc = 0;
 	if (!m->threads) {
@@ -520,6 +526,108 @@ static void deadline_of(double timeout, struct timespec *ts)
 	ts->tv_nsec = (long)((s - (double)ts->tv_sec) * 1e9);
 }
 
+/* With m->lock held and every vCPU parked: ask the holder about this stop;
+ * true when it held the run and let it go on. */
+static bool hold(struct mb_machine *m)
+{
+	struct mb_holder *h = m->holder;
+	if (!h || m->stop == MB_STOP_NONE || atomic_load(&m->gate) == GATE_QUIT)
+		return false;
+	struct mb_result *r = malloc(sizeof *r);
+	if (!r)
+		return false;
+	r->reason = m->stop;
+	r->exit_code = m->stop_code;
+	snprintf(r->message, sizeof r->message, "%s", m->stop_msg);
+	m->held = true;
+	m->hold_go = m->hold_end = false;
+	pthread_mutex_unlock(&m->lock);
+	bool held = h->stopped(h->opaque, r);
+	free(r);
+	pthread_mutex_lock(&m->lock);
+	if (!held) {
+		m->held = false;
+		pthread_cond_broadcast(&m->cond);
+		return false;
+	}
+	/* Held, the stop is the holder's business: steps while held see
+	 * none (they stop early on any stop). */
+	m->stop = MB_STOP_NONE;
+	pthread_cond_broadcast(&m->cond);
+	while (!m->hold_go && atomic_load(&m->gate) != GATE_QUIT)
+		if (!serve_one(m))
+			pthread_cond_wait(&m->cond, &m->lock);
+	m->held = false;
+	if (atomic_load(&m->gate) == GATE_QUIT)
+		return false;
+	if (m->hold_end) {
+		m->stop = m->hold_r.reason;
+		m->stop_code = m->hold_r.exit_code;
+		snprintf(m->stop_msg, sizeof m->stop_msg, "%s", m->hold_r.message);
+		return false;
+	}
+	m->stop = MB_STOP_NONE;
+	atomic_store(&m->gate, GATE_RUNNING);
+	pthread_cond_broadcast(&m->cond);
+	return true;
+}
+
+void mb_hold_set(struct mb_machine *m, struct mb_holder *h)
+{
+	pthread_mutex_lock(&m->lock);
+	m->holder = h;
+	if (!h)
+		m->hold_start = false;
+	pthread_mutex_unlock(&m->lock);
+}
+
+bool mb_hold_request(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool running = atomic_load(&m->gate) == GATE_RUNNING;
+	if (running && m->stop == MB_STOP_NONE) {
+		m->stop = MB_STOP_DEBUGGER;
+		m->stop_code = 0;
+		snprintf(m->stop_msg, sizeof m->stop_msg, "interrupted by the debugger");
+		atomic_store(&m->gate, GATE_PAUSED);
+		pthread_cond_broadcast(&m->cond);
+	} else if (!running) {
+		m->hold_start = true;
+	}
+	pthread_mutex_unlock(&m->lock);
+	if (running)
+		kick_all(m);
+	return running;
+}
+
+void mb_hold_cancel(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	m->hold_start = false;
+	pthread_mutex_unlock(&m->lock);
+}
+
+void mb_hold_release(struct mb_machine *m, const struct mb_result *end)
+{
+	pthread_mutex_lock(&m->lock);
+	if (m->held) {
+		m->hold_go = true;
+		m->hold_end = end != NULL;
+		if (end)
+			m->hold_r = *end;
+		pthread_cond_broadcast(&m->cond);
+	}
+	pthread_mutex_unlock(&m->lock);
+}
+
+bool mb_hold_held(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool h = m->held;
+	pthread_mutex_unlock(&m->lock);
+	return h;
+}
+
 int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 {
 	struct timespec dl = { 0 };
@@ -529,6 +637,7 @@ int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 	pthread_mutex_lock(&m->lock);
 	m->has_waiter = true;
 	m->waiter = pthread_self();
+again:
 	while (m->stop == MB_STOP_NONE) {
 		if (serve_one(m))
 			continue;
@@ -566,6 +675,11 @@ int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r)
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
 	wait_parked(m);
+	if (hold(m)) {
+		if (timeout > 0) /* the time held does not count */
+			deadline_of(timeout, &dl);
+		goto again;
+	}
 	m->has_waiter = false;
 	if (r) {
 		r->reason = m->stop;

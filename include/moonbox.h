@@ -238,6 +238,7 @@ enum mb_stop {
 	MB_STOP_BREAKPOINT, /* moonbox/debug.h */
 	MB_STOP_WATCHPOINT,
 	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
+	MB_STOP_DEBUGGER, /* held for a debugger (gdb); never ends a run */
 };
 
 const char *mb_stop_name(enum mb_stop s);

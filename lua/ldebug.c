@@ -222,7 +222,7 @@ bool mbl_debug_continue(lua_State *L, int midx, struct mb_result *r)
 	struct mb_debug_hit h;
 	bool stop = false, any = false;
 	int top = lua_gettop(L);
-	while (mm->m && mb_debug_take_hit(mm->m, &h)) {
+	while (mm->m && mb_debug_take_hit_of(mm->m, 0, &h)) { /* gdb takes its own */
 		any = true;
 		const void *key = h.bp ? (const void *)h.bp : (const void *)h.wp;
 		int handle = 0;

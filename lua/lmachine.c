@@ -316,6 +316,7 @@ static int l_run(lua_State *L)
 	double t = opt_timeout(L, 2);
 	struct mb_result r;
 	mm->L = L;
+	mbl_gdb_autostart(L, 1);
 	do { /* breakpoint functions that say "continue" run it again */
 		if (mb_machine_run(mbl_live(L, mm), t, &r))
 			return mbl_fail(L, "run");
@@ -328,6 +329,7 @@ static int l_run(lua_State *L)
 static int l_start(lua_State *L)
 {
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	mbl_gdb_autostart(L, 1);
 	if (mb_machine_start(mbl_live(L, mm)))
 		return mbl_fail(L, "start");
 	lua_settop(L, 1);
@@ -620,5 +622,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_sym(L);
 	mbl_open_fault(L);
 	mbl_open_snapshot(L);
+	mbl_open_gdb(L);
 	return 1;
 }

@@ -141,4 +141,11 @@ uint64_t mbl_checkaddr_sym(lua_State *L, struct mbl_machine *mm, int idx,
 /* Add cpu (and breakpoint/watchpoint details) to the result table on top. */
 void mbl_debug_annotate(lua_State *L, int machine_idx, const struct mb_result *r);
 
+/* The gdb stub (lgdb.c). `moonbox --gdb SPEC` leaves SPEC in the registry
+ * under MBL_GDB_SPEC; the first machine to run takes it (run, start, wait
+ * call mbl_gdb_autostart). */
+#define MBL_GDB_SPEC "moonbox.gdb"
+void mbl_open_gdb(lua_State *L);
+void mbl_gdb_autostart(lua_State *L, int machine_idx);
+
 #endif

@@ -25,6 +25,7 @@ PKGS=(
   clang libclang-rt-14-dev                      # fuzzing (sanitizer runtimes)
   make gcc bc flex bison libelf-dev libssl-dev cpio lz4   # kernel build
   linux-source-6.1 busybox-static e2fsprogs     # guest kernel, userland, disks
+  gdb                                           # tests/lua/test_gdb.lua (the stub)
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \

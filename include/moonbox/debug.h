@@ -173,12 +173,17 @@ enum mb_bp_kind mb_bp_kind(const struct mb_bp *bp);
 uint64_t mb_bp_addr(const struct mb_bp *bp);
 uint64_t mb_bp_hits(const struct mb_bp *bp);
 bool mb_bp_removed(const struct mb_bp *bp); /* a once breakpoint that fired */
+int mb_bp_owner(const struct mb_bp *bp);
 
 struct mb_wp;
 int mb_debug_watch(struct mb_machine *m, uint64_t gpa, uint64_t len,
 		   bool read, bool write, struct mb_wp **out);
+/* The same, naming its owner (0 Lua, 1 gdb...), as mb_bp_config.owner. */
+int mb_debug_watch_owned(struct mb_machine *m, uint64_t gpa, uint64_t len,
+			 bool read, bool write, int owner, struct mb_wp **out);
 int mb_debug_unwatch(struct mb_machine *m, struct mb_wp *wp);
 uint64_t mb_wp_hits(const struct mb_wp *wp);
+int mb_wp_owner(const struct mb_wp *wp);
 
 /* Why a vCPU stopped the machine (reasons breakpoint / watchpoint). Taken
  * once each, after run/wait returned; returns false when none is left. */
@@ -192,5 +197,11 @@ struct mb_debug_hit {
 	uint64_t rip;
 };
 bool mb_debug_take_hit(struct mb_machine *m, struct mb_debug_hit *h);
+/* The owner of a hit's breakpoint or watchpoint; how many hits of owner
+ * are waiting (owner < 0: of anyone); take only those of owner. */
+int mb_debug_hit_owner(const struct mb_debug_hit *h);
+unsigned mb_debug_pending(struct mb_machine *m, int owner);
+bool mb_debug_take_hit_of(struct mb_machine *m, int owner,
+			  struct mb_debug_hit *h);
 
 #endif
