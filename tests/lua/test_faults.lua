@@ -37,6 +37,18 @@ T.case("fault constructors check every option", function()
   T.raises(function() F.blk.corrupt { dev = disk, op = "write" } end, "op:")
   T.raises(function() F.blk.corrupt { dev = disk, bytes = 513 } end, "bytes:")
   T.raises(function() F.blk.error { dev = mb.virtio_blk { image = img } } end, "not part of a machine")
+  T.raises(function() F.blk.lying_flush { dev = disk, op = "write" } end, "op: lying_flush acts on flushes only")
+  T.raises(function() F.blk.lying_flush { dev = disk, keep = 1 } end, "keep")
+  T.raises(function() F.blk.torn_write { dev = disk } end, "keep: missing")
+  T.raises(function() F.blk.torn_write { dev = disk, keep = -2 } end, "keep:")
+  T.raises(function() F.blk.torn_write { dev = disk, keep = 1, op = "read" } end, "op: torn_write")
+  T.raises(function() F.blk.bad { dev = disk } end, "sectors: missing")
+  T.raises(function() F.blk.bad { dev = disk, sectors = { 0, 1 << 21 } } end, "sectors: more than")
+  T.raises(function() F.blk.bad { dev = disk, sectors = { 0, 1 }, op = "read" } end, "op: bad blocks")
+  T.raises(function() F.blk.hold { dev = disk } end, "tag:")
+  T.raises(function() F.blk.hold { dev = disk, tag = string.rep("x", 40) } end, "tag:")
+  T.raises(function() mb.fault.defaults { sead = 1 } end, "sead")
+  T.raises(function() mb.fault.defaults { seed = "x" } end, "seed:")
 end)
 
 T.case("m:faults checks its options", function()
@@ -78,10 +90,44 @@ T.case("rules: ids in order, fired, unfired, remove, report", function()
   T.raises(function() plan:add(F.blk.error { dev = disk, after = 12 }) end, "after:")
 end)
 
+T.case("blk faults: lying_flush, torn_write, bad, hold; release and held", function()
+  local q = plan:add(F.blk.lying_flush { dev = disk, count = 1 })
+  T.ok(tostring(q):find("blk.lying_flush on blk0, flush", 1, true), tostring(q))
+  local t = plan:add(F.blk.torn_write { dev = disk, keep = 3, sectors = { 8, 15 } })
+  T.ok(tostring(t):find("blk.torn_write on blk0, write sectors 8-15, keep 3", 1, true), tostring(t))
+  local b = plan:add(F.blk.bad { dev = disk, sectors = { 100, 107 } })
+  T.ok(tostring(b):find("blk.bad on blk0, reads fail, writes heal, sectors 100-107", 1, true), tostring(b))
+  local h = plan:add(F.blk.hold { dev = disk, tag = "late", nth = 2 })
+  T.ok(tostring(h):find("tag late, nth 2", 1, true), tostring(h))
+  T.eq(plan:held("late"), 0); T.eq(plan:held(), 0)
+  T.eq(plan:release("late"), 0); T.eq(plan:release(), 0)
+end)
+
 T.case("the trace starts with its seed", function()
   local f = assert(io.open(trace))
   T.eq(f:read("l"), '{"moonbox_fault_trace":1,"seed":42}')
   f:close()
+end)
+
+T.case("plan:close() lets the machine have another plan", function()
+  plan:close()
+  plan:close() -- idempotent
+  T.ok(#plan:report() > 0, "counts stay readable")
+  local p2 = m:faults { seed = 5 }
+  T.raises(function() m:faults {} end, "already has a plan")
+  p2:add(F.blk.error { dev = disk }) -- the disk takes the new plan's site
+  T.eq(mb.fault.defaults().last.seed, 5)
+  p2:close()
+  plan = m:faults { seed = 6 }
+end)
+
+T.case("mb.fault.defaults: the seed m:faults uses when none is given", function()
+  local m2 = mb.machine { memory = "16M" }
+  mb.fault.defaults { seed = 99 }
+  T.ok(tostring(m2:faults {}):find("seed 99", 1, true))
+  mb.fault.defaults {}
+  T.eq(mb.fault.defaults().seed, nil)
+  m2:close()
 end)
 
 T.case("a closed machine's plan refuses politely", function()
