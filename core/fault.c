@@ -261,6 +261,13 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
 	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_LAST_ACTION)
 		return mb_seterr(-EINVAL, "fault: unknown action %d", (int)r->action);
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		if (r->bit > 7)
+			return mb_seterr(-EINVAL, "bit: %u is not 0-7", r->bit);
+		if (r->after || r->nth || r->every || r->has_p || r->count)
+			return mb_seterr(-EINVAL, "mem.flip: applied when added (no conditions)");
+		return 0;
+	}
 	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
 		return mb_seterr(-EINVAL, "dev: missing (the device to fault)");
 	if (r->ops & ~MB_FAULT_OP_ANY)
@@ -309,8 +316,40 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s)
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
 
+/* A bit flip in guest RAM, now: the rule acts once, as it is added. */
+static int mem_flip(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (rc)
+		return rc;
+	uint8_t *b = p->m ? mb_mem_ptr(mb_machine_mem(p->m), r->gpa, 1, true) : NULL;
+	if (!b)
+		return mb_seterr(-EINVAL, "gpa: 0x%llx is not guest RAM",
+				 (unsigned long long)r->gpa);
+	if (p->nrules == p->caprules) {
+		size_t cap = p->caprules ? 2 * p->caprules : 8;
+		void *nr = realloc(p->rules, cap * sizeof *p->rules);
+		if (!nr)
+			return mb_seterr(-ENOMEM, "faults: out of memory");
+		p->rules = nr, p->caprules = cap;
+	}
+	__atomic_xor_fetch(b, (uint8_t)(1u << r->bit), __ATOMIC_SEQ_CST);
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	snprintf(sl->r.dev, sizeof sl->r.dev, "mem");
+	sl->matched = sl->fired = 1;
+	return (int)++p->nrules;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		pthread_mutex_lock(&p->lock);
+		int id = mem_flip(p, r);
+		pthread_mutex_unlock(&p->lock);
+		return id;
+	}
 	pthread_mutex_lock(&p->lock);
 	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed")
 			   : check(p, r);
@@ -598,6 +637,7 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				memcpy(v->tag, s->r.tag, sizeof v->tag);
 			}
 			break;
+		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
 			break;
 		}

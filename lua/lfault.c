@@ -234,10 +234,39 @@ static int l_blk_hold(lua_State *L)
 	return new_spec(L, MB_FAULT_BLK_HOLD, k);
 }
 
+/* F.mem.flip { gpa = ADDR, bit = 0-7 }: flips that bit of guest RAM when
+ * plan:add takes it. */
+static int l_mem_flip(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	static const char *const keys[] = { "gpa", "bit", NULL };
+	mbl_checkopts(L, 1, "mem.flip", keys);
+	struct mb_fault_rule r = { .action = MB_FAULT_MEM_FLIP };
+	if (lua_getfield(L, 1, "gpa") == LUA_TNIL)
+		luaL_error(L, "gpa: missing (the guest-physical byte to flip)");
+	lua_pop(L, 1);
+	r.gpa = (uint64_t)mbl_optint(L, 1, "gpa", 0);
+	lua_Integer bit = mbl_optint(L, 1, "bit", 0);
+	if (bit < 0 || bit > 7)
+		luaL_error(L, "bit: %d is not 0-7", (int)bit);
+	r.bit = (unsigned)bit;
+	snprintf(r.dev, sizeof r.dev, "mem");
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
 /* "blk.error on blk0, read sectors 2048-2055, nth 3" */
 static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 {
 	char s[256];
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		snprintf(s, sizeof s, "mem.flip of bit %u at 0x%llx", r->bit,
+			 (unsigned long long)r->gpa);
+		luaL_addstring(b, s);
+		return;
+	}
 	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
 			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
 			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
@@ -608,6 +637,10 @@ void mbl_open_fault(lua_State *L)
 	lua_createtable(L, 0, 1); /* mb.fault */
 	luaL_newlib(L, blk);
 	lua_setfield(L, -2, "blk");
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, l_mem_flip);
+	lua_setfield(L, -2, "flip");
+	lua_setfield(L, -2, "mem");
 	lua_pushcfunction(L, l_defaults);
 	lua_setfield(L, -2, "defaults");
 	lua_setfield(L, -2, "fault");

@@ -32,8 +32,9 @@ enum mb_fault_action {
 	MB_FAULT_BLK_TORN_WRITE,  /* write the first `keep` sectors, report OK */
 	MB_FAULT_BLK_BAD,         /* reads of still-bad sectors fail; writes heal */
 	MB_FAULT_BLK_HOLD,        /* not completed until mb_fault_plan_release(tag) */
+	MB_FAULT_MEM_FLIP,        /* flip bit `bit` of guest RAM at gpa, when added */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_BLK_HOLD
+#define MB_FAULT_LAST_ACTION MB_FAULT_MEM_FLIP
 #define MB_FAULT_TAG_MAX 32
 /* BAD: the largest range a rule may cover (its heal bitmap) */
 #define MB_FAULT_BAD_MAX_SECTORS (1u << 20)
@@ -65,6 +66,8 @@ struct mb_fault_rule {
 	unsigned bytes;        /* CORRUPT: bits flipped per sector (0: 1) */
 	uint32_t keep;         /* TORN_WRITE: sectors written (0: none) */
 	char tag[MB_FAULT_TAG_MAX]; /* HOLD: what mb_fault_plan_release names */
+	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
+	unsigned bit;          /* MEM_FLIP: 0-7 */
 };
 
 struct mb_fault_plan_config {

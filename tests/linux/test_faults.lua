@@ -12,6 +12,8 @@
 -- decisions, same checksum and error count in the guest), and replayed
 -- from an edited trace (m:run stops with "divergence"). The guest prints
 -- "phase: X" and sleeps; the console function swaps the plan meanwhile.
+-- Last, a file's text in the guest's page cache gets one bit flipped in
+-- guest RAM (F.mem.flip) and the guest reads the flipped text back.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -45,6 +47,7 @@ rd() { blockdev --flushbufs /dev/vda; echo "$1-sum: $(dd if=/dev/vda bs=512 skip
 echo "phase: rec"; sleep 1; rd rec
 echo "phase: replay"; sleep 1; rd replay
 echo "phase: diverge"; sleep 1; rd diverge
+printf 'MB%sFLIP%s\n' XYZ 42 >/tmp/f; echo "phase: flip"; sleep 1; echo "flip-read: $(cat /tmp/f)"
 echo "phase: end"
 ]])
 f:close()
@@ -63,6 +66,7 @@ local trace = dir .. "/run.trace"
 local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", dir .. "/dv.trace"
 local m, com1, disk, plan, bad, never
 local rec, rp, dv -- the phases' plans
+local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
   return F.blk.error { dev = disk, op = "read", sectors = { R, R + 15 }, p = 0.5 }
 end
@@ -94,6 +98,19 @@ local phases = {
     f:close()
     dv = m:faults { replay = dv_trace }
     dv:add(seq_rule())
+  end,
+  flip = function()
+    -- The file's bytes sit in the page cache (the initramfs is RAM): flip
+    -- bit 0 of the 'M' of every copy of the text in guest RAM.
+    for base = 0, (256 << 20) - 1, 64 << 20 do
+      local chunk, at = m:read(base, 64 << 20), 1
+      while true do
+        local i = chunk:find("MBXYZFLIP42", at, true)
+        if not i then break end
+        flips[#flips + 1] = dv:add(F.mem.flip { gpa = base + i - 1, bit = 0 })
+        at = i + 1
+      end
+    end
   end,
 }
 local con, scanned = "", 1
@@ -192,6 +209,12 @@ T.case("a replay of an edited trace stops m:run with reason divergence", functio
   T.ok(tostring(r1.message):find("match #3", 1, true), tostring(r1.message))
   T.ok(tostring(r1.message):find("999999", 1, true), tostring(r1.message))
   T.eq(dv:matched(1), 3)
+end)
+
+T.case("a bit flipped in guest RAM is what the guest reads back", function()
+  print("# flipped " .. #flips .. " copies")
+  T.ok(#flips >= 1, "the text was found in guest RAM")
+  has("flip-read: LBXYZFLIP42") -- 'M' (0x4d) with bit 0 flipped is 'L'
 end)
 
 os.execute("rm -rf " .. dir)
