@@ -17,6 +17,9 @@
 int luaopen_moonbox(lua_State *L);
 
 static const char *progname = "moonbox";
+/* For "to replay this run": the script and its arguments. */
+static char **script_argv;
+static int script_argc;
 
 static void usage(FILE *f)
 {
@@ -30,6 +33,8 @@ static void usage(FILE *f)
 		"  --info    describe this host's KVM (version, backend, capabilities)\n"
 		"  --gdb SPEC  the first machine the script runs waits for gdb on SPEC\n"
 		"            (unix:PATH or tcp:HOST:PORT) before its first instruction\n"
+		"  --fault-seed N       the seed m:faults uses when the script gives none\n"
+		"  --fault-replay TRACE m:faults replays TRACE (docs/faults.md)\n"
 		"  --help    show this help\n"
 		"  --        stop handling options\n"
 		"  -         stop handling options and execute stdin\n"
@@ -346,10 +351,57 @@ static void repl(lua_State *L)
 	}
 }
 
+/* A failing run with a fault plan says how to run it again with the same
+ * decisions: from its trace when it wrote one, else from its seed. */
+static void replay_hint(lua_State *L)
+{
+	if (!script_argv)
+		return;
+	int top = lua_gettop(L);
+	lua_getglobal(L, "package");
+	if (lua_getfield(L, -1, "loaded") != LUA_TTABLE ||
+	    lua_getfield(L, -1, "moonbox") != LUA_TTABLE ||
+	    lua_getfield(L, -1, "fault") != LUA_TTABLE ||
+	    lua_getfield(L, -1, "defaults") != LUA_TFUNCTION ||
+	    lua_pcall(L, 0, 1, 0) != LUA_OK || !lua_istable(L, -1) ||
+	    lua_getfield(L, -1, "last") != LUA_TTABLE) {
+		lua_settop(L, top);
+		return;
+	}
+	lua_getfield(L, -1, "trace");
+	lua_getfield(L, -2, "replay");
+	lua_getfield(L, -3, "seed");
+	const char *trace = lua_tostring(L, -3), *replay = lua_tostring(L, -2);
+	fprintf(stderr, "%s: to replay this run's faults: %s", progname, progname);
+	if (trace || replay)
+		fprintf(stderr, " --fault-replay %s", trace ? trace : replay);
+	else
+		fprintf(stderr, " --fault-seed %s", lua_tostring(L, -1));
+	for (int i = 0; i < script_argc; i++)
+		fprintf(stderr, " %s", script_argv[i]);
+	fputc('\n', stderr);
+	fflush(stderr);
+	lua_settop(L, top);
+}
+
+/* os.exit(code): a non-zero code of a run with a plan gets the hint. */
+static int os_exit(lua_State *L)
+{
+	int ok = lua_isboolean(L, 1) ? lua_toboolean(L, 1)
+				     : luaL_optinteger(L, 1, 0) == 0;
+	if (!ok)
+		replay_hint(L);
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
 int main(int argc, char **argv)
 {
 	int interactive = 0, version = 0, script = 0;
 	const char *gdb = NULL;
+	const char *fault_seed = NULL, *fault_replay = NULL;
 	if (argv[0] && argv[0][0])
 		progname = "moonbox";
 	/* First pass: find options and the script position. */
@@ -380,6 +432,19 @@ int main(int argc, char **argv)
 				return 1;
 			}
 			gdb = argv[i];
+		} else if (strcmp(a, "--fault-seed") == 0 ||
+			 strcmp(a, "--fault-replay") == 0) {
+			if (++i >= argc) {
+				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
+				return 1;
+			}
+			char *end;
+			if (a[8] == 's' && (strtoull(argv[i], &end, 0), *end || !*argv[i])) {
+				fprintf(stderr, "%s: --fault-seed: \"%s\" is not a number\n",
+					progname, argv[i]);
+				return 1;
+			}
+			*(a[8] == 's' ? &fault_seed : &fault_replay) = argv[i];
 		} else if (strcmp(a, "-e") == 0 || strcmp(a, "-l") == 0) {
 			if (++i >= argc) {
 				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);
@@ -408,13 +473,44 @@ int main(int argc, char **argv)
 		lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.gdb");
 	}
 	create_arg(L, argv, argc, script);
+	if (fault_seed || fault_replay) {
+		lua_getglobal(L, "require");
+		lua_pushstring(L, "moonbox");
+		lua_call(L, 1, 1);
+		lua_getfield(L, -1, "fault");
+		lua_getfield(L, -1, "defaults");
+		lua_createtable(L, 0, 2);
+		if (fault_seed) {
+			lua_pushinteger(L, (lua_Integer)strtoull(fault_seed, NULL, 0));
+			lua_setfield(L, -2, "seed");
+		}
+		if (fault_replay) {
+			lua_pushstring(L, fault_replay);
+			lua_setfield(L, -2, "replay");
+		}
+		if (report(L, docall(L, 1, 0)) != LUA_OK) {
+			lua_close(L);
+			return 1;
+		}
+		lua_pop(L, 2);
+	}
+	if (script) {
+		script_argv = argv + script, script_argc = argc - script;
+		lua_getglobal(L, "os");
+		lua_getfield(L, -1, "exit");
+		lua_pushcclosure(L, os_exit, 1);
+		lua_setfield(L, -2, "exit");
+		lua_pop(L, 1);
+	}
 	if (version)
 		printf("moonbox %s (%s)\n", MB_VERSION, LUA_RELEASE);
 	int status = LUA_OK;
 	int last = script ? script : argc;
 	for (int i = 1; i < last && status == LUA_OK; i++) {
-		if (strcmp(argv[i], "--gdb") == 0) {
-			i++;
+		if (strcmp(argv[i], "--gdb") == 0 ||
+		    strcmp(argv[i], "--fault-seed") == 0 ||
+		    strcmp(argv[i], "--fault-replay") == 0) {
+			i++; /* taken in the first pass, with its argument */
 		} else if (strcmp(argv[i], "-e") == 0) {
 			status = dostring(L, argv[++i], "=(command line)");
 		} else if (strcmp(argv[i], "-l") == 0) {
@@ -426,9 +522,12 @@ int main(int argc, char **argv)
 				lua_setglobal(L, mod);
 		}
 	}
-	if (status == LUA_OK && script)
+	if (status == LUA_OK && script) {
 		status = doscript(L, argv[script], argv + script + 1,
 				  argc - script - 1);
+		if (status != LUA_OK)
+			replay_hint(L);
+	}
 	if (status == LUA_OK) {
 		int ran_something = script || argc > 1;
 		if (interactive || (!ran_something && isatty(0)))

@@ -25,6 +25,9 @@ struct mb_fault_site {
 	char dev[MB_DEVICE_NAME_MAX];
 	_Atomic int refs;
 	uint64_t seq; /* events seen (under the plan's lock) */
+	/* The site this one replaced on its device (a closed plan's): a
+	 * request may still be deciding on it, so it lives as long as we do. */
+	struct mb_fault_site *replaced;
 };
 
 struct slot {
@@ -33,6 +36,7 @@ struct slot {
 	uint64_t matched, fired;
 	bool removed;
 	size_t next; /* replay: where to look for this rule's next record */
+	uint8_t *healed; /* BAD: a bit per sector of [first, last] written since */
 };
 
 struct mb_fault_plan {
@@ -48,6 +52,7 @@ struct mb_fault_plan {
 	size_t nrules, caprules;
 	struct mb_fault_site **sites;
 	size_t nsites, capsites;
+	struct mb_fault_held *held; /* requests parked by HOLD, newest first */
 };
 
 /* ---- the generator ------------------------------------------------------------ */
@@ -82,26 +87,46 @@ static void plan_put(struct mb_fault_plan *p)
 	if (atomic_fetch_sub(&p->refs, 1) != 1)
 		return;
 	mb_fault_trace_fini(&p->replay);
+	for (size_t i = 0; i < p->nrules; i++)
+		free(p->rules[i].healed);
 	free(p->rules);
 	free(p->sites);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
-void mb_fault_plan_free(struct mb_fault_plan *p)
+void mb_fault_plan_close(struct mb_fault_plan *p)
 {
-	if (!p)
-		return;
 	pthread_mutex_lock(&p->lock);
+	if (p->closed) {
+		pthread_mutex_unlock(&p->lock);
+		return;
+	}
 	p->closed = true;
 	if (p->trace)
 		fclose(p->trace);
 	p->trace = NULL;
 	size_t n = p->nsites;
 	pthread_mutex_unlock(&p->lock);
+	mb_fault_plan_release(p, NULL); /* nothing stays parked for ever */
 	for (size_t i = 0; i < n; i++)
 		mb_fault_site_put(p->sites[i]);
+}
+
+void mb_fault_plan_free(struct mb_fault_plan *p)
+{
+	if (!p)
+		return;
+	mb_fault_plan_close(p);
 	plan_put(p);
+}
+
+bool mb_fault_plan_closed(struct mb_fault_plan *p)
+{
+	pthread_mutex_lock(&p->lock);
+	bool c = p->closed;
+	pthread_mutex_unlock(&p->lock);
+	return c;
 }
 
 static void plan_hook(void *arg)
@@ -173,8 +198,28 @@ void mb_fault_site_put(struct mb_fault_site *s)
 	if (!s || atomic_fetch_sub(&s->refs, 1) != 1)
 		return;
 	struct mb_fault_plan *p = s->p;
+	struct mb_fault_site *prev = s->replaced;
 	free(s);
 	plan_put(p);
+	mb_fault_site_put(prev);
+}
+
+int mb_fault_site_install(struct mb_fault_site *_Atomic *slot,
+			  struct mb_fault_site *s)
+{
+	struct mb_fault_site *old = atomic_load_explicit(slot, memory_order_acquire);
+	if (old == s)
+		return 0;
+	if (old && !mb_fault_plan_closed(old->p))
+		return mb_seterr(-EBUSY, "dev: %s already has another fault plan "
+				 "(close it first: plan:close())", s->dev);
+	mb_fault_site_get(s);
+	if (old) {
+		mb_fault_site_put(s->replaced); /* an older one, replaced twice */
+		s->replaced = old;              /* takes over the device's reference */
+	}
+	atomic_store_explicit(slot, s, memory_order_release);
+	return 0;
 }
 
 /* Under the lock. */
@@ -214,8 +259,15 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 
 static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
-	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_BLK_CORRUPT)
+	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_LAST_ACTION)
 		return mb_seterr(-EINVAL, "fault: unknown action %d", (int)r->action);
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		if (r->bit > 7)
+			return mb_seterr(-EINVAL, "bit: %u is not 0-7", r->bit);
+		if (r->after || r->nth || r->every || r->has_p || r->count)
+			return mb_seterr(-EINVAL, "mem.flip: applied when added (no conditions)");
+		return 0;
+	}
 	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
 		return mb_seterr(-EINVAL, "dev: missing (the device to fault)");
 	if (r->ops & ~MB_FAULT_OP_ANY)
@@ -236,6 +288,17 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (r->action == MB_FAULT_BLK_CORRUPT && r->ops &&
 	    (r->ops & ~MB_FAULT_OP_READ))
 		return mb_seterr(-EINVAL, "op: corrupt acts on reads only");
+	if (r->action == MB_FAULT_BLK_LYING_FLUSH && r->ops && r->ops != MB_FAULT_OP_FLUSH)
+		return mb_seterr(-EINVAL, "op: lying_flush acts on flushes only");
+	if (r->action == MB_FAULT_BLK_TORN_WRITE && r->ops && r->ops != MB_FAULT_OP_WRITE)
+		return mb_seterr(-EINVAL, "op: torn_write acts on writes only");
+	if (r->action == MB_FAULT_BLK_BAD &&
+	    (r->first > r->last || r->last - r->first >= MB_FAULT_BAD_MAX_SECTORS))
+		return mb_seterr(-EINVAL, "sectors: bad blocks need a range of 1-%u sectors",
+				 MB_FAULT_BAD_MAX_SECTORS);
+	if (r->action == MB_FAULT_BLK_HOLD &&
+	    (!r->tag[0] || !memchr(r->tag, 0, sizeof r->tag)))
+		return mb_seterr(-EINVAL, "tag: missing (the name plan:release takes)");
 	return 0;
 }
 
@@ -253,8 +316,40 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s)
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
 
+/* A bit flip in guest RAM, now: the rule acts once, as it is added. */
+static int mem_flip(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (rc)
+		return rc;
+	uint8_t *b = p->m ? mb_mem_ptr(mb_machine_mem(p->m), r->gpa, 1, true) : NULL;
+	if (!b)
+		return mb_seterr(-EINVAL, "gpa: 0x%llx is not guest RAM",
+				 (unsigned long long)r->gpa);
+	if (p->nrules == p->caprules) {
+		size_t cap = p->caprules ? 2 * p->caprules : 8;
+		void *nr = realloc(p->rules, cap * sizeof *p->rules);
+		if (!nr)
+			return mb_seterr(-ENOMEM, "faults: out of memory");
+		p->rules = nr, p->caprules = cap;
+	}
+	__atomic_xor_fetch(b, (uint8_t)(1u << r->bit), __ATOMIC_SEQ_CST);
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	snprintf(sl->r.dev, sizeof sl->r.dev, "mem");
+	sl->matched = sl->fired = 1;
+	return (int)++p->nrules;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		pthread_mutex_lock(&p->lock);
+		int id = mem_flip(p, r);
+		pthread_mutex_unlock(&p->lock);
+		return id;
+	}
 	pthread_mutex_lock(&p->lock);
 	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed")
 			   : check(p, r);
@@ -275,11 +370,23 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 		return rc;
 	if (rc)
 		return rc;
+	uint8_t *healed = NULL;
+	if (r->action == MB_FAULT_BLK_BAD &&
+	    !(healed = calloc((size_t)((r->last - r->first) / 8 + 1), 1)))
+		return mb_seterr(-ENOMEM, "faults: out of memory");
 	pthread_mutex_lock(&p->lock);
 	struct slot *sl = &p->rules[p->nrules];
 	memset(sl, 0, sizeof *sl);
 	sl->r = *r;
 	sl->site = s;
+	sl->healed = healed;
+	/* The op a fault acts on is its filter. */
+	if (r->action == MB_FAULT_BLK_LYING_FLUSH)
+		sl->r.ops = MB_FAULT_OP_FLUSH;
+	else if (r->action == MB_FAULT_BLK_TORN_WRITE)
+		sl->r.ops = MB_FAULT_OP_WRITE;
+	else if (r->action == MB_FAULT_BLK_BAD)
+		sl->r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
 	int id = (int)++p->nrules;
 	pthread_mutex_unlock(&p->lock);
 	return id;
@@ -363,6 +470,27 @@ bool mb_fault_blk_match(const struct mb_fault_rule *r,
 	if (end < e->sector)
 		end = UINT64_MAX;
 	return e->sector <= r->last && end >= r->first;
+}
+
+/* Under the lock. A BAD rule's view of e: a write heals the sectors of
+ * the range it covers (false: not a match); a read is a match while one
+ * of its sectors in the range is still bad. */
+static bool bad_event(struct slot *s, const struct mb_fault_blk_event *e)
+{
+	uint64_t n = e->nsectors ? e->nsectors : 1;
+	uint64_t lo = e->sector > s->r.first ? e->sector : s->r.first;
+	uint64_t hi = e->sector + (n - 1);
+	if (hi < e->sector || hi > s->r.last)
+		hi = s->r.last;
+	bool bad = false;
+	for (uint64_t x = lo; x <= hi; x++) {
+		uint64_t i = x - s->r.first;
+		if (e->op == MB_FAULT_OP_WRITE)
+			s->healed[i / 8] |= (uint8_t)(1u << (i % 8));
+		else if (!(s->healed[i / 8] & (1u << (i % 8))))
+			bad = true;
+	}
+	return e->op != MB_FAULT_OP_WRITE && bad;
 }
 
 static void divergence(struct mb_fault_plan *p, const char *fmt, ...)
@@ -453,6 +581,10 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 		/* A rule armed by another one sees nothing before that one acted. */
 		if (s->r.after && !p->rules[s->r.after - 1].fired)
 			continue;
+		/* Bad blocks: a write heals what it covers; a read matches only
+		 * while it touches a sector not yet healed. */
+		if (s->r.action == MB_FAULT_BLK_BAD && !bad_event(s, e))
+			continue;
 		uint64_t o = ++s->matched;
 		if (!guest)
 			guest = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
@@ -488,6 +620,24 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				v->bytes = s->r.bytes ? s->r.bytes : 1;
 			}
 			break;
+		case MB_FAULT_BLK_LYING_FLUSH:
+			v->lie = true;
+			break;
+		case MB_FAULT_BLK_TORN_WRITE:
+			if (!v->torn)
+				v->torn = true, v->keep = s->r.keep;
+			break;
+		case MB_FAULT_BLK_BAD:
+			if (!v->error)
+				v->error = true, v->status = VIRTIO_BLK_S_IOERR;
+			break;
+		case MB_FAULT_BLK_HOLD:
+			if (!v->hold) {
+				v->hold = true;
+				memcpy(v->tag, s->r.tag, sizeof v->tag);
+			}
+			break;
+		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
 			break;
 		}
@@ -530,4 +680,72 @@ void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
 			}
 		}
 	}
+}
+
+/* ---- held requests -------------------------------------------------------- */
+
+void mb_fault_hold(struct mb_fault_site *s, const char *tag,
+		   struct mb_fault_held *h, void (*release)(void *), void *arg)
+{
+	struct mb_fault_plan *p = s->p;
+	h->site = s;
+	snprintf(h->tag, sizeof h->tag, "%s", tag);
+	h->release = release, h->arg = arg;
+	pthread_mutex_lock(&p->lock);
+	bool closed = p->closed;
+	if (!closed)
+		h->next = p->held, p->held = h;
+	pthread_mutex_unlock(&p->lock);
+	if (closed)
+		release(arg); /* nobody could release it any more */
+}
+
+/* Unlink the held requests for which keep() is false, oldest first. */
+static struct mb_fault_held *unlink_held(struct mb_fault_plan *p, const char *tag,
+					 struct mb_fault_site *site)
+{
+	struct mb_fault_held *out = NULL, **pp = &p->held;
+	pthread_mutex_lock(&p->lock);
+	while (*pp) {
+		struct mb_fault_held *h = *pp;
+		if ((!tag || strcmp(h->tag, tag) == 0) && (!site || h->site == site)) {
+			*pp = h->next;
+			h->next = out, out = h; /* reverses: the oldest comes first */
+		} else {
+			pp = &h->next;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return out;
+}
+
+int mb_fault_plan_release(struct mb_fault_plan *p, const char *tag)
+{
+	int n = 0;
+	for (struct mb_fault_held *h = unlink_held(p, tag, NULL), *next; h; h = next) {
+		next = h->next; /* release() may reuse h */
+		h->release(h->arg);
+		n++;
+	}
+	return n;
+}
+
+void mb_fault_site_release(struct mb_fault_site *s)
+{
+	if (!s)
+		return;
+	for (struct mb_fault_held *h = unlink_held(s->p, NULL, s), *next; h; h = next) {
+		next = h->next;
+		h->release(h->arg);
+	}
+}
+
+unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag)
+{
+	unsigned n = 0;
+	pthread_mutex_lock(&p->lock);
+	for (struct mb_fault_held *h = p->held; h; h = h->next)
+		n += !tag || strcmp(h->tag, tag) == 0;
+	pthread_mutex_unlock(&p->lock);
+	return n;
 }

@@ -19,7 +19,10 @@
 
 static const char *const op_names[] = { "read", "write", "flush", "discard" };
 static const char *const action_names[] = { "none", "blk.error", "blk.latency",
-					    "blk.corrupt" };
+					    "blk.corrupt", "blk.lying_flush",
+					    "blk.torn_write", "blk.bad", "blk.hold",
+					    "mem.flip" };
+#define NACTIONS (sizeof action_names / sizeof *action_names)
 
 const char *mb_fault_op_name(unsigned op)
 {
@@ -31,7 +34,7 @@ const char *mb_fault_op_name(unsigned op)
 
 const char *mb_fault_action_name(enum mb_fault_action a)
 {
-	return (unsigned)a < 4 ? action_names[a] : "?";
+	return (unsigned)a < NACTIONS ? action_names[a] : "?";
 }
 
 static const char *status_name(uint8_t s)
@@ -211,7 +214,7 @@ static int record(struct kv *kv, int n, size_t line, struct mb_fault_record *r)
 	if (!s[0][0])
 		return bad(line, "dev is empty", NULL);
 	int op = lookup(op_names, 4, s[1]);
-	int act = lookup(action_names, 4, s[2]);
+	int act = lookup(action_names, NACTIONS, s[2]);
 	int st = lookup((const char *const[]){ "ok", "ioerr", "unsupp" }, 3, s[3]);
 	if (op < 0)
 		return bad(line, "unknown op", s[1]);

@@ -17,6 +17,10 @@
 #define RULE_MT "moonbox.fault_rule"
 
 static const char plan_key = 0; /* the machine's plan, in its refs */
+/* In the registry: this Lua state's defaults for m:faults (the moonbox
+ * command's --fault-seed / --fault-replay) and what the last plan was
+ * (so a failing run can say how to replay it). A plain table of scalars. */
+static const char defaults_key = 0;
 
 struct lplan {
 	struct mbl_machine *mm;
@@ -150,6 +154,37 @@ static int new_spec(lua_State *L, enum mb_fault_action a, const char *const *ext
 			r.ops = MB_FAULT_OP_READ;
 		else if (r.ops != MB_FAULT_OP_READ)
 			luaL_error(L, "op: corrupt acts on reads only");
+	} else if (a == MB_FAULT_BLK_LYING_FLUSH) {
+		if (r.ops == MB_FAULT_OP_ANY)
+			r.ops = MB_FAULT_OP_FLUSH;
+		else if (r.ops != MB_FAULT_OP_FLUSH)
+			luaL_error(L, "op: lying_flush acts on flushes only");
+	} else if (a == MB_FAULT_BLK_TORN_WRITE) {
+		lua_Integer k = mbl_optint(L, 1, "keep", -1);
+		if (k < 0 || k > 0xffffffff)
+			luaL_error(L, "keep: %s (the sectors written, >= 0)",
+				   k == -1 ? "missing" : "out of range");
+		r.keep = (uint32_t)k;
+		if (r.ops == MB_FAULT_OP_ANY)
+			r.ops = MB_FAULT_OP_WRITE;
+		else if (r.ops != MB_FAULT_OP_WRITE)
+			luaL_error(L, "op: torn_write acts on writes only");
+	} else if (a == MB_FAULT_BLK_BAD) {
+		if (r.first > r.last)
+			luaL_error(L, "sectors: missing (the bad range { FIRST, LAST })");
+		if (r.last - r.first >= MB_FAULT_BAD_MAX_SECTORS)
+			luaL_error(L, "sectors: more than %d sectors", (int)MB_FAULT_BAD_MAX_SECTORS);
+		if (r.ops != MB_FAULT_OP_ANY)
+			luaL_error(L, "op: bad blocks fail reads and heal on writes (no op)");
+	} else if (a == MB_FAULT_BLK_HOLD) {
+		size_t len;
+		lua_getfield(L, 1, "tag");
+		const char *t = lua_tolstring(L, -1, &len);
+		if (lua_type(L, -1) != LUA_TSTRING || len == 0 || len >= sizeof r.tag)
+			luaL_error(L, "tag: expected a name of 1-%d bytes (plan:release(tag))",
+				   (int)sizeof r.tag - 1);
+		memcpy(r.tag, t, len + 1);
+		lua_pop(L, 1);
 	}
 	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
 	*u = r;
@@ -175,12 +210,66 @@ static int l_blk_corrupt(lua_State *L)
 	return new_spec(L, MB_FAULT_BLK_CORRUPT, k);
 }
 
+static int l_blk_lying_flush(lua_State *L)
+{
+	static const char *const k[] = { NULL };
+	return new_spec(L, MB_FAULT_BLK_LYING_FLUSH, k);
+}
+
+static int l_blk_torn_write(lua_State *L)
+{
+	static const char *const k[] = { "keep", NULL };
+	return new_spec(L, MB_FAULT_BLK_TORN_WRITE, k);
+}
+
+static int l_blk_bad(lua_State *L)
+{
+	static const char *const k[] = { NULL };
+	return new_spec(L, MB_FAULT_BLK_BAD, k);
+}
+
+static int l_blk_hold(lua_State *L)
+{
+	static const char *const k[] = { "tag", NULL };
+	return new_spec(L, MB_FAULT_BLK_HOLD, k);
+}
+
+/* F.mem.flip { gpa = ADDR, bit = 0-7 }: flips that bit of guest RAM when
+ * plan:add takes it. */
+static int l_mem_flip(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	static const char *const keys[] = { "gpa", "bit", NULL };
+	mbl_checkopts(L, 1, "mem.flip", keys);
+	struct mb_fault_rule r = { .action = MB_FAULT_MEM_FLIP };
+	if (lua_getfield(L, 1, "gpa") == LUA_TNIL)
+		luaL_error(L, "gpa: missing (the guest-physical byte to flip)");
+	lua_pop(L, 1);
+	r.gpa = (uint64_t)mbl_optint(L, 1, "gpa", 0);
+	lua_Integer bit = mbl_optint(L, 1, "bit", 0);
+	if (bit < 0 || bit > 7)
+		luaL_error(L, "bit: %d is not 0-7", (int)bit);
+	r.bit = (unsigned)bit;
+	snprintf(r.dev, sizeof r.dev, "mem");
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
 /* "blk.error on blk0, read sectors 2048-2055, nth 3" */
 static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 {
 	char s[256];
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		snprintf(s, sizeof s, "mem.flip of bit %u at 0x%llx", r->bit,
+			 (unsigned long long)r->gpa);
+		luaL_addstring(b, s);
+		return;
+	}
 	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
-			 r->dev, mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
+			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
+			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
 	if (r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
 			      (unsigned long long)r->first, (unsigned long long)r->last);
@@ -189,6 +278,10 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 			      r->status == VIRTIO_BLK_S_UNSUPP ? "unsupp" : "ioerr");
 	if (r->action == MB_FAULT_BLK_LATENCY)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %u ms", r->ms);
+	if (r->action == MB_FAULT_BLK_TORN_WRITE)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", keep %u", r->keep);
+	if (r->action == MB_FAULT_BLK_HOLD)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", tag %s", r->tag);
 #define C(f) if (r->f) n += snprintf(s + n, sizeof s - (size_t)n, ", " #f " %llu", \
 				     (unsigned long long)r->f);
 	C(nth) C(every) C(count)
@@ -236,6 +329,45 @@ static unsigned plan_rule(lua_State *L, struct lplan *lp, int idx)
 	return id;
 }
 
+static void push_defaults(lua_State *L)
+{
+	if (lua_rawgetp(L, LUA_REGISTRYINDEX, &defaults_key) == LUA_TTABLE)
+		return;
+	lua_pop(L, 1);
+	lua_newtable(L);
+	lua_pushvalue(L, -1);
+	lua_rawsetp(L, LUA_REGISTRYINDEX, &defaults_key);
+}
+
+/* mb.fault.defaults { seed = N, replay = PATH }: what m:faults uses when
+ * the script does not say (nil clears). Returns the current defaults and
+ * the last plan made: { seed, replay, last = { seed, trace, replay } }. */
+static int l_defaults(lua_State *L)
+{
+	lua_settop(L, 1);
+	push_defaults(L);
+	int d = lua_gettop(L);
+	if (!lua_isnoneornil(L, 1)) {
+		luaL_checktype(L, 1, LUA_TTABLE);
+		static const char *const keys[] = { "seed", "replay", NULL };
+		mbl_checkopts(L, 1, "defaults", keys);
+		if (lua_getfield(L, 1, "seed") != LUA_TNIL)
+			mbl_optint(L, 1, "seed", 0); /* checks it */
+		lua_setfield(L, d, "seed");
+		if (lua_getfield(L, 1, "replay") != LUA_TNIL)
+			mbl_optstr(L, 1, "replay", NULL);
+		lua_setfield(L, d, "replay");
+	}
+	lua_createtable(L, 0, 3);
+	lua_getfield(L, d, "seed");
+	lua_setfield(L, -2, "seed");
+	lua_getfield(L, d, "replay");
+	lua_setfield(L, -2, "replay");
+	lua_getfield(L, d, "last");
+	lua_setfield(L, -2, "last");
+	return 1;
+}
+
 /* m:faults { seed = N, trace = PATH, replay = PATH } */
 static int l_faults(lua_State *L)
 {
@@ -247,15 +379,27 @@ static int l_faults(lua_State *L)
 	lua_settop(L, 2);
 	static const char *const keys[] = { "seed", "trace", "replay", NULL };
 	mbl_checkopts(L, 2, "faults", keys);
+	push_defaults(L); /* 3 */
 	struct mb_fault_plan_config c = {
-		.seed = (uint64_t)mbl_optint(L, 2, "seed", 0),
+		.seed = (uint64_t)mbl_optint(L, 2, "seed",
+					     mbl_optint(L, 3, "seed", 0)),
 		.trace = mbl_optstr(L, 2, "trace", NULL),
-		.replay = mbl_optstr(L, 2, "replay", NULL),
+		.replay = mbl_optstr(L, 2, "replay", mbl_optstr(L, 3, "replay", NULL)),
 	};
-	if (mbl_ref_push(L, mm, &plan_key) != LUA_TNIL)
-		return luaL_error(L, "faults: this machine already has a plan");
+	/* A replay forced from outside must not overwrite the trace it reads. */
+	if (c.replay && c.trace && strcmp(c.replay, c.trace) == 0) {
+		lua_pushfstring(L, "%s.replay", c.trace);
+		c.trace = lua_tostring(L, -1);
+	}
+	if (mbl_ref_push(L, mm, &plan_key) != LUA_TNIL) {
+		struct lplan *old = lua_touserdata(L, -1);
+		if (old->p && !mb_fault_plan_closed(old->p))
+			return luaL_error(L, "faults: this machine already has a plan "
+					  "(plan:close() it first)");
+	}
 	lua_pop(L, 1);
 	struct lplan *lp = lua_newuserdatauv(L, sizeof *lp, 2);
+	int pi = lua_gettop(L);
 	lp->mm = mm, lp->p = NULL;
 	luaL_setmetatable(L, PLAN_MT);
 	lua_pushvalue(L, 1);
@@ -264,8 +408,46 @@ static int l_faults(lua_State *L)
 	lua_setiuservalue(L, -2, 2);
 	if (mb_fault_plan_new(m, &c, &lp->p))
 		return mbl_fail(L, "faults");
-	mbl_ref_set(L, mm, &plan_key, -1);
+	mbl_ref_set(L, mm, &plan_key, pi);
+	lua_createtable(L, 0, 3); /* defaults.last */
+	lua_pushinteger(L, (lua_Integer)mb_fault_plan_seed(lp->p));
+	lua_setfield(L, -2, "seed");
+	if (c.trace) {
+		lua_pushstring(L, c.trace);
+		lua_setfield(L, -2, "trace");
+	}
+	if (c.replay) {
+		lua_pushstring(L, c.replay);
+		lua_setfield(L, -2, "replay");
+	}
+	lua_setfield(L, 3, "last");
+	lua_settop(L, pi);
 	return 1;
+}
+
+/* plan:release(tag): start the requests held under tag (none: all);
+ * returns how many. plan:held(tag) counts them. */
+static int p_release(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	lua_pushinteger(L, mb_fault_plan_release(lp->p, luaL_optstring(L, 2, NULL)));
+	return 1;
+}
+
+static int p_held(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	lua_pushinteger(L, mb_fault_plan_held(lp->p, luaL_optstring(L, 2, NULL)));
+	return 1;
+}
+
+/* plan:close(): decide nothing more, close the trace; counts stay
+ * readable and the machine may get another plan (m:faults). */
+static int p_close(lua_State *L)
+{
+	struct lplan *lp = checkplan(L, 1);
+	mb_fault_plan_close(lp->p);
+	return 0;
 }
 
 static int p_add(lua_State *L)
@@ -425,7 +607,9 @@ void mbl_open_fault(lua_State *L)
 	static const luaL_Reg plan_methods[] = {
 		{ "add", p_add },         { "fired", p_fired },   { "matched", p_matched },
 		{ "unfired", p_unfired }, { "remove", p_remove }, { "enable", p_enable },
-		{ "disable", p_disable }, { "report", p_report }, { NULL, NULL },
+		{ "disable", p_disable }, { "report", p_report }, { "close", p_close },
+		{ "release", p_release }, { "held", p_held },
+		{ NULL, NULL },
 	};
 	luaL_newmetatable(L, PLAN_MT);
 	luaL_newlib(L, plan_methods);
@@ -446,11 +630,19 @@ void mbl_open_fault(lua_State *L)
 
 	static const luaL_Reg blk[] = {
 		{ "error", l_blk_error }, { "latency", l_blk_latency },
-		{ "corrupt", l_blk_corrupt }, { NULL, NULL },
+		{ "corrupt", l_blk_corrupt }, { "lying_flush", l_blk_lying_flush },
+		{ "torn_write", l_blk_torn_write }, { "bad", l_blk_bad },
+		{ "hold", l_blk_hold }, { NULL, NULL },
 	};
 	lua_createtable(L, 0, 1); /* mb.fault */
 	luaL_newlib(L, blk);
 	lua_setfield(L, -2, "blk");
+	lua_createtable(L, 0, 1);
+	lua_pushcfunction(L, l_mem_flip);
+	lua_setfield(L, -2, "flip");
+	lua_setfield(L, -2, "mem");
+	lua_pushcfunction(L, l_defaults);
+	lua_setfield(L, -2, "defaults");
 	lua_setfield(L, -2, "fault");
 	mbl_machine_method(L, "faults", l_faults);
 }

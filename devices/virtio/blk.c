@@ -29,6 +29,7 @@
 #define MAX_WORKERS 8
 
 struct req {
+	struct mb_virtio_blk *b;
 	struct mb_virtio *t;
 	struct mb_vq *q;
 	struct req *next;            /* work list or free list */
@@ -36,6 +37,7 @@ struct req {
 	struct mb_vq_chain c;
 	bool faulted;                /* v holds a fault decision */
 	struct mb_fault_verdict v;
+	struct mb_fault_held held;   /* parked by a hold fault */
 };
 
 struct hdr {
@@ -125,7 +127,13 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 		return VIRTIO_BLK_S_IOERR;
 	if (out && b->ro)
 		return VIRTIO_BLK_S_IOERR; /* and no data written (5.2.6.2) */
-	if (xfer(b->fd, data, n, (off_t)(sector * SECTOR), out))
+	if (out && v && v->torn && (uint64_t)v->keep * SECTOR < len) {
+		/* A torn write: the first keep sectors reach the file, the
+		 * rest never does, and the guest is told it all went well. */
+		len = (uint64_t)v->keep * SECTOR;
+		n = mb_iov_slice(c->iov, c->nout, 16, len, data);
+	}
+	if (len && xfer(b->fd, data, n, (off_t)(sector * SECTOR), out))
 		return VIRTIO_BLK_S_IOERR;
 	if (v && !out)
 		mb_fault_blk_corrupt(v, data, n, sector, len);
@@ -143,11 +151,13 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 /* FLUSH: fdatasync. Once one has failed, Linux may have dropped the dirty
  * pages and reports the error to that one call only (a later fdatasync
  * succeeds): every later FLUSH fails, as QEMU's file-posix does. */
-static uint8_t flush(struct mb_virtio_blk *b)
+static uint8_t flush(struct mb_virtio_blk *b, const struct mb_fault_verdict *v)
 {
 	atomic_fetch_add(&b->st.flushes, 1);
 	if (atomic_load(&b->sync_failed))
 		return VIRTIO_BLK_S_IOERR;
+	if (v && v->lie)
+		return VIRTIO_BLK_S_OK; /* a lying flush: flushes - syncs counts them */
 	atomic_fetch_add(&b->st.syncs, 1);
 	if (fdatasync(b->fd) == 0)
 		return VIRTIO_BLK_S_OK;
@@ -219,7 +229,7 @@ static uint32_t execute(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 		status = rw(b, c, h->sector, h->type == VIRTIO_BLK_T_OUT, &written, v);
 		break;
 	case VIRTIO_BLK_T_FLUSH:
-		status = flush(b);
+		status = flush(b, v);
 		break;
 	case VIRTIO_BLK_T_GET_ID: {
 		size_t n = c->in_len - 1 < sizeof b->serial ? c->in_len - 1
@@ -278,7 +288,7 @@ static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
 		return false;
 	}
 	mb_fault_blk_decide(s, &e, v);
-	return v->error || v->ms || v->corrupt;
+	return v->error || v->ms || v->corrupt || v->lie || v->torn || v->hold;
 }
 
 static struct mb_fault_site *fault_site(struct mb_virtio_blk *b)
@@ -288,13 +298,7 @@ static struct mb_fault_site *fault_site(struct mb_virtio_blk *b)
 
 int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s)
 {
-	struct mb_fault_site *old = fault_site(b);
-	if (old == s)
-		return 0;
-	if (old)
-		return mb_seterr(-EBUSY, "dev: this disk already has another fault plan");
-	atomic_store_explicit(&b->fault, mb_fault_site_get(s), memory_order_release);
-	return 0;
+	return mb_fault_site_install(&b->fault, s);
 }
 
 uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
@@ -356,6 +360,43 @@ static void *worker(void *arg)
 	return NULL;
 }
 
+/* Under the lock, which it drops: a worker takes r, or we run it here. */
+static void start(struct mb_virtio_blk *b, struct req *r)
+{
+	if (b->nthreads) {
+		if (b->tail)
+			b->tail->next = r;
+		else
+			b->head = r;
+		b->tail = r;
+		pthread_cond_signal(&b->work);
+		pthread_mutex_unlock(&b->lock);
+	} else {
+		pthread_mutex_unlock(&b->lock);
+		finish(b, r);
+	}
+}
+
+/* A held request released (plan:release, a reset, the plan closed): it
+ * runs now, with the rest of its verdict. While the disk is being freed
+ * it is dropped: the rings are going away. */
+static void held_release(void *arg)
+{
+	struct req *r = arg;
+	struct mb_virtio_blk *b = r->b;
+	r->v.hold = false;
+	pthread_mutex_lock(&b->lock);
+	if (b->quit) {
+		*(r->older ? &r->older->newer : &b->oldest) = r->newer;
+		*(r->newer ? &r->newer->older : &b->newest) = r->older;
+		b->inflight--;
+		pthread_mutex_unlock(&b->lock);
+		free(r);
+		return;
+	}
+	start(b, r);
+}
+
 static struct req *req_get(struct mb_virtio_blk *b)
 {
 	pthread_mutex_lock(&b->lock);
@@ -389,23 +430,18 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 					return;
 				break;
 			}
-			r->t = t, r->q = q, r->next = NULL;
+			r->b = b, r->t = t, r->q = q, r->next = NULL;
 			r->older = b->newest, r->newer = NULL;
 			*(b->newest ? &b->newest->newer : &b->oldest) = r;
 			b->newest = r;
 			if (++b->inflight > b->max_inflight)
 				b->max_inflight = b->inflight;
-			if (b->nthreads) {
-				if (b->tail)
-					b->tail->next = r;
-				else
-					b->head = r;
-				b->tail = r;
-				pthread_cond_signal(&b->work);
+			if (r->faulted && r->v.hold) {
+				/* In flight but parked: plan:release(tag) starts it. */
 				pthread_mutex_unlock(&b->lock);
+				mb_fault_hold(fs, r->v.tag, &r->held, held_release, r);
 			} else {
-				pthread_mutex_unlock(&b->lock);
-				finish(b, r);
+				start(b, r); /* unlocks */
 			}
 		}
 	} while (mb_vq_arm(q));
@@ -415,6 +451,7 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 static void blk_reset(void *dev)
 {
 	struct mb_virtio_blk *b = dev;
+	mb_fault_site_release(fault_site(b)); /* held ones complete first */
 	pthread_mutex_lock(&b->lock);
 	while (b->inflight)
 		pthread_cond_wait(&b->done, &b->lock);
@@ -500,6 +537,7 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 	b->quit = true; /* workers drain the list, then leave */
 	pthread_cond_broadcast(&b->work);
 	pthread_mutex_unlock(&b->lock);
+	mb_fault_site_release(fault_site(b)); /* drops what is held */
 	for (unsigned i = 0; i < b->nthreads; i++)
 		pthread_join(b->th[i], NULL);
 	for (struct req *r = b->free, *n; r; r = n) {

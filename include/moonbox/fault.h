@@ -28,7 +28,16 @@ enum mb_fault_action {
 	MB_FAULT_BLK_ERROR,   /* complete with status, the file untouched */
 	MB_FAULT_BLK_LATENCY, /* complete ms later */
 	MB_FAULT_BLK_CORRUPT, /* flip bits of read data in the rule's range */
+	MB_FAULT_BLK_LYING_FLUSH, /* FLUSH acknowledged, fdatasync skipped */
+	MB_FAULT_BLK_TORN_WRITE,  /* write the first `keep` sectors, report OK */
+	MB_FAULT_BLK_BAD,         /* reads of still-bad sectors fail; writes heal */
+	MB_FAULT_BLK_HOLD,        /* not completed until mb_fault_plan_release(tag) */
+	MB_FAULT_MEM_FLIP,        /* flip bit `bit` of guest RAM at gpa, when added */
 };
+#define MB_FAULT_LAST_ACTION MB_FAULT_MEM_FLIP
+#define MB_FAULT_TAG_MAX 32
+/* BAD: the largest range a rule may cover (its heal bitmap) */
+#define MB_FAULT_BAD_MAX_SECTORS (1u << 20)
 
 /* blk operations (a rule's op is a mask of them) */
 #define MB_FAULT_OP_READ 1u
@@ -55,6 +64,10 @@ struct mb_fault_rule {
 	uint8_t status;        /* ERROR: VIRTIO_BLK_S_IOERR or _UNSUPP */
 	uint32_t ms;           /* LATENCY */
 	unsigned bytes;        /* CORRUPT: bits flipped per sector (0: 1) */
+	uint32_t keep;         /* TORN_WRITE: sectors written (0: none) */
+	char tag[MB_FAULT_TAG_MAX]; /* HOLD: what mb_fault_plan_release names */
+	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
+	unsigned bit;          /* MEM_FLIP: 0-7 */
 };
 
 struct mb_fault_plan_config {
@@ -71,6 +84,11 @@ struct mb_fault_plan_config {
 int mb_fault_plan_new(struct mb_machine *m, const struct mb_fault_plan_config *c,
 		      struct mb_fault_plan **out);
 void mb_fault_plan_free(struct mb_fault_plan *p);
+/* Close without freeing: every later decision is "none", the trace is
+ * closed, counts stay readable, and a device may take another plan's site
+ * (a machine can have one open plan at a time). Idempotent. */
+void mb_fault_plan_close(struct mb_fault_plan *p);
+bool mb_fault_plan_closed(struct mb_fault_plan *p);
 
 /* Add a rule: returns its id (1, 2, ... in the order added) or a negative
  * code (the message names the field). With a machine, the device is
@@ -99,6 +117,12 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 					 const char *dev);
 struct mb_fault_site *mb_fault_site_get(struct mb_fault_site *s);
 void mb_fault_site_put(struct mb_fault_site *s);
+/* A device's fault site pointer: install s (taking a reference). A site
+ * of a closed plan is replaced (kept alive until s goes: a request may be
+ * deciding on it); one of an open plan is -EBUSY. Not concurrent with
+ * itself for one slot (plan:add runs on the thread that runs Lua). */
+int mb_fault_site_install(struct mb_fault_site *_Atomic *slot,
+			  struct mb_fault_site *s);
 
 /* ---- blk ---------------------------------------------------------------- */
 
@@ -115,6 +139,11 @@ struct mb_fault_verdict {
 	uint64_t key;          /* corrupt: the bits flipped derive from it */
 	uint64_t first, last;  /* corrupt: the sectors it may touch */
 	unsigned bytes;
+	bool lie;              /* a FLUSH: acknowledge, do not sync */
+	bool torn;             /* a write: only the first keep sectors */
+	uint32_t keep;
+	bool hold;             /* park the request until its tag is released */
+	char tag[MB_FAULT_TAG_MAX];
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -122,6 +151,24 @@ struct mb_fault_verdict {
 void mb_fault_blk_decide(struct mb_fault_site *s,
 			 const struct mb_fault_blk_event *e,
 			 struct mb_fault_verdict *v);
+/* Hold: a request parked by a device until plan:release(tag). The device
+ * embeds the struct; release(arg) runs once, on the thread that calls
+ * mb_fault_plan_release (or at once when the plan is closed or gone). */
+struct mb_fault_held {
+	struct mb_fault_held *next;
+	struct mb_fault_site *site;
+	char tag[MB_FAULT_TAG_MAX];
+	void (*release)(void *arg);
+	void *arg;
+};
+void mb_fault_hold(struct mb_fault_site *s, const char *tag,
+		   struct mb_fault_held *h, void (*release)(void *), void *arg);
+/* Release the requests held under tag (NULL: all); returns how many. */
+int mb_fault_plan_release(struct mb_fault_plan *p, const char *tag);
+/* Release everything held on one device (its reset). */
+void mb_fault_site_release(struct mb_fault_site *s);
+unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
+
 /* Flip the verdict's bits in data read for [sector, sector + len/512). */
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
 			  const struct iovec *iov, unsigned n, uint64_t sector,

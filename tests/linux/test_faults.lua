@@ -4,6 +4,16 @@
 -- the disk and runs a script from it: cat of the file fails with EIO, a
 -- direct read of the same sectors from /dev/vda fails, a direct read of
 -- other sectors works, and the kernel logs "I/O error, dev vda, sector N".
+-- Then, in the same boot, three phases of 16 sequential reads (the page
+-- cache dropped with blockdev --flushbufs, then dd conv=noerror,sync |
+-- md5sum: busybox's dd reads /dev/vda through the page cache here, as
+-- 4 KiB requests, iflag=direct or not) of sectors past the file
+-- system: recorded under a p = 0.5 rule, replayed from that trace (same
+-- decisions, same checksum and error count in the guest), and replayed
+-- from an edited trace (m:run stops with "divergence"). The guest prints
+-- "phase: X" and sleeps; the console function swaps the plan meanwhile.
+-- Last, a file's text in the guest's page cache gets one bit flipped in
+-- guest RAM (F.mem.flip) and the guest reads the flipped text back.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -32,6 +42,13 @@ cat /m/data.bin >/dev/null; echo "cat-status: $?"
 dd if=/dev/vda of=/dev/null bs=512 skip=$S count=2 iflag=direct; echo "bad-status: $?"
 dd if=/dev/vda of=/dev/null bs=512 skip=0 count=8 iflag=direct; echo "good-status: $?"
 dmesg | grep "I/O error" | head -3
+R=$2
+rd() { blockdev --flushbufs /dev/vda; echo "$1-sum: $(dd if=/dev/vda bs=512 skip=$R count=16 iflag=direct conv=noerror,sync 2>/tmp/e | md5sum)"; echo "$1-errors: $(grep -c rror /tmp/e)"; }
+echo "phase: rec"; sleep 1; rd rec
+echo "phase: replay"; sleep 1; rd replay
+echo "phase: diverge"; sleep 1; rd diverge
+printf 'MB%sFLIP%s\n' XYZ 42 >/tmp/f; echo "phase: flip"; sleep 1; echo "flip-read: $(cat /tmp/f)"
+echo "phase: end"
 ]])
 f:close()
 local ok, out = sh("mke2fs -q -F -t ext2 -b 1024 -d " .. dir .. "/root " .. img .. " 16M")
@@ -41,12 +58,74 @@ local _, bm = sh("debugfs -R 'bmap /data.bin 0' " .. img)
 local block = assert(tonumber(bm:match("(%d+)%s*$")), "debugfs bmap: " .. bm)
 local first, last = 2 * block, 2 * block + 1
 print(string.format("# data.bin starts at block %d: sectors %d-%d", block, first, last))
+-- 16 random sectors past the file system's 16 MiB, for the replay phases.
+local R = 32768
+assert(os.execute("head -c 8192 /dev/urandom >> " .. img))
 
 local trace = dir .. "/run.trace"
-local disk, plan, bad, never
-local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
-  root = T.root, console = "buffer",
-  append = "-- mkdir /m;mount /dev/vda /m;sh /m/t.sh " .. first,
+local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", dir .. "/dv.trace"
+local m, com1, disk, plan, bad, never
+local rec, rp, dv -- the phases' plans
+local flips = {}
+local function seq_rule() -- the same rule, added in the same order, in every phase
+  return F.blk.error { dev = disk, op = "read", sectors = { R, R + 15 }, p = 0.5 }
+end
+local phases = {
+  rec = function()
+    plan:close()
+    rec = m:faults { seed = 7, trace = rec_trace }
+    rec:add(seq_rule())
+  end,
+  replay = function()
+    rec:close()
+    rp = m:faults { replay = rec_trace, trace = rp_trace }
+    rp:add(seq_rule())
+  end,
+  diverge = function()
+    rp:close()
+    -- The trace with its third record's sector moved: the guest's third
+    -- read no longer matches it.
+    local out, n = {}, 0
+    for line in io.lines(rec_trace) do
+      if line:find('"ordinal":3,', 1, true) then
+        line, n = line:gsub('"sector":%d+', '"sector":999999')
+      end
+      out[#out + 1] = line
+    end
+    assert(n == 1, "the trace has an ordinal 3")
+    local f = assert(io.open(dv_trace, "w"))
+    f:write(table.concat(out, "\n"), "\n")
+    f:close()
+    dv = m:faults { replay = dv_trace }
+    dv:add(seq_rule())
+  end,
+  flip = function()
+    -- The file's bytes sit in the page cache (the initramfs is RAM): flip
+    -- bit 0 of the 'M' of every copy of the text in guest RAM.
+    for base = 0, (256 << 20) - 1, 64 << 20 do
+      local chunk, at = m:read(base, 64 << 20), 1
+      while true do
+        local i = chunk:find("MBXYZFLIP42", at, true)
+        if not i then break end
+        flips[#flips + 1] = dv:add(F.mem.flip { gpa = base + i - 1, bit = 0 })
+        at = i + 1
+      end
+    end
+  end,
+}
+local con, scanned = "", 1
+local function console(s)
+  io.stdout:write(s)
+  con = con .. s
+  for name in con:sub(scanned):gmatch("phase: (%a+)\r?\n") do
+    if phases[name] then phases[name]() end
+  end
+  local nl = con:find("[^\n]*$")
+  scanned = nl or #con + 1
+end
+m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
+  root = T.root, console = console,
+  append = "-- mkdir /m;mount /dev/vda /m;sh /m/t.sh " .. first .. " " .. R,
   setup = function(m)
     disk = m:add(mb.virtio_blk { image = img })
     plan = m:faults { seed = 42, trace = trace }
@@ -56,8 +135,10 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
 }
 
 local t0 = os.time()
-local r = m:run { timeout = 400 }
-local con = com1:output()
+local r1 = m:run { timeout = 400 }
+print(string.format("# %s after %d s: %s", r1.reason, os.time() - t0, tostring(r1.message)))
+local r = r1
+if r1.reason == "divergence" then r = m:run { timeout = 200 } end
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
 local function has(s)
   if not con:find(s, 1, true) then
@@ -95,6 +176,45 @@ T.case("every decision is in the trace", function()
     if line:find('"action":"blk.error"', 1, true) then n = n + 1 end
   end
   T.eq(n, plan:fired(bad))
+end)
+
+local function strip(path) -- the trace without its times
+  local t = {}
+  for line in io.lines(path) do
+    t[#t + 1] = (line:gsub(',"guest_ns":%d+,"host_ns":%d+', ""))
+  end
+  return table.concat(t, "\n")
+end
+
+for _, t in ipairs { rec_trace, rp_trace } do
+  for line in io.lines(t) do print("# " .. t:match("[^/]*$") .. ": " .. line:gsub(',"guest_ns".*', "")) end
+end
+T.case("a recorded p = 0.5 run of sequential reads replays: same decisions, same failure", function()
+  has("phase: end")
+  local sum1, sum2 = con:match("rec%-sum: (%x+)"), con:match("replay%-sum: (%x+)")
+  local e1, e2 = tonumber(con:match("rec%-errors: (%d+)")), tonumber(con:match("replay%-errors: (%d+)"))
+  print(string.format("# rec: %s errors, replay: %s errors", e1, e2))
+  T.ok(sum1 and sum1 == sum2, "the guest read the same bytes: " .. tostring(sum1) .. " " .. tostring(sum2))
+  T.eq(e1, e2)
+  -- the kernel retries a failed page read: more decisions than dd errors
+  T.ok(rec:fired(1) >= e1, "fired " .. rec:fired(1))
+  T.eq(rp:fired(1), rec:fired(1))
+  T.ok(rec:matched(1) >= 2, "matched " .. rec:matched(1))
+  T.ok(e1 > 0 and e1 < 16, "p = 0.5 failed some reads and not all: " .. e1)
+  T.eq(strip(rp_trace), strip(rec_trace))
+end)
+
+T.case("a replay of an edited trace stops m:run with reason divergence", function()
+  T.eq(r1.reason, "divergence")
+  T.ok(tostring(r1.message):find("match #3", 1, true), tostring(r1.message))
+  T.ok(tostring(r1.message):find("999999", 1, true), tostring(r1.message))
+  T.eq(dv:matched(1), 3)
+end)
+
+T.case("a bit flipped in guest RAM is what the guest reads back", function()
+  print("# flipped " .. #flips .. " copies")
+  T.ok(#flips >= 1, "the text was found in guest RAM")
+  has("flip-read: LBXYZFLIP42") -- 'M' (0x4d) with bit 0 flipped is 'L'
 end)
 
 os.execute("rm -rf " .. dir)

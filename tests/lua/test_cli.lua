@@ -79,4 +79,40 @@ T.case("no permission on /dev/kvm: says what to do", function()
   T.ok(out:find("permission denied: add yourself to the kvm group", 1, true), out)
 end, needs("setpriv"))
 
+T.case("--fault-seed, --fault-replay, and a failing run says how to replay it", function()
+  if not io.open("/dev/kvm") then return T.skip("no /dev/kvm") end
+  local f, img, tr = os.tmpname(), os.tmpname(), os.tmpname()
+  assert(os.execute("truncate -s 1M " .. img))
+  local h = io.open(f, "w")
+  h:write(([[
+local mb = require "moonbox"
+local m = mb.machine { memory = "16M" }
+m:add(mb.virtio_blk { image = "%s" })
+local plan = m:faults { trace = %s }
+print("seed " .. tostring(mb.fault.defaults().seed) .. " " .. tostring(plan))
+if arg[1] == "error" then error("boom") end
+os.exit(tonumber(arg[1]))
+]]):format(img, "arg[2] and arg[2] ~= '' and arg[2] or nil"))
+  h:close()
+  local out, rc = sh(exe .. " --fault-seed 77 " .. f .. " 0")
+  T.eq(rc, 0); T.ok(out:find("seed 77 fault plan (seed 77, 0 rules)", 1, true), out)
+  T.ok(not out:find("to replay", 1, true), out)
+  out, rc = sh(exe .. " --fault-seed 77 " .. f .. " 3")
+  T.eq(rc, 3)
+  T.ok(out:find("moonbox: to replay this run's faults: moonbox --fault-seed 77 " .. f .. " 3\n", 1, true), out)
+  out, rc = sh(exe .. " " .. f .. " error " .. tr)
+  T.eq(rc, 1)
+  T.ok(out:find("boom", 1, true), out)
+  T.ok(out:find("moonbox --fault-replay " .. tr .. " " .. f .. " error " .. tr, 1, true), out)
+  -- the recorded trace (seed 0) replays; the trace it writes goes next to it
+  out, rc = sh(exe .. " --fault-replay " .. tr .. " " .. f .. " 0 " .. tr)
+  T.eq(rc, 0); T.ok(out:find("(seed 0, 0 rules)", 1, true), out)
+  T.ok(io.open(tr .. ".replay"), "the replay's own trace")
+  out, rc = sh(exe .. " --fault-seed x " .. f)
+  T.eq(rc, 1); T.ok(out:find("--fault-seed: \"x\" is not a number", 1, true), out)
+  out, rc = sh(exe .. " --fault-replay /nonexistent/t " .. f .. " 0")
+  T.eq(rc, 1); T.ok(out:find("/nonexistent/t", 1, true), out)
+  os.remove(f); os.remove(img); os.remove(tr); os.remove(tr .. ".replay")
+end)
+
 T.done()

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "moonbox/fault.h"
 #include "moonbox/virtio_blk.h"
 #include "virtio_driver.h"
 
@@ -610,6 +611,152 @@ static void test_open_error_names_file(void **state)
 	assert_non_null(strstr(mb_errmsg(), "/nonexistent/x.img"));
 }
 
+/* ---- fault actions on the device (core/fault.c decides, blk.c acts) ------------ */
+
+/* A plan without a machine with one rule on this disk. */
+static struct mb_fault_plan *fault_plan(struct fx *f, struct mb_fault_rule r)
+{
+	struct mb_fault_plan_config c = { 1, NULL, NULL };
+	struct mb_fault_plan *p;
+	assert_int_equal(mb_fault_plan_new(NULL, &c, &p), 0);
+	strcpy(r.dev, "blk0");
+	assert_int_equal(mb_fault_plan_add(p, &r), 1);
+	assert_int_equal(mb_virtio_blk_set_fault(f->blk, mb_fault_plan_site(p, "blk0")), 0);
+	return p;
+}
+
+static uint64_t rule_fired(struct mb_fault_plan *p)
+{
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(p, 1, &st);
+	return st.fired;
+}
+
+static void test_fault_lying_flush(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_plan *p = fault_plan(f, (struct mb_fault_rule){
+		.action = MB_FAULT_BLK_LYING_FLUSH, .first = 1, .last = 0, .count = 1 });
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK); /* acknowledged... */
+	assert_int_equal(io.syncs, 0);                 /* ...and never synced */
+	assert_int_equal(request(f, VIRTIO_BLK_T_FLUSH, 0, 0, false), 1);
+	assert_int_equal(io.syncs, 1);                 /* count = 1: the next one syncs */
+	struct mb_virtio_blk_stats st;
+	mb_virtio_blk_stats(f->blk, &st);
+	assert_int_equal(st.flushes - st.syncs, 1);    /* the lie, counted */
+	assert_int_equal(rule_fired(p), 1);
+	mb_fault_plan_free(p);
+}
+
+static void test_fault_torn_write(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_plan *p = fault_plan(f, (struct mb_fault_rule){
+		.action = MB_FAULT_BLK_TORN_WRITE, .first = 10, .last = 10, .keep = 1 });
+	memset(vd_gp(&f->d, DATA), 0xab, 4 * 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 10, 4 * 512, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK); /* the guest is told it went well */
+	uint8_t b[4 * 512];
+	assert_int_equal(pread(f->fd, b, sizeof b, 10 * 512), (ssize_t)sizeof b);
+	assert_int_equal(b[0], 0xab);
+	assert_int_equal(b[511], 0xab);
+	assert_int_equal(b[512], 11);       /* sectors 11-13 keep their old bytes */
+	assert_int_equal(b[3 * 512], 13);
+	/* keep = 0: nothing at all reaches the file */
+	mb_fault_plan_free(p);
+	p = fault_plan(f, (struct mb_fault_rule){
+		.action = MB_FAULT_BLK_TORN_WRITE, .first = 1, .last = 0, .keep = 0 });
+	unsigned before = io.pwritevs;
+	memset(vd_gp(&f->d, DATA), 0xcd, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 20, 512, false), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(io.pwritevs, before);
+	assert_int_equal(pread(f->fd, b, 512, 20 * 512), 512);
+	assert_int_equal(b[0], 20);
+	mb_fault_plan_free(p);
+}
+
+static void test_fault_bad_blocks_heal(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_plan *p = fault_plan(f, (struct mb_fault_rule){
+		.action = MB_FAULT_BLK_BAD, .first = 20, .last = 23 });
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 19, 1024, true), 1); /* 19-20 */
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 24, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	memset(vd_gp(&f->d, DATA), 0x5a, 1024);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 20, 1024, false), 1); /* heals 20-21 */
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 20, 1024, true), 1025);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(((uint8_t *)vd_gp(&f->d, DATA))[0], 0x5a);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 21, 1024, true), 1); /* 22 still bad */
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	assert_int_equal(rule_fired(p), 2);
+	mb_fault_plan_free(p);
+}
+
+static void test_fault_hold_release(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_rule r = { .action = MB_FAULT_BLK_HOLD, .first = 5, .last = 5,
+				   .count = 1 };
+	strcpy(r.tag, "x");
+	struct mb_fault_plan *p = fault_plan(f, r);
+	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 5 };
+	memcpy(vd_gp(&f->d, HDR), &h, sizeof h);
+	*(uint8_t *)vd_gp(&f->d, STATUS) = 0xee;
+	vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->d, 0, 1, DATA, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->d, 0, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	uint16_t before = vd_used_idx(&f->d, 0);
+	vd_kick(&f->d, 0);
+	assert_int_equal(vd_used_idx(&f->d, 0), before); /* parked */
+	assert_int_equal(status(f), 0xee);
+	assert_int_equal(mb_fault_plan_held(p, "x"), 1);
+	assert_int_equal(mb_fault_plan_release(p, "y"), 0);
+	/* another request is not held up by it */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 6, 512, true), 513);
+	assert_int_equal(mb_fault_plan_release(p, "x"), 1);
+	assert_int_equal((uint16_t)(vd_used_idx(&f->d, 0) - before), 2);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(mb_fault_plan_release(p, "x"), 0);
+	assert_int_equal(mb_fault_plan_held(p, NULL), 0);
+	mb_fault_plan_free(p);
+}
+
+/* A closed plan's site gives way to the next plan's. */
+static void test_fault_plan_replaced(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_rule r = { .action = MB_FAULT_BLK_ERROR, .first = 1, .last = 0,
+				   .status = VIRTIO_BLK_S_IOERR };
+	struct mb_fault_plan *p1 = fault_plan(f, r);
+	struct mb_fault_plan_config c = { 1, NULL, NULL };
+	struct mb_fault_plan *p2;
+	assert_int_equal(mb_fault_plan_new(NULL, &c, &p2), 0);
+	assert_int_equal(mb_virtio_blk_set_fault(f->blk, mb_fault_plan_site(p2, "blk0")),
+			 -EBUSY);
+	mb_fault_plan_close(p1);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 1, 512, true), 513); /* closed: none */
+	r.status = VIRTIO_BLK_S_UNSUPP;
+	strcpy(r.dev, "blk0");
+	assert_int_equal(mb_fault_plan_add(p2, &r), 1);
+	assert_int_equal(mb_virtio_blk_set_fault(f->blk, mb_fault_plan_site(p2, "blk0")), 0);
+	request(f, VIRTIO_BLK_T_IN, 1, 512, true);
+	assert_int_equal(status(f), VIRTIO_BLK_S_UNSUPP);
+	mb_fault_plan_free(p1);
+	mb_fault_plan_free(p2);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -624,7 +771,9 @@ int main(void)
 		T(test_malformed_needs_reset),
 		T(test_notify_before_setup), T(test_bad_queue_setup),
 		T(test_event_idx_suppression), T(test_workers_in_flight),
-		T(test_open_error_names_file),
+		T(test_open_error_names_file), T(test_fault_lying_flush),
+		T(test_fault_torn_write), T(test_fault_bad_blocks_heal),
+		T(test_fault_hold_release), T(test_fault_plan_replaced),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
