@@ -1,6 +1,6 @@
 -- The moonbox command behaves like `lua` and explains KVM problems.
 local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
-local exe = T.root .. "/moonbox"
+local exe = T.bin .. "/moonbox"
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
