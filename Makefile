@@ -107,8 +107,12 @@ test-asan test-ubsan test-tsan: test-%: deps
 bench: all $(BENCH_BINS)
 	@bench/run.sh
 
+# The libFuzzer harnesses, then the hostile-guest campaign, each for
+# FUZZ_SECONDS (60).
 fuzz:
 	@scripts/fuzz.sh
+	@$(MAKE) --no-print-directory all
+	MB_HOSTILE_SECONDS=$${FUZZ_SECONDS:-60} ./moonbox tests/lua/test_hostile.lua 2>build/hostile.log
 
 run: deps
 	@$(MAKE) --no-print-directory all
