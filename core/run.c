@@ -22,7 +22,7 @@ static bool park(struct vcpu *v)
 {
 	struct mb_machine *m = v->m;
 	if (v->need_complete) {
-		v->run->immediate_exit = 1;
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELAXED);
 		ioctl(v->fd, KVM_RUN, 0);
 		v->need_complete = false;
 	}
