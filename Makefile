@@ -8,10 +8,14 @@ LUA_CFLAGS := $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/incl
 LUA_LIBS   := $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
 WARN    := -Wall -Wextra -Werror -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Iinclude -I.
+# override: `make CFLAGS=-O0` changes the optimisation, not the language.
+override CFLAGS += -std=c11 -D_GNU_SOURCE -fPIC $(WARN) -Iinclude -I.
 LDLIBS  := -lpthread -lm
 
 B := build
+# The linked outputs (moonbox, moonbox.so, libmoonbox.a/.so): at the top
+# level for the default build, inside B for any other (make B=build-asan).
+O := $(if $(filter build,$(B)),.,$(B))
 LIB_SRC := $(wildcard core/*.c) $(wildcard devices/*.c) $(wildcard devices/virtio/*.c)
 LUA_SRC := $(wildcard lua/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
@@ -26,25 +30,25 @@ BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 EXAMPLE_CFLAGS := -Iinclude
 
-all: libmoonbox.a libmoonbox.so moonbox moonbox.so guests examples
+all: $(O)/libmoonbox.a $(O)/libmoonbox.so $(O)/moonbox $(O)/moonbox.so guests examples
 
 $(B)/%.o: %.c $(wildcard include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LUA_CFLAGS) -c $< -o $@
 
-libmoonbox.a: $(LIB_OBJ)
+$(O)/libmoonbox.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-libmoonbox.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+$(O)/libmoonbox.so: $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
 # The Lua module: `require "moonbox"` from stock lua5.4.
-moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS)
+$(O)/moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
 # Line editing (readline) is the command's only: the library never links it.
-moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) libmoonbox.a
-	$(CC) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl -lreadline
+$(O)/moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) $(O)/libmoonbox.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl -lreadline
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
 # line of each .S may name its link address: "/* at: 0x100000 */".
@@ -62,18 +66,18 @@ $(B)/examples/%.elf: examples/%.S
 	$(CC) -c -o $(@:.elf=.o) $<
 	ld -nostdlib -N --no-warn-rwx-segments -e 0 -Ttext=$$(sed -n '1s|.*at: *\(0x[0-9a-fA-F]*\).*|\1|p' $<) -o $@ $(@:.elf=.o)
 
-$(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) libmoonbox.a
+$(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) libmoonbox.a -lcmocka $(LDLIBS)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) $(O)/libmoonbox.a -lcmocka $(LDLIBS)
 
 examples: $(EXAMPLE_BINS)
-$(B)/examples/%: examples/%.c $(wildcard examples/*.h) libmoonbox.a
+$(B)/examples/%: examples/%.c $(wildcard examples/*.h) $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE $(WARN) $(EXAMPLE_CFLAGS) -o $@ $< libmoonbox.a $(LDLIBS)
+	$(CC) -O2 -g -std=c11 -D_GNU_SOURCE $(WARN) $(EXAMPLE_CFLAGS) -o $@ $< $(O)/libmoonbox.a $(LDLIBS)
 
-$(B)/bench/%: bench/%.c libmoonbox.a
+$(B)/bench/%: bench/%.c $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< libmoonbox.a $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(O)/libmoonbox.a $(LDLIBS)
 
 deps:
 	@scripts/deps.sh
@@ -84,11 +88,32 @@ test: deps
 	@$(MAKE) --no-print-directory all unit
 	@tests/run.sh
 
+# The suite under sanitizers, each in its own build dir (build-asan...):
+# units and Lua tests; the guests and C examples are the plain ones. Which
+# Linux boots run is SAN_LINUX (an ERE over test names, default
+# test_linux); the fuzzers (already ASan/UBSan), the install test and the
+# stock-interpreter test are left out. ASan includes UBSan.
+SAN_asan  := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_ubsan := -fsanitize=undefined -fno-sanitize-recover=undefined
+SAN_tsan  := -fsanitize=thread -Wno-tsan # run.c has a fence TSan does not model
+SAN_LINUX ?= linux/test_linux$$
+test-asan test-ubsan test-tsan: test-%: deps
+	@$(MAKE) --no-print-directory guests examples
+	@$(MAKE) --no-print-directory B=build-$* CFLAGS="-O1 -g -fno-omit-frame-pointer $(SAN_$*)" \
+		LDFLAGS="$(SAN_$*)" build-$*/moonbox build-$*/moonbox.so unit
+	@MB_BUILD=build-$* MB_BIN=build-$* MB_SANITIZER=$* \
+		MB_TEST_SKIP='^(fuzz/|lua/test_install$$|lua/stock_lua5.4$$|linux/)' \
+		MB_TEST_KEEP='$(SAN_LINUX)' tests/run.sh
+
 bench: all $(BENCH_BINS)
 	@bench/run.sh
 
+# The libFuzzer harnesses, then the hostile-guest campaign, each for
+# FUZZ_SECONDS (60).
 fuzz:
 	@scripts/fuzz.sh
+	@$(MAKE) --no-print-directory all
+	MB_HOSTILE_SECONDS=$${FUZZ_SECONDS:-60} ./moonbox tests/lua/test_hostile.lua 2>build/hostile.log
 
 run: deps
 	@$(MAKE) --no-print-directory all
@@ -111,9 +136,9 @@ install: all
 		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc
 
 clean:
-	rm -rf $(B) libmoonbox.a libmoonbox.so moonbox moonbox.so
+	rm -rf $(B) build-asan build-ubsan build-tsan libmoonbox.a libmoonbox.so moonbox moonbox.so
 
-.PHONY: all guests examples deps unit test bench fuzz run install clean
+.PHONY: all guests examples deps unit test test-asan test-ubsan test-tsan bench fuzz run install clean
 .DELETE_ON_ERROR:
 # Keep the guests' ELF files: their symbols name the addresses tests break at.
 .SECONDARY: $(GUESTS:.bin=.elf)

@@ -319,7 +319,7 @@ size_t mb_chr_buffer_get(struct mb_chr *c, void *dst, size_t max)
 		return 0;
 	pthread_mutex_lock(&h->lock);
 	size_t n = h->out_len;
-	if (dst)
+	if (dst && n) /* memcpy from NULL is undefined even for 0 bytes */
 		memcpy(dst, h->out, n < max ? n : max);
 	pthread_mutex_unlock(&h->lock);
 	return n;

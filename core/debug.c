@@ -451,7 +451,7 @@ static bool step_insn(struct vcpu *v, bool paused)
 			if (r == -EINTR || r == -EAGAIN) {
 				if (!paused || stopping(m))
 					break;
-				v->run->immediate_exit = 0; /* an IRQ kick */
+				__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED); /* an IRQ kick */
 				continue;
 			}
 			if (r < 0 || stopping(m))
@@ -470,7 +470,7 @@ static void steps(struct vcpu *v)
 {
 	struct cpu_dbg *c = &v->m->dbg->cpu[v->idx];
 	c->step_done = 0;
-	v->run->immediate_exit = 0;
+	__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED);
 	while (c->step_done < c->step_n && !v->in_hlt && !stopping(v->m)) {
 		if (!step_insn(v, true))
 			break;
@@ -478,9 +478,9 @@ static void steps(struct vcpu *v)
 	}
 	/* Registers read after this are those after the last instruction. */
 	if (v->need_complete) {
-		v->run->immediate_exit = 1;
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELAXED);
 		ioctl(v->fd, KVM_RUN, 0);
-		v->run->immediate_exit = 0;
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED);
 		v->need_complete = false;
 	}
 	v->dbg_resume = true; /* `run` steps over a breakpoint we landed on */

@@ -137,6 +137,8 @@ void mb_machine_push_hook(struct mb_machine *m, struct hook *h);
 void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);
 /* kvm.c */
 int mb_kvm_check_ext(int kvm, int cap);
+/* confine.c: what seccomp, Landlock and user namespaces allow here (--info). */
+void mb_confine_info(FILE *out);
 /* cpuid.c */
 int mb_cpuid_build(struct mb_machine *m, const struct mb_cpuid_policy *p);
 int mb_cpuid_apply(struct mb_machine *m, struct vcpu *v);

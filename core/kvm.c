@@ -88,6 +88,7 @@ int mb_kvm_info(FILE *out)
 	int fd = mb_kvm_open();
 	if (fd < 0) {
 		fprintf(out, "kvm: unusable: %s\n", mb_errmsg());
+		mb_confine_info(out);
 		return fd;
 	}
 	const char *be = backend();
@@ -102,5 +103,6 @@ int mb_kvm_info(FILE *out)
 			mb_kvm_check_ext(fd, caps[i].id) ? "present" : "missing",
 			caps[i].why, caps[i].required ? " (required)" : "");
 	close(fd);
+	mb_confine_info(out);
 	return 0;
 }

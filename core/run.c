@@ -22,7 +22,7 @@ static bool park(struct vcpu *v)
 {
 	struct mb_machine *m = v->m;
 	if (v->need_complete) {
-		v->run->immediate_exit = 1;
+		__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELAXED);
 		ioctl(v->fd, KVM_RUN, 0);
 		v->need_complete = false;
 	}
@@ -321,7 +321,7 @@ void *mb_vcpu_thread(void *arg)
 	for (;;) {
 		/* Clear before looking at the gate: a kick that lands after
 		 * this store is seen either here or by KVM_RUN itself. */
-		v->run->immediate_exit = 0;
+		__atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		if (atomic_load(&m->gate) != GATE_RUNNING) {
 			if (!park(v))

@@ -33,7 +33,7 @@ void mb_vcpu_kick_setup(void)
 
 void mb_vcpu_kick(struct vcpu *v)
 {
-	v->run->immediate_exit = 1;
+	__atomic_store_n(&v->run->immediate_exit, 1, __ATOMIC_RELAXED); /* any thread */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	pthread_kill(v->thread, SIG_KICK);
 }

@@ -13,6 +13,12 @@
 # A Lua test whose log shows a failed case fails whatever its exit status.
 # Each test runs under a time bound (MB_TEST_TIMEOUT, 300 s; Linux boots
 # MB_LINUX_TIMEOUT, 600 s); one that outlives it is killed and fails.
+#
+# Another build (make test-asan...): MB_BUILD names its build dir (unit
+# tests in MB_BUILD/tests, logs in MB_BUILD/test-logs; default build),
+# MB_BIN the dir of its moonbox and moonbox.so (default: the top level).
+# MB_TEST_SKIP (an ERE) leaves out the tests it matches, except those that
+# MB_TEST_KEEP matches; neither counts them.
 cd "$(dirname "$0")/.." || exit 1
 filter=${1-}
 if [ -n "$filter" ]; then
@@ -20,12 +26,25 @@ if [ -n "$filter" ]; then
 	[ $? -eq 2 ] && { echo "tests/run.sh: bad regular expression: $filter" >&2; exit 2; }
 fi
 pass=0 fail=0 skip=0 ran=0 failed=()
-log=build/test-logs
+build=${MB_BUILD:-build}
+skip_re=${MB_TEST_SKIP-} keep_re=${MB_TEST_KEEP-}
+# Tests that run tests/run.sh on a scratch tree get the defaults there.
+unset MB_BUILD MB_TEST_SKIP MB_TEST_KEEP
+# Absolute, so that such scratch runs use the same binaries.
+MB_BIN=$(cd "${MB_BIN:-.}" && pwd) || exit 1
+export MB_BIN
+log=$build/test-logs
 mkdir -p "$log"
 bound=${MB_TEST_TIMEOUT:-300}
 linux_bound=${MB_LINUX_TIMEOUT:-600}
 
-selected() { [ -z "$filter" ] || [[ $1 =~ $filter ]]; }
+selected() {
+	if [ -n "$skip_re" ] && [[ $1 =~ $skip_re ]] &&
+		! { [ -n "$keep_re" ] && [[ $1 =~ $keep_re ]]; }; then
+		return 1
+	fi
+	[ -z "$filter" ] || [[ $1 =~ $filter ]]
+}
 
 # The checks in a log that did not run, one "SKIP <name>: <why>" line each.
 # cmocka 1.1 names a skipped test twice (as it runs, and in the list at the
@@ -88,15 +107,15 @@ if [ -z "${MB_TEST_LINUX+set}" ] && [ -e .cache/guest/bzImage ]; then
 	export MB_TEST_LINUX=1
 fi
 
-for t in build/tests/test_*; do
+for t in "$build"/tests/test_*; do
 	[ -x "$t" ] && run unit "unit/$(basename "$t")" "$bound" "$t"
 done
 for t in tests/lua/test_*.lua; do
-	[ -e "$t" ] && run lua "lua/$(basename "$t" .lua)" "$bound" ./moonbox "$t"
+	[ -e "$t" ] && run lua "lua/$(basename "$t" .lua)" "$bound" "$MB_BIN/moonbox" "$t"
 done
 # The same tests from the stock interpreter: `require "moonbox"` works there.
 if command -v lua5.4 >/dev/null; then
-	run lua "lua/stock_lua5.4" "$bound" env LUA_CPATH="./?.so;;" lua5.4 tests/lua/test_errors.lua
+	run lua "lua/stock_lua5.4" "$bound" env LUA_CPATH="$MB_BIN/?.so;;" lua5.4 tests/lua/test_errors.lua
 else
 	skipped "lua/stock_lua5.4" "lua5.4 not found"
 fi
@@ -113,7 +132,7 @@ else
 	skipped "fuzz/libfuzzer" "$fuzz_cc not found (apt-get install clang libclang-rt-14-dev)"
 fi
 for t in tests/linux/test_*.lua; do
-	[ -e "$t" ] && run lua "linux/$(basename "$t" .lua)" "$linux_bound" ./moonbox "$t"
+	[ -e "$t" ] && run lua "linux/$(basename "$t" .lua)" "$linux_bound" "$MB_BIN/moonbox" "$t"
 done
 
 if [ -n "$filter" ] && [ $ran -eq 0 ]; then

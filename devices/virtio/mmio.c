@@ -321,12 +321,18 @@ static bool features_ok(struct mb_virtio *t)
 	       (t->drv_features >> VIRTIO_F_VERSION_1 & 1);
 }
 
+#define STATUS_BITS                                                     \
+	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |                  \
+	 VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |               \
+	 VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)
+
 static void write_status(struct mb_virtio *t, uint32_t v)
 {
 	if (v == 0) {
 		reset(t);
 		return;
 	}
+	v &= STATUS_BITS; /* bits sec. 2.1 does not define are not kept */
 	uint32_t old = t->status;
 	if (old & ~v & ~VIRTIO_STATUS_NEEDS_RESET)
 		return; /* drivers only add bits (sec. 2.1.1) */
@@ -506,10 +512,6 @@ void mb_virtio_save(struct mb_virtio *t, struct mb_virtio_mmio_state *ts,
 	ts->faults = t->st.faults;
 }
 
-#define STATUS_BITS                                                     \
-	(VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |                  \
-	 VIRTIO_STATUS_DRIVER_OK | VIRTIO_STATUS_FEATURES_OK |               \
-	 VIRTIO_STATUS_NEEDS_RESET | VIRTIO_STATUS_FAILED)
 
 /* A ready queue: its rings in RAM (a scratch mb_vq does the checks of
  * QueueReady), the driver at most num entries ahead, and no more chains
@@ -526,9 +528,6 @@ static int check_queue(struct mb_virtio *t, unsigned i,
 	int rc = mb_vq_enable(&q, t->ops->queue_max, features);
 	char why[200];
 	snprintf(why, sizeof why, "%s", rc ? mb_errmsg() : "");
-	uint16_t avail = 0;
-	if (!rc)
-		memcpy(&avail, q.avail + 2, 2);
 	mb_vq_destroy(&q);
 	if (rc)
 		return mb_seterr(-EINVAL, "queues[%u]: %s", i + 1, why);
@@ -536,10 +535,9 @@ static int check_queue(struct mb_virtio *t, unsigned i,
 		return mb_seterr(-EINVAL, "queues[%u].last_avail: %u is more than "
 				 "num (%u) ahead of used_idx %u", i + 1,
 				 s->last_avail, s->num, s->used_idx);
-	if (!s->broken && (uint16_t)(avail - s->last_avail) > s->num)
-		return mb_seterr(-EINVAL, "queues[%u].last_avail: %u is more than "
-				 "num (%u) behind the driver's avail index %u",
-				 i + 1, s->last_avail, s->num, avail);
+	/* The driver's avail index is guest RAM, which the guest may have set
+	 * to anything the device has not looked at yet: not an error here,
+	 * the next notify finds it and sets NEEDS_RESET (queue.c). */
 	return 0;
 }
 
@@ -549,9 +547,12 @@ int mb_virtio_load(struct mb_virtio *t, const struct mb_virtio_mmio_state *ts,
 	if (ts->status & ~STATUS_BITS)
 		return mb_seterr(-EINVAL, "status: 0x%x has bits beyond 0x%x",
 				 ts->status, STATUS_BITS);
-	if (ts->driver_features & ~t->dev_features)
+	/* Before FEATURES_OK a driver may have written any bits (the device
+	 * refuses them then, features_ok()): a state saved at that point loads. */
+	if ((ts->status & VIRTIO_STATUS_FEATURES_OK) &&
+	    (ts->driver_features & ~t->dev_features))
 		return mb_seterr(-EINVAL, "driver_features: 0x%" PRIx64 " has bits "
-				 "the device does not offer (0x%" PRIx64 ")",
+				 "the device does not offer (0x%" PRIx64 ") with FEATURES_OK",
 				 ts->driver_features, t->dev_features);
 	if (ts->isr & ~(VIRTIO_MMIO_INT_VRING | VIRTIO_MMIO_INT_CONFIG))
 		return mb_seterr(-EINVAL, "isr: 0x%x has bits beyond 0x3", ts->isr);

@@ -39,7 +39,7 @@ m:run { timeout = 500 }
 ]], T.root .. "/machines/linux.lua", T.root, log, img))
   r:close()
   local p = io.popen(string.format([[
-cd %s && ./moonbox %s </dev/null >/dev/null 2>&1 &
+cd %s && %s/moonbox %s </dev/null >/dev/null 2>&1 &
 pid=$!
 for i in $(seq 1 5000); do
   grep -q GUEST-FSYNCED %s 2>/dev/null && break
@@ -47,7 +47,7 @@ for i in $(seq 1 5000); do
   sleep 0.1
 done
 kill -9 $pid 2>/dev/null; wait $pid; echo "status=$?"
-]], T.root, runner, log))
+]], T.root, T.bin, runner, log))
   local out = p:read("a"); p:close()
   local con = io.open(log) and io.open(log):read("a") or ""
   T.ok(con:find("GUEST-FSYNCED", 1, true), "guest reached its fsync:\n" .. con:sub(-1500))

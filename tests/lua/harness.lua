@@ -7,7 +7,10 @@ local T = { passed = 0, failed = 0, skipped = 0 }
 
 local here = arg[0]:match("^(.*)/tests/") or "."
 T.root = here
-package.cpath = here .. "/?.so;" .. package.cpath
+-- Where moonbox and moonbox.so are: MB_BIN for another build (make
+-- test-asan), else the top level.
+T.bin = os.getenv("MB_BIN") or here
+package.cpath = T.bin .. "/?.so;" .. package.cpath
 
 -- MB_TEST_KVM points the check at another path (tests/lua/test_runner.lua
 -- uses a missing one to play a host without KVM).

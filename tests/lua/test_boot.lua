@@ -64,7 +64,7 @@ end)
 
 T.case("machines/multiboot.lua boots the same guest from the command line", function()
   local cmd = string.format("%s/moonbox %s/machines/multiboot.lua %s --cmdline 'mbtest answer=42' " ..
-    "--memory 16M --module '%s,mod1 key=value' </dev/null 2>&1; echo rc=$?", T.root, T.root, T.guest("multiboot"), module)
+    "--memory 16M --module '%s,mod1 key=value' </dev/null 2>&1; echo rc=$?", T.bin, T.root, T.guest("multiboot"), module)
   local p = io.popen(cmd); local out = p:read("a"); p:close()
   T.eq(out:match("rc=(%d+)"), "0", "exit status (" .. out .. ")")
 end)

@@ -1,6 +1,6 @@
 -- The moonbox command behaves like `lua` and explains KVM problems.
 local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
-local exe = T.root .. "/moonbox"
+local exe = T.bin .. "/moonbox"
 
 local function sh(cmd)
   local p = io.popen(cmd .. " 2>&1; echo \"rc=$?\"")
@@ -60,6 +60,15 @@ T.case("--info names the backend and capabilities", function()
   T.ok(out:find("USER_MEMORY%s+present"), out)
 end, not T.have_kvm() and T.kvm_path .. " is not usable here" or nil)
 
+T.case("--info reports the confinement the host allows", function()
+  local out, rc = sh(exe .. " --info")
+  T.ok(out:find("confinement this host allows:", 1, true), out)
+  T.ok(out:find("  seccomp: this process %a+ %(status Seccomp: %d"), out)
+  T.ok(out:find("SECCOMP_RET_KILL_PROCESS %a+"), out)
+  T.ok(out:find("  landlock: ABI %d+\n") or out:find("  landlock: [bu][un]"), out)
+  T.ok(out:find("  user namespaces: unprivileged unshare%(CLONE_NEWUSER%) %a+"), out)
+end)
+
 -- Root can take KVM away to check the messages a user would see.
 local root = (sh("id -u")) == "0\n"
 local function needs(tool)
@@ -77,6 +86,7 @@ T.case("no permission on /dev/kvm: says what to do", function()
   local out, rc = sh("setpriv --reuid=65534 --regid=65534 --clear-groups " .. exe .. " --info")
   T.eq(rc, 1, out)
   T.ok(out:find("permission denied: add yourself to the kvm group", 1, true), out)
+  T.ok(out:find("confinement this host allows:", 1, true), "confinement without KVM: " .. out)
 end, needs("setpriv"))
 
 T.case("--fault-seed, --fault-replay, and a failing run says how to replay it", function()

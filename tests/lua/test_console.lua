@@ -6,7 +6,7 @@ T.need_kvm()
 if not os.execute("command -v script >/dev/null") then
   T.skip_all("script(1) is not installed")
 end
-local mb_bin = T.root .. "/moonbox"
+local mb_bin = T.bin .. "/moonbox"
 local bare = T.root .. "/machines/bare.lua"
 
 -- Run sh code on a pty; input is written after `delay` seconds.

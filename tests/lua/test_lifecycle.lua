@@ -51,7 +51,10 @@ T.case("200 machines with Lua devices and consoles are collected", function()
   for _ in pairs(alive) do left = left + 1 end
   T.eq(left, 0, "machines not collected")
   T.ok(math.abs(reg1 - reg0) <= 2, string.format("registry: %d entries, was %d", reg1, reg0))
-  T.ok(rss1 - rss0 < 2 * 1024, string.format("RSS grew by %d KiB", rss1 - rss0))
+  -- ASan's quarantine keeps freed memory (up to 256 MiB): under a
+  -- sanitizer LSan's report at exit checks for leaks instead.
+  local bound = os.getenv("MB_SANITIZER") and 256 * 1024 or 2 * 1024
+  T.ok(rss1 - rss0 < bound, string.format("RSS grew by %d KiB", rss1 - rss0))
 end)
 
 T.case("a closed machine drops its callbacks at once", function()
