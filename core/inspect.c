@@ -20,9 +20,11 @@ static struct vcpu *cpu_of(struct mb_machine *m, unsigned cpu)
 	return &m->cpu[cpu];
 }
 
-struct one_msr {
+/* struct kvm_msrs ends in a flexible array: room for one entry after it
+ * (a struct with a member after it is a GNU extension clang refuses). */
+union one_msr {
 	struct kvm_msrs h;
-	struct kvm_msr_entry e;
+	uint8_t raw[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
 };
 
 int mb_vcpu_get_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
@@ -31,16 +33,16 @@ int mb_vcpu_get_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
 	struct vcpu *v = cpu_of(m, cpu);
 	if (!v)
 		return -EINVAL;
-	struct one_msr r;
+	union one_msr r;
 	memset(&r, 0, sizeof r);
-	r.h.nmsrs = 1, r.e.index = index;
+	r.h.nmsrs = 1, r.h.entries[0].index = index;
 	/* KVM_GET_MSRS returns how many it read: 0 for an MSR it lacks */
 	int n = ioctl(v->fd, KVM_GET_MSRS, &r);
 	if (n < 0)
 		return mb_seterr(-errno, "KVM_GET_MSRS: %s", strerror(errno));
 	if (n != 1)
 		return mb_seterr(-ENOENT, "0x%x is not an MSR KVM knows", index);
-	*val = r.e.data;
+	*val = r.h.entries[0].data;
 	return 0;
 }
 
@@ -50,9 +52,9 @@ int mb_vcpu_set_msr(struct mb_machine *m, unsigned cpu, uint32_t index,
 	struct vcpu *v = cpu_of(m, cpu);
 	if (!v)
 		return -EINVAL;
-	struct one_msr r;
+	union one_msr r;
 	memset(&r, 0, sizeof r);
-	r.h.nmsrs = 1, r.e.index = index, r.e.data = val;
+	r.h.nmsrs = 1, r.h.entries[0].index = index, r.h.entries[0].data = val;
 	int n = ioctl(v->fd, KVM_SET_MSRS, &r);
 	if (n < 0)
 		return mb_seterr(-errno, "KVM_SET_MSRS: %s", strerror(errno));
