@@ -463,7 +463,7 @@ static const uint64_t linux_gdt[] = {
  * know: their windows reserved in e820, virtio-mmio devices announced on
  * the command line. */
 static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
-			struct mb_linux_layout *lay)
+			struct mb_linux_layout *lay, struct mb_pvh_layout *pvh)
 {
 	const struct mb_range *mres;
 	size_t nm = mb_machine_reserved(m, &mres);
@@ -492,9 +492,38 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 	c.cmdline = cmd;
 	c.reserved = res;
 	c.nreserved = nr;
-	int rc = mb_linux_load(mb_machine_mem(m), &c, lay);
+	int rc = pvh ? mb_pvh_load(mb_machine_mem(m), &c, pvh)
+		     : mb_linux_load(mb_machine_mem(m), &c, lay);
 	free(cmd);
 	return rc;
+}
+
+/* PVH entry state (Xen docs/misc/pvh.pandoc, "x86/HVM direct boot ABI"):
+ * 32-bit protected mode, paging off, CS a flat 32-bit code segment, DS ES
+ * SS flat data, EBX = the start info, EFLAGS.IF clear; GDT and TR need not
+ * be valid (Linux loads its own GDT first). boot_flat's GDT at 0x500 is. */
+int mb_boot_pvh(struct mb_machine *m, const struct mb_linux_config *cfg)
+{
+	struct mb_pvh_layout lay;
+	struct mb_regs r;
+	int rc = with_devices(m, cfg, NULL, &lay);
+	if (rc || (rc = mb_boot_setup_cpu(m, MB_MODE_PROTECTED, lay.entry)) ||
+	    (rc = mb_vcpu_get_regs(m, 0, &r)))
+		return rc;
+	r.rbx = lay.start_info;
+	return mb_vcpu_set_regs(m, 0, &r);
+}
+
+/* An ELF kernel goes through PVH (it has no setup header to speak the
+ * bzImage protocol with); boot_pvh says why one without the note fails. */
+static bool is_elf(const char *path)
+{
+	struct mb_file f;
+	if (mb_file_open(&f, path, "kernel"))
+		return false;
+	bool elf = mb_elf_probe(&f);
+	mb_file_close(&f);
+	return elf;
 }
 
 int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg)
@@ -502,7 +531,9 @@ int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg)
 	struct mb_linux_layout lay;
 	struct mb_sregs s;
 	struct mb_regs r;
-	int rc = with_devices(m, cfg, &lay);
+	if (cfg && cfg->kernel && is_elf(cfg->kernel))
+		return mb_boot_pvh(m, cfg);
+	int rc = with_devices(m, cfg, &lay, NULL);
 	if (rc)
 		return rc;
 	if ((rc = mb_boot_setup_cpu(m, MB_MODE_LONG, lay.entry)) ||

@@ -3,10 +3,14 @@
  *
  * The kernel carries a header in its first 8192 bytes (3.1.1). With flag
  * bit 16 it gives its load addresses itself (the "a.out kludge", 3.1.3) and
- * may be any flat file; otherwise it must be ELF. We load it above 1 MiB
- * (like GRUB, which refuses lower), modules page-aligned after it, write the
- * information structure (3.3) below 640 KiB and enter in 32-bit protected
- * mode as 3.2 prescribes: EAX = 0x2badb002, EBX = the information
+ * may be any flat file; otherwise it must be ELF. The kernel goes where it
+ * asks, anywhere in RAM from 0x1000 up (the first page holds the IVT and
+ * the GDT at 0x500 that protected-mode entry needs), modules page-aligned
+ * after it and never below 1 MiB. The information structure (3.3) goes at
+ * 0x8000 (below 640 KiB, where kernels linked at 1 MiB expect nothing) or,
+ * when the kernel occupies that area (a kernel linked at 0x8000), page-
+ * aligned after the last module. We enter in 32-bit protected mode as 3.2
+ * prescribes: EAX = 0x2badb002, EBX = the information
  * structure, flat CS/DS/ES/FS/GS/SS, paging and interrupts off.
  */
 #include <errno.h>
@@ -94,8 +98,8 @@ int mb_multiboot_find(const uint8_t *buf, size_t len, const char *name,
 
 /* 3.1.3: the address fields say which file bytes go where. */
 static int load_aout(struct mb_mem *mem, struct mb_file *f,
-		     const struct mb_multiboot_header *h, uint64_t *end,
-		     uint32_t *entry)
+		     const struct mb_multiboot_header *h, uint64_t *lo,
+		     uint64_t *end, uint32_t *entry)
 {
 	const char *p = f->path;
 	uint64_t delta = (uint64_t)h->header_addr - h->load_addr, size, bss = 0;
@@ -128,14 +132,16 @@ static int load_aout(struct mb_mem *mem, struct mb_file *f,
 					 p, h->bss_end_addr, h->load_addr + size);
 		bss = h->bss_end_addr - (h->load_addr + size);
 	}
-	if (h->load_addr < MiB)
-		return mb_seterr(-EINVAL, "kernel %s: load_addr 0x%x is below 1 MiB "
-				 "(not supported, as in GRUB)", p, h->load_addr);
+	if (h->load_addr < MULTIBOOT_KERNEL_MIN)
+		return mb_seterr(-EINVAL, "kernel %s: load_addr 0x%x is in the first "
+				 "page (IVT and the loader's GDT at 0x500)", p,
+				 h->load_addr);
 	if (h->entry_addr < h->load_addr || h->entry_addr - h->load_addr >= size)
 		return mb_seterr(-EINVAL, "kernel %s: entry_addr 0x%x is outside the "
 				 "loaded image 0x%x-0x%" PRIx64, p, h->entry_addr,
 				 h->load_addr, h->load_addr + size);
 	int rc = mb_file_load(f, mem, off, size, h->load_addr, bss);
+	*lo = h->load_addr;
 	*end = h->load_addr + size + bss;
 	*entry = h->entry_addr;
 	return rc;
@@ -161,16 +167,17 @@ static void mem_sizes(const struct mb_e820 *e, int n, uint32_t *lo, uint32_t *hi
 	*hi = (uint32_t)((upper - MiB) >> 10);
 }
 
-/* The information area, laid out in a host buffer then written at
- * MULTIBOOT_INFO: info, mmap, module list, strings. */
+/* The information area, laid out in a host buffer then written at base:
+ * info, module list, mmap, strings. */
 struct area {
 	uint8_t *buf;
+	uint32_t base;
 	size_t used; /* sized by the caller: never more than allocated */
 };
 
 static uint32_t area_take(struct area *a, size_t n)
 {
-	uint32_t at = MULTIBOOT_INFO + (uint32_t)a->used;
+	uint32_t at = a->base + (uint32_t)a->used;
 	a->used += (n + 3) & ~(size_t)3;
 	return at;
 }
@@ -179,7 +186,7 @@ static uint32_t area_str(struct area *a, const char *s)
 {
 	size_t n = strlen(s) + 1;
 	uint32_t at = area_take(a, n);
-	memcpy(a->buf + (at - MULTIBOOT_INFO), s, n);
+	memcpy(a->buf + (at - a->base), s, n);
 	return at;
 }
 
@@ -192,7 +199,7 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 	struct mb_e820 map[E820_MAX];
 	struct area a = { 0 };
 	uint8_t head[MULTIBOOT_SEARCH];
-	uint64_t end = 0;
+	uint64_t klo = 0, end = 0;
 	int rc, n = 0;
 
 	if (!mf)
@@ -226,21 +233,16 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 			       need, MULTIBOOT_INFO_END - MULTIBOOT_INFO);
 		goto out;
 	}
-	if (!mb_mem_ptr(mem, MULTIBOOT_INFO, need, true)) {
-		rc = mb_seterr(-EFAULT, "boot_multiboot: needs RAM at 0x%x-0x%zx "
-			       "for the multiboot information", MULTIBOOT_INFO,
-			       MULTIBOOT_INFO + need);
-		goto out;
-	}
 
 	/* The kernel. */
 	if (h.flags & HF_AOUT_KLUDGE) {
-		if ((rc = load_aout(mem, &kf, &h, &end, entry)))
+		if ((rc = load_aout(mem, &kf, &h, &klo, &end, entry)))
 			goto out;
 	} else if (mb_elf_probe(&kf)) {
 		struct mb_elf_image img;
-		if ((rc = mb_elf_load(mem, &kf, 0, MiB, &img)))
+		if ((rc = mb_elf_load(mem, &kf, 0, MULTIBOOT_KERNEL_MIN, &img)))
 			goto out;
+		klo = img.lo;
 		if (img.entry >= GiB4 || img.hi > GiB4) {
 			rc = mb_seterr(-EINVAL, "kernel %s: loaded or entered above "
 				       "4 GiB", kf.path);
@@ -256,14 +258,28 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 
 	/* Modules: page-aligned after the kernel (always, as header flag 0
 	 * may ask), each with its command line. */
+	uint64_t first = page_up(end) < MiB ? MiB : page_up(end), next = first;
+	for (size_t i = 0; i < nmod; i++)
+		next = page_up(next + mf[i].size);
+	/* The information area: 0x8000 unless the kernel is there. */
+	uint64_t base = MULTIBOOT_INFO;
+	if (klo < MULTIBOOT_INFO + need && MULTIBOOT_INFO < end)
+		base = next;
+	if (base + need > GiB4 || !mb_mem_ptr(mem, base, need, true)) {
+		rc = mb_seterr(-EFAULT, "boot_multiboot: needs RAM at 0x%" PRIx64
+			       "-0x%" PRIx64 " for the multiboot information",
+			       base, base + need);
+		goto out;
+	}
 	if (!(a.buf = calloc(1, need))) {
 		rc = mb_seterr(-ENOMEM, "boot_multiboot: out of memory");
 		goto out;
 	}
+	a.base = (uint32_t)base;
 	uint32_t at = area_take(&a, INFO_SIZE);
 	uint8_t *ib = a.buf;
 	uint32_t mods = area_take(&a, nmod * 16);
-	uint64_t next = page_up(end);
+	next = first;
 	for (size_t i = 0; i < nmod; i++) {
 		struct mb_file *m = &mf[i];
 		if (next + m->size > GiB4) {
@@ -273,7 +289,7 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 		}
 		if ((rc = mb_file_load(m, mem, 0, m->size, next, 0)))
 			goto out;
-		uint8_t *e = a.buf + (mods - MULTIBOOT_INFO) + i * 16;
+		uint8_t *e = a.buf + (mods - a.base) + i * 16;
 		put32(e, (uint32_t)next);               /* mod_start */
 		put32(e + 4, (uint32_t)(next + m->size)); /* mod_end */
 		put32(e + 8, area_str(&a, cfg->modules[i].cmdline
@@ -285,7 +301,7 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 	 * the size field itself). */
 	uint32_t mmap = area_take(&a, (size_t)n * 24);
 	for (int i = 0; i < n; i++) {
-		uint8_t *e = a.buf + (mmap - MULTIBOOT_INFO) + (size_t)i * 24;
+		uint8_t *e = a.buf + (mmap - a.base) + (size_t)i * 24;
 		put32(e, 20);
 		put64(e + 4, map[i].addr);
 		put64(e + 12, map[i].size);
@@ -302,7 +318,7 @@ int mb_multiboot_load(struct mb_mem *mem, const struct mb_multiboot_config *cfg,
 	put32(ib + 44, (uint32_t)n * 24);
 	put32(ib + 48, mmap);
 	put32(ib + 64, area_str(&a, "moonbox"));
-	if ((rc = mb_mem_write(mem, MULTIBOOT_INFO, a.buf, a.used)))
+	if ((rc = mb_mem_write(mem, a.base, a.buf, a.used)))
 		goto out;
 	*info = at;
 out:

@@ -92,6 +92,7 @@ struct phdr {
 #define ET_EXEC 2
 #define EM_386 3
 #define EM_X86_64 62
+#define GiB4_ELF (1ull << 32)
 
 static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static uint32_t le32(const uint8_t *p)
@@ -239,6 +240,94 @@ int mb_elf_load(struct mb_mem *mem, struct mb_file *f, uint64_t avoid_lo,
 out:
 	free(tab);
 	return rc;
+}
+
+/* ---- notes: the PVH entry -------------------------------------------------- */
+
+#define PT_NOTE 4
+#define NOTE_MAX 0x10000 /* a note segment bigger than this is not a kernel's */
+
+/* Notes (System V ABI, "Note Section"): namesz, descsz, type, then name and
+ * desc each padded to 4 bytes. */
+static int find_note(const uint8_t *p, size_t len, const char *name,
+		     uint32_t type, const uint8_t **desc, uint32_t *dlen)
+{
+	size_t nlen = strlen(name) + 1, off = 0;
+	while (len - off >= 12) {
+		uint32_t nsz = le32(p + off), dsz = le32(p + off + 4);
+		uint32_t t = le32(p + off + 8);
+		size_t n4 = ((size_t)nsz + 3) & ~(size_t)3;
+		size_t d4 = ((size_t)dsz + 3) & ~(size_t)3;
+		off += 12;
+		if (n4 > len - off || d4 > len - off - n4)
+			return -EINVAL;
+		if (t == type && nsz == nlen && memcmp(p + off, name, nlen) == 0) {
+			*desc = p + off + n4, *dlen = dsz;
+			return 0;
+		}
+		off += n4 + d4;
+	}
+	return -ENOENT;
+}
+
+int mb_elf_pvh_entry(struct mb_file *f, uint32_t *entry)
+{
+	const char *w = f->what, *p = f->path;
+	uint8_t eh[64];
+	int rc;
+	if (!mb_elf_probe(f) || f->size < 64)
+		return mb_seterr(-ENOENT, "%s %s: not an ELF file", w, p);
+	if ((rc = mb_file_pread(f, 0, eh, 64)))
+		return rc;
+	int bits = eh[4] == 1 ? 32 : eh[4] == 2 ? 64 : 0;
+	if (!bits || eh[5] != 1)
+		return mb_seterr(-EINVAL, "%s %s: not a little-endian ELF32/ELF64 "
+				 "file", w, p);
+	uint64_t phoff = bits == 32 ? le32(eh + 28) : le64(eh + 32);
+	unsigned phentsize = le16(eh + (bits == 32 ? 42 : 54));
+	unsigned phnum = le16(eh + (bits == 32 ? 44 : 56));
+	if (phentsize != (bits == 32 ? 32u : 56u))
+		return mb_seterr(-EINVAL, "%s %s: bad e_phentsize %u", w, p,
+				 phentsize);
+	for (unsigned i = 0; i < phnum; i++) {
+		uint8_t raw[56];
+		struct phdr ph;
+		if ((rc = mb_file_pread(f, phoff + (uint64_t)i * phentsize, raw,
+					phentsize)))
+			return rc;
+		get_phdr(raw, bits, &ph);
+		if (ph.type != PT_NOTE || ph.filesz == 0)
+			continue;
+		if (ph.filesz > NOTE_MAX)
+			return mb_seterr(-EINVAL, "%s %s: note segment %u is %" PRIu64
+					 " bytes", w, p, i, ph.filesz);
+		uint8_t *buf = malloc(ph.filesz);
+		if (!buf)
+			return mb_seterr(-ENOMEM, "%s %s: out of memory", w, p);
+		const uint8_t *d = NULL;
+		uint32_t dl = 0;
+		if ((rc = mb_file_pread(f, ph.offset, buf, ph.filesz))) {
+			free(buf);
+			return rc;
+		}
+		rc = find_note(buf, ph.filesz, "Xen", XEN_ELFNOTE_PHYS32_ENTRY,
+			       &d, &dl);
+		uint64_t v = rc ? 0 : dl == 4 ? le32(d) : dl == 8 ? le64(d)
+							      : UINT64_MAX;
+		free(buf);
+		if (rc == -EINVAL)
+			return mb_seterr(rc, "%s %s: note segment %u is malformed",
+					 w, p, i);
+		if (rc)
+			continue;
+		if (v >= GiB4_ELF)
+			return mb_seterr(-EINVAL, "%s %s: PVH entry note (%u bytes) "
+					 "is not a 32-bit address", w, p, dl);
+		*entry = (uint32_t)v;
+		return 0;
+	}
+	return mb_seterr(-ENOENT, "%s %s: no PVH entry note "
+			 "(XEN_ELFNOTE_PHYS32_ENTRY; Linux needs CONFIG_PVH)", w, p);
 }
 
 /* The file's segments into guest memory, clear of the GDT and the page

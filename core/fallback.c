@@ -60,6 +60,9 @@ static const char *const names[MB_FB_KINDS] = {
 	[MB_FB_INT3] = "int3",     [MB_FB_CLAC] = "clac",
 	[MB_FB_STAC] = "stac",     [MB_FB_POPCNT] = "popcnt",
 	[MB_FB_FWAIT] = "fwait",   [MB_FB_SYSCALL] = "syscall",
+	[MB_FB_XGETBV] = "xgetbv", [MB_FB_CLFLUSH] = "clflush",
+	[MB_FB_CLFLUSHOPT] = "clflushopt", [MB_FB_CLWB] = "clwb",
+	[MB_FB_UD] = "ud",         [MB_FB_INT] = "int",
 };
 
 const char *mb_fallback_name(enum mb_fb_insn k)
@@ -233,12 +236,424 @@ static bool syscall_entry(struct mb_fb_state *st)
 	return true;
 }
 
+/* ---- exceptions, prefixes, memory operands ------------------------------ */
+
+enum { VEC_UD = 6, VEC_NP = 11, VEC_SS = 12, VEC_GP = 13 };
+
+#define CR4_OSXSAVE (1ull << 18)
+#define CR4_LA57 (1ull << 12)
+#define RF_TF (1ull << 8)
+#define RF_IF (1ull << 9)
+#define RF_NT (1ull << 14)
+
+/* A fault: RIP stays at the instruction, the exception is delivered. */
+static void fault(struct mb_fb_state *st, uint8_t vec, bool has_err,
+		  uint32_t err)
+{
+	st->inject = true, st->inject_vec = vec;
+	st->inject_has_err = has_err, st->inject_err = err;
+	st->rflags &= ~RF_RF; /* the caller hands RFLAGS back as is */
+}
+
+/* Legacy prefixes and REX (SDM vol. 2A, 2.1.1 and 2.2.1). A REX not
+ * right before the opcode is ignored by the CPU; we refuse it instead. */
+struct prefixes {
+	unsigned len;              /* bytes of prefixes */
+	bool osz, asz, rep, repne, lock;
+	int seg;                   /* -1, or 0 es 1 cs 2 ss 3 ds 4 fs 5 gs */
+	unsigned rex;
+};
+
+static bool scan_prefixes(const struct mb_fb_state *st, const uint8_t *p,
+			  unsigned n, struct prefixes *px)
+{
+	*px = (struct prefixes){ .seg = -1 };
+	unsigned i = 0;
+	for (; i < n && i < 14; i++) {
+		switch (p[i]) {
+		case 0x66: px->osz = true; continue;
+		case 0x67: px->asz = true; continue;
+		case 0xf3: px->rep = true; continue;
+		case 0xf2: px->repne = true; continue;
+		case 0xf0: px->lock = true; continue;
+		case 0x26: px->seg = 0; continue;
+		case 0x2e: px->seg = 1; continue;
+		case 0x36: px->seg = 2; continue;
+		case 0x3e: px->seg = 3; continue;
+		case 0x64: px->seg = 4; continue;
+		case 0x65: px->seg = 5; continue;
+		}
+		break;
+	}
+	if (mode64(st) && i < n && (p[i] & 0xf0) == 0x40)
+		px->rex = p[i++];
+	px->len = i;
+	return i < n;
+}
+
+static const struct mb_seg *segment(const struct mb_fb_state *st, int seg)
+{
+	const struct mb_seg *t[6] = { &st->es, &st->cs, &st->ss,
+				      &st->ds, &st->fs, &st->gs };
+	return t[seg];
+}
+
+/* A ModRM memory operand (SDM vol. 2A, 2.1.5, tables 2-1 to 2-3): its
+ * linear address, the segment it uses and the bytes ModRM..disp take. */
+struct memop {
+	uint64_t linear, ea;
+	int seg;
+	unsigned len;
+};
+
+static bool decode_mem(const struct mb_fb_state *st, const struct prefixes *px,
+		       const uint8_t *p, unsigned n, uint64_t next_rip_base,
+		       struct memop *mo)
+{
+	if (n < 1 || p[0] >> 6 == 3)
+		return false;
+	unsigned mod = p[0] >> 6, rm = p[0] & 7, i = 1;
+	unsigned asz = mode64(st) ? (px->asz ? 32 : 64)
+				  : (default_size(st) == 32) != px->asz ? 32 : 16;
+	uint64_t ea = 0;
+	int seg = 3; /* DS */
+	int64_t disp = 0;
+	unsigned dlen = 0;
+	bool ripr = false;
+	if (asz == 16) {
+		static const int b[8] = { RBX, RBX, RBP, RBP, RSI, RDI, RBP, RBX };
+		static const int x[8] = { RSI, RDI, RSI, RDI, -1, -1, -1, -1 };
+		if (mod == 0 && rm == 6) {
+			dlen = 2;
+		} else {
+			ea = st->gpr[b[rm]] + (x[rm] >= 0 ? st->gpr[x[rm]] : 0);
+			if (rm == 2 || rm == 3 || rm == 6)
+				seg = 2;
+			dlen = mod == 1 ? 1 : mod == 2 ? 2 : 0;
+		}
+	} else {
+		unsigned base = rm | (px->rex & 1) << 3;
+		if (rm == 4) { /* SIB */
+			if (i >= n)
+				return false;
+			unsigned sib = p[i++], ss = sib >> 6;
+			unsigned idx = (sib >> 3 & 7) | (px->rex & 2) << 2;
+			base = (sib & 7) | (px->rex & 1) << 3;
+			if (idx != 4)
+				ea += st->gpr[idx] << ss;
+			if ((sib & 7) == 5 && mod == 0) {
+				dlen = 4;
+				base = 16; /* none */
+			}
+		} else if (rm == 5 && mod == 0) {
+			dlen = 4;
+			base = 16;
+			ripr = mode64(st);
+		}
+		if (base < 16) {
+			ea += st->gpr[base];
+			if (base == RSP || base == RBP)
+				seg = 2;
+		}
+		if (mod == 1)
+			dlen = 1;
+		else if (mod == 2)
+			dlen = 4;
+	}
+	if (i + dlen > n)
+		return false;
+	if (dlen == 1)
+		disp = (int8_t)p[i];
+	else if (dlen == 2)
+		disp = (int16_t)(p[i] | p[i + 1] << 8);
+	else if (dlen == 4)
+		disp = (int32_t)((uint32_t)p[i] | (uint32_t)p[i + 1] << 8 |
+				 (uint32_t)p[i + 2] << 16 | (uint32_t)p[i + 3] << 24);
+	i += dlen;
+	ea += (uint64_t)disp;
+	if (ripr) /* relative to the next instruction: known once decoded */
+		ea += next_rip_base;
+	if (asz < 64)
+		ea &= (1ull << asz) - 1;
+	if (px->seg >= 0)
+		seg = px->seg;
+	mo->seg = seg, mo->ea = ea, mo->len = i;
+	if (mode64(st)) /* only FS and GS have a base (SDM vol. 3, 3.4.4) */
+		mo->linear = ea + (seg >= 4 ? segment(st, seg)->base : 0);
+	else
+		mo->linear = (segment(st, seg)->base + ea) & 0xffffffffu;
+	return true;
+}
+
+static bool canonical(const struct mb_fb_state *st, uint64_t la)
+{
+	unsigned bits = st->cr4 & CR4_LA57 ? 57 : 48;
+	int64_t s = (int64_t)(la << (64 - bits)) >> (64 - bits);
+	return (uint64_t)s == la;
+}
+
+/* The address checks a memory access makes before touching memory: #GP(0)
+ * or, through SS, #SS(0) (SDM vol. 3, 6.15 "#GP" / "#SS"). Returns false
+ * after queueing the fault. Outside 64-bit mode: an unusable segment and
+ * the (expand-up) limit; real mode keeps only the limit. */
+static bool check_access(struct mb_fb_state *st, const struct memop *mo,
+			 unsigned size)
+{
+	uint8_t vec = mo->seg == 2 ? VEC_SS : VEC_GP;
+	if (mode64(st)) {
+		if (canonical(st, mo->linear) &&
+		    canonical(st, mo->linear + size - 1))
+			return true;
+	} else {
+		const struct mb_seg *s = segment(st, mo->seg);
+		bool prot = (st->cr0 & CR0_PE) && !(st->rflags & RF_VM);
+		if ((!prot || s->present) && mo->ea + size - 1 <= s->limit)
+			return true;
+	}
+	fault(st, vec, (st->cr0 & CR0_PE) != 0, 0);
+	return false;
+}
+
+/* ---- xgetbv, the cache-line flushes, movbe ------------------------------ */
+
+/* XGETBV (SDM vol. 2C): #UD unless CR4.OSXSAVE (or with LOCK/66/F2/F3,
+ * refused before we get here); ECX = 0 reads XCR0; ECX = 1 (XINUSE) only
+ * exists with CPUID.(EAX=0DH,ECX=1):EAX[2], which moonbox's CPUID policy
+ * does not promise: #GP(0) like every other index. */
+static enum mb_fb_insn xgetbv(struct mb_fb_state *st)
+{
+	if (!(st->cr4 & CR4_OSXSAVE)) {
+		fault(st, VEC_UD, false, 0);
+		return MB_FB_XGETBV;
+	}
+	if ((uint32_t)st->gpr[RCX] != 0) {
+		fault(st, VEC_GP, true, 0);
+		return MB_FB_XGETBV;
+	}
+	st->gpr[RAX] = (uint32_t)st->xcr0;
+	st->gpr[RDX] = st->xcr0 >> 32;
+	advance(st, 3);
+	return MB_FB_XGETBV;
+}
+
+/* The 0F-escape instructions with prefixes or operands: clflush,
+ * clflushopt, clwb (SDM vol. 2A): a memory operand is required (mod 3 is
+ * sfence/mfence/tpause territory: refused), the address is checked like
+ * any access, then nothing: this VMM has no cache to write back, and
+ * guest memory is coherent with every device model.
+ * MOVBE (SDM vol. 2B) has no register form: 0F 38 F0/F1 with mod 3 (and
+ * no F2, which makes it crc32) raises #UD. */
+static enum mb_fb_insn escaped(struct mb_fb_state *st, const uint8_t *insn,
+			       unsigned n)
+{
+	struct prefixes px;
+	if (!scan_prefixes(st, insn, n, &px) || px.lock)
+		return MB_FB_NONE;
+	const uint8_t *p = insn + px.len;
+	unsigned left = n - px.len;
+	if (left < 3 || p[0] != 0x0f)
+		return MB_FB_NONE;
+	if (p[1] == 0xae && !px.rep && !px.repne) {
+		unsigned reg = p[2] >> 3 & 7;
+		enum mb_fb_insn k = reg == 7 ? (px.osz ? MB_FB_CLFLUSHOPT
+						       : MB_FB_CLFLUSH)
+			: reg == 6 && px.osz ? MB_FB_CLWB : MB_FB_NONE;
+		struct memop mo;
+		if (k == MB_FB_NONE || !decode_mem(st, &px, p + 2, left - 2, 0, &mo))
+			return MB_FB_NONE;
+		unsigned len = px.len + 2 + mo.len;
+		if (!decode_mem(st, &px, p + 2, left - 2, st->rip + len, &mo))
+			return MB_FB_NONE;
+		if (check_access(st, &mo, 1))
+			advance(st, len);
+		return k;
+	}
+	if (left >= 4 && p[1] == 0x38 && (p[2] == 0xf0 || p[2] == 0xf1) &&
+	    p[3] >> 6 == 3 && !px.repne && !px.rep) {
+		fault(st, VEC_UD, false, 0);
+		return MB_FB_UD;
+	}
+	return MB_FB_NONE;
+}
+
+/* ---- int n -------------------------------------------------------------- */
+
+static uint16_t le16p(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+
+static void put_le(uint8_t *p, uint64_t v, unsigned bytes)
+{
+	for (unsigned i = 0; i < bytes; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+/* Real-address mode (SDM vol. 2A, "INT n", REAL-ADDRESS-MODE): the IVT
+ * entry is offset:segment at IDTR.base + 4n (it must fit the IDT limit,
+ * else #GP); push FLAGS, CS, IP on SS:SP, clear IF, TF and AC, far jump. */
+static enum mb_fb_insn int_real(struct mb_fb_state *st, unsigned vec,
+				unsigned len)
+{
+	if (vec * 4 + 3 > st->idt_limit) {
+		fault(st, VEC_GP, false, 0);
+		return MB_FB_INT;
+	}
+	uint8_t e[4];
+	if (st->read(st->ctx, st->idt_base + vec * 4, e, 4))
+		return MB_FB_NONE;
+	uint16_t ip = (uint16_t)(st->rip + len), sp = (uint16_t)st->gpr[RSP];
+	uint16_t words[3] = { ip, st->cs.selector, (uint16_t)st->rflags };
+	for (unsigned i = 0; i < 3; i++) { /* IP lowest, FLAGS highest */
+		uint8_t b[2];
+		put_le(b, words[i], 2);
+		uint16_t at = (uint16_t)(sp - 6 + 2 * i);
+		if (st->write(st->ctx, st->ss.base + at, b, 2))
+			return MB_FB_NONE;
+	}
+	st->gpr[RSP] = (st->gpr[RSP] & ~0xffffull) | (uint16_t)(sp - 6);
+	st->rflags &= ~(RF_IF | RF_TF | RF_AC | RF_RF);
+	uint16_t sel = le16p(e + 2);
+	st->cs.selector = sel;
+	st->cs.base = (uint64_t)sel << 4;
+	st->rip = le16p(e);
+	st->segs_changed = true;
+	return MB_FB_INT;
+}
+
+/* A descriptor from the GDT (an LDT selector is refused: false, nothing
+ * queued). *ok = false with a queued #GP(sel) when it lies past the limit. */
+static bool gdt_entry(struct mb_fb_state *st, uint16_t sel, uint8_t d[8],
+		      bool *ok)
+{
+	*ok = false;
+	if (sel & 4)
+		return false;
+	if ((sel | 7u) > st->gdt_limit) {
+		fault(st, VEC_GP, true, sel & 0xfffc);
+		return true;
+	}
+	if (st->read(st->ctx, st->gdt_base + (sel & ~7u), d, 8))
+		return false;
+	*ok = true;
+	return true;
+}
+
+/* 64-bit mode (SDM vol. 3, 6.14 "Exception and interrupt handling in 64-bit
+ * mode"; vol. 2A "INT n", IA-32e mode): 16-byte gates, only interrupt (0xE)
+ * and trap (0xF) gates; for a software interrupt the gate DPL must be >= CPL;
+ * the target must be a present 64-bit code segment of DPL <= CPL. A
+ * non-conforming target at a lower DPL changes privilege: RSP from
+ * TSS.RSPn, SS = null selector with RPL n. A non-zero IST always switches
+ * to TSS.ISTn. RSP is aligned down to 16, then SS, RSP, RFLAGS, CS, RIP
+ * are pushed (no error code for int n). TF, NT, RF, VM are cleared, and IF
+ * too through an interrupt gate. Errors: #GP(vec*8+2) for the gate (IDT
+ * bit set), #NP for a gate not present, #GP/#NP(selector) for the target. */
+static enum mb_fb_insn int_long(struct mb_fb_state *st, unsigned vec,
+				unsigned len)
+{
+	uint32_t gerr = vec * 8 + 2;
+	unsigned pl = cpl(st);
+	if (vec * 16 + 15 > st->idt_limit) {
+		fault(st, VEC_GP, true, gerr);
+		return MB_FB_INT;
+	}
+	uint8_t g[16];
+	if (st->read(st->ctx, st->idt_base + vec * 16, g, 16))
+		return MB_FB_NONE;
+	unsigned type = g[5] & 0xf, gdpl = g[5] >> 5 & 3, ist = g[4] & 7;
+	if ((type != 0xe && type != 0xf) || gdpl < pl) {
+		fault(st, VEC_GP, true, gerr);
+		return MB_FB_INT;
+	}
+	if (!(g[5] & 0x80)) {
+		fault(st, VEC_NP, true, gerr);
+		return MB_FB_INT;
+	}
+	uint64_t target = (uint64_t)le16p(g) | (uint64_t)le16p(g + 6) << 16 |
+			  (le64(g + 8) & 0xffffffffu) << 32;
+	uint16_t sel = le16p(g + 2);
+	if ((sel & 0xfffc) == 0) {
+		fault(st, VEC_GP, true, 0);
+		return MB_FB_INT;
+	}
+	uint8_t d[8];
+	bool ok;
+	if (!gdt_entry(st, sel, d, &ok))
+		return MB_FB_NONE;
+	if (!ok)
+		return MB_FB_INT;
+	unsigned acc = d[5], flags = d[6] >> 4, ddpl = acc >> 5 & 3;
+	bool code = (acc & 0x18) == 0x18, conforming = acc & 4;
+	bool l = flags & 2, db = flags & 4;
+	if (!code || !l || db || ddpl > pl) {
+		fault(st, VEC_GP, true, sel & 0xfffc);
+		return MB_FB_INT;
+	}
+	if (!(acc & 0x80)) {
+		fault(st, VEC_NP, true, sel & 0xfffc);
+		return MB_FB_INT;
+	}
+	unsigned npl = conforming ? pl : ddpl;
+	uint64_t rsp = st->gpr[RSP];
+	if (ist || npl < pl) {
+		uint8_t t[8];
+		uint64_t off = ist ? 0x24 + 8 * (ist - 1) : 4 + 8 * npl;
+		if (st->read(st->ctx, st->tr_base + off, t, 8))
+			return MB_FB_NONE;
+		rsp = le64(t);
+	}
+	if (!canonical(st, rsp)) {
+		fault(st, npl < pl ? VEC_GP : VEC_SS, true, 0);
+		return MB_FB_INT;
+	}
+	rsp &= ~0xfull;
+	uint8_t f[40]; /* RIP CS RFLAGS RSP SS, lowest address first */
+	put_le(f, st->rip + len, 8);
+	put_le(f + 8, st->cs.selector, 8);
+	put_le(f + 16, st->rflags & ~RF_RF, 8);
+	put_le(f + 24, st->gpr[RSP], 8);
+	put_le(f + 32, st->ss.selector, 8);
+	if (st->write(st->ctx, rsp - 40, f, 40))
+		return MB_FB_NONE;
+	st->gpr[RSP] = rsp - 40;
+	st->rflags &= ~(RF_TF | RF_NT | RF_RF | RF_VM);
+	if (type == 0xe)
+		st->rflags &= ~RF_IF;
+	st->cs = (struct mb_seg){
+		.selector = (uint16_t)((sel & 0xfffc) | npl), .limit = 0xffffffff,
+		.type = acc & 0xf, .present = 1, .dpl = ddpl, .s = 1, .l = 1,
+		.g = 1 };
+	if (npl < pl)
+		st->ss = (struct mb_seg){ .selector = (uint16_t)npl,
+					  .limit = 0xffffffff, .type = 3,
+					  .present = 1, .dpl = npl, .s = 1,
+					  .db = 1, .g = 1 };
+	st->rip = target;
+	st->segs_changed = true;
+	return MB_FB_INT;
+}
+
+/* INT n, CD ib (SDM vol. 2A, "INT n/INTO/INT3/INT1"). Real mode and 64-bit
+ * mode are completed; 32-bit protected mode and virtual-8086 mode are
+ * refused (the run ends with "error"), as is anything with prefixes. */
+static enum mb_fb_insn int_n(struct mb_fb_state *st, const uint8_t *insn,
+			     unsigned n)
+{
+	if (n < 2 || !st->read || !st->write)
+		return MB_FB_NONE;
+	unsigned vec = insn[1];
+	if (!(st->cr0 & CR0_PE))
+		return int_real(st, vec, 2);
+	if (mode64(st))
+		return int_long(st, vec, 2);
+	return MB_FB_NONE;
+}
+
 enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 				 unsigned n)
 {
 	if (!st || !insn || n == 0)
 		return MB_FB_NONE;
-	st->segs_changed = st->inject = false;
+	st->segs_changed = st->inject = st->inject_has_err = false;
+	st->inject_err = 0;
 	switch (insn[0]) {
 	case 0xcc: /* INT3 (SDM vol. 2A, "INT n/INTO/INT3/INT1"): a trap */
 		advance(st, 1);
@@ -253,10 +668,15 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 		}
 		advance(st, 1);
 		return MB_FB_FWAIT;
+	case 0xcd:
+		return int_n(st, insn, n);
 	case 0x0f: /* CLAC/STAC (SDM vol. 2A): no prefixes (F2/F3 0F 01 CA
 		    * are other instructions), #UD at CPL > 0: refused. */
-		if (n < 3 || insn[1] != 0x01 || (insn[2] != 0xca && insn[2] != 0xcb) ||
-		    cpl(st) != 0)
+		if (n >= 3 && insn[1] == 0x01 && insn[2] == 0xd0)
+			return xgetbv(st);
+		if (n < 3 || insn[1] != 0x01 || (insn[2] != 0xca && insn[2] != 0xcb))
+			return escaped(st, insn, n);
+		if (cpl(st) != 0)
 			return MB_FB_NONE;
 		if (insn[2] == 0xcb) {
 			st->rflags |= RF_AC;
@@ -269,10 +689,12 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 		advance(st, 3);
 		return MB_FB_CLAC;
 	case 0xf3:
-	case 0x66:
-		return popcnt(st, insn, n);
+	case 0x66: {
+		enum mb_fb_insn k = popcnt(st, insn, n);
+		return k != MB_FB_NONE ? k : escaped(st, insn, n);
 	}
-	return MB_FB_NONE;
+	}
+	return escaped(st, insn, n);
 }
 
 /* ---- counters: one atomic per kind in the machine ------------------- */
@@ -317,6 +739,47 @@ static int read_linear(void *ctx, uint64_t la, void *buf, unsigned len)
 		la += chunk, out += chunk, len -= chunk;
 	}
 	return 0;
+}
+
+/* The same for writes (int n's frame); a read-only page refuses. Each page
+ * is translated before any is written, so a frame is never half-pushed. */
+static int write_linear(void *ctx, uint64_t la, const void *buf, unsigned len)
+{
+	struct vcpu *v = ctx;
+	const uint8_t *in = buf;
+	uint64_t gpa[2];
+	unsigned np = 0;
+	for (uint64_t a = la & ~4095ull; a < la + len && np < 2; a += 4096) {
+		struct kvm_translation t = { .linear_address = a };
+		if (ioctl(v->fd, KVM_TRANSLATE, &t) < 0 || !t.valid ||
+		    !t.writeable)
+			return -EFAULT;
+		gpa[np++] = t.physical_address;
+	}
+	if (len > 4096)
+		return -EINVAL;
+	for (unsigned i = 0; len; i++) {
+		unsigned chunk = 4096 - (unsigned)(la & 4095);
+		if (chunk > len)
+			chunk = len;
+		if (mb_mem_write(v->m->mem, gpa[i] + (la & 4095), in, chunk))
+			return -EFAULT;
+		la += chunk, in += chunk, len -= chunk;
+	}
+	return 0;
+}
+
+/* XCR0 as the guest set it (XSETBV); x87 only (its reset value) when
+ * KVM cannot say. */
+static uint64_t get_xcr0(int fd)
+{
+	struct kvm_xcrs x;
+	memset(&x, 0, sizeof x);
+	if (ioctl(fd, KVM_GET_XCRS, &x) == 0)
+		for (uint32_t i = 0; i < x.nr_xcrs && i < KVM_MAX_XCRS; i++)
+			if (x.xcrs[i].xcr == 0)
+				return x.xcrs[i].value;
+	return 1;
 }
 
 static struct mb_seg seg_in(const struct kvm_segment *s)
@@ -370,9 +833,16 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 			 r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15 },
 		.rip = r.rip, .rflags = r.rflags,
 		.cs = seg_in(&s.cs), .ss = seg_in(&s.ss),
-		.cr0 = s.cr0, .efer = s.efer, .idt_base = s.idt.base,
-		.read = read_linear, .ctx = v,
+		.ds = seg_in(&s.ds), .es = seg_in(&s.es),
+		.fs = seg_in(&s.fs), .gs = seg_in(&s.gs), .tr_base = s.tr.base,
+		.cr0 = s.cr0, .cr4 = s.cr4, .efer = s.efer,
+		.idt_base = s.idt.base, .idt_limit = s.idt.limit,
+		.gdt_base = s.gdt.base, .gdt_limit = s.gdt.limit,
+		.read = read_linear, .write = write_linear, .ctx = v,
 	};
+	/* Only xgetbv reads it: one ioctl less for every clac. */
+	if (n >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && insn[2] == 0xd0)
+		st.xcr0 = get_xcr0(v->fd);
 	/* Without the MSRs the syscall check just never matches. */
 	if (!get_msrs(v->fd, &st))
 		st.star = st.lstar = st.sfmask = 0;
@@ -411,8 +881,8 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		 * state (api.rst, KVM_SET_VCPU_EVENTS). */
 		ev.exception.injected = 1;
 		ev.exception.nr = st.inject_vec;
-		ev.exception.has_error_code = 0;
-		ev.exception.error_code = 0;
+		ev.exception.has_error_code = st.inject_has_err;
+		ev.exception.error_code = st.inject_err;
 		ev.exception_has_payload = 0;
 		ev.exception_payload = 0;
 		if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) < 0)

@@ -14,12 +14,21 @@ enum mb_fb_insn {
 	MB_FB_POPCNT,  /* F3 [REX] 0F B8 /r, register source */
 	MB_FB_FWAIT,   /* 9B */
 	MB_FB_SYSCALL, /* the clac that is really a broken syscall entry */
+	MB_FB_XGETBV,  /* 0F 01 D0 */
+	MB_FB_CLFLUSH, /* NP 0F AE /7, memory operand */
+	MB_FB_CLFLUSHOPT, /* 66 0F AE /7, memory operand */
+	MB_FB_CLWB,    /* 66 0F AE /6, memory operand */
+	MB_FB_UD,      /* an encoding the CPU refuses (movbe register form): #UD */
+	MB_FB_INT,     /* CD ib through the IVT or IDT */
 	MB_FB_KINDS
 };
 
 /* Reads len bytes of guest memory at a linear address; 0 on success. */
 typedef int (*mb_fb_read_fn)(void *ctx, uint64_t linear, void *buf,
 			     unsigned len);
+/* Writes len bytes of guest memory at a linear address; 0 on success. */
+typedef int (*mb_fb_write_fn)(void *ctx, uint64_t linear, const void *buf,
+			      unsigned len);
 
 /* The registers the executor needs, independent of KVM's structures.
  * GPRs are in instruction-encoding order: rax rcx rdx rbx rsp rbp rsi rdi
@@ -28,16 +37,23 @@ struct mb_fb_state {
 	uint64_t gpr[16];
 	uint64_t rip, rflags;
 	struct mb_seg cs, ss;
-	uint64_t cr0, efer;
-	uint64_t idt_base;
+	struct mb_seg ds, es, fs, gs; /* memory operands' segments */
+	uint64_t tr_base;             /* the TSS: stack switch for int n */
+	uint64_t cr0, cr4, efer;
+	uint64_t idt_base, gdt_base;
+	uint16_t idt_limit, gdt_limit;
+	uint64_t xcr0;                /* what xgetbv returns for ECX = 0 */
 	uint64_t star, lstar, sfmask; /* MSRs 0xC0000081, 82, 84 */
 	mb_fb_read_fn read;           /* NULL: no guest memory access */
+	mb_fb_write_fn write;         /* NULL: nothing that pushes a frame */
 	void *ctx;
 	/* Outputs. The executor changes gpr/rip/rflags in place; these say
 	 * what else the caller must do. */
 	bool segs_changed; /* cs and ss were reloaded: write them back */
-	bool inject;       /* deliver exception inject_vec (no error code) */
+	bool inject;       /* deliver exception inject_vec */
+	bool inject_has_err; /* ... with error code inject_err */
 	uint8_t inject_vec;
+	uint32_t inject_err;
 };
 
 /* Decode and complete the instruction insn[0..n) on st. Returns the kind

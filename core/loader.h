@@ -9,6 +9,7 @@
  *   0x1000-0x6fff  long-mode page tables (boot_flat.c)
  *   0x7000         Linux zero page (struct boot_params, 4 KiB)
  *   0x8000-0x9efff multiboot information, its strings, mmap and module list
+ *                  (after the modules instead when the kernel is there)
  *   0x20000        Linux command line (up to 64 KiB)
  *   0x9fc00-0xfffff reported reserved (EBDA, VGA, BIOS) like on a PC
  */
@@ -165,6 +166,25 @@ int mb_linux_zeropage(const struct mb_mem *mem, const uint8_t *setup,
 int mb_linux_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 		  struct mb_linux_layout *lay);
 
+/* ---- PVH (boot_pvh.c) --------------------------------------------------- */
+
+#define MB_PVH_MAGIC 0x336ec578 /* XEN_HVM_START_MAGIC_VALUE */
+#define XEN_ELFNOTE_PHYS32_ENTRY 18
+
+/* Where mb_pvh_load put things. */
+struct mb_pvh_layout {
+	uint32_t entry;      /* 32-bit protected-mode entry (physical) */
+	uint64_t start_info; /* struct hvm_start_info: EBX at entry */
+	uint64_t kernel_lo, kernel_hi;
+	uint64_t initrd, initrd_size;
+	uint64_t cmdline, cmdline_len;
+};
+
+/* Load an ELF kernel with a PVH entry note, the initrd (as module 0) and
+ * command line, and write the start info with the memory map. */
+int mb_pvh_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
+		struct mb_pvh_layout *lay);
+
 /* ---- ELF (elf.c) -------------------------------------------------------- */
 
 struct mb_elf_image {
@@ -175,6 +195,9 @@ struct mb_elf_image {
 
 /* Is this file an ELF file (magic only)? */
 int mb_elf_probe(struct mb_file *f);
+/* The PVH entry from the file's Xen XEN_ELFNOTE_PHYS32_ENTRY note (a 32- or
+ * 64-bit value, below 4 GiB). -ENOENT when there is none. */
+int mb_elf_pvh_entry(struct mb_file *f, uint32_t *entry);
 /* Load every PT_LOAD segment at p_paddr, bss zeroed. No segment may touch
  * [avoid_lo, avoid_hi) (the loader's own structures). */
 int mb_elf_load(struct mb_mem *mem, struct mb_file *f, uint64_t avoid_lo,
@@ -187,6 +210,7 @@ int mb_elf_load(struct mb_mem *mem, struct mb_file *f, uint64_t avoid_lo,
 #define MULTIBOOT_SEARCH 8192
 #define MULTIBOOT_INFO 0x8000
 #define MULTIBOOT_INFO_END 0x9f000
+#define MULTIBOOT_KERNEL_MIN 0x1000 /* IVT, BDA and the GDT at 0x500 below */
 
 /* Multiboot Specification 0.6.96, 3.1.1 "The layout of Multiboot header". */
 struct mb_multiboot_header {

@@ -432,6 +432,11 @@ struct mb_linux_config {
 	size_t nreserved;
 };
 int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg);
+/* PVH boot of an uncompressed ELF vmlinux with a XEN_ELFNOTE_PHYS32_ENTRY
+ * note (Linux: CONFIG_PVH): the same config, 32-bit entry with EBX at an
+ * hvm_start_info (memory map, command line, the initrd as module 0).
+ * mb_boot_linux calls it when handed an ELF file. */
+int mb_boot_pvh(struct mb_machine *m, const struct mb_linux_config *cfg);
 
 /* A bzImage's setup header, as parsed and checked by the Linux loader. */
 struct mb_bzimage_info {

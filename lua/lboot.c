@@ -46,25 +46,31 @@ static size_t check_ranges(lua_State *L, int idx, const char *key,
 	return n;
 }
 
-static int l_boot_linux(lua_State *L)
+/* m:boot_linux{...} and m:boot_pvh{...}: one option table, two entries. */
+static int boot_linux(lua_State *L, bool pvh)
 {
 	static const char *const keys[] = { "kernel", "initrd", "cmdline",
 					    "reserved", NULL };
+	const char *what = pvh ? "boot_pvh" : "boot_linux";
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	struct mb_range res[MAX_RANGES];
 	struct mb_linux_config cfg = { 0 };
-	mbl_checkopts(L, 2, "boot_linux", keys);
-	cfg.kernel = need_str(L, 2, "kernel", "the bzImage to boot");
+	mbl_checkopts(L, 2, what, keys);
+	cfg.kernel = need_str(L, 2, "kernel", pvh ? "the vmlinux (ELF) to boot"
+						  : "the bzImage to boot");
 	cfg.initrd = mbl_optstr(L, 2, "initrd", NULL);
 	cfg.cmdline = mbl_optstr(L, 2, "cmdline", "");
 	cfg.nreserved = check_ranges(L, 2, "reserved", res, MAX_RANGES);
 	cfg.reserved = res;
 	struct mb_machine *m = mbl_live(L, mm);
-	if (mb_boot_linux(m, &cfg))
-		return mbl_fail(L, "boot_linux");
+	if (pvh ? mb_boot_pvh(m, &cfg) : mb_boot_linux(m, &cfg))
+		return mbl_fail(L, what);
 	lua_settop(L, 1);
 	return 1;
 }
+
+static int l_boot_linux(lua_State *L) { return boot_linux(L, false); }
+static int l_boot_pvh(lua_State *L) { return boot_linux(L, true); }
 
 static int l_boot_multiboot(lua_State *L)
 {
@@ -173,6 +179,7 @@ static int l_bzimage_info(lua_State *L)
 void mbl_open_boot(lua_State *L)
 {
 	mbl_machine_method(L, "boot_linux", l_boot_linux);
+	mbl_machine_method(L, "boot_pvh", l_boot_pvh);
 	mbl_machine_method(L, "boot_multiboot", l_boot_multiboot);
 	mbl_machine_method(L, "boot_elf", l_boot_elf);
 	lua_pushcfunction(L, l_bzimage_info);

@@ -3,9 +3,13 @@
 --   ./moonbox machines/linux.lua [--kernel F] [--initrd F] [--append "..."]
 --                                [--memory 256M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
---                                [--disk IMAGE] [--rng]
+--                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
 --
--- Defaults to the guest `make deps` built in .cache/guest/. On the console,
+-- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
+-- vmlinux through PVH when it is there (the guest runs no decompressor,
+-- which is emulated and slow on some hosts: guest/README.md has numbers),
+-- else the bzImage; --boot picks one. --kernel F boots F through whichever
+-- protocol F speaks (an ELF vmlinux: PVH; a bzImage: the Linux protocol). On the console,
 -- Ctrl-a x quits. --disk adds a virtio-blk disk (/dev/vda), --rng a
 -- virtio-rng (/dev/hwrng). From Lua, `loadfile("machines/linux.lua")(opts)`
 -- returns the machine (not started) and COM1 for tests and scripts to
@@ -28,7 +32,7 @@ if type(opts) ~= "table" then
   end
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
-  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1 }
+  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
@@ -58,8 +62,23 @@ if opts.disk then m:add(mb.virtio_blk { image = opts.disk }) end  -- /dev/vda
 if opts.rng then m:add(mb.virtio_rng {}) end                      -- /dev/hwrng
 if opts.setup then opts.setup(m) end
 
-m:boot_linux {
-  kernel = opts.kernel or root .. "/.cache/guest/bzImage",
+local function exists(p)
+  local f = io.open(p, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+local kernel = opts.kernel
+if not kernel then
+  local vmlinux = root .. "/.cache/guest/vmlinux"
+  local boot = opts.boot or (exists(vmlinux) and "pvh" or "bzimage")
+  if boot ~= "pvh" and boot ~= "bzimage" then
+    error("linux.lua: --boot: expected pvh or bzimage, got " .. tostring(boot), 0)
+  end
+  kernel = boot == "pvh" and vmlinux or root .. "/.cache/guest/bzImage"
+end
+
+m:boot_linux {   -- an ELF kernel (vmlinux) goes through PVH
+  kernel = kernel,
   initrd = opts.initrd or root .. "/.cache/guest/initramfs.cpio",
   cmdline = cmdline,
 }

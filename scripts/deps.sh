@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make deps: install the Debian packages moonbox needs and build the default
-# Linux guest into .cache/guest/ (bzImage + uncompressed initramfs.cpio).
+# Linux guest into .cache/guest/ (bzImage, the same kernel as an uncompressed
+# ELF vmlinux for PVH boot, and an uncompressed initramfs.cpio).
 # Idempotent: does nothing (in well under a second) when all is up to date.
 set -euo pipefail
 
@@ -75,7 +76,8 @@ fi
 # Reproducible-ish build identity, and ARCH=x86_64 forces 64BIT.
 KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
        KBUILD_BUILD_HOST=moonbox)
-if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR"; then
+if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR" ||
+   ! up_to_date "$OUT/vmlinux" "$FRAG" "$SELF" "$KTAR"; then
   t0=$SECONDS
   log "configuring kernel (tinyconfig + guest/kernel.config)"
   # -m: only merge into .config; olddefconfig then resolves dependencies.
@@ -104,7 +106,12 @@ if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR"; then
     || { tail -30 "$CACHE/build/kernel.log" >&2; die "kernel build failed"; }
   cp "$KSRC/arch/x86/boot/bzImage" "$OUT/bzImage.tmp"
   mv "$OUT/bzImage.tmp" "$OUT/bzImage"
-  log "bzImage: $(stat -c %s "$OUT/bzImage") bytes, $((SECONDS - t0))s"
+  # The ELF the bzImage was made from, for PVH boot (m:boot_pvh): the VMM
+  # places it, so the guest runs no decompressor. Stripped: symbols are
+  # not loaded and only make the file bigger to read.
+  objcopy --strip-all "$KSRC/vmlinux" "$OUT/vmlinux.tmp"
+  mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
+  log "bzImage: $(stat -c %s "$OUT/bzImage") bytes, vmlinux: $(stat -c %s "$OUT/vmlinux") bytes, $((SECONDS - t0))s"
 fi
 
 # ---- 4. initramfs ----------------------------------------------------------
@@ -137,4 +144,4 @@ if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
   log "initramfs.cpio: $(stat -c %s "$OUT/initramfs.cpio") bytes"
 fi
 
-log "guest ready: .cache/guest/bzImage .cache/guest/initramfs.cpio"
+log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio"

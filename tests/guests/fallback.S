@@ -1,7 +1,9 @@
 /* at: 0x100000 */
 /* The emulation fallback (core/fallback.c) from inside a long-mode guest:
  * stac/clac, popcnt (64/32/16-bit, REX registers, ZF), fwait, int3 through
- * an IDT gate, then a `syscall` from user mode into LSTAR. Where KVM runs
+ * an IDT gate, xgetbv (#UD without CR4.OSXSAVE, XCR0 with it when CPUID
+ * has XSAVE), clflush/clflushopt/clwb, movbe's register form (#UD), `int
+ * $0x40` at CPL 0, then a `syscall` from user mode into LSTAR. Where KVM runs
  * these itself the guest passes all the same. Exits 0x600d; a failed check
  * exits 0xf01-0xf1f, an unexpected exception 0xe00 + vector. */
 #include "guest.h"
@@ -93,6 +95,51 @@ after_int3:
 	cmpb	$1, bp_seen(%rip)
 	jne	fail8
 
+	/* xgetbv with CR4.OSXSAVE clear: #UD; the handler resumes at ud_resume */
+	lea	1f(%rip), %rax
+	mov	%rax, ud_resume(%rip)
+	xor	%ecx, %ecx
+	xgetbv
+	jmp	fail16
+1:	mov	$1, %eax
+	cpuid
+	bt	$26, %ecx		/* XSAVE */
+	jnc	2f
+	mov	%cr4, %rax
+	bts	$18, %rax		/* OSXSAVE */
+	mov	%rax, %cr4
+	xor	%ecx, %ecx
+	xgetbv
+	test	$1, %al			/* XCR0.x87 is always set */
+	jz	fail17
+	mov	%cr4, %rax
+	btr	$18, %rax
+	mov	%rax, %cr4
+2:
+	/* the cache-line flushes: nothing to see but that they complete */
+	lea	scratch(%rip), %rax
+	clflush	(%rax)
+	clflushopt 8(%rax)
+	clwb	16(%rax)
+
+	/* movbe has no register form: 0F 38 F0 C1 must raise #UD */
+	lea	1f(%rip), %rax
+	mov	%rax, ud_resume(%rip)
+	.byte	0x0f, 0x38, 0xf0, 0xc1
+	jmp	fail18
+1:
+	/* int $0x40 at CPL 0 through an interrupt gate */
+	lea	int_handler(%rip), %rax
+	mov	$0x40, %edi
+	call	set_gate
+	mov	%rsp, %rbx
+	int	$0x40
+after_int:
+	cmpb	$1, int_seen(%rip)
+	jne	fail19
+	cmp	%rbx, %rsp
+	jne	fail20
+
 	/* syscall from user mode. Page tables (boot_flat): PML4 0x1000,
 	 * PDPT 0x2000, PD 0x3000 with 2 MiB pages; make only 2-4 MiB user. */
 	orq	$4, 0x1000
@@ -167,8 +214,34 @@ bp_handler:
 pf_handler:
 	clac
 	exit_with 0xe0e
+/* #UD where one is expected: back to ud_resume on the interrupted stack. */
 ud_handler:
-	exit_with 0xe06
+	mov	ud_resume(%rip), %rax
+	test	%rax, %rax
+	jz	1f
+	movq	$0, ud_resume(%rip)
+	mov	24(%rsp), %rsp
+	jmp	*%rax
+1:	exit_with 0xe06
+
+/* The int $0x40 frame: RIP after the int, CS 0x08, IF cleared by the
+ * interrupt gate, RSP 16-aligned before the 40-byte push. */
+int_handler:
+	lea	after_int(%rip), %rax
+	cmp	%rax, (%rsp)
+	jne	fail21
+	cmpq	$0x08, 8(%rsp)
+	jne	fail22
+	pushfq
+	pop	%rax
+	bt	$9, %rax
+	jc	fail23
+	lea	40(%rsp), %rax
+	test	$0xf, %al
+	jnz	fail24
+	movb	$1, int_seen(%rip)
+	mov	24(%rsp), %rsp
+	jmp	after_int
 gp_handler:
 	exit_with 0xe0d
 
@@ -202,8 +275,22 @@ fail12:	exit_with 0xf12
 fail13:	exit_with 0xf13
 fail14:	exit_with 0xf14
 fail15:	exit_with 0xf15
+fail16:	exit_with 0xf16
+fail17:	exit_with 0xf17
+fail18:	exit_with 0xf18
+fail19:	exit_with 0xf19
+fail20:	exit_with 0xf20
+fail21:	exit_with 0xf21
+fail22:	exit_with 0xf22
+fail23:	exit_with 0xf23
+fail24:	exit_with 0xf24
 
 bp_seen: .byte 0
+int_seen: .byte 0
+	.balign 8
+ud_resume: .quad 0
+	.balign 64
+scratch: .fill 64, 1, 0
 	.balign 8
 gdt:	.quad 0
 	.quad 0x00af9a000000ffff	/* 0x08 kernel code, 64-bit */

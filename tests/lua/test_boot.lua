@@ -62,6 +62,13 @@ T.case("multiboot guest checks magic, cmdline, module, mmap, loader name", funct
   T.run(m, "exit", 0)
 end)
 
+T.case("multiboot guest linked at 0x8000 (where the info area used to be)", function()
+  local m = machine()
+  m:boot_multiboot { kernel = T.guest("multiboot_low"), cmdline = "mbtest answer=42",
+    modules = { { file = module, cmdline = "mod1 key=value" } } }
+  T.run(m, "exit", 0)
+end)
+
 T.case("machines/multiboot.lua boots the same guest from the command line", function()
   local cmd = string.format("%s/moonbox %s/machines/multiboot.lua %s --cmdline 'mbtest answer=42' " ..
     "--memory 16M --module '%s,mod1 key=value' </dev/null 2>&1; echo rc=$?", T.bin, T.root, T.guest("multiboot"), module)

@@ -513,7 +513,7 @@ static void test_unknown(void **state)
 {
 	REFUSED(0x0f, 0x0b);             /* ud2 */
 	REFUSED(0x90);                   /* nop */
-	REFUSED(0xcd, 0x03);             /* int 3, the two-byte form */
+	REFUSED(0xcd, 0x03);             /* int n without guest memory access */
 	REFUSED(0xf1);                   /* int1 */
 	REFUSED(0x0f, 0x01, 0xc8);       /* monitor */
 	REFUSED(0x0f, 0x01, 0xcc);       /* 0F 01 CC is not clac/stac */
@@ -542,6 +542,454 @@ static void test_unknown(void **state)
 			 MB_FB_NONE);
 }
 
+/* ---- xgetbv -------------------------------------------------------------- */
+
+static void test_xgetbv(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	st.cr4 = 0x40000 | 0x20; /* OSXSAVE, PAE */
+	st.xcr0 = 0x207;         /* x87 SSE AVX PKRU: what the guest set */
+	st.gpr[RCX] = 0xffffffff00000000ull; /* ECX = 0: only ECX counts */
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xd0), MB_FB_XGETBV);
+	assert_int_equal(st.gpr[RAX], 0x207);
+	assert_int_equal(st.gpr[RDX], 0);
+	assert_int_equal(st.rip, rip + 3);
+	assert_false(st.inject);
+	st.xcr0 = 0x300000007ull;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xd0), MB_FB_XGETBV);
+	assert_int_equal(st.gpr[RAX], 7);
+	assert_int_equal(st.gpr[RDX], 3);
+
+	/* ECX = 1 (XINUSE, not promised by the CPUID policy) and others: #GP(0),
+	 * a fault (RIP and the registers stay). */
+	st.gpr[RCX] = 1;
+	st.gpr[RAX] = st.gpr[RDX] = 0x55;
+	rip = st.rip;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xd0), MB_FB_XGETBV);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_true(st.inject_has_err);
+	assert_int_equal(st.inject_err, 0);
+	assert_int_equal(st.rip, rip);
+	assert_int_equal(st.gpr[RAX], 0x55);
+
+	/* CR4.OSXSAVE clear: #UD, no error code. */
+	st.cr4 = 0x20, st.gpr[RCX] = 0;
+	assert_int_equal(EXEC(st, 0x0f, 0x01, 0xd0), MB_FB_XGETBV);
+	assert_int_equal(st.inject_vec, 6);
+	assert_false(st.inject_has_err);
+	assert_int_equal(st.rip, rip);
+}
+
+/* ---- clflush, clflushopt, clwb ------------------------------------------ */
+
+static void test_clflush(void **state)
+{
+	struct mb_fb_state st = kernel64();
+	uint64_t rip = st.rip;
+	st.gpr[RAX] = 0xffff888000001000ull;
+	/* clflush (%rax) */
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x38), MB_FB_CLFLUSH);
+	assert_int_equal(st.rip, rip + 3);
+	assert_false(st.inject);
+	/* clflushopt 0x40(%rax) */
+	assert_int_equal(EXEC(st, 0x66, 0x0f, 0xae, 0x78, 0x40), MB_FB_CLFLUSHOPT);
+	assert_int_equal(st.rip, rip + 8);
+	/* clwb (%r12,%rcx,8): REX.B, SIB */
+	st.gpr[R12] = 0xffff888000000000ull, st.gpr[RCX] = 0x10;
+	assert_int_equal(EXEC(st, 0x66, 0x41, 0x0f, 0xae, 0x34, 0xcc), MB_FB_CLWB);
+	assert_int_equal(st.rip, rip + 14);
+	/* clwb 0x1000(%rip) and clflush with a 32-bit disp and a gs prefix */
+	assert_int_equal(EXEC(st, 0x66, 0x0f, 0xae, 0x35, 0x00, 0x10, 0, 0),
+			 MB_FB_CLWB);
+	assert_int_equal(st.rip, rip + 22);
+	st.gs.base = 0xffff888000100000ull;
+	assert_int_equal(EXEC(st, 0x65, 0x0f, 0xae, 0x3c, 0x25, 0x00, 0x20, 0, 0),
+			 MB_FB_CLFLUSH); /* clflush %gs:0x2000 (SIB, no base) */
+	assert_int_equal(st.rip, rip + 31);
+	assert_false(st.inject);
+
+	/* A non-canonical address: #GP(0), RIP stays; through RSP/RBP: #SS(0). */
+	st.gpr[RAX] = 0x0000800000000000ull;
+	rip = st.rip;
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x38), MB_FB_CLFLUSH);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_true(st.inject_has_err);
+	assert_int_equal(st.inject_err, 0);
+	assert_int_equal(st.rip, rip);
+	st.gpr[RBP] = 0x0000800000000000ull;
+	assert_int_equal(EXEC(st, 0x66, 0x0f, 0xae, 0x7d, 0x00), MB_FB_CLFLUSHOPT);
+	assert_int_equal(st.inject_vec, 12);
+	/* 57-bit paging makes it canonical. */
+	st.cr4 |= 0x1000;
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x38), MB_FB_CLFLUSH);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, rip + 3);
+
+	/* 32-bit protected mode: segment base and limit. */
+	st = prot32();
+	st.ds = (struct mb_seg){ .base = 0x1000, .limit = 0xfff, .present = 1,
+				 .type = 3, .s = 1, .db = 1 };
+	st.gpr[RBX] = 0xff0;
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x3b), MB_FB_CLFLUSH);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x100003);
+	st.gpr[RBX] = 0x1000; /* past the limit */
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x3b), MB_FB_CLFLUSH);
+	assert_int_equal(st.inject_vec, 13);
+	assert_int_equal(st.rip, 0x100003);
+	/* 16-bit addressing in real mode: clflush [bx+si+4] */
+	st = real16();
+	st.ds = (struct mb_seg){ .limit = 0xffff };
+	st.gpr[RBX] = 0x10, st.gpr[RSI] = 0x20;
+	assert_int_equal(EXEC(st, 0x0f, 0xae, 0x78, 0x04), MB_FB_CLFLUSH);
+	assert_int_equal(st.rip, 0x7c04);
+	assert_false(st.inject);
+
+	/* Register forms are other instructions (mfence, tpause...); wrong
+	 * prefixes or /reg are too; xsaveopt is 0F AE /6 without 66. */
+	REFUSED(0x0f, 0xae, 0xf8);             /* sfence */
+	REFUSED(0x66, 0x0f, 0xae, 0xf0);       /* tpause eax */
+	REFUSED(0x0f, 0xae, 0x30);             /* xsaveopt (%rax) */
+	REFUSED(0xf3, 0x0f, 0xae, 0x38);       /* F3 0F AE /7: not clflush */
+	REFUSED(0xf0, 0x0f, 0xae, 0x38);       /* lock: #UD */
+	REFUSED(0x0f, 0xae, 0x3c);             /* truncated SIB */
+	REFUSED(0x0f, 0xae, 0xb8, 0x00, 0x20); /* truncated disp32 */
+}
+
+/* ---- movbe --------------------------------------------------------------- */
+
+static void test_movbe_ud(void **state)
+{
+	struct mb_fb_state st = kernel64(), before = st;
+	/* movbe has no register form: 0F 38 F0 C1 raises #UD, RIP stays. */
+	assert_int_equal(EXEC(st, 0x0f, 0x38, 0xf0, 0xc1), MB_FB_UD);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 6);
+	assert_false(st.inject_has_err);
+	assert_int_equal(st.rip, before.rip);
+	assert_memory_equal(st.gpr, before.gpr, sizeof st.gpr);
+	assert_int_equal(EXEC(st, 0x66, 0x48, 0x0f, 0x38, 0xf1, 0xd8), MB_FB_UD);
+	assert_int_equal(st.rip, before.rip);
+	/* The memory forms are KVM's; F2 0F 38 F0 is crc32. */
+	REFUSED(0x0f, 0x38, 0xf0, 0x01);
+	REFUSED(0xf2, 0x0f, 0x38, 0xf0, 0xc1);
+	REFUSED(0x0f, 0x38, 0xf0);
+}
+
+/* ---- int n --------------------------------------------------------------- */
+
+/* A few writable regions of linear memory. */
+struct lin_mem {
+	struct { uint64_t base; uint8_t *p; size_t size; } r[6];
+	unsigned n;
+	int writes;
+};
+
+static void *lin_at(struct lin_mem *lm, uint64_t la, unsigned len)
+{
+	for (unsigned i = 0; i < lm->n; i++)
+		if (la >= lm->r[i].base && la - lm->r[i].base + len <= lm->r[i].size)
+			return lm->r[i].p + (la - lm->r[i].base);
+	return NULL;
+}
+static int lin_read(void *ctx, uint64_t la, void *buf, unsigned len)
+{
+	void *p = lin_at(ctx, la, len);
+	if (!p)
+		return -1;
+	memcpy(buf, p, len);
+	return 0;
+}
+static int lin_write(void *ctx, uint64_t la, const void *buf, unsigned len)
+{
+	struct lin_mem *lm = ctx;
+	void *p = lin_at(lm, la, len);
+	if (!p)
+		return -1;
+	memcpy(p, buf, len);
+	lm->writes++;
+	return 0;
+}
+static void lin_add(struct lin_mem *lm, uint64_t base, void *p, size_t size)
+{
+	lm->r[lm->n].base = base, lm->r[lm->n].p = p, lm->r[lm->n].size = size;
+	lm->n++;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 7; i >= 0; i--)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static void test_int_real(void **state)
+{
+	static uint8_t low[0x10000]; /* IVT and a stack at 0x9000:0xfff0 */
+	static uint8_t stk[0x10000];
+	struct lin_mem lm = { 0 };
+	memset(low, 0, sizeof low);
+	lin_add(&lm, 0, low, sizeof low);
+	lin_add(&lm, 0x90000, stk, sizeof stk);
+	/* int 0x10 -> f000:1234 */
+	low[0x40] = 0x34, low[0x41] = 0x12, low[0x42] = 0x00, low[0x43] = 0xf0;
+
+	struct mb_fb_state st = real16();
+	st.cs.selector = 0x07c0, st.cs.base = 0x7c00, st.rip = 0x10;
+	st.ss = (struct mb_seg){ .selector = 0x9000, .base = 0x90000,
+				 .limit = 0xffff };
+	st.gpr[RSP] = 0xabcd0000fff0ull; /* only SP is the stack pointer */
+	st.rflags = 0x2 | IF | 0x100 | AC | CF;
+	st.idt_base = 0, st.idt_limit = 0x3ff;
+	st.read = lin_read, st.write = lin_write, st.ctx = &lm;
+	assert_int_equal(EXEC(st, 0xcd, 0x10), MB_FB_INT);
+	assert_false(st.inject);
+	assert_true(st.segs_changed);
+	assert_int_equal(st.cs.selector, 0xf000);
+	assert_int_equal(st.cs.base, 0xf0000);
+	assert_int_equal(st.rip, 0x1234);
+	assert_int_equal(st.gpr[RSP], 0xabcd0000ffeaull);
+	assert_int_equal(st.rflags, 0x2 | CF); /* IF TF AC cleared */
+	/* The frame: IP (after the int), CS, FLAGS from low to high. */
+	const uint8_t *f = stk + 0xffea;
+	assert_int_equal(f[0] | f[1] << 8, 0x12);
+	assert_int_equal(f[2] | f[3] << 8, 0x07c0);
+	assert_int_equal(f[4] | f[5] << 8, 0x2 | IF | 0x100 | CF); /* 16 bits */
+
+	/* SP wraps inside the 64 KiB stack segment. */
+	st = real16();
+	st.ss = (struct mb_seg){ .selector = 0x9000, .base = 0x90000,
+				 .limit = 0xffff };
+	st.gpr[RSP] = 2, st.idt_base = 0, st.idt_limit = 0x3ff;
+	st.read = lin_read, st.write = lin_write, st.ctx = &lm;
+	assert_int_equal(EXEC(st, 0xcd, 0x10), MB_FB_INT);
+	assert_int_equal(st.gpr[RSP], 0xfffc);
+	assert_int_equal(stk[0xfffc] | stk[0xfffd] << 8, 0x7c02); /* IP */
+	assert_int_equal(stk[0] | stk[1] << 8, 0x2);              /* FLAGS */
+
+	/* Past the IVT limit: #GP, nothing pushed. */
+	st = real16();
+	st.idt_base = 0, st.idt_limit = 0x3f, st.read = lin_read, st.write = lin_write;
+	st.ctx = &lm;
+	lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x10), MB_FB_INT);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_int_equal(st.rip, 0x7c00);
+	assert_int_equal(lm.writes, 0);
+}
+
+#define GDT64 0xfffffe0000001000ull
+#define TSS64 0xfffffe0000003000ull
+#define KSTK 0xffffc90000010000ull   /* kernel stack (top) */
+#define ISTK 0xffffc90000020000ull   /* IST1 stack (top) */
+
+/* The 64-bit world of these tests: IDT, GDT (0x10 kernel code, 0x18
+ * kernel data, 0x33 user code, 0x40 a 32-bit code segment), TSS with RSP0
+ * and IST1, two stacks. */
+struct world64 {
+	struct lin_mem lm;
+	uint8_t idt[256 * 16], gdt[0x50], tss[0x68];
+	uint8_t kstk[4096], istk[4096];
+};
+
+static void gate64(struct world64 *w, unsigned vec, uint64_t handler,
+		   uint16_t sel, unsigned type, unsigned dpl, unsigned ist)
+{
+	uint8_t *g = w->idt + vec * 16;
+	memset(g, 0, 16);
+	g[0] = (uint8_t)handler, g[1] = (uint8_t)(handler >> 8);
+	g[2] = (uint8_t)sel, g[3] = (uint8_t)(sel >> 8);
+	g[4] = (uint8_t)ist;
+	g[5] = (uint8_t)(0x80 | dpl << 5 | type);
+	g[6] = (uint8_t)(handler >> 16), g[7] = (uint8_t)(handler >> 24);
+	put64(g + 8, handler >> 32);
+}
+
+static struct mb_fb_state world(struct world64 *w)
+{
+	memset(w, 0, sizeof *w);
+	lin_add(&w->lm, IDT, w->idt, sizeof w->idt);
+	lin_add(&w->lm, GDT64, w->gdt, sizeof w->gdt);
+	lin_add(&w->lm, TSS64, w->tss, sizeof w->tss);
+	lin_add(&w->lm, KSTK - 4096, w->kstk, sizeof w->kstk);
+	lin_add(&w->lm, ISTK - 4096, w->istk, sizeof w->istk);
+	put64(w->gdt + 0x10, 0x00af9a000000ffffull);
+	put64(w->gdt + 0x18, 0x00cf92000000ffffull);
+	put64(w->gdt + 0x30, 0x00affa000000ffffull);
+	put64(w->gdt + 0x40, 0x00cf9a000000ffffull); /* 32-bit: not a target */
+	put64(w->tss + 4, KSTK);      /* RSP0 */
+	put64(w->tss + 0x24, ISTK);   /* IST1 */
+	struct mb_fb_state st = kernel64();
+	st.idt_limit = 256 * 16 - 1;
+	st.gdt_base = GDT64, st.gdt_limit = sizeof w->gdt - 1;
+	st.tr_base = TSS64;
+	st.rflags = 0x2 | IF | CF;
+	st.gpr[RSP] = KSTK - 0x108; /* not 16-aligned */
+	st.read = lin_read, st.write = lin_write, st.ctx = &w->lm;
+	return st;
+}
+
+static void test_int_long_kernel(void **state)
+{
+	static struct world64 w;
+	struct mb_fb_state st = world(&w);
+	uint64_t rip = st.rip, h = 0xffffffff81001000ull;
+	gate64(&w, 0x80, h, 0x10, 0xe, 0, 0);
+	/* CPL 0, same privilege: push on the current stack, 16-aligned. */
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_true(st.segs_changed);
+	assert_int_equal(st.rip, h);
+	assert_int_equal(st.cs.selector, 0x10);
+	assert_int_equal(st.cs.l, 1);
+	assert_int_equal(st.cs.dpl, 0);
+	assert_int_equal(st.ss.selector, 0x18); /* unchanged */
+	uint64_t top = (KSTK - 0x108) & ~0xfull;
+	assert_int_equal(st.gpr[RSP], top - 40);
+	const uint8_t *f = w.kstk + (top - 40 - (KSTK - 4096));
+	assert_int_equal(get64(f), rip + 2);
+	assert_int_equal(get64(f + 8), 0x10);
+	assert_int_equal(get64(f + 16), 0x2 | IF | CF);
+	assert_int_equal(get64(f + 24), KSTK - 0x108);
+	assert_int_equal(get64(f + 32), 0x18);
+	assert_int_equal(st.rflags, 0x2 | CF); /* interrupt gate: IF cleared */
+
+	/* A trap gate keeps IF; TF and RF are cleared. */
+	st = world(&w);
+	gate64(&w, 0x81, h + 0x10, 0x10, 0xf, 0, 0);
+	st.rflags |= 0x100 | RF;
+	assert_int_equal(EXEC(st, 0xcd, 0x81), MB_FB_INT);
+	assert_int_equal(st.rip, h + 0x10);
+	assert_int_equal(st.rflags, 0x2 | IF | CF);
+
+	/* IST1 switches the stack even without a privilege change. */
+	st = world(&w);
+	gate64(&w, 0x82, h + 0x20, 0x10, 0xe, 0, 1);
+	assert_int_equal(EXEC(st, 0xcd, 0x82), MB_FB_INT);
+	assert_int_equal(st.gpr[RSP], ISTK - 40);
+	f = w.istk + 4096 - 40;
+	assert_int_equal(get64(f), rip + 2);
+	assert_int_equal(get64(f + 24), KSTK - 0x108);
+	assert_int_equal(st.ss.selector, 0x18);
+}
+
+static void test_int_long_user(void **state)
+{
+	static struct world64 w;
+	struct mb_fb_state st = world(&w);
+	uint64_t h = 0xffffffff81002000ull;
+	gate64(&w, 0x80, h, 0x10, 0xe, 3, 0);
+	/* CPL 3 -> 0: RSP from TSS.RSP0, SS = null selector (RPL 0). */
+	st.cs = (struct mb_seg){ .selector = 0x33, .type = 11, .present = 1,
+				 .s = 1, .l = 1, .g = 1, .dpl = 3,
+				 .limit = 0xffffffff };
+	st.ss = (struct mb_seg){ .selector = 0x2b, .type = 3, .present = 1,
+				 .s = 1, .db = 1, .g = 1, .dpl = 3,
+				 .limit = 0xffffffff };
+	st.rip = 0x401000, st.gpr[RSP] = 0x7ffd0008;
+	st.rflags = 0x2 | IF | IOPL;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, h);
+	assert_int_equal(st.cs.selector, 0x10);
+	assert_int_equal(st.ss.selector, 0);
+	assert_int_equal(st.ss.dpl, 0);
+	assert_int_equal(st.gpr[RSP], KSTK - 40);
+	const uint8_t *f = w.kstk + 4096 - 40;
+	assert_int_equal(get64(f), 0x401002);
+	assert_int_equal(get64(f + 8), 0x33);
+	assert_int_equal(get64(f + 16), 0x2 | IF | IOPL);
+	assert_int_equal(get64(f + 24), 0x7ffd0008);
+	assert_int_equal(get64(f + 32), 0x2b);
+
+	/* Gate DPL 0 from CPL 3: #GP(vec * 8 + 2), nothing pushed. */
+	struct mb_fb_state user = st;
+	user.cs.selector = 0x33, user.cs.dpl = 3;
+	user.ss.selector = 0x2b, user.ss.dpl = 3;
+	user.rip = 0x401000, user.gpr[RSP] = 0x7ffd0008;
+	gate64(&w, 0x80, h, 0x10, 0xe, 0, 0);
+	st = user;
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_true(st.inject_has_err);
+	assert_int_equal(st.inject_err, 0x80 * 8 + 2);
+	assert_int_equal(st.rip, 0x401000);
+	assert_int_equal(w.lm.writes, 0);
+	assert_false(st.segs_changed);
+}
+
+/* Each check of the gate and its target, in the SDM's order. */
+static void test_int_long_checks(void **state)
+{
+	static struct world64 w;
+	uint64_t h = 0xffffffff81003000ull;
+	struct { unsigned type, dpl; uint16_t sel; bool present;
+		 uint8_t vec; uint32_t err; } c[] = {
+		{ 0xc, 0, 0x10, true, 13, 0x90 * 8 + 2 },  /* call gate */
+		{ 0x5, 0, 0x10, true, 13, 0x90 * 8 + 2 },  /* task gate */
+		{ 0xe, 0, 0x10, false, 11, 0x90 * 8 + 2 }, /* not present */
+		{ 0xe, 0, 0x00, true, 13, 0 },             /* null selector */
+		{ 0xe, 0, 0x18, true, 13, 0x18 },          /* data segment */
+		{ 0xe, 0, 0x40, true, 13, 0x40 },          /* not 64-bit code */
+		{ 0xe, 0, 0x30, true, 13, 0x30 },          /* DPL 3 target from CPL 0 */
+		{ 0xe, 0, 0x50, true, 13, 0x50 },          /* past the GDT limit */
+	};
+	for (unsigned i = 0; i < sizeof c / sizeof c[0]; i++) {
+		struct mb_fb_state st = world(&w);
+		gate64(&w, 0x90, h, c[i].sel, c[i].type, c[i].dpl, 0);
+		if (!c[i].present)
+			w.idt[0x90 * 16 + 5] &= 0x7f;
+		uint64_t rip = st.rip;
+		assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT);
+		assert_true(st.inject);
+		assert_int_equal(st.inject_vec, c[i].vec);
+		assert_int_equal(st.inject_err, c[i].err);
+		assert_int_equal(st.rip, rip);
+		assert_int_equal(w.lm.writes, 0);
+	}
+	/* Target segment not present: #NP(selector). */
+	struct mb_fb_state st = world(&w);
+	gate64(&w, 0x90, h, 0x10, 0xe, 0, 0);
+	w.gdt[0x15] &= 0x7f;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT);
+	assert_int_equal(st.inject_vec, 11);
+	assert_int_equal(st.inject_err, 0x10);
+	/* Past the IDT limit. */
+	st = world(&w);
+	st.idt_limit = 0x90 * 16 + 14;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT);
+	assert_int_equal(st.inject_vec, 13);
+	assert_int_equal(st.inject_err, 0x90 * 8 + 2);
+	/* Unreadable IDT or unwritable stack: not completed, state untouched. */
+	st = world(&w);
+	gate64(&w, 0x90, h, 0x10, 0xe, 0, 0);
+	st.gpr[RSP] = 0x1000;
+	struct mb_fb_state before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	st.idt_base = 0x5000, before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	/* 32-bit protected mode, LDT selectors: refused (not done yet). */
+	st = world(&w);
+	gate64(&w, 0x90, h, 0x14, 0xe, 0, 0);
+	before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	st = world(&w);
+	st.efer = 0, st.cr0 = 0x11, st.cs.l = 0, st.cs.db = 1, before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	REFUSED(0xcd);
+}
+
 static void test_names_counts(void **state)
 {
 	assert_string_equal(mb_fallback_name(MB_FB_INT3), "int3");
@@ -550,6 +998,12 @@ static void test_names_counts(void **state)
 	assert_string_equal(mb_fallback_name(MB_FB_POPCNT), "popcnt");
 	assert_string_equal(mb_fallback_name(MB_FB_FWAIT), "fwait");
 	assert_string_equal(mb_fallback_name(MB_FB_SYSCALL), "syscall");
+	assert_string_equal(mb_fallback_name(MB_FB_XGETBV), "xgetbv");
+	assert_string_equal(mb_fallback_name(MB_FB_CLFLUSH), "clflush");
+	assert_string_equal(mb_fallback_name(MB_FB_CLFLUSHOPT), "clflushopt");
+	assert_string_equal(mb_fallback_name(MB_FB_CLWB), "clwb");
+	assert_string_equal(mb_fallback_name(MB_FB_UD), "ud");
+	assert_string_equal(mb_fallback_name(MB_FB_INT), "int");
 	assert_null(mb_fallback_name(MB_FB_NONE));
 	assert_null(mb_fallback_name(MB_FB_KINDS));
 
@@ -585,6 +1039,13 @@ int main(void)
 		cmocka_unit_test(test_syscall_fixup),
 		cmocka_unit_test(test_syscall_negative),
 		cmocka_unit_test(test_unknown),
+		cmocka_unit_test(test_xgetbv),
+		cmocka_unit_test(test_clflush),
+		cmocka_unit_test(test_movbe_ud),
+		cmocka_unit_test(test_int_real),
+		cmocka_unit_test(test_int_long_kernel),
+		cmocka_unit_test(test_int_long_user),
+		cmocka_unit_test(test_int_long_checks),
 		cmocka_unit_test(test_names_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -183,15 +183,15 @@ static void test_aout_refusals(void **state)
 	aout_refused(0x34, 0xfff00, 0x200, "below load_addr");
 	aout_refused(0x38, 0x100100, 0x200, "bss_end_addr");
 	aout_refused(0x3c, 0x100200, 0x200, "entry_addr 0x100200 is outside");
-	/* below 1 MiB, like GRUB */
+	/* in the first page (IVT, the GDT at 0x500) */
 	make_aout(0x200, 0, 0);
-	put32(img + 0x2c, 0x8020), put32(img + 0x30, 0x8000);
-	put32(img + 0x3c, 0x8000);
+	put32(img + 0x2c, 0x820), put32(img + 0x30, 0x800);
+	put32(img + 0x3c, 0x800);
 	write_file(kpath, img, 0x200);
 	uint32_t e, i;
 	struct mb_multiboot_config cfg = { .kernel = kpath };
 	assert_int_equal(mb_multiboot_load(mem, &cfg, &e, &i), -EINVAL);
-	assert_non_null(strstr(mb_errmsg(), "below 1 MiB"));
+	assert_non_null(strstr(mb_errmsg(), "first page"));
 	/* past the end of RAM */
 	make_aout(0x200, 0, 0);
 	put32(img + 0x2c, 0xfffff20), put32(img + 0x30, 0xfffff00);
@@ -225,11 +225,52 @@ static void test_elf_kernel(void **state)
 	assert_int_equal(entry, 0x200010);
 	assert_memory_equal(mb_mem_ptr(mem, 0x200000, 0x100, false), img + 0x1000,
 			    0x100);
-	/* modules would start after the bss: see the info test */
-	put32(ph + 12, 0x80000); /* below 1 MiB */
+	/* modules would start after the bss: see the info test. Linked low:
+	 * loads, the information moves out of the kernel's way. */
+	put32(ph + 12, 0x8000), put32(img + 24, 0x8010);
+	write_file(kpath, img, 0x1100);
+	assert_int_equal(mb_multiboot_load(mem, &cfg, &entry, &info), 0);
+	assert_int_equal(entry, 0x8010);
+	assert_int_equal(info, MiB);
+	assert_memory_equal(mb_mem_ptr(mem, 0x8000, 0x100, false), img + 0x1000,
+			    0x100);
+	put32(ph + 12, 0x800); /* the first page */
 	write_file(kpath, img, 0x1100);
 	assert_int_equal(mb_multiboot_load(mem, &cfg, &entry, &info), -EINVAL);
 	assert_non_null(strstr(mb_errmsg(), "overlaps the loader's area"));
+}
+
+/* A kernel linked at 0x8000, where the information area used to be: the
+ * kernel stays intact, modules go above 1 MiB, the information after them,
+ * and nothing the kernel is given points into it. */
+static void test_low_kernel(void **state)
+{
+	uint32_t entry, info;
+	struct mb_multiboot_module mods[] = { { m1path, "mod1 arg=1" } };
+	struct mb_multiboot_config cfg = { .kernel = kpath, .cmdline = "low",
+					   .modules = mods, .nmodules = 1 };
+	make_aout(0x2000, 0, 0x8000 + 0x3000); /* 0x8000-0xb000 with bss */
+	put32(img + 0x2c, 0x8020), put32(img + 0x30, 0x8000);
+	put32(img + 0x3c, 0x8000);
+	write_file(kpath, img, 0x2000);
+	assert_int_equal(mb_multiboot_load(mem, &cfg, &entry, &info), 0);
+	assert_int_equal(entry, 0x8000);
+	assert_memory_equal(mb_mem_ptr(mem, 0x8000, 0x2000, false), img, 0x2000);
+	uint32_t m = rd32(info + 24);
+	assert_int_equal(rd32(m), MiB);             /* module: never below 1 MiB */
+	assert_memory_equal(str(MiB), "first module", 12);
+	assert_int_equal(info, MiB + 0x1000);       /* after the module */
+	assert_string_equal(str(rd32(info + 16)), "low");
+	assert_string_equal(str(rd32(m + 8)), "mod1 arg=1");
+	uint32_t ptrs[] = { info, m, rd32(info + 16), rd32(info + 48),
+			    rd32(info + 64), rd32(m + 8) };
+	for (unsigned i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++)
+		assert_true(ptrs[i] >= 0xb000);
+	/* A kernel at 1 MiB still gets the information at 0x8000. */
+	make_aout(0x200, 0, 0);
+	write_file(kpath, img, 0x200);
+	assert_int_equal(mb_multiboot_load(mem, &cfg, &entry, &info), 0);
+	assert_int_equal(info, MULTIBOOT_INFO);
 }
 
 static void test_info(void **state)
@@ -314,6 +355,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_aout_refusals, fresh, release),
 		cmocka_unit_test_setup_teardown(test_elf_kernel, fresh, release),
 		cmocka_unit_test_setup_teardown(test_info, fresh, release),
+		cmocka_unit_test_setup_teardown(test_low_kernel, fresh, release),
 		cmocka_unit_test_setup_teardown(test_module_refusals, fresh, release),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
