@@ -91,6 +91,10 @@ struct mb_machine {
 
 	struct mb_evloop *ev;
 	struct mb_clock clock;
+	/* machine.c: kvmclock read at a stop, put back at the resume, so
+	 * guest time stands still while the machine is held (lock) */
+	bool adjust_clock, kvmclock_saved;
+	struct kvm_clock_data kvmclock;
 	struct hook *hooks;
 
 	/* device.c: devices in the order added */
@@ -167,6 +171,11 @@ void mb_evloop_stop(struct mb_evloop *ev);
 bool mb_evloop_is_self(struct mb_evloop *ev); /* called on the loop's thread */
 void mb_evloop_free(struct mb_evloop *ev);
 void mb_evloop_clock(struct mb_evloop *ev, struct mb_clock *c);
+/* Stop or restart the clock (mb_machine_freeze): frozen, now() stands
+ * still and no timer fires; thawed, timers are due as much later as the
+ * clock stood. */
+void mb_evloop_freeze(struct mb_evloop *ev, bool frozen);
+bool mb_evloop_frozen(struct mb_evloop *ev);
 int mb_evloop_watch(struct mb_evloop *ev, int fd,
 		    void (*cb)(void *opaque, int fd), void *opaque);
 void mb_evloop_unwatch(struct mb_evloop *ev, int fd);
