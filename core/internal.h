@@ -85,6 +85,9 @@ struct mb_machine {
 
 	/* resource.c: lines in use, reserved ranges, devices to announce */
 	uint16_t irq_users[64]; /* devices on each line (lines are shared) */
+	/* machine.c: each line as last driven, and its rising edges */
+	_Atomic uint8_t irq_level[64];
+	_Atomic uint64_t irq_raised[64];
 	unsigned nres, nvirtio;
 	struct mb_range res[MB_MAX_RESERVED];
 	struct mb_platform_dev virtio[MB_MAX_RESERVED];

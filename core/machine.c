@@ -22,9 +22,20 @@
  * does not use: just below the BIOS ROM, as other VMMs do. */
 #define TSS_ADDR 0xfffbd000u
 
+/* For m:irqs(): the level a line was last driven to, its rising edges. */
+static void count_irq(struct mb_machine *m, unsigned line, int level)
+{
+	uint8_t was = atomic_exchange_explicit(&m->irq_level[line & 63],
+					       level != 0, memory_order_relaxed);
+	if (level && !was)
+		atomic_fetch_add_explicit(&m->irq_raised[line & 63], 1,
+					  memory_order_relaxed);
+}
+
 static void kernel_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	count_irq(m, line, level);
 	struct kvm_irq_level il = { .irq = line, .level = level };
 	ioctl(m->vm, KVM_IRQ_LINE, &il);
 }
@@ -32,6 +43,7 @@ static void kernel_irq(void *ctx, unsigned line, int level)
 static void user_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	count_irq(m, line, level);
 	if (m->intc_ops && m->intc_ops->set_line)
 		m->intc_ops->set_line(m->intc, line, level);
 }
@@ -234,6 +246,23 @@ int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out)
 	out->set = m->irqchip == MB_IRQCHIP_KERNEL ? kernel_irq : user_irq;
 	out->ctx = m;
 	out->line = line;
+	return 0;
+}
+
+unsigned mb_machine_irq_lines(struct mb_machine *m)
+{
+	return m->irqchip == MB_IRQCHIP_KERNEL ? 24 : 16;
+}
+
+int mb_machine_irq_info(struct mb_machine *m, unsigned line,
+			struct mb_irq_info *out)
+{
+	if (line >= mb_machine_irq_lines(m))
+		return mb_seterr(-EINVAL, "irq: line %u does not exist (0-%u)", line,
+				 mb_machine_irq_lines(m) - 1);
+	out->users = m->irq_users[line];
+	out->level = atomic_load(&m->irq_level[line]);
+	out->raised = atomic_load(&m->irq_raised[line]);
 	return 0;
 }
 

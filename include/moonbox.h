@@ -94,6 +94,17 @@ void mb_bus_reclaim(struct mb_bus *bus);
 void mb_bus_set_log(struct mb_bus *bus, bool on);
 /* Name of the device covering addr, or NULL. */
 const char *mb_bus_owner(struct mb_bus *bus, uint64_t addr);
+/* Every range in address order (a consistent view): fn's nonzero return
+ * stops the walk and is returned. fn must not register or unregister. */
+struct mb_bus_range {
+	uint64_t base, len;
+	const char *name; /* the owner's name as registered */
+	void *dev;
+};
+int mb_bus_foreach(struct mb_bus *bus,
+		   int (*fn)(void *opaque, const struct mb_bus_range *r),
+		   void *opaque);
+const char *mb_bus_name(const struct mb_bus *bus); /* "pio", "mmio" */
 
 /* ---- guest memory ---------------------------------------------------- */
 
@@ -285,6 +296,17 @@ int mb_machine_vm_fd(struct mb_machine *m);
 
 /* An interrupt line of the machine's controller (user PIC or KVM's). */
 int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out);
+/* What the machine knows of its interrupt lines (0 .. mb_machine_irq_lines
+ * - 1: 16 with the user PIC, 24 with KVM's IOAPIC): devices that claimed
+ * the line, its level as last driven, and the 0 -> 1 edges driven on it. */
+struct mb_irq_info {
+	unsigned users;
+	int level;
+	uint64_t raised;
+};
+unsigned mb_machine_irq_lines(struct mb_machine *m);
+int mb_machine_irq_info(struct mb_machine *m, unsigned line,
+			struct mb_irq_info *out);
 
 /* The interrupt controller a userspace irqchip plugs in: vCPUs ask it for
  * a pending vector before entering the guest. */
