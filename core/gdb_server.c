@@ -102,7 +102,8 @@ static int sig_of(enum mb_stop s)
 	switch (s) {
 	case MB_STOP_ERROR:
 	case MB_STOP_DIVERGENCE: return SIG_ILL;
-	case MB_STOP_SHUTDOWN: return SIG_SEGV;
+	case MB_STOP_SHUTDOWN:
+	case MB_STOP_CATCH: return SIG_SEGV;
 	case MB_STOP_RESET: return SIG_HUP;
 	case MB_STOP_HALT: return SIG_STOP;
 	case MB_STOP_TIMEOUT: return SIG_ALRM;

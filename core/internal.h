@@ -163,6 +163,7 @@ void mb_debug_exit(struct vcpu *v);   /* KVM_EXIT_DEBUG */
 bool mb_debug_int3(struct vcpu *v, const uint8_t *insn, unsigned n);
 bool mb_debug_mmio(struct vcpu *v);   /* an access to a watched page */
 bool mb_debug_fetch(struct vcpu *v);  /* emulation failure: fetch from one */
+bool mb_debug_shutdown(struct vcpu *v); /* a triple fault, if caught */
 /* Watched pages split the memory slots: snapshots refuse meanwhile. */
 bool mb_debug_has_watch(struct mb_machine *m);
 /* mem.c: pages moonbox itself wrote (mb_mem_write/load, mb_mem_ptr for

@@ -250,6 +250,7 @@ enum mb_stop {
 	MB_STOP_WATCHPOINT,
 	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
 	MB_STOP_DEBUGGER, /* held for a debugger (gdb); never ends a run */
+	MB_STOP_CATCH,    /* a caught triple fault (mb_debug_catch_triple) */
 };
 
 const char *mb_stop_name(enum mb_stop s);
