@@ -107,6 +107,7 @@ static int sig_of(enum mb_stop s)
 	case MB_STOP_RESET: return SIG_HUP;
 	case MB_STOP_HALT: return SIG_STOP;
 	case MB_STOP_TIMEOUT: return SIG_ALRM;
+	case MB_STOP_CONSOLE: return SIG_INT;
 	default: return SIG_TRAP;
 	}
 }

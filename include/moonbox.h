@@ -186,6 +186,9 @@ struct mb_clock {
  * returns how many bytes it took. When it took fewer, the device calls
  * mb_chr_accept() once it has room again. */
 struct mb_chr;
+/* After a stop for Ctrl-a c (MB_STOP_CONSOLE), before running on: put the
+ * stdio console's terminal back in raw mode. */
+void mb_console_reenter(void);
 
 struct mb_chr_ops {
 	void (*write)(struct mb_chr *c, const void *buf, size_t len);
@@ -251,6 +254,7 @@ enum mb_stop {
 	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
 	MB_STOP_DEBUGGER, /* held for a debugger (gdb); never ends a run */
 	MB_STOP_CATCH,    /* a caught triple fault (mb_debug_catch_triple) */
+	MB_STOP_CONSOLE,  /* Ctrl-a c on a stdio console: to the REPL */
 };
 
 const char *mb_stop_name(enum mb_stop s);
