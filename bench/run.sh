@@ -60,6 +60,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		row "${g^^} exits/s, Lua device via CLI (info)" "$lua" "$(best_of raw_$g max)" \
 			"$(ratio "$lua" "$(best_of raw_$g max)")" "informational"
 	done
+	# ---- gdb stepi round trip vs a Lua c:step() (bench/gdb_step.lua) -------
+	if command -v gdb >/dev/null; then
+		line=$(./moonbox bench/gdb_step.lua 2000)
+		row "us a step: gdb stepi vs Lua c:step()" "$(get "$line" gdb_us)" \
+			"$(get "$line" lua_us)" "$(get "$line" ratio)" "reported"
+	fi
 	# ---- memory ------------------------------------------------------------
 	line=$(./moonbox bench/rss.lua)
 	raw=$(get "$($B/rawkvm build/examples/hello.bin 64)" hwm_kb)

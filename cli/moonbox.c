@@ -310,12 +310,55 @@ static bool read_line(const char *prompt, char *buf, size_t size)
 
 /* The REPL: expressions print their values (through __tostring),
  * statements run, an unfinished statement asks for more lines. */
+static bool resume_asked(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, "moonbox.break_go");
+	bool go = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return go;
+}
+
+static bool edit_ready;
+
+static void repl_loop(lua_State *L, bool nested);
+
 static void repl(lua_State *L)
+{
+	edit_init(L);
+	edit_ready = true;
+	repl_loop(L, false);
+	edit_done();
+}
+
+/* registry "moonbox.repl", called by m:run at Ctrl-a c (lua/lmachine.c):
+ * the REPL with the machine paused, until `continue`, m:resume() or EOF. */
+static int break_repl(lua_State *L)
+{
+	lua_setglobal(L, "_paused"); /* the machine, for scripts without m */
+	lua_pushnil(L);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.break_go");
+	fprintf(stdout, "\r\nmoonbox: guest paused (Ctrl-a c); `continue` or "
+		"m:resume() goes back to the console\n");
+	fflush(stdout);
+	if (!edit_ready) {
+		edit_init(L);
+		edit_ready = true;
+	}
+	lua_State *T = lua_newthread(L); /* a clean stack for the REPL */
+	repl_loop(T, true);
+	lua_pop(L, 1);
+	lua_pushnil(L);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.break_go");
+	return 0;
+}
+
+static void repl_loop(lua_State *L, bool nested)
 {
 	static char code[1 << 16];
 	char line[4096];
-	edit_init(L);
 	for (;;) {
+		if (nested && resume_asked(L))
+			return;
 		size_t len = 0;
 		int status;
 		code[0] = 0;
@@ -323,9 +366,10 @@ static void repl(lua_State *L)
 		for (;;) {
 			if (!read_line(prompt, line, sizeof line)) {
 				fputc('\n', stdout);
-				edit_done();
 				return;
 			}
+			if (nested && len == 0 && strcmp(line, "continue\n") == 0)
+				return;
 			size_t n = strlen(line);
 			if (len + n >= sizeof code)
 				n = sizeof code - len - 1;
@@ -468,6 +512,8 @@ int main(int argc, char **argv)
 	lua_pushcfunction(L, luaopen_moonbox);
 	lua_setfield(L, -2, "moonbox");
 	lua_pop(L, 1);
+	lua_pushcfunction(L, break_repl);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.repl");
 	if (gdb) { /* lua/lgdb.c takes it at the first run (MBL_GDB_SPEC) */
 		lua_pushstring(L, gdb);
 		lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.gdb");

@@ -265,3 +265,24 @@ const char *mb_bus_owner(struct mb_bus *bus, uint64_t addr)
 	const struct range *r = lookup(bus, addr, 1, &off);
 	return r ? r->name : NULL;
 }
+
+int mb_bus_foreach(struct mb_bus *bus,
+		   int (*fn)(void *opaque, const struct mb_bus_range *r),
+		   void *opaque)
+{
+	/* Under the lock: no registration replaces (or reclaims) the table
+	 * meanwhile; fn must not register on this bus. */
+	pthread_mutex_lock(&bus->lock);
+	struct table *t = atomic_load_explicit(&bus->tbl, memory_order_relaxed);
+	int rc = 0;
+	for (size_t i = 0; i < t->n && !rc; i++) {
+		struct mb_bus_range r = { .base = t->base[i],
+					  .len = t->last[i] - t->base[i] + 1,
+					  .name = t->r[i].name, .dev = t->r[i].dev };
+		rc = fn(opaque, &r);
+	}
+	pthread_mutex_unlock(&bus->lock);
+	return rc;
+}
+
+const char *mb_bus_name(const struct mb_bus *bus) { return bus->name; }

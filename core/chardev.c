@@ -158,6 +158,9 @@ static void chr_write(struct mb_chr *c, const void *buf, size_t len)
 
 static struct termios saved;
 static volatile sig_atomic_t raw_on;
+static volatile sig_atomic_t raw_paused; /* left raw mode for Ctrl-a c */
+static struct chr *paused_chr; /* its input not watched meanwhile */
+static void on_input(void *opaque, int fd);
 
 static void restore_tty(void)
 {
@@ -176,6 +179,7 @@ static void on_fatal(int sig)
 
 static void raw_tty(void)
 {
+	static bool hooked;
 	if (raw_on || !isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved))
 		return;
 	struct termios t = saved;
@@ -184,11 +188,26 @@ static void raw_tty(void)
 	if (tcsetattr(STDIN_FILENO, TCSAFLUSH, &t))
 		return;
 	raw_on = 1;
+	if (hooked)
+		return;
+	hooked = true;
 	atexit(restore_tty);
 	static const int sigs[] = { SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS,
 				    SIGABRT, SIGFPE, SIGILL, SIGINT };
 	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
 		signal(sigs[i], on_fatal);
+}
+
+void mb_console_reenter(void)
+{
+	if (raw_paused) {
+		raw_paused = 0;
+		raw_tty();
+	}
+	if (paused_chr) {
+		mb_machine_watch(paused_chr->m, STDIN_FILENO, on_input, paused_chr);
+		paused_chr = NULL;
+	}
 }
 
 /* Input from a file descriptor (terminal, pipe, socket client). */
@@ -216,6 +235,16 @@ static void on_input(void *opaque, int fd)
 				restore_tty();
 				mb_machine_stop(h->m, MB_STOP_SHUTDOWN, 0,
 						"console: quit (Ctrl-a x)");
+				return;
+			}
+			if (b == 'c' || b == 'C') { /* to the REPL, paused */
+				restore_tty();
+				/* the REPL reads the terminal now, not us */
+				mb_machine_unwatch(h->m, fd);
+				paused_chr = h;
+				raw_paused = 1;
+				mb_machine_stop(h->m, MB_STOP_CONSOLE, 0,
+						"console: Ctrl-a c");
 				return;
 			}
 			keep[k++] = b; /* Ctrl-a Ctrl-a: a literal Ctrl-a */

@@ -68,6 +68,8 @@ struct mb_debug {
 	struct mb_bp *dr[4];
 	struct mb_wp *wps;
 	bool blockirq;
+	bool catch_triple;
+	int caught; /* the vCPU whose triple fault stopped the run, or -1 */
 	struct cpu_dbg cpu[MB_MAX_CPUS];
 };
 
@@ -94,6 +96,7 @@ static struct mb_debug *dbg(struct mb_machine *m)
 	pthread_mutex_init(&d->lock, NULL);
 	int caps = mb_kvm_check_ext(m->kvm, KVM_CAP_SET_GUEST_DEBUG2);
 	d->blockirq = caps > 0 && (caps & KVM_GUESTDBG_BLOCKIRQ);
+	d->caught = -1;
 	d->hook = (struct hook){ .fn = dbg_free, .arg = d, .embedded = true };
 	mb_machine_push_hook(m, &d->hook);
 	m->dbg = d;
@@ -885,5 +888,69 @@ bool mb_debug_fetch(struct vcpu *v)
 		return false;
 	step_insn(v, false);
 	slot(m, m->slots, pg, 0, NULL, false);
+	return true;
+}
+
+/* ---- catch ------------------------------------------------------------- */
+
+int mb_debug_idt_handler(struct mb_machine *m, unsigned cpu, unsigned vec,
+			 uint64_t *addr)
+{
+	struct mb_sregs s;
+	uint8_t g[16];
+	int rc;
+	if (vec > 255)
+		return mb_seterr(-EINVAL, "vector: %u is not 0-255", vec);
+	if ((rc = mb_vcpu_get_sregs(m, cpu, &s)))
+		return rc;
+	bool pe = s.cr0 & 1, lma = s.efer & 0x400;
+	unsigned size = lma ? 16 : pe ? 8 : 4;
+	if ((uint64_t)vec * size + size - 1 > s.idt_limit)
+		return mb_seterr(-ENOENT, "vector: %u is beyond the IDT's limit "
+				 "(0x%x)", vec, s.idt_limit);
+	if ((rc = mb_vcpu_read_virt(m, cpu, s.idt_base + (uint64_t)vec * size, g,
+				    size)))
+		return rc;
+	if (!pe) { /* real mode: the IVT's offset, then segment */
+		*addr = (uint64_t)(g[2] | g[3] << 8) * 16 + (g[0] | g[1] << 8);
+		return 0;
+	}
+	/* SDM vol. 3, 6.11 / 6.14.1: offset 15:0, selector, P in byte 5 bit
+	 * 7, offset 31:16, and in long mode offset 63:32 */
+	if (!(g[5] & 0x80))
+		return mb_seterr(-ENOENT, "vector: the IDT's gate %u is not present",
+				 vec);
+	uint64_t off = (uint64_t)(g[0] | g[1] << 8) | (uint64_t)(g[6] | g[7] << 8) << 16;
+	if (lma)
+		off |= (uint64_t)((uint32_t)g[8] | (uint32_t)g[9] << 8 |
+				  (uint32_t)g[10] << 16 | (uint32_t)g[11] << 24) << 32;
+	/* the gate's selector's base: 0 in the flat segments every kernel
+	 * uses; long mode ignores it */
+	*addr = off;
+	return 0;
+}
+
+int mb_debug_catch_triple(struct mb_machine *m, bool on)
+{
+	struct mb_debug *d = dbg(m);
+	if (!d)
+		return -ENOMEM;
+	d->catch_triple = on;
+	return 0;
+}
+
+int mb_debug_caught(struct mb_machine *m)
+{
+	return m->dbg ? m->dbg->caught : -1;
+}
+
+bool mb_debug_shutdown(struct vcpu *v)
+{
+	struct mb_debug *d = v->m->dbg;
+	if (!d->catch_triple)
+		return false;
+	d->caught = (int)v->idx;
+	mb_machine_stop(v->m, MB_STOP_CATCH, 0, "vcpu %u: triple fault (caught)",
+			v->idx);
 	return true;
 }

@@ -35,6 +35,7 @@ const char *mb_stop_name(enum mb_stop s)
 		[MB_STOP_ERROR] = "error",       [MB_STOP_BREAKPOINT] = "breakpoint",
 		[MB_STOP_WATCHPOINT] = "watchpoint",
 		[MB_STOP_DIVERGENCE] = "divergence", [MB_STOP_DEBUGGER] = "debugger",
+		[MB_STOP_CATCH] = "catch", [MB_STOP_CONSOLE] = "console",
 	};
 	return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
 }

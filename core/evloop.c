@@ -25,16 +25,24 @@ struct watch {
 
 struct mb_timer {
 	struct watch w;
+	struct mb_evloop *ev;
 	void (*cb)(void *opaque);
 	void *opaque;
+	uint64_t deadline; /* in the clock's time; 0: disarmed (under ev->lock) */
 };
 
+/* The machine's clock is CLOCK_MONOTONIC less the time the machine spent
+ * frozen (held at a stop): guest timers resume with the time that was
+ * left instead of firing all at once. Guarded by lock. */
 struct mb_evloop {
 	int ep, quit;
 	bool stopped;
 	pthread_t thread;
 	pthread_mutex_t lock;
 	struct watch *all;
+	bool frozen;
+	uint64_t frozen_at; /* monotonic ns when frozen */
+	uint64_t offset;    /* monotonic ns the clock lost to freezes */
 };
 
 static uint64_t mono_ns(void)
@@ -61,8 +69,16 @@ static void *loop(void *arg)
 			if (w->timer) {
 				uint64_t ticks;
 				struct mb_timer *t = (struct mb_timer *)w;
-				if (read(w->fd, &ticks, 8) == 8 && !w->dead)
-					t->cb(t->opaque);
+				if (read(w->fd, &ticks, 8) != 8 || w->dead)
+					continue;
+				/* Expired: forget the deadline, unless a
+				 * timer_mod since moved it later. */
+				pthread_mutex_lock(&ev->lock);
+				if (t->deadline &&
+				    t->deadline + ev->offset <= mono_ns())
+					t->deadline = 0;
+				pthread_mutex_unlock(&ev->lock);
+				t->cb(t->opaque);
 			} else {
 				w->cb(w->opaque, w->fd);
 			}
@@ -164,10 +180,15 @@ void mb_evloop_unwatch(struct mb_evloop *ev, int fd)
 	pthread_mutex_unlock(&ev->lock);
 }
 
-/* The real clock: CLOCK_MONOTONIC, timers as timerfds on the loop. */
+/* The real clock: CLOCK_MONOTONIC less the frozen time, timers as
+ * timerfds on the loop. */
 static uint64_t clk_now(const struct mb_clock *c)
 {
-	return mono_ns();
+	struct mb_evloop *ev = c->ctx;
+	pthread_mutex_lock(&ev->lock);
+	uint64_t t = (ev->frozen ? ev->frozen_at : mono_ns()) - ev->offset;
+	pthread_mutex_unlock(&ev->lock);
+	return t;
 }
 
 static struct mb_timer *clk_timer_new(const struct mb_clock *c,
@@ -178,6 +199,7 @@ static struct mb_timer *clk_timer_new(const struct mb_clock *c,
 	if (!t)
 		return NULL;
 	t->w.timer = true;
+	t->ev = ev;
 	t->cb = cb, t->opaque = opaque;
 	t->w.fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
 	struct epoll_event e = { .events = EPOLLIN, .data.ptr = &t->w };
@@ -191,16 +213,25 @@ static struct mb_timer *clk_timer_new(const struct mb_clock *c,
 	return t;
 }
 
-static void clk_timer_mod(struct mb_timer *t, uint64_t deadline)
+/* With ev->lock held: the timerfd armed at monotonic `at` (0 disarms). */
+static void arm(struct mb_timer *t, uint64_t at)
 {
 	struct itimerspec its = { 0 };
-	if (deadline) {
-		its.it_value.tv_sec = deadline / 1000000000u;
-		its.it_value.tv_nsec = deadline % 1000000000u;
-		if (!its.it_value.tv_sec && !its.it_value.tv_nsec)
-			its.it_value.tv_nsec = 1;
+	if (at) {
+		its.it_value.tv_sec = at / 1000000000u;
+		its.it_value.tv_nsec = at % 1000000000u;
 	}
 	timerfd_settime(t->w.fd, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
+static void clk_timer_mod(struct mb_timer *t, uint64_t deadline)
+{
+	struct mb_evloop *ev = t->ev;
+	pthread_mutex_lock(&ev->lock);
+	t->deadline = deadline;
+	/* frozen: armed when the clock runs again */
+	arm(t, deadline && !ev->frozen ? deadline + ev->offset : 0);
+	pthread_mutex_unlock(&ev->lock);
 }
 
 /* Disarm for good; the memory stays until the loop is freed, so a callback
@@ -211,6 +242,35 @@ static void clk_timer_free(struct mb_timer *t)
 		return;
 	clk_timer_mod(t, 0);
 	t->w.dead = true;
+}
+
+void mb_evloop_freeze(struct mb_evloop *ev, bool frozen)
+{
+	pthread_mutex_lock(&ev->lock);
+	if (frozen == ev->frozen) {
+		pthread_mutex_unlock(&ev->lock);
+		return;
+	}
+	uint64_t now = mono_ns();
+	if (frozen)
+		ev->frozen_at = now;
+	else
+		ev->offset += now - ev->frozen_at;
+	ev->frozen = frozen;
+	for (struct watch *w = ev->all; w; w = w->next) {
+		struct mb_timer *t = (struct mb_timer *)w;
+		if (w->timer && !w->dead && t->deadline)
+			arm(t, frozen ? 0 : t->deadline + ev->offset);
+	}
+	pthread_mutex_unlock(&ev->lock);
+}
+
+bool mb_evloop_frozen(struct mb_evloop *ev)
+{
+	pthread_mutex_lock(&ev->lock);
+	bool f = ev->frozen;
+	pthread_mutex_unlock(&ev->lock);
+	return f;
 }
 
 void mb_evloop_clock(struct mb_evloop *ev, struct mb_clock *c)

@@ -102,10 +102,12 @@ static int sig_of(enum mb_stop s)
 	switch (s) {
 	case MB_STOP_ERROR:
 	case MB_STOP_DIVERGENCE: return SIG_ILL;
-	case MB_STOP_SHUTDOWN: return SIG_SEGV;
+	case MB_STOP_SHUTDOWN:
+	case MB_STOP_CATCH: return SIG_SEGV;
 	case MB_STOP_RESET: return SIG_HUP;
 	case MB_STOP_HALT: return SIG_STOP;
 	case MB_STOP_TIMEOUT: return SIG_ALRM;
+	case MB_STOP_CONSOLE: return SIG_INT;
 	default: return SIG_TRAP;
 	}
 }
@@ -127,11 +129,20 @@ static void hit_reply(struct mb_gdb *g, const struct mb_debug_hit *h)
 {
 	g->cur = h->cpu;
 	if (h->wp) {
+		/* gdb names the kind in the stop reply: watch (Z2), rwatch
+		 * (Z3), awatch (Z4); the address is the watched one it set */
+		static const char *const kind[] = { "watch", "rwatch", "awatch" };
 		uint64_t va = h->addr;
+		unsigned t = 2;
 		for (struct gwp *w = g->wps; w; w = w->next)
-			if (w->wp == h->wp)
+			if (w->wp == h->wp) {
 				va = w->va + (h->addr > w->gpa ? h->addr - w->gpa : 0);
-		set_reply(g, "T05thread:%x;watch:%" PRIx64 ";", h->cpu + 1, va);
+				if (va >= w->va + w->len)
+					va = w->va;
+				t = w->type;
+			}
+		set_reply(g, "T05thread:%x;%s:%" PRIx64 ";", h->cpu + 1,
+			  kind[t >= 2 && t <= 4 ? t - 2 : 0], va);
 	} else {
 		bool hw = h->bp && mb_bp_kind(h->bp) == MB_BP_HW;
 		set_reply(g, "T05thread:%x;%s:;", h->cpu + 1,
@@ -1059,7 +1070,7 @@ static void packet(struct mb_gdb *g, uint8_t *buf, size_t len)
 			break;
 		rc = c->kind == MB_GDB_BREAK_INS ? insert(g, c) : remove_one(g, c);
 		if (rc == -ENOTSUP)
-			send_str(g, ""); /* read/access watchpoints: not by the engine */
+			send_str(g, ""); /* e.g. no KVM_CAP_READONLY_MEM */
 		else if (rc)
 			send_err(g, rc);
 		else
@@ -1147,8 +1158,13 @@ static void *serve(void *arg)
 		pthread_mutex_lock(&g->lock);
 		bool quit = g->quit;
 		pthread_mutex_unlock(&g->lock);
-		if (quit)
+		if (quit) {
+			/* the machine goes: gdb still gets its last stop reply
+			 * (the guest's exit, W) before the socket closes */
+			if (g->cfd >= 0)
+				flush_stop(g);
 			break;
+		}
 		if (p[0].revents & POLLIN) {
 			uint64_t v;
 			if (read(g->wake, &v, 8) < 0) {

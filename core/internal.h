@@ -85,12 +85,19 @@ struct mb_machine {
 
 	/* resource.c: lines in use, reserved ranges, devices to announce */
 	uint16_t irq_users[64]; /* devices on each line (lines are shared) */
+	/* machine.c: each line as last driven, and its rising edges */
+	_Atomic uint8_t irq_level[64];
+	_Atomic uint64_t irq_raised[64];
 	unsigned nres, nvirtio;
 	struct mb_range res[MB_MAX_RESERVED];
 	struct mb_platform_dev virtio[MB_MAX_RESERVED];
 
 	struct mb_evloop *ev;
 	struct mb_clock clock;
+	/* machine.c: kvmclock read at a stop, put back at the resume, so
+	 * guest time stands still while the machine is held (lock) */
+	bool adjust_clock, kvmclock_saved;
+	struct kvm_clock_data kvmclock;
 	struct hook *hooks;
 
 	/* device.c: devices in the order added */
@@ -158,6 +165,7 @@ void mb_debug_exit(struct vcpu *v);   /* KVM_EXIT_DEBUG */
 bool mb_debug_int3(struct vcpu *v, const uint8_t *insn, unsigned n);
 bool mb_debug_mmio(struct vcpu *v);   /* an access to a watched page */
 bool mb_debug_fetch(struct vcpu *v);  /* emulation failure: fetch from one */
+bool mb_debug_shutdown(struct vcpu *v); /* a triple fault, if caught */
 /* Watched pages split the memory slots: snapshots refuse meanwhile. */
 bool mb_debug_has_watch(struct mb_machine *m);
 /* mem.c: pages moonbox itself wrote (mb_mem_write/load, mb_mem_ptr for
@@ -169,6 +177,11 @@ void mb_evloop_stop(struct mb_evloop *ev);
 bool mb_evloop_is_self(struct mb_evloop *ev); /* called on the loop's thread */
 void mb_evloop_free(struct mb_evloop *ev);
 void mb_evloop_clock(struct mb_evloop *ev, struct mb_clock *c);
+/* Stop or restart the clock (mb_machine_freeze): frozen, now() stands
+ * still and no timer fires; thawed, timers are due as much later as the
+ * clock stood. */
+void mb_evloop_freeze(struct mb_evloop *ev, bool frozen);
+bool mb_evloop_frozen(struct mb_evloop *ev);
 int mb_evloop_watch(struct mb_evloop *ev, int fd,
 		    void (*cb)(void *opaque, int fd), void *opaque);
 void mb_evloop_unwatch(struct mb_evloop *ev, int fd);

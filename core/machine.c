@@ -22,9 +22,20 @@
  * does not use: just below the BIOS ROM, as other VMMs do. */
 #define TSS_ADDR 0xfffbd000u
 
+/* For m:irqs(): the level a line was last driven to, its rising edges. */
+static void count_irq(struct mb_machine *m, unsigned line, int level)
+{
+	uint8_t was = atomic_exchange_explicit(&m->irq_level[line & 63],
+					       level != 0, memory_order_relaxed);
+	if (level && !was)
+		atomic_fetch_add_explicit(&m->irq_raised[line & 63], 1,
+					  memory_order_relaxed);
+}
+
 static void kernel_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	count_irq(m, line, level);
 	struct kvm_irq_level il = { .irq = line, .level = level };
 	ioctl(m->vm, KVM_IRQ_LINE, &il);
 }
@@ -32,6 +43,7 @@ static void kernel_irq(void *ctx, unsigned line, int level)
 static void user_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	count_irq(m, line, level);
 	if (m->intc_ops && m->intc_ops->set_line)
 		m->intc_ops->set_line(m->intc, line, level);
 }
@@ -76,6 +88,7 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 		goto fail;
 	}
 	m->readonly_mem = mb_kvm_check_ext(m->kvm, KVM_CAP_READONLY_MEM);
+	m->adjust_clock = mb_kvm_check_ext(m->kvm, KVM_CAP_ADJUST_CLOCK) > 0;
 	if (mb_kvm_check_ext(m->kvm, KVM_CAP_SET_TSS_ADDR))
 		ioctl(m->vm, KVM_SET_TSS_ADDR, TSS_ADDR);
 	if (m->irqchip == MB_IRQCHIP_KERNEL) {
@@ -233,6 +246,23 @@ int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out)
 	out->set = m->irqchip == MB_IRQCHIP_KERNEL ? kernel_irq : user_irq;
 	out->ctx = m;
 	out->line = line;
+	return 0;
+}
+
+unsigned mb_machine_irq_lines(struct mb_machine *m)
+{
+	return m->irqchip == MB_IRQCHIP_KERNEL ? 24 : 16;
+}
+
+int mb_machine_irq_info(struct mb_machine *m, unsigned line,
+			struct mb_irq_info *out)
+{
+	if (line >= mb_machine_irq_lines(m))
+		return mb_seterr(-EINVAL, "irq: line %u does not exist (0-%u)", line,
+				 mb_machine_irq_lines(m) - 1);
+	out->users = m->irq_users[line];
+	out->level = atomic_load(&m->irq_level[line]);
+	out->raised = atomic_load(&m->irq_raised[line]);
 	return 0;
 }
 
@@ -458,6 +488,25 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 	pthread_mutex_unlock(&m->lock);
 }
 
+/* With m->lock held, every vCPU parked: guest time stops (frozen) or goes
+ * on from where it stood (thawed): the machine clock that devices' timers
+ * use, and KVM's kvmclock (api.rst, KVM_GET_CLOCK / KVM_SET_CLOCK). The
+ * in-kernel PIT and LAPIC timers run on host time and are not stopped. */
+static void freeze(struct mb_machine *m, bool frozen)
+{
+	if (!m->threads || mb_evloop_frozen(m->ev) == frozen)
+		return;
+	if (m->adjust_clock && frozen) {
+		memset(&m->kvmclock, 0, sizeof m->kvmclock);
+		m->kvmclock_saved = ioctl(m->vm, KVM_GET_CLOCK, &m->kvmclock) == 0;
+	} else if (m->adjust_clock && m->kvmclock_saved) {
+		struct kvm_clock_data c = { .clock = m->kvmclock.clock };
+		ioctl(m->vm, KVM_SET_CLOCK, &c); /* best effort: time jumps */
+		m->kvmclock_saved = false;
+	}
+	mb_evloop_freeze(m->ev, frozen);
+}
+
 static unsigned started(struct mb_machine *m)
 {
 	unsigned n = 0;
@@ -500,6 +549,7 @@ int mb_machine_start(struct mb_machine *m)
 		m->stop = MB_STOP_DEBUGGER;
 		snprintf(m->stop_msg, sizeof m->stop_msg, "held for the debugger");
 	} else {
+		freeze(m, false);
 		atomic_store(&m->gate, GATE_RUNNING);
 	}
 	pthread_cond_broadcast(&m->cond);
@@ -567,6 +617,7 @@ static bool hold(struct mb_machine *m)
 		return false;
 	}
 	m->stop = MB_STOP_NONE;
+	freeze(m, false);
 	atomic_store(&m->gate, GATE_RUNNING);
 	pthread_cond_broadcast(&m->cond);
 	return true;
@@ -675,6 +726,7 @@ again:
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
 	wait_parked(m);
+	freeze(m, true);
 	if (hold(m)) {
 		if (timeout > 0) /* the time held does not count */
 			deadline_of(timeout, &dl);
@@ -708,6 +760,7 @@ int mb_machine_pause(struct mb_machine *m)
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
 	wait_parked(m);
+	freeze(m, true);
 	pthread_mutex_unlock(&m->lock);
 	return 0;
 }
@@ -720,8 +773,10 @@ int mb_machine_resume(struct mb_machine *m)
 	if (!was_started)
 		return mb_seterr(-EINVAL, "machine: not started");
 	pthread_mutex_lock(&m->lock);
-	if (atomic_load(&m->gate) == GATE_PAUSED)
+	if (atomic_load(&m->gate) == GATE_PAUSED) {
+		freeze(m, false);
 		atomic_store(&m->gate, GATE_RUNNING);
+	}
 	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	return 0;

@@ -276,6 +276,8 @@ static void handle_exit(struct vcpu *v)
 	case KVM_EXIT_INTR:
 		break;
 	case KVM_EXIT_SHUTDOWN:
+		if (v->m->dbg && mb_debug_shutdown(v))
+			break;
 		mb_machine_stop(v->m, MB_STOP_SHUTDOWN, 0,
 				"vcpu %u: triple fault (shutdown)", v->idx);
 		break;

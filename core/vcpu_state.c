@@ -376,6 +376,7 @@ int mb_vm_state_load(struct mb_machine *m, const struct blob *vm)
 		c.flags = 0; /* just the clock value; realtime pairing not used */
 		if (ioctl(m->vm, KVM_SET_CLOCK, &c) < 0)
 			return mb_seterr(-errno, "KVM_SET_CLOCK: %s", strerror(errno));
+		m->kvmclock_saved = false; /* the restored clock wins at resume */
 	}
 	return 0;
 }

@@ -94,6 +94,17 @@ void mb_bus_reclaim(struct mb_bus *bus);
 void mb_bus_set_log(struct mb_bus *bus, bool on);
 /* Name of the device covering addr, or NULL. */
 const char *mb_bus_owner(struct mb_bus *bus, uint64_t addr);
+/* Every range in address order (a consistent view): fn's nonzero return
+ * stops the walk and is returned. fn must not register or unregister. */
+struct mb_bus_range {
+	uint64_t base, len;
+	const char *name; /* the owner's name as registered */
+	void *dev;
+};
+int mb_bus_foreach(struct mb_bus *bus,
+		   int (*fn)(void *opaque, const struct mb_bus_range *r),
+		   void *opaque);
+const char *mb_bus_name(const struct mb_bus *bus); /* "pio", "mmio" */
 
 /* ---- guest memory ---------------------------------------------------- */
 
@@ -175,6 +186,9 @@ struct mb_clock {
  * returns how many bytes it took. When it took fewer, the device calls
  * mb_chr_accept() once it has room again. */
 struct mb_chr;
+/* After a stop for Ctrl-a c (MB_STOP_CONSOLE), before running on: put the
+ * stdio console's terminal back in raw mode. */
+void mb_console_reenter(void);
 
 struct mb_chr_ops {
 	void (*write)(struct mb_chr *c, const void *buf, size_t len);
@@ -239,6 +253,8 @@ enum mb_stop {
 	MB_STOP_WATCHPOINT,
 	MB_STOP_DIVERGENCE, /* a fault replay met an event its trace lacks */
 	MB_STOP_DEBUGGER, /* held for a debugger (gdb); never ends a run */
+	MB_STOP_CATCH,    /* a caught triple fault (mb_debug_catch_triple) */
+	MB_STOP_CONSOLE,  /* Ctrl-a c on a stdio console: to the REPL */
 };
 
 const char *mb_stop_name(enum mb_stop s);
@@ -285,6 +301,17 @@ int mb_machine_vm_fd(struct mb_machine *m);
 
 /* An interrupt line of the machine's controller (user PIC or KVM's). */
 int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out);
+/* What the machine knows of its interrupt lines (0 .. mb_machine_irq_lines
+ * - 1: 16 with the user PIC, 24 with KVM's IOAPIC): devices that claimed
+ * the line, its level as last driven, and the 0 -> 1 edges driven on it. */
+struct mb_irq_info {
+	unsigned users;
+	int level;
+	uint64_t raised;
+};
+unsigned mb_machine_irq_lines(struct mb_machine *m);
+int mb_machine_irq_info(struct mb_machine *m, unsigned line,
+			struct mb_irq_info *out);
 
 /* The interrupt controller a userspace irqchip plugs in: vCPUs ask it for
  * a pending vector before entering the guest. */

@@ -89,6 +89,54 @@ static int l_breakpoint(lua_State *L)
 	return 1;
 }
 
+/* m:catch { vector = N, cpu, kind, fn } -> a breakpoint on the handler
+ * the IDT of cpu names for N now; m:catch { triple_fault = true|false }
+ * -> true: a triple fault ends the run with reason "catch". */
+static int l_catch(lua_State *L)
+{
+	static const char *const keys[] = { "vector", "triple_fault", "cpu", "kind",
+					    "fn", NULL };
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	struct mb_machine *m = mbl_live(L, mm);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	mbl_checkopts(L, 2, "catch", keys);
+	bool vec = lua_getfield(L, 2, "vector") != LUA_TNIL;
+	bool tf = lua_getfield(L, 2, "triple_fault") != LUA_TNIL;
+	lua_pop(L, 2);
+	if (vec == tf)
+		return luaL_error(L, "catch: expected one of vector or triple_fault");
+	if (tf) {
+		if (mb_debug_catch_triple(m, mbl_optbool(L, 2, "triple_fault", 0)))
+			return mbl_fail(L, "catch");
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	lua_Integer v = mbl_optint(L, 2, "vector", 0);
+	lua_Integer cpu = mbl_optint(L, 2, "cpu", 0);
+	if (v < 0 || v > 255)
+		return luaL_error(L, "vector: %d is not 0-255", (int)v);
+	if (cpu < 0 || cpu >= (lua_Integer)mb_machine_cpus(m))
+		return luaL_error(L, "cpu: %d does not exist", (int)cpu);
+	if (!mb_machine_paused(m))
+		return luaL_error(L, "catch: pause the machine first");
+	uint64_t at;
+	if (mb_debug_idt_handler(m, (unsigned)cpu, (unsigned)v, &at))
+		return mbl_fail(L, "catch");
+	/* the same as m:breakpoint { at = handler, cpu, kind, fn } */
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, (lua_Integer)at);
+	lua_setfield(L, -2, "at");
+	lua_pushinteger(L, cpu);
+	lua_setfield(L, -2, "cpu");
+	lua_getfield(L, 2, "kind");
+	lua_setfield(L, -2, "kind");
+	lua_getfield(L, 2, "fn");
+	lua_setfield(L, -2, "fn");
+	lua_replace(L, 2);
+	return l_breakpoint(L);
+}
+
 /* m:watch { addr, len, access = "w", fn, cpu } */
 static int l_watch(lua_State *L)
 {
@@ -248,10 +296,23 @@ bool mbl_debug_continue(lua_State *L, int midx, struct mb_result *r)
 
 void mbl_debug_annotate(lua_State *L, int midx, const struct mb_result *r)
 {
-	if (r->reason != MB_STOP_BREAKPOINT && r->reason != MB_STOP_WATCHPOINT)
-		return;
 	midx = lua_absindex(L, midx);
 	struct mbl_machine *mm = mbl_checkmachine(L, midx);
+	if (r->reason == MB_STOP_CATCH && mm->m && mb_debug_caught(mm->m) >= 0) {
+		struct mb_regs regs;
+		int cpu = mb_debug_caught(mm->m);
+		lua_pushstring(L, "triple_fault");
+		lua_setfield(L, -2, "catch");
+		mbl_push_cpu(L, midx, (unsigned)cpu);
+		lua_setfield(L, -2, "cpu");
+		if (mb_vcpu_get_regs(mm->m, (unsigned)cpu, &regs) == 0) {
+			lua_pushinteger(L, (lua_Integer)regs.rip);
+			lua_setfield(L, -2, "rip");
+		}
+		return;
+	}
+	if (r->reason != MB_STOP_BREAKPOINT && r->reason != MB_STOP_WATCHPOINT)
+		return;
 	if (mbl_ref_push(L, mm, &hit_key) != LUA_TTABLE) {
 		lua_pop(L, 1);
 		return;
@@ -420,5 +481,6 @@ void mbl_open_debug(lua_State *L)
 	}
 	mbl_machine_method(L, "breakpoint", l_breakpoint);
 	mbl_machine_method(L, "watch", l_watch);
+	mbl_machine_method(L, "catch", l_catch);
 	mbl_machine_method(L, "wait_for", l_wait_for);
 }

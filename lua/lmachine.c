@@ -310,6 +310,29 @@ static double opt_timeout(lua_State *L, int idx)
 	return t;
 }
 
+/* Ctrl-a c on a stdio console: the REPL the CLI registered (registry
+ * "moonbox.repl") runs with the machine paused, then the run goes on with
+ * the console back in raw mode. Without one, the run ends with "console". */
+static bool console_break(lua_State *L, const struct mb_result *r)
+{
+	if (r->reason != MB_STOP_CONSOLE)
+		return false;
+	if (lua_getfield(L, LUA_REGISTRYINDEX, "moonbox.repl") != LUA_TFUNCTION) {
+		lua_pop(L, 1);
+		return false;
+	}
+	lua_pushvalue(L, 1);
+	lua_pushboolean(L, 1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.in_break");
+	int st = lua_pcall(L, 1, 0, 0);
+	lua_pushnil(L);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.in_break");
+	if (st != LUA_OK)
+		lua_error(L);
+	mb_console_reenter();
+	return true;
+}
+
 static int l_run(lua_State *L)
 {
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
@@ -320,7 +343,7 @@ static int l_run(lua_State *L)
 	do { /* breakpoint functions that say "continue" run it again */
 		if (mb_machine_run(mbl_live(L, mm), t, &r))
 			return mbl_fail(L, "run");
-	} while (mbl_debug_continue(L, 1, &r));
+	} while (mbl_debug_continue(L, 1, &r) || console_break(L, &r));
 	push_result(L, &r);
 	mbl_debug_annotate(L, 1, &r);
 	return 1;
@@ -363,6 +386,14 @@ static int l_pause(lua_State *L)
 static int l_resume(lua_State *L)
 {
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	/* in the REPL of a Ctrl-a c: the run below goes on when it returns */
+	if (lua_getfield(L, LUA_REGISTRYINDEX, "moonbox.in_break") == LUA_TBOOLEAN) {
+		lua_pushboolean(L, 1);
+		lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.break_go");
+		lua_settop(L, 1);
+		return 1;
+	}
+	lua_pop(L, 1);
 	if (mb_machine_resume(mbl_live(L, mm)))
 		return mbl_fail(L, "resume");
 	lua_settop(L, 1);
@@ -623,5 +654,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_fault(L);
 	mbl_open_snapshot(L);
 	mbl_open_gdb(L);
+	mbl_open_map(L);
 	return 1;
 }

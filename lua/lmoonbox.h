@@ -146,6 +146,7 @@ void mbl_debug_annotate(lua_State *L, int machine_idx, const struct mb_result *r
  * call mbl_gdb_autostart). */
 #define MBL_GDB_SPEC "moonbox.gdb"
 void mbl_open_gdb(lua_State *L);
+void mbl_open_map(lua_State *L); /* m:mtree, m:irqs (lmap.c) */
 void mbl_gdb_autostart(lua_State *L, int machine_idx);
 
 #endif

@@ -204,4 +204,18 @@ unsigned mb_debug_pending(struct mb_machine *m, int owner);
 bool mb_debug_take_hit_of(struct mb_machine *m, int owner,
 			  struct mb_debug_hit *h);
 
+/* ---- catch ------------------------------------------------------------ */
+
+/* The handler of interrupt vector vec as cpu's IDT holds it now (linear
+ * address): 16-byte gates in long mode, 8-byte ones in protected mode,
+ * the IVT's segment:offset in real mode. -ENOENT beyond the IDT's limit
+ * or for a gate not present. */
+int mb_debug_idt_handler(struct mb_machine *m, unsigned cpu, unsigned vec,
+			 uint64_t *addr);
+/* Catch triple faults: KVM_EXIT_SHUTDOWN ends the run with MB_STOP_CATCH
+ * (the vCPU's registers as the fault left them) instead of
+ * MB_STOP_SHUTDOWN. mb_debug_caught: which vCPU (-1: none yet). */
+int mb_debug_catch_triple(struct mb_machine *m, bool on);
+int mb_debug_caught(struct mb_machine *m);
+
 #endif

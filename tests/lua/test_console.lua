@@ -43,6 +43,41 @@ stty -a
   restored(out)
 end)
 
+T.case("Ctrl-a c: the REPL with the guest paused, continue goes back to the console", function()
+  local f = os.tmpname()
+  local h = io.open(f, "w")
+  h:write(string.format([[
+%s -e 'local mb = require "moonbox"
+m = mb.machine { memory = "4M" }
+m:add(mb.uart16550 { console = "stdio" })
+m:boot_flat { file = "%s", mode = "protected" }
+local r = m:run { timeout = 30 }
+io.stderr:write("REASON=", r.reason, " MSG=", r.message or "", "\n")'
+stty -a
+]], mb_bin, T.guest("spin")))
+  h:close()
+  -- Ctrl-a c; a line read in the REPL; continue; Ctrl-a c again, m:resume(); Ctrl-a x
+  local steps = {
+    "\\001c", "print(\"PAUSED=\" .. tostring(m:cpu(0):regs().rip < 0x100010))\\n",
+    "print(\"TTY=\" .. (io.popen(\"stty -a\"):read(\"a\"):find(\"-ican\" .. \"on\", 1, true) and \"raw\" or \"cooked\"))\\n",
+    "continue\\n", "\\001c", "m:resume()\\n", "\\001x" }
+  local feed = {}
+  for i, s in ipairs(steps) do -- the first waits for the console's raw mode
+    feed[#feed + 1] = (i == 1 and "sleep 3" or "sleep 1") .. "; printf '" .. s .. "'"
+  end
+  local cmd = string.format("(%s; sleep 2) | script -qec 'sh %s' /dev/null 2>&1",
+    table.concat(feed, "; "), f)
+  local p = io.popen(cmd); local out = p:read("a"); p:close()
+  os.remove(f)
+  local _, n = out:gsub("guest paused %(Ctrl%-a c%)", "")
+  T.eq(n, 2, "two breaks into the REPL:\n" .. out)
+  T.ok(out:find("PAUSED=true", 1, true), "registers read in the REPL:\n" .. out)
+  T.ok(out:find("TTY=cooked", 1, true), "the REPL has a cooked terminal:\n" .. out)
+  T.ok(out:find("REASON=shutdown MSG=console: quit (Ctrl-a x)", 1, true),
+    "back on the console after each, Ctrl-a x quits:\n" .. out)
+  restored(out)
+end)
+
 T.case("terminal restored when the guest stops by itself", function()
   local out = on_pty(string.format("%s %s %s; echo STATUS=$?\nstty -a\n", mb_bin, bare, T.guest("triple")))
   T.ok(out:find("STATUS=0", 1, true), out)

@@ -141,17 +141,27 @@ end)
 
 T.case("watch (write) on var: old and new values, through the engine", function()
   local r, log = session(debug_machine(), { {
-    "watch *(int *)&var", "continue", "continue", "p $pc", "delete",
-    "rwatch *(int *)&var", "continue", "delete", "detach" } })
+    "watch *(int *)&var", "continue", "continue", "p $pc", "delete", "detach" } })
   T.eq(r.reason, "exit")
   T.eq(r.exit_code, 5)
   has(log, "Hardware watchpoint 1: *(int *)&var")
   has(log, "Old value = 0\nNew value = 1")
   has(log, "Old value = 1\nNew value = 2")
   has(log, "<l4>") -- stopped after the store
-  -- read watchpoints are not in the engine: gdb is told cleanly
-  T.ok(log:find("Could not insert", 1, true) or log:find("read watchpoint", 1, true),
-    "rwatch refused: " .. log)
+end)
+
+T.case("rwatch and awatch on var (Z3/Z4: read and access watches by page protection)", function()
+  local r, log = session(debug_machine(), { {
+    "rwatch *(int *)&var", "continue", "p $pc", "delete",
+    "awatch *(int *)&var", "continue", "p $pc", "delete", "detach" } })
+  T.eq(r.reason, "exit")
+  T.eq(r.exit_code, 5)
+  has(log, "Hardware read watchpoint 1: *(int *)&var")
+  -- the loop only stores var: the first read is done's load, after five turns
+  has(log, "Value = 5")
+  T.ok(log:match("%$1 = %(void %(%*%)%(%)%) 0x%x+ <done%+%d+>"), "stopped after the load: " .. log)
+  has(log, "Hardware access (read/write) watchpoint 2: *(int *)&var")
+  T.ok(not log:find("Could not insert", 1, true), "gdb inserted them: " .. log)
 end)
 
 T.case("interrupt while running (Ctrl-C), registers, then let it finish", function()

@@ -143,6 +143,42 @@ static void test_widths_little_endian(void **state)
 	}
 }
 
+struct seen {
+	unsigned n;
+	uint64_t base[4], len[4];
+	char name[4][32];
+};
+
+static int collect(void *opaque, const struct mb_bus_range *r)
+{
+	struct seen *s = opaque;
+	s->base[s->n] = r->base, s->len[s->n] = r->len;
+	snprintf(s->name[s->n], sizeof s->name[0], "%s", r->name);
+	return ++s->n == 3 ? 42 : 0; /* the third stops the walk */
+}
+
+static void test_foreach(void **state)
+{
+	struct mb_bus *b = *state;
+	struct rec d = { 0 };
+	struct seen s = { 0 };
+	assert_int_equal(mb_bus_foreach(b, collect, &s), 0);
+	assert_int_equal(s.n, 0);
+	assert_int_equal(reg(b, 0x9000, 0x10, &d, "c"), 0);
+	assert_int_equal(reg(b, 0x1000, 0x100, &d, "a"), 0);
+	assert_int_equal(reg(b, 0x5000, 1, &d, "b"), 0);
+	assert_int_equal(reg(b, 0xa000, 8, &d, "d"), 0);
+	assert_int_equal(mb_bus_foreach(b, collect, &s), 42);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.base[0], 0x1000);
+	assert_int_equal(s.len[0], 0x100);
+	assert_string_equal(s.name[0], "a");
+	assert_int_equal(s.base[1], 0x5000);
+	assert_int_equal(s.len[1], 1);
+	assert_string_equal(s.name[2], "c");
+	assert_string_equal(mb_bus_name(b), "mmio");
+}
+
 static void test_unregister_reregister(void **state)
 {
 	struct mb_bus *b = *state;
@@ -338,6 +374,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_base_and_last_byte, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_widths_little_endian, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unregister_reregister, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_foreach, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_4096_ranges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_top_of_address_space, setup, teardown),
