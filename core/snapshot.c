@@ -46,8 +46,11 @@ void mb_snapshot_free(struct mb_snapshot *s)
 			mb_blob_free(&s->cpu[c].part[p]);
 	for (unsigned p = 0; p < VM_NPARTS; p++)
 		mb_blob_free(&s->vm[p]);
-	for (size_t i = 0; i < s->ndev; i++)
+	for (size_t i = 0; i < s->ndev; i++) {
 		free(s->dev[i].data);
+		if (s->dev[i].kept && s->dev[i].drop)
+			s->dev[i].drop(s->dev[i].kept);
+	}
 	free(s->dev);
 	mb_blob_free(&s->conf);
 	free(s);
@@ -62,6 +65,17 @@ const void *mb_snapshot_conf(const struct mb_snapshot *s, size_t *len)
 {
 	*len = s->conf.len;
 	return s->conf.data;
+}
+
+const void *mb_snapshot_device_state(const struct mb_snapshot *s,
+				     const char *name, size_t *size)
+{
+	for (size_t i = 0; i < s->ndev; i++)
+		if (strcmp(s->dev[i].name, name) == 0 && s->dev[i].size) {
+			*size = s->dev[i].size;
+			return s->dev[i].data;
+		}
+	return NULL;
 }
 
 uint64_t mb_snapshot_ram_pages(const struct mb_snapshot *s)
@@ -227,6 +241,9 @@ static int take_devices(struct mb_machine *m, struct mb_snapshot *s)
 		const struct mb_state_desc *desc = mb_device_state_desc(d);
 		snprintf(e->name, sizeof e->name, "%s", mb_device_name(d));
 		snprintf(e->kind, sizeof e->kind, "%s", mb_device_kind(d));
+		if (mb_device_keep(d, &e->kept, &e->drop))
+			return mb_seterr(-ENOMEM, "snapshot: device %s: out of memory",
+					 e->name);
 		if (!desc)
 			continue;
 		snprintf(e->desc, sizeof e->desc, "%s", desc->name);
@@ -429,8 +446,11 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 	 * the clock. */
 	for (size_t i = 0; i < s->ndev; i++) {
 		const struct snap_dev *e = &s->dev[i];
-		if (e->size && (rc = mb_device_load(mb_machine_device(m, e->name), e->data)))
+		struct mb_device *d = mb_machine_device(m, e->name);
+		if (e->size && (rc = mb_device_load(d, e->data)))
 			return prefixed(rc, e->name);
+		if ((rc = mb_device_put_back(d, e->kept)))
+			return mb_seterr(rc, "restore: device %s: out of memory", e->name);
 	}
 	for (unsigned c = 0; c < m->ncpu; c++)
 		if ((rc = mb_vcpu_state_load(&m->cpu[c], &s->cpu[c])))

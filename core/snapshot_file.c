@@ -151,6 +151,12 @@ static void put_region(struct out *o, uint32_t idx, const struct snap_region *r)
 int mb_snapshot_write(const struct mb_snapshot *s, const char *path)
 {
 	char tmp[4096];
+	for (size_t i = 0; i < s->ndev; i++)
+		if (s->dev[i].kept)
+			return mb_seterr(-ENOTSUP, "snapshot: device %s: its disk overlay "
+					 "holds written blocks, which a snapshot file "
+					 "cannot hold (take an in-memory snapshot, or "
+					 "save before the first write)", s->dev[i].name);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	struct out o = { .f = fopen(tmp, "wb") };
 	if (!o.f)

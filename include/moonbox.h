@@ -539,6 +539,9 @@ void mb_snapshot_free(struct mb_snapshot *s);
 int mb_snapshot_set_conf(struct mb_snapshot *s, const void *conf, size_t len);
 const void *mb_snapshot_conf(const struct mb_snapshot *s, size_t *len);
 uint64_t mb_snapshot_ram_pages(const struct mb_snapshot *s);
+/* Device name's saved state (its state description's struct), or NULL. */
+const void *mb_snapshot_device_state(const struct mb_snapshot *s,
+				     const char *name, size_t *size);
 /* Files: written whole to a temporary and renamed; read and checked whole
  * (magic, version, checksum, every record's bounds) before returning. */
 int mb_snapshot_write(const struct mb_snapshot *s, const char *path);
