@@ -39,6 +39,12 @@ libmoonbox.so: $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 
 # The Lua module: `require "moonbox"` from stock lua5.4.
+# lua/campaign.lua, compiled in as a C string (one line of C per line).
+$(B)/lua/campaign.lua.h: lua/campaign.lua
+	@mkdir -p $(dir $@)
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+$(B)/lua/lcampaign.o: $(B)/lua/campaign.lua.h
+
 moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS)
 

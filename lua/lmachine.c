@@ -622,6 +622,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_sym(L);
 	mbl_open_fault(L);
 	mbl_open_snapshot(L);
+	mbl_open_campaign(L);
 	mbl_open_gdb(L);
 	return 1;
 }
