@@ -388,6 +388,18 @@ int mb_snapshot_read(const char *path, struct mb_snapshot **out)
 	close(fd);
 	if (p == MAP_FAILED)
 		return mb_seterr(-errno, "restore: %s: %s", path, strerror(errno));
+	int rc = mb_snapshot_parse(p, size, path, out);
+	munmap(p, size);
+	return rc;
+}
+
+int mb_snapshot_parse(const void *buf, size_t size, const char *path,
+		      struct mb_snapshot **out)
+{
+	const uint8_t *p = buf;
+	if (size < HDR)
+		return mb_seterr(-EINVAL, "restore: %s: %zu bytes is too short for a "
+				 "snapshot (truncated?)", path, size);
 	int rc = 0;
 	uint32_t v[2], crc, hcrc;
 	uint64_t plen;
@@ -420,7 +432,6 @@ int mb_snapshot_read(const char *path, struct mb_snapshot **out)
 		s->id = mb_snapshot_new_id();
 		s->machine_id = 0;
 	}
-	munmap(p, size);
 	if (rc) {
 		mb_snapshot_free(s);
 		return rc;
