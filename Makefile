@@ -42,6 +42,13 @@ $(O)/libmoonbox.a: $(LIB_OBJ)
 $(O)/libmoonbox.so: $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
+# lua/campaign.lua, compiled in as a C string (one line of C per line).
+$(B)/lua/campaign.lua.h: lua/campaign.lua
+	@mkdir -p $(dir $@)
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+$(B)/lua/lcampaign.o: $(B)/lua/campaign.lua.h
+$(B)/lua/lcampaign.o: override CFLAGS += -I$(B)/lua
+
 # The Lua module: `require "moonbox"` from stock lua5.4.
 $(O)/moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)

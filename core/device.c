@@ -219,3 +219,15 @@ void mb_device_quiesce(struct mb_device *d)
 	if (d->ops->quiesce)
 		d->ops->quiesce(d->impl);
 }
+
+int mb_device_keep(struct mb_device *d, void **kept, void (**drop)(void *))
+{
+	*kept = NULL;
+	*drop = d->ops->drop;
+	return d->ops->keep ? d->ops->keep(d->impl, kept) : 0;
+}
+
+int mb_device_put_back(struct mb_device *d, const void *kept)
+{
+	return d->ops->put_back ? d->ops->put_back(d->impl, kept) : 0;
+}

@@ -407,6 +407,29 @@ int mb_fault_plan_remove(struct mb_fault_plan *p, unsigned id)
 	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
 }
 
+int mb_fault_plan_reset(struct mb_fault_plan *p, uint64_t seed)
+{
+	pthread_mutex_lock(&p->lock);
+	bool replay = p->replaying;
+	if (!replay) {
+		p->nrules = 0;
+		p->seed = seed;
+		p->enabled = true;
+		p->diverged = false;
+		for (size_t i = 0; i < p->nsites; i++)
+			p->sites[i]->seq = 0;
+		if (p->trace) { /* a trace per trial reads as one from a new plan */
+			char line[128];
+			mb_fault_trace_header(line, sizeof line, seed);
+			fputs(line, p->trace);
+			fflush(p->trace);
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+	return replay ? mb_seterr(-EINVAL, "reset: a replaying plan cannot be reset")
+		      : 0;
+}
+
 int mb_fault_plan_set_rule_enabled(struct mb_fault_plan *p, unsigned id, bool on)
 {
 	pthread_mutex_lock(&p->lock);

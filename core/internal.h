@@ -169,8 +169,12 @@ bool mb_debug_shutdown(struct vcpu *v); /* a triple fault, if caught */
 /* Watched pages split the memory slots: snapshots refuse meanwhile. */
 bool mb_debug_has_watch(struct mb_machine *m);
 /* mem.c: pages moonbox itself wrote (mb_mem_write/load, mb_mem_ptr for
- * writing), one bit per 4K page of region i; swapped out and cleared. */
+ * writing), one bit per 4K page of region i; OR'd into out and cleared
+ * (cheap when nothing was written). */
 void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out);
+/* mem.c: region i's scratch bitmap (same size, zero between uses: whoever
+ * fills it clears the words it used). */
+uint64_t *mb_mem_log(struct mb_mem *mem, size_t i);
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);

@@ -20,6 +20,11 @@ struct mb_mem {
 	struct mb_mem_region r[MAXREG]; /* sorted by base */
 	bool owned[MAXREG];
 	uint64_t *dirty[MAXREG]; /* moonbox's own writes, bit per 4K page */
+	int any[MAXREG];         /* a bit of dirty[i] may be set */
+	/* A bitmap the size of dirty[i], all zero between uses: where
+	 * snapshot.c gathers KVM's dirty log and ours, so a restore neither
+	 * allocates nor scans a bitmap that nothing was written to. */
+	uint64_t *log[MAXREG];
 };
 
 #define DPAGE 4096u
@@ -37,15 +42,26 @@ static void mark(struct mb_mem *mem, size_t i, uint64_t off, uint64_t len)
 		return;
 	for (uint64_t p = off / DPAGE; p <= (off + len - 1) / DPAGE; p++)
 		__atomic_fetch_or(&d[p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
+	/* After the bits: a taker that clears the flag first and then scans
+	 * sees every bit, or the flag stays set for the next take. */
+	if (!__atomic_load_n(&mem->any[i], __ATOMIC_RELAXED))
+		__atomic_store_n(&mem->any[i], 1, __ATOMIC_RELEASE);
 }
 
 void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out)
 {
+	if (!mem->dirty[i] || !__atomic_exchange_n(&mem->any[i], 0, __ATOMIC_ACQUIRE))
+		return;
 	size_t n = dirty_words(mem->r[i].size);
 	for (size_t w = 0; w < n; w++)
-		out[w] = mem->dirty[i] ? __atomic_exchange_n(&mem->dirty[i][w], 0,
-							     __ATOMIC_RELAXED)
-				       : 0;
+		if (__atomic_load_n(&mem->dirty[i][w], __ATOMIC_RELAXED))
+			out[w] |= __atomic_exchange_n(&mem->dirty[i][w], 0,
+						      __ATOMIC_RELAXED);
+}
+
+uint64_t *mb_mem_log(struct mb_mem *mem, size_t i)
+{
+	return mem->log[i];
 }
 
 struct mb_mem *mb_mem_new(void)
@@ -61,6 +77,7 @@ void mb_mem_free(struct mb_mem *mem)
 		if (mem->owned[i])
 			munmap(mem->r[i].host, mem->r[i].size);
 		free(mem->dirty[i]);
+		free(mem->log[i]);
 	}
 	free(mem);
 }
@@ -98,16 +115,23 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 					 strerror(errno));
 	}
 	memmove(&mem->r[at + 1], &mem->r[at], (mem->n - at) * sizeof mem->r[0]);
-	uint64_t *dirty = calloc(dirty_words(size) ? dirty_words(size) : 1,
-				 sizeof *dirty);
-	if (!dirty) {
+	size_t words = dirty_words(size) ? dirty_words(size) : 1;
+	uint64_t *dirty = calloc(words, sizeof *dirty);
+	uint64_t *log = calloc(words, sizeof *log);
+	if (!dirty || !log) {
+		free(dirty);
+		free(log);
 		if (owned)
 			munmap(host, size);
 		return mb_seterr(-ENOMEM, "memory: out of memory for %s", name);
 	}
 	memmove(&mem->owned[at + 1], &mem->owned[at], (mem->n - at) * sizeof(bool));
 	memmove(&mem->dirty[at + 1], &mem->dirty[at], (mem->n - at) * sizeof dirty);
+	memmove(&mem->log[at + 1], &mem->log[at], (mem->n - at) * sizeof log);
+	memmove(&mem->any[at + 1], &mem->any[at], (mem->n - at) * sizeof(int));
 	mem->dirty[at] = dirty;
+	mem->log[at] = log;
+	mem->any[at] = 0;
 	struct mb_mem_region *r = &mem->r[at];
 	r->base = base;
 	r->size = size;

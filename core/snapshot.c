@@ -46,8 +46,11 @@ void mb_snapshot_free(struct mb_snapshot *s)
 			mb_blob_free(&s->cpu[c].part[p]);
 	for (unsigned p = 0; p < VM_NPARTS; p++)
 		mb_blob_free(&s->vm[p]);
-	for (size_t i = 0; i < s->ndev; i++)
+	for (size_t i = 0; i < s->ndev; i++) {
 		free(s->dev[i].data);
+		if (s->dev[i].kept && s->dev[i].drop)
+			s->dev[i].drop(s->dev[i].kept);
+	}
 	free(s->dev);
 	mb_blob_free(&s->conf);
 	free(s);
@@ -62,6 +65,17 @@ const void *mb_snapshot_conf(const struct mb_snapshot *s, size_t *len)
 {
 	*len = s->conf.len;
 	return s->conf.data;
+}
+
+const void *mb_snapshot_device_state(const struct mb_snapshot *s,
+				     const char *name, size_t *size)
+{
+	for (size_t i = 0; i < s->ndev; i++)
+		if (strcmp(s->dev[i].name, name) == 0 && s->dev[i].size) {
+			*size = s->dev[i].size;
+			return s->dev[i].data;
+		}
+	return NULL;
 }
 
 uint64_t mb_snapshot_ram_pages(const struct mb_snapshot *s)
@@ -105,38 +119,55 @@ static int enable_dirty_log(struct mb_machine *m)
 }
 
 /* Pages of region i written since the last call, by the guest (KVM's log,
- * cleared by reading it) or by moonbox; bm has bitmap_words(size) words. */
-static int take_dirty(struct mb_machine *m, size_t i, uint64_t *bm)
+ * cleared by reading it) or by moonbox, gathered in mem.c's scratch bitmap
+ * for the region; the caller zeroes the words it finds set (consume()).
+ * Nothing is allocated: a restore costs the pages it copies plus one pass
+ * over a bitmap of RAM/32768 bytes. */
+static int take_dirty(struct mb_machine *m, size_t i, uint64_t **out)
 {
 	const struct mb_mem_region *g = mb_mem_region(m->mem, i);
-	size_t n = bitmap_words(g->size);
-	mb_mem_take_dirty(m->mem, i, bm);
+	uint64_t *bm = mb_mem_log(m->mem, i);
 	struct kvm_userspace_memory_region *r = slot_of(m, g->base);
-	if (!logs(r))
-		return 0;
-	uint64_t *k = calloc(n, sizeof *k);
-	if (!k)
-		return mb_seterr(-ENOMEM, "snapshot: out of memory");
-	struct kvm_dirty_log dl = { .slot = r->slot, .dirty_bitmap = k };
-	if (ioctl(m->vm, KVM_GET_DIRTY_LOG, &dl) < 0) {
-		free(k);
-		return mb_seterr(-errno, "KVM_GET_DIRTY_LOG: %s", strerror(errno));
+	*out = bm;
+	if (logs(r)) {
+		/* KVM writes the whole bitmap: no need to have it zeroed. */
+		struct kvm_dirty_log dl = { .slot = r->slot, .dirty_bitmap = bm };
+		if (ioctl(m->vm, KVM_GET_DIRTY_LOG, &dl) < 0) {
+			memset(bm, 0, bitmap_words(g->size) * sizeof *bm);
+			return mb_seterr(-errno, "KVM_GET_DIRTY_LOG: %s", strerror(errno));
+		}
 	}
-	for (size_t w = 0; w < n; w++)
-		bm[w] |= k[w];
-	free(k);
+	mb_mem_take_dirty(m->mem, i, bm);
 	return 0;
+}
+
+/* Call fn(page) for every page set in bm (region of size bytes), clearing
+ * bm as it goes (fn NULL: only clear). */
+static uint64_t consume(uint64_t *bm, uint64_t size, const uint8_t *src,
+			uint8_t *dst)
+{
+	uint64_t n = 0, pages = size / PAGE;
+	for (size_t w = 0; w < bitmap_words(size); w++) {
+		if (!bm[w])
+			continue;
+		for (uint64_t bits = bm[w]; bits && src; bits &= bits - 1) {
+			uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
+			if (p >= pages)
+				break;
+			memcpy(dst + p * PAGE, src + p * PAGE, PAGE);
+			n++;
+		}
+		bm[w] = 0;
+	}
+	return n;
 }
 
 static int clear_dirty(struct mb_machine *m)
 {
 	for (size_t i = 0; i < mb_mem_count(m->mem); i++) {
-		size_t n = bitmap_words(mb_mem_region(m->mem, i)->size);
-		uint64_t *bm = calloc(n ? n : 1, sizeof *bm);
-		if (!bm)
-			return mb_seterr(-ENOMEM, "snapshot: out of memory");
-		int rc = take_dirty(m, i, bm);
-		free(bm);
+		uint64_t *bm;
+		int rc = take_dirty(m, i, &bm);
+		consume(bm, mb_mem_region(m->mem, i)->size, NULL, NULL);
 		if (rc)
 			return rc;
 	}
@@ -210,6 +241,9 @@ static int take_devices(struct mb_machine *m, struct mb_snapshot *s)
 		const struct mb_state_desc *desc = mb_device_state_desc(d);
 		snprintf(e->name, sizeof e->name, "%s", mb_device_name(d));
 		snprintf(e->kind, sizeof e->kind, "%s", mb_device_kind(d));
+		if (mb_device_keep(d, &e->kept, &e->drop))
+			return mb_seterr(-ENOMEM, "snapshot: device %s: out of memory",
+					 e->name);
 		if (!desc)
 			continue;
 		snprintf(e->desc, sizeof e->desc, "%s", desc->name);
@@ -342,12 +376,6 @@ static int check_layout(struct mb_machine *m, const struct mb_snapshot *s)
 	return 0;
 }
 
-struct dirtyctx {
-	uint8_t *dst;
-	const uint8_t *src;
-	uint64_t n;
-};
-
 static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 		       struct mb_restore_stats *st)
 {
@@ -357,33 +385,21 @@ static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 	for (size_t i = 0; i < s->nreg; i++) {
 		const struct mb_mem_region *g = mb_mem_region(m->mem, i);
 		const struct snap_region *r = &s->reg[i];
-		size_t n = bitmap_words(g->size);
-		uint64_t *bm = calloc(n ? n : 1, sizeof *bm);
-		if (!bm)
-			return mb_seterr(-ENOMEM, "restore: out of memory");
-		int rc = take_dirty(m, i, bm); /* clears both logs in any case */
-		if (rc) {
-			free(bm);
+		uint64_t *bm;
+		int rc = take_dirty(m, i, &bm); /* clears both logs in any case */
+		if (rc)
 			return rc;
-		}
 		if (dirty_only) {
-			for (size_t w = 0; w < n; w++)
-				for (uint64_t bits = bm[w]; bits; bits &= bits - 1) {
-					uint64_t p = w * 64 + (uint64_t)__builtin_ctzll(bits);
-					if (p * PAGE >= g->size)
-						break;
-					memcpy(g->host + p * PAGE, r->copy + p * PAGE, PAGE);
-					copied++;
-				}
+			copied += consume(bm, g->size, r->copy, g->host);
 		} else {
 			/* Pages the machine touched go back to the copy's (zero
 			 * where the copy has none); then the copy's pages. */
+			consume(bm, g->size, NULL, NULL);
 			struct copyctx z = { g->host, NULL, 0 }, c = { g->host, r->copy, 0 };
 			resident_pages(g->host, g->size, zero_page, &z);
 			resident_pages(r->copy, g->size, copy_page, &c);
 			copied += c.n;
 		}
-		free(bm);
 	}
 	if (st) {
 		st->dirty_only = dirty_only;
@@ -430,8 +446,11 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 	 * the clock. */
 	for (size_t i = 0; i < s->ndev; i++) {
 		const struct snap_dev *e = &s->dev[i];
-		if (e->size && (rc = mb_device_load(mb_machine_device(m, e->name), e->data)))
+		struct mb_device *d = mb_machine_device(m, e->name);
+		if (e->size && (rc = mb_device_load(d, e->data)))
 			return prefixed(rc, e->name);
+		if ((rc = mb_device_put_back(d, e->kept)))
+			return mb_seterr(rc, "restore: device %s: out of memory", e->name);
 	}
 	for (unsigned c = 0; c < m->ncpu; c++)
 		if ((rc = mb_vcpu_state_load(&m->cpu[c], &s->cpu[c])))

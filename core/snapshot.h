@@ -46,6 +46,8 @@ struct snap_dev {
 	uint32_t version;
 	uint64_t size; /* 0: no state */
 	void *data;
+	void *kept;               /* mb_device_keep: in memory only */
+	void (*drop)(void *kept);
 };
 
 struct mb_snapshot {

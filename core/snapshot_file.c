@@ -151,6 +151,12 @@ static void put_region(struct out *o, uint32_t idx, const struct snap_region *r)
 int mb_snapshot_write(const struct mb_snapshot *s, const char *path)
 {
 	char tmp[4096];
+	for (size_t i = 0; i < s->ndev; i++)
+		if (s->dev[i].kept)
+			return mb_seterr(-ENOTSUP, "snapshot: device %s: its disk overlay "
+					 "holds written blocks, which a snapshot file "
+					 "cannot hold (take an in-memory snapshot, or "
+					 "save before the first write)", s->dev[i].name);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	struct out o = { .f = fopen(tmp, "wb") };
 	if (!o.f)
@@ -382,6 +388,18 @@ int mb_snapshot_read(const char *path, struct mb_snapshot **out)
 	close(fd);
 	if (p == MAP_FAILED)
 		return mb_seterr(-errno, "restore: %s: %s", path, strerror(errno));
+	int rc = mb_snapshot_parse(p, size, path, out);
+	munmap(p, size);
+	return rc;
+}
+
+int mb_snapshot_parse(const void *buf, size_t size, const char *path,
+		      struct mb_snapshot **out)
+{
+	const uint8_t *p = buf;
+	if (size < HDR)
+		return mb_seterr(-EINVAL, "restore: %s: %zu bytes is too short for a "
+				 "snapshot (truncated?)", path, size);
 	int rc = 0;
 	uint32_t v[2], crc, hcrc;
 	uint64_t plen;
@@ -414,7 +432,6 @@ int mb_snapshot_read(const char *path, struct mb_snapshot **out)
 		s->id = mb_snapshot_new_id();
 		s->machine_id = 0;
 	}
-	munmap(p, size);
 	if (rc) {
 		mb_snapshot_free(s);
 		return rc;

@@ -571,10 +571,16 @@ void mb_snapshot_free(struct mb_snapshot *s);
 int mb_snapshot_set_conf(struct mb_snapshot *s, const void *conf, size_t len);
 const void *mb_snapshot_conf(const struct mb_snapshot *s, size_t *len);
 uint64_t mb_snapshot_ram_pages(const struct mb_snapshot *s);
+/* Device name's saved state (its state description's struct), or NULL. */
+const void *mb_snapshot_device_state(const struct mb_snapshot *s,
+				     const char *name, size_t *size);
 /* Files: written whole to a temporary and renamed; read and checked whole
  * (magic, version, checksum, every record's bounds) before returning. */
 int mb_snapshot_write(const struct mb_snapshot *s, const char *path);
 int mb_snapshot_read(const char *path, struct mb_snapshot **out);
+/* The same from size bytes at buf (name: for messages). */
+int mb_snapshot_parse(const void *buf, size_t size, const char *name,
+		      struct mb_snapshot **out);
 /* CRC-32C (Castagnoli) of buf, continuing from crc (0 to start). */
 uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
 /* -- end of snapshots */

@@ -25,11 +25,12 @@ static const char defaults_key = 0;
 struct lplan {
 	struct mbl_machine *mm;
 	struct mb_fault_plan *p;
+	unsigned gen; /* plan:reset count: older rule handles are stale */
 };
 /* User values: 1 the machine handle, 2 the rule handles by id. */
 
 struct lrule {
-	unsigned id;
+	unsigned id, gen;
 }; /* user value 1: its plan handle */
 
 /* ---- fault constructors --------------------------------------------------------- */
@@ -319,12 +320,15 @@ static unsigned plan_rule(lua_State *L, struct lplan *lp, int idx)
 	struct mb_fault_rule_stats st;
 	if (mb_fault_plan_stats(lp->p, id, &st))
 		luaL_error(L, "rule: %d is not a rule of this plan", (int)id);
-	if (luaL_testudata(L, idx, RULE_MT)) {
+	struct lrule *h = luaL_testudata(L, idx, RULE_MT);
+	if (h) {
 		lua_getiuservalue(L, idx, 1);
 		bool mine = lua_touserdata(L, -1) == lp;
 		lua_pop(L, 1);
 		if (!mine)
 			luaL_error(L, "rule: a rule of another plan");
+		if (h->gen != lp->gen)
+			luaL_error(L, "rule: a rule from before plan:reset");
 	}
 	return id;
 }
@@ -400,7 +404,7 @@ static int l_faults(lua_State *L)
 	lua_pop(L, 1);
 	struct lplan *lp = lua_newuserdatauv(L, sizeof *lp, 2);
 	int pi = lua_gettop(L);
-	lp->mm = mm, lp->p = NULL;
+	lp->mm = mm, lp->p = NULL, lp->gen = 0;
 	luaL_setmetatable(L, PLAN_MT);
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, 1);
@@ -459,6 +463,7 @@ static int p_add(lua_State *L)
 		return mbl_fail(L, "add");
 	struct lrule *h = lua_newuserdatauv(L, sizeof *h, 1);
 	h->id = (unsigned)id;
+	h->gen = lp->gen;
 	luaL_setmetatable(L, RULE_MT);
 	lua_pushvalue(L, 1);
 	lua_setiuservalue(L, -2, 1);
@@ -466,6 +471,25 @@ static int p_add(lua_State *L)
 	lua_pushvalue(L, -2);
 	lua_rawseti(L, -2, id);
 	lua_pop(L, 1);
+	return 1;
+}
+
+/* plan:reset { seed = N }: no rules, a new seed, same devices (campaigns) */
+static int p_reset(lua_State *L)
+{
+	static const char *const keys[] = { "seed", NULL };
+	struct lplan *lp = checkplan(L, 1);
+	if (lua_isnoneornil(L, 2))
+		lua_newtable(L);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	mbl_checkopts(L, 2, "reset", keys);
+	uint64_t seed = (uint64_t)mbl_optint(L, 2, "seed", 0);
+	if (mb_fault_plan_reset(lp->p, seed))
+		return mbl_fail(L, NULL);
+	lp->gen++;
+	lua_newtable(L);
+	lua_setiuservalue(L, 1, 2);
+	lua_settop(L, 1);
 	return 1;
 }
 
@@ -608,7 +632,7 @@ void mbl_open_fault(lua_State *L)
 		{ "add", p_add },         { "fired", p_fired },   { "matched", p_matched },
 		{ "unfired", p_unfired }, { "remove", p_remove }, { "enable", p_enable },
 		{ "disable", p_disable }, { "report", p_report }, { "close", p_close },
-		{ "release", p_release }, { "held", p_held },
+		{ "release", p_release }, { "held", p_held }, { "reset", p_reset },
 		{ NULL, NULL },
 	};
 	luaL_newmetatable(L, PLAN_MT);

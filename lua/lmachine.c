@@ -653,6 +653,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_sym(L);
 	mbl_open_fault(L);
 	mbl_open_snapshot(L);
+	mbl_open_campaign(L);
 	mbl_open_gdb(L);
 	mbl_open_map(L);
 	return 1;

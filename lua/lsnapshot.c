@@ -403,14 +403,55 @@ static void push_stats(lua_State *L, const struct mb_restore_stats *st)
 	lua_setfield(L, -2, "pages_copied");
 }
 
-/* m:restore(s) -> m, { dirty_only, pages_copied } */
+/* A writable disk without an overlay is not rolled back by a restore: if
+ * the guest wrote it since s (its write or discard count differs from the
+ * one s saved), refuse, naming it, unless the caller said keep_disk_writes. */
+static void check_plain_disks(lua_State *L, struct mb_machine *m,
+			      const struct mb_snapshot *s)
+{
+	lua_getiuservalue(L, 1, 1);
+	lua_Integer n = luaL_len(L, -1);
+	for (lua_Integer j = 1; j <= n; j++) {
+		lua_rawgeti(L, -1, j);
+		struct mbl_dev *d = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+		if (strcmp(d->cls->name, "virtio_blk"))
+			continue;
+		const struct mb_virtio_blk_attach_config *c = d->cfg;
+		const char *name = mb_device_name(d->dev);
+		size_t size;
+		const struct mb_virtio_blk_state *was =
+			mb_snapshot_device_state(s, name, &size);
+		struct mb_virtio_blk_state now;
+		if (c->overlay || c->readonly || !was || size != sizeof now ||
+		    mb_device_save(d->dev, &now))
+			continue;
+		if (now.writes != was->writes || now.discards != was->discards)
+			luaL_error(L, "restore: disk %s was written since the snapshot "
+				   "and has no overlay: a restore does not take its "
+				   "writes back (add it with disk = \"overlay\", or pass "
+				   "m:restore(s, { keep_disk_writes = true }))", name);
+	}
+	lua_pop(L, 1);
+}
+
+/* m:restore(s [, { keep_disk_writes }]) -> m, { dirty_only, pages_copied } */
 static int l_restore_in(lua_State *L)
 {
+	static const char *const keys[] = { "keep_disk_writes", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	struct mb_machine *m = mbl_live(L, mm);
 	struct lsnap *ls = checksnap(L, 2);
+	bool keep = false;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		mbl_checkopts(L, 3, "restore", keys);
+		keep = mbl_optbool(L, 3, "keep_disk_writes", 0);
+	}
 	if (!mb_machine_paused(m))
 		return luaL_error(L, "restore: the machine is running (pause it first)");
+	if (!keep)
+		check_plain_disks(L, m, ls->s);
 	struct mb_restore_stats st = { 0 };
 	if (mb_snapshot_restore(m, ls->s, &st))
 		return mbl_fail(L, NULL);

@@ -123,7 +123,8 @@ int mbl_virtio_set_state(lua_State *L)
 /* ---- virtio-blk ------------------------------------------------------------- */
 
 static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
-					"threads", "mmio", "irq", NULL };
+					"threads", "mmio", "irq", "disk",
+					"overlay", NULL };
 
 static void blk_parse(lua_State *L, int idx, void *p)
 {
@@ -133,6 +134,13 @@ static void blk_parse(lua_State *L, int idx, void *p)
 	if (!c->image)
 		luaL_error(L, "image: missing (a disk image file)");
 	c->readonly = mbl_optbool(L, idx, "readonly", 0);
+	const char *disk = mbl_optstr(L, idx, "disk", "file");
+	if (strcmp(disk, "file") && strcmp(disk, "overlay"))
+		luaL_error(L, "disk: \"%s\" is not \"file\" (writes go to the image) "
+			   "or \"overlay\" (copy-on-write in memory)", disk);
+	c->overlay = strcmp(disk, "overlay") == 0 || mbl_optbool(L, idx, "overlay", 0);
+	if (c->overlay && c->readonly)
+		luaL_error(L, "overlay: a readonly disk has no writes to keep apart");
 	c->serial = mbl_optstr(L, idx, "serial", "");
 	if (strlen(c->serial) > 20)
 		luaL_error(L, "serial: \"%s\" is longer than 20 bytes", c->serial);
@@ -141,7 +149,8 @@ static void blk_parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "threads: %d is not 0-8 (0: 2)", (int)th);
 	c->threads = (unsigned)th;
 	mbl_virtio_place_opts(L, idx, &c->mmio_base, &c->mmio_size, &c->irq);
-	int fd = open(c->image, (c->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	int fd = open(c->image, (c->readonly || c->overlay ? O_RDONLY : O_RDWR) |
+		      O_CLOEXEC);
 	if (fd < 0)
 		luaL_error(L, "image: %s: %s", c->image, strerror(errno));
 	close(fd);

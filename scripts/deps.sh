@@ -27,6 +27,7 @@ PKGS=(
   make gcc bc flex bison libelf-dev libssl-dev cpio lz4   # kernel build
   linux-source-6.1 busybox-static e2fsprogs     # guest kernel, userland, disks
   gdb                                           # tests/lua/test_gdb.lua (the stub)
+  parallel                                      # tests/lua/test_campaign.lua (shards)
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \

@@ -8,7 +8,8 @@ secs=${FUZZ_SECONDS:-60}
 out=build/fuzz
 CC=${FUZZ_CC:-clang}
 flags="-g -O1 -std=c11 -D_GNU_SOURCE -Iinclude -I. -Wall -Wextra -Werror
-       -Wno-unused-parameter -fno-sanitize-recover=undefined"
+       -Wno-unused-parameter -Wno-gnu-variable-sized-type-not-at-end
+       -fno-sanitize-recover=undefined"
 mkdir -p "$out/obj"
 if ! command -v "$CC" >/dev/null; then
 	echo "fuzz: $CC not found (apt-get install clang libclang-rt-14-dev)" >&2

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "moonbox/virtio_blk.h"
+#include "devices/virtio/overlay.h"
 
 #define SECTOR 512u
 /* blk_size becomes the guest's logical block size (Linux virtio_blk):
@@ -48,6 +49,7 @@ struct hdr {
 struct mb_virtio_blk {
 	int fd;
 	bool ro;
+	struct mb_overlay *ovl; /* NULL: requests go to the file */
 	uint64_t sectors;
 	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
 
@@ -133,7 +135,9 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 		len = (uint64_t)v->keep * SECTOR;
 		n = mb_iov_slice(c->iov, c->nout, 16, len, data);
 	}
-	if (len && xfer(b->fd, data, n, (off_t)(sector * SECTOR), out))
+	if (len && (b->ovl ? (out ? mb_overlay_write(b->ovl, data, n, sector * SECTOR, len)
+				 : mb_overlay_read(b->ovl, data, n, sector * SECTOR, len))
+			  : xfer(b->fd, data, n, (off_t)(sector * SECTOR), out)))
 		return VIRTIO_BLK_S_IOERR;
 	if (v && !out)
 		mb_fault_blk_corrupt(v, data, n, sector, len);
@@ -158,6 +162,8 @@ static uint8_t flush(struct mb_virtio_blk *b, const struct mb_fault_verdict *v)
 		return VIRTIO_BLK_S_IOERR;
 	if (v && v->lie)
 		return VIRTIO_BLK_S_OK; /* a lying flush: flushes - syncs counts them */
+	if (b->ovl) /* the overlay is memory: nothing to make durable */
+		return VIRTIO_BLK_S_OK;
 	atomic_fetch_add(&b->st.syncs, 1);
 	if (fdatasync(b->fd) == 0)
 		return VIRTIO_BLK_S_OK;
@@ -179,7 +185,11 @@ static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
 			return VIRTIO_BLK_S_UNSUPP;
 		if (!in_range(b, s.sector, s.num))
 			return VIRTIO_BLK_S_IOERR;
-		if (s.num && fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		if (s.num && b->ovl) {
+			if (mb_overlay_zero(b->ovl, s.sector * SECTOR,
+					    (uint64_t)s.num * SECTOR))
+				return VIRTIO_BLK_S_IOERR;
+		} else if (s.num && fallocate(b->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 				       (off_t)(s.sector * SECTOR),
 				       (off_t)s.num * SECTOR))
 			return VIRTIO_BLK_S_IOERR;
@@ -529,6 +539,22 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
 	return b;
 }
 
+int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
+{
+	if (b->ovl)
+		return 0;
+	int fd = open(image, O_RDONLY | O_CLOEXEC); /* the overlay never writes it */
+	if (fd < 0)
+		return mb_seterr(-errno, "%s: %s", image, strerror(errno));
+	if (!(b->ovl = mb_overlay_new(fd, b->sectors * SECTOR))) {
+		close(fd);
+		return mb_seterr(-ENOMEM, "virtio-blk: out of memory");
+	}
+	close(b->fd);
+	b->fd = fd;
+	return 0;
+}
+
 void mb_virtio_blk_free(struct mb_virtio_blk *b)
 {
 	if (!b)
@@ -544,6 +570,7 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 		n = r->next;
 		free(r);
 	}
+	mb_overlay_free(b->ovl);
 	close(b->fd);
 	mb_fault_site_put(fault_site(b));
 	pthread_mutex_destroy(&b->lock);
@@ -562,6 +589,11 @@ uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b)
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b)
 {
 	return b->sectors;
+}
+
+size_t mb_virtio_blk_overlay_blocks(struct mb_virtio_blk *b)
+{
+	return b->ovl ? mb_overlay_blocks(b->ovl) : 0;
 }
 
 void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st)
@@ -647,15 +679,36 @@ static void m_free(void *dev)
 	mb_virtio_blk_free(dev);
 }
 
+/* In-memory snapshots keep the overlay's blocks by reference. */
+static int m_keep(void *dev, void **kept)
+{
+	struct mb_virtio_blk *b = dev;
+	return b->ovl ? mb_overlay_keep(b->ovl, (struct mb_overlay_kept **)kept) : 0;
+}
+
+static int m_put_back(void *dev, const void *kept)
+{
+	struct mb_virtio_blk *b = dev;
+	return b->ovl ? mb_overlay_put_back(b->ovl, kept) : 0;
+}
+
+static void m_drop(void *kept)
+{
+	mb_overlay_drop(kept);
+}
+
 static const struct mb_device_ops blk_dev_ops = {
 	.kind = "virtio_blk", .state = &mb_virtio_blk_state_desc,
 	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
 	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+	.keep = mb_virtio_dev_keep, .put_back = mb_virtio_dev_put_back,
+	.drop = m_drop,
 };
 
 static const struct mb_virtio_model blk_model = {
 	.ops = &mb_virtio_blk_ops, .dev_ops = &blk_dev_ops, .save = m_save,
 	.load = m_load, .quiesce = m_quiesce, .free = m_free,
+	.keep = m_keep, .put_back = m_put_back,
 };
 
 int mb_virtio_blk_attach(struct mb_machine *m,
@@ -678,6 +731,11 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
 	if (!b)
 		return -EINVAL; /* the message names the image */
+	int rc = cfg->overlay ? mb_virtio_blk_use_overlay(b, cfg->image) : 0;
+	if (rc) {
+		mb_virtio_blk_free(b);
+		return rc;
+	}
 	struct mb_virtio_place p = { cfg->name, "blk%u", cfg->mmio_base,
 				     cfg->mmio_size, cfg->irq };
 	return mb_virtio_place(m, &p, &blk_model, b, mb_virtio_blk_features(b),

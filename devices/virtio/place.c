@@ -54,6 +54,21 @@ int mb_virtio_dev_save(void *impl, void *st)
 	return 0;
 }
 
+int mb_virtio_dev_keep(void *impl, void **kept)
+{
+	struct mb_virtio_dev *v = impl;
+	mb_virtio_dev_quiesce(v);
+	*kept = NULL;
+	return v->model->keep ? v->model->keep(v->dev, kept) : 0;
+}
+
+int mb_virtio_dev_put_back(void *impl, const void *kept)
+{
+	struct mb_virtio_dev *v = impl;
+	mb_virtio_dev_quiesce(v);
+	return v->model->put_back ? v->model->put_back(v->dev, kept) : 0;
+}
+
 int mb_virtio_dev_load(void *impl, const void *st)
 {
 	struct mb_virtio_dev *v = impl;

@@ -199,6 +199,15 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
 	return rc;
 }
 
+/* The used ring was mapped once, at setup: every write to it marks it
+ * again, or an in-memory restore (dirty pages only) would leave the
+ * trial's used entries and indices in guest RAM (KVM does not log what
+ * moonbox writes). One lookup and one or two page bits. */
+static void used_written(struct mb_vq *q)
+{
+	(void)mb_mem_ptr(q->mem, q->used_gpa, 6 + 8 * q->num, true);
+}
+
 void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
 {
 	pthread_mutex_lock(&q->lock);
@@ -212,6 +221,7 @@ void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
 		/* Release: the element is visible before the index (2.7.8.2). */
 		__atomic_store_n((uint16_t *)(q->used + 2), q->used_idx,
 				 __ATOMIC_RELEASE);
+		used_written(q);
 	}
 	pthread_mutex_unlock(&q->lock);
 }
@@ -251,6 +261,7 @@ bool mb_vq_arm(struct mb_vq *q)
 		/* avail_event: notify us when you add the entry after these. */
 		__atomic_store_n((uint16_t *)(q->used + 4 + 8 * q->num),
 				 q->last_avail, __ATOMIC_RELAXED);
+		used_written(q);
 		/* Publish before re-reading the index (2.7.10). */
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	}

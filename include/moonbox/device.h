@@ -39,6 +39,14 @@ struct mb_device_ops {
 	 * workers) so that save() sees a state that can be continued. */
 	void (*quiesce)(void *impl);
 	void (*free)(void *impl); /* with the machine, or by mb_device_remove */
+	/* Optional: state that is neither in the state struct nor in guest
+	 * RAM (a disk overlay's written blocks), kept by reference in
+	 * in-memory snapshots. keep sets *kept (NULL: nothing to keep);
+	 * put_back(impl, NULL) means nothing kept; drop(kept) frees it and
+	 * may run after the device is gone. 0 or -errno. */
+	int (*keep)(void *impl, void **kept);
+	int (*put_back)(void *impl, const void *kept);
+	void (*drop)(void *kept);
 };
 
 struct mb_device_range {
@@ -84,6 +92,9 @@ const struct mb_state_desc *mb_device_state_desc(const struct mb_device *d);
 int mb_device_save(struct mb_device *d, void *st);
 int mb_device_load(struct mb_device *d, const void *st);
 void mb_device_quiesce(struct mb_device *d);
+/* ops->keep / put_back (no-ops without them); *drop: how to free *kept. */
+int mb_device_keep(struct mb_device *d, void **kept, void (**drop)(void *));
+int mb_device_put_back(struct mb_device *d, const void *kept);
 
 /* The machine's devices, in the order they were added. */
 size_t mb_machine_ndevices(struct mb_machine *m);

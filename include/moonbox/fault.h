@@ -95,6 +95,11 @@ bool mb_fault_plan_closed(struct mb_fault_plan *p);
  * looked up by name and given the plan's site. */
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r);
 int mb_fault_plan_remove(struct mb_fault_plan *p, unsigned id);
+/* Forget every rule (ids start again at 1), take a new seed, zero the
+ * sites' event counts and enable the plan: the plan is as new, still
+ * attached to the same devices (a campaign's next trial, after a restore).
+ * -EINVAL on a replaying plan. */
+int mb_fault_plan_reset(struct mb_fault_plan *p, uint64_t seed);
 int mb_fault_plan_set_rule_enabled(struct mb_fault_plan *p, unsigned id, bool on);
 void mb_fault_plan_enable(struct mb_fault_plan *p, bool on); /* the whole plan */
 unsigned mb_fault_plan_nrules(struct mb_fault_plan *p); /* ids ever given */

@@ -74,6 +74,7 @@ struct mb_virtio_blk_attach_config {
 	bool readonly;
 	const char *serial; /* up to 20 bytes; NULL: "" */
 	unsigned threads;   /* requests in flight at once; 0: 2 */
+	bool overlay;       /* copy-on-write in memory: mb_virtio_blk_use_overlay */
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;            /* 0: a free line */
 };
@@ -83,9 +84,15 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 
 /* Opens the image (errors name it). */
 struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg);
+/* Before the first request: writes go to a copy-on-write overlay in memory
+ * (devices/virtio/overlay.h) kept and put back by in-memory snapshots; the
+ * image is reopened read-only and never written. 0 or -errno. */
+int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image);
 void mb_virtio_blk_free(struct mb_virtio_blk *b);
 uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b);
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b); /* 512-byte sectors */
+/* Blocks of 4 KiB written to the overlay (0 without one). */
+size_t mb_virtio_blk_overlay_blocks(struct mb_virtio_blk *b);
 void mb_virtio_blk_stats(struct mb_virtio_blk *b, struct mb_virtio_blk_stats *st);
 extern const struct mb_virtio_dev_ops mb_virtio_blk_ops;
 

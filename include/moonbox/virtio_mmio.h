@@ -217,6 +217,9 @@ struct mb_virtio_model {
 	void (*quiesce)(void *dev); /* NULL: nothing runs on its own */
 	void (*bind)(void *dev, struct mb_virtio *t);
 	void (*free)(void *dev); /* before the transport: blk joins workers */
+	/* Optional: mb_device_ops keep/put_back, for the model (blk overlay) */
+	int (*keep)(void *dev, void **kept);
+	int (*put_back)(void *dev, const void *kept);
 };
 
 /* Where: mmio_base/mmio_size 0: a free 4K window from the machine's
@@ -241,6 +244,8 @@ int mb_virtio_place(struct mb_machine *m, const struct mb_virtio_place *p,
 int mb_virtio_dev_save(void *impl, void *st);
 int mb_virtio_dev_load(void *impl, const void *st);
 void mb_virtio_dev_quiesce(void *impl);
+int mb_virtio_dev_keep(void *impl, void **kept);
+int mb_virtio_dev_put_back(void *impl, const void *kept);
 void mb_virtio_dev_free(void *impl);
 /* The model and transport of a placed device (NULL: not a virtio one). */
 void *mb_virtio_dev_model(struct mb_device *d);

@@ -62,6 +62,23 @@ T.case("50 restores in a loop give the same state each time", function()
   end
 end)
 
+T.case("pages moonbox wrote (m:write) go back too, restore after restore", function()
+  local m = machine()
+  T.run(m, "exit", 8)
+  local s = m:snapshot()
+  local far = 0xc00000 -- a page the guest never touches
+  for i = 1, 3 do
+    m:write(far, "moonbox " .. i)
+    m:write(COUNT, string.pack("<I4", 1000 + i))
+    local _, st = m:restore(s)
+    T.ok(st.dirty_only, "dirty only, restore " .. i)
+    T.eq(m:read(far, 9), string.rep("\0", 9), "page written by m:write is zero again " .. i)
+    T.eq(count(m), 8, "counter back " .. i)
+  end
+  local _, st = m:restore(s) -- nothing written since: nothing to copy
+  T.eq(st.pages_copied, 0, "a restore right after a restore copies nothing")
+end)
+
 T.case("refusals: running machine, another machine, a Lua device in a file", function()
   local m = machine()
   T.run(m, "exit", 8)
