@@ -376,9 +376,70 @@ static int check_layout(struct mb_machine *m, const struct mb_snapshot *s)
 	return 0;
 }
 
+/* Does KVM translate guest addresses through shadow page tables here
+ * (PVM, or VMX/SVM without EPT/NPT)? Then it caches translations derived
+ * from the guest's page tables and notices their changes only through
+ * write faults: pages moonbox copies back from userspace (a restore) are
+ * page tables it never saw change. */
+static bool shadow_paging(void)
+{
+	static int known = -1;
+	if (known >= 0)
+		return known;
+	char c = 'Y';
+	FILE *f;
+	known = access("/sys/module/kvm_pvm", F_OK) == 0;
+	if (!known && (f = fopen("/sys/module/kvm_intel/parameters/ept", "r"))) {
+		known = fread(&c, 1, 1, f) == 1 && (c == 'N' || c == '0');
+		fclose(f);
+	}
+	if (!known && (f = fopen("/sys/module/kvm_amd/parameters/npt", "r"))) {
+		known = fread(&c, 1, 1, f) == 1 && (c == 'N' || c == '0');
+		fclose(f);
+	}
+	return known;
+}
+
+/* Drop KVM's shadow pages of region i's slot: delete it and add it back
+ * (KVM_MR_DELETE flushes them); its dirty log starts empty again. */
+static int rezap(struct mb_machine *m, size_t i)
+{
+	struct kvm_userspace_memory_region *r =
+		slot_of(m, mb_mem_region(m->mem, i)->base);
+	if (!r)
+		return 0;
+	struct kvm_userspace_memory_region del = *r;
+	del.memory_size = 0;
+	if (ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, &del) < 0 ||
+	    ioctl(m->vm, KVM_SET_USER_MEMORY_REGION, r) < 0)
+		return mb_seterr(-errno, "restore: re-adding memory slot %u: %s",
+				 r->slot, strerror(errno));
+	return 0;
+}
+
+/* Guest paging on in s (CR0.PG of any vCPU): only then are there guest
+ * page tables for a shadow MMU to cache. kvm_sregs2 starts as kvm_sregs. */
+static bool paging(const struct mb_snapshot *s)
+{
+	for (unsigned c = 0; c < s->ncpu; c++) {
+		const struct blob *b = s->cpu[c].part[CPU_SREGS2].len
+					       ? &s->cpu[c].part[CPU_SREGS2]
+					       : &s->cpu[c].part[CPU_SREGS];
+		uint64_t cr0;
+		if (b->len < offsetof(struct kvm_sregs, cr0) + sizeof cr0)
+			return true; /* cannot tell: assume so */
+		memcpy(&cr0, (const uint8_t *)b->data + offsetof(struct kvm_sregs, cr0),
+		       sizeof cr0);
+		if (cr0 & (1u << 31))
+			return true;
+	}
+	return false;
+}
+
 static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 		       struct mb_restore_stats *st)
 {
+	bool zap = shadow_paging() && paging(s);
 	bool dirty_only = m->dirty_log && s->machine_id == m->snap_id &&
 			  m->snap_base == s->id;
 	uint64_t copied = 0;
@@ -390,7 +451,10 @@ static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 		if (rc)
 			return rc;
 		if (dirty_only) {
-			copied += consume(bm, g->size, r->copy, g->host);
+			uint64_t n = consume(bm, g->size, r->copy, g->host);
+			copied += n;
+			if (n && zap && (rc = rezap(m, i)))
+				return rc;
 		} else {
 			/* Pages the machine touched go back to the copy's (zero
 			 * where the copy has none); then the copy's pages. */
