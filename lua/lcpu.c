@@ -620,7 +620,7 @@ static int c_fpu(lua_State *L)
 #undef PUSH
 	lua_createtable(L, 8, 0);
 	for (int i = 0; i < 8; i++) {
-		char k[8];
+		char k[16];
 		long double x = 0; /* x86 long double is the 80-bit format */
 		memcpy(&x, f.st[i], 10);
 		snprintf(k, sizeof k, "st%d", i);
@@ -631,7 +631,7 @@ static int c_fpu(lua_State *L)
 	}
 	lua_setfield(L, -2, "st_raw");
 	for (int i = 0; i < 16; i++) {
-		char k[8];
+		char k[16];
 		snprintf(k, sizeof k, "xmm%d", i);
 		push_hex(L, f.xmm[i], 16);
 		lua_setfield(L, -2, k);
@@ -663,7 +663,7 @@ static int fpu_tostring(lua_State *L)
 		 field(L, 1, "fdp"));
 	luaL_addstring(&b, line);
 	for (int i = 0; i < 8; i++) {
-		char k[8];
+		char k[16];
 		snprintf(k, sizeof k, "st%d", i);
 		lua_getfield(L, 1, k);
 		snprintf(line, sizeof line, "%s %-14.10g%s", k, lua_tonumber(L, -1),
@@ -674,7 +674,7 @@ static int fpu_tostring(lua_State *L)
 	snprintf(line, sizeof line, "mxcsr %08" PRIx64, field(L, 1, "mxcsr"));
 	luaL_addstring(&b, line);
 	for (int i = 0; i < 16; i++) {
-		char k[8];
+		char k[16];
 		snprintf(k, sizeof k, "ymm%d", i);
 		if (lua_getfield(L, 1, k) != LUA_TSTRING) {
 			lua_pop(L, 1);
@@ -746,7 +746,7 @@ static int events_tostring(lua_State *L)
 	int t = lua_gettop(L);
 	unsigned nr = (unsigned)field(L, t, "nr");
 	if (bfield(L, t, "injected") || bfield(L, t, "pending")) {
-		char name[8];
+		char name[16];
 		snprintf(name, sizeof name, "%u", nr);
 		lua_getfield(L, t, "error_code");
 		snprintf(line, sizeof line, "exception #%s %s%s", nr < 22 ? exc[nr] : name,
