@@ -5,10 +5,12 @@
  * never reach host memory outside guest RAM.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -19,6 +21,7 @@ struct mb_mem {
 	size_t n;
 	struct mb_mem_region r[MAXREG]; /* sorted by base */
 	bool owned[MAXREG];
+	int fd[MAXREG]; /* the sealed memfd behind an owned region, or -1 */
 	uint64_t *dirty[MAXREG]; /* moonbox's own writes, bit per 4K page */
 	int any[MAXREG];         /* a bit of dirty[i] may be set */
 	/* A bitmap the size of dirty[i], all zero between uses: where
@@ -76,6 +79,8 @@ void mb_mem_free(struct mb_mem *mem)
 	for (size_t i = 0; i < mem->n; i++) {
 		if (mem->owned[i])
 			munmap(mem->r[i].host, mem->r[i].size);
+		if (mem->fd[i] >= 0)
+			close(mem->fd[i]);
 		free(mem->dirty[i]);
 		free(mem->log[i]);
 	}
@@ -106,13 +111,34 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 					 name, base, size, o->name, o->base, o->size);
 	}
 	bool owned = !host;
+	int fd = -1;
 	if (owned) {
-		host = mmap(NULL, size, PROT_READ | PROT_WRITE,
-			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-		if (host == MAP_FAILED)
-			return mb_seterr(-errno, "memory: cannot map %" PRIu64
+		/* RAM moonbox allocates lives in a sealed memfd, mapped
+		 * shared: a device process or a vhost-user back-end can map
+		 * the very same pages from the fd, and the seals let it
+		 * trust the size it checks (no shrink under its mapping). */
+		fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (fd < 0)
+			return mb_seterr(-errno, "memory: memfd for %s: %s",
+					 name, strerror(errno));
+		if (ftruncate(fd, (off_t)size) ||
+		    fcntl(fd, F_ADD_SEALS,
+			  F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+			int e = errno;
+			close(fd);
+			return mb_seterr(-e, "memory: cannot size %" PRIu64
 					 " bytes for %s: %s", size, name,
-					 strerror(errno));
+					 strerror(e));
+		}
+		host = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_SHARED | MAP_NORESERVE, fd, 0);
+		if (host == MAP_FAILED) {
+			int e = errno;
+			close(fd);
+			return mb_seterr(-e, "memory: cannot map %" PRIu64
+					 " bytes for %s: %s", size, name,
+					 strerror(e));
+		}
 	}
 	memmove(&mem->r[at + 1], &mem->r[at], (mem->n - at) * sizeof mem->r[0]);
 	size_t words = dirty_words(size) ? dirty_words(size) : 1;
@@ -123,9 +149,13 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 		free(log);
 		if (owned)
 			munmap(host, size);
+		if (fd >= 0)
+			close(fd);
 		return mb_seterr(-ENOMEM, "memory: out of memory for %s", name);
 	}
 	memmove(&mem->owned[at + 1], &mem->owned[at], (mem->n - at) * sizeof(bool));
+	memmove(&mem->fd[at + 1], &mem->fd[at], (mem->n - at) * sizeof(int));
+	mem->fd[at] = fd;
 	memmove(&mem->dirty[at + 1], &mem->dirty[at], (mem->n - at) * sizeof dirty);
 	memmove(&mem->log[at + 1], &mem->log[at], (mem->n - at) * sizeof log);
 	memmove(&mem->any[at + 1], &mem->any[at], (mem->n - at) * sizeof(int));
@@ -232,6 +262,34 @@ size_t mb_mem_count(const struct mb_mem *mem)
 const struct mb_mem_region *mb_mem_region(const struct mb_mem *mem, size_t i)
 {
 	return i < mem->n ? &mem->r[i] : NULL;
+}
+
+int mb_mem_region_fd(const struct mb_mem *mem, size_t i)
+{
+	if (i >= mem->n)
+		return mb_seterr(-EINVAL, "memory: no region %zu", i);
+	if (mem->fd[i] < 0)
+		return mb_seterr(-ENOENT, "memory: region %s is not backed by "
+				 "a memfd (the caller mapped it)", mem->r[i].name);
+	return mem->fd[i];
+}
+
+int mb_memfd_check(int fd, uint64_t size)
+{
+	struct stat st;
+	if (fstat(fd, &st))
+		return mb_seterr(-errno, "memfd %d: fstat: %s", fd, strerror(errno));
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != size)
+		return mb_seterr(-EINVAL, "memfd %d: size %lld, expected %" PRIu64,
+				 fd, (long long)st.st_size, size);
+	int seals = fcntl(fd, F_GET_SEALS);
+	if (seals < 0)
+		return mb_seterr(-EINVAL, "memfd %d: not a sealable memfd: %s",
+				 fd, strerror(errno));
+	if ((seals & (F_SEAL_SHRINK | F_SEAL_GROW)) != (F_SEAL_SHRINK | F_SEAL_GROW))
+		return mb_seterr(-EPERM, "memfd %d: not sealed against "
+				 "shrink and grow (seals 0x%x)", fd, seals);
+	return 0;
 }
 
 uint64_t mb_mem_resident(const struct mb_mem *mem)

@@ -137,6 +137,14 @@ int mb_mem_write(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len);
 int mb_mem_load(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len);
 size_t mb_mem_count(const struct mb_mem *mem);
 const struct mb_mem_region *mb_mem_region(const struct mb_mem *mem, size_t i);
+/* RAM that moonbox allocated is a memfd sealed against shrinking and
+ * growing, mapped shared at offset 0: its fd (owned by the map: dup it
+ * to keep it), or -ENOENT for a region the caller mapped. */
+int mb_mem_region_fd(const struct mb_mem *mem, size_t i);
+/* Before mapping a memory fd someone else handed over: 0 when fd is a
+ * regular memfd of exactly size bytes sealed against shrink and grow
+ * (so a mapping of it cannot fault with SIGBUS), else -errno naming it. */
+int mb_memfd_check(int fd, uint64_t size);
 /* Bytes of RAM the guest has touched (resident pages). */
 uint64_t mb_mem_resident(const struct mb_mem *mem);
 
