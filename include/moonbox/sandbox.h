@@ -1,0 +1,89 @@
+/*
+ * Processes moonbox starts (device processes, vhost-user back-ends) and the
+ * confinement they and moonbox's own threads run under.
+ *
+ * Launcher: a helper process forked from the VMM before any seccomp filter
+ * exists (mb_launcher_start, done by the machine on first use), so spawning
+ * still works once the VMM's threads are confined. It execs programs given
+ * only file descriptors: fds[i] becomes fd 3 + i in the child, every other
+ * descriptor is closed, the environment is empty. The child is killed when
+ * the VMM dies (parent-death signal on the launcher and on the child; the
+ * launcher exits when its socket to the VMM closes).
+ *
+ * Sandbox: a process confines itself (mb_sandbox_enter) before it reads any
+ * byte a guest controls; moonbox's threads take a per-thread seccomp
+ * allowlist (mb_seccomp_thread) once the machine runs.
+ */
+#ifndef MOONBOX_SANDBOX_H
+#define MOONBOX_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct mb_machine;
+
+#define MB_LAUNCH_MAX_FDS 64
+#define MB_LAUNCH_MAX_ARGS 64
+
+struct mb_launch {
+	const char *const *argv; /* argv[0]: the program (an absolute path) */
+	const int *fds;          /* become 3, 4, ... in the child, in order */
+	unsigned nfds;
+};
+
+/* Start l->argv through m's launcher (starting the launcher first if
+ * needed). *pid: the child's pid; *pidfd: a pidfd for it (poll for its
+ * exit, pidfd_send_signal to kill it), owned by the caller. 0 or -errno. */
+int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
+	      int *pidfd);
+/* Fork m's launcher now (the machine does it before installing filters);
+ * idempotent. */
+int mb_launcher_start(struct mb_machine *m);
+
+/* What a process asks of mb_sandbox_enter. */
+enum mb_sandbox_profile {
+	MB_SANDBOX_DEVICE, /* moonbox-device: a device model on passed fds */
+};
+
+struct mb_sandbox_policy {
+	enum mb_sandbox_profile profile;
+	/* Extra syscall numbers the seccomp allowlist lets through (a
+	 * back-end's needs), on top of the profile's. */
+	const int *extra;
+	unsigned nextra;
+	bool threads; /* the process starts threads after entering */
+};
+
+/* What was applied; each item false when the host refused it, with why. */
+struct mb_sandbox_report {
+	bool userns, mountns, netns, ipcns, utsns, pidns;
+	bool empty_root;  /* pivot to an empty tmpfs root, read-only */
+	bool no_caps;     /* every capability set empty, bounding set dropped */
+	bool no_new_privs;
+	bool rlimits;     /* RLIMIT_NOFILE / NPROC / FSIZE / CORE lowered */
+	int landlock_abi; /* 0: not applied */
+	bool seccomp;     /* allowlist installed, kill-process on the rest */
+	char refused[512]; /* "netns: EPERM; landlock: ENOSYS; ..." */
+};
+
+/* Confine the calling process (single-threaded at this point). Applies
+ * what the host allows; fails (-errno) only when seccomp or no_new_privs
+ * cannot be applied, the two it never runs without. */
+int mb_sandbox_enter(const struct mb_sandbox_policy *p,
+		     struct mb_sandbox_report *r);
+/* The report as one line of text, for dev:state() and logs. */
+void mb_sandbox_describe(const struct mb_sandbox_report *r, char *buf,
+			 size_t len);
+
+/* moonbox's own threads (machine { seccomp = true }). */
+enum mb_thread_kind {
+	MB_THREAD_VCPU,
+	MB_THREAD_EVLOOP,
+	MB_THREAD_WORKER, /* virtio-blk workers and the like */
+};
+/* Install the allowlist for a thread of that kind on the calling thread
+ * (no TSYNC: only this thread and threads it creates later). */
+int mb_seccomp_thread(enum mb_thread_kind kind);
+
+#endif
