@@ -167,7 +167,7 @@ end)
 T.case("interrupt while running (Ctrl-C), registers, then let it finish", function()
   local r, log = session(spin_machine(), { {
     "continue", "info registers eip cr0", "set $eax = 0x1234", "detach" } },
-    { sigint = 2, file = false })
+    { sigint = 4, file = false }) -- 4 s: gdb must be in "continue" by then, also on a loaded host
   T.eq(r.reason, "exit", "the guest saw gdb's eax")
   T.eq(r.exit_code, 0x1235)
   has(log, "Program received signal SIGINT")
