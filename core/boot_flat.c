@@ -59,8 +59,14 @@ static int put_tables(struct mb_machine *m, bool paging)
 	return 0;
 }
 
+void mb_boot_set_bits(struct mb_machine *m, int bits)
+{
+	m->guest_bits = bits;
+}
+
 int mb_boot_setup_cpu(struct mb_machine *m, enum mb_cpu_mode mode, uint64_t entry)
 {
+	m->guest_bits = mode == MB_MODE_LONG ? 64 : 0;
 	struct mb_regs r = { .rflags = 2 };
 	struct mb_sregs s;
 	int rc = mb_vcpu_get_sregs(m, 0, &s);

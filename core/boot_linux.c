@@ -511,6 +511,9 @@ int mb_boot_pvh(struct mb_machine *m, const struct mb_linux_config *cfg)
 	    (rc = mb_vcpu_get_regs(m, 0, &r)))
 		return rc;
 	r.rbx = lay.start_info;
+	/* Entered in 32-bit mode, but a 64-bit kernel is in long mode within
+	 * a few instructions: the debugger describes it as x86-64. */
+	mb_boot_set_bits(m, lay.bits);
 	return mb_vcpu_set_regs(m, 0, &r);
 }
 

@@ -119,6 +119,7 @@ int mb_pvh_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 	if ((rc = mb_elf_load(mem, &kf, 0, PVH_LOW_END, &img)))
 		goto out;
 	lay->kernel_lo = img.lo, lay->kernel_hi = img.hi;
+	lay->bits = img.bits;
 	if (lay->entry < img.lo || lay->entry >= img.hi) {
 		rc = mb_seterr(-EINVAL, "kernel %s: PVH entry 0x%x is outside the "
 			       "loaded image 0x%" PRIx64 "-0x%" PRIx64, kf.path,

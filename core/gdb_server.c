@@ -360,12 +360,16 @@ static const struct greg *layout(struct mb_gdb *g, size_t *n)
 	return g->x86_64 ? amd64 : i386;
 }
 
-/* Long mode on vCPU 0 when gdb asks for the description: x86-64. A guest
- * that switches later keeps the layout of the connection (reconnect). */
+/* x86-64 when the loader booted a 64-bit kernel (a PVH vmlinux starts in
+ * 32-bit mode and reaches long mode at once: QEMU's stub, too, describes
+ * such a guest as x86-64 from the start) or vCPU 0 is in long mode when
+ * gdb asks for the description. Otherwise i386; a guest that switches
+ * later keeps the layout of the connection (reconnect). */
 static void pick_layout(struct mb_gdb *g)
 {
 	struct mb_sregs s;
-	g->x86_64 = mb_vcpu_get_sregs(g->m, 0, &s) == 0 && (s.efer & 0x400);
+	g->x86_64 = g->m->guest_bits == 64 ||
+		    (mb_vcpu_get_sregs(g->m, 0, &s) == 0 && (s.efer & 0x400));
 }
 
 struct cpu_state {

@@ -62,6 +62,10 @@ struct mb_machine {
 	unsigned slots;
 	bool readonly_mem;
 	struct kvm_cpuid2 *cpuid;
+	/* What the loader knows of the guest: 64 for a 64-bit kernel (even
+	 * one entered in 32-bit mode, as PVH does), else 0 (go by the
+	 * current mode). The gdb stub picks its register layout from it. */
+	int guest_bits;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast
 	 * on every change (few waiters, rare changes). */

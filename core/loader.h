@@ -178,6 +178,7 @@ struct mb_pvh_layout {
 	uint64_t kernel_lo, kernel_hi;
 	uint64_t initrd, initrd_size;
 	uint64_t cmdline, cmdline_len;
+	int bits; /* the kernel's ELF class: 64 for an x86-64 vmlinux */
 };
 
 /* Load an ELF kernel with a PVH entry note, the initrd (as module 0) and

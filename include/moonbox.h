@@ -448,6 +448,10 @@ int mb_boot_flat(struct mb_machine *m, const char *file, uint64_t at,
 /* Set vCPU 0's mode and entry (used by every loader). */
 int mb_boot_setup_cpu(struct mb_machine *m, enum mb_cpu_mode mode,
 		      uint64_t entry);
+/* Tell the machine the guest is a 64-bit kernel although it starts in a
+ * narrower mode (PVH's 32-bit entry): debuggers then describe it as x86-64.
+ * mb_boot_setup_cpu resets it (64 for long mode, else 0: by mode). */
+void mb_boot_set_bits(struct mb_machine *m, int bits);
 
 /* -- kernel loaders (core/boot_linux.c, core/boot_multiboot.c, core/elf.c).
  * Every file is checked before anything is written to the guest: a missing,
