@@ -23,6 +23,11 @@ static void sink_write(void *dev, uint64_t off, const void *data, unsigned size)
 }
 static const struct mb_io_ops sink = { sink_read, sink_write };
 
+static enum mb_tap_verdict tap_pass(void *ctx, struct mb_tap_event *ev)
+{
+	return MB_TAP_PASS;
+}
+
 static int fail(const char *what)
 {
 	fprintf(stderr, "exits: %s: %s\n", what, mb_errmsg());
@@ -33,7 +38,9 @@ int main(int argc, char **argv)
 {
 	uint64_t t0 = bench_t0_us();
 	if (argc < 2) {
-		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB]\n");
+		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB [none|other|hit]]\n"
+			"  the third: no bus tap, a C tap on another port, or on\n"
+			"  the sink's port 0x80 (the tap engine's cost)\n");
 		return 2;
 	}
 	uint64_t memsize = (argc > 2 ? strtoull(argv[2], NULL, 0) : 2) << 20;
@@ -50,6 +57,11 @@ int main(int argc, char **argv)
 		return fail("sink");
 	if (mb_debug_exit_attach(m, &(struct mb_debug_exit_attach_config){ .size = 1 }, &dx))
 		return fail("debug_exit");
+	const char *tap = argc > 3 ? argv[3] : "none";
+	if (strcmp(tap, "none") && mb_tap_add(m, MB_SPACE_PIO,
+					      strcmp(tap, "hit") ? 0x60 : 0x80, 1,
+					      MB_TAP_RW, tap_pass, NULL, NULL, NULL))
+		return fail("tap");
 	if (mb_boot_flat(m, argv[1], 0x100000, 0x100000, MB_MODE_PROTECTED))
 		return fail("boot");
 	struct mb_result r;

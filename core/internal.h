@@ -66,6 +66,10 @@ struct mb_machine {
 	 * one entered in 32-bit mode, as PVH does), else 0 (go by the
 	 * current mode). The gdb stub picks its register layout from it. */
 	int guest_bits;
+	/* Bus taps (tap.c): the published set, NULL when none (the exit
+	 * path's one branch), and the registry that owns them. */
+	struct mb_tapset *_Atomic taps;
+	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast
 	 * on every change (few waiters, rare changes). */
@@ -149,6 +153,11 @@ void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);
 /* kvm.c */
 int mb_kvm_check_ext(int kvm, int cap);
 /* confine.c: what seccomp, Landlock and user namespaces allow here (--info). */
+/* tap.c: an access crossing the bus with taps set. */
+struct mb_tapset;
+void mb_tap_access(struct vcpu *v, const struct mb_tapset *s,
+		   enum mb_space space, uint64_t addr, void *data,
+		   unsigned size, bool write);
 void mb_confine_info(FILE *out);
 /* cpuid.c */
 int mb_cpuid_build(struct mb_machine *m, const struct mb_cpuid_policy *p);

@@ -141,8 +141,14 @@ static void do_io(struct vcpu *v)
 				"KVM io exit with data outside kvm_run");
 		return;
 	}
+	const struct mb_tapset *taps =
+		atomic_load_explicit(&v->m->taps, memory_order_acquire);
 	for (uint32_t i = 0; i < run->io.count; i++, p += size) {
-		if (run->io.direction == KVM_EXIT_IO_OUT)
+		bool out = run->io.direction == KVM_EXIT_IO_OUT;
+		if (__builtin_expect(taps != NULL, 0))
+			mb_tap_access(v, taps, MB_SPACE_PIO, run->io.port, p,
+				      size, out);
+		else if (out)
 			mb_bus_write(v->m->pio, run->io.port, p, size);
 		else
 			mb_bus_read(v->m->pio, run->io.port, p, size);
@@ -164,7 +170,12 @@ static void do_mmio(struct vcpu *v)
 		v->need_complete = true;
 		return;
 	}
-	if (run->mmio.is_write)
+	const struct mb_tapset *taps =
+		atomic_load_explicit(&v->m->taps, memory_order_acquire);
+	if (__builtin_expect(taps != NULL, 0))
+		mb_tap_access(v, taps, MB_SPACE_MMIO, run->mmio.phys_addr,
+			      run->mmio.data, len, run->mmio.is_write);
+	else if (run->mmio.is_write)
 		mb_bus_write(v->m->mmio, run->mmio.phys_addr, run->mmio.data, len);
 	else
 		mb_bus_read(v->m->mmio, run->mmio.phys_addr, run->mmio.data, len);

@@ -656,5 +656,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_campaign(L);
 	mbl_open_gdb(L);
 	mbl_open_map(L);
+	mbl_open_tap(L);
 	return 1;
 }

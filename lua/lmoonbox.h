@@ -118,6 +118,7 @@ void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm);
 /* lsnapshot.c: m:snapshot, m:restore, mb.restore (module table on top) */
 void mbl_open_snapshot(lua_State *L);
 void mbl_open_campaign(lua_State *L); /* mb.campaign (lua/campaign.lua) */
+void mbl_open_tap(lua_State *L);      /* m:tap, m:trace (ltap.c) */
 
 /* Debugging (lcpu.c, ldebug.c). */
 void mbl_open_cpu(lua_State *L);
