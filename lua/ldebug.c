@@ -12,13 +12,18 @@
 #define MBL_BP "moonbox.breakpoint"
 #define MBL_WP "moonbox.watchpoint"
 
-/* A handle: user value 1 its machine, 2 its function (or nil). The
- * machine's refs map the C object to the handle, which keeps the handle
- * alive as long as the breakpoint is set. */
+/* A handle: user value 1 its machine, 2 its function (or nil), 3 its
+ * when condition (or nil). The machine's refs map the C object to the
+ * handle, which keeps the handle alive as long as the breakpoint is set.
+ * With a condition, count and once are kept here (hits where it held),
+ * not by the engine, which counts every hit. */
 struct mbl_bp {
 	struct mbl_machine *mm;
 	struct mb_bp *bp;
 	struct mb_wp *wp;
+	uint64_t when_hits;
+	unsigned count;
+	bool once;
 };
 
 static char hit_key; /* refs: the ev table of the hit that ended run */
@@ -32,7 +37,7 @@ static struct mbl_bp *checkbp(lua_State *L, int idx)
 static struct mbl_bp *new_handle(lua_State *L, int midx, int fidx,
 				 const char *meta)
 {
-	struct mbl_bp *b = lua_newuserdatauv(L, sizeof *b, 2);
+	struct mbl_bp *b = lua_newuserdatauv(L, sizeof *b, 3);
 	memset(b, 0, sizeof *b);
 	b->mm = mbl_checkmachine(L, midx);
 	luaL_setmetatable(L, meta);
@@ -48,6 +53,36 @@ static const void *key_of(struct mbl_bp *b)
 	return b->bp ? (const void *)b->bp : (const void *)b->wp;
 }
 
+/* when = function(ev) ... end, or a Lua expression over ev and regs (the
+ * stopped vCPU's registers): "regs.rcx == 3". Pushes a function or nil. */
+static void check_when(lua_State *L, int t)
+{
+	int ty = lua_getfield(L, t, "when");
+	if (ty == LUA_TNIL || ty == LUA_TFUNCTION)
+		return;
+	if (ty != LUA_TSTRING)
+		luaL_error(L, "when: expected a function or an expression, got %s",
+			   luaL_typename(L, -1));
+	const char *e = lua_tostring(L, -1);
+	lua_pushfstring(L, "local ev = ...; local regs = ev.cpu:regs(); return (%s)", e);
+	if (luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=when"))
+		luaL_error(L, "when: \"%s\" is not an expression: %s", e,
+			   lua_tostring(L, -1));
+	lua_replace(L, -3);
+	lua_pop(L, 1);
+}
+
+/* Attach the when condition on top (or nil) to handle b at -2 and take
+ * count/once into Lua's hands when there is one. */
+static void set_when(lua_State *L, struct mbl_bp *b, unsigned *count, bool *once)
+{
+	if (!lua_isnil(L, -1)) {
+		b->count = *count, b->once = *once;
+		*count = 0, *once = false;
+	}
+	lua_setiuservalue(L, -2, 3);
+}
+
 static void check_fn(lua_State *L, int t)
 {
 	lua_getfield(L, t, "fn");
@@ -55,11 +90,11 @@ static void check_fn(lua_State *L, int t)
 		luaL_error(L, "fn: expected a function, got %s", luaL_typename(L, -1));
 }
 
-/* m:breakpoint { at, fn, kind = "auto"|"hw"|"sw", count, once, cpu } */
+/* m:breakpoint { at, fn, kind = "auto"|"hw"|"sw", count, once, cpu, when } */
 static int l_breakpoint(lua_State *L)
 {
 	static const char *const keys[] = { "at", "fn", "kind", "count", "once",
-					    "cpu", NULL };
+					    "cpu", "when", NULL };
 	static const char *const kinds[] = { "auto", "hw", "sw", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	struct mb_machine *m = mbl_live(L, mm);
@@ -82,7 +117,10 @@ static int l_breakpoint(lua_State *L)
 		return luaL_error(L, "cpu: %d does not exist", (int)cpu);
 	c.cpu = (unsigned)cpu;
 	check_fn(L, 2); /* at 3 */
+	check_when(L, 2); /* at 4 */
 	struct mbl_bp *b = new_handle(L, 1, 3, MBL_BP);
+	lua_pushvalue(L, 4);
+	set_when(L, b, &c.count, &c.once);
 	if (mb_debug_break(m, &c, &b->bp))
 		return mbl_fail(L, "breakpoint");
 	mbl_ref_set(L, mm, b->bp, -1);
@@ -140,7 +178,7 @@ static int l_catch(lua_State *L)
 /* m:watch { addr, len, access = "w", fn, cpu } */
 static int l_watch(lua_State *L)
 {
-	static const char *const keys[] = { "addr", "len", "access", "fn", "cpu",
+	static const char *const keys[] = { "addr", "len", "access", "fn", "cpu", "when",
 					    NULL };
 	static const char *const acc[] = { "w", "r", "rw", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
@@ -161,7 +199,8 @@ static int l_watch(lua_State *L)
 	if (len == 0 || len > 4096)
 		return luaL_error(L, "len: %I is not between 1 and 4096",
 				  (lua_Integer)len);
-	check_fn(L, 2);
+	check_fn(L, 2); /* at 3 */
+	check_when(L, 2); /* at 4 */
 	uint64_t gpa = addr;
 	if (!phys) {
 		struct mb_paging p;
@@ -177,6 +216,10 @@ static int l_watch(lua_State *L)
 		gpa = w.gpa;
 	}
 	struct mbl_bp *b = new_handle(L, 1, 3, MBL_WP);
+	unsigned nocount = 0;
+	bool noonce = false;
+	lua_pushvalue(L, 4);
+	set_when(L, b, &nocount, &noonce);
 	if (mb_debug_watch(m, gpa, len, access != 0, access != 1, &b->wp))
 		return mbl_fail(L, "watch");
 	mbl_ref_set(L, mm, b->wp, -1);
@@ -278,8 +321,20 @@ bool mbl_debug_continue(lua_State *L, int midx, struct mb_result *r)
 			handle = lua_gettop(L);
 		push_ev(L, midx, &h, handle);
 		int ev = lua_gettop(L);
-		bool go = false;
-		if (handle && lua_getiuservalue(L, handle, 2) == LUA_TFUNCTION) {
+		bool go = false, done = false;
+		struct mbl_bp *b = handle ? checkbp(L, handle) : NULL;
+		if (b && lua_getiuservalue(L, handle, 3) == LUA_TFUNCTION) {
+			/* the condition first: false goes on at once, uncounted */
+			lua_pushvalue(L, ev);
+			lua_call(L, 1, 1);
+			if (!lua_toboolean(L, -1))
+				go = true;
+			else if (b->count > 1 && ++b->when_hits < b->count)
+				go = true;
+			else
+				done = b->once;
+		}
+		if (!go && handle && lua_getiuservalue(L, handle, 2) == LUA_TFUNCTION) {
 			lua_pushvalue(L, ev);
 			lua_call(L, 1, 1);
 			go = lua_type(L, -1) == LUA_TSTRING &&
@@ -288,6 +343,11 @@ bool mbl_debug_continue(lua_State *L, int midx, struct mb_result *r)
 		if (!go && !stop) {
 			stop = true;
 			mbl_ref_set(L, mm, &hit_key, ev);
+		}
+		if (done) { /* once, with a condition: removed here */
+			lua_pushcfunction(L, h_remove);
+			lua_pushvalue(L, handle);
+			lua_call(L, 1, 0);
 		}
 		lua_settop(L, top);
 	}

@@ -269,6 +269,43 @@ for _, kind in ipairs { "hw", "sw" } do
   end)
 end
 
+for _, kind in ipairs { "hw", "sw" } do
+  T.case(kind .. " breakpoint: when (function and expression), with count and once", function()
+    local m = machine()
+    local asked = 0
+    local bp = m:breakpoint { at = sym.l4, kind = kind,
+      when = function(ev) asked = asked + 1; return ev.cpu:regs().rcx % 2 == 0 end }
+    local r = m:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint"); T.eq(r.cpu:regs().rcx, 2, "first even turn")
+    r = m:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint"); T.eq(r.cpu:regs().rcx, 4, "second even turn")
+    r = m:run { timeout = 10 }
+    T.eq(r.reason, "exit"); T.eq(r.exit_code, 5)
+    T.eq(asked, 5, "asked at every hit"); bp:remove()
+    -- an expression over regs; count counts the hits where it held; once
+    local m2 = machine()
+    local calls = 0
+    m2:breakpoint { at = sym.l4, kind = kind, when = "regs.rcx >= 2", count = 2, once = true,
+      fn = function() calls = calls + 1 end }
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "breakpoint"); T.eq(r.cpu:regs().rcx, 3, "second hit where it held")
+    T.eq(calls, 1, "fn only where it stops")
+    r = m2:run { timeout = 10 }
+    T.eq(r.reason, "exit", "once: removed after the stop")
+  end)
+end
+
+T.case("when on a watchpoint; when errors", function()
+  local m = machine()
+  local w = m:watch { addr = sym.var, len = 4, access = "w", when = "ev.value == 4" }
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "watchpoint"); T.eq(r.value, 4, "only the write of 4 stops")
+  r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); w:remove()
+  T.raises(function() m:breakpoint { at = sym.l4, when = "regs.rcx ==" } end, "when: \"regs.rcx ==\" is not an expression")
+  T.raises(function() m:breakpoint { at = sym.l4, when = 3 } end, "when: expected a function or an expression")
+end)
+
 T.case("breakpoint errors", function()
   local m = machine()
   T.raises(function() m:breakpoint { at = sym.l4, kind = "hw", bogus = 1 } end, 'unknown option "bogus"')
