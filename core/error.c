@@ -36,6 +36,7 @@ const char *mb_stop_name(enum mb_stop s)
 		[MB_STOP_WATCHPOINT] = "watchpoint",
 		[MB_STOP_DIVERGENCE] = "divergence", [MB_STOP_DEBUGGER] = "debugger",
 		[MB_STOP_CATCH] = "catch", [MB_STOP_CONSOLE] = "console",
+		[MB_STOP_IO] = "io",
 	};
 	return (unsigned)s < sizeof names / sizeof *names ? names[s] : "?";
 }

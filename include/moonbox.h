@@ -263,6 +263,7 @@ enum mb_stop {
 	MB_STOP_DEBUGGER, /* held for a debugger (gdb); never ends a run */
 	MB_STOP_CATCH,    /* a caught triple fault (mb_debug_catch_triple) */
 	MB_STOP_CONSOLE,  /* Ctrl-a c on a stdio console: to the REPL */
+	MB_STOP_IO,       /* a bus tap asked to stop (m:wait_for { io }) */
 };
 
 const char *mb_stop_name(enum mb_stop s);

@@ -455,14 +455,14 @@ static bool console_match(lua_State *L, int starts, int pattern, bool init)
 	return false;
 }
 
-/* m:wait_for { console = PATTERN | at = ADDR, timeout = S }: run until a
+/* m:wait_for { console = PATTERN | at = ADDR | io = {...}, timeout = S }: run until a
  * console prints PATTERN (a Lua pattern, in output printed from now on, by
  * a device with output(): "buffer" consoles), or a breakpoint at ADDR
  * hits; m:run's result, reason "console" (match = the text) when the
  * pattern came first. */
 static int l_wait_for(lua_State *L)
 {
-	static const char *const keys[] = { "console", "at", "timeout", NULL };
+	static const char *const keys[] = { "console", "at", "io", "timeout", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	mbl_live(L, mm);
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -480,8 +480,18 @@ static int l_wait_for(lua_State *L)
 		return luaL_error(L, "console: expected a pattern, got %s",
 				  luaL_typename(L, 3));
 	bool at = lua_getfield(L, 2, "at") != LUA_TNIL; /* 4 */
-	if (!con && !at)
-		return luaL_error(L, "wait_for: give console = PATTERN or at = ADDR");
+	bool io = lua_getfield(L, 2, "io") != LUA_TNIL;
+	lua_pop(L, 1);
+	if (!con && !at && !io)
+		return luaL_error(L, "wait_for: give console = PATTERN, at = ADDR "
+				  "or io = { pio | mmio, ... }");
+	struct mbl_io_wait *iow = NULL;
+	int tap = 0;
+	if (io) {
+		lua_getfield(L, 2, "io");
+		tap = mbl_tap_waiter(L, mm, -1, &iow);
+		lua_pop(L, 1);
+	}
 	if (at) { /* a breakpoint of its own, removed on the way out */
 		lua_getfield(L, 1, "breakpoint");
 		lua_pushvalue(L, 1);
@@ -515,10 +525,16 @@ static int l_wait_for(lua_State *L)
 			lua_setfield(L, 7, "exit_code");
 			break;
 		}
+		if (iow && mbl_tap_waiter_hit(L, iow)) {
+			lua_setfield(L, 7, "io");
+			break;
+		}
 		if (!timed_out || !con || (end && now() >= end))
 			break;
 		lua_pop(L, 1);
 	}
+	if (tap && mm->m)
+		mb_tap_remove(mm->m, tap);
 	if (at) {
 		lua_getfield(L, 5, "remove");
 		lua_pushvalue(L, 5);

@@ -119,6 +119,13 @@ void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm);
 void mbl_open_snapshot(lua_State *L);
 void mbl_open_campaign(lua_State *L); /* mb.campaign (lua/campaign.lua) */
 void mbl_open_tap(lua_State *L);      /* m:tap, m:trace (ltap.c) */
+/* m:wait_for's io = { pio | mmio, access, value } at idx: a C tap that
+ * stops the machine (reason "io") at the first matching access; returns
+ * its tap id (mb_tap_remove it). hit: pushes the access as a table. */
+struct mbl_io_wait;
+int mbl_tap_waiter(lua_State *L, struct mbl_machine *mm, int idx,
+		   struct mbl_io_wait **w);
+bool mbl_tap_waiter_hit(lua_State *L, struct mbl_io_wait *w);
 
 /* Debugging (lcpu.c, ldebug.c). */
 void mbl_open_cpu(lua_State *L);

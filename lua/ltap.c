@@ -128,18 +128,108 @@ static enum mb_tap_verdict on_access(void *ctx, struct mb_tap_event *ev)
 }
 
 /* pio = / mmio = : a number (one port or one byte) or { base, size }. */
-static bool where(lua_State *L, const char *key, uint64_t *base, uint64_t *len)
+static bool where_at(lua_State *L, int idx, const char *key, uint64_t *base,
+		     uint64_t *len)
 {
-	int t = lua_getfield(L, 2, key);
+	int t = lua_getfield(L, idx, key);
 	lua_pop(L, 1);
 	if (t == LUA_TNIL)
 		return false;
 	if (t == LUA_TTABLE)
-		mbl_checkrange(L, 2, key, base, len);
+		mbl_checkrange(L, idx, key, base, len);
 	else {
-		*base = mbl_optsize(L, 2, key, 0);
+		*base = mbl_optsize(L, idx, key, 0);
 		*len = 1;
 	}
+	return true;
+}
+
+static bool where(lua_State *L, const char *key, uint64_t *base, uint64_t *len)
+{
+	return where_at(L, 2, key, base, len);
+}
+
+/* ---- m:wait_for { io = { pio | mmio, access, value } } ------------------ */
+
+struct mbl_io_wait {
+	struct mb_machine *m;
+	bool has_value, hit;
+	uint64_t value;
+	struct mb_tap_event ev;
+};
+
+static enum mb_tap_verdict wait_access(void *ctx, struct mb_tap_event *ev)
+{
+	struct mbl_io_wait *w = ctx;
+	if (w->hit || (w->has_value && ev->value != w->value))
+		return MB_TAP_PASS;
+	w->hit = true;
+	w->ev = *ev;
+	/* the access completes; the vCPU stops after its instruction */
+	mb_machine_stop(w->m, MB_STOP_IO, 0, "%s %s at 0x%" PRIx64 "/%u: 0x%" PRIx64,
+			space_name(ev->space), ev->write ? "write" : "read",
+			ev->addr, ev->size, ev->value);
+	return MB_TAP_PASS;
+}
+
+int mbl_tap_waiter(lua_State *L, struct mbl_machine *mm, int idx,
+		   struct mbl_io_wait **out)
+{
+	static const char *const keys[] = { "pio", "mmio", "access", "value", NULL };
+	static const char *const access_names[] = { "read", "write", "rw", NULL };
+	idx = lua_absindex(L, idx);
+	struct mb_machine *m = mbl_live(L, mm);
+	if (!lua_istable(L, idx))
+		return luaL_error(L, "io: expected a table { pio | mmio, access, value }");
+	mbl_checkopts(L, idx, "io", keys);
+	uint64_t base = 0, len = 0;
+	bool pio = where_at(L, idx, "pio", &base, &len);
+	bool mmio = where_at(L, idx, "mmio", &base, &len);
+	if (pio == mmio)
+		return luaL_error(L, "io: give one of pio or mmio");
+	unsigned access = (unsigned)mbl_checkenum(L, idx, "access", "rw",
+						  access_names) + 1;
+	struct mbl_io_wait *w = calloc(1, sizeof *w);
+	if (!w)
+		return luaL_error(L, "io: out of memory");
+	w->m = m;
+	if (lua_getfield(L, idx, "value") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1)) {
+			free(w);
+			return luaL_error(L, "io.value: expected an integer, got %s",
+					  luaL_typename(L, -1));
+		}
+		w->has_value = true;
+		w->value = (uint64_t)lua_tointeger(L, -1);
+	}
+	lua_pop(L, 1);
+	int id;
+	if (mb_tap_add(m, pio ? MB_SPACE_PIO : MB_SPACE_MMIO, base, len, access,
+		       wait_access, w, free, &id)) {
+		free(w);
+		return mbl_fail(L, "io");
+	}
+	*out = w;
+	return id;
+}
+
+bool mbl_tap_waiter_hit(lua_State *L, struct mbl_io_wait *w)
+{
+	if (!w->hit)
+		return false;
+	lua_createtable(L, 0, 6);
+	lua_pushstring(L, space_name(w->ev.space));
+	lua_setfield(L, -2, "space");
+	lua_pushinteger(L, (lua_Integer)w->ev.addr);
+	lua_setfield(L, -2, "addr");
+	lua_pushinteger(L, w->ev.size);
+	lua_setfield(L, -2, "size");
+	lua_pushboolean(L, w->ev.write);
+	lua_setfield(L, -2, "write");
+	lua_pushinteger(L, (lua_Integer)w->ev.value);
+	lua_setfield(L, -2, "value");
+	lua_pushinteger(L, w->ev.cpu);
+	lua_setfield(L, -2, "cpu");
 	return true;
 }
 

@@ -114,6 +114,18 @@ T.case("an error in a tap ends the run with reason error", function()
   T.ok(r.message:find("tap fn at pio 0x520", 1, true) and r.message:find("boom", 1, true), r.message)
 end)
 
+T.case("wait_for { io }: stops after the first matching access, the run goes on", function()
+  local m, _, echoes = pio_machine(0x0a0b0c0d)
+  local r = m:wait_for { io = { pio = 0x524, access = "write", value = 0x0c0d }, timeout = 10 }
+  T.eq(r.reason, "io")
+  T.eq(r.io.addr, 0x524); T.eq(r.io.size, 2); T.eq(r.io.value, 0x0c0d); T.eq(r.io.write, true)
+  T.eq(#echoes, 2, "the access completed, the next not yet made")
+  T.eq(m:run { timeout = 10 }.reason, "exit", "the waiter is gone: the run goes on to the end")
+  T.eq(#echoes, 3)
+  T.raises(function() m:wait_for { io = { pio = 1, value = "x" } } end, "io.value")
+  T.raises(function() m:wait_for { io = { } } end, "io: give one of pio or mmio")
+end)
+
 T.case("option errors name the key", function()
   local m = mb.machine { memory = "1M" }
   T.raises(function() m:tap { fn = print } end, "give one of pio or mmio")
