@@ -54,7 +54,7 @@ $(O)/moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
 # Line editing (readline) is the command's only: the library never links it.
-$(O)/moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) $(O)/libmoonbox.a
+$(O)/moonbox: $(B)/cli/moonbox.o $(B)/cli/attach.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl -lreadline
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first

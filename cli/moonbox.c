@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/attach.h"
 #include "moonbox.h"
 
 int luaopen_moonbox(lua_State *L);
@@ -38,8 +39,10 @@ static void usage(FILE *f)
 		"  --help    show this help\n"
 		"  --        stop handling options\n"
 		"  -         stop handling options and execute stdin\n"
+		"or: %s attach PATH  a REPL on a running machine that called\n"
+		"            m:listen { repl = \"unix:PATH\" }\n"
 		"Scripts get `require \"moonbox\"` built in; see README.md.\n",
-		progname);
+		progname, progname);
 }
 
 static int traceback(lua_State *L)
@@ -448,6 +451,13 @@ int main(int argc, char **argv)
 	const char *fault_seed = NULL, *fault_replay = NULL;
 	if (argv[0] && argv[0][0])
 		progname = "moonbox";
+	if (argc >= 2 && strcmp(argv[1], "attach") == 0) {
+		if (argc != 3) {
+			fprintf(stderr, "usage: moonbox attach PATH\n");
+			return 2;
+		}
+		return mb_cli_attach(argv[2]);
+	}
 	/* First pass: find options and the script position. */
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];

@@ -782,6 +782,14 @@ int mb_machine_resume(struct mb_machine *m)
 	return 0;
 }
 
+bool mb_machine_started(struct mb_machine *m)
+{
+	pthread_mutex_lock(&m->lock);
+	bool t = m->threads;
+	pthread_mutex_unlock(&m->lock);
+	return t;
+}
+
 bool mb_machine_paused(struct mb_machine *m)
 {
 	return atomic_load(&m->gate) != GATE_RUNNING;

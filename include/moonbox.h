@@ -382,6 +382,8 @@ int mb_machine_wait(struct mb_machine *m, double timeout, struct mb_result *r);
 int mb_machine_pause(struct mb_machine *m);
 int mb_machine_resume(struct mb_machine *m);
 bool mb_machine_paused(struct mb_machine *m);
+/* Its vCPU threads exist (the first run started them). */
+bool mb_machine_started(struct mb_machine *m);
 
 /* Run fn(arg) in the world of the thread that waits in
  * mb_machine_run/wait/pause, one caller at a time: how vCPU threads reach

@@ -148,6 +148,18 @@ static char *monitor(void *opaque, const char *line)
 	return mo.out;
 }
 
+void mbl_eval_bind(lua_State *L, struct mbl_machine *mm, int midx)
+{
+	if (!mm->L)
+		mm->L = L;
+	mbl_ref_set(L, mm, &machine_key, lua_absindex(L, midx));
+}
+
+char *mbl_eval_line(struct mbl_machine *mm, const char *line)
+{
+	return monitor(mm, line);
+}
+
 static int start(lua_State *L, int midx, const char *listen, int stop,
 		 int detach)
 {

@@ -383,6 +383,15 @@ static int l_pause(lua_State *L)
 	return 1;
 }
 
+/* m:paused(): true when no vCPU runs (before the first run, after a
+ * pause or a stop). */
+static int l_paused(lua_State *L)
+{
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	lua_pushboolean(L, mb_machine_paused(mbl_live(L, mm)));
+	return 1;
+}
+
 static int l_resume(lua_State *L)
 {
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
@@ -587,6 +596,7 @@ static const luaL_Reg machine_methods[] = {
 	{ "cpuid", l_cpuid },
 	{ "run", l_run },         { "start", l_start },
 	{ "wait", l_wait },     { "pause", l_pause },     { "resume", l_resume },
+	{ "paused", l_paused },
 	{ "regs", l_regs },     { "set_regs", l_set_regs },
 	{ "read", l_read },     { "write", l_write },     { "boot_flat", l_boot_flat },
 	{ "stats", l_stats },   { "close", l_close },     { NULL, NULL },
@@ -657,5 +667,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_gdb(L);
 	mbl_open_map(L);
 	mbl_open_tap(L);
+	mbl_open_listen(L);
 	return 1;
 }

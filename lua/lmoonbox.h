@@ -119,6 +119,13 @@ void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm);
 void mbl_open_snapshot(lua_State *L);
 void mbl_open_campaign(lua_State *L); /* mb.campaign (lua/campaign.lua) */
 void mbl_open_tap(lua_State *L);      /* m:tap, m:trace (ltap.c) */
+void mbl_open_listen(lua_State *L);   /* m:listen (llisten.c) */
+/* lgdb.c: run one line of Lua in the script's state, as gdb's monitor
+ * does (globals, m = the machine bound with mbl_eval_bind, print
+ * collected, an expression's value shown); from any thread, through
+ * mb_machine_call_main. Returns malloc'd output, NULL when nothing ran. */
+void mbl_eval_bind(lua_State *L, struct mbl_machine *mm, int midx);
+char *mbl_eval_line(struct mbl_machine *mm, const char *line);
 /* m:wait_for's io = { pio | mmio, access, value } at idx: a C tap that
  * stops the machine (reason "io") at the first matching access; returns
  * its tap id (mb_tap_remove it). hit: pushes the access as a table. */
