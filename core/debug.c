@@ -150,6 +150,32 @@ static int virt_to_phys(struct mb_machine *m, const struct mb_paging *p,
 	return 0;
 }
 
+/* Our own 0xCC bytes are invisible through the debugger's virtual view
+ * (gdb's `x`, c:read): a read shows the byte under a software
+ * breakpoint, and a write there changes that byte, the 0xCC staying in
+ * place (physical m:read/m:write see memory as it is). */
+static void mask_bps(struct mb_machine *m, uint64_t gpa, uint8_t *b,
+		     size_t len, bool write)
+{
+	struct mb_debug *d = m->dbg;
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->lock);
+	for (struct mb_bp *p = d->bps; p; p = p->next) {
+		if (p->kind != MB_BP_SW || !p->inserted || p->gpa < gpa ||
+		    p->gpa - gpa >= len)
+			continue;
+		if (write) {
+			static const uint8_t cc = 0xcc;
+			p->orig = b[p->gpa - gpa];
+			mb_mem_load(m->mem, p->gpa, &cc, 1);
+		} else {
+			b[p->gpa - gpa] = p->orig;
+		}
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
 static int copy_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 		     void *buf, size_t len, bool write)
 {
@@ -165,6 +191,8 @@ static int copy_virt(struct mb_machine *m, unsigned cpu, uint64_t va,
 			break;
 		rc = write ? mb_mem_write(m->mem, gpa, b, chunk)
 			   : mb_mem_read(m->mem, gpa, b, chunk);
+		if (!rc)
+			mask_bps(m, gpa, b, chunk, write);
 		va += chunk, b += chunk, len -= chunk;
 	}
 	return rc;

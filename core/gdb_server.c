@@ -77,6 +77,7 @@ struct mb_gdb {
 
 	/* this thread only */
 	bool noack, x86_64;
+	bool real; /* i386 layout, gdb's i8086 architecture (16-bit code) */
 	unsigned gcpu;
 	struct gbp *bps;
 	struct gwp *wps;
@@ -368,8 +369,12 @@ static const struct greg *layout(struct mb_gdb *g, size_t *n)
 static void pick_layout(struct mb_gdb *g)
 {
 	struct mb_sregs s;
-	g->x86_64 = g->m->guest_bits == 64 ||
-		    (mb_vcpu_get_sregs(g->m, 0, &s) == 0 && (s.efer & 0x400));
+	bool ok = mb_vcpu_get_sregs(g->m, 0, &s) == 0;
+	g->x86_64 = g->m->guest_bits == 64 || (ok && (s.efer & 0x400));
+	/* Real mode: the i386 registers (what a 16-bit guest has, widened,
+	 * as QEMU's stub gives them too) with gdb's i8086 architecture, so
+	 * `x/i` and stepping decode 16-bit instructions. */
+	g->real = !g->x86_64 && ok && !(s.cr0 & 1);
 }
 
 struct cpu_state {
@@ -594,7 +599,7 @@ static void build_xml(struct mb_gdb *g)
 	o += (size_t)snprintf(x + o, cap - o,
 			      "<?xml version=\"1.0\"?><!DOCTYPE target SYSTEM "
 			      "\"gdb-target.dtd\"><target><architecture>%s</architecture>",
-			      g->x86_64 ? "i386:x86-64" : "i386");
+			      g->x86_64 ? "i386:x86-64" : g->real ? "i8086" : "i386");
 	const char *feat = NULL;
 	for (size_t i = 0; i < n && o < cap; i++) {
 		if (l[i].feature != feat) {

@@ -224,7 +224,12 @@ for _, kind in ipairs { "hw", "sw" } do
       T.eq(r.breakpoint, bp, "r.breakpoint")
       T.eq(r.cpu:regs().rip, sym.l4, "rip at the breakpoint")
       T.eq(r.cpu:regs().rcx, i, "turn " .. i)
-      if kind == "sw" then T.eq(m:read(sym.l4, 1), "\xcc", "int3 in memory") end
+      if kind == "sw" then
+        T.eq(m:read(sym.l4, 1), "\xcc", "int3 in memory")
+        T.eq(r.cpu:read(sym.l4, 2), "\xff\xcb", "the virtual view hides it (gdb's x too)")
+        r.cpu:write(sym.l4, "\xff") -- the same byte, written over the int3
+        T.eq(m:read(sym.l4, 1), "\xcc", "a write keeps the int3 in place")
+      end
     end
     T.eq(bp:hits(), 5, "hits")
     local r = m:run { timeout = 10 }
@@ -437,7 +442,7 @@ T.case("wait_for: a console pattern, a breakpoint by name, a timeout", function(
   r = m2:wait_for { at = "spin", timeout = 10 }
   T.eq(r.reason, "breakpoint"); T.eq(r.sym, "spin")
   T.eq(r.breakpoint:hits(), 0, "its breakpoint is gone")
-  T.raises(function() m2:wait_for { timeout = 1 } end, "console = PATTERN or at = ADDR")
+  T.raises(function() m2:wait_for { timeout = 1 } end, "console = PATTERN, at = ADDR or io")
 end)
 
 T.done()

@@ -176,6 +176,22 @@ T.case("interrupt while running (Ctrl-C), registers, then let it finish", functi
   T.ok(not log:find("too long", 1, true), "no g packet trouble")
 end)
 
+T.case("a real-mode guest: i386 registers, gdb's i8086 architecture, 16-bit stepping", function()
+  local m = mb.machine { memory = "1M" }
+  m:add(mb.debug_exit { port = 0xf4, size = 2 })
+  m:boot_flat { file = T.guest("real"), at = 0x7c00, mode = "real" }
+  local r, log = session(m, { { "show architecture", "info registers eip cs",
+    "x/2i 0x7c00", "stepi", "p/x $eip", "detach" } }, { file = false })
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x1016, "the guest ran to its end")
+  has(log, "i8086")
+  -- boot_flat real mode: CS = 0x7c0, IP = 0 (gdb's addresses are linear:
+  -- docs/gdb.md)
+  T.ok(log:match("eip%s+0x0%s") and log:match("cs%s+0x7c0"), "eip, cs: " .. log)
+  T.ok(log:match("mov%s+%$0x7c0,%%ax"), "16-bit decoding: " .. log)
+  has(log, "$1 = 0x3")
+  T.ok(not log:find("too long", 1, true), "no g packet trouble")
+end)
+
 T.case("monitor: Lua in the script's state, with and without output", function()
   mon_seen = nil
   local r, log = session(debug_machine(), { {
@@ -214,9 +230,10 @@ T.case("Lua and gdb breakpoints in one table: Lua's fn still runs, gdb's stop gd
   local m = debug_machine()
   local hits = 0
   m:breakpoint { at = sym.l3, kind = "sw", fn = function() hits = hits + 1; return "continue" end }
-  local r, log = session(m, { { "hbreak done", "continue", "p/x $rcx", "detach" } })
+  local r, log = session(m, { { "x/1xb l3", "hbreak done", "continue", "p/x $rcx", "detach" } })
   T.eq(r.reason, "exit")
   T.eq(hits, 5, "Lua's breakpoint function at each turn")
+  T.ok(log:match("<l3>:%s+0x89"), "gdb reads the byte under Lua's int3: " .. log)
   has(log, "in done ()")
   has(log, "= 0x5")
 end)
