@@ -24,6 +24,7 @@ struct mbl_bp {
 	uint64_t when_hits;
 	unsigned count;
 	bool once;
+	bool panic; /* m:catch { panic = true }: a breakpoint on panic() */
 };
 
 static char hit_key; /* refs: the ev table of the hit that ended run */
@@ -132,8 +133,8 @@ static int l_breakpoint(lua_State *L)
  * -> true: a triple fault ends the run with reason "catch". */
 static int l_catch(lua_State *L)
 {
-	static const char *const keys[] = { "vector", "triple_fault", "cpu", "kind",
-					    "fn", NULL };
+	static const char *const keys[] = { "vector", "triple_fault", "panic", "cpu",
+					    "kind", "fn", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	struct mb_machine *m = mbl_live(L, mm);
 	luaL_checktype(L, 2, LUA_TTABLE);
@@ -141,9 +142,30 @@ static int l_catch(lua_State *L)
 	mbl_checkopts(L, 2, "catch", keys);
 	bool vec = lua_getfield(L, 2, "vector") != LUA_TNIL;
 	bool tf = lua_getfield(L, 2, "triple_fault") != LUA_TNIL;
-	lua_pop(L, 2);
-	if (vec == tf)
-		return luaL_error(L, "catch: expected one of vector or triple_fault");
+	bool pn = lua_getfield(L, 2, "panic") != LUA_TNIL;
+	lua_pop(L, 3);
+	if (vec + tf + pn != 1)
+		return luaL_error(L, "catch: expected one of vector, triple_fault or panic");
+	if (pn) {
+		/* A breakpoint on the kernel's panic() (symbols needed: m:symbols
+		 * of the vmlinux); a stop reports ev.catch = "panic" and the
+		 * format panic was given as ev.panic. */
+		if (!mbl_optbool(L, 2, "panic", 0))
+			return luaL_error(L, "panic: expected true");
+		lua_createtable(L, 0, 4);
+		lua_pushliteral(L, "panic");
+		lua_setfield(L, -2, "at");
+		lua_getfield(L, 2, "cpu");
+		lua_setfield(L, -2, "cpu");
+		lua_getfield(L, 2, "kind");
+		lua_setfield(L, -2, "kind");
+		lua_getfield(L, 2, "fn");
+		lua_setfield(L, -2, "fn");
+		lua_replace(L, 2);
+		l_breakpoint(L);
+		checkbp(L, -1)->panic = true;
+		return 1;
+	}
 	if (tf) {
 		if (mb_debug_catch_triple(m, mbl_optbool(L, 2, "triple_fault", 0)))
 			return mbl_fail(L, "catch");
@@ -298,6 +320,20 @@ static void push_ev(lua_State *L, int midx, const struct mb_debug_hit *h,
 	if (mbl_sym_format(L, mbl_checkmachine(L, midx), h->rip, sym, sizeof sym,
 			   NULL))
 		lua_pushstring(L, sym), lua_setfield(L, -2, "sym");
+	struct mbl_bp *b = handle ? checkbp(L, handle) : NULL;
+	struct mb_machine *m = mbl_checkmachine(L, midx)->m;
+	struct mb_regs regs;
+	if (b && b->panic && m && mb_vcpu_get_regs(m, h->cpu, &regs) == 0) {
+		/* panic(fmt, ...): the format, first argument (SysV: rdi) */
+		char msg[257];
+		size_t n = 0;
+		while (n < sizeof msg - 1 &&
+		       mb_vcpu_read_virt(m, h->cpu, regs.rdi + n, msg + n, 1) == 0 &&
+		       msg[n])
+			n++;
+		lua_pushstring(L, "panic"), lua_setfield(L, -2, "catch");
+		lua_pushlstring(L, msg, n), lua_setfield(L, -2, "panic");
+	}
 	if (h->wp) {
 		lua_pushinteger(L, h->len), lua_setfield(L, -2, "len");
 		lua_pushinteger(L, (lua_Integer)h->data), lua_setfield(L, -2, "value");

@@ -13,10 +13,29 @@ T.case("kernel panic ends the run with shutdown and the panic on the console", f
     root = T.root, console = "buffer", append = "rdinit=/nonexistent init=/nonexistent",
   }
   local t0 = os.time()
+  -- m:catch { panic = true }: a breakpoint on panic() through the vmlinux's
+  -- symbols, reporting the format it was given; the next run goes on.
+  local vmlinux = T.root .. "/.cache/build/linux-6.1/vmlinux" -- with symbols
+  if io.open(vmlinux) then
+    m:symbols(vmlinux)
+    m:catch { panic = true }
+    local c = m:run { timeout = 400 }
+    T.eq(c.reason, "breakpoint", "caught (" .. tostring(c.message) .. ")")
+    T.eq(c.catch, "panic")
+    panic_prefix = tostring(c.panic):match("^[^%%]*")
+    T.ok(#panic_prefix > 8, "the panic's format: " .. tostring(c.panic))
+    T.ok(tostring(c.sym):match("^panic"), "stopped in panic: " .. tostring(c.sym))
+  else
+    T.skip("m:catch { panic }", "no vmlinux")
+  end
   local r = m:run { timeout = 400 }
   local out = com1:output()
   print(string.format("# %s after %d s", r.reason, os.time() - t0))
   T.ok(out:find("Kernel panic - not syncing", 1, true), "panic on the console:\n" .. out:sub(-1200))
+  if panic_prefix then
+    T.ok(out:find("Kernel panic - not syncing: " .. panic_prefix, 1, true),
+      "the caught format is the panic the console shows: " .. panic_prefix)
+  end
   T.eq(r.reason, "shutdown", "reason (" .. tostring(r.message) .. ")")
 end)
 
