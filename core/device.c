@@ -189,6 +189,11 @@ const struct mb_device_range *mb_device_range(const struct mb_device *d,
 	return i < d->nr ? &d->r[i] : NULL;
 }
 
+const struct mb_device_ops *mb_device_ops_of(const struct mb_device *d)
+{
+	return d->ops;
+}
+
 const struct mb_state_desc *mb_device_state_desc(const struct mb_device *d)
 {
 	return d->ops->save ? d->ops->state : NULL;

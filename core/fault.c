@@ -299,20 +299,47 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (r->action == MB_FAULT_BLK_HOLD &&
 	    (!r->tag[0] || !memchr(r->tag, 0, sizeof r->tag)))
 		return mb_seterr(-EINVAL, "tag: missing (the name plan:release takes)");
+	if (r->action >= MB_FAULT_UART_DROP) {
+		if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+			return mb_seterr(-EINVAL, "dir: a uart byte is rx or tx");
+		if (r->action == MB_FAULT_UART_CORRUPT && (r->bytes < 1 || r->bytes > 8))
+			return mb_seterr(-EINVAL, "bits: %u is not 1-8", r->bytes);
+		if (r->action == MB_FAULT_UART_ERROR &&
+		    (r->ops != MB_FAULT_OP_READ ||
+		     (r->lsr != MB_FAULT_LSR_OE && r->lsr != MB_FAULT_LSR_PE &&
+		      r->lsr != MB_FAULT_LSR_FE && r->lsr != MB_FAULT_LSR_BI)))
+			return mb_seterr(-EINVAL, "kind: line errors are rx only, one of "
+					 "overrun, parity, framing or break");
+	}
 	return 0;
 }
 
-/* With a machine: give the device the site (blk only, so far). */
-static int attach(struct mb_fault_plan *p, struct mb_fault_site *s)
+/* Which devices a kind of fault acts on. */
+static const char *kind_for(enum mb_fault_action a)
+{
+	return a >= MB_FAULT_UART_DROP ? "uart16550" : "virtio_blk";
+}
+
+/* With a machine: give the device the site (virtio_blk, uart16550). */
+static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
+		  enum mb_fault_action a)
 {
 	if (!p->m)
 		return 0;
 	struct mb_device *d = mb_machine_device(p->m, s->dev);
+	const char *want = kind_for(a);
 	if (!d)
 		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", s->dev);
-	if (strcmp(mb_device_kind(d), "virtio_blk") != 0)
-		return mb_seterr(-EINVAL, "dev: %s is a %s, not a virtio_blk", s->dev,
-				 mb_device_kind(d));
+	if (strcmp(mb_device_kind(d), want) != 0)
+		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", s->dev,
+				 mb_device_kind(d), want);
+	if (a >= MB_FAULT_UART_DROP) {
+		struct mb_uart *u = mb_uart_of_device(d);
+		if (!u)
+			return mb_seterr(-ENOTSUP, "dev: %s runs out of process: uart "
+					 "faults act in the VMM's own UART only", s->dev);
+		return mb_uart_set_fault(u, s);
+	}
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
 
@@ -366,7 +393,7 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	}
 	pthread_mutex_unlock(&p->lock);
 	/* Outside the lock: the device may be deciding right now. */
-	if (!rc && (rc = attach(p, s)))
+	if (!rc && (rc = attach(p, s, r->action)))
 		return rc;
 	if (rc)
 		return rc;
@@ -660,6 +687,25 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				memcpy(v->tag, s->r.tag, sizeof v->tag);
 			}
 			break;
+		case MB_FAULT_UART_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_UART_CORRUPT:
+			if (!v->flip) { /* `bytes` distinct bits, from the seed */
+				uint64_t h = mb_fault_hash(p->seed, id, o);
+				for (unsigned k = 0; k < 64 && __builtin_popcount(v->flip) <
+				     (int)s->r.bytes; k += 3)
+					v->flip |= (uint8_t)(1u << ((h >> k) & 7));
+				for (unsigned b = 0; __builtin_popcount(v->flip) <
+				     (int)s->r.bytes; b++) /* the hash ran short */
+					v->flip |= (uint8_t)(1u << b);
+			}
+			break;
+		case MB_FAULT_UART_ERROR:
+			v->lsr |= s->r.lsr;
+			if (s->r.lsr == MB_FAULT_LSR_OE)
+				v->drop = true;
+			break;
 		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
 			break;
@@ -678,6 +724,16 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 	}
 out:
 	pthread_mutex_unlock(&p->lock);
+}
+
+void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			  struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = {
+		.op = rx ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE,
+		.sector = ordinal, .nsectors = 1,
+	};
+	mb_fault_blk_decide(s, &e, v);
 }
 
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,

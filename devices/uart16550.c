@@ -5,6 +5,7 @@
  * always read 1). Reception is paced by the backend: the UART takes what
  * fits in its FIFO and asks for more when the guest has read some.
  */
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +49,9 @@ struct mb_uart {
 	bool rx_blocked;  /* refused backend bytes: owe an accept() */
 	uint64_t deadline; /* character timeout, clock ns; 0: not armed */
 	uint64_t tx_bytes, rx_bytes, overruns;
+	/* NULL unless a fault rule targets this UART (moonbox/fault.h). */
+	struct mb_fault_site *_Atomic fault;
+	uint64_t fault_tx, fault_rx; /* bytes asked about, per direction */
 };
 
 static bool fifo_on(const struct mb_uart *u)
@@ -159,14 +163,35 @@ static bool rx_ready(const struct mb_uart *u)
 	       (u->mcr & (MCR_DTR | MCR_RTS | MCR_OUT2));
 }
 
+/* A byte from the wire through the fault site, if any (u->lock held):
+ * lost, changed, or pushed with a line error (data sheet, LSR bits 1-4:
+ * OE loses the byte; BI comes with a 0 character). */
+static void rx_faulted(struct mb_uart *u, struct mb_fault_site *fs, uint8_t b)
+{
+	struct mb_fault_verdict v;
+	mb_fault_uart_decide(fs, true, ++u->fault_rx, &v);
+	if (v.lsr & MB_FAULT_LSR_OE)
+		u->overruns++;
+	u->lsr_err |= v.lsr;
+	if (v.drop)
+		return;
+	if (v.lsr & MB_FAULT_LSR_BI)
+		b = 0;
+	rx_push(u, b ^ v.flip);
+}
+
 /* Outside loopback, and only what fits: the backend keeps the rest
  * until mb_chr_accept(). */
 static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
 {
 	struct mb_uart *u = dev;
 	size_t n = 0;
+	struct mb_fault_site *fs = atomic_load_explicit(&u->fault, memory_order_acquire);
 	pthread_mutex_lock(&u->lock);
-	if (rx_ready(u))
+	if (rx_ready(u) && fs)
+		while (n < len && u->rx_n < rx_cap(u))
+			rx_faulted(u, fs, buf[n++]);
+	else if (rx_ready(u))
 		while (n < len && u->rx_n < rx_cap(u))
 			rx_push(u, buf[n++]);
 	if (n < len)
@@ -357,10 +382,19 @@ static void uart_write(void *dev, uint64_t off, const void *data,
 		bool accept = false;
 		pthread_mutex_lock(&u->lock);
 		bool tx = reg_write(u, (unsigned)(off + i), p[i], &accept);
+		uint8_t b = p[i];
+		struct mb_fault_site *fs =
+			tx ? atomic_load_explicit(&u->fault, memory_order_acquire) : NULL;
+		if (fs) { /* the guest sent it; the wire may lose or change it */
+			struct mb_fault_verdict v;
+			mb_fault_uart_decide(fs, false, ++u->fault_tx, &v);
+			tx = !v.drop;
+			b ^= v.flip;
+		}
 		irq_update(u);
 		pthread_mutex_unlock(&u->lock);
 		if (tx)
-			mb_chr_write(u->chr, &p[i], 1);
+			mb_chr_write(u->chr, &b, 1);
 		if (accept)
 			mb_chr_accept(u->chr);
 	}
@@ -407,8 +441,14 @@ void mb_uart_free(struct mb_uart *u)
 	}
 	if (u->timer)
 		u->clock->timer_free(u->timer);
+	mb_fault_site_put(atomic_load(&u->fault));
 	pthread_mutex_destroy(&u->lock);
 	free(u);
+}
+
+int mb_uart_set_fault(struct mb_uart *u, struct mb_fault_site *s)
+{
+	return mb_fault_site_install(&u->fault, s);
 }
 
 void mb_uart_set_modem(struct mb_uart *u, uint8_t msr_bits)
@@ -473,9 +513,9 @@ static int check(const struct mb_uart_state *st)
 		return mb_seterr(-EINVAL, "rx_fifo: %u bytes do not fit (%s)",
 				 st->rx_fifo_len, (st->fcr & FCR_ENABLE)
 				 ? "16 with the FIFO on" : "1 with the FIFO off");
-	if (st->lsr_errors & ~LSR_OE)
-		return mb_seterr(-EINVAL, "lsr_errors: 0x%x is not 0 or 0x02",
-				 st->lsr_errors);
+	if (st->lsr_errors & ~0x1e)
+		return mb_seterr(-EINVAL, "lsr_errors: 0x%x has bits beyond OE, PE, "
+				 "FE and BI (0x1e)", st->lsr_errors);
 	if ((st->msr_lines | st->modem_in) & 0x0f)
 		return mb_seterr(-EINVAL, "%s: only bits 4-7 are modem lines",
 				 (st->msr_lines & 0x0f) ? "msr_lines" : "modem_in");
@@ -553,6 +593,13 @@ static int dev_load(void *impl, const void *st)
 static void dev_free(void *impl)
 {
 	mb_uart_free(impl);
+}
+
+static const struct mb_device_ops uart_dev_ops;
+
+struct mb_uart *mb_uart_of_device(struct mb_device *d)
+{
+	return d && mb_device_ops_of(d) == &uart_dev_ops ? mb_device_impl(d) : NULL;
 }
 
 static const struct mb_device_ops uart_dev_ops = {

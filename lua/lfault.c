@@ -235,6 +235,66 @@ static int l_blk_hold(lua_State *L)
 	return new_spec(L, MB_FAULT_BLK_HOLD, k);
 }
 
+/* F.uart.drop / corrupt / error { dev, dir = "rx" | "tx" | "any", nth,
+ * every, p, count, after, enabled, bits (corrupt), kind (error) }: per
+ * byte the UART sends (tx) or receives (rx); error is rx only. */
+static int uart_spec(lua_State *L, enum mb_fault_action a, const char *extra)
+{
+	static const char *const base[] = { "dev", "dir", "nth", "every", "p",
+					    "count", "after", "enabled" };
+	const char *keys[12];
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+		keys[n++] = base[i];
+	if (extra)
+		keys[n++] = extra;
+	keys[n] = NULL;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
+	struct mb_fault_rule r = { .action = a };
+	parse_common(L, &r); /* no op, no sectors: their defaults */
+	static const char *const dirs[] = { "any", "rx", "tx", NULL };
+	int dir = mbl_checkenum(L, 1, "dir", a == MB_FAULT_UART_ERROR ? "rx" : "any", dirs);
+	r.ops = dir == 0 ? MB_FAULT_OP_READ | MB_FAULT_OP_WRITE
+		: dir == 1 ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE;
+	if (a == MB_FAULT_UART_CORRUPT) {
+		lua_Integer b = mbl_optint(L, 1, "bits", 1);
+		if (b < 1 || b > 8)
+			luaL_error(L, "bits: %d is not 1-8 (bits flipped in the byte)", (int)b);
+		r.bytes = (unsigned)b;
+	} else if (a == MB_FAULT_UART_ERROR) {
+		static const char *const kinds[] = { "parity", "framing", "break",
+						     "overrun", NULL };
+		static const uint8_t lsr[] = { MB_FAULT_LSR_PE, MB_FAULT_LSR_FE,
+					       MB_FAULT_LSR_BI, MB_FAULT_LSR_OE };
+		if (lua_getfield(L, 1, "kind") == LUA_TNIL)
+			luaL_error(L, "kind: missing (parity, framing, break or overrun)");
+		lua_pop(L, 1);
+		r.lsr = lsr[mbl_checkenum(L, 1, "kind", NULL, kinds)];
+		if (r.ops != MB_FAULT_OP_READ)
+			luaL_error(L, "dir: line errors are on received bytes (rx) only");
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_uart_drop(lua_State *L)
+{
+	return uart_spec(L, MB_FAULT_UART_DROP, NULL);
+}
+
+static int l_uart_corrupt(lua_State *L)
+{
+	return uart_spec(L, MB_FAULT_UART_CORRUPT, "bits");
+}
+
+static int l_uart_error(lua_State *L)
+{
+	return uart_spec(L, MB_FAULT_UART_ERROR, "kind");
+}
+
 /* F.mem.flip { gpa = ADDR, bit = 0-7 }: flips that bit of guest RAM when
  * plan:add takes it. */
 static int l_mem_flip(lua_State *L)
@@ -658,9 +718,15 @@ void mbl_open_fault(lua_State *L)
 		{ "torn_write", l_blk_torn_write }, { "bad", l_blk_bad },
 		{ "hold", l_blk_hold }, { NULL, NULL },
 	};
+	static const luaL_Reg uart[] = {
+		{ "drop", l_uart_drop }, { "corrupt", l_uart_corrupt },
+		{ "error", l_uart_error }, { NULL, NULL },
+	};
 	lua_createtable(L, 0, 1); /* mb.fault */
 	luaL_newlib(L, blk);
 	lua_setfield(L, -2, "blk");
+	luaL_newlib(L, uart);
+	lua_setfield(L, -2, "uart");
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, l_mem_flip);
 	lua_setfield(L, -2, "flip");

@@ -84,6 +84,9 @@ size_t mb_device_nranges(const struct mb_device *d);
 const struct mb_device_range *mb_device_range(const struct mb_device *d,
 					      size_t i);
 const struct mb_state_desc *mb_device_state_desc(const struct mb_device *d);
+/* The ops the device was made with: a model's own file compares them with
+ * its own to know the impl is its model (and not, say, a proxy). */
+const struct mb_device_ops *mb_device_ops_of(const struct mb_device *d);
 
 /* State (buffers of mb_device_state_desc(d)->size bytes). save may run at
  * any time (a consistent copy under the model's lock); load needs the

@@ -33,8 +33,11 @@ enum mb_fault_action {
 	MB_FAULT_BLK_BAD,         /* reads of still-bad sectors fail; writes heal */
 	MB_FAULT_BLK_HOLD,        /* not completed until mb_fault_plan_release(tag) */
 	MB_FAULT_MEM_FLIP,        /* flip bit `bit` of guest RAM at gpa, when added */
+	MB_FAULT_UART_DROP,       /* the byte is lost (tx: never sent; rx: never received) */
+	MB_FAULT_UART_CORRUPT,    /* `bytes` bits of the byte flipped (1-8) */
+	MB_FAULT_UART_ERROR,      /* rx: a line error in LSR (`lsr`: PE, FE, BI or OE) */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_MEM_FLIP
+#define MB_FAULT_LAST_ACTION MB_FAULT_UART_ERROR
 #define MB_FAULT_TAG_MAX 32
 /* BAD: the largest range a rule may cover (its heal bitmap) */
 #define MB_FAULT_BAD_MAX_SECTORS (1u << 20)
@@ -68,7 +71,14 @@ struct mb_fault_rule {
 	char tag[MB_FAULT_TAG_MAX]; /* HOLD: what mb_fault_plan_release names */
 	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
 	unsigned bit;          /* MEM_FLIP: 0-7 */
+	uint8_t lsr;           /* UART_ERROR: one of MB_FAULT_LSR_* */
 };
+/* uart events: op READ is a byte the guest receives (rx), WRITE one it
+ * sends (tx); the "sector" is the byte's ordinal in its direction. */
+#define MB_FAULT_LSR_OE 0x02 /* overrun: the byte is lost */
+#define MB_FAULT_LSR_PE 0x04 /* parity error, with the byte */
+#define MB_FAULT_LSR_FE 0x08 /* framing error, with the byte */
+#define MB_FAULT_LSR_BI 0x10 /* break: a 0 byte with BI */
 
 struct mb_fault_plan_config {
 	uint64_t seed;
@@ -149,6 +159,9 @@ struct mb_fault_verdict {
 	uint32_t keep;
 	bool hold;             /* park the request until its tag is released */
 	char tag[MB_FAULT_TAG_MAX];
+	bool drop;             /* uart: the byte is lost */
+	uint8_t flip;          /* uart: XOR mask for the byte */
+	uint8_t lsr;           /* uart: LSR error bits to raise */
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -173,6 +186,13 @@ int mb_fault_plan_release(struct mb_fault_plan *p, const char *tag);
 /* Release everything held on one device (its reset). */
 void mb_fault_site_release(struct mb_fault_site *s);
 unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
+
+/* ---- uart ------------------------------------------------------------- */
+
+/* The decision for one byte: rx (the guest receives it) or tx (it sends
+ * it), the ordinal-th in that direction. */
+void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			  struct mb_fault_verdict *v);
 
 /* Flip the verdict's bits in data read for [sector, sector + len/512). */
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,

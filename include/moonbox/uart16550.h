@@ -51,7 +51,7 @@ struct mb_uart_config {
 	X(S, u8, scr) X(S, u8, dll) X(S, u8, dlm) \
 	X(S, u8, last_read)        /* RBR's last byte: read again when empty */ \
 	X(S, bytes, rx_fifo, 16)   /* received bytes, oldest first */ \
-	X(S, u8, lsr_errors)       /* OE (0x02) until LSR is read */ \
+	X(S, u8, lsr_errors)       /* OE 0x02, PE 0x04, FE 0x08, BI 0x10 until LSR is read */ \
 	X(S, u8, msr_lines)        /* MSR bits 4-7 as they are now */ \
 	X(S, u8, msr_delta)        /* MSR bits 0-3 until MSR is read */ \
 	X(S, u8, modem_in)         /* inputs outside loopback (bits 4-7) */ \
@@ -76,6 +76,13 @@ int mb_uart_load(struct mb_uart *uart, const struct mb_uart_state *st);
 /* The modem inputs outside loopback, as MSR bits 4-7 (CTS 0x10, DSR
  * 0x20, RI 0x40, DCD 0x80). Default: CTS, DSR and DCD asserted. */
 void mb_uart_set_modem(struct mb_uart *uart, uint8_t msr_bits);
+/* Fault injection (moonbox/fault.h): the UART asks s about every byte it
+ * sends and receives; NULL detaches. mb_uart_of_device: the model of a
+ * device mb_uart_attach made, or NULL (another kind, or out of process). */
+struct mb_fault_site;
+struct mb_device;
+int mb_uart_set_fault(struct mb_uart *uart, struct mb_fault_site *s);
+struct mb_uart *mb_uart_of_device(struct mb_device *d);
 
 extern const struct mb_io_ops mb_uart_ops; /* 8 ports from the base */
 
