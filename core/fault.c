@@ -299,6 +299,19 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (r->action == MB_FAULT_BLK_HOLD &&
 	    (!r->tag[0] || !memchr(r->tag, 0, sizeof r->tag)))
 		return mb_seterr(-EINVAL, "tag: missing (the name plan:release takes)");
+	if (r->action >= MB_FAULT_IRQ_DROP) {
+		if (strcmp(r->dev, "irq") != 0)
+			return mb_seterr(-EINVAL, "dev: interrupt faults act on \"irq\"");
+		unsigned max = p->m ? mb_machine_irq_lines(p->m) : 24;
+		if (r->first <= r->last && r->last >= max)
+			return mb_seterr(-EINVAL, "line: %llu does not exist (0-%u)",
+					 (unsigned long long)r->last, max - 1);
+		if (r->action == MB_FAULT_IRQ_STORM && (r->pulses < 1 || r->pulses > 1000))
+			return mb_seterr(-EINVAL, "pulses: %u is not 1-1000", r->pulses);
+		if (r->action == MB_FAULT_IRQ_SPURIOUS && r->first != r->last)
+			return mb_seterr(-EINVAL, "line: a spurious edge needs one line");
+		return 0;
+	}
 	if (r->action >= MB_FAULT_UART_DROP) {
 		if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
 			return mb_seterr(-EINVAL, "dir: a uart byte is rx or tx");
@@ -326,6 +339,8 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 {
 	if (!p->m)
 		return 0;
+	if (a >= MB_FAULT_IRQ_DROP) /* the machine's lines, not a device */
+		return mb_machine_set_irq_fault(p->m, s);
 	struct mb_device *d = mb_machine_device(p->m, s->dev);
 	const char *want = kind_for(a);
 	if (!d)
@@ -369,8 +384,43 @@ static int mem_flip(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return (int)++p->nrules;
 }
 
+/* A spurious edge, now: like mem.flip, the rule acts once as it is added. */
+static int irq_spurious(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (rc)
+		return rc;
+	struct mb_irq irq;
+	if (p->m && (rc = mb_machine_irq(p->m, (unsigned)r->first, &irq)))
+		return rc;
+	if (p->nrules == p->caprules) {
+		size_t cap = p->caprules ? 2 * p->caprules : 8;
+		void *nr = realloc(p->rules, cap * sizeof *p->rules);
+		if (!nr)
+			return mb_seterr(-ENOMEM, "faults: out of memory");
+		p->rules = nr, p->caprules = cap;
+	}
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	sl->matched = sl->fired = 1;
+	int id = (int)++p->nrules;
+	if (p->m) { /* outside the plan's lock: the line's site may decide */
+		pthread_mutex_unlock(&p->lock);
+		mb_irq_pulse(&irq);
+		pthread_mutex_lock(&p->lock);
+	}
+	return id;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (r->action == MB_FAULT_IRQ_SPURIOUS) {
+		pthread_mutex_lock(&p->lock);
+		int id = irq_spurious(p, r);
+		pthread_mutex_unlock(&p->lock);
+		return id;
+	}
 	if (r->action == MB_FAULT_MEM_FLIP) {
 		pthread_mutex_lock(&p->lock);
 		int id = mem_flip(p, r);
@@ -706,6 +756,14 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 			if (s->r.lsr == MB_FAULT_LSR_OE)
 				v->drop = true;
 			break;
+		case MB_FAULT_IRQ_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_IRQ_STORM:
+			if (s->r.pulses > v->pulses)
+				v->pulses = s->r.pulses;
+			break;
+		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
 		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
 			break;
@@ -724,6 +782,14 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 	}
 out:
 	pthread_mutex_unlock(&p->lock);
+}
+
+void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
+			 struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .sector = line,
+					.nsectors = 1 };
+	mb_fault_blk_decide(s, &e, v);
 }
 
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,

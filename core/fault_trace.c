@@ -22,7 +22,8 @@ static const char *const action_names[] = { "none", "blk.error", "blk.latency",
 					    "blk.corrupt", "blk.lying_flush",
 					    "blk.torn_write", "blk.bad", "blk.hold",
 					    "mem.flip", "uart.drop", "uart.corrupt",
-					    "uart.error" };
+					    "uart.error", "irq.drop", "irq.storm",
+					    "irq.spurious" };
 #define NACTIONS (sizeof action_names / sizeof *action_names)
 
 const char *mb_fault_op_name(unsigned op)

@@ -69,6 +69,7 @@ struct mb_machine {
 	/* Bus taps (tap.c): the published set, NULL when none (the exit
 	 * path's one branch), and the registry that owns them. */
 	struct mb_tapset *_Atomic taps;
+	struct mb_fault_site *_Atomic irq_fault; /* interrupt faults, or NULL */
 	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast

@@ -32,20 +32,63 @@ static void count_irq(struct mb_machine *m, unsigned line, int level)
 					  memory_order_relaxed);
 }
 
+/* A rising edge through the interrupt fault site (moonbox/fault.h), when
+ * one is set: false drops it; *pulses: extra edges to drive after it. */
+static bool irq_pass(struct mb_machine *m, unsigned line, int level,
+		     unsigned *pulses)
+{
+	struct mb_fault_site *fs =
+		atomic_load_explicit(&m->irq_fault, memory_order_acquire);
+	*pulses = 0;
+	if (__builtin_expect(!fs, 1) || !level ||
+	    atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
+		return true;
+	struct mb_fault_verdict v;
+	mb_fault_irq_decide(fs, line, &v);
+	*pulses = v.pulses;
+	return !v.drop;
+}
+
+static void kernel_line(struct mb_machine *m, unsigned line, int level)
+{
+	struct kvm_irq_level il = { .irq = line, .level = level };
+	ioctl(m->vm, KVM_IRQ_LINE, &il);
+}
+
 static void kernel_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	unsigned pulses;
+	if (!irq_pass(m, line, level, &pulses))
+		return;
 	count_irq(m, line, level);
-	struct kvm_irq_level il = { .irq = line, .level = level };
-	ioctl(m->vm, KVM_IRQ_LINE, &il);
+	kernel_line(m, line, level);
+	for (unsigned i = 0; i < pulses; i++) { /* a storm: low, high again */
+		count_irq(m, line, 0), count_irq(m, line, 1);
+		kernel_line(m, line, 0), kernel_line(m, line, 1);
+	}
 }
 
 static void user_irq(void *ctx, unsigned line, int level)
 {
 	struct mb_machine *m = ctx;
+	unsigned pulses;
+	if (!irq_pass(m, line, level, &pulses))
+		return;
 	count_irq(m, line, level);
-	if (m->intc_ops && m->intc_ops->set_line)
-		m->intc_ops->set_line(m->intc, line, level);
+	if (!m->intc_ops || !m->intc_ops->set_line)
+		return;
+	m->intc_ops->set_line(m->intc, line, level);
+	for (unsigned i = 0; i < pulses; i++) {
+		count_irq(m, line, 0), count_irq(m, line, 1);
+		m->intc_ops->set_line(m->intc, line, 0);
+		m->intc_ops->set_line(m->intc, line, 1);
+	}
+}
+
+int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s)
+{
+	return mb_fault_site_install(&m->irq_fault, s);
 }
 
 int mb_machine_create(const struct mb_machine_config *cfg,
@@ -159,6 +202,7 @@ void mb_machine_destroy(struct mb_machine *m)
 		close(m->vm);
 	if (m->kvm > 0)
 		close(m->kvm);
+	mb_fault_site_put(atomic_load(&m->irq_fault));
 	mb_mem_free(m->mem);
 	mb_bus_free(m->pio);
 	mb_bus_free(m->mmio);
@@ -518,6 +562,10 @@ static unsigned started(struct mb_machine *m)
 /* With m->lock held: serve calls until every vCPU is parked. */
 static void wait_parked(struct mb_machine *m)
 {
+	/* A vCPU asleep in HLT waits on m->cond for an interrupt or the gate:
+	 * wake it to see the gate (a kick reaches only KVM_RUN), or nothing
+	 * wakes it when no interrupt comes (all of them dropped, say). */
+	pthread_cond_broadcast(&m->cond);
 	/* A pause from another thread while someone waits in run() leaves
 	 * that waiter in charge of calls. */
 	bool had = m->has_waiter;

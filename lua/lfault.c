@@ -280,6 +280,78 @@ static int uart_spec(lua_State *L, enum mb_fault_action a, const char *extra)
 	return 1;
 }
 
+/* F.irq.drop / storm { line = N | lines = { FIRST, LAST }, nth, every, p,
+ * count, after, enabled, pulses (storm) }: per rising edge a device
+ * drives; F.irq.spurious { line }: one edge when plan:add takes it. */
+static int irq_spec(lua_State *L, enum mb_fault_action a)
+{
+	static const char *const base[] = { "line", "lines", "nth", "every", "p",
+					    "count", "after", "enabled", "pulses", NULL };
+	static const char *const once[] = { "line", NULL };
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a),
+		      a == MB_FAULT_IRQ_SPURIOUS ? once : base);
+	if (a != MB_FAULT_IRQ_STORM && lua_getfield(L, 1, "pulses") != LUA_TNIL)
+		luaL_error(L, "pulses: only irq.storm takes it");
+	lua_settop(L, 1);
+	struct mb_fault_rule r = { .action = a };
+	lua_pushliteral(L, "irq");
+	lua_setfield(L, 1, "dev"); /* parse_common reads it */
+	parse_common(L, &r);
+	lua_pushnil(L);
+	lua_setfield(L, 1, "dev");
+	r.ops = MB_FAULT_OP_WRITE;
+	bool one = lua_getfield(L, 1, "line") != LUA_TNIL;
+	bool range = lua_getfield(L, 1, "lines") != LUA_TNIL;
+	lua_pop(L, 2);
+	if (one && range)
+		luaL_error(L, "line: give line or lines, not both");
+	if (one) {
+		lua_Integer l = mbl_optint(L, 1, "line", 0);
+		if (l < 0 || l > 23)
+			luaL_error(L, "line: %d is not an interrupt line (0-23)", (int)l);
+		r.first = r.last = (uint64_t)l;
+	} else if (range) {
+		lua_getfield(L, 1, "lines");
+		lua_rawgeti(L, -1, 1);
+		lua_rawgeti(L, -2, 2);
+		lua_Integer a0 = lua_tointeger(L, -2), a1 = lua_tointeger(L, -1);
+		if (!lua_isinteger(L, -2) || !lua_isinteger(L, -1) || a0 < 0 ||
+		    a1 > 23 || a0 > a1)
+			luaL_error(L, "lines: expected { FIRST, LAST } within 0-23");
+		lua_pop(L, 3);
+		r.first = (uint64_t)a0, r.last = (uint64_t)a1;
+	} else if (a == MB_FAULT_IRQ_SPURIOUS) {
+		luaL_error(L, "line: missing (the line to pulse)");
+	}
+	if (a == MB_FAULT_IRQ_STORM) {
+		lua_Integer n = mbl_optint(L, 1, "pulses", -1);
+		if (n < 1 || n > 1000)
+			luaL_error(L, "pulses: %s (extra edges, 1-1000)",
+				   n == -1 ? "missing" : "out of range");
+		r.pulses = (unsigned)n;
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_irq_drop(lua_State *L)
+{
+	return irq_spec(L, MB_FAULT_IRQ_DROP);
+}
+
+static int l_irq_storm(lua_State *L)
+{
+	return irq_spec(L, MB_FAULT_IRQ_STORM);
+}
+
+static int l_irq_spurious(lua_State *L)
+{
+	return irq_spec(L, MB_FAULT_IRQ_SPURIOUS);
+}
+
 static int l_uart_drop(lua_State *L)
 {
 	return uart_spec(L, MB_FAULT_UART_DROP, NULL);
@@ -727,6 +799,12 @@ void mbl_open_fault(lua_State *L)
 	lua_setfield(L, -2, "blk");
 	luaL_newlib(L, uart);
 	lua_setfield(L, -2, "uart");
+	static const luaL_Reg irq[] = {
+		{ "drop", l_irq_drop }, { "storm", l_irq_storm },
+		{ "spurious", l_irq_spurious }, { NULL, NULL },
+	};
+	luaL_newlib(L, irq);
+	lua_setfield(L, -2, "irq");
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, l_mem_flip);
 	lua_setfield(L, -2, "flip");

@@ -36,8 +36,13 @@ enum mb_fault_action {
 	MB_FAULT_UART_DROP,       /* the byte is lost (tx: never sent; rx: never received) */
 	MB_FAULT_UART_CORRUPT,    /* `bytes` bits of the byte flipped (1-8) */
 	MB_FAULT_UART_ERROR,      /* rx: a line error in LSR (`lsr`: PE, FE, BI or OE) */
+	MB_FAULT_IRQ_DROP,        /* a rising edge never reaches the controller */
+	MB_FAULT_IRQ_STORM,       /* `pulses` more edges right after it */
+	MB_FAULT_IRQ_SPURIOUS,    /* one edge on line `first`, when added */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_UART_ERROR
+#define MB_FAULT_LAST_ACTION MB_FAULT_IRQ_SPURIOUS
+/* irq rules: dev "irq", lines first..last (the "sectors" of blk); the
+ * event is a rising edge a device drives, op WRITE, its line as sector. */
 #define MB_FAULT_TAG_MAX 32
 /* BAD: the largest range a rule may cover (its heal bitmap) */
 #define MB_FAULT_BAD_MAX_SECTORS (1u << 20)
@@ -72,6 +77,7 @@ struct mb_fault_rule {
 	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
 	unsigned bit;          /* MEM_FLIP: 0-7 */
 	uint8_t lsr;           /* UART_ERROR: one of MB_FAULT_LSR_* */
+	unsigned pulses;       /* IRQ_STORM: 1-1000 */
 };
 /* uart events: op READ is a byte the guest receives (rx), WRITE one it
  * sends (tx); the "sector" is the byte's ordinal in its direction. */
@@ -162,6 +168,7 @@ struct mb_fault_verdict {
 	bool drop;             /* uart: the byte is lost */
 	uint8_t flip;          /* uart: XOR mask for the byte */
 	uint8_t lsr;           /* uart: LSR error bits to raise */
+	unsigned pulses;       /* irq: extra edges after this one */
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -193,6 +200,16 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
  * it), the ordinal-th in that direction. */
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			  struct mb_fault_verdict *v);
+
+/* ---- interrupt lines --------------------------------------------------- */
+
+/* The decision for a rising edge on line (the machine asks, any thread). */
+void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
+			 struct mb_fault_verdict *v);
+/* The machine's interrupt lines ask s about every rising edge a device
+ * drives (moonbox's side only: KVM's in-kernel PIT and the IOAPIC's own
+ * sources never pass here). */
+int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s);
 
 /* Flip the verdict's bits in data read for [sector, sector + len/512). */
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,

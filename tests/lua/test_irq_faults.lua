@@ -1,0 +1,66 @@
+-- Interrupt faults (F.irq.drop / storm / spurious) on the machine's lines,
+-- with tests/guests/pit_irq.S (counts 100 PIT interrupts, then exits 100).
+local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
+local mb = require "moonbox"
+local F = mb.fault
+T.need_kvm()
+
+local function pit_machine()
+  local m = mb.machine { memory = "16M" }
+  local pic = m:add(mb.pic8259 {})
+  m:add(mb.pit8254 { irq = 0 })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("pit_irq"), mode = "protected" }
+  return m, pic
+end
+
+T.case("drop every PIT edge: the guest never counts one", function()
+  local m = pit_machine()
+  local plan = m:faults { seed = 1 }
+  local r = plan:add(F.irq.drop { line = 0 })
+  local res = m:run { timeout = 1 }
+  T.eq(res.reason, "timeout", "the guest waits for ticks that never come")
+  T.ok(plan:fired(r) > 100, "edges dropped: " .. plan:fired(r))
+  T.eq(m:irqs()[1].raised, 0, "none reached the controller")
+end)
+
+T.case("drop ten edges: the guest still gets its hundred, later", function()
+  local m = pit_machine()
+  local plan = m:faults { seed = 1 }
+  local r = plan:add(F.irq.drop { line = 0, count = 10 })
+  local other = plan:add(F.irq.drop { lines = { 1, 15 } })
+  T.run(m, "exit", 100)
+  T.eq(plan:fired(r), 10)
+  T.eq(plan:matched(other), 0, "no edge on the other lines")
+  T.eq(#plan:unfired(), 1, "the other rule never acted")
+end)
+
+T.case("spurious edge on an idle line; a storm multiplies edges", function()
+  local m, pic = pit_machine()
+  local plan = m:faults { seed = 1 }
+  plan:add(F.irq.spurious { line = 5 })
+  T.eq(m:irqs()[6].raised, 1, "one edge on line 5")
+  T.eq(pic:state().master.irr & 0x20, 0x20, "latched in the PIC's IRR")
+  local s = plan:add(F.irq.storm { line = 6, pulses = 3, nth = 1 })
+  plan:add(F.irq.spurious { line = 6 })
+  plan:add(F.irq.spurious { line = 6 })
+  T.eq(m:irqs()[7].raised, 5, "the first edge and its 3 more, then the second")
+  T.eq(plan:fired(s), 1); T.eq(plan:matched(s), 2)
+end)
+
+T.case("irq fault option errors", function()
+  local m = pit_machine()
+  local plan = m:faults { seed = 1 }
+  T.raises(function() F.irq.drop { line = 24 } end, "line: 24")
+  T.raises(function() F.irq.drop { line = 1, lines = { 1, 2 } } end, "not both")
+  T.raises(function() F.irq.drop { lines = { 3, 1 } } end, "lines:")
+  T.raises(function() F.irq.storm { line = 1 } end, "pulses: missing")
+  T.raises(function() F.irq.storm { line = 1, pulses = 1001 } end, "pulses: out of range")
+  T.raises(function() F.irq.drop { line = 1, pulses = 2 } end, "only irq.storm")
+  T.raises(function() F.irq.spurious {} end, "line: missing")
+  T.raises(function() F.irq.spurious { line = 1, nth = 2 } end, "nth")
+  T.raises(function() F.irq.drop { dev = "com1" } end, "dev")
+  T.raises(function() plan:add(F.irq.drop { line = 16 }) end, "line: 16 does not exist")
+end)
+
+T.done()
