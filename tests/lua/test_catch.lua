@@ -40,7 +40,7 @@ T.case("catch { vector } errors: beyond the IDT, a gate not present, bad options
   T.raises(function() m:catch { vector = 0x40 } end, "beyond the IDT's limit")
   T.raises(function() m:catch { vector = 0x10 } end, "not present")
   T.raises(function() m:catch { vector = 300 } end, "vector")
-  T.raises(function() m:catch { } end, "one of vector or triple_fault")
+  T.raises(function() m:catch { } end, "one of vector, triple_fault or panic")
   T.raises(function() m:catch { vector = 6, bogus = 1 } end, 'unknown option "bogus"')
 end)
 
