@@ -37,6 +37,7 @@ struct slot {
 	bool removed;
 	size_t next; /* replay: where to look for this rule's next record */
 	uint8_t *healed; /* BAD: a bit per sector of [first, last] written since */
+	uint64_t added_ns; /* the machine's clock when the rule was added */
 };
 
 struct mb_fault_plan {
@@ -457,6 +458,8 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	sl->r = *r;
 	sl->site = s;
 	sl->healed = healed;
+	sl->added_ns = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
+			    : now_ns(CLOCK_MONOTONIC);
 	/* The op a fault acts on is its filter. */
 	if (r->action == MB_FAULT_BLK_LYING_FLUSH)
 		sl->r.ops = MB_FAULT_OP_FLUSH;
@@ -681,6 +684,13 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 		/* A rule armed by another one sees nothing before that one acted. */
 		if (s->r.after && !p->rules[s->r.after - 1].fired)
 			continue;
+		if (s->r.has_window) { /* outside its time window: not a match */
+			uint64_t t = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
+					  : now_ns(CLOCK_MONOTONIC);
+			uint64_t rel = t > s->added_ns ? t - s->added_ns : 0;
+			if (rel < s->r.win_from || rel >= s->r.win_to)
+				continue;
+		}
 		/* Bad blocks: a write heals what it covers; a read matches only
 		 * while it touches a sector not yet healed. */
 		if (s->r.action == MB_FAULT_BLK_BAD && !bad_event(s, e))

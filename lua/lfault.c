@@ -36,7 +36,7 @@ struct lrule {
 /* ---- fault constructors --------------------------------------------------------- */
 
 static const char *const common_keys[] = { "dev", "op", "sectors", "nth", "every",
-					   "p", "count", "after", "enabled" };
+					   "p", "count", "after", "enabled", "window" };
 
 static uint64_t opt_count(lua_State *L, int idx, const char *key)
 {
@@ -120,6 +120,24 @@ static void parse_common(lua_State *L, struct mb_fault_rule *r)
 		r->after = rule_id(L, -1, "after");
 	lua_pop(L, 1);
 	r->disabled = !mbl_optbool(L, 1, "enabled", 1);
+	/* window = { FROM, TO } seconds after plan:add, guest time; TO may be
+	 * left out (open) */
+	if (lua_getfield(L, 1, "window") != LUA_TNIL) {
+		if (!lua_istable(L, -1))
+			luaL_error(L, "window: expected { FROM, TO } (seconds after the "
+				   "rule is added, guest time)");
+		lua_rawgeti(L, -1, 1);
+		lua_rawgeti(L, -2, 2);
+		double from = lua_tonumber(L, -2), to = lua_isnil(L, -1) ? -1 : lua_tonumber(L, -1);
+		if (!lua_isnumber(L, -2) || from < 0 || from > 1e9 ||
+		    (!lua_isnil(L, -1) && (!lua_isnumber(L, -1) || to <= from || to > 1e9)))
+			luaL_error(L, "window: expected { FROM, TO } with 0 <= FROM < TO (seconds)");
+		r->has_window = true;
+		r->win_from = (uint64_t)(from * 1e9);
+		r->win_to = to < 0 ? UINT64_MAX : (uint64_t)(to * 1e9);
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 1);
 }
 
 static int new_spec(lua_State *L, enum mb_fault_action a, const char *const *extra)
@@ -241,7 +259,7 @@ static int l_blk_hold(lua_State *L)
 static int uart_spec(lua_State *L, enum mb_fault_action a, const char *extra)
 {
 	static const char *const base[] = { "dev", "dir", "nth", "every", "p",
-					    "count", "after", "enabled" };
+					    "count", "after", "enabled", "window" };
 	const char *keys[12];
 	size_t n = 0;
 	for (size_t i = 0; i < sizeof base / sizeof *base; i++)
@@ -286,7 +304,8 @@ static int uart_spec(lua_State *L, enum mb_fault_action a, const char *extra)
 static int irq_spec(lua_State *L, enum mb_fault_action a)
 {
 	static const char *const base[] = { "line", "lines", "nth", "every", "p",
-					    "count", "after", "enabled", "pulses", NULL };
+					    "count", "after", "enabled", "pulses", "window",
+					    NULL };
 	static const char *const once[] = { "line", NULL };
 	luaL_checktype(L, 1, LUA_TTABLE);
 	mbl_checkopts(L, 1, mb_fault_action_name(a),

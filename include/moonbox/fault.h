@@ -67,6 +67,10 @@ struct mb_fault_rule {
 	double p;              /* probability in [0, 1] (from the seed) */
 	bool has_p;
 	unsigned after;        /* rule id that must have acted first (0: none) */
+	/* Only events win_from <= t < win_to ns after the rule was added, in
+	 * guest-visible time (the machine's clock). */
+	bool has_window;
+	uint64_t win_from, win_to;
 	bool disabled;
 	/* Action parameters */
 	uint8_t status;        /* ERROR: VIRTIO_BLK_S_IOERR or _UNSUPP */

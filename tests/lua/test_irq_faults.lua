@@ -20,7 +20,8 @@ T.case("drop every PIT edge: the guest never counts one", function()
   local r = plan:add(F.irq.drop { line = 0 })
   local res = m:run { timeout = 1 }
   T.eq(res.reason, "timeout", "the guest waits for ticks that never come")
-  T.ok(plan:fired(r) > 100, "edges dropped: " .. plan:fired(r))
+  -- ~1000 at 1 kHz in 1 s; a loaded host coalesces late ticks
+  T.ok(plan:fired(r) > 10, "edges dropped: " .. plan:fired(r))
   T.eq(m:irqs()[1].raised, 0, "none reached the controller")
 end)
 
@@ -33,6 +34,18 @@ T.case("drop ten edges: the guest still gets its hundred, later", function()
   T.eq(plan:fired(r), 10)
   T.eq(plan:matched(other), 0, "no edge on the other lines")
   T.eq(#plan:unfired(), 1, "the other rule never acted")
+end)
+
+T.case("window: only edges in the first 50 ms (guest time) are dropped; a later window sees none", function()
+  local m = pit_machine()
+  local plan = m:faults { seed = 1 }
+  local early = plan:add(F.irq.drop { line = 0, window = { 0, 0.05 } })
+  local late = plan:add(F.irq.drop { line = 0, window = { 3600 } })
+  T.run(m, "exit", 100)
+  T.ok(plan:fired(early) >= 1, "dropped early: " .. plan:fired(early))
+  T.eq(plan:matched(late), 0, "nothing an hour after")
+  T.raises(function() F.irq.drop { window = { 2, 1 } } end, "window:")
+  T.raises(function() F.irq.drop { window = 3 } end, "window: expected")
 end)
 
 T.case("spurious edge on an idle line; a storm multiplies edges", function()
