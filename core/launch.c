@@ -85,6 +85,10 @@ int mb_libexec_path(const char *prog, char *buf, size_t len)
 static int start(struct mb_launcher *l)
 {
 	char path[PATH_MAX], pidarg[24];
+	if (mb_seccomp_filtered())
+		return mb_seterr(-EPERM, "launcher: not started before this "
+				 "thread's seccomp filter (start it with "
+				 "mb_launcher_start first)");
 	int rc = mb_libexec_path("moonbox-launcher", path, sizeof path);
 	if (rc)
 		return rc;
@@ -251,6 +255,8 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (l->argv[0][0] != '/')
 		return mb_seterr(-EINVAL, "%s: %s: not an absolute path", name,
 				 l->argv[0]);
+	if (l->flags & ~MB_LAUNCH_NEWPID)
+		return mb_seterr(-EINVAL, "%s: unknown flags %#x", name, l->flags);
 	if (l->nfds > MB_LAUNCH_MAX_FDS)
 		return mb_seterr(-EINVAL, "%s: %u descriptors (at most %d)", name,
 				 l->nfds, MB_LAUNCH_MAX_FDS);
@@ -258,7 +264,7 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (!req)
 		return mb_seterr(-ENOMEM, "%s: out of memory", name);
 	struct launch_req q = { .magic = LAUNCH_MAGIC, .op = LAUNCH_SPAWN,
-				.nfds = l->nfds };
+				.nfds = l->nfds, .flags = l->flags };
 	size_t off = sizeof q;
 	int rc = 0;
 	for (; l->argv[q.argc]; q.argc++) {
