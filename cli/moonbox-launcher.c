@@ -133,8 +133,14 @@ static void child(char **argv, const int *fds, unsigned nfds, int errw,
 	} else if (getppid() != self) {
 		_exit(127); /* the launcher died before the line above */
 	}
-	signal(SIGCHLD, SIG_DFL);
-	signal(SIGUSR1, SIG_DFL);
+	/* Ignored signals stay ignored across exec: every disposition back
+	 * to the default, glibc's own two (32, 33: posix_spawn leaves them
+	 * ignored in the launcher) included, hence the raw call. */
+	struct { void *handler; unsigned long flags; void *restorer; uint64_t mask; }
+		dfl = { SIG_DFL, 0, NULL, 0 };
+	for (int sig = 1; sig <= 64; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Everything to base and above first, so that no dup2 below lands
