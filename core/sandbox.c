@@ -39,6 +39,9 @@
 
 #include "core/internal.h"
 #include "core/seccomp.h"
+#ifdef MB_ASAN
+void __lsan_do_leak_check(void); /* sanitizer/lsan_interface.h */
+#endif
 #include "moonbox/sandbox.h"
 
 #ifndef CLONE_NEWCGROUP
@@ -239,7 +242,8 @@ static const struct sc_rule device_rules[] = {
 	ALLOW(rt_sigprocmask), ALLOW(rt_sigaction), ALLOW(sigaltstack),
 	ALLOW(exit), ALLOW(exit_group), ALLOW(getpid), ALLOW(gettid),
 	ALLOW(restart_syscall), ALLOW(lseek), ALLOW(fstat), ALLOW(getrandom),
-	ALLOW(ftruncate), ALLOW(fallocate), ALLOW(dup), ALLOW(dup3),
+	ALLOW(ftruncate), ALLOW(fallocate), ALLOW(dup), ALLOW(dup3)
+	SANITIZER_RULES,
 	{ .nr = SYS_newfstatat, .how = SC_ARG_SET, .arg = 3, .v = { AT_EMPTY_PATH } },
 	{ .nr = SYS_fcntl, .how = SC_ARG_IN, .arg = 1, .nv = 8,
 	  .v = { F_DUPFD, F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC,
@@ -282,6 +286,12 @@ int mb_sandbox_enter(const struct mb_sandbox_policy *p,
 	if (p->profile != MB_SANDBOX_DEVICE)
 		return mb_seterr(-EINVAL, "sandbox: unknown profile %d", (int)p->profile);
 	int rc;
+#ifdef MB_ASAN
+	/* LeakSanitizer's check at exit stops the world with clone and
+	 * ptrace, which the filter kills: check now, while it still can,
+	 * and not at exit. */
+	__lsan_do_leak_check();
+#endif
 	namespaces(r);
 	if (r->mountns) {
 		rc = empty_root();

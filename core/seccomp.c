@@ -168,7 +168,8 @@ unsigned mb_sc_count(const struct sc_rule *r, unsigned n)
 	ALLOW(lseek), FCNTL_CMDS, ALLOW(fsync), ALLOW(fdatasync),           \
 	ALLOW(poll), ALLOW(ppoll), ALLOW(epoll_ctl), ALLOW(timerfd_settime), \
 	ALLOW(timerfd_gettime), ALLOW(sendmsg), ALLOW(recvmsg), ALLOW(sendto), \
-	ALLOW(recvfrom), ALLOW(shutdown), IOCTL_KVM_TTY
+	ALLOW(recvfrom), ALLOW(shutdown), ALLOW(sigaltstack), IOCTL_KVM_TTY \
+	SANITIZER_RULES
 
 static const struct sc_rule vcpu_rules[] = {
 	BASE_RULES,
