@@ -175,6 +175,9 @@ static const struct sc_rule vcpu_rules[] = {
 	BASE_RULES,
 	ALLOW(fallocate), ALLOW(ftruncate), /* a blk request run inline */
 	ALLOW(eventfd2), ALLOW(timerfd_create), /* devices set up lazily */
+	/* a device process timed out on this vCPU's read: killed, restarted */
+	ALLOW(pidfd_send_signal),
+	{ .nr = SYS_socketpair, .how = SC_ARG_IN, .arg = 0, .nv = 1, .v = { AF_UNIX } },
 };
 static const struct sc_rule evloop_rules[] = {
 	BASE_RULES,
