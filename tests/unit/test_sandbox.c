@@ -137,6 +137,23 @@ static long status_field(pid_t pid, const char *key, int base)
 	return v;
 }
 
+/* The soft limit /proc/PID/limits shows for name ("Max file size"). */
+static long limit_of(pid_t pid, const char *name)
+{
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%d/limits", (int)pid);
+	FILE *f = fopen(path, "re");
+	long v = -2;
+	while (f && fgets(line, sizeof line, f))
+		if (strncmp(line, name, strlen(name)) == 0) {
+			char *s = line + strlen(name);
+			v = strncmp(s + strspn(s, " "), "unlimited", 9) == 0 ? -1 : strtol(s, NULL, 10);
+		}
+	if (f)
+		fclose(f);
+	return v;
+}
+
 static void ns_link(pid_t pid, const char *ns, char *buf, size_t len)
 {
 	char path[64];
@@ -175,6 +192,10 @@ static void check_idle(void)
 	}
 	assert_true(k.r.empty_root && k.r.rlimits && k.r.no_caps);
 	assert_true(k.r.landlock_abi > 0);
+	assert_int_equal(limit_of(k.pid, "Max file size"), 0);
+	assert_int_equal(limit_of(k.pid, "Max core file size"), 0);
+	assert_int_equal(limit_of(k.pid, "Max processes"), 0);
+	assert_int_equal(limit_of(k.pid, "Max open files"), 256);
 	char root[64];
 	snprintf(root, sizeof root, "/proc/%d/root", (int)k.pid);
 	DIR *d = opendir(root);
