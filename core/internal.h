@@ -50,6 +50,11 @@ struct hook {
 };
 
 struct mb_evloop;
+struct mb_launcher;
+void mb_launcher_free(struct mb_launcher *l); /* launch.c */
+int mb_seccomp_start(struct mb_machine *m); /* seccomp.c */
+/* evloop.c: the loop filters itself (mb_seccomp_point) once m says so */
+void mb_evloop_seccomp(struct mb_evloop *ev, struct mb_machine *m);
 
 struct mb_machine {
 	int kvm, vm;
@@ -124,6 +129,11 @@ struct mb_machine {
 	/* machine.c: a debugger (gdb_server.c) holding runs at its stops;
 	 * guarded by lock */
 	struct mb_holder *holder;
+	struct mb_launcher *launcher; /* launch.c: NULL until first used */
+	/* seccomp.c: filter moonbox's threads once running (seccomp), and
+	 * the runs have begun (seccomp_go: each thread filters itself) */
+	bool seccomp;
+	_Atomic bool seccomp_go;
 	bool hold_start; /* the next start holds before any instruction */
 	bool held;       /* the waiter sleeps in a hold */
 	bool hold_go, hold_end; /* released: resume, or end the run with ... */
