@@ -52,6 +52,9 @@ struct mb_uart {
 	/* NULL unless a fault rule targets this UART (moonbox/fault.h). */
 	struct mb_fault_site *_Atomic fault;
 	uint64_t fault_tx, fault_rx; /* bytes asked about, per direction */
+	/* An observer (mb_uart_set_hook), published as one pointer. */
+	struct uhook { mb_uart_hook_fn fn; void *ctx; } *_Atomic hook, hooks[2];
+	unsigned hook_slot;
 };
 
 static bool fifo_on(const struct mb_uart *u)
@@ -168,16 +171,48 @@ static bool rx_ready(const struct mb_uart *u)
  * OE loses the byte; BI comes with a 0 character). */
 static void rx_faulted(struct mb_uart *u, struct mb_fault_site *fs, uint8_t b)
 {
-	struct mb_fault_verdict v;
-	mb_fault_uart_decide(fs, true, ++u->fault_rx, &v);
-	if (v.lsr & MB_FAULT_LSR_OE)
-		u->overruns++;
-	u->lsr_err |= v.lsr;
-	if (v.drop)
-		return;
-	if (v.lsr & MB_FAULT_LSR_BI)
-		b = 0;
+	struct mb_fault_verdict v = { 0 };
+	if (fs) {
+		mb_fault_uart_decide(fs, true, ++u->fault_rx, &v);
+		if (v.lsr & MB_FAULT_LSR_OE)
+			u->overruns++;
+		u->lsr_err |= v.lsr;
+		if (v.drop)
+			return;
+		if (v.lsr & MB_FAULT_LSR_BI)
+			b = 0;
+	}
 	rx_push(u, b ^ v.flip);
+}
+
+/* With an observer: one byte at a time, the observer called outside the
+ * lock (it may call Lua, which may read this UART's state). It sees the
+ * byte as the console sent it, before any rx fault. */
+static size_t rx_hooked(struct mb_uart *u, struct uhook *h, const uint8_t *buf,
+			size_t len)
+{
+	size_t n = 0;
+	for (; n < len; n++) {
+		pthread_mutex_lock(&u->lock);
+		bool room = rx_ready(u) && u->rx_n < rx_cap(u);
+		pthread_mutex_unlock(&u->lock);
+		if (!room)
+			break;
+		uint8_t b = buf[n];
+		bool drop = false;
+		h->fn(h->ctx, true, &b, &drop);
+		pthread_mutex_lock(&u->lock);
+		if (!drop)
+			rx_faulted(u, atomic_load_explicit(&u->fault, memory_order_acquire), b);
+		irq_update(u);
+		pthread_mutex_unlock(&u->lock);
+	}
+	if (n < len) {
+		pthread_mutex_lock(&u->lock);
+		u->rx_blocked = true;
+		pthread_mutex_unlock(&u->lock);
+	}
+	return n;
 }
 
 /* Outside loopback, and only what fits: the backend keeps the rest
@@ -186,6 +221,9 @@ static size_t uart_rx(void *dev, const uint8_t *buf, size_t len)
 {
 	struct mb_uart *u = dev;
 	size_t n = 0;
+	struct uhook *h = atomic_load_explicit(&u->hook, memory_order_acquire);
+	if (h)
+		return rx_hooked(u, h, buf, len);
 	struct mb_fault_site *fs = atomic_load_explicit(&u->fault, memory_order_acquire);
 	pthread_mutex_lock(&u->lock);
 	if (rx_ready(u) && fs)
@@ -393,6 +431,13 @@ static void uart_write(void *dev, uint64_t off, const void *data,
 		}
 		irq_update(u);
 		pthread_mutex_unlock(&u->lock);
+		struct uhook *h = tx ? atomic_load_explicit(&u->hook, memory_order_acquire)
+				     : NULL;
+		if (h) { /* outside the lock: the observer may call Lua */
+			bool drop = false;
+			h->fn(h->ctx, false, &b, &drop);
+			tx = !drop;
+		}
 		if (tx)
 			mb_chr_write(u->chr, &b, 1);
 		if (accept)
@@ -449,6 +494,21 @@ void mb_uart_free(struct mb_uart *u)
 int mb_uart_set_fault(struct mb_uart *u, struct mb_fault_site *s)
 {
 	return mb_fault_site_install(&u->fault, s);
+}
+
+void mb_uart_set_hook(struct mb_uart *u, mb_uart_hook_fn fn, void *ctx)
+{
+	/* Two slots, alternated under the lock: a reader holding the old
+	 * pointer finishes under that same lock before a third set could
+	 * reuse its slot. */
+	pthread_mutex_lock(&u->lock);
+	struct uhook *h = NULL;
+	if (fn) {
+		h = &u->hooks[u->hook_slot ^= 1];
+		h->fn = fn, h->ctx = ctx;
+	}
+	atomic_store_explicit(&u->hook, h, memory_order_release);
+	pthread_mutex_unlock(&u->lock);
 }
 
 void mb_uart_set_modem(struct mb_uart *u, uint8_t msr_bits)

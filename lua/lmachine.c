@@ -671,5 +671,6 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_map(L);
 	mbl_open_tap(L);
 	mbl_open_listen(L);
+	mbl_open_on(L);
 	return 1;
 }

@@ -82,6 +82,14 @@ void mb_uart_set_modem(struct mb_uart *uart, uint8_t msr_bits);
 struct mb_fault_site;
 struct mb_device;
 int mb_uart_set_fault(struct mb_uart *uart, struct mb_fault_site *s);
+/* An observer of every byte at the console's end of the wire (m:on
+ * "uart"/"console"): fn sees a byte the guest sent (rx false; after any
+ * tx fault) or one the console sends it (before any rx fault), and may
+ * change it or set *drop. Runs on the thread of the access (a vCPU for
+ * tx, the event loop for rx), outside the UART's lock. Set it once per
+ * UART (a reader may still hold an older one); ctx must outlive it. */
+typedef void (*mb_uart_hook_fn)(void *ctx, bool rx, uint8_t *byte, bool *drop);
+void mb_uart_set_hook(struct mb_uart *uart, mb_uart_hook_fn fn, void *ctx);
 struct mb_uart *mb_uart_of_device(struct mb_device *d);
 
 extern const struct mb_io_ops mb_uart_ops; /* 8 ports from the base */

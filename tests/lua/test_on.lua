@@ -1,0 +1,73 @@
+-- m:on: Lua functions on UART bytes, console lines and bus accesses
+-- (tests/guests/uart_echo.S: a banner, then echo of what it receives up to
+-- a '\n'; exit code = bytes echoed).
+local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
+local mb = require "moonbox"
+T.need_kvm()
+
+local banner = "moonbox: com1 ready\r\n"
+
+local function echo_machine(input)
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  local com1 = m:add(mb.uart16550 { com = 1, console = "buffer" })
+  if input then com1:input(input) end
+  m:boot_flat { file = T.guest("uart_echo"), mode = "protected" }
+  return m, com1
+end
+
+T.case("console lines matching a pattern; every line without a pattern", function()
+  local m, com1 = echo_machine("hello\n")
+  local ready, all = {}, {}
+  local h = m:on("console", { dev = com1, pattern = "ready$" }, function(line, ev)
+    ready[#ready + 1] = line .. "|" .. ev.dev
+    T.eq(com1:state().tx_bytes > 0, true, "the device can be read from the function")
+  end)
+  m:on("console", { dev = com1 }, function(line) all[#all + 1] = line end)
+  T.run(m, "exit", 6)
+  T.eq(table.concat(ready, ","), "moonbox: com1 ready|com1")
+  T.eq(table.concat(all, ","), "moonbox: com1 ready,hello", "lines without \\r\\n")
+  T.eq(h:count(), 2, "called for each line, matched once")
+end)
+
+T.case("uart bytes: change what the guest receives, drop what it sends", function()
+  local m, com1 = echo_machine("ping\n")
+  local seen = {}
+  m:on("uart", { dev = com1, dir = "rx" }, function(ev)
+    seen[#seen + 1] = ev.dir .. string.char(ev.byte)
+    if ev.byte == ("i"):byte() then return ("o"):byte() end
+  end)
+  local drop = m:on("uart", { dev = com1, dir = "tx" }, function(ev)
+    if ev.byte == ("o"):byte() then return false end
+  end)
+  T.run(m, "exit", 5)
+  T.eq(table.concat(seen), "rxprxirxnrxgrx\n", "each byte the console sent")
+  T.eq(com1:output(), (banner:gsub("o", "")) .. "png\n", "pong echoed, its o dropped on the way out")
+  drop:remove()
+  T.ok(tostring(drop):find("removed"), tostring(drop))
+end)
+
+T.case("pio events are taps", function()
+  local m, com1 = echo_machine("x\n")
+  local n = 0
+  local t = m:on("pio", 0x3f8, function(ev) if ev.write then n = n + 1 end end)
+  T.run(m, "exit", 2)
+  T.eq(n, #banner + 2 + 1, "THR writes, and the divisor latch write at 0x3f8")
+  T.eq(t:count() >= n, true)
+end)
+
+T.case("an error in a function ends the run; option errors", function()
+  local m, com1 = echo_machine("x\n")
+  m:on("console", { dev = com1 }, function() error("nope") end)
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "error"); T.ok(r.message:find("on console of com1", 1, true) and r.message:find("nope"), r.message)
+  local m2 = echo_machine()
+  T.raises(function() m2:on("net", {}, print) end, "invalid option 'net'")
+  T.raises(function() m2:on("uart", {}, print) end, "dev: expected a UART")
+  T.raises(function() m2:on("uart", { dev = m2:device("debug_exit") }, print) end, "is not a UART")
+  T.raises(function() m2:on("uart", { dev = m2:device("com1"), dir = "up" }, print) end, "dir")
+  T.raises(function() m2:on("console", { dev = m2:device("com1") }) end, "function expected")
+end)
+
+T.done()
