@@ -42,11 +42,12 @@ $(O)/libmoonbox.a: $(LIB_OBJ)
 $(O)/libmoonbox.so: $(LIB_OBJ)
 	$(CC) $(LDFLAGS) -shared -o $@ $^ $(LDLIBS)
 
-# lua/campaign.lua, compiled in as a C string (one line of C per line).
-$(B)/lua/campaign.lua.h: lua/campaign.lua
+# lua/campaign.lua and lua/tap.lua, compiled in as C strings (one line of
+# C per line).
+$(B)/lua/%.lua.h: lua/%.lua
 	@mkdir -p $(dir $@)
 	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
-$(B)/lua/lcampaign.o: $(B)/lua/campaign.lua.h
+$(B)/lua/lcampaign.o: $(B)/lua/campaign.lua.h $(B)/lua/tap.lua.h
 $(B)/lua/lcampaign.o: override CFLAGS += -I$(B)/lua
 
 # The Lua module: `require "moonbox"` from stock lua5.4.

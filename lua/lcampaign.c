@@ -10,6 +10,9 @@
 static const char campaign_lua[] =
 #include "campaign.lua.h" /* made from lua/campaign.lua into $(B)/lua */
 	;
+static const char tap_lua[] =
+#include "tap.lua.h" /* lua/tap.lua: mb.tap */
+	;
 
 static int l_isatty(lua_State *L)
 {
@@ -36,4 +39,8 @@ void mbl_open_campaign(lua_State *L)
 	lua_pushcfunction(L, l_now);
 	lua_call(L, 3, 1);
 	lua_setfield(L, -2, "campaign");
+	if (luaL_loadbufferx(L, tap_lua, sizeof tap_lua - 1, "=tap.lua", "t") != LUA_OK)
+		lua_error(L);
+	lua_call(L, 0, 1);
+	lua_setfield(L, -2, "tap");
 }
