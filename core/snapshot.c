@@ -241,9 +241,12 @@ static int take_devices(struct mb_machine *m, struct mb_snapshot *s)
 		const struct mb_state_desc *desc = mb_device_state_desc(d);
 		snprintf(e->name, sizeof e->name, "%s", mb_device_name(d));
 		snprintf(e->kind, sizeof e->kind, "%s", mb_device_kind(d));
-		if (mb_device_keep(d, &e->kept, &e->drop))
+		int krc = mb_device_keep(d, &e->kept, &e->drop);
+		if (krc == -ENOMEM)
 			return mb_seterr(-ENOMEM, "snapshot: device %s: out of memory",
 					 e->name);
+		if (krc) /* the device says why (a write-back cache not flushed) */
+			return krc;
 		if (!desc)
 			continue;
 		snprintf(e->desc, sizeof e->desc, "%s", desc->name);

@@ -124,7 +124,7 @@ int mbl_virtio_set_state(lua_State *L)
 
 static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
 					"threads", "mmio", "irq", "disk",
-					"overlay", NULL };
+					"overlay", "cache", NULL };
 
 static void blk_parse(lua_State *L, int idx, void *p)
 {
@@ -141,6 +141,10 @@ static void blk_parse(lua_State *L, int idx, void *p)
 	c->overlay = strcmp(disk, "overlay") == 0 || mbl_optbool(L, idx, "overlay", 0);
 	if (c->overlay && c->readonly)
 		luaL_error(L, "overlay: a readonly disk has no writes to keep apart");
+	static const char *const caches[] = { "none", "writeback", NULL };
+	c->writeback = mbl_checkenum(L, idx, "cache", "none", caches) == 1;
+	if (c->writeback && (c->overlay || c->readonly))
+		luaL_error(L, "cache: \"writeback\" needs a writable disk = \"file\"");
 	c->serial = mbl_optstr(L, idx, "serial", "");
 	if (strlen(c->serial) > 20)
 		luaL_error(L, "serial: \"%s\" is longer than 20 bytes", c->serial);
@@ -163,6 +167,40 @@ static int blk_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	return 0;
 }
 
+/* disk:power_cut { model = "drop" | "subset" | "torn", seed = N } on a
+ * paused machine: what of the write-back cache's unflushed writes reaches
+ * the image; returns { cached, written, writes } (docs/faults.md). */
+static int blk_power_cut(lua_State *L)
+{
+	static const char *const keys[] = { "model", "seed", NULL };
+	static const char *const models[] = { "drop", "subset", "torn", NULL };
+	struct mb_device *dev = mbl_checkdevice(L, 1);
+	if (lua_isnoneornil(L, 2))
+		lua_newtable(L), lua_replace(L, 2);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	mbl_checkopts(L, 2, "power_cut", keys);
+	int model = mbl_checkenum(L, 2, "model", "drop", models);
+	lua_Integer seed = mbl_optint(L, 2, "seed", 0);
+	if (!mb_machine_paused(mb_device_machine(dev)))
+		return luaL_error(L, "power_cut: pause the machine first");
+	struct mb_power_cut_result r;
+	if (mb_virtio_blk_power_cut(mb_virtio_dev_model(dev), (enum mb_power_cut)model,
+				    (uint64_t)seed, &r))
+		return mbl_fail(L, NULL);
+	lua_createtable(L, 0, 3);
+	lua_pushinteger(L, (lua_Integer)r.cached);
+	lua_setfield(L, -2, "cached");
+	lua_pushinteger(L, (lua_Integer)r.written);
+	lua_setfield(L, -2, "written");
+	lua_pushinteger(L, (lua_Integer)r.writes);
+	lua_setfield(L, -2, "writes");
+	return 1;
+}
+
+static const luaL_Reg blk_methods[] = {
+	{ "power_cut", blk_power_cut }, { NULL, NULL },
+};
+
 /* ---- virtio-rng ------------------------------------------------------------- */
 
 static const char *const rng_keys[] = { "name", "mmio", "irq", NULL };
@@ -184,7 +222,7 @@ static int rng_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 static const struct mbl_class blk_class = {
 	.name = "virtio_blk", .keys = blk_keys, .attach = blk_attach,
 	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
-	.parse = blk_parse,
+	.parse = blk_parse, .methods = blk_methods,
 	.cfg_size = sizeof(struct mb_virtio_blk_attach_config),
 };
 static const struct mbl_class rng_class = {

@@ -21,6 +21,7 @@
 
 #include "moonbox/virtio_blk.h"
 #include "devices/virtio/overlay.h"
+#include "devices/virtio/wbcache.h"
 #include "moonbox/sandbox.h"
 
 #define SECTOR 512u
@@ -52,6 +53,7 @@ struct mb_virtio_blk {
 	int fd;
 	bool ro;
 	struct mb_overlay *ovl; /* NULL: requests go to the file */
+	struct mb_wbcache *wb;  /* cache = "writeback": the drive's cache */
 	uint64_t sectors;
 	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
 
@@ -139,6 +141,8 @@ static uint8_t rw(struct mb_virtio_blk *b, const struct mb_vq_chain *c,
 	}
 	if (len && (b->ovl ? (out ? mb_overlay_write(b->ovl, data, n, sector * SECTOR, len)
 				 : mb_overlay_read(b->ovl, data, n, sector * SECTOR, len))
+		    : b->wb ? (out ? mb_wbcache_write(b->wb, data, n, sector * SECTOR, len)
+				   : mb_wbcache_read(b->wb, data, n, sector * SECTOR, len))
 			  : xfer(b->fd, data, n, (off_t)(sector * SECTOR), out)))
 		return VIRTIO_BLK_S_IOERR;
 	if (v && !out)
@@ -167,7 +171,7 @@ static uint8_t flush(struct mb_virtio_blk *b, const struct mb_fault_verdict *v)
 	if (b->ovl) /* the overlay is memory: nothing to make durable */
 		return VIRTIO_BLK_S_OK;
 	atomic_fetch_add(&b->st.syncs, 1);
-	if (fdatasync(b->fd) == 0)
+	if (b->wb ? mb_wbcache_flush(b->wb) == 0 : fdatasync(b->fd) == 0)
 		return VIRTIO_BLK_S_OK;
 	atomic_store(&b->sync_failed, true);
 	return VIRTIO_BLK_S_IOERR;
@@ -187,6 +191,8 @@ static uint8_t discard(struct mb_virtio_blk *b, const struct mb_vq_chain *c)
 			return VIRTIO_BLK_S_UNSUPP;
 		if (!in_range(b, s.sector, s.num))
 			return VIRTIO_BLK_S_IOERR;
+		if (s.num && b->wb)
+			mb_wbcache_forget(b->wb, s.sector * SECTOR, (uint64_t)s.num * SECTOR);
 		if (s.num && b->ovl) {
 			if (mb_overlay_zero(b->ovl, s.sector * SECTOR,
 					    (uint64_t)s.num * SECTOR))
@@ -573,6 +579,7 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 		n = r->next;
 		free(r);
 	}
+	mb_wbcache_free(b->wb);
 	mb_overlay_free(b->ovl);
 	close(b->fd);
 	mb_fault_site_put(fault_site(b));
@@ -592,6 +599,29 @@ uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b)
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b)
 {
 	return b->sectors;
+}
+
+int mb_virtio_blk_use_wbcache(struct mb_virtio_blk *b)
+{
+	if (b->ovl)
+		return mb_seterr(-EINVAL, "cache: a write-back cache over an overlay "
+				 "has nothing to lose (the overlay is memory)");
+	if (b->ro)
+		return mb_seterr(-EINVAL, "cache: a readonly disk has no writes to cache");
+	if (!b->wb && !(b->wb = mb_wbcache_new(b->fd, b->sectors * SECTOR)))
+		return mb_seterr(-ENOMEM, "cache: out of memory");
+	return 0;
+}
+
+int mb_virtio_blk_power_cut(struct mb_virtio_blk *b, enum mb_power_cut model,
+			    uint64_t seed, struct mb_power_cut_result *r)
+{
+	if (!b->wb)
+		return mb_seterr(-EINVAL, "power_cut: the disk has no write-back cache "
+				 "(cache = \"writeback\")");
+	mb_virtio_blk_quiesce(b); /* nothing in flight while the power goes */
+	int rc = mb_wbcache_power_cut(b->wb, model, seed, r);
+	return rc ? mb_seterr(rc, "power_cut: writing the image: %s", strerror(-rc)) : 0;
 }
 
 size_t mb_virtio_blk_overlay_blocks(struct mb_virtio_blk *b)
@@ -686,6 +716,12 @@ static void m_free(void *dev)
 static int m_keep(void *dev, void **kept)
 {
 	struct mb_virtio_blk *b = dev;
+	uint64_t cached = b->wb ? mb_wbcache_sectors(b->wb) : 0;
+	if (cached) /* volatile data no snapshot records: refuse, never lose it */
+		return mb_seterr(-EBUSY, "snapshot: %s: %llu sectors in its write-back "
+				 "cache are not flushed (let the guest sync, or "
+				 "power_cut first)", b->m ? "disk" : "disk",
+				 (unsigned long long)cached);
 	return b->ovl ? mb_overlay_keep(b->ovl, (struct mb_overlay_kept **)kept) : 0;
 }
 
@@ -735,6 +771,8 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 	if (!b)
 		return -EINVAL; /* the message names the image */
 	int rc = cfg->overlay ? mb_virtio_blk_use_overlay(b, cfg->image) : 0;
+	if (!rc && cfg->writeback)
+		rc = mb_virtio_blk_use_wbcache(b);
 	if (rc) {
 		mb_virtio_blk_free(b);
 		return rc;

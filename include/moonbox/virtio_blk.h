@@ -75,6 +75,7 @@ struct mb_virtio_blk_attach_config {
 	const char *serial; /* up to 20 bytes; NULL: "" */
 	unsigned threads;   /* requests in flight at once; 0: 2 */
 	bool overlay;       /* copy-on-write in memory: mb_virtio_blk_use_overlay */
+	bool writeback;     /* a volatile write-back cache: mb_virtio_blk_use_wbcache */
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;            /* 0: a free line */
 };
@@ -89,6 +90,23 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg);
  * image is reopened read-only and never written. 0 or -errno. */
 int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image);
 void mb_virtio_blk_free(struct mb_virtio_blk *b);
+/* Before the first request: a volatile write-back cache in front of the
+ * image (devices/virtio/wbcache.h): writes stay in memory until a FLUSH.
+ * mb_virtio_blk_power_cut: the power goes; the model decides what of the
+ * unflushed writes reaches the image (machine paused). 0 or -errno. */
+enum mb_power_cut {
+	MB_CUT_DROP,   /* nothing unflushed survives */
+	MB_CUT_SUBSET, /* a seeded subset of the epoch's writes, each whole */
+	MB_CUT_TORN,   /* a seeded subset of the epoch's sectors (torn pages) */
+};
+struct mb_power_cut_result {
+	uint64_t cached;  /* sectors the cache held */
+	uint64_t written; /* of them, sectors the cut let reach the image */
+	uint64_t writes;  /* write requests of the epoch */
+};
+int mb_virtio_blk_use_wbcache(struct mb_virtio_blk *b);
+int mb_virtio_blk_power_cut(struct mb_virtio_blk *b, enum mb_power_cut model,
+			    uint64_t seed, struct mb_power_cut_result *r);
 uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b);
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b); /* 512-byte sectors */
 /* Blocks of 4 KiB written to the overlay (0 without one). */

@@ -48,6 +48,12 @@ echo "phase: rec"; sleep 1; rd rec
 echo "phase: replay"; sleep 1; rd replay
 echo "phase: diverge"; sleep 1; rd diverge
 printf 'MB%sFLIP%s\n' XYZ 42 >/tmp/f; echo "phase: flip"; sleep 1; echo "flip-read: $(cat /tmp/f)"
+for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = wbdisk ] && W=/dev/${d##*/}; done
+echo "wb-dev: $W"
+wr() { printf "MBWB-$1" >/tmp/w; dd if=/tmp/w of=$W bs=512 seek=$2 count=1 conv=sync$3 oflag=direct 2>/dev/null; echo "wb-$1: $?"; }
+wr A 0 ,fsync; wr B 8
+echo "phase: lie"; sleep 1
+wr C 16 ,fsync
 echo "phase: end"
 ]])
 f:close()
@@ -65,6 +71,7 @@ assert(os.execute("head -c 8192 /dev/urandom >> " .. img))
 local trace = dir .. "/run.trace"
 local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", dir .. "/dv.trace"
 local m, com1, disk, plan, bad, never
+local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
 local rec, rp, dv -- the phases' plans
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
@@ -99,6 +106,11 @@ local phases = {
     dv = m:faults { replay = dv_trace }
     dv:add(seq_rule())
   end,
+  lie = function() -- from here every FLUSH on the write-back disk lies
+    dv:close()
+    lie = m:faults { seed = 1 }
+    lie_rule = lie:add(F.blk.lying_flush { dev = wb })
+  end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
     -- bit 0 of the 'M' of every copy of the text in guest RAM.
@@ -128,6 +140,8 @@ m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   append = "-- mkdir /m;mount /dev/vda /m;sh /m/t.sh " .. first .. " " .. R,
   setup = function(m)
     disk = m:add(mb.virtio_blk { image = img })
+    assert(os.execute("truncate -s 1M " .. wb_img))
+    wb = m:add(mb.virtio_blk { image = wb_img, cache = "writeback", serial = "wbdisk" })
     plan = m:faults { seed = 42, trace = trace }
     bad = plan:add(F.blk.error { dev = disk, op = "read", sectors = { first, last } })
     never = plan:add(F.blk.error { dev = disk, op = "discard", sectors = { 30000, 30001 } })
@@ -215,6 +229,29 @@ T.case("a bit flipped in guest RAM is what the guest reads back", function()
   print("# flipped " .. #flips .. " copies")
   T.ok(#flips >= 1, "the text was found in guest RAM")
   has("flip-read: LBXYZFLIP42") -- 'M' (0x4d) with bit 0 flipped is 'L'
+end)
+
+T.case("write-back cache and a power cut: fsynced data survives, unsynced and lied-about data is lost", function()
+  has("wb-A: 0"); has("wb-B: 0"); has("wb-C: 0")
+  T.ok(con:match("wb%-dev: /dev/vd%a"), "the guest found the disk by its serial")
+  local function sector(n)
+    local f = assert(io.open(wb_img, "rb"))
+    f:seek("set", n * 512)
+    local b = f:read(6)
+    f:close()
+    return b
+  end
+  T.eq(sector(0), "MBWB-A", "A was flushed before the cut")
+  local st = wb:state()
+  T.ok(st.flushes > st.syncs, "a flush lied: " .. st.flushes .. " flushes, " .. st.syncs .. " syncs")
+  T.ok(lie:fired(lie_rule) >= 1, "the lying flush acted")
+  T.eq(r.reason, "halt")
+  local cut = wb:power_cut { model = "drop" }
+  print(string.format("# power cut: %d sectors cached, %d written, %d writes", cut.cached, cut.written, cut.writes))
+  T.ok(cut.cached >= 2, "B and C were still in the cache")
+  T.eq(sector(8), "\0\0\0\0\0\0", "B (never flushed) is gone")
+  T.eq(sector(16), "\0\0\0\0\0\0", "C (fsynced, but the flush lied) is gone")
+  T.raises(function() disk:power_cut {} end, "no write-back cache")
 end)
 
 os.execute("rm -rf " .. dir)
