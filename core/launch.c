@@ -44,6 +44,26 @@ static bool usable(const char *dir, const char *prog, char *buf, size_t len)
 	return n > 0 && (size_t)n < len && access(buf, X_OK) == 0;
 }
 
+/* prog next to the object in dir, or where `make install` put it
+ * relative to dir (bin/, lib/, lib/lua/5.4/ -> libexec/moonbox/): the
+ * installed tree works whatever PREFIX it was installed to. */
+static bool near(const char *dir, const char *prog, char *buf, size_t len)
+{
+	static const char *const rel[] = { "", "/../libexec/moonbox",
+					   "/../../../libexec/moonbox" };
+	char d[PATH_MAX + 32];
+	for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+		char real[PATH_MAX];
+		snprintf(d, sizeof d, "%s%s", dir, rel[i]);
+		if (usable(d, prog, buf, len)) {
+			if (realpath(buf, real) && strlen(real) < len)
+				strcpy(buf, real);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Directory part of path into dir (realpath'd). */
 static bool dir_of(const char *path, char *dir)
 {
@@ -69,12 +89,13 @@ int mb_libexec_path(const char *prog, char *buf, size_t len)
 				 prog, env);
 	}
 	/* The build tree: next to the object this code is in (moonbox,
-	 * moonbox.so, libmoonbox.so), then next to the executable. */
+	 * moonbox.so, libmoonbox.so), then next to the executable; or an
+	 * installed tree around them. */
 	Dl_info di;
 	if (dladdr((void *)mb_libexec_path, &di) && dir_of(di.dli_fname, dir) &&
-	    usable(dir, prog, buf, len))
+	    near(dir, prog, buf, len))
 		return 0;
-	if (dir_of("/proc/self/exe", dir) && usable(dir, prog, buf, len))
+	if (dir_of("/proc/self/exe", dir) && near(dir, prog, buf, len))
 		return 0;
 	if (usable(MB_LIBEXECDIR, prog, buf, len))
 		return 0;

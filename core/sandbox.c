@@ -48,11 +48,17 @@ void __lsan_do_leak_check(void); /* sanitizer/lsan_interface.h */
 #define CLONE_NEWCGROUP 0x02000000
 #endif
 
-static void refused(struct mb_sandbox_report *r, const char *what, int e)
+static void refused_why(struct mb_sandbox_report *r, const char *what,
+			const char *why)
 {
 	size_t n = strlen(r->refused);
 	snprintf(r->refused + n, sizeof r->refused - n, "%s%s: %s",
-		 n ? "; " : "", what, strerrorname_np(e) ? strerrorname_np(e) : "?");
+		 n ? "; " : "", what, why);
+}
+
+static void refused(struct mb_sandbox_report *r, const char *what, int e)
+{
+	refused_why(r, what, strerrorname_np(e) ? strerrorname_np(e) : "?");
 }
 
 static int write_file(const char *path, const char *fmt, ...)
@@ -115,7 +121,7 @@ static void namespaces(struct mb_sandbox_report *r)
 	unshare(CLONE_NEWCGROUP); /* no report field: best effort */
 	r->pidns = getpid() == 1;
 	if (!r->pidns)
-		refused(r, "pidns", EPERM /* not launched with MB_LAUNCH_NEWPID */);
+		refused_why(r, "pidns", "not pid 1 of its own (launch with MB_LAUNCH_NEWPID)");
 }
 
 /* An empty, read-only root: whatever the process names by path, nothing
@@ -299,7 +305,7 @@ int mb_sandbox_enter(const struct mb_sandbox_policy *p,
 		if (rc)
 			refused(r, "empty root", -rc);
 	} else {
-		refused(r, "empty root", EPERM /* no mount namespace */);
+		refused_why(r, "empty root", "no mount namespace");
 	}
 	rc = rlimits(p);
 	r->rlimits = rc == 0;

@@ -57,7 +57,8 @@ int mb_launch_status(struct mb_machine *m, pid_t pid, int *status);
 /* Where moonbox's helper programs (moonbox-launcher, moonbox-device) are:
  * $MOONBOX_LIBEXEC when set; else next to the moonbox binary, moonbox.so
  * or libmoonbox.so this code runs from, or next to the executable (the
- * build tree), when prog is there; else the configured libexec directory
+ * build tree), or in ../libexec/moonbox from them (an installed tree),
+ * when prog is there; else the configured libexec directory
  * ($(PREFIX)/libexec/moonbox). 0 and the path in buf, or -ENOENT. */
 int mb_libexec_path(const char *prog, char *buf, size_t len);
 
