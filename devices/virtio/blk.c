@@ -718,10 +718,9 @@ static int m_keep(void *dev, void **kept)
 	struct mb_virtio_blk *b = dev;
 	uint64_t cached = b->wb ? mb_wbcache_sectors(b->wb) : 0;
 	if (cached) /* volatile data no snapshot records: refuse, never lose it */
-		return mb_seterr(-EBUSY, "snapshot: %s: %llu sectors in its write-back "
-				 "cache are not flushed (let the guest sync, or "
-				 "power_cut first)", b->m ? "disk" : "disk",
-				 (unsigned long long)cached);
+		return mb_seterr(-EBUSY, "snapshot: a virtio_blk disk has %llu sectors "
+				 "in its write-back cache not flushed (let the guest "
+				 "sync, or power_cut first)", (unsigned long long)cached);
 	return b->ovl ? mb_overlay_keep(b->ovl, (struct mb_overlay_kept **)kept) : 0;
 }
 
