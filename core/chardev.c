@@ -421,3 +421,20 @@ struct mb_chr *mb_chr_func(struct mb_machine *m,
 	h->fn = fn, h->fn_ctx = ctx;
 	return &h->c;
 }
+
+struct mb_chr *mb_chr_fd(struct mb_machine *m, int fd)
+{
+	/* A socket console with its one client already there (and no
+	 * listening socket): writes go to fd, input comes from it. */
+	struct chr *h = chr_new(m, SOCKET);
+	if (!h) {
+		close(fd);
+		return NULL;
+	}
+	h->fd = fd;
+	if (mb_machine_watch(m, fd, on_input, h)) {
+		mb_seterr(-errno, "console: cannot watch fd %d", fd);
+		return NULL; /* closed with the machine */
+	}
+	return &h->c;
+}

@@ -177,6 +177,10 @@ void mb_device_remove(struct mb_device *d)
 }
 
 const char *mb_device_name(const struct mb_device *d) { return d->name; }
+const struct mb_device_ops *mb_device_ops_of(const struct mb_device *d)
+{
+	return d->ops;
+}
 const char *mb_device_kind(const struct mb_device *d) { return d->ops->kind; }
 void *mb_device_impl(const struct mb_device *d) { return d->impl; }
 struct mb_machine *mb_device_machine(const struct mb_device *d) { return d->m; }

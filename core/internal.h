@@ -56,6 +56,9 @@ struct mb_machine {
 	unsigned ncpu;
 	enum mb_irqchip irqchip;
 	bool kernel_pit;
+	bool headless; /* no KVM (mb_machine_config.headless) */
+	void (*on_stop)(void *, enum mb_stop, int, const char *);
+	void *on_stop_ctx;
 	struct vcpu cpu[MB_MAX_CPUS];
 	struct mb_mem *mem;
 	struct mb_bus *pio, *mmio;
@@ -99,6 +102,8 @@ struct mb_machine {
 	bool adjust_clock, kvmclock_saved;
 	struct kvm_clock_data kvmclock;
 	struct hook *hooks;
+	/* devproc.c: called (m->lock held) after guest time froze or thawed */
+	struct hook *freeze_hooks;
 
 	/* device.c: devices in the order added */
 	struct mb_device **devs;
@@ -139,6 +144,8 @@ void mb_hold_cancel(struct mb_machine *m); /* forget a pending hold_start */
 void mb_hold_release(struct mb_machine *m, const struct mb_result *end);
 bool mb_hold_held(struct mb_machine *m);
 
+/* device.c: a device's ops (devproc.c tells its proxies by them) */
+const struct mb_device_ops *mb_device_ops_of(const struct mb_device *d);
 /* machine.c: push an embedded hook (cannot fail), or take one back */
 void mb_machine_push_hook(struct mb_machine *m, struct hook *h);
 void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);

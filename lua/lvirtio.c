@@ -62,7 +62,8 @@ int mbl_virtio_state(lua_State *L)
 	lua_pushboolean(L, geti(L, t, "status") & VIRTIO_STATUS_NEEDS_RESET);
 	lua_setfield(L, t, "needs_reset");
 	char why[160];
-	if (*mb_virtio_fault(mb_virtio_dev_transport(d->dev), why, sizeof why)) {
+	struct mb_virtio *vt = mb_virtio_dev_transport(d->dev);
+	if (vt && *mb_virtio_fault(vt, why, sizeof why)) {
 		lua_pushstring(L, why);
 		lua_setfield(L, t, "fault");
 	}
@@ -87,6 +88,7 @@ int mbl_virtio_state(lua_State *L)
 			geti(L, t, "bytes_written"));
 	lua_setfield(L, -2, "bytes");
 	lua_setfield(L, t, "stats");
+	mbl_isolate_annotate(L, d->dev);
 	return 1;
 }
 
@@ -97,7 +99,8 @@ int mbl_virtio_set_state(lua_State *L)
 {
 	static const char *const views[] = { "base", "size", "irq", "needs_reset",
 					      "fault", "stats", "backend",
-					      "connected", NULL };
+					      "connected", "sandbox", "isolated",
+					      NULL };
 	mbl_checkdev(L, 1);
 	luaL_checktype(L, 2, LUA_TTABLE);
 	lua_settop(L, 2);
@@ -149,6 +152,13 @@ static void blk_parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "threads: %d is not 0-8 (0: 2)", (int)th);
 	c->threads = (unsigned)th;
 	mbl_virtio_place_opts(L, idx, &c->mmio_base, &c->mmio_size, &c->irq);
+	if (mbl_in_devproc(L)) { /* the VMM opened the image for us */
+		c->image_fd = (int)mbl_optint(L, idx, "image_fd", 0);
+		if (c->image_fd < 3 || fcntl(c->image_fd, F_GETFD) < 0)
+			luaL_error(L, "image_fd: %d is not an open descriptor",
+				   c->image_fd);
+		return;
+	}
 	int fd = open(c->image, (c->readonly || c->overlay ? O_RDONLY : O_RDWR) |
 		      O_CLOEXEC);
 	if (fd < 0)

@@ -505,7 +505,10 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
 		mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes", serial);
 		return NULL;
 	}
-	int fd = open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	int fd = cfg->image_fd > 0
+			 ? fcntl(cfg->image_fd, F_DUPFD_CLOEXEC, 3)
+			 : open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) |
+					    O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st)) {
 		mb_seterr(-errno, "%s: %s", cfg->image, strerror(errno));
@@ -539,11 +542,13 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
 	return b;
 }
 
-int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
+static int use_overlay(struct mb_virtio_blk *b, const char *image, int ifd)
 {
 	if (b->ovl)
 		return 0;
-	int fd = open(image, O_RDONLY | O_CLOEXEC); /* the overlay never writes it */
+	/* the overlay never writes it */
+	int fd = ifd > 0 ? fcntl(ifd, F_DUPFD_CLOEXEC, 3)
+			 : open(image, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return mb_seterr(-errno, "%s: %s", image, strerror(errno));
 	if (!(b->ovl = mb_overlay_new(fd, b->sectors * SECTOR))) {
@@ -553,6 +558,11 @@ int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
 	close(b->fd);
 	b->fd = fd;
 	return 0;
+}
+
+int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
+{
+	return use_overlay(b, image, 0);
 }
 
 void mb_virtio_blk_free(struct mb_virtio_blk *b)
@@ -727,11 +737,12 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 		.image = cfg->image, .readonly = cfg->readonly,
 		.serial = cfg->serial ? cfg->serial : "",
 		.threads = cfg->threads ? cfg->threads : 2,
+		.image_fd = cfg->image_fd,
 	};
 	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
 	if (!b)
 		return -EINVAL; /* the message names the image */
-	int rc = cfg->overlay ? mb_virtio_blk_use_overlay(b, cfg->image) : 0;
+	int rc = cfg->overlay ? use_overlay(b, cfg->image, cfg->image_fd) : 0;
 	if (rc) {
 		mb_virtio_blk_free(b);
 		return rc;
