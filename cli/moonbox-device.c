@@ -57,15 +57,14 @@ static void send_event(uint16_t cmd, const void *pl, size_t len)
 static void set_line(void *intc, unsigned line, int level)
 {
 	struct mb_dp_irq e = { .line = line, .level = level != 0 };
-	pthread_mutex_lock(&seq_lock); /* the device's own lock orders calls */
+	/* One ordered path for every change, whichever thread makes it: the
+	 * events socket, in sequence (the device's own lock orders calls). */
+	pthread_mutex_lock(&seq_lock);
 	e.seq = ++seq;
-	if (cur && cur->nirq < MB_DP_SIDE_IRQS) {
-		cur->irq[cur->nirq++] = e;
-		pthread_mutex_unlock(&seq_lock);
-		return;
-	}
 	send_event(MB_DP_IRQ_LEVEL, &e, sizeof e);
 	pthread_mutex_unlock(&seq_lock);
+	if (cur)
+		cur->irq_seq = e.seq;
 }
 
 static bool no_pending(void *intc) { return false; }
@@ -91,6 +90,16 @@ static void on_stop(void *ctx, enum mb_stop reason, int code, const char *msg)
 		return;
 	}
 	send_event(MB_DP_STOP, &s, sizeof s);
+}
+
+/* Console output written during an access goes back with its reply. */
+static bool out_sink(const void *b, size_t len)
+{
+	if (!cur || len > MB_DP_SIDE_OUT - cur->nout)
+		return false; /* the relay socket takes it */
+	memcpy(cur->out + cur->nout, b, len);
+	cur->nout += (uint32_t)len;
+	return true;
 }
 
 /* ---- accesses ------------------------------------------------------------ */
@@ -222,6 +231,7 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		return -1;
 	}
 	mb_machine_set_intc(M, &intc, NULL);
+	mb_chr_fd_sink(out_sink);
 	for (uint32_t i = 0; i < c.nmem; i++) {
 		const struct mb_dp_mem *r = &c.mem[i];
 		char name[sizeof r->name + 1];

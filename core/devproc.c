@@ -74,6 +74,7 @@ struct mb_devproc {
 	enum mb_dp_policy policy;
 	void (*crashed)(void *, struct mb_devproc *, const char *);
 	void *ctx;
+	struct mb_chr *console;
 
 	int ctl, evt, pidfd;
 	pid_t pid;
@@ -84,8 +85,8 @@ struct mb_devproc {
 	struct prange pr[8];
 	struct mb_irq line;
 	bool has_line, ack_registered;
-	pthread_mutex_t irq_lock;
-	uint64_t last_seq;
+	pthread_mutex_t ev_lock; /* one reader of the events socket at a time */
+	uint64_t applied;        /* last line change applied (under ev_lock) */
 
 	pthread_mutex_t ctl_lock;
 	uint16_t ctl_id;
@@ -101,59 +102,31 @@ static __thread unsigned tslot; /* 0: not assigned yet */
 
 const char *mb_devproc_program(void)
 {
-	static char path[PATH_MAX];
+	static char path[4096];
 	const char *e = getenv("MB_DEVICE");
 	if (e && *e)
 		return e;
-	ssize_t n = readlink("/proc/self/exe", path, sizeof path - 32);
-	if (n > 0) {
-		path[n] = 0;
-		char *slash = strrchr(path, '/');
-		if (slash) {
-			strcpy(slash + 1, "moonbox-device");
-			if (access(path, X_OK) == 0)
-				return path;
-		}
-	}
-	return MB_LIBEXEC "/moonbox-device";
+	if (mb_libexec_path("moonbox-device", path, sizeof path))
+		snprintf(path, sizeof path, "moonbox-device");
+	return path;
 }
 
 /* ---- launching --------------------------------------------------------- */
 
-/* fork + exec with fds[i] at 3 + i, nothing else open, no environment.
- * Between fork and exec only async-signal-safe calls (the VMM has threads). */
-static int launch(const char *prog, const int *fds, unsigned n, pid_t *pid,
+/* Through the machine's launcher (moonbox/sandbox.h): fds[i] at 3 + i,
+ * nothing else open, no environment; it dies with the VMM. */
+static int launch(struct mb_machine *m, const int *fds, unsigned n, pid_t *pid,
 		  int *pidfd)
 {
-	char *const argv[] = { (char *)prog, NULL };
-	char *const envp[] = { NULL };
-	pid_t parent = getpid();
-	pid_t c = fork();
-	if (c < 0)
-		return mb_seterr(-errno, "device process: fork: %s", strerror(errno));
-	if (c == 0) {
-		int hi = 3 + (int)n + 16, tmp[MB_LAUNCH_MAX_FDS];
-		for (unsigned i = 0; i < n; i++)
-			if ((tmp[i] = fcntl(fds[i], F_DUPFD, hi)) < 0)
-				_exit(127);
-		for (unsigned i = 0; i < n; i++)
-			if (dup2(tmp[i], 3 + (int)i) < 0)
-				_exit(127);
-		syscall(SYS_close_range, 3 + n, ~0u, 0);
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(127);
-		execve(prog, argv, envp);
-		_exit(127);
-	}
-	*pid = c;
-	*pidfd = (int)syscall(SYS_pidfd_open, c, 0);
-	if (*pidfd < 0) {
-		int e = errno;
-		kill(c, SIGKILL);
-		waitpid(c, NULL, 0);
-		return mb_seterr(-e, "device process: pidfd_open: %s", strerror(e));
-	}
+	const char *prog = mb_devproc_program();
+	if (prog[0] != '/')
+		return mb_seterr(-ENOENT, "isolate: moonbox-device not found (next to "
+				 "moonbox, in its libexec directory, or $MB_DEVICE)");
+	const char *const argv[] = { prog, NULL };
+	struct mb_launch l = { .argv = argv, .fds = fds, .nfds = n };
+	int rc = mb_launch(m, &l, pid, pidfd);
+	if (rc)
+		return mb_seterr(rc, "isolate: starting %s: %s", prog, mb_errmsg());
 	return 0;
 }
 
@@ -294,16 +267,58 @@ static void post(struct mb_devproc *p, uint16_t cmd, uint32_t v)
 
 /* ---- the proxy's line ---------------------------------------------------- */
 
+/* Under ev_lock: events arrive in the order the process made them. */
 static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
 {
+	if (e->seq <= p->applied)
+		return; /* replayed or hostile: nothing new */
+	p->applied = e->seq;
 	if (!p->has_line || e->line != (uint32_t)p->rep.irq || e->level > 1)
 		return; /* not its line: ignored */
-	pthread_mutex_lock(&p->irq_lock);
-	if (e->seq > p->last_seq) { /* older news (the other path) loses */
-		p->last_seq = e->seq;
-		mb_irq_set(&p->line, (int)e->level);
+	mb_irq_set(&p->line, (int)e->level);
+}
+
+static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
+
+/* Under ev_lock: take one event message from the events socket (waiting
+ * up to ms) and act on it. 1: took one, 0: none in time, <0: closed. */
+static int take_event(struct mb_devproc *p, int ms)
+{
+	union {
+		struct mb_dp_hdr h;
+		uint8_t b[512];
+	} u;
+	ssize_t n = ms ? recv_wait(p->evt, &u, sizeof u, ms)
+		       : recv(p->evt, &u, sizeof u, MSG_DONTWAIT | MSG_TRUNC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !ms)
+		return 0;
+	if (n == 0 && ms)
+		return 0;
+	if (n <= 0)
+		return -EPIPE;
+	if ((size_t)n > sizeof u || (size_t)n < sizeof u.h || u.h.size != n)
+		return 1; /* malformed: dropped */
+	size_t len = (size_t)n - sizeof u.h;
+	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
+		struct mb_dp_irq e;
+		memcpy(&e, &u.h + 1, sizeof e);
+		apply_irq(p, &e);
+	} else if (u.h.cmd == MB_DP_STOP && len == sizeof(struct mb_dp_stop)) {
+		struct mb_dp_stop st;
+		memcpy(&st, &u.h + 1, sizeof st);
+		apply_stop(p, &st);
 	}
-	pthread_mutex_unlock(&p->irq_lock);
+	return 1;
+}
+
+/* The line changes an access made, applied before it completes. */
+static void catch_up(struct mb_devproc *p, uint64_t seq)
+{
+	pthread_mutex_lock(&p->ev_lock);
+	while (p->applied < seq && atomic_load(&p->alive) && p->evt >= 0)
+		if (take_event(p, p->timeout_ms) <= 0)
+			break;
+	pthread_mutex_unlock(&p->ev_lock);
 }
 
 static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s)
@@ -397,9 +412,10 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 	}
 	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
 		memcpy(data, a.r.a.data, size);
-	uint32_t n = a.r.nirq < MB_DP_SIDE_IRQS ? a.r.nirq : MB_DP_SIDE_IRQS;
-	for (uint32_t i = 0; i < n; i++)
-		apply_irq(p, &a.r.irq[i]);
+	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT)
+		mb_chr_write(p->console, a.r.out, a.r.nout);
+	if (a.r.irq_seq)
+		catch_up(p, a.r.irq_seq);
 	if (a.r.stopped)
 		apply_stop(p, &a.r.stop);
 }
@@ -431,17 +447,23 @@ static void close_proc(struct mb_devproc *p)
 	stop_watching(p);
 	atomic_store(&p->alive, false);
 	if (p->pidfd >= 0) {
+		/* Gone for sure before anything is respawned: a pidfd turns
+		 * readable when its process has exited. */
 		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
-		siginfo_t si;
-		waitid(P_PIDFD, (id_t)p->pidfd, &si, WEXITED);
+		struct pollfd pf = { .fd = p->pidfd, .events = POLLIN };
+		poll(&pf, 1, 2000);
+		int st;
+		mb_launch_status(p->m, p->pid, &st); /* forget it */
 		close(p->pidfd);
 		p->pidfd = -1;
 	}
 	if (p->ctl >= 0)
 		close(p->ctl);
+	pthread_mutex_lock(&p->ev_lock); /* no access is catching up */
 	if (p->evt >= 0)
 		close(p->evt);
 	p->ctl = p->evt = -1;
+	pthread_mutex_unlock(&p->ev_lock);
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
 		if (p->ch[i].fd >= 0)
@@ -457,31 +479,14 @@ static void on_exit_(void *opaque, int fd);
 static void on_event(void *opaque, int fd)
 {
 	struct mb_devproc *p = opaque;
-	union {
-		struct mb_dp_hdr h;
-		uint8_t b[512];
-	} u;
-	for (int budget = 64; budget--;) {
-		ssize_t n = recv(fd, &u, sizeof u, MSG_DONTWAIT | MSG_TRUNC);
-		if (n < 0 && errno == EAGAIN)
-			return;
-		if (n <= 0) { /* closed: the pidfd says how it ended */
-			mb_machine_unwatch(p->m, fd);
-			mark_dead(p, "its event socket closed");
-			return;
-		}
-		if ((size_t)n > sizeof u || (size_t)n < sizeof u.h || u.h.size != n)
-			continue; /* malformed: dropped */
-		size_t len = (size_t)n - sizeof u.h;
-		if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
-			struct mb_dp_irq e;
-			memcpy(&e, &u.h + 1, sizeof e);
-			apply_irq(p, &e);
-		} else if (u.h.cmd == MB_DP_STOP && len == sizeof(struct mb_dp_stop)) {
-			struct mb_dp_stop s;
-			memcpy(&s, &u.h + 1, sizeof s);
-			apply_stop(p, &s);
-		}
+	pthread_mutex_lock(&p->ev_lock);
+	int rc = 1;
+	for (int budget = 64; budget-- && rc > 0;)
+		rc = take_event(p, 0);
+	pthread_mutex_unlock(&p->ev_lock);
+	if (rc < 0) { /* closed: the pidfd says how it ended */
+		mb_machine_unwatch(p->m, fd);
+		mark_dead(p, "its event socket closed");
 	}
 }
 
@@ -490,18 +495,24 @@ static int spawn(struct mb_devproc *p);
 static void on_exit_(void *opaque, int fd)
 {
 	struct mb_devproc *p = opaque;
-	siginfo_t si = { 0 };
 	char why[160];
-	if (waitid(P_PIDFD, (id_t)fd, &si, WEXITED | WNOHANG) == 0 && si.si_pid) {
-		if (si.si_code == CLD_EXITED)
-			snprintf(why, sizeof why, "exited with status %d", si.si_status);
-		else
-			snprintf(why, sizeof why, "killed by signal %d%s", si.si_status,
-				 si.si_status == SIGSYS ? " (a system call the sandbox "
-							  "does not allow)" : "");
-	} else {
-		snprintf(why, sizeof why, "gone");
+	int st = 0, rc = -EAGAIN;
+	/* The launcher reaps its children; it may hear of the exit a little
+	 * after the pidfd turned readable. */
+	for (int i = 0; i < 200 && rc == -EAGAIN; i++) {
+		rc = mb_launch_status(p->m, p->pid, &st);
+		if (rc == -EAGAIN)
+			usleep(1000);
 	}
+	if (rc == 0 && WIFEXITED(st))
+		snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+	else if (rc == 0 && WIFSIGNALED(st))
+		snprintf(why, sizeof why, "killed by signal %d%s", WTERMSIG(st),
+			 WTERMSIG(st) == SIGSYS ? " (a system call the sandbox does "
+						  "not allow)" : "");
+	else
+		snprintf(why, sizeof why, "gone");
+	(void)fd;
 	if (atomic_load(&p->alive))
 		snprintf(p->why, sizeof p->why, "%s", why);
 	else if (strstr(p->why, "hung") || strstr(p->why, "time"))
@@ -596,7 +607,7 @@ static int spawn(struct mb_devproc *p)
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
-	rc = launch(mb_devproc_program(), fds, nfd, &p->pid, &p->pidfd);
+	rc = launch(m, fds, nfd, &p->pid, &p->pidfd);
 	for (unsigned i = 0; i < 2 + p->nchan; i++)
 		close(fds[i]); /* the child's ends */
 	if (rc) {
@@ -753,7 +764,7 @@ static void px_free(void *impl)
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
 		pthread_mutex_destroy(&p->ch[i].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
-	pthread_mutex_destroy(&p->irq_lock);
+	pthread_mutex_destroy(&p->ev_lock);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -776,10 +787,10 @@ int mb_devproc_restart(struct mb_devproc *p)
 	}
 	/* The line as the new process has it: low until it says otherwise. */
 	if (p->has_line) {
-		pthread_mutex_lock(&p->irq_lock);
-		p->last_seq = 0;
+		pthread_mutex_lock(&p->ev_lock);
+		p->applied = 0;
 		mb_irq_set(&p->line, 0);
-		pthread_mutex_unlock(&p->irq_lock);
+		pthread_mutex_unlock(&p->ev_lock);
 	}
 	return 0;
 }
@@ -800,7 +811,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		pthread_mutex_init(&p->ch[i].lock, NULL);
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
-	pthread_mutex_init(&p->irq_lock, NULL);
+	pthread_mutex_init(&p->ev_lock, NULL);
 	snprintf(p->kind, sizeof p->kind, "%s", cfg->kind);
 	p->opts = strdup(cfg->opts ? cfg->opts : "{}");
 	p->fds = calloc(cfg->nfds + 1, sizeof *p->fds);
@@ -809,6 +820,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		p->timeout_ms = 1;
 	p->policy = cfg->on_crash;
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
+	p->console = cfg->console;
 	int rc = 0;
 	if (!p->opts || !p->fds) {
 		px_free(p);
@@ -833,11 +845,17 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 			return mb_seterr(-ENOMEM, "isolate: out of memory");
 		}
 	}
+	/* The process named it in a machine of its own: "blk0" is the first
+	 * of an indexed kind ("blk%u" here too), anything else fixed. */
 	const char *name = cfg->name && *cfg->name ? cfg->name : NULL;
 	char defname[40];
-	snprintf(defname, sizeof defname, "%s", p->rep.name);
-	if (!name && !mb_machine_device(m, defname))
-		name = defname;
+	size_t nl = strlen(p->rep.name);
+	if (nl > 1 && p->rep.name[nl - 1] == '0' &&
+	    !(p->rep.name[nl - 2] >= '0' && p->rep.name[nl - 2] <= '9'))
+		snprintf(defname, sizeof defname, "%.*s%%u", (int)(nl - 1),
+			 p->rep.name);
+	else
+		snprintf(defname, sizeof defname, "%s", p->rep.name);
 	struct mb_device *d;
 	if ((rc = mb_device_new(m, name, defname, &p->ops, p, &d)))
 		return rc; /* p freed */

@@ -313,6 +313,9 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s)
 	if (strcmp(mb_device_kind(d), "virtio_blk") != 0)
 		return mb_seterr(-EINVAL, "dev: %s is a %s, not a virtio_blk", s->dev,
 				 mb_device_kind(d));
+	if (mb_devproc_of(d))
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated: fault plans at its "
+				 "process boundary are not built yet", s->dev);
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
 

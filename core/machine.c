@@ -749,6 +749,9 @@ again:
 	}
 	if (atomic_load(&m->gate) == GATE_RUNNING)
 		atomic_store(&m->gate, GATE_PAUSED);
+	/* A vCPU asleep in HLT waits on cond, not in KVM_RUN: a kick does
+	 * not reach it (a timeout with no interrupt coming hung here). */
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
@@ -783,6 +786,7 @@ int mb_machine_pause(struct mb_machine *m)
 	pthread_mutex_lock(&m->lock);
 	if (atomic_load(&m->gate) == GATE_RUNNING)
 		atomic_store(&m->gate, GATE_PAUSED);
+	pthread_cond_broadcast(&m->cond); /* vCPUs asleep in HLT */
 	pthread_mutex_unlock(&m->lock);
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);

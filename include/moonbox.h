@@ -237,6 +237,9 @@ struct mb_chr *mb_chr_func(struct mb_machine *m,
 /* A console on an open stream fd (taken over, closed with the machine):
  * output written to it, input read from it (a device process's relay). */
 struct mb_chr *mb_chr_fd(struct mb_machine *m, int fd);
+/* moonbox-device: output of mb_chr_fd consoles is offered to sink first
+ * (true: taken), so that it travels with the access that wrote it. */
+void mb_chr_fd_sink(bool (*sink)(const void *buf, size_t len));
 /* Bytes a buffer console captured: copies up to max, returns the total. */
 size_t mb_chr_buffer_get(struct mb_chr *c, void *dst, size_t max);
 /* Queue bytes for the device's receive side. */

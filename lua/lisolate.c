@@ -29,6 +29,9 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 	if (on && strcmp(cls->name, "pic8259") == 0)
 		luaL_error(L, "isolate: the interrupt controller stays in the VMM "
 			   "(vCPUs ask it for every interrupt)");
+	if (on && strcmp(cls->name, "virtio_net") == 0)
+		luaL_error(L, "isolate: virtio_net cannot be isolated yet (its "
+			   "backend is not passed to the device process)");
 	if (on && strcmp(cls->name, "device") == 0)
 		luaL_error(L, "isolate: Lua devices cannot be isolated yet");
 	if (on && mbl_in_devproc(L))
@@ -292,6 +295,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	luaL_addchar(&b, '}');
 	luaL_pushresult(&b);
 	cfg.opts = lua_tostring(L, -1);
+	cfg.console = d->con;
 	cfg.fds = fds;
 	cfg.nfds = nfds;
 	lua_getfield(L, 3, "name");
@@ -318,7 +322,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	for (unsigned i = 0; i < nfds; i++)
 		close(fds[i]); /* the device process keeps its own copies */
 	if (rc)
-		return luaL_error(L, "%s: isolate: %s", kind, mb_errmsg());
+		return luaL_error(L, "%s: %s", kind, mb_errmsg());
 	return 0;
 }
 

@@ -226,6 +226,32 @@ static int l_virtio_stats(lua_State *L)
 	for (size_t i = 0; i < mb_machine_ndevices(m); i++) {
 		struct mb_device *d = mb_machine_device_at(m, i);
 		const char *k = mb_device_kind(d);
+		if (mb_devproc_of(d)) { /* isolated: its process's state */
+			union {
+				struct mb_virtio_blk_state b;
+				struct mb_virtio_rng_state r;
+			} u;
+			bool blk = strcmp(k, "virtio_blk") == 0;
+			if ((!blk && strcmp(k, "virtio_rng")) || mb_device_save(d, &u))
+				continue;
+#define SUM(st) \
+	do { \
+		for (size_t q = 0; q < sizeof (st).queues / sizeof (st).queues[0]; q++) \
+			req += (st).queues[q].pushed; \
+		notif += (st).notifications, mmio += (st).mmio_notifications; \
+		irqs += (st).interrupts; \
+	} while (0)
+			if (blk) {
+				bytes += u.b.bytes_read + u.b.bytes_written;
+				SUM(u.b);
+			} else {
+				bytes += u.r.bytes;
+				SUM(u.r);
+			}
+#undef SUM
+			n++;
+			continue;
+		}
 		if (strcmp(k, "virtio_blk") == 0) {
 			struct mb_virtio_blk_stats b;
 			mb_virtio_blk_stats(mb_virtio_dev_model(d), &b);

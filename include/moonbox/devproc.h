@@ -89,14 +89,18 @@ struct mb_dp_stop {
 
 /* The reply to an access: what the access caused travels with it, so the
  * guest sees line changes and stops as in process (moonbox extension of
- * vfio-user's reply). */
-#define MB_DP_SIDE_IRQS 8
+ * vfio-user's reply). Line changes all go, in order, on the events socket;
+ * irq_seq is the last one the access made (0: none): the VMM applies the
+ * events up to it before the access completes. */
+#define MB_DP_SIDE_OUT 252
 struct mb_dp_reply {
 	struct mb_dp_access a;
-	uint32_t nirq;
+	uint64_t irq_seq;
 	uint32_t stopped; /* 1: stop is valid */
-	struct mb_dp_irq irq[MB_DP_SIDE_IRQS];
+	uint32_t pad;
 	struct mb_dp_stop stop;
+	uint32_t nout; /* console bytes the access wrote (a UART's THR) */
+	uint8_t out[MB_DP_SIDE_OUT];
 };
 
 struct mb_dp_mem {
@@ -154,6 +158,9 @@ struct mb_devproc_config {
 	const char *name; /* NULL: the device's default */
 	const char *opts; /* Lua table constructor */
 	const int *fds;   /* backend fds (the process gets copies) */
+	/* Where console bytes an access wrote go (before its reply counts),
+	 * or NULL; later output comes through the relay fd in fds. */
+	struct mb_chr *console;
 	unsigned nfds;
 	double timeout; /* seconds for a synchronous access; 0: 1 */
 	enum mb_dp_policy on_crash;
