@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,17 +115,32 @@ static void reply(const struct launch_rep *r, int fd)
 
 /* In the child, between fork and exec: fds[i] to 3 + i, the rest closed
  * at exec, 0 and 1 on /dev/null, 2 the launcher's stderr, cwd /. */
-static void child(char **argv, const int *fds, unsigned nfds, int errw)
+static void child(char **argv, const int *fds, unsigned nfds, int errw,
+		  int go)
 {
 	static char *const envp[] = { NULL };
 	int t[MB_LAUNCH_MAX_FDS];
 	unsigned base = 3 + nfds;
 	sigset_t none;
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != self)
+	if (go >= 0) {
+		/* pid 1 of a new namespace: getppid() says 0. Wait for the
+		 * launcher to map our ids (EOF: done, or it died: then the
+		 * parent-death signal is on its way) */
+		char c;
+		while (read(go, &c, 1) < 0 && errno == EINTR)
+			;
+	} else if (getppid() != self) {
 		_exit(127); /* the launcher died before the line above */
-	signal(SIGCHLD, SIG_DFL);
-	signal(SIGUSR1, SIG_DFL);
+	}
+	/* Ignored signals stay ignored across exec: every disposition back
+	 * to the default, glibc's own two (32, 33: posix_spawn leaves them
+	 * ignored in the launcher) included, hence the raw call. */
+	struct { void *handler; unsigned long flags; void *restorer; uint64_t mask; }
+		dfl = { SIG_DFL, 0, NULL, 0 };
+	for (int sig = 1; sig <= 64; sig++)
+		if (sig != SIGKILL && sig != SIGSTOP)
+			syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof dfl.mask);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Everything to base and above first, so that no dup2 below lands
@@ -148,6 +164,31 @@ fail:;
 	if (write(errw, &e, sizeof e) < 0)
 		_exit(126);
 	_exit(127);
+}
+
+static int write_to(pid_t pid, const char *file, const char *text)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, file);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+/* The new user namespace of a MB_LAUNCH_NEWPID child: our uid and gid
+ * mapped to themselves (user_namespaces(7): an unprivileged parent may map
+ * its own ids, gid only after setgroups is denied). */
+static int map_child(pid_t pid)
+{
+	char u[32], g[32];
+	snprintf(u, sizeof u, "%u %u 1\n", (unsigned)geteuid(), (unsigned)geteuid());
+	snprintf(g, sizeof g, "%u %u 1\n", (unsigned)getegid(), (unsigned)getegid());
+	if (write_to(pid, "setgroups", "deny") < 0 && errno != ENOENT)
+		return -1;
+	return write_to(pid, "uid_map", u) < 0 || write_to(pid, "gid_map", g) < 0 ? -1 : 0;
 }
 
 static void spawn(const struct launch_req *q, char *strs, const int *fds,
@@ -182,13 +223,37 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 		r.err = -errno;
 		goto out;
 	}
-	pid_t pid = fork();
+	pid_t pid = -1;
+	int go[2] = { -1, -1 };
+	if ((q->flags & MB_LAUNCH_NEWPID) && pipe2(go, O_CLOEXEC) == 0) {
+		/* raw clone, like fork: the child only makes system calls
+		 * until it execs. A user namespace owns the pid namespace,
+		 * so no privilege is needed. */
+		pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | SIGCHLD,
+				     NULL, NULL, NULL, NULL);
+		if (pid == 0) {
+			close(go[1]);
+			child(argv, fds, nfds, p[1], go[0]);
+		}
+		close(go[0]);
+		if (pid > 0 && map_child(pid) < 0) {
+			kill(pid, SIGKILL);
+			while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+				;
+			pid = -1;
+		}
+		close(go[1]); /* the child goes on */
+	}
+	if (pid < 0) /* not asked, or the host refused: a plain child */
+		pid = fork();
 	if (pid < 0) {
 		r.err = -errno;
 		goto out;
 	}
 	if (pid == 0)
-		child(argv, fds, nfds, p[1]);
+		child(argv, fds, nfds, p[1], -1);
+	k->pid = pid; /* from here quit() kills it */
+	k->ended = false;
 	close(p[1]);
 	p[1] = -1;
 	int e = 0;
@@ -198,13 +263,12 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 	if (got == sizeof e) { /* exec failed: reap it now */
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
+		k->pid = 0;
 		r.err = -e;
 		goto out;
 	}
 	/* Not reaped before this: only the main loop reaps. */
 	pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-	k->pid = pid;
-	k->ended = false;
 	r.pid = pid;
 	r.pidfd = pfd >= 0;
 out:
@@ -272,7 +336,7 @@ static bool serve(void)
 		goto out;
 	}
 	memcpy(&q, buf, sizeof q);
-	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q ||
+	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q || (q.flags & ~MB_LAUNCH_NEWPID) ||
 	    q.nfds > MB_LAUNCH_MAX_FDS || q.argc > MB_LAUNCH_MAX_ARGS) {
 		struct launch_rep r = { .err = -EINVAL };
 		reply(&r, -1);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "moonbox.h"
+#include "moonbox/sandbox.h"
 
 int luaopen_moonbox(lua_State *L);
 
@@ -35,6 +36,8 @@ static void usage(FILE *f)
 		"            (unix:PATH or tcp:HOST:PORT) before its first instruction\n"
 		"  --fault-seed N       the seed m:faults uses when the script gives none\n"
 		"  --fault-replay TRACE m:faults replays TRACE (docs/faults.md)\n"
+		"  --seccomp every machine confines its threads once it runs\n"
+		"            (mb.machine { seccomp = true }, docs/sandbox.md)\n"
 		"  --help    show this help\n"
 		"  --        stop handling options\n"
 		"  -         stop handling options and execute stdin\n"
@@ -469,6 +472,8 @@ int main(int argc, char **argv)
 			interactive = version = 1;
 		else if (strcmp(a, "-v") == 0)
 			version = 1;
+		else if (strcmp(a, "--seccomp") == 0)
+			mb_seccomp_default(1);
 		else if (strcmp(a, "--gdb") == 0) {
 			if (++i >= argc) {
 				fprintf(stderr, "%s: '%s' needs argument\n", progname, a);

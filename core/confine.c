@@ -1,7 +1,8 @@
 /*
  * What confinement this host allows a VMM (moonbox --info): seccomp and
- * its kill-process action, Landlock's ABI, unprivileged user namespaces.
- * Only asks the kernel; installs nothing in this process.
+ * its kill-process action, Landlock's ABI, unprivileged user namespaces,
+ * where the launcher is, what the device sandbox gets here (tried in a
+ * child), the thread filters' sizes. Installs nothing in this process.
  */
 #include <errno.h>
 #include <linux/landlock.h>
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "moonbox/sandbox.h"
 
 #ifndef SYS_landlock_create_ruleset
 #define SYS_landlock_create_ruleset 444
@@ -116,10 +118,51 @@ static void userns_info(FILE *out)
 		tried, k, m);
 }
 
+/* mb_sandbox_enter in a child, which reports through a pipe and dies. */
+static void sandbox_info(FILE *out)
+{
+	char path[4096];
+	if (mb_libexec_path("moonbox-launcher", path, sizeof path) == 0)
+		fprintf(out, "  launcher: %s\n", path);
+	else
+		fprintf(out, "  launcher: %s\n", mb_errmsg());
+	int p[2];
+	struct mb_sandbox_report r;
+	if (pipe(p) < 0)
+		return;
+	fflush(out);
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(p[0]);
+		struct mb_sandbox_policy pol = { .profile = MB_SANDBOX_DEVICE };
+		mb_sandbox_enter(&pol, &r);
+		_exit(write(p[1], &r, sizeof r) == sizeof r ? 0 : 1);
+	}
+	close(p[1]);
+	ssize_t n = pid > 0 ? read(p[0], &r, sizeof r) : -1;
+	close(p[0]);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	if (n == sizeof r) {
+		char line[1024];
+		mb_sandbox_describe(&r, line, sizeof line);
+		fprintf(out, "  device sandbox (tried in a child; pid namespace only "
+			"through the launcher): %s\n", line);
+	} else {
+		fprintf(out, "  device sandbox: could not try\n");
+	}
+	fprintf(out, "  thread filters (seccomp = true): system calls allowed: ");
+	for (int k = MB_THREAD_VCPU; k <= MB_THREAD_GDB; k++)
+		fprintf(out, "%s%s %u", k ? ", " : "", mb_seccomp_kind_name(k),
+			mb_seccomp_allowed(k));
+	fprintf(out, "\n");
+}
+
 void mb_confine_info(FILE *out)
 {
 	fprintf(out, "confinement this host allows:\n");
 	seccomp_info(out);
 	landlock_info(out);
 	userns_info(out);
+	sandbox_info(out);
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "moonbox/sandbox.h"
 
 struct watch {
 	int fd;
@@ -41,6 +42,7 @@ struct mb_evloop {
 	pthread_mutex_t lock;
 	struct watch *all;
 	bool frozen;
+	_Atomic(struct mb_machine *) sc; /* seccomp.c: filter this thread */
 	uint64_t frozen_at; /* monotonic ns when frozen */
 	uint64_t offset;    /* monotonic ns the clock lost to freezes */
 };
@@ -60,6 +62,7 @@ static void *loop(void *arg)
 		int n = epoll_wait(ev->ep, evs, 32, -1);
 		if (n < 0 && errno != EINTR)
 			break;
+		mb_seccomp_point(atomic_load(&ev->sc), MB_THREAD_EVLOOP);
 		for (int i = 0; i < n; i++) {
 			struct watch *w = evs[i].data.ptr;
 			if (!w)
@@ -107,6 +110,11 @@ struct mb_evloop *mb_evloop_new(void)
 		return NULL;
 	}
 	return ev;
+}
+
+void mb_evloop_seccomp(struct mb_evloop *ev, struct mb_machine *m)
+{
+	atomic_store(&ev->sc, m);
 }
 
 bool mb_evloop_is_self(struct mb_evloop *ev)

@@ -34,6 +34,7 @@
 #include "core/internal.h"
 #include "moonbox/debug.h"
 #include "moonbox/gdb.h"
+#include "moonbox/sandbox.h"
 
 /* gdb's signal numbers (include/gdb/signals.def), not the host's. */
 enum { SIG_HUP = 1, SIG_INT = 2, SIG_ILL = 4, SIG_TRAP = 5, SIG_SEGV = 11,
@@ -1155,6 +1156,7 @@ static void *serve(void *arg)
 					 .events = POLLIN } };
 		if (poll(p, 2, -1) < 0 && errno != EINTR)
 			break;
+		mb_seccomp_point(g->m, MB_THREAD_GDB);
 		pthread_mutex_lock(&g->lock);
 		bool quit = g->quit;
 		pthread_mutex_unlock(&g->lock);

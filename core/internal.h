@@ -52,6 +52,9 @@ struct hook {
 struct mb_evloop;
 struct mb_launcher;
 void mb_launcher_free(struct mb_launcher *l); /* launch.c */
+int mb_seccomp_start(struct mb_machine *m); /* seccomp.c */
+/* evloop.c: the loop filters itself (mb_seccomp_point) once m says so */
+void mb_evloop_seccomp(struct mb_evloop *ev, struct mb_machine *m);
 
 struct mb_machine {
 	int kvm, vm;
@@ -123,6 +126,10 @@ struct mb_machine {
 	 * guarded by lock */
 	struct mb_holder *holder;
 	struct mb_launcher *launcher; /* launch.c: NULL until first used */
+	/* seccomp.c: filter moonbox's threads once running (seccomp), and
+	 * the runs have begun (seccomp_go: each thread filters itself) */
+	bool seccomp;
+	_Atomic bool seccomp_go;
 	bool hold_start; /* the next start holds before any instruction */
 	bool held;       /* the waiter sleeps in a hold */
 	bool hold_go, hold_end; /* released: resume, or end the run with ... */

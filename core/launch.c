@@ -44,6 +44,26 @@ static bool usable(const char *dir, const char *prog, char *buf, size_t len)
 	return n > 0 && (size_t)n < len && access(buf, X_OK) == 0;
 }
 
+/* prog next to the object in dir, or where `make install` put it
+ * relative to dir (bin/, lib/, lib/lua/5.4/ -> libexec/moonbox/): the
+ * installed tree works whatever PREFIX it was installed to. */
+static bool near(const char *dir, const char *prog, char *buf, size_t len)
+{
+	static const char *const rel[] = { "", "/../libexec/moonbox",
+					   "/../../../libexec/moonbox" };
+	char d[PATH_MAX + 32];
+	for (size_t i = 0; i < sizeof rel / sizeof *rel; i++) {
+		char real[PATH_MAX];
+		snprintf(d, sizeof d, "%s%s", dir, rel[i]);
+		if (usable(d, prog, buf, len)) {
+			if (realpath(buf, real) && strlen(real) < len)
+				strcpy(buf, real);
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Directory part of path into dir (realpath'd). */
 static bool dir_of(const char *path, char *dir)
 {
@@ -69,12 +89,13 @@ int mb_libexec_path(const char *prog, char *buf, size_t len)
 				 prog, env);
 	}
 	/* The build tree: next to the object this code is in (moonbox,
-	 * moonbox.so, libmoonbox.so), then next to the executable. */
+	 * moonbox.so, libmoonbox.so), then next to the executable; or an
+	 * installed tree around them. */
 	Dl_info di;
 	if (dladdr((void *)mb_libexec_path, &di) && dir_of(di.dli_fname, dir) &&
-	    usable(dir, prog, buf, len))
+	    near(dir, prog, buf, len))
 		return 0;
-	if (dir_of("/proc/self/exe", dir) && usable(dir, prog, buf, len))
+	if (dir_of("/proc/self/exe", dir) && near(dir, prog, buf, len))
 		return 0;
 	if (usable(MB_LIBEXECDIR, prog, buf, len))
 		return 0;
@@ -85,6 +106,10 @@ int mb_libexec_path(const char *prog, char *buf, size_t len)
 static int start(struct mb_launcher *l)
 {
 	char path[PATH_MAX], pidarg[24];
+	if (mb_seccomp_filtered())
+		return mb_seterr(-EPERM, "launcher: not started before this "
+				 "thread's seccomp filter (start it with "
+				 "mb_launcher_start first)");
 	int rc = mb_libexec_path("moonbox-launcher", path, sizeof path);
 	if (rc)
 		return rc;
@@ -251,6 +276,8 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (l->argv[0][0] != '/')
 		return mb_seterr(-EINVAL, "%s: %s: not an absolute path", name,
 				 l->argv[0]);
+	if (l->flags & ~MB_LAUNCH_NEWPID)
+		return mb_seterr(-EINVAL, "%s: unknown flags %#x", name, l->flags);
 	if (l->nfds > MB_LAUNCH_MAX_FDS)
 		return mb_seterr(-EINVAL, "%s: %u descriptors (at most %d)", name,
 				 l->nfds, MB_LAUNCH_MAX_FDS);
@@ -258,7 +285,7 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (!req)
 		return mb_seterr(-ENOMEM, "%s: out of memory", name);
 	struct launch_req q = { .magic = LAUNCH_MAGIC, .op = LAUNCH_SPAWN,
-				.nfds = l->nfds };
+				.nfds = l->nfds, .flags = l->flags };
 	size_t off = sizeof q;
 	int rc = 0;
 	for (; l->argv[q.argc]; q.argc++) {

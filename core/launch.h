@@ -29,6 +29,7 @@ struct launch_req {
 	uint32_t nfds, argc; /* spawn */
 	int32_t pid;         /* status */
 	uint32_t len;        /* bytes of argv strings that follow */
+	uint32_t flags;      /* spawn: MB_LAUNCH_* */
 };
 
 struct launch_rep {

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "moonbox/sandbox.h"
 
 /* Intel VMX needs three pages for real-mode emulation somewhere the guest
  * does not use: just below the BIOS ROM, as other VMMs do. */
@@ -62,6 +63,7 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 	m->vm = -1;
 	m->ncpu = n;
 	m->irqchip = cfg ? cfg->irqchip : MB_IRQCHIP_USER;
+	m->seccomp = mb_seccomp_default(-1);
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->call_lock, NULL);
 	pthread_condattr_t ca; /* timed waits count on the monotonic clock */
@@ -493,10 +495,12 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 		pthread_mutex_unlock(&m->lock);
 		return;
 	}
-	if (m->has_waiter) {
+	if (m->has_waiter && !m->seccomp) {
 		/* The waiter sleeps in C until every vCPU is parked, so its
 		 * single-threaded world (a Lua state) is free: borrow it here,
-		 * one vCPU at a time, and save two thread switches. */
+		 * one vCPU at a time, and save two thread switches. Not under
+		 * seccomp: this thread's filter would refuse what a Lua
+		 * callback may do (io, os); the waiter's thread is free. */
 		pthread_mutex_unlock(&m->lock);
 		pthread_mutex_lock(&m->call_lock);
 		fn(arg);
@@ -566,6 +570,15 @@ int mb_machine_start(struct mb_machine *m)
 	if (atomic_load(&m->gate) == GATE_QUIT) {
 		pthread_mutex_unlock(&m->lock);
 		return mb_seterr(-ESHUTDOWN, "machine: destroyed");
+	}
+	/* Before the gate opens and any vCPU exists: the launcher, then the
+	 * flag every moonbox thread filters itself on (seccomp.c). */
+	if (m->seccomp && !atomic_load(&m->seccomp_go)) {
+		pthread_mutex_unlock(&m->lock);
+		int rc = mb_seccomp_start(m);
+		if (rc)
+			return rc;
+		pthread_mutex_lock(&m->lock);
 	}
 	m->stop = MB_STOP_NONE;
 	/* Every vCPU is parked or not yet born: no lookup is under way. */

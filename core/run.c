@@ -14,6 +14,7 @@
 
 #include "core/internal.h"
 #include "core/fallback.h"
+#include "moonbox/sandbox.h"
 
 /* Park until the machine runs again (or quits). Before parking, let KVM
  * finish a pending I/O instruction so registers read while paused are
@@ -316,6 +317,7 @@ void *mb_vcpu_thread(void *arg)
 {
 	struct vcpu *v = arg;
 	struct mb_machine *m = v->m;
+	mb_seccomp_point(m, MB_THREAD_VCPU); /* first: before any guest code */
 	sigset_t set;
 	sigemptyset(&set);
 	sigaddset(&set, SIGUSR1);

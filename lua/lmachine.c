@@ -4,10 +4,11 @@
 #include <string.h>
 
 #include "lua/lmoonbox.h"
+#include "moonbox/sandbox.h"
 
 static const char *const machine_keys[] = { "cpus", "memory", "irqchip",
 					    "cpuid", "pit", "log_unclaimed",
-					    NULL };
+					    "seccomp", NULL };
 
 struct mbl_machine *mbl_checkmachine(lua_State *L, int idx)
 {
@@ -212,6 +213,7 @@ static int l_machine(lua_State *L)
 	check_cpuid(L, 1, &cfg.cpuid);
 	int nreg = check_memory(L, 1, reg, 16);
 	int log = mbl_optbool(L, 1, "log_unclaimed", 0);
+	int seccomp = mbl_optbool(L, 1, "seccomp", mb_seccomp_default(-1));
 	static const char *const pits[] = { "user", "kernel", NULL };
 	int pit = mbl_checkenum(L, 1, "pit", "user", pits);
 	if (pit == 1 && cfg.irqchip != MB_IRQCHIP_KERNEL)
@@ -228,6 +230,7 @@ static int l_machine(lua_State *L)
 		if (mb_machine_add_memory(mm->m, reg[i].base, reg[i].size,
 					  reg[i].file, reg[i].ro, reg[i].name))
 			return luaL_error(L, "memory: %s", mb_errmsg());
+	mb_machine_set_seccomp(mm->m, seccomp);
 	mb_bus_set_log(mb_machine_pio(mm->m), log);
 	mb_bus_set_log(mb_machine_mmio(mm->m), log);
 	lua_newtable(L); /* attached devices, kept alive with the machine */

@@ -4,6 +4,7 @@
 --                                [--memory 256M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
+--                                [--seccomp]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
 -- vmlinux through PVH when it is there (the guest runs no decompressor,
@@ -25,6 +26,7 @@ if type(opts) ~= "table" then
   while arg and arg[i] do
     local k, v = arg[i]:match("^%-%-([%w_]+)=(.*)$")
     if arg[i] == "--rng" then k, v = "rng", true end
+    if arg[i] == "--seccomp" then k, v = "seccomp", true end
     if not k then k, v = arg[i]:match("^%-%-([%w_]+)$"), arg[i + 1]; i = i + 1 end
     if not k then error("linux.lua: unexpected argument " .. arg[i - 1], 0) end
     opts[k] = v
@@ -32,14 +34,20 @@ if type(opts) ~= "table" then
   end
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
-  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1 }
+  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
 root = opts.root or root
 local irqchip = opts.irqchip or "user"
 
-local m = mb.machine { cpus = 1, memory = opts.memory or "256M", irqchip = irqchip }
+-- seccomp: confine moonbox's threads (docs/sandbox.md); unset: the
+-- default (moonbox --seccomp sets it for every machine)
+local seccomp = opts.seccomp
+if seccomp == "0" or seccomp == "false" then seccomp = false
+elseif seccomp ~= nil then seccomp = true end
+local m = mb.machine { cpus = 1, memory = opts.memory or "256M", irqchip = irqchip,
+  seccomp = seccomp }
 m:add(mb.pic8259 {})                       -- with "kernel" it stands for KVM's own
 m:add(mb.pit8254 { irq = 0 })
 local com1 = m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = opts.console or "stdio" })

@@ -21,6 +21,7 @@
 
 #include "moonbox/virtio_blk.h"
 #include "devices/virtio/overlay.h"
+#include "moonbox/sandbox.h"
 
 #define SECTOR 512u
 /* blk_size becomes the guest's logical block size (Linux virtio_blk):
@@ -47,6 +48,7 @@ struct hdr {
 };
 
 struct mb_virtio_blk {
+	struct mb_machine *m; /* attached to (NULL: not yet) */
 	int fd;
 	bool ro;
 	struct mb_overlay *ovl; /* NULL: requests go to the file */
@@ -359,6 +361,7 @@ static void *worker(void *arg)
 		if (!b->head)
 			break;
 		struct req *r = b->head;
+		mb_seccomp_point(b->m, MB_THREAD_WORKER); /* before guest data */
 		b->head = r->next;
 		if (!b->head)
 			b->tail = NULL;
@@ -747,6 +750,7 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 		mb_virtio_blk_free(b);
 		return rc;
 	}
+	b->m = m;
 	struct mb_virtio_place p = { cfg->name, "blk%u", cfg->mmio_base,
 				     cfg->mmio_size, cfg->irq };
 	return mb_virtio_place(m, &p, &blk_model, b, mb_virtio_blk_features(b),

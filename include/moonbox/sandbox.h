@@ -30,7 +30,12 @@ struct mb_launch {
 	const char *const *argv; /* argv[0]: the program (an absolute path) */
 	const int *fds;          /* become 3, 4, ... in the child, in order */
 	unsigned nfds;
+	unsigned flags;          /* MB_LAUNCH_* */
 };
+/* The child is pid 1 of a new pid namespace (in a new user namespace
+ * owning it, uid and gid mapped to themselves), where the host allows it;
+ * else an ordinary child (its mb_sandbox_enter reports pidns false). */
+#define MB_LAUNCH_NEWPID 1u
 
 /* Start l->argv through m's launcher (starting the launcher first if
  * needed). *pid: the child's pid; *pidfd: a pidfd for it (poll for its
@@ -52,7 +57,8 @@ int mb_launch_status(struct mb_machine *m, pid_t pid, int *status);
 /* Where moonbox's helper programs (moonbox-launcher, moonbox-device) are:
  * $MOONBOX_LIBEXEC when set; else next to the moonbox binary, moonbox.so
  * or libmoonbox.so this code runs from, or next to the executable (the
- * build tree), when prog is there; else the configured libexec directory
+ * build tree), or in ../libexec/moonbox from them (an installed tree),
+ * when prog is there; else the configured libexec directory
  * ($(PREFIX)/libexec/moonbox). 0 and the path in buf, or -ENOENT. */
 int mb_libexec_path(const char *prog, char *buf, size_t len);
 
@@ -68,6 +74,10 @@ struct mb_sandbox_policy {
 	const int *extra;
 	unsigned nextra;
 	bool threads; /* the process starts threads after entering */
+	/* it writes regular files through passed descriptors (a disk
+	 * image): RLIMIT_FSIZE stays, since a limit of 0 fails every write
+	 * to a regular file */
+	bool write_files;
 };
 
 /* What was applied; each item false when the host refused it, with why. */
@@ -96,9 +106,29 @@ enum mb_thread_kind {
 	MB_THREAD_VCPU,
 	MB_THREAD_EVLOOP,
 	MB_THREAD_WORKER, /* virtio-blk workers and the like */
+	MB_THREAD_GDB,    /* the gdb stub's server */
 };
 /* Install the allowlist for a thread of that kind on the calling thread
- * (no TSYNC: only this thread and threads it creates later). */
+ * (no TSYNC: only this thread and threads it creates later). A forbidden
+ * call ends the process (exit status 159) after a message on stderr
+ * naming the thread and the call's number (docs/sandbox.md). */
 int mb_seccomp_thread(enum mb_thread_kind kind);
+/* The check each moonbox thread makes at its start and when it wakes:
+ * if m runs under seccomp, filter the calling thread (once). */
+void mb_seccomp_point(struct mb_machine *m, enum mb_thread_kind kind);
+/* Whether moonbox filtered the calling thread. */
+bool mb_seccomp_filtered(void);
+/* Machines confine their threads once they run (seccomp = true); before
+ * the first run. The default for machines created afterwards: set with 0
+ * or 1 (moonbox --seccomp), -1 only reads it. */
+int mb_machine_set_seccomp(struct mb_machine *m, bool on);
+bool mb_seccomp_default(int set);
+/* The SIGSYS handler that reports a forbidden call, installed once per
+ * process (replacing any other; SIGSYS not from moonbox's filters goes to
+ * the previous handler). Done by the first machine run with seccomp. */
+int mb_seccomp_prepare(void);
+/* Syscall numbers a thread of that kind may make, and its name. */
+unsigned mb_seccomp_allowed(enum mb_thread_kind kind);
+const char *mb_seccomp_kind_name(enum mb_thread_kind kind);
 
 #endif

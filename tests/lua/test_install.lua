@@ -15,9 +15,16 @@ T.case("install with PREFIX and DESTDIR", function()
   local out, rc = sh("make -s install PREFIX=/opt/mb DESTDIR=" .. dest)
   T.eq(rc, 0, out)
   for _, f in ipairs { "/bin/moonbox", "/lib/libmoonbox.a", "/lib/libmoonbox.so", "/include/moonbox.h",
-    "/lib/pkgconfig/moonbox.pc", "/lib/lua/5.4/moonbox.so", "/share/moonbox/machines/linux.lua" } do
+    "/lib/pkgconfig/moonbox.pc", "/lib/lua/5.4/moonbox.so", "/share/moonbox/machines/linux.lua",
+    "/libexec/moonbox/moonbox-launcher" } do
     T.ok(io.open(pre .. f), "installed " .. f)
   end
+end)
+
+T.case("the installed moonbox finds the installed launcher (docs/sandbox.md)", function()
+  local out, rc = sh("env -u MOONBOX_LIBEXEC " .. pre .. "/bin/moonbox --info")
+  T.eq(rc, 0, out)
+  T.ok(out:find("launcher: " .. pre:gsub("%p", "%%%0") .. "/libexec/moonbox/moonbox%-launcher\n"), out)
 end)
 
 T.case("pkg-config file builds a program against the library", function()

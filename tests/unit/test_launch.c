@@ -137,7 +137,20 @@ static void test_fds_and_env(void **state)
 	assert_string_equal(l, "/dev/null");
 	link_of(pid, "cwd", l, sizeof l);
 	assert_string_equal(l, "/");
-	char path[64], env[64];
+	/* nothing blocked or ignored (SigIgn, SigBlk: hex masks) */
+	char path[64], line[256];
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "re");
+	assert_non_null(f);
+	int masks = 0;
+	while (fgets(line, sizeof line, f))
+		if (!strncmp(line, "SigIgn:", 7) || !strncmp(line, "SigBlk:", 7)) {
+			assert_int_equal(strtoull(line + 7, NULL, 16), 0);
+			masks++;
+		}
+	fclose(f);
+	assert_int_equal(masks, 2);
+	char env[64];
 	snprintf(path, sizeof path, "/proc/%d/environ", (int)pid);
 	int e = open(path, O_RDONLY | O_CLOEXEC);
 	assert_true(e >= 0);
