@@ -322,21 +322,12 @@ static int create(const struct mb_dp_hdr *q, size_t len)
  * RAM are served only after this). */
 static void confine(void)
 {
-#ifdef MB_HAVE_SANDBOX
 	struct mb_sandbox_policy pol = { .profile = MB_SANDBOX_DEVICE,
 					 .threads = true };
 	struct mb_sandbox_report r;
 	memset(&r, 0, sizeof r);
 	int rc = mb_sandbox_enter(&pol, &r);
 	mb_sandbox_describe(&r, rep.sandbox, sizeof rep.sandbox);
-#else
-	/* Not yet: the launcher and sandbox (moonbox/sandbox.h) come from
-	 * another branch; until then only no_new_privs. */
-	int rc = prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) ? mb_seterr(-errno,
-		"no_new_privs: %s", strerror(errno)) : 0;
-	snprintf(rep.sandbox, sizeof rep.sandbox, "no_new_privs only (the "
-		 "sandbox is not built into this moonbox yet)");
-#endif
 	if (rc) {
 		fprintf(stderr, "moonbox-device: sandbox: %s\n", mb_errmsg());
 		_exit(126); /* never serve a guest unconfined */

@@ -123,7 +123,8 @@ static int launch(struct mb_machine *m, const int *fds, unsigned n, pid_t *pid,
 		return mb_seterr(-ENOENT, "isolate: moonbox-device not found (next to "
 				 "moonbox, in its libexec directory, or $MB_DEVICE)");
 	const char *const argv[] = { prog, NULL };
-	struct mb_launch l = { .argv = argv, .fds = fds, .nfds = n };
+	struct mb_launch l = { .argv = argv, .fds = fds, .nfds = n,
+			       .flags = MB_LAUNCH_NEWPID };
 	int rc = mb_launch(m, &l, pid, pidfd);
 	if (rc)
 		return mb_seterr(rc, "isolate: starting %s: %s", prog, mb_errmsg());
