@@ -20,7 +20,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -34,6 +36,8 @@ static struct mb_machine *M;
 static struct mb_device *D;
 static struct mb_dp_report rep;
 static unsigned nchan;
+static int first_backend;
+static unsigned nfds_total;
 static pthread_mutex_t seq_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t seq;
 static void (*ack_fn[64])(void *);
@@ -257,6 +261,8 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		close(fd); /* the mapping stays */
 	}
 	nchan = c.nchan;
+	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;
+	nfds_total = c.nfds;
 	lua_State *L = luaL_newstate();
 	if (!L) {
 		fail(q, ENOMEM, "out of memory");
@@ -324,6 +330,15 @@ static void confine(void)
 {
 	struct mb_sandbox_policy pol = { .profile = MB_SANDBOX_DEVICE,
 					 .threads = true };
+	/* A disk image opened for writing keeps RLIMIT_FSIZE (a limit of 0
+	 * fails every write to it). */
+	for (int fd = first_backend; fd < 3 + (int)nfds_total; fd++) {
+		struct stat st;
+		int fl = fcntl(fd, F_GETFL);
+		if (fl >= 0 && (fl & O_ACCMODE) != O_RDONLY && !fstat(fd, &st) &&
+		    S_ISREG(st.st_mode))
+			pol.write_files = true;
+	}
 	struct mb_sandbox_report r;
 	memset(&r, 0, sizeof r);
 	int rc = mb_sandbox_enter(&pol, &r);

@@ -915,3 +915,103 @@ const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p) { return p->why; }
+
+/* ---- fuzz/fuzz_devproc.c: a hostile device process -------------------------
+ * A proxy on socketpairs, no process: each record of data is one message
+ * "from the device" (an access reply, an event, a control reply) that the
+ * VMM side must take apart without harm. Record: [kind, len lo, len hi],
+ * then len bytes; kind bit 7: put the expected id in. */
+static struct mb_machine *fz_m;
+
+void mb_devproc_fuzz(const uint8_t *data, size_t len)
+{
+	if (!fz_m) {
+		struct mb_machine_config mc = { .headless = true };
+		if (mb_machine_create(&mc, &fz_m))
+			return;
+	}
+	struct mb_devproc *p = calloc(1, sizeof *p);
+	int ch[2], ev[2], ct[2];
+	if (!p)
+		return;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ch)) {
+		free(p);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ev)) {
+		close(ch[0]), close(ch[1]), free(p);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ct)) {
+		close(ch[0]), close(ch[1]), close(ev[0]), close(ev[1]), free(p);
+		return;
+	}
+	p->m = fz_m;
+	p->pidfd = -1;
+	p->nchan = 1;
+	p->ch[0].fd = ch[0];
+	pthread_mutex_init(&p->ch[0].lock, NULL);
+	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->ev_lock, NULL);
+	p->ctl = ct[0], p->evt = ev[0];
+	p->timeout_ms = 1;
+	p->rep.nranges = 1;
+	p->rep.r[0] = (struct mb_dp_range){ .space = MB_SPACE_PIO, .base = 0x80,
+					    .size = 8 };
+	p->rep.irq = 4;
+	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
+	p->pr[0] = (struct prange){ p, 0 };
+	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
+	uint8_t drain[MB_DP_MAX_MSG];
+	while (len >= 3) {
+		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
+		data += 3, len -= 3;
+		if (n > len)
+			n = (unsigned)len;
+		uint8_t msg[MB_DP_MAX_MSG];
+		memcpy(msg, data, n);
+		data += n, len -= n;
+		atomic_store(&p->alive, true);
+		struct mb_dp_hdr *h = (void *)msg;
+		uint8_t v[8] = { 0 };
+		switch (kind & 3) {
+		case 0: /* the reply to an access (read or write) */
+			if ((kind & 0x80) && n >= sizeof *h)
+				h->id = (uint16_t)(p->ch[0].id + 1);
+			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
+				kind & 0x40);
+			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
+			break;
+		case 1: /* an event */
+			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			pthread_mutex_lock(&p->ev_lock);
+			take_event(p, 0);
+			pthread_mutex_unlock(&p->ev_lock);
+			break;
+		case 2: /* a control reply */
+			if ((kind & 0x80) && n >= sizeof *h)
+				h->id = (uint16_t)(p->ctl_id + 1);
+			send(ct[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			request(p, MB_DP_SAVE, NULL, 0, drain, 64, 1);
+			recv(ct[1], drain, sizeof drain, MSG_DONTWAIT);
+			break;
+		default: /* events the access must catch up to */
+			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			catch_up(p, (uint64_t)kind << 4);
+		}
+		/* whatever is left unread goes */
+		while (recv(ch[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+		while (recv(ev[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+		while (recv(ct[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+	}
+	close(ch[0]), close(ch[1]), close(ev[0]), close(ev[1]);
+	close(ct[0]), close(ct[1]);
+	pthread_mutex_destroy(&p->ch[0].lock);
+	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->ev_lock);
+	free(p);
+}

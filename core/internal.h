@@ -154,6 +154,8 @@ void mb_hold_cancel(struct mb_machine *m); /* forget a pending hold_start */
 void mb_hold_release(struct mb_machine *m, const struct mb_result *end);
 bool mb_hold_held(struct mb_machine *m);
 
+/* devproc.c, for fuzz/fuzz_devproc.c: hostile device messages */
+void mb_devproc_fuzz(const uint8_t *data, size_t len);
 /* device.c: a device's ops (devproc.c tells its proxies by them) */
 const struct mb_device_ops *mb_device_ops_of(const struct mb_device *d);
 /* machine.c: push an embedded hook (cannot fail), or take one back */

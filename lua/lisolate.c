@@ -219,7 +219,8 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 			lua_pop(L, 1);
 			continue; /* below */
 		}
-		if (!strcmp(k, "image") && !strcmp(kind, "virtio_blk")) {
+		if ((!strcmp(k, "image") || !strcmp(k, "file")) &&
+		    !strcmp(kind, "virtio_blk")) {
 			const char *path = luaL_checkstring(L, -1);
 			lua_getfield(L, 3, "readonly");
 			bool ro = lua_toboolean(L, -1);
@@ -241,6 +242,8 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 			lua_pop(L, 1);
 			continue;
 		}
+		if (!strcmp(k, "image_fd"))
+			luaL_error(L, "image_fd: internal to device processes");
 		lua_pushfstring(L, "[\"%s\"]=", k);
 		luaL_addvalue(&b);
 		if (lua_type(L, -1) == LUA_TTABLE) {

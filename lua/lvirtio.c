@@ -125,7 +125,8 @@ int mbl_virtio_set_state(lua_State *L)
 
 /* ---- virtio-blk ------------------------------------------------------------- */
 
-static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
+static const char *const blk_keys[] = { "name", "image", "file", "readonly",
+					"serial",
 					"threads", "mmio", "irq", "disk",
 					"overlay", NULL };
 
@@ -134,6 +135,11 @@ static void blk_parse(lua_State *L, int idx, void *p)
 	struct mb_virtio_blk_attach_config *c = p;
 	c->name = mbl_optstr(L, idx, "name", NULL);
 	c->image = mbl_optstr(L, idx, "image", NULL);
+	const char *file = mbl_optstr(L, idx, "file", NULL); /* another name */
+	if (c->image && file)
+		luaL_error(L, "file: give image or file, not both");
+	if (!c->image)
+		c->image = file;
 	if (!c->image)
 		luaL_error(L, "image: missing (a disk image file)");
 	c->readonly = mbl_optbool(L, idx, "readonly", 0);

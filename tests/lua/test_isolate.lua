@@ -51,6 +51,14 @@ T.case("the process: its own pid, alive, no_new_privs, state() says what confine
   T.ok(type(s.sandbox) == "string" and #s.sandbox > 0, "sandbox report: " .. tostring(s.sandbox))
   if st:find("Seccomp:%s*2") then
     T.ok(st:find("CapEff:%s*0+\n"), "CapEff 0")
+    local function ns(p, kind)
+      local h = io.popen("readlink /proc/" .. p .. "/ns/" .. kind)
+      local v = h:read("l"); h:close(); return v
+    end
+    for _, kind in ipairs { "net", "mnt", "ipc", "uts" } do
+      local mine, its = ns("self", kind), ns(pid, kind)
+      T.ok(mine and its and mine ~= its, kind .. " namespace differs: " .. tostring(its))
+    end
   else
     T.skip("device process seccomp/capabilities", "sandbox not in this build: " .. s.sandbox)
   end
