@@ -72,6 +72,18 @@ T.case("the process: its own pid, alive, no_new_privs, state() says what confine
   T.eq(status(pid), nil, "the process went with the machine")
 end)
 
+T.case("snapshots take and put back an isolated device's state", function()
+  local m, post = machine { isolate = true }
+  local snap = m:snapshot()
+  T.run(m, "exit", 0x2a)
+  T.eq(post:state().writes, 40000, "writes after the run")
+  m:restore(snap)
+  T.eq(post:state().writes, 0, "writes after the restore")
+  T.run(m, "exit", 0x2a)
+  T.eq(post:state().writes, 40000, "writes after the run again")
+  m:close()
+end)
+
 -- Start the guest, do `act` to the device process once it is busy, wait.
 local function ordeal(opts, act)
   local m, post = machine(opts)
