@@ -18,6 +18,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -164,6 +165,25 @@ static ssize_t recv_wait(int fd, void *buf, size_t len, int ms)
 			return -errno;
 		if (n == 0)
 			return -EPIPE; /* the process closed its end */
+		if ((size_t)n > len)
+			return -EMSGSIZE;
+		return n;
+	}
+}
+
+/* recv on a socket with SO_RCVTIMEO: as recv_wait, without the poll. */
+static ssize_t recv_timed(int fd, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, MSG_TRUNC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
 		if ((size_t)n > len)
 			return -EMSGSIZE;
 		return n;
@@ -390,7 +410,7 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		fail = "its channel is closed";
 	} else {
 		for (;;) {
-			ssize_t n = recv_wait(c->fd, &a, sizeof a, p->timeout_ms);
+			ssize_t n = recv_timed(c->fd, &a, sizeof a);
 			if (n == 0) {
 				fail = "no reply in time (hung)";
 			} else if (n < 0) {
@@ -620,6 +640,10 @@ static int spawn(struct mb_devproc *p)
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
 		p->ch[i].fd = mine[2 + i];
+		/* accesses wait in recv itself: one system call, not two */
+		struct timeval tv = { p->timeout_ms / 1000,
+				      (p->timeout_ms % 1000) * 1000 };
+		setsockopt(mine[2 + i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 		pthread_mutex_unlock(&p->ch[i].lock);
 	}
 	atomic_store(&p->alive, true);
@@ -950,6 +974,8 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	p->pidfd = -1;
 	p->nchan = 1;
 	p->ch[0].fd = ch[0];
+	struct timeval tv = { 0, 1000 };
+	setsockopt(ch[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	pthread_mutex_init(&p->ch[0].lock, NULL);
 	pthread_mutex_init(&p->ctl_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
