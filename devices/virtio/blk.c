@@ -501,15 +501,25 @@ const struct mb_virtio_dev_ops mb_virtio_blk_ops = {
 
 /* ---- life cycle ----------------------------------------------------------------- */
 
+static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
+				     int image_fd);
+
 struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
+{
+	return blk_new(cfg, 0);
+}
+
+/* image_fd > 0: the image already open (a device process's disk). */
+static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
+				     int image_fd)
 {
 	const char *serial = cfg->serial ? cfg->serial : "";
 	if (strlen(serial) > 20) {
 		mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes", serial);
 		return NULL;
 	}
-	int fd = cfg->image_fd > 0
-			 ? fcntl(cfg->image_fd, F_DUPFD_CLOEXEC, 3)
+	int fd = image_fd > 0
+			 ? fcntl(image_fd, F_DUPFD_CLOEXEC, 3)
 			 : open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) |
 					    O_CLOEXEC);
 	struct stat st;
@@ -740,9 +750,8 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 		.image = cfg->image, .readonly = cfg->readonly,
 		.serial = cfg->serial ? cfg->serial : "",
 		.threads = cfg->threads ? cfg->threads : 2,
-		.image_fd = cfg->image_fd,
 	};
-	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
+	struct mb_virtio_blk *b = blk_new(&c, cfg->image_fd);
 	if (!b)
 		return -EINVAL; /* the message names the image */
 	int rc = cfg->overlay ? use_overlay(b, cfg->image, cfg->image_fd) : 0;

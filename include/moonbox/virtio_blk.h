@@ -39,8 +39,6 @@ struct mb_virtio_blk_config {
 	bool readonly;
 	const char *serial; /* up to 20 bytes; NULL: "" */
 	unsigned threads;   /* 0: run requests in notify() */
-	int image_fd;       /* > 0: the image already open (duplicated; image
-			     * only names it): a device process's disk */
 };
 
 struct mb_virtio_blk_stats {
@@ -79,7 +77,8 @@ struct mb_virtio_blk_attach_config {
 	bool overlay;       /* copy-on-write in memory: mb_virtio_blk_use_overlay */
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;            /* 0: a free line */
-	int image_fd;       /* > 0: mb_virtio_blk_config.image_fd */
+	int image_fd;       /* > 0: the image already open (duplicated; image
+			     * only names it): a device process's disk */
 };
 int mb_virtio_blk_attach(struct mb_machine *m,
 			 const struct mb_virtio_blk_attach_config *cfg,
