@@ -30,7 +30,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 EXAMPLE_CFLAGS := -Iinclude
 
-all: $(O)/libmoonbox.a $(O)/libmoonbox.so $(O)/moonbox $(O)/moonbox.so $(O)/moonbox-launcher guests examples
+all: $(O)/libmoonbox.a $(O)/libmoonbox.so $(O)/moonbox $(O)/moonbox.so $(O)/moonbox-launcher $(O)/moonbox-device guests examples
 
 $(B)/%.o: %.c $(wildcard include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
 	@mkdir -p $(dir $@)
@@ -64,6 +64,9 @@ LIBEXECDIR ?= $(PREFIX)/libexec/moonbox
 $(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
 $(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
 	$(CC) $(LDFLAGS) -o $@ $^
+# The device process (docs/devproc.md): a device model on passed fds.
+$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(LUA_OBJ) $(O)/libmoonbox.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
 # line of each .S may name its link address: "/* at: 0x100000 */".
@@ -115,7 +118,7 @@ SAN_LINUX ?= linux/test_linux$$
 test-asan test-ubsan test-tsan: test-%: deps
 	@$(MAKE) --no-print-directory guests examples
 	@$(MAKE) --no-print-directory B=build-$* CFLAGS="-O1 -g -fno-omit-frame-pointer $(SAN_$*)" \
-		LDFLAGS="$(SAN_$*)" build-$*/moonbox build-$*/moonbox.so build-$*/moonbox-launcher unit
+		LDFLAGS="$(SAN_$*)" build-$*/moonbox build-$*/moonbox.so build-$*/moonbox-launcher build-$*/moonbox-device unit
 	@MB_BUILD=build-$* MB_BIN=build-$* MB_SANITIZER=$* \
 		MB_TEST_SKIP='^(fuzz/|lua/test_install$$|lua/stock_lua5.4$$|linux/)' \
 		MB_TEST_KEEP='$(SAN_LINUX)' tests/run.sh
@@ -142,6 +145,7 @@ install: all
 	install -m 755 moonbox $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(LIBEXECDIR)
 	install -m 755 moonbox-launcher $(DESTDIR)$(LIBEXECDIR)/
+	install -m 755 moonbox-device $(DESTDIR)$(LIBEXECDIR)/
 	install -m 644 libmoonbox.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 libmoonbox.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 moonbox.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
@@ -153,7 +157,7 @@ install: all
 		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc
 
 clean:
-	rm -rf $(B) build-asan build-ubsan build-tsan libmoonbox.a libmoonbox.so moonbox moonbox.so moonbox-launcher
+	rm -rf $(B) build-asan build-ubsan build-tsan libmoonbox.a libmoonbox.so moonbox moonbox.so moonbox-launcher moonbox-device
 
 .PHONY: all guests examples deps unit test test-asan test-ubsan test-tsan bench fuzz run install clean
 .DELETE_ON_ERROR:

@@ -140,3 +140,10 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	./moonbox bench/virtio.lua 2>/dev/null | sed -n '/^virtio-blk in a Linux guest/,$p' ||
 		echo "FAILED: bench/virtio.lua" >&2
 fi
+
+# ---- device processes (bench/isolate.lua; owner: isolate work) -------------
+# One PIO access to a port80 in its own process vs in process.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	echo
+	./moonbox bench/isolate.lua | grep -v '^isolate ' || echo "FAILED: bench/isolate.lua" >&2
+fi

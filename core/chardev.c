@@ -42,6 +42,7 @@ struct chr {
 	int listen_fd;    /* SOCKET */
 	int wake;         /* eventfd: "try delivering input" */
 	bool escape;      /* STDIO: Ctrl-a seen */
+	bool relay;       /* mb_chr_fd: output may go to mb_chr_fd_sink */
 	char *path;       /* SOCKET: unlinked on close */
 	void (*fn)(void *ctx, const void *buf, size_t len);
 	void *fn_ctx;
@@ -119,6 +120,13 @@ static void chr_accept(struct mb_chr *c)
 	poke((struct chr *)c);
 }
 
+static bool (*fd_sink)(const void *buf, size_t len);
+
+void mb_chr_fd_sink(bool (*sink)(const void *buf, size_t len))
+{
+	fd_sink = sink;
+}
+
 static void chr_write(struct mb_chr *c, const void *buf, size_t len)
 {
 	struct chr *h = (struct chr *)c;
@@ -133,9 +141,12 @@ static void chr_write(struct mb_chr *c, const void *buf, size_t len)
 		}
 		pthread_mutex_unlock(&h->lock);
 		break;
+	case SOCKET:
+		if (h->relay && fd_sink && fd_sink(buf, len))
+			break;
+		/* fall through */
 	case FILEOUT:
-	case STDIO:
-	case SOCKET: {
+	case STDIO: {
 		int fd = h->kind == STDIO ? STDOUT_FILENO : h->fd;
 		const uint8_t *p = buf;
 		while (fd >= 0 && len) {
@@ -419,5 +430,23 @@ struct mb_chr *mb_chr_func(struct mb_machine *m,
 	if (!h)
 		return NULL;
 	h->fn = fn, h->fn_ctx = ctx;
+	return &h->c;
+}
+
+struct mb_chr *mb_chr_fd(struct mb_machine *m, int fd)
+{
+	/* A socket console with its one client already there (and no
+	 * listening socket): writes go to fd, input comes from it. */
+	struct chr *h = chr_new(m, SOCKET);
+	if (!h) {
+		close(fd);
+		return NULL;
+	}
+	h->fd = fd;
+	h->relay = true;
+	if (mb_machine_watch(m, fd, on_input, h)) {
+		mb_seterr(-errno, "console: cannot watch fd %d", fd);
+		return NULL; /* closed with the machine */
+	}
 	return &h->c;
 }

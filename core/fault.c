@@ -349,6 +349,9 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 	if (strcmp(mb_device_kind(d), want) != 0)
 		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", s->dev,
 				 mb_device_kind(d), want);
+	if (mb_devproc_of(d))
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated: fault plans at its "
+				 "process boundary are not built yet", s->dev);
 	if (a >= MB_FAULT_UART_DROP) {
 		struct mb_uart *u = mb_uart_of_device(d);
 		if (!u)

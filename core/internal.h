@@ -61,6 +61,9 @@ struct mb_machine {
 	unsigned ncpu;
 	enum mb_irqchip irqchip;
 	bool kernel_pit;
+	bool headless; /* no KVM (mb_machine_config.headless) */
+	void (*on_stop)(void *, enum mb_stop, int, const char *);
+	void *on_stop_ctx;
 	struct vcpu cpu[MB_MAX_CPUS];
 	struct mb_mem *mem;
 	struct mb_bus *pio, *mmio;
@@ -113,6 +116,8 @@ struct mb_machine {
 	bool adjust_clock, kvmclock_saved;
 	struct kvm_clock_data kvmclock;
 	struct hook *hooks;
+	/* devproc.c: called (m->lock held) after guest time froze or thawed */
+	struct hook *freeze_hooks;
 
 	/* device.c: devices in the order added */
 	struct mb_device **devs;
@@ -158,6 +163,8 @@ void mb_hold_cancel(struct mb_machine *m); /* forget a pending hold_start */
 void mb_hold_release(struct mb_machine *m, const struct mb_result *end);
 bool mb_hold_held(struct mb_machine *m);
 
+/* devproc.c, for fuzz/fuzz_devproc.c: hostile device messages */
+void mb_devproc_fuzz(const uint8_t *data, size_t len);
 /* machine.c: push an embedded hook (cannot fail), or take one back */
 void mb_machine_push_hook(struct mb_machine *m, struct hook *h);
 void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);

@@ -124,6 +124,14 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 		goto fail;
 	}
 	mb_evloop_clock(m->ev, &m->clock);
+	if (cfg && cfg->headless) {
+		m->headless = true;
+		m->kvm = -1;
+		m->ncpu = 0;
+		m->on_stop = cfg->on_stop, m->on_stop_ctx = cfg->on_stop_ctx;
+		*out = m;
+		return 0;
+	}
 	rc = m->kvm = mb_kvm_open();
 	if (rc < 0)
 		goto fail;
@@ -245,6 +253,9 @@ int mb_machine_add_memory(struct mb_machine *m, uint64_t base, uint64_t size,
 			  const char *file, bool readonly, const char *name)
 {
 	long page = sysconf(_SC_PAGESIZE);
+	if (m->headless)
+		return mb_seterr(-ENOTSUP, "memory: a headless machine maps the "
+				 "memory it is given (mb_mem_add)");
 	if ((base | size) & (page - 1))
 		return mb_seterr(-EINVAL, "memory: region %s at 0x%" PRIx64 " size "
 				 "0x%" PRIx64 " is not page-aligned (4K)",
@@ -290,7 +301,8 @@ int mb_machine_irq(struct mb_machine *m, unsigned line, struct mb_irq *out)
 	if (line >= max)
 		return mb_seterr(-EINVAL, "irq: line %u does not exist (0-%u)", line,
 				 max - 1);
-	out->set = m->irqchip == MB_IRQCHIP_KERNEL ? kernel_irq : user_irq;
+	out->set = m->irqchip == MB_IRQCHIP_KERNEL && !m->headless ? kernel_irq
+								    : user_irq;
 	out->ctx = m;
 	out->line = line;
 	return 0;
@@ -380,7 +392,7 @@ static int kernel_on_ack(struct mb_machine *m, unsigned line,
 int mb_machine_irq_on_ack(struct mb_machine *m, unsigned line,
 			  void (*fn)(void *), void *opaque)
 {
-	if (m->irqchip == MB_IRQCHIP_KERNEL)
+	if (m->irqchip == MB_IRQCHIP_KERNEL && !m->headless)
 		return kernel_on_ack(m, line, fn, opaque);
 	if (!m->intc_ops || !m->intc_ops->on_ack)
 		return mb_seterr(-ENOTSUP, "irq: this controller does not report "
@@ -452,6 +464,18 @@ static void kick_all(struct mb_machine *m)
 void mb_machine_stop(struct mb_machine *m, enum mb_stop reason, int code,
 		     const char *fmt, ...)
 {
+	if (m->headless) { /* the VMM that owns the guest decides */
+		char msg[256] = "";
+		if (fmt) {
+			va_list ap;
+			va_start(ap, fmt);
+			vsnprintf(msg, sizeof msg, fmt, ap);
+			va_end(ap);
+		}
+		if (m->on_stop)
+			m->on_stop(m->on_stop_ctx, reason, code, msg);
+		return;
+	}
 	pthread_mutex_lock(&m->lock);
 	if (m->stop == MB_STOP_NONE) {
 		m->stop = reason;
@@ -554,6 +578,8 @@ static void freeze(struct mb_machine *m, bool frozen)
 		m->kvmclock_saved = false;
 	}
 	mb_evloop_freeze(m->ev, frozen);
+	for (struct hook *h = m->freeze_hooks; h; h = h->next)
+		h->fn(h->arg); /* device processes keep their clocks in step */
 }
 
 static unsigned started(struct mb_machine *m)
@@ -784,6 +810,9 @@ again:
 	}
 	if (atomic_load(&m->gate) == GATE_RUNNING)
 		atomic_store(&m->gate, GATE_PAUSED);
+	/* A vCPU asleep in HLT waits on cond, not in KVM_RUN: a kick does
+	 * not reach it (a timeout with no interrupt coming hung here). */
+	pthread_cond_broadcast(&m->cond);
 	pthread_mutex_unlock(&m->lock);
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);
@@ -818,6 +847,7 @@ int mb_machine_pause(struct mb_machine *m)
 	pthread_mutex_lock(&m->lock);
 	if (atomic_load(&m->gate) == GATE_RUNNING)
 		atomic_store(&m->gate, GATE_PAUSED);
+	pthread_cond_broadcast(&m->cond); /* vCPUs asleep in HLT */
 	pthread_mutex_unlock(&m->lock);
 	kick_all(m);
 	pthread_mutex_lock(&m->lock);

@@ -234,6 +234,12 @@ struct mb_chr *mb_chr_socket(struct mb_machine *m, const char *path);
 struct mb_chr *mb_chr_func(struct mb_machine *m,
 			   void (*fn)(void *ctx, const void *buf, size_t len),
 			   void *ctx);
+/* A console on an open stream fd (taken over, closed with the machine):
+ * output written to it, input read from it (a device process's relay). */
+struct mb_chr *mb_chr_fd(struct mb_machine *m, int fd);
+/* moonbox-device: output of mb_chr_fd consoles is offered to sink first
+ * (true: taken), so that it travels with the access that wrote it. */
+void mb_chr_fd_sink(bool (*sink)(const void *buf, size_t len));
 /* Bytes a buffer console captured: copies up to max, returns the total. */
 size_t mb_chr_buffer_get(struct mb_chr *c, void *dst, size_t max);
 /* Queue bytes for the device's receive side. */
@@ -284,6 +290,15 @@ struct mb_machine_config {
 	enum mb_irqchip irqchip;
 	bool kernel_pit; /* KVM_CREATE_PIT2 (needs the kernel irqchip) */
 	struct mb_cpuid_policy cpuid;
+	/* No KVM at all (moonbox-device hosts one device model on it): buses,
+	 * memory (mb_mem_add only), the event loop and clock, and interrupt
+	 * lines that go to the controller set by mb_machine_set_intc (irqchip
+	 * says how many: 16 or 24). No vCPUs; mb_machine_stop calls on_stop
+	 * instead of stopping anything. */
+	bool headless;
+	void (*on_stop)(void *ctx, enum mb_stop reason, int code,
+			const char *msg);
+	void *on_stop_ctx;
 };
 
 struct mb_result {
@@ -619,6 +634,7 @@ uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
 #include "moonbox/fault.h"
 #include "moonbox/sandbox.h"
 #include "moonbox/tap.h"
-/* (reserved: moonbox/devproc.h, moonbox/vhost_user.h) */
+#include "moonbox/devproc.h"
+/* (reserved: moonbox/vhost_user.h) */
 
 #endif

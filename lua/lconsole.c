@@ -59,6 +59,14 @@ struct mb_chr *mbl_console(lua_State *L, struct mbl_machine *mm, int idx,
 			luaL_error(L, "%s: \"%s\" is not one of \"stdio\", \"null\", "
 				   "\"buffer\", { file = PATH }, { socket = PATH } or a "
 				   "function", key, s);
+	} else if (t == LUA_TTABLE && mbl_in_devproc(L)) {
+		/* moonbox-device: the relay socket the VMM passed */
+		static const char *const keys[] = { "fd", NULL };
+		mbl_checkopts(L, -1, key, keys);
+		lua_Integer fd = mbl_optint(L, -1, "fd", -1);
+		if (fd < 3 || fd > 1024)
+			luaL_error(L, "%s.fd: %d is not a passed descriptor", key, (int)fd);
+		c = mb_chr_fd(m, (int)fd);
 	} else if (t == LUA_TTABLE) {
 		static const char *const keys[] = { "file", "socket", NULL };
 		mbl_checkopts(L, -1, key, keys);

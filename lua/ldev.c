@@ -50,7 +50,18 @@ static void push_class(lua_State *L, const struct mbl_class *cls)
 struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	mbl_checkopts(L, 1, cls->name, cls->keys);
+	/* Every class also takes isolate, timeout and on_crash (lisolate.c);
+	 * inside a device process, the internal image_fd too. */
+	const char *keys[64];
+	size_t nk = 0;
+	for (const char *const *k = cls->keys; *k && nk < 59; k++)
+		keys[nk++] = *k;
+	keys[nk++] = "isolate", keys[nk++] = "timeout", keys[nk++] = "on_crash";
+	if (mbl_in_devproc(L))
+		keys[nk++] = "image_fd";
+	keys[nk] = NULL;
+	mbl_checkopts(L, 1, cls->name, keys);
+	mbl_want_isolate(L, cls, 1);
 	if (lua_getfield(L, 1, "name") != LUA_TNIL) {
 		size_t len;
 		if (lua_type(L, -1) != LUA_TSTRING)
@@ -215,12 +226,14 @@ int mbl_dev_state(lua_State *L)
 	const struct mb_state_desc *desc = mb_device_state_desc(dev);
 	if (!desc) {
 		lua_newtable(L);
+		mbl_isolate_annotate(L, dev);
 		return 1;
 	}
 	void *st = lua_newuserdatauv(L, desc->size, 0); /* collected with L */
 	if (mb_device_save(dev, st))
 		return mbl_fail(L, "state");
 	mbl_push_state(L, desc, st);
+	mbl_isolate_annotate(L, dev);
 	return 1;
 }
 
@@ -248,6 +261,22 @@ int mbl_dev_set_state(lua_State *L)
 	void *st = lua_newuserdatauv(L, desc->size, 0);
 	if (mb_device_save(dev, st)) /* fields the table does not name stay */
 		return mbl_fail(L, "set_state");
+	if (mb_devproc_of(dev)) { /* state() adds these views: not fields */
+		lua_newtable(L);
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			const char *k = lua_type(L, -2) == LUA_TSTRING
+						? lua_tostring(L, -2) : "";
+			if (!strcmp(k, "sandbox") || !strcmp(k, "isolated")) {
+				lua_pop(L, 1);
+				continue;
+			}
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -4);
+		}
+		lua_replace(L, 2);
+	}
 	mbl_to_state(L, 2, desc, st);
 	if (mb_device_load(dev, st))
 		return luaL_error(L, "set_state: %s", mb_errmsg());
@@ -268,8 +297,13 @@ static int l_add(lua_State *L)
 				  d->cls->name);
 	lua_settop(L, 2);
 	mbl_pushopts(L, 2); /* 3: the options, for attach */
-	d->cls->attach(L, mm, d);
-	if (d->dev && !d->impl)
+	/* With pit = "kernel" KVM models the PIT: nothing to isolate. */
+	if (mbl_want_isolate(L, d->cls, 3) &&
+	    !(strcmp(d->cls->name, "pit8254") == 0 && mb_machine_kernel_pit(mm->m)))
+		mbl_isolate(L, mm, d);
+	else
+		d->cls->attach(L, mm, d);
+	if (d->dev && !d->impl && !mb_devproc_of(d->dev))
 		d->impl = mb_device_impl(d->dev);
 	d->mm = mm;
 	lua_getiuservalue(L, 1, 1);

@@ -245,6 +245,38 @@ static int l_machine(lua_State *L)
 	return 1;
 }
 
+void mbl_push_machine(lua_State *L, struct mb_machine *m)
+{
+	push_live(L); /* one handle per machine */
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		struct mbl_machine *mm = lua_touserdata(L, -1);
+		if (mm && mm->m == m) {
+			lua_remove(L, -2);
+			lua_remove(L, -2);
+			return;
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	struct mbl_machine *mm = lua_newuserdatauv(L, sizeof *mm, 2);
+	memset(mm, 0, sizeof *mm);
+	mm->devices = LUA_NOREF;
+	mm->m = m; /* not closed by Lua: the program owns it */
+	luaL_setmetatable(L, MBL_MACHINE);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, 1);
+	lua_newtable(L);
+	lua_setiuservalue(L, -2, 2);
+	push_live(L);
+	lua_pushvalue(L, -2);
+	lua_rawsetp(L, -2, mm);
+	lua_pop(L, 1);
+	/* keep it: the live table is weak */
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.devproc.machine");
+}
+
 void mbl_push_machine_opts(lua_State *L, struct mbl_machine *mm)
 {
 	mbl_ref_push(L, mm, &machine_opts_key);

@@ -43,6 +43,9 @@ struct mbl_dev {
 	struct mb_device *dev;  /* the machine's device, once added */
 	void *impl;             /* the C model (mb_device_impl(dev)) */
 	void *cfg;              /* the parsed options */
+	/* isolate = true (lisolate.c): the console the VMM relays to the
+	 * device process, in place of the class's own (NULL: none) */
+	struct mb_chr *con;
 };
 /* User values of a device handle: 1 its machine, 2 its option table. */
 
@@ -87,6 +90,22 @@ int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
  * closed) and returns its type. */
 void mbl_ref_set(lua_State *L, struct mbl_machine *mm, const void *key, int idx);
 int mbl_ref_push(lua_State *L, struct mbl_machine *mm, const void *key);
+
+/* Device processes (lisolate.c). Registry key set (true) in the Lua state
+ * moonbox-device builds devices in: internal option forms ({ fd = N }
+ * consoles, image_fd) are accepted there only. */
+#define MBL_DEVPROC "moonbox.devproc"
+bool mbl_in_devproc(lua_State *L);
+/* The options at idx ask for isolate = true (checked: interrupt
+ * controllers refuse it). */
+bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx);
+/* m:add of an isolated device: the options at 3; sets d->dev, d->con. */
+int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
+/* dev:state() of an isolated device: add sandbox, pid, alive, restarts
+ * to the table on top. */
+void mbl_isolate_annotate(lua_State *L, struct mb_device *dev);
+/* lmachine.c: push a handle for a machine made in C (moonbox-device). */
+void mbl_push_machine(lua_State *L, struct mb_machine *m);
 
 /* Each device binding file provides its constructors through this list. */
 void mbl_open_devices(lua_State *L);

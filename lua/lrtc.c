@@ -1,5 +1,7 @@
 /* mb.rtc { irq, time, cmos, name }: the MC146818 at 0x70-0x71
  * (moonbox/rtc.h), with rtc:cmos(i[, v]). */
+#include <string.h>
+
 #include "lua/lmoonbox.h"
 
 static const char *const keys[] = { "name", "irq", "time", "cmos", NULL };
@@ -50,9 +52,46 @@ static int attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	return 0;
 }
 
+/* An isolated RTC's CMOS is in its process: bytes 0x0e-0x7f through its
+ * state (the clock registers below are computed there). */
+static int isolated_cmos(lua_State *L)
+{
+	lua_Integer i = luaL_checkinteger(L, 2);
+	if (i < 0x0e || i > 127)
+		return luaL_error(L, "cmos: index %d: an isolated rtc gives 0x0e-0x7f "
+				  "(the clock registers are computed in its process)",
+				  (int)i);
+	bool set = !lua_isnoneornil(L, 3);
+	lua_Integer nv = set ? luaL_checkinteger(L, 3) : 0;
+	if (nv < 0 || nv > 255)
+		return luaL_error(L, "cmos: value %d is not a byte", (int)nv);
+	lua_settop(L, 1);
+	mbl_dev_state(L);
+	lua_getfield(L, -1, "cmos");
+	size_t n;
+	const char *s = lua_tolstring(L, -1, &n);
+	if (!s || n != 128)
+		return luaL_error(L, "cmos: the device process gave no CMOS");
+	if (!set) {
+		lua_pushinteger(L, (unsigned char)s[i]);
+		return 1;
+	}
+	char b[128];
+	memcpy(b, s, 128);
+	b[i] = (char)nv;
+	lua_settop(L, 1);
+	lua_createtable(L, 0, 1);
+	lua_pushlstring(L, b, 128);
+	lua_setfield(L, -2, "cmos");
+	mbl_dev_set_state(L);
+	return 0;
+}
+
 /* rtc:cmos(i) reads a byte, rtc:cmos(i, v) writes one. */
 static int cmos(lua_State *L)
 {
+	if (mb_devproc_of(mbl_checkdevice(L, 1)))
+		return isolated_cmos(L);
 	struct mb_rtc *r = mb_device_impl(mbl_checkdevice(L, 1));
 	lua_Integer i = luaL_checkinteger(L, 2);
 	uint8_t v;

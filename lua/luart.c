@@ -50,7 +50,8 @@ static int attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 static struct mb_chr *chr_of(lua_State *L)
 {
 	mbl_checkdevice(L, 1);
-	return ((struct cfg *)mbl_checkdev(L, 1)->cfg)->chr;
+	struct mbl_dev *d = mbl_checkdev(L, 1);
+	return d->con ? d->con : ((struct cfg *)d->cfg)->chr;
 }
 
 static int output(lua_State *L)

@@ -62,7 +62,8 @@ int mbl_virtio_state(lua_State *L)
 	lua_pushboolean(L, geti(L, t, "status") & VIRTIO_STATUS_NEEDS_RESET);
 	lua_setfield(L, t, "needs_reset");
 	char why[160];
-	if (*mb_virtio_fault(mb_virtio_dev_transport(d->dev), why, sizeof why)) {
+	struct mb_virtio *vt = mb_virtio_dev_transport(d->dev);
+	if (vt && *mb_virtio_fault(vt, why, sizeof why)) {
 		lua_pushstring(L, why);
 		lua_setfield(L, t, "fault");
 	}
@@ -87,6 +88,7 @@ int mbl_virtio_state(lua_State *L)
 			geti(L, t, "bytes_written"));
 	lua_setfield(L, -2, "bytes");
 	lua_setfield(L, t, "stats");
+	mbl_isolate_annotate(L, d->dev);
 	return 1;
 }
 
@@ -97,7 +99,8 @@ int mbl_virtio_set_state(lua_State *L)
 {
 	static const char *const views[] = { "base", "size", "irq", "needs_reset",
 					      "fault", "stats", "backend",
-					      "connected", NULL };
+					      "connected", "sandbox", "isolated",
+					      NULL };
 	mbl_checkdev(L, 1);
 	luaL_checktype(L, 2, LUA_TTABLE);
 	lua_settop(L, 2);
@@ -122,7 +125,8 @@ int mbl_virtio_set_state(lua_State *L)
 
 /* ---- virtio-blk ------------------------------------------------------------- */
 
-static const char *const blk_keys[] = { "name", "image", "readonly", "serial",
+static const char *const blk_keys[] = { "name", "image", "file", "readonly",
+					"serial",
 					"threads", "mmio", "irq", "disk",
 					"overlay", "cache", NULL };
 
@@ -131,6 +135,11 @@ static void blk_parse(lua_State *L, int idx, void *p)
 	struct mb_virtio_blk_attach_config *c = p;
 	c->name = mbl_optstr(L, idx, "name", NULL);
 	c->image = mbl_optstr(L, idx, "image", NULL);
+	const char *file = mbl_optstr(L, idx, "file", NULL); /* another name */
+	if (c->image && file)
+		luaL_error(L, "file: give image or file, not both");
+	if (!c->image)
+		c->image = file;
 	if (!c->image)
 		luaL_error(L, "image: missing (a disk image file)");
 	c->readonly = mbl_optbool(L, idx, "readonly", 0);
@@ -153,6 +162,13 @@ static void blk_parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "threads: %d is not 0-8 (0: 2)", (int)th);
 	c->threads = (unsigned)th;
 	mbl_virtio_place_opts(L, idx, &c->mmio_base, &c->mmio_size, &c->irq);
+	if (mbl_in_devproc(L)) { /* the VMM opened the image for us */
+		c->image_fd = (int)mbl_optint(L, idx, "image_fd", 0);
+		if (c->image_fd < 3 || fcntl(c->image_fd, F_GETFD) < 0)
+			luaL_error(L, "image_fd: %d is not an open descriptor",
+				   c->image_fd);
+		return;
+	}
 	int fd = open(c->image, (c->readonly || c->overlay ? O_RDONLY : O_RDWR) |
 		      O_CLOEXEC);
 	if (fd < 0)
@@ -254,6 +270,32 @@ static int l_virtio_stats(lua_State *L)
 	for (size_t i = 0; i < mb_machine_ndevices(m); i++) {
 		struct mb_device *d = mb_machine_device_at(m, i);
 		const char *k = mb_device_kind(d);
+		if (mb_devproc_of(d)) { /* isolated: its process's state */
+			union {
+				struct mb_virtio_blk_state b;
+				struct mb_virtio_rng_state r;
+			} u;
+			bool blk = strcmp(k, "virtio_blk") == 0;
+			if ((!blk && strcmp(k, "virtio_rng")) || mb_device_save(d, &u))
+				continue;
+#define SUM(st) \
+	do { \
+		for (size_t q = 0; q < sizeof (st).queues / sizeof (st).queues[0]; q++) \
+			req += (st).queues[q].pushed; \
+		notif += (st).notifications, mmio += (st).mmio_notifications; \
+		irqs += (st).interrupts; \
+	} while (0)
+			if (blk) {
+				bytes += u.b.bytes_read + u.b.bytes_written;
+				SUM(u.b);
+			} else {
+				bytes += u.r.bytes;
+				SUM(u.r);
+			}
+#undef SUM
+			n++;
+			continue;
+		}
 		if (strcmp(k, "virtio_blk") == 0) {
 			struct mb_virtio_blk_stats b;
 			mb_virtio_blk_stats(mb_virtio_dev_model(d), &b);

@@ -54,7 +54,7 @@ static struct mb_chr *con_chr(lua_State *L)
 	if (!d->mm || !d->mm->m || !d->dev)
 		luaL_error(L, "%s: not part of a running machine (use m:add)",
 			   d->cls->name);
-	return ((struct con_cfg *)d->cfg)->chr;
+	return d->con ? d->con : ((struct con_cfg *)d->cfg)->chr;
 }
 
 static int con_output(lua_State *L)

@@ -507,14 +507,27 @@ const struct mb_virtio_dev_ops mb_virtio_blk_ops = {
 
 /* ---- life cycle ----------------------------------------------------------------- */
 
+static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
+				     int image_fd);
+
 struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
+{
+	return blk_new(cfg, 0);
+}
+
+/* image_fd > 0: the image already open (a device process's disk). */
+static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
+				     int image_fd)
 {
 	const char *serial = cfg->serial ? cfg->serial : "";
 	if (strlen(serial) > 20) {
 		mb_seterr(-EINVAL, "serial: \"%s\" is longer than 20 bytes", serial);
 		return NULL;
 	}
-	int fd = open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	int fd = image_fd > 0
+			 ? fcntl(image_fd, F_DUPFD_CLOEXEC, 3)
+			 : open(cfg->image, (cfg->readonly ? O_RDONLY : O_RDWR) |
+					    O_CLOEXEC);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st)) {
 		mb_seterr(-errno, "%s: %s", cfg->image, strerror(errno));
@@ -548,11 +561,13 @@ struct mb_virtio_blk *mb_virtio_blk_new(const struct mb_virtio_blk_config *cfg)
 	return b;
 }
 
-int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
+static int use_overlay(struct mb_virtio_blk *b, const char *image, int ifd)
 {
 	if (b->ovl)
 		return 0;
-	int fd = open(image, O_RDONLY | O_CLOEXEC); /* the overlay never writes it */
+	/* the overlay never writes it */
+	int fd = ifd > 0 ? fcntl(ifd, F_DUPFD_CLOEXEC, 3)
+			 : open(image, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return mb_seterr(-errno, "%s: %s", image, strerror(errno));
 	if (!(b->ovl = mb_overlay_new(fd, b->sectors * SECTOR))) {
@@ -562,6 +577,11 @@ int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
 	close(b->fd);
 	b->fd = fd;
 	return 0;
+}
+
+int mb_virtio_blk_use_overlay(struct mb_virtio_blk *b, const char *image)
+{
+	return use_overlay(b, image, 0);
 }
 
 void mb_virtio_blk_free(struct mb_virtio_blk *b)
@@ -766,10 +786,10 @@ int mb_virtio_blk_attach(struct mb_machine *m,
 		.serial = cfg->serial ? cfg->serial : "",
 		.threads = cfg->threads ? cfg->threads : 2,
 	};
-	struct mb_virtio_blk *b = mb_virtio_blk_new(&c);
+	struct mb_virtio_blk *b = blk_new(&c, cfg->image_fd);
 	if (!b)
 		return -EINVAL; /* the message names the image */
-	int rc = cfg->overlay ? mb_virtio_blk_use_overlay(b, cfg->image) : 0;
+	int rc = cfg->overlay ? use_overlay(b, cfg->image, cfg->image_fd) : 0;
 	if (!rc && cfg->writeback)
 		rc = mb_virtio_blk_use_wbcache(b);
 	if (rc) {

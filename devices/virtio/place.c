@@ -79,8 +79,8 @@ int mb_virtio_dev_load(void *impl, const void *st)
 static struct mb_virtio_dev *placed(struct mb_device *d)
 {
 	/* Every "virtio_*" kind is placed here (its impl is ours). */
-	return strncmp(mb_device_kind(d), "virtio_", 7) == 0 ? mb_device_impl(d)
-							      : NULL;
+	return strncmp(mb_device_kind(d), "virtio_", 7) == 0 && !mb_devproc_of(d)
+		       ? mb_device_impl(d) : NULL;
 }
 
 void *mb_virtio_dev_model(struct mb_device *d)

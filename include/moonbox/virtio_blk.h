@@ -78,6 +78,8 @@ struct mb_virtio_blk_attach_config {
 	bool writeback;     /* a volatile write-back cache: mb_virtio_blk_use_wbcache */
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;            /* 0: a free line */
+	int image_fd;       /* > 0: the image already open (duplicated; image
+			     * only names it): a device process's disk */
 };
 int mb_virtio_blk_attach(struct mb_machine *m,
 			 const struct mb_virtio_blk_attach_config *cfg,

@@ -1,0 +1,1043 @@
+/*
+ * The VMM's end of a device process (moonbox/devproc.h, docs/devproc.md):
+ * a proxy device whose ranges forward each access over the calling
+ * thread's own channel, whose line follows the process's IRQ_LEVEL
+ * messages, and whose state is the process's. A dead or silent process
+ * never blocks a vCPU: its reads return all ones, its writes are dropped,
+ * and the on_crash policy runs on the event loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/internal.h"
+#include "moonbox/devproc.h"
+
+#ifndef MB_LIBEXEC
+#define MB_LIBEXEC "/usr/local/libexec/moonbox"
+#endif
+
+extern const struct mb_state_desc mb_uart_state_desc, mb_pit_state_desc,
+	mb_rtc_state_desc, mb_i8042_state_desc, mb_null_state_desc,
+	mb_debug_exit_state_desc, mb_virtio_blk_state_desc,
+	mb_virtio_rng_state_desc, mb_virtio_console_state_desc,
+	mb_virtio_net_state_desc;
+
+static const struct {
+	const char *kind;
+	const struct mb_state_desc *desc;
+} descs[] = {
+	{ "uart16550", &mb_uart_state_desc },
+	{ "pit8254", &mb_pit_state_desc },
+	{ "rtc", &mb_rtc_state_desc },
+	{ "i8042", &mb_i8042_state_desc },
+	{ "port80", &mb_null_state_desc },
+	{ "debug_exit", &mb_debug_exit_state_desc },
+	{ "virtio_blk", &mb_virtio_blk_state_desc },
+	{ "virtio_rng", &mb_virtio_rng_state_desc },
+	{ "virtio_console", &mb_virtio_console_state_desc },
+	{ "virtio_net", &mb_virtio_net_state_desc },
+};
+
+struct chan {
+	int fd;
+	pthread_mutex_t lock;
+	uint16_t id;
+};
+
+struct prange {
+	struct mb_devproc *p;
+	uint32_t idx;
+};
+
+struct mb_devproc {
+	struct mb_machine *m;
+	struct mb_device *dev;
+	struct mb_device_ops ops;
+	char kind[32];
+	char *opts;
+	int *fds;
+	unsigned nfds;
+	int timeout_ms;
+	enum mb_dp_policy policy;
+	void (*crashed)(void *, struct mb_devproc *, const char *);
+	void *ctx;
+	struct mb_chr *console;
+
+	int ctl, evt, pidfd;
+	pid_t pid;
+	unsigned nchan;
+	struct chan ch[MB_DP_MAX_CHAN];
+	_Atomic bool alive;
+	struct mb_dp_report rep;
+	struct prange pr[8];
+	struct mb_irq line;
+	bool has_line, ack_registered;
+	pthread_mutex_t ev_lock; /* one reader of the events socket at a time */
+	uint64_t applied;        /* last line change applied (under ev_lock) */
+
+	pthread_mutex_t ctl_lock;
+	uint16_t ctl_id;
+	void *last_state; /* the state last saved or loaded (restart loads it) */
+	bool have_state;
+	char why[160];
+	unsigned restarts;
+	struct hook freeze_hook;
+};
+
+static _Atomic unsigned nthreads;
+static __thread unsigned tslot; /* 0: not assigned yet */
+
+const char *mb_devproc_program(void)
+{
+	static char path[4096];
+	const char *e = getenv("MB_DEVICE");
+	if (e && *e)
+		return e;
+	if (mb_libexec_path("moonbox-device", path, sizeof path))
+		snprintf(path, sizeof path, "moonbox-device");
+	return path;
+}
+
+/* ---- launching --------------------------------------------------------- */
+
+/* Through the machine's launcher (moonbox/sandbox.h): fds[i] at 3 + i,
+ * nothing else open, no environment; it dies with the VMM. */
+static int launch(struct mb_machine *m, const int *fds, unsigned n, pid_t *pid,
+		  int *pidfd)
+{
+	const char *prog = mb_devproc_program();
+	if (prog[0] != '/')
+		return mb_seterr(-ENOENT, "isolate: moonbox-device not found (next to "
+				 "moonbox, in its libexec directory, or $MB_DEVICE)");
+	const char *const argv[] = { prog, NULL };
+	struct mb_launch l = { .argv = argv, .fds = fds, .nfds = n,
+			       .flags = MB_LAUNCH_NEWPID };
+	int rc = mb_launch(m, &l, pid, pidfd);
+	if (rc)
+		return mb_seterr(rc, "isolate: starting %s: %s", prog, mb_errmsg());
+	return 0;
+}
+
+/* ---- messages ---------------------------------------------------------- */
+
+static int deadline_ms(struct timespec *t0, int ms)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long spent = (now.tv_sec - t0->tv_sec) * 1000 +
+		     (now.tv_nsec - t0->tv_nsec) / 1000000;
+	return spent >= ms ? 0 : ms - (int)spent;
+}
+
+/* Wait for one message on fd (up to ms): its length, 0 on timeout, -errno. */
+static ssize_t recv_wait(int fd, void *buf, size_t len, int ms)
+{
+	struct timespec t0;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct pollfd pf = { .fd = fd, .events = POLLIN };
+		int left = deadline_ms(&t0, ms);
+		int r = poll(&pf, 1, left);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return 0;
+		ssize_t n = recv(fd, buf, len, MSG_DONTWAIT | MSG_TRUNC);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE; /* the process closed its end */
+		if ((size_t)n > len)
+			return -EMSGSIZE;
+		return n;
+	}
+}
+
+/* recv on a socket with SO_RCVTIMEO: as recv_wait, without the poll. */
+static ssize_t recv_timed(int fd, void *buf, size_t len)
+{
+	for (;;) {
+		ssize_t n = recv(fd, buf, len, MSG_TRUNC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return 0;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -EPIPE;
+		if ((size_t)n > len)
+			return -EMSGSIZE;
+		return n;
+	}
+}
+
+static void mark_dead(struct mb_devproc *p, const char *why)
+{
+	if (!atomic_exchange(&p->alive, false))
+		return;
+	snprintf(p->why, sizeof p->why, "%s", why);
+	/* The pidfd's watch runs the policy once the process is gone. */
+	if (p->pidfd >= 0)
+		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+}
+
+/* A control request: reply payload into out (up to max), its length or
+ * -errno (message set). Under ctl_lock: one request at a time. */
+static ssize_t request(struct mb_devproc *p, uint16_t cmd, const void *pl,
+		       size_t len, void *out, size_t max, int ms)
+{
+	static __thread uint8_t buf[MB_DP_MAX_MSG];
+	if (!atomic_load(&p->alive))
+		return mb_seterr(-EIO, "%s: the device process is dead (%s)",
+				 p->rep.name, p->why);
+	if (len + sizeof(struct mb_dp_hdr) > MB_DP_MAX_MSG)
+		return mb_seterr(-EMSGSIZE, "%s: request too large", p->rep.name);
+	pthread_mutex_lock(&p->ctl_lock);
+	struct mb_dp_hdr *h = (void *)buf;
+	*h = (struct mb_dp_hdr){ .id = ++p->ctl_id, .cmd = cmd,
+				 .size = (uint32_t)(sizeof *h + len) };
+	if (len)
+		memcpy(h + 1, pl, len);
+	ssize_t rc;
+	if (send(p->ctl, buf, h->size, MSG_NOSIGNAL) != (ssize_t)h->size) {
+		rc = mb_seterr(-errno, "%s: device process: send: %s", p->rep.name,
+			       strerror(errno));
+		goto out;
+	}
+	uint16_t id = h->id;
+	for (;;) {
+		ssize_t n = recv_wait(p->ctl, buf, sizeof buf, ms);
+		if (n <= 0) {
+			rc = mb_seterr(n ? (int)n : -ETIMEDOUT, "%s: device process: %s",
+				       p->rep.name, n ? strerror((int)-n)
+						      : "no reply in time");
+			goto out;
+		}
+		if ((size_t)n < sizeof *h || h->size != (uint32_t)n ||
+		    !(h->flags & MB_DP_F_REPLY) || h->cmd != cmd) {
+			rc = mb_seterr(-EPROTO, "%s: device process: malformed reply",
+				       p->rep.name);
+			goto out;
+		}
+		if (h->id != id)
+			continue; /* a late reply to a request that timed out */
+		break;
+	}
+	size_t got = h->size - sizeof *h;
+	if (h->flags & MB_DP_F_ERROR) {
+		int e = h->error > 0 && h->error < 4096 ? (int)h->error : EIO;
+		char msg[256];
+		size_t k = got < sizeof msg - 1 ? got : sizeof msg - 1;
+		memcpy(msg, h + 1, k);
+		msg[k] = 0;
+		for (size_t i = 0; i < k; i++)
+			if ((unsigned char)msg[i] < 0x20)
+				msg[i] = '?'; /* hostile text stays one line */
+		rc = mb_seterr(-e, "%s", k ? msg : strerror(e));
+		goto out;
+	}
+	if (got > max) {
+		rc = mb_seterr(-EPROTO, "%s: device process: reply of %zu bytes, "
+			       "expected at most %zu", p->rep.name, got, max);
+		goto out;
+	}
+	if (got)
+		memcpy(out, h + 1, got);
+	rc = (ssize_t)got;
+out:
+	pthread_mutex_unlock(&p->ctl_lock);
+	if (rc < 0 && rc != -EIO && rc != -EPROTO && rc != -EINVAL &&
+	    rc != -ENOTSUP && rc != -EBUSY && rc != -ERANGE) {
+		char why[200];
+		snprintf(why, sizeof why, "%s", mb_errmsg());
+		mark_dead(p, why);
+		mb_seterr((int)rc, "%s", why);
+	}
+	return rc;
+}
+
+static void post(struct mb_devproc *p, uint16_t cmd, uint32_t v)
+{
+	struct {
+		struct mb_dp_hdr h;
+		uint32_t v;
+	} msg = { { .cmd = cmd, .size = sizeof msg, .flags = MB_DP_F_NO_REPLY },
+		  v };
+	if (atomic_load(&p->alive))
+		send(p->ctl, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
+/* ---- the proxy's line ---------------------------------------------------- */
+
+/* Under ev_lock: events arrive in the order the process made them. */
+static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
+{
+	if (e->seq <= p->applied)
+		return; /* replayed or hostile: nothing new */
+	p->applied = e->seq;
+	if (!p->has_line || e->line != (uint32_t)p->rep.irq || e->level > 1)
+		return; /* not its line: ignored */
+	mb_irq_set(&p->line, (int)e->level);
+}
+
+static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
+
+/* Under ev_lock: take one event message from the events socket (waiting
+ * up to ms) and act on it. 1: took one, 0: none in time, <0: closed. */
+static int take_event(struct mb_devproc *p, int ms)
+{
+	union {
+		struct mb_dp_hdr h;
+		uint8_t b[512];
+	} u;
+	ssize_t n = ms ? recv_wait(p->evt, &u, sizeof u, ms)
+		       : recv(p->evt, &u, sizeof u, MSG_DONTWAIT | MSG_TRUNC);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR) && !ms)
+		return 0;
+	if (n == 0 && ms)
+		return 0;
+	if (n <= 0)
+		return -EPIPE;
+	if ((size_t)n > sizeof u || (size_t)n < sizeof u.h || u.h.size != n)
+		return 1; /* malformed: dropped */
+	size_t len = (size_t)n - sizeof u.h;
+	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
+		struct mb_dp_irq e;
+		memcpy(&e, &u.h + 1, sizeof e);
+		apply_irq(p, &e);
+	} else if (u.h.cmd == MB_DP_STOP && len == sizeof(struct mb_dp_stop)) {
+		struct mb_dp_stop st;
+		memcpy(&st, &u.h + 1, sizeof st);
+		apply_stop(p, &st);
+	}
+	return 1;
+}
+
+/* The line changes an access made, applied before it completes. */
+static void catch_up(struct mb_devproc *p, uint64_t seq)
+{
+	pthread_mutex_lock(&p->ev_lock);
+	while (p->applied < seq && atomic_load(&p->alive) && p->evt >= 0)
+		if (take_event(p, p->timeout_ms) <= 0)
+			break;
+	pthread_mutex_unlock(&p->ev_lock);
+}
+
+static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s)
+{
+	char msg[sizeof s->msg + 1];
+	memcpy(msg, s->msg, sizeof s->msg);
+	msg[sizeof s->msg] = 0;
+	for (char *c = msg; *c; c++)
+		if ((unsigned char)*c < 0x20)
+			*c = '?';
+	/* A device may end a run (debug_exit) or ask for a reset or power
+	 * off; the debugger and internal kinds are the VMM's own. */
+	enum mb_stop r = s->reason;
+	if (r != MB_STOP_EXIT && r != MB_STOP_SHUTDOWN && r != MB_STOP_RESET &&
+	    r != MB_STOP_ERROR)
+		r = MB_STOP_ERROR;
+	mb_machine_stop(p->m, r, s->code, "%s", msg);
+}
+
+static void on_acked(void *opaque)
+{
+	struct mb_devproc *p = opaque;
+	post(p, MB_DP_IRQ_ACK, (uint32_t)p->rep.irq);
+}
+
+static void on_freeze(void *opaque)
+{
+	struct mb_devproc *p = opaque;
+	post(p, MB_DP_FREEZE, mb_evloop_frozen(p->m->ev));
+}
+
+/* ---- accesses (vCPU threads) -------------------------------------------- */
+
+static struct chan *my_chan(struct mb_devproc *p)
+{
+	if (!tslot)
+		tslot = atomic_fetch_add(&nthreads, 1) + 1;
+	return &p->ch[(tslot - 1) % p->nchan];
+}
+
+static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
+		    bool write)
+{
+	struct mb_devproc *p = r->p;
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_access a;
+	} q;
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_reply r;
+	} a;
+	if (!write)
+		memset(data, 0xff, size);
+	if (!atomic_load(&p->alive) || size > 8)
+		return;
+	struct chan *c = my_chan(p);
+	pthread_mutex_lock(&c->lock);
+	q.h = (struct mb_dp_hdr){ .id = ++c->id,
+				  .cmd = write ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
+				  .size = sizeof q };
+	q.a = (struct mb_dp_access){ .offset = off, .region = r->idx,
+				     .count = size };
+	if (write)
+		memcpy(q.a.data, data, size);
+	const char *fail = NULL;
+	if (send(c->fd, &q, sizeof q, MSG_NOSIGNAL) != sizeof q) {
+		fail = "its channel is closed";
+	} else {
+		for (;;) {
+			ssize_t n = recv_timed(c->fd, &a, sizeof a);
+			if (n == 0) {
+				fail = "no reply in time (hung)";
+			} else if (n < 0) {
+				fail = "its channel is closed";
+			} else if ((size_t)n != sizeof a || a.h.size != sizeof a ||
+				   !(a.h.flags & MB_DP_F_REPLY) || a.h.cmd != q.h.cmd) {
+				fail = "a malformed reply";
+			} else if (a.h.id != q.h.id) {
+				continue; /* stale: a reply after a timeout */
+			}
+			break;
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (fail) {
+		char why[96];
+		snprintf(why, sizeof why, "%s", fail);
+		mark_dead(p, why);
+		return;
+	}
+	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
+		memcpy(data, a.r.a.data, size);
+	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT)
+		mb_chr_write(p->console, a.r.out, a.r.nout);
+	if (a.r.irq_seq)
+		catch_up(p, a.r.irq_seq);
+	if (a.r.stopped)
+		apply_stop(p, &a.r.stop);
+}
+
+static void px_read(void *dev, uint64_t off, void *data, unsigned size)
+{
+	access_(dev, off, data, size, false);
+}
+
+static void px_write(void *dev, uint64_t off, const void *data, unsigned size)
+{
+	access_(dev, off, (void *)data, size, true);
+}
+
+static const struct mb_io_ops px_io = { px_read, px_write };
+
+/* ---- events, death and the policy (event loop) --------------------------- */
+
+static void stop_watching(struct mb_devproc *p)
+{
+	if (p->evt >= 0)
+		mb_machine_unwatch(p->m, p->evt);
+	if (p->pidfd >= 0)
+		mb_machine_unwatch(p->m, p->pidfd);
+}
+
+static void close_proc(struct mb_devproc *p)
+{
+	stop_watching(p);
+	atomic_store(&p->alive, false);
+	if (p->pidfd >= 0) {
+		/* Gone for sure before anything is respawned: a pidfd turns
+		 * readable when its process has exited. */
+		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+		struct pollfd pf = { .fd = p->pidfd, .events = POLLIN };
+		poll(&pf, 1, 2000);
+		int st;
+		mb_launch_status(p->m, p->pid, &st); /* forget it */
+		close(p->pidfd);
+		p->pidfd = -1;
+	}
+	if (p->ctl >= 0)
+		close(p->ctl);
+	pthread_mutex_lock(&p->ev_lock); /* no access is catching up */
+	if (p->evt >= 0)
+		close(p->evt);
+	p->ctl = p->evt = -1;
+	pthread_mutex_unlock(&p->ev_lock);
+	for (unsigned i = 0; i < p->nchan; i++) {
+		pthread_mutex_lock(&p->ch[i].lock);
+		if (p->ch[i].fd >= 0)
+			close(p->ch[i].fd);
+		p->ch[i].fd = -1;
+		pthread_mutex_unlock(&p->ch[i].lock);
+	}
+	p->pid = -1;
+}
+
+static void on_exit_(void *opaque, int fd);
+
+static void on_event(void *opaque, int fd)
+{
+	struct mb_devproc *p = opaque;
+	pthread_mutex_lock(&p->ev_lock);
+	int rc = 1;
+	for (int budget = 64; budget-- && rc > 0;)
+		rc = take_event(p, 0);
+	pthread_mutex_unlock(&p->ev_lock);
+	if (rc < 0) { /* closed: the pidfd says how it ended */
+		mb_machine_unwatch(p->m, fd);
+		mark_dead(p, "its event socket closed");
+	}
+}
+
+static int spawn(struct mb_devproc *p);
+
+static void on_exit_(void *opaque, int fd)
+{
+	struct mb_devproc *p = opaque;
+	char why[160];
+	int st = 0, rc = -EAGAIN;
+	/* The launcher reaps its children; it may hear of the exit a little
+	 * after the pidfd turned readable. */
+	for (int i = 0; i < 200 && rc == -EAGAIN; i++) {
+		rc = mb_launch_status(p->m, p->pid, &st);
+		if (rc == -EAGAIN)
+			usleep(1000);
+	}
+	if (rc == 0 && WIFEXITED(st))
+		snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+	else if (rc == 0 && WIFSIGNALED(st))
+		snprintf(why, sizeof why, "killed by signal %d%s", WTERMSIG(st),
+			 WTERMSIG(st) == SIGSYS ? " (a system call the sandbox does "
+						  "not allow)" : "");
+	else
+		snprintf(why, sizeof why, "gone");
+	(void)fd;
+	if (atomic_load(&p->alive))
+		snprintf(p->why, sizeof p->why, "%s", why);
+	else if (strstr(p->why, "hung") || strstr(p->why, "time"))
+		; /* keep "hung": the kill was ours */
+	else
+		snprintf(p->why, sizeof p->why, "%s", why);
+	atomic_store(&p->alive, false);
+	close_proc(p);
+	fprintf(stderr, "moonbox: device %s (pid gone): %s\n", p->rep.name, p->why);
+	switch (p->policy) {
+	case MB_DP_ON_CRASH_STOP:
+		mb_machine_stop(p->m, MB_STOP_ERROR, 1, "device %s: its process %s",
+				p->rep.name, p->why);
+		break;
+	case MB_DP_ON_CRASH_RESTART:
+		if (mb_devproc_restart(p))
+			mb_machine_stop(p->m, MB_STOP_ERROR, 1, "device %s: restart "
+					"failed: %s", p->rep.name, mb_errmsg());
+		break;
+	case MB_DP_ON_CRASH_NEEDS_RESET:
+		break; /* stays dead: reads all ones until the script acts */
+	case MB_DP_ON_CRASH_CALL:
+		if (p->crashed)
+			p->crashed(p->ctx, p, p->why);
+		break;
+	}
+}
+
+/* ---- spawning and creating ---------------------------------------------- */
+
+static int mem_fds(struct mb_machine *m, int *fds, struct mb_dp_mem *mem,
+		   unsigned *n)
+{
+	*n = 0;
+	for (size_t i = 0; i < mb_mem_count(m->mem); i++) {
+		int fd = mb_mem_region_fd(m->mem, i);
+		const struct mb_mem_region *r = mb_mem_region(m->mem, i);
+		if (fd < 0)
+			return mb_seterr(-ENOTSUP, "isolate: memory region %s is not "
+					 "a memfd (mapped by the caller): a device "
+					 "process cannot share it", r->name);
+		if (*n == MB_DP_MAX_MEM)
+			return mb_seterr(-ENOSPC, "isolate: more than %d memory regions",
+					 MB_DP_MAX_MEM);
+		fds[*n] = fd;
+		mem[*n] = (struct mb_dp_mem){ .base = r->base, .size = r->size,
+					      .flags = r->flags };
+		snprintf(mem[*n].name, sizeof mem[*n].name, "%s", r->name);
+		(*n)++;
+	}
+	return 0;
+}
+
+static unsigned chans_of(struct mb_machine *m)
+{
+	unsigned n = m->ncpu + 1; /* one per vCPU, one for everyone else */
+	return n > MB_DP_MAX_CHAN ? MB_DP_MAX_CHAN : n;
+}
+
+int mb_devproc_first_fd(struct mb_machine *m)
+{
+	return MB_DP_FD_CHAN0 + (int)chans_of(m) + (int)mb_mem_count(m->mem);
+}
+
+static int spawn(struct mb_devproc *p)
+{
+	struct mb_machine *m = p->m;
+	int fds[MB_LAUNCH_MAX_FDS], mine[2 + MB_DP_MAX_CHAN], nmine = 0;
+	unsigned nfd = 0, nmem;
+	struct mb_dp_create *c = calloc(1, sizeof *c + strlen(p->opts));
+	int rc = 0, sv[2];
+	if (!c)
+		return mb_seterr(-ENOMEM, "isolate: out of memory");
+	p->nchan = chans_of(m);
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds > MB_LAUNCH_MAX_FDS) {
+		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
+		goto out;
+	}
+	for (unsigned i = 0; i < 2 + p->nchan; i++) {
+		if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv)) {
+			rc = mb_seterr(-errno, "isolate: socketpair: %s", strerror(errno));
+			goto fail;
+		}
+		mine[nmine++] = sv[0];
+		fds[nfd++] = sv[1];
+	}
+	rc = mem_fds(m, fds + nfd, c->mem, &nmem);
+	if (rc)
+		goto fail;
+	for (unsigned i = 0; i < nmem; i++)
+		c->mem[i].fd = (int32_t)(3 + nfd + i);
+	nfd += nmem;
+	for (unsigned i = 0; i < p->nfds; i++)
+		fds[nfd++] = p->fds[i];
+	rc = launch(m, fds, nfd, &p->pid, &p->pidfd);
+	for (unsigned i = 0; i < 2 + p->nchan; i++)
+		close(fds[i]); /* the child's ends */
+	if (rc) {
+		for (int i = 0; i < nmine; i++)
+			close(mine[i]);
+		goto out;
+	}
+	p->ctl = mine[0], p->evt = mine[1];
+	for (unsigned i = 0; i < p->nchan; i++) {
+		pthread_mutex_lock(&p->ch[i].lock);
+		p->ch[i].fd = mine[2 + i];
+		/* accesses wait in recv itself: one system call, not two */
+		struct timeval tv = { p->timeout_ms / 1000,
+				      (p->timeout_ms % 1000) * 1000 };
+		setsockopt(mine[2 + i], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+		pthread_mutex_unlock(&p->ch[i].lock);
+	}
+	atomic_store(&p->alive, true);
+	c->version = MB_DP_VERSION;
+	c->irqchip = m->irqchip;
+	c->nchan = p->nchan;
+	c->nmem = nmem;
+	c->nfds = nfd;
+	snprintf(c->kind, sizeof c->kind, "%s", p->kind);
+	c->optlen = (uint32_t)strlen(p->opts);
+	memcpy(c + 1, p->opts, c->optlen);
+	struct mb_dp_report rep;
+	snprintf(p->rep.name, sizeof p->rep.name, "%s", p->kind);
+	ssize_t n = request(p, MB_DP_CREATE, c, sizeof *c + c->optlen, &rep,
+			    sizeof rep, 10000);
+	if (n < 0) {
+		rc = (int)n;
+		goto kill;
+	}
+	if (n != sizeof rep || rep.nranges > 8 || rep.nvirtio > 2 ||
+	    rep.irq < -1 || rep.irq >= (int)mb_machine_irq_lines(m)) {
+		rc = mb_seterr(-EPROTO, "isolate: %s: malformed device report",
+			       p->kind);
+		goto kill;
+	}
+	rep.name[sizeof rep.name - 1] = rep.kind[sizeof rep.kind - 1] = 0;
+	rep.state_name[sizeof rep.state_name - 1] = 0;
+	rep.sandbox[sizeof rep.sandbox - 1] = 0;
+	if (strcmp(rep.kind, p->kind)) {
+		rc = mb_seterr(-EPROTO, "isolate: asked for a %s, got a %s", p->kind,
+			       rep.kind);
+		goto kill;
+	}
+	if (p->dev) { /* a restart: the same device or nothing */
+		bool same = rep.nranges == p->rep.nranges && rep.irq == p->rep.irq;
+		for (unsigned i = 0; same && i < rep.nranges; i++)
+			same = rep.r[i].space == p->rep.r[i].space &&
+			       rep.r[i].base == p->rep.r[i].base &&
+			       rep.r[i].size == p->rep.r[i].size;
+		if (!same) {
+			rc = mb_seterr(-EPROTO, "isolate: %s came back with other "
+				       "ranges", p->rep.name);
+			goto kill;
+		}
+		char name[32];
+		memcpy(name, p->rep.name, sizeof name);
+		p->rep = rep;
+		memcpy(p->rep.name, name, sizeof name);
+	} else {
+		p->rep = rep;
+	}
+	if (mb_machine_watch(m, p->evt, on_event, p) ||
+	    mb_machine_watch(m, p->pidfd, on_exit_, p)) {
+		rc = -ENOMEM;
+		goto kill;
+	}
+	post(p, MB_DP_FREEZE, mb_evloop_frozen(m->ev));
+	goto out;
+fail:
+	for (unsigned i = 0; i < nfd && i < 2 + p->nchan; i++)
+		close(fds[i]);
+	for (int i = 0; i < nmine; i++)
+		close(mine[i]);
+	goto out;
+kill:
+	{
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s", mb_errmsg());
+		close_proc(p);
+		mb_seterr(rc, "%s", msg);
+	}
+out:
+	free(c);
+	return rc;
+}
+
+/* ---- the proxy device --------------------------------------------------- */
+
+static const struct mb_state_desc *desc_of(struct mb_devproc *p)
+{
+	for (size_t i = 0; i < sizeof descs / sizeof descs[0]; i++)
+		if (strcmp(descs[i].kind, p->kind) == 0) {
+			const struct mb_state_desc *d = descs[i].desc;
+			if (d->size == p->rep.state_size &&
+			    d->version == p->rep.state_version &&
+			    strcmp(d->name, p->rep.state_name) == 0)
+				return d;
+		}
+	return NULL;
+}
+
+static int px_save(void *impl, void *st)
+{
+	struct mb_devproc *p = impl;
+	size_t size = p->ops.state->size;
+	if (!atomic_load(&p->alive)) {
+		if (!p->have_state)
+			return mb_seterr(-EIO, "%s: the device process is dead (%s)",
+					 p->rep.name, p->why);
+		memcpy(st, p->last_state, size); /* what it had when last seen */
+		return 0;
+	}
+	ssize_t n = request(p, MB_DP_SAVE, NULL, 0, st, size, p->timeout_ms * 4);
+	if (n < 0)
+		return (int)n;
+	if ((size_t)n != size)
+		return mb_seterr(-EPROTO, "%s: state of %zd bytes, expected %zu",
+				 p->rep.name, n, size);
+	memcpy(p->last_state, st, size);
+	p->have_state = true;
+	return 0;
+}
+
+static int px_load(void *impl, const void *st)
+{
+	struct mb_devproc *p = impl;
+	size_t size = p->ops.state->size;
+	ssize_t n = request(p, MB_DP_LOAD, st, size, NULL, 0, p->timeout_ms * 4);
+	if (n < 0)
+		return (int)n;
+	memcpy(p->last_state, st, size);
+	p->have_state = true;
+	return 0;
+}
+
+static void px_quiesce(void *impl)
+{
+	struct mb_devproc *p = impl;
+	request(p, MB_DP_QUIESCE, NULL, 0, NULL, 0, p->timeout_ms * 4);
+}
+
+static void px_free(void *impl)
+{
+	struct mb_devproc *p = impl;
+	for (struct hook **h = &p->m->freeze_hooks; *h; h = &(*h)->next)
+		if (*h == &p->freeze_hook) {
+			*h = p->freeze_hook.next;
+			break;
+		}
+	close_proc(p);
+	for (unsigned i = 0; i < p->nfds; i++)
+		close(p->fds[i]);
+	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
+		pthread_mutex_destroy(&p->ch[i].lock);
+	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->ev_lock);
+	free(p->fds);
+	free(p->opts);
+	free(p->last_state);
+	free(p);
+}
+
+int mb_devproc_restart(struct mb_devproc *p)
+{
+	close_proc(p);
+	int rc = spawn(p);
+	if (rc)
+		return rc;
+	p->restarts++;
+	if (p->have_state && p->ops.state) {
+		ssize_t n = request(p, MB_DP_LOAD, p->last_state, p->ops.state->size,
+				    NULL, 0, p->timeout_ms * 4);
+		if (n < 0)
+			fprintf(stderr, "moonbox: device %s restarted without its "
+				"state: %s\n", p->rep.name, mb_errmsg());
+	}
+	/* The line as the new process has it: low until it says otherwise. */
+	if (p->has_line) {
+		pthread_mutex_lock(&p->ev_lock);
+		p->applied = 0;
+		mb_irq_set(&p->line, 0);
+		pthread_mutex_unlock(&p->ev_lock);
+	}
+	return 0;
+}
+
+int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
+		      struct mb_device **out)
+{
+	if (m->headless)
+		return mb_seterr(-ENOTSUP, "isolate: not inside a device process");
+	struct mb_devproc *p = calloc(1, sizeof *p);
+	if (!p)
+		return mb_seterr(-ENOMEM, "isolate: out of memory");
+	p->m = m;
+	p->ctl = p->evt = p->pidfd = -1;
+	p->pid = -1;
+	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++) {
+		p->ch[i].fd = -1;
+		pthread_mutex_init(&p->ch[i].lock, NULL);
+	}
+	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->ev_lock, NULL);
+	snprintf(p->kind, sizeof p->kind, "%s", cfg->kind);
+	p->opts = strdup(cfg->opts ? cfg->opts : "{}");
+	p->fds = calloc(cfg->nfds + 1, sizeof *p->fds);
+	p->timeout_ms = cfg->timeout > 0 ? (int)(cfg->timeout * 1000) : 1000;
+	if (p->timeout_ms < 1)
+		p->timeout_ms = 1;
+	p->policy = cfg->on_crash;
+	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
+	p->console = cfg->console;
+	int rc = 0;
+	if (!p->opts || !p->fds) {
+		px_free(p);
+		return mb_seterr(-ENOMEM, "isolate: out of memory");
+	}
+	for (; p->nfds < cfg->nfds; p->nfds++)
+		if ((p->fds[p->nfds] = fcntl(cfg->fds[p->nfds], F_DUPFD_CLOEXEC, 3)) < 0) {
+			rc = mb_seterr(-errno, "isolate: dup: %s", strerror(errno));
+			px_free(p);
+			return rc;
+		}
+	if ((rc = spawn(p))) {
+		px_free(p);
+		return rc;
+	}
+	p->ops = (struct mb_device_ops){ .kind = p->kind, .state = desc_of(p),
+					 .quiesce = px_quiesce, .free = px_free };
+	if (p->ops.state) {
+		p->ops.save = px_save, p->ops.load = px_load;
+		if (!(p->last_state = calloc(1, p->ops.state->size))) {
+			px_free(p);
+			return mb_seterr(-ENOMEM, "isolate: out of memory");
+		}
+	}
+	/* The process named it in a machine of its own: "blk0" is the first
+	 * of an indexed kind ("blk%u" here too), anything else fixed. */
+	const char *name = cfg->name && *cfg->name ? cfg->name : NULL;
+	char defname[40];
+	size_t nl = strlen(p->rep.name);
+	if (nl > 1 && p->rep.name[nl - 1] == '0' &&
+	    !(p->rep.name[nl - 2] >= '0' && p->rep.name[nl - 2] <= '9'))
+		snprintf(defname, sizeof defname, "%.*s%%u", (int)(nl - 1),
+			 p->rep.name);
+	else
+		snprintf(defname, sizeof defname, "%s", p->rep.name);
+	struct mb_device *d;
+	if ((rc = mb_device_new(m, name, defname, &p->ops, p, &d)))
+		return rc; /* p freed */
+	p->dev = d;
+	snprintf(p->rep.name, sizeof p->rep.name, "%s", mb_device_name(d));
+	for (uint32_t i = 0; i < p->rep.nranges && !rc; i++) {
+		const struct mb_dp_range *r = &p->rep.r[i];
+		p->pr[i] = (struct prange){ p, i };
+		if (r->space > MB_SPACE_MMIO || !r->size)
+			rc = mb_seterr(-EPROTO, "isolate: %s: bad range", p->rep.name);
+		else
+			rc = mb_device_map(d, r->space, r->base, r->size, &px_io,
+					   &p->pr[i]);
+	}
+	if (!rc && p->rep.irq >= 0) {
+		rc = mb_device_irq(d, p->rep.irq, &p->line);
+		p->has_line = rc == 0;
+	}
+	if (!rc && p->has_line && (p->rep.ack_lines >> p->rep.irq & 1)) {
+		/* The process's timer re-injects ticks on acknowledgements. */
+		if (mb_machine_irq_on_ack(m, (unsigned)p->rep.irq, on_acked, p) == 0)
+			p->ack_registered = true;
+	}
+	for (uint32_t i = 0; i < p->rep.nvirtio && !rc; i++)
+		rc = mb_machine_add_virtio_mmio(m, p->rep.virtio[i].base,
+						p->rep.virtio[i].size,
+						p->rep.virtio[i].pad);
+	if (rc) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s", mb_errmsg());
+		mb_device_remove(d);
+		return mb_seterr(rc, "%s", msg);
+	}
+	p->freeze_hook = (struct hook){ .fn = on_freeze, .arg = p,
+					.embedded = true };
+	pthread_mutex_lock(&m->lock);
+	p->freeze_hook.next = m->freeze_hooks;
+	m->freeze_hooks = &p->freeze_hook;
+	pthread_mutex_unlock(&m->lock);
+	*out = d;
+	return 0;
+}
+
+struct mb_devproc *mb_devproc_of(struct mb_device *d)
+{
+	const struct mb_device_ops *o = d ? mb_device_ops_of(d) : NULL;
+	return o && o->quiesce == px_quiesce ? mb_device_impl(d) : NULL;
+}
+
+int mb_devproc_pid(struct mb_devproc *p)
+{
+	return atomic_load(&p->alive) ? (int)p->pid : -1;
+}
+
+const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
+unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
+bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
+const char *mb_devproc_why(struct mb_devproc *p) { return p->why; }
+
+/* ---- fuzz/fuzz_devproc.c: a hostile device process -------------------------
+ * A proxy on socketpairs, no process: each record of data is one message
+ * "from the device" (an access reply, an event, a control reply) that the
+ * VMM side must take apart without harm. Record: [kind, len lo, len hi],
+ * then len bytes; kind bit 7: put the expected id in. */
+static struct mb_machine *fz_m;
+
+void mb_devproc_fuzz(const uint8_t *data, size_t len)
+{
+	if (!fz_m) {
+		struct mb_machine_config mc = { .headless = true };
+		if (mb_machine_create(&mc, &fz_m))
+			return;
+	}
+	struct mb_devproc *p = calloc(1, sizeof *p);
+	int ch[2], ev[2], ct[2];
+	if (!p)
+		return;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ch)) {
+		free(p);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ev)) {
+		close(ch[0]), close(ch[1]), free(p);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, ct)) {
+		close(ch[0]), close(ch[1]), close(ev[0]), close(ev[1]), free(p);
+		return;
+	}
+	p->m = fz_m;
+	p->pidfd = -1;
+	p->nchan = 1;
+	p->ch[0].fd = ch[0];
+	struct timeval tv = { 0, 1000 };
+	setsockopt(ch[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	pthread_mutex_init(&p->ch[0].lock, NULL);
+	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->ev_lock, NULL);
+	p->ctl = ct[0], p->evt = ev[0];
+	p->timeout_ms = 1;
+	p->rep.nranges = 1;
+	p->rep.r[0] = (struct mb_dp_range){ .space = MB_SPACE_PIO, .base = 0x80,
+					    .size = 8 };
+	p->rep.irq = 4;
+	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
+	p->pr[0] = (struct prange){ p, 0 };
+	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
+	uint8_t drain[MB_DP_MAX_MSG];
+	while (len >= 3) {
+		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
+		data += 3, len -= 3;
+		if (n > len)
+			n = (unsigned)len;
+		uint8_t msg[MB_DP_MAX_MSG];
+		memcpy(msg, data, n);
+		data += n, len -= n;
+		atomic_store(&p->alive, true);
+		struct mb_dp_hdr *h = (void *)msg;
+		uint8_t v[8] = { 0 };
+		switch (kind & 3) {
+		case 0: /* the reply to an access (read or write) */
+			if ((kind & 0x80) && n >= sizeof *h)
+				h->id = (uint16_t)(p->ch[0].id + 1);
+			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
+				kind & 0x40);
+			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
+			break;
+		case 1: /* an event */
+			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			pthread_mutex_lock(&p->ev_lock);
+			take_event(p, 0);
+			pthread_mutex_unlock(&p->ev_lock);
+			break;
+		case 2: /* a control reply */
+			if ((kind & 0x80) && n >= sizeof *h)
+				h->id = (uint16_t)(p->ctl_id + 1);
+			send(ct[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			request(p, MB_DP_SAVE, NULL, 0, drain, 64, 1);
+			recv(ct[1], drain, sizeof drain, MSG_DONTWAIT);
+			break;
+		default: /* events the access must catch up to */
+			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+			catch_up(p, (uint64_t)kind << 4);
+		}
+		/* whatever is left unread goes */
+		while (recv(ch[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+		while (recv(ev[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+		while (recv(ct[0], drain, sizeof drain, MSG_DONTWAIT) > 0)
+			;
+	}
+	close(ch[0]), close(ch[1]), close(ev[0]), close(ev[1]);
+	close(ct[0]), close(ct[1]);
+	pthread_mutex_destroy(&p->ch[0].lock);
+	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->ev_lock);
+	free(p);
+}

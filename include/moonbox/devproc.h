@@ -1,0 +1,188 @@
+/*
+ * Device processes: a device model in its own sandboxed process
+ * (moonbox-device), reached over sockets. The wire format is vfio-user's
+ * (header, command numbers, flags) with a moonbox platform profile and
+ * vendor commands from 0x4d00 ("M"); docs/devproc.md describes it and
+ * marks the extensions.
+ *
+ * Descriptors moonbox-device is started with (the launcher's 3, 4, ...):
+ *   3  control: SOCK_SEQPACKET, VMM requests (CREATE, SAVE, LOAD, ...) and
+ *      posted notices (IRQ_ACK, FREEZE); one reply per request
+ *   4  events: SOCK_SEQPACKET, device -> VMM: IRQ_LEVEL, STOP (posted)
+ *   5 .. 5+nchan-1  access channels (one per vCPU, one for other threads):
+ *      REGION_READ / REGION_WRITE, each answered
+ *   then the RAM memfds and the backend fds the CREATE names.
+ * Every message from either side is checked against its size and bounds.
+ */
+#ifndef MOONBOX_DEVPROC_H
+#define MOONBOX_DEVPROC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct mb_machine;
+struct mb_device;
+
+#define MB_DP_VERSION 1
+#define MB_DP_MAX_MSG 65536 /* bytes, header included */
+#define MB_DP_MAX_CHAN 65   /* MB_MAX_CPUS + 1 */
+#define MB_DP_MAX_MEM 16
+#define MB_DP_FD_CONTROL 3
+#define MB_DP_FD_EVENTS 4
+#define MB_DP_FD_CHAN0 5
+
+/* vfio-user's header (vfio-user.rst, "Header"): 16 bytes. */
+struct mb_dp_hdr {
+	uint16_t id;
+	uint16_t cmd;
+	uint32_t size; /* header included */
+	uint32_t flags;
+	uint32_t error; /* errno, when MB_DP_F_ERROR */
+};
+#define MB_DP_F_REPLY 0x1    /* type: 0 command, 1 reply */
+#define MB_DP_F_NO_REPLY 0x10
+#define MB_DP_F_ERROR 0x20
+
+enum mb_dp_cmd {
+	/* vfio-user's numbers */
+	MB_DP_VERSION_CMD = 1,
+	MB_DP_DMA_MAP = 2,
+	MB_DP_DMA_UNMAP = 3,
+	MB_DP_DEVICE_GET_INFO = 4,
+	MB_DP_GET_REGION_INFO = 5,
+	MB_DP_SET_IRQS = 8,
+	MB_DP_REGION_READ = 9,
+	MB_DP_REGION_WRITE = 10,
+	MB_DP_DMA_READ = 11,
+	MB_DP_DMA_WRITE = 12,
+	MB_DP_DEVICE_RESET = 13,
+	/* moonbox extensions */
+	MB_DP_CREATE = 0x4d00,   /* build the device; reply: mb_dp_report */
+	MB_DP_SAVE = 0x4d01,     /* reply: the state struct */
+	MB_DP_LOAD = 0x4d02,     /* the state struct; reply: empty or error */
+	MB_DP_QUIESCE = 0x4d03,
+	MB_DP_IRQ_LEVEL = 0x4d04, /* events: mb_dp_irq */
+	MB_DP_IRQ_ACK = 0x4d05,  /* posted: uint32_t line */
+	MB_DP_FREEZE = 0x4d06,   /* posted: uint32_t frozen */
+	MB_DP_STOP = 0x4d07,     /* events: mb_dp_stop */
+};
+
+/* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
+ * data): region indexes the report's ranges, offset is within it. */
+struct mb_dp_access {
+	uint64_t offset;
+	uint32_t region;
+	uint32_t count; /* 1, 2, 4 or 8 */
+	uint8_t data[8];
+};
+
+struct mb_dp_irq {
+	uint32_t line, level;
+	uint64_t seq; /* per device: a later change has a larger seq */
+};
+
+struct mb_dp_stop {
+	uint32_t reason; /* enum mb_stop */
+	int32_t code;
+	char msg[240];
+};
+
+/* The reply to an access: what the access caused travels with it, so the
+ * guest sees line changes and stops as in process (moonbox extension of
+ * vfio-user's reply). Line changes all go, in order, on the events socket;
+ * irq_seq is the last one the access made (0: none): the VMM applies the
+ * events up to it before the access completes. */
+#define MB_DP_SIDE_OUT 252
+struct mb_dp_reply {
+	struct mb_dp_access a;
+	uint64_t irq_seq;
+	uint32_t stopped; /* 1: stop is valid */
+	uint32_t pad;
+	struct mb_dp_stop stop;
+	uint32_t nout; /* console bytes the access wrote (a UART's THR) */
+	uint8_t out[MB_DP_SIDE_OUT];
+};
+
+struct mb_dp_mem {
+	uint64_t base, size;
+	int32_t fd; /* in the device process */
+	uint32_t flags;
+	char name[32];
+};
+
+/* CREATE: build kind from opts (a Lua table constructor, scalars only). */
+struct mb_dp_create {
+	uint32_t version;
+	uint32_t irqchip; /* enum mb_irqchip: the line count */
+	uint32_t nchan, nmem;
+	uint32_t nfds; /* fds the process holds from 3 on */
+	char kind[32];
+	struct mb_dp_mem mem[MB_DP_MAX_MEM];
+	uint32_t optlen; /* bytes of opts that follow, no NUL */
+	uint32_t pad;
+};
+
+struct mb_dp_range {
+	uint32_t space; /* enum mb_space */
+	uint32_t pad;
+	uint64_t base, size;
+};
+
+struct mb_dp_report {
+	char name[32];
+	char kind[32];
+	uint32_t nranges;
+	int32_t irq;        /* -1: none */
+	uint64_t ack_lines; /* lines whose acknowledgements it wants */
+	struct mb_dp_range r[8];
+	uint32_t state_size, state_version;
+	char state_name[32];
+	uint32_t nvirtio; /* virtio-mmio windows the guest must be told of */
+	uint32_t pad;
+	struct mb_dp_range virtio[2]; /* pad field: the line */
+	char sandbox[512];
+	int32_t pid;
+	uint32_t pad2;
+};
+
+/* The VMM side (core/devproc.c). */
+struct mb_devproc;
+enum mb_dp_policy {
+	MB_DP_ON_CRASH_STOP,
+	MB_DP_ON_CRASH_RESTART,
+	MB_DP_ON_CRASH_NEEDS_RESET,
+	MB_DP_ON_CRASH_CALL, /* crashed() decides */
+};
+struct mb_devproc_config {
+	const char *kind;
+	const char *name; /* NULL: the device's default */
+	const char *opts; /* Lua table constructor */
+	const int *fds;   /* backend fds (the process gets copies) */
+	/* Where console bytes an access wrote go (before its reply counts),
+	 * or NULL; later output comes through the relay fd in fds. */
+	struct mb_chr *console;
+	unsigned nfds;
+	double timeout; /* seconds for a synchronous access; 0: 1 */
+	enum mb_dp_policy on_crash;
+	/* on the event loop thread, with why ("killed by signal 9") */
+	void (*crashed)(void *ctx, struct mb_devproc *p, const char *why);
+	void *ctx;
+};
+/* The number fds[0] will have in a device process of m (fds[i]: + i). */
+int mb_devproc_first_fd(struct mb_machine *m);
+/* Spawn, create, map: *out is the machine's device (a proxy). */
+int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
+		      struct mb_device **out);
+struct mb_devproc *mb_devproc_of(struct mb_device *d); /* NULL: in process */
+int mb_devproc_pid(struct mb_devproc *p);     /* -1 while dead */
+const char *mb_devproc_sandbox(struct mb_devproc *p);
+unsigned mb_devproc_restarts(struct mb_devproc *p);
+bool mb_devproc_alive(struct mb_devproc *p);
+const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
+/* Respawn now with the last saved state (on_crash = "restart" does it). */
+int mb_devproc_restart(struct mb_devproc *p);
+/* Path of moonbox-device: $MB_DEVICE, next to the running program, or
+ * PREFIX/libexec/moonbox. */
+const char *mb_devproc_program(void);
+
+#endif

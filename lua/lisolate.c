@@ -1,0 +1,350 @@
+/* isolate = true on a device constructor (moonbox/devproc.h): m:add hands
+ * the options to a moonbox-device process as a table constructor, with
+ * what cannot be written as text (a console, a disk image) replaced by a
+ * descriptor the VMM opened. Also timeout = seconds and on_crash =
+ * "restart" | "needs_reset" | "stop" | function(dev, why). */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "lua/lmoonbox.h"
+
+bool mbl_in_devproc(lua_State *L)
+{
+	bool in = lua_getfield(L, LUA_REGISTRYINDEX, MBL_DEVPROC) == LUA_TBOOLEAN;
+	lua_pop(L, 1);
+	return in;
+}
+
+bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
+{
+	int t = lua_getfield(L, idx, "isolate");
+	bool on = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		luaL_error(L, "isolate: expected a boolean, got %s", lua_typename(L, t));
+	if (on && strcmp(cls->name, "pic8259") == 0)
+		luaL_error(L, "isolate: the interrupt controller stays in the VMM "
+			   "(vCPUs ask it for every interrupt)");
+	if (on && strcmp(cls->name, "virtio_net") == 0)
+		luaL_error(L, "isolate: virtio_net cannot be isolated yet (its "
+			   "backend is not passed to the device process)");
+	if (on && strcmp(cls->name, "device") == 0)
+		luaL_error(L, "isolate: Lua devices cannot be isolated yet");
+	if (on && mbl_in_devproc(L))
+		on = false; /* we are the device process */
+	return on;
+}
+
+/* ---- the console relay: device process <-> the VMM's console ----------- */
+
+struct relay {
+	struct mb_machine *m;
+	struct mb_chr *chr;
+	int fd;
+};
+
+static void relay_in(void *opaque, int fd)
+{
+	struct relay *r = opaque;
+	char buf[4096];
+	ssize_t n = read(fd, buf, sizeof buf);
+	if (n > 0)
+		mb_chr_write(r->chr, buf, (size_t)n);
+}
+
+/* Input from the console for the device: as much as the socket takes. */
+static size_t relay_rx(void *dev, const uint8_t *buf, size_t len)
+{
+	struct relay *r = dev;
+	ssize_t n = send(r->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	return n > 0 ? (size_t)n : len; /* a dead process: input dropped */
+}
+
+static void relay_free(void *p)
+{
+	struct relay *r = p;
+	close(r->fd);
+	free(r);
+}
+
+/* A socketpair: the VMM's end relays to chr, the other end is returned. */
+static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		luaL_error(L, "console: socketpair: %s", strerror(errno));
+	struct relay *r = calloc(1, sizeof *r);
+	if (!r || mb_machine_on_destroy(mm->m, relay_free, r)) {
+		free(r);
+		close(sv[0]);
+		close(sv[1]);
+		luaL_error(L, "console: out of memory");
+	}
+	r->m = mm->m, r->chr = chr, r->fd = sv[0];
+	chr->rx = relay_rx;
+	chr->rx_dev = r;
+	if (mb_machine_watch(mm->m, sv[0], relay_in, r))
+		luaL_error(L, "console: %s", mb_errmsg());
+	return sv[1];
+}
+
+/* ---- options as a table constructor ------------------------------------ */
+
+static void put_scalar(lua_State *L, luaL_Buffer *b, int idx, const char *key)
+{
+	idx = lua_absindex(L, idx);
+	switch (lua_type(L, idx)) {
+	case LUA_TBOOLEAN:
+		luaL_addstring(b, lua_toboolean(L, idx) ? "true" : "false");
+		break;
+	case LUA_TNUMBER:
+		if (lua_isinteger(L, idx))
+			lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
+		else
+			lua_pushfstring(L, "%f", lua_tonumber(L, idx));
+		luaL_addvalue(b);
+		break;
+	case LUA_TSTRING: {
+		size_t n;
+		const char *s = lua_tolstring(L, idx, &n);
+		luaL_addchar(b, '"');
+		for (size_t i = 0; i < n; i++) {
+			unsigned char c = (unsigned char)s[i];
+			if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+				luaL_addchar(b, (char)c);
+			} else {
+				char e[8];
+				snprintf(e, sizeof e, "\\%03u", c);
+				luaL_addstring(b, e);
+			}
+		}
+		luaL_addchar(b, '"');
+		break;
+	}
+	default:
+		luaL_error(L, "isolate: %s: a %s cannot cross to a device process",
+			   key, luaL_typename(L, idx));
+	}
+}
+
+static bool skip_key(const char *k)
+{
+	return !strcmp(k, "isolate") || !strcmp(k, "timeout") ||
+	       !strcmp(k, "on_crash");
+}
+
+struct crash {
+	struct mbl_machine *mm;
+	struct mb_devproc *p;
+	const char *why;
+};
+
+static void crash_call(void *arg)
+{
+	struct crash *c = arg;
+	lua_State *L = c->mm->L;
+	if (!L || !c->mm->m)
+		return;
+	if (mbl_ref_push(L, c->mm, c) != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return;
+	}
+	lua_rawgeti(L, -1, 1); /* the function */
+	lua_rawgeti(L, -2, 2); /* the device handle */
+	lua_pushstring(L, c->why);
+	if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+		mb_machine_stop(c->mm->m, MB_STOP_ERROR, 1, "on_crash: %s",
+				lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+}
+
+static void crashed(void *ctx, struct mb_devproc *p, const char *why)
+{
+	struct crash *c = ctx;
+	c->p = p, c->why = why;
+	mb_machine_call_main(c->mm->m, crash_call, c);
+}
+
+int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
+{
+	struct mb_machine *m = mm->m;
+	const char *kind = d->cls->name;
+	struct mb_devproc_config cfg = { .kind = kind };
+	int fds[8];
+	unsigned nfds = 0;
+	int first = mb_devproc_first_fd(m);
+
+	static const char *const pols[] = { "stop", "restart", "needs_reset", NULL };
+	int t = lua_getfield(L, 3, "on_crash");
+	if (t == LUA_TFUNCTION) {
+		cfg.on_crash = MB_DP_ON_CRASH_CALL;
+	} else if (t == LUA_TNIL || t == LUA_TSTRING) {
+		cfg.on_crash = (enum mb_dp_policy)mbl_checkenum(L, 3, "on_crash",
+								"stop", pols);
+	} else {
+		luaL_error(L, "on_crash: expected \"restart\", \"needs_reset\", "
+			   "\"stop\" or a function, got %s", luaL_typename(L, -1));
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 3, "timeout") != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0 ||
+		    lua_tonumber(L, -1) > 3600)
+			luaL_error(L, "timeout: %s is not a number of seconds (0-3600]",
+				   luaL_tolstring(L, -1, NULL));
+		cfg.timeout = lua_tonumber(L, -1);
+	}
+	lua_pop(L, 1);
+
+	luaL_Buffer b;
+	luaL_buffinit(L, &b); /* keeps a value on the stack: index with abs */
+	luaL_addchar(&b, '{');
+	bool virtio = strncmp(kind, "virtio_", 7) == 0, has_mmio = false,
+	     has_irq = false;
+	lua_pushnil(L);
+	while (lua_next(L, 3)) {
+		const char *k = lua_tostring(L, -2);
+		if (skip_key(k)) {
+			lua_pop(L, 1);
+			continue;
+		}
+		has_mmio |= !strcmp(k, "mmio");
+		has_irq |= !strcmp(k, "irq");
+		if (!strcmp(k, "console")) {
+			lua_pop(L, 1);
+			continue; /* below */
+		}
+		if ((!strcmp(k, "image") || !strcmp(k, "file")) &&
+		    !strcmp(kind, "virtio_blk")) {
+			const char *path = luaL_checkstring(L, -1);
+			lua_getfield(L, 3, "readonly");
+			bool ro = lua_toboolean(L, -1);
+			lua_getfield(L, 3, "disk");
+			lua_getfield(L, 3, "overlay");
+			ro = ro || lua_toboolean(L, -1) ||
+			     (lua_isstring(L, -2) && !strcmp(lua_tostring(L, -2),
+							     "overlay"));
+			lua_pop(L, 3);
+			int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+			if (fd < 0)
+				luaL_error(L, "image: %s: %s", path, strerror(errno));
+			fds[nfds] = fd;
+			lua_pushfstring(L, "image_fd=%d,image=", first + (int)nfds);
+			nfds++;
+			luaL_addvalue(&b);
+			put_scalar(L, &b, -1, k);
+			luaL_addchar(&b, ',');
+			lua_pop(L, 1);
+			continue;
+		}
+		if (!strcmp(k, "image_fd"))
+			luaL_error(L, "image_fd: internal to device processes");
+		lua_pushfstring(L, "[\"%s\"]=", k);
+		luaL_addvalue(&b);
+		if (lua_type(L, -1) == LUA_TTABLE) {
+			int tt = lua_absindex(L, -1);
+			luaL_addchar(&b, '{');
+			lua_pushnil(L);
+			while (lua_next(L, tt)) {
+				if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2))
+					lua_pushfstring(L, "[%I]=",
+							(LUAI_UACINT)lua_tointeger(L, -2));
+				else if (lua_type(L, -2) == LUA_TSTRING)
+					lua_pushfstring(L, "[\"%s\"]=", lua_tostring(L, -2));
+				else
+					luaL_error(L, "isolate: %s: only named or numbered "
+						   "fields cross", k);
+				luaL_addvalue(&b);
+				put_scalar(L, &b, -1, k);
+				luaL_addchar(&b, ',');
+				lua_pop(L, 1);
+			}
+			luaL_addchar(&b, '}');
+		} else {
+			put_scalar(L, &b, -1, k);
+		}
+		luaL_addchar(&b, ',');
+		lua_pop(L, 1);
+	}
+	if (!strcmp(kind, "uart16550") || !strcmp(kind, "virtio_console")) {
+		/* The console stays here (a buffer's output(), a function, the
+		 * terminal); the process writes to a relay socket. */
+		d->con = mbl_console(L, mm, 3, "console");
+		fds[nfds] = relay_new(L, mm, d->con);
+		lua_pushfstring(L, "console={fd=%d},", first + (int)nfds);
+		nfds++;
+		luaL_addvalue(&b);
+	}
+	if (virtio && !has_mmio) { /* placed here: the process has no view */
+		uint64_t base;
+		if (mb_machine_alloc_mmio(m, 0x1000, &base))
+			return mbl_fail(L, kind);
+		lua_pushfstring(L, "mmio={base=%I,size=4096},", (LUAI_UACINT)base);
+		luaL_addvalue(&b);
+	}
+	if (virtio && !has_irq) {
+		unsigned line;
+		if (mb_machine_alloc_irq(m, &line))
+			return mbl_fail(L, kind);
+		mb_machine_release_irq(m, line); /* the proxy claims it */
+		lua_pushfstring(L, "irq=%d,", (int)line);
+		luaL_addvalue(&b);
+	}
+	luaL_addchar(&b, '}');
+	luaL_pushresult(&b);
+	cfg.opts = lua_tostring(L, -1);
+	cfg.console = d->con;
+	cfg.fds = fds;
+	cfg.nfds = nfds;
+	lua_getfield(L, 3, "name");
+	cfg.name = lua_tostring(L, -1);
+	struct crash *c = NULL;
+	if (cfg.on_crash == MB_DP_ON_CRASH_CALL) {
+		c = calloc(1, sizeof *c);
+		if (!c || mb_machine_on_destroy(m, free, c)) {
+			free(c);
+			return luaL_error(L, "%s: out of memory", kind);
+		}
+		c->mm = mm;
+		lua_createtable(L, 2, 0);
+		lua_getfield(L, 3, "on_crash");
+		lua_rawseti(L, -2, 1);
+		lua_pushvalue(L, 2);
+		lua_rawseti(L, -2, 2);
+		mbl_ref_set(L, mm, c, -1);
+		lua_pop(L, 1);
+		cfg.crashed = crashed;
+		cfg.ctx = c;
+	}
+	int rc = mb_devproc_attach(m, &cfg, &d->dev);
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]); /* the device process keeps its own copies */
+	if (rc)
+		return luaL_error(L, "%s: %s", kind, mb_errmsg());
+	return 0;
+}
+
+void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
+{
+	struct mb_devproc *p = mb_devproc_of(dev);
+	if (!p)
+		return;
+	int t = lua_gettop(L);
+	lua_pushstring(L, mb_devproc_sandbox(p));
+	lua_setfield(L, t, "sandbox");
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, mb_devproc_pid(p));
+	lua_setfield(L, -2, "pid");
+	lua_pushboolean(L, mb_devproc_alive(p));
+	lua_setfield(L, -2, "alive");
+	lua_pushinteger(L, mb_devproc_restarts(p));
+	lua_setfield(L, -2, "restarts");
+	lua_pushstring(L, mb_devproc_why(p));
+	lua_setfield(L, -2, "why");
+	lua_setfield(L, t, "isolated");
+}

@@ -1,0 +1,139 @@
+-- Device processes (isolate = true, docs/devproc.md): option errors, the
+-- process seen from outside, and a device process that dies (kill -9) or
+-- hangs (SIGSTOP) under a guest that keeps doing I/O to it: the VMM lives
+-- on and on_crash decides. The legacy guest tests run isolated in
+-- test_isolate_legacy.lua, Linux in tests/linux/test_isolate.lua.
+local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
+local mb = require "moonbox"
+T.need_kvm()
+
+local keep = {}
+local function machine(post_opts)
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  local post = m:add(mb.port80(post_opts))
+  m:boot_flat { file = T.guest("iso_loop"), mode = "protected" }
+  return m, post
+end
+
+local function status(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function sleep(s) os.execute("sleep " .. s) end
+
+T.case("option errors name the key and value", function()
+  T.raises(function() mb.pic8259 { isolate = true } end, "isolate: the interrupt controller")
+  T.raises(function() mb.port80 { isolate = "yes" } end, "isolate: expected a boolean")
+  T.raises(function() mb.port80 { isolat = true } end, "unknown option \"isolat\"")
+  local m = mb.machine { memory = "16M" }
+  T.raises(function() m:add(mb.port80 { isolate = true, on_crash = "explode" }) end, "on_crash")
+  T.raises(function() m:add(mb.port80 { isolate = true, timeout = -1 }) end, "timeout: -1")
+  T.raises(function() m:add(mb.uart16550 { isolate = true, console = "nope" }) end, "console: \"nope\"")
+  m:close()
+end)
+
+T.case("the process: its own pid, alive, no_new_privs, state() says what confines it", function()
+  local m, post = machine { isolate = true }
+  local s = post:state()
+  T.ok(s.isolated, "state().isolated")
+  local pid = s.isolated.pid
+  T.ok(pid > 0, "pid " .. pid)
+  local st = T.ok(status(pid), "/proc/" .. pid .. "/status")
+  T.ok(st:find("NoNewPrivs:%s*1"), "NoNewPrivs 1")
+  T.ok(st:find("PPid:%s*%d+"), "PPid")
+  T.ok(type(s.sandbox) == "string" and #s.sandbox > 0, "sandbox report: " .. tostring(s.sandbox))
+  if st:find("Seccomp:%s*2") then
+    T.ok(st:find("CapEff:%s*0+\n"), "CapEff 0")
+    local function ns(p, kind)
+      local h = io.popen("readlink /proc/" .. p .. "/ns/" .. kind)
+      local v = h:read("l"); h:close(); return v
+    end
+    for _, kind in ipairs { "net", "mnt", "ipc", "uts" } do
+      local mine, its = ns("self", kind), ns(pid, kind)
+      T.ok(mine and its and mine ~= its, kind .. " namespace differs: " .. tostring(its))
+    end
+  else
+    T.skip("device process seccomp/capabilities", "sandbox not in this build: " .. s.sandbox)
+  end
+  T.run(m, "exit", 0x2a)
+  local s2 = post:state()
+  T.eq(s2.last_write, 1, "last POST code the guest wrote")
+  T.eq(s2.writes, 40000, "writes served by the process")
+  T.eq(s2.reads, 40000, "reads served by the process")
+  m:close()
+  sleep(0.1)
+  T.eq(status(pid), nil, "the process went with the machine")
+end)
+
+T.case("snapshots take and put back an isolated device's state", function()
+  local m, post = machine { isolate = true }
+  local snap = m:snapshot()
+  T.run(m, "exit", 0x2a)
+  T.eq(post:state().writes, 40000, "writes after the run")
+  m:restore(snap)
+  T.eq(post:state().writes, 0, "writes after the restore")
+  T.run(m, "exit", 0x2a)
+  T.eq(post:state().writes, 40000, "writes after the run again")
+  m:close()
+end)
+
+-- Start the guest, do `act` to the device process once it is busy, wait.
+local function ordeal(opts, act)
+  local m, post = machine(opts)
+  local pid = post:state().isolated.pid
+  m:start()
+  sleep(0.2)
+  os.execute(act .. " " .. pid)
+  local r = m:wait { timeout = 30 }
+  return r, post, pid, m
+end
+
+T.case("kill -9 with on_crash = \"stop\": the run ends with reason error naming the device", function()
+  local r, post = ordeal({ isolate = true, on_crash = "stop" }, "kill -9")
+  T.eq(r.reason, "error", "reason (" .. tostring(r.message) .. ")")
+  T.ok(r.message:find("port80", 1, true) and r.message:find("signal 9", 1, true), "message: " .. r.message)
+  local s = post:state() -- the last state seen, and why it died
+  T.eq(s.isolated.alive, false, "dead")
+  T.eq(s.isolated.pid, -1, "no pid")
+end)
+
+T.case("kill -9 with on_crash = \"restart\": a new process, the guest runs to its end", function()
+  local r, post, pid = ordeal({ isolate = true, on_crash = "restart" }, "kill -9")
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x2a, "exit code")
+  local s = post:state()
+  T.eq(s.isolated.restarts, 1, "restarts")
+  T.ok(s.isolated.alive and s.isolated.pid ~= pid, "a new pid")
+  T.ok(s.isolated.why:find("signal 9", 1, true), "why: " .. s.isolated.why)
+end)
+
+T.case("kill -9 with on_crash = function: called with the device and why; reads return all ones", function()
+  local calls = {}
+  local r, post = ordeal({ isolate = true, on_crash = function(dev, why)
+    calls[#calls + 1] = { dev = dev, why = why }
+  end }, "kill -9")
+  T.eq(r.reason, "exit", "the guest went on (" .. tostring(r.message) .. ")")
+  T.eq(#calls, 1, "calls")
+  T.eq(calls[1].dev, post, "the device handle")
+  T.ok(calls[1].why:find("signal 9", 1, true), "why: " .. calls[1].why)
+end)
+
+T.case("a hung device (SIGSTOP): the access times out, the VMM restarts it, run returns normally", function()
+  local t0 = os.time()
+  local r, post = ordeal({ isolate = true, on_crash = "restart", timeout = 0.2 }, "kill -STOP")
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x2a, "exit code")
+  local s = post:state()
+  T.eq(s.isolated.restarts, 1, "restarts")
+  T.ok(s.isolated.why:find("hung", 1, true), "why: " .. s.isolated.why)
+  T.ok(os.time() - t0 < 15, "quick")
+end)
+
+T.done()
