@@ -611,6 +611,7 @@ uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
 #include "moonbox/debug.h"
 #include "moonbox/fault.h"
 #include "moonbox/sandbox.h"
-/* (reserved: moonbox/devproc.h, moonbox/vhost_user.h) */
+#include "moonbox/vhost_user.h"
+/* (reserved: moonbox/devproc.h) */
 
 #endif

@@ -1,0 +1,152 @@
+-- vhost-user front-end against qemu-storage-daemon, no guest: a fake
+-- driver (tests/lua/vhost_driver.lua) sets the device up through its
+-- registers and writes virtio-blk requests into guest RAM; qsd serves
+-- them from the shared memfd RAM. Reads and writes are checked against the
+-- image file; then qsd is killed with SIGKILL (the device reports
+-- needs_reset, the VMM goes on), started again on the same socket, and a
+-- device reset reconnects and serves I/O again.
+local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
+T.need_kvm()
+local mb = require "moonbox"
+package.path = T.root .. "/tests/lua/?.lua;" .. package.path
+local D = require "vhost_driver"
+
+T.case("option errors name the key and value", function()
+  T.raises(function() mb.vhost_user { socket = "/x" } end, "type: missing")
+  T.raises(function() mb.vhost_user { type = "gpu", socket = "/x" } end, 'type: "gpu" is not')
+  T.raises(function() mb.vhost_user { id = 99, socket = "/x" } end, "id: 99 is not")
+  T.raises(function() mb.vhost_user { type = "blk" } end, "socket: give socket = PATH or spawn")
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", spawn = { "/bin/true" } } end,
+    "not both")
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", dma = "copy" } end,
+    'dma: "copy"')
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", queues = 9 } end, "queues: 9")
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", colour = 1 } end,
+    'unknown option "colour"')
+  local m = mb.machine { memory = "16M" }
+  T.raises(function() m:add(mb.vhost_user { type = "blk", socket = "/nonexistent/sock" }) end,
+    "connect: No such file or directory")
+  T.eq(#m:devices(), 0, "a failed add leaves nothing behind")
+  m:close()
+end)
+
+local qsd = "/usr/bin/qemu-storage-daemon"
+if not io.open(qsd) then
+  T.skip("qemu-storage-daemon", "not installed (package qemu-system-common)")
+  T.done()
+end
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir))
+local img, sock = dir .. "/disk.img", dir .. "/blk.sock"
+assert(os.execute("head -c 4194304 /dev/urandom > " .. img))
+
+local function start_qsd()
+  os.remove(sock)
+  local p = assert(io.popen(string.format(
+    "%s --blockdev driver=file,node-name=f0,filename=%s " ..
+    "--blockdev driver=raw,node-name=d0,file=f0 " ..
+    "--export type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=%s,writable=on " ..
+    ">%s/qsd.log 2>&1 & echo $!", qsd, img, sock, dir)))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  for _ = 1, 500 do -- its socket appears once it listens
+    if os.execute("test -S " .. sock) then return pid end
+    D.sleep(0.01)
+  end
+  error("qemu-storage-daemon did not create " .. sock)
+end
+
+local function file_at(off, len)
+  local f = assert(io.open(img, "rb"))
+  f:seek("set", off)
+  local s = f:read(len)
+  f:close()
+  return s
+end
+
+local pid = start_qsd()
+local m = mb.machine { memory = "16M" }
+local blk
+
+T.case("connect: features, protocol features, config from the back-end", function()
+  blk = m:add(mb.vhost_user { type = "blk", socket = sock })
+  T.eq(blk.name, "blk0", "default name as for virtio_blk")
+  local s = blk:state()
+  T.eq(s.connected, true, "connected")
+  T.eq(s.device_id, 2, "device id")
+  T.eq(blk:mmio_read(0x8), 2, "DeviceID register")
+  T.ok(s.backend_features >> 32 & 1 == 1, "back-end offers VERSION_1")
+  T.ok(s.protocol_features >> 9 & 1 == 1, "PROTOCOL_F_CONFIG negotiated")
+  T.eq(s.device_features >> 30 & 1, 0, "PROTOCOL_FEATURES is not offered to the guest")
+  T.eq(s.device_features & ~s.backend_features, 0, "offers only what the back-end has")
+  T.eq(#s.queues, 1, "one queue (qsd's num-queues default)")
+  T.eq(s.running, false, "not running before DRIVER_OK")
+end)
+
+local drv
+T.case("fake driver: DRIVER_OK hands the rings over", function()
+  local why
+  drv, why = D.new(m, blk)
+  T.ok(drv, "driver set up: " .. tostring(why))
+  T.eq(drv:config(0, 2), 4194304 // 512, "capacity (sectors) through GET_CONFIG")
+  T.eq(drv.status, 15, "status DRIVER_OK, no NEEDS_RESET")
+  T.eq(blk:state().running, true, "rings handed to the back-end")
+end)
+
+T.case("reads and writes match the image file", function()
+  local st, data = drv:blk(0, 8, 4096)
+  T.eq(st, 0, "read status OK")
+  T.eq(data, file_at(8 * 512, 4096), "read sectors 8-15 equal the file")
+  local pat = string.rep("moonbox-vhost-", 300):sub(1, 2048)
+  st = drv:blk(1, 100, pat)
+  T.eq(st, 0, "write status OK")
+  T.eq(file_at(100 * 512, 2048), pat, "the file holds what was written")
+  st, data = drv:blk(0, 100, 2048)
+  T.eq(data, pat, "read back")
+  for _ = 1, 50 do -- the call eventfd reaches InterruptStatus on the event loop
+    if blk:mmio_read(0x60) & 1 == 1 then break end
+    D.sleep(0.01)
+  end
+  T.eq(blk:mmio_read(0x60) & 1, 1, "InterruptStatus: used buffer")
+  T.ok(blk:state().calls >= 1, "calls counted: " .. blk:state().calls)
+  blk:mmio_write(0x64, 1)
+  T.eq(blk:mmio_read(0x60), 0, "InterruptACK clears it")
+end)
+
+T.case("kill -9 of the back-end: needs_reset, then reconnect on reset", function()
+  os.execute("kill -9 " .. pid)
+  local s
+  for _ = 1, 200 do
+    s = blk:state()
+    if s.needs_reset then break end
+    D.sleep(0.01)
+  end
+  T.eq(s.needs_reset, true, "DEVICE_NEEDS_RESET set")
+  T.eq(s.connected, false, "disconnected")
+  T.ok((s.fault or ""):find("closed the connection", 1, true), "fault: " .. tostring(s.fault))
+  T.ok(blk:mmio_read(0x60) & 2 == 2, "config-change interrupt tells the driver")
+  -- Reset without a back-end: the device stays down, the VMM goes on.
+  local d2 = D.new(m, blk)
+  T.ok(blk:state().needs_reset, "DRIVER_OK without a back-end: needs_reset again")
+  T.ok(d2 == nil or d2.status & 64 == 64, "the driver sees NEEDS_RESET")
+  pid = start_qsd()
+  local why
+  drv, why = D.new(m, blk) -- the reset dials the socket again
+  T.ok(drv, "driver set up again: " .. tostring(why))
+  s = blk:state()
+  T.eq(s.connected, true, "reconnected")
+  T.eq(s.reconnects, 1, "one reconnect")
+  T.eq(s.needs_reset, false, "healthy after the reset")
+  local st, data = drv:blk(0, 100, 2048)
+  T.eq(st, 0, "read after the restart")
+  T.eq(data, file_at(100 * 512, 2048), "data intact")
+  st = drv:blk(1, 200, string.rep("Z", 512))
+  T.eq(file_at(200 * 512, 512), string.rep("Z", 512), "write after the restart")
+end)
+
+m:close()
+os.execute("kill -9 " .. pid .. " 2>/dev/null")
+os.execute("rm -rf " .. dir)
+T.done()
