@@ -30,7 +30,7 @@ BENCH_BINS := $(patsubst bench/%.c,$(B)/bench/%,$(wildcard bench/*.c))
 EXAMPLE_BINS := $(patsubst examples/%.c,$(B)/examples/%,$(wildcard examples/*.c))
 EXAMPLE_CFLAGS := -Iinclude
 
-all: $(O)/libmoonbox.a $(O)/libmoonbox.so $(O)/moonbox $(O)/moonbox.so guests examples
+all: $(O)/libmoonbox.a $(O)/libmoonbox.so $(O)/moonbox $(O)/moonbox.so $(O)/moonbox-launcher guests examples
 
 $(B)/%.o: %.c $(wildcard include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h lua/*.h)
 	@mkdir -p $(dir $@)
@@ -56,6 +56,13 @@ $(O)/moonbox.so: $(LUA_OBJ) $(LIB_OBJ)
 # Line editing (readline) is the command's only: the library never links it.
 $(O)/moonbox: $(B)/cli/moonbox.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl -lreadline
+
+# Helper programs the library starts (docs/sandbox.md), found next to the
+# binaries in the build tree, in LIBEXECDIR once installed.
+LIBEXECDIR ?= $(PREFIX)/libexec/moonbox
+$(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
+$(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
+	$(CC) $(LDFLAGS) -o $@ $^
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
 # line of each .S may name its link address: "/* at: 0x100000 */".
@@ -132,6 +139,8 @@ install: all
 		$(DESTDIR)$(PREFIX)/share/moonbox/machines \
 		$(DESTDIR)$(PREFIX)/share/moonbox/examples
 	install -m 755 moonbox $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	install -m 755 moonbox-launcher $(DESTDIR)$(LIBEXECDIR)/
 	install -m 644 libmoonbox.a $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 libmoonbox.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 moonbox.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/
@@ -143,7 +152,7 @@ install: all
 		moonbox.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/moonbox.pc
 
 clean:
-	rm -rf $(B) build-asan build-ubsan build-tsan libmoonbox.a libmoonbox.so moonbox moonbox.so
+	rm -rf $(B) build-asan build-ubsan build-tsan libmoonbox.a libmoonbox.so moonbox moonbox.so moonbox-launcher
 
 .PHONY: all guests examples deps unit test test-asan test-ubsan test-tsan bench fuzz run install clean
 .DELETE_ON_ERROR:

@@ -50,6 +50,8 @@ struct hook {
 };
 
 struct mb_evloop;
+struct mb_launcher;
+void mb_launcher_free(struct mb_launcher *l); /* launch.c */
 
 struct mb_machine {
 	int kvm, vm;
@@ -115,6 +117,7 @@ struct mb_machine {
 	/* machine.c: a debugger (gdb_server.c) holding runs at its stops;
 	 * guarded by lock */
 	struct mb_holder *holder;
+	struct mb_launcher *launcher; /* launch.c: NULL until first used */
 	bool hold_start; /* the next start holds before any instruction */
 	bool held;       /* the waiter sleeps in a hold */
 	bool hold_go, hold_end; /* released: resume, or end the run with ... */

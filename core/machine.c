@@ -151,6 +151,7 @@ void mb_machine_destroy(struct mb_machine *m)
 			free(h);
 	}
 	m->hooks = NULL;
+	mb_launcher_free(m->launcher); /* its children go with it */
 	free(m->devs);
 	mb_evloop_free(m->ev);
 	for (unsigned i = 0; i < m->ncpu; i++)

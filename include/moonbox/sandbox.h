@@ -40,6 +40,21 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 /* Fork m's launcher now (the machine does it before installing filters);
  * idempotent. */
 int mb_launcher_start(struct mb_machine *m);
+/* How a child of m's launcher ended: 0 and *status (a wait(2) status: use
+ * WIFEXITED, WTERMSIG...) once it has, -EAGAIN while it runs, -ESRCH for a
+ * pid the launcher does not know (or already reported: each is reported
+ * once). The launcher reaps its children; poll the pidfd to learn when. */
+int mb_launch_status(struct mb_machine *m, pid_t pid, int *status);
+/* m may be NULL in the three above: a launcher for the whole process,
+ * started on first use, ending with it. Children get 0 and 1 on /dev/null
+ * and 2 the VMM's stderr as it was when the launcher started. */
+
+/* Where moonbox's helper programs (moonbox-launcher, moonbox-device) are:
+ * $MOONBOX_LIBEXEC when set; else next to the moonbox binary, moonbox.so
+ * or libmoonbox.so this code runs from, or next to the executable (the
+ * build tree), when prog is there; else the configured libexec directory
+ * ($(PREFIX)/libexec/moonbox). 0 and the path in buf, or -ENOENT. */
+int mb_libexec_path(const char *prog, char *buf, size_t len);
 
 /* What a process asks of mb_sandbox_enter. */
 enum mb_sandbox_profile {
