@@ -75,8 +75,7 @@ static void parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "socket: give socket = PATH or spawn = { ARGV... }%s",
 			   c->socket ? ", not both" : "");
 	if (v->argv[0])
-		luaL_error(L, "spawn: not yet (starting back-ends needs the "
-			   "launcher, moonbox/sandbox.h); use socket = PATH");
+		c->spawn = v->argv;
 	const char *dma = mbl_optstr(L, idx, "dma", "shared");
 	if (!strcmp(dma, "copy"))
 		luaL_error(L, "dma: \"copy\" (a shadow virtqueue) is not yet "

@@ -22,10 +22,13 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "moonbox/vhost_user.h"
+#include "moonbox/sandbox.h"
 
 /* ---- the protocol ("Message types", "Protocol features") ---------------- */
 
@@ -107,8 +110,10 @@ struct mb_vhost_user {
 	uint8_t config[MAX_CONFIG];
 	pid_t child;
 	int pidfd;
+	char **argv;   /* spawn: our copy, NULL-terminated; NULL: socket mode */
+	char dir[64];  /* spawn: the private directory of the socket */
 	char why[160]; /* the last protocol error */
-	_Atomic uint64_t messages, calls, disconnects, reconnects;
+	_Atomic uint64_t messages, calls, disconnects, reconnects, spawns;
 };
 
 static bool has_pf(const struct mb_vhost_user *vu, unsigned bit)
@@ -373,7 +378,7 @@ static int handshake(struct mb_vhost_user *vu, int s, bool same)
 				      vu->ops.config_size);
 		memcpy(vu->config, c.data, vu->ops.config_size);
 	}
-	if (vu->m) {
+	if (same) { /* a reconnect: at attach, placement watches it */
 		if ((rc = mb_machine_watch(vu->m, s, on_socket, vu)))
 			return broken(vu, "%s", mb_errmsg());
 		vu->watched = true;
@@ -412,12 +417,135 @@ static void on_socket(void *opaque, int fd)
 	}
 }
 
-/* After a crash: dial the socket again (the driver is resetting). */
+/* ---- spawned back-ends ---------------------------------------------------- */
+
+static void end_child(struct mb_vhost_user *vu)
+{
+	if (vu->pidfd >= 0) {
+		syscall(SYS_pidfd_send_signal, vu->pidfd, SIGKILL, NULL, 0);
+		close(vu->pidfd);
+	}
+	if (vu->child && vu->m) {
+		int st;
+		mb_launch_status(vu->m, vu->child, &st); /* forget it */
+	}
+	vu->pidfd = -1;
+	vu->child = 0;
+}
+
+/* Has the child exited? (its pidfd turns readable) */
+static bool child_gone(struct mb_vhost_user *vu)
+{
+	struct pollfd p = { vu->pidfd, POLLIN, 0 };
+	return vu->pidfd < 0 || poll(&p, 1, 0) != 0;
+}
+
+static bool wants_path(const char *arg)
+{
+	return strstr(arg, "{socket}") != NULL;
+}
+
+/* arg with every "{socket}" replaced by the socket's path (malloc'd). */
+static char *expand(const char *arg, const char *path)
+{
+	size_t n = strlen(arg) + 1;
+	for (const char *p = arg; (p = strstr(p, "{socket}")); p += 8)
+		n += strlen(path);
+	char *out = malloc(n), *o = out;
+	if (!out)
+		return NULL;
+	for (const char *p = arg; *p;) {
+		if (!strncmp(p, "{socket}", 8)) {
+			o = stpcpy(o, path);
+			p += 8;
+		} else {
+			*o++ = *p++;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* Start the back-end and connect to it: a fresh socket in our private
+ * directory, bound (not listening) and passed as fd 3 unless the argv
+ * names {socket}; then dial until it listens (5 s), or until it dies. */
+static int spawn(struct mb_vhost_user *vu)
+{
+	end_child(vu);
+	unlink(vu->path);
+	bool by_path = false;
+	for (char **a = vu->argv; *a; a++)
+		by_path |= wants_path(*a);
+	int bound = -1, rc;
+	if (!by_path) {
+		bound = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		memcpy(a.sun_path, vu->path, sizeof a.sun_path);
+		if (bound < 0 || bind(bound, (struct sockaddr *)&a, sizeof a)) {
+			rc = mb_seterr(-errno, "spawn: socket %s: %s", vu->path,
+				       strerror(errno));
+			if (bound >= 0)
+				close(bound);
+			return rc;
+		}
+	}
+	const char *argv[MB_LAUNCH_MAX_ARGS + 1] = { 0 };
+	char *owned[MB_LAUNCH_MAX_ARGS] = { 0 };
+	for (unsigned i = 0; vu->argv[i]; i++) {
+		argv[i] = vu->argv[i];
+		if (wants_path(argv[i]) && !(argv[i] = owned[i] = expand(argv[i], vu->path))) {
+			rc = mb_seterr(-ENOMEM, "spawn: out of memory");
+			goto out;
+		}
+	}
+	struct mb_launch l = { argv, &bound, bound >= 0 ? 1 : 0 };
+	rc = mb_launch(vu->m, &l, &vu->child, &vu->pidfd);
+	if (rc) {
+		char why[200];
+		snprintf(why, sizeof why, "%s", mb_errmsg());
+		vu->child = 0, vu->pidfd = -1;
+		rc = mb_seterr(rc, "spawn: %s: %s", argv[0], why);
+		goto out;
+	}
+	vu->spawns++;
+	rc = -ETIMEDOUT;
+	for (int tries = 0; tries < 500; tries++) { /* 10 ms apart */
+		int s = dial(vu);
+		if (s >= 0) {
+			rc = s;
+			break;
+		}
+		if (child_gone(vu)) {
+			int st = 0;
+			mb_launch_status(vu->m, vu->child, &st);
+			vu->child = 0; /* reported: end_child must not ask again */
+			rc = mb_seterr(-ECHILD, "spawn: %s exited (wait status 0x%x) "
+				       "before it listened", argv[0], st);
+			break;
+		}
+		struct timespec ts = { 0, 10000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (rc == -ETIMEDOUT)
+		mb_seterr(rc, "spawn: %s did not listen on %s within 5 s", argv[0],
+			  vu->path);
+	if (rc < 0)
+		end_child(vu);
+out:
+	if (bound >= 0)
+		close(bound);
+	for (unsigned i = 0; i < MB_LAUNCH_MAX_ARGS; i++)
+		free(owned[i]);
+	return rc;
+}
+
+/* After a crash: dial the socket again, or start the back-end again (the
+ * driver is resetting). */
 static void reconnect(struct mb_vhost_user *vu)
 {
 	if (vu->sock >= 0 || !vu->path[0])
 		return;
-	int s = dial(vu);
+	int s = vu->argv ? spawn(vu) : dial(vu);
 	if (s < 0)
 		return;
 	if (handshake(vu, s, true) == 0)
@@ -633,6 +761,8 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->calls = vu->calls;
 	st->disconnects = vu->disconnects;
 	st->reconnects = vu->reconnects;
+	st->pid = (uint32_t)vu->child;
+	st->spawns = vu->spawns;
 }
 
 static int m_load(void *dev, struct mb_virtio *t, const void *st)
@@ -653,10 +783,13 @@ static void vu_free(struct mb_vhost_user *vu)
 				mb_machine_unwatch(vu->m, vu->call[i]);
 			close(vu->call[i]);
 		}
-	if (vu->pidfd >= 0) {
-		/* Our back-end goes with its device. */
-		syscall(SYS_pidfd_send_signal, vu->pidfd, SIGKILL, NULL, 0);
-		close(vu->pidfd);
+	end_child(vu); /* our back-end goes with its device */
+	if (vu->argv) {
+		unlink(vu->path);
+		rmdir(vu->dir);
+		for (char **a = vu->argv; *a; a++)
+			free(*a);
+		free(vu->argv);
 	}
 	pthread_mutex_destroy(&vu->lock);
 	free(vu->fields);
@@ -739,6 +872,23 @@ static int fix_config(struct mb_vhost_user *vu, const char *tag)
 	return 0;
 }
 
+static int copy_argv(struct mb_vhost_user *vu, const char *const *argv)
+{
+	unsigned n = 0;
+	while (argv[n])
+		n++;
+	if (n > MB_LAUNCH_MAX_ARGS || argv[0][0] != '/')
+		return mb_seterr(-EINVAL, "spawn: %u arguments (at most %d), "
+				 "\"%s\" first (an absolute path)", n,
+				 MB_LAUNCH_MAX_ARGS, argv[0]);
+	if (!(vu->argv = calloc(n + 1, sizeof *vu->argv)))
+		return mb_seterr(-ENOMEM, "spawn: out of memory");
+	for (unsigned i = 0; i < n; i++)
+		if (!(vu->argv[i] = strdup(argv[i])))
+			return mb_seterr(-ENOMEM, "spawn: out of memory");
+	return 0;
+}
+
 int mb_vhost_user_attach(struct mb_machine *m,
 			 const struct mb_vhost_user_config *cfg,
 			 struct mb_device **out)
@@ -763,6 +913,22 @@ int mb_vhost_user_attach(struct mb_machine *m,
 		}
 		strcpy(vu->path, cfg->socket);
 		if (s < 0 && (s = dial(vu)) < 0) {
+			rc = s;
+			goto fail;
+		}
+	}
+	if (cfg->spawn && cfg->spawn[0]) {
+		vu->m = m; /* the launcher is the machine's */
+		if ((rc = copy_argv(vu, cfg->spawn)))
+			goto fail;
+		strcpy(vu->dir, "/tmp/moonbox-vhost-XXXXXX");
+		if (!mkdtemp(vu->dir)) {
+			rc = mb_seterr(-errno, "spawn: mkdtemp: %s", strerror(errno));
+			vu->dir[0] = 0;
+			goto fail;
+		}
+		snprintf(vu->path, sizeof vu->path, "%s/sock", vu->dir);
+		if ((s = spawn(vu)) < 0) {
 			rc = s;
 			goto fail;
 		}
@@ -866,12 +1032,6 @@ struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d)
 	return strcmp(mb_device_kind(d), "virtio_vhost_user") == 0
 		       ? mb_virtio_dev_model(d)
 		       : NULL;
-}
-
-void mb_vhost_user_set_child(struct mb_vhost_user *vu, pid_t pid, int pidfd)
-{
-	vu->child = pid;
-	vu->pidfd = pidfd;
 }
 
 pid_t mb_vhost_user_child(struct mb_vhost_user *vu)

@@ -32,7 +32,8 @@ struct mb_vhost_user;
 	X(S, ro_u32, device_id) X(S, ro_u64, backend_features) \
 	X(S, ro_u64, protocol_features) X(S, ro_bool, connected) \
 	X(S, ro_bool, running) X(S, ro_u64, messages) X(S, ro_u64, calls) \
-	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects)
+	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects) X(S, ro_u32, pid) \
+	X(S, ro_u64, spawns)
 MB_STATE_STRUCT(mb_vhost_user_state, MB_VHOST_USER_STATE);
 
 struct mb_vhost_user_config {
@@ -42,6 +43,14 @@ struct mb_vhost_user_config {
 	 * connected socket (the device owns it from the call on). */
 	const char *socket;
 	int fd;
+	/* Or start the back-end (argv, NULL-terminated, argv[0] absolute)
+	 * through the machine's launcher (moonbox/sandbox.h): moonbox binds
+	 * a socket in a private directory and hands it over, bound but not
+	 * listening, as fd 3 (qemu-storage-daemon: addr.type=fd,addr.str=3);
+	 * an argument containing "{socket}" gets the path instead and then
+	 * the back-end creates the socket itself (virtiofsd --socket-path).
+	 * A back-end that dies is started again when the driver resets. */
+	const char *const *spawn;
 	unsigned queues;     /* 0: the type's default (blk: num_queues) */
 	uint16_t queue_size; /* QueueNumMax; 0: 256 */
 	unsigned config_size; /* 0: the type's (blk 60, fs 40, ...) */
@@ -56,9 +65,7 @@ int mb_vhost_user_attach(struct mb_machine *m,
 
 /* The model of a placed vhost-user device (mb_virtio_dev_model), or NULL. */
 struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d);
-/* The back-end moonbox started for it: its pid (0: none) and a pidfd the
- * device owns (-1: none); set once by whoever spawned it. */
-void mb_vhost_user_set_child(struct mb_vhost_user *vu, pid_t pid, int pidfd);
+/* The back-end moonbox started for it (0: none). */
 pid_t mb_vhost_user_child(struct mb_vhost_user *vu);
 
 #endif

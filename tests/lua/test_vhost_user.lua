@@ -148,5 +148,52 @@ end)
 
 m:close()
 os.execute("kill -9 " .. pid .. " 2>/dev/null")
+
+local function alive(p) return os.execute("kill -0 " .. p .. " 2>/dev/null") end
+
+T.case("spawn: moonbox starts qsd on a bound socket (fd 3), restarts it after kill -9", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", name = "qsd0", spawn = { qsd,
+    "--blockdev", "driver=file,node-name=f0,filename=" .. img,
+    "--blockdev", "driver=raw,node-name=d0,file=f0",
+    "--export", "type=vhost-user-blk,id=e0,node-name=d0,addr.type=fd,addr.str=3,writable=on" } })
+  local s = dev:state()
+  T.eq(dev.name, "qsd0", "name")
+  T.ok(s.pid > 0 and alive(s.pid), "back-end running, pid " .. s.pid)
+  T.eq(s.spawns, 1, "spawned once")
+  local d = assert(D.new(m2, dev))
+  local st, data = d:blk(0, 200, 512)
+  T.eq(st, 0, "read through the spawned back-end")
+  T.eq(data, file_at(200 * 512, 512), "data")
+  local old = s.pid
+  os.execute("kill -9 " .. old)
+  for _ = 1, 200 do
+    if dev:state().needs_reset then break end
+    D.sleep(0.01)
+  end
+  T.eq(dev:state().needs_reset, true, "needs_reset after the crash")
+  d = assert(D.new(m2, dev)) -- the reset starts it again
+  s = dev:state()
+  T.eq(s.spawns, 2, "started again")
+  T.ok(s.pid ~= old and alive(s.pid), "a new back-end, pid " .. s.pid)
+  st = d:blk(1, 300, string.rep("S", 1024))
+  T.eq(st, 0, "write through the new back-end")
+  T.eq(file_at(300 * 512, 1024), string.rep("S", 1024), "in the file")
+  m2:close()
+  local gone = false
+  for _ = 1, 100 do
+    if not alive(s.pid) then gone = true break end
+    D.sleep(0.01)
+  end
+  T.ok(gone, "the back-end dies with its machine")
+end)
+
+T.case("spawn: a back-end that exits at once is an error naming it", function()
+  local m2 = mb.machine { memory = "16M" }
+  T.raises(function() m2:add(mb.vhost_user { type = "blk", spawn = { "/bin/false" } }) end,
+    "spawn: /bin/false")
+  m2:close()
+end)
+
 os.execute("rm -rf " .. dir)
 T.done()
