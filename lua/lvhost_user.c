@@ -71,9 +71,8 @@ static void parse(lua_State *L, int idx, void *p)
 				   v->argv[0]);
 	}
 	lua_pop(L, 1);
-	if (!c->socket == !v->argv[0])
-		luaL_error(L, "socket: give socket = PATH or spawn = { ARGV... }%s",
-			   c->socket ? ", not both" : "");
+	if (!c->socket && !v->argv[0])
+		luaL_error(L, "socket: give socket = PATH or spawn = { ARGV... }");
 	if (v->argv[0])
 		c->spawn = v->argv;
 	const char *dma = mbl_optstr(L, idx, "dma", "shared");

@@ -473,7 +473,7 @@ static int spawn(struct mb_vhost_user *vu)
 {
 	end_child(vu);
 	unlink(vu->path);
-	bool by_path = false;
+	bool by_path = !vu->dir[0]; /* the caller's socket: the program makes it */
 	for (char **a = vu->argv; *a; a++)
 		by_path |= wants_path(*a);
 	int bound = -1, rc;
@@ -784,9 +784,11 @@ static void vu_free(struct mb_vhost_user *vu)
 			close(vu->call[i]);
 		}
 	end_child(vu); /* our back-end goes with its device */
-	if (vu->argv) {
+	if (vu->argv && vu->dir[0]) {
 		unlink(vu->path);
 		rmdir(vu->dir);
+	}
+	if (vu->argv) {
 		for (char **a = vu->argv; *a; a++)
 			free(*a);
 		free(vu->argv);
@@ -912,7 +914,7 @@ int mb_vhost_user_attach(struct mb_machine *m,
 			goto fail;
 		}
 		strcpy(vu->path, cfg->socket);
-		if (s < 0 && (s = dial(vu)) < 0) {
+		if (s < 0 && !cfg->spawn && (s = dial(vu)) < 0) {
 			rc = s;
 			goto fail;
 		}
@@ -921,13 +923,15 @@ int mb_vhost_user_attach(struct mb_machine *m,
 		vu->m = m; /* the launcher is the machine's */
 		if ((rc = copy_argv(vu, cfg->spawn)))
 			goto fail;
-		strcpy(vu->dir, "/tmp/moonbox-vhost-XXXXXX");
-		if (!mkdtemp(vu->dir)) {
-			rc = mb_seterr(-errno, "spawn: mkdtemp: %s", strerror(errno));
-			vu->dir[0] = 0;
-			goto fail;
+		if (!vu->path[0]) { /* ours, in a private directory */
+			strcpy(vu->dir, "/tmp/moonbox-vhost-XXXXXX");
+			if (!mkdtemp(vu->dir)) {
+				rc = mb_seterr(-errno, "spawn: mkdtemp: %s", strerror(errno));
+				vu->dir[0] = 0;
+				goto fail;
+			}
+			snprintf(vu->path, sizeof vu->path, "%s/sock", vu->dir);
 		}
-		snprintf(vu->path, sizeof vu->path, "%s/sock", vu->dir);
 		if ((s = spawn(vu)) < 0) {
 			rc = s;
 			goto fail;

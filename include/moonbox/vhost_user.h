@@ -49,7 +49,8 @@ struct mb_vhost_user_config {
 	 * listening, as fd 3 (qemu-storage-daemon: addr.type=fd,addr.str=3);
 	 * an argument containing "{socket}" gets the path instead and then
 	 * the back-end creates the socket itself (virtiofsd --socket-path).
-	 * A back-end that dies is started again when the driver resets. */
+	 * With socket given too, the program creates that socket (no fd 3)
+	 * and moonbox dials it once it appears. A back-end that dies is started again when the driver resets. */
 	const char *const *spawn;
 	unsigned queues;     /* 0: the type's default (blk: num_queues) */
 	uint16_t queue_size; /* QueueNumMax; 0: 256 */

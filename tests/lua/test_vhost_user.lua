@@ -16,8 +16,8 @@ T.case("option errors name the key and value", function()
   T.raises(function() mb.vhost_user { type = "gpu", socket = "/x" } end, 'type: "gpu" is not')
   T.raises(function() mb.vhost_user { id = 99, socket = "/x" } end, "id: 99 is not")
   T.raises(function() mb.vhost_user { type = "blk" } end, "socket: give socket = PATH or spawn")
-  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", spawn = { "/bin/true" } } end,
-    "not both")
+  T.raises(function() mb.vhost_user { type = "blk", spawn = { "bin/true" } } end,
+    "spawn[1]: \"bin/true\" is not an absolute path")
   T.raises(function() mb.vhost_user { type = "blk", socket = "/x", dma = "copy" } end,
     'dma: "copy"')
   T.raises(function() mb.vhost_user { type = "blk", socket = "/x", queues = 9 } end, "queues: 9")
@@ -186,6 +186,23 @@ T.case("spawn: moonbox starts qsd on a bound socket (fd 3), restarts it after ki
     D.sleep(0.01)
   end
   T.ok(gone, "the back-end dies with its machine")
+end)
+
+T.case("spawn with socket = PATH: the back-end listens there itself", function()
+  local m2 = mb.machine { memory = "16M" }
+  local own = dir .. "/own.sock"
+  local dev = m2:add(mb.vhost_user { type = "blk", socket = own, spawn = { qsd,
+    "--blockdev", "driver=file,node-name=f0,filename=" .. img,
+    "--blockdev", "driver=raw,node-name=d0,file=f0",
+    "--export", "type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=" .. own ..
+    ",writable=on" } })
+  local s = dev:state()
+  T.ok(s.pid > 0 and s.connected, "spawned and connected")
+  local d = assert(D.new(m2, dev))
+  local st, data = d:blk(0, 300, 1024)
+  T.eq(st, 0, "read")
+  T.eq(data, string.rep("S", 1024), "what the other back-end wrote")
+  m2:close()
 end)
 
 T.case("spawn: a back-end that exits at once is an error naming it", function()
