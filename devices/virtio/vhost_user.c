@@ -95,7 +95,8 @@ struct mb_vhost_user {
 	struct mb_virtio_model model;
 	struct mb_state_desc desc; /* ours: queues[] as long as nqueues */
 	struct mb_field *fields;
-	struct mb_machine *m;
+	struct mb_machine *m; /* NULL: a bare model (fuzz/fuzz_vhost_user.c) */
+	struct mb_mem *mem;
 	struct mb_virtio *t;
 
 	pthread_mutex_t lock; /* the socket and the protocol state */
@@ -107,6 +108,7 @@ struct mb_vhost_user {
 	bool running; /* rings handed over since DRIVER_OK */
 	bool started[MB_VIRTIO_MAX_QUEUES];
 	int call[MB_VIRTIO_MAX_QUEUES];
+	int kick[MB_VIRTIO_MAX_QUEUES]; /* ours when the transport has none */
 	uint8_t config[MAX_CONFIG];
 	pid_t child;
 	int pidfd;
@@ -558,7 +560,7 @@ static void reconnect(struct mb_vhost_user *vu)
  * table's userspace_addr): every region moonbox backs with a memfd. */
 static int mem_table(struct mb_vhost_user *vu)
 {
-	struct mb_mem *mem = mb_machine_mem(vu->m);
+	struct mb_mem *mem = vu->mem;
 	struct mem_table tab = { 0 };
 	int fds[MAX_REGIONS];
 	for (size_t i = 0; i < mb_mem_count(mem); i++) {
@@ -584,7 +586,7 @@ static int mem_table(struct mb_vhost_user *vu)
 /* Is [p, p+len) inside a region the back-end maps? */
 static bool shared(struct mb_vhost_user *vu, const void *p, size_t len)
 {
-	struct mb_mem *mem = mb_machine_mem(vu->m);
+	struct mb_mem *mem = vu->mem;
 	uintptr_t a = (uintptr_t)p;
 	for (size_t i = 0; i < mb_mem_count(mem); i++) {
 		const struct mb_mem_region *r = mb_mem_region(mem, i);
@@ -604,8 +606,13 @@ static int start_queue(struct mb_vhost_user *vu, unsigned i)
 		return mb_seterr(-EINVAL, "vhost-user: queue %u: rings outside "
 				 "the RAM shared with the back-end", i);
 	int kick = mb_virtio_doorbell_take(vu->t, i);
-	if (kick < 0)
-		return mb_seterr(-EINVAL, "vhost-user: queue %u has no doorbell", i);
+	if (kick < 0) { /* no event loop: vu_notify signals our own eventfd */
+		if (vu->kick[i] < 0 &&
+		    (vu->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "vhost-user: eventfd: %s",
+					 strerror(errno));
+		kick = vu->kick[i];
+	}
 	struct vring_addr a = { i, 0, (uint64_t)(uintptr_t)q->desc,
 				(uint64_t)(uintptr_t)q->used,
 				(uint64_t)(uintptr_t)q->avail, 0 };
@@ -696,11 +703,16 @@ static void vu_reset(void *dev)
 	pthread_mutex_unlock(&vu->lock);
 }
 
+/* A doorbell the transport served itself (it has no event loop, or the
+ * kick came before DRIVER_OK handed its eventfd over): pass it on. */
 static void vu_notify(void *dev, struct mb_virtio *t, unsigned qi)
 {
-	/* Only a kick that came before DRIVER_OK handed the doorbell over
-	 * reaches us: the back-end sees the eventfd's count when it starts. */
-	(void)dev, (void)t, (void)qi;
+	struct mb_vhost_user *vu = dev;
+	uint64_t one = 1;
+	if (qi < MB_VIRTIO_MAX_QUEUES && vu->kick[qi] >= 0 &&
+	    write(vu->kick[qi], &one, 8) != 8) {
+		/* the counter is full: the back-end has kicks pending anyway */
+	}
 }
 
 static void vu_config_read(void *dev, uint64_t off, void *data, unsigned size)
@@ -777,12 +789,15 @@ static void vu_free(struct mb_vhost_user *vu)
 	pthread_mutex_lock(&vu->lock);
 	drop(vu);
 	pthread_mutex_unlock(&vu->lock);
-	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++) {
 		if (vu->call[i] >= 0) {
 			if (vu->m)
 				mb_machine_unwatch(vu->m, vu->call[i]);
 			close(vu->call[i]);
 		}
+		if (vu->kick[i] >= 0)
+			close(vu->kick[i]);
+	}
 	end_child(vu); /* our back-end goes with its device */
 	if (vu->argv && vu->dir[0]) {
 		unlink(vu->path);
@@ -891,9 +906,9 @@ static int copy_argv(struct mb_vhost_user *vu, const char *const *argv)
 	return 0;
 }
 
-int mb_vhost_user_attach(struct mb_machine *m,
-			 const struct mb_vhost_user_config *cfg,
-			 struct mb_device **out)
+int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
+		      const struct mb_vhost_user_config *cfg,
+		      struct mb_vhost_user **out)
 {
 	struct mb_vhost_user *vu = calloc(1, sizeof *vu);
 	if (!vu) {
@@ -904,8 +919,10 @@ int mb_vhost_user_attach(struct mb_machine *m,
 	pthread_mutex_init(&vu->lock, NULL);
 	vu->sock = -1;
 	vu->pidfd = -1;
+	vu->m = m;
+	vu->mem = mem;
 	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
-		vu->call[i] = -1;
+		vu->call[i] = vu->kick[i] = -1;
 	int rc, s = cfg->fd;
 	if (cfg->socket) {
 		if (strlen(cfg->socket) >= sizeof vu->path) {
@@ -920,7 +937,6 @@ int mb_vhost_user_attach(struct mb_machine *m,
 		}
 	}
 	if (cfg->spawn && cfg->spawn[0]) {
-		vu->m = m; /* the launcher is the machine's */
 		if ((rc = copy_argv(vu, cfg->spawn)))
 			goto fail;
 		if (!vu->path[0]) { /* ours, in a private directory */
@@ -1005,7 +1021,43 @@ int mb_vhost_user_attach(struct mb_machine *m,
 		.ops = &vu->ops, .dev_ops = &vu->dev_ops, .save = m_save,
 		.load = m_load, .bind = m_bind, .free = m_free,
 	};
-	vu->m = m;
+	*out = vu;
+	return 0;
+fail:
+	vu_free(vu);
+	return rc;
+}
+
+const struct mb_virtio_dev_ops *mb_vhost_user_ops(struct mb_vhost_user *vu)
+{
+	return &vu->ops;
+}
+
+uint64_t mb_vhost_user_features(struct mb_vhost_user *vu)
+{
+	return vu->be_features & 0xffffff;
+}
+
+void mb_vhost_user_bind(struct mb_vhost_user *vu, struct mb_virtio *t)
+{
+	m_bind(vu, t);
+}
+
+void mb_vhost_user_free(struct mb_vhost_user *vu)
+{
+	if (vu)
+		vu_free(vu);
+}
+
+int mb_vhost_user_attach(struct mb_machine *m,
+			 const struct mb_vhost_user_config *cfg,
+			 struct mb_device **out)
+{
+	struct mb_vhost_user *vu;
+	int rc = mb_vhost_user_new(m, mb_machine_mem(m), cfg, &vu);
+	if (rc)
+		return rc;
+	unsigned nq = vu->ops.nqueues;
 	struct mb_virtio_place p = { cfg->name, defname(cfg->device_id),
 				     cfg->mmio_base, cfg->mmio_size, cfg->irq };
 	struct mb_device *dev;
@@ -1026,9 +1078,6 @@ int mb_vhost_user_attach(struct mb_machine *m,
 	}
 	*out = dev;
 	return 0;
-fail:
-	vu_free(vu);
-	return rc;
 }
 
 struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d)

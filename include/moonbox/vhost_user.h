@@ -64,6 +64,19 @@ int mb_vhost_user_attach(struct mb_machine *m,
 			 const struct mb_vhost_user_config *cfg,
 			 struct mb_device **out);
 
+/* The bare model without a machine (fuzzers, embedders with their own
+ * transport): m may be NULL (no event loop: calls are not watched, a
+ * spawn uses the process's launcher), mem is the RAM to share. Connects
+ * and does the handshake. Then build a transport with
+ * mb_vhost_user_ops(vu) and mb_vhost_user_features(vu) and bind it. */
+int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
+		      const struct mb_vhost_user_config *cfg,
+		      struct mb_vhost_user **out);
+const struct mb_virtio_dev_ops *mb_vhost_user_ops(struct mb_vhost_user *vu);
+uint64_t mb_vhost_user_features(struct mb_vhost_user *vu);
+void mb_vhost_user_bind(struct mb_vhost_user *vu, struct mb_virtio *t);
+void mb_vhost_user_free(struct mb_vhost_user *vu);
+
 /* The model of a placed vhost-user device (mb_virtio_dev_model), or NULL. */
 struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d);
 /* The back-end moonbox started for it (0: none). */
