@@ -128,3 +128,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	./moonbox bench/virtio.lua 2>/dev/null | sed -n '/^virtio-blk in a Linux guest/,$p' ||
 		echo "FAILED: bench/virtio.lua" >&2
 fi
+
+# ---- vhost-user (bench/vhost_user.c; owner: vhost-user work) ---------------
+# 4 KiB reads/s at QD1, no guest: qemu-storage-daemon through the vhost-user
+# front-end vs the in-process virtio-blk, same image, interleaved rounds.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	line=$($B/vhost_user 1)
+	echo
+	echo "vhost-user-blk (qemu-storage-daemon) vs in-process virtio-blk, 4 KiB reads QD1: $line"
+fi
