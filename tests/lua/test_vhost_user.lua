@@ -212,5 +212,40 @@ T.case("spawn: a back-end that exits at once is an error naming it", function()
   m2:close()
 end)
 
+local virtiofsd = "/usr/lib/qemu/virtiofsd"
+T.case("virtiofsd: handshake, tag without PROTOCOL_F_CONFIG, FUSE_INIT answered", function()
+  assert(os.execute("mkdir -p " .. dir .. "/share"))
+  local m2 = mb.machine { memory = "16M" }
+  -- virtiofsd makes its socket itself ({socket}); chroot sandbox: no
+  -- namespaces needed in a container.
+  local ok, fs = pcall(m2.add, m2, mb.vhost_user { type = "fs", tag = "hostfs", spawn = {
+    virtiofsd, "--socket-path={socket}", "-o", "source=" .. dir .. "/share",
+    "-o", "sandbox=chroot", "-f" } })
+  if not ok then
+    m2:close()
+    return T.skip("virtiofsd", "does not start here: " .. tostring(fs))
+  end
+  T.eq(fs.name, "fs0", "default name")
+  local s = fs:state()
+  T.eq(#s.queues, 2, "hiprio + one request queue")
+  T.eq(fs:mmio_read(0x8), 26, "DeviceID virtio-fs")
+  local tag = ""
+  for i = 0, 8 do tag = tag .. string.pack("<I4", fs:mmio_read(0x100 + 4 * i)) end
+  T.eq(tag:match("^[^%z]*"), "hostfs", "tag in the config space")
+  T.eq(fs:mmio_read(0x100 + 36), 1, "num_request_queues")
+  local d = assert(D.new(m2, fs, 8, 2))
+  -- FUSE_INIT (opcode 26): fuse_in_header (40) + fuse_init_in (64).
+  local init_in = string.pack("<I4I4I4I4I4", 7, 31, 0, 0, 0) .. string.rep("\0", 44)
+  local hdr = string.pack("<I4I4I8I8I4I4I4I2I2", 40 + #init_in, 26, 1, 0, 0, 0, 0, 0, 0)
+  local len, out = d:request(1, { hdr .. init_in }, 16 + 64)
+  T.ok(len, "FUSE_INIT completed: " .. tostring(out))
+  local olen, err, unique, major = string.unpack("<I4i4I8I4", out)
+  T.eq(err, 0, "FUSE_INIT error")
+  T.eq(unique, 1, "unique echoed")
+  T.eq(major, 7, "FUSE major version")
+  T.ok(olen >= 24 and olen == len, "out length " .. olen .. ", used length " .. len)
+  m2:close()
+end, not io.open(virtiofsd) and "virtiofsd not installed (qemu-system-common)" or nil)
+
 os.execute("rm -rf " .. dir)
 T.done()

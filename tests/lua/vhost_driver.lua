@@ -10,12 +10,12 @@ local RING, BUF = 0x100000, 0x200000 -- guest-physical, RAM of a 16M machine
 local function sleep(s) os.execute("sleep " .. s) end
 D.sleep = sleep
 
--- Bring dev up with one queue of num entries; returns the driver object
--- or nil, why (FEATURES_OK refused, ...).
-function D.new(m, dev, num)
-  num = num or 8
+-- Bring dev up with nq queues (default 1) of num entries; returns the
+-- driver object or nil, why (FEATURES_OK refused, ...).
+function D.new(m, dev, num, nq)
+  num, nq = num or 8, nq or 1
   local d = { m = m, dev = dev, num = num, avail_idx = 0, used_seen = 0,
-              desc = RING, avail = RING + 0x1000, used = RING + 0x2000 }
+              desc = RING, avail = RING + 0x1000, used = RING + 0x2000, q = {} }
   local r, w = function(o) return dev:mmio_read(o) end, function(o, v) dev:mmio_write(o, v) end
   assert(r(0) == 0x74726976, "magic")
   w(0x70, 0)          -- reset
@@ -28,15 +28,20 @@ function D.new(m, dev, num)
   w(0x24, 0); w(0x20, 0)
   w(0x70, 11)         -- FEATURES_OK
   if r(0x70) & 8 == 0 then return nil, "FEATURES_OK refused" end
-  w(0x30, 0)
-  local max = r(0x34)
-  if max < num then return nil, "QueueNumMax " .. max end
-  m:write(RING, string.rep("\0", 0x3000))
-  w(0x38, num)
-  w(0x80, d.desc); w(0x84, 0)
-  w(0x90, d.avail); w(0x94, 0)
-  w(0xa0, d.used); w(0xa4, 0)
-  w(0x44, 1)          -- QueueReady
+  for qi = 0, nq - 1 do
+    local base = RING + 0x4000 * qi
+    d.q[qi] = { desc = base, avail = base + 0x1000, used = base + 0x2000, avail_idx = 0,
+                used_seen = 0 }
+    w(0x30, qi)
+    local max = r(0x34)
+    if max < num then return nil, "QueueNumMax " .. max end
+    m:write(base, string.rep("\0", 0x3000))
+    w(0x38, num)
+    w(0x80, base); w(0x84, 0)
+    w(0x90, base + 0x1000); w(0x94, 0)
+    w(0xa0, base + 0x2000); w(0xa4, 0)
+    w(0x44, 1)          -- QueueReady
+  end
   w(0x70, 15)         -- DRIVER_OK
   d.status = r(0x70)
   return setmetatable(d, { __index = D })
@@ -83,6 +88,45 @@ function D:blk(type, sector, data, timeout)
   end
   local status = m:read(st, 1):byte()
   return status, type == 0 and m:read(buf, len) or nil
+end
+
+-- A generic request on queue qi: outs (strings the device reads), then
+-- one device-writable buffer of in_len bytes. Returns the used length and
+-- the bytes written, or nil, why.
+function D:request(qi, outs, in_len, timeout)
+  local m, q = self.m, self.q[qi]
+  local descs, addr = {}, BUF
+  for _, o in ipairs(outs) do
+    m:write(addr, o)
+    descs[#descs + 1] = { addr, #o, 0 }
+    addr = addr + ((#o + 0xfff) & ~0xfff)
+  end
+  local inbuf = addr
+  m:write(inbuf, string.rep("\0", in_len))
+  descs[#descs + 1] = { inbuf, in_len, 2 }
+  local tbl = ""
+  for i, dsc in ipairs(descs) do
+    local last = i == #descs
+    tbl = tbl .. desc(dsc[1], dsc[2], dsc[3] | (last and 0 or 1), last and 0 or i)
+  end
+  m:write(q.desc, tbl)
+  m:write(q.avail + 4 + 2 * (q.avail_idx % self.num), string.pack("<I2", 0))
+  q.avail_idx = (q.avail_idx + 1) & 0xffff
+  m:write(q.avail + 2, string.pack("<I2", q.avail_idx))
+  self.dev:mmio_write(0x50, qi)
+  local deadline = os.time() + (timeout or 10)
+  while true do
+    local idx = string.unpack("<I2", m:read(q.used + 2, 2))
+    if idx ~= q.used_seen then
+      q.used_seen = idx
+      break
+    end
+    if os.time() > deadline then return nil, "no completion" end
+    sleep(0.002)
+  end
+  local slot = (q.used_seen - 1) % self.num
+  local _, len = string.unpack("<I4I4", m:read(q.used + 4 + 8 * slot, 8))
+  return len, m:read(inbuf, in_len)
 end
 
 return D
