@@ -8,7 +8,7 @@
  * reads and writes, reset). Nothing the back-end says may crash, leak or
  * hang the front-end (ASan, UBSan, libFuzzer's timeout).
  * Input: byte 0 device type, byte 1 driver feature bits 0-7, byte 2
- * queue count, then the records. */
+ * queue count (bits 0-1) and dma = "copy" (bit 7), then the records. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -173,7 +173,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	struct mb_vhost_user_config cfg = {
 		.device_id = ids[data[0] % 6], .fd = sv[0],
-		.queues = data[2] % 4, .tag = "fuzz",
+		.queues = data[2] % 4, .tag = "fuzz", .copy = data[2] >> 7,
 	};
 	struct mb_vhost_user *vu = NULL;
 	if (mb_vhost_user_new(NULL, mem, &cfg, &vu) == 0) {

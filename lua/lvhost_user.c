@@ -76,11 +76,10 @@ static void parse(lua_State *L, int idx, void *p)
 	if (v->argv[0])
 		c->spawn = v->argv;
 	const char *dma = mbl_optstr(L, idx, "dma", "shared");
-	if (!strcmp(dma, "copy"))
-		luaL_error(L, "dma: \"copy\" (a shadow virtqueue) is not yet "
-			   "implemented; \"shared\" maps guest RAM in the back-end");
-	if (strcmp(dma, "shared"))
-		luaL_error(L, "dma: \"%s\" is not \"shared\"", dma);
+	if (strcmp(dma, "shared") && strcmp(dma, "copy"))
+		luaL_error(L, "dma: \"%s\" is not \"shared\" (the back-end maps "
+			   "guest RAM) or \"copy\" (bounce buffers)", dma);
+	c->copy = !strcmp(dma, "copy");
 	lua_Integer q = mbl_optint(L, idx, "queues", 0);
 	if (q < 0 || q > MB_VIRTIO_MAX_QUEUES)
 		luaL_error(L, "queues: %d is not 1-%d", (int)q, MB_VIRTIO_MAX_QUEUES);

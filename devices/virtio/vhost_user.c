@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/stat.h>
@@ -116,6 +118,17 @@ struct mb_vhost_user {
 	char dir[64];  /* spawn: the private directory of the socket */
 	char why[160]; /* the last protocol error */
 	_Atomic uint64_t messages, calls, disconnects, reconnects, spawns;
+
+	/* dma = "copy": shadow queues in a bounce memfd (see "copy mode") */
+	bool copy;
+	bool live;            /* DRIVER_OK seen, no reset since */
+	pthread_mutex_t copy_lock; /* the shadow rings and slots */
+	int bounce_fd;
+	uint8_t *bounce;
+	size_t bounce_size;
+	struct shadow *sh;    /* one per queue */
+	struct mb_timer *retry;
+	_Atomic uint64_t resubmitted;
 };
 
 static bool has_pf(const struct mb_vhost_user *vu, unsigned bit)
@@ -388,6 +401,8 @@ static int handshake(struct mb_vhost_user *vu, int s, bool same)
 	return 0;
 }
 
+static void recover(struct mb_vhost_user *vu);
+
 /* Back-ends talk only when asked: anything readable while nobody waits
  * for a reply is the end of the connection (or a message we never
  * negotiated, BACKEND_REQ goes through its own channel). */
@@ -410,6 +425,13 @@ static void on_socket(void *opaque, int fd)
 		}
 		if (lost)
 			drop(vu);
+	}
+	if (lost && vu->copy) {
+		/* Copy mode: moonbox holds every request; the guest never
+		 * learns of the crash (not yet live: DRIVER_OK reconnects). */
+		if (vu->live)
+			recover(vu);
+		lost = false;
 	}
 	pthread_mutex_unlock(&vu->lock);
 	if (lost) {
@@ -563,6 +585,13 @@ static int mem_table(struct mb_vhost_user *vu)
 	struct mb_mem *mem = vu->mem;
 	struct mem_table tab = { 0 };
 	int fds[MAX_REGIONS];
+	if (vu->copy) { /* only the bounce memory: guest RAM stays ours */
+		tab.nregions = 1;
+		tab.r[0] = (struct mem_region){ 0, vu->bounce_size,
+						(uint64_t)(uintptr_t)vu->bounce, 0 };
+		return request(vu, SET_MEM_TABLE, &tab, 8 + sizeof tab.r[0],
+			       &vu->bounce_fd, 1);
+	}
 	for (size_t i = 0; i < mb_mem_count(mem); i++) {
 		int fd = mb_mem_region_fd(mem, i);
 		if (fd < 0)
@@ -634,16 +663,21 @@ static int start_queue(struct mb_vhost_user *vu, unsigned i)
 	return rc;
 }
 
+static int start_shadow(struct mb_vhost_user *vu, unsigned i);
+
 static int start(struct mb_vhost_user *vu)
 {
 	uint64_t f = mb_virtio_features(vu->t) |
 		     (vu->be_features & (1ull << F_PROTOCOL_FEATURES));
+	if (vu->copy) /* the shadow rings are plain split rings */
+		f &= ~((1ull << 28) | (1ull << 29));
 	int rc;
 	if ((rc = set_u64(vu, SET_FEATURES, f)) || (rc = mem_table(vu)))
 		return rc;
 	for (unsigned i = 0; i < vu->ops.nqueues; i++) {
 		struct mb_vq *q = mb_virtio_queue(vu->t, i);
-		if (q->ready && (rc = start_queue(vu, i)))
+		if (q->ready &&
+		    (rc = vu->copy ? start_shadow(vu, i) : start_queue(vu, i)))
 			return rc;
 	}
 	vu->running = true;
@@ -674,6 +708,244 @@ static int stop(struct mb_vhost_user *vu)
 	return rc;
 }
 
+
+/* ---- copy mode: shadow virtqueues -------------------------------------------
+ *
+ * The back-end maps only a bounce memfd. moonbox pops the guest's chains
+ * itself (mb_vq_pop), copies what the device reads into a slot of the
+ * bounce memory, posts a two-descriptor chain (readable part, writable
+ * part) on a shadow split ring there, and kicks; when the back-end calls,
+ * it copies the writable part back into the guest's buffers and completes
+ * the guest chain. Every request the back-end has not answered is still
+ * in a slot, so after a crash moonbox starts the back-end again (or dials
+ * again), gives it fresh shadow rings and posts every busy slot again: the
+ * guest sees a slower request, never an error. Requests must be
+ * idempotent for that (blk reads and writes are; a back-end that had
+ * written half a request writes it again whole).
+ */
+
+#define SH_SLOTS 32u            /* requests in flight per queue */
+#define SH_NUM (2 * SH_SLOTS)   /* shadow ring size: two descriptors a slot */
+#define SH_SLOT_BYTES 0x21000u  /* 132 KiB: a blk request of 32 x 4 KiB */
+#define SH_RINGS 0x1000u        /* desc at 0, avail at 0x400, used at 0x800 */
+#define SH_AREA (SH_RINGS + SH_SLOTS * SH_SLOT_BYTES)
+
+struct slot {
+	struct mb_vq_chain c;
+	uint32_t out, in; /* bytes readable, writable */
+};
+
+struct shadow {
+	uint8_t *base;  /* this queue's area in the bounce memory */
+	uint64_t gpa;   /* its address in the back-end's memory table */
+	uint16_t avail_idx, used_seen;
+	uint32_t busy;  /* slots holding a guest request */
+	struct slot slot[SH_SLOTS];
+};
+
+struct sh_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+static int bounce_new(struct mb_vhost_user *vu)
+{
+	vu->bounce_size = (size_t)vu->ops.nqueues * SH_AREA;
+	vu->bounce_fd = memfd_create("moonbox-vhost-bounce", MFD_CLOEXEC |
+				     MFD_ALLOW_SEALING);
+	if (vu->bounce_fd < 0 || ftruncate(vu->bounce_fd, (off_t)vu->bounce_size))
+		return mb_seterr(-errno, "dma: bounce memory: %s", strerror(errno));
+	fcntl(vu->bounce_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+	vu->bounce = mmap(NULL, vu->bounce_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED, vu->bounce_fd, 0);
+	if (vu->bounce == MAP_FAILED) {
+		vu->bounce = NULL;
+		return mb_seterr(-errno, "dma: bounce memory: %s", strerror(errno));
+	}
+	vu->sh = calloc(vu->ops.nqueues, sizeof *vu->sh);
+	if (!vu->sh)
+		return mb_seterr(-ENOMEM, "dma: out of memory");
+	for (unsigned i = 0; i < vu->ops.nqueues; i++) {
+		vu->sh[i].base = vu->bounce + (size_t)i * SH_AREA;
+		vu->sh[i].gpa = (uint64_t)i * SH_AREA;
+	}
+	return 0;
+}
+
+static uint8_t *slot_buf(struct shadow *sh, unsigned s)
+{
+	return sh->base + SH_RINGS + (size_t)s * SH_SLOT_BYTES;
+}
+
+/* Post slot s on the shadow ring (copy_lock held). */
+static void post(struct shadow *sh, unsigned s)
+{
+	struct slot *sl = &sh->slot[s];
+	struct sh_desc *d = (struct sh_desc *)sh->base;
+	uint64_t buf = sh->gpa + SH_RINGS + (uint64_t)s * SH_SLOT_BYTES;
+	unsigned head = 2 * s;
+	if (sl->out && sl->in) {
+		d[head] = (struct sh_desc){ buf, sl->out, 1, (uint16_t)(head + 1) };
+		d[head + 1] = (struct sh_desc){ buf + sl->out, sl->in, 2, 0 };
+	} else {
+		d[head] = (struct sh_desc){ buf, sl->out ? sl->out : sl->in,
+					    sl->out ? 0 : 2, 0 };
+	}
+	uint16_t *avail = (uint16_t *)(sh->base + 0x400);
+	avail[2 + sh->avail_idx % SH_NUM] = (uint16_t)head;
+	sh->avail_idx++;
+	__atomic_store_n(&avail[1], sh->avail_idx, __ATOMIC_RELEASE);
+}
+
+static void shadow_kick(struct mb_vhost_user *vu, unsigned qi)
+{
+	uint64_t one = 1;
+	if (vu->kick[qi] >= 0 && write(vu->kick[qi], &one, 8) != 8) {
+		/* a full counter: kicks are pending anyway */
+	}
+}
+
+/* Fresh shadow rings for queue i on a (re)started back-end, then every
+ * request still held posted again (vu->lock held). */
+static int start_shadow(struct mb_vhost_user *vu, unsigned i)
+{
+	struct shadow *sh = &vu->sh[i];
+	if (vu->kick[i] < 0 &&
+	    (vu->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return mb_seterr(-errno, "vhost-user: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&vu->copy_lock);
+	memset(sh->base, 0, SH_RINGS);
+	sh->avail_idx = sh->used_seen = 0;
+	unsigned again = 0;
+	for (unsigned s = 0; s < SH_SLOTS; s++)
+		if (sh->busy >> s & 1)
+			post(sh, s), again++;
+	pthread_mutex_unlock(&vu->copy_lock);
+	vu->resubmitted += again;
+	struct vring_addr a = { i, 0, (uint64_t)(uintptr_t)sh->base,
+				(uint64_t)(uintptr_t)(sh->base + 0x800),
+				(uint64_t)(uintptr_t)(sh->base + 0x400), 0 };
+	uint64_t idx = i;
+	int rc;
+	if ((rc = set_state(vu, SET_VRING_NUM, i, SH_NUM)) ||
+	    (rc = request(vu, SET_VRING_ADDR, &a, sizeof a, NULL, 0)) ||
+	    (rc = set_state(vu, SET_VRING_BASE, i, 0)) ||
+	    (rc = request(vu, SET_VRING_CALL, &idx, sizeof idx, &vu->call[i], 1)) ||
+	    (rc = request(vu, SET_VRING_KICK, &idx, sizeof idx, &vu->kick[i], 1)))
+		return rc;
+	vu->started[i] = true;
+	if (vu->be_features >> F_PROTOCOL_FEATURES & 1)
+		rc = set_state(vu, SET_VRING_ENABLE, i, 1);
+	shadow_kick(vu, i);
+	return rc;
+}
+
+/* The guest kicked (transport lock held): move chains into free slots. */
+static void pump(struct mb_vhost_user *vu, struct mb_virtio *t, unsigned qi)
+{
+	struct shadow *sh = &vu->sh[qi];
+	struct mb_vq *q = mb_virtio_queue(t, qi);
+	bool posted = false;
+	char why[120] = "";
+	pthread_mutex_lock(&vu->copy_lock);
+	for (;;) {
+		int rc = 0;
+		while (sh->busy != (uint32_t)((1ull << SH_SLOTS) - 1)) {
+			unsigned s = (unsigned)__builtin_ctz(~sh->busy);
+			struct slot *sl = &sh->slot[s];
+			if ((rc = mb_vq_pop(q, &sl->c)) <= 0)
+				break;
+			if (sl->c.out_len + sl->c.in_len > SH_SLOT_BYTES) {
+				snprintf(why, sizeof why, "dma copy: a request of %llu "
+					 "bytes, more than a slot (%u)",
+					 (unsigned long long)(sl->c.out_len + sl->c.in_len),
+					 SH_SLOT_BYTES);
+				rc = -1;
+				break;
+			}
+			sl->out = (uint32_t)sl->c.out_len;
+			sl->in = (uint32_t)sl->c.in_len;
+			mb_iov_to_buf(sl->c.iov, sl->c.nout, 0, slot_buf(sh, s), sl->out);
+			sh->busy |= 1u << s;
+			post(sh, s);
+			posted = true;
+		}
+		if (rc < 0 || sh->busy == (uint32_t)((1ull << SH_SLOTS) - 1) ||
+		    !mb_vq_arm(q))
+			break;
+	}
+	pthread_mutex_unlock(&vu->copy_lock);
+	if (why[0])
+		mb_virtio_needs_reset(t, why);
+	if (posted)
+		shadow_kick(vu, qi);
+}
+
+/* The back-end called: copy answers back, complete the guest's chains.
+ * Returns a bit per queue that freed slots (to pump again). */
+static unsigned collect(struct mb_vhost_user *vu, char *why, size_t len)
+{
+	unsigned freed = 0;
+	pthread_mutex_lock(&vu->copy_lock);
+	for (unsigned qi = 0; qi < vu->ops.nqueues && !why[0]; qi++) {
+		struct shadow *sh = &vu->sh[qi];
+		struct mb_vq *q = mb_virtio_queue(vu->t, qi);
+		uint8_t *used = sh->base + 0x800;
+		uint16_t idx = __atomic_load_n((uint16_t *)(used + 2), __ATOMIC_ACQUIRE);
+		if ((uint16_t)(idx - sh->used_seen) > SH_NUM) {
+			snprintf(why, len, "dma copy: queue %u: used index %u jumped "
+				 "from %u", qi, idx, sh->used_seen);
+			break;
+		}
+		while (sh->used_seen != idx) {
+			uint32_t e[2];
+			memcpy(e, used + 4 + 8 * (sh->used_seen % SH_NUM), 8);
+			unsigned s = e[0] / 2;
+			if (e[0] >= SH_NUM || (e[0] & 1) || !(sh->busy >> s & 1)) {
+				snprintf(why, len, "dma copy: queue %u: used id %u is "
+					 "no request in flight", qi, e[0]);
+				break;
+			}
+			struct slot *sl = &sh->slot[s];
+			uint32_t n = e[1] < sl->in ? e[1] : sl->in;
+			mb_iov_from_buf(sl->c.iov + sl->c.nout, sl->c.nin, 0,
+					slot_buf(sh, s) + sl->out, n);
+			mb_virtio_complete(vu->t, q, sl->c.head, n);
+			sh->busy &= ~(1u << s);
+			sh->used_seen++;
+			freed |= 1u << qi;
+		}
+	}
+	pthread_mutex_unlock(&vu->copy_lock);
+	return freed;
+}
+
+static void retry_cb(void *opaque)
+{
+	struct mb_vhost_user *vu = opaque;
+	pthread_mutex_lock(&vu->lock);
+	if (vu->sock < 0 && vu->live)
+		recover(vu);
+	pthread_mutex_unlock(&vu->lock);
+}
+
+/* Connection lost while the driver is live (vu->lock held): reconnect or
+ * start the back-end again and hand it every held request; if that fails,
+ * try again in 100 ms. */
+static void recover(struct mb_vhost_user *vu)
+{
+	drop(vu);
+	reconnect(vu);
+	if (vu->sock >= 0 && start(vu) == 0)
+		return;
+	drop(vu);
+	if (vu->retry) {
+		const struct mb_clock *c = mb_machine_clock(vu->m);
+		c->timer_mod(vu->retry, c->now(c) + 100000000ull);
+	}
+}
+
 /* ---- transport callbacks (transport lock held) ---------------------------- */
 
 static void vu_status(void *dev, struct mb_virtio *t, uint32_t old,
@@ -684,8 +956,14 @@ static void vu_status(void *dev, struct mb_virtio *t, uint32_t old,
 	pthread_mutex_lock(&vu->lock);
 	if (has_pf(vu, PF_STATUS) && vu->sock >= 0)
 		rc = set_u64(vu, SET_STATUS, status);
-	if (!rc && (status & ~old & VIRTIO_STATUS_DRIVER_OK) && !vu->running)
+	if (!rc && (status & ~old & VIRTIO_STATUS_DRIVER_OK) && !vu->running) {
+		vu->live = true;
 		rc = start(vu);
+		if (rc && vu->copy) { /* requests wait in the guest's ring */
+			recover(vu);
+			rc = 0;
+		}
+	}
 	pthread_mutex_unlock(&vu->lock);
 	if (rc)
 		mb_virtio_needs_reset(t, mb_errmsg());
@@ -699,6 +977,13 @@ static void vu_reset(void *dev)
 		stop(vu); /* a failure drops the connection: dialled below */
 	memset(vu->started, 0, sizeof vu->started);
 	vu->running = false;
+	vu->live = false;
+	if (vu->copy) { /* the driver forgot its requests: so do we */
+		pthread_mutex_lock(&vu->copy_lock);
+		for (unsigned i = 0; i < vu->ops.nqueues; i++)
+			vu->sh[i].busy = 0;
+		pthread_mutex_unlock(&vu->copy_lock);
+	}
 	reconnect(vu);
 	pthread_mutex_unlock(&vu->lock);
 }
@@ -708,6 +993,10 @@ static void vu_reset(void *dev)
 static void vu_notify(void *dev, struct mb_virtio *t, unsigned qi)
 {
 	struct mb_vhost_user *vu = dev;
+	if (vu->copy) {
+		pump(vu, t, qi);
+		return;
+	}
 	uint64_t one = 1;
 	if (qi < MB_VIRTIO_MAX_QUEUES && vu->kick[qi] >= 0 &&
 	    write(vu->kick[qi], &one, 8) != 8) {
@@ -747,7 +1036,17 @@ static void on_call(void *opaque, int fd)
 	if (read(fd, &n, 8) != 8)
 		return;
 	vu->calls++;
-	mb_virtio_interrupt(vu->t);
+	if (!vu->copy) {
+		mb_virtio_interrupt(vu->t);
+		return;
+	}
+	char why[160] = "";
+	unsigned freed = collect(vu, why, sizeof why);
+	if (why[0])
+		mb_virtio_fail(vu->t, why);
+	for (unsigned qi = 0; qi < vu->ops.nqueues; qi++)
+		if (freed >> qi & 1) /* more may wait in the guest's ring */
+			mb_virtio_kick(vu->t, qi);
 }
 
 /* ---- state, placement, life cycle --------------------------------------- */
@@ -775,6 +1074,8 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->reconnects = vu->reconnects;
 	st->pid = (uint32_t)vu->child;
 	st->spawns = vu->spawns;
+	st->copy = vu->copy;
+	st->resubmitted = vu->resubmitted;
 }
 
 static int m_load(void *dev, struct mb_virtio *t, const void *st)
@@ -798,7 +1099,15 @@ static void vu_free(struct mb_vhost_user *vu)
 		if (vu->kick[i] >= 0)
 			close(vu->kick[i]);
 	}
+	if (vu->retry)
+		mb_machine_clock(vu->m)->timer_free(vu->retry);
 	end_child(vu); /* our back-end goes with its device */
+	if (vu->bounce)
+		munmap(vu->bounce, vu->bounce_size);
+	if (vu->bounce_fd >= 0)
+		close(vu->bounce_fd);
+	free(vu->sh);
+	pthread_mutex_destroy(&vu->copy_lock);
 	if (vu->argv && vu->dir[0]) {
 		unlink(vu->path);
 		rmdir(vu->dir);
@@ -879,6 +1188,17 @@ static int fix_config(struct mb_vhost_user *vu, const char *tag)
 					 "to report");
 		if (vu->be_features >> 12 & 1)
 			mb_io_put(vu->config + 34, 2, nq);
+		if (vu->copy) {
+			/* Requests must fit a bounce slot: at most 32 segments
+			 * (SEG_MAX, offset 12) of 4 KiB (SIZE_MAX, offset 8). */
+			if ((vu->be_features & 6) != 6)
+				return mb_seterr(-ENOTSUP, "dma: \"copy\" needs a blk "
+						 "back-end offering SIZE_MAX and SEG_MAX");
+			uint32_t seg = (uint32_t)mb_io_get(vu->config + 12, 4);
+			uint32_t sz = (uint32_t)mb_io_get(vu->config + 8, 4);
+			mb_io_put(vu->config + 12, 4, seg && seg < 32 ? seg : 32);
+			mb_io_put(vu->config + 8, 4, sz && sz < 4096 ? sz : 4096);
+		}
 	} else if (vu->ops.device_id == VIRTIO_ID_FS && !has_pf(vu, PF_CONFIG)) {
 		if (!tag || !*tag || strlen(tag) > 36)
 			return mb_seterr(-EINVAL, "tag: the back-end does not give "
@@ -921,6 +1241,9 @@ int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 	vu->pidfd = -1;
 	vu->m = m;
 	vu->mem = mem;
+	vu->bounce_fd = -1;
+	vu->copy = cfg->copy;
+	pthread_mutex_init(&vu->copy_lock, NULL);
 	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
 		vu->call[i] = vu->kick[i] = -1;
 	int rc, s = cfg->fd;
@@ -991,6 +1314,15 @@ int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 	vu->ops.nqueues = nq;
 	if ((rc = fix_config(vu, cfg->tag)))
 		goto fail;
+	if (vu->copy) {
+		if ((rc = bounce_new(vu)))
+			goto fail;
+		if (m && !(vu->retry = mb_machine_clock(m)->timer_new(
+				   mb_machine_clock(m), retry_cb, vu))) {
+			rc = mb_seterr(-ENOMEM, "dma: out of memory");
+			goto fail;
+		}
+	}
 	for (unsigned i = 0; i < nq; i++) {
 		vu->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 		if (vu->call[i] < 0) {

@@ -33,7 +33,7 @@ struct mb_vhost_user;
 	X(S, ro_u64, protocol_features) X(S, ro_bool, connected) \
 	X(S, ro_bool, running) X(S, ro_u64, messages) X(S, ro_u64, calls) \
 	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects) X(S, ro_u32, pid) \
-	X(S, ro_u64, spawns)
+	X(S, ro_u64, spawns) X(S, ro_bool, copy) X(S, ro_u64, resubmitted)
 MB_STATE_STRUCT(mb_vhost_user_state, MB_VHOST_USER_STATE);
 
 struct mb_vhost_user_config {
@@ -56,6 +56,10 @@ struct mb_vhost_user_config {
 	uint16_t queue_size; /* QueueNumMax; 0: 256 */
 	unsigned config_size; /* 0: the type's (blk 60, fs 40, ...) */
 	const char *tag;     /* virtio-fs without PROTOCOL_F_CONFIG */
+	/* dma = "copy": the back-end maps only bounce buffers moonbox fills
+	 * from the guest's queues (shadow virtqueues), so moonbox holds every
+	 * request and re-submits them to a restarted back-end. */
+	bool copy;
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;             /* 0: a free line */
 };

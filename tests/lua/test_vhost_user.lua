@@ -18,8 +18,8 @@ T.case("option errors name the key and value", function()
   T.raises(function() mb.vhost_user { type = "blk" } end, "socket: give socket = PATH or spawn")
   T.raises(function() mb.vhost_user { type = "blk", spawn = { "bin/true" } } end,
     "spawn[1]: \"bin/true\" is not an absolute path")
-  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", dma = "copy" } end,
-    'dma: "copy"')
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", dma = "bounce" } end,
+    'dma: "bounce" is not "shared"')
   T.raises(function() mb.vhost_user { type = "blk", socket = "/x", queues = 9 } end, "queues: 9")
   T.raises(function() mb.vhost_user { type = "blk", socket = "/x", colour = 1 } end,
     'unknown option "colour"')
@@ -41,6 +41,14 @@ os.remove(dir)
 assert(os.execute("mkdir -p " .. dir))
 local img, sock = dir .. "/disk.img", dir .. "/blk.sock"
 assert(os.execute("head -c 4194304 /dev/urandom > " .. img))
+
+local function qsd_cmd(delay)
+  return string.format("%s%s --blockdev driver=file,node-name=f0,filename=%s " ..
+    "--blockdev driver=raw,node-name=d0,file=f0 " ..
+    "--export type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=%s,writable=on " ..
+    ">>%s/qsd.log 2>&1 & echo $!", delay and ("sleep " .. delay .. "; exec ") or "", qsd, img,
+    sock, dir)
+end
 
 local function start_qsd()
   os.remove(sock)
@@ -149,7 +157,14 @@ end)
 m:close()
 os.execute("kill -9 " .. pid .. " 2>/dev/null")
 
-local function alive(p) return os.execute("kill -0 " .. p .. " 2>/dev/null") end
+-- Running (a zombie the launcher has not reaped yet counts as dead).
+local function alive(p)
+  local f = io.open("/proc/" .. p .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return st ~= nil and st ~= "Z"
+end
 
 T.case("spawn: moonbox starts qsd on a bound socket (fd 3), restarts it after kill -9", function()
   local m2 = mb.machine { memory = "16M" }
@@ -181,7 +196,7 @@ T.case("spawn: moonbox starts qsd on a bound socket (fd 3), restarts it after ki
   T.eq(file_at(300 * 512, 1024), string.rep("S", 1024), "in the file")
   m2:close()
   local gone = false
-  for _ = 1, 100 do
+  for _ = 1, 500 do
     if not alive(s.pid) then gone = true break end
     D.sleep(0.01)
   end
@@ -210,6 +225,67 @@ T.case("spawn: a back-end that exits at once is an error naming it", function()
   T.raises(function() m2:add(mb.vhost_user { type = "blk", spawn = { "/bin/false" } }) end,
     "spawn: /bin/false")
   m2:close()
+end)
+
+local function qsd_argv()
+  return { qsd, "--blockdev", "driver=file,node-name=f0,filename=" .. img,
+    "--blockdev", "driver=raw,node-name=d0,file=f0",
+    "--export", "type=vhost-user-blk,id=e0,node-name=d0,addr.type=fd,addr.str=3,writable=on" }
+end
+
+T.case("copy: reads and writes through bounce buffers, kill -9 between requests is invisible", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", dma = "copy", spawn = qsd_argv() })
+  T.eq(dev:state().copy, true, "copy mode")
+  T.eq(dev:mmio_read(0x100 + 12), 32, "seg_max limited to a bounce slot")
+  T.eq(dev:mmio_read(0x100 + 8), 4096, "size_max limited to a bounce slot")
+  local d = assert(D.new(m2, dev))
+  local st, data = d:blk(0, 8, 4096)
+  T.eq(st, 0, "read status")
+  T.eq(data, file_at(8 * 512, 4096), "read through bounce buffers")
+  local pat = string.rep("copy-mode!", 410):sub(1, 4096)
+  T.eq(d:blk(1, 500, pat), 0, "write status")
+  T.eq(file_at(500 * 512, 4096), pat, "write reached the file")
+  local old = dev:state().pid
+  os.execute("kill -9 " .. old)
+  D.sleep(0.05)
+  st, data = d:blk(0, 500, 4096)
+  T.eq(st, 0, "the next request completes on a restarted back-end")
+  T.eq(data, pat, "with the right data")
+  local s = dev:state()
+  T.eq(s.needs_reset, false, "the guest saw nothing: " .. tostring(s.fault))
+  T.eq(s.spawns, 2, "back-end started again")
+  T.ok(s.pid ~= old, "new pid")
+  m2:close()
+end)
+
+T.case("copy: a request submitted while the back-end is down completes when it is back", function()
+  local qpid = start_qsd()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", dma = "copy", socket = sock })
+  local d = assert(D.new(m2, dev))
+  T.eq(d:blk(0, 0, 512), 0, "first read")
+  os.execute("kill -9 " .. qpid)
+  for _ = 1, 200 do
+    if not dev:state().connected then break end
+    D.sleep(0.01)
+  end
+  T.eq(dev:state().connected, false, "back-end gone")
+  os.remove(sock)
+  -- qsd comes back on the same socket 0.5 s from now, while the request waits.
+  local p = assert(io.popen(qsd_cmd(0.5)))
+  qpid = tonumber(p:read("l"))
+  p:close()
+  local pat = string.rep("W", 2048)
+  local st = d:blk(1, 700, pat, 20)
+  T.eq(st, 0, "the write completed after the restart")
+  T.eq(file_at(700 * 512, 2048), pat, "and reached the file")
+  local s = dev:state()
+  T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
+  T.ok(s.reconnects >= 1, "reconnected: " .. s.reconnects)
+  T.ok(s.resubmitted >= 1, "the held request was submitted again: " .. s.resubmitted)
+  m2:close()
+  os.execute("kill -9 " .. qpid .. " 2>/dev/null")
 end)
 
 local virtiofsd = "/usr/lib/qemu/virtiofsd"
