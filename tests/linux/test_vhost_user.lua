@@ -1,7 +1,10 @@
--- The default Linux guest with a disk served by qemu-storage-daemon over
--- vhost-user, ONE boot: the guest checksums the start of /dev/vda, writes
--- a pattern at 400 KiB with O_SYNC-ish dd (conv=fsync), reads it back; the
--- host compares the checksums and `cmp`s the image file with the pattern.
+-- The default Linux guest with two disks served by qemu-storage-daemon over
+-- vhost-user, ONE boot. /dev/vda (shared guest RAM, socket = PATH): the
+-- guest checksums its start, writes a pattern at 400 KiB (conv=fsync),
+-- reads it back; the host compares the checksums and `cmp`s the image.
+-- /dev/vdb (dma = "copy", spawned by moonbox): the guest writes 512 KiB and
+-- reads it back three times while the host kills the back-end with SIGKILL
+-- twice; every read must still give the pattern and the image must hold it.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -24,6 +27,9 @@ os.remove(dir)
 assert(os.execute("mkdir -p " .. dir))
 local img, sock = dir .. "/disk.img", dir .. "/blk.sock"
 assert(os.execute("head -c 4194304 /dev/urandom > " .. img))
+local img2 = dir .. "/copy.img"
+assert(os.execute("head -c 4194304 /dev/urandom > " .. img2))
+assert(os.execute("yes vdbpattern | head -c 524288 > " .. dir .. "/pat2"))
 -- The pattern the guest writes: busybox `yes` output, 64 KiB.
 assert(os.execute("yes moonbox-vhost | head -c 65536 > " .. dir .. "/pat"))
 local _, head_sum = sh("head -c 65536 " .. img .. " | sha256sum")
@@ -41,21 +47,45 @@ for _ = 1, 500 do
   os.execute("sleep 0.01")
 end
 
-local blk
+local blk, cp
 local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   root = T.root, console = "buffer",
-  append = "-- echo r=$(head -c 65536 /dev/vda|sha256sum);" ..
-    "yes moonbox-vhost|head -c 65536|dd of=/dev/vda bs=4096 seek=100 conv=fsync;" ..
-    "echo w=$(dd if=/dev/vda bs=4096 skip=100 count=16|sha256sum)",
+  -- At most 32 words after "--" reach init (the kernel's MAX_INIT_ARGS):
+  -- ${IFS} separates arguments inside one word.
+  append = "-- echo r=$(head -c65536 /dev/vda|sha256sum);" ..
+    "yes moonbox-vhost|head -c65536|dd of=/dev/vda bs=4096 seek=100 conv=fsync;" ..
+    "echo w=$(dd if=/dev/vda bs=4096 skip=100 count=16|sha256sum);" ..
+    "echo${IFS}vdb-$((6*7));yes${IFS}vdbpattern|head${IFS}-c524288|" ..
+    "dd${IFS}of=/dev/vdb${IFS}bs=64k${IFS}oflag=direct${IFS}conv=fsync;" ..
+    "for i in 1 2 3;do echo${IFS}s$i=$(dd${IFS}if=/dev/vdb${IFS}bs=64k${IFS}" ..
+    "count=8${IFS}iflag=direct|sha256sum);done",
   setup = function(m) -- before boot_linux, which announces the devices
     blk = m:add(mb.vhost_user { type = "blk", socket = sock })
+    cp = m:add(mb.vhost_user { type = "blk", dma = "copy", spawn = { qsd,
+      "--blockdev", "driver=file,node-name=f1,filename=" .. img2,
+      "--blockdev", "driver=raw,node-name=d1,file=f1",
+      "--export", "type=vhost-user-blk,id=e1,node-name=d1,addr.type=fd,addr.str=3,writable=on" } })
   end,
 }
 
-local t0 = os.time()
-local r = m:run { timeout = 400 } -- ~30 s on a quiet host; much more when loaded
+-- Run in 1 s slices; once the guest starts on vdb, SIGKILL its back-end
+-- (the guest is paused between slices: requests are in flight), then
+-- again 3 s later.
+local t0, r, kills, go = os.time(), nil, 0, nil
+while true do
+  r = m:run { timeout = 1 }
+  if r.reason ~= "timeout" or os.time() - t0 > 540 then break end
+  -- "vdb-42" is printed by the guest (the command line has vdb-$((6*7))).
+  if not go and com1:output():find("vdb-42", 1, true) then go = os.time() end
+  local pid2 = cp:state().pid
+  if go and pid2 > 0 and (kills == 0 or (kills == 1 and os.time() - go >= 3)) then
+    os.execute("kill -9 " .. pid2)
+    kills = kills + 1
+  end
+end
 local con = com1:output()
-print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
+print(string.format("# %s after %d s, %d bytes of console, %d kills", r.reason, os.time() - t0,
+  #con, kills))
 
 local function has(s)
   if not con:find(s, 1, true) then
@@ -85,8 +115,22 @@ T.case("the back-end served it: no fault, interrupts through the call eventfd", 
   print(string.format("# vhost-user: %d messages, %d calls, %d interrupts, ioeventfd %s",
     s.messages, s.calls, s.interrupts, tostring(s.ioeventfd)))
   T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
-  T.eq(s.running, true, "running")
   T.ok(s.calls >= 3 and s.interrupts >= 3, "calls from the back-end became interrupts")
+end)
+
+T.case("copy mode: two SIGKILLs of the back-end during guest I/O are invisible", function()
+  local _, sum = sh("sha256sum " .. dir .. "/pat2")
+  sum = sum:match("^(%x+)")
+  for i = 1, 3 do has("s" .. i .. "=" .. sum) end
+  local ok, out = sh(string.format("cmp -n 524288 %s %s/pat2", img2, dir))
+  T.ok(ok, "cmp: " .. out)
+  local s = cp:state()
+  print(string.format("# copy: %d spawns, %d reconnects, %d requests re-submitted",
+    s.spawns, s.reconnects, s.resubmitted))
+  T.eq(kills, 2, "killed twice during the guest's I/O")
+  T.ok(s.spawns >= 3, "started again after each kill: " .. s.spawns)
+  T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
+  T.ok(not con:find("I/O error", 1, true), "no I/O error in the guest")
 end)
 
 m:close()
