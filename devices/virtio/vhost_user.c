@@ -1076,6 +1076,12 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->spawns = vu->spawns;
 	st->copy = vu->copy;
 	st->resubmitted = vu->resubmitted;
+	if (vu->copy) { /* requests moonbox holds for the back-end */
+		pthread_mutex_lock(&vu->copy_lock);
+		for (unsigned i = 0; i < vu->ops.nqueues; i++)
+			st->in_flight += (uint32_t)__builtin_popcount(vu->sh[i].busy);
+		pthread_mutex_unlock(&vu->copy_lock);
+	}
 }
 
 static int m_load(void *dev, struct mb_virtio *t, const void *st)

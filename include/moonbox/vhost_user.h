@@ -33,7 +33,8 @@ struct mb_vhost_user;
 	X(S, ro_u64, protocol_features) X(S, ro_bool, connected) \
 	X(S, ro_bool, running) X(S, ro_u64, messages) X(S, ro_u64, calls) \
 	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects) X(S, ro_u32, pid) \
-	X(S, ro_u64, spawns) X(S, ro_bool, copy) X(S, ro_u64, resubmitted)
+	X(S, ro_u64, spawns) X(S, ro_bool, copy) X(S, ro_u64, resubmitted) \
+	X(S, ro_u32, in_flight)
 MB_STATE_STRUCT(mb_vhost_user_state, MB_VHOST_USER_STATE);
 
 struct mb_vhost_user_config {

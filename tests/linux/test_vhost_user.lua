@@ -4,7 +4,8 @@
 -- reads it back; the host compares the checksums and `cmp`s the image.
 -- /dev/vdb (dma = "copy", spawned by moonbox): the guest writes 512 KiB and
 -- reads it back three times while the host kills the back-end with SIGKILL
--- twice; every read must still give the pattern and the image must hold it.
+-- twice, each time with requests in flight (it is SIGSTOPped first until
+-- some wait); every read must still give the pattern, the image hold it.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -68,19 +69,25 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   end,
 }
 
--- Run in 1 s slices; once the guest starts on vdb, SIGKILL its back-end
--- (the guest is paused between slices: requests are in flight), then
--- again 3 s later.
-local t0, r, kills, go = os.time(), nil, 0, nil
+-- Run in 1 s slices. Once the guest starts on vdb, stop its back-end
+-- (SIGSTOP) until the guest has requests waiting on it, then SIGKILL it
+-- with those requests in flight; a second time 3 s after the first.
+local t0, r, kills, go, stopped = os.time(), nil, 0, nil, nil
 while true do
   r = m:run { timeout = 1 }
   if r.reason ~= "timeout" or os.time() - t0 > 540 then break end
   -- "vdb-42" is printed by the guest (the command line has vdb-$((6*7))).
   if not go and com1:output():find("vdb-42", 1, true) then go = os.time() end
-  local pid2 = cp:state().pid
-  if go and pid2 > 0 and (kills == 0 or (kills == 1 and os.time() - go >= 3)) then
-    os.execute("kill -9 " .. pid2)
-    kills = kills + 1
+  local s2 = cp:state()
+  if go and s2.pid > 0 and kills < 2 and (kills == 0 or os.time() - go >= 3) then
+    if not stopped then
+      os.execute("kill -STOP " .. s2.pid)
+      stopped = os.time()
+    elseif s2.in_flight > 0 or os.time() - stopped > 5 then
+      print(string.format("# SIGKILL with %d requests in flight", s2.in_flight))
+      os.execute("kill -9 " .. s2.pid)
+      kills, stopped = kills + 1, nil
+    end
   end
 end
 local con = com1:output()
@@ -128,6 +135,7 @@ T.case("copy mode: two SIGKILLs of the back-end during guest I/O are invisible",
   print(string.format("# copy: %d spawns, %d reconnects, %d requests re-submitted",
     s.spawns, s.reconnects, s.resubmitted))
   T.eq(kills, 2, "killed twice during the guest's I/O")
+  T.ok(s.resubmitted >= 1, "requests in flight at a crash were submitted again")
   T.ok(s.spawns >= 3, "started again after each kill: " .. s.spawns)
   T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
   T.ok(not con:find("I/O error", 1, true), "no I/O error in the guest")
