@@ -147,3 +147,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	echo
 	./moonbox bench/isolate.lua | grep -v '^isolate ' || echo "FAILED: bench/isolate.lua" >&2
 fi
+
+# ---- vhost-user (bench/vhost_user.c; owner: vhost-user work) ---------------
+# 4 KiB reads/s at QD1, no guest: qemu-storage-daemon through the vhost-user
+# front-end vs the in-process virtio-blk, same image, interleaved rounds.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+	line=$($B/vhost_user 1)
+	echo
+	echo "vhost-user-blk (qemu-storage-daemon) vs in-process virtio-blk, 4 KiB reads QD1: $line"
+fi

@@ -635,6 +635,6 @@ uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
 #include "moonbox/sandbox.h"
 #include "moonbox/tap.h"
 #include "moonbox/devproc.h"
-/* (reserved: moonbox/vhost_user.h) */
+#include "moonbox/vhost_user.h"
 
 #endif

@@ -693,6 +693,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_boot(L);
 	mbl_open_virtio(L);
 	mbl_open_virtio_io(L);
+	mbl_open_vhost_user(L);
 	mbl_open_cpu(L);
 	mbl_open_debug(L);
 	mbl_open_sym(L);

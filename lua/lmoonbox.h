@@ -119,6 +119,7 @@ void mbl_open_uart(lua_State *L);
 void mbl_open_boot(lua_State *L);
 void mbl_open_virtio(lua_State *L);
 void mbl_open_virtio_io(lua_State *L);
+void mbl_open_vhost_user(lua_State *L); /* mb.vhost_user (lvhost_user.c) */
 void mbl_open_fault(lua_State *L); /* mb.fault, m:faults */
 /* lvirtio.c: mmio = { base, size } and irq at idx (0: automatic), and the
  * state() of every virtio device class. */

@@ -28,6 +28,7 @@ PKGS=(
   linux-source-6.1 busybox-static e2fsprogs     # guest kernel, userland, disks
   gdb                                           # tests/lua/test_gdb.lua (the stub)
   parallel                                      # tests/lua/test_campaign.lua (shards)
+  qemu-system-common                            # vhost-user back-ends (qemu-storage-daemon)
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \

@@ -23,7 +23,10 @@
 	 (1ull << VIRTIO_F_RING_EVENT_IDX))
 
 struct mb_virtio {
-	const struct mb_virtio_dev_ops *ops;
+	const struct mb_virtio_dev_ops *ops; /* &ops_copy */
+	/* A copy: a device whose ops live in its model (vhost_user.c) is
+	 * freed before its transport, which still reads them. */
+	struct mb_virtio_dev_ops ops_copy;
 	void *dev;
 	struct mb_mem *mem;
 	uint64_t dev_features, drv_features;
@@ -120,6 +123,18 @@ void mb_virtio_needs_reset(struct mb_virtio *t, const char *why)
 		interrupt(t, VIRTIO_MMIO_INT_CONFIG);
 }
 
+void mb_virtio_interrupt(struct mb_virtio *t)
+{
+	interrupt(t, VIRTIO_MMIO_INT_VRING);
+}
+
+void mb_virtio_fail(struct mb_virtio *t, const char *why)
+{
+	pthread_mutex_lock(&t->lock);
+	mb_virtio_needs_reset(t, why);
+	pthread_mutex_unlock(&t->lock);
+}
+
 static void queue_fault(void *ctx, struct mb_vq *q, const char *why)
 {
 	struct mb_virtio *t = ctx;
@@ -142,7 +157,8 @@ struct mb_virtio *mb_virtio_new(const struct mb_virtio_config *cfg)
 		mb_seterr(-ENOMEM, "virtio: out of memory");
 		return NULL;
 	}
-	t->ops = cfg->ops;
+	t->ops_copy = *cfg->ops;
+	t->ops = &t->ops_copy;
 	t->dev = cfg->dev;
 	t->mem = cfg->mem;
 	t->dev_features = cfg->features | TRANSPORT_FEATURES;
@@ -265,6 +281,20 @@ int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
 	return 0;
 }
 
+int mb_virtio_doorbell_take(struct mb_virtio *t, unsigned qi)
+{
+	if (qi >= t->ops->nqueues || t->kick[qi] < 0)
+		return -1;
+	if (t->m)
+		mb_machine_unwatch(t->m, t->kick[qi]);
+	return t->kick[qi];
+}
+
+void mb_virtio_offer_mask(struct mb_virtio *t, uint64_t mask)
+{
+	t->dev_features &= mask;
+}
+
 /* A QueueNotify that reached us as an MMIO exit (no ioeventfd, or a value
  * no ioeventfd matched): hand it to the event loop like a doorbell. */
 static void mmio_notify(struct mb_virtio *t, uint32_t qi)
@@ -346,6 +376,8 @@ static void write_status(struct mb_virtio *t, uint32_t v)
 		return;
 	}
 	t->status = v;
+	if (t->ops->status && (v & ~old))
+		t->ops->status(t->dev, t, old, v);
 }
 
 static void set_half(uint64_t *x, bool hi, uint32_t v)

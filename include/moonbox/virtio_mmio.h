@@ -126,6 +126,11 @@ struct mb_virtio_dev_ops {
 			     unsigned size); /* NULL: read-only config */
 	void (*notify)(void *dev, struct mb_virtio *t, unsigned qi);
 	void (*reset)(void *dev);
+	/* Optional: the driver added status bits (sec. 2.1), called after
+	 * the transport accepted them, transport lock held (vhost_user.c
+	 * starts its back-end at DRIVER_OK). */
+	void (*status)(void *dev, struct mb_virtio *t, uint32_t old,
+		       uint32_t status);
 };
 
 struct mb_virtio_config {
@@ -156,6 +161,20 @@ void mb_virtio_config_changed(struct mb_virtio *t);
 void mb_virtio_needs_reset(struct mb_virtio *t, const char *why);
 /* Run queue qi's notify handler now (what a doorbell does). */
 void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
+
+/* For devices whose queues someone else serves (vhost_user.c):
+ * stop serving queue qi's doorbell on the event loop and return its
+ * eventfd, still owned (closed) by the transport; -1 when it has none.
+ * Guest kicks (KVM ioeventfd or QueueNotify writes) keep signalling it. */
+int mb_virtio_doorbell_take(struct mb_virtio *t, unsigned qi);
+/* A used-buffer notification that did not come through
+ * mb_virtio_complete: InterruptStatus bit 0, then the line or irqfd. */
+void mb_virtio_interrupt(struct mb_virtio *t);
+/* Offer only the feature bits in mask (transport bits included). */
+void mb_virtio_offer_mask(struct mb_virtio *t, uint64_t mask);
+/* mb_virtio_needs_reset from a thread that does not hold the transport
+ * lock (an event-loop callback). */
+void mb_virtio_fail(struct mb_virtio *t, const char *why);
 
 /* Why the device needs a reset (sec. 2.1.2), copied into buf; "" when it
  * does not. Not part of the state: a load leaves it empty. */

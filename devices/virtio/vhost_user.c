@@ -1,0 +1,1431 @@
+/*
+ * vhost-user front-end on the virtio-mmio transport (QEMU
+ * docs/interop/vhost-user.rst, "Front-end message types"; virtio v1.2).
+ * See moonbox/vhost_user.h for the split of work and docs/vhost_user.md.
+ *
+ * Locks: the transport calls status/reset/config_* with its lock held;
+ * every exchange on the socket also takes vu->lock, which the event loop's
+ * socket watch takes alone. The watch never takes the transport lock while
+ * holding vu->lock (it calls mb_virtio_fail after dropping it), so the
+ * order is always transport -> vu.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "moonbox/vhost_user.h"
+#include "moonbox/sandbox.h"
+
+/* ---- the protocol ("Message types", "Protocol features") ---------------- */
+
+enum {
+	GET_FEATURES = 1, SET_FEATURES = 2, SET_OWNER = 3, SET_MEM_TABLE = 5,
+	SET_VRING_NUM = 8, SET_VRING_ADDR = 9, SET_VRING_BASE = 10,
+	GET_VRING_BASE = 11, SET_VRING_KICK = 12, SET_VRING_CALL = 13,
+	GET_PROTOCOL_FEATURES = 15, SET_PROTOCOL_FEATURES = 16,
+	GET_QUEUE_NUM = 17, SET_VRING_ENABLE = 18, GET_CONFIG = 24,
+	SET_CONFIG = 25, RESET_DEVICE = 34, SET_STATUS = 39,
+};
+
+#define HDR_VERSION 0x1u    /* flags bits 0-1 */
+#define HDR_REPLY 0x4u
+#define HDR_NEED_REPLY 0x8u
+#define MAX_PAYLOAD 4096    /* nothing we read is larger */
+#define MAX_REGIONS 8       /* VHOST_MEMORY_BASELINE_NREGIONS */
+#define MAX_CONFIG 256      /* GET_CONFIG payload limit of the spec */
+#define IO_TIMEOUT_S 5      /* a back-end that stalls loses its device */
+
+#define F_PROTOCOL_FEATURES 30 /* VHOST_USER_F_PROTOCOL_FEATURES */
+enum {
+	PF_MQ = 0, PF_REPLY_ACK = 3, PF_CONFIG = 9, PF_RESET_DEVICE = 13,
+	PF_STATUS = 16,
+};
+/* What moonbox speaks: the rest is never negotiated, so never sent. */
+#define PF_WANTED                                                        \
+	((1ull << PF_MQ) | (1ull << PF_REPLY_ACK) | (1ull << PF_CONFIG) |    \
+	 (1ull << PF_RESET_DEVICE) | (1ull << PF_STATUS))
+
+/* Feature bits the guest may see: device-specific ones (0-23) pass
+ * through; of the reserved range only what this transport implements
+ * (split rings, sec. 6): VERSION_1, INDIRECT_DESC, EVENT_IDX. */
+#define GUEST_FEATURES                                                   \
+	(0xffffffull | (1ull << VIRTIO_F_VERSION_1) | (1ull << 28) | (1ull << 29))
+
+struct hdr {
+	uint32_t request, flags, size;
+};
+struct vring_state {
+	uint32_t index, num;
+};
+struct vring_addr {
+	uint32_t index, flags;
+	uint64_t desc, used, avail, log;
+};
+struct mem_region {
+	uint64_t gpa, size, uaddr, offset;
+};
+struct mem_table {
+	uint32_t nregions, padding;
+	struct mem_region r[MAX_REGIONS];
+};
+struct config_msg {
+	uint32_t offset, size, flags;
+	uint8_t data[MAX_CONFIG];
+};
+
+/* ---- the device --------------------------------------------------------- */
+
+struct mb_vhost_user {
+	struct mb_virtio_dev_ops ops;
+	struct mb_device_ops dev_ops;
+	struct mb_virtio_model model;
+	struct mb_state_desc desc; /* ours: queues[] as long as nqueues */
+	struct mb_field *fields;
+	struct mb_machine *m; /* NULL: a bare model (fuzz/fuzz_vhost_user.c) */
+	struct mb_mem *mem;
+	struct mb_virtio *t;
+
+	pthread_mutex_t lock; /* the socket and the protocol state */
+	int sock;             /* -1: disconnected */
+	bool watched;
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	uint64_t be_features, protocol;
+	unsigned be_queues;
+	bool running; /* rings handed over since DRIVER_OK */
+	bool started[MB_VIRTIO_MAX_QUEUES];
+	int call[MB_VIRTIO_MAX_QUEUES];
+	int kick[MB_VIRTIO_MAX_QUEUES]; /* ours when the transport has none */
+	uint8_t config[MAX_CONFIG];
+	pid_t child;
+	int pidfd;
+	char **argv;   /* spawn: our copy, NULL-terminated; NULL: socket mode */
+	char dir[64];  /* spawn: the private directory of the socket */
+	char why[160]; /* the last protocol error */
+	_Atomic uint64_t messages, calls, disconnects, reconnects, spawns;
+
+	/* dma = "copy": shadow queues in a bounce memfd (see "copy mode") */
+	bool copy;
+	bool live;            /* DRIVER_OK seen, no reset since */
+	pthread_mutex_t copy_lock; /* the shadow rings and slots */
+	int bounce_fd;
+	uint8_t *bounce;
+	size_t bounce_size;
+	struct shadow *sh;    /* one per queue */
+	struct mb_timer *retry;
+	_Atomic uint64_t resubmitted;
+};
+
+static bool has_pf(const struct mb_vhost_user *vu, unsigned bit)
+{
+	return vu->protocol >> bit & 1;
+}
+
+/* The connection is gone or unusable: forget it (vu->lock held). */
+static void drop(struct mb_vhost_user *vu)
+{
+	if (vu->sock < 0)
+		return;
+	if (vu->watched)
+		mb_machine_unwatch(vu->m, vu->sock);
+	vu->watched = false;
+	close(vu->sock);
+	vu->sock = -1;
+	vu->running = false;
+	memset(vu->started, 0, sizeof vu->started);
+	vu->disconnects++;
+}
+
+/* A protocol failure: note why, drop the connection, -EPROTO. */
+static int broken(struct mb_vhost_user *vu, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int broken(struct mb_vhost_user *vu, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(vu->why, sizeof vu->why, fmt, ap);
+	va_end(ap);
+	drop(vu);
+	return mb_seterr(-EPROTO, "vhost-user: %s", vu->why);
+}
+
+static int send_msg(struct mb_vhost_user *vu, uint32_t req, uint32_t flags,
+		    const void *payload, uint32_t size, const int *fds,
+		    unsigned nfds)
+{
+	if (vu->sock < 0)
+		return mb_seterr(-ENOTCONN, "vhost-user: no back-end connected%s%s",
+				 vu->why[0] ? ": " : "", vu->why);
+	struct hdr h = { req, HDR_VERSION | flags, size };
+	struct iovec iov[2] = { { &h, sizeof h }, { (void *)payload, size } };
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * MAX_REGIONS)];
+		struct cmsghdr align;
+	} u;
+	struct msghdr mh = { .msg_iov = iov, .msg_iovlen = size ? 2 : 1 };
+	if (nfds) {
+		mh.msg_control = u.buf;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+	}
+	size_t total = sizeof h + size, done = 0;
+	while (done < total) {
+		ssize_t n = sendmsg(vu->sock, &mh, MSG_NOSIGNAL);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return broken(vu, "request %u: send: %s", req,
+				      n < 0 ? strerror(errno) : "closed");
+		done += (size_t)n;
+		mh.msg_control = NULL, mh.msg_controllen = 0; /* fds went once */
+		while (n > 0 && mh.msg_iovlen) { /* skip what was sent */
+			size_t k = (size_t)n < mh.msg_iov->iov_len ? (size_t)n
+								   : mh.msg_iov->iov_len;
+			mh.msg_iov->iov_base = (char *)mh.msg_iov->iov_base + k;
+			mh.msg_iov->iov_len -= k;
+			n -= (ssize_t)k;
+			if (!mh.msg_iov->iov_len)
+				mh.msg_iov++, mh.msg_iovlen--;
+		}
+	}
+	vu->messages++;
+	return 0;
+}
+
+/* Read exactly len bytes; any descriptor the back-end attaches is closed
+ * and makes the reply invalid (no request of ours expects one). */
+static int read_full(struct mb_vhost_user *vu, void *buf, size_t len,
+		     uint32_t req)
+{
+	size_t done = 0;
+	while (done < len) {
+		union {
+			char buf[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = { (char *)buf + done, len - done };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.buf,
+				     .msg_controllen = sizeof u.buf };
+		ssize_t n = recvmsg(vu->sock, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		bool fds = false;
+		if (n >= 0)
+			for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
+			     c = CMSG_NXTHDR(&mh, c)) {
+				if (c->cmsg_level != SOL_SOCKET ||
+				    c->cmsg_type != SCM_RIGHTS)
+					continue;
+				size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < k; i++) {
+					int fd;
+					memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
+					close(fd);
+				}
+				fds = true;
+			}
+		if (fds || (mh.msg_flags & MSG_CTRUNC))
+			return broken(vu, "reply to request %u carried file "
+				      "descriptors", req);
+		if (n < 0)
+			return broken(vu, "reply to request %u: %s", req,
+				      errno == EAGAIN ? "timed out" : strerror(errno));
+		if (n == 0)
+			return broken(vu, "back-end closed the connection "
+				      "(waiting for the reply to request %u)", req);
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* The reply to req: header checked (version, reply bit, same request) and
+ * a payload of exactly want bytes. */
+static int recv_reply(struct mb_vhost_user *vu, uint32_t req, void *payload,
+		      uint32_t want)
+{
+	struct hdr h;
+	int rc = read_full(vu, &h, sizeof h, req);
+	if (rc)
+		return rc;
+	if ((h.flags & 3) != HDR_VERSION || !(h.flags & HDR_REPLY))
+		return broken(vu, "reply to request %u: bad flags 0x%x", req,
+			      h.flags);
+	if (h.request != req)
+		return broken(vu, "reply to request %u names request %u", req,
+			      h.request);
+	if (h.size != want)
+		return broken(vu, "reply to request %u: %u bytes of payload, "
+			      "expected %u", req, h.size, want);
+	return read_full(vu, payload, want, req);
+}
+
+/* A request with a u64 reply (GET_FEATURES, ...). */
+static int get_u64(struct mb_vhost_user *vu, uint32_t req, uint64_t *out)
+{
+	int rc = send_msg(vu, req, 0, NULL, 0, NULL, 0);
+	return rc ? rc : recv_reply(vu, req, out, sizeof *out);
+}
+
+/* A request without a reply; with REPLY_ACK negotiated, wait for the ack
+ * (sec. "REPLY_ACK": 0 is success). */
+static int request(struct mb_vhost_user *vu, uint32_t req, const void *payload,
+		   uint32_t size, const int *fds, unsigned nfds)
+{
+	bool ack = has_pf(vu, PF_REPLY_ACK);
+	int rc = send_msg(vu, req, ack ? HDR_NEED_REPLY : 0, payload, size, fds,
+			  nfds);
+	if (rc || !ack)
+		return rc;
+	uint64_t v;
+	if ((rc = recv_reply(vu, req, &v, sizeof v)))
+		return rc;
+	if (v)
+		return broken(vu, "back-end refused request %u (0x%" PRIx64 ")",
+			      req, v);
+	return 0;
+}
+
+static int set_u64(struct mb_vhost_user *vu, uint32_t req, uint64_t v)
+{
+	return request(vu, req, &v, sizeof v, NULL, 0);
+}
+
+static int set_state(struct mb_vhost_user *vu, uint32_t req, uint32_t i,
+		     uint32_t num)
+{
+	struct vring_state s = { i, num };
+	return request(vu, req, &s, sizeof s, NULL, 0);
+}
+
+/* ---- connecting --------------------------------------------------------- */
+
+static void on_socket(void *opaque, int fd);
+
+static int dial(struct mb_vhost_user *vu)
+{
+	int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return mb_seterr(-errno, "socket: %s", strerror(errno));
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	memcpy(a.sun_path, vu->path, sizeof a.sun_path);
+	if (connect(s, (struct sockaddr *)&a, sizeof a)) {
+		int err = errno;
+		close(s);
+		return mb_seterr(-err, "socket: %s: connect: %s", vu->path,
+				 strerror(err));
+	}
+	return s;
+}
+
+/* A fresh connection: the handshake of "Starting and stopping rings"
+ * before any ring exists. Fills the features, protocol features, queue
+ * count and config; first tells whether a reconnected back-end still
+ * offers what the driver was offered (same = must match). */
+static int handshake(struct mb_vhost_user *vu, int s, bool same)
+{
+	struct timeval tv = { IO_TIMEOUT_S, 0 };
+	setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	vu->sock = s;
+	vu->protocol = 0;
+	vu->why[0] = 0;
+	uint64_t f, pf = 0;
+	int rc = get_u64(vu, GET_FEATURES, &f);
+	if (rc)
+		return rc;
+	if (same && f != vu->be_features)
+		return broken(vu, "the back-end came back with features 0x%" PRIx64
+			      ", not 0x%" PRIx64, f, vu->be_features);
+	if (!(f >> VIRTIO_F_VERSION_1 & 1))
+		return broken(vu, "back-end features 0x%" PRIx64 " lack "
+			      "VIRTIO_F_VERSION_1 (virtio-mmio v2 is modern only)", f);
+	vu->be_features = f;
+	if (f >> F_PROTOCOL_FEATURES & 1) {
+		if ((rc = get_u64(vu, GET_PROTOCOL_FEATURES, &pf)))
+			return rc;
+		pf &= PF_WANTED;
+		/* Not yet acked: REPLY_ACK applies from the next request. */
+		if ((rc = send_msg(vu, SET_PROTOCOL_FEATURES, 0, &pf, sizeof pf,
+				   NULL, 0)))
+			return rc;
+		vu->protocol = pf;
+	}
+	if ((rc = request(vu, SET_OWNER, NULL, 0, NULL, 0)))
+		return rc;
+	vu->be_queues = 1;
+	if (has_pf(vu, PF_MQ)) {
+		uint64_t n;
+		if ((rc = get_u64(vu, GET_QUEUE_NUM, &n)))
+			return rc;
+		if (n < 1 || n > 0xffff)
+			return broken(vu, "GET_QUEUE_NUM: %" PRIu64 " queues", n);
+		vu->be_queues = (unsigned)n;
+	}
+	if (has_pf(vu, PF_CONFIG) && vu->ops.config_size) {
+		struct config_msg c = { 0, vu->ops.config_size, 0, { 0 } };
+		uint32_t len = 12 + vu->ops.config_size;
+		if ((rc = send_msg(vu, GET_CONFIG, 0, &c, len, NULL, 0)) ||
+		    (rc = recv_reply(vu, GET_CONFIG, &c, len)))
+			return rc;
+		if (c.offset != 0 || c.size != vu->ops.config_size)
+			return broken(vu, "GET_CONFIG: reply for offset %u size %u, "
+				      "asked 0 and %u", c.offset, c.size,
+				      vu->ops.config_size);
+		memcpy(vu->config, c.data, vu->ops.config_size);
+	}
+	if (same) { /* a reconnect: at attach, placement watches it */
+		if ((rc = mb_machine_watch(vu->m, s, on_socket, vu)))
+			return broken(vu, "%s", mb_errmsg());
+		vu->watched = true;
+	}
+	return 0;
+}
+
+static void recover(struct mb_vhost_user *vu);
+
+/* Back-ends talk only when asked: anything readable while nobody waits
+ * for a reply is the end of the connection (or a message we never
+ * negotiated, BACKEND_REQ goes through its own channel). */
+static void on_socket(void *opaque, int fd)
+{
+	struct mb_vhost_user *vu = opaque;
+	bool lost = false;
+	pthread_mutex_lock(&vu->lock);
+	if (vu->sock == fd) {
+		char c;
+		ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+			snprintf(vu->why, sizeof vu->why,
+				 "back-end closed the connection");
+			lost = true;
+		} else if (n > 0) {
+			snprintf(vu->why, sizeof vu->why, "back-end sent a message "
+				 "nobody asked for");
+			lost = true;
+		}
+		if (lost)
+			drop(vu);
+	}
+	if (lost && vu->copy) {
+		/* Copy mode: moonbox holds every request; the guest never
+		 * learns of the crash (not yet live: DRIVER_OK reconnects). */
+		if (vu->live)
+			recover(vu);
+		lost = false;
+	}
+	pthread_mutex_unlock(&vu->lock);
+	if (lost) {
+		char why[200];
+		snprintf(why, sizeof why, "vhost-user: %s", vu->why);
+		mb_virtio_fail(vu->t, why);
+	}
+}
+
+/* ---- spawned back-ends ---------------------------------------------------- */
+
+static void end_child(struct mb_vhost_user *vu)
+{
+	if (vu->pidfd >= 0) {
+		syscall(SYS_pidfd_send_signal, vu->pidfd, SIGKILL, NULL, 0);
+		close(vu->pidfd);
+	}
+	if (vu->child && vu->m) {
+		int st;
+		mb_launch_status(vu->m, vu->child, &st); /* forget it */
+	}
+	vu->pidfd = -1;
+	vu->child = 0;
+}
+
+/* Has the child exited? (its pidfd turns readable) */
+static bool child_gone(struct mb_vhost_user *vu)
+{
+	struct pollfd p = { vu->pidfd, POLLIN, 0 };
+	return vu->pidfd < 0 || poll(&p, 1, 0) != 0;
+}
+
+static bool wants_path(const char *arg)
+{
+	return strstr(arg, "{socket}") != NULL;
+}
+
+/* arg with every "{socket}" replaced by the socket's path (malloc'd). */
+static char *expand(const char *arg, const char *path)
+{
+	size_t n = strlen(arg) + 1;
+	for (const char *p = arg; (p = strstr(p, "{socket}")); p += 8)
+		n += strlen(path);
+	char *out = malloc(n), *o = out;
+	if (!out)
+		return NULL;
+	for (const char *p = arg; *p;) {
+		if (!strncmp(p, "{socket}", 8)) {
+			o = stpcpy(o, path);
+			p += 8;
+		} else {
+			*o++ = *p++;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
+/* Start the back-end and connect to it: a fresh socket in our private
+ * directory, bound (not listening) and passed as fd 3 unless the argv
+ * names {socket}; then dial until it listens (5 s), or until it dies. */
+static int spawn(struct mb_vhost_user *vu)
+{
+	end_child(vu);
+	unlink(vu->path);
+	bool by_path = !vu->dir[0]; /* the caller's socket: the program makes it */
+	for (char **a = vu->argv; *a; a++)
+		by_path |= wants_path(*a);
+	int bound = -1, rc;
+	if (!by_path) {
+		bound = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		struct sockaddr_un a = { .sun_family = AF_UNIX };
+		memcpy(a.sun_path, vu->path, sizeof a.sun_path);
+		if (bound < 0 || bind(bound, (struct sockaddr *)&a, sizeof a)) {
+			rc = mb_seterr(-errno, "spawn: socket %s: %s", vu->path,
+				       strerror(errno));
+			if (bound >= 0)
+				close(bound);
+			return rc;
+		}
+	}
+	const char *argv[MB_LAUNCH_MAX_ARGS + 1] = { 0 };
+	char *owned[MB_LAUNCH_MAX_ARGS] = { 0 };
+	for (unsigned i = 0; vu->argv[i]; i++) {
+		argv[i] = vu->argv[i];
+		if (wants_path(argv[i]) && !(argv[i] = owned[i] = expand(argv[i], vu->path))) {
+			rc = mb_seterr(-ENOMEM, "spawn: out of memory");
+			goto out;
+		}
+	}
+	struct mb_launch l = { .argv = argv, .fds = &bound, .nfds = bound >= 0 ? 1 : 0 };
+	rc = mb_launch(vu->m, &l, &vu->child, &vu->pidfd);
+	if (rc) {
+		char why[200];
+		snprintf(why, sizeof why, "%s", mb_errmsg());
+		vu->child = 0, vu->pidfd = -1;
+		rc = mb_seterr(rc, "spawn: %s: %s", argv[0], why);
+		goto out;
+	}
+	vu->spawns++;
+	rc = -ETIMEDOUT;
+	for (int tries = 0; tries < 500; tries++) { /* 10 ms apart */
+		int s = dial(vu);
+		if (s >= 0) {
+			rc = s;
+			break;
+		}
+		if (child_gone(vu)) {
+			int st = 0;
+			mb_launch_status(vu->m, vu->child, &st);
+			vu->child = 0; /* reported: end_child must not ask again */
+			rc = mb_seterr(-ECHILD, "spawn: %s exited (wait status 0x%x) "
+				       "before it listened", argv[0], st);
+			break;
+		}
+		struct timespec ts = { 0, 10000000 };
+		nanosleep(&ts, NULL);
+	}
+	if (rc == -ETIMEDOUT)
+		mb_seterr(rc, "spawn: %s did not listen on %s within 5 s", argv[0],
+			  vu->path);
+	if (rc < 0)
+		end_child(vu);
+out:
+	if (bound >= 0)
+		close(bound);
+	for (unsigned i = 0; i < MB_LAUNCH_MAX_ARGS; i++)
+		free(owned[i]);
+	return rc;
+}
+
+/* After a crash: dial the socket again, or start the back-end again (the
+ * driver is resetting). */
+static void reconnect(struct mb_vhost_user *vu)
+{
+	if (vu->sock >= 0 || !vu->path[0])
+		return;
+	int s = vu->argv ? spawn(vu) : dial(vu);
+	if (s < 0)
+		return;
+	if (handshake(vu, s, true) == 0)
+		vu->reconnects++;
+}
+
+/* ---- the rings ---------------------------------------------------------- */
+
+/* The back-end addresses guest RAM by our virtual addresses (the memory
+ * table's userspace_addr): every region moonbox backs with a memfd. */
+static int mem_table(struct mb_vhost_user *vu)
+{
+	struct mb_mem *mem = vu->mem;
+	struct mem_table tab = { 0 };
+	int fds[MAX_REGIONS];
+	if (vu->copy) { /* only the bounce memory: guest RAM stays ours */
+		tab.nregions = 1;
+		tab.r[0] = (struct mem_region){ 0, vu->bounce_size,
+						(uint64_t)(uintptr_t)vu->bounce, 0 };
+		return request(vu, SET_MEM_TABLE, &tab, 8 + sizeof tab.r[0],
+			       &vu->bounce_fd, 1);
+	}
+	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+		int fd = mb_mem_region_fd(mem, i);
+		if (fd < 0)
+			continue; /* a mapping of the caller's: not shareable */
+		if (tab.nregions == MAX_REGIONS)
+			return mb_seterr(-E2BIG, "vhost-user: more than %d RAM "
+					 "regions", MAX_REGIONS);
+		const struct mb_mem_region *r = mb_mem_region(mem, i);
+		tab.r[tab.nregions] = (struct mem_region){
+			r->base, r->size, (uint64_t)(uintptr_t)r->host, 0 };
+		fds[tab.nregions++] = fd;
+	}
+	if (!tab.nregions)
+		return mb_seterr(-ENOTSUP, "vhost-user: no guest RAM can be "
+				 "shared (no memfd-backed region)");
+	return request(vu, SET_MEM_TABLE, &tab,
+		       8 + tab.nregions * (uint32_t)sizeof(struct mem_region), fds,
+		       tab.nregions);
+}
+
+/* Is [p, p+len) inside a region the back-end maps? */
+static bool shared(struct mb_vhost_user *vu, const void *p, size_t len)
+{
+	struct mb_mem *mem = vu->mem;
+	uintptr_t a = (uintptr_t)p;
+	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+		const struct mb_mem_region *r = mb_mem_region(mem, i);
+		uintptr_t h = (uintptr_t)r->host;
+		if (mb_mem_region_fd(mem, i) >= 0 && a >= h && a - h + len <= r->size)
+			return true;
+	}
+	return false;
+}
+
+static int start_queue(struct mb_vhost_user *vu, unsigned i)
+{
+	struct mb_vq *q = mb_virtio_queue(vu->t, i);
+	unsigned n = q->num;
+	if (!shared(vu, q->desc, 16u * n) || !shared(vu, q->avail, 6 + 2u * n) ||
+	    !shared(vu, q->used, 6 + 8u * n))
+		return mb_seterr(-EINVAL, "vhost-user: queue %u: rings outside "
+				 "the RAM shared with the back-end", i);
+	int kick = mb_virtio_doorbell_take(vu->t, i);
+	if (kick < 0) { /* no event loop: vu_notify signals our own eventfd */
+		if (vu->kick[i] < 0 &&
+		    (vu->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "vhost-user: eventfd: %s",
+					 strerror(errno));
+		kick = vu->kick[i];
+	}
+	struct vring_addr a = { i, 0, (uint64_t)(uintptr_t)q->desc,
+				(uint64_t)(uintptr_t)q->used,
+				(uint64_t)(uintptr_t)q->avail, 0 };
+	int rc;
+	/* Order of "Starting and stopping rings"; CALL before KICK so that a
+	 * kick already pending when the ring starts cannot complete unseen. */
+	if ((rc = set_state(vu, SET_VRING_NUM, i, n)) ||
+	    (rc = request(vu, SET_VRING_ADDR, &a, sizeof a, NULL, 0)) ||
+	    (rc = set_state(vu, SET_VRING_BASE, i, q->last_avail)))
+		return rc;
+	uint64_t idx = i;
+	if ((rc = request(vu, SET_VRING_CALL, &idx, sizeof idx, &vu->call[i], 1)) ||
+	    (rc = request(vu, SET_VRING_KICK, &idx, sizeof idx, &kick, 1)))
+		return rc;
+	vu->started[i] = true;
+	/* With PROTOCOL_FEATURES rings start disabled ("Ring states"). */
+	if (vu->be_features >> F_PROTOCOL_FEATURES & 1)
+		rc = set_state(vu, SET_VRING_ENABLE, i, 1);
+	return rc;
+}
+
+static int start_shadow(struct mb_vhost_user *vu, unsigned i);
+
+static int start(struct mb_vhost_user *vu)
+{
+	uint64_t f = mb_virtio_features(vu->t) |
+		     (vu->be_features & (1ull << F_PROTOCOL_FEATURES));
+	if (vu->copy) /* the shadow rings are plain split rings */
+		f &= ~((1ull << 28) | (1ull << 29));
+	int rc;
+	if ((rc = set_u64(vu, SET_FEATURES, f)) || (rc = mem_table(vu)))
+		return rc;
+	for (unsigned i = 0; i < vu->ops.nqueues; i++) {
+		struct mb_vq *q = mb_virtio_queue(vu->t, i);
+		if (q->ready &&
+		    (rc = vu->copy ? start_shadow(vu, i) : start_queue(vu, i)))
+			return rc;
+	}
+	vu->running = true;
+	return 0;
+}
+
+/* GET_VRING_BASE stops a ring; the reply names it and its next index. */
+static int stop(struct mb_vhost_user *vu)
+{
+	int rc = 0;
+	for (unsigned i = 0; i < vu->ops.nqueues && !rc; i++) {
+		if (!vu->started[i])
+			continue;
+		struct vring_state s = { i, 0 };
+		if ((rc = send_msg(vu, GET_VRING_BASE, 0, &s, sizeof s, NULL, 0)) ||
+		    (rc = recv_reply(vu, GET_VRING_BASE, &s, sizeof s)))
+			break;
+		if (s.index != i)
+			rc = broken(vu, "GET_VRING_BASE %u: reply for ring %u", i,
+				    s.index);
+		vu->started[i] = false;
+	}
+	if (!rc && has_pf(vu, PF_RESET_DEVICE))
+		rc = request(vu, RESET_DEVICE, NULL, 0, NULL, 0);
+	if (!rc && has_pf(vu, PF_STATUS))
+		rc = set_u64(vu, SET_STATUS, 0);
+	vu->running = false;
+	return rc;
+}
+
+
+/* ---- copy mode: shadow virtqueues -------------------------------------------
+ *
+ * The back-end maps only a bounce memfd. moonbox pops the guest's chains
+ * itself (mb_vq_pop), copies what the device reads into a slot of the
+ * bounce memory, posts a two-descriptor chain (readable part, writable
+ * part) on a shadow split ring there, and kicks; when the back-end calls,
+ * it copies the writable part back into the guest's buffers and completes
+ * the guest chain. Every request the back-end has not answered is still
+ * in a slot, so after a crash moonbox starts the back-end again (or dials
+ * again), gives it fresh shadow rings and posts every busy slot again: the
+ * guest sees a slower request, never an error. Requests must be
+ * idempotent for that (blk reads and writes are; a back-end that had
+ * written half a request writes it again whole).
+ */
+
+#define SH_SLOTS 32u            /* requests in flight per queue */
+#define SH_NUM (2 * SH_SLOTS)   /* shadow ring size: two descriptors a slot */
+#define SH_SLOT_BYTES 0x21000u  /* 132 KiB: a blk request of 32 x 4 KiB */
+#define SH_RINGS 0x1000u        /* desc at 0, avail at 0x400, used at 0x800 */
+#define SH_AREA (SH_RINGS + SH_SLOTS * SH_SLOT_BYTES)
+
+struct slot {
+	struct mb_vq_chain c;
+	uint32_t out, in; /* bytes readable, writable */
+};
+
+struct shadow {
+	uint8_t *base;  /* this queue's area in the bounce memory */
+	uint64_t gpa;   /* its address in the back-end's memory table */
+	uint16_t avail_idx, used_seen;
+	uint32_t busy;  /* slots holding a guest request */
+	struct slot slot[SH_SLOTS];
+};
+
+struct sh_desc {
+	uint64_t addr;
+	uint32_t len;
+	uint16_t flags, next;
+};
+
+static int bounce_new(struct mb_vhost_user *vu)
+{
+	vu->bounce_size = (size_t)vu->ops.nqueues * SH_AREA;
+	vu->bounce_fd = memfd_create("moonbox-vhost-bounce", MFD_CLOEXEC |
+				     MFD_ALLOW_SEALING);
+	if (vu->bounce_fd < 0 || ftruncate(vu->bounce_fd, (off_t)vu->bounce_size))
+		return mb_seterr(-errno, "dma: bounce memory: %s", strerror(errno));
+	fcntl(vu->bounce_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+	vu->bounce = mmap(NULL, vu->bounce_size, PROT_READ | PROT_WRITE,
+			  MAP_SHARED, vu->bounce_fd, 0);
+	if (vu->bounce == MAP_FAILED) {
+		vu->bounce = NULL;
+		return mb_seterr(-errno, "dma: bounce memory: %s", strerror(errno));
+	}
+	vu->sh = calloc(vu->ops.nqueues, sizeof *vu->sh);
+	if (!vu->sh)
+		return mb_seterr(-ENOMEM, "dma: out of memory");
+	for (unsigned i = 0; i < vu->ops.nqueues; i++) {
+		vu->sh[i].base = vu->bounce + (size_t)i * SH_AREA;
+		vu->sh[i].gpa = (uint64_t)i * SH_AREA;
+	}
+	return 0;
+}
+
+static uint8_t *slot_buf(struct shadow *sh, unsigned s)
+{
+	return sh->base + SH_RINGS + (size_t)s * SH_SLOT_BYTES;
+}
+
+/* Post slot s on the shadow ring (copy_lock held). */
+static void post(struct shadow *sh, unsigned s)
+{
+	struct slot *sl = &sh->slot[s];
+	struct sh_desc *d = (struct sh_desc *)sh->base;
+	uint64_t buf = sh->gpa + SH_RINGS + (uint64_t)s * SH_SLOT_BYTES;
+	unsigned head = 2 * s;
+	if (sl->out && sl->in) {
+		d[head] = (struct sh_desc){ buf, sl->out, 1, (uint16_t)(head + 1) };
+		d[head + 1] = (struct sh_desc){ buf + sl->out, sl->in, 2, 0 };
+	} else {
+		d[head] = (struct sh_desc){ buf, sl->out ? sl->out : sl->in,
+					    sl->out ? 0 : 2, 0 };
+	}
+	uint16_t *avail = (uint16_t *)(sh->base + 0x400);
+	avail[2 + sh->avail_idx % SH_NUM] = (uint16_t)head;
+	sh->avail_idx++;
+	__atomic_store_n(&avail[1], sh->avail_idx, __ATOMIC_RELEASE);
+}
+
+static void shadow_kick(struct mb_vhost_user *vu, unsigned qi)
+{
+	uint64_t one = 1;
+	if (vu->kick[qi] >= 0 && write(vu->kick[qi], &one, 8) != 8) {
+		/* a full counter: kicks are pending anyway */
+	}
+}
+
+/* Fresh shadow rings for queue i on a (re)started back-end, then every
+ * request still held posted again (vu->lock held). */
+static int start_shadow(struct mb_vhost_user *vu, unsigned i)
+{
+	struct shadow *sh = &vu->sh[i];
+	if (vu->kick[i] < 0 &&
+	    (vu->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return mb_seterr(-errno, "vhost-user: eventfd: %s", strerror(errno));
+	pthread_mutex_lock(&vu->copy_lock);
+	memset(sh->base, 0, SH_RINGS);
+	sh->avail_idx = sh->used_seen = 0;
+	unsigned again = 0;
+	for (unsigned s = 0; s < SH_SLOTS; s++)
+		if (sh->busy >> s & 1)
+			post(sh, s), again++;
+	pthread_mutex_unlock(&vu->copy_lock);
+	vu->resubmitted += again;
+	struct vring_addr a = { i, 0, (uint64_t)(uintptr_t)sh->base,
+				(uint64_t)(uintptr_t)(sh->base + 0x800),
+				(uint64_t)(uintptr_t)(sh->base + 0x400), 0 };
+	uint64_t idx = i;
+	int rc;
+	if ((rc = set_state(vu, SET_VRING_NUM, i, SH_NUM)) ||
+	    (rc = request(vu, SET_VRING_ADDR, &a, sizeof a, NULL, 0)) ||
+	    (rc = set_state(vu, SET_VRING_BASE, i, 0)) ||
+	    (rc = request(vu, SET_VRING_CALL, &idx, sizeof idx, &vu->call[i], 1)) ||
+	    (rc = request(vu, SET_VRING_KICK, &idx, sizeof idx, &vu->kick[i], 1)))
+		return rc;
+	vu->started[i] = true;
+	if (vu->be_features >> F_PROTOCOL_FEATURES & 1)
+		rc = set_state(vu, SET_VRING_ENABLE, i, 1);
+	shadow_kick(vu, i);
+	return rc;
+}
+
+/* The guest kicked (transport lock held): move chains into free slots. */
+static void pump(struct mb_vhost_user *vu, struct mb_virtio *t, unsigned qi)
+{
+	struct shadow *sh = &vu->sh[qi];
+	struct mb_vq *q = mb_virtio_queue(t, qi);
+	bool posted = false;
+	char why[120] = "";
+	pthread_mutex_lock(&vu->copy_lock);
+	for (;;) {
+		int rc = 0;
+		while (sh->busy != (uint32_t)((1ull << SH_SLOTS) - 1)) {
+			unsigned s = (unsigned)__builtin_ctz(~sh->busy);
+			struct slot *sl = &sh->slot[s];
+			if ((rc = mb_vq_pop(q, &sl->c)) <= 0)
+				break;
+			if (sl->c.out_len + sl->c.in_len > SH_SLOT_BYTES) {
+				snprintf(why, sizeof why, "dma copy: a request of %llu "
+					 "bytes, more than a slot (%u)",
+					 (unsigned long long)(sl->c.out_len + sl->c.in_len),
+					 SH_SLOT_BYTES);
+				rc = -1;
+				break;
+			}
+			sl->out = (uint32_t)sl->c.out_len;
+			sl->in = (uint32_t)sl->c.in_len;
+			mb_iov_to_buf(sl->c.iov, sl->c.nout, 0, slot_buf(sh, s), sl->out);
+			sh->busy |= 1u << s;
+			post(sh, s);
+			posted = true;
+		}
+		if (rc < 0 || sh->busy == (uint32_t)((1ull << SH_SLOTS) - 1) ||
+		    !mb_vq_arm(q))
+			break;
+	}
+	pthread_mutex_unlock(&vu->copy_lock);
+	if (why[0])
+		mb_virtio_needs_reset(t, why);
+	if (posted)
+		shadow_kick(vu, qi);
+}
+
+/* The back-end called: copy answers back, complete the guest's chains.
+ * Returns a bit per queue that freed slots (to pump again). */
+static unsigned collect(struct mb_vhost_user *vu, char *why, size_t len)
+{
+	unsigned freed = 0;
+	pthread_mutex_lock(&vu->copy_lock);
+	for (unsigned qi = 0; qi < vu->ops.nqueues && !why[0]; qi++) {
+		struct shadow *sh = &vu->sh[qi];
+		struct mb_vq *q = mb_virtio_queue(vu->t, qi);
+		uint8_t *used = sh->base + 0x800;
+		uint16_t idx = __atomic_load_n((uint16_t *)(used + 2), __ATOMIC_ACQUIRE);
+		if ((uint16_t)(idx - sh->used_seen) > SH_NUM) {
+			snprintf(why, len, "dma copy: queue %u: used index %u jumped "
+				 "from %u", qi, idx, sh->used_seen);
+			break;
+		}
+		while (sh->used_seen != idx) {
+			uint32_t e[2];
+			memcpy(e, used + 4 + 8 * (sh->used_seen % SH_NUM), 8);
+			unsigned s = e[0] / 2;
+			if (e[0] >= SH_NUM || (e[0] & 1) || !(sh->busy >> s & 1)) {
+				snprintf(why, len, "dma copy: queue %u: used id %u is "
+					 "no request in flight", qi, e[0]);
+				break;
+			}
+			struct slot *sl = &sh->slot[s];
+			uint32_t n = e[1] < sl->in ? e[1] : sl->in;
+			mb_iov_from_buf(sl->c.iov + sl->c.nout, sl->c.nin, 0,
+					slot_buf(sh, s) + sl->out, n);
+			mb_virtio_complete(vu->t, q, sl->c.head, n);
+			sh->busy &= ~(1u << s);
+			sh->used_seen++;
+			freed |= 1u << qi;
+		}
+	}
+	pthread_mutex_unlock(&vu->copy_lock);
+	return freed;
+}
+
+static void retry_cb(void *opaque)
+{
+	struct mb_vhost_user *vu = opaque;
+	pthread_mutex_lock(&vu->lock);
+	if (vu->sock < 0 && vu->live)
+		recover(vu);
+	pthread_mutex_unlock(&vu->lock);
+}
+
+/* Connection lost while the driver is live (vu->lock held): reconnect or
+ * start the back-end again and hand it every held request; if that fails,
+ * try again in 100 ms. */
+static void recover(struct mb_vhost_user *vu)
+{
+	drop(vu);
+	reconnect(vu);
+	if (vu->sock >= 0 && start(vu) == 0)
+		return;
+	drop(vu);
+	if (vu->retry) {
+		const struct mb_clock *c = mb_machine_clock(vu->m);
+		c->timer_mod(vu->retry, c->now(c) + 100000000ull);
+	}
+}
+
+/* ---- transport callbacks (transport lock held) ---------------------------- */
+
+static void vu_status(void *dev, struct mb_virtio *t, uint32_t old,
+		      uint32_t status)
+{
+	struct mb_vhost_user *vu = dev;
+	int rc = 0;
+	pthread_mutex_lock(&vu->lock);
+	if (has_pf(vu, PF_STATUS) && vu->sock >= 0)
+		rc = set_u64(vu, SET_STATUS, status);
+	if (!rc && (status & ~old & VIRTIO_STATUS_DRIVER_OK) && !vu->running) {
+		vu->live = true;
+		rc = start(vu);
+		if (rc && vu->copy) { /* requests wait in the guest's ring */
+			recover(vu);
+			rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&vu->lock);
+	if (rc)
+		mb_virtio_needs_reset(t, mb_errmsg());
+}
+
+static void vu_reset(void *dev)
+{
+	struct mb_vhost_user *vu = dev;
+	pthread_mutex_lock(&vu->lock);
+	if (vu->sock >= 0 && (vu->running || has_pf(vu, PF_STATUS)))
+		stop(vu); /* a failure drops the connection: dialled below */
+	memset(vu->started, 0, sizeof vu->started);
+	vu->running = false;
+	vu->live = false;
+	if (vu->copy) { /* the driver forgot its requests: so do we */
+		pthread_mutex_lock(&vu->copy_lock);
+		for (unsigned i = 0; i < vu->ops.nqueues; i++)
+			vu->sh[i].busy = 0;
+		pthread_mutex_unlock(&vu->copy_lock);
+	}
+	reconnect(vu);
+	pthread_mutex_unlock(&vu->lock);
+}
+
+/* A doorbell the transport served itself (it has no event loop, or the
+ * kick came before DRIVER_OK handed its eventfd over): pass it on. */
+static void vu_notify(void *dev, struct mb_virtio *t, unsigned qi)
+{
+	struct mb_vhost_user *vu = dev;
+	if (vu->copy) {
+		pump(vu, t, qi);
+		return;
+	}
+	uint64_t one = 1;
+	if (qi < MB_VIRTIO_MAX_QUEUES && vu->kick[qi] >= 0 &&
+	    write(vu->kick[qi], &one, 8) != 8) {
+		/* the counter is full: the back-end has kicks pending anyway */
+	}
+}
+
+static void vu_config_read(void *dev, uint64_t off, void *data, unsigned size)
+{
+	struct mb_vhost_user *vu = dev;
+	memcpy(data, vu->config + off, size); /* off + size checked by mmio.c */
+}
+
+static void vu_config_write(void *dev, uint64_t off, const void *data,
+			    unsigned size)
+{
+	struct mb_vhost_user *vu = dev;
+	memcpy(vu->config + off, data, size);
+	pthread_mutex_lock(&vu->lock);
+	int rc = 0;
+	if (has_pf(vu, PF_CONFIG) && vu->sock >= 0) {
+		struct config_msg c = { (uint32_t)off, size, 0, { 0 } };
+		memcpy(c.data, data, size);
+		rc = request(vu, SET_CONFIG, &c, 12 + size, NULL, 0);
+	}
+	pthread_mutex_unlock(&vu->lock);
+	if (rc)
+		mb_virtio_needs_reset(vu->t, mb_errmsg());
+}
+
+/* ---- interrupts --------------------------------------------------------- */
+
+static void on_call(void *opaque, int fd)
+{
+	struct mb_vhost_user *vu = opaque;
+	uint64_t n;
+	if (read(fd, &n, 8) != 8)
+		return;
+	vu->calls++;
+	if (!vu->copy) {
+		mb_virtio_interrupt(vu->t);
+		return;
+	}
+	char why[160] = "";
+	unsigned freed = collect(vu, why, sizeof why);
+	if (why[0])
+		mb_virtio_fail(vu->t, why);
+	for (unsigned qi = 0; qi < vu->ops.nqueues; qi++)
+		if (freed >> qi & 1) /* more may wait in the guest's ring */
+			mb_virtio_kick(vu->t, qi);
+}
+
+/* ---- state, placement, life cycle --------------------------------------- */
+
+MB_STATE_DESC(mb_vhost_user_state, MB_VHOST_USER_STATE, 1);
+
+static void m_save(void *dev, struct mb_virtio *t, void *p)
+{
+	struct mb_vhost_user *vu = dev;
+	struct mb_vhost_user_state *st = p;
+	struct mb_virtio_mmio_state tss, *ts = &tss;
+	memset(st, 0, sizeof *st);
+	mb_virtio_save(t, ts, st->queues);
+	MB_VIRTIO_MMIO_STATE(MB_VIRTIO_ST_GET, _)
+	pthread_mutex_lock(&vu->lock);
+	st->device_id = vu->ops.device_id;
+	st->backend_features = vu->be_features;
+	st->protocol_features = vu->protocol;
+	st->connected = vu->sock >= 0;
+	st->running = vu->running;
+	pthread_mutex_unlock(&vu->lock);
+	st->messages = vu->messages;
+	st->calls = vu->calls;
+	st->disconnects = vu->disconnects;
+	st->reconnects = vu->reconnects;
+	st->pid = (uint32_t)vu->child;
+	st->spawns = vu->spawns;
+	st->copy = vu->copy;
+	st->resubmitted = vu->resubmitted;
+	if (vu->copy) { /* requests moonbox holds for the back-end */
+		pthread_mutex_lock(&vu->copy_lock);
+		for (unsigned i = 0; i < vu->ops.nqueues; i++)
+			st->in_flight += (uint32_t)__builtin_popcount(vu->sh[i].busy);
+		pthread_mutex_unlock(&vu->copy_lock);
+	}
+}
+
+static int m_load(void *dev, struct mb_virtio *t, const void *st)
+{
+	(void)dev, (void)t, (void)st;
+	return mb_seterr(-ENOTSUP, "vhost-user: the back-end holds the queues' "
+			 "state; a vhost-user device cannot be restored");
+}
+
+static void vu_free(struct mb_vhost_user *vu)
+{
+	pthread_mutex_lock(&vu->lock);
+	drop(vu);
+	pthread_mutex_unlock(&vu->lock);
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++) {
+		if (vu->call[i] >= 0) {
+			if (vu->m)
+				mb_machine_unwatch(vu->m, vu->call[i]);
+			close(vu->call[i]);
+		}
+		if (vu->kick[i] >= 0)
+			close(vu->kick[i]);
+	}
+	if (vu->retry)
+		mb_machine_clock(vu->m)->timer_free(vu->retry);
+	end_child(vu); /* our back-end goes with its device */
+	if (vu->bounce)
+		munmap(vu->bounce, vu->bounce_size);
+	if (vu->bounce_fd >= 0)
+		close(vu->bounce_fd);
+	free(vu->sh);
+	pthread_mutex_destroy(&vu->copy_lock);
+	if (vu->argv && vu->dir[0]) {
+		unlink(vu->path);
+		rmdir(vu->dir);
+	}
+	if (vu->argv) {
+		for (char **a = vu->argv; *a; a++)
+			free(*a);
+		free(vu->argv);
+	}
+	pthread_mutex_destroy(&vu->lock);
+	free(vu->fields);
+	free(vu);
+}
+
+static void m_free(void *dev)
+{
+	vu_free(dev);
+}
+
+static void m_bind(void *dev, struct mb_virtio *t)
+{
+	struct mb_vhost_user *vu = dev;
+	vu->t = t;
+	mb_virtio_offer_mask(t, vu->be_features & GUEST_FEATURES);
+}
+
+static const char *defname(uint32_t id)
+{
+	switch (id) {
+	case VIRTIO_ID_BLOCK: return "blk%u";
+	case VIRTIO_ID_FS: return "fs%u";
+	case VIRTIO_ID_NET: return "net%u";
+	case VIRTIO_ID_CONSOLE: return "console%u";
+	case VIRTIO_ID_RNG: return "rng%u";
+	default: return "vhost%u";
+	}
+}
+
+/* virtio v1.2 config layouts: blk 5.2.4 (through write_zeroes_may_unmap),
+ * fs 5.11.4 (tag[36], num_request_queues), net 5.1.4 (mac, status,
+ * max_virtqueue_pairs, mtu), console 5.3.4 (cols, rows, max_nr_ports,
+ * emerg_wr); rng has none. */
+static unsigned config_size(uint32_t id)
+{
+	switch (id) {
+	case VIRTIO_ID_BLOCK: return 60;
+	case VIRTIO_ID_FS: return 40;
+	case VIRTIO_ID_NET: return 12;
+	case VIRTIO_ID_CONSOLE: return 12;
+	default: return 0;
+	}
+}
+
+static unsigned default_queues(struct mb_vhost_user *vu)
+{
+	switch (vu->ops.device_id) {
+	case VIRTIO_ID_BLOCK: {
+		/* VIRTIO_BLK_F_MQ (12): num_queues at offset 34 */
+		unsigned n = vu->be_features >> 12 & 1
+				     ? (unsigned)mb_io_get(vu->config + 34, 2) : 1;
+		return n ? n : 1;
+	}
+	case VIRTIO_ID_FS: return 2; /* hiprio + one request queue */
+	case VIRTIO_ID_NET: case VIRTIO_ID_CONSOLE: return 2;
+	default: return 1;
+	}
+}
+
+/* The config the driver reads when the back-end has none to give, and
+ * the values only moonbox knows (how many queues it wired). */
+static int fix_config(struct mb_vhost_user *vu, const char *tag)
+{
+	unsigned nq = vu->ops.nqueues;
+	if (vu->ops.device_id == VIRTIO_ID_BLOCK) {
+		if (!has_pf(vu, PF_CONFIG))
+			return mb_seterr(-ENOTSUP, "vhost-user: a blk back-end without "
+					 "VHOST_USER_PROTOCOL_F_CONFIG has no capacity "
+					 "to report");
+		if (vu->be_features >> 12 & 1)
+			mb_io_put(vu->config + 34, 2, nq);
+		if (vu->copy) {
+			/* Requests must fit a bounce slot: at most 32 segments
+			 * (SEG_MAX, offset 12) of 4 KiB (SIZE_MAX, offset 8). */
+			if ((vu->be_features & 6) != 6)
+				return mb_seterr(-ENOTSUP, "dma: \"copy\" needs a blk "
+						 "back-end offering SIZE_MAX and SEG_MAX");
+			uint32_t seg = (uint32_t)mb_io_get(vu->config + 12, 4);
+			uint32_t sz = (uint32_t)mb_io_get(vu->config + 8, 4);
+			mb_io_put(vu->config + 12, 4, seg && seg < 32 ? seg : 32);
+			mb_io_put(vu->config + 8, 4, sz && sz < 4096 ? sz : 4096);
+		}
+	} else if (vu->ops.device_id == VIRTIO_ID_FS && !has_pf(vu, PF_CONFIG)) {
+		if (!tag || !*tag || strlen(tag) > 36)
+			return mb_seterr(-EINVAL, "tag: the back-end does not give "
+					 "the config space: give a tag of 1-36 bytes");
+		memcpy(vu->config, tag, strlen(tag));
+		mb_io_put(vu->config + 36, 4, nq - 1);
+	}
+	return 0;
+}
+
+static int copy_argv(struct mb_vhost_user *vu, const char *const *argv)
+{
+	unsigned n = 0;
+	while (argv[n])
+		n++;
+	if (n > MB_LAUNCH_MAX_ARGS || argv[0][0] != '/')
+		return mb_seterr(-EINVAL, "spawn: %u arguments (at most %d), "
+				 "\"%s\" first (an absolute path)", n,
+				 MB_LAUNCH_MAX_ARGS, argv[0]);
+	if (!(vu->argv = calloc(n + 1, sizeof *vu->argv)))
+		return mb_seterr(-ENOMEM, "spawn: out of memory");
+	for (unsigned i = 0; i < n; i++)
+		if (!(vu->argv[i] = strdup(argv[i])))
+			return mb_seterr(-ENOMEM, "spawn: out of memory");
+	return 0;
+}
+
+int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
+		      const struct mb_vhost_user_config *cfg,
+		      struct mb_vhost_user **out)
+{
+	struct mb_vhost_user *vu = calloc(1, sizeof *vu);
+	if (!vu) {
+		if (cfg->fd >= 0)
+			close(cfg->fd);
+		return mb_seterr(-ENOMEM, "vhost-user: out of memory");
+	}
+	pthread_mutex_init(&vu->lock, NULL);
+	vu->sock = -1;
+	vu->pidfd = -1;
+	vu->m = m;
+	vu->mem = mem;
+	vu->bounce_fd = -1;
+	vu->copy = cfg->copy;
+	pthread_mutex_init(&vu->copy_lock, NULL);
+	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
+		vu->call[i] = vu->kick[i] = -1;
+	int rc, s = cfg->fd;
+	if (cfg->socket) {
+		if (strlen(cfg->socket) >= sizeof vu->path) {
+			rc = mb_seterr(-ENAMETOOLONG, "socket: \"%s\" is longer than "
+				       "%zu bytes", cfg->socket, sizeof vu->path - 1);
+			goto fail;
+		}
+		strcpy(vu->path, cfg->socket);
+		if (s < 0 && !cfg->spawn && (s = dial(vu)) < 0) {
+			rc = s;
+			goto fail;
+		}
+	}
+	if (cfg->spawn && cfg->spawn[0]) {
+		if ((rc = copy_argv(vu, cfg->spawn)))
+			goto fail;
+		if (!vu->path[0]) { /* ours, in a private directory */
+			strcpy(vu->dir, "/tmp/moonbox-vhost-XXXXXX");
+			if (!mkdtemp(vu->dir)) {
+				rc = mb_seterr(-errno, "spawn: mkdtemp: %s", strerror(errno));
+				vu->dir[0] = 0;
+				goto fail;
+			}
+			snprintf(vu->path, sizeof vu->path, "%s/sock", vu->dir);
+		}
+		if ((s = spawn(vu)) < 0) {
+			rc = s;
+			goto fail;
+		}
+	}
+	if (s < 0) {
+		rc = mb_seterr(-EINVAL, "vhost-user: no socket");
+		goto fail;
+	}
+	vu->ops = (struct mb_virtio_dev_ops){
+		.name = "vhost-user", .device_id = cfg->device_id,
+		.queue_max = cfg->queue_size ? cfg->queue_size : MB_VQ_MAX_SIZE,
+		.config_size = cfg->config_size ? cfg->config_size
+						: config_size(cfg->device_id),
+		.config_read = vu_config_read, .config_write = vu_config_write,
+		.notify = vu_notify, .reset = vu_reset, .status = vu_status,
+	};
+	if (vu->ops.config_size > MAX_CONFIG || vu->ops.queue_max > MB_VQ_MAX_SIZE ||
+	    (vu->ops.queue_max & (vu->ops.queue_max - 1))) {
+		close(s);
+		rc = mb_seterr(-EINVAL, "vhost-user: config_size %u (at most %d) or "
+			       "queue_size %u (a power of two, at most %d)",
+			       vu->ops.config_size, MAX_CONFIG, vu->ops.queue_max,
+			       MB_VQ_MAX_SIZE);
+		goto fail;
+	}
+	/* No machine yet: handshake() does not watch (placement does). */
+	pthread_mutex_lock(&vu->lock);
+	rc = handshake(vu, s, false);
+	pthread_mutex_unlock(&vu->lock);
+	if (rc)
+		goto fail;
+	unsigned nq = cfg->queues ? cfg->queues : default_queues(vu);
+	if (nq > MB_VIRTIO_MAX_QUEUES || nq > vu->be_queues ||
+	    (cfg->device_id == VIRTIO_ID_FS && nq < 2)) {
+		rc = mb_seterr(-EINVAL, "queues: %u is not 1-%u (the back-end "
+			       "serves %u%s)", nq, MB_VIRTIO_MAX_QUEUES, vu->be_queues,
+			       cfg->device_id == VIRTIO_ID_FS ? "; fs needs 2+" : "");
+		goto fail;
+	}
+	vu->ops.nqueues = nq;
+	if ((rc = fix_config(vu, cfg->tag)))
+		goto fail;
+	if (vu->copy) {
+		if ((rc = bounce_new(vu)))
+			goto fail;
+		if (m && !(vu->retry = mb_machine_clock(m)->timer_new(
+				   mb_machine_clock(m), retry_cb, vu))) {
+			rc = mb_seterr(-ENOMEM, "dma: out of memory");
+			goto fail;
+		}
+	}
+	for (unsigned i = 0; i < nq; i++) {
+		vu->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+		if (vu->call[i] < 0) {
+			rc = mb_seterr(-errno, "vhost-user: eventfd: %s", strerror(errno));
+			goto fail;
+		}
+	}
+	/* The state lists the queues this device has. */
+	const struct mb_state_desc *d = &mb_vhost_user_state_desc;
+	vu->fields = malloc(d->nfields * sizeof *vu->fields);
+	if (!vu->fields) {
+		rc = mb_seterr(-ENOMEM, "vhost-user: out of memory");
+		goto fail;
+	}
+	memcpy(vu->fields, d->fields, d->nfields * sizeof *vu->fields);
+	for (size_t i = 0; i < d->nfields; i++)
+		if (vu->fields[i].type == MB_FT_ARRAY &&
+		    !strcmp(vu->fields[i].name, "queues"))
+			vu->fields[i].n = nq;
+	vu->desc = *d;
+	vu->desc.fields = vu->fields;
+	vu->dev_ops = (struct mb_device_ops){
+		.kind = "virtio_vhost_user", .state = &vu->desc,
+		.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
+		.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
+	};
+	vu->model = (struct mb_virtio_model){
+		.ops = &vu->ops, .dev_ops = &vu->dev_ops, .save = m_save,
+		.load = m_load, .bind = m_bind, .free = m_free,
+	};
+	*out = vu;
+	return 0;
+fail:
+	vu_free(vu);
+	return rc;
+}
+
+const struct mb_virtio_dev_ops *mb_vhost_user_ops(struct mb_vhost_user *vu)
+{
+	return &vu->ops;
+}
+
+uint64_t mb_vhost_user_features(struct mb_vhost_user *vu)
+{
+	return vu->be_features & 0xffffff;
+}
+
+void mb_vhost_user_bind(struct mb_vhost_user *vu, struct mb_virtio *t)
+{
+	m_bind(vu, t);
+}
+
+void mb_vhost_user_free(struct mb_vhost_user *vu)
+{
+	if (vu)
+		vu_free(vu);
+}
+
+int mb_vhost_user_attach(struct mb_machine *m,
+			 const struct mb_vhost_user_config *cfg,
+			 struct mb_device **out)
+{
+	struct mb_vhost_user *vu;
+	int rc = mb_vhost_user_new(m, mb_machine_mem(m), cfg, &vu);
+	if (rc)
+		return rc;
+	unsigned nq = vu->ops.nqueues;
+	struct mb_virtio_place p = { cfg->name, defname(cfg->device_id),
+				     cfg->mmio_base, cfg->mmio_size, cfg->irq };
+	struct mb_device *dev;
+	rc = mb_virtio_place(m, &p, &vu->model, vu, vu->be_features & 0xffffff,
+			     &dev); /* from here the machine frees vu */
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < nq && !rc; i++)
+		rc = mb_machine_watch(m, vu->call[i], on_call, vu);
+	pthread_mutex_lock(&vu->lock);
+	if (!rc && vu->sock >= 0 &&
+	    !(rc = mb_machine_watch(m, vu->sock, on_socket, vu)))
+		vu->watched = true;
+	pthread_mutex_unlock(&vu->lock);
+	if (rc) {
+		mb_device_remove(dev);
+		return rc;
+	}
+	*out = dev;
+	return 0;
+}
+
+struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d)
+{
+	return strcmp(mb_device_kind(d), "virtio_vhost_user") == 0
+		       ? mb_virtio_dev_model(d)
+		       : NULL;
+}
+
+pid_t mb_vhost_user_child(struct mb_vhost_user *vu)
+{
+	return vu->child;
+}

@@ -1,0 +1,132 @@
+-- A fake virtio-mmio driver in Lua for the vhost-user tests: it sets the
+-- device up as Linux's virtio_mmio does (virtio v1.2 sec. 3.1.1, 4.2.3),
+-- lays one split queue (sec. 2.7) out in guest RAM with m:write, and
+-- issues virtio-blk requests (sec. 5.2.6) one at a time, with no guest.
+-- Registers go through dev:mmio_read/mmio_write (vhost_user devices).
+local D = {}
+
+local RING, BUF = 0x100000, 0x200000 -- guest-physical, RAM of a 16M machine
+
+local function sleep(s) os.execute("sleep " .. s) end
+D.sleep = sleep
+
+-- Bring dev up with nq queues (default 1) of num entries; returns the
+-- driver object or nil, why (FEATURES_OK refused, ...).
+function D.new(m, dev, num, nq)
+  num, nq = num or 8, nq or 1
+  local d = { m = m, dev = dev, num = num, avail_idx = 0, used_seen = 0,
+              desc = RING, avail = RING + 0x1000, used = RING + 0x2000, q = {} }
+  local r, w = function(o) return dev:mmio_read(o) end, function(o, v) dev:mmio_write(o, v) end
+  assert(r(0) == 0x74726976, "magic")
+  w(0x70, 0)          -- reset
+  w(0x70, 1)          -- ACKNOWLEDGE
+  w(0x70, 3)          -- DRIVER
+  w(0x14, 1)
+  local hi = r(0x10)
+  if hi & 1 == 0 then return nil, "no VERSION_1" end
+  w(0x24, 1); w(0x20, 1) -- VERSION_1 only
+  w(0x24, 0); w(0x20, 0)
+  w(0x70, 11)         -- FEATURES_OK
+  if r(0x70) & 8 == 0 then return nil, "FEATURES_OK refused" end
+  for qi = 0, nq - 1 do
+    local base = RING + 0x4000 * qi
+    d.q[qi] = { desc = base, avail = base + 0x1000, used = base + 0x2000, avail_idx = 0,
+                used_seen = 0 }
+    w(0x30, qi)
+    local max = r(0x34)
+    if max < num then return nil, "QueueNumMax " .. max end
+    m:write(base, string.rep("\0", 0x3000))
+    w(0x38, num)
+    w(0x80, base); w(0x84, 0)
+    w(0x90, base + 0x1000); w(0x94, 0)
+    w(0xa0, base + 0x2000); w(0xa4, 0)
+    w(0x44, 1)          -- QueueReady
+  end
+  w(0x70, 15)         -- DRIVER_OK
+  d.status = r(0x70)
+  return setmetatable(d, { __index = D })
+end
+
+function D:config(off, n)
+  local v = 0
+  for i = 0, n - 1 do
+    v = v | (self.dev:mmio_read(0x100 + off + 4 * i) << (32 * i))
+  end
+  return v
+end
+
+local function desc(addr, len, flags, next)
+  return string.pack("<I8I4I2I2", addr, len, flags, next)
+end
+
+-- One virtio-blk request: type 0 read (data = bytes to read) or 1 write
+-- (data = the string to write) at sector; returns status byte, data read
+-- (or nil, why when the device did not answer within timeout seconds).
+function D:blk(type, sector, data, timeout)
+  local m = self.m
+  local len = type == 0 and data or #data
+  local hdr, buf, st = BUF, BUF + 0x1000, BUF + 0x1000 + len
+  m:write(hdr, string.pack("<I4I4I8", type, 0, sector))
+  if type == 1 then m:write(buf, data) end
+  m:write(st, "\xff")
+  m:write(self.desc, desc(hdr, 16, 1, 1) ..
+    desc(buf, len, 1 | (type == 0 and 2 or 0), 2) .. desc(st, 1, 2, 0))
+  local slot = self.avail_idx % self.num
+  m:write(self.avail + 4 + 2 * slot, string.pack("<I2", 0))
+  self.avail_idx = (self.avail_idx + 1) & 0xffff
+  m:write(self.avail + 2, string.pack("<I2", self.avail_idx))
+  self.dev:mmio_write(0x50, 0) -- QueueNotify
+  local deadline = os.time() + (timeout or 10)
+  while true do
+    local idx = string.unpack("<I2", m:read(self.used + 2, 2))
+    if idx ~= self.used_seen then
+      self.used_seen = idx
+      break
+    end
+    if os.time() > deadline then return nil, "no completion" end
+    sleep(0.002)
+  end
+  local status = m:read(st, 1):byte()
+  return status, type == 0 and m:read(buf, len) or nil
+end
+
+-- A generic request on queue qi: outs (strings the device reads), then
+-- one device-writable buffer of in_len bytes. Returns the used length and
+-- the bytes written, or nil, why.
+function D:request(qi, outs, in_len, timeout)
+  local m, q = self.m, self.q[qi]
+  local descs, addr = {}, BUF
+  for _, o in ipairs(outs) do
+    m:write(addr, o)
+    descs[#descs + 1] = { addr, #o, 0 }
+    addr = addr + ((#o + 0xfff) & ~0xfff)
+  end
+  local inbuf = addr
+  m:write(inbuf, string.rep("\0", in_len))
+  descs[#descs + 1] = { inbuf, in_len, 2 }
+  local tbl = ""
+  for i, dsc in ipairs(descs) do
+    local last = i == #descs
+    tbl = tbl .. desc(dsc[1], dsc[2], dsc[3] | (last and 0 or 1), last and 0 or i)
+  end
+  m:write(q.desc, tbl)
+  m:write(q.avail + 4 + 2 * (q.avail_idx % self.num), string.pack("<I2", 0))
+  q.avail_idx = (q.avail_idx + 1) & 0xffff
+  m:write(q.avail + 2, string.pack("<I2", q.avail_idx))
+  self.dev:mmio_write(0x50, qi)
+  local deadline = os.time() + (timeout or 10)
+  while true do
+    local idx = string.unpack("<I2", m:read(q.used + 2, 2))
+    if idx ~= q.used_seen then
+      q.used_seen = idx
+      break
+    end
+    if os.time() > deadline then return nil, "no completion" end
+    sleep(0.002)
+  end
+  local slot = (q.used_seen - 1) % self.num
+  local _, len = string.unpack("<I4I4", m:read(q.used + 4 + 8 * slot, 8))
+  return len, m:read(inbuf, in_len)
+end
+
+return D
