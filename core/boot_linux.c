@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/acpi.h"
 #include "core/loader.h"
 
 _Static_assert(sizeof(struct setup_header) == 0x26c - 0x1f1, "setup_header");
@@ -430,6 +431,9 @@ int mb_linux_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 	if ((rc = mb_linux_zeropage(mem, setup, setup_len, lay, cfg->reserved,
 				    cfg->nreserved, zp)))
 		goto out;
+	/* zero-page.rst: acpi_rsdp_addr at 0x070 (protocol 2.14); older
+	 * kernels scan the BIOS area, where the RSDP is too. */
+	memcpy((uint8_t *)zp + 0x070, &cfg->acpi_rsdp, sizeof cfg->acpi_rsdp);
 
 	/* Everything checked: now write the guest's memory. */
 	if ((rc = mb_file_load(&kf, mem, bz.kernel_offset, bz.kernel_size,
@@ -466,12 +470,22 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 			struct mb_linux_layout *lay, struct mb_pvh_layout *pvh)
 {
 	const struct mb_range *mres;
+	uint64_t rsdp;
+	if (mb_machine_cpus(m) > 1 && mb_machine_irqchip(m) != MB_IRQCHIP_KERNEL)
+		return mb_seterr(-ENOTSUP, "cpus: %u CPUs need irqchip = \"kernel\": "
+				 "moonbox's user irqchip is a PIC with no local "
+				 "APICs, so nothing can start the other CPUs "
+				 "(INIT/SIPI)", mb_machine_cpus(m));
+	int rc = mb_acpi_install(m, &rsdp);
+	if (rc)
+		return rc;
 	size_t nm = mb_machine_reserved(m, &mres);
 	size_t nr = cfg->nreserved + nm;
 	struct mb_range res[nr ? nr : 1];
 	memcpy(res, cfg->reserved, cfg->nreserved * sizeof *res);
 	memcpy(res + cfg->nreserved, mres, nm * sizeof *res);
-	size_t extra = mb_machine_discovery_cmdline(m, NULL, 0);
+	/* With ACPI the DSDT describes the devices instead. */
+	size_t extra = rsdp ? 0 : mb_machine_discovery_cmdline(m, NULL, 0);
 	const char *base = cfg->cmdline ? cfg->cmdline : "";
 	size_t blen = strlen(base);
 	char *cmd = malloc(blen + extra + 2);
@@ -483,7 +497,8 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 		dash = base;
 	size_t head = dash ? (size_t)(dash - base) : blen;
 	memcpy(cmd, base, head);
-	mb_machine_discovery_cmdline(m, cmd + head, extra + 1);
+	if (extra)
+		mb_machine_discovery_cmdline(m, cmd + head, extra + 1);
 	size_t at = head + extra;
 	if (extra && base[head] && base[head] != ' ')
 		cmd[at++] = ' ';
@@ -492,7 +507,8 @@ static int with_devices(struct mb_machine *m, const struct mb_linux_config *cfg,
 	c.cmdline = cmd;
 	c.reserved = res;
 	c.nreserved = nr;
-	int rc = pvh ? mb_pvh_load(mb_machine_mem(m), &c, pvh)
+	c.acpi_rsdp = rsdp;
+	rc = pvh ? mb_pvh_load(mb_machine_mem(m), &c, pvh)
 		     : mb_linux_load(mb_machine_mem(m), &c, lay);
 	free(cmd);
 	return rc;

@@ -148,6 +148,7 @@ int mb_pvh_load(struct mb_mem *mem, const struct mb_linux_config *cfg,
 	pg->si.magic = MB_PVH_MAGIC;
 	pg->si.version = 1;
 	pg->si.cmdline_paddr = LINUX_CMDLINE;
+	pg->si.rsdp_paddr = cfg->acpi_rsdp;
 	if (rf.fd >= 0) {
 		pg->si.nr_modules = 1;
 		pg->si.modlist_paddr = base + offsetof(struct pvh_page, mod);

@@ -69,6 +69,11 @@ static const struct feat {
 	{ "kvmclock", 0x40000001, 0, EAX, 3 },
 	{ "kvm_pv_eoi", 0x40000001, 0, EAX, 6 },
 	{ "kvm_steal_time", 0x40000001, 0, EAX, 5 },
+	/* KVM_FEATURE_PV_SEND_IPI, PV_TLB_FLUSH, PV_SCHED_YIELD (kvm/cpuid.rst):
+	 * hypercalls the PVM backend never completes (docs/platform.md) */
+	{ "kvm_pv_send_ipi", 0x40000001, 0, EAX, 11 },
+	{ "kvm_pv_tlb_flush", 0x40000001, 0, EAX, 9 },
+	{ "kvm_pv_sched_yield", 0x40000001, 0, EAX, 13 },
 };
 
 int mb_cpuid_feature(const char *name, uint32_t *leaf, uint32_t *subleaf,

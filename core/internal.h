@@ -64,6 +64,8 @@ struct mb_machine {
 	bool headless; /* no KVM (mb_machine_config.headless) */
 	void (*on_stop)(void *, enum mb_stop, int, const char *);
 	void *on_stop_ctx;
+	bool acpi;            /* acpi.c: tables for the Linux loaders */
+	bool acpi_installed;  /* acpi.c: PM block registered */
 	struct vcpu cpu[MB_MAX_CPUS];
 	struct mb_mem *mem;
 	struct mb_bus *pio, *mmio;

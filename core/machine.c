@@ -107,6 +107,7 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 	m->ncpu = n;
 	m->irqchip = cfg ? cfg->irqchip : MB_IRQCHIP_USER;
 	m->seccomp = mb_seccomp_default(-1);
+	m->acpi = cfg && cfg->acpi;
 	pthread_mutex_init(&m->lock, NULL);
 	pthread_mutex_init(&m->call_lock, NULL);
 	pthread_condattr_t ca; /* timed waits count on the monotonic clock */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/acpi.h"
 #include "core/internal.h"
 
 /* Device windows: from 3.25 GiB, the PC's traditional PCI hole. */
@@ -110,6 +111,13 @@ size_t mb_machine_discovery_cmdline(struct mb_machine *m, char *buf, size_t len)
 		int k = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0,
 				 " virtio_mmio.device=0x%" PRIx64 "@0x%" PRIx64 ":%u",
 				 d->size, d->base, d->irq);
+		n += k > 0 ? (size_t)k : 0;
+	}
+	/* fw_cfg's 12 ports (FW_CFG_SYSFS_CMDLINE; offsets 0, 1, 4 as x86) */
+	uint16_t fw = mb_acpi_fw_cfg_port(m);
+	if (fw) {
+		int k = snprintf(n < len ? buf + n : NULL, n < len ? len - n : 0,
+				 " qemu_fw_cfg.ioport=0xc@0x%x", fw);
 		n += k > 0 ? (size_t)k : 0;
 	}
 	return n;

@@ -299,6 +299,7 @@ struct mb_machine_config {
 	void (*on_stop)(void *ctx, enum mb_stop reason, int code,
 			const char *msg);
 	void *on_stop_ctx;
+	bool acpi;       /* ACPI tables (and the MP table) for Linux boots */
 };
 
 struct mb_result {
@@ -487,6 +488,9 @@ struct mb_linux_config {
 	const char *cmdline; /* NULL: "" */
 	const struct mb_range *reserved;
 	size_t nreserved;
+	/* The RSDP for the kernel (boot_params.acpi_rsdp_addr, PVH
+	 * rsdp_paddr); 0: none. mb_boot_* set it when the machine has acpi. */
+	uint64_t acpi_rsdp;
 };
 int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg);
 /* PVH boot of an uncompressed ELF vmlinux with a XEN_ELFNOTE_PHYS32_ENTRY
@@ -494,6 +498,13 @@ int mb_boot_linux(struct mb_machine *m, const struct mb_linux_config *cfg);
  * hvm_start_info (memory map, command line, the initrd as module 0).
  * mb_boot_linux calls it when handed an ELF file. */
 int mb_boot_pvh(struct mb_machine *m, const struct mb_linux_config *cfg);
+/* The ACPI tables the Linux loaders write for a machine with acpi on, as
+ * they would be now (devices added so far): fn gets each (RSDP, XSDT,
+ * RSDT, FACP, FACS, DSDT, APIC) in turn. -ENOTSUP when acpi is off. */
+int mb_acpi_tables(struct mb_machine *m,
+		   void (*fn)(void *opaque, const char *sig, const void *data,
+			      size_t len),
+		   void *opaque);
 
 /* A bzImage's setup header, as parsed and checked by the Linux loader. */
 struct mb_bzimage_info {

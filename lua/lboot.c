@@ -174,6 +174,25 @@ static int l_bzimage_info(lua_State *L)
 	return 1;
 }
 
+static void push_table(void *opaque, const char *sig, const void *data,
+		       size_t len)
+{
+	lua_State *L = opaque;
+	lua_pushlstring(L, data, len);
+	lua_setfield(L, -2, sig);
+}
+
+/* m:acpi_tables() -> { RSDP = bytes, XSDT = ..., DSDT = ..., ... }: what
+ * the Linux loaders would write now (for dumps: iasl -d). */
+static int l_acpi_tables(lua_State *L)
+{
+	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
+	lua_newtable(L);
+	if (mb_acpi_tables(m, push_table, L))
+		return mbl_fail(L, "acpi_tables");
+	return 1;
+}
+
 /* Called by luaopen_moonbox with the module table on top of the stack,
  * after the machine metatable exists. */
 void mbl_open_boot(lua_State *L)
@@ -182,6 +201,7 @@ void mbl_open_boot(lua_State *L)
 	mbl_machine_method(L, "boot_pvh", l_boot_pvh);
 	mbl_machine_method(L, "boot_multiboot", l_boot_multiboot);
 	mbl_machine_method(L, "boot_elf", l_boot_elf);
+	mbl_machine_method(L, "acpi_tables", l_acpi_tables);
 	lua_pushcfunction(L, l_bzimage_info);
 	lua_setfield(L, -2, "bzimage_info");
 }

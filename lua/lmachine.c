@@ -8,7 +8,7 @@
 
 static const char *const machine_keys[] = { "cpus", "memory", "irqchip",
 					    "cpuid", "pit", "log_unclaimed",
-					    "seccomp", NULL };
+					    "seccomp", "acpi", NULL };
 
 struct mbl_machine *mbl_checkmachine(lua_State *L, int idx)
 {
@@ -219,6 +219,7 @@ static int l_machine(lua_State *L)
 	if (pit == 1 && cfg.irqchip != MB_IRQCHIP_KERNEL)
 		luaL_error(L, "pit: \"kernel\" needs irqchip = \"kernel\"");
 	cfg.kernel_pit = pit == 1;
+	cfg.acpi = mbl_optbool(L, 1, "acpi", 0);
 
 	struct mbl_machine *mm = lua_newuserdatauv(L, sizeof *mm, 2);
 	memset(mm, 0, sizeof *mm);
@@ -686,6 +687,7 @@ int luaopen_moonbox(lua_State *L)
 	mbl_open_pic(L);
 	mbl_open_pit(L);
 	mbl_open_rtc(L);
+	mbl_open_fw_cfg(L);
 	mbl_open_i8042(L);
 	mbl_open_port80(L);
 	mbl_open_debug_exit(L);

@@ -112,6 +112,7 @@ void mbl_open_devices(lua_State *L);
 void mbl_open_pic(lua_State *L);
 void mbl_open_pit(lua_State *L);
 void mbl_open_rtc(lua_State *L);
+void mbl_open_fw_cfg(lua_State *L);
 void mbl_open_i8042(lua_State *L);
 void mbl_open_port80(lua_State *L);
 void mbl_open_debug_exit(lua_State *L);

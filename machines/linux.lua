@@ -5,6 +5,7 @@
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
 --                                [--seccomp]
+--                                [--cpus N] [--acpi on|off]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
 -- vmlinux through PVH when it is there (the guest runs no decompressor,
@@ -12,7 +13,10 @@
 -- else the bzImage; --boot picks one. --kernel F boots F through whichever
 -- protocol F speaks (an ELF vmlinux: PVH; a bzImage: the Linux protocol). On the console,
 -- Ctrl-a x quits. --disk adds a virtio-blk disk (/dev/vda), --rng a
--- virtio-rng (/dev/hwrng). From Lua, `loadfile("machines/linux.lua")(opts)`
+-- virtio-rng (/dev/hwrng). --cpus N starts N vCPUs (needs --irqchip
+-- kernel: KVM's local APICs take the INIT/SIPI that start the others);
+-- --acpi on gives the guest ACPI tables (devices found in the DSDT instead
+-- of on the command line, power-off through ACPI). From Lua, `loadfile("machines/linux.lua")(opts)`
 -- returns the machine (not started) and COM1 for tests and scripts to
 -- drive; opts.setup(m), if given, adds devices before the kernel is loaded
 -- (boot_linux announces the virtio devices present at that moment).
@@ -35,19 +39,29 @@ if type(opts) ~= "table" then
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
   timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1 }
+  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, cpus = 1, acpi = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
 root = opts.root or root
 local irqchip = opts.irqchip or "user"
+local cpus = tonumber(opts.cpus or 1)
+if not cpus or cpus < 1 or cpus % 1 ~= 0 then
+  error("linux.lua: --cpus: expected a number of CPUs, got " .. tostring(opts.cpus), 0)
+end
+local acpi = opts.acpi == true or opts.acpi == "on"
+if opts.acpi ~= nil and not acpi and opts.acpi ~= false and opts.acpi ~= "off" then
+  error("linux.lua: --acpi: expected on or off, got " .. tostring(opts.acpi), 0)
+end
 
 -- seccomp: confine moonbox's threads (docs/sandbox.md); unset: the
 -- default (moonbox --seccomp sets it for every machine)
 local seccomp = opts.seccomp
 if seccomp == "0" or seccomp == "false" then seccomp = false
 elseif seccomp ~= nil then seccomp = true end
-local m = mb.machine { cpus = 1, memory = opts.memory or "256M", irqchip = irqchip,
-  seccomp = seccomp }
+local m = mb.machine { cpus = cpus, memory = opts.memory or "256M", irqchip = irqchip,
+  seccomp = seccomp, acpi = acpi,
+  cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
 m:add(mb.pic8259 {})                       -- with "kernel" it stands for KVM's own
 m:add(mb.pit8254 { irq = 0 })
 local com1 = m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = opts.console or "stdio" })
@@ -57,8 +71,9 @@ m:add(mb.port80 {})                        -- the kernel's I/O delay port
 
 -- The command line that works on KVM hosts that emulate guest kernel code
 -- (see docs): no ACPI/PCI to probe, reboot by triple fault, no XSAVE.
-local cmdline = "console=ttyS0 earlyprintk=ttyS0 acpi=off pci=off reboot=t panic=-1 "
+local cmdline = "console=ttyS0 earlyprintk=ttyS0 pci=off reboot=t panic=-1 "
   .. "i8042.noaux noxsave clearcpuid=cx16 tsc=reliable"
+if not acpi then cmdline = cmdline .. " acpi=off" end
 if irqchip == "user" then
   -- moonbox's PIC has no APIC behind it; CPUID hiding is not reliable on
   -- every host, so tell Linux too.
@@ -99,6 +114,7 @@ if r.reason ~= "halt" then
   -- it shows up here as "shutdown", with the panic text on the console.
   io.stderr:write("\r\nmoonbox: guest stopped: ", r.reason, ": ", r.message or "", "\r\n")
 end
--- poweroff -f halts with interrupts off (no ACPI): a clean end, status 0.
+-- poweroff -f powers off through ACPI ("shutdown"), or without ACPI halts
+-- with interrupts off ("halt"): a clean end, status 0.
 local ok = { exit = r.exit_code, shutdown = 0, halt = 0, reset = 0 }
 os.exit(ok[r.reason] or r.exit_code)

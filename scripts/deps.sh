@@ -29,6 +29,7 @@ PKGS=(
   gdb                                           # tests/lua/test_gdb.lua (the stub)
   parallel                                      # tests/lua/test_campaign.lua (shards)
   qemu-system-common                            # vhost-user back-ends (qemu-storage-daemon)
+  acpica-tools                                  # iasl: tests/lua/test_acpi.lua
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \
