@@ -160,6 +160,25 @@ int mb_cpuid_build(struct mb_machine *m, const struct mb_cpuid_policy *p)
 		rc = change(c, p->hide[i], false);
 	for (unsigned i = 0; p && i < p->nset && !rc; i++)
 		rc = change(c, p->set[i], true);
+	struct kvm_cpuid_entry2 *e;
+	if (!rc && p && p->vendor) { /* leaf 0: EBX, EDX, ECX spell it */
+		if (strlen(p->vendor) != 12 || !(e = entry(c, 0, 0)))
+			rc = mb_seterr(-EINVAL, "cpuid: vendor \"%s\" is not 12 "
+				       "characters", p->vendor);
+		else
+			memcpy(&e->ebx, p->vendor, 4), memcpy(&e->edx, p->vendor + 4, 4),
+				memcpy(&e->ecx, p->vendor + 8, 4);
+	}
+	/* SDM vol. 2A, CPUID leaf 1 EAX: family in bits 8-11; from 15 on the
+	 * rest goes to the extended family, bits 20-27. */
+	if (!rc && p && p->family && (e = entry(c, 1, 0))) {
+		unsigned f = p->family;
+		if (f > 15 + 255)
+			rc = mb_seterr(-EINVAL, "cpuid: family %u is more than 270", f);
+		else
+			e->eax = (e->eax & ~0x0ff00f00u) |
+				 (f < 15 ? f : 15) << 8 | (f < 15 ? 0 : f - 15) << 20;
+	}
 	if (rc) {
 		free(c);
 		return rc;

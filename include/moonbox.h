@@ -283,6 +283,8 @@ struct mb_cpuid_policy {
 	unsigned nhide, nset;
 	const char *hide[MB_CPUID_MAX];
 	const char *set[MB_CPUID_MAX];
+	const char *vendor; /* NULL: KVM's; else 12 bytes ("AuthenticAMD") */
+	unsigned family;    /* 0: KVM's; else leaf 1's (extended) family */
 };
 
 struct mb_machine_config {

@@ -85,7 +85,8 @@ int mbl_ref_push(lua_State *L, struct mbl_machine *mm, const void *key)
 
 static void check_cpuid(lua_State *L, int idx, struct mb_cpuid_policy *p)
 {
-	static const char *const keys[] = { "hide", "set", NULL };
+	static const char *const keys[] = { "hide", "set", "vendor", "family",
+					    NULL };
 	if (lua_getfield(L, idx, "cpuid") == LUA_TNIL) {
 		lua_pop(L, 1);
 		return;
@@ -94,6 +95,14 @@ static void check_cpuid(lua_State *L, int idx, struct mb_cpuid_policy *p)
 		luaL_error(L, "cpuid: expected a table { hide = {...}, set = {...} }, "
 			   "got %s", luaL_typename(L, -1));
 	mbl_checkopts(L, -1, "cpuid", keys);
+	p->vendor = mbl_optstr(L, -1, "vendor", NULL); /* anchored by the table */
+	if (p->vendor && strlen(p->vendor) != 12)
+		luaL_error(L, "cpuid.vendor: \"%s\" is not 12 characters "
+			   "(\"GenuineIntel\", \"AuthenticAMD\")", p->vendor);
+	lua_Integer fam = mbl_optint(L, -1, "family", 0);
+	if (fam < 0 || fam > 270)
+		luaL_error(L, "cpuid.family: %d is not 1-270", (int)fam);
+	p->family = (unsigned)fam;
 	for (int which = 0; which < 2; which++) {
 		const char *key = which ? "set" : "hide";
 		unsigned *n = which ? &p->nset : &p->nhide;

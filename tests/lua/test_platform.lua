@@ -127,4 +127,21 @@ T.case("mptable: written for 2 CPUs with the kernel irqchip, found at 0xf0000", 
   T.eq(byte_sum(m:read(at, len), 1, len), 0, "table checksum")
 end)
 
+T.case("cpuid: vendor and family from Lua, as the guest sees them", function()
+  local m = mb.machine { memory = "16M", cpuid = { vendor = "AuthenticAMD", family = 25 } }
+  local _, b, c, d = m:cpuid(0)
+  T.eq(string.pack("<I4I4I4", b, d, c), "AuthenticAMD", "the policy")
+  T.eq((m:cpuid(1) >> 8) & 0xf, 15)
+  T.eq((m:cpuid(1) >> 20) & 0xff, 10, "extended family: 25 - 15")
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("cpuid"), mode = "protected" }
+  T.run(m, "exit", 0)
+  local eax = string.unpack("<I4", m:read(0x200c, 4))
+  T.eq(m:read(0x2000, 12), "AuthenticAMD", "the guest's CPUID")
+  T.eq((eax >> 8) & 0xf, 15)
+  T.eq((eax >> 20) & 0xff, 10)
+  T.raises(function() mb.machine { cpuid = { vendor = "AMD" } } end, "cpuid.vendor")
+  T.raises(function() mb.machine { cpuid = { family = 271 } } end, "cpuid.family")
+end)
+
 T.done()
