@@ -238,7 +238,7 @@ static bool syscall_entry(struct mb_fb_state *st)
 
 /* ---- exceptions, prefixes, memory operands ------------------------------ */
 
-enum { VEC_UD = 6, VEC_NP = 11, VEC_SS = 12, VEC_GP = 13 };
+enum { VEC_UD = 6, VEC_TS = 10, VEC_NP = 11, VEC_SS = 12, VEC_GP = 13 };
 
 #define CR4_OSXSAVE (1ull << 18)
 #define CR4_LA57 (1ull << 12)
@@ -631,9 +631,133 @@ static enum mb_fb_insn int_long(struct mb_fb_state *st, unsigned vec,
 	return MB_FB_INT;
 }
 
-/* INT n, CD ib (SDM vol. 2A, "INT n/INTO/INT3/INT1"). Real mode and 64-bit
- * mode are completed; 32-bit protected mode and virtual-8086 mode are
- * refused (the run ends with "error"), as is anything with prefixes. */
+/* A segment register's hidden part from a GDT descriptor (SDM vol. 3,
+ * 3.4.5 "Segment Descriptors"). */
+static struct mb_seg seg_of(const uint8_t d[8], uint16_t sel)
+{
+	uint32_t limit = (uint32_t)(d[0] | d[1] << 8 | (d[6] & 0xf) << 16);
+	bool g = d[6] & 0x80;
+	return (struct mb_seg){
+		.selector = sel,
+		.base = (uint64_t)(d[2] | d[3] << 8 | d[4] << 16) | (uint64_t)d[7] << 24,
+		.limit = g ? limit << 12 | 0xfff : limit, .type = d[5] & 0xf,
+		.present = 1, .dpl = d[5] >> 5 & 3, .s = 1, .db = (d[6] & 0x40) != 0,
+		.g = g };
+}
+
+/* 32-bit protected mode (SDM vol. 2A "INT n", PROTECTED-MODE; vol. 3,
+ * 6.11 "IDT Descriptors" and 6.12.1): 8-byte gates, 32-bit interrupt
+ * (0xE) and trap (0xF) gates; task gates, 16-bit gates and virtual-8086
+ * mode are left to the run's error (NONE). Gate DPL must be >= CPL
+ * (#GP(vec*8+2)), the gate present (#NP(vec*8+2)); the target a present
+ * 32-bit code segment of DPL <= CPL (#GP/#NP(selector)). A non-conforming
+ * target at a lower DPL switches to SSn:ESPn from the 32-bit TSS (ESPn at
+ * 4 + 8n, SSn at 8 + 8n; SSn must be a present writable data segment of
+ * DPL and RPL n, else #TS(SSn)) and pushes SS and ESP first; then EFLAGS,
+ * CS, EIP, 4 bytes each. TF, NT, RF, VM are cleared, IF too through an
+ * interrupt gate. */
+static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
+				unsigned len)
+{
+	uint32_t gerr = vec * 8 + 2;
+	unsigned pl = cpl(st);
+	if (st->rflags & RF_VM)
+		return MB_FB_NONE;
+	if (vec * 8 + 7 > st->idt_limit) {
+		fault(st, VEC_GP, true, gerr);
+		return MB_FB_INT;
+	}
+	uint8_t g[8];
+	if (st->read(st->ctx, st->idt_base + vec * 8, g, 8))
+		return MB_FB_NONE;
+	unsigned type = g[5] & 0x1f, gdpl = g[5] >> 5 & 3;
+	if (type == 0x5 || type == 0x6 || type == 0x7)
+		return MB_FB_NONE; /* task gate, 16-bit gates: not done */
+	if ((type != 0xe && type != 0xf) || gdpl < pl) {
+		fault(st, VEC_GP, true, gerr);
+		return MB_FB_INT;
+	}
+	if (!(g[5] & 0x80)) {
+		fault(st, VEC_NP, true, gerr);
+		return MB_FB_INT;
+	}
+	uint32_t target = (uint32_t)le16p(g) | (uint32_t)le16p(g + 6) << 16;
+	uint16_t sel = le16p(g + 2);
+	if ((sel & 0xfffc) == 0) {
+		fault(st, VEC_GP, true, 0);
+		return MB_FB_INT;
+	}
+	uint8_t d[8];
+	bool ok;
+	if (!gdt_entry(st, sel, d, &ok))
+		return MB_FB_NONE;
+	if (!ok)
+		return MB_FB_INT;
+	unsigned acc = d[5], ddpl = acc >> 5 & 3;
+	bool code = (acc & 0x18) == 0x18, conforming = acc & 4;
+	if (!code || ddpl > pl) {
+		fault(st, VEC_GP, true, sel & 0xfffc);
+		return MB_FB_INT;
+	}
+	if (!(acc & 0x80)) {
+		fault(st, VEC_NP, true, sel & 0xfffc);
+		return MB_FB_INT;
+	}
+	if (!(d[6] & 0x40))
+		return MB_FB_NONE; /* a 16-bit target: not done */
+	unsigned npl = conforming ? pl : ddpl;
+	struct mb_seg ss = st->ss;
+	uint32_t esp = (uint32_t)st->gpr[RSP];
+	if (npl < pl) {
+		uint8_t t[8], sd[8];
+		if (st->read(st->ctx, st->tr_base + 4 + 8 * npl, t, 8))
+			return MB_FB_NONE;
+		uint16_t nss = le16p(t + 4);
+		esp = (uint32_t)(t[0] | t[1] << 8 | t[2] << 16 | (uint32_t)t[3] << 24);
+		if ((nss & 0xfffc) == 0 || (nss & 3) != npl) {
+			fault(st, VEC_TS, true, nss & 0xfffc);
+			return MB_FB_INT;
+		}
+		if (!gdt_entry(st, nss, sd, &ok))
+			return MB_FB_NONE;
+		if (!ok)
+			return MB_FB_INT;
+		if ((sd[5] & 0x1a) != 0x12 || (sd[5] >> 5 & 3) != npl) {
+			fault(st, VEC_TS, true, nss & 0xfffc);
+			return MB_FB_INT;
+		}
+		if (!(sd[5] & 0x80)) {
+			fault(st, VEC_SS, true, nss & 0xfffc);
+			return MB_FB_INT;
+		}
+		ss = seg_of(sd, nss);
+	}
+	uint8_t f[20]; /* EIP CS EFLAGS [ESP SS], lowest address first */
+	unsigned size = npl < pl ? 20 : 12;
+	put_le(f, (uint32_t)(st->rip + len), 4);
+	put_le(f + 4, st->cs.selector, 4);
+	put_le(f + 8, st->rflags & ~RF_RF, 4);
+	put_le(f + 12, st->gpr[RSP], 4);
+	put_le(f + 16, st->ss.selector, 4);
+	uint32_t top = esp - size;
+	if (st->write(st->ctx, (uint32_t)(ss.base + top), f, size))
+		return MB_FB_NONE;
+	st->gpr[RSP] = top; /* a 32-bit stack: upper half zeroed */
+	st->rflags &= ~(RF_TF | RF_NT | RF_RF | RF_VM);
+	if (type == 0xe)
+		st->rflags &= ~RF_IF;
+	st->cs = seg_of(d, (uint16_t)((sel & 0xfffc) | npl));
+	st->cs.dpl = ddpl;
+	st->ss = ss;
+	st->rip = target;
+	st->segs_changed = true;
+	return MB_FB_INT;
+}
+
+/* INT n, CD ib (SDM vol. 2A, "INT n/INTO/INT3/INT1"). Real mode, 32-bit
+ * protected mode and 64-bit mode are completed; virtual-8086 and
+ * compatibility mode are refused (the run ends with "error"), as is
+ * anything with prefixes. */
 static enum mb_fb_insn int_n(struct mb_fb_state *st, const uint8_t *insn,
 			     unsigned n)
 {
@@ -644,6 +768,8 @@ static enum mb_fb_insn int_n(struct mb_fb_state *st, const uint8_t *insn,
 		return int_real(st, vec, 2);
 	if (mode64(st))
 		return int_long(st, vec, 2);
+	if (!(st->efer & EFER_LMA))
+		return int_prot(st, vec, 2);
 	return MB_FB_NONE;
 }
 

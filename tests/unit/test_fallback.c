@@ -983,11 +983,151 @@ static void test_int_long_checks(void **state)
 	before = st;
 	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
 	assert_memory_equal(&st, &before, sizeof st);
+	/* Compatibility mode (LMA, CS.L = 0): refused (not done yet). */
 	st = world(&w);
-	st.efer = 0, st.cr0 = 0x11, st.cs.l = 0, st.cs.db = 1, before = st;
+	st.cs.l = 0, st.cs.db = 1, before = st;
 	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
 	assert_memory_equal(&st, &before, sizeof st);
 	REFUSED(0xcd);
+}
+
+/* The 32-bit world: IDT at 0x1000 (8-byte gates), GDT at 0x2000 (0x08
+ * kernel code, 0x10 kernel data, 0x18 user code, 0x20 user data, 0x28 a
+ * 16-bit code segment), TSS at 0x3000 (ESP0 0x9000, SS0 0x10), stacks in
+ * the page below 0x9000 (kernel) and 0x7000 (user). */
+struct world32 {
+	struct lin_mem lm;
+	uint8_t idt[256 * 8], gdt[0x30], tss[0x68], kstk[4096], ustk[4096];
+};
+
+static void gate32(struct world32 *w, unsigned vec, uint32_t handler,
+		   uint16_t sel, unsigned type, unsigned dpl, bool present)
+{
+	uint8_t *g = w->idt + vec * 8;
+	g[0] = (uint8_t)handler, g[1] = (uint8_t)(handler >> 8);
+	g[2] = (uint8_t)sel, g[3] = (uint8_t)(sel >> 8), g[4] = 0;
+	g[5] = (uint8_t)((present ? 0x80 : 0) | dpl << 5 | type);
+	g[6] = (uint8_t)(handler >> 16), g[7] = (uint8_t)(handler >> 24);
+}
+
+static struct mb_fb_state world32(struct world32 *w)
+{
+	memset(w, 0, sizeof *w);
+	lin_add(&w->lm, 0x1000, w->idt, sizeof w->idt);
+	lin_add(&w->lm, 0x2000, w->gdt, sizeof w->gdt);
+	lin_add(&w->lm, 0x3000, w->tss, sizeof w->tss);
+	lin_add(&w->lm, 0x8000, w->kstk, sizeof w->kstk);
+	lin_add(&w->lm, 0x6000, w->ustk, sizeof w->ustk);
+	put64(w->gdt + 0x08, 0x00cf9a000000ffffull);
+	put64(w->gdt + 0x10, 0x00cf92000000ffffull);
+	put64(w->gdt + 0x18, 0x00cffa000000ffffull);
+	put64(w->gdt + 0x20, 0x00cff2000000ffffull);
+	put64(w->gdt + 0x28, 0x00009a000000ffffull);
+	w->tss[4] = 0x00, w->tss[5] = 0x90; /* ESP0 = 0x9000 */
+	w->tss[8] = 0x10;                   /* SS0 */
+	struct mb_fb_state st = prot32();
+	st.ss = (struct mb_seg){ .selector = 0x10, .limit = 0xffffffff, .type = 3,
+				 .present = 1, .s = 1, .db = 1, .g = 1 };
+	st.idt_base = 0x1000, st.idt_limit = 256 * 8 - 1;
+	st.gdt_base = 0x2000, st.gdt_limit = sizeof w->gdt - 1;
+	st.tr_base = 0x3000;
+	st.rflags = 0x2 | IF | CF;
+	st.gpr[RSP] = 0xabcd00008f00ull;
+	st.read = lin_read, st.write = lin_write, st.ctx = &w->lm;
+	return st;
+}
+
+static uint32_t get32(const uint8_t *p) { return (uint32_t)get64(p); }
+
+static void test_int_prot(void **state)
+{
+	static struct world32 w;
+	/* CPL 0 through an interrupt gate: EFLAGS, CS, EIP on the same stack */
+	struct mb_fb_state st = world32(&w);
+	gate32(&w, 0x80, 0xc0101000, 0x08, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_true(st.segs_changed);
+	assert_int_equal(st.rip, 0xc0101000);
+	assert_int_equal(st.cs.selector, 0x08);
+	assert_int_equal(st.cs.db, 1);
+	assert_int_equal(st.gpr[RSP], 0x8f00 - 12);
+	const uint8_t *f = w.kstk + 0xf00 - 12;
+	assert_int_equal(get32(f), 0x100002);
+	assert_int_equal(get32(f + 4), 0x08);
+	assert_int_equal(get32(f + 8), 0x2 | IF | CF);
+	assert_int_equal(st.rflags, 0x2 | CF);
+
+	/* CPL 3 through a DPL 3 trap gate: SS0:ESP0 from the TSS, SS and ESP
+	 * pushed first, IF kept, TF cleared */
+	st = world32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	st.cs = (struct mb_seg){ .selector = 0x1b, .limit = 0xffffffff, .type = 11,
+				 .present = 1, .dpl = 3, .s = 1, .db = 1, .g = 1 };
+	st.ss = (struct mb_seg){ .selector = 0x23, .limit = 0xffffffff, .type = 3,
+				 .present = 1, .dpl = 3, .s = 1, .db = 1, .g = 1 };
+	st.gpr[RSP] = 0x6ff0, st.rip = 0x08048000, st.rflags = 0x2 | IF | 0x100;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0xc0102000);
+	assert_int_equal(st.cs.selector, 0x08);
+	assert_int_equal(st.ss.selector, 0x10);
+	assert_int_equal(st.ss.dpl, 0);
+	assert_int_equal(st.gpr[RSP], 0x9000 - 20);
+	f = w.kstk + 4096 - 20;
+	assert_int_equal(get32(f), 0x08048002);
+	assert_int_equal(get32(f + 4), 0x1b);
+	assert_int_equal(get32(f + 8), 0x2 | IF | 0x100);
+	assert_int_equal(get32(f + 12), 0x6ff0);
+	assert_int_equal(get32(f + 16), 0x23);
+	assert_int_equal(st.rflags, 0x2 | IF);
+
+	/* From CPL 3 through a DPL 0 gate: #GP(vec * 8 + 2), nothing pushed */
+	struct mb_fb_state user = st;
+	user.cs.selector = 0x1b, user.cs.dpl = 3;
+	user.ss.selector = 0x23, user.ss.dpl = 3;
+	user.gpr[RSP] = 0x6ff0, user.rip = 0x08048000;
+	gate32(&w, 0x81, 0xc0103000, 0x08, 0xe, 0, true);
+	st = user;
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x81), MB_FB_INT);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_int_equal(st.inject_err, 0x81 * 8 + 2);
+	assert_int_equal(st.rip, 0x08048000);
+	assert_int_equal(w.lm.writes, 0);
+
+	/* Not present: #NP; past the IDT limit: #GP; a bad SS0: #TS */
+	st = world32(&w);
+	gate32(&w, 0x82, 0xc0104000, 0x08, 0xe, 0, false);
+	assert_int_equal(EXEC(st, 0xcd, 0x82), MB_FB_INT);
+	assert_int_equal(st.inject_vec, 11);
+	assert_int_equal(st.inject_err, 0x82 * 8 + 2);
+	st = world32(&w);
+	st.idt_limit = 0x80 * 8 + 6;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_int_equal(st.inject_vec, 13);
+	st = user;
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	w.tss[8] = 0x20; /* SS0 = a DPL 3 segment */
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_int_equal(st.inject_vec, 10);
+	assert_int_equal(st.inject_err, 0x20);
+	w.tss[8] = 0x10;
+
+	/* Left to the run's error: a task gate, a 16-bit target, VM86 */
+	struct mb_fb_state before;
+	st = world32(&w);
+	gate32(&w, 0x83, 0, 0x08, 0x5, 0, true);
+	before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x83), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	gate32(&w, 0x84, 0x1000, 0x28, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x84), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	st.rflags |= 0x20000, before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
 }
 
 static void test_names_counts(void **state)
@@ -1046,6 +1186,7 @@ int main(void)
 		cmocka_unit_test(test_int_long_kernel),
 		cmocka_unit_test(test_int_long_user),
 		cmocka_unit_test(test_int_long_checks),
+		cmocka_unit_test(test_int_prot),
 		cmocka_unit_test(test_names_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
