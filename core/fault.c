@@ -362,6 +362,19 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
 
+/* Room for one more rule (p->lock held); 0 or -ENOMEM. */
+static int room(struct mb_fault_plan *p)
+{
+	if (p->nrules < p->caprules)
+		return 0;
+	size_t cap = p->caprules ? 2 * p->caprules : 8;
+	void *nr = realloc(p->rules, cap * sizeof *p->rules);
+	if (!nr)
+		return mb_seterr(-ENOMEM, "faults: out of memory");
+	p->rules = nr, p->caprules = cap;
+	return 0;
+}
+
 /* A bit flip in guest RAM, now: the rule acts once, as it is added. */
 static int mem_flip(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
@@ -372,13 +385,8 @@ static int mem_flip(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (!b)
 		return mb_seterr(-EINVAL, "gpa: 0x%llx is not guest RAM",
 				 (unsigned long long)r->gpa);
-	if (p->nrules == p->caprules) {
-		size_t cap = p->caprules ? 2 * p->caprules : 8;
-		void *nr = realloc(p->rules, cap * sizeof *p->rules);
-		if (!nr)
-			return mb_seterr(-ENOMEM, "faults: out of memory");
-		p->rules = nr, p->caprules = cap;
-	}
+	if ((rc = room(p)))
+		return rc;
 	__atomic_xor_fetch(b, (uint8_t)(1u << r->bit), __ATOMIC_SEQ_CST);
 	struct slot *sl = &p->rules[p->nrules];
 	memset(sl, 0, sizeof *sl);
@@ -397,13 +405,8 @@ static int irq_spurious(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	struct mb_irq irq;
 	if (p->m && (rc = mb_machine_irq(p->m, (unsigned)r->first, &irq)))
 		return rc;
-	if (p->nrules == p->caprules) {
-		size_t cap = p->caprules ? 2 * p->caprules : 8;
-		void *nr = realloc(p->rules, cap * sizeof *p->rules);
-		if (!nr)
-			return mb_seterr(-ENOMEM, "faults: out of memory");
-		p->rules = nr, p->caprules = cap;
-	}
+	if ((rc = room(p)))
+		return rc;
 	struct slot *sl = &p->rules[p->nrules];
 	memset(sl, 0, sizeof *sl);
 	sl->r = *r;
