@@ -122,8 +122,10 @@ static void fuzz_linux(struct mb_mem *mem, const uint8_t *k, size_t klen,
 		}
 		nres = 2;
 	}
-	struct mb_linux_config cfg = { kpath, initrd ? xpath : NULL, cmdline,
-				       nres ? res : NULL, nres };
+	struct mb_linux_config cfg = { .kernel = kpath,
+				       .initrd = initrd ? xpath : NULL,
+				       .cmdline = cmdline, .reserved = nres ? res : NULL,
+				       .nreserved = nres };
 	struct mb_linux_layout lay;
 	if (mb_linux_load(mem, &cfg, &lay) == 0) {
 		check_in_ram(mem, lay.load, lay.kernel_size);

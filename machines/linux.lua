@@ -38,8 +38,8 @@ if type(opts) ~= "table" then
   end
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
-  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1 }
-  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, cpus = 1, acpi = 1 }
+  timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1, cpus = 1,
+  acpi = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
