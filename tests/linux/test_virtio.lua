@@ -67,17 +67,7 @@ local function has(s)
 end
 
 T.case("the boot ran under seccomp: moonbox's threads filtered, the script's not", function()
-  local pid = io.open("/proc/self/stat"):read("n")
-  local ls = io.popen("ls /proc/" .. pid .. "/task")
-  local filtered, free = 0, {}
-  for tid in ls:lines() do
-    local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/status")
-    local st = f and f:read("a") or ""
-    if f then f:close() end
-    local sc = tonumber(st:match("Seccomp:%s*(%d)"))
-    if sc == 2 then filtered = filtered + 1 elseif tonumber(tid) ~= pid then free[#free + 1] = tid end
-  end
-  ls:close()
+  local filtered, free = T.thread_filters()
   -- vCPU, event loop, two blk workers (and KVM's kernel worker)
   T.ok(filtered >= 4, filtered .. " filtered threads")
   T.eq(#free, 0, "threads left free besides the script's: " .. table.concat(free, " "))

@@ -111,19 +111,7 @@ T.case("net counters on both sides", function()
 end)
 
 T.case("both boots ran under seccomp: moonbox's threads filtered, the script's not", function()
-  local pid = io.open("/proc/self/stat"):read("n")
-  local ls = io.popen("ls /proc/" .. pid .. "/task")
-  local filtered, free = 0, {}
-  for tid in ls:lines() do
-    local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/status")
-    local st = f and f:read("a") or ""
-    if f then f:close() end
-    local sc = tonumber(st:match("Seccomp:%s*(%d)"))
-    local kernel = st:match("Name:%s*kvm") -- KVM's own kernel worker threads
-    if sc == 2 then filtered = filtered + 1
-    elseif tonumber(tid) ~= pid and not kernel then free[#free + 1] = tid end
-  end
-  ls:close()
+  local filtered, free = T.thread_filters()
   T.ok(filtered >= 4, filtered .. " filtered threads (two vCPUs, two event loops)")
   T.eq(#free, 0, "threads left free besides the script's: " .. table.concat(free, " "))
 end)

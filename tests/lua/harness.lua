@@ -95,6 +95,25 @@ function T.run(m, want_reason, want_code, timeout)
   return r
 end
 
+-- This process's threads under a seccomp filter, and the tids of the
+-- others besides the script's own thread (machine { seccomp = true }
+-- tests; KVM's kernel workers inherit the filter of the vCPU that made them).
+function T.thread_filters()
+  local pid = io.open("/proc/self/stat"):read("n")
+  local ls = io.popen("ls /proc/" .. pid .. "/task")
+  local filtered, free = 0, {}
+  for tid in ls:lines() do
+    local f = io.open("/proc/" .. pid .. "/task/" .. tid .. "/status")
+    local st = f and f:read("a") or ""
+    if f then f:close() end
+    local sc = tonumber(st:match("Seccomp:%s*(%d)"))
+    if sc == 2 then filtered = filtered + 1
+    elseif tonumber(tid) ~= pid then free[#free + 1] = tid end
+  end
+  ls:close()
+  return filtered, free
+end
+
 function T.done()
   summary()
   os.exit(T.failed == 0 and 0 or 1)
