@@ -4,7 +4,7 @@
 --                                [--memory 256M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
---                                [--seccomp]
+--                                [--seccomp=on|off]
 --                                [--cpus N] [--acpi on|off]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
@@ -54,11 +54,17 @@ if opts.acpi ~= nil and not acpi and opts.acpi ~= false and opts.acpi ~= "off" t
   error("linux.lua: --acpi: expected on or off, got " .. tostring(opts.acpi), 0)
 end
 
--- seccomp: confine moonbox's threads (docs/sandbox.md); unset: the
--- default (moonbox --seccomp sets it for every machine)
+-- seccomp: moonbox's threads are confined once the guest runs
+-- (docs/sandbox.md); on by default here, --seccomp=off (or seccomp = false
+-- from Lua) turns it off, e.g. to strace a run.
 local seccomp = opts.seccomp
-if seccomp == "0" or seccomp == "false" then seccomp = false
-elseif seccomp ~= nil then seccomp = true end
+if seccomp == nil or seccomp == true or seccomp == "on" or seccomp == "1" or seccomp == "true" then
+  seccomp = true
+elseif seccomp == false or seccomp == "off" or seccomp == "0" or seccomp == "false" then
+  seccomp = false
+else
+  error("linux.lua: --seccomp: expected on or off, got " .. tostring(seccomp), 0)
+end
 local m = mb.machine { cpus = cpus, memory = opts.memory or "256M", irqchip = irqchip,
   seccomp = seccomp, acpi = acpi,
   cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
