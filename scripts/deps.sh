@@ -79,8 +79,14 @@ fi
 # Reproducible-ish build identity, and ARCH=x86_64 forces 64BIT.
 KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
        KBUILD_BUILD_HOST=moonbox)
-if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR" ||
-   ! up_to_date "$OUT/vmlinux" "$FRAG" "$SELF" "$KTAR"; then
+# Rebuilt when what goes into it changes, by content, not by mtime: a
+# fresh clone or a git worktree sharing this cache has every file newer
+# than the guest, and must not rebuild it (nor, worse, reconfigure the tree
+# under a running test). Bump KRECIPE when the commands below change.
+KRECIPE=1
+kstamp=$( { echo "recipe $KRECIPE"; cat "$FRAG"; stat -c '%s %Y' "$KTAR"; } | sha256sum)
+if [ ! -e "$OUT/bzImage" ] || [ ! -e "$OUT/vmlinux" ] ||
+   [ "$(cat "$OUT/kernel.stamp" 2>/dev/null)" != "$kstamp" ]; then
   t0=$SECONDS
   log "configuring kernel (tinyconfig + guest/kernel.config)"
   # -m: only merge into .config; olddefconfig then resolves dependencies.
@@ -115,6 +121,7 @@ if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR" ||
   objcopy --strip-all "$KSRC/vmlinux" "$OUT/vmlinux.tmp"
   mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
   log "bzImage: $(stat -c %s "$OUT/bzImage") bytes, vmlinux: $(stat -c %s "$OUT/vmlinux") bytes, $((SECONDS - t0))s"
+  echo "$kstamp" >"$OUT/kernel.stamp"
 fi
 
 # ---- 4. initramfs ----------------------------------------------------------
@@ -122,7 +129,10 @@ fi
 # root-owned and /dev/console (needed before init runs) is a real device
 # node without needing mknod/root. Newc, uncompressed.
 BB=/bin/busybox
-if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
+IRECIPE=1
+istamp=$( { echo "recipe $IRECIPE"; cat "$INIT"; stat -c '%s %Y' "$BB"; } | sha256sum)
+if [ ! -e "$OUT/initramfs.cpio" ] ||
+   [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" != "$istamp" ]; then
   # a dynamically linked busybox (package "busybox") would not run in the guest
   readelf -l "$BB" | grep -q 'program interpreter' \
     && die "$BB is not static (install busybox-static)"
@@ -145,6 +155,7 @@ if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
   "$GEN" -t 0 "$spec" >"$OUT/initramfs.cpio.tmp"
   mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
   log "initramfs.cpio: $(stat -c %s "$OUT/initramfs.cpio") bytes"
+  echo "$istamp" >"$OUT/initramfs.stamp"
 fi
 
 log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio"
