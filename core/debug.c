@@ -554,7 +554,7 @@ int mb_debug_step(struct mb_machine *m, unsigned cpu, unsigned n,
 		m->waiter = pthread_self();
 		v->dbg_req = true;
 		pthread_cond_broadcast(&m->cond);
-		while (v->dbg_req)
+		while (v->dbg_req || (!had && m->borrowers))
 			pthread_cond_wait(&m->cond, &m->lock);
 		m->has_waiter = had;
 		m->waiter = was;

@@ -93,6 +93,9 @@ struct mb_machine {
 	struct call *calls;
 	pthread_t waiter; /* thread serving calls */
 	bool has_waiter;
+	/* Threads running a call in the waiter's world right now: the waiter
+	 * does not return to its Lua state until they are done. */
+	unsigned borrowers;
 	enum mb_stop stop;
 	int stop_code;
 	char stop_msg[4096];

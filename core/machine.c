@@ -506,6 +506,17 @@ static void probe_all(struct mb_machine *m)
 		}
 }
 
+/* With m->lock held: the waiter stops lending its world. A thread that
+ * is not a vCPU (the attach server, gdb's monitor) may still be running a
+ * call in it after every vCPU parked; returning to Lua then would run two
+ * threads in one Lua state (TSan saw it in test_attach). */
+static void stop_lending(struct mb_machine *m)
+{
+	while (m->borrowers)
+		pthread_cond_wait(&m->cond, &m->lock);
+	m->has_waiter = false;
+}
+
 static bool is_waiter(struct mb_machine *m)
 {
 	return m->has_waiter && pthread_equal(m->waiter, pthread_self());
@@ -546,10 +557,15 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 		 * one vCPU at a time, and save two thread switches. Not under
 		 * seccomp: this thread's filter would refuse what a Lua
 		 * callback may do (io, os); the waiter's thread is free. */
+		m->borrowers++;
 		pthread_mutex_unlock(&m->lock);
 		pthread_mutex_lock(&m->call_lock);
 		fn(arg);
 		pthread_mutex_unlock(&m->call_lock);
+		pthread_mutex_lock(&m->lock);
+		m->borrowers--;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
 		return;
 	}
 	struct call c = { .fn = fn, .arg = arg }, **tail = &m->calls;
@@ -610,7 +626,7 @@ static void wait_parked(struct mb_machine *m)
 			pthread_cond_wait(&m->cond, &m->lock);
 	}
 	if (!had)
-		m->has_waiter = false;
+		stop_lending(m);
 }
 
 int mb_machine_start(struct mb_machine *m)
@@ -824,7 +840,7 @@ again:
 			deadline_of(timeout, &dl);
 		goto again;
 	}
-	m->has_waiter = false;
+	stop_lending(m);
 	if (r) {
 		r->reason = m->stop;
 		r->exit_code = m->stop_code;
