@@ -120,6 +120,7 @@ test-asan test-ubsan test-tsan: test-%: deps
 	@$(MAKE) --no-print-directory B=build-$* CFLAGS="-O1 -g -fno-omit-frame-pointer $(SAN_$*)" \
 		LDFLAGS="$(SAN_$*)" build-$*/moonbox build-$*/moonbox.so build-$*/moonbox-launcher build-$*/moonbox-device unit
 	@MB_BUILD=build-$* MB_BIN=build-$* MB_SANITIZER=$* \
+		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $$TSAN_OPTIONS" \
 		MB_TEST_SKIP='^(fuzz/|lua/test_install$$|lua/stock_lua5.4$$|linux/)' \
 		MB_TEST_KEEP='$(SAN_LINUX)' tests/run.sh
 

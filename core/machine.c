@@ -407,10 +407,12 @@ void mb_machine_kick_irq(struct mb_machine *m)
 	/* Halted vCPUs sleep on cond; running ones leave KVM_RUN to look. */
 	pthread_mutex_lock(&m->lock);
 	pthread_cond_broadcast(&m->cond);
-	pthread_mutex_unlock(&m->lock);
+	/* halted is the vCPU's, under m->lock (TSan: read unlocked, a stale
+	 * value cost a kick or skipped one) */
 	for (unsigned i = 0; i < m->ncpu; i++)
 		if (m->cpu[i].started && !m->cpu[i].halted)
 			mb_vcpu_kick(&m->cpu[i]);
+	pthread_mutex_unlock(&m->lock);
 }
 
 int mb_machine_watch(struct mb_machine *m, int fd,

@@ -1079,15 +1079,15 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->protocol_features = vu->protocol;
 	st->connected = vu->sock >= 0;
 	st->running = vu->running;
-	pthread_mutex_unlock(&vu->lock);
 	st->messages = vu->messages;
 	st->calls = vu->calls;
 	st->disconnects = vu->disconnects;
 	st->reconnects = vu->reconnects;
-	st->pid = (uint32_t)vu->child;
+	st->pid = (uint32_t)vu->child; /* a respawn changes it (TSan) */
 	st->spawns = vu->spawns;
 	st->copy = vu->copy;
 	st->resubmitted = vu->resubmitted;
+	pthread_mutex_unlock(&vu->lock);
 	if (vu->copy) { /* requests moonbox holds for the back-end */
 		pthread_mutex_lock(&vu->copy_lock);
 		for (unsigned i = 0; i < vu->ops.nqueues; i++)
