@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make deps: install the Debian packages moonbox needs and build the default
 # Linux guest into .cache/guest/ (bzImage, the same kernel as an uncompressed
-# ELF vmlinux for PVH boot, and an uncompressed initramfs.cpio).
+# ELF vmlinux for PVH boot, an uncompressed initramfs.cpio, and root.ext2,
+# the same userland on a small disk image: machines/linux.lua's root).
 # Idempotent: does nothing (in well under a second) when all is up to date.
 set -euo pipefail
 
@@ -158,4 +159,37 @@ if [ ! -e "$OUT/initramfs.cpio" ] ||
   echo "$istamp" >"$OUT/initramfs.stamp"
 fi
 
-log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio"
+# ---- 5. root disk ----------------------------------------------------------
+# The same userland as a small ext2 image, machines/linux.lua's default root
+# (root=/dev/vda): the guest reads the files it runs from the disk instead
+# of unpacking a cpio in emulated kernel code first (guest/README.md has
+# the numbers). moonbox opens it read-only with a copy-on-write overlay, so
+# the guest may write (its /init writes /etc/fstab) and the image never
+# changes. No /dev/console in it: the kernel opens the console on its
+# built-in rootfs and mounts devtmpfs on /dev (DEVTMPFS_MOUNT).
+RRECIPE=1
+rstamp=$( { echo "recipe $RRECIPE"; cat "$INIT"; stat -c '%s %Y' "$BB"; } | sha256sum)
+if [ ! -e "$OUT/root.ext2" ] ||
+   [ "$(cat "$OUT/root.ext2.stamp" 2>/dev/null)" != "$rstamp" ]; then
+  stage=$CACHE/build/rootfs
+  rm -rf "$stage"
+  mkdir -p "$stage"/{dev,proc,sys,root,etc,bin,sbin,usr/bin,usr/sbin,tmp}
+  chmod 1777 "$stage/tmp"
+  install -m 755 "$INIT" "$stage/init"
+  install -m 755 "$BB" "$stage/bin/busybox"
+  "$BB" --list-full | grep -v '^linuxrc$' | grep -vx 'bin/busybox' |
+    while read -r a; do ln -s /bin/busybox "$stage/$a"; done
+  # 1 KiB blocks and few inodes: the files fill ~2 MiB; 2 MiB spare for
+  # what a guest writes to it (into the overlay).
+  kib=$(( $(du -sk "$stage" | cut -f1) + 2048 ))
+  rm -f "$OUT/root.ext2.tmp"
+  truncate -s "${kib}k" "$OUT/root.ext2.tmp"
+  mke2fs -q -F -t ext2 -b 1024 -m 0 -N 1024 -L moonbox-root \
+    -E root_owner=0:0 -d "$stage" "$OUT/root.ext2.tmp" \
+    || die "mke2fs of the root disk failed"
+  mv "$OUT/root.ext2.tmp" "$OUT/root.ext2"
+  echo "$rstamp" >"$OUT/root.ext2.stamp"
+  log "root.ext2: $(stat -c %s "$OUT/root.ext2") bytes"
+fi
+
+log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio .cache/guest/root.ext2"
