@@ -268,7 +268,8 @@ int mb_snapshot_take(struct mb_machine *m, struct mb_snapshot **out)
 		return mb_seterr(-EBUSY, "snapshot: the machine is running (pause it "
 				 "first)");
 	if (mb_debug_has_watch(m))
-		return mb_seterr(-EBUSY, "snapshot: watchpoints are set (they split "
+		return mb_seterr(-EBUSY, "snapshot: watchpoints are set, or software "
+				 "breakpoints (they split "
 				 "guest RAM into slots of their own): remove them "
 				 "first");
 	struct mb_snapshot *s = calloc(1, sizeof *s);
@@ -493,7 +494,8 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 		return mb_seterr(-EBUSY, "restore: the machine is running (pause it "
 				 "first)");
 	if (mb_debug_has_watch(m))
-		return mb_seterr(-EBUSY, "restore: watchpoints are set (they split "
+		return mb_seterr(-EBUSY, "restore: watchpoints are set, or software "
+				 "breakpoints (they split "
 				 "guest RAM into slots of their own): remove them "
 				 "first");
 	if (s->machine_id && s->machine_id != m->snap_id)
