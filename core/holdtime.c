@@ -83,18 +83,20 @@ static int tsc_offset(int fd, uint64_t *off, bool set)
 
 static int msr(int fd, uint32_t index, uint64_t *v, bool set)
 {
-	struct {
+	/* struct kvm_msrs ends in a flexible array: one entry after it */
+	union {
 		struct kvm_msrs h;
-		struct kvm_msr_entry e;
+		uint8_t raw[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
 	} b;
 	memset(&b, 0, sizeof b);
 	b.h.nmsrs = 1;
-	b.e.index = index;
-	b.e.data = *v;
+	struct kvm_msr_entry e = { .index = index, .data = *v };
+	memcpy(b.raw + sizeof(struct kvm_msrs), &e, sizeof e);
 	int n = ioctl(fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &b);
 	if (n != 1)
 		return -1;
-	*v = b.e.data;
+	memcpy(&e, b.raw + sizeof(struct kvm_msrs), sizeof e);
+	*v = e.data;
 	return 0;
 }
 
