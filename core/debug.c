@@ -15,7 +15,9 @@
  *     are recognised by address before the emulation fallback injects #BP
  *     (foreign ones still go to the guest);
  *   - data breakpoints never fire: watchpoints use a KVM_MEM_READONLY slot
- *     over the page, so each write arrives as an MMIO exit we complete.
+ *     over the page, so each write arrives as an MMIO exit we complete;
+ *     software breakpoints' pages get one too, so that a guest writing
+ *     over a 0xCC (a decompressor) gets its byte saved and the 0xCC back.
  * Tables change only while the machine is paused; vCPU threads read them.
  */
 #include <errno.h>
