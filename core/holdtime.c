@@ -4,9 +4,9 @@
  * machine clock and kvmclock are machine.c's; here are the rest:
  *
  *   - the in-kernel PIT (pit = "kernel"): KVM_GET_PIT2 at the hold,
- *     KVM_SET_PIT2 at the resume. SET_PIT2 reloads every channel with its
- *     initial count and restarts channel 0's host timer a whole period
- *     from now, dropping the ticks KVM counted for reinjection meanwhile
+ *     KVM_SET_PIT2 at the resume. SET_PIT2 reloads channel 0 with its
+ *     initial count, which restarts its host timer a whole period from
+ *     now and drops the ticks KVM counted for reinjection meanwhile
  *     (arch/x86/kvm/i8254.c: kvm_pit_load_count, create_pit_timer). So a
  *     hold costs the guest at most the part of one period that had passed,
  *     plus the one tick that may have reached the PIC during the hold,
