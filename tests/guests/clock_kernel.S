@@ -8,13 +8,16 @@
  * time standing still the LAPIC count and TSC move by far less than the
  * hold lasted, and the window after the hold sees about its 20 ticks,
  * not a burst of the ticks the hold missed (KVM reinjects those back to
- * back, ~2 kHz here); the LAPIC timer never fires (lapic_irqs). */
+ * back, ~2 kHz here); the LAPIC timer never fires (lapic_irqs). Then a
+ * TSC-deadline timer is armed across a second stop, `held2`: dl0 and dl1
+ * are IA32_TSC_DEADLINE before and after it. */
 #include "guest.h"
 #include "irq.h"
 #define LAPIC 0xfee00000
 #define WINDOW 1562500		/* 200 ms in LAPIC counts */
 	.code32
-	.globl _start, held, ticks_a, ticks_b, tmcct0, tmcct1, tsc0, tsc1
+	.globl _start, held, held2, ticks_a, ticks_b, tmcct0, tmcct1, tsc0, tsc1
+	.globl dl0, dl1
 _start:
 	mov	$0x200000, %esp
 	idt_init spurious
@@ -49,6 +52,19 @@ held:	nop
 	mov	%eax, tmcct1
 	call	window
 	mov	%eax, ticks_b
+	/* a TSC-deadline timer across a second stop, `held2`: due in 2^40
+	 * cycles, IA32_TSC_DEADLINE reads back the same after it */
+	movl	$0x4002e, LAPIC + 0x320	/* LVTT: TSC-deadline, vector 0x2e */
+	rdtsc
+	add	$0x100, %edx
+	mov	$0x6e0, %ecx
+	wrmsr
+	rdmsr
+	mov	%eax, dl0
+	mov	%edx, dl0 + 4
+held2:	rdmsr
+	mov	%eax, dl1
+	mov	%edx, dl1 + 4
 	cli
 	xor	%eax, %eax
 	mov	$EXIT_PORT, %dx
@@ -83,6 +99,8 @@ spurious:
 	.align	8
 tsc0:	.quad	0
 tsc1:	.quad	0
+dl0:	.quad	0
+dl1:	.quad	0
 count:	.long	0
 ticks_a: .long	0
 ticks_b: .long	0

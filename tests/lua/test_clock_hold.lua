@@ -3,7 +3,8 @@
 -- the resume; with irqchip = "kernel" the in-kernel PIT and LAPIC timers
 -- and (where KVM honours the TSC offset) the TSC too. Guests: clock_hold
 -- (reads the RTC seconds on both sides of a breakpoint), clock_kernel
--- (PIT ticks, LAPIC current count, rdtsc around one), spin.
+-- (PIT ticks, LAPIC current count, rdtsc around one; a TSC-deadline timer
+-- across a second), spin.
 local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
 local mb = require "moonbox"
 T.need_kvm()
@@ -60,10 +61,14 @@ T.case("irqchip = kernel, pit = kernel: a 2.5 s stop is not seen by the PIT, LAP
   m:boot_flat { file = T.guest("clock_kernel"), mode = "protected" }
   m:symbols(T.root .. "/build/guests/clock_kernel.elf")
   m:breakpoint { at = "held", kind = "hw" }
+  m:breakpoint { at = "held2", kind = "hw" }
   local r = m:run { timeout = 20 }
   T.eq(r.reason, "breakpoint")
   sleep(2.5)
   r = m:run { timeout = 20 }  -- a LAPIC timer left stopped never ends the window
+  T.eq(r.sym, "held2", "the second stop, a TSC-deadline timer armed")
+  T.eq(r.cpu:msr(0x6e0), 0, "held: the deadline disarmed")
+  r = m:run { timeout = 20 }
   T.eq(r.reason, "exit")
   local function u32(n) return (string.unpack("<I4", m:read(m:sym(n), 4))) end
   local function u64(n) return (string.unpack("<I8", m:read(m:sym(n), 8))) end
@@ -75,6 +80,8 @@ T.case("irqchip = kernel, pit = kernel: a 2.5 s stop is not seen by the PIT, LAP
   local ns = (u32("tmcct0") - u32("tmcct1")) * 128
   T.ok(ns < 0.5e9, "LAPIC timer time across the hold: " .. ns .. " ns")
   T.eq(u32("lapic_irqs"), 0, "the one-shot due within the hold did not fire")
+  T.ok(u64("dl0") ~= 0, "a deadline was set")
+  T.eq(u64("dl1"), u64("dl0"), "IA32_TSC_DEADLINE put back at the resume")
   local frozen, why = tsc_frozen()
   local cyc = u64("tsc1") - u64("tsc0")
   if frozen then
