@@ -582,8 +582,8 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 
 /* With m->lock held, every vCPU parked: guest time stops (frozen) or goes
  * on from where it stood (thawed): the machine clock that devices' timers
- * use, and KVM's kvmclock (api.rst, KVM_GET_CLOCK / KVM_SET_CLOCK). The
- * in-kernel PIT and LAPIC timers run on host time and are not stopped. */
+ * use, and KVM's kvmclock (api.rst, KVM_GET_CLOCK / KVM_SET_CLOCK); the
+ * in-kernel PIT, LAPIC timers and the TSC in holdtime.c. */
 static void freeze(struct mb_machine *m, bool frozen)
 {
 	if (!m->threads || mb_evloop_frozen(m->ev) == frozen)
@@ -596,6 +596,10 @@ static void freeze(struct mb_machine *m, bool frozen)
 		ioctl(m->vm, KVM_SET_CLOCK, &c); /* best effort: time jumps */
 		m->kvmclock_saved = false;
 	}
+	if (frozen)
+		mb_holdtime_freeze(m);
+	else
+		mb_holdtime_thaw(m);
 	mb_evloop_freeze(m->ev, frozen);
 	for (struct hook *h = m->freeze_hooks; h; h = h->next)
 		h->fn(h->arg); /* device processes keep their clocks in step */
