@@ -469,6 +469,9 @@ static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 			resident_pages(g->host, g->size, zero_page, &z);
 			resident_pages(r->copy, g->size, copy_page, &c);
 			copied += c.n;
+			/* the same stale translations as above, any page of them */
+			if ((z.n || c.n) && zap && (rc = rezap(m, i)))
+				return rc;
 		}
 	}
 	if (st) {
