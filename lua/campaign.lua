@@ -294,10 +294,15 @@ return function(opts)
     for _, t in ipairs(res.all) do
       f:write(string.format('  <testcase classname="%s" name="trial %d (%s=%d, seed %d)">', xml(name),
         t.index, t.kind, t.value, t.seed))
+      local body = t.rules
+      if t.shrunk then
+        body = string.format("%s\nshrunk to rules {%s} in %d trials:\n%s", t.rules,
+          table.concat(t.shrunk.rules, ","), t.shrunk.trials, t.shrunk.report)
+      end
       if fails(t.class) then
-        f:write(string.format('<failure message="%s">%s</failure>', xml(t.class), xml(t.rules)))
+        f:write(string.format('<failure message="%s">%s</failure>', xml(t.class), xml(body)))
       elseif t.class ~= "masked" then
-        f:write(string.format("<system-out>%s: %s</system-out>", xml(t.class), xml(t.rules)))
+        f:write(string.format("<system-out>%s: %s</system-out>", xml(t.class), xml(body)))
       end
       f:write("</testcase>\n")
     end

@@ -145,7 +145,7 @@ T.case("shrink: ddmin finds the 2 rules of 6 that make the outcome", function()
   local path = dir .. "/shrink.jsonl"
   local res = mb.campaign {
     name = "tmr", machine = m, base = s, space = { nth = { 1, 2 } }, shrink = true,
-    results = path, progress = false,
+    results = path, junit = dir .. "/shrink.xml", progress = false,
     fault = function(v, plan)
       for _, f in ipairs(sets[v]) do plan:add(F.mem.flip { gpa = f[1], bit = f[2] }) end
     end,
@@ -170,6 +170,8 @@ T.case("shrink: ddmin finds the 2 rules of 6 that make the outcome", function()
   for line in io.lines(path) do lines[#lines + 1] = line end
   T.ok(lines[2]:find('"shrunk":[2,5],"shrink_trials":' .. sh.trials, 1, true), lines[2])
   T.ok(not lines[1]:find("shrunk", 1, true), lines[1])
+  local x = assert(io.open(dir .. "/shrink.xml")):read("a")
+  T.ok(x:find("shrunk to rules {2,5} in " .. sh.trials .. " trials", 1, true), "JUnit failure:\n" .. x)
   T.eq(string.unpack("<I4", m:read(A, 4)), 8, "the machine is back at the snapshot")
 end)
 
