@@ -138,6 +138,20 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
 	fi
 fi
 
+# ---- fault campaign: snapshot vs reboot per trial (bench/campaign.lua) -------
+# 20 trials of blk errors on the nth write from an in-memory snapshot; 2
+# trials that each boot (~1-2 min each here), their rate extrapolated.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
+	echo
+	line=$(./moonbox bench/campaign.lua 20) || echo "FAILED: bench/campaign.lua" >&2
+	echo "Linux blk-fault campaign: 20 trials from a snapshot vs a reboot per trial (2 reboot trials timed, extrapolated)"
+	printf '%-36s %12s %12s %9s\n' metric snapshot reboot ratio
+	printf '%-36s %12s %12s %9s\n' "trials per minute" "$(get "$line" snapshot_tpm)" \
+		"$(get "$line" reboot_tpm)" "$(get "$line" ratio)"
+	echo "seconds: campaign $(get "$line" snapshot_s), reboot trials $(get "$line" reboot_s);" \
+		"restore of the booted Linux after a trial: $(get "$line" linux_restore_ms) ms CPU (median of 10)"
+fi
+
 # ---- virtio-blk (bench/virtio.lua; owner: virtio work) ----------------------
 # Sequential 1 MiB read/write MB/s, 4 KiB read IOPS and exits per MiB in a
 # Linux guest against an image on /dev/shm; one boot (~2-3 min here).

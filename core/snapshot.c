@@ -48,6 +48,7 @@ void mb_snapshot_free(struct mb_snapshot *s)
 		mb_blob_free(&s->vm[p]);
 	for (size_t i = 0; i < s->ndev; i++) {
 		free(s->dev[i].data);
+		free(s->dev[i].file_kept);
 		if (s->dev[i].kept && s->dev[i].drop)
 			s->dev[i].drop(s->dev[i].kept);
 	}
@@ -247,6 +248,8 @@ static int take_devices(struct mb_machine *m, struct mb_snapshot *s)
 					 e->name);
 		if (krc) /* the device says why (a write-back cache not flushed) */
 			return krc;
+		e->kept_size = mb_device_ops_of(d)->kept_size;
+		e->kept_write = mb_device_ops_of(d)->kept_write;
 		if (!desc)
 			continue;
 		snprintf(e->desc, sizeof e->desc, "%s", desc->name);
@@ -472,6 +475,9 @@ static int restore_ram(struct mb_machine *m, const struct mb_snapshot *s,
 			resident_pages(g->host, g->size, zero_page, &z);
 			resident_pages(r->copy, g->size, copy_page, &c);
 			copied += c.n;
+			/* the same stale translations as above, any page of them */
+			if ((z.n || c.n) && zap && (rc = rezap(m, i)))
+				return rc;
 		}
 	}
 	if (st) {
@@ -489,6 +495,53 @@ static int prefixed(int rc, const char *dev)
 	if (dev)
 		return mb_seterr(rc, "restore: device %s: %s", dev, msg);
 	return mb_seterr(rc, "restore: %s", msg);
+}
+
+static void drop_kept(struct mb_machine *m, const struct mb_snapshot *s, void **fk)
+{
+	if (!fk)
+		return;
+	for (size_t i = 0; i < s->ndev; i++)
+		if (fk[i])
+			mb_device_ops_of(mb_machine_device(m, s->dev[i].name))->drop(fk[i]);
+	free(fk);
+}
+
+/* The kept states of a snapshot read from a file (KEPT records), made
+ * by each device's kept_read before the machine is touched: *out NULL
+ * when there are none, else one per device (NULL: nothing kept). */
+static int read_kept(struct mb_machine *m, const struct mb_snapshot *s, void ***out)
+{
+	*out = NULL;
+	size_t any = 0;
+	for (size_t i = 0; i < s->ndev; i++)
+		any += s->dev[i].file_kept_len != 0;
+	if (!any)
+		return 0;
+	void **fk = calloc(s->ndev, sizeof *fk);
+	if (!fk)
+		return mb_seterr(-ENOMEM, "restore: out of memory");
+	for (size_t i = 0; i < s->ndev; i++) {
+		const struct snap_dev *e = &s->dev[i];
+		if (!e->file_kept_len)
+			continue;
+		const struct mb_device_ops *ops =
+			mb_device_ops_of(mb_machine_device(m, e->name));
+		int rc;
+		if (!ops->kept_read || !ops->put_back || !ops->drop)
+			rc = mb_seterr(-EINVAL, "restore: device %s: the snapshot holds "
+				       "state kept outside its registers (a disk "
+				       "overlay's blocks) and this %s cannot take it",
+				       e->name, e->kind);
+		else if ((rc = ops->kept_read(e->file_kept, e->file_kept_len, &fk[i])))
+			rc = prefixed(rc, e->name);
+		if (rc) {
+			drop_kept(m, s, fk);
+			return rc;
+		}
+	}
+	*out = fk;
+	return 0;
 }
 
 int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
@@ -513,19 +566,24 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 		return rc;
 	for (size_t i = 0; i < m->ndevs; i++)
 		mb_device_quiesce(m->devs[i]);
-	if ((rc = restore_ram(m, s, st)))
+	void **fk = NULL; /* kept states read from the file, made before any change */
+	if ((rc = read_kept(m, s, &fk)))
 		return rc;
-	/* Devices first (they may move their lines), then KVM's controllers,
-	 * which put the lines' levels back as they were, then the vCPUs and
-	 * the clock. */
-	for (size_t i = 0; i < s->ndev; i++) {
+	/* RAM, then devices (they may move their lines), then KVM's
+	 * controllers, which put the lines' levels back as they were, then
+	 * the vCPUs and the clock. */
+	rc = restore_ram(m, s, st);
+	for (size_t i = 0; i < s->ndev && !rc; i++) {
 		const struct snap_dev *e = &s->dev[i];
 		struct mb_device *d = mb_machine_device(m, e->name);
 		if (e->size && (rc = mb_device_load(d, e->data)))
-			return prefixed(rc, e->name);
-		if ((rc = mb_device_put_back(d, e->kept)))
-			return mb_seterr(rc, "restore: device %s: out of memory", e->name);
+			rc = prefixed(rc, e->name);
+		else if ((rc = mb_device_put_back(d, fk ? fk[i] : e->kept)))
+			rc = prefixed(rc, e->name);
 	}
+	drop_kept(m, s, fk);
+	if (rc)
+		return rc;
 	for (unsigned c = 0; c < m->ncpu; c++)
 		if ((rc = mb_vcpu_state_load(&m->cpu[c], &s->cpu[c])))
 			return prefixed(rc, NULL);

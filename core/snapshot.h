@@ -46,8 +46,14 @@ struct snap_dev {
 	uint32_t version;
 	uint64_t size; /* 0: no state */
 	void *data;
-	void *kept;               /* mb_device_keep: in memory only */
+	void *kept;               /* mb_device_keep, by reference */
 	void (*drop)(void *kept);
+	/* the device's ops for kept in files (NULL: it cannot go there) */
+	uint64_t (*kept_size)(const void *kept);
+	int (*kept_write)(const void *kept,
+			  int (*put)(void *ctx, const void *p, size_t n), void *ctx);
+	void *file_kept;          /* a KEPT record read from a file */
+	uint64_t file_kept_len;
 };
 
 struct mb_snapshot {

@@ -19,7 +19,7 @@
 
 #define PAGE 4096u
 #define MAGIC "MOONSNAP"
-#define VERSION 1u
+#define VERSION 2u /* 2: KEPT records (a disk overlay's blocks); 1 is read too */
 #define HDR 32u
 
 #define TAG(a, b, c, d) ((uint32_t)(a) | (uint32_t)(b) << 8 | (uint32_t)(c) << 16 | \
@@ -29,6 +29,7 @@ enum {
 	T_CONF = TAG('C', 'O', 'N', 'F'), T_DEV = TAG('D', 'E', 'V', ' '),
 	T_CPU = TAG('C', 'P', 'U', ' '), T_VM = TAG('V', 'M', ' ', ' '),
 	T_RAM = TAG('R', 'A', 'M', ' '), T_END = TAG('E', 'N', 'D', ' '),
+	T_KEPT = TAG('K', 'E', 'P', 'T'),
 };
 
 /* ---- CRC-32C ------------------------------------------------------------ */
@@ -148,15 +149,36 @@ static void put_region(struct out *o, uint32_t idx, const struct snap_region *r)
 	}
 }
 
+static int put_cb(void *ctx, const void *p, size_t n)
+{
+	struct out *o = ctx;
+	put(o, p, n);
+	return o->err ? -EIO : 0;
+}
+
+/* KEPT: what a device keeps outside its state struct (a disk overlay's
+ * written blocks), in the device's own layout after its name. */
+static void put_kept(struct out *o, const struct snap_dev *e)
+{
+	uint64_t n = e->kept ? e->kept_size(e->kept) : 0;
+	if (!n)
+		return;
+	record(o, T_KEPT, sizeof e->name + n);
+	put(o, e->name, sizeof e->name);
+	uint64_t at = o->len;
+	if (e->kept_write(e->kept, put_cb, o) || o->len - at != n)
+		o->err = true; /* the device wrote other than it said */
+}
+
 int mb_snapshot_write(const struct mb_snapshot *s, const char *path)
 {
 	char tmp[4096];
 	for (size_t i = 0; i < s->ndev; i++)
-		if (s->dev[i].kept)
-			return mb_seterr(-ENOTSUP, "snapshot: device %s: its disk overlay "
-					 "holds written blocks, which a snapshot file "
-					 "cannot hold (take an in-memory snapshot, or "
-					 "save before the first write)", s->dev[i].name);
+		if (s->dev[i].kept && (!s->dev[i].kept_size || !s->dev[i].kept_write))
+			return mb_seterr(-ENOTSUP, "snapshot: device %s (%s) keeps state "
+					 "outside its registers that a snapshot file "
+					 "cannot hold (take an in-memory snapshot)",
+					 s->dev[i].name, s->dev[i].kind);
 	snprintf(tmp, sizeof tmp, "%s.tmp", path);
 	struct out o = { .f = fopen(tmp, "wb") };
 	if (!o.f)
@@ -192,6 +214,8 @@ int mb_snapshot_write(const struct mb_snapshot *s, const char *path)
 		put(&o, &e->size, sizeof e->size);
 		put(&o, e->data, e->size);
 	}
+	for (size_t i = 0; i < s->ndev && !o.err; i++)
+		put_kept(&o, &s->dev[i]);
 	for (unsigned c = 0; c < s->ncpu; c++)
 		for (unsigned p = 0; p < CPU_NPARTS; p++)
 			put_blob(&o, T_CPU, c, p, &s->cpu[c].part[p]);
@@ -227,6 +251,7 @@ struct in {
 	const uint8_t *p;
 	uint64_t len, at;
 	const char *path;
+	uint32_t version;
 };
 
 static int bad(const struct in *in, const char *why)
@@ -304,7 +329,8 @@ static int parse(struct in *in, struct mb_snapshot *s)
 				return bad(in, "device state size");
 			if (e->size && !(e->data = malloc(e->size)))
 				return mb_seterr(-ENOMEM, "restore: out of memory");
-			memcpy(e->data, d + 112, e->size);
+			if (e->size)
+				memcpy(e->data, d + 112, e->size);
 			break;
 		}
 		case T_CPU:
@@ -347,6 +373,28 @@ static int parse(struct in *in, struct mb_snapshot *s)
 				return mb_seterr(-ENOMEM, "restore: cannot map %" PRIu64
 						 " bytes of RAM", r->size);
 			memcpy(c + run[0] * PAGE, d + 24, run[1] * PAGE);
+			break;
+		}
+		case T_KEPT: {
+			if (in->version < 2)
+				return bad(in, "a KEPT record in a version 1 file");
+			if (len <= 32)
+				return bad(in, "KEPT record");
+			char name[32];
+			memcpy(name, d, 32);
+			name[31] = 0;
+			struct snap_dev *e = NULL;
+			for (size_t i = 0; i < s->ndev && !e; i++)
+				if (strcmp(s->dev[i].name, name) == 0)
+					e = &s->dev[i];
+			if (!e)
+				return bad(in, "KEPT record before its device's record");
+			if (e->file_kept_len)
+				return bad(in, "duplicate KEPT record");
+			if (!(e->file_kept = malloc(len - 32)))
+				return mb_seterr(-ENOMEM, "restore: out of memory");
+			memcpy(e->file_kept, d + 32, len - 32);
+			e->file_kept_len = len - 32;
 			break;
 		}
 		case T_END:
@@ -411,9 +459,9 @@ int mb_snapshot_parse(const void *buf, size_t size, const char *path,
 	if (memcmp(p, MAGIC, 8))
 		rc = mb_seterr(-EINVAL, "restore: %s is not a moonbox snapshot (bad "
 			       "magic)", path);
-	else if (v[0] != VERSION)
+	else if (v[0] < 1 || v[0] > VERSION)
 		rc = mb_seterr(-EINVAL, "restore: %s has format version %u; this "
-			       "moonbox reads version %u", path, v[0], VERSION);
+			       "moonbox reads versions 1-%u", path, v[0], VERSION);
 	else if (v[1] != HDR || mb_crc32c(0, p, 28) != hcrc)
 		rc = mb_seterr(-EINVAL, "restore: %s: header checksum mismatch "
 			       "(corrupt header)", path);
@@ -427,7 +475,7 @@ int mb_snapshot_parse(const void *buf, size_t size, const char *path,
 	else if (!(s = calloc(1, sizeof *s)))
 		rc = mb_seterr(-ENOMEM, "restore: out of memory");
 	if (!rc) {
-		struct in in = { p + HDR, plen, 0, path };
+		struct in in = { p + HDR, plen, 0, path, v[0] };
 		rc = parse(&in, s);
 		s->id = mb_snapshot_new_id();
 		s->machine_id = 0;

@@ -152,6 +152,35 @@ static int load_msrs(struct vcpu *v, const struct blob *b)
 	return rc;
 }
 
+/* KVM drops a write of IA32_TSC_DEADLINE (SDM vol. 3A sec. 11.5.4.1) while
+ * the local APIC's timer is not in TSC-deadline mode, which a fresh vCPU's
+ * is not until KVM_SET_LAPIC: the deadline load_msrs wrote before it would
+ * be lost in a new process. Write it again once the LAPIC is back (QEMU
+ * does the same). */
+#define MSR_TSC_DEADLINE 0x6e0u
+
+static int tsc_deadline_again(struct vcpu *v, const struct blob *b)
+{
+	const struct kvm_msrs *k = b->data;
+	if (b->len < sizeof *k)
+		return 0;
+	for (uint32_t i = 0; i < k->nmsrs; i++) {
+		if (k->entries[i].index != MSR_TSC_DEADLINE)
+			continue;
+		struct kvm_msrs *one = msrs_alloc(1);
+		if (!one)
+			return mb_seterr(-ENOMEM, "restore: out of memory");
+		one->entries[0] = k->entries[i];
+		int set = ioctl(v->fd, KVM_SET_MSRS, one);
+		free(one);
+		if (set != 1)
+			return mb_seterr(set < 0 ? -errno : -EINVAL, "vcpu %u: KVM_SET_MSRS "
+					 "refused IA32_TSC_DEADLINE after the LAPIC", v->idx);
+		return 0;
+	}
+	return 0;
+}
+
 /* ---- the vCPU ------------------------------------------------------------ */
 
 static int get(struct vcpu *v, unsigned long req, const char *name,
@@ -286,6 +315,8 @@ int mb_vcpu_state_load(struct vcpu *v, const struct snap_cpu *s)
 		      sizeof(struct kvm_mp_state))) ||
 	    (rc = put(v, KVM_SET_LAPIC, "KVM_SET_LAPIC", &p[CPU_LAPIC],
 		      sizeof(struct kvm_lapic_state))))
+		return rc;
+	if (p[CPU_LAPIC].len && (rc = tsc_deadline_again(v, &p[CPU_MSRS])))
 		return rc;
 	/* The flags KVM_GET_VCPU_EVENTS set say what is valid: NMI and SIPI
 	 * state included, so they go back too. */

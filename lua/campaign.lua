@@ -33,7 +33,8 @@ end
 
 local KEYS = { name = true, base = true, machine = true, setup = true, space = true,
   fault = true, run = true, classify = true, console = true, results = true,
-  junit = true, progress = true, failing = true, trials = true, argv = true }
+  junit = true, progress = true, failing = true, trials = true, argv = true,
+  shrink = true }
 
 -- Which trials this process runs: opts.trials, then --trial I / --shard K/N
 -- in the script's arguments, then JOB_COMPLETION_INDEX / SLURM_ARRAY_TASK_ID
@@ -96,6 +97,64 @@ local function space_of(sp)
   error("space: expected nth = { FIRST, LAST } or random = N", 3)
 end
 
+-- The plan the fault function sees while shrinking: plan:add passes the
+-- k-th rule on only when keep[k] (keep nil: all) and counts them all in
+-- seen.n; every other method is the plan's own.
+local function proxy(plan, keep, seen)
+  return setmetatable({}, { __index = function(_, k)
+    if k == "add" then
+      return function(_, spec)
+        seen.n = seen.n + 1
+        if keep and not keep[seen.n] then return nil end
+        return plan:add(spec)
+      end
+    end
+    local f = plan[k]
+    if type(f) ~= "function" then return f end
+    return function(_, ...) return f(plan, ...) end
+  end })
+end
+
+-- ddmin (Zeller and Hildebrandt, "Simplifying and Isolating
+-- Failure-Inducing Input", IEEE TSE 28(2), 2002, fig. 5): from the rules
+-- 1..n, which together fail, a subset that fails while removing any one
+-- of its rules does not (1-minimal). fails(list) runs one trial; a subset
+-- is tried at most once.
+local function ddmin(n, fails)
+  local c = {}
+  for i = 1, n do c[i] = i end
+  local parts = 2
+  while #c >= 2 do
+    local subsets = {}
+    for k = 1, parts do
+      local d = {}
+      for j = (k - 1) * #c // parts + 1, k * #c // parts do d[#d + 1] = c[j] end
+      subsets[k] = d
+    end
+    local next_c
+    for _, d in ipairs(subsets) do -- reduce to a subset
+      if fails(d) then next_c, parts = d, 2; break end
+    end
+    if not next_c and parts > 2 then -- reduce to a complement (with 2 parts:
+      for k = 1, parts do            -- the other subset, tried already)
+        local comp = {}
+        for j, d in ipairs(subsets) do
+          if j ~= k then for _, x in ipairs(d) do comp[#comp + 1] = x end end
+        end
+        if fails(comp) then next_c, parts = comp, math.max(parts - 1, 2); break end
+      end
+    end
+    if next_c then
+      c = next_c
+    elseif parts >= #c then
+      break
+    else
+      parts = math.min(parts * 2, #c)
+    end
+  end
+  return c
+end
+
 return function(opts)
   if type(opts) ~= "table" then error("campaign: expected a table of options", 2) end
   for k in pairs(opts) do
@@ -134,15 +193,26 @@ return function(opts)
   local progress = opts.progress
   if progress == nil then progress = isatty(2) end
 
+  local shrink = opts.shrink
+  if shrink ~= nil and type(shrink) ~= "boolean" and type(shrink) ~= "table" then
+    error("shrink: expected true or a list of classes to shrink", 2)
+  end
+  local shrink_class = {}
+  if type(shrink) == "table" then
+    for _, c in ipairs(shrink) do shrink_class[c] = true end
+  end
+
   local plan
   local res = { name = name, total = 0, classes = {}, trials = {}, all = {} }
-  local t0 = now()
-  for k, i in ipairs(list) do
-    local trial = { index = i, value = value(i), seed = trial_seed(seed0, i), kind = kind }
+  -- One run of trial (restore, fresh plan, fault, run, classify); keep:
+  -- the rule ordinals to pass on (nil: all, and the real plan when not
+  -- shrinking). Returns the class, m:run's result and the rules added.
+  local function once(trial, keep)
     m:restore(s)
     if plan then plan:reset { seed = trial.seed }
     else plan = m:faults { seed = trial.seed } end
-    opts.fault(trial.value, plan, trial)
+    local seen = { n = 0 }
+    opts.fault(trial.value, shrink and proxy(plan, keep, seen) or plan, trial)
     local mark = console and #console:output() or 0
     local r
     if type(run) == "function" then r = run(m, trial) else r = m:run(run) end
@@ -150,19 +220,56 @@ return function(opts)
     local output = console and console:output():sub(mark + 1) or ""
     local class = opts.classify(r, output, m, trial)
     if type(class) ~= "string" then
-      error(string.format("classify: trial %d returned %s, not a class name", i, tostring(class)), 2)
+      error(string.format("classify: trial %d returned %s, not a class name", trial.index,
+        tostring(class)), 3)
     end
     m:pause() -- a run function may leave it running
+    return class, r, seen.n
+  end
+  -- The 1-minimal subset of trial's nrules rules that still gives its
+  -- class, re-running the trial from the snapshot with only those.
+  local function shrink_trial(trial, nrules)
+    local memo, runs, reports = {}, 0, {}
+    local function fails(list)
+      local key = table.concat(list, ",")
+      if memo[key] == nil then
+        local keep = {}
+        for _, k in ipairs(list) do keep[k] = true end
+        runs = runs + 1
+        memo[key] = once(trial, keep) == trial.class
+        reports[key] = plan:report()
+      end
+      return memo[key]
+    end
+    local min
+    if fails({}) then min = {} else min = ddmin(nrules, fails) end
+    local key = table.concat(min, ",")
+    return { rules = min, trials = runs, report = reports[key] or trial.rules }
+  end
+
+  local t0 = now()
+  for k, i in ipairs(list) do
+    local trial = { index = i, value = value(i), seed = trial_seed(seed0, i), kind = kind }
+    local class, r, nrules = once(trial)
     trial.class, trial.reason = class, r.reason
     trial.rules = plan:report()
+    if shrink and class ~= "masked" and (shrink == true or shrink_class[class]) then
+      trial.shrunk = shrink_trial(trial, nrules)
+    end
     res.total = res.total + 1
     res.classes[class] = (res.classes[class] or 0) + 1
     res.all[#res.all + 1] = trial
     if class ~= "masked" then res.trials[#res.trials + 1] = trial end
     if out then
-      out:write(string.format('{"campaign":%s,"trial":%d,"%s":%d,"seed":%d,"class":%s,"reason":%s,"rules":%s}\n',
+      local sh = ""
+      if trial.shrunk then
+        sh = string.format(',"shrunk":[%s],"shrink_trials":%d,"shrunk_rules":%s',
+          table.concat(trial.shrunk.rules, ","), trial.shrunk.trials,
+          json_str(trial.shrunk.report))
+      end
+      out:write(string.format('{"campaign":%s,"trial":%d,"%s":%d,"seed":%d,"class":%s,"reason":%s,"rules":%s%s}\n',
         json_str(name), i, kind, trial.value, trial.seed, json_str(class),
-        json_str(r.reason or ""), json_str(trial.rules)))
+        json_str(r.reason or ""), json_str(trial.rules), sh))
       out:flush()
     end
     if progress then
@@ -187,10 +294,15 @@ return function(opts)
     for _, t in ipairs(res.all) do
       f:write(string.format('  <testcase classname="%s" name="trial %d (%s=%d, seed %d)">', xml(name),
         t.index, t.kind, t.value, t.seed))
+      local body = t.rules
+      if t.shrunk then
+        body = string.format("%s\nshrunk to rules {%s} in %d trials:\n%s", t.rules,
+          table.concat(t.shrunk.rules, ","), t.shrunk.trials, t.shrunk.report)
+      end
       if fails(t.class) then
-        f:write(string.format('<failure message="%s">%s</failure>', xml(t.class), xml(t.rules)))
+        f:write(string.format('<failure message="%s">%s</failure>', xml(t.class), xml(body)))
       elseif t.class ~= "masked" then
-        f:write(string.format("<system-out>%s: %s</system-out>", xml(t.class), xml(t.rules)))
+        f:write(string.format("<system-out>%s: %s</system-out>", xml(t.class), xml(body)))
       end
       f:write("</testcase>\n")
     end

@@ -755,12 +755,30 @@ static void m_drop(void *kept)
 	mb_overlay_drop(kept);
 }
 
+/* Snapshot files hold the overlay's blocks (overlay.h has the layout). */
+static uint64_t m_kept_size(const void *kept)
+{
+	return mb_overlay_kept_size(kept);
+}
+
+static int m_kept_write(const void *kept,
+			int (*put)(void *ctx, const void *p, size_t n), void *ctx)
+{
+	return mb_overlay_kept_write(kept, put, ctx);
+}
+
+static int m_kept_read(const void *p, size_t len, void **kept)
+{
+	return mb_overlay_kept_read(p, len, (struct mb_overlay_kept **)kept);
+}
+
 static const struct mb_device_ops blk_dev_ops = {
 	.kind = "virtio_blk", .state = &mb_virtio_blk_state_desc,
 	.save = mb_virtio_dev_save, .load = mb_virtio_dev_load,
 	.quiesce = mb_virtio_dev_quiesce, .free = mb_virtio_dev_free,
 	.keep = mb_virtio_dev_keep, .put_back = mb_virtio_dev_put_back,
-	.drop = m_drop,
+	.drop = m_drop, .kept_size = m_kept_size, .kept_write = m_kept_write,
+	.kept_read = m_kept_read,
 };
 
 static const struct mb_virtio_model blk_model = {

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "moonbox.h"
 #include "moonbox/virtio_queue.h"
 #include "devices/virtio/overlay.h"
 
@@ -262,8 +263,13 @@ int mb_overlay_keep(struct mb_overlay *o, struct mb_overlay_kept **out)
 int mb_overlay_put_back(struct mb_overlay *o, const struct mb_overlay_kept *k)
 {
 	struct map fresh = { 0 };
+	/* A kept state read from a file may be of a smaller disk. */
+	if (k && k->map.n && k->map.at[k->map.n - 1] >= (o->size + BLOCK - 1) / BLOCK)
+		return mb_seterr(-EINVAL, "the overlay holds block %llu, past the end of "
+				 "the %llu-byte disk", (unsigned long long)k->map.at[k->map.n - 1],
+				 (unsigned long long)o->size);
 	if (k && map_copy(&fresh, &k->map))
-		return -ENOMEM;
+		return mb_seterr(-ENOMEM, "out of memory for the overlay's map");
 	pthread_rwlock_wrlock(&o->lock);
 	map_clear(&o->map);
 	o->map = fresh;
@@ -282,4 +288,78 @@ void mb_overlay_drop(struct mb_overlay_kept *k)
 size_t mb_overlay_kept_blocks(const struct mb_overlay_kept *k)
 {
 	return k ? k->map.n : 0;
+}
+
+#define KEPT_HDR 16u
+#define KEPT_REC (8u + BLOCK)
+
+uint64_t mb_overlay_kept_size(const struct mb_overlay_kept *k)
+{
+	return k && k->map.n ? KEPT_HDR + (uint64_t)k->map.n * KEPT_REC : 0;
+}
+
+int mb_overlay_kept_write(const struct mb_overlay_kept *k,
+			  int (*put)(void *ctx, const void *p, size_t n), void *ctx)
+{
+	if (!k || !k->map.n)
+		return 0;
+	uint32_t h[2] = { BLOCK, 0 };
+	uint64_t n = k->map.n;
+	int rc = put(ctx, h, sizeof h);
+	if (!rc)
+		rc = put(ctx, &n, sizeof n);
+	for (size_t i = 0; i < k->map.n && !rc; i++)
+		if (!(rc = put(ctx, &k->map.at[i], sizeof k->map.at[i])))
+			rc = put(ctx, k->map.b[i]->data, BLOCK);
+	return rc;
+}
+
+int mb_overlay_kept_read(const void *buf, size_t len, struct mb_overlay_kept **out)
+{
+	const uint8_t *p = buf;
+	uint32_t h[2];
+	uint64_t n;
+	*out = NULL;
+	if (len < KEPT_HDR)
+		return mb_seterr(-EINVAL, "overlay blocks: %zu bytes is too short", len);
+	memcpy(h, p, sizeof h);
+	memcpy(&n, p + 8, sizeof n);
+	if (h[0] != BLOCK || h[1])
+		return mb_seterr(-EINVAL, "overlay blocks: block size %u, this moonbox "
+				 "uses %u", h[0], BLOCK);
+	if (n > (len - KEPT_HDR) / KEPT_REC || len - KEPT_HDR != n * KEPT_REC)
+		return mb_seterr(-EINVAL, "overlay blocks: %llu blocks do not fill %zu "
+				 "bytes", (unsigned long long)n, len);
+	if (!n)
+		return 0;
+	struct mb_overlay_kept *k = calloc(1, sizeof *k);
+	if (!k || !(k->map.at = malloc(n * sizeof *k->map.at)) ||
+	    !(k->map.b = calloc(n, sizeof *k->map.b))) {
+		mb_overlay_drop(k);
+		return mb_seterr(-ENOMEM, "overlay blocks: out of memory");
+	}
+	k->map.cap = n;
+	for (uint64_t i = 0; i < n; i++) {
+		const uint8_t *r = p + KEPT_HDR + i * KEPT_REC;
+		uint64_t at;
+		memcpy(&at, r, sizeof at);
+		if (i && at <= k->map.at[i - 1]) {
+			unsigned long long prev = k->map.at[i - 1];
+			mb_overlay_drop(k);
+			return mb_seterr(-EINVAL, "overlay blocks: block %llu after %llu "
+					 "(the indices must ascend)", (unsigned long long)at,
+					 prev);
+		}
+		struct block *b = malloc(sizeof *b);
+		if (!b) {
+			mb_overlay_drop(k);
+			return mb_seterr(-ENOMEM, "overlay blocks: out of memory");
+		}
+		atomic_init(&b->refs, 1);
+		memcpy(b->data, r + 8, BLOCK);
+		k->map.at[i] = at, k->map.b[i] = b;
+		k->map.n = i + 1;
+	}
+	*out = k;
+	return 0;
 }

@@ -41,4 +41,16 @@ int mb_overlay_put_back(struct mb_overlay *o, const struct mb_overlay_kept *k);
 void mb_overlay_drop(struct mb_overlay_kept *k);
 size_t mb_overlay_kept_blocks(const struct mb_overlay_kept *k);
 
+/* A kept state as bytes, for snapshot files (docs/snapshot.md, "KEPT"):
+ * u32 block size (4096), u32 0, u64 blocks, then per block u64 index and
+ * 4096 bytes, indices strictly ascending. size: the bytes write gives;
+ * write passes them to put (0 or what put returned); read makes a kept
+ * state of p (validated whole: -EINVAL with mb_errmsg() saying what is
+ * wrong; *out NULL for no blocks). put_back refuses (-EINVAL) blocks past
+ * the end of the disk. */
+uint64_t mb_overlay_kept_size(const struct mb_overlay_kept *k);
+int mb_overlay_kept_write(const struct mb_overlay_kept *k,
+			  int (*put)(void *ctx, const void *p, size_t n), void *ctx);
+int mb_overlay_kept_read(const void *p, size_t len, struct mb_overlay_kept **out);
+
 #endif

@@ -47,6 +47,15 @@ struct mb_device_ops {
 	int (*keep)(void *impl, void **kept);
 	int (*put_back)(void *impl, const void *kept);
 	void (*drop)(void *kept);
+	/* Optional: a kept state in snapshot files (without them a file of
+	 * a device that kept something is refused). kept_size: the bytes
+	 * kept_write passes to put; kept_read: a kept state (for put_back,
+	 * freed by drop) from bytes read back, validated whole (-EINVAL and
+	 * mb_seterr saying what is wrong); *kept NULL: nothing. */
+	uint64_t (*kept_size)(const void *kept);
+	int (*kept_write)(const void *kept,
+			  int (*put)(void *ctx, const void *p, size_t n), void *ctx);
+	int (*kept_read)(const void *p, size_t len, void **kept);
 };
 
 struct mb_device_range {

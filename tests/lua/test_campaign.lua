@@ -124,5 +124,56 @@ f(mb, %q, %q, arg[4], nil, arg)
   T.eq(sorted(merged), sorted(whole), "merged shards equal the unsharded run")
 end)
 
+-- ddmin (shrink = true) on the triple-redundant counter (snap_tmr.S): a
+-- flip in one copy is outvoted, the same bit in two copies is not. Trial 0
+-- flips six bits no two of which meet (masked); trial 1's six flips hold
+-- exactly one such pair (rules 2 and 5: bit 0 of byte 1 in copies A and
+-- B), so ddmin must come back with {2, 5}.
+T.case("shrink: ddmin finds the 2 rules of 6 that make the outcome", function()
+  local A, B, C, FAR = 0x300000, 0x301000, 0x302000, 0xc00000
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = "buffer" })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("snap_tmr"), mode = "protected" }
+  T.run(m, "exit", 8)
+  local s = m:snapshot()
+  local F = mb.fault
+  local sets = {
+    { { C + 1, 1 }, { A + 1, 0 }, { A + 1, 2 }, { FAR, 0 }, { B + 1, 3 }, { C, 7 } },
+    { { C + 1, 1 }, { A + 1, 0 }, { A + 1, 2 }, { FAR, 0 }, { B + 1, 0 }, { B + 1, 3 } },
+  }
+  local path = dir .. "/shrink.jsonl"
+  local res = mb.campaign {
+    name = "tmr", machine = m, base = s, space = { nth = { 1, 2 } }, shrink = true,
+    results = path, junit = dir .. "/shrink.xml", progress = false,
+    fault = function(v, plan)
+      for _, f in ipairs(sets[v]) do plan:add(F.mem.flip { gpa = f[1], bit = f[2] }) end
+    end,
+    run = { timeout = 20 },
+    classify = function(r, out)
+      if r.reason ~= "exit" then return "hang" end
+      return out:find("c=00000009", 1, true) and "masked" or "sdc"
+    end,
+  }
+  T.eq(res.classes.masked, 1, "trial 0 masked (every flip outvoted)")
+  T.eq(res.classes.sdc, 1, "trial 1 sdc")
+  T.eq(res.all[1].shrunk, nil, "a masked trial is not shrunk")
+  local sh = res.all[2].shrunk
+  T.ok(sh, "trial 1 shrunk")
+  T.eq(table.concat(sh.rules, ","), "2,5", "ddmin keeps exactly rules 2 and 5")
+  T.ok(sh.trials >= 3 and sh.trials <= 20, "trials ddmin ran: " .. sh.trials)
+  print("# ddmin: 6 rules -> {" .. table.concat(sh.rules, ",") .. "} in " .. sh.trials .. " trials")
+  T.ok(sh.report:find("rule 1: mem.flip of bit 0 at 0x300001", 1, true) and
+    sh.report:find("rule 2: mem.flip of bit 0 at 0x301001", 1, true) and
+    not sh.report:find("rule 3:", 1, true), "the minimal run's report:\n" .. sh.report)
+  local lines = {}
+  for line in io.lines(path) do lines[#lines + 1] = line end
+  T.ok(lines[2]:find('"shrunk":[2,5],"shrink_trials":' .. sh.trials, 1, true), lines[2])
+  T.ok(not lines[1]:find("shrunk", 1, true), lines[1])
+  local x = assert(io.open(dir .. "/shrink.xml")):read("a")
+  T.ok(x:find("shrunk to rules {2,5} in " .. sh.trials .. " trials", 1, true), "JUnit failure:\n" .. x)
+  T.eq(string.unpack("<I4", m:read(A, 4)), 8, "the machine is back at the snapshot")
+end)
+
 os.execute("rm -rf " .. dir)
 T.done()
