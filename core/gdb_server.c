@@ -71,6 +71,12 @@ struct mb_gdb {
 	bool owe;          /* gdb waits for a stop reply */
 	bool fresh;        /* reply not sent yet */
 	bool interrupting; /* the next debugger stop is a Ctrl-C */
+	/* A Ctrl-C asked for by a gdb that went before the stop came: that
+	 * stop is let go at once, as the detach policy says (else a run
+	 * stayed held with nobody to release it). */
+	bool orphan;
+	bool orphan_end;             /* ...by ending the run with orphan_r */
+	struct mb_result orphan_r;
 	bool foreign;      /* the held stop is the script's: end the run with it */
 	struct mb_result foreign_r;
 	char reply[160];
@@ -163,6 +169,15 @@ static bool stopped(void *opaque, const struct mb_result *r)
 	switch (r->reason) {
 	case MB_STOP_DEBUGGER: /* entry, Ctrl-C, gdb connecting */
 		hold = true;
+		if (g->orphan && !g->connected) {
+			g->orphan = false;
+			pthread_mutex_unlock(&g->lock);
+			/* held now (m->held): release it the way disconnect()
+			 * would have, had the stop come first */
+			mb_hold_release(m, g->orphan_end ? &g->orphan_r : NULL);
+			return true;
+		}
+		g->orphan = false;
 		if (!g->stopped || g->interrupting)
 			set_reply(g, "T%02xthread:%x;", g->interrupting ? SIG_INT : SIG_TRAP,
 				  g->cur + 1);
@@ -904,6 +919,17 @@ static bool need_stopped(struct mb_gdb *g)
 
 static void disconnect(struct mb_gdb *g, bool killed)
 {
+	pthread_mutex_lock(&g->lock);
+	if (g->interrupting && (killed || g->cfg.on_detach != MB_GDB_DETACH_PAUSE)) {
+		g->orphan = true; /* its stop is still on the way */
+		g->orphan_end = killed || g->cfg.on_detach == MB_GDB_DETACH_EXIT;
+		g->orphan_r = (struct mb_result){
+			.reason = killed ? MB_STOP_SHUTDOWN : MB_STOP_EXIT };
+		snprintf(g->orphan_r.message, sizeof g->orphan_r.message, "%s",
+			 killed ? "killed by gdb" : "gdb detached");
+	}
+	g->interrupting = false;
+	pthread_mutex_unlock(&g->lock);
 	if (mb_machine_paused(g->m))
 		remove_all(g);
 	if (killed) {

@@ -56,7 +56,11 @@ local function session(m, sessions, opts)
     f:write("target remote " .. sock .. "\n")
     for _, c in ipairs(cmds) do f:write(c, "\n") end
     f:close()
-    local pre = opts.sigint and string.format("timeout --preserve-status -s INT %g ", opts.sigint) or ""
+    -- --foreground: one SIGINT, to gdb only (without it timeout signals its
+    -- whole process group too, gdb takes a second Ctrl-C as "give up
+    -- waiting" and disconnects when the stop is slow to come)
+    local pre = opts.sigint and string.format("timeout --foreground --preserve-status -s INT %g ",
+      opts.sigint) or ""
     cmd[#cmd + 1] = string.format("timeout 30 %sgdb -batch -nx -x %s", pre, script)
   end
   os.execute(string.format("(%s) >%s 2>&1 </dev/null; echo $? >%s) &",
