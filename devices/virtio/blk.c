@@ -54,7 +54,8 @@ struct mb_virtio_blk {
 	bool ro;
 	struct mb_overlay *ovl; /* NULL: requests go to the file */
 	struct mb_wbcache *wb;  /* cache = "writeback": the drive's cache */
-	uint64_t sectors;
+	uint64_t sectors;       /* the capacity the guest sees */
+	uint64_t image_sectors; /* the image's (a resize goes no further) */
 	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
 
 	pthread_mutex_t lock; /* the lists and counts below */
@@ -549,7 +550,7 @@ static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
 	}
 	b->fd = fd;
 	b->ro = cfg->readonly;
-	b->sectors = (uint64_t)st.st_size / SECTOR;
+	b->sectors = b->image_sectors = (uint64_t)st.st_size / SECTOR;
 	memcpy(b->serial, serial, strlen(serial));
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->work, NULL);
@@ -614,6 +615,26 @@ uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b)
 	uint64_t f = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
 		     1ull << VIRTIO_BLK_F_FLUSH;
 	return f | (b->ro ? 1ull << VIRTIO_BLK_F_RO : 1ull << VIRTIO_BLK_F_DISCARD);
+}
+
+int mb_virtio_blk_check_resize(struct mb_virtio_blk *b, uint64_t sectors)
+{
+	if (sectors > b->image_sectors)
+		return mb_seterr(-EINVAL, "capacity: %llu sectors is more than the image "
+				 "holds (%llu)", (unsigned long long)sectors,
+				 (unsigned long long)b->image_sectors);
+	return 0;
+}
+
+/* 5.2.4: a capacity change is a config change (generation, interrupt).
+ * Requests already taken keep the bounds they were checked against. */
+void mb_virtio_blk_resize(struct mb_virtio_blk *b, struct mb_virtio *t,
+			  uint64_t sectors)
+{
+	if (mb_virtio_blk_check_resize(b, sectors))
+		return;
+	__atomic_store_n(&b->sectors, sectors, __ATOMIC_RELAXED);
+	mb_virtio_config_change(t);
 }
 
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b)

@@ -120,6 +120,11 @@ extern const struct mb_virtio_dev_ops mb_virtio_blk_ops;
  * device takes them from the ring. Takes a reference; -EBUSY when another
  * plan's site is already there. */
 int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s);
+/* F.virtio.config_change { capacity }: the disk shows sectors (at most the
+ * image's), the config generation moves on, a config interrupt. */
+int mb_virtio_blk_check_resize(struct mb_virtio_blk *b, uint64_t sectors);
+void mb_virtio_blk_resize(struct mb_virtio_blk *b, struct mb_virtio *t,
+			  uint64_t sectors);
 
 /* Execute one request now: returns the bytes written into the chain's
  * writable buffers (the used length), status byte included. */
