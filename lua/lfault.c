@@ -543,10 +543,18 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		luaL_addstring(b, s);
 		return;
 	}
-	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
+	bool dev_only = mb_fault_is_irq(r->action) || mb_fault_is_pit(r->action) ||
+			r->action == MB_FAULT_RTC_JUMP || mb_fault_is_virtio(r->action);
+	int n = dev_only ? snprintf(s, sizeof s, "%s on %s", mb_fault_action_name(r->action),
+				    r->dev)
+		: snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
 			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
 			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
-	if (r->first <= r->last)
+	if (dev_only && r->first <= r->last)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %s %llu-%llu",
+			      mb_fault_is_irq(r->action) ? "lines" : "queues",
+			      (unsigned long long)r->first, (unsigned long long)r->last);
+	else if (r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
 			      (unsigned long long)r->first, (unsigned long long)r->last);
 	if (r->action == MB_FAULT_BLK_ERROR)
