@@ -39,6 +39,17 @@ T.case("option errors name the key and value", function()
   m:close()
 end)
 
+T.case("fault rules on an isolated device are refused, naming it and why", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.pic8259 {})
+  local u = m:add(mb.uart16550 { isolate = true, console = "buffer" })
+  local plan = m:faults { seed = 1 }
+  T.raises(function() plan:add(mb.fault.uart.drop { dev = u, nth = 1 }) end,
+    "dev: com1 is isolated (isolate = true): fault rules act in the VMM's own device models")
+  T.eq(#plan:unfired(), 0, "no rule was added")
+  m:close()
+end)
+
 T.case("the process: its own pid, alive, no_new_privs, state() says what confines it", function()
   local m, post = machine { isolate = true }
   local s = post:state()
