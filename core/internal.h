@@ -81,6 +81,8 @@ struct mb_machine {
 	struct mb_tapset *_Atomic taps;
 	struct mb_fault_site *_Atomic irq_fault; /* interrupt faults, or NULL */
 	struct mb_irq_delays *irq_delays; /* irq.delay's timers (irq_delay.c) */
+	mb_irq_observer *_Atomic irq_obs; /* m:on("irq"), or NULL */
+	void *irq_obs_ctx;
 	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast

@@ -40,11 +40,16 @@ static bool irq_pass(struct mb_machine *m, unsigned line, int level,
 {
 	struct mb_fault_site *fs =
 		atomic_load_explicit(&m->irq_fault, memory_order_acquire);
+	mb_irq_observer *ob = atomic_load_explicit(&m->irq_obs, memory_order_acquire);
 	*pulses = 0;
-	if (__builtin_expect(!fs, 1))
+	if (__builtin_expect(((uintptr_t)fs | (uintptr_t)ob) == 0, 1))
 		return true;
 	mb_irq_delays_level(m, line, level);
 	if (!level || atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
+		return true;
+	if (ob)
+		ob(m->irq_obs_ctx, line);
+	if (!fs)
 		return true;
 	struct mb_fault_verdict v;
 	mb_fault_irq_decide(fs, line, &v);
@@ -104,6 +109,16 @@ void mb_machine_irq_edge(struct mb_machine *m, unsigned line, bool stay_high)
 		else if (m->intc_ops && m->intc_ops->set_line)
 			m->intc_ops->set_line(m->intc, line, level);
 	}
+}
+
+int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx)
+{
+	mb_irq_observer *old = atomic_load(&m->irq_obs);
+	if (old && (old != fn || m->irq_obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "machine: interrupts already observed");
+	m->irq_obs_ctx = ctx;
+	atomic_store_explicit(&m->irq_obs, fn, memory_order_release);
+	return 0;
 }
 
 int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s)

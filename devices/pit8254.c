@@ -71,6 +71,8 @@ struct mb_pit {
 	uint64_t late[LATE_MAX];      /* clock ns at which late ticks are due */
 	unsigned nlate;
 	uint64_t lost;                /* ticks pit.drop consumed */
+	mb_pit_observer *_Atomic obs; /* m:on("pit"), or NULL */
+	void *obs_ctx;
 };
 
 #define BACKLOG_MAX 200 /* after a long pause, do not replay more than this */
@@ -224,6 +226,7 @@ static uint64_t next_rise(const struct chan *c, uint64_t t)
 /* ---- channel 0's interrupt line ----------------------------------------- */
 
 static bool tick_faulted(struct mb_pit *pit, struct mb_fault_site *fs);
+static void deliver_level(struct mb_pit *pit);
 
 /* Modes 0 and 1 hold the line at OUT (a level that changes on writes and
  * at terminal count); the periodic and strobe modes pulse it at each
@@ -241,9 +244,10 @@ static void irq_update(struct mb_pit *pit, uint64_t t)
 			want ? atomic_load_explicit(&pit->fault, memory_order_acquire) : NULL;
 		if (__builtin_expect(fs != NULL, 0) && tick_faulted(pit, fs)) {
 			/* the OUT edge is taken; the line stays low */
+		} else if (want) {
+			deliver_level(pit);
 		} else {
-			pit->edges += want;
-			mb_irq_set(&pit->irq, want);
+			mb_irq_set(&pit->irq, 0);
 		}
 	}
 	uint64_t r = next_rise(c, t);
@@ -287,7 +291,20 @@ static bool tick_faulted(struct mb_pit *pit, struct mb_fault_site *fs)
 static void deliver(struct mb_pit *pit)
 {
 	pit->edges++;
+	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
+	if (__builtin_expect(ob != NULL, 0))
+		ob(pit->obs_ctx, pit, pit->edges);
 	mb_irq_pulse(&pit->irq);
+}
+
+/* Modes 0/1: OUT rose and the line follows it (a tick too). */
+static void deliver_level(struct mb_pit *pit)
+{
+	pit->edges++;
+	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
+	if (__builtin_expect(ob != NULL, 0))
+		ob(pit->obs_ctx, pit, pit->edges);
+	mb_irq_set(&pit->irq, 1);
 }
 
 static void pulse(struct mb_pit *pit)
@@ -721,6 +738,16 @@ int mb_pit_set_fault(struct mb_pit *pit, struct mb_fault_site *s)
 	    !(pit->late_timer = pit->clock->timer_new(pit->clock, on_late, pit)))
 		return mb_seterr(-ENOMEM, "pit8254: out of timers");
 	return mb_fault_site_install(&pit->fault, s);
+}
+
+int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn, void *ctx)
+{
+	mb_pit_observer *old = atomic_load(&pit->obs);
+	if (old && (old != fn || pit->obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "pit8254: already observed");
+	pit->obs_ctx = ctx;
+	atomic_store_explicit(&pit->obs, fn, memory_order_release);
+	return 0;
 }
 
 uint64_t mb_pit_lost_ticks(struct mb_pit *pit)

@@ -75,6 +75,10 @@ struct mb_virtio_blk {
 	uint64_t max_inflight;
 	/* NULL unless a fault rule targets this disk (moonbox/fault.h). */
 	struct mb_fault_site *_Atomic fault;
+	/* NULL unless m:on("blk") watches this disk: told of every request
+	 * taken from the ring, before the fault rules decide. */
+	mb_blk_observer *_Atomic obs;
+	void *obs_ctx;
 };
 
 /* ---- one request ------------------------------------------------------------ */
@@ -276,8 +280,7 @@ done:
 /* The fault site: the event a request is, and the plan's decision. Runs
  * as the request leaves the ring, in ring order, so decisions do not
  * depend on which worker gets there first. */
-static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
-			 struct mb_fault_verdict *v)
+static bool classify(const struct mb_vq_chain *c, struct mb_fault_blk_event *out)
 {
 	struct hdr h;
 	struct mb_fault_blk_event e = { 0, 0, 0 };
@@ -306,8 +309,40 @@ static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
 	default:
 		return false;
 	}
+	*out = e;
+	return true;
+}
+
+static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
+			 struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e;
+	if (!classify(c, &e))
+		return false;
 	mb_fault_blk_decide(s, &e, v);
 	return v->error || v->ms || v->corrupt || v->lie || v->torn || v->hold;
+}
+
+/* A request leaving the ring, when a fault site or an observer is set
+ * (the caller's one branch): the observer first, then the rules. */
+static bool watched(struct mb_virtio_blk *b, struct mb_fault_site *fs,
+		    mb_blk_observer *ob, const struct mb_vq_chain *c,
+		    struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e;
+	if (ob && classify(c, &e))
+		ob(b->obs_ctx, b, &e);
+	return fs && fault_decide(fs, c, v);
+}
+
+int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn, void *ctx)
+{
+	mb_blk_observer *old = atomic_load(&b->obs);
+	if (old && (old != fn || b->obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "virtio_blk: already observed");
+	b->obs_ctx = ctx;
+	atomic_store_explicit(&b->obs, fn, memory_order_release);
+	return 0;
 }
 
 static struct mb_fault_site *fault_site(struct mb_virtio_blk *b)
@@ -439,8 +474,10 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 				return; /* out of memory: the next kick retries */
 			int rc = mb_vq_pop(q, &r->c);
 			struct mb_fault_site *fs = fault_site(b);
-			r->faulted = __builtin_expect(fs != NULL, 0) && rc > 0 &&
-				     fault_decide(fs, &r->c, &r->v);
+			mb_blk_observer *ob =
+				atomic_load_explicit(&b->obs, memory_order_acquire);
+			r->faulted = __builtin_expect(((uintptr_t)fs | (uintptr_t)ob) != 0, 0) &&
+				     rc > 0 && watched(b, fs, ob, &r->c, &r->v);
 			pthread_mutex_lock(&b->lock);
 			if (rc <= 0) {
 				r->next = b->free;

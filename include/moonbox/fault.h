@@ -258,6 +258,11 @@ void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
  * drives (moonbox's side only: KVM's in-kernel PIT and the IOAPIC's own
  * sources never pass here). */
 int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s);
+/* m:on("irq"): fn(ctx, line) for every rising edge a device drives, before
+ * the fault site decides (any thread, often with the raising device's
+ * lock held: record it and return). Set once (-EBUSY). */
+typedef void mb_irq_observer(void *ctx, unsigned line);
+int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx);
 
 /* ---- PIT ticks, virtio used elements ------------------------------------ */
 
