@@ -17,7 +17,9 @@
 -- the write-back phases: IRQ 0 counted over 1 s of /proc/uptime with and
 -- without F.pit.drop (every 2nd tick), a read held by F.blk.hold (the
 -- reader in state D in /proc/PID/stat, then plan:release), and a framing
--- error on a received byte (fe:1 in /proc/tty/driver/serial).
+-- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
+-- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
+-- change message).
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -72,6 +74,8 @@ sleep 1; read -r s </proc/$P/stat; set -- $s; echo "hold-state: $3"
 echo "phase: release"; wait $P; echo "hold-done: $?"
 echo "phase: fe"; sleep 1
 while read -r l; do echo "serial: $l"; done </proc/tty/driver/serial
+echo "phase: resize"; sleep 1
+dmesg | grep -i "capacity change\|new size" | sed 's/^/resize: /'
 read -r u x </proc/uptime; echo "uptime-to: $u"
 echo "phase: end"
 ]])
@@ -93,6 +97,7 @@ local m, com1, disk, plan, bad, never
 local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
 local rec, rp, dv -- the phases' plans
 local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
+local resize_rule
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
   return F.blk.error { dev = disk, op = "read", sectors = { R, R + 15 }, p = 0.5 }
@@ -150,6 +155,9 @@ local phases = {
   fe = function() -- a framing error on the next byte the guest receives
     fe_rule = lie:add(F.uart.error { dev = com1, kind = "framing", nth = 1 })
     com1:input("\n")
+  end,
+  resize = function() -- the write-back disk shrinks to half (a config change)
+    resize_rule = lie:add(F.virtio.config_change { dev = wb, capacity = 1024 })
   end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
@@ -326,6 +334,14 @@ T.case("a UART framing error shows in /proc/tty/driver/serial (fe:1)", function(
   T.ok(line, "the guest printed its serial line stats")
   print("# " .. tostring(line))
   T.ok(line and line:find(" fe:1", 1, true), tostring(line))
+end)
+
+T.case("a virtio config change (the disk shrinks): Linux sees the new capacity", function()
+  T.eq(lie:fired(resize_rule), 1)
+  T.eq(wb:state().capacity, 1024)
+  has("resize: ")
+  T.ok(con:find("resize: [^\n]*capacity change from 2048 to 1024") or
+    con:find("resize: [^\n]*new size: 1024"), "the kernel logged the change")
 end)
 
 os.execute("rm -rf " .. dir)
