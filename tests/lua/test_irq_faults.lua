@@ -20,8 +20,9 @@ T.case("drop every PIT edge: the guest never counts one", function()
   local r = plan:add(F.irq.drop { line = 0 })
   local res = m:run { timeout = 1 }
   T.eq(res.reason, "timeout", "the guest waits for ticks that never come")
-  -- ~1000 at 1 kHz in 1 s; a loaded host coalesces late ticks
-  T.ok(plan:fired(r) > 10, "edges dropped: " .. plan:fired(r))
+  -- ~1000 at 1 kHz in 1 s; a loaded host coalesces late ticks (8 seen
+  -- with 5 engineers on 2 cores)
+  T.ok(plan:fired(r) >= 1, "edges dropped: " .. plan:fired(r))
   T.eq(m:irqs()[1].raised, 0, "none reached the controller")
 end)
 
@@ -61,15 +62,16 @@ T.case("spurious edge on an idle line; a storm multiplies edges", function()
   T.eq(plan:fired(s), 1); T.eq(plan:matched(s), 2)
 end)
 
-T.case("irq.delay: a spurious edge reaches the PIC 50 ms of guest time later", function()
+T.case("irq.delay: a spurious edge reaches the PIC 120 ms of guest time later", function()
   local m, pic = pit_machine()
   local plan = m:faults { seed = 1 }
-  local d = plan:add(F.irq.delay { line = 5, ms = 50 })
+  -- the guest runs >= 150 ms of guest time (100 ticks at 1 kHz, then 50 ms
+  -- on channel 2); at 120 ms its PIC set-up (which clears IRR) is long past
+  local d = plan:add(F.irq.delay { line = 5, ms = 120 })
   plan:add(F.irq.spurious { line = 5 })
   T.eq(m:irqs()[6].raised, 0, "not yet: the machine's clock stands still")
   T.eq(pic:state().master.irr & 0x20, 0, "nothing latched")
   T.eq(plan:fired(d), 1)
-  -- the guest counts 100 ticks at 1 kHz: 100 ms of guest time pass
   T.run(m, "exit", 100)
   T.eq(m:irqs()[6].raised, 1, "the edge came, once")
   T.eq(pic:state().master.irr & 0x20, 0x20, "latched in the PIC's IRR")
@@ -99,7 +101,7 @@ T.case("pit.drop of every tick: the guest never counts one", function()
   local plan = m:faults { seed = 1 }
   local r = plan:add(F.pit.drop { dev = "pit" })
   T.eq(m:run { timeout = 0.5 }.reason, "timeout")
-  T.ok(plan:fired(r) > 10, "ticks dropped: " .. plan:fired(r))
+  T.ok(plan:fired(r) >= 1, "ticks dropped: " .. plan:fired(r))
   T.eq(m:irqs()[1].raised, 0)
 end)
 
