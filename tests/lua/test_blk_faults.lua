@@ -49,6 +49,36 @@ T.case("the same seed 10 times: the same trace (without times) and the same gues
   end
 end)
 
+T.case("replay: the recorded decisions again; an edited trace stops with divergence", function()
+  local function run(opts, want_reason)
+    local m, disk = blk_machine()
+    local plan = m:faults(opts)
+    plan:add(F.blk.error { dev = disk, op = "read", p = 0.5 })
+    plan:add(F.virtio.bad_used_id { dev = disk, p = 0.02 })
+    local r = m:run { timeout = 30 }
+    T.eq(r.reason, want_reason, tostring(r.message))
+    m:close()
+    return r
+  end
+  local rec, rp, dv = os.tmpname(), os.tmpname(), os.tmpname()
+  local r1 = run({ seed = 5, trace = rec }, "exit")
+  local r2 = run({ replay = rec, trace = rp }, "exit")
+  T.eq(r2.message, r1.message, "the guest ends the same way")
+  T.eq(times_stripped(rp), (function()
+    local f = assert(io.open(rec)); local t = f:read("a"); f:close()
+    return (t:gsub(',"guest_ns":%d+,"host_ns":%d+', ""))
+  end)(), "the replay's own trace is the recording")
+  local out = {}
+  for line in io.lines(rec) do
+    if line:find('"rule":1,"ordinal":4,', 1, true) then line = line:gsub('"sector":3,', '"sector":30,') end
+    out[#out + 1] = line
+  end
+  local f = assert(io.open(dv, "w")); f:write(table.concat(out, "\n"), "\n"); f:close()
+  local r3 = run({ replay = dv }, "divergence")
+  T.ok(tostring(r3.message):find("match #4", 1, true), tostring(r3.message))
+  os.remove(rec); os.remove(dv)
+end)
+
 T.case("m:on blk: every request, in ring order, after the fact", function()
   local m, disk = blk_machine()
   local seen, writes = {}, 0
