@@ -148,6 +148,17 @@ T.case("pit, irq.delay option errors", function()
   T.raises(function() plan:add(F.pit.drop { dev = "pic" }) end, "dev: pic is a pic8259, not a pit8254")
 end)
 
+T.case("KVM's in-kernel PIT: pit faults and pit events are refused, saying why", function()
+  local m = mb.machine { memory = "16M", irqchip = "kernel", pit = "kernel" }
+  m:add(mb.pic8259 {})
+  local pit = m:add(mb.pit8254 { irq = 0 })
+  local plan = m:faults { seed = 1 }
+  T.raises(function() plan:add(F.pit.drop { dev = pit }) end,
+    "dev: pit is KVM's in-kernel PIT (pit = \"kernel\"): its ticks never pass moonbox")
+  T.raises(function() m:on("pit", { dev = pit }, print) end, "KVM's in-kernel PIT")
+  m:close()
+end)
+
 T.case("irq fault option errors", function()
   local m = pit_machine()
   local plan = m:faults { seed = 1 }
