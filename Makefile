@@ -65,7 +65,7 @@ $(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
 $(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
 	$(CC) $(LDFLAGS) -o $@ $^
 # The device process (docs/devproc.md): a device model on passed fds.
-$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(LUA_OBJ) $(O)/libmoonbox.a
+$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
@@ -120,6 +120,7 @@ test-asan test-ubsan test-tsan: test-%: deps
 	@$(MAKE) --no-print-directory B=build-$* CFLAGS="-O1 -g -fno-omit-frame-pointer $(SAN_$*)" \
 		LDFLAGS="$(SAN_$*)" build-$*/moonbox build-$*/moonbox.so build-$*/moonbox-launcher build-$*/moonbox-device unit
 	@MB_BUILD=build-$* MB_BIN=build-$* MB_SANITIZER=$* \
+		TSAN_OPTIONS="suppressions=$(CURDIR)/tests/tsan.supp $$TSAN_OPTIONS" \
 		MB_TEST_SKIP='^(fuzz/|lua/test_install$$|lua/stock_lua5.4$$|linux/)' \
 		MB_TEST_KEEP='$(SAN_LINUX)' tests/run.sh
 

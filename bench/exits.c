@@ -5,6 +5,7 @@
  * 0xd0000000, debug_exit on port 0xf4.
  * Prints: moonbox exits=N seconds=S exits_per_s=X first_exit_us=Y hwm_kb=Z */
 #include "moonbox.h"
+#include "moonbox/debug.h"
 #include "moonbox/debug_exit.h"
 #include "bench.h"
 
@@ -38,9 +39,10 @@ int main(int argc, char **argv)
 {
 	uint64_t t0 = bench_t0_us();
 	if (argc < 2) {
-		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB [none|other|hit]]\n"
+		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB [none|other|hit|bp]]\n"
 			"  the third: no bus tap, a C tap on another port, or on\n"
-			"  the sink's port 0x80 (the tap engine's cost)\n");
+			"  the sink's port 0x80 (the tap engine's cost); bp: no\n"
+			"  tap, a sw breakpoint on a page never run\n");
 		return 2;
 	}
 	uint64_t memsize = (argc > 2 ? strtoull(argv[2], NULL, 0) : 2) << 20;
@@ -58,6 +60,15 @@ int main(int argc, char **argv)
 	if (mb_debug_exit_attach(m, &(struct mb_debug_exit_attach_config){ .size = 1 }, &dx))
 		return fail("debug_exit");
 	const char *tap = argc > 3 ? argv[3] : "none";
+	struct mb_bp *bp;
+	/* the debugger on, a page write-protected for the breakpoint (a hw
+	 * breakpoint would measure KVM's debug-register switching instead) */
+	if (!strcmp(tap, "bp") &&
+	    mb_debug_break(m, &(struct mb_bp_config){ .addr = 0x80000, .phys = true,
+						      .kind = MB_BP_SW }, &bp))
+		return fail("breakpoint");
+	if (!strcmp(tap, "bp"))
+		tap = "none";
 	if (strcmp(tap, "none") && mb_tap_add(m, MB_SPACE_PIO,
 					      strcmp(tap, "hit") ? 0x60 : 0x80, 1,
 					      MB_TAP_RW, tap_pass, NULL, NULL, NULL))

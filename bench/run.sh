@@ -47,6 +47,9 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		for t in none other hit; do
 			res[tap_$t]+="$(get "$(timed $B/exits $G/bench_pio.bin 2 $t)" exits_per_s) "
 		done
+		for t in none bp; do # a sw breakpoint on a page never run
+			res[bp_$t]+="$(get "$(timed $B/exits $G/bench_mmio.bin 2 $t)" exits_per_s) "
+		done
 	done
 	for ((r = 0; r < 2 * rounds - 1; r++)); do
 		res[raw_start]+="$(get "$(timed $B/rawkvm $G/bench_exit.bin)" first_exit_us) "
@@ -63,6 +66,9 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		"$(ratio "$(best_of tap_other max)" "$none")" ">= 0.98"
 	row "PIO exits/s, a C tap on the port vs none" "$(best_of tap_hit max)" "$none" \
 		"$(ratio "$(best_of tap_hit max)" "$none")" ">= 0.95"
+	none=$(best_of bp_none max)
+	row "MMIO exits/s, a sw breakpoint elsewhere vs none" "$(best_of bp_bp max)" "$none" \
+		"$(ratio "$(best_of bp_bp max)" "$none")" ">= 0.99"
 	mb=$(best_of mb_start min) raw=$(best_of raw_start min)
 	row "start to first guest exit, us (best)" "$mb" "$raw" "$(ratio "$mb" "$raw")" \
 		"(lower is better)"

@@ -1,5 +1,5 @@
 -- bench/virtio.lua: virtio-blk throughput in a Linux guest (one boot).
--- A raw image on /dev/shm is the guest's /dev/vdb; busybox dd moves it in
+-- A raw image on /dev/shm is the guest's /dev/vdc; busybox dd moves it in
 -- 1 MiB blocks with O_DIRECT (sequential write, then read) and in 4 KiB
 -- blocks (read IOPS at queue depth 1: busybox has no random-offset reader
 -- short of one dd process per block). The guest prints a marker line
@@ -22,9 +22,9 @@ local disk = dir .. "/disk.raw"
 assert(os.execute(string.format("truncate -s %dM %s", mib + 16, disk)))
 local f = assert(io.open(dir .. "/root/b.sh", "w"))
 for _, t in ipairs {
-  { "write", "if=/dev/zero of=/dev/vdb bs=1M count=" .. mib .. " oflag=direct" },
-  { "read", "if=/dev/vdb of=/dev/null bs=1M count=" .. mib .. " iflag=direct" },
-  { "read4k", "if=/dev/vdb of=/dev/null bs=4k count=" .. n4k .. " iflag=direct" },
+  { "write", "if=/dev/zero of=/dev/vdc bs=1M count=" .. mib .. " oflag=direct" },
+  { "read", "if=/dev/vdc of=/dev/null bs=1M count=" .. mib .. " iflag=direct" },
+  { "read4k", "if=/dev/vdc of=/dev/null bs=4k count=" .. n4k .. " iflag=direct" },
 } do
   f:write("echo BENCH-BEGIN ", t[1], "\ndd ", t[2], " 2>/dev/null\necho BENCH-END ", t[1], "\n")
 end
@@ -56,7 +56,7 @@ local function console(bytes)
   pending = pending:match("[^\n]*$")
 end
 m = assert(loadfile(root .. "/machines/linux.lua")) {
-  root = root, console = console, append = "-- mkdir /m;mount /dev/vda /m;sh /m/b.sh",
+  root = root, console = console, append = "-- mkdir /m;mount /dev/vdb /m;sh /m/b.sh",
   setup = function(m)
     m:add(mb.virtio_blk { image = dir .. "/script.img", readonly = true })
     blk = m:add(mb.virtio_blk { image = disk })

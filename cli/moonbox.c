@@ -186,15 +186,36 @@ static void add_keys(lua_State *L, const char *prefix, const char *text)
 	}
 }
 
+/* The strings of the list on top (a metatable's __fields), into the
+ * candidates: the fields an __index function computes, which no table
+ * walk can see. At most 256 of them. */
+static void add_list(lua_State *L, const char *prefix, const char *text)
+{
+	if (!lua_istable(L, -1))
+		return;
+	for (lua_Integer i = 1; i <= 256; i++) {
+		int t = lua_rawgeti(L, -1, i);
+		if (t == LUA_TSTRING)
+			add_cand(prefix, lua_tostring(L, -1), text);
+		lua_pop(L, 1);
+		if (t == LUA_TNIL)
+			break;
+	}
+}
+
 /* Fields and methods of the value on top: its own keys, then what its
- * metatable's __index (and a "methods" table, as vCPU handles have)
- * offers, a few levels deep. */
+ * metatable offers: the names in __fields (computed by an __index
+ * function), a "methods" table (as vCPU handles have) and __index when it
+ * is a table, a few levels deep. */
 static void add_fields(lua_State *L, const char *prefix, const char *text)
 {
 	for (int depth = 0; depth < 4; depth++) {
 		add_keys(L, prefix, text);
 		if (!lua_getmetatable(L, -1))
 			return;
+		lua_getfield(L, -1, "__fields");
+		add_list(L, prefix, text);
+		lua_pop(L, 1);
 		if (lua_getfield(L, -1, "methods") == LUA_TTABLE)
 			add_keys(L, prefix, text);
 		lua_pop(L, 1);

@@ -15,7 +15,9 @@
  *     are recognised by address before the emulation fallback injects #BP
  *     (foreign ones still go to the guest);
  *   - data breakpoints never fire: watchpoints use a KVM_MEM_READONLY slot
- *     over the page, so each write arrives as an MMIO exit we complete.
+ *     over the page, so each write arrives as an MMIO exit we complete;
+ *     software breakpoints' pages get one too, so that a guest writing
+ *     over a 0xCC (a decompressor) gets its byte saved and the 0xCC back.
  * Tables change only while the machine is paused; vCPU threads read them.
  */
 #include <errno.h>
@@ -37,6 +39,7 @@ struct mb_bp {
 	uint64_t gpa;         /* sw: where the 0xCC is */
 	uint8_t orig;         /* sw: the byte under it */
 	bool inserted;        /* sw: 0xCC in memory */
+	bool prot;            /* sw: its page is write-protected (see below) */
 	int dr;               /* hw: DR0-3 */
 	unsigned count;
 	bool once, removed;
@@ -67,6 +70,7 @@ struct mb_debug {
 	struct mb_bp *bps;
 	struct mb_bp *dr[4];
 	struct mb_wp *wps;
+	unsigned nprot; /* sw breakpoints with prot set */
 	bool blockirq;
 	bool catch_triple;
 	int caught; /* the vCPU whose triple fault stopped the run, or -1 */
@@ -299,11 +303,46 @@ static void sw_remove(struct mb_machine *m, struct mb_bp *b)
 	pthread_mutex_unlock(&m->dbg->lock);
 }
 
+/* A software breakpoint survives the guest writing over it (a kernel
+ * decompressing itself over the place, a loader copying code): its page
+ * gets a read-only slot, as a write watch's does, so every guest write to
+ * the page is an MMIO exit that mb_debug_mmio completes, taking the new
+ * byte under the 0xCC as the original and putting the 0xCC back. Pages
+ * not in writable RAM, or hosts without read-only slots, go unprotected
+ * (the 0xCC is then lost to a guest write, as before). Only while paused. */
+static int remap(struct mb_machine *m);
+static bool watched(struct mb_debug *d, uint64_t page);
+
+static int protect(struct mb_machine *m, struct mb_bp *b)
+{
+	struct mb_debug *d = m->dbg;
+	uint64_t pg = b->gpa & ~(PAGE - 1);
+	if (!m->readonly_mem || !mb_mem_ptr(m->mem, pg, PAGE, true))
+		return 0;
+	bool was = watched(d, pg); /* another breakpoint's, or a watch's */
+	b->prot = true;
+	d->nprot++;
+	return was ? 0 : remap(m);
+}
+
+static void unprotect(struct mb_machine *m, struct mb_bp *b)
+{
+	struct mb_debug *d = m->dbg;
+	if (!b->prot)
+		return;
+	b->prot = false;
+	d->nprot--;
+	if (!watched(d, b->gpa & ~(PAGE - 1)))
+		remap(m); /* writable again: nothing else needs it */
+}
+
 /* Take a breakpoint out of action (it stays in the list until freed). */
 static void disarm(struct mb_machine *m, struct mb_bp *b)
 {
-	if (b->kind == MB_BP_SW)
+	if (b->kind == MB_BP_SW) {
 		sw_remove(m, b);
+		unprotect(m, b);
+	}
 	else if (b->dr >= 0 && m->dbg->dr[b->dr] == b)
 		m->dbg->dr[b->dr] = NULL;
 	b->removed = true;
@@ -362,7 +401,7 @@ int mb_debug_break(struct mb_machine *m, const struct mb_bp_config *c,
 	}
 	b->next = d->bps;
 	d->bps = b;
-	if ((rc = apply_all(m))) {
+	if ((kind == MB_BP_SW && (rc = protect(m, b))) || (rc = apply_all(m))) {
 		disarm(m, b);
 		return rc;
 	}
@@ -554,7 +593,7 @@ int mb_debug_step(struct mb_machine *m, unsigned cpu, unsigned n,
 		m->waiter = pthread_self();
 		v->dbg_req = true;
 		pthread_cond_broadcast(&m->cond);
-		while (v->dbg_req)
+		while (v->dbg_req || (!had && m->borrowers))
 			pthread_cond_wait(&m->cond, &m->lock);
 		m->has_waiter = had;
 		m->waiter = was;
@@ -745,7 +784,7 @@ static int slot(struct mb_machine *m, unsigned id, uint64_t gpa, uint64_t size,
 
 bool mb_debug_has_watch(struct mb_machine *m)
 {
-	return m->dbg && m->dbg->wps;
+	return m->dbg && (m->dbg->wps || m->dbg->nprot);
 }
 
 /* How a page is watched: not at all, WATCH_RO (writes only: a read-only
@@ -758,6 +797,9 @@ static int page_watch(struct mb_debug *d, uint64_t page)
 	for (struct mb_wp *w = d->wps; w; w = w->next)
 		if (page + PAGE > w->gpa && page < w->gpa + w->len)
 			k = w->read ? WATCH_HOLE : (k ? k : WATCH_RO);
+	for (struct mb_bp *b = d->nprot ? d->bps : NULL; b && !k; b = b->next)
+		if (b->prot && (b->gpa & ~(PAGE - 1)) == page)
+			k = WATCH_RO; /* a sw breakpoint's page: writes trap */
 	return k;
 }
 
@@ -862,6 +904,30 @@ int mb_debug_unwatch(struct mb_machine *m, struct mb_wp *wp)
 uint64_t mb_wp_hits(const struct mb_wp *wp) { return wp->hits; }
 int mb_wp_owner(const struct mb_wp *wp) { return wp->owner; }
 
+/* A guest write to a page with software breakpoints: into RAM, then any
+ * 0xCC it overwrote is put back, the byte written becoming the one under
+ * it (what the step-over and the debugger's reads show). A breakpoint
+ * taken out for a step-over (inserted false) just gets the write; it
+ * re-reads its byte when it goes back in. */
+static void bp_write(struct mb_machine *m, uint64_t a, const void *data,
+		     unsigned len)
+{
+	struct mb_debug *d = m->dbg;
+	static const uint8_t cc = 0xcc;
+	if (!d->nprot) {
+		mb_mem_write(m->mem, a, data, len);
+		return;
+	}
+	pthread_mutex_lock(&d->lock);
+	mb_mem_write(m->mem, a, data, len);
+	for (struct mb_bp *b = d->bps; b; b = b->next)
+		if (b->prot && b->inserted && b->gpa >= a && b->gpa - a < len) {
+			b->orig = ((const uint8_t *)data)[b->gpa - a];
+			mb_mem_load(m->mem, b->gpa, &cc, 1);
+		}
+	pthread_mutex_unlock(&d->lock);
+}
+
 bool mb_debug_mmio(struct vcpu *v)
 {
 	struct mb_machine *m = v->m;
@@ -870,12 +936,12 @@ bool mb_debug_mmio(struct vcpu *v)
 	uint64_t a = run->mmio.phys_addr;
 	unsigned len = run->mmio.len;
 	bool wr = run->mmio.is_write;
-	if (!d || !d->wps || !watched(d, a & ~(PAGE - 1)))
+	if (!d || (!d->wps && !d->nprot) || !watched(d, a & ~(PAGE - 1)))
 		return false;
 	/* Complete the access ourselves: the slot is read-only or absent,
 	 * RAM is not. */
 	if (wr)
-		mb_mem_write(m->mem, a, run->mmio.data, len);
+		bp_write(m, a, run->mmio.data, len);
 	else if (mb_mem_read(m->mem, a, run->mmio.data, len))
 		memset(run->mmio.data, 0xff, len);
 	for (struct mb_wp *w = d->wps; w; w = w->next)

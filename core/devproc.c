@@ -93,6 +93,9 @@ struct mb_devproc {
 	uint16_t ctl_id;
 	void *last_state; /* the state last saved or loaded (restart loads it) */
 	bool have_state;
+	/* why, pid and pidfd change on a vCPU (a timeout), on the event loop
+	 * (the exit) and on the script's thread (a restart): under why_lock. */
+	pthread_mutex_t why_lock;
 	char why[160];
 	unsigned restarts;
 	struct hook freeze_hook;
@@ -196,12 +199,21 @@ static ssize_t recv_timed(int fd, void *buf, size_t len)
 
 static void mark_dead(struct mb_devproc *p, const char *why)
 {
-	if (!atomic_exchange(&p->alive, false))
-		return;
-	snprintf(p->why, sizeof p->why, "%s", why);
-	/* The pidfd's watch runs the policy once the process is gone. */
-	if (p->pidfd >= 0)
-		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+	pthread_mutex_lock(&p->why_lock);
+	if (atomic_exchange(&p->alive, false)) {
+		snprintf(p->why, sizeof p->why, "%s", why);
+		/* The pidfd's watch runs the policy once the process is gone. */
+		if (p->pidfd >= 0)
+			syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
+	}
+	pthread_mutex_unlock(&p->why_lock);
+}
+
+static void why_of(struct mb_devproc *p, char *out, size_t len)
+{
+	pthread_mutex_lock(&p->why_lock);
+	snprintf(out, len, "%s", p->why);
+	pthread_mutex_unlock(&p->why_lock);
 }
 
 /* A control request: reply payload into out (up to max), its length or
@@ -210,9 +222,12 @@ static ssize_t request(struct mb_devproc *p, uint16_t cmd, const void *pl,
 		       size_t len, void *out, size_t max, int ms)
 {
 	static __thread uint8_t buf[MB_DP_MAX_MSG];
-	if (!atomic_load(&p->alive))
+	if (!atomic_load(&p->alive)) {
+		char why[sizeof p->why];
+		why_of(p, why, sizeof why);
 		return mb_seterr(-EIO, "%s: the device process is dead (%s)",
-				 p->rep.name, p->why);
+				 p->rep.name, why);
+	}
 	if (len + sizeof(struct mb_dp_hdr) > MB_DP_MAX_MSG)
 		return mb_seterr(-EMSGSIZE, "%s: request too large", p->rep.name);
 	pthread_mutex_lock(&p->ctl_lock);
@@ -477,16 +492,21 @@ static void close_proc(struct mb_devproc *p)
 {
 	stop_watching(p);
 	atomic_store(&p->alive, false);
-	if (p->pidfd >= 0) {
+	pthread_mutex_lock(&p->why_lock);
+	int pidfd = p->pidfd;
+	pid_t pid = p->pid;
+	p->pidfd = -1;
+	p->pid = -1;
+	pthread_mutex_unlock(&p->why_lock);
+	if (pidfd >= 0) {
 		/* Gone for sure before anything is respawned: a pidfd turns
 		 * readable when its process has exited. */
-		syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
-		struct pollfd pf = { .fd = p->pidfd, .events = POLLIN };
+		syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+		struct pollfd pf = { .fd = pidfd, .events = POLLIN };
 		poll(&pf, 1, 2000);
 		int st;
-		mb_launch_status(p->m, p->pid, &st); /* forget it */
-		close(p->pidfd);
-		p->pidfd = -1;
+		mb_launch_status(p->m, pid, &st); /* forget it */
+		close(pidfd);
 	}
 	if (p->ctl >= 0)
 		close(p->ctl);
@@ -502,7 +522,6 @@ static void close_proc(struct mb_devproc *p)
 		p->ch[i].fd = -1;
 		pthread_mutex_unlock(&p->ch[i].lock);
 	}
-	p->pid = -1;
 }
 
 static void on_exit_(void *opaque, int fd);
@@ -528,10 +547,13 @@ static void on_exit_(void *opaque, int fd)
 	struct mb_devproc *p = opaque;
 	char why[160];
 	int st = 0, rc = -EAGAIN;
+	pthread_mutex_lock(&p->why_lock);
+	pid_t pid = p->pid;
+	pthread_mutex_unlock(&p->why_lock);
 	/* The launcher reaps its children; it may hear of the exit a little
 	 * after the pidfd turned readable. */
 	for (int i = 0; i < 200 && rc == -EAGAIN; i++) {
-		rc = mb_launch_status(p->m, p->pid, &st);
+		rc = mb_launch_status(p->m, pid, &st);
 		if (rc == -EAGAIN)
 			usleep(1000);
 	}
@@ -544,6 +566,7 @@ static void on_exit_(void *opaque, int fd)
 	else
 		snprintf(why, sizeof why, "gone");
 	(void)fd;
+	pthread_mutex_lock(&p->why_lock);
 	if (atomic_load(&p->alive))
 		snprintf(p->why, sizeof p->why, "%s", why);
 	else if (strstr(p->why, "hung") || strstr(p->why, "time"))
@@ -551,12 +574,14 @@ static void on_exit_(void *opaque, int fd)
 	else
 		snprintf(p->why, sizeof p->why, "%s", why);
 	atomic_store(&p->alive, false);
+	snprintf(why, sizeof why, "%s", p->why);
+	pthread_mutex_unlock(&p->why_lock);
 	close_proc(p);
-	fprintf(stderr, "moonbox: device %s (pid gone): %s\n", p->rep.name, p->why);
+	fprintf(stderr, "moonbox: device %s (pid gone): %s\n", p->rep.name, why);
 	switch (p->policy) {
 	case MB_DP_ON_CRASH_STOP:
 		mb_machine_stop(p->m, MB_STOP_ERROR, 1, "device %s: its process %s",
-				p->rep.name, p->why);
+				p->rep.name, why);
 		break;
 	case MB_DP_ON_CRASH_RESTART:
 		if (mb_devproc_restart(p))
@@ -567,7 +592,7 @@ static void on_exit_(void *opaque, int fd)
 		break; /* stays dead: reads all ones until the script acts */
 	case MB_DP_ON_CRASH_CALL:
 		if (p->crashed)
-			p->crashed(p->ctx, p, p->why);
+			p->crashed(p->ctx, p, why);
 		break;
 	}
 }
@@ -638,7 +663,12 @@ static int spawn(struct mb_devproc *p)
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
-	rc = launch(m, fds, nfd, &p->pid, &p->pidfd);
+	pid_t pid = -1;
+	int pidfd = -1;
+	rc = launch(m, fds, nfd, &pid, &pidfd);
+	pthread_mutex_lock(&p->why_lock);
+	p->pid = pid, p->pidfd = pidfd;
+	pthread_mutex_unlock(&p->why_lock);
 	for (unsigned i = 0; i < 2 + p->nchan; i++)
 		close(fds[i]); /* the child's ends */
 	if (rc) {
@@ -832,6 +862,7 @@ static void px_free(void *impl)
 		pthread_mutex_destroy(&p->ch[i].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
+	pthread_mutex_destroy(&p->why_lock);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -879,6 +910,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
+	pthread_mutex_init(&p->why_lock, NULL);
 	snprintf(p->kind, sizeof p->kind, "%s", cfg->kind);
 	p->opts = strdup(cfg->opts ? cfg->opts : "{}");
 	p->fds = calloc(cfg->nfds + 1, sizeof *p->fds);
@@ -938,8 +970,14 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 					   &p->pr[i]);
 	}
 	if (!rc && p->rep.irq >= 0) {
-		rc = mb_device_irq(d, p->rep.irq, &p->line);
+		/* The event loop already reads the process's events (a line
+		 * change may come at once): publish the line under ev_lock. */
+		struct mb_irq line;
+		rc = mb_device_irq(d, p->rep.irq, &line);
+		pthread_mutex_lock(&p->ev_lock);
+		p->line = line;
 		p->has_line = rc == 0;
+		pthread_mutex_unlock(&p->ev_lock);
 	}
 	if (!rc && p->has_line && (p->rep.ack_lines >> p->rep.irq & 1)) {
 		/* The process's timer re-injects ticks on acknowledgements. */
@@ -1021,6 +1059,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_init(&p->ch[0].lock, NULL);
 	pthread_mutex_init(&p->ctl_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
+	pthread_mutex_init(&p->why_lock, NULL);
 	p->ctl = ct[0], p->evt = ev[0];
 	p->timeout_ms = 1;
 	p->rep.nranges = 1;
@@ -1081,5 +1120,6 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_destroy(&p->ch[0].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
+	pthread_mutex_destroy(&p->why_lock);
 	free(p);
 }

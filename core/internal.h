@@ -96,6 +96,9 @@ struct mb_machine {
 	struct call *calls;
 	pthread_t waiter; /* thread serving calls */
 	bool has_waiter;
+	/* Threads running a call in the waiter's world right now: the waiter
+	 * does not return to its Lua state until they are done. */
+	unsigned borrowers;
 	enum mb_stop stop;
 	int stop_code;
 	char stop_msg[4096];
@@ -129,6 +132,7 @@ struct mb_machine {
 	size_t ndevs, capdevs;
 
 	struct mb_debug *dbg; /* debug.c: NULL until a debugger asks */
+	struct mb_holdtime *holdtime; /* holdtime.c: NULL until first held */
 	/* snapshot.c: KVM's memory slots as set (slot i: mem region added
 	 * i-th), dirty logging, and which snapshot RAM equals since the dirty
 	 * logs were last cleared (0: none). */
@@ -175,6 +179,15 @@ void mb_machine_push_hook(struct mb_machine *m, struct hook *h);
 void mb_machine_drop_hook(struct mb_machine *m, struct hook *h);
 /* kvm.c */
 int mb_kvm_check_ext(int kvm, int cap);
+/* holdtime.c: in-kernel PIT, LAPIC timers and TSC stand still while held
+ * (freeze/thaw from machine.c's freeze(), m->lock held, vCPUs parked);
+ * refreeze holds again after a thaw for a snapshot if the machine is
+ * still held; forget drops what was saved (a restore replaced it). */
+void mb_holdtime_freeze(struct mb_machine *m);
+void mb_holdtime_thaw(struct mb_machine *m);
+void mb_holdtime_refreeze(struct mb_machine *m);
+void mb_holdtime_forget(struct mb_machine *m);
+void mb_holdtime_info(FILE *out, int kvm);
 /* confine.c: what seccomp, Landlock and user namespaces allow here (--info). */
 /* tap.c: an access crossing the bus with taps set. */
 struct mb_tapset;

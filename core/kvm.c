@@ -102,6 +102,7 @@ int mb_kvm_info(FILE *out)
 		fprintf(out, "  %-26s %-8s %s%s\n", caps[i].name,
 			mb_kvm_check_ext(fd, caps[i].id) ? "present" : "missing",
 			caps[i].why, caps[i].required ? " (required)" : "");
+	mb_holdtime_info(out, fd);
 	close(fd);
 	mb_confine_info(out);
 	return 0;

@@ -443,10 +443,12 @@ void mb_machine_kick_irq(struct mb_machine *m)
 	/* Halted vCPUs sleep on cond; running ones leave KVM_RUN to look. */
 	pthread_mutex_lock(&m->lock);
 	pthread_cond_broadcast(&m->cond);
-	pthread_mutex_unlock(&m->lock);
+	/* halted is the vCPU's, under m->lock (TSan: read unlocked, a stale
+	 * value cost a kick or skipped one) */
 	for (unsigned i = 0; i < m->ncpu; i++)
 		if (m->cpu[i].started && !m->cpu[i].halted)
 			mb_vcpu_kick(&m->cpu[i]);
+	pthread_mutex_unlock(&m->lock);
 }
 
 int mb_machine_watch(struct mb_machine *m, int fd,
@@ -542,6 +544,17 @@ static void probe_all(struct mb_machine *m)
 		}
 }
 
+/* With m->lock held: the waiter stops lending its world. A thread that
+ * is not a vCPU (the attach server, gdb's monitor) may still be running a
+ * call in it after every vCPU parked; returning to Lua then would run two
+ * threads in one Lua state (TSan saw it in test_attach). */
+static void stop_lending(struct mb_machine *m)
+{
+	while (m->borrowers)
+		pthread_cond_wait(&m->cond, &m->lock);
+	m->has_waiter = false;
+}
+
 static bool is_waiter(struct mb_machine *m)
 {
 	return m->has_waiter && pthread_equal(m->waiter, pthread_self());
@@ -582,10 +595,15 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 		 * one vCPU at a time, and save two thread switches. Not under
 		 * seccomp: this thread's filter would refuse what a Lua
 		 * callback may do (io, os); the waiter's thread is free. */
+		m->borrowers++;
 		pthread_mutex_unlock(&m->lock);
 		pthread_mutex_lock(&m->call_lock);
 		fn(arg);
 		pthread_mutex_unlock(&m->call_lock);
+		pthread_mutex_lock(&m->lock);
+		m->borrowers--;
+		pthread_cond_broadcast(&m->cond);
+		pthread_mutex_unlock(&m->lock);
 		return;
 	}
 	struct call c = { .fn = fn, .arg = arg }, **tail = &m->calls;
@@ -600,8 +618,8 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 
 /* With m->lock held, every vCPU parked: guest time stops (frozen) or goes
  * on from where it stood (thawed): the machine clock that devices' timers
- * use, and KVM's kvmclock (api.rst, KVM_GET_CLOCK / KVM_SET_CLOCK). The
- * in-kernel PIT and LAPIC timers run on host time and are not stopped. */
+ * use, and KVM's kvmclock (api.rst, KVM_GET_CLOCK / KVM_SET_CLOCK); the
+ * in-kernel PIT, LAPIC timers and the TSC in holdtime.c. */
 static void freeze(struct mb_machine *m, bool frozen)
 {
 	if (!m->threads || mb_evloop_frozen(m->ev) == frozen)
@@ -614,6 +632,10 @@ static void freeze(struct mb_machine *m, bool frozen)
 		ioctl(m->vm, KVM_SET_CLOCK, &c); /* best effort: time jumps */
 		m->kvmclock_saved = false;
 	}
+	if (frozen)
+		mb_holdtime_freeze(m);
+	else
+		mb_holdtime_thaw(m);
 	mb_evloop_freeze(m->ev, frozen);
 	for (struct hook *h = m->freeze_hooks; h; h = h->next)
 		h->fn(h->arg); /* device processes keep their clocks in step */
@@ -646,7 +668,7 @@ static void wait_parked(struct mb_machine *m)
 			pthread_cond_wait(&m->cond, &m->lock);
 	}
 	if (!had)
-		m->has_waiter = false;
+		stop_lending(m);
 }
 
 int mb_machine_start(struct mb_machine *m)
@@ -860,7 +882,7 @@ again:
 			deadline_of(timeout, &dl);
 		goto again;
 	}
-	m->has_waiter = false;
+	stop_lending(m);
 	if (r) {
 		r->reason = m->stop;
 		r->exit_code = m->stop_code;

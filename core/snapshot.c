@@ -268,7 +268,8 @@ int mb_snapshot_take(struct mb_machine *m, struct mb_snapshot **out)
 		return mb_seterr(-EBUSY, "snapshot: the machine is running (pause it "
 				 "first)");
 	if (mb_debug_has_watch(m))
-		return mb_seterr(-EBUSY, "snapshot: watchpoints are set (they split "
+		return mb_seterr(-EBUSY, "snapshot: watchpoints are set, or software "
+				 "breakpoints (they split "
 				 "guest RAM into slots of their own): remove them "
 				 "first");
 	struct mb_snapshot *s = calloc(1, sizeof *s);
@@ -283,10 +284,15 @@ int mb_snapshot_take(struct mb_machine *m, struct mb_snapshot **out)
 	s->kernel_pit = m->kernel_pit;
 	if ((rc = take_devices(m, s)))
 		goto fail;
-	for (unsigned i = 0; i < m->ncpu; i++)
-		if ((rc = mb_vcpu_state_save(&m->cpu[i], &s->cpu[i])))
-			goto fail;
-	if ((rc = mb_vm_state_save(m, s->vm)) || (rc = enable_dirty_log(m)) ||
+	mb_holdtime_thaw(m); /* the timers as they stand, not disarmed */
+	for (unsigned i = 0; i < m->ncpu && !rc; i++)
+		rc = mb_vcpu_state_save(&m->cpu[i], &s->cpu[i]);
+	if (!rc)
+		rc = mb_vm_state_save(m, s->vm);
+	mb_holdtime_refreeze(m);
+	if (rc)
+		goto fail;
+	if ((rc = enable_dirty_log(m)) ||
 	    (rc = clear_dirty(m)))
 		goto fail;
 	s->nreg = mb_mem_count(m->mem);
@@ -493,7 +499,8 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 		return mb_seterr(-EBUSY, "restore: the machine is running (pause it "
 				 "first)");
 	if (mb_debug_has_watch(m))
-		return mb_seterr(-EBUSY, "restore: watchpoints are set (they split "
+		return mb_seterr(-EBUSY, "restore: watchpoints are set, or software "
+				 "breakpoints (they split "
 				 "guest RAM into slots of their own): remove them "
 				 "first");
 	if (s->machine_id && s->machine_id != m->snap_id)
@@ -524,6 +531,8 @@ int mb_snapshot_restore(struct mb_machine *m, const struct mb_snapshot *s,
 			return prefixed(rc, NULL);
 	if ((rc = mb_vm_state_load(m, s->vm)))
 		return prefixed(rc, NULL);
+	mb_holdtime_forget(m); /* the restored timers stand still from here */
+	mb_holdtime_refreeze(m);
 	m->snap_base = s->id;
 	if (!m->snap_id)
 		m->snap_id = atomic_fetch_add(&next_id, 1);

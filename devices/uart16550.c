@@ -670,6 +670,9 @@ static const struct mb_device_ops uart_dev_ops = {
 int mb_uart_attach(struct mb_machine *m, const struct mb_uart_attach_config *cfg,
 		   struct mb_device **out)
 {
+	static const struct mb_uart_attach_config com1; /* all zero: COM1 */
+	if (!cfg)
+		cfg = &com1;
 	uint16_t port;
 	unsigned irq;
 	int rc = mb_uart_com(cfg->com ? cfg->com : 1, &port, &irq);

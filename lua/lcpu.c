@@ -934,6 +934,10 @@ void mbl_open_cpu(lua_State *L)
 		lua_pushcfunction(L, c_tostring), lua_setfield(L, -2, "__tostring");
 		luaL_newlib(L, cpu_methods);
 		lua_setfield(L, -2, "methods");
+		/* what c_index computes, for the REPL's Tab (cli/moonbox.c) */
+		lua_createtable(L, 1, 0);
+		lua_pushliteral(L, "index"), lua_rawseti(L, -2, 1);
+		lua_setfield(L, -2, "__fields");
 	}
 	lua_pop(L, 1);
 	luaL_newmetatable(L, MBL_REGS);

@@ -4,15 +4,19 @@
 --                                [--memory 256M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
---                                [--seccomp]
+--                                [--seccomp=on|off] [--rootfs disk|initrd]
 --                                [--cpus N] [--acpi on|off]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
 -- vmlinux through PVH when it is there (the guest runs no decompressor,
 -- which is emulated and slow on some hosts: guest/README.md has numbers),
 -- else the bzImage; --boot picks one. --kernel F boots F through whichever
--- protocol F speaks (an ELF vmlinux: PVH; a bzImage: the Linux protocol). On the console,
--- Ctrl-a x quits. --disk adds a virtio-blk disk (/dev/vda), --rng a
+-- protocol F speaks (an ELF vmlinux: PVH; a bzImage: the Linux protocol).
+-- The root file system is .cache/guest/root.ext2 on a virtio-blk disk
+-- (/dev/vda, serial "moonbox-root", with a copy-on-write overlay: the guest
+-- may write, the image never changes); --rootfs initrd (or --initrd F)
+-- boots the initramfs instead. On the console,
+-- Ctrl-a x quits. --disk adds a virtio-blk disk (the next /dev/vdX), --rng a
 -- virtio-rng (/dev/hwrng). --cpus N starts N vCPUs (needs --irqchip
 -- kernel: KVM's local APICs take the INIT/SIPI that start the others);
 -- --acpi on gives the guest ACPI tables (devices found in the DSDT instead
@@ -39,7 +43,7 @@ if type(opts) ~= "table" then
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
   timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1, cpus = 1,
-  acpi = 1 }
+  acpi = 1, rootfs = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
@@ -54,11 +58,17 @@ if opts.acpi ~= nil and not acpi and opts.acpi ~= false and opts.acpi ~= "off" t
   error("linux.lua: --acpi: expected on or off, got " .. tostring(opts.acpi), 0)
 end
 
--- seccomp: confine moonbox's threads (docs/sandbox.md); unset: the
--- default (moonbox --seccomp sets it for every machine)
+-- seccomp: moonbox's threads are confined once the guest runs
+-- (docs/sandbox.md); on by default here, --seccomp=off (or seccomp = false
+-- from Lua) turns it off, e.g. to strace a run.
 local seccomp = opts.seccomp
-if seccomp == "0" or seccomp == "false" then seccomp = false
-elseif seccomp ~= nil then seccomp = true end
+if seccomp == nil or seccomp == true or seccomp == "on" or seccomp == "1" or seccomp == "true" then
+  seccomp = true
+elseif seccomp == false or seccomp == "off" or seccomp == "0" or seccomp == "false" then
+  seccomp = false
+else
+  error("linux.lua: --seccomp: expected on or off, got " .. tostring(seccomp), 0)
+end
 local m = mb.machine { cpus = cpus, memory = opts.memory or "256M", irqchip = irqchip,
   seccomp = seccomp, acpi = acpi,
   cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
@@ -79,9 +89,27 @@ if irqchip == "user" then
   -- every host, so tell Linux too.
   cmdline = cmdline .. " nolapic noapic"
 end
+-- The root disk first, so that it is /dev/vda whatever the caller adds.
+local rootfs = opts.rootfs or (opts.initrd and "initrd" or "disk")
+if rootfs ~= "disk" and rootfs ~= "initrd" then
+  error("linux.lua: --rootfs: expected disk or initrd, got " .. tostring(rootfs), 0)
+end
+if rootfs == "disk" and opts.initrd then
+  error("linux.lua: --rootfs disk and --initrd " .. tostring(opts.initrd) .. ": the initramfs would be the root; pick one", 0)
+end
+local rootimg = root .. "/.cache/guest/root.ext2"
+if rootfs == "disk" then
+  local f = io.open(rootimg, "rb")
+  if f then f:close() else rootfs = "initrd" end -- an older make deps: no disk
+end
+if rootfs == "disk" then
+  m:add(mb.virtio_blk { name = "rootfs", image = rootimg, disk = "overlay", serial = "moonbox-root" })
+  cmdline = cmdline .. " root=/dev/vda rw rootfstype=ext2 init=/init"
+end
+
 if opts.append then cmdline = cmdline .. " " .. opts.append end
 
-if opts.disk then m:add(mb.virtio_blk { image = opts.disk }) end  -- /dev/vda
+if opts.disk then m:add(mb.virtio_blk { image = opts.disk }) end  -- the next /dev/vdX
 if opts.rng then m:add(mb.virtio_rng {}) end                      -- /dev/hwrng
 if opts.setup then opts.setup(m) end
 
@@ -102,7 +130,7 @@ end
 
 m:boot_linux {   -- an ELF kernel (vmlinux) goes through PVH
   kernel = kernel,
-  initrd = opts.initrd or root .. "/.cache/guest/initramfs.cpio",
+  initrd = rootfs == "initrd" and (opts.initrd or root .. "/.cache/guest/initramfs.cpio") or nil,
   cmdline = cmdline,
 }
 

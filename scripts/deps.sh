@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make deps: install the Debian packages moonbox needs and build the default
 # Linux guest into .cache/guest/ (bzImage, the same kernel as an uncompressed
-# ELF vmlinux for PVH boot, and an uncompressed initramfs.cpio).
+# ELF vmlinux for PVH boot, an uncompressed initramfs.cpio, and root.ext2,
+# the same userland on a small disk image: machines/linux.lua's root).
 # Idempotent: does nothing (in well under a second) when all is up to date.
 set -euo pipefail
 
@@ -79,8 +80,14 @@ fi
 # Reproducible-ish build identity, and ARCH=x86_64 forces 64BIT.
 KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
        KBUILD_BUILD_HOST=moonbox)
-if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR" ||
-   ! up_to_date "$OUT/vmlinux" "$FRAG" "$SELF" "$KTAR"; then
+# Rebuilt when what goes into it changes, by content, not by mtime: a
+# fresh clone or a git worktree sharing this cache has every file newer
+# than the guest, and must not rebuild it (nor, worse, reconfigure the tree
+# under a running test). Bump KRECIPE when the commands below change.
+KRECIPE=1
+kstamp=$( { echo "recipe $KRECIPE"; cat "$FRAG"; stat -c '%s %Y' "$KTAR"; } | sha256sum)
+if [ ! -e "$OUT/bzImage" ] || [ ! -e "$OUT/vmlinux" ] ||
+   [ "$(cat "$OUT/kernel.stamp" 2>/dev/null)" != "$kstamp" ]; then
   t0=$SECONDS
   log "configuring kernel (tinyconfig + guest/kernel.config)"
   # -m: only merge into .config; olddefconfig then resolves dependencies.
@@ -115,6 +122,7 @@ if ! up_to_date "$OUT/bzImage" "$FRAG" "$SELF" "$KTAR" ||
   objcopy --strip-all "$KSRC/vmlinux" "$OUT/vmlinux.tmp"
   mv "$OUT/vmlinux.tmp" "$OUT/vmlinux"
   log "bzImage: $(stat -c %s "$OUT/bzImage") bytes, vmlinux: $(stat -c %s "$OUT/vmlinux") bytes, $((SECONDS - t0))s"
+  echo "$kstamp" >"$OUT/kernel.stamp"
 fi
 
 # ---- 4. initramfs ----------------------------------------------------------
@@ -122,7 +130,10 @@ fi
 # root-owned and /dev/console (needed before init runs) is a real device
 # node without needing mknod/root. Newc, uncompressed.
 BB=/bin/busybox
-if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
+IRECIPE=1
+istamp=$( { echo "recipe $IRECIPE"; cat "$INIT"; stat -c '%s %Y' "$BB"; } | sha256sum)
+if [ ! -e "$OUT/initramfs.cpio" ] ||
+   [ "$(cat "$OUT/initramfs.stamp" 2>/dev/null)" != "$istamp" ]; then
   # a dynamically linked busybox (package "busybox") would not run in the guest
   readelf -l "$BB" | grep -q 'program interpreter' \
     && die "$BB is not static (install busybox-static)"
@@ -145,6 +156,40 @@ if ! up_to_date "$OUT/initramfs.cpio" "$INIT" "$SELF" "$BB"; then
   "$GEN" -t 0 "$spec" >"$OUT/initramfs.cpio.tmp"
   mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
   log "initramfs.cpio: $(stat -c %s "$OUT/initramfs.cpio") bytes"
+  echo "$istamp" >"$OUT/initramfs.stamp"
 fi
 
-log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio"
+# ---- 5. root disk ----------------------------------------------------------
+# The same userland as a small ext2 image, machines/linux.lua's default root
+# (root=/dev/vda): the guest reads the files it runs from the disk instead
+# of unpacking a cpio in emulated kernel code first (guest/README.md has
+# the numbers). moonbox opens it read-only with a copy-on-write overlay, so
+# the guest may write (its /init writes /etc/fstab) and the image never
+# changes. No /dev/console in it: the kernel opens the console on its
+# built-in rootfs and mounts devtmpfs on /dev (DEVTMPFS_MOUNT).
+RRECIPE=1
+rstamp=$( { echo "recipe $RRECIPE"; cat "$INIT"; stat -c '%s %Y' "$BB"; } | sha256sum)
+if [ ! -e "$OUT/root.ext2" ] ||
+   [ "$(cat "$OUT/root.ext2.stamp" 2>/dev/null)" != "$rstamp" ]; then
+  stage=$CACHE/build/rootfs
+  rm -rf "$stage"
+  mkdir -p "$stage"/{dev,proc,sys,root,etc,bin,sbin,usr/bin,usr/sbin,tmp}
+  chmod 1777 "$stage/tmp"
+  install -m 755 "$INIT" "$stage/init"
+  install -m 755 "$BB" "$stage/bin/busybox"
+  "$BB" --list-full | grep -v '^linuxrc$' | grep -vx 'bin/busybox' |
+    while read -r a; do ln -s /bin/busybox "$stage/$a"; done
+  # 1 KiB blocks and few inodes: the files fill ~2 MiB; 2 MiB spare for
+  # what a guest writes to it (into the overlay).
+  kib=$(( $(du -sk "$stage" | cut -f1) + 2048 ))
+  rm -f "$OUT/root.ext2.tmp"
+  truncate -s "${kib}k" "$OUT/root.ext2.tmp"
+  mke2fs -q -F -t ext2 -b 1024 -m 0 -N 1024 -L moonbox-root \
+    -E root_owner=0:0 -d "$stage" "$OUT/root.ext2.tmp" \
+    || die "mke2fs of the root disk failed"
+  mv "$OUT/root.ext2.tmp" "$OUT/root.ext2"
+  echo "$rstamp" >"$OUT/root.ext2.stamp"
+  log "root.ext2: $(stat -c %s "$OUT/root.ext2") bytes"
+fi
+
+log "guest ready: .cache/guest/bzImage .cache/guest/vmlinux .cache/guest/initramfs.cpio .cache/guest/root.ext2"

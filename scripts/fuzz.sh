@@ -1,6 +1,7 @@
 #!/bin/bash
 # `make fuzz`: build the libFuzzer harnesses in fuzz/ (clang, ASan, UBSan)
-# into build/fuzz/ and run each for FUZZ_SECONDS (60). Exits non-zero when
+# into build/fuzz/ and run each for FUZZ_SECONDS (60); FUZZ_ONLY (a comma
+# list of harness names) runs only those. Exits non-zero when
 # any harness finds a crash, leak, sanitizer report or timeout; the
 # reproducer is left in build/fuzz/ (crash-*, leak-*, timeout-*).
 cd "$(dirname "$0")/.." || exit 1
@@ -27,7 +28,8 @@ stale() { # object source
 	return 1
 }
 objs=()
-for src in core/*.c devices/*.c devices/virtio/*.c; do
+# cli/devserve.c: moonbox-device's message handling (fuzz_devserve).
+for src in core/*.c devices/*.c devices/virtio/*.c cli/devserve.c; do
 	o=$out/obj/${src//\//_}.o
 	if stale "$o" "$src"; then
 		$CC $flags -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$o" || exit 1
@@ -37,6 +39,8 @@ done
 fail=0
 for h in fuzz/fuzz_*.c; do
 	name=$(basename "$h" .c)
+	# FUZZ_ONLY=fuzz_x,fuzz_y runs only those harnesses
+	[ -n "${FUZZ_ONLY:-}" ] && [[ ",$FUZZ_ONLY," != *",$name,"* ]] && continue
 	$CC $flags -fsanitize=fuzzer,address,undefined -o "$out/$name" "$h" \
 		"${objs[@]}" -lpthread -lm || exit 1
 	mkdir -p "$out/corpus/$name"

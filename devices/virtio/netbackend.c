@@ -86,14 +86,15 @@ static void drop_peer(struct mb_netbe *be)
 		epoll_ctl(be->ep, EPOLL_CTL_DEL, be->fd, NULL);
 	be->in_set = false;
 	close(be->fd);
-	be->fd = -1;
+	/* atomic: mb_netbe_connected() reads it from any thread */
+	__atomic_store_n(&be->fd, -1, __ATOMIC_RELAXED);
 }
 
 static void adopt(struct mb_netbe *be, int fd)
 {
 	if (be->fd >= 0)
 		drop_peer(be); /* one peer at a time: the newest wins */
-	be->fd = fd;
+	__atomic_store_n(&be->fd, fd, __ATOMIC_RELAXED);
 	update_set(be);
 }
 
@@ -110,7 +111,7 @@ void mb_netbe_pause(struct mb_netbe *be, bool paused)
 
 bool mb_netbe_connected(struct mb_netbe *be)
 {
-	return be->fd >= 0;
+	return __atomic_load_n(&be->fd, __ATOMIC_RELAXED) >= 0;
 }
 
 const char *mb_netbe_name(struct mb_netbe *be)

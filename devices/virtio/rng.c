@@ -139,6 +139,9 @@ int mb_virtio_rng_attach(struct mb_machine *m,
 			 const struct mb_virtio_rng_attach_config *cfg,
 			 struct mb_device **out)
 {
+	static const struct mb_virtio_rng_attach_config defaults;
+	if (!cfg)
+		cfg = &defaults;
 	struct mb_virtio_rng *r = mb_virtio_rng_new();
 	if (!r)
 		return -ENOMEM;

@@ -563,17 +563,29 @@ out:
 	return rc;
 }
 
-/* After a crash: dial the socket again, or start the back-end again (the
- * driver is resetting). */
-static void reconnect(struct mb_vhost_user *vu)
+static void reconnect_now(void *arg)
 {
-	if (vu->sock >= 0 || !vu->path[0])
-		return;
+	struct mb_vhost_user *vu = arg;
 	int s = vu->argv ? spawn(vu) : dial(vu);
 	if (s < 0)
 		return;
 	if (handshake(vu, s, true) == 0)
 		vu->reconnects++;
+}
+
+/* After a crash: dial the socket again, or start the back-end again (the
+ * driver is resetting). Dialling and spawning name a path, which no
+ * seccomp list of moonbox's threads allows (docs/sandbox.md): a filtered
+ * thread (the event loop's retry timer, a vCPU's reset) has the script's
+ * thread do it and waits, holding vu->lock for it meanwhile. */
+static void reconnect(struct mb_vhost_user *vu)
+{
+	if (vu->sock >= 0 || !vu->path[0])
+		return;
+	if (mb_seccomp_filtered())
+		mb_machine_call_main(vu->m, reconnect_now, vu);
+	else
+		reconnect_now(vu);
 }
 
 /* ---- the rings ---------------------------------------------------------- */
@@ -1067,15 +1079,15 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->protocol_features = vu->protocol;
 	st->connected = vu->sock >= 0;
 	st->running = vu->running;
-	pthread_mutex_unlock(&vu->lock);
 	st->messages = vu->messages;
 	st->calls = vu->calls;
 	st->disconnects = vu->disconnects;
 	st->reconnects = vu->reconnects;
-	st->pid = (uint32_t)vu->child;
+	st->pid = (uint32_t)vu->child; /* a respawn changes it (TSan) */
 	st->spawns = vu->spawns;
 	st->copy = vu->copy;
 	st->resubmitted = vu->resubmitted;
+	pthread_mutex_unlock(&vu->lock);
 	if (vu->copy) { /* requests moonbox holds for the back-end */
 		pthread_mutex_lock(&vu->copy_lock);
 		for (unsigned i = 0; i < vu->ops.nqueues; i++)

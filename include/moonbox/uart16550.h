@@ -25,7 +25,8 @@ struct mb_uart_attach_config {
 	struct mb_chr *chr;
 };
 
-/* Create a UART, register its 8 ports, take its line. */
+/* Create a UART, register its 8 ports, take its line. cfg may be NULL
+ * (COM1, no console). */
 int mb_uart_attach(struct mb_machine *m, const struct mb_uart_attach_config *cfg,
 		   struct mb_device **out);
 /* The PC's COM port n (1-4): base port and line; -EINVAL otherwise. */

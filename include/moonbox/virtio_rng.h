@@ -22,6 +22,7 @@ struct mb_virtio_rng_attach_config {
 	uint64_t mmio_base, mmio_size; /* 0: a free 4K window */
 	int irq;          /* 0: a free line */
 };
+/* cfg may be NULL (a free window and line). */
 int mb_virtio_rng_attach(struct mb_machine *m,
 			 const struct mb_virtio_rng_attach_config *cfg,
 			 struct mb_device **out);

@@ -2,7 +2,7 @@
 -- the console UART and a virtio-blk disk each run in a moonbox-device
 -- process of their own (set MB_ISOLATE_ALL=1 to isolate the PIT, RTC,
 -- i8042 and port80 too: slower, every timer tick crosses). The
--- guest mounts an ext2 image on /dev/vda, checksums a file the host put
+-- guest mounts an ext2 image on /dev/vdb, checksums a file the host put
 -- there, writes one, syncs, unmounts and powers off; the host compares the
 -- checksum, reads the guest's file back with debugfs, and looks at the
 -- device processes from outside (/proc/PID/status).
@@ -58,7 +58,7 @@ end
 local blk
 local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   root = T.root, console = "buffer",
-  append = "-- mkdir /m;mount /dev/vda /m;cp /m/t.sh /;sh /t.sh",
+  append = "-- mkdir /m;mount /dev/vdb /m;cp /m/t.sh /;sh /t.sh",
   setup = function(m)
     blk = m:add(mb.virtio_blk { image = img, isolate = true })
     made[#made + 1] = blk

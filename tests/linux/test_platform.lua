@@ -25,7 +25,7 @@ taskset -c 1 cat /proc/self/stat | awk '{ print "ran-on-cpu:", $39 }'
 echo "pnp: $(cat /sys/bus/pnp/devices/*/id | tr '\n' ' ')"
 echo "ttyS0-parent: $(basename $(readlink /sys/class/tty/ttyS0/device))"
 echo "acpi-devs: $(ls /sys/bus/acpi/devices | tr '\n' ' ')"
-echo "vda-sectors: $(cat /sys/block/vda/size)"
+echo "vdb-sectors: $(cat /sys/block/vdb/size)"
 echo "fwcfg: $(cat /sys/firmware/qemu_fw_cfg/by_name/opt/moonbox/hello/raw)"
 echo "ioapic-lines: $(grep -c IO-APIC /proc/interrupts)"
 echo "cmdline: $(cat /proc/cmdline)"
@@ -72,7 +72,7 @@ T.case("ACPI: COM1 and the virtio disk found in the DSDT", function()
   has("PNP0501")
   has("ttyS0-parent: 00:0")  -- the PNP device, not the legacy platform port
   has("LNRO0005:00")
-  has("vda-sectors: 2048")
+  has("vdb-sectors: 2048")
   local cmd = out:match("cmdline: ([^\n]*)") or ""
   T.ok(cmd ~= "" and not cmd:find("virtio_mmio.device", 1, true),
     "no virtio_mmio.device= on the command line: " .. cmd)

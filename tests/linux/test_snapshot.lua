@@ -27,7 +27,9 @@ local file = os.tmpname() .. "-linux.snap"
 local m, com1, s
 T.case("boot to the shell, pause, snapshot to a file and in memory", function()
   local build = assert(loadfile(T.root .. "/machines/linux.lua"))
-  m, com1 = build { root = T.root, console = "buffer" }
+  -- the initramfs root: a snapshot file cannot hold the root disk's overlay
+  -- blocks yet (docs/snapshot.md)
+  m, com1 = build { root = T.root, console = "buffer", rootfs = "initrd" }
   until_seen(m, com1, "moonbox-guest: init", 0, 300)
   until_seen(m, com1, "# ", 0, 60)
   m:pause()

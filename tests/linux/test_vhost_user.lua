@@ -1,8 +1,8 @@
 -- The default Linux guest with two disks served by qemu-storage-daemon over
--- vhost-user, ONE boot. /dev/vda (shared guest RAM, socket = PATH): the
+-- vhost-user, ONE boot (/dev/vda is the root disk, machines/linux.lua). /dev/vdb (shared guest RAM, socket = PATH): the
 -- guest checksums its start, writes a pattern at 400 KiB (conv=fsync),
 -- reads it back; the host compares the checksums and `cmp`s the image.
--- /dev/vdb (dma = "copy", spawned by moonbox): the guest writes 512 KiB and
+-- /dev/vdc (dma = "copy", spawned by moonbox): the guest writes 512 KiB and
 -- reads it back three times while the host kills the back-end with SIGKILL
 -- twice, each time with requests in flight (it is SIGSTOPped first until
 -- some wait); every read must still give the pattern, the image hold it.
@@ -53,12 +53,12 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   root = T.root, console = "buffer",
   -- At most 32 words after "--" reach init (the kernel's MAX_INIT_ARGS):
   -- ${IFS} separates arguments inside one word.
-  append = "-- echo r=$(head -c65536 /dev/vda|sha256sum);" ..
-    "yes moonbox-vhost|head -c65536|dd of=/dev/vda bs=4096 seek=100 conv=fsync;" ..
-    "echo w=$(dd if=/dev/vda bs=4096 skip=100 count=16|sha256sum);" ..
+  append = "-- echo r=$(head -c65536 /dev/vdb|sha256sum);" ..
+    "yes moonbox-vhost|head -c65536|dd of=/dev/vdb bs=4096 seek=100 conv=fsync;" ..
+    "echo w=$(dd if=/dev/vdb bs=4096 skip=100 count=16|sha256sum);" ..
     "echo${IFS}vdb-$((6*7));yes${IFS}vdbpattern|head${IFS}-c524288|" ..
-    "dd${IFS}of=/dev/vdb${IFS}bs=64k${IFS}oflag=direct${IFS}conv=fsync;" ..
-    "for i in 1 2 3;do echo${IFS}s$i=$(dd${IFS}if=/dev/vdb${IFS}bs=64k${IFS}" ..
+    "dd${IFS}of=/dev/vdc${IFS}bs=64k${IFS}oflag=direct${IFS}conv=fsync;" ..
+    "for i in 1 2 3;do echo${IFS}s$i=$(dd${IFS}if=/dev/vdc${IFS}bs=64k${IFS}" ..
     "count=8${IFS}iflag=direct|sha256sum);done",
   setup = function(m) -- before boot_linux, which announces the devices
     blk = m:add(mb.vhost_user { type = "blk", socket = sock })

@@ -1,7 +1,7 @@
 -- virtio on a real Linux guest, ONE boot (~90 s here): an ext2 image made
 -- on the host with e2fsprogs on virtio-blk, plus virtio-rng, with moonbox's
 -- threads under their seccomp filters (machine { seccomp = true }). The guest
--- mounts /dev/vda, checksums a file the host put there, writes a new file,
+-- mounts /dev/vdb, checksums a file the host put there, writes a new file,
 -- syncs, unmounts, reads /dev/hwrng, powers off. The host then compares the
 -- checksum and reads the guest's file back out of the image with debugfs.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
@@ -33,7 +33,7 @@ echo "guest-sum: $(sha256sum /m/data.bin)"
 echo virtio-blk-write-ok-$((6*7)) > /m/newfile
 sync
 umount /m && echo guest-umount-ok
-echo "serial: $(cat /sys/block/vda/serial)"
+echo "serial: $(cat /sys/block/vdb/serial)"
 echo "rng: $(dd if=/dev/hwrng bs=16 count=1 2>/dev/null | hexdump -v -e '16/1 "%02x"')"
 ]])
 f:close()
@@ -48,7 +48,7 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   -- moonbox's threads run confined (docs/sandbox.md): this boot is also
   -- the proof that virtio-blk and virtio-rng work under the filters
   seccomp = true,
-  append = "-- mkdir /m;mount /dev/vda /m;cp /m/t.sh /;sh /t.sh",
+  append = "-- mkdir /m;mount /dev/vdb /m;cp /m/t.sh /;sh /t.sh",
   setup = function(m) -- before boot_linux, which announces the devices
     blk = m:add(mb.virtio_blk { image = img, serial = "moonbox-disk-7" })
     rng = m:add(mb.virtio_rng {})
@@ -109,7 +109,7 @@ T.case("doorbells came through ioeventfd, not MMIO exits", function()
   T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
   if s.ioeventfd then T.eq(s.stats.mmio_notifications, 0, "no MMIO doorbells") end
   local vs = m:virtio_stats()
-  T.eq(vs.devices, 2, "two virtio devices")
+  T.eq(vs.devices, 3, "three virtio devices (the root disk, blk, rng)")
 end)
 
 os.execute("rm -rf " .. dir)

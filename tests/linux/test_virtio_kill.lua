@@ -34,7 +34,7 @@ T.case("an fsynced write is on disk after SIGKILL (kernel irqchip, irqfd)", func
   local r = assert(io.open(runner, "w"))
   r:write(string.format([[
 local m = assert(loadfile(%q))({ root = %q, irqchip = "kernel", console = { file = %q },
-  disk = %q, append = "-- mkdir /m;mount /dev/vda /m;sh /m/w.sh" })
+  disk = %q, append = "-- mkdir /m;mount /dev/vdb /m;sh /m/w.sh" })
 m:run { timeout = 500 }
 ]], T.root .. "/machines/linux.lua", T.root, log, img))
   r:close()

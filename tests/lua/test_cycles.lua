@@ -72,7 +72,10 @@ T.case(string.format("%d create -> boot -> destroy cycles leak nothing", cycles)
   local fd1, th1, reg1, rss1 = fds(), threads(), registry_size(), rss_kb()
   print(string.format("# %d cycles: fds %d -> %d, threads %d -> %d, registry %d -> %d, " ..
     "RSS %d -> %d (half-way %d) KiB", cycles, fd0, fd1, th0, th1, reg0, reg1, rss0, rss1, rss_mid))
-  T.eq(fd1, fd0, "open fds")
+  -- TSan's runtime opens one descriptor of its own once, some way into
+  -- the run (seen as 6 -> 7 in 1000 cycles); a leak grows with the cycles.
+  T.ok(fd1 - fd0 <= (os.getenv("MB_SANITIZER") == "tsan" and 1 or 0),
+    string.format("open fds: %d -> %d", fd0, fd1))
   T.eq(th1, th0, "threads")
   T.eq(reg1, reg0, "registry entries")
   local bound = os.getenv("MB_SANITIZER") and 256 * 1024 or 4 * 1024

@@ -339,6 +339,66 @@ T.case("a foreign int3 still reaches the guest while ours are set", function()
   T.eq(bp:hits(), 0)
 end)
 
+T.case("sw breakpoints survive the guest writing over them (bp_survive.S)", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("bp_survive"), at = 0x100000, mode = "long" }
+  m:symbols(T.root .. "/build/guests/bp_survive.elf")
+  local c = m:cpu(0)
+  local at, add, t2 = m:sym("target"), m:sym("target_add"), m:sym("target2")
+  -- three breakpoints and a write watch on one page
+  local w = m:watch { addr = "wvar", len = 4, access = "w" }
+  local b1 = m:breakpoint { at = "target", kind = "sw" }
+  local b2 = m:breakpoint { at = "target_add", kind = "sw" }
+  local b3 = m:breakpoint { at = "target2", kind = "sw" }
+  T.raises(function() m:snapshot() end, "software breakpoints")
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "watchpoint", "the watch on the breakpoints' page")
+  w:remove()  -- the page stays write-protected for the breakpoints
+  -- the guest now copies new code over target with two 8-byte stores, each
+  -- straddling a breakpoint byte; both 0xCC must still be there
+  r = m:run { timeout = 10 }
+  T.eq(r.reason, "breakpoint", "at the new code"); T.eq(r.breakpoint, b1)
+  T.eq(c:regs().rip, at)
+  T.eq(c:read(at, 5), "\xb8\x70\0\0\0", "the debugger's view: the new code")
+  T.eq(m:read(at, 1), "\xcc", "memory: our int3 back in place")
+  T.eq(m:read(add, 1), "\xcc", "the second breakpoint's too")
+  r = m:run { timeout = 10 }
+  T.eq(r.reason, "breakpoint", "the second one, in the new code"); T.eq(r.breakpoint, b2)
+  T.eq(c:regs().rip, add); T.eq(c:regs().rax, 0x70, "the new mov ran")
+  -- writes either side of target2, not on it
+  r = m:run { timeout = 10 }
+  T.eq(r.reason, "breakpoint", "target2: its 0xCC untouched"); T.eq(r.breakpoint, b3)
+  T.eq(c:read(t2 - 1, 1), "\x5a", "the byte before it was written")
+  T.eq(c:read(t2 + 6, 2), "\xa5\xa5", "the bytes after it were written")
+  T.eq(c:read(t2, 1), "\xb8", "its own byte as it was")
+  T.eq(b1:hits() + b2:hits() + b3:hits(), 3, "one hit each")
+  b1:remove(); b2:remove()
+  T.eq(m:read(at, 1), "\xb8", "removed: the new byte, not the old one, is back")
+  r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit")
+  T.eq(r.exit_code, 0x7722, "the code the guest wrote ran as written")
+  b3:remove()
+  T.ok(m:snapshot(), "no breakpoint left: the page is writable again, snapshots work")
+end)
+
+T.case("sw breakpoint: physical, set before anything ran; remove makes the page writable", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("bp_survive"), at = 0x100000, mode = "long" }
+  m:symbols(T.root .. "/build/guests/bp_survive.elf")
+  local b = m:breakpoint { at = { phys = m:sym("target") }, kind = "sw" }
+  local w = m:watch { addr = "wvar", len = 4, access = "w" }
+  b:remove()  -- the watch alone keeps the page read-only
+  T.eq(m:run { timeout = 10 }.reason, "watchpoint")
+  w:remove()
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "exit"); T.eq(r.exit_code, 0x7722)
+  b = m:breakpoint { at = { phys = m:sym("target2") }, kind = "sw" }
+  b:remove()
+  T.ok(m:snapshot(), "nothing protected after the last remove")
+end)
+
 T.case("write watchpoint by page protection: stops after each write", function()
   local m = machine()
   local w = m:watch { addr = sym.var, len = 4, access = "w" }

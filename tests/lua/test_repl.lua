@@ -49,6 +49,11 @@ T.case("tab completes table fields and methods", function()
   T.ok(out:find("c:mode()\n", 1, true) and out:find("\nlong4\n", 1, true), out)
 end)
 
+T.case("tab completes fields an __index function computes (__fields)", function()
+  local out = session(setup, "c.ind\\t + 40\\n")
+  T.ok(out:find("c.index + 40\n", 1, true) and out:find("\n40\n", 1, true), out)
+end)
+
 T.case("multi-line input as before", function()
   local out = session(setup, "for i = 1, 2 do\\nprint(i * 11)\\nend\\n")
   T.ok(out:find(">> ", 1, true) and out:find("\n11\n22\n", 1, true), out)

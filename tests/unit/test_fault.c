@@ -463,12 +463,17 @@ static char *blk_run(const char *img, const char *trace, uint8_t *statuses)
 			((uint16_t *)gp(mem, AVAIL + 4))[idx % QN] = (uint16_t)d;
 			idx++;
 		}
-		*(uint16_t *)gp(mem, AVAIL + 2) = idx;
+		/* The driver's side of the ring protocol, with its barriers
+		 * (virtio 1.2 2.7.13): publish avail idx after the entries,
+		 * read the buffers only after used idx says they are done. */
+		__atomic_store_n((uint16_t *)gp(mem, AVAIL + 2), idx, __ATOMIC_RELEASE);
 		mb_virtio_kick(t, 0);
 		for (int spin = 0; spin < 1000000 &&
-		     *(volatile uint16_t *)gp(mem, USED + 2) != idx; spin++)
+		     __atomic_load_n((uint16_t *)gp(mem, USED + 2), __ATOMIC_ACQUIRE) != idx;
+		     spin++)
 			sched_yield();
-		assert_int_equal(*(uint16_t *)gp(mem, USED + 2), idx);
+		assert_int_equal(__atomic_load_n((uint16_t *)gp(mem, USED + 2), __ATOMIC_ACQUIRE),
+				 idx);
 		for (unsigned i = 0; i < 8; i++)
 			statuses[batch * 8 + i] = *(uint8_t *)gp(mem, DATA + 0x400 * i + 512);
 	}

@@ -1,0 +1,45 @@
+/*
+ * The device's side of the device-process protocol (docs/devproc.md):
+ * what moonbox-device does with each message once its device exists, kept
+ * apart from main() and the Lua constructor so that fuzz/fuzz_devserve.c
+ * can drive it with a hostile VMM's messages. One device per process.
+ */
+#ifndef MOONBOX_CLI_DEVSERVE_H
+#define MOONBOX_CLI_DEVSERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "core/internal.h"
+#include "moonbox/devproc.h"
+
+/* What is served (set by whoever built the device). */
+extern struct mb_machine *ds_machine;
+extern struct mb_device *ds_device;
+extern struct mb_dp_report ds_rep;
+/* Where replies and events go (moonbox-device: MB_DP_FD_CONTROL and
+ * MB_DP_FD_EVENTS; the fuzzer: its own sockets). */
+extern int ds_ctl_fd, ds_evt_fd;
+
+/* The headless machine's interrupt controller (lines become events) and
+ * its stop hook and console sink: what crosses back to the VMM. */
+extern const struct mb_intc_ops ds_intc;
+void ds_on_stop(void *ctx, enum mb_stop reason, int code, const char *msg);
+bool ds_out_sink(const void *b, size_t len);
+/* Fill ds_rep from ds_device (name, kind, ranges, line, state, virtio);
+ * -E2BIG for a device with more ranges than a report holds. */
+int ds_report(void);
+
+/* One message of n bytes (n as recv(MSG_TRUNC) gave it) from an access
+ * channel: builds the reply in reply (room for a header and a struct
+ * mb_dp_reply) and returns its size, or 0: no reply (garbled input; the
+ * VMM times out). */
+size_t ds_access(const void *msg, ssize_t n, void *reply);
+/* One message from the control socket: acted on, replied to ds_ctl_fd. */
+void ds_control(const uint8_t *msg, ssize_t n);
+/* A reply (or an error reply with a message) to request q. */
+void ds_reply(const struct mb_dp_hdr *q, int err, const void *pl, size_t len);
+void ds_fail(const struct mb_dp_hdr *q, int err, const char *msg);
+
+#endif

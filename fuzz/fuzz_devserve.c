@@ -1,0 +1,179 @@
+/* libFuzzer: moonbox-device's side of the device protocol (cli/devserve.c)
+ * against a hostile VMM. One headless machine per device kind (a 16550A,
+ * an RTC, an 8254, an i8042 and a virtio-rng over 1 MiB of RAM), set up
+ * once as moonbox-device sets up its one device; the input is records
+ * [kind, len lo, len hi] + len bytes:
+ *   0: an access channel message, as is;
+ *   1: a control message, as is (LOAD with any state, SAVE, QUIESCE...);
+ *   2: a well-formed access built from the bytes (read/write, region,
+ *      offset, width, data), so that the device models are reached;
+ *   3: bytes written into guest RAM at an offset (what a VMM sharing RAM
+ *      may do at any time), for the virtio-rng's rings;
+ *   4: choose the device (byte % 5).
+ * A crash, a sanitizer report or a hang is a finding. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "cli/devserve.h"
+#include "moonbox/i8042.h"
+#include "moonbox/pit8254.h"
+#include "moonbox/rtc.h"
+#include "moonbox/uart16550.h"
+#include "moonbox/virtio_rng.h"
+
+#define NDEV 5
+#define RAM (1u << 20)
+static struct {
+	struct mb_machine *m;
+	struct mb_device *d;
+	struct mb_dp_report rep;
+	uint8_t *ram;
+	void *st; /* its state after set-up: each input starts from it */
+} dev[NDEV];
+static int ctl[2], evt[2];
+
+static struct mb_machine *headless(void)
+{
+	struct mb_machine_config mc = { .headless = true, .irqchip = MB_IRQCHIP_USER,
+					.on_stop = ds_on_stop };
+	struct mb_machine *m;
+	if (mb_machine_create(&mc, &m))
+		abort();
+	mb_machine_set_intc(m, &ds_intc, NULL);
+	return m;
+}
+
+static void setup(void)
+{
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, ctl) ||
+	    socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0, evt))
+		abort();
+	ds_ctl_fd = ctl[0], ds_evt_fd = evt[0];
+	mb_chr_fd_sink(ds_out_sink);
+	for (int i = 0; i < NDEV; i++) {
+		struct mb_machine *m = dev[i].m = headless();
+		int rc = -1;
+		switch (i) {
+		case 0: rc = mb_uart_attach(m, NULL, &dev[i].d); break;
+		case 1: rc = mb_rtc_attach(m, NULL, &dev[i].d); break;
+		case 2: rc = mb_pit_attach(m, NULL, &dev[i].d); break;
+		case 3: rc = mb_i8042_attach(m, NULL, &dev[i].d); break;
+		case 4:
+			dev[i].ram = aligned_alloc(4096, RAM);
+			memset(dev[i].ram, 0, RAM);
+			if (mb_mem_add(mb_machine_mem(m), 0, RAM, 0, dev[i].ram, "ram"))
+				abort();
+			rc = mb_virtio_rng_attach(m, NULL, &dev[i].d);
+			break;
+		}
+		if (rc)
+			abort();
+		ds_machine = m, ds_device = dev[i].d;
+		memset(&ds_rep, 0, sizeof ds_rep);
+		if (ds_report())
+			abort();
+		dev[i].rep = ds_rep;
+		const struct mb_state_desc *sd = mb_device_state_desc(dev[i].d);
+		if (!sd || !(dev[i].st = malloc(sd->size)) ||
+		    mb_device_save(dev[i].d, dev[i].st))
+			abort();
+	}
+}
+
+/* Every device as set up, so that an input replays alone (a crash file
+ * reproduces without the inputs before it). */
+static void reset_all(void)
+{
+	for (int i = 0; i < NDEV; i++) {
+		mb_device_quiesce(dev[i].d);
+		if (mb_device_load(dev[i].d, dev[i].st))
+			abort(); /* its own saved state must load */
+		if (dev[i].ram)
+			memset(dev[i].ram, 0, RAM);
+	}
+}
+
+static void choose(unsigned i)
+{
+	ds_machine = dev[i].m, ds_device = dev[i].d, ds_rep = dev[i].rep;
+}
+
+static void drain(void)
+{
+	static uint8_t buf[MB_DP_MAX_MSG];
+	while (recv(ctl[1], buf, sizeof buf, MSG_DONTWAIT) > 0)
+		;
+	while (recv(evt[1], buf, sizeof buf, MSG_DONTWAIT) > 0)
+		;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static bool ready;
+	if (!ready) {
+		setup();
+		ready = true;
+	}
+	reset_all();
+	choose(0);
+	uint8_t reply[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_reply)];
+	static uint8_t msg[MB_DP_MAX_MSG];
+	while (size >= 3) {
+		unsigned kind = data[0], len = data[1] | data[2] << 8;
+		data += 3, size -= 3;
+		if (len > size)
+			len = (unsigned)size;
+		const uint8_t *b = data;
+		data += len, size -= len;
+		switch (kind % 5) {
+		case 0:
+			memcpy(msg, b, len);
+			ds_access(msg, len, reply);
+			break;
+		case 1:
+			memcpy(msg, b, len);
+			/* the size field right, sometimes: past the first check */
+			if (len >= sizeof(struct mb_dp_hdr) && (kind & 0x80))
+				((struct mb_dp_hdr *)msg)->size = len;
+			ds_control(msg, len);
+			break;
+		case 2: {
+			struct {
+				struct mb_dp_hdr h;
+				struct mb_dp_access a;
+			} q = { 0 };
+			uint8_t f[14] = { 0 };
+			memcpy(f, b, len < sizeof f ? len : sizeof f);
+			q.h.size = sizeof q;
+			q.h.cmd = f[0] & 1 ? MB_DP_REGION_WRITE : MB_DP_REGION_READ;
+			q.a.region = f[1] % 9; /* one past the ranges too */
+			q.a.offset = (uint64_t)(f[2] | f[3] << 8) % 0x2000;
+			q.a.count = 1u << (f[4] % 4);
+			memcpy(&q.a.data, f + 5, 8);
+			ds_access(&q, sizeof q, reply);
+			break;
+		}
+		case 3:
+			if (dev[4].ram && len >= 4) {
+				uint32_t off;
+				memcpy(&off, b, 4);
+				off %= RAM;
+				size_t n = len - 4;
+				if (n > RAM - off)
+					n = RAM - off;
+				memcpy(dev[4].ram + off, b + 4, n);
+			}
+			break;
+		case 4:
+			if (len)
+				choose(b[0] % NDEV);
+			break;
+		}
+		drain();
+	}
+	return 0;
+}
