@@ -67,9 +67,9 @@ irq0; A=$T; busy 100; irq0; echo "ticks-free: $A $T"
 echo "phase: pitdrop"; sleep 1
 irq0; A=$T; busy 100; irq0; echo "ticks-drop: $A $T"
 echo "phase: pitok"; sleep 1
-blockdev --flushbufs /dev/vda
+blockdev --flushbufs /dev/vdb
 echo "phase: hold"; sleep 1
-dd if=/dev/vda of=/dev/null bs=512 skip=$R count=8 2>/dev/null & P=$!
+dd if=/dev/vdb of=/dev/null bs=512 skip=$R count=8 2>/dev/null & P=$!
 sleep 1; read -r s </proc/$P/stat; set -- $s; echo "hold-state: $3"
 echo "phase: release"; wait $P; echo "hold-done: $?"
 echo "phase: fe"; sleep 1
