@@ -99,6 +99,10 @@ struct mb_devproc {
 	char why[160];
 	unsigned restarts;
 	struct hook freeze_hook;
+	/* uart faults on the wire (F.uart.drop / corrupt): NULL unless a
+	 * rule targets this UART; bytes counted per direction. */
+	struct mb_fault_site *_Atomic fault;
+	_Atomic uint64_t fault_tx, fault_rx;
 };
 
 static _Atomic unsigned nthreads;
@@ -448,8 +452,14 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 	}
 	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
 		memcpy(data, a.r.a.data, size);
-	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT)
-		mb_chr_write(p->console, a.r.out, a.r.nout);
+	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT) {
+		uint8_t out[MB_DP_SIDE_OUT];
+		if (__builtin_expect(atomic_load_explicit(&p->fault, memory_order_acquire) != NULL, 0))
+			mb_chr_write(p->console, out, mb_devproc_wire(p, false, a.r.out,
+								      a.r.nout, out));
+		else
+			mb_chr_write(p->console, a.r.out, a.r.nout);
+	}
 	if (a.r.irq_seq)
 		catch_up(p, a.r.irq_seq);
 	if (a.r.stopped)
@@ -805,9 +815,41 @@ static void px_quiesce(void *impl)
 	request(p, MB_DP_QUIESCE, NULL, 0, NULL, 0, p->timeout_ms * 4);
 }
 
+/* ---- uart faults on the wire ---------------------------------------------- */
+
+int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s)
+{
+	if (strcmp(p->kind, "uart16550") != 0)
+		return mb_seterr(-ENOTSUP, "dev: %s is an isolated %s: fault rules act on "
+				 "an isolated UART's wire only", mb_device_name(p->dev), p->kind);
+	return mb_fault_site_install(&p->fault, s);
+}
+
+bool mb_devproc_wire_faulted(struct mb_devproc *p)
+{
+	return p && atomic_load_explicit(&p->fault, memory_order_acquire) != NULL;
+}
+
+size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
+		       uint8_t *out)
+{
+	struct mb_fault_site *fs = atomic_load_explicit(&p->fault, memory_order_acquire);
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		struct mb_fault_verdict v = { 0 };
+		if (fs)
+			mb_fault_uart_decide(fs, rx, atomic_fetch_add(rx ? &p->fault_rx
+									  : &p->fault_tx, 1) + 1, &v);
+		if (!v.drop)
+			out[n++] = (uint8_t)(in[i] ^ v.flip);
+	}
+	return n;
+}
+
 static void px_free(void *impl)
 {
 	struct mb_devproc *p = impl;
+	mb_fault_site_put(atomic_load(&p->fault));
 	for (struct hook **h = &p->m->freeze_hooks; *h; h = &(*h)->next)
 		if (*h == &p->freeze_hook) {
 			*h = p->freeze_hook.next;

@@ -300,7 +300,19 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (r->action == MB_FAULT_BLK_HOLD &&
 	    (!r->tag[0] || !memchr(r->tag, 0, sizeof r->tag)))
 		return mb_seterr(-EINVAL, "tag: missing (the name plan:release takes)");
-	if (r->action >= MB_FAULT_IRQ_DROP) {
+	if (mb_fault_is_once(r->action) &&
+	    (r->after || r->nth || r->every || r->has_p || r->count || r->has_window))
+		return mb_seterr(-EINVAL, "%s: applied when added (no conditions)",
+				 mb_fault_action_name(r->action));
+	if ((r->action == MB_FAULT_IRQ_DELAY || r->action == MB_FAULT_PIT_LATE) &&
+	    (r->ms < 1 || r->ms > MB_FAULT_DELAY_MAX_MS))
+		return mb_seterr(-EINVAL, "ms: %u is not 1-%u", r->ms, MB_FAULT_DELAY_MAX_MS);
+	if (r->action == MB_FAULT_RTC_JUMP &&
+	    (r->seconds == 0 || r->seconds > 100ll * 366 * 86400 ||
+	     r->seconds < -100ll * 366 * 86400))
+		return mb_seterr(-EINVAL, "seconds: %lld is not a jump of 1 s to 100 years "
+				 "either way", (long long)r->seconds);
+	if (mb_fault_is_irq(r->action)) {
 		if (strcmp(r->dev, "irq") != 0)
 			return mb_seterr(-EINVAL, "dev: interrupt faults act on \"irq\"");
 		unsigned max = p->m ? mb_machine_irq_lines(p->m) : 24;
@@ -313,7 +325,7 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 			return mb_seterr(-EINVAL, "line: a spurious edge needs one line");
 		return 0;
 	}
-	if (r->action >= MB_FAULT_UART_DROP) {
+	if (mb_fault_is_uart(r->action)) {
 		if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
 			return mb_seterr(-EINVAL, "dir: a uart byte is rx or tx");
 		if (r->action == MB_FAULT_UART_CORRUPT && (r->bytes < 1 || r->bytes > 8))
@@ -331,7 +343,37 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 /* Which devices a kind of fault acts on. */
 static const char *kind_for(enum mb_fault_action a)
 {
-	return a >= MB_FAULT_UART_DROP ? "uart16550" : "virtio_blk";
+	return mb_fault_is_uart(a) ? "uart16550" : mb_fault_is_pit(a) ? "pit8254"
+	       : a == MB_FAULT_RTC_JUMP ? "rtc" : mb_fault_is_virtio(a) ? "virtio_*"
+	       : "virtio_blk";
+}
+
+/* The device a rule names, of the kind its fault acts on, in this
+ * process (isolated devices refuse: docs/devproc.md). */
+static int find_dev(struct mb_fault_plan *p, const char *dev,
+		    enum mb_fault_action a, struct mb_device **out)
+{
+	struct mb_device *d = mb_machine_device(p->m, dev);
+	const char *want = kind_for(a);
+	if (!d)
+		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", dev);
+	bool ok = mb_fault_is_virtio(a) ? strncmp(mb_device_kind(d), "virtio_", 7) == 0
+					: strcmp(mb_device_kind(d), want) == 0;
+	if (!ok)
+		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", dev,
+				 mb_device_kind(d), want);
+	/* An isolated UART's bytes cross the VMM (core/devproc.c): drop and
+	 * corrupt act there. Anything else needs the device model itself. */
+	if (mb_devproc_of(d) && a == MB_FAULT_UART_ERROR)
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): line "
+				 "errors need the UART's own LSR, in its process (drop and "
+				 "corrupt act on the wire)", dev);
+	if (mb_devproc_of(d) && a != MB_FAULT_UART_DROP && a != MB_FAULT_UART_CORRUPT)
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): fault "
+				 "rules act in the VMM's own device models, not across "
+				 "the process boundary (but uart drop and corrupt do)", dev);
+	*out = d;
+	return 0;
 }
 
 /* With a machine: give the device the site (virtio_blk, uart16550). */
@@ -340,24 +382,34 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 {
 	if (!p->m)
 		return 0;
-	if (a >= MB_FAULT_IRQ_DROP) /* the machine's lines, not a device */
+	if (mb_fault_is_irq(a)) /* the machine's lines, not a device */
 		return mb_machine_set_irq_fault(p->m, s);
-	struct mb_device *d = mb_machine_device(p->m, s->dev);
-	const char *want = kind_for(a);
-	if (!d)
-		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", s->dev);
-	if (strcmp(mb_device_kind(d), want) != 0)
-		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", s->dev,
-				 mb_device_kind(d), want);
-	if (mb_devproc_of(d))
-		return mb_seterr(-ENOTSUP, "dev: %s is isolated: fault plans at its "
-				 "process boundary are not built yet", s->dev);
-	if (a >= MB_FAULT_UART_DROP) {
+	struct mb_device *d;
+	int rc = find_dev(p, s->dev, a, &d);
+	if (rc)
+		return rc;
+	if (mb_fault_is_uart(a) && mb_devproc_of(d))
+		return mb_devproc_set_uart_fault(mb_devproc_of(d), s);
+	if (mb_fault_is_uart(a)) {
 		struct mb_uart *u = mb_uart_of_device(d);
 		if (!u)
 			return mb_seterr(-ENOTSUP, "dev: %s runs out of process: uart "
 					 "faults act in the VMM's own UART only", s->dev);
 		return mb_uart_set_fault(u, s);
+	}
+	if (mb_fault_is_pit(a)) {
+		struct mb_pit *pit = mb_pit_of_device(d);
+		if (!pit)
+			return mb_seterr(-ENOTSUP, "dev: %s is KVM's in-kernel PIT (pit = "
+					 "\"kernel\"): its ticks never pass moonbox", s->dev);
+		return mb_pit_set_fault(pit, s);
+	}
+	if (mb_fault_is_virtio(a)) {
+		struct mb_virtio *t = mb_virtio_dev_transport(d);
+		if (!t)
+			return mb_seterr(-ENOTSUP, "dev: %s has no virtio-mmio transport "
+					 "in this process", s->dev);
+		return mb_virtio_set_fault(t, s);
 	}
 	return mb_virtio_blk_set_fault(mb_virtio_dev_model(d), s);
 }
@@ -420,8 +472,64 @@ static int irq_spurious(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return id;
 }
 
+/* An RTC jump, DEVICE_NEEDS_RESET or a config change, now: the device is
+ * found and checked first, the rule recorded, then the action applied
+ * outside the plan's lock (it may raise an interrupt, which may decide). */
+static int once(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	struct mb_device *d = NULL;
+	int rc = 0;
+	if (p->m && (rc = find_dev(p, r->dev, r->action, &d)))
+		return rc;
+	struct mb_rtc *rtc = NULL;
+	struct mb_virtio *t = NULL;
+	struct mb_virtio_blk *blk = NULL;
+	if (d && r->action == MB_FAULT_RTC_JUMP && !(rtc = mb_rtc_of_device(d)))
+		return mb_seterr(-ENOTSUP, "dev: %s is not moonbox's RTC", r->dev);
+	if (d && mb_fault_is_virtio(r->action) && !(t = mb_virtio_dev_transport(d)))
+		return mb_seterr(-ENOTSUP, "dev: %s has no virtio-mmio transport in "
+				 "this process", r->dev);
+	if (d && r->capacity) {
+		if (strcmp(mb_device_kind(d), "virtio_blk") != 0)
+			return mb_seterr(-EINVAL, "capacity: %s is a %s (a new capacity "
+					 "is for virtio_blk)", r->dev, mb_device_kind(d));
+		blk = mb_virtio_dev_model(d);
+		if ((rc = mb_virtio_blk_check_resize(blk, r->capacity)))
+			return rc;
+	}
+	pthread_mutex_lock(&p->lock);
+	rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (!rc)
+		rc = room(p);
+	int id = rc;
+	if (!rc) {
+		struct slot *sl = &p->rules[p->nrules];
+		memset(sl, 0, sizeof *sl);
+		sl->r = *r;
+		sl->matched = sl->fired = 1;
+		id = (int)++p->nrules;
+	}
+	pthread_mutex_unlock(&p->lock);
+	if (id < 0)
+		return id;
+	if (rtc)
+		mb_rtc_jump(rtc, r->seconds);
+	if (r->action == MB_FAULT_VIRTIO_NEEDS_RESET && t)
+		mb_virtio_fail(t, "fault injection (virtio.needs_reset)");
+	if (r->action == MB_FAULT_VIRTIO_CONFIG_CHANGE && t) {
+		if (blk)
+			mb_virtio_blk_resize(blk, t, r->capacity);
+		else
+			mb_virtio_config_change(t);
+	}
+	return id;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (r->action == MB_FAULT_RTC_JUMP || r->action == MB_FAULT_VIRTIO_NEEDS_RESET ||
+	    r->action == MB_FAULT_VIRTIO_CONFIG_CHANGE)
+		return once(p, r);
 	if (r->action == MB_FAULT_IRQ_SPURIOUS) {
 		pthread_mutex_lock(&p->lock);
 		int id = irq_spurious(p, r);
@@ -779,7 +887,24 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 			if (s->r.pulses > v->pulses)
 				v->pulses = s->r.pulses;
 			break;
+		case MB_FAULT_IRQ_DELAY:
+		case MB_FAULT_PIT_LATE:
+			if (rec.ms > v->delay_ms)
+				v->delay_ms = rec.ms;
+			break;
+		case MB_FAULT_PIT_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_VIRTIO_BAD_USED_ID:
+			if (!v->bad_id) {
+				v->bad_id = true;
+				v->has_id = s->r.has_id, v->used_id = s->r.id;
+			}
+			break;
 		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
+		case MB_FAULT_RTC_JUMP:
+		case MB_FAULT_VIRTIO_NEEDS_RESET:
+		case MB_FAULT_VIRTIO_CONFIG_CHANGE:
 		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
 			break;
@@ -804,6 +929,20 @@ void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
 			 struct mb_fault_verdict *v)
 {
 	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .sector = line,
+					.nsectors = 1 };
+	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_pit_decide(struct mb_fault_site *s, struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .nsectors = 1 };
+	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_virtio_decide(struct mb_fault_site *s, unsigned qi,
+			    struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .sector = qi,
 					.nsectors = 1 };
 	mb_fault_blk_decide(s, &e, v);
 }

@@ -80,6 +80,9 @@ struct mb_machine {
 	 * path's one branch), and the registry that owns them. */
 	struct mb_tapset *_Atomic taps;
 	struct mb_fault_site *_Atomic irq_fault; /* interrupt faults, or NULL */
+	struct mb_irq_delays *irq_delays; /* irq.delay's timers (irq_delay.c) */
+	mb_irq_observer *_Atomic irq_obs; /* m:on("irq"), or NULL */
+	void *irq_obs_ctx;
 	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast
@@ -221,6 +224,15 @@ void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out);
 /* mem.c: region i's scratch bitmap (same size, zero between uses: whoever
  * fills it clears the words it used). */
 uint64_t *mb_mem_log(struct mb_mem *mem, size_t i);
+/* irq_delay.c: edges F.irq.delay holds back, driven later by
+ * mb_machine_irq_edge (machine.c: raised, then left high or lowered). */
+struct mb_irq_delays;
+int mb_irq_delays_init(struct mb_machine *m);
+void mb_irq_delays_free(struct mb_machine *m);
+void mb_irq_delays_level(struct mb_machine *m, unsigned line, int level);
+bool mb_irq_delay(struct mb_machine *m, unsigned line, uint32_t ms); /* false: now */
+void mb_machine_irq_edge(struct mb_machine *m, unsigned line, bool stay_high);
+
 /* evloop.c */
 struct mb_evloop *mb_evloop_new(void);
 void mb_evloop_stop(struct mb_evloop *ev);

@@ -40,13 +40,23 @@ static bool irq_pass(struct mb_machine *m, unsigned line, int level,
 {
 	struct mb_fault_site *fs =
 		atomic_load_explicit(&m->irq_fault, memory_order_acquire);
+	mb_irq_observer *ob = atomic_load_explicit(&m->irq_obs, memory_order_acquire);
 	*pulses = 0;
-	if (__builtin_expect(!fs, 1) || !level ||
-	    atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
+	if (__builtin_expect(((uintptr_t)fs | (uintptr_t)ob) == 0, 1))
+		return true;
+	mb_irq_delays_level(m, line, level);
+	if (!level || atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
+		return true;
+	if (ob)
+		ob(m->irq_obs_ctx, line);
+	if (!fs)
 		return true;
 	struct mb_fault_verdict v;
 	mb_fault_irq_decide(fs, line, &v);
 	*pulses = v.pulses;
+	/* Late: not now; the timer drives it (a full pool: on time). */
+	if (v.delay_ms && !v.drop && mb_irq_delay(m, line, v.delay_ms))
+		return false;
 	return !v.drop;
 }
 
@@ -87,9 +97,34 @@ static void user_irq(void *ctx, unsigned line, int level)
 	}
 }
 
+/* A late edge (irq_delay.c), past the fault site: raised, then lowered
+ * unless the device drives the line high now. */
+void mb_machine_irq_edge(struct mb_machine *m, unsigned line, bool stay_high)
+{
+	bool kernel = m->irqchip == MB_IRQCHIP_KERNEL && !m->headless;
+	for (int level = 1; level >= (stay_high ? 1 : 0); level--) {
+		count_irq(m, line, level);
+		if (kernel)
+			kernel_line(m, line, level);
+		else if (m->intc_ops && m->intc_ops->set_line)
+			m->intc_ops->set_line(m->intc, line, level);
+	}
+}
+
+int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx)
+{
+	mb_irq_observer *old = atomic_load(&m->irq_obs);
+	if (old && (old != fn || m->irq_obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "machine: interrupts already observed");
+	m->irq_obs_ctx = ctx;
+	atomic_store_explicit(&m->irq_obs, fn, memory_order_release);
+	return 0;
+}
+
 int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s)
 {
-	return mb_fault_site_install(&m->irq_fault, s);
+	int rc = mb_irq_delays_init(m);
+	return rc ? rc : mb_fault_site_install(&m->irq_fault, s);
 }
 
 int mb_machine_create(const struct mb_machine_config *cfg,
@@ -205,6 +240,7 @@ void mb_machine_destroy(struct mb_machine *m)
 			free(h);
 	}
 	m->hooks = NULL;
+	mb_irq_delays_free(m); /* its timers, before the loop's go */
 	mb_launcher_free(m->launcher); /* its children go with it */
 	free(m->devs);
 	mb_evloop_free(m->ev);

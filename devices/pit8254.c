@@ -12,12 +12,14 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "moonbox.h"
 
 #define NS 1000000000ull
+#define LATE_MAX 64 /* late ticks in flight; more are delivered on time */
 #define NONE UINT64_MAX
 
 struct seg {
@@ -63,6 +65,14 @@ struct mb_pit {
 	 * timers or a busy guest would merge are not lost. */
 	bool reinject, inflight;
 	uint32_t backlog, stale;
+	/* NULL unless a fault rule targets this PIT (moonbox/fault.h). */
+	struct mb_fault_site *_Atomic fault;
+	struct mb_timer *late_timer;  /* pit.late: made with the site */
+	uint64_t late[LATE_MAX];      /* clock ns at which late ticks are due */
+	unsigned nlate;
+	uint64_t lost;                /* ticks pit.drop consumed */
+	mb_pit_observer *_Atomic obs; /* m:on("pit"), or NULL */
+	void *obs_ctx;
 };
 
 #define BACKLOG_MAX 200 /* after a long pause, do not replay more than this */
@@ -215,6 +225,9 @@ static uint64_t next_rise(const struct chan *c, uint64_t t)
 
 /* ---- channel 0's interrupt line ----------------------------------------- */
 
+static bool tick_faulted(struct mb_pit *pit, struct mb_fault_site *fs);
+static void deliver_level(struct mb_pit *pit);
+
 /* Modes 0 and 1 hold the line at OUT (a level that changes on writes and
  * at terminal count); the periodic and strobe modes pulse it at each
  * rising edge, which is all the edge-triggered IRQ0 sees anyway. */
@@ -227,8 +240,15 @@ static void irq_update(struct mb_pit *pit, uint64_t t)
 	bool want = c->mode <= 1 && out;
 	if (want != pit->line) {
 		pit->line = want;
-		pit->edges += want;
-		mb_irq_set(&pit->irq, want);
+		struct mb_fault_site *fs =
+			want ? atomic_load_explicit(&pit->fault, memory_order_acquire) : NULL;
+		if (__builtin_expect(fs != NULL, 0) && tick_faulted(pit, fs)) {
+			/* the OUT edge is taken; the line stays low */
+		} else if (want) {
+			deliver_level(pit);
+		} else {
+			mb_irq_set(&pit->irq, 0);
+		}
 	}
 	uint64_t r = next_rise(c, t);
 	pit->armed_at = t;
@@ -237,10 +257,81 @@ static void irq_update(struct mb_pit *pit, uint64_t t)
 				      r == NONE ? 0 : tick_to_ns(r - pit->base));
 }
 
-static void pulse(struct mb_pit *pit)
+static void arm_late(struct mb_pit *pit)
+{
+	uint64_t first = 0;
+	for (unsigned i = 0; i < pit->nlate; i++)
+		if (!first || pit->late[i] < first)
+			first = pit->late[i];
+	pit->clock->timer_mod(pit->late_timer, first);
+}
+
+/* A tick through the fault site (pit->lock held): true when the fault
+ * took it. pit.drop consumes it: not delivered and, with re-injection,
+ * not owed either (the PIT stops waiting for its ack, so the backlog
+ * does not bring it back). pit.late keeps it for ms of guest time. */
+static bool tick_faulted(struct mb_pit *pit, struct mb_fault_site *fs)
+{
+	struct mb_fault_verdict v;
+	mb_fault_pit_decide(fs, &v);
+	if (v.drop) {
+		pit->lost++;
+		pit->inflight = false;
+		return true;
+	}
+	if (v.delay_ms && pit->late_timer && pit->nlate < LATE_MAX) {
+		pit->late[pit->nlate++] =
+			pit->clock->now(pit->clock) + (uint64_t)v.delay_ms * 1000000u;
+		arm_late(pit);
+		return true;
+	}
+	return false;
+}
+
+static void deliver(struct mb_pit *pit)
 {
 	pit->edges++;
+	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
+	if (__builtin_expect(ob != NULL, 0))
+		ob(pit->obs_ctx, pit, pit->edges);
 	mb_irq_pulse(&pit->irq);
+}
+
+/* Modes 0/1: OUT rose and the line follows it (a tick too). */
+static void deliver_level(struct mb_pit *pit)
+{
+	pit->edges++;
+	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
+	if (__builtin_expect(ob != NULL, 0))
+		ob(pit->obs_ctx, pit, pit->edges);
+	mb_irq_set(&pit->irq, 1);
+}
+
+static void pulse(struct mb_pit *pit)
+{
+	struct mb_fault_site *fs = atomic_load_explicit(&pit->fault, memory_order_acquire);
+	if (__builtin_expect(fs != NULL, 0) && tick_faulted(pit, fs))
+		return;
+	deliver(pit);
+}
+
+/* The late ticks that are due, each a pulse (late ticks due together
+ * merge in the controller, as late timer ticks do). */
+static void on_late(void *opaque)
+{
+	struct mb_pit *pit = opaque;
+	pthread_mutex_lock(&pit->lock);
+	uint64_t now = pit->clock->now(pit->clock);
+	for (unsigned i = 0; i < pit->nlate;) {
+		if (pit->late[i] <= now) {
+			pit->late[i] = pit->late[--pit->nlate];
+			deliver(pit);
+		} else {
+			i++;
+		}
+	}
+	arm_late(pit);
+	pthread_mutex_unlock(&pit->lock);
 }
 
 static void on_timer(void *opaque)
@@ -641,11 +732,40 @@ struct mb_pit *mb_pit_new(const struct mb_pit_config *cfg)
 	return pit;
 }
 
+int mb_pit_set_fault(struct mb_pit *pit, struct mb_fault_site *s)
+{
+	if (!pit->late_timer &&
+	    !(pit->late_timer = pit->clock->timer_new(pit->clock, on_late, pit)))
+		return mb_seterr(-ENOMEM, "pit8254: out of timers");
+	return mb_fault_site_install(&pit->fault, s);
+}
+
+int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn, void *ctx)
+{
+	mb_pit_observer *old = atomic_load(&pit->obs);
+	if (old && (old != fn || pit->obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "pit8254: already observed");
+	pit->obs_ctx = ctx;
+	atomic_store_explicit(&pit->obs, fn, memory_order_release);
+	return 0;
+}
+
+uint64_t mb_pit_lost_ticks(struct mb_pit *pit)
+{
+	pthread_mutex_lock(&pit->lock);
+	uint64_t n = pit->lost;
+	pthread_mutex_unlock(&pit->lock);
+	return n;
+}
+
 void mb_pit_free(struct mb_pit *pit)
 {
 	if (!pit)
 		return;
 	pit->clock->timer_free(pit->timer);
+	if (pit->late_timer)
+		pit->clock->timer_free(pit->late_timer);
+	mb_fault_site_put(atomic_load(&pit->fault));
 	pthread_mutex_destroy(&pit->lock);
 	free(pit);
 }
@@ -864,6 +984,13 @@ static int dev_load(void *impl, const void *st)
 static void dev_free(void *impl)
 {
 	mb_pit_free(impl);
+}
+
+static const struct mb_device_ops pit_dev_ops;
+
+struct mb_pit *mb_pit_of_device(struct mb_device *d)
+{
+	return d && mb_device_ops_of(d) == &pit_dev_ops ? mb_device_impl(d) : NULL;
 }
 
 static const struct mb_device_ops pit_dev_ops = {

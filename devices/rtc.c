@@ -534,6 +534,37 @@ static void dev_free(void *impl)
 	mb_rtc_free(impl);
 }
 
+/* F.rtc.jump (docs/faults.md): the wall clock moves by `seconds` at once,
+ * as if the battery-backed oscillator had skipped. Flags due before the
+ * jump are folded in first; the jump itself passes no update or alarm
+ * edge (a step, not elapsed time), whichever way it goes. */
+void mb_rtc_jump(struct mb_rtc *r, int64_t seconds)
+{
+	pthread_mutex_lock(&r->lock);
+	uint64_t now = clock_ns(r);
+	evaluate(r, now);
+	/* Within set_time's years (~1748-2191), however many jumps. */
+	const int64_t lim = 7000000000ll;
+	int64_t secs = floor_div(wall(r, now), NS) + seconds;
+	secs = secs > lim ? lim : secs < -lim ? -lim : secs;
+	int64_t w = wall(r, now);
+	r->base = secs * NS + (w - floor_div(w, NS) * NS) - (int64_t)now;
+	r->eval_ns = now;
+	if (r->cmos[REG_B] & B_SET) { /* the held registers move with it */
+		int64_t f = (int64_t)timegm(&r->frozen) + seconds;
+		secs_tm(f > lim ? lim : f < -lim ? -lim : f, &r->frozen);
+	}
+	update(r, now);
+	pthread_mutex_unlock(&r->lock);
+}
+
+static const struct mb_device_ops rtc_dev_ops;
+
+struct mb_rtc *mb_rtc_of_device(struct mb_device *d)
+{
+	return d && mb_device_ops_of(d) == &rtc_dev_ops ? mb_device_impl(d) : NULL;
+}
+
 static const struct mb_device_ops rtc_dev_ops = {
 	.kind = "rtc", .state = &mb_rtc_state_desc,
 	.save = dev_save, .load = dev_load, .free = dev_free,

@@ -61,6 +61,16 @@ static unsigned rule_id(lua_State *L, int idx, const char *key)
 	return (unsigned)v;
 }
 
+/* ms = 1-60000: how late (guest time) */
+static uint32_t opt_ms(lua_State *L)
+{
+	lua_Integer ms = mbl_optint(L, 1, "ms", -1);
+	if (ms < 1 || ms > MB_FAULT_DELAY_MAX_MS)
+		luaL_error(L, "ms: %s (how late, 1-%d ms of guest time)",
+			   ms == -1 ? "missing" : "out of range", MB_FAULT_DELAY_MAX_MS);
+	return (uint32_t)ms;
+}
+
 static void parse_common(lua_State *L, struct mb_fault_rule *r)
 {
 	/* dev: a device handle (added to a machine) or a device name */
@@ -305,13 +315,15 @@ static int irq_spec(lua_State *L, enum mb_fault_action a)
 {
 	static const char *const base[] = { "line", "lines", "nth", "every", "p",
 					    "count", "after", "enabled", "pulses", "window",
-					    NULL };
+					    "ms", NULL };
 	static const char *const once[] = { "line", NULL };
 	luaL_checktype(L, 1, LUA_TTABLE);
 	mbl_checkopts(L, 1, mb_fault_action_name(a),
 		      a == MB_FAULT_IRQ_SPURIOUS ? once : base);
 	if (a != MB_FAULT_IRQ_STORM && lua_getfield(L, 1, "pulses") != LUA_TNIL)
 		luaL_error(L, "pulses: only irq.storm takes it");
+	if (a != MB_FAULT_IRQ_DELAY && lua_getfield(L, 1, "ms") != LUA_TNIL)
+		luaL_error(L, "ms: only irq.delay takes it");
 	lua_settop(L, 1);
 	struct mb_fault_rule r = { .action = a };
 	lua_pushliteral(L, "irq");
@@ -350,10 +362,122 @@ static int irq_spec(lua_State *L, enum mb_fault_action a)
 				   n == -1 ? "missing" : "out of range");
 		r.pulses = (unsigned)n;
 	}
+	if (a == MB_FAULT_IRQ_DELAY)
+		r.ms = opt_ms(L);
 	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
 	*u = r;
 	luaL_setmetatable(L, SPEC_MT);
 	return 1;
+}
+
+static int l_irq_delay(lua_State *L)
+{
+	return irq_spec(L, MB_FAULT_IRQ_DELAY);
+}
+
+/* F.pit.drop / late { dev = pit, ms (late), conditions }; F.rtc.jump {
+ * dev, seconds }; F.virtio.bad_used_id { dev, queue, id, conditions },
+ * F.virtio.needs_reset { dev }, F.virtio.config_change { dev, capacity }:
+ * a device's own faults. The last three and rtc.jump act as plan:add
+ * takes them (no conditions). */
+static int dev_spec(lua_State *L, enum mb_fault_action a, const char *const *extra)
+{
+	static const char *const conds[] = { "nth", "every", "p", "count", "after",
+					     "enabled", "window" };
+	const char *keys[16];
+	size_t n = 0;
+	keys[n++] = "dev";
+	if (!mb_fault_is_once(a))
+		for (size_t i = 0; i < sizeof conds / sizeof *conds; i++)
+			keys[n++] = conds[i];
+	for (; *extra; extra++)
+		keys[n++] = *extra;
+	keys[n] = NULL;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
+	struct mb_fault_rule r = { .action = a };
+	parse_common(L, &r); /* no op, no sectors: their defaults */
+	r.ops = MB_FAULT_OP_WRITE;
+	if (a == MB_FAULT_PIT_LATE)
+		r.ms = opt_ms(L);
+	if (a == MB_FAULT_RTC_JUMP) {
+		int isint;
+		lua_getfield(L, 1, "seconds");
+		lua_Integer v = lua_tointegerx(L, -1, &isint);
+		if (lua_isnil(L, -1))
+			luaL_error(L, "seconds: missing (how far the clock jumps, "
+				   "negative: backwards)");
+		if (!isint || lua_type(L, -1) != LUA_TNUMBER || v == 0 ||
+		    v > 100ll * 366 * 86400 || v < -100ll * 366 * 86400)
+			luaL_error(L, "seconds: %s is not a whole number of seconds, "
+				   "non-zero, within 100 years", luaL_tolstring(L, -1, NULL));
+		lua_pop(L, 1);
+		r.seconds = v;
+	}
+	if (a == MB_FAULT_VIRTIO_BAD_USED_ID) {
+		if (lua_getfield(L, 1, "queue") != LUA_TNIL) {
+			lua_Integer q = mbl_optint(L, 1, "queue", 0);
+			if (q < 0 || q >= MB_VIRTIO_MAX_QUEUES)
+				luaL_error(L, "queue: %d is not a queue index (0-%d)", (int)q,
+					   MB_VIRTIO_MAX_QUEUES - 1);
+			r.first = r.last = (uint64_t)q;
+		}
+		lua_pop(L, 1);
+		if (lua_getfield(L, 1, "id") != LUA_TNIL) {
+			lua_Integer id = mbl_optint(L, 1, "id", 0);
+			if (id < 0 || id > 0xffff)
+				luaL_error(L, "id: %d is not a descriptor id (0-65535)", (int)id);
+			r.has_id = true, r.id = (uint16_t)id;
+		}
+		lua_pop(L, 1);
+	}
+	if (a == MB_FAULT_VIRTIO_CONFIG_CHANGE &&
+	    lua_getfield(L, 1, "capacity") != LUA_TNIL) {
+		lua_Integer c = mbl_optint(L, 1, "capacity", 0);
+		if (c < 1)
+			luaL_error(L, "capacity: %d is not a number of sectors (>= 1)", (int)c);
+		r.capacity = (uint64_t)c;
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_pit_drop(lua_State *L)
+{
+	static const char *const k[] = { NULL };
+	return dev_spec(L, MB_FAULT_PIT_DROP, k);
+}
+
+static int l_pit_late(lua_State *L)
+{
+	static const char *const k[] = { "ms", NULL };
+	return dev_spec(L, MB_FAULT_PIT_LATE, k);
+}
+
+static int l_rtc_jump(lua_State *L)
+{
+	static const char *const k[] = { "seconds", NULL };
+	return dev_spec(L, MB_FAULT_RTC_JUMP, k);
+}
+
+static int l_virtio_bad_used_id(lua_State *L)
+{
+	static const char *const k[] = { "queue", "id", NULL };
+	return dev_spec(L, MB_FAULT_VIRTIO_BAD_USED_ID, k);
+}
+
+static int l_virtio_needs_reset(lua_State *L)
+{
+	static const char *const k[] = { NULL };
+	return dev_spec(L, MB_FAULT_VIRTIO_NEEDS_RESET, k);
+}
+
+static int l_virtio_config_change(lua_State *L)
+{
+	static const char *const k[] = { "capacity", NULL };
+	return dev_spec(L, MB_FAULT_VIRTIO_CONFIG_CHANGE, k);
 }
 
 static int l_irq_drop(lua_State *L)
@@ -419,17 +543,31 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		luaL_addstring(b, s);
 		return;
 	}
-	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
+	bool dev_only = mb_fault_is_irq(r->action) || mb_fault_is_pit(r->action) ||
+			r->action == MB_FAULT_RTC_JUMP || mb_fault_is_virtio(r->action);
+	int n = dev_only ? snprintf(s, sizeof s, "%s on %s", mb_fault_action_name(r->action),
+				    r->dev)
+		: snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
 			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
 			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
-	if (r->first <= r->last)
+	if (dev_only && r->first <= r->last)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %s %llu-%llu",
+			      mb_fault_is_irq(r->action) ? "lines" : "queues",
+			      (unsigned long long)r->first, (unsigned long long)r->last);
+	else if (r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
 			      (unsigned long long)r->first, (unsigned long long)r->last);
 	if (r->action == MB_FAULT_BLK_ERROR)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", status %s",
 			      r->status == VIRTIO_BLK_S_UNSUPP ? "unsupp" : "ioerr");
-	if (r->action == MB_FAULT_BLK_LATENCY)
+	if (r->action == MB_FAULT_BLK_LATENCY || r->action == MB_FAULT_IRQ_DELAY ||
+	    r->action == MB_FAULT_PIT_LATE)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %u ms", r->ms);
+	if (r->action == MB_FAULT_RTC_JUMP)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %+lld s", (long long)r->seconds);
+	if (r->capacity)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", capacity %llu",
+			      (unsigned long long)r->capacity);
 	if (r->action == MB_FAULT_BLK_TORN_WRITE)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", keep %u", r->keep);
 	if (r->action == MB_FAULT_BLK_HOLD)
@@ -820,10 +958,25 @@ void mbl_open_fault(lua_State *L)
 	lua_setfield(L, -2, "uart");
 	static const luaL_Reg irq[] = {
 		{ "drop", l_irq_drop }, { "storm", l_irq_storm },
-		{ "spurious", l_irq_spurious }, { NULL, NULL },
+		{ "spurious", l_irq_spurious }, { "delay", l_irq_delay }, { NULL, NULL },
 	};
 	luaL_newlib(L, irq);
 	lua_setfield(L, -2, "irq");
+	static const luaL_Reg pit[] = {
+		{ "drop", l_pit_drop }, { "late", l_pit_late }, { NULL, NULL },
+	};
+	luaL_newlib(L, pit);
+	lua_setfield(L, -2, "pit");
+	static const luaL_Reg rtc[] = { { "jump", l_rtc_jump }, { NULL, NULL } };
+	luaL_newlib(L, rtc);
+	lua_setfield(L, -2, "rtc");
+	static const luaL_Reg virtio[] = {
+		{ "bad_used_id", l_virtio_bad_used_id },
+		{ "needs_reset", l_virtio_needs_reset },
+		{ "config_change", l_virtio_config_change }, { NULL, NULL },
+	};
+	luaL_newlib(L, virtio);
+	lua_setfield(L, -2, "virtio");
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, l_mem_flip);
 	lua_setfield(L, -2, "flip");

@@ -5,6 +5,7 @@
  * "restart" | "needs_reset" | "stop" | function(dev, why). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -45,14 +46,18 @@ struct relay {
 	struct mb_machine *m;
 	struct mb_chr *chr;
 	int fd;
+	struct mb_devproc *_Atomic p; /* set once the process exists (uart faults) */
 };
 
 static void relay_in(void *opaque, int fd)
 {
 	struct relay *r = opaque;
-	char buf[4096];
+	uint8_t buf[4096], out[4096];
 	ssize_t n = read(fd, buf, sizeof buf);
-	if (n > 0)
+	struct mb_devproc *p = atomic_load(&r->p);
+	if (n > 0 && __builtin_expect(mb_devproc_wire_faulted(p), 0))
+		mb_chr_write(r->chr, out, mb_devproc_wire(p, false, buf, (size_t)n, out));
+	else if (n > 0)
 		mb_chr_write(r->chr, buf, (size_t)n);
 }
 
@@ -60,6 +65,17 @@ static void relay_in(void *opaque, int fd)
 static size_t relay_rx(void *dev, const uint8_t *buf, size_t len)
 {
 	struct relay *r = dev;
+	struct mb_devproc *p = atomic_load(&r->p);
+	if (__builtin_expect(mb_devproc_wire_faulted(p), 0)) {
+		/* Each byte decided once, then sent; what the socket does not
+		 * take is dropped, as below. */
+		uint8_t out[256];
+		size_t take = len < sizeof out ? len : sizeof out;
+		size_t n = mb_devproc_wire(p, true, buf, take, out);
+		if (n)
+			(void)!send(r->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+		return take;
+	}
 	ssize_t n = send(r->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	return n > 0 ? (size_t)n : len; /* a dead process: input dropped */
 }
@@ -72,7 +88,8 @@ static void relay_free(void *p)
 }
 
 /* A socketpair: the VMM's end relays to chr, the other end is returned. */
-static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr)
+static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr,
+		     struct relay **out)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
@@ -89,6 +106,7 @@ static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr)
 	chr->rx_dev = r;
 	if (mb_machine_watch(mm->m, sv[0], relay_in, r))
 		luaL_error(L, "console: %s", mb_errmsg());
+	*out = r;
 	return sv[1];
 }
 
@@ -179,6 +197,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	int fds[8];
 	unsigned nfds = 0;
 	int first = mb_devproc_first_fd(m);
+	struct relay *relay = NULL;
 
 	static const char *const pols[] = { "stop", "restart", "needs_reset", NULL };
 	int t = lua_getfield(L, 3, "on_crash");
@@ -275,7 +294,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		/* The console stays here (a buffer's output(), a function, the
 		 * terminal); the process writes to a relay socket. */
 		d->con = mbl_console(L, mm, 3, "console");
-		fds[nfds] = relay_new(L, mm, d->con);
+		fds[nfds] = relay_new(L, mm, d->con, &relay);
 		lua_pushfstring(L, "console={fd=%d},", first + (int)nfds);
 		nfds++;
 		luaL_addvalue(&b);
@@ -324,6 +343,8 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	int rc = mb_devproc_attach(m, &cfg, &d->dev);
 	for (unsigned i = 0; i < nfds; i++)
 		close(fds[i]); /* the device process keeps its own copies */
+	if (!rc && relay)
+		atomic_store(&relay->p, mb_devproc_of(d->dev));
 	if (rc)
 		return luaL_error(L, "%s: %s", kind, mb_errmsg());
 	return 0;

@@ -7,6 +7,7 @@
  *       every line the guest prints (tx, without its "\r\n") that matches
  *       the Lua pattern
  *   m:on("pio" | "mmio", { base, size } | ADDR, fn)   -- m:tap's access events
+ *   m:on("blk" | "irq" | "pit", filter, fn)  -- lon_events.c
  *
  * Each returns a handle with :remove() and :count(). UART events come
  * from the UART's observer (mb_uart_set_hook), one dispatcher per UART
@@ -196,10 +197,13 @@ static struct disp *disp_for(lua_State *L, struct mbl_machine *mm,
 
 static int l_on(lua_State *L)
 {
-	static const char *const events[] = { "uart", "console", "pio", "mmio", NULL };
+	static const char *const events[] = { "uart", "console", "pio", "mmio", "blk",
+					      "irq", "pit", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	mbl_live(L, mm);
 	int ev = luaL_checkoption(L, 2, NULL, events);
+	if (ev >= 4) /* told after the fact (lon_events.c) */
+		return mbl_on_event(L, events[ev]);
 	luaL_checktype(L, 4, LUA_TFUNCTION);
 	if (ev >= 2) { /* m:tap { pio = filter, fn = fn } */
 		lua_getfield(L, 1, "tap");
@@ -315,4 +319,5 @@ void mbl_open_on(lua_State *L)
 	}
 	lua_pop(L, 1);
 	mbl_machine_method(L, "on", l_on);
+	mbl_open_on_events(L);
 }

@@ -54,7 +54,8 @@ struct mb_virtio_blk {
 	bool ro;
 	struct mb_overlay *ovl; /* NULL: requests go to the file */
 	struct mb_wbcache *wb;  /* cache = "writeback": the drive's cache */
-	uint64_t sectors;
+	uint64_t sectors;       /* the capacity the guest sees */
+	uint64_t image_sectors; /* the image's (a resize goes no further) */
 	char serial[20]; /* VIRTIO_BLK_ID_BYTES, zero padded */
 
 	pthread_mutex_t lock; /* the lists and counts below */
@@ -74,6 +75,10 @@ struct mb_virtio_blk {
 	uint64_t max_inflight;
 	/* NULL unless a fault rule targets this disk (moonbox/fault.h). */
 	struct mb_fault_site *_Atomic fault;
+	/* NULL unless m:on("blk") watches this disk: told of every request
+	 * taken from the ring, before the fault rules decide. */
+	mb_blk_observer *_Atomic obs;
+	void *obs_ctx;
 };
 
 /* ---- one request ------------------------------------------------------------ */
@@ -275,8 +280,7 @@ done:
 /* The fault site: the event a request is, and the plan's decision. Runs
  * as the request leaves the ring, in ring order, so decisions do not
  * depend on which worker gets there first. */
-static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
-			 struct mb_fault_verdict *v)
+static bool classify(const struct mb_vq_chain *c, struct mb_fault_blk_event *out)
 {
 	struct hdr h;
 	struct mb_fault_blk_event e = { 0, 0, 0 };
@@ -305,8 +309,40 @@ static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
 	default:
 		return false;
 	}
+	*out = e;
+	return true;
+}
+
+static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
+			 struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e;
+	if (!classify(c, &e))
+		return false;
 	mb_fault_blk_decide(s, &e, v);
 	return v->error || v->ms || v->corrupt || v->lie || v->torn || v->hold;
+}
+
+/* A request leaving the ring, when a fault site or an observer is set
+ * (the caller's one branch): the observer first, then the rules. */
+static bool watched(struct mb_virtio_blk *b, struct mb_fault_site *fs,
+		    mb_blk_observer *ob, const struct mb_vq_chain *c,
+		    struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e;
+	if (ob && classify(c, &e))
+		ob(b->obs_ctx, b, &e);
+	return fs && fault_decide(fs, c, v);
+}
+
+int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn, void *ctx)
+{
+	mb_blk_observer *old = atomic_load(&b->obs);
+	if (old && (old != fn || b->obs_ctx != ctx))
+		return mb_seterr(-EBUSY, "virtio_blk: already observed");
+	b->obs_ctx = ctx;
+	atomic_store_explicit(&b->obs, fn, memory_order_release);
+	return 0;
 }
 
 static struct mb_fault_site *fault_site(struct mb_virtio_blk *b)
@@ -438,8 +474,10 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 				return; /* out of memory: the next kick retries */
 			int rc = mb_vq_pop(q, &r->c);
 			struct mb_fault_site *fs = fault_site(b);
-			r->faulted = __builtin_expect(fs != NULL, 0) && rc > 0 &&
-				     fault_decide(fs, &r->c, &r->v);
+			mb_blk_observer *ob =
+				atomic_load_explicit(&b->obs, memory_order_acquire);
+			r->faulted = __builtin_expect(((uintptr_t)fs | (uintptr_t)ob) != 0, 0) &&
+				     rc > 0 && watched(b, fs, ob, &r->c, &r->v);
 			pthread_mutex_lock(&b->lock);
 			if (rc <= 0) {
 				r->next = b->free;
@@ -549,7 +587,7 @@ static struct mb_virtio_blk *blk_new(const struct mb_virtio_blk_config *cfg,
 	}
 	b->fd = fd;
 	b->ro = cfg->readonly;
-	b->sectors = (uint64_t)st.st_size / SECTOR;
+	b->sectors = b->image_sectors = (uint64_t)st.st_size / SECTOR;
 	memcpy(b->serial, serial, strlen(serial));
 	pthread_mutex_init(&b->lock, NULL);
 	pthread_cond_init(&b->work, NULL);
@@ -614,6 +652,26 @@ uint64_t mb_virtio_blk_features(struct mb_virtio_blk *b)
 	uint64_t f = 1ull << VIRTIO_BLK_F_SEG_MAX | 1ull << VIRTIO_BLK_F_BLK_SIZE |
 		     1ull << VIRTIO_BLK_F_FLUSH;
 	return f | (b->ro ? 1ull << VIRTIO_BLK_F_RO : 1ull << VIRTIO_BLK_F_DISCARD);
+}
+
+int mb_virtio_blk_check_resize(struct mb_virtio_blk *b, uint64_t sectors)
+{
+	if (sectors > b->image_sectors)
+		return mb_seterr(-EINVAL, "capacity: %llu sectors is more than the image "
+				 "holds (%llu)", (unsigned long long)sectors,
+				 (unsigned long long)b->image_sectors);
+	return 0;
+}
+
+/* 5.2.4: a capacity change is a config change (generation, interrupt).
+ * Requests already taken keep the bounds they were checked against. */
+void mb_virtio_blk_resize(struct mb_virtio_blk *b, struct mb_virtio *t,
+			  uint64_t sectors)
+{
+	if (mb_virtio_blk_check_resize(b, sectors))
+		return;
+	__atomic_store_n(&b->sectors, sectors, __ATOMIC_RELAXED);
+	mb_virtio_config_change(t);
 }
 
 uint64_t mb_virtio_blk_capacity(struct mb_virtio_blk *b)

@@ -51,6 +51,8 @@ struct mb_virtio {
 	struct {
 		_Atomic uint64_t notifies, interrupts, suppressed, faults, mmio;
 	} st;
+	/* NULL unless a virtio fault rule targets this device (fault.h). */
+	struct mb_fault_site *_Atomic fault;
 };
 
 /* ---- interrupts ----------------------------------------------------------- */
@@ -87,9 +89,26 @@ static void ack(struct mb_virtio *t, uint32_t bits)
 	pthread_mutex_unlock(&t->irq_lock);
 }
 
+/* F.virtio.bad_used_id: the element names another descriptor than the
+ * chain's head (2.7.8: the driver must not trust it; Linux says "id N is
+ * not a head!" or "out of range" and stops using the queue). The chain
+ * itself is never returned. */
+static uint16_t used_id(struct mb_virtio *t, struct mb_fault_site *fs,
+			struct mb_vq *q, uint16_t head)
+{
+	struct mb_fault_verdict v;
+	mb_fault_virtio_decide(fs, (unsigned)(q - t->vq), &v);
+	if (!v.bad_id)
+		return head;
+	return v.has_id ? v.used_id : (uint16_t)((head + 1u) % (q->num ? q->num : 1u));
+}
+
 void mb_virtio_complete(struct mb_virtio *t, struct mb_vq *q, uint16_t head,
 			uint32_t len)
 {
+	struct mb_fault_site *fs = atomic_load_explicit(&t->fault, memory_order_acquire);
+	if (__builtin_expect(fs != NULL, 0))
+		head = used_id(t, fs, q, head);
 	mb_vq_push(q, head, len);
 	if (mb_vq_need_irq(q))
 		interrupt(t, VIRTIO_MMIO_INT_VRING);
@@ -102,6 +121,18 @@ void mb_virtio_config_changed(struct mb_virtio *t)
 	t->generation++;
 	if (t->status & VIRTIO_STATUS_DRIVER_OK)
 		interrupt(t, VIRTIO_MMIO_INT_CONFIG);
+}
+
+void mb_virtio_config_change(struct mb_virtio *t)
+{
+	pthread_mutex_lock(&t->lock);
+	mb_virtio_config_changed(t);
+	pthread_mutex_unlock(&t->lock);
+}
+
+int mb_virtio_set_fault(struct mb_virtio *t, struct mb_fault_site *s)
+{
+	return mb_fault_site_install(&t->fault, s);
 }
 
 /* Sec. 2.1.2: set DEVICE_NEEDS_RESET and, once the driver is up, tell it
@@ -192,6 +223,7 @@ void mb_virtio_free(struct mb_virtio *t)
 	}
 	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
 		mb_vq_destroy(&t->vq[i]);
+	mb_fault_site_put(atomic_load(&t->fault));
 	pthread_mutex_destroy(&t->lock);
 	pthread_mutex_destroy(&t->irq_lock);
 	free(t);

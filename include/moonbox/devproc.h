@@ -185,4 +185,15 @@ int mb_devproc_restart(struct mb_devproc *p);
  * PREFIX/libexec/moonbox. */
 const char *mb_devproc_program(void);
 
+/* Fault rules on an isolated UART (F.uart.drop / corrupt, docs/faults.md):
+ * matched here in the VMM on the bytes that cross the process boundary,
+ * the console's (tx: from the access replies and the relay; rx: what the
+ * relay sends the process). Line errors need the chip's LSR: not here. */
+struct mb_fault_site;
+int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s);
+bool mb_devproc_wire_faulted(struct mb_devproc *p); /* p may be NULL */
+/* The bytes in[0..len) after the rules (out: room for len); its length. */
+size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
+		       uint8_t *out);
+
 #endif

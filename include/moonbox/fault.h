@@ -39,8 +39,43 @@ enum mb_fault_action {
 	MB_FAULT_IRQ_DROP,        /* a rising edge never reaches the controller */
 	MB_FAULT_IRQ_STORM,       /* `pulses` more edges right after it */
 	MB_FAULT_IRQ_SPURIOUS,    /* one edge on line `first`, when added */
+	MB_FAULT_IRQ_DELAY,       /* the edge reaches the controller `ms` later */
+	MB_FAULT_PIT_DROP,        /* a PIT tick consumed, never (re)injected */
+	MB_FAULT_PIT_LATE,        /* a PIT tick delivered `ms` later */
+	MB_FAULT_RTC_JUMP,        /* the RTC's time moves `seconds`, when added */
+	MB_FAULT_VIRTIO_BAD_USED_ID,   /* a used element names a wrong id */
+	MB_FAULT_VIRTIO_NEEDS_RESET,   /* DEVICE_NEEDS_RESET, when added */
+	MB_FAULT_VIRTIO_CONFIG_CHANGE, /* a config change (blk: capacity), when added */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_IRQ_SPURIOUS
+#define MB_FAULT_LAST_ACTION MB_FAULT_VIRTIO_CONFIG_CHANGE
+/* The families: which devices a kind of fault acts on. */
+static inline bool mb_fault_is_uart(int a)
+{
+	return a >= MB_FAULT_UART_DROP && a <= MB_FAULT_UART_ERROR;
+}
+static inline bool mb_fault_is_irq(int a)
+{
+	return (a >= MB_FAULT_IRQ_DROP && a <= MB_FAULT_IRQ_SPURIOUS) ||
+	       a == MB_FAULT_IRQ_DELAY;
+}
+static inline bool mb_fault_is_pit(int a)
+{
+	return a == MB_FAULT_PIT_DROP || a == MB_FAULT_PIT_LATE;
+}
+static inline bool mb_fault_is_virtio(int a)
+{
+	return a >= MB_FAULT_VIRTIO_BAD_USED_ID && a <= MB_FAULT_VIRTIO_CONFIG_CHANGE;
+}
+/* Rules that act once, as plan:add takes them (no conditions). */
+static inline bool mb_fault_is_once(int a)
+{
+	return a == MB_FAULT_MEM_FLIP || a == MB_FAULT_IRQ_SPURIOUS ||
+	       a == MB_FAULT_RTC_JUMP || a == MB_FAULT_VIRTIO_NEEDS_RESET ||
+	       a == MB_FAULT_VIRTIO_CONFIG_CHANGE;
+}
+/* pit events: a tick channel 0 is about to deliver, op WRITE, sector 0.
+ * virtio events: an element put in a used ring, op WRITE, the queue's
+ * index as sector. */
 /* irq rules: dev "irq", lines first..last (the "sectors" of blk); the
  * event is a rising edge a device drives, op WRITE, its line as sector. */
 #define MB_FAULT_TAG_MAX 32
@@ -82,7 +117,12 @@ struct mb_fault_rule {
 	unsigned bit;          /* MEM_FLIP: 0-7 */
 	uint8_t lsr;           /* UART_ERROR: one of MB_FAULT_LSR_* */
 	unsigned pulses;       /* IRQ_STORM: 1-1000 */
+	int64_t seconds;       /* RTC_JUMP: forwards (> 0) or backwards */
+	uint64_t capacity;     /* CONFIG_CHANGE: blk sectors (0: unchanged) */
+	bool has_id;           /* BAD_USED_ID: `id` given (else the real id + 1) */
+	uint16_t id;
 };
+#define MB_FAULT_DELAY_MAX_MS 60000 /* IRQ_DELAY, PIT_LATE */
 /* uart events: op READ is a byte the guest receives (rx), WRITE one it
  * sends (tx); the "sector" is the byte's ordinal in its direction. */
 #define MB_FAULT_LSR_OE 0x02 /* overrun: the byte is lost */
@@ -173,6 +213,10 @@ struct mb_fault_verdict {
 	uint8_t flip;          /* uart: XOR mask for the byte */
 	uint8_t lsr;           /* uart: LSR error bits to raise */
 	unsigned pulses;       /* irq: extra edges after this one */
+	uint32_t delay_ms;     /* irq.delay, pit.late: deliver it this much later */
+	bool bad_id;           /* virtio: put used_id instead of the real one */
+	bool has_id;
+	uint16_t used_id;
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -214,6 +258,19 @@ void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
  * drives (moonbox's side only: KVM's in-kernel PIT and the IOAPIC's own
  * sources never pass here). */
 int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s);
+/* m:on("irq"): fn(ctx, line) for every rising edge a device drives, before
+ * the fault site decides (any thread, often with the raising device's
+ * lock held: record it and return). Set once (-EBUSY). */
+typedef void mb_irq_observer(void *ctx, unsigned line);
+int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx);
+
+/* ---- PIT ticks, virtio used elements ------------------------------------ */
+
+/* The decision for a tick the PIT is about to deliver on channel 0. */
+void mb_fault_pit_decide(struct mb_fault_site *s, struct mb_fault_verdict *v);
+/* The decision for an element about to go into queue qi's used ring. */
+void mb_fault_virtio_decide(struct mb_fault_site *s, unsigned qi,
+			    struct mb_fault_verdict *v);
 
 /* Flip the verdict's bits in data read for [sector, sector + len/512). */
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,

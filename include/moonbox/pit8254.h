@@ -104,4 +104,17 @@ void mb_pit_irq_acked(void *pit);
 extern const struct mb_io_ops mb_pit_ops;        /* 0x40-0x43 */
 extern const struct mb_io_ops mb_pit_port61_ops; /* 0x61 */
 
+/* Fault injection (docs/faults.md, F.pit.*): ticks channel 0 is about to
+ * deliver ask s (a reference is taken). mb_pit_of_device: the model of a
+ * PIT moonbox runs (NULL for KVM's). */
+struct mb_fault_site;
+int mb_pit_set_fault(struct mb_pit *pit, struct mb_fault_site *s);
+uint64_t mb_pit_lost_ticks(struct mb_pit *pit); /* pit.drop's */
+struct mb_pit *mb_pit_of_device(struct mb_device *d);
+/* m:on("pit"): fn(ctx, pit, n) for every tick delivered on channel 0's line
+ * (n: ticks delivered so far), the PIT's lock held: record it and return.
+ * Set once (-EBUSY). */
+typedef void mb_pit_observer(void *ctx, struct mb_pit *pit, uint64_t n);
+int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn, void *ctx);
+
 #endif

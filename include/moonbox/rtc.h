@@ -86,4 +86,8 @@ int mb_rtc_get_cmos(struct mb_rtc *rtc, unsigned index, uint8_t *value);
 
 extern const struct mb_io_ops mb_rtc_ops; /* 0x70-0x71 */
 
+/* Move the RTC's time by seconds (either way), now (F.rtc.jump). */
+void mb_rtc_jump(struct mb_rtc *rtc, int64_t seconds);
+struct mb_rtc *mb_rtc_of_device(struct mb_device *d); /* NULL: not an RTC */
+
 #endif

@@ -120,6 +120,18 @@ extern const struct mb_virtio_dev_ops mb_virtio_blk_ops;
  * device takes them from the ring. Takes a reference; -EBUSY when another
  * plan's site is already there. */
 int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s);
+/* m:on("blk"): fn(ctx, b, event) for every request taken from the ring
+ * (on the thread that serves the doorbell, the transport's lock held:
+ * record it and return). One observer per disk, set once (-EBUSY). */
+struct mb_fault_blk_event;
+typedef void mb_blk_observer(void *ctx, struct mb_virtio_blk *b,
+			     const struct mb_fault_blk_event *e);
+int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn, void *ctx);
+/* F.virtio.config_change { capacity }: the disk shows sectors (at most the
+ * image's), the config generation moves on, a config interrupt. */
+int mb_virtio_blk_check_resize(struct mb_virtio_blk *b, uint64_t sectors);
+void mb_virtio_blk_resize(struct mb_virtio_blk *b, struct mb_virtio *t,
+			  uint64_t sectors);
 
 /* Execute one request now: returns the bytes written into the chain's
  * writable buffers (the used length), status byte included. */

@@ -175,6 +175,12 @@ void mb_virtio_offer_mask(struct mb_virtio *t, uint64_t mask);
 /* mb_virtio_needs_reset from a thread that does not hold the transport
  * lock (an event-loop callback). */
 void mb_virtio_fail(struct mb_virtio *t, const char *why);
+/* mb_virtio_config_changed from a thread that does not hold the lock. */
+void mb_virtio_config_change(struct mb_virtio *t);
+/* Fault injection (F.virtio.*): every used element asks s (a reference
+ * is taken, put when the transport goes). */
+struct mb_fault_site;
+int mb_virtio_set_fault(struct mb_virtio *t, struct mb_fault_site *s);
 
 /* Why the device needs a reset (sec. 2.1.2), copied into buf; "" when it
  * does not. Not part of the state: a load leaves it empty. */

@@ -13,7 +13,13 @@
 -- from an edited trace (m:run stops with "divergence"). The guest prints
 -- "phase: X" and sleeps; the console function swaps the plan meanwhile.
 -- Last, a file's text in the guest's page cache gets one bit flipped in
--- guest RAM (F.mem.flip) and the guest reads the flipped text back.
+-- guest RAM (F.mem.flip) and the guest reads the flipped text back. After
+-- the write-back phases: IRQ 0 counted over 1 s of /proc/uptime with and
+-- without F.pit.drop (every 2nd tick), a read held by F.blk.hold (the
+-- reader in state D in /proc/PID/stat, then plan:release), and a framing
+-- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
+-- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
+-- change message).
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -54,6 +60,23 @@ wr() { printf "MBWB-$1" >/tmp/w; dd if=/tmp/w of=$W bs=512 seek=$2 count=1 conv=
 wr A 0 ,fsync; wr B 8
 echo "phase: lie"; sleep 1
 wr C 16 ,fsync
+irq0() { while read -r n c x; do [ "$n" = 0: ] && { T=$c; return; }; done </proc/interrupts; T=none; }
+busy() { read -r s x </proc/uptime; s=${s%.*}${s#*.}; while read -r u x </proc/uptime; [ $((${u%.*}${u#*.} - s)) -lt $1 ]; do :; done; }
+read -r u x </proc/uptime; echo "uptime-from: $u"
+irq0; A=$T; busy 100; irq0; echo "ticks-free: $A $T"
+echo "phase: pitdrop"; sleep 1
+irq0; A=$T; busy 100; irq0; echo "ticks-drop: $A $T"
+echo "phase: pitok"; sleep 1
+blockdev --flushbufs /dev/vdb
+echo "phase: hold"; sleep 1
+dd if=/dev/vdb of=/dev/null bs=512 skip=$R count=8 2>/dev/null & P=$!
+sleep 1; read -r s </proc/$P/stat; set -- $s; echo "hold-state: $3"
+echo "phase: release"; wait $P; echo "hold-done: $?"
+echo "phase: fe"; sleep 1
+while read -r l; do echo "serial: $l"; done </proc/tty/driver/serial
+echo "phase: resize"; sleep 1
+dmesg | grep -i "capacity change\|new size" | sed 's/^/resize: /'
+read -r u x </proc/uptime; echo "uptime-to: $u"
 echo "phase: end"
 ]])
 f:close()
@@ -73,6 +96,8 @@ local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", d
 local m, com1, disk, plan, bad, never
 local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
 local rec, rp, dv -- the phases' plans
+local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
+local resize_rule
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
   return F.blk.error { dev = disk, op = "read", sectors = { R, R + 15 }, p = 0.5 }
@@ -110,6 +135,29 @@ local phases = {
     dv:close()
     lie = m:faults { seed = 1 }
     lie_rule = lie:add(F.blk.lying_flush { dev = wb })
+  end,
+  -- (on the lie plan, the open one from here on)
+  pitdrop = function() -- every second PIT tick consumed, not re-injected
+    tick_rule = lie:add(F.pit.drop { dev = "pit", every = 2 })
+  end,
+  pitok = function()
+    lie:disable(tick_rule)
+    tick_fired = lie:fired(tick_rule)
+  end,
+  hold = function() -- the next read of the replay sectors is never completed...
+    hold_rule = lie:add(F.blk.hold { dev = disk, op = "read", sectors = { R, R + 15 },
+      tag = "lost", count = 1 })
+  end,
+  release = function() -- ...until the guest has shown its reader in state D
+    held_at_state = lie:held("lost")
+    lie:release("lost")
+  end,
+  fe = function() -- a framing error on the next byte the guest receives
+    fe_rule = lie:add(F.uart.error { dev = com1, kind = "framing", nth = 1 })
+    com1:input("\n")
+  end,
+  resize = function() -- the write-back disk shrinks to half (a config change)
+    resize_rule = lie:add(F.virtio.config_change { dev = wb, capacity = 1024 })
   end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
@@ -255,6 +303,48 @@ T.case("write-back cache and a power cut: fsynced data survives, unsynced and li
   T.eq(sector(8), "\0\0\0\0\0\0", "B (never flushed) is gone")
   T.eq(sector(16), "\0\0\0\0\0\0", "C (fsynced, but the flush lied) is gone")
   T.raises(function() disk:power_cut {} end, "no write-back cache")
+end)
+
+T.case("dropped timer ticks show in /proc/interrupts: fewer per second of uptime", function()
+  local a1, b1 = con:match("ticks%-free: (%d+) (%d+)")
+  local a2, b2 = con:match("ticks%-drop: (%d+) (%d+)")
+  T.ok(a1 and a2, "the guest counted IRQ 0 in /proc/interrupts")
+  local free, dropped = tonumber(b1) - tonumber(a1), tonumber(b2) - tonumber(a2)
+  print(string.format("# IRQ 0 in 1 s of uptime: %d free, %d with every 2nd tick dropped "
+    .. "(%d dropped in the phase)", free, dropped, tick_fired or -1))
+  T.ok(free > 10, "ticks without a rule: " .. free)
+  T.ok(tick_fired and tick_fired >= dropped // 2, "the rule dropped ticks: " .. tostring(tick_fired))
+  -- Every 2nd tick the PIT tries is dropped, and a dropped tick is not
+  -- re-injected. How many fewer depends on how many ticks a second this
+  -- host lets the guest take (here often ~500 of HZ = 1000, the rest
+  -- re-injected later), so only "clearly fewer, not none" is asserted.
+  T.ok(dropped < free * 0.75 and dropped > 0,
+    string.format("fewer timer interrupts: %d against %d", dropped, free))
+  local u0, u1 = tonumber(con:match("uptime%-from: ([%d.]+)")), tonumber(con:match("uptime%-to: ([%d.]+)"))
+  print(string.format("# the timer, hold and uart checks took %.1f s of guest uptime", (u1 or 0) - (u0 or 0)))
+end)
+
+T.case("a lost blk completion leaves the reader in state D until plan:release", function()
+  has("hold-state: D")
+  T.eq(held_at_state, 1, "one request held when the guest looked")
+  T.eq(lie:fired(hold_rule), 1)
+  has("hold-done: 0")
+end)
+
+T.case("a UART framing error shows in /proc/tty/driver/serial (fe:1)", function()
+  T.eq(lie:fired(fe_rule), 1)
+  local line = con:match("serial: 0: [^\r\n]*")
+  T.ok(line, "the guest printed its serial line stats")
+  print("# " .. tostring(line))
+  T.ok(line and line:find(" fe:1", 1, true), tostring(line))
+end)
+
+T.case("a virtio config change (the disk shrinks): Linux sees the new capacity", function()
+  T.eq(lie:fired(resize_rule), 1)
+  T.eq(wb:state().capacity, 1024)
+  has("resize: ")
+  T.ok(con:find("resize: [^\n]*capacity change from 2048 to 1024") or
+    con:find("resize: [^\n]*new size: 1024"), "the kernel logged the change")
 end)
 
 os.execute("rm -rf " .. dir)

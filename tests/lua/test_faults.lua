@@ -144,6 +144,32 @@ T.case("mb.fault.defaults: the seed m:faults uses when none is given", function(
   m2:close()
 end)
 
+T.case("virtio faults: config_change (a disk resize), needs_reset, bad_used_id", function()
+  local gen = disk:state().config_generation
+  local c = plan:add(F.virtio.config_change { dev = disk, capacity = 1000 })
+  T.eq(disk:state().capacity, 1000, "the disk shrank")
+  T.eq(disk:state().config_generation, gen + 1, "ConfigGeneration moved on")
+  T.eq(plan:fired(c), 1)
+  plan:add(F.virtio.config_change { dev = disk, capacity = 2048 })
+  T.eq(disk:state().capacity, 2048, "and grew back to the image")
+  T.eq(rng:state().needs_reset, false)
+  plan:add(F.virtio.needs_reset { dev = rng })
+  T.eq(rng:state().needs_reset, true, "DEVICE_NEEDS_RESET")
+  T.eq(rng:state().status & 64, 64, "status bit 64")
+  local b = plan:add(F.virtio.bad_used_id { dev = disk, queue = 0, p = 0.5 })
+  T.eq(plan:matched(b), 0)
+  T.ok(plan:report():find("virtio.bad_used_id on blk0, queues 0%-0, p 0.5"), plan:report())
+  T.raises(function() plan:add(F.virtio.config_change { dev = rng, capacity = 5 }) end,
+    "capacity: rng0 is a virtio_rng")
+  T.raises(function() plan:add(F.virtio.config_change { dev = disk, capacity = 4096 }) end,
+    "capacity: 4096 sectors is more than the image holds (2048)")
+  T.raises(function() F.virtio.config_change { dev = disk, capacity = 0 } end, "capacity: 0")
+  T.raises(function() F.virtio.bad_used_id { dev = disk, queue = 99 } end, "queue: 99")
+  T.raises(function() F.virtio.bad_used_id { dev = disk, id = 70000 } end, "id: 70000")
+  T.raises(function() F.virtio.needs_reset { dev = disk, nth = 1 } end, 'unknown option "nth"')
+  T.raises(function() plan:add(F.virtio.needs_reset { dev = "nope" }) end, 'no device "nope"')
+end)
+
 T.case("a closed machine's plan refuses politely", function()
   m:close()
   T.raises(function() plan:fired(1) end, "closed")

@@ -39,6 +39,39 @@ T.case("option errors name the key and value", function()
   m:close()
 end)
 
+T.case("uart drop and corrupt on an isolated UART act on the wire, in the VMM", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  local u = m:add(mb.uart16550 { isolate = true, console = "buffer" })
+  m:boot_flat { file = T.guest("uart_echo"), mode = "protected" }
+  local path = os.tmpname()
+  local plan = m:faults { seed = 1, trace = path }
+  local drop = plan:add(mb.fault.uart.drop { dev = u, dir = "tx", nth = 3 })
+  local bad = plan:add(mb.fault.uart.corrupt { dev = u, dir = "rx", nth = 1, bits = 1 })
+  u:input("ok\n") -- crosses to the process now, through the rules
+  T.run(m, "exit", 3)
+  local out, want = u:output(), "moonbox: com1 ready\r\nok\n"
+  T.eq(out:sub(1, 2), "mo"); T.eq(out:sub(3, 5), "nbo", "the 3rd byte (the second o) is gone")
+  local echoed = out:sub(-3, -3)
+  local c = echoed:byte() ~ ("o"):byte()
+  T.ok(c ~= 0 and c & (c - 1) == 0, string.format("the received o arrived with one bit flipped: 0x%x", c))
+  T.eq(#out, #want - 1)
+  T.eq(plan:fired(drop), 1); T.eq(plan:fired(bad), 1)
+  local f = assert(io.open(path)); local t = f:read("a"); f:close(); os.remove(path)
+  T.ok(t:find('"action":"uart.drop"', 1, true) and t:find('"action":"uart.corrupt"', 1, true), t)
+  T.raises(function() plan:add(mb.fault.uart.error { dev = u, kind = "framing" }) end,
+    "dev: com1 is isolated (isolate = true): line errors need the UART's own LSR")
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  local disk = m:add(mb.virtio_blk { image = img, isolate = true })
+  T.raises(function() plan:add(mb.fault.blk.error { dev = disk }) end,
+    "is isolated (isolate = true): fault rules act in the VMM's own device models")
+  m:close()
+  os.remove(img)
+end)
+
 T.case("the process: its own pid, alive, no_new_privs, state() says what confines it", function()
   local m, post = machine { isolate = true }
   local s = post:state()

@@ -57,6 +57,56 @@ T.case("pio events are taps", function()
   T.eq(t:count() >= n, true)
 end)
 
+local function pit_machine()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.pic8259 {})
+  local pit = m:add(mb.pit8254 { irq = 0 })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("pit_irq"), mode = "protected" }
+  return m, pit
+end
+
+T.case("pit ticks and interrupt raises, told after the fact; a function may add a rule", function()
+  local m, pit = pit_machine() -- pit_irq.S counts 100 PIT interrupts, then exits
+  local ticks, raises, plan, rule = {}, 0, m:faults { seed = 1 }, nil
+  local ht = m:on("pit", { dev = pit }, function(ev)
+    T.eq(ev.dev, "pit")
+    ticks[#ticks + 1] = ev.tick
+    T.ok(pit:state().irq_edges >= ev.tick, "the PIT can be read from the function")
+    if ev.tick == 10 then rule = plan:add(mb.fault.irq.drop { line = 0, count = 5 }) end
+  end)
+  local hi = m:on("irq", { irq = 0 }, function(ev) T.eq(ev.irq, 0); raises = raises + 1 end)
+  local other = m:on("irq", { irq = 3 }, function() error("no edge on line 3") end)
+  T.run(m, "exit", 100)
+  T.ok(#ticks >= 10, "ticks told: " .. #ticks)
+  for i = 2, #ticks do
+    if ticks[i] ~= ticks[i - 1] + 1 then T.ok(false, "ticks in order, none missed") break end
+  end
+  T.ok(rule and plan:fired(rule) == 5, "the rule a function added acted")
+  T.eq(ht:count(), #ticks); T.eq(hi:count(), raises)
+  T.ok(raises >= 10, "raises told: " .. raises)
+  T.eq(other:count(), 0)
+  ht:remove(); hi:remove()
+  T.ok(tostring(ht):find("pit of pit (removed)", 1, true), tostring(ht))
+end)
+
+T.case("blk, irq and pit event option errors", function()
+  local m, pit = pit_machine()
+  T.raises(function() m:on("pit", { dev = "pic" }, print) end, "dev: pic is not a PIT")
+  T.raises(function() m:on("pit", { dev = "nope" }, print) end, 'no device "nope"')
+  T.raises(function() m:on("irq", { irq = 99 }, print) end, "irq: 99")
+  T.raises(function() m:on("irq", { line = 1 }, print) end, 'unknown option "line"')
+  T.raises(function() m:on("blk", {}, print) end, "dev: missing")
+  T.raises(function() m:on("blk", { dev = pit }, print) end, "dev: pit is pit8254")
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  local disk = m:add(mb.virtio_blk { image = img })
+  T.raises(function() m:on("blk", { dev = disk, op = "peek" }, print) end, 'op: "peek"')
+  T.ok(m:on("blk", { dev = disk, op = "write" }, print), "a disk takes it")
+  m:close()
+  os.remove(img)
+end)
+
 T.case("an error in a function ends the run; option errors", function()
   local m, com1 = echo_machine("x\n")
   m:on("console", { dev = com1 }, function() error("nope") end)

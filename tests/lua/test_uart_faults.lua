@@ -94,6 +94,45 @@ T.case("seeded probability: the same seed gives the same bytes, and the trace sa
   T.ok(t:find('"action":"uart.corrupt"', 1, true) and t:find('"dev":"com1"', 1, true), t:sub(1, 300))
 end)
 
+T.case("the same seed 10 times: the same decisions (traces without their times) and bytes", function()
+  -- The decisions: each record without its times and without seq (the
+  -- device's count of events in both directions: how the console's rx
+  -- bytes interleave with the guest's tx ones is host timing), sorted.
+  local function strip(path)
+    local lines = {}
+    for l in io.lines(path) do
+      lines[#lines + 1] = l:gsub(',"guest_ns":%d+,"host_ns":%d+', ""):gsub('"seq":%d+,', "")
+    end
+    os.remove(path)
+    table.sort(lines)
+    return table.concat(lines, "\n") .. "\n"
+  end
+  local first, out1
+  for run = 1, 10 do
+    local m, com1 = echo_machine("the quick brown fox jumps\n")
+    local path = os.tmpname()
+    local plan = m:faults { seed = 7, trace = path }
+    local drop = plan:add(F.uart.drop { dev = com1, dir = "tx", p = 0.5 })
+    local par = plan:add(F.uart.error { dev = com1, kind = "parity", p = 0.5 })
+    T.run(m, "exit", 26)
+    local fired = { plan:fired(drop), plan:fired(par) }
+    local out = com1:output()
+    plan:close()
+    m:close()
+    local t = strip(path)
+    if run == 1 then
+      first, out1 = t, out
+      local _, n = t:gsub("\n", "")
+      T.eq(n, 1 + 2 * 26 + #banner, "a record per byte and rule (and the header)")
+      T.ok(fired[1] > 5 and fired[1] < 40 and fired[2] > 3 and fired[2] < 23,
+        string.format("p = 0.5 acted on some bytes, not all: %d, %d", fired[1], fired[2]))
+    else
+      T.eq(t, first, "run " .. run .. ": the same trace")
+      T.eq(out, out1, "run " .. run .. ": the same bytes")
+    end
+  end
+end)
+
 T.case("uart fault option errors", function()
   local m, com1 = echo_machine()
   local plan = m:faults { seed = 1 }

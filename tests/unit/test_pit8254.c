@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "moonbox/pit8254.h"
+#include "moonbox/fault.h"
 #include "fake_clock.h"
 
 #define NS 1000000000ull
@@ -456,6 +457,75 @@ static void test_reinject(void **state)
 	assert_true(irq0.raises - base >= 7);
 }
 
+/* A plan with one rule on this PIT (no machine: the site by hand). */
+static struct mb_fault_plan *pit_plan(struct mb_fault_rule r)
+{
+	struct mb_fault_plan_config c = { .seed = 1 };
+	struct mb_fault_plan *p;
+	assert_int_equal(mb_fault_plan_new(NULL, &c, &p), 0);
+	snprintf(r.dev, sizeof r.dev, "pit");
+	r.first = 1, r.last = 0;
+	assert_int_equal(mb_fault_plan_add(p, &r), 1);
+	assert_int_equal(mb_pit_set_fault(pit, mb_fault_plan_site(p, "pit")), 0);
+	return p;
+}
+
+/* F.pit.drop: the tick is consumed. With re-injection on, the PIT does
+ * not wait for the acknowledgement of a tick the guest never saw, so the
+ * next period goes out on time and nothing is owed. */
+static void test_fault_drop_bypasses_reinject(void **state)
+{
+	mb_pit_set_reinject(pit, true);
+	struct mb_fault_plan *p = pit_plan((struct mb_fault_rule){
+		.action = MB_FAULT_PIT_DROP, .nth = 2 });
+	out(0x43, 0x34); /* channel 0, lohi, mode 2 */
+	write16(0x40, 1000);
+	at(T0 + 1);
+	unsigned base = irq0.raises;
+	at(T0 + 1 + 1000 + 10); /* period 1: delivered */
+	assert_int_equal(irq0.raises - base, 1);
+	mb_pit_irq_acked(pit);
+	at(T0 + 1 + 2000 + 10); /* period 2: dropped */
+	assert_int_equal(irq0.raises - base, 1);
+	assert_int_equal(mb_pit_lost_ticks(pit), 1);
+	at(T0 + 1 + 3000 + 10); /* period 3: at once, no ack awaited */
+	assert_int_equal(irq0.raises - base, 2);
+	mb_pit_irq_acked(pit);
+	struct mb_pit_state st;
+	mb_pit_state(pit, &st);
+	assert_int_equal(st.backlog, 0); /* the dropped tick is not owed */
+	struct mb_fault_rule_stats rs;
+	assert_int_equal(mb_fault_plan_stats(p, 1, &rs), 0);
+	assert_int_equal(rs.matched, 3);
+	assert_int_equal(rs.fired, 1);
+	mb_fault_plan_free(p);
+}
+
+/* F.pit.late: the tick goes out ms of clock time later, once. */
+static void test_fault_late(void **state)
+{
+	struct mb_fault_plan *p = pit_plan((struct mb_fault_rule){
+		.action = MB_FAULT_PIT_LATE, .ms = 5, .nth = 1 });
+	out(0x43, 0x34);
+	write16(0x40, 1000); /* ~838 us a period */
+	at(T0 + 1);
+	unsigned base = irq0.raises;
+	at(T0 + 1 + 1000 + 10); /* period 1: held back */
+	assert_int_equal(irq0.raises - base, 0);
+	uint64_t due = tick_ns(T0 + 1 + 1000) + 5000000; /* 5 ms after the tick */
+	fake_clock_advance(fc, due - 1 - fc->now); /* periods 2-6 on time */
+	uint64_t ticks = fc->now / NS * MB_PIT_HZ + fc->now % NS * MB_PIT_HZ / NS;
+	unsigned periods = (unsigned)((ticks - (T0 + 1)) / 1000);
+	assert_int_equal(periods, 6);
+	assert_int_equal(irq0.raises - base, periods - 1);
+	fake_clock_advance(fc, 1); /* and the late one */
+	assert_int_equal(irq0.raises - base, periods);
+	struct mb_fault_rule_stats rs;
+	assert_int_equal(mb_fault_plan_stats(p, 1, &rs), 0);
+	assert_int_equal(rs.fired, 1);
+	mb_fault_plan_free(p);
+}
+
 static void test_no_reinject_one_pulse_per_period(void **state)
 {
 	out(0x43, 0x34);
@@ -696,6 +766,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_reinject, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_drop_bypasses_reinject, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fault_late, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_no_reinject_one_pulse_per_period, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_timer_merges, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_late_timer_reinject, setup, teardown),

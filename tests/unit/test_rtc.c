@@ -56,6 +56,34 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* F.rtc.jump: the registers move by the jump at once, forwards over a
+ * day boundary and back again; the phase within the second is kept. */
+static void test_jump(void **state)
+{
+	mb_rtc_jump(rtc, 3600 + 2); /* 23:59:58.5 + 1 h 2 s: 2024-03-01 01:00:00.5 */
+	assert_int_equal(rd(0x00), 0x00);
+	assert_int_equal(rd(0x02), 0x00);
+	assert_int_equal(rd(0x04), 0x01);
+	assert_int_equal(rd(0x07), 0x01);
+	assert_int_equal(rd(0x08), 0x03);
+	fake_clock_advance(fc, 600 * MS); /* the second still ends on time */
+	assert_int_equal(rd(0x00), 0x01);
+	mb_rtc_jump(rtc, -86400); /* a day back: 2024-02-29 01:00:01 */
+	assert_int_equal(rd(0x00), 0x01);
+	assert_int_equal(rd(0x04), 0x01);
+	assert_int_equal(rd(0x07), 0x29);
+	assert_int_equal(rd(0x08), 0x02);
+	/* With SET holding updates, the held registers move too. */
+	wr(0x0b, 0x82);
+	mb_rtc_jump(rtc, 60);
+	assert_int_equal(rd(0x02), 0x01);
+	/* Far jumps are clamped to the years the registers can hold. */
+	wr(0x0b, 0x02);
+	for (int i = 0; i < 10; i++)
+		mb_rtc_jump(rtc, 100ll * 366 * 86400);
+	assert_int_equal(rd(0x09), 0x91); /* 2191 */
+}
+
 static void test_bcd_24h(void **state)
 {
 	assert_int_equal(rd(0x0b), 0x02);
@@ -315,6 +343,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_bcd_24h, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_jump, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_binary_and_12h, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_update_in_progress, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_set_time, setup, teardown),

@@ -757,6 +757,71 @@ static void test_fault_plan_replaced(void **state)
 	mb_fault_plan_free(p2);
 }
 
+/* F.virtio.bad_used_id on the transport: the 2nd used element names
+ * descriptor head + 1 (not a head: the chain at 0 is), the 3rd the id the
+ * rule gives; the 1st and 4th are right. */
+static void test_fault_bad_used_id(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_plan_config c = { 1, NULL, NULL };
+	struct mb_fault_plan *p;
+	assert_int_equal(mb_fault_plan_new(NULL, &c, &p), 0);
+	struct mb_fault_rule r = { .action = MB_FAULT_VIRTIO_BAD_USED_ID,
+				   .first = 0, .last = 0, .nth = 2 };
+	strcpy(r.dev, "blk0");
+	assert_int_equal(mb_fault_plan_add(p, &r), 1);
+	r.nth = 3, r.has_id = true, r.id = 77;
+	assert_int_equal(mb_fault_plan_add(p, &r), 2);
+	r.first = r.last = 1; /* a queue the disk does not use */
+	r.nth = 0, r.has_id = false;
+	assert_int_equal(mb_fault_plan_add(p, &r), 3);
+	assert_int_equal(mb_virtio_set_fault(f->t, mb_fault_plan_site(p, "blk0")), 0);
+	static const uint32_t want[] = { 0, 1, 77, 0 };
+	for (unsigned i = 0; i < 4; i++) {
+		struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, i };
+		memcpy(vd_gp(&f->d, HDR), &h, sizeof h);
+		vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+		vd_desc(&f->d, 0, 1, DATA, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+		vd_desc(&f->d, 0, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+		vd_offer(&f->d, 0, 0);
+		vd_kick(&f->d, 0);
+		assert_int_equal(vd_used_idx(&f->d, 0), i + 1);
+		uint32_t id;
+		assert_int_equal(vd_used(&f->d, 0, i, &id), 513);
+		assert_int_equal(id, want[i]);
+	}
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(p, 3, &st);
+	assert_int_equal(st.matched, 0); /* queue 1 saw nothing */
+	mb_fault_plan_free(p);
+}
+
+/* F.virtio.config_change { capacity }: the disk shrinks, ConfigGeneration
+ * moves on, a config interrupt (5.2.4); reads past the new end fail; it
+ * may not grow past the image. */
+static void test_fault_resize(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	uint32_t gen = vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG_GENERATION);
+	int raises = f->raises;
+	assert_int_equal(mb_virtio_blk_check_resize(f->blk, SECTORS + 1), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "capacity: 129"));
+	mb_virtio_blk_resize(f->blk, f->t, 64);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG), 64);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG_GENERATION), gen + 1);
+	assert_int_equal(vd_isr(&f->d) & VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_CONFIG);
+	assert_int_equal(f->raises, raises + 1);
+	request(f, VIRTIO_BLK_T_IN, 63, 512, true);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	request(f, VIRTIO_BLK_T_IN, 64, 512, true);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR);
+	mb_virtio_blk_resize(f->blk, f->t, SECTORS); /* back to the image's size */
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG), SECTORS);
+	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG_GENERATION), gen + 2);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -774,6 +839,7 @@ int main(void)
 		T(test_open_error_names_file), T(test_fault_lying_flush),
 		T(test_fault_torn_write), T(test_fault_bad_blocks_heal),
 		T(test_fault_hold_release), T(test_fault_plan_replaced),
+		T(test_fault_bad_used_id), T(test_fault_resize),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,420 @@
+/* m:on("blk" | "irq" | "pit", filter, fn): Lua functions told of device
+ * events after the fact (docs/faults.md, "Events for Lua").
+ *
+ *   m:on("blk", { dev = disk, op = "read" }, function(ev) end)
+ *       ev = { dev, op, sector, nsectors }: a request taken from the ring
+ *   m:on("irq", { irq = 4 }, function(ev) end)   -- ev = { irq }: a rising edge
+ *   m:on("pit", { dev = pit }, function(ev) end) -- ev = { dev, tick }: a tick
+ *
+ * These events happen with a device's lock held (the virtio transport's,
+ * the PIT's, whichever device raises a line), where a Lua function that
+ * read that device would deadlock. So the device's observer only records
+ * the event in a bounded ring here and arms a timer of the machine's
+ * clock; the timer's callback (on the event loop, no device lock held)
+ * hands each event to the Lua world of the thread waiting in m:run, as
+ * the UART's events are. A function therefore runs a little after its
+ * event and cannot change it (fault rules do that; a function may add
+ * one). A full ring drops events and the next one says how many
+ * (ev.missed). The cost when no m:on of these kinds exists: the device's
+ * one branch on its observer pointer (shared with its fault site's). */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "lua/lmoonbox.h"
+
+#define HUB_MT "moonbox.on_hub"
+#define EV_MT "moonbox.on_event"
+#define RING 1024
+#define MAX_REGS 64
+
+enum kind { K_BLK, K_IRQ, K_PIT };
+static const char *const kind_names[] = { "blk", "irq", "pit" };
+
+struct event {
+	enum kind kind;
+	const void *dev; /* the model: struct mb_virtio_blk / mb_pit */
+	unsigned op;
+	uint64_t a, b; /* blk: sector, nsectors; irq: line; pit: tick */
+};
+
+struct reg {
+	enum kind kind;
+	const void *dev;    /* NULL: any */
+	char name[MB_DEVICE_NAME_MAX];
+	unsigned ops;       /* blk: MB_FAULT_OP_* mask */
+	int line;           /* irq: -1 any */
+	bool removed;
+	uint64_t count;
+};
+
+/* The models that have an observer, by name, for ev.dev. */
+struct named {
+	const void *dev;
+	char name[MB_DEVICE_NAME_MAX];
+};
+
+/* One per machine, a userdata in the machine's refs: it outlives the C
+ * machine (refs go after mb_machine_destroy), so an observer racing the
+ * teardown never touches freed memory; its timer goes in a destroy hook,
+ * while the event loop still exists. */
+struct hub {
+	struct mbl_machine *mm;
+	pthread_mutex_t lock; /* ring, timer, names */
+	struct event ring[RING];
+	unsigned head, n;
+	uint64_t missed;
+	struct mb_timer *timer;
+	bool armed;
+	struct reg regs[MAX_REGS];
+	_Atomic unsigned nregs;
+	struct named names[MAX_REGS];
+	unsigned nnames;
+};
+
+struct handle {
+	struct hub *h;
+	int id;
+};
+
+struct call {
+	struct hub *h;
+	struct event ev;
+	uint64_t missed;
+};
+
+static const void *fn_key(struct hub *h, int i)
+{
+	return (const char *)&h->regs[i] + 1;
+}
+
+static const char *name_of(struct hub *h, const void *dev)
+{
+	for (unsigned i = 0; i < h->nnames; i++)
+		if (h->names[i].dev == dev)
+			return h->names[i].name;
+	return "?";
+}
+
+/* On the Lua world's thread: every registration the event matches. */
+static void call_lua(void *arg)
+{
+	struct call *c = arg;
+	struct hub *h = c->h;
+	struct mbl_machine *mm = h->mm;
+	lua_State *L = mm->L;
+	if (!L || !mm->m)
+		return;
+	unsigned n = atomic_load(&h->nregs);
+	for (unsigned i = 0; i < n; i++) {
+		struct reg *r = &h->regs[i];
+		const struct event *e = &c->ev;
+		if (r->removed || r->kind != e->kind || (r->dev && r->dev != e->dev) ||
+		    (e->kind == K_BLK && !(r->ops & e->op)) ||
+		    (e->kind == K_IRQ && r->line >= 0 && (uint64_t)r->line != e->a))
+			continue;
+		int top = lua_gettop(L);
+		if (mbl_ref_push(L, mm, fn_key(h, (int)i)) != LUA_TFUNCTION) {
+			lua_settop(L, top);
+			continue;
+		}
+		r->count++;
+		lua_createtable(L, 0, 5);
+		if (e->kind == K_IRQ) {
+			lua_pushinteger(L, (lua_Integer)e->a);
+			lua_setfield(L, -2, "irq");
+		} else {
+			pthread_mutex_lock(&h->lock);
+			lua_pushstring(L, name_of(h, e->dev));
+			pthread_mutex_unlock(&h->lock);
+			lua_setfield(L, -2, "dev");
+		}
+		if (e->kind == K_BLK) {
+			lua_pushstring(L, mb_fault_op_name(e->op));
+			lua_setfield(L, -2, "op");
+			lua_pushinteger(L, (lua_Integer)e->a);
+			lua_setfield(L, -2, "sector");
+			lua_pushinteger(L, (lua_Integer)e->b);
+			lua_setfield(L, -2, "nsectors");
+		} else if (e->kind == K_PIT) {
+			lua_pushinteger(L, (lua_Integer)e->a);
+			lua_setfield(L, -2, "tick");
+		}
+		if (c->missed) {
+			lua_pushinteger(L, (lua_Integer)c->missed);
+			lua_setfield(L, -2, "missed");
+		}
+		if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+			mb_machine_stop(mm->m, MB_STOP_ERROR, 1, "on %s: %s",
+					kind_names[e->kind], lua_tostring(L, -1));
+		lua_settop(L, top);
+	}
+}
+
+/* The timer (event loop): hand what the ring holds to Lua, in order. */
+static void drain(void *opaque)
+{
+	struct hub *h = opaque;
+	struct mb_machine *m = h->mm->m;
+	for (;;) {
+		pthread_mutex_lock(&h->lock);
+		if (!h->n || !m) {
+			h->armed = false;
+			pthread_mutex_unlock(&h->lock);
+			return;
+		}
+		struct call c = { .h = h, .ev = h->ring[h->head], .missed = h->missed };
+		h->head = (h->head + 1) % RING;
+		h->n--;
+		h->missed = 0;
+		pthread_mutex_unlock(&h->lock);
+		mb_machine_call_main(m, call_lua, &c);
+	}
+}
+
+/* Any thread, a device lock held: record and return. */
+static void push(struct hub *h, const struct event *e)
+{
+	pthread_mutex_lock(&h->lock);
+	if (h->n == RING) {
+		h->missed++;
+	} else {
+		h->ring[(h->head + h->n) % RING] = *e;
+		h->n++;
+	}
+	if (!h->armed && h->timer) {
+		struct mb_machine *m = h->mm->m;
+		const struct mb_clock *clk = m ? mb_machine_clock(m) : NULL;
+		if (clk) {
+			clk->timer_mod(h->timer, clk->now(clk) + 1);
+			h->armed = true;
+		}
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+static void on_blk(void *ctx, struct mb_virtio_blk *b, const struct mb_fault_blk_event *e)
+{
+	struct event ev = { K_BLK, b, e->op, e->sector, e->nsectors };
+	push(ctx, &ev);
+}
+
+static void on_irq(void *ctx, unsigned line)
+{
+	struct event ev = { K_IRQ, NULL, 0, line, 0 };
+	push(ctx, &ev);
+}
+
+static void on_pit(void *ctx, struct mb_pit *pit, uint64_t n)
+{
+	struct event ev = { K_PIT, pit, 0, n, 0 };
+	push(ctx, &ev);
+}
+
+static void hub_destroy(void *arg) /* the machine goes: its timer first */
+{
+	struct hub *h = arg;
+	pthread_mutex_lock(&h->lock);
+	struct mb_timer *t = h->timer;
+	h->timer = NULL;
+	pthread_mutex_unlock(&h->lock);
+	if (t && h->mm->m)
+		mb_machine_clock(h->mm->m)->timer_free(t);
+}
+
+static int hub_gc(lua_State *L)
+{
+	struct hub *h = luaL_checkudata(L, 1, HUB_MT);
+	pthread_mutex_destroy(&h->lock);
+	return 0;
+}
+
+static const char hub_key = 0;
+
+static struct hub *hub_for(lua_State *L, struct mbl_machine *mm)
+{
+	struct mb_machine *m = mbl_live(L, mm);
+	if (mbl_ref_push(L, mm, &hub_key) == LUA_TUSERDATA) {
+		struct hub *h = lua_touserdata(L, -1);
+		lua_pop(L, 1);
+		return h;
+	}
+	lua_pop(L, 1);
+	struct hub *h = lua_newuserdatauv(L, sizeof *h, 0);
+	memset(h, 0, sizeof *h);
+	h->mm = mm;
+	pthread_mutex_init(&h->lock, NULL);
+	luaL_setmetatable(L, HUB_MT);
+	const struct mb_clock *clk = mb_machine_clock(m);
+	if (!(h->timer = clk->timer_new(clk, drain, h)) ||
+	    mb_machine_on_destroy(m, hub_destroy, h)) {
+		if (h->timer)
+			clk->timer_free(h->timer);
+		h->timer = NULL;
+		luaL_error(L, "on: out of memory");
+	}
+	mbl_ref_set(L, mm, &hub_key, -1);
+	lua_pop(L, 1);
+	return h;
+}
+
+static void add_name(struct hub *h, const void *dev, const char *name)
+{
+	pthread_mutex_lock(&h->lock);
+	bool have = false;
+	for (unsigned i = 0; i < h->nnames; i++)
+		have |= h->names[i].dev == dev;
+	if (!have && h->nnames < MAX_REGS) {
+		h->names[h->nnames].dev = dev;
+		snprintf(h->names[h->nnames].name, sizeof h->names[0].name, "%s", name);
+		h->nnames++;
+	}
+	pthread_mutex_unlock(&h->lock);
+}
+
+/* m:on(event, filter, fn) for "blk", "irq", "pit" (lon.c dispatches). */
+int mbl_on_event(lua_State *L, const char *event)
+{
+	struct mbl_machine *mm = mbl_checkmachine(L, 1);
+	struct mb_machine *m = mbl_live(L, mm);
+	enum kind k = strcmp(event, "blk") == 0 ? K_BLK
+		      : strcmp(event, "irq") == 0 ? K_IRQ : K_PIT;
+	if (lua_isnoneornil(L, 3)) {
+		lua_newtable(L);
+		lua_replace(L, 3);
+	}
+	luaL_checktype(L, 3, LUA_TTABLE);
+	luaL_checktype(L, 4, LUA_TFUNCTION);
+	static const char *const bkeys[] = { "dev", "op", NULL };
+	static const char *const ikeys[] = { "irq", NULL };
+	static const char *const pkeys[] = { "dev", NULL };
+	mbl_checkopts(L, 3, event, k == K_BLK ? bkeys : k == K_IRQ ? ikeys : pkeys);
+	struct reg r = { .kind = k, .line = -1, .ops = MB_FAULT_OP_ANY };
+	struct mb_device *d = NULL;
+	if (k != K_IRQ) {
+		int t = lua_getfield(L, 3, "dev");
+		if (t == LUA_TUSERDATA)
+			d = mbl_checkdevice(L, -1);
+		else if (t == LUA_TSTRING)
+			d = mb_machine_device(m, lua_tostring(L, -1));
+		else if (t == LUA_TNIL && k == K_PIT)
+			d = mb_machine_device(m, "pit");
+		else if (t != LUA_TNIL)
+			luaL_error(L, "dev: expected a device (m:add's result) or its name, got %s",
+				   luaL_typename(L, -1));
+		if (t == LUA_TSTRING && !d)
+			luaL_error(L, "dev: no device \"%s\" in this machine", lua_tostring(L, -1));
+		lua_pop(L, 1);
+	}
+	struct hub *h = hub_for(L, mm);
+	int rc = 0;
+	if (k == K_BLK) {
+		static const char *const ops[] = { "any", "read", "write", "flush",
+						   "discard", NULL };
+		int op = mbl_checkenum(L, 3, "op", "any", ops);
+		r.ops = op == 0 ? MB_FAULT_OP_ANY : 1u << (op - 1);
+		if (!d)
+			luaL_error(L, "dev: missing (the virtio_blk disk to watch)");
+		struct mb_virtio_blk *b = strcmp(mb_device_kind(d), "virtio_blk") == 0
+						  ? mb_virtio_dev_model(d) : NULL;
+		if (!b)
+			luaL_error(L, "dev: %s is %s, not a virtio_blk moonbox runs in this "
+				   "process", mb_device_name(d),
+				   mb_devproc_of(d) ? "isolated" : mb_device_kind(d));
+		r.dev = b;
+		add_name(h, b, mb_device_name(d));
+		rc = mb_virtio_blk_set_observer(b, on_blk, h);
+	} else if (k == K_PIT) {
+		struct mb_pit *pit = d ? mb_pit_of_device(d) : NULL;
+		if (!pit)
+			luaL_error(L, "dev: %s is not a PIT moonbox runs (KVM's in-kernel "
+				   "PIT and isolated ones tell no ticks)",
+				   d ? mb_device_name(d) : "pit");
+		r.dev = pit;
+		add_name(h, pit, mb_device_name(d));
+		rc = mb_pit_set_observer(pit, on_pit, h);
+	} else {
+		if (lua_getfield(L, 3, "irq") != LUA_TNIL) {
+			lua_Integer l = mbl_optint(L, 3, "irq", 0);
+			if (l < 0 || l >= (lua_Integer)mb_machine_irq_lines(m))
+				luaL_error(L, "irq: %d is not an interrupt line (0-%d)", (int)l,
+					   (int)mb_machine_irq_lines(m) - 1);
+			r.line = (int)l;
+		}
+		lua_pop(L, 1);
+		rc = mb_machine_set_irq_observer(m, on_irq, h);
+	}
+	if (rc)
+		return mbl_fail(L, "on");
+	if (d)
+		snprintf(r.name, sizeof r.name, "%s", mb_device_name(d));
+	unsigned n = atomic_load(&h->nregs);
+	if (n == MAX_REGS)
+		return luaL_error(L, "on: more than %d functions on blk, irq and pit events",
+				  MAX_REGS);
+	h->regs[n] = r;
+	mbl_ref_set(L, mm, fn_key(h, (int)n), 4);
+	atomic_store(&h->nregs, n + 1); /* published once its function is in place */
+	struct handle *hd = lua_newuserdatauv(L, sizeof *hd, 1);
+	*hd = (struct handle){ h, (int)n };
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, -2, 1); /* keeps the machine (and the hub) */
+	luaL_setmetatable(L, EV_MT);
+	return 1;
+}
+
+static struct reg *reg_of(lua_State *L, struct handle **out)
+{
+	struct handle *hd = luaL_checkudata(L, 1, EV_MT);
+	*out = hd;
+	return hd->h->mm->m ? &hd->h->regs[hd->id] : NULL;
+}
+
+static int h_remove(lua_State *L)
+{
+	struct handle *hd;
+	struct reg *r = reg_of(L, &hd);
+	if (!r || r->removed)
+		return 0;
+	r->removed = true;
+	lua_pushnil(L);
+	mbl_ref_set(L, hd->h->mm, fn_key(hd->h, hd->id), -1);
+	lua_pop(L, 1);
+	return 0;
+}
+
+static int h_count(lua_State *L)
+{
+	struct handle *hd;
+	struct reg *r = reg_of(L, &hd);
+	lua_pushinteger(L, r ? (lua_Integer)r->count : 0);
+	return 1;
+}
+
+static int h_tostring(lua_State *L)
+{
+	struct handle *hd = luaL_checkudata(L, 1, EV_MT);
+	struct reg *r = &hd->h->regs[hd->id];
+	lua_pushfstring(L, "moonbox.on %s%s%s%s", kind_names[r->kind], r->name[0] ? " of " : "",
+			r->name, r->removed ? " (removed)" : "");
+	return 1;
+}
+
+void mbl_open_on_events(lua_State *L)
+{
+	if (luaL_newmetatable(L, HUB_MT)) {
+		lua_pushcfunction(L, hub_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
+	static const luaL_Reg methods[] = {
+		{ "remove", h_remove }, { "count", h_count }, { NULL, NULL },
+	};
+	if (luaL_newmetatable(L, EV_MT)) {
+		luaL_newlib(L, methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, h_tostring);
+		lua_setfield(L, -2, "__tostring");
+	}
+	lua_pop(L, 1);
+}
