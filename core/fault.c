@@ -38,6 +38,7 @@ struct slot {
 	size_t next; /* replay: where to look for this rule's next record */
 	uint8_t *healed; /* BAD: a bit per sector of [first, last] written since */
 	uint64_t added_ns; /* the machine's clock when the rule was added */
+	bool ge_bad; /* NET_DROP burst model: in the bad state */
 };
 
 struct mb_fault_plan {
@@ -258,6 +259,67 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 
 /* ---- rules -------------------------------------------------------------------- */
 
+static bool prob(double x)
+{
+	return x >= 0 && x <= 1;
+}
+
+/* net rules (the Lua constructors check the same, naming Lua's keys) */
+static int check_net(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+		return mb_seterr(-EINVAL, "dir: a frame is rx or tx");
+	if (r->has_p && !prob(r->p))
+		return mb_seterr(-EINVAL, "p: %g is not a probability (0-1)", r->p);
+	if (r->after && (r->after > p->nrules || p->rules[r->after - 1].removed))
+		return mb_seterr(-EINVAL, "after: %u is not a rule of this plan", r->after);
+	if (r->has_burst && (r->action != MB_FAULT_NET_DROP || !prob(r->ge_enter) ||
+			     !prob(r->ge_leave) || !prob(r->ge_loss) ||
+			     !prob(r->ge_good_loss)))
+		return mb_seterr(-EINVAL, "burst: net.drop's enter, leave, loss and "
+				 "good_loss are probabilities (0-1)");
+	switch (r->action) {
+	case MB_FAULT_NET_DUPLICATE:
+		if (r->pulses < 1 || r->pulses > 16)
+			return mb_seterr(-EINVAL, "copies: %u is not 1-16", r->pulses);
+		break;
+	case MB_FAULT_NET_CORRUPT:
+		if (r->bytes < 1 || r->bytes > 64)
+			return mb_seterr(-EINVAL, "bits: %u is not 1-64", r->bytes);
+		if (r->offset > MB_NETBE_MAX_FRAME)
+			return mb_seterr(-EINVAL, "offset: %u is past the largest frame",
+					 r->offset);
+		break;
+	case MB_FAULT_NET_REORDER:
+		if (r->pulses < 1 || r->pulses > 64)
+			return mb_seterr(-EINVAL, "gap: %u is not 1-64", r->pulses);
+		if (r->ms < 1 || r->ms > 60000)
+			return mb_seterr(-EINVAL, "ms: %u is not 1-60000", r->ms);
+		break;
+	case MB_FAULT_NET_DELAY:
+		if (r->ms > 60000 || r->jitter > 60000 || r->ms + r->jitter == 0)
+			return mb_seterr(-EINVAL, "ms: %u (+ jitter %u) is not 1-60000",
+					 r->ms, r->jitter);
+		break;
+	case MB_FAULT_NET_RATE:
+		if (r->rate < 8 || r->rate > (1ull << 40))
+			return mb_seterr(-EINVAL, "bytes_per_s: %llu is not 8-2^40",
+					 (unsigned long long)r->rate);
+		if (r->ms < 1 || r->ms > 60000)
+			return mb_seterr(-EINVAL, "max_wait_ms: %u is not 1-60000", r->ms);
+		break;
+	case MB_FAULT_NET_LINK:
+		if (r->after || r->nth || r->every || r->has_p || r->count ||
+		    r->has_window)
+			return mb_seterr(-EINVAL, "net.link: applied when added (no "
+					 "conditions)");
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
 static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
 	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_LAST_ACTION)
@@ -271,6 +333,8 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	}
 	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
 		return mb_seterr(-EINVAL, "dev: missing (the device to fault)");
+	if (MB_FAULT_IS_NET(r->action))
+		return check_net(p, r);
 	if (r->ops & ~MB_FAULT_OP_ANY)
 		return mb_seterr(-EINVAL, "op: 0x%x has unknown bits", r->ops);
 	if (r->has_p && !(r->p >= 0 && r->p <= 1))
@@ -331,6 +395,8 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 /* Which devices a kind of fault acts on. */
 static const char *kind_for(enum mb_fault_action a)
 {
+	if (MB_FAULT_IS_NET(a))
+		return "virtio_net";
 	return a >= MB_FAULT_UART_DROP ? "uart16550" : "virtio_blk";
 }
 
@@ -340,7 +406,7 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 {
 	if (!p->m)
 		return 0;
-	if (a >= MB_FAULT_IRQ_DROP) /* the machine's lines, not a device */
+	if (a >= MB_FAULT_IRQ_DROP && a <= MB_FAULT_IRQ_SPURIOUS) /* the lines */
 		return mb_machine_set_irq_fault(p->m, s);
 	struct mb_device *d = mb_machine_device(p->m, s->dev);
 	const char *want = kind_for(a);
@@ -352,6 +418,8 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 	if (mb_devproc_of(d))
 		return mb_seterr(-ENOTSUP, "dev: %s is isolated: fault plans at its "
 				 "process boundary are not built yet", s->dev);
+	if (MB_FAULT_IS_NET(a))
+		return mb_virtio_net_set_fault(mb_virtio_dev_model(d), s);
 	if (a >= MB_FAULT_UART_DROP) {
 		struct mb_uart *u = mb_uart_of_device(d);
 		if (!u)
@@ -420,8 +488,42 @@ static int irq_spurious(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return id;
 }
 
+/* The link status, now: like irq.spurious, the rule acts once as it is
+ * added (the device interrupts the driver with a config change). */
+static int net_link(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (rc)
+		return rc;
+	struct mb_device *d = p->m ? mb_machine_device(p->m, r->dev) : NULL;
+	if (p->m && !d)
+		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", r->dev);
+	if (d && strcmp(mb_device_kind(d), "virtio_net") != 0)
+		return mb_seterr(-EINVAL, "dev: %s is a %s, not a virtio_net", r->dev,
+				 mb_device_kind(d));
+	if ((rc = room(p)))
+		return rc;
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	sl->matched = sl->fired = 1;
+	int id = (int)++p->nrules;
+	if (d) { /* outside the plan's lock: the device may be deciding */
+		pthread_mutex_unlock(&p->lock);
+		mb_virtio_net_set_link(mb_virtio_dev_model(d), r->up);
+		pthread_mutex_lock(&p->lock);
+	}
+	return id;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (r->action == MB_FAULT_NET_LINK) {
+		pthread_mutex_lock(&p->lock);
+		int id = net_link(p, r);
+		pthread_mutex_unlock(&p->lock);
+		return id;
+	}
 	if (r->action == MB_FAULT_IRQ_SPURIOUS) {
 		pthread_mutex_lock(&p->lock);
 		int id = irq_spurious(p, r);
@@ -654,6 +756,10 @@ static bool recorded(struct mb_fault_plan *p, unsigned id, struct slot *s,
 	return true;
 }
 
+#define STREAM_STATE MB_FAULT_STREAM_STATE
+#define STREAM_LOSS MB_FAULT_STREAM_LOSS
+#define STREAM_JITTER MB_FAULT_STREAM_JITTER
+
 /* Under the lock: does rule id act on its match ordinal o? */
 static bool acts(struct mb_fault_plan *p, unsigned id, const struct slot *s,
 		 uint64_t o)
@@ -667,7 +773,20 @@ static bool acts(struct mb_fault_plan *p, unsigned id, const struct slot *s,
 		return false;
 	if (r->has_p && !(unit(mb_fault_hash(p->seed, id, o)) < r->p))
 		return false;
+	if (r->has_burst) { /* the chain moved already (burst()) */
+		double loss = s->ge_bad ? r->ge_loss : r->ge_good_loss;
+		if (!(unit(mb_fault_hash(p->seed, id, o ^ STREAM_LOSS)) < loss))
+			return false;
+	}
 	return true;
+}
+
+/* Under the lock: move a burst rule's two-state chain for its match o,
+ * from its own stream (so p, if given too, stays independent). */
+static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t o)
+{
+	double u = unit(mb_fault_hash(p->seed, id, o ^ STREAM_STATE));
+	s->ge_bad = s->ge_bad ? !(u < s->r.ge_leave) : u < s->r.ge_enter;
 }
 
 void mb_fault_blk_decide(struct mb_fault_site *site,
@@ -717,7 +836,12 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				break;
 			rec.action = r->action, rec.status = r->status, rec.ms = r->ms;
 		} else {
+			if (s->r.has_burst)
+				burst(p, id, s, o);
 			rec.action = acts(p, id, s, o) ? s->r.action : MB_FAULT_NONE;
+			if (rec.action == MB_FAULT_NET_DELAY && s->r.jitter)
+				rec.ms = s->r.ms + (uint32_t)(mb_fault_hash(p->seed, id,
+					o ^ STREAM_JITTER) % (s->r.jitter + 1ull));
 		}
 		switch (rec.action) {
 		case MB_FAULT_BLK_ERROR:
@@ -779,6 +903,36 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 			if (s->r.pulses > v->pulses)
 				v->pulses = s->r.pulses;
 			break;
+		case MB_FAULT_NET_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_NET_DUPLICATE:
+			if (s->r.pulses > v->dup)
+				v->dup = s->r.pulses;
+			break;
+		case MB_FAULT_NET_CORRUPT:
+			if (!v->corrupt) {
+				v->corrupt = true;
+				v->key = mb_fault_hash(p->seed, id, o);
+				v->bytes = s->r.bytes;
+				v->first = s->r.offset;
+			}
+			break;
+		case MB_FAULT_NET_REORDER:
+			if (!v->reorder)
+				v->reorder = s->r.pulses, v->reorder_ms = s->r.ms;
+			break;
+		case MB_FAULT_NET_DELAY:
+			if (rec.ms > v->delay_ms)
+				v->delay_ms = rec.ms;
+			break;
+		case MB_FAULT_NET_RATE:
+			if (!v->rate || s->r.rate < v->rate)
+				v->rate = s->r.rate;
+			if (s->r.ms > v->rate_ms)
+				v->rate_ms = s->r.ms;
+			break;
+		case MB_FAULT_NET_LINK: /* acted when added */
 		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
 		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
@@ -806,6 +960,36 @@ void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,
 	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .sector = line,
 					.nsectors = 1 };
 	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			 uint32_t len, struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = {
+		.op = rx ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE,
+		.sector = ordinal, .nsectors = len,
+	};
+	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
+			  size_t len)
+{
+	if (!v->corrupt || len <= v->first)
+		return;
+	/* `bytes` distinct bits (one chosen twice would cancel itself) */
+	uint64_t bits = (uint64_t)(len - v->first) * 8, got[64];
+	unsigned n = v->bytes < 64 ? v->bytes : 64, k = 0;
+	for (uint64_t j = 0; k < n && k < bits && j < 64 * 64; j++) {
+		uint64_t b = mb_fault_hash(v->key, 0, j) % bits;
+		unsigned i = 0;
+		while (i < k && got[i] != b)
+			i++;
+		if (i < k)
+			continue;
+		got[k++] = b;
+		frame[v->first + b / 8] ^= (uint8_t)(1u << (b % 8));
+	}
 }
 
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,

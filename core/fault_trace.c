@@ -23,7 +23,9 @@ static const char *const action_names[] = { "none", "blk.error", "blk.latency",
 					    "blk.torn_write", "blk.bad", "blk.hold",
 					    "mem.flip", "uart.drop", "uart.corrupt",
 					    "uart.error", "irq.drop", "irq.storm",
-					    "irq.spurious" };
+					    "irq.spurious", "net.drop", "net.duplicate",
+					    "net.corrupt", "net.reorder", "net.delay",
+					    "net.rate", "net.link" };
 #define NACTIONS (sizeof action_names / sizeof *action_names)
 
 const char *mb_fault_op_name(unsigned op)

@@ -39,8 +39,19 @@ enum mb_fault_action {
 	MB_FAULT_IRQ_DROP,        /* a rising edge never reaches the controller */
 	MB_FAULT_IRQ_STORM,       /* `pulses` more edges right after it */
 	MB_FAULT_IRQ_SPURIOUS,    /* one edge on line `first`, when added */
+	/* virtio-net, per frame (op READ: rx, the guest receives it; WRITE:
+	 * tx; "sector": the frame's ordinal in its direction, "nsectors": its
+	 * length in bytes) */
+	MB_FAULT_NET_DROP,        /* lost; `p` or the burst model (ge_*) */
+	MB_FAULT_NET_DUPLICATE,   /* `pulses` more copies right after it */
+	MB_FAULT_NET_CORRUPT,     /* `bytes` bits flipped at or past `offset` */
+	MB_FAULT_NET_REORDER,     /* held until `pulses` later frames went, or `ms` */
+	MB_FAULT_NET_DELAY,       /* `ms` later, plus 0-`jitter` ms from the seed */
+	MB_FAULT_NET_RATE,        /* `rate` bytes/s; waits over `ms` are dropped */
+	MB_FAULT_NET_LINK,        /* link status `up`, when added (no conditions) */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_IRQ_SPURIOUS
+#define MB_FAULT_LAST_ACTION MB_FAULT_NET_LINK
+#define MB_FAULT_IS_NET(a) ((a) >= MB_FAULT_NET_DROP && (a) <= MB_FAULT_NET_LINK)
 /* irq rules: dev "irq", lines first..last (the "sectors" of blk); the
  * event is a rising edge a device drives, op WRITE, its line as sector. */
 #define MB_FAULT_TAG_MAX 32
@@ -81,7 +92,18 @@ struct mb_fault_rule {
 	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
 	unsigned bit;          /* MEM_FLIP: 0-7 */
 	uint8_t lsr;           /* UART_ERROR: one of MB_FAULT_LSR_* */
-	unsigned pulses;       /* IRQ_STORM: 1-1000 */
+	unsigned pulses;       /* IRQ_STORM: 1-1000; NET_DUPLICATE: copies,
+				* NET_REORDER: frames it waits for (1-64) */
+	/* NET_DROP's burst model (Gilbert-Elliott, two states): each match
+	 * first moves the chain (good -> bad with ge_enter, bad -> good with
+	 * ge_leave), then loses the frame with ge_loss (bad) or ge_good_loss
+	 * (good). Conditions (p, nth...) must hold as well. */
+	bool has_burst;
+	double ge_enter, ge_leave, ge_loss, ge_good_loss;
+	uint32_t jitter;       /* NET_DELAY: ms, 0-jitter added per frame */
+	uint32_t offset;       /* NET_CORRUPT: bytes of the frame left alone */
+	uint64_t rate;         /* NET_RATE: bytes per second */
+	bool up;               /* NET_LINK */
 };
 /* uart events: op READ is a byte the guest receives (rx), WRITE one it
  * sends (tx); the "sector" is the byte's ordinal in its direction. */
@@ -173,6 +195,14 @@ struct mb_fault_verdict {
 	uint8_t flip;          /* uart: XOR mask for the byte */
 	uint8_t lsr;           /* uart: LSR error bits to raise */
 	unsigned pulses;       /* irq: extra edges after this one */
+	/* net (drop above; corrupt with key, bytes = bits and first =
+	 * offset): */
+	unsigned dup;          /* copies sent after the frame */
+	unsigned reorder;      /* hold it until that many later frames went */
+	uint32_t reorder_ms;   /* ... or this long */
+	uint32_t delay_ms;     /* the longest delay of the rules that acted */
+	uint64_t rate;         /* the lowest rate cap (bytes/s), 0: none */
+	uint32_t rate_ms;      /* its longest wait before frames are dropped */
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -205,6 +235,16 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			  struct mb_fault_verdict *v);
 
+/* ---- virtio-net ---------------------------------------------------------- */
+
+/* The decision for one frame: rx (the guest receives it) or tx, the
+ * ordinal-th in that direction, len bytes. */
+void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			 uint32_t len, struct mb_fault_verdict *v);
+/* Flip the verdict's bits in a frame (positions from its key). */
+void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
+			  size_t len);
+
 /* ---- interrupt lines --------------------------------------------------- */
 
 /* The decision for a rising edge on line (the machine asks, any thread). */
@@ -224,6 +264,12 @@ void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
 
 /* The counter-based generator: a 64-bit value for (seed, rule, ordinal). */
 uint64_t mb_fault_hash(uint64_t seed, uint64_t rule, uint64_t ordinal);
+/* A rule's other streams: mb_fault_hash(seed, rule, ordinal ^ STREAM).
+ * p uses the plain ordinal; net.drop's burst chain moves on STATE and
+ * loses on LOSS; net.delay's jitter is JITTER modulo (jitter + 1). */
+#define MB_FAULT_STREAM_STATE (1ull << 62)
+#define MB_FAULT_STREAM_LOSS (2ull << 62)
+#define MB_FAULT_STREAM_JITTER (3ull << 62)
 /* Does e fall in r's filter (op and sector range)? */
 bool mb_fault_blk_match(const struct mb_fault_rule *r,
 			const struct mb_fault_blk_event *e);

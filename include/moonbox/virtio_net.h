@@ -26,6 +26,7 @@ struct mb_virtio_net;
 struct mb_virtio_net_config {
 	uint8_t mac[6];
 	struct mb_netbe *be; /* owned by the device from now on */
+	const struct mb_clock *clock; /* fault delays; NULL: none (frames go at once) */
 };
 
 struct mb_virtio_net_stats {
@@ -71,5 +72,12 @@ uint64_t mb_virtio_net_features(struct mb_virtio_net *n);
 struct mb_netbe *mb_virtio_net_backend(struct mb_virtio_net *n);
 void mb_virtio_net_stats(struct mb_virtio_net *n, struct mb_virtio_net_stats *st);
 extern const struct mb_virtio_dev_ops mb_virtio_net_ops;
+/* Fault rules (moonbox/fault.h): every frame then asks s (see
+ * mb_fault_site_install for the rules on replacing one). */
+int mb_virtio_net_set_fault(struct mb_virtio_net *n, struct mb_fault_site *s);
+/* Link status (VIRTIO_NET_S_LINK_UP, 5.1.4): a change interrupts the
+ * driver with a config change. While down, no frame passes either way. */
+void mb_virtio_net_set_link(struct mb_virtio_net *n, bool up);
+bool mb_virtio_net_link(struct mb_virtio_net *n);
 
 #endif
