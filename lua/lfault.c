@@ -576,6 +576,46 @@ static int l_mem_flip(lua_State *L)
 }
 
 /* "blk.error on blk0, read sectors 2048-2055, nth 3" */
+/* "net.delay on net0, rx, 10+0-5 ms, p 0.5" */
+static void describe_net(luaL_Buffer *b, const struct mb_fault_rule *r)
+{
+	char s[256];
+	unsigned rt = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
+	int n = snprintf(s, sizeof s, "%s on %s", mb_fault_action_name(r->action), r->dev);
+	if (r->action == MB_FAULT_NET_LINK) {
+		snprintf(s + n, sizeof s - (size_t)n, ", %s", r->up ? "up" : "down");
+		luaL_addstring(b, s);
+		return;
+	}
+	n += snprintf(s + n, sizeof s - (size_t)n, ", %s", (r->ops & rt) == rt ? "rx and tx"
+		      : r->ops & MB_FAULT_OP_READ ? "rx" : "tx");
+	if (r->has_burst)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", burst %g/%g loss %g/%g",
+			      r->ge_enter, r->ge_leave, r->ge_loss, r->ge_good_loss);
+	if (r->action == MB_FAULT_NET_DUPLICATE)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u copies", r->pulses);
+	if (r->action == MB_FAULT_NET_CORRUPT)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u bits from byte %u",
+			      r->bytes, r->offset);
+	if (r->action == MB_FAULT_NET_REORDER)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", gap %u, at most %u ms",
+			      r->pulses, r->ms);
+	if (r->action == MB_FAULT_NET_DELAY)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u+0-%u ms", r->ms, r->jitter);
+	if (r->action == MB_FAULT_NET_RATE)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %llu bytes/s, waits up to %u ms",
+			      (unsigned long long)r->rate, r->ms);
+#define C(f) if (r->f) n += snprintf(s + n, sizeof s - (size_t)n, ", " #f " %llu", \
+				     (unsigned long long)r->f);
+	C(nth) C(every) C(count)
+#undef C
+	if (r->has_p)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", p %g", r->p);
+	if (r->after)
+		snprintf(s + n, sizeof s - (size_t)n, ", after rule %u", r->after);
+	luaL_addstring(b, s);
+}
+
 static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 {
 	char s[256];
@@ -583,6 +623,10 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		snprintf(s, sizeof s, "mem.flip of bit %u at 0x%llx", r->bit,
 			 (unsigned long long)r->gpa);
 		luaL_addstring(b, s);
+		return;
+	}
+	if (MB_FAULT_IS_NET(r->action)) {
+		describe_net(b, r);
 		return;
 	}
 	int n = snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),

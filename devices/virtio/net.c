@@ -563,8 +563,10 @@ void mb_virtio_net_save(struct mb_virtio_net *n, struct mb_virtio *t,
 	st->live = n->live;
 	st->waiting = n->waiting;
 	st->pending_frame = (uint32_t)n->pend_len;
+	bool down = n->link_down;
 	pthread_mutex_unlock(&n->lock);
-	st->link_up = n->be && mb_netbe_connected(n->be);
+	/* a cable (a peer) and no net.link fault holding the link down */
+	st->link_up = n->be && mb_netbe_connected(n->be) && !down;
 #define G(f) st->f = n->st.f;
 	G(rx_frames) G(rx_bytes) G(rx_dropped) G(rx_stalls)
 	G(tx_frames) G(tx_bytes) G(tx_dropped)
