@@ -78,6 +78,13 @@ struct mb_virtio_net {
 	struct mb_timer *timer; /* the fault queues' next due frame */
 	struct ndir dir[2];
 	uint8_t *scratch;    /* a transmitted frame, linearised (slow path) */
+	/* An observer (m:on "net"): called with n->lock released, on the
+	 * event loop only, never under the transport lock (its function may
+	 * read the device's state). Set once. */
+	mb_virtio_net_hook_fn hook;
+	void *hook_ctx;
+	uint8_t *hookbuf;    /* a departing frame, for the hook to change */
+	uint64_t resets;     /* a reset while the lock was released drops it */
 
 	struct {
 		_Atomic uint64_t rx_frames, rx_bytes, rx_dropped, rx_stalls;
@@ -121,7 +128,22 @@ static int deliver(struct mb_virtio_net *n, struct mb_vq *q, const uint8_t *buf,
 
 static bool slow(struct mb_virtio_net *n)
 {
-	return atomic_load_explicit(&n->fault, memory_order_acquire) || n->link_down;
+	return atomic_load_explicit(&n->fault, memory_order_acquire) || n->link_down ||
+	       n->hook;
+}
+
+/* The hook on buf (MB_NETBE_MAX_FRAME bytes), n->lock released meanwhile:
+ * false when the frame is gone (dropped by the hook, or a reset). */
+static bool hooked(struct mb_virtio_net *n, bool rx, uint8_t *buf, uint32_t *len)
+{
+	bool drop = false;
+	uint64_t resets = n->resets;
+	pthread_mutex_unlock(&n->lock);
+	n->hook(n->hook_ctx, rx, buf, len, &drop);
+	pthread_mutex_lock(&n->lock);
+	if (*len < 14 || *len > MB_NETBE_MAX_FRAME)
+		drop = true; /* not a frame */
+	return !drop && resets == n->resets;
 }
 
 static uint64_t now(struct mb_virtio_net *n)
@@ -248,6 +270,17 @@ static void drain_tx(struct mb_virtio_net *n, uint64_t t)
 			q->tail = NULL;
 		q->n--;
 		struct iovec v = { f->data, f->len };
+		if (n->hook) { /* what the guest sent, after any tx fault */
+			uint32_t len = f->len;
+			memcpy(n->hookbuf, f->data, len);
+			bool keep = hooked(n, false, n->hookbuf, &len);
+			v = (struct iovec){ n->hookbuf, len };
+			if (!keep) {
+				n->st.tx_dropped++;
+				free(f);
+				continue;
+			}
+		}
 		if (mb_netbe_send(n->be, &v, 1)) {
 			n->st.tx_dropped++;
 		} else {
@@ -286,6 +319,8 @@ static void arm(struct mb_virtio_net *n)
 	uint64_t next = 0;
 	for (int d = 0; d < 2; d++) {
 		struct ndir *q = &n->dir[d];
+		if (d == RXQ && n->waiting)
+			continue; /* no buffers: the doorbell polls, not the clock */
 		uint64_t x[2] = { q->head ? q->head->due : 0, q->held ? q->held->due : 0 };
 		for (int i = 0; i < 2; i++)
 			if (x[i] && (!next || x[i] < next))
@@ -323,8 +358,15 @@ void mb_virtio_net_poll(struct mb_virtio_net *n)
 			continue;
 		}
 		if (faults) { /* decided now, delivered from the queue */
-			faulted(n, RXQ, n->pend, (uint32_t)n->pend_len);
+			uint32_t len = (uint32_t)n->pend_len;
 			n->pend_len = 0;
+			/* the hook sees what the wire brought, before rx faults */
+			if (!n->hook || hooked(n, true, n->pend, &len))
+				faulted(n, RXQ, n->pend, len);
+			else
+				n->st.rx_dropped++;
+			if (!n->live) /* a reset meanwhile */
+				break;
 			continue;
 		}
 		int rc = deliver(n, q, n->pend, n->pend_len);
@@ -365,7 +407,8 @@ static void send_chain(struct mb_virtio_net *n)
 	if (slow(n)) { /* a copy: the guest's buffer goes back at once */
 		mb_iov_to_buf(n->txv, k, 0, n->scratch, len);
 		faulted(n, TXQ, n->scratch, (uint32_t)len);
-		drain_tx(n, now(n));
+		if (!n->hook) /* else the event loop sends it (the hook's thread) */
+			drain_tx(n, now(n));
 		arm(n);
 		return;
 	}
@@ -405,8 +448,10 @@ static void net_notify(void *dev, struct mb_virtio *t, unsigned qi)
 	}
 	if (qi == TXQ)
 		transmit(n, t);
+	if (resume && n->hook) /* not under the transport lock: the loop polls */
+		n->clock->timer_mod(n->timer, 1);
 	pthread_mutex_unlock(&n->lock);
-	if (resume)
+	if (resume && !n->hook)
 		mb_virtio_net_poll(n); /* the pending frame, then more */
 }
 
@@ -416,6 +461,7 @@ static void net_reset(void *dev)
 	pthread_mutex_lock(&n->lock); /* waits for a poll under way */
 	n->live = false;
 	n->pend_len = 0;
+	n->resets++;
 	free_dir(&n->dir[RXQ]); /* frames on the wire are lost with the device */
 	free_dir(&n->dir[TXQ]);
 	arm(n);
@@ -479,6 +525,27 @@ struct mb_virtio_net *mb_virtio_net_new(const struct mb_virtio_net_config *cfg)
 	return n;
 }
 
+int mb_virtio_net_set_hook(struct mb_virtio_net *n, mb_virtio_net_hook_fn fn,
+			   void *ctx)
+{
+	if (!n->timer)
+		return mb_seterr(-ENOTSUP, "virtio-net: frame events need the "
+				 "machine's clock");
+	uint8_t *buf = malloc(MB_NETBE_MAX_FRAME);
+	if (!buf)
+		return mb_seterr(-ENOMEM, "virtio-net: out of memory");
+	pthread_mutex_lock(&n->lock);
+	int rc = n->hook ? mb_seterr(-EBUSY, "virtio-net: already observed") : 0;
+	if (!rc) {
+		n->hookbuf = buf, buf = NULL;
+		n->hook_ctx = ctx;
+		n->hook = fn;
+	}
+	pthread_mutex_unlock(&n->lock);
+	free(buf);
+	return rc;
+}
+
 int mb_virtio_net_set_fault(struct mb_virtio_net *n, struct mb_fault_site *s)
 {
 	return mb_fault_site_install(&n->fault, s);
@@ -522,6 +589,7 @@ void mb_virtio_net_free(struct mb_virtio_net *n)
 	pthread_mutex_destroy(&n->lock);
 	free(n->pend);
 	free(n->scratch);
+	free(n->hookbuf);
 	free(n);
 }
 

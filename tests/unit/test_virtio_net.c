@@ -662,6 +662,56 @@ static void test_fault_same_seed_same_trace(void **state)
 	assert_string_equal(a, b);
 }
 
+/* The observer: rx frames before rx faults, tx frames as they leave
+ * (after tx faults, from the clock's thread); it may change or drop them. */
+struct seen { unsigned n; int first[8]; bool rx[8]; };
+
+static void observe(void *ctx, bool rx, uint8_t *frame, uint32_t *len, bool *drop)
+{
+	struct seen *w = ctx;
+	if (w->n < 8)
+		w->first[w->n] = frame[0], w->rx[w->n] = rx;
+	w->n++;
+	if (frame[0] == 1) /* drop seed 1 */
+		*drop = true;
+	if (frame[0] == 2) { /* seed 2 grows to 90 bytes of 0xee */
+		memset(frame, 0xee, 90);
+		*len = 90;
+	}
+}
+
+static void test_fault_hook(void **state)
+{
+	struct fx *f = *state;
+	struct seen w = { 0 };
+	vd_setup(&f->d, v1(), 2, N);
+	post_many(f, 4);
+	assert_int_equal(mb_virtio_net_set_hook(f->net, observe, &w), 0);
+	assert_int_equal(mb_virtio_net_set_hook(f->net, observe, &w), -EBUSY);
+	add_rule(f, (struct mb_fault_rule){ .action = MB_FAULT_NET_DROP,
+					    .ops = MB_FAULT_OP_READ, .nth = 1 });
+	add_rule(f, (struct mb_fault_rule){ .action = MB_FAULT_NET_DROP,
+					    .ops = MB_FAULT_OP_WRITE, .nth = 1 });
+	peer_send(f, 60, 0); /* seen, then dropped by the rx rule */
+	peer_send(f, 60, 1); /* dropped by the hook */
+	peer_send(f, 60, 2); /* rewritten */
+	mb_virtio_net_poll(f->net);
+	assert_int_equal(w.n, 3);
+	assert_int_equal(vd_used_idx(&f->d, 0), 1);
+	assert_int_equal(vd_used(&f->d, 0, 0, NULL), HDR + 90);
+	assert_int_equal(rx_seed(f, 0), 0xee);
+	transmit(f, 60, HDR, 5); /* dropped by the tx rule: never seen */
+	transmit(f, 60, HDR, 6);
+	assert_int_equal(w.n, 3); /* tx leaves from the clock's thread */
+	assert_int_equal(peer_next(f, NULL), -1);
+	fake_clock_advance(f->fc, 1);
+	assert_int_equal(w.n, 4);
+	assert_false(w.rx[3]);
+	assert_int_equal(w.first[3], 6);
+	assert_int_equal(peer_next(f, NULL), 6);
+	assert_int_equal(peer_next(f, NULL), -1);
+}
+
 /* The engine checks net rules like every other (the message names the
  * field). */
 static void test_fault_rule_errors(void **state)
@@ -707,6 +757,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_rate, setup_fault, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_link, setup_fault, teardown),
 		cmocka_unit_test(test_fault_same_seed_same_trace),
+		cmocka_unit_test_setup_teardown(test_fault_hook, setup_fault, teardown),
 		cmocka_unit_test_setup_teardown(test_fault_rule_errors, setup_fault, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
