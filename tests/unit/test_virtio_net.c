@@ -600,14 +600,17 @@ static void test_fault_link(void **state)
 
 /* One run of 64 frames each way under p = 0.5 drop, jittered delay and
  * corruption; the trace without its times. */
-static char *trace_run(const char *path)
+static char *trace_run_with(const char *path, const char *replay, unsigned longer,
+			    const char *save)
 {
 	struct fx *f;
 	void *st;
 	assert_int_equal(setup_fault(&st), 0);
 	f = st;
 	mb_fault_plan_free(f->plan);
-	struct mb_fault_plan_config pc = { .seed = 7, .trace = path };
+	/* a replay takes the trace's seed, whatever is given here */
+	struct mb_fault_plan_config pc = { .seed = replay ? 99 : 7, .trace = path,
+					   .replay = replay };
 	assert_int_equal(mb_fault_plan_new(NULL, &pc, &f->plan), 0);
 	assert_int_equal(mb_virtio_net_set_fault(f->net,
 		mb_fault_plan_site(f->plan, "net0")), 0);
@@ -621,7 +624,7 @@ static char *trace_run(const char *path)
 		post_rx(f, i, 2048, false);
 	vd_kick(&f->d, 0);
 	for (unsigned i = 0; i < 64; i++) {
-		transmit(f, 60 + i, HDR, (uint8_t)i);
+		transmit(f, 60 + i + (i == 40 ? longer : 0), HDR, (uint8_t)i);
 		peer_send(f, 60 + i, (uint8_t)i);
 		mb_virtio_net_poll(f->net);
 		fake_clock_advance(f->fc, 2000000);
@@ -633,7 +636,10 @@ static char *trace_run(const char *path)
 	static int k;
 	char *o = out[k++ & 1], line[512];
 	size_t n = 0;
+	FILE *raw = save ? fopen(save, "w") : NULL; /* the trace as written */
 	while (fgets(line, sizeof line, fp)) {
+		if (raw)
+			fputs(line, raw);
 		char *g = strstr(line, ",\"guest_ns\"");
 		if (g)
 			strcpy(g, "}\n");
@@ -643,8 +649,40 @@ static char *trace_run(const char *path)
 		n += l;
 	}
 	fclose(fp);
+	if (raw)
+		fclose(raw);
 	remove(path);
 	return o;
+}
+
+static char *trace_run(const char *path)
+{
+	return trace_run_with(path, NULL, 0, NULL);
+}
+
+/* Replay: the recorded decisions again (the same trace); a frame of
+ * another length where the trace has one is a divergence, after which
+ * nothing more is decided. */
+static void test_fault_replay(void **state)
+{
+	(void)state;
+	char a[] = "/tmp/mb-net-trace-XXXXXX", b[] = "/tmp/mb-net-replay-XXXXXX";
+	int fa = mkstemp(a), fb = mkstemp(b);
+	assert_true(fa >= 0 && fb >= 0);
+	close(fa), close(fb);
+	char c[] = "/tmp/mb-net-trace-XXXXXX";
+	int fc = mkstemp(c);
+	assert_true(fc >= 0);
+	close(fc);
+	char *t1 = trace_run_with(c, NULL, 0, a);
+	char *t2 = trace_run_with(b, a, 0, NULL);
+	assert_string_equal(t1, t2);
+	size_t whole = strlen(t1); /* t3 reuses t1's buffer */
+	char *t3 = trace_run_with(b, a, 1, NULL); /* tx frame 41 one byte longer */
+	assert_non_null(strstr(mb_errmsg(), "diverged"));
+	assert_non_null(strstr(mb_errmsg(), "sectors 41+101"));
+	assert_true(strlen(t3) < whole);
+	remove(a);
 }
 
 static void test_fault_same_seed_same_trace(void **state)
@@ -758,6 +796,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fault_link, setup_fault, teardown),
 		cmocka_unit_test(test_fault_same_seed_same_trace),
 		cmocka_unit_test_setup_teardown(test_fault_hook, setup_fault, teardown),
+		cmocka_unit_test(test_fault_replay),
 		cmocka_unit_test_setup_teardown(test_fault_rule_errors, setup_fault, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
