@@ -74,6 +74,7 @@ struct mb_virtio_net {
 	/* NULL unless a fault rule targets this device (moonbox/fault.h). */
 	struct mb_fault_site *_Atomic fault;
 	bool link_down;      /* config status without LINK_UP: no frame passes */
+	bool slowpath;       /* a site, the link down or a hook (under lock) */
 	const struct mb_clock *clock;
 	struct mb_timer *timer; /* the fault queues' next due frame */
 	struct ndir dir[2];
@@ -126,10 +127,16 @@ static int deliver(struct mb_virtio_net *n, struct mb_vq *q, const uint8_t *buf,
 
 /* ---- the fault path (n->lock held) ------------------------------------------------ */
 
+/* The one branch a frame pays when nothing is set (n->lock held). */
 static bool slow(struct mb_virtio_net *n)
 {
-	return atomic_load_explicit(&n->fault, memory_order_acquire) || n->link_down ||
-	       n->hook;
+	return n->slowpath;
+}
+
+static void update_slow(struct mb_virtio_net *n)
+{
+	n->slowpath = atomic_load_explicit(&n->fault, memory_order_acquire) ||
+		      n->link_down || n->hook;
 }
 
 /* The hook on buf (MB_NETBE_MAX_FRAME bytes), n->lock released meanwhile:
@@ -564,6 +571,7 @@ int mb_virtio_net_set_hook(struct mb_virtio_net *n, mb_virtio_net_hook_fn fn,
 		n->hookbuf = buf, buf = NULL;
 		n->hook_ctx = ctx;
 		n->hook = fn;
+		update_slow(n);
 	}
 	pthread_mutex_unlock(&n->lock);
 	free(buf);
@@ -572,7 +580,11 @@ int mb_virtio_net_set_hook(struct mb_virtio_net *n, mb_virtio_net_hook_fn fn,
 
 int mb_virtio_net_set_fault(struct mb_virtio_net *n, struct mb_fault_site *s)
 {
-	return mb_fault_site_install(&n->fault, s);
+	int rc = mb_fault_site_install(&n->fault, s);
+	pthread_mutex_lock(&n->lock);
+	update_slow(n);
+	pthread_mutex_unlock(&n->lock);
+	return rc;
 }
 
 void mb_virtio_net_set_link(struct mb_virtio_net *n, bool up)
@@ -580,6 +592,7 @@ void mb_virtio_net_set_link(struct mb_virtio_net *n, bool up)
 	pthread_mutex_lock(&n->lock);
 	bool changed = n->link_down == up;
 	n->link_down = !up;
+	update_slow(n);
 	pthread_mutex_unlock(&n->lock);
 	/* 5.1.4: the driver learns a status change from a configuration
 	 * change notification (4.2.2.1: InterruptStatus bit 1). */
