@@ -24,7 +24,11 @@ struct mb_fault_site {
 	struct mb_fault_plan *p;
 	char dev[MB_DEVICE_NAME_MAX];
 	_Atomic int refs;
-	uint64_t seq; /* events seen (under the plan's lock) */
+	_Atomic uint64_t seq; /* events seen */
+	/* The ops some rule on this site may match (a superset: removed and
+	 * disabled rules stay in it): an event of another op is decided
+	 * "none" without the plan's lock. */
+	_Atomic unsigned ops;
 	/* The site this one replaced on its device (a closed plan's): a
 	 * request may still be deciding on it, so it lives as long as we do. */
 	struct mb_fault_site *replaced;
@@ -576,6 +580,8 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	else if (r->action == MB_FAULT_BLK_BAD)
 		sl->r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
 	int id = (int)++p->nrules;
+	atomic_fetch_or_explicit(&s->ops, sl->r.ops ? sl->r.ops : MB_FAULT_OP_ANY,
+				 memory_order_release);
 	pthread_mutex_unlock(&p->lock);
 	return id;
 }
@@ -604,8 +610,10 @@ int mb_fault_plan_reset(struct mb_fault_plan *p, uint64_t seed)
 		p->seed = seed;
 		p->enabled = true;
 		p->diverged = false;
-		for (size_t i = 0; i < p->nsites; i++)
-			p->sites[i]->seq = 0;
+		for (size_t i = 0; i < p->nsites; i++) {
+			atomic_store(&p->sites[i]->seq, 0);
+			atomic_store(&p->sites[i]->ops, 0u);
+		}
 		if (p->trace) { /* a trace per trial reads as one from a new plan */
 			char line[128];
 			mb_fault_trace_header(line, sizeof line, seed);
@@ -795,8 +803,10 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 {
 	struct mb_fault_plan *p = site->p;
 	memset(v, 0, sizeof *v);
+	uint64_t seq = atomic_fetch_add_explicit(&site->seq, 1, memory_order_relaxed) + 1;
+	if (!(atomic_load_explicit(&site->ops, memory_order_acquire) & e->op))
+		return; /* no rule here looks at this op */
 	pthread_mutex_lock(&p->lock);
-	uint64_t seq = ++site->seq;
 	if (p->closed || !p->enabled || p->diverged)
 		goto out;
 	uint64_t guest = 0, host = 0; /* read once, at the first match */

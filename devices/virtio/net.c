@@ -238,7 +238,9 @@ static void faulted(struct mb_virtio_net *n, int d, const uint8_t *buf, uint32_t
 		dropped(n, d);
 		return;
 	}
-	uint64_t t = now(n), due = t + v.delay_ms * 1000000ull;
+	/* The clock only when a fault needs it (it takes the loop's lock). */
+	bool timed = v.delay_ms || v.rate || v.reorder;
+	uint64_t t = timed ? now(n) : 0, due = t + v.delay_ms * 1000000ull;
 	if (v.rate) { /* a wire of v.rate bytes/s: wait for it, or tail-drop */
 		uint64_t start = q->busy_until > due ? q->busy_until : due;
 		uint64_t end = start + (uint64_t)((double)len * 1e9 / (double)v.rate);
@@ -352,7 +354,9 @@ static void arm(struct mb_virtio_net *n)
 		struct ndir *q = &n->dir[d];
 		if (d == RXQ && n->waiting)
 			continue; /* no buffers: the doorbell polls, not the clock */
-		uint64_t x[2] = { q->head ? q->head->due : 0, q->held ? q->held->due : 0 };
+		/* a head due at 0 (no fault took the time) is due now */
+		uint64_t x[2] = { q->head ? (q->head->due ? q->head->due : 1) : 0,
+				  q->held ? q->held->due : 0 };
 		for (int i = 0; i < 2; i++)
 			if (x[i] && (!next || x[i] < next))
 				next = x[i];
@@ -435,9 +439,15 @@ static void send_chain(struct mb_virtio_net *n)
 		return;
 	}
 	unsigned k = mb_iov_slice(c->iov, c->nout, MB_VIRTIO_NET_HDR, len, n->txv);
-	if (slow(n)) { /* a copy: the guest's buffer goes back at once */
-		mb_iov_to_buf(n->txv, k, 0, n->scratch, len);
-		faulted(n, TXQ, n->scratch, (uint32_t)len);
+	if (slow(n)) {
+		/* Read in place when it is one piece (the chain is ours until
+		 * completed); whatever is kept for later is copied. */
+		const uint8_t *frame = n->txv[0].iov_base;
+		if (k != 1) {
+			mb_iov_to_buf(n->txv, k, 0, n->scratch, len);
+			frame = n->scratch;
+		}
+		faulted(n, TXQ, frame, (uint32_t)len);
 		if (!n->hook) /* else the event loop sends it (the hook's thread) */
 			drain_tx(n, now(n));
 		arm(n);
