@@ -97,6 +97,12 @@ $(B)/bench/%: bench/%.c $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(O)/libmoonbox.a $(LDLIBS)
 
+# bench/net_fault.c drives virtio-net as tests/unit's fake driver does
+$(B)/bench/net_fault: bench/net_fault.c tests/unit/virtio_driver.c $(O)/libmoonbox.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< tests/unit/virtio_driver.c $(O)/libmoonbox.a \
+		-lcmocka $(LDLIBS)
+
 deps:
 	@scripts/deps.sh
 

@@ -32,6 +32,14 @@ row "blk req/s, plan, no rule on disk vs no plan" "$(ratio 1e9 "$fo")" "$(ratio 
 row "blk req/s, rule never matching vs no plan" "$(ratio 1e9 "$fm")" "$(ratio 1e9 "$fn")" \
 	"$(ratio "$fn" "$fm")" "(in-memory path; >= 0.98 on a real disk)"
 
+# ---- fault injection off (bench/net_fault.c): virtio-net transmit path -------
+line=$($B/net_fault)
+nn=$(get "$line" none_ns) no=$(get "$line" other_ns) nm=$(get "$line" miss_ns)
+row "net frames/s, plan, no rule on the NIC vs no plan" "$(ratio 1e9 "$no")" "$(ratio 1e9 "$nn")" \
+	"$(ratio "$nn" "$no")" ">= 0.99"
+row "net frames/s, rule never matching vs no plan" "$(ratio 1e9 "$nm")" "$(ratio 1e9 "$nn")" \
+	"$(ratio "$nn" "$nm")" ">= 0.98"
+
 # ---- guest exits -----------------------------------------------------------
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	declare -A res

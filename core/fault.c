@@ -24,7 +24,11 @@ struct mb_fault_site {
 	struct mb_fault_plan *p;
 	char dev[MB_DEVICE_NAME_MAX];
 	_Atomic int refs;
-	uint64_t seq; /* events seen (under the plan's lock) */
+	_Atomic uint64_t seq; /* events seen */
+	/* The ops some rule on this site may match (a superset: removed and
+	 * disabled rules stay in it): an event of another op is decided
+	 * "none" without the plan's lock. */
+	_Atomic unsigned ops;
 	/* The site this one replaced on its device (a closed plan's): a
 	 * request may still be deciding on it, so it lives as long as we do. */
 	struct mb_fault_site *replaced;
@@ -38,6 +42,7 @@ struct slot {
 	size_t next; /* replay: where to look for this rule's next record */
 	uint8_t *healed; /* BAD: a bit per sector of [first, last] written since */
 	uint64_t added_ns; /* the machine's clock when the rule was added */
+	bool ge_bad; /* NET_DROP burst model: in the bad state */
 };
 
 struct mb_fault_plan {
@@ -258,6 +263,67 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 
 /* ---- rules -------------------------------------------------------------------- */
 
+static bool prob(double x)
+{
+	return x >= 0 && x <= 1;
+}
+
+/* net rules (the Lua constructors check the same, naming Lua's keys) */
+static int check_net(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+		return mb_seterr(-EINVAL, "dir: a frame is rx or tx");
+	if (r->has_p && !prob(r->p))
+		return mb_seterr(-EINVAL, "p: %g is not a probability (0-1)", r->p);
+	if (r->after && (r->after > p->nrules || p->rules[r->after - 1].removed))
+		return mb_seterr(-EINVAL, "after: %u is not a rule of this plan", r->after);
+	if (r->has_burst && (r->action != MB_FAULT_NET_DROP || !prob(r->ge_enter) ||
+			     !prob(r->ge_leave) || !prob(r->ge_loss) ||
+			     !prob(r->ge_good_loss)))
+		return mb_seterr(-EINVAL, "burst: net.drop's enter, leave, loss and "
+				 "good_loss are probabilities (0-1)");
+	switch (r->action) {
+	case MB_FAULT_NET_DUPLICATE:
+		if (r->pulses < 1 || r->pulses > 16)
+			return mb_seterr(-EINVAL, "copies: %u is not 1-16", r->pulses);
+		break;
+	case MB_FAULT_NET_CORRUPT:
+		if (r->bytes < 1 || r->bytes > 64)
+			return mb_seterr(-EINVAL, "bits: %u is not 1-64", r->bytes);
+		if (r->offset > MB_NETBE_MAX_FRAME)
+			return mb_seterr(-EINVAL, "offset: %u is past the largest frame",
+					 r->offset);
+		break;
+	case MB_FAULT_NET_REORDER:
+		if (r->pulses < 1 || r->pulses > 64)
+			return mb_seterr(-EINVAL, "gap: %u is not 1-64", r->pulses);
+		if (r->ms < 1 || r->ms > 60000)
+			return mb_seterr(-EINVAL, "ms: %u is not 1-60000", r->ms);
+		break;
+	case MB_FAULT_NET_DELAY:
+		if (r->ms > 60000 || r->jitter > 60000 || r->ms + r->jitter == 0)
+			return mb_seterr(-EINVAL, "ms: %u (+ jitter %u) is not 1-60000",
+					 r->ms, r->jitter);
+		break;
+	case MB_FAULT_NET_RATE:
+		if (r->rate < 8 || r->rate > (1ull << 40))
+			return mb_seterr(-EINVAL, "bytes_per_s: %llu is not 8-2^40",
+					 (unsigned long long)r->rate);
+		if (r->ms < 1 || r->ms > 60000)
+			return mb_seterr(-EINVAL, "max_wait_ms: %u is not 1-60000", r->ms);
+		break;
+	case MB_FAULT_NET_LINK:
+		if (r->after || r->nth || r->every || r->has_p || r->count ||
+		    r->has_window)
+			return mb_seterr(-EINVAL, "net.link: applied when added (no "
+					 "conditions)");
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
 static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
 	if (r->action < MB_FAULT_BLK_ERROR || r->action > MB_FAULT_LAST_ACTION)
@@ -271,6 +337,8 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	}
 	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
 		return mb_seterr(-EINVAL, "dev: missing (the device to fault)");
+	if (MB_FAULT_IS_NET(r->action))
+		return check_net(p, r);
 	if (r->ops & ~MB_FAULT_OP_ANY)
 		return mb_seterr(-EINVAL, "op: 0x%x has unknown bits", r->ops);
 	if (r->has_p && !(r->p >= 0 && r->p <= 1))
@@ -343,6 +411,8 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 /* Which devices a kind of fault acts on. */
 static const char *kind_for(enum mb_fault_action a)
 {
+	if (MB_FAULT_IS_NET(a))
+		return "virtio_net";
 	return mb_fault_is_uart(a) ? "uart16550" : mb_fault_is_pit(a) ? "pit8254"
 	       : a == MB_FAULT_RTC_JUMP ? "rtc" : mb_fault_is_virtio(a) ? "virtio_*"
 	       : "virtio_blk";
@@ -390,6 +460,8 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 		return rc;
 	if (mb_fault_is_uart(a) && mb_devproc_of(d))
 		return mb_devproc_set_uart_fault(mb_devproc_of(d), s);
+	if (MB_FAULT_IS_NET(a))
+		return mb_virtio_net_set_fault(mb_virtio_dev_model(d), s);
 	if (mb_fault_is_uart(a)) {
 		struct mb_uart *u = mb_uart_of_device(d);
 		if (!u)
@@ -525,11 +597,42 @@ static int once(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return id;
 }
 
+/* The link status, now: like irq.spurious, the rule acts once as it is
+ * added (the device interrupts the driver with a config change). */
+static int net_link(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (rc)
+		return rc;
+	struct mb_device *d = NULL;
+	if (p->m && (rc = find_dev(p, r->dev, r->action, &d)))
+		return rc;
+	if ((rc = room(p)))
+		return rc;
+	struct slot *sl = &p->rules[p->nrules];
+	memset(sl, 0, sizeof *sl);
+	sl->r = *r;
+	sl->matched = sl->fired = 1;
+	int id = (int)++p->nrules;
+	if (d) { /* outside the plan's lock: the device may be deciding */
+		pthread_mutex_unlock(&p->lock);
+		mb_virtio_net_set_link(mb_virtio_dev_model(d), r->up);
+		pthread_mutex_lock(&p->lock);
+	}
+	return id;
+}
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
 	if (r->action == MB_FAULT_RTC_JUMP || r->action == MB_FAULT_VIRTIO_NEEDS_RESET ||
 	    r->action == MB_FAULT_VIRTIO_CONFIG_CHANGE)
 		return once(p, r);
+	if (r->action == MB_FAULT_NET_LINK) {
+		pthread_mutex_lock(&p->lock);
+		int id = net_link(p, r);
+		pthread_mutex_unlock(&p->lock);
+		return id;
+	}
 	if (r->action == MB_FAULT_IRQ_SPURIOUS) {
 		pthread_mutex_lock(&p->lock);
 		int id = irq_spurious(p, r);
@@ -582,6 +685,8 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	else if (r->action == MB_FAULT_BLK_BAD)
 		sl->r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
 	int id = (int)++p->nrules;
+	atomic_fetch_or_explicit(&s->ops, sl->r.ops ? sl->r.ops : MB_FAULT_OP_ANY,
+				 memory_order_release);
 	pthread_mutex_unlock(&p->lock);
 	return id;
 }
@@ -610,8 +715,10 @@ int mb_fault_plan_reset(struct mb_fault_plan *p, uint64_t seed)
 		p->seed = seed;
 		p->enabled = true;
 		p->diverged = false;
-		for (size_t i = 0; i < p->nsites; i++)
-			p->sites[i]->seq = 0;
+		for (size_t i = 0; i < p->nsites; i++) {
+			atomic_store(&p->sites[i]->seq, 0);
+			atomic_store(&p->sites[i]->ops, 0u);
+		}
 		if (p->trace) { /* a trace per trial reads as one from a new plan */
 			char line[128];
 			mb_fault_trace_header(line, sizeof line, seed);
@@ -762,6 +869,10 @@ static bool recorded(struct mb_fault_plan *p, unsigned id, struct slot *s,
 	return true;
 }
 
+#define STREAM_STATE MB_FAULT_STREAM_STATE
+#define STREAM_LOSS MB_FAULT_STREAM_LOSS
+#define STREAM_JITTER MB_FAULT_STREAM_JITTER
+
 /* Under the lock: does rule id act on its match ordinal o? */
 static bool acts(struct mb_fault_plan *p, unsigned id, const struct slot *s,
 		 uint64_t o)
@@ -775,7 +886,20 @@ static bool acts(struct mb_fault_plan *p, unsigned id, const struct slot *s,
 		return false;
 	if (r->has_p && !(unit(mb_fault_hash(p->seed, id, o)) < r->p))
 		return false;
+	if (r->has_burst) { /* the chain moved already (burst()) */
+		double loss = s->ge_bad ? r->ge_loss : r->ge_good_loss;
+		if (!(unit(mb_fault_hash(p->seed, id, o ^ STREAM_LOSS)) < loss))
+			return false;
+	}
 	return true;
+}
+
+/* Under the lock: move a burst rule's two-state chain for its match o,
+ * from its own stream (so p, if given too, stays independent). */
+static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t o)
+{
+	double u = unit(mb_fault_hash(p->seed, id, o ^ STREAM_STATE));
+	s->ge_bad = s->ge_bad ? !(u < s->r.ge_leave) : u < s->r.ge_enter;
 }
 
 void mb_fault_blk_decide(struct mb_fault_site *site,
@@ -784,8 +908,10 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 {
 	struct mb_fault_plan *p = site->p;
 	memset(v, 0, sizeof *v);
+	uint64_t seq = atomic_fetch_add_explicit(&site->seq, 1, memory_order_relaxed) + 1;
+	if (!(atomic_load_explicit(&site->ops, memory_order_acquire) & e->op))
+		return; /* no rule here looks at this op */
 	pthread_mutex_lock(&p->lock);
-	uint64_t seq = ++site->seq;
 	if (p->closed || !p->enabled || p->diverged)
 		goto out;
 	uint64_t guest = 0, host = 0; /* read once, at the first match */
@@ -825,7 +951,12 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				break;
 			rec.action = r->action, rec.status = r->status, rec.ms = r->ms;
 		} else {
+			if (s->r.has_burst)
+				burst(p, id, s, o);
 			rec.action = acts(p, id, s, o) ? s->r.action : MB_FAULT_NONE;
+			if (rec.action == MB_FAULT_NET_DELAY && s->r.jitter)
+				rec.ms = s->r.ms + (uint32_t)(mb_fault_hash(p->seed, id,
+					o ^ STREAM_JITTER) % (s->r.jitter + 1ull));
 		}
 		switch (rec.action) {
 		case MB_FAULT_BLK_ERROR:
@@ -901,6 +1032,36 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 				v->has_id = s->r.has_id, v->used_id = s->r.id;
 			}
 			break;
+		case MB_FAULT_NET_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_NET_DUPLICATE:
+			if (s->r.pulses > v->dup)
+				v->dup = s->r.pulses;
+			break;
+		case MB_FAULT_NET_CORRUPT:
+			if (!v->corrupt) {
+				v->corrupt = true;
+				v->key = mb_fault_hash(p->seed, id, o);
+				v->bytes = s->r.bytes;
+				v->first = s->r.offset;
+			}
+			break;
+		case MB_FAULT_NET_REORDER:
+			if (!v->reorder)
+				v->reorder = s->r.pulses, v->reorder_ms = s->r.ms;
+			break;
+		case MB_FAULT_NET_DELAY:
+			if (rec.ms > v->delay_ms)
+				v->delay_ms = rec.ms;
+			break;
+		case MB_FAULT_NET_RATE:
+			if (!v->rate || s->r.rate < v->rate)
+				v->rate = s->r.rate;
+			if (s->r.ms > v->rate_ms)
+				v->rate_ms = s->r.ms;
+			break;
+		case MB_FAULT_NET_LINK: /* acted when added */
 		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
 		case MB_FAULT_RTC_JUMP:
 		case MB_FAULT_VIRTIO_NEEDS_RESET:
@@ -945,6 +1106,36 @@ void mb_fault_virtio_decide(struct mb_fault_site *s, unsigned qi,
 	struct mb_fault_blk_event e = { .op = MB_FAULT_OP_WRITE, .sector = qi,
 					.nsectors = 1 };
 	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			 uint32_t len, struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = {
+		.op = rx ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE,
+		.sector = ordinal, .nsectors = len,
+	};
+	mb_fault_blk_decide(s, &e, v);
+}
+
+void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
+			  size_t len)
+{
+	if (!v->corrupt || len <= v->first)
+		return;
+	/* `bytes` distinct bits (one chosen twice would cancel itself) */
+	uint64_t bits = (uint64_t)(len - v->first) * 8, got[64];
+	unsigned n = v->bytes < 64 ? v->bytes : 64, k = 0;
+	for (uint64_t j = 0; k < n && k < bits && j < 64 * 64; j++) {
+		uint64_t b = mb_fault_hash(v->key, 0, j) % bits;
+		unsigned i = 0;
+		while (i < k && got[i] != b)
+			i++;
+		if (i < k)
+			continue;
+		got[k++] = b;
+		frame[v->first + b / 8] ^= (uint8_t)(1u << (b % 8));
+	}
 }
 
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,

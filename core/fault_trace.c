@@ -25,7 +25,10 @@ static const char *const action_names[] = { "none", "blk.error", "blk.latency",
 					    "uart.error", "irq.drop", "irq.storm",
 					    "irq.spurious", "irq.delay", "pit.drop",
 					    "pit.late", "rtc.jump", "virtio.bad_used_id",
-					    "virtio.needs_reset", "virtio.config_change" };
+					    "virtio.needs_reset", "virtio.config_change",
+					    "net.drop", "net.duplicate", "net.corrupt",
+					    "net.reorder", "net.delay", "net.rate",
+					    "net.link" };
 #define NACTIONS (sizeof action_names / sizeof *action_names)
 
 const char *mb_fault_op_name(unsigned op)

@@ -510,6 +510,172 @@ static int l_uart_error(lua_State *L)
 	return uart_spec(L, MB_FAULT_UART_ERROR, "kind");
 }
 
+/* A probability field of the table at idx (def when absent). */
+static double opt_prob(lua_State *L, int idx, const char *key, const char *name,
+		       double def)
+{
+	int t = lua_getfield(L, idx, key);
+	double v = def;
+	if (t != LUA_TNIL) {
+		v = lua_tonumber(L, -1);
+		if (t != LUA_TNUMBER || !(v >= 0 && v <= 1))
+			luaL_error(L, "%s: %s is not a probability (0-1)", name,
+				   luaL_tolstring(L, -1, NULL));
+	}
+	lua_pop(L, 1);
+	return v;
+}
+
+/* An integer option in [lo, hi] (def when absent; def < lo: required). */
+static lua_Integer opt_range(lua_State *L, const char *key, lua_Integer def,
+			     lua_Integer lo, lua_Integer hi, const char *what)
+{
+	int t = lua_getfield(L, 1, key), isint = 0;
+	lua_Integer v = lua_tointegerx(L, -1, &isint);
+	if (t == LUA_TNIL && def >= lo)
+		v = def;
+	else if (t == LUA_TNIL)
+		luaL_error(L, "%s: missing (%s)", key, what);
+	else if (t != LUA_TNUMBER || !isint || v < lo || v > hi)
+		luaL_error(L, "%s: %s is not %I-%I (%s)", key, luaL_tolstring(L, -1, NULL),
+			   lo, hi, what);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* F.net.* { dev, dir = "rx" | "tx" | "any", conditions, ... }: per frame
+ * the NIC receives (rx) or sends (tx); F.net.link { dev, up }: when added. */
+static int net_spec(lua_State *L, enum mb_fault_action a, const char *const *extra)
+{
+	static const char *const base[] = { "dev", "dir", "nth", "every", "p",
+					    "count", "after", "enabled", "window" };
+	const char *keys[16];
+	size_t n = 0;
+	if (a == MB_FAULT_NET_LINK) {
+		keys[n++] = "dev";
+	} else {
+		for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+			keys[n++] = base[i];
+	}
+	for (; *extra; extra++)
+		keys[n++] = *extra;
+	keys[n] = NULL;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
+	struct mb_fault_rule r = { .action = a };
+	parse_common(L, &r);
+	static const char *const dirs[] = { "any", "rx", "tx", NULL };
+	int dir = a == MB_FAULT_NET_LINK ? 0 : mbl_checkenum(L, 1, "dir", "any", dirs);
+	r.ops = dir == 0 ? MB_FAULT_OP_READ | MB_FAULT_OP_WRITE
+		: dir == 1 ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE;
+	switch (a) {
+	case MB_FAULT_NET_DROP:
+		if (lua_getfield(L, 1, "burst") != LUA_TNIL) {
+			static const char *const bk[] = { "enter", "leave", "loss",
+							  "good_loss", NULL };
+			if (!lua_istable(L, -1))
+				luaL_error(L, "burst: expected { enter = P, leave = P, "
+					   "loss = P, good_loss = P }");
+			int b = lua_gettop(L);
+			mbl_checkopts(L, b, "burst", bk);
+			if (lua_getfield(L, b, "enter") == LUA_TNIL ||
+			    lua_getfield(L, b, "leave") == LUA_TNIL)
+				luaL_error(L, "burst: enter and leave are required "
+					   "(good -> bad and bad -> good per frame)");
+			lua_pop(L, 2);
+			r.has_burst = true;
+			r.ge_enter = opt_prob(L, b, "enter", "burst.enter", 0);
+			r.ge_leave = opt_prob(L, b, "leave", "burst.leave", 0);
+			r.ge_loss = opt_prob(L, b, "loss", "burst.loss", 1);
+			r.ge_good_loss = opt_prob(L, b, "good_loss", "burst.good_loss", 0);
+		}
+		lua_pop(L, 1);
+		break;
+	case MB_FAULT_NET_DUPLICATE:
+		r.pulses = (unsigned)opt_range(L, "copies", 1, 1, 16, "extra copies");
+		break;
+	case MB_FAULT_NET_CORRUPT:
+		r.bytes = (unsigned)opt_range(L, "bits", 1, 1, 64, "bits flipped per frame");
+		r.offset = (uint32_t)opt_range(L, "offset", 0, 0, MB_NETBE_MAX_FRAME,
+					       "bytes at the frame's start left alone");
+		break;
+	case MB_FAULT_NET_REORDER:
+		r.pulses = (unsigned)opt_range(L, "gap", 1, 1, 64,
+					       "later frames that overtake it");
+		r.ms = (uint32_t)opt_range(L, "ms", 100, 1, 60000,
+					   "the longest it is held");
+		break;
+	case MB_FAULT_NET_DELAY:
+		r.ms = (uint32_t)opt_range(L, "ms", -1, 0, 60000, "the delay, ms");
+		r.jitter = (uint32_t)opt_range(L, "jitter", 0, 0, 60000,
+					       "ms added, 0-jitter per frame");
+		if (r.ms + r.jitter == 0)
+			luaL_error(L, "ms: 0 with no jitter delays nothing");
+		break;
+	case MB_FAULT_NET_RATE:
+		r.rate = (uint64_t)opt_range(L, "bytes_per_s", -1, 8, (lua_Integer)1 << 40,
+					     "the wire's rate");
+		r.ms = (uint32_t)opt_range(L, "max_wait_ms", 1000, 1, 60000,
+					   "frames that would wait longer are dropped");
+		break;
+	case MB_FAULT_NET_LINK:
+		if (lua_getfield(L, 1, "up") != LUA_TBOOLEAN)
+			luaL_error(L, "up: expected true or false (the link status), got %s",
+				   luaL_typename(L, -1));
+		r.up = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+		break;
+	default:
+		break;
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_net_drop(lua_State *L)
+{
+	static const char *const k[] = { "burst", NULL };
+	return net_spec(L, MB_FAULT_NET_DROP, k);
+}
+
+static int l_net_duplicate(lua_State *L)
+{
+	static const char *const k[] = { "copies", NULL };
+	return net_spec(L, MB_FAULT_NET_DUPLICATE, k);
+}
+
+static int l_net_corrupt(lua_State *L)
+{
+	static const char *const k[] = { "bits", "offset", NULL };
+	return net_spec(L, MB_FAULT_NET_CORRUPT, k);
+}
+
+static int l_net_reorder(lua_State *L)
+{
+	static const char *const k[] = { "gap", "ms", NULL };
+	return net_spec(L, MB_FAULT_NET_REORDER, k);
+}
+
+static int l_net_delay(lua_State *L)
+{
+	static const char *const k[] = { "ms", "jitter", NULL };
+	return net_spec(L, MB_FAULT_NET_DELAY, k);
+}
+
+static int l_net_rate(lua_State *L)
+{
+	static const char *const k[] = { "bytes_per_s", "max_wait_ms", NULL };
+	return net_spec(L, MB_FAULT_NET_RATE, k);
+}
+
+static int l_net_link(lua_State *L)
+{
+	static const char *const k[] = { "up", NULL };
+	return net_spec(L, MB_FAULT_NET_LINK, k);
+}
+
 /* F.mem.flip { gpa = ADDR, bit = 0-7 }: flips that bit of guest RAM when
  * plan:add takes it. */
 static int l_mem_flip(lua_State *L)
@@ -534,6 +700,46 @@ static int l_mem_flip(lua_State *L)
 }
 
 /* "blk.error on blk0, read sectors 2048-2055, nth 3" */
+/* "net.delay on net0, rx, 10+0-5 ms, p 0.5" */
+static void describe_net(luaL_Buffer *b, const struct mb_fault_rule *r)
+{
+	char s[256];
+	unsigned rt = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
+	int n = snprintf(s, sizeof s, "%s on %s", mb_fault_action_name(r->action), r->dev);
+	if (r->action == MB_FAULT_NET_LINK) {
+		snprintf(s + n, sizeof s - (size_t)n, ", %s", r->up ? "up" : "down");
+		luaL_addstring(b, s);
+		return;
+	}
+	n += snprintf(s + n, sizeof s - (size_t)n, ", %s", (r->ops & rt) == rt ? "rx and tx"
+		      : r->ops & MB_FAULT_OP_READ ? "rx" : "tx");
+	if (r->has_burst)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", burst %g/%g loss %g/%g",
+			      r->ge_enter, r->ge_leave, r->ge_loss, r->ge_good_loss);
+	if (r->action == MB_FAULT_NET_DUPLICATE)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u copies", r->pulses);
+	if (r->action == MB_FAULT_NET_CORRUPT)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u bits from byte %u",
+			      r->bytes, r->offset);
+	if (r->action == MB_FAULT_NET_REORDER)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", gap %u, at most %u ms",
+			      r->pulses, r->ms);
+	if (r->action == MB_FAULT_NET_DELAY)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %u+0-%u ms", r->ms, r->jitter);
+	if (r->action == MB_FAULT_NET_RATE)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", %llu bytes/s, waits up to %u ms",
+			      (unsigned long long)r->rate, r->ms);
+#define C(f) if (r->f) n += snprintf(s + n, sizeof s - (size_t)n, ", " #f " %llu", \
+				     (unsigned long long)r->f);
+	C(nth) C(every) C(count)
+#undef C
+	if (r->has_p)
+		n += snprintf(s + n, sizeof s - (size_t)n, ", p %g", r->p);
+	if (r->after)
+		snprintf(s + n, sizeof s - (size_t)n, ", after rule %u", r->after);
+	luaL_addstring(b, s);
+}
+
 static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 {
 	char s[256];
@@ -541,6 +747,10 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		snprintf(s, sizeof s, "mem.flip of bit %u at 0x%llx", r->bit,
 			 (unsigned long long)r->gpa);
 		luaL_addstring(b, s);
+		return;
+	}
+	if (MB_FAULT_IS_NET(r->action)) {
+		describe_net(b, r);
 		return;
 	}
 	bool dev_only = mb_fault_is_irq(r->action) || mb_fault_is_pit(r->action) ||
@@ -977,6 +1187,14 @@ void mbl_open_fault(lua_State *L)
 	};
 	luaL_newlib(L, virtio);
 	lua_setfield(L, -2, "virtio");
+	static const luaL_Reg net[] = {
+		{ "drop", l_net_drop }, { "duplicate", l_net_duplicate },
+		{ "corrupt", l_net_corrupt }, { "reorder", l_net_reorder },
+		{ "delay", l_net_delay }, { "rate", l_net_rate },
+		{ "link", l_net_link }, { NULL, NULL },
+	};
+	luaL_newlib(L, net);
+	lua_setfield(L, -2, "net");
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, l_mem_flip);
 	lua_setfield(L, -2, "flip");

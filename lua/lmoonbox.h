@@ -144,6 +144,8 @@ void mbl_open_listen(lua_State *L);   /* m:listen (llisten.c) */
 void mbl_open_on(lua_State *L);       /* m:on (lon.c) */
 void mbl_open_on_events(lua_State *L); /* its blk, irq, pit events (lon_events.c) */
 int mbl_on_event(lua_State *L, const char *event);
+void mbl_open_on_net(lua_State *L);   /* m:on("net") (lon_net.c) */
+int mbl_on_net(lua_State *L);
 /* lgdb.c: run one line of Lua in the script's state, as gdb's monitor
  * does (globals, m = the machine bound with mbl_eval_bind, print
  * collected, an expression's value shown); from any thread, through

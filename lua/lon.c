@@ -201,6 +201,8 @@ static int l_on(lua_State *L)
 					      "irq", "pit", NULL };
 	struct mbl_machine *mm = mbl_checkmachine(L, 1);
 	mbl_live(L, mm);
+	if (lua_type(L, 2) == LUA_TSTRING && strcmp(lua_tostring(L, 2), "net") == 0)
+		return mbl_on_net(L); /* lon_net.c */
 	int ev = luaL_checkoption(L, 2, NULL, events);
 	if (ev >= 4) /* told after the fact (lon_events.c) */
 		return mbl_on_event(L, events[ev]);
@@ -318,6 +320,7 @@ void mbl_open_on(lua_State *L)
 		lua_setfield(L, -2, "__tostring");
 	}
 	lua_pop(L, 1);
+	mbl_open_on_net(L);
 	mbl_machine_method(L, "on", l_on);
 	mbl_open_on_events(L);
 }

@@ -46,8 +46,19 @@ enum mb_fault_action {
 	MB_FAULT_VIRTIO_BAD_USED_ID,   /* a used element names a wrong id */
 	MB_FAULT_VIRTIO_NEEDS_RESET,   /* DEVICE_NEEDS_RESET, when added */
 	MB_FAULT_VIRTIO_CONFIG_CHANGE, /* a config change (blk: capacity), when added */
+	/* virtio-net, per frame (op READ: rx, the guest receives it; WRITE:
+	 * tx; "sector": the frame's ordinal in its direction, "nsectors": its
+	 * length in bytes) */
+	MB_FAULT_NET_DROP,        /* lost; `p` or the burst model (ge_*) */
+	MB_FAULT_NET_DUPLICATE,   /* `pulses` more copies right after it */
+	MB_FAULT_NET_CORRUPT,     /* `bytes` bits flipped at or past `offset` */
+	MB_FAULT_NET_REORDER,     /* held until `pulses` later frames went, or `ms` */
+	MB_FAULT_NET_DELAY,       /* `ms` later, plus 0-`jitter` ms from the seed */
+	MB_FAULT_NET_RATE,        /* `rate` bytes/s; waits over `ms` are dropped */
+	MB_FAULT_NET_LINK,        /* link status `up`, when added (no conditions) */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_VIRTIO_CONFIG_CHANGE
+#define MB_FAULT_LAST_ACTION MB_FAULT_NET_LINK
+#define MB_FAULT_IS_NET(a) ((a) >= MB_FAULT_NET_DROP && (a) <= MB_FAULT_NET_LINK)
 /* The families: which devices a kind of fault acts on. */
 static inline bool mb_fault_is_uart(int a)
 {
@@ -116,11 +127,22 @@ struct mb_fault_rule {
 	uint64_t gpa;          /* MEM_FLIP: the byte (dev is unused) */
 	unsigned bit;          /* MEM_FLIP: 0-7 */
 	uint8_t lsr;           /* UART_ERROR: one of MB_FAULT_LSR_* */
-	unsigned pulses;       /* IRQ_STORM: 1-1000 */
 	int64_t seconds;       /* RTC_JUMP: forwards (> 0) or backwards */
 	uint64_t capacity;     /* CONFIG_CHANGE: blk sectors (0: unchanged) */
 	bool has_id;           /* BAD_USED_ID: `id` given (else the real id + 1) */
 	uint16_t id;
+	unsigned pulses;       /* IRQ_STORM: 1-1000; NET_DUPLICATE: copies,
+				* NET_REORDER: frames it waits for (1-64) */
+	/* NET_DROP's burst model (Gilbert-Elliott, two states): each match
+	 * first moves the chain (good -> bad with ge_enter, bad -> good with
+	 * ge_leave), then loses the frame with ge_loss (bad) or ge_good_loss
+	 * (good). Conditions (p, nth...) must hold as well. */
+	bool has_burst;
+	double ge_enter, ge_leave, ge_loss, ge_good_loss;
+	uint32_t jitter;       /* NET_DELAY: ms, 0-jitter added per frame */
+	uint32_t offset;       /* NET_CORRUPT: bytes of the frame left alone */
+	uint64_t rate;         /* NET_RATE: bytes per second */
+	bool up;               /* NET_LINK */
 };
 #define MB_FAULT_DELAY_MAX_MS 60000 /* IRQ_DELAY, PIT_LATE */
 /* uart events: op READ is a byte the guest receives (rx), WRITE one it
@@ -213,10 +235,18 @@ struct mb_fault_verdict {
 	uint8_t flip;          /* uart: XOR mask for the byte */
 	uint8_t lsr;           /* uart: LSR error bits to raise */
 	unsigned pulses;       /* irq: extra edges after this one */
-	uint32_t delay_ms;     /* irq.delay, pit.late: deliver it this much later */
 	bool bad_id;           /* virtio: put used_id instead of the real one */
 	bool has_id;
 	uint16_t used_id;
+	/* net (drop above; corrupt with key, bytes = bits and first =
+	 * offset): */
+	unsigned dup;          /* copies sent after the frame */
+	unsigned reorder;      /* hold it until that many later frames went */
+	uint32_t reorder_ms;   /* ... or this long */
+	uint32_t delay_ms;     /* irq.delay, pit.late, net.delay: deliver it this
+				* much later (the longest of the rules that acted) */
+	uint64_t rate;         /* the lowest rate cap (bytes/s), 0: none */
+	uint32_t rate_ms;      /* its longest wait before frames are dropped */
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -248,6 +278,16 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
  * it), the ordinal-th in that direction. */
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			  struct mb_fault_verdict *v);
+
+/* ---- virtio-net ---------------------------------------------------------- */
+
+/* The decision for one frame: rx (the guest receives it) or tx, the
+ * ordinal-th in that direction, len bytes. */
+void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			 uint32_t len, struct mb_fault_verdict *v);
+/* Flip the verdict's bits in a frame (positions from its key). */
+void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
+			  size_t len);
 
 /* ---- interrupt lines --------------------------------------------------- */
 
@@ -281,6 +321,12 @@ void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
 
 /* The counter-based generator: a 64-bit value for (seed, rule, ordinal). */
 uint64_t mb_fault_hash(uint64_t seed, uint64_t rule, uint64_t ordinal);
+/* A rule's other streams: mb_fault_hash(seed, rule, ordinal ^ STREAM).
+ * p uses the plain ordinal; net.drop's burst chain moves on STATE and
+ * loses on LOSS; net.delay's jitter is JITTER modulo (jitter + 1). */
+#define MB_FAULT_STREAM_STATE (1ull << 62)
+#define MB_FAULT_STREAM_LOSS (2ull << 62)
+#define MB_FAULT_STREAM_JITTER (3ull << 62)
 /* Does e fall in r's filter (op and sector range)? */
 bool mb_fault_blk_match(const struct mb_fault_rule *r,
 			const struct mb_fault_blk_event *e);

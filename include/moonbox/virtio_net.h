@@ -26,6 +26,7 @@ struct mb_virtio_net;
 struct mb_virtio_net_config {
 	uint8_t mac[6];
 	struct mb_netbe *be; /* owned by the device from now on */
+	const struct mb_clock *clock; /* fault delays; NULL: none (frames go at once) */
 };
 
 struct mb_virtio_net_stats {
@@ -71,5 +72,22 @@ uint64_t mb_virtio_net_features(struct mb_virtio_net *n);
 struct mb_netbe *mb_virtio_net_backend(struct mb_virtio_net *n);
 void mb_virtio_net_stats(struct mb_virtio_net *n, struct mb_virtio_net_stats *st);
 extern const struct mb_virtio_dev_ops mb_virtio_net_ops;
+/* Fault rules (moonbox/fault.h): every frame then asks s (see
+ * mb_fault_site_install for the rules on replacing one). */
+int mb_virtio_net_set_fault(struct mb_virtio_net *n, struct mb_fault_site *s);
+/* An observer of every frame at the wire's end: rx frames as the backend
+ * brings them (before rx faults), tx frames as they leave (after tx
+ * faults). frame has room for MB_NETBE_MAX_FRAME bytes: the hook may
+ * rewrite it and *len (14 bytes or more), or set *drop. Called on the
+ * machine's event loop with no device lock held; with a hook, transmitted
+ * frames leave from the event loop too. One per device; needs a clock. */
+typedef void (*mb_virtio_net_hook_fn)(void *ctx, bool rx, uint8_t *frame,
+				      uint32_t *len, bool *drop);
+int mb_virtio_net_set_hook(struct mb_virtio_net *n, mb_virtio_net_hook_fn fn,
+			   void *ctx);
+/* Link status (VIRTIO_NET_S_LINK_UP, 5.1.4): a change interrupts the
+ * driver with a config change. While down, no frame passes either way. */
+void mb_virtio_net_set_link(struct mb_virtio_net *n, bool up);
+bool mb_virtio_net_link(struct mb_virtio_net *n);
 
 #endif

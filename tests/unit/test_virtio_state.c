@@ -326,7 +326,7 @@ static void test_console(void **unused)
 
 static struct mb_virtio_net *net_new(struct mb_netbe **peer)
 {
-	struct mb_virtio_net_config nc = { { 0x52, 0x54, 0, 1, 2, 3 }, NULL };
+	struct mb_virtio_net_config nc = { { 0x52, 0x54, 0, 1, 2, 3 }, NULL, NULL };
 	assert_int_equal(mb_netbe_pair(&nc.be, peer), 0);
 	struct mb_virtio_net *n = mb_virtio_net_new(&nc);
 	assert_non_null(n);
