@@ -1,7 +1,9 @@
 #!/bin/bash
 # `make fuzz`: build the libFuzzer harnesses in fuzz/ (clang, ASan, UBSan)
 # into build/fuzz/ and run each for FUZZ_SECONDS (60); FUZZ_ONLY (a comma
-# list of harness names) runs only those. Exits non-zero when
+# list of harness names) runs only those; FUZZ_SAVE=1 keeps each
+# harness's minimised corpus in fuzz/corpus/NAME.tar.gz, which every run
+# starts from. Exits non-zero when
 # any harness finds a crash, leak, sanitizer report or timeout; the
 # reproducer is left in build/fuzz/ (crash-*, leak-*, timeout-*).
 cd "$(dirname "$0")/.." || exit 1
@@ -44,6 +46,12 @@ for h in fuzz/fuzz_*.c; do
 	$CC $flags -fsanitize=fuzzer,address,undefined -o "$out/$name" "$h" \
 		"${objs[@]}" -lpthread -lm || exit 1
 	mkdir -p "$out/corpus/$name"
+	# The corpus kept in-tree (fuzz/corpus/NAME.tar.gz, from a long run:
+	# `make fuzz FUZZ_SECONDS=N FUZZ_SAVE=1` refreshes it) seeds the run.
+	tgz=fuzz/corpus/$name.tar.gz
+	if [ -f "$tgz" ] && [ "$tgz" -nt "$out/corpus/$name.seeded" ]; then
+		tar -xzf "$tgz" -C "$out/corpus/$name" && touch "$out/corpus/$name.seeded"
+	fi
 	# Inputs that once found a bug are replayed first (fuzz/seeds/NAME/).
 	seeds=
 	[ -d "fuzz/seeds/$name" ] && seeds="../../fuzz/seeds/$name"
@@ -56,6 +64,15 @@ for h in fuzz/fuzz_*.c; do
 		fail=1
 	else
 		grep -E "^stat::number_of_executed_runs|cov:" "$out/$name.log" | tail -2
+		if [ -n "${FUZZ_SAVE:-}" ]; then
+			# keep the smallest set with the same coverage
+			min=$(mktemp -d "$out/min.XXXXXX")
+			(cd "$out" && "./$name" -merge=1 "${min#$out/}" "corpus/$name" \
+				>"$name.merge.log" 2>&1) &&
+				tar --sort=name --mtime=@0 --owner=0 --group=0 -czf "$tgz" -C "$min" . &&
+				echo "fuzz: $name: corpus saved to $tgz ($(ls "$min" | wc -l) inputs)"
+			rm -rf "$min"
+		fi
 	fi
 done
 [ $fail -eq 0 ] && echo "fuzz: no findings"
