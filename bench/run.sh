@@ -110,6 +110,15 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	big=$(get "$(grep 'ram_mib=1024 ' <<<"$out")" median_ms)
 	row "restore ms, tiny guest, 1 GiB vs 256 MiB RAM" "$big" "$small" \
 		"$(ratio "$big" "$small")" "<= 1.2; < 5 ms"
+	# a snapshot file restored in fresh processes (bench/restore_file.c)
+	line=$($B/restore_file $G/snap_count.bin)
+	row "fresh process: exec to restored, ms" "$(get "$line" exec_to_restored_ms)" "-" "-" \
+		"to the next checkpoint $(get "$line" exec_to_checkpoint_ms) ms"
+	row "snapshot file KiB vs RAM MiB, tiny guest" "$(get "$line" file_kib)" \
+		"$(get "$line" ram_mib)" "-" "(sparse: pages touched only)"
+	t1=$(get "$line" trials_per_s_1proc) t2=$(get "$line" trials_per_s_2proc)
+	row "trials/s, 2 processes vs 1, one file" "$t2" "$t1" "$(ratio "$t2" "$t1")" \
+		"(2 cores: <= 2)"
 fi
 
 echo "baseline: bus = linear scan; exits, start, RSS = bare KVM_RUN loop (bench/rawkvm.c)"
