@@ -167,6 +167,10 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
 		"$(get "$line" reboot_tpm)" "$(get "$line" ratio)"
 	echo "seconds: campaign $(get "$line" snapshot_s), reboot trials $(get "$line" reboot_s);" \
 		"restore of the booted Linux after a trial: $(get "$line" linux_restore_ms) ms CPU (median of 10)"
+	# the same restore with 1 GiB and 256 MiB of RAM, one boot each
+	l1=$(./moonbox bench/campaign.lua restore 1G) l2=$(./moonbox bench/campaign.lua restore 256M)
+	a=$(get "$l1" linux_restore_ms) b=$(get "$l2" linux_restore_ms)
+	echo "restore of the booted Linux, 1 GiB vs 256 MiB of RAM: $a ms vs $b ms CPU, ratio $(ratio "$a" "$b") (goal <= 1.2)"
 fi
 
 # ---- virtio-blk (bench/virtio.lua; owner: virtio work) ----------------------
