@@ -14,10 +14,15 @@ const char *mb_errmsg(void)
 
 int mb_seterr(int code, const char *fmt, ...)
 {
+	/* Formatted apart first: callers may pass mb_errmsg() itself, to add
+	 * context to an error below them ("seccomp: ...: %s"), and vsnprintf
+	 * into the buffer it reads from garbled the message. */
+	char tmp[sizeof msg];
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof msg, fmt, ap);
+	vsnprintf(tmp, sizeof tmp, fmt, ap);
 	va_end(ap);
+	memcpy(msg, tmp, sizeof msg);
 	return code;
 }
 
