@@ -1018,7 +1018,13 @@ int mb_devproc_pid(struct mb_devproc *p)
 const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
-const char *mb_devproc_why(struct mb_devproc *p) { return p->why; }
+const char *mb_devproc_why(struct mb_devproc *p)
+{
+	/* a copy: the vCPU, the event loop or a restart may be writing it */
+	static _Thread_local char why[sizeof p->why];
+	why_of(p, why, sizeof why);
+	return why;
+}
 
 /* ---- fuzz/fuzz_devproc.c: a hostile device process -------------------------
  * A proxy on socketpairs, no process: each record of data is one message
