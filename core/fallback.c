@@ -647,8 +647,12 @@ static struct mb_seg seg_of(const uint8_t d[8], uint16_t sel)
 
 /* 32-bit protected mode (SDM vol. 2A "INT n", PROTECTED-MODE; vol. 3,
  * 6.11 "IDT Descriptors" and 6.12.1): 8-byte gates, 32-bit interrupt
- * (0xE) and trap (0xF) gates; task gates, 16-bit gates and virtual-8086
- * mode are left to the run's error (NONE). Gate DPL must be >= CPL
+ * (0xE) and trap (0xF) gates, and 16-bit ones (0x6, 0x7: a 16-bit offset,
+ * and every push 2 bytes instead of 4); a 16-bit or 32-bit target code
+ * segment (the offset within its limit, else #GP(0)), a 16-bit or 32-bit
+ * stack (SS.B: SP or ESP moves). Task gates and virtual-8086 mode are left
+ * to the run's error (NONE); a stack switch reads the 32-bit TSS layout
+ * (a 16-bit TSS is not done). Gate DPL must be >= CPL
  * (#GP(vec*8+2)), the gate present (#NP(vec*8+2)); the target a present
  * 32-bit code segment of DPL <= CPL (#GP/#NP(selector)). A non-conforming
  * target at a lower DPL switches to SSn:ESPn from the 32-bit TSS (ESPn at
@@ -671,9 +675,9 @@ static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
 	if (st->read(st->ctx, st->idt_base + vec * 8, g, 8))
 		return MB_FB_NONE;
 	unsigned type = g[5] & 0x1f, gdpl = g[5] >> 5 & 3;
-	if (type == 0x5 || type == 0x6 || type == 0x7)
-		return MB_FB_NONE; /* task gate, 16-bit gates: not done */
-	if ((type != 0xe && type != 0xf) || gdpl < pl) {
+	if (type == 0x5)
+		return MB_FB_NONE; /* task gate: not done */
+	if ((type != 0xe && type != 0xf && type != 0x6 && type != 0x7) || gdpl < pl) {
 		fault(st, VEC_GP, true, gerr);
 		return MB_FB_INT;
 	}
@@ -681,7 +685,8 @@ static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
 		fault(st, VEC_NP, true, gerr);
 		return MB_FB_INT;
 	}
-	uint32_t target = (uint32_t)le16p(g) | (uint32_t)le16p(g + 6) << 16;
+	unsigned w = type & 8 ? 4 : 2; /* the gate's push size */
+	uint32_t target = (uint32_t)le16p(g) | (w == 4 ? (uint32_t)le16p(g + 6) << 16 : 0);
 	uint16_t sel = le16p(g + 2);
 	if ((sel & 0xfffc) == 0) {
 		fault(st, VEC_GP, true, 0);
@@ -703,8 +708,10 @@ static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
 		fault(st, VEC_NP, true, sel & 0xfffc);
 		return MB_FB_INT;
 	}
-	if (!(d[6] & 0x40))
-		return MB_FB_NONE; /* a 16-bit target: not done */
+	if (target > seg_of(d, sel).limit) {
+		fault(st, VEC_GP, true, 0);
+		return MB_FB_INT;
+	}
 	unsigned npl = conforming ? pl : ddpl;
 	struct mb_seg ss = st->ss;
 	uint32_t esp = (uint32_t)st->gpr[RSP];
@@ -733,18 +740,20 @@ static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
 		ss = seg_of(sd, nss);
 	}
 	uint8_t f[20]; /* EIP CS EFLAGS [ESP SS], lowest address first */
-	unsigned size = npl < pl ? 20 : 12;
-	put_le(f, (uint32_t)(st->rip + len), 4);
-	put_le(f + 4, st->cs.selector, 4);
-	put_le(f + 8, st->rflags & ~RF_RF, 4);
-	put_le(f + 12, st->gpr[RSP], 4);
-	put_le(f + 16, st->ss.selector, 4);
-	uint32_t top = esp - size;
-	if (st->write(st->ctx, (uint32_t)(ss.base + top), f, size))
+	unsigned size = (npl < pl ? 5 : 3) * w;
+	put_le(f, (uint32_t)(st->rip + len), w);
+	put_le(f + w, st->cs.selector, w);
+	put_le(f + 2 * w, st->rflags & ~RF_RF, w);
+	put_le(f + 3 * w, st->gpr[RSP], w);
+	put_le(f + 4 * w, st->ss.selector, w);
+	/* SS.B: a 32-bit stack moves ESP (the upper half of RSP zeroed), a
+	 * 16-bit one SP alone (vol. 3, 6.12.1: the stack's own size). */
+	uint32_t top = ss.db ? esp - size : (uint32_t)((esp & ~0xffffu) | ((esp - size) & 0xffff));
+	if (st->write(st->ctx, (uint32_t)(ss.base + (ss.db ? top : (top & 0xffff))), f, size))
 		return MB_FB_NONE;
-	st->gpr[RSP] = top; /* a 32-bit stack: upper half zeroed */
+	st->gpr[RSP] = top; /* 32-bit mode: the upper half of RSP zeroed */
 	st->rflags &= ~(RF_TF | RF_NT | RF_RF | RF_VM);
-	if (type == 0xe)
+	if (!(type & 1)) /* an interrupt gate (0x6, 0xE), not a trap gate */
 		st->rflags &= ~RF_IF;
 	st->cs = seg_of(d, (uint16_t)((sel & 0xfffc) | npl));
 	st->cs.dpl = ddpl;

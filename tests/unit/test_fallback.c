@@ -1115,15 +1115,82 @@ static void test_int_prot(void **state)
 	assert_int_equal(st.inject_err, 0x20);
 	w.tss[8] = 0x10;
 
-	/* Left to the run's error: a task gate, a 16-bit target, VM86 */
+	/* A 16-bit interrupt gate (type 6): a 16-bit offset (the gate's high
+	 * word ignored), IP CS FLAGS pushed as 2 bytes each, IF cleared */
+	st = world32(&w);
+	gate32(&w, 0x85, 0xffff1234, 0x08, 0x6, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x85), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x1234);
+	assert_int_equal(st.gpr[RSP], 0x8f00 - 6);
+	f = w.kstk + 0xf00 - 6;
+	assert_int_equal(f[0] | f[1] << 8, 0x0002); /* IP: 0x100002 cut to 16 bits */
+	assert_int_equal(f[2] | f[3] << 8, 0x08);
+	assert_int_equal(f[4] | f[5] << 8, 0x2 | IF | CF);
+	assert_int_equal(st.rflags, 0x2 | CF);
+
+	/* A 16-bit trap gate (type 7) from CPL 3: SS0:ESP0 from the TSS, then
+	 * SS SP FLAGS CS IP as words (10 bytes); IF kept */
+	st = user;
+	gate32(&w, 0x86, 0x2345, 0x08, 0x7, 3, true);
+	st.rflags = 0x2 | IF;
+	assert_int_equal(EXEC(st, 0xcd, 0x86), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x2345);
+	assert_int_equal(st.ss.selector, 0x10);
+	assert_int_equal(st.gpr[RSP], 0x9000 - 10);
+	f = w.kstk + 4096 - 10;
+	assert_int_equal(f[0] | f[1] << 8, 0x8002);
+	assert_int_equal(f[2] | f[3] << 8, 0x1b);
+	assert_int_equal(f[4] | f[5] << 8, 0x2 | IF);
+	assert_int_equal(f[6] | f[7] << 8, 0x6ff0);
+	assert_int_equal(f[8] | f[9] << 8, 0x23);
+	assert_int_equal(st.rflags, 0x2 | IF);
+
+	/* A 16-bit target code segment (0x28: D clear) through a 32-bit gate:
+	 * entered, 4-byte pushes (the gate's size); an offset past its 64 KiB
+	 * limit is #GP(0) */
+	st = world32(&w);
+	gate32(&w, 0x84, 0x1000, 0x28, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x84), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x1000);
+	assert_int_equal(st.cs.selector, 0x28);
+	assert_int_equal(st.cs.db, 0);
+	assert_int_equal(st.gpr[RSP], 0x8f00 - 12);
+	st = world32(&w);
+	gate32(&w, 0x84, 0x12345, 0x28, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x84), MB_FB_INT);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 13);
+	assert_int_equal(st.inject_err, 0);
+
+	/* A 16-bit stack (SS.B clear): SP moves, ESP's high half stays */
+	st = world32(&w);
+	st.ss.db = 0;
+	st.gpr[RSP] = 0x00018f00; /* SP 0x8f00 in a segment based at 0 */
+	gate32(&w, 0x80, 0xc0101000, 0x08, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.gpr[RSP], 0x00018f00 - 12);
+	assert_int_equal(get32(w.kstk + 0xf00 - 12), 0x100002); /* at SS.base + SP */
+	/* ... and wraps within 64 KiB: SP 0 minus 12 is 0xfff4 (SS based so
+	 * that SS.base + 0xfff4 is the kernel stack's last 12 bytes) */
+	st = world32(&w);
+	st.ss.db = 0, st.ss.base = 0xffff9000, st.ss.limit = 0xffff;
+	st.gpr[RSP] = 0x00030000;
+	gate32(&w, 0x80, 0xc0101000, 0x08, 0xe, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.gpr[RSP], 0x0003fff4);
+	assert_int_equal(get32(w.kstk + 4096 - 12), 0x100002);
+
+	/* Left to the run's error: a task gate, VM86 */
 	struct mb_fb_state before;
 	st = world32(&w);
 	gate32(&w, 0x83, 0, 0x08, 0x5, 0, true);
 	before = st;
 	assert_int_equal(EXEC(st, 0xcd, 0x83), MB_FB_NONE);
-	assert_memory_equal(&st, &before, sizeof st);
-	gate32(&w, 0x84, 0x1000, 0x28, 0xe, 0, true);
-	assert_int_equal(EXEC(st, 0xcd, 0x84), MB_FB_NONE);
 	assert_memory_equal(&st, &before, sizeof st);
 	st.rflags |= 0x20000, before = st;
 	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_NONE);
