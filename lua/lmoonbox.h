@@ -142,9 +142,14 @@ void mbl_open_campaign(lua_State *L); /* mb.campaign (lua/campaign.lua) */
 void mbl_open_tap(lua_State *L);      /* m:tap, m:trace (ltap.c) */
 void mbl_open_listen(lua_State *L);   /* m:listen (llisten.c) */
 void mbl_open_on(lua_State *L);       /* m:on (lon.c) */
+/* The handle m:on returns (lon_handle.c): pushes it; removed and count are
+ * the registration's, valid while the machine lives; key its function's
+ * ref; what names it in tostring ("uart of com1"). */
+void mbl_on_handle_new(lua_State *L, struct mbl_machine *mm, bool *removed,
+		       uint64_t *count, const void *key, const char *what);
+void mbl_open_on_handle(lua_State *L);
 void mbl_open_on_events(lua_State *L); /* its blk, irq, pit events (lon_events.c) */
 int mbl_on_event(lua_State *L, const char *event);
-void mbl_open_on_net(lua_State *L);   /* m:on("net") (lon_net.c) */
 int mbl_on_net(lua_State *L);
 /* lgdb.c: run one line of Lua in the script's state, as gdb's monitor
  * does (globals, m = the machine bound with mbl_eval_bind, print

@@ -20,7 +20,6 @@
 
 #include "lua/lmoonbox.h"
 
-#define MBL_ON "moonbox.on"
 #define LINE_MAX_BYTES 1024
 #define MAX_REGS 64
 
@@ -45,12 +44,6 @@ struct disp {
 	char line[LINE_MAX_BYTES];
 	size_t len;
 	struct disp *next;
-};
-
-struct handle {
-	struct mbl_machine *mm;
-	struct disp *d; /* valid while the machine lives */
-	int id;
 };
 
 struct call {
@@ -261,66 +254,16 @@ static int l_on(lua_State *L)
 	pthread_mutex_lock(&d->lock);
 	d->nregs++; /* published after its function is in place */
 	pthread_mutex_unlock(&d->lock);
-	struct handle *h = lua_newuserdatauv(L, sizeof *h, 1);
-	*h = (struct handle){ .mm = mm, .d = d, .id = r->id };
-	lua_pushvalue(L, 1);
-	lua_setiuservalue(L, -2, 1);
-	luaL_setmetatable(L, MBL_ON);
-	return 1;
-}
-
-static struct reg *reg_of(lua_State *L, struct handle **hp)
-{
-	struct handle *h = luaL_checkudata(L, 1, MBL_ON);
-	*hp = h;
-	if (!h->mm->m)
-		return NULL;
-	return &h->d->regs[h->id - 1];
-}
-
-static int h_remove(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	if (!r || r->removed)
-		return 0;
-	r->removed = true;
-	lua_pushnil(L);
-	mbl_ref_set(L, h->mm, fn_key(h->d, r), -1);
-	lua_pop(L, 1);
-	return 0;
-}
-
-static int h_count(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	lua_pushinteger(L, r ? (lua_Integer)__atomic_load_n(&r->count, __ATOMIC_RELAXED) : 0);
-	return 1;
-}
-
-static int h_tostring(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	lua_pushfstring(L, "moonbox.on %s of %s%s", r && r->kind == ON_CONSOLE ? "console" : "uart",
-			r ? h->d->dev : "?", r && !r->removed ? "" : " (removed)");
+	char what[96];
+	snprintf(what, sizeof what, "%s of %s", r->kind == ON_CONSOLE ? "console" : "uart",
+		 d->dev);
+	mbl_on_handle_new(L, mm, &r->removed, &r->count, fn_key(d, r), what);
 	return 1;
 }
 
 void mbl_open_on(lua_State *L)
 {
-	static const luaL_Reg methods[] = {
-		{ "remove", h_remove }, { "count", h_count }, { NULL, NULL },
-	};
-	if (luaL_newmetatable(L, MBL_ON)) {
-		luaL_newlib(L, methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, h_tostring);
-		lua_setfield(L, -2, "__tostring");
-	}
-	lua_pop(L, 1);
-	mbl_open_on_net(L);
+	mbl_open_on_handle(L);
 	mbl_machine_method(L, "on", l_on);
 	mbl_open_on_events(L);
 }

@@ -24,7 +24,6 @@
 #include "lua/lmoonbox.h"
 
 #define HUB_MT "moonbox.on_hub"
-#define EV_MT "moonbox.on_event"
 #define RING 1024
 #define MAX_REGS 64
 
@@ -70,11 +69,6 @@ struct hub {
 	_Atomic unsigned nregs;
 	struct named names[MAX_REGS];
 	unsigned nnames;
-};
-
-struct handle {
-	struct hub *h;
-	int id;
 };
 
 struct call {
@@ -359,48 +353,11 @@ int mbl_on_event(lua_State *L, const char *event)
 	h->regs[n] = r;
 	mbl_ref_set(L, mm, fn_key(h, (int)n), 4);
 	atomic_store(&h->nregs, n + 1); /* published once its function is in place */
-	struct handle *hd = lua_newuserdatauv(L, sizeof *hd, 1);
-	*hd = (struct handle){ h, (int)n };
-	lua_pushvalue(L, 1);
-	lua_setiuservalue(L, -2, 1); /* keeps the machine (and the hub) */
-	luaL_setmetatable(L, EV_MT);
-	return 1;
-}
-
-static struct reg *reg_of(lua_State *L, struct handle **out)
-{
-	struct handle *hd = luaL_checkudata(L, 1, EV_MT);
-	*out = hd;
-	return hd->h->mm->m ? &hd->h->regs[hd->id] : NULL;
-}
-
-static int h_remove(lua_State *L)
-{
-	struct handle *hd;
-	struct reg *r = reg_of(L, &hd);
-	if (!r || r->removed)
-		return 0;
-	r->removed = true;
-	lua_pushnil(L);
-	mbl_ref_set(L, hd->h->mm, fn_key(hd->h, hd->id), -1);
-	lua_pop(L, 1);
-	return 0;
-}
-
-static int h_count(lua_State *L)
-{
-	struct handle *hd;
-	struct reg *r = reg_of(L, &hd);
-	lua_pushinteger(L, r ? (lua_Integer)r->count : 0);
-	return 1;
-}
-
-static int h_tostring(lua_State *L)
-{
-	struct handle *hd = luaL_checkudata(L, 1, EV_MT);
-	struct reg *r = &hd->h->regs[hd->id];
-	lua_pushfstring(L, "moonbox.on %s%s%s%s", kind_names[r->kind], r->name[0] ? " of " : "",
-			r->name, r->removed ? " (removed)" : "");
+	char what[96];
+	snprintf(what, sizeof what, "%s%s%s", kind_names[r.kind], r.name[0] ? " of " : "", r.name);
+	/* the handle keeps the machine, and so the hub */
+	mbl_on_handle_new(L, mm, &h->regs[n].removed, &h->regs[n].count, fn_key(h, (int)n),
+			  what);
 	return 1;
 }
 
@@ -409,16 +366,6 @@ void mbl_open_on_events(lua_State *L)
 	if (luaL_newmetatable(L, HUB_MT)) {
 		lua_pushcfunction(L, hub_gc);
 		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
-	static const luaL_Reg methods[] = {
-		{ "remove", h_remove }, { "count", h_count }, { NULL, NULL },
-	};
-	if (luaL_newmetatable(L, EV_MT)) {
-		luaL_newlib(L, methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, h_tostring);
-		lua_setfield(L, -2, "__tostring");
 	}
 	lua_pop(L, 1);
 }

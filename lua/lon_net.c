@@ -15,7 +15,6 @@
 
 #include "lua/lmoonbox.h"
 
-#define MBL_ON_NET "moonbox.on_net"
 #define MAX_REGS 64
 
 struct reg {
@@ -32,12 +31,6 @@ struct disp {
 	pthread_mutex_t lock; /* regs */
 	struct reg regs[MAX_REGS];
 	unsigned nregs;
-};
-
-struct handle {
-	struct mbl_machine *mm;
-	struct disp *d; /* valid while the machine lives */
-	int id;
 };
 
 struct call {
@@ -187,61 +180,8 @@ int mbl_on_net(lua_State *L)
 	pthread_mutex_lock(&d->lock);
 	d->nregs++; /* published after its function is in place */
 	pthread_mutex_unlock(&d->lock);
-	struct handle *h = lua_newuserdatauv(L, sizeof *h, 1);
-	*h = (struct handle){ .mm = mm, .d = d, .id = r->id };
-	lua_pushvalue(L, 1);
-	lua_setiuservalue(L, -2, 1);
-	luaL_setmetatable(L, MBL_ON_NET);
+	char what[96];
+	snprintf(what, sizeof what, "net of %s", d->dev);
+	mbl_on_handle_new(L, mm, &r->removed, &r->count, fn_key(d, r), what);
 	return 1;
-}
-
-static struct reg *reg_of(lua_State *L, struct handle **hp)
-{
-	struct handle *h = luaL_checkudata(L, 1, MBL_ON_NET);
-	*hp = h;
-	return h->mm->m ? &h->d->regs[h->id - 1] : NULL;
-}
-
-static int h_remove(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	if (!r || r->removed)
-		return 0;
-	r->removed = true;
-	lua_pushnil(L);
-	mbl_ref_set(L, h->mm, fn_key(h->d, r), -1);
-	lua_pop(L, 1);
-	return 0;
-}
-
-static int h_count(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	lua_pushinteger(L, r ? (lua_Integer)__atomic_load_n(&r->count, __ATOMIC_RELAXED) : 0);
-	return 1;
-}
-
-static int h_tostring(lua_State *L)
-{
-	struct handle *h;
-	struct reg *r = reg_of(L, &h);
-	lua_pushfstring(L, "moonbox.on net of %s%s", r ? h->d->dev : "?",
-			r && !r->removed ? "" : " (removed)");
-	return 1;
-}
-
-void mbl_open_on_net(lua_State *L)
-{
-	static const luaL_Reg methods[] = {
-		{ "remove", h_remove }, { "count", h_count }, { NULL, NULL },
-	};
-	if (luaL_newmetatable(L, MBL_ON_NET)) {
-		luaL_newlib(L, methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, h_tostring);
-		lua_setfield(L, -2, "__tostring");
-	}
-	lua_pop(L, 1);
 }
