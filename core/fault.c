@@ -438,10 +438,16 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): line "
 				 "errors need the UART's own LSR, in its process (drop and "
 				 "corrupt act on the wire)", dev);
+	/* Every other fault is decided and applied inside the device model
+	 * (blk at its ring, before a worker runs the request), which for an
+	 * isolated device is in the other process: the VMM never sees the
+	 * request to decide on it. */
 	if (mb_devproc_of(d) && a != MB_FAULT_UART_DROP && a != MB_FAULT_UART_CORRUPT)
-		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): fault "
-				 "rules act in the VMM's own device models, not across "
-				 "the process boundary (but uart drop and corrupt do)", dev);
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): %s is "
+				 "decided inside the %s model, which runs in the device's "
+				 "own process, out of the VMM's reach; only uart.drop and "
+				 "uart.corrupt act at the process boundary", dev,
+				 mb_fault_action_name(a), mb_device_kind(d));
 	*out = d;
 	return 0;
 }

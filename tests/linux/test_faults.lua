@@ -19,7 +19,15 @@
 -- reader in state D in /proc/PID/stat, then plan:release), and a framing
 -- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
 -- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
--- change message).
+-- change message). Also from the lie phase on, on two more disks found by
+-- serial: an inode table block of a small ext2 (errors=remount-ro) fails
+-- to read (ls -l gets EIO, ext2 remounts read-only, /proc/mounts says ro,
+-- the host's dumpe2fs sees "not clean with errors"); a file fsynced on a
+-- write-back ext2 disk under F.blk.lying_flush is gone after
+-- power_cut "drop" (debugfs, e2fsck -fn's inode count) while one made
+-- durable the same way before the rule is there; and a 4 KiB O_DIRECT
+-- write torn after 3 sectors (F.blk.torn_write) reads back with another
+-- md5sum, the image holding just those 3 sectors.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -41,6 +49,7 @@ os.remove(dir)
 assert(os.execute("mkdir -p " .. dir .. "/root"))
 local img = dir .. "/disk.img"
 assert(os.execute("head -c 65536 /dev/urandom > " .. dir .. "/root/data.bin"))
+assert(os.execute("head -c 4096 /dev/urandom > " .. dir .. "/root/blk.bin")) -- the torn write's block
 local f = assert(io.open(dir .. "/root/t.sh", "w"))
 f:write([[
 S=$1
@@ -57,9 +66,22 @@ printf 'MB%sFLIP%s\n' XYZ 42 >/tmp/f; echo "phase: flip"; sleep 1; echo "flip-re
 for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = wbdisk ] && W=/dev/${d##*/}; done
 echo "wb-dev: $W"
 wr() { printf "MBWB-$1" >/tmp/w; dd if=/tmp/w of=$W bs=512 seek=$2 count=1 conv=sync$3 oflag=direct 2>/dev/null; echo "wb-$1: $?"; }
+for d in /sys/block/vd*; do read -r s <$d/serial; case $s in metadisk) MD=/dev/${d##*/};; fsdisk) FD=/dev/${d##*/};; esac; done 2>/dev/null
+echo "meta-dev: $MD fs-dev: $FD"
+mkdir /n /f; mount -o errors=remount-ro $MD /n; mount $FD /f; echo "mounts: $?"
+printf MBCTL >/tmp/c; dd if=/tmp/c of=/f/ctl conv=fsync 2>/dev/null; echo "ctl-fsync: $?"
+sync; dd if=/dev/null of=/f/ctl conv=notrunc,fsync 2>/dev/null
 wr A 0 ,fsync; wr B 8
 echo "phase: lie"; sleep 1
 wr C 16 ,fsync
+printf MBLOST >/tmp/l; dd if=/tmp/l of=/f/lost conv=fsync 2>/dev/null; echo "lost-fsync: $?"
+sync; dd if=/dev/null of=/f/lost conv=notrunc,fsync 2>/dev/null; read -r x </f/lost; echo "lost-read: $x"
+ls -l /n/d >/dev/null 2>/tmp/ls; echo "meta-ls: $?"; read -r x </tmp/ls; echo "meta-err: $x"
+while read -r a b c o x; do [ "$b" = /n ] && echo "meta-mount: $a $b $c $o"; done </proc/mounts
+touch /n/new 2>/tmp/t; read -r x </tmp/t; echo "meta-create: $x"
+dmesg | while read -r l; do case $l in *EXT2-fs*) echo "ext2: $l";; esac; done
+dd if=/m/blk.bin of=/dev/vdb bs=4096 seek=$(($R / 8 + 2)) count=1 oflag=direct 2>/dev/null; echo "torn-dd: $?"
+echo "torn-sum: $(dd if=/dev/vdb bs=4096 skip=$(($R / 8 + 2)) count=1 iflag=direct 2>/dev/null | md5sum)"
 irq0() { while read -r n c x; do [ "$n" = 0: ] && { T=$c; return; }; done </proc/interrupts; T=none; }
 busy() { read -r s x </proc/uptime; s=${s%.*}${s#*.}; while read -r u x </proc/uptime; [ $((${u%.*}${u#*.} - s)) -lt $1 ]; do :; done; }
 read -r u x </proc/uptime; echo "uptime-from: $u"
@@ -87,9 +109,38 @@ local _, bm = sh("debugfs -R 'bmap /data.bin 0' " .. img)
 local block = assert(tonumber(bm:match("(%d+)%s*$")), "debugfs bmap: " .. bm)
 local first, last = 2 * block, 2 * block + 1
 print(string.format("# data.bin starts at block %d: sectors %d-%d", block, first, last))
--- 16 random sectors past the file system's 16 MiB, for the replay phases.
+-- 16 random sectors past the file system's 16 MiB, for the replay phases,
+-- then 8 zero sectors for the torn write (TW: 4 KiB-aligned).
 local R = 32768
 assert(os.execute("head -c 8192 /dev/urandom >> " .. img))
+assert(os.execute("head -c 4096 /dev/zero >> " .. img))
+local TW, KEEP = R + 16, 3
+
+-- The metadata disk (serial metadisk): a small ext2 with a directory of 20
+-- files. Its inode table block that holds /d/f20's inode (and not the
+-- root's or /d's, read at mount and lookup) fails to read once the lie
+-- phase starts: ls -l stats every entry, ext2_iget gets EIO, ext2_error
+-- remounts the file system read-only (errors=remount-ro).
+local meta_img, fs_img = dir .. "/meta.img", dir .. "/fs.img"
+assert(os.execute("mkdir -p " .. dir .. "/meta/d " .. dir .. "/fsroot"))
+for i = 1, 20 do
+  local g = assert(io.open(dir .. "/meta/d/f" .. i, "w")); g:write(i, "\n"); g:close()
+end
+ok, out = sh("mke2fs -q -F -t ext2 -b 1024 -d " .. dir .. "/meta " .. meta_img .. " 1M")
+assert(ok, "mke2fs: " .. out)
+local function imap(what, image)
+  local _, o = sh("debugfs -R 'imap " .. what .. "' " .. image)
+  return assert(tonumber(o:match("located at block (%d+)")), "debugfs imap: " .. o)
+end
+local _, st20 = sh("debugfs -R 'stat /d/f20' " .. meta_img)
+local ino20 = assert(tonumber(st20:match("Inode: (%d+)")), "debugfs stat: " .. st20)
+local iblock = imap("/d/f20", meta_img)
+assert(iblock ~= imap("<2>", meta_img) and iblock ~= imap("/d", meta_img),
+  "f20's inode shares a block with / or /d")
+print(string.format("# /d/f20 is inode %d, in inode table block %d", ino20, iblock))
+-- The file-system disk (serial fsdisk, write-back cache): empty ext2.
+ok, out = sh("mke2fs -q -F -t ext2 -b 1024 -d " .. dir .. "/fsroot " .. fs_img .. " 1M")
+assert(ok, "mke2fs: " .. out)
 
 local trace = dir .. "/run.trace"
 local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", dir .. "/dv.trace"
@@ -98,6 +149,7 @@ local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-b
 local rec, rp, dv -- the phases' plans
 local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
 local resize_rule
+local md, fsd, meta_rule, fs_lie, torn_rule -- the metadata, fs and torn-write checks
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
   return F.blk.error { dev = disk, op = "read", sectors = { R, R + 15 }, p = 0.5 }
@@ -135,6 +187,10 @@ local phases = {
     dv:close()
     lie = m:faults { seed = 1 }
     lie_rule = lie:add(F.blk.lying_flush { dev = wb })
+    fs_lie = lie:add(F.blk.lying_flush { dev = fsd })
+    meta_rule = lie:add(F.blk.error { dev = md, op = "read", sectors = { 2 * iblock, 2 * iblock + 1 } })
+    torn_rule = lie:add(F.blk.torn_write { dev = disk, op = "write", sectors = { TW, TW + 7 },
+      keep = KEEP, count = 1 })
   end,
   -- (on the lie plan, the open one from here on)
   pitdrop = function() -- every second PIT tick consumed, not re-injected
@@ -190,6 +246,8 @@ m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
     disk = m:add(mb.virtio_blk { image = img })
     assert(os.execute("truncate -s 1M " .. wb_img))
     wb = m:add(mb.virtio_blk { image = wb_img, cache = "writeback", serial = "wbdisk" })
+    md = m:add(mb.virtio_blk { image = meta_img, serial = "metadisk" })
+    fsd = m:add(mb.virtio_blk { image = fs_img, cache = "writeback", serial = "fsdisk" })
     plan = m:faults { seed = 42, trace = trace }
     bad = plan:add(F.blk.error { dev = disk, op = "read", sectors = { first, last } })
     never = plan:add(F.blk.error { dev = disk, op = "discard", sectors = { 30000, 30001 } })
@@ -303,6 +361,62 @@ T.case("write-back cache and a power cut: fsynced data survives, unsynced and li
   T.eq(sector(8), "\0\0\0\0\0\0", "B (never flushed) is gone")
   T.eq(sector(16), "\0\0\0\0\0\0", "C (fsynced, but the flush lied) is gone")
   T.raises(function() disk:power_cut {} end, "no write-back cache")
+end)
+
+T.case("a metadata read error: EIO to ls, ext2 (errors=remount-ro) remounts read-only", function()
+  T.ok(con:match("meta%-dev: /dev/vd%a+ fs%-dev: /dev/vd%a"), "the guest found both disks by serial")
+  has("mounts: 0")
+  T.ok(con:match("meta%-ls: (%d+)") ~= "0", "ls -l failed")
+  T.ok(con:match("meta%-err: [^\r\n]*Input/output error"), "ls reported EIO")
+  -- fs/ext2/inode.c ext2_get_inode, then fs/ext2/super.c ext2_error
+  T.ok(con:match("ext2: [^\r\n]*EXT2%-fs %(vd%a+%): error: ext2_get_inode: unable to read inode block "
+    .. "%- inode=%d+, block=" .. iblock), "the kernel named the inode block")
+  T.ok(con:match("ext2: [^\r\n]*EXT2%-fs %(vd%a+%): error: remounting filesystem read%-only"),
+    "the kernel remounted it")
+  T.ok(con:match("meta%-mount: /dev/vd%a+ /n ext2 ro,"), "/proc/mounts: " .. tostring(con:match("meta%-mount: [^\r\n]*")))
+  has("meta-create: ") ; T.ok(con:match("meta%-create: [^\r\n]*Read%-only file system"), "a new file is refused")
+  -- ext2_error also wrote EXT2_ERROR_FS into the on-disk superblock
+  local _, h = sh("dumpe2fs -h " .. meta_img)
+  T.ok(h:match("Filesystem state: +not clean with errors"), h:match("Filesystem state:[^\n]*"))
+  T.ok(lie:fired(meta_rule) >= 1, "the inode block's read failed: " .. lie:fired(meta_rule))
+end)
+
+T.case("a lying flush and a power cut lose an fsynced file: e2fsck counts one inode fewer", function()
+  has("ctl-fsync: 0"); has("lost-fsync: 0"); has("lost-read: MBLOST")
+  local cut = fsd:power_cut { model = "drop" }
+  print(string.format("# fs power cut: %d sectors cached, %d written, %d writes", cut.cached, cut.written, cut.writes))
+  local _, c = sh("debugfs -R 'cat /ctl' " .. fs_img)
+  T.ok(c:find("MBCTL", 1, true), "the control file (fsynced before the rule) is there: " .. c)
+  local _, l = sh("debugfs -R 'stat /lost' " .. fs_img)
+  T.ok(l:find("File not found by ext2_lookup", 1, true), "lost is gone: " .. l)
+  -- e2fsck finds a consistent file system as of the last honest flush:
+  -- the 11 inodes mke2fs uses and ctl's, not lost's (it would be 13).
+  local ok, e = sh("e2fsck -fn " .. fs_img)
+  print("# " .. e:gsub("\n", "\n# "))
+  T.ok(ok, "e2fsck -fn exits 0")
+  T.eq(tonumber(e:match(": (%d+)/%d+ files")), 12, "inodes in use")
+  T.ok(not e:find("Fix", 1, true), "nothing to fix")
+  T.ok(cut.cached >= 2, "lost's data and inode were in the cache: " .. cut.cached)
+  T.ok(lie:fired(fs_lie) >= 1, "lost's fsync flush lied")
+end)
+
+T.case("a torn write keeps its first sectors: the guest's checksum differs, the image has only those", function()
+  has("torn-dd: 0")
+  local _, want = sh("md5sum < " .. dir .. "/root/blk.bin")
+  local _, torn = sh("{ head -c " .. 512 * KEEP .. " " .. dir .. "/root/blk.bin; head -c "
+    .. 512 * (8 - KEEP) .. " /dev/zero; } | md5sum")
+  local got = con:match("torn%-sum: (%x+)")
+  print(string.format("# torn write: guest read %s, wrote %s", tostring(got), want:match("%x+")))
+  T.ok(got and got ~= want:match("%x+"), "the guest's checksum differs from the block it wrote")
+  T.eq(got, torn:match("%x+"), "it is the first " .. KEEP .. " sectors of the block, then the old zeros")
+  local f = assert(io.open(img, "rb"))
+  f:seek("set", TW * 512)
+  local on = f:read(4096)
+  f:close()
+  local b = assert(io.open(dir .. "/root/blk.bin", "rb")):read("a")
+  T.ok(on:sub(1, 512 * KEEP) == b:sub(1, 512 * KEEP), "the kept sectors reached the image")
+  T.ok(on:sub(512 * KEEP + 1) == string.rep("\0", 512 * (8 - KEEP)), "the rest never did")
+  T.eq(lie:fired(torn_rule), 1)
 end)
 
 T.case("dropped timer ticks show in /proc/interrupts: fewer per second of uptime", function()
