@@ -103,6 +103,14 @@ struct mb_devproc {
 	 * rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
+	/* dev.* faults (core/devproc_fault.c): NULL unless a rule targets
+	 * this device; matched on each access before it is forwarded. */
+	struct mb_fault_site *_Atomic dfault;
+	/* Each death's policy, once run, counts here (under why_lock, with
+	 * settle signalled): an access that was in flight waits for it and,
+	 * after a restart, goes again to the new process. */
+	unsigned settled;
+	pthread_cond_t settle;
 };
 
 static _Atomic unsigned nthreads;
@@ -399,22 +407,21 @@ static struct chan *my_chan(struct mb_devproc *p)
 	return &p->ch[(tslot - 1) % p->nchan];
 }
 
-static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
-		    bool write)
+struct areply {
+	struct mb_dp_hdr h;
+	struct mb_dp_reply r;
+};
+
+/* One access over the calling thread's channel: NULL, or why the process
+ * is to be taken for dead. */
+static const char *exchange(struct prange *r, uint64_t off, const void *data,
+			    unsigned size, bool write, struct areply *a)
 {
 	struct mb_devproc *p = r->p;
 	struct {
 		struct mb_dp_hdr h;
 		struct mb_dp_access a;
 	} q;
-	struct {
-		struct mb_dp_hdr h;
-		struct mb_dp_reply r;
-	} a;
-	if (!write)
-		memset(data, 0xff, size);
-	if (!atomic_load(&p->alive) || size > 8)
-		return;
 	struct chan *c = my_chan(p);
 	pthread_mutex_lock(&c->lock);
 	q.h = (struct mb_dp_hdr){ .id = ++c->id,
@@ -429,29 +436,84 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		fail = "its channel is closed";
 	} else {
 		for (;;) {
-			ssize_t n = recv_timed(c->fd, &a, sizeof a);
+			ssize_t n = recv_timed(c->fd, a, sizeof *a);
 			if (n == 0) {
 				fail = "no reply in time (hung)";
 			} else if (n < 0) {
 				fail = "its channel is closed";
-			} else if ((size_t)n != sizeof a || a.h.size != sizeof a ||
-				   !(a.h.flags & MB_DP_F_REPLY) || a.h.cmd != q.h.cmd) {
+			} else if ((size_t)n != sizeof *a || a->h.size != sizeof *a ||
+				   !(a->h.flags & MB_DP_F_REPLY) || a->h.cmd != q.h.cmd) {
 				fail = "a malformed reply";
-			} else if (a.h.id != q.h.id) {
+			} else if (a->h.id != q.h.id) {
 				continue; /* stale: a reply after a timeout */
 			}
 			break;
 		}
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (fail) {
-		char why[96];
-		snprintf(why, sizeof why, "%s", fail);
-		mark_dead(p, why);
+	return fail;
+}
+
+/* An access in flight when its process died: with on_crash = "restart",
+ * wait (bounded) until the death's policy has run, since the count was
+ * `seen`; true when a new process is there to take the access again. */
+static bool await_restart(struct mb_devproc *p, unsigned seen)
+{
+	if (p->policy != MB_DP_ON_CRASH_RESTART)
+		return false;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	/* the launch and CREATE (10 s at most) plus the state's LOAD */
+	long ms = 12000 + 4L * p->timeout_ms;
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000)
+		until.tv_sec++, until.tv_nsec -= 1000000000;
+	pthread_mutex_lock(&p->why_lock);
+	int rc = 0;
+	while (p->settled == seen && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&p->settle, &p->why_lock, &until);
+	bool back = p->settled != seen;
+	pthread_mutex_unlock(&p->why_lock);
+	return back && atomic_load(&p->alive);
+}
+
+static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
+		    bool write)
+{
+	struct mb_devproc *p = r->p;
+	struct areply a;
+	if (!write)
+		memset(data, 0xff, size);
+	if (!atomic_load(&p->alive) || size > 8)
 		return;
+	pthread_mutex_lock(&p->why_lock);
+	unsigned seen = p->settled;
+	pthread_mutex_unlock(&p->why_lock);
+	struct mb_fault_verdict v;
+	struct mb_fault_site *fs = atomic_load_explicit(&p->dfault, memory_order_acquire);
+	if (__builtin_expect(fs != NULL, 0)) {
+		mb_fault_dev_decide(fs, write ? MB_FAULT_OP_WRITE : MB_FAULT_OP_READ,
+				    p->rep.r[r->idx].base + off, size, &v);
+		if (v.kill) /* before it is sent: the access is in flight */
+			mark_dead(p, "killed by a fault rule (dev.kill)");
+		if (v.drop)
+			return;
+	}
+	const char *fail = atomic_load(&p->alive) ? exchange(r, off, data, size, write, &a)
+						  : "killed";
+	if (fail) {
+		mark_dead(p, fail);
+		/* In flight when it died: once only, on the restarted process
+		 * (a read gets the new process's value, not all ones). */
+		if (!await_restart(p, seen) ||
+		    exchange(r, off, data, size, write, &a))
+			return;
 	}
 	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
 		memcpy(data, a.r.a.data, size);
+	if (__builtin_expect(fs != NULL, 0))
+		mb_devproc_fault_reply(&v, write, data, size);
 	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT) {
 		uint8_t out[MB_DP_SIDE_OUT];
 		if (__builtin_expect(atomic_load_explicit(&p->fault, memory_order_acquire) != NULL, 0))
@@ -569,8 +631,9 @@ static void on_exit_(void *opaque, int fd)
 	pthread_mutex_lock(&p->why_lock);
 	if (atomic_load(&p->alive))
 		snprintf(p->why, sizeof p->why, "%s", why);
-	else if (strstr(p->why, "hung") || strstr(p->why, "time"))
-		; /* keep "hung": the kill was ours */
+	else if (strstr(p->why, "hung") || strstr(p->why, "time") ||
+		 strstr(p->why, "fault rule"))
+		; /* keep "hung" or the rule's name: the kill was ours */
 	else
 		snprintf(p->why, sizeof p->why, "%s", why);
 	atomic_store(&p->alive, false);
@@ -595,6 +658,10 @@ static void on_exit_(void *opaque, int fd)
 			p->crashed(p->ctx, p, why);
 		break;
 	}
+	pthread_mutex_lock(&p->why_lock); /* in-flight accesses go on */
+	p->settled++;
+	pthread_cond_broadcast(&p->settle);
+	pthread_mutex_unlock(&p->why_lock);
 }
 
 /* ---- spawning and creating ---------------------------------------------- */
@@ -825,6 +892,11 @@ int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s)
 	return mb_fault_site_install(&p->fault, s);
 }
 
+int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s)
+{
+	return mb_fault_site_install(&p->dfault, s);
+}
+
 bool mb_devproc_wire_faulted(struct mb_devproc *p)
 {
 	return p && atomic_load_explicit(&p->fault, memory_order_acquire) != NULL;
@@ -850,6 +922,7 @@ static void px_free(void *impl)
 {
 	struct mb_devproc *p = impl;
 	mb_fault_site_put(atomic_load(&p->fault));
+	mb_fault_site_put(atomic_load(&p->dfault));
 	for (struct hook **h = &p->m->freeze_hooks; *h; h = &(*h)->next)
 		if (*h == &p->freeze_hook) {
 			*h = p->freeze_hook.next;
@@ -863,6 +936,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
+	pthread_cond_destroy(&p->settle);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -911,6 +985,11 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_init(&p->ctl_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->settle, &ca);
+	pthread_condattr_destroy(&ca);
 	snprintf(p->kind, sizeof p->kind, "%s", cfg->kind);
 	p->opts = strdup(cfg->opts ? cfg->opts : "{}");
 	p->fds = calloc(cfg->nfds + 1, sizeof *p->fds);

@@ -196,4 +196,12 @@ bool mb_devproc_wire_faulted(struct mb_devproc *p); /* p may be NULL */
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out);
 
+/* dev.* fault rules (F.dev.delay / drop / corrupt / kill, docs/faults.md):
+ * matched on the proxy for every access before it crosses; the rest of a
+ * verdict, applied to the reply (core/devproc_fault.c). */
+int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s);
+struct mb_fault_verdict;
+void mb_devproc_fault_reply(const struct mb_fault_verdict *v, bool write,
+			    void *data, unsigned size);
+
 #endif
