@@ -56,7 +56,11 @@ struct chan {
 	int fd;
 	pthread_mutex_t lock;
 	uint16_t id;
+	_Atomic unsigned posted; /* writes sent without a reply since the last one */
 };
+/* Posted writes a channel holds before it flushes on its own (a bound on
+ * what a death can lose and on the socket's queue). */
+#define POST_WINDOW 64
 
 struct prange {
 	struct mb_devproc *p;
@@ -111,6 +115,11 @@ struct mb_devproc {
 	 * after a restart, goes again to the new process. */
 	unsigned settled;
 	pthread_cond_t settle;
+	/* posted = true: writes go with the no-reply flag (core/devproc_post.c
+	 * would be their home, but they share the channels' locking here) */
+	bool posted;
+	_Atomic uint64_t nposted, nflushes;
+	struct hook hlt_hook;
 };
 
 static _Atomic unsigned nthreads;
@@ -412,28 +421,29 @@ struct areply {
 	struct mb_dp_reply r;
 };
 
-/* One access over the calling thread's channel: NULL, or why the process
- * is to be taken for dead. */
-static const char *exchange(struct prange *r, uint64_t off, const void *data,
-			    unsigned size, bool write, struct areply *a)
+/* One message over channel c, answered (REGION_READ / _WRITE or FLUSH)
+ * or, with post, not: NULL, or why the process is to be taken for dead. */
+static const char *send_on(struct mb_devproc *p, struct chan *c, uint16_t cmd,
+			   bool post, uint32_t region, uint64_t off, const void *data,
+			   unsigned size, struct areply *a)
 {
-	struct mb_devproc *p = r->p;
+	bool write = cmd == MB_DP_REGION_WRITE;
 	struct {
 		struct mb_dp_hdr h;
 		struct mb_dp_access a;
 	} q;
-	struct chan *c = my_chan(p);
 	pthread_mutex_lock(&c->lock);
-	q.h = (struct mb_dp_hdr){ .id = ++c->id,
-				  .cmd = write ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
-				  .size = sizeof q };
-	q.a = (struct mb_dp_access){ .offset = off, .region = r->idx,
+	q.h = (struct mb_dp_hdr){ .id = ++c->id, .cmd = cmd, .size = sizeof q,
+				  .flags = post ? MB_DP_F_NO_REPLY : 0 };
+	q.a = (struct mb_dp_access){ .offset = off, .region = region,
 				     .count = size };
 	if (write)
 		memcpy(q.a.data, data, size);
 	const char *fail = NULL;
 	if (send(c->fd, &q, sizeof q, MSG_NOSIGNAL) != sizeof q) {
 		fail = "its channel is closed";
+	} else if (post) {
+		atomic_fetch_add(&c->posted, 1);
 	} else {
 		for (;;) {
 			ssize_t n = recv_timed(c->fd, a, sizeof *a);
@@ -449,9 +459,48 @@ static const char *exchange(struct prange *r, uint64_t off, const void *data,
 			}
 			break;
 		}
+		if (!fail) /* in channel order: what was posted before is done */
+			atomic_store(&c->posted, 0);
 	}
 	pthread_mutex_unlock(&c->lock);
 	return fail;
+}
+
+static const char *exchange(struct prange *r, uint64_t off, const void *data,
+			    unsigned size, bool write, struct areply *a)
+{
+	return send_on(r->p, my_chan(r->p), write ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
+		       false, r->idx, off, data, size, a);
+}
+
+static void take_reply(struct mb_devproc *p, const struct areply *a);
+
+/* Channel c's posted writes done, and what they caused applied. */
+static void flush_chan(struct mb_devproc *p, struct chan *c)
+{
+	struct areply a;
+	if (!atomic_load(&c->posted) || !atomic_load(&p->alive))
+		return;
+	atomic_fetch_add(&p->nflushes, 1);
+	const char *fail = send_on(p, c, MB_DP_FLUSH, false, 0, 0, NULL, 0, &a);
+	if (fail)
+		mark_dead(p, fail);
+	else
+		take_reply(p, &a);
+}
+
+/* Every channel's posted writes (before a read: another vCPU's writes
+ * come first, as they would in process; at hlt and before a save). */
+static void flush_all(struct mb_devproc *p, struct chan *except)
+{
+	for (unsigned i = 0; i < p->nchan; i++)
+		if (&p->ch[i] != except)
+			flush_chan(p, &p->ch[i]);
+}
+
+static void on_hlt(void *opaque)
+{
+	flush_all(opaque, NULL);
 }
 
 /* An access in flight when its process died: with on_crash = "restart",
@@ -500,6 +549,20 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		if (v.drop)
 			return;
 	}
+	if (p->posted && write && !(fs && v.delay_ms)) {
+		struct chan *c = my_chan(p);
+		const char *fail = send_on(p, c, MB_DP_REGION_WRITE, true, r->idx, off,
+					   data, size, NULL);
+		if (!fail) {
+			atomic_fetch_add(&p->nposted, 1);
+			if (atomic_load(&c->posted) >= POST_WINDOW)
+				flush_chan(p, c);
+			return;
+		}
+		/* the channel is gone: as a synchronous write below */
+	}
+	if (p->posted && !write) /* its own channel's go first by order */
+		flush_all(p, my_chan(p));
 	const char *fail = atomic_load(&p->alive) ? exchange(r, off, data, size, write, &a)
 						  : "killed";
 	if (fail) {
@@ -514,18 +577,25 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		memcpy(data, a.r.a.data, size);
 	if (__builtin_expect(fs != NULL, 0))
 		mb_devproc_fault_reply(&v, write, data, size);
-	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT) {
+	take_reply(p, &a);
+}
+
+/* What an access caused, from its reply: console bytes, line changes, a
+ * stop, in that order (as in process). */
+static void take_reply(struct mb_devproc *p, const struct areply *ap)
+{
+	if (p->console && ap->r.nout && ap->r.nout <= MB_DP_SIDE_OUT) {
 		uint8_t out[MB_DP_SIDE_OUT];
 		if (__builtin_expect(atomic_load_explicit(&p->fault, memory_order_acquire) != NULL, 0))
-			mb_chr_write(p->console, out, mb_devproc_wire(p, false, a.r.out,
-								      a.r.nout, out));
+			mb_chr_write(p->console, out, mb_devproc_wire(p, false, ap->r.out,
+								      ap->r.nout, out));
 		else
-			mb_chr_write(p->console, a.r.out, a.r.nout);
+			mb_chr_write(p->console, ap->r.out, ap->r.nout);
 	}
-	if (a.r.irq_seq)
-		catch_up(p, a.r.irq_seq);
-	if (a.r.stopped)
-		apply_stop(p, &a.r.stop);
+	if (ap->r.irq_seq)
+		catch_up(p, ap->r.irq_seq);
+	if (ap->r.stopped)
+		apply_stop(p, &ap->r.stop);
 }
 
 static void px_read(void *dev, uint64_t off, void *data, unsigned size)
@@ -853,6 +923,8 @@ static int px_save(void *impl, void *st)
 		memcpy(st, p->last_state, size); /* what it had when last seen */
 		return 0;
 	}
+	if (p->posted)
+		flush_all(p, NULL);
 	ssize_t n = request(p, MB_DP_SAVE, NULL, 0, st, size, p->timeout_ms * 4);
 	if (n < 0)
 		return (int)n;
@@ -879,6 +951,8 @@ static int px_load(void *impl, const void *st)
 static void px_quiesce(void *impl)
 {
 	struct mb_devproc *p = impl;
+	if (p->posted)
+		flush_all(p, NULL);
 	request(p, MB_DP_QUIESCE, NULL, 0, NULL, 0, p->timeout_ms * 4);
 }
 
@@ -928,6 +1002,13 @@ static void px_free(void *impl)
 			*h = p->freeze_hook.next;
 			break;
 		}
+	pthread_mutex_lock(&p->m->lock);
+	for (struct hook **h = &p->m->hlt_hooks; *h; h = &(*h)->next)
+		if (*h == &p->hlt_hook) {
+			*h = p->hlt_hook.next;
+			break;
+		}
+	pthread_mutex_unlock(&p->m->lock);
 	close_proc(p);
 	for (unsigned i = 0; i < p->nfds; i++)
 		close(p->fds[i]);
@@ -997,6 +1078,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	if (p->timeout_ms < 1)
 		p->timeout_ms = 1;
 	p->policy = cfg->on_crash;
+	p->posted = cfg->posted;
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
 	int rc = 0;
@@ -1078,6 +1160,11 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_lock(&m->lock);
 	p->freeze_hook.next = m->freeze_hooks;
 	m->freeze_hooks = &p->freeze_hook;
+	if (p->posted) { /* a hlt waits for nothing posted (debug_exit; hlt) */
+		p->hlt_hook = (struct hook){ .fn = on_hlt, .arg = p, .embedded = true,
+					     .next = m->hlt_hooks };
+		m->hlt_hooks = &p->hlt_hook;
+	}
 	pthread_mutex_unlock(&m->lock);
 	*out = d;
 	return 0;
@@ -1095,6 +1182,12 @@ int mb_devproc_pid(struct mb_devproc *p)
 }
 
 const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
+
+void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes)
+{
+	*posted = atomic_load(&p->nposted);
+	*flushes = atomic_load(&p->nflushes);
+}
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p) { return p->why; }

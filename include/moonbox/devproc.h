@@ -65,6 +65,10 @@ enum mb_dp_cmd {
 	MB_DP_IRQ_ACK = 0x4d05,  /* posted: uint32_t line */
 	MB_DP_FREEZE = 0x4d06,   /* posted: uint32_t frozen */
 	MB_DP_STOP = 0x4d07,     /* events: mb_dp_stop */
+	/* channels: answered (an mb_dp_reply, access fields unused) once
+	 * everything sent before it on the channel is done; carries what
+	 * posted writes caused */
+	MB_DP_FLUSH = 0x4d08,
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -162,6 +166,7 @@ struct mb_devproc_config {
 	 * or NULL; later output comes through the relay fd in fds. */
 	struct mb_chr *console;
 	unsigned nfds;
+	bool posted;    /* writes go without waiting (flushed by reads, hlt) */
 	double timeout; /* seconds for a synchronous access; 0: 1 */
 	enum mb_dp_policy on_crash;
 	/* on the event loop thread, with why ("killed by signal 9") */
@@ -179,6 +184,8 @@ const char *mb_devproc_sandbox(struct mb_devproc *p);
 unsigned mb_devproc_restarts(struct mb_devproc *p);
 bool mb_devproc_alive(struct mb_devproc *p);
 const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
+/* Writes posted and flushes done (the FLUSH round trips). */
+void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes);
 /* Respawn now with the last saved state (on_crash = "restart" does it). */
 int mb_devproc_restart(struct mb_devproc *p);
 /* Path of moonbox-device: $MB_DEVICE, next to the running program, or
