@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -120,6 +121,12 @@ struct mb_devproc {
 	bool posted;
 	_Atomic uint64_t nposted, nflushes;
 	struct hook hlt_hook;
+	/* A virtio device's doorbells and interrupt, kept across restarts:
+	 * eventfds the process waits on / writes, the VMM's KVM ioeventfds
+	 * (QueueNotify == i) and irqfd on them (-1: none). */
+	int kick[MB_DP_MAX_KICK], kick_irq;
+	unsigned ndoorbells; /* ioeventfds registered */
+	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
 };
 
 static _Atomic unsigned nthreads;
@@ -770,6 +777,68 @@ int mb_devproc_first_fd(struct mb_machine *m)
 	return MB_DP_FD_CHAN0 + (int)chans_of(m) + (int)mb_mem_count(m->mem);
 }
 
+/* The doorbell and interrupt eventfds of a virtio device, made once (a
+ * restarted process gets the same ones: kicks made while it was down
+ * wait in their counters). The irq one only with KVM's irqchip. */
+static int virtio_fds(struct mb_devproc *p)
+{
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		if (p->kick[i] < 0 &&
+		    (p->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	if (p->kick_irq < 0 && p->m->irqchip == MB_IRQCHIP_KERNEL &&
+	    (p->kick_irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	return 0;
+}
+
+/* The user PIC's way (or no KVM irqfd): each write of the process to
+ * kick_irq pulses the line, one event-loop hop. */
+static void on_irq_relay(void *opaque, int fd)
+{
+	struct mb_devproc *p = opaque;
+	uint64_t n;
+	if (read(fd, &n, sizeof n) == sizeof n && p->has_line)
+		mb_irq_pulse(&p->line);
+}
+
+/* After the first report: KVM signals the process's doorbells itself
+ * (QueueNotify writes never exit), and raises its line from kick_irq. */
+static void wire_virtio(struct mb_devproc *p)
+{
+	if (!p->rep.nvirtio)
+		return;
+	uint64_t notify = p->rep.virtio[0].base + MB_VIRTIO_MMIO_QUEUE_NOTIFY;
+	for (unsigned i = 0; i < p->rep.nkick && i < MB_DP_MAX_KICK; i++)
+		if (mb_machine_ioeventfd(p->m, p->kick[i], notify, 4, i, true) == 0)
+			p->ndoorbells = i + 1;
+		else
+			break; /* the rest cross as MMIO writes: the process
+				* signals its own doorbell then */
+	if (p->kick_irq >= 0 && p->has_line) {
+		if (mb_machine_irqfd(p->m, p->kick_irq, (unsigned)p->rep.irq, true) == 0)
+			p->irqfd = true;
+		else if (mb_machine_watch(p->m, p->kick_irq, on_irq_relay, p) == 0)
+			p->irq_relay = true;
+	}
+}
+
+static void unwire_virtio(struct mb_devproc *p)
+{
+	uint64_t notify = p->rep.virtio[0].base + MB_VIRTIO_MMIO_QUEUE_NOTIFY;
+	for (unsigned i = 0; i < p->ndoorbells; i++)
+		mb_machine_ioeventfd(p->m, p->kick[i], notify, 4, i, false);
+	if (p->irqfd)
+		mb_machine_irqfd(p->m, p->kick_irq, (unsigned)p->rep.irq, false);
+	if (p->irq_relay)
+		mb_machine_unwatch(p->m, p->kick_irq);
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		if (p->kick[i] >= 0)
+			close(p->kick[i]);
+	if (p->kick_irq >= 0)
+		close(p->kick_irq);
+}
+
 static int spawn(struct mb_devproc *p)
 {
 	struct mb_machine *m = p->m;
@@ -780,7 +849,8 @@ static int spawn(struct mb_devproc *p)
 	if (!c)
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
 	p->nchan = chans_of(m);
-	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds > MB_LAUNCH_MAX_FDS) {
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + MB_DP_MAX_KICK + 1 >
+	    MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
@@ -800,6 +870,19 @@ static int spawn(struct mb_devproc *p)
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
+	c->nkick = 0, c->irq_fd = -1;
+	if (strncmp(p->kind, "virtio_", 7) == 0 && (rc = virtio_fds(p)) == 0) {
+		c->nkick = MB_DP_MAX_KICK;
+		c->kick_fd = (int32_t)(3 + nfd);
+		for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+			fds[nfd++] = p->kick[i];
+		if (p->kick_irq >= 0) {
+			c->irq_fd = (int32_t)(3 + nfd);
+			fds[nfd++] = p->kick_irq;
+		}
+	}
+	if (rc)
+		goto fail;
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
@@ -1010,6 +1093,7 @@ static void px_free(void *impl)
 		}
 	pthread_mutex_unlock(&p->m->lock);
 	close_proc(p);
+	unwire_virtio(p);
 	for (unsigned i = 0; i < p->nfds; i++)
 		close(p->fds[i]);
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
@@ -1059,6 +1143,9 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->m = m;
 	p->ctl = p->evt = p->pidfd = -1;
 	p->pid = -1;
+	p->kick_irq = -1;
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		p->kick[i] = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++) {
 		p->ch[i].fd = -1;
 		pthread_mutex_init(&p->ch[i].lock, NULL);
@@ -1149,6 +1236,8 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		rc = mb_machine_add_virtio_mmio(m, p->rep.virtio[i].base,
 						p->rep.virtio[i].size,
 						p->rep.virtio[i].pad);
+	if (!rc)
+		wire_virtio(p);
 	if (rc) {
 		char msg[300];
 		snprintf(msg, sizeof msg, "%s", mb_errmsg());
@@ -1182,6 +1271,12 @@ int mb_devproc_pid(struct mb_devproc *p)
 }
 
 const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
+
+void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq)
+{
+	*ioeventfds = p->ndoorbells;
+	*irq = p->irqfd ? "irqfd" : p->irq_relay ? "relayed" : "line";
+}
 
 void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes)
 {

@@ -383,5 +383,12 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "posted");
 	lua_pushinteger(L, (lua_Integer)flushes);
 	lua_setfield(L, -2, "flushes");
+	unsigned doorbells;
+	const char *irq;
+	mb_devproc_doorbells(p, &doorbells, &irq);
+	lua_pushinteger(L, doorbells);
+	lua_setfield(L, -2, "doorbells");
+	lua_pushstring(L, irq);
+	lua_setfield(L, -2, "interrupts");
 	lua_setfield(L, t, "isolated");
 }

@@ -124,7 +124,15 @@ struct mb_dp_create {
 	struct mb_dp_mem mem[MB_DP_MAX_MEM];
 	uint32_t optlen; /* bytes of opts that follow, no NUL */
 	uint32_t pad;
+	/* A virtio device's doorbells and interrupt (moonbox extension):
+	 * nkick eventfds from kick_fd on, queue i's the VMM's KVM ioeventfd
+	 * on QueueNotify == i; irq_fd an eventfd the VMM made a KVM irqfd of
+	 * the device's line (-1: none, the line goes as IRQ_LEVEL). */
+	uint32_t nkick;
+	int32_t kick_fd, irq_fd;
+	uint32_t pad3;
 };
+#define MB_DP_MAX_KICK 4
 
 struct mb_dp_range {
 	uint32_t space; /* enum mb_space */
@@ -142,7 +150,7 @@ struct mb_dp_report {
 	uint32_t state_size, state_version;
 	char state_name[32];
 	uint32_t nvirtio; /* virtio-mmio windows the guest must be told of */
-	uint32_t pad;
+	uint32_t nkick;   /* doorbell eventfds it waits on (queues 0..nkick-1) */
 	struct mb_dp_range virtio[2]; /* pad field: the line */
 	char sandbox[512];
 	int32_t pid;
@@ -184,6 +192,10 @@ const char *mb_devproc_sandbox(struct mb_devproc *p);
 unsigned mb_devproc_restarts(struct mb_devproc *p);
 bool mb_devproc_alive(struct mb_devproc *p);
 const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
+/* A virtio device's doorbells as KVM ioeventfds the process waits on, and
+ * how its interrupt goes: "irqfd" (KVM's, kernel irqchip), "relayed" (an
+ * eventfd the event loop turns into a pulse) or "line" (IRQ_LEVEL). */
+void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq);
 /* Writes posted and flushes done (the FLUSH round trips). */
 void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes);
 /* Respawn now with the last saved state (on_crash = "restart" does it). */

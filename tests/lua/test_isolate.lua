@@ -283,4 +283,27 @@ T.case("posted writes: reads see every write before them, a posted debug_exit be
   m:close()
 end)
 
+T.case("an isolated virtio-blk's doorbells are KVM ioeventfds it waits on itself", function()
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  for _, chip in ipairs { "user", "kernel" } do
+    local m = mb.machine { memory = "16M", irqchip = chip }
+    keep[#keep + 1] = m
+    if chip == "user" then m:add(mb.pic8259 {}) end
+    m:add(mb.debug_exit { port = 0xf4 })
+    local disk = m:add(mb.virtio_blk { image = img, isolate = true })
+    m:boot_flat { file = T.guest("blk_seq"), mode = "protected" }
+    T.run(m, "exit", 0)
+    local s = disk:state()
+    T.eq(s.isolated.doorbells, 1, chip .. ": one queue, one ioeventfd")
+    T.eq(s.ioeventfd, true, chip .. ": the process's transport waits on it")
+    T.ok(s.notifications >= 32, chip .. ": 32 requests, each kicked: " .. s.notifications)
+    T.eq(s.mmio_notifications, 0, chip .. ": no kick crossed as an MMIO write")
+    T.eq(s.isolated.interrupts, chip == "kernel" and "irqfd" or "line", chip .. ": interrupts")
+    T.eq(s.irqfd, chip == "kernel", chip .. ": the process's transport writes the irqfd")
+    m:close()
+  end
+  os.remove(img)
+end)
+
 T.done()
