@@ -556,7 +556,7 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		if (v.drop)
 			return;
 	}
-	if (p->posted && write && !(fs && v.delay_ms)) {
+	if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
 		struct chan *c = my_chan(p);
 		const char *fail = send_on(p, c, MB_DP_REGION_WRITE, true, r->idx, off,
 					   data, size, NULL);

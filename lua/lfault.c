@@ -821,10 +821,15 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 				    r->dev)
 		: snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
 			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
-			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
+			 : mb_fault_op_name(r->ops && r->ops != (MB_FAULT_OP_READ |
+							MB_FAULT_OP_WRITE) ? r->ops
+					    : MB_FAULT_OP_ANY));
 	if (dev_only && r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %s %llu-%llu",
 			      mb_fault_is_irq(r->action) ? "lines" : "queues",
+			      (unsigned long long)r->first, (unsigned long long)r->last);
+	else if (r->first <= r->last && mb_fault_is_dev(r->action))
+		n += snprintf(s + n, sizeof s - (size_t)n, " addr 0x%llx-0x%llx",
 			      (unsigned long long)r->first, (unsigned long long)r->last);
 	else if (r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
@@ -833,7 +838,7 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", status %s",
 			      r->status == VIRTIO_BLK_S_UNSUPP ? "unsupp" : "ioerr");
 	if (r->action == MB_FAULT_BLK_LATENCY || r->action == MB_FAULT_IRQ_DELAY ||
-	    r->action == MB_FAULT_PIT_LATE)
+	    r->action == MB_FAULT_PIT_LATE || r->action == MB_FAULT_DEV_DELAY)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %u ms", r->ms);
 	if (r->action == MB_FAULT_RTC_JUMP)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %+lld s", (long long)r->seconds);
