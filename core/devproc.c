@@ -114,10 +114,10 @@ struct mb_devproc {
 	/* Each death's policy, once run, counts here (under why_lock, with
 	 * settle signalled): an access that was in flight waits for it and,
 	 * after a restart, goes again to the new process. */
-	unsigned settled;
+	_Atomic unsigned settled;
 	pthread_cond_t settle;
-	/* posted = true: writes go with the no-reply flag (core/devproc_post.c
-	 * would be their home, but they share the channels' locking here) */
+	/* posted = true: writes go with vfio-user's no-reply flag; reads, hlt
+	 * and saves flush them ("Posted writes" in docs/devproc.md) */
 	bool posted;
 	_Atomic uint64_t nposted, nflushes;
 	struct hook hlt_hook;
@@ -543,9 +543,7 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		memset(data, 0xff, size);
 	if (!atomic_load(&p->alive) || size > 8)
 		return;
-	pthread_mutex_lock(&p->why_lock);
-	unsigned seen = p->settled;
-	pthread_mutex_unlock(&p->why_lock);
+	unsigned seen = atomic_load_explicit(&p->settled, memory_order_acquire);
 	struct mb_fault_verdict v;
 	struct mb_fault_site *fs = atomic_load_explicit(&p->dfault, memory_order_acquire);
 	if (__builtin_expect(fs != NULL, 0)) {
@@ -576,9 +574,12 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		mark_dead(p, fail);
 		/* In flight when it died: once only, on the restarted process
 		 * (a read gets the new process's value, not all ones). */
-		if (!await_restart(p, seen) ||
-		    exchange(r, off, data, size, write, &a))
+		if (!await_restart(p, seen))
 			return;
+		if ((fail = exchange(r, off, data, size, write, &a))) {
+			mark_dead(p, fail);
+			return;
+		}
 	}
 	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
 		memcpy(data, a.r.a.data, size);
@@ -736,7 +737,7 @@ static void on_exit_(void *opaque, int fd)
 		break;
 	}
 	pthread_mutex_lock(&p->why_lock); /* in-flight accesses go on */
-	p->settled++;
+	atomic_fetch_add(&p->settled, 1);
 	pthread_cond_broadcast(&p->settle);
 	pthread_mutex_unlock(&p->why_lock);
 }
