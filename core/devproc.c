@@ -66,6 +66,7 @@ struct chan {
 struct prange {
 	struct mb_devproc *p;
 	uint32_t idx;
+	uint64_t base; /* the guest address (a restart rewrites p->rep) */
 };
 
 struct mb_devproc {
@@ -548,7 +549,7 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 	struct mb_fault_site *fs = atomic_load_explicit(&p->dfault, memory_order_acquire);
 	if (__builtin_expect(fs != NULL, 0)) {
 		mb_fault_dev_decide(fs, write ? MB_FAULT_OP_WRITE : MB_FAULT_OP_READ,
-				    p->rep.r[r->idx].base + off, size, &v);
+				    r->base + off, size, &v);
 		if (v.kill) /* before it is sent: the access is in flight */
 			mark_dead(p, "killed by a fault rule (dev.kill)");
 		if (v.drop)
@@ -1211,7 +1212,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	snprintf(p->rep.name, sizeof p->rep.name, "%s", mb_device_name(d));
 	for (uint32_t i = 0; i < p->rep.nranges && !rc; i++) {
 		const struct mb_dp_range *r = &p->rep.r[i];
-		p->pr[i] = (struct prange){ p, i };
+		p->pr[i] = (struct prange){ p, i, r->base };
 		if (r->space > MB_SPACE_MMIO || !r->size)
 			rc = mb_seterr(-EPROTO, "isolate: %s: bad range", p->rep.name);
 		else
@@ -1335,7 +1336,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 					    .size = 8 };
 	p->rep.irq = 4;
 	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
-	p->pr[0] = (struct prange){ p, 0 };
+	p->pr[0] = (struct prange){ p, 0, 0x80 };
 	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {
