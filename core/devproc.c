@@ -851,8 +851,8 @@ static int spawn(struct mb_devproc *p)
 	if (!c)
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
 	p->nchan = chans_of(m);
-	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + MB_DP_MAX_KICK + 1 >
-	    MB_LAUNCH_MAX_FDS) {
+	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd > MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
