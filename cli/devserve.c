@@ -25,6 +25,16 @@ static void *ack_arg[64];
 /* The reply an access on this thread is building: what the access causes
  * (line changes, a stop) goes back with it. */
 static __thread struct mb_dp_reply *cur;
+/* A posted write (no reply) on this thread: the last line change and a
+ * stop it caused go back with the channel's next reply, so the VMM, which
+ * flushes before a read and at hlt, applies them in order. The stop also
+ * goes on the events socket at once: never lost, even with no flush. */
+static __thread bool posting;
+static __thread struct {
+	uint64_t seq;
+	bool stopped;
+	struct mb_dp_stop stop;
+} pend;
 
 static void send_event(uint16_t cmd, const void *pl, size_t len)
 {
@@ -51,6 +61,8 @@ static void set_line(void *intc, unsigned line, int level)
 	pthread_mutex_unlock(&seq_lock);
 	if (cur)
 		cur->irq_seq = e.seq;
+	else if (posting)
+		pend.seq = e.seq;
 }
 
 static bool no_pending(void *intc) { return false; }
@@ -75,6 +87,8 @@ void ds_on_stop(void *ctx, enum mb_stop reason, int code, const char *msg)
 		cur->stop = s;
 		return;
 	}
+	if (posting && !pend.stopped)
+		pend.stopped = true, pend.stop = s;
 	send_event(MB_DP_STOP, &s, sizeof s);
 }
 
@@ -136,17 +150,34 @@ size_t ds_access(const void *msg, ssize_t n, void *reply)
 		return 0; /* hostile or garbled: no reply, the VMM times out */
 	memcpy(&q, msg, sizeof q);
 	if (q.h.size != sizeof q ||
-	    (q.h.cmd != MB_DP_REGION_READ && q.h.cmd != MB_DP_REGION_WRITE))
+	    (q.h.cmd != MB_DP_REGION_READ && q.h.cmd != MB_DP_REGION_WRITE &&
+	     q.h.cmd != MB_DP_FLUSH))
 		return 0;
+	uint32_t c = q.a.count;
+	const struct mb_dp_range *r = q.a.region < ds_rep.nranges
+					      ? &ds_rep.r[q.a.region] : NULL;
+	bool bad = !r || (c != 1 && c != 2 && c != 4 && c != 8) ||
+		   q.a.offset >= r->size || c > r->size - q.a.offset;
+	if (q.h.cmd == MB_DP_REGION_WRITE && (q.h.flags & MB_DP_F_NO_REPLY)) {
+		/* posted (vfio-user's no-reply flag): done in channel order,
+		 * its console output through the relay, nothing sent back */
+		if (!bad) {
+			posting = true;
+			mb_bus_write(r->space == MB_SPACE_PIO ? ds_machine->pio
+							      : ds_machine->mmio,
+				     r->base + q.a.offset, q.a.data, c);
+			posting = false;
+		}
+		return 0;
+	}
 	memset(&a, 0, sizeof a);
 	a.h = (struct mb_dp_hdr){ .id = q.h.id, .cmd = q.h.cmd,
 				  .size = sizeof a, .flags = MB_DP_F_REPLY };
 	a.r.a = q.a;
-	uint32_t c = q.a.count;
-	const struct mb_dp_range *r = q.a.region < ds_rep.nranges
-					      ? &ds_rep.r[q.a.region] : NULL;
-	if (!r || (c != 1 && c != 2 && c != 4 && c != 8) ||
-	    q.a.offset >= r->size || c > r->size - q.a.offset) {
+	if (q.h.cmd == MB_DP_FLUSH) {
+		/* everything before it on this channel is done: only what
+		 * the posted writes left to say */
+	} else if (bad) {
 		a.h.flags |= MB_DP_F_ERROR;
 		a.h.error = EINVAL;
 	} else {
@@ -159,6 +190,11 @@ size_t ds_access(const void *msg, ssize_t n, void *reply)
 			mb_bus_write(bus, r->base + q.a.offset, q.a.data, c);
 		cur = NULL;
 	}
+	if (pend.seq > a.r.irq_seq)
+		a.r.irq_seq = pend.seq;
+	if (pend.stopped && !a.r.stopped)
+		a.r.stopped = 1, a.r.stop = pend.stop;
+	memset(&pend, 0, sizeof pend);
 	memcpy(reply, &a, sizeof a);
 	return sizeof a;
 }

@@ -88,6 +88,40 @@ static int build(lua_State *L)
 	return 0;
 }
 
+/* A virtio device's doorbells (the VMM's ioeventfds) and irqfd: checked
+ * to be descriptors we were given past the backend's, then handed to the
+ * transport, which waits on them itself (no VMM hop per kick). */
+static int take_virtio_fds(const struct mb_dp_create *c)
+{
+	int end = 3 + (int)c->nfds;
+	if (!c->nkick && c->irq_fd < 0)
+		return 0;
+	if (c->nkick > MB_DP_MAX_KICK ||
+	    (c->nkick && (c->kick_fd < first_backend ||
+			  c->kick_fd > end - (int)c->nkick)) ||
+	    (c->irq_fd >= 0 && (c->irq_fd < first_backend || c->irq_fd >= end ||
+				(c->nkick && c->irq_fd >= c->kick_fd &&
+				 c->irq_fd < c->kick_fd + (int)c->nkick))))
+		return mb_seterr(-EINVAL, "CREATE: bad doorbell descriptors");
+	struct mb_virtio *t = mb_virtio_dev_transport(ds_device);
+	unsigned n = 0;
+	for (unsigned i = 0; i < c->nkick; i++) {
+		int fd = c->kick_fd + (int)i;
+		if (t && mb_virtio_doorbell_give(t, i, fd) == 0)
+			n = i + 1;
+		else
+			close(fd); /* no such queue: its kicks go nowhere */
+	}
+	ds_rep.nkick = n;
+	if (c->irq_fd >= 0) {
+		if (t)
+			mb_virtio_irqfd_give(t, c->irq_fd);
+		else
+			close(c->irq_fd);
+	}
+	return 0;
+}
+
 static int create(const struct mb_dp_hdr *q, size_t len)
 {
 	struct mb_dp_create c;
@@ -177,6 +211,10 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		return -1;
 	}
 	if (ds_report()) {
+		ds_fail(q, EINVAL, mb_errmsg());
+		return -1;
+	}
+	if (take_virtio_fds(&c)) {
 		ds_fail(q, EINVAL, mb_errmsg());
 		return -1;
 	}

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -56,11 +57,16 @@ struct chan {
 	int fd;
 	pthread_mutex_t lock;
 	uint16_t id;
+	_Atomic unsigned posted; /* writes sent without a reply since the last one */
 };
+/* Posted writes a channel holds before it flushes on its own (a bound on
+ * what a death can lose and on the socket's queue). */
+#define POST_WINDOW 64
 
 struct prange {
 	struct mb_devproc *p;
 	uint32_t idx;
+	uint64_t base; /* the guest address (a restart rewrites p->rep) */
 };
 
 struct mb_devproc {
@@ -103,6 +109,25 @@ struct mb_devproc {
 	 * rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
+	/* dev.* faults (core/devproc_fault.c): NULL unless a rule targets
+	 * this device; matched on each access before it is forwarded. */
+	struct mb_fault_site *_Atomic dfault;
+	/* Each death's policy, once run, counts here (under why_lock, with
+	 * settle signalled): an access that was in flight waits for it and,
+	 * after a restart, goes again to the new process. */
+	_Atomic unsigned settled;
+	pthread_cond_t settle;
+	/* posted = true: writes go with vfio-user's no-reply flag; reads, hlt
+	 * and saves flush them ("Posted writes" in docs/devproc.md) */
+	bool posted;
+	_Atomic uint64_t nposted, nflushes;
+	struct hook hlt_hook;
+	/* A virtio device's doorbells and interrupt, kept across restarts:
+	 * eventfds the process waits on / writes, the VMM's KVM ioeventfds
+	 * (QueueNotify == i) and irqfd on them (-1: none). */
+	int kick[MB_DP_MAX_KICK], kick_irq;
+	unsigned ndoorbells; /* ioeventfds registered */
+	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
 };
 
 static _Atomic unsigned nthreads;
@@ -399,71 +424,187 @@ static struct chan *my_chan(struct mb_devproc *p)
 	return &p->ch[(tslot - 1) % p->nchan];
 }
 
-static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
-		    bool write)
+struct areply {
+	struct mb_dp_hdr h;
+	struct mb_dp_reply r;
+};
+
+/* One message over channel c, answered (REGION_READ / _WRITE or FLUSH)
+ * or, with post, not: NULL, or why the process is to be taken for dead. */
+static const char *send_on(struct mb_devproc *p, struct chan *c, uint16_t cmd,
+			   bool post, uint32_t region, uint64_t off, const void *data,
+			   unsigned size, struct areply *a)
 {
-	struct mb_devproc *p = r->p;
+	bool write = cmd == MB_DP_REGION_WRITE;
 	struct {
 		struct mb_dp_hdr h;
 		struct mb_dp_access a;
 	} q;
-	struct {
-		struct mb_dp_hdr h;
-		struct mb_dp_reply r;
-	} a;
-	if (!write)
-		memset(data, 0xff, size);
-	if (!atomic_load(&p->alive) || size > 8)
-		return;
-	struct chan *c = my_chan(p);
 	pthread_mutex_lock(&c->lock);
-	q.h = (struct mb_dp_hdr){ .id = ++c->id,
-				  .cmd = write ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
-				  .size = sizeof q };
-	q.a = (struct mb_dp_access){ .offset = off, .region = r->idx,
+	q.h = (struct mb_dp_hdr){ .id = ++c->id, .cmd = cmd, .size = sizeof q,
+				  .flags = post ? MB_DP_F_NO_REPLY : 0 };
+	q.a = (struct mb_dp_access){ .offset = off, .region = region,
 				     .count = size };
 	if (write)
 		memcpy(q.a.data, data, size);
 	const char *fail = NULL;
 	if (send(c->fd, &q, sizeof q, MSG_NOSIGNAL) != sizeof q) {
 		fail = "its channel is closed";
+	} else if (post) {
+		atomic_fetch_add(&c->posted, 1);
 	} else {
 		for (;;) {
-			ssize_t n = recv_timed(c->fd, &a, sizeof a);
+			ssize_t n = recv_timed(c->fd, a, sizeof *a);
 			if (n == 0) {
 				fail = "no reply in time (hung)";
 			} else if (n < 0) {
 				fail = "its channel is closed";
-			} else if ((size_t)n != sizeof a || a.h.size != sizeof a ||
-				   !(a.h.flags & MB_DP_F_REPLY) || a.h.cmd != q.h.cmd) {
+			} else if ((size_t)n != sizeof *a || a->h.size != sizeof *a ||
+				   !(a->h.flags & MB_DP_F_REPLY) || a->h.cmd != q.h.cmd) {
 				fail = "a malformed reply";
-			} else if (a.h.id != q.h.id) {
+			} else if (a->h.id != q.h.id) {
 				continue; /* stale: a reply after a timeout */
 			}
 			break;
 		}
+		if (!fail) /* in channel order: what was posted before is done */
+			atomic_store(&c->posted, 0);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (fail) {
-		char why[96];
-		snprintf(why, sizeof why, "%s", fail);
-		mark_dead(p, why);
+	return fail;
+}
+
+static const char *exchange(struct prange *r, uint64_t off, const void *data,
+			    unsigned size, bool write, struct areply *a)
+{
+	return send_on(r->p, my_chan(r->p), write ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
+		       false, r->idx, off, data, size, a);
+}
+
+static void take_reply(struct mb_devproc *p, const struct areply *a);
+
+/* Channel c's posted writes done, and what they caused applied. */
+static void flush_chan(struct mb_devproc *p, struct chan *c)
+{
+	struct areply a;
+	if (!atomic_load(&c->posted) || !atomic_load(&p->alive))
 		return;
+	atomic_fetch_add(&p->nflushes, 1);
+	const char *fail = send_on(p, c, MB_DP_FLUSH, false, 0, 0, NULL, 0, &a);
+	if (fail)
+		mark_dead(p, fail);
+	else
+		take_reply(p, &a);
+}
+
+/* Every channel's posted writes (before a read: another vCPU's writes
+ * come first, as they would in process; at hlt and before a save). */
+static void flush_all(struct mb_devproc *p, struct chan *except)
+{
+	for (unsigned i = 0; i < p->nchan; i++)
+		if (&p->ch[i] != except)
+			flush_chan(p, &p->ch[i]);
+}
+
+static void on_hlt(void *opaque)
+{
+	flush_all(opaque, NULL);
+}
+
+/* An access in flight when its process died: with on_crash = "restart",
+ * wait (bounded) until the death's policy has run, since the count was
+ * `seen`; true when a new process is there to take the access again. */
+static bool await_restart(struct mb_devproc *p, unsigned seen)
+{
+	if (p->policy != MB_DP_ON_CRASH_RESTART)
+		return false;
+	struct timespec until;
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	/* the launch and CREATE (10 s at most) plus the state's LOAD */
+	long ms = 12000 + 4L * p->timeout_ms;
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (ms % 1000) * 1000000;
+	if (until.tv_nsec >= 1000000000)
+		until.tv_sec++, until.tv_nsec -= 1000000000;
+	pthread_mutex_lock(&p->why_lock);
+	int rc = 0;
+	while (p->settled == seen && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&p->settle, &p->why_lock, &until);
+	bool back = p->settled != seen;
+	pthread_mutex_unlock(&p->why_lock);
+	return back && atomic_load(&p->alive);
+}
+
+static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
+		    bool write)
+{
+	struct mb_devproc *p = r->p;
+	struct areply a;
+	if (!write)
+		memset(data, 0xff, size);
+	if (!atomic_load(&p->alive) || size > 8)
+		return;
+	unsigned seen = atomic_load_explicit(&p->settled, memory_order_acquire);
+	struct mb_fault_verdict v;
+	struct mb_fault_site *fs = atomic_load_explicit(&p->dfault, memory_order_acquire);
+	if (__builtin_expect(fs != NULL, 0)) {
+		mb_fault_dev_decide(fs, write ? MB_FAULT_OP_WRITE : MB_FAULT_OP_READ,
+				    r->base + off, size, &v);
+		if (v.kill) /* before it is sent: the access is in flight */
+			mark_dead(p, "killed by a fault rule (dev.kill)");
+		if (v.drop)
+			return;
+	}
+	if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
+		struct chan *c = my_chan(p);
+		const char *fail = send_on(p, c, MB_DP_REGION_WRITE, true, r->idx, off,
+					   data, size, NULL);
+		if (!fail) {
+			atomic_fetch_add(&p->nposted, 1);
+			if (atomic_load(&c->posted) >= POST_WINDOW)
+				flush_chan(p, c);
+			return;
+		}
+		/* the channel is gone: as a synchronous write below */
+	}
+	if (p->posted && !write) /* its own channel's go first by order */
+		flush_all(p, my_chan(p));
+	const char *fail = atomic_load(&p->alive) ? exchange(r, off, data, size, write, &a)
+						  : "killed";
+	if (fail) {
+		mark_dead(p, fail);
+		/* In flight when it died: once only, on the restarted process
+		 * (a read gets the new process's value, not all ones). */
+		if (!await_restart(p, seen))
+			return;
+		if ((fail = exchange(r, off, data, size, write, &a))) {
+			mark_dead(p, fail);
+			return;
+		}
 	}
 	if (!(a.h.flags & MB_DP_F_ERROR) && !write)
 		memcpy(data, a.r.a.data, size);
-	if (p->console && a.r.nout && a.r.nout <= MB_DP_SIDE_OUT) {
+	if (__builtin_expect(fs != NULL, 0))
+		mb_devproc_fault_reply(&v, write, data, size);
+	take_reply(p, &a);
+}
+
+/* What an access caused, from its reply: console bytes, line changes, a
+ * stop, in that order (as in process). */
+static void take_reply(struct mb_devproc *p, const struct areply *ap)
+{
+	if (p->console && ap->r.nout && ap->r.nout <= MB_DP_SIDE_OUT) {
 		uint8_t out[MB_DP_SIDE_OUT];
 		if (__builtin_expect(atomic_load_explicit(&p->fault, memory_order_acquire) != NULL, 0))
-			mb_chr_write(p->console, out, mb_devproc_wire(p, false, a.r.out,
-								      a.r.nout, out));
+			mb_chr_write(p->console, out, mb_devproc_wire(p, false, ap->r.out,
+								      ap->r.nout, out));
 		else
-			mb_chr_write(p->console, a.r.out, a.r.nout);
+			mb_chr_write(p->console, ap->r.out, ap->r.nout);
 	}
-	if (a.r.irq_seq)
-		catch_up(p, a.r.irq_seq);
-	if (a.r.stopped)
-		apply_stop(p, &a.r.stop);
+	if (ap->r.irq_seq)
+		catch_up(p, ap->r.irq_seq);
+	if (ap->r.stopped)
+		apply_stop(p, &ap->r.stop);
 }
 
 static void px_read(void *dev, uint64_t off, void *data, unsigned size)
@@ -569,8 +710,9 @@ static void on_exit_(void *opaque, int fd)
 	pthread_mutex_lock(&p->why_lock);
 	if (atomic_load(&p->alive))
 		snprintf(p->why, sizeof p->why, "%s", why);
-	else if (strstr(p->why, "hung") || strstr(p->why, "time"))
-		; /* keep "hung": the kill was ours */
+	else if (strstr(p->why, "hung") || strstr(p->why, "time") ||
+		 strstr(p->why, "fault rule"))
+		; /* keep "hung" or the rule's name: the kill was ours */
 	else
 		snprintf(p->why, sizeof p->why, "%s", why);
 	atomic_store(&p->alive, false);
@@ -595,6 +737,10 @@ static void on_exit_(void *opaque, int fd)
 			p->crashed(p->ctx, p, why);
 		break;
 	}
+	pthread_mutex_lock(&p->why_lock); /* in-flight accesses go on */
+	atomic_fetch_add(&p->settled, 1);
+	pthread_cond_broadcast(&p->settle);
+	pthread_mutex_unlock(&p->why_lock);
 }
 
 /* ---- spawning and creating ---------------------------------------------- */
@@ -633,6 +779,68 @@ int mb_devproc_first_fd(struct mb_machine *m)
 	return MB_DP_FD_CHAN0 + (int)chans_of(m) + (int)mb_mem_count(m->mem);
 }
 
+/* The doorbell and interrupt eventfds of a virtio device, made once (a
+ * restarted process gets the same ones: kicks made while it was down
+ * wait in their counters). The irq one only with KVM's irqchip. */
+static int virtio_fds(struct mb_devproc *p)
+{
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		if (p->kick[i] < 0 &&
+		    (p->kick[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	if (p->kick_irq < 0 && p->m->irqchip == MB_IRQCHIP_KERNEL &&
+	    (p->kick_irq = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	return 0;
+}
+
+/* The user PIC's way (or no KVM irqfd): each write of the process to
+ * kick_irq pulses the line, one event-loop hop. */
+static void on_irq_relay(void *opaque, int fd)
+{
+	struct mb_devproc *p = opaque;
+	uint64_t n;
+	if (read(fd, &n, sizeof n) == sizeof n && p->has_line)
+		mb_irq_pulse(&p->line);
+}
+
+/* After the first report: KVM signals the process's doorbells itself
+ * (QueueNotify writes never exit), and raises its line from kick_irq. */
+static void wire_virtio(struct mb_devproc *p)
+{
+	if (!p->rep.nvirtio)
+		return;
+	uint64_t notify = p->rep.virtio[0].base + MB_VIRTIO_MMIO_QUEUE_NOTIFY;
+	for (unsigned i = 0; i < p->rep.nkick && i < MB_DP_MAX_KICK; i++)
+		if (mb_machine_ioeventfd(p->m, p->kick[i], notify, 4, i, true) == 0)
+			p->ndoorbells = i + 1;
+		else
+			break; /* the rest cross as MMIO writes: the process
+				* signals its own doorbell then */
+	if (p->kick_irq >= 0 && p->has_line) {
+		if (mb_machine_irqfd(p->m, p->kick_irq, (unsigned)p->rep.irq, true) == 0)
+			p->irqfd = true;
+		else if (mb_machine_watch(p->m, p->kick_irq, on_irq_relay, p) == 0)
+			p->irq_relay = true;
+	}
+}
+
+static void unwire_virtio(struct mb_devproc *p)
+{
+	uint64_t notify = p->rep.virtio[0].base + MB_VIRTIO_MMIO_QUEUE_NOTIFY;
+	for (unsigned i = 0; i < p->ndoorbells; i++)
+		mb_machine_ioeventfd(p->m, p->kick[i], notify, 4, i, false);
+	if (p->irqfd)
+		mb_machine_irqfd(p->m, p->kick_irq, (unsigned)p->rep.irq, false);
+	if (p->irq_relay)
+		mb_machine_unwatch(p->m, p->kick_irq);
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		if (p->kick[i] >= 0)
+			close(p->kick[i]);
+	if (p->kick_irq >= 0)
+		close(p->kick_irq);
+}
+
 static int spawn(struct mb_devproc *p)
 {
 	struct mb_machine *m = p->m;
@@ -643,7 +851,8 @@ static int spawn(struct mb_devproc *p)
 	if (!c)
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
 	p->nchan = chans_of(m);
-	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds > MB_LAUNCH_MAX_FDS) {
+	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd > MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
@@ -663,6 +872,19 @@ static int spawn(struct mb_devproc *p)
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
+	c->nkick = 0, c->irq_fd = -1;
+	if (strncmp(p->kind, "virtio_", 7) == 0 && (rc = virtio_fds(p)) == 0) {
+		c->nkick = MB_DP_MAX_KICK;
+		c->kick_fd = (int32_t)(3 + nfd);
+		for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+			fds[nfd++] = p->kick[i];
+		if (p->kick_irq >= 0) {
+			c->irq_fd = (int32_t)(3 + nfd);
+			fds[nfd++] = p->kick_irq;
+		}
+	}
+	if (rc)
+		goto fail;
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
@@ -786,6 +1008,8 @@ static int px_save(void *impl, void *st)
 		memcpy(st, p->last_state, size); /* what it had when last seen */
 		return 0;
 	}
+	if (p->posted)
+		flush_all(p, NULL);
 	ssize_t n = request(p, MB_DP_SAVE, NULL, 0, st, size, p->timeout_ms * 4);
 	if (n < 0)
 		return (int)n;
@@ -812,6 +1036,8 @@ static int px_load(void *impl, const void *st)
 static void px_quiesce(void *impl)
 {
 	struct mb_devproc *p = impl;
+	if (p->posted)
+		flush_all(p, NULL);
 	request(p, MB_DP_QUIESCE, NULL, 0, NULL, 0, p->timeout_ms * 4);
 }
 
@@ -823,6 +1049,11 @@ int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s)
 		return mb_seterr(-ENOTSUP, "dev: %s is an isolated %s: fault rules act on "
 				 "an isolated UART's wire only", mb_device_name(p->dev), p->kind);
 	return mb_fault_site_install(&p->fault, s);
+}
+
+int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s)
+{
+	return mb_fault_site_install(&p->dfault, s);
 }
 
 bool mb_devproc_wire_faulted(struct mb_devproc *p)
@@ -850,12 +1081,21 @@ static void px_free(void *impl)
 {
 	struct mb_devproc *p = impl;
 	mb_fault_site_put(atomic_load(&p->fault));
+	mb_fault_site_put(atomic_load(&p->dfault));
 	for (struct hook **h = &p->m->freeze_hooks; *h; h = &(*h)->next)
 		if (*h == &p->freeze_hook) {
 			*h = p->freeze_hook.next;
 			break;
 		}
+	pthread_mutex_lock(&p->m->lock);
+	for (struct hook **h = &p->m->hlt_hooks; *h; h = &(*h)->next)
+		if (*h == &p->hlt_hook) {
+			*h = p->hlt_hook.next;
+			break;
+		}
+	pthread_mutex_unlock(&p->m->lock);
 	close_proc(p);
+	unwire_virtio(p);
 	for (unsigned i = 0; i < p->nfds; i++)
 		close(p->fds[i]);
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
@@ -863,6 +1103,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
+	pthread_cond_destroy(&p->settle);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -904,6 +1145,9 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->m = m;
 	p->ctl = p->evt = p->pidfd = -1;
 	p->pid = -1;
+	p->kick_irq = -1;
+	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
+		p->kick[i] = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++) {
 		p->ch[i].fd = -1;
 		pthread_mutex_init(&p->ch[i].lock, NULL);
@@ -911,6 +1155,11 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_init(&p->ctl_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&p->settle, &ca);
+	pthread_condattr_destroy(&ca);
 	snprintf(p->kind, sizeof p->kind, "%s", cfg->kind);
 	p->opts = strdup(cfg->opts ? cfg->opts : "{}");
 	p->fds = calloc(cfg->nfds + 1, sizeof *p->fds);
@@ -918,6 +1167,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	if (p->timeout_ms < 1)
 		p->timeout_ms = 1;
 	p->policy = cfg->on_crash;
+	p->posted = cfg->posted;
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
 	int rc = 0;
@@ -962,7 +1212,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	snprintf(p->rep.name, sizeof p->rep.name, "%s", mb_device_name(d));
 	for (uint32_t i = 0; i < p->rep.nranges && !rc; i++) {
 		const struct mb_dp_range *r = &p->rep.r[i];
-		p->pr[i] = (struct prange){ p, i };
+		p->pr[i] = (struct prange){ p, i, r->base };
 		if (r->space > MB_SPACE_MMIO || !r->size)
 			rc = mb_seterr(-EPROTO, "isolate: %s: bad range", p->rep.name);
 		else
@@ -988,6 +1238,8 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		rc = mb_machine_add_virtio_mmio(m, p->rep.virtio[i].base,
 						p->rep.virtio[i].size,
 						p->rep.virtio[i].pad);
+	if (!rc)
+		wire_virtio(p);
 	if (rc) {
 		char msg[300];
 		snprintf(msg, sizeof msg, "%s", mb_errmsg());
@@ -999,6 +1251,11 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_lock(&m->lock);
 	p->freeze_hook.next = m->freeze_hooks;
 	m->freeze_hooks = &p->freeze_hook;
+	if (p->posted) { /* a hlt waits for nothing posted (debug_exit; hlt) */
+		p->hlt_hook = (struct hook){ .fn = on_hlt, .arg = p, .embedded = true,
+					     .next = m->hlt_hooks };
+		m->hlt_hooks = &p->hlt_hook;
+	}
 	pthread_mutex_unlock(&m->lock);
 	*out = d;
 	return 0;
@@ -1016,6 +1273,18 @@ int mb_devproc_pid(struct mb_devproc *p)
 }
 
 const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
+
+void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq)
+{
+	*ioeventfds = p->ndoorbells;
+	*irq = p->irqfd ? "irqfd" : p->irq_relay ? "relayed" : "line";
+}
+
+void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes)
+{
+	*posted = atomic_load(&p->nposted);
+	*flushes = atomic_load(&p->nflushes);
+}
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p)
@@ -1073,7 +1342,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 					    .size = 8 };
 	p->rep.irq = 4;
 	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
-	p->pr[0] = (struct prange){ p, 0 };
+	p->pr[0] = (struct prange){ p, 0, 0x80 };
 	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {

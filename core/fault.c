@@ -372,6 +372,17 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	    (r->after || r->nth || r->every || r->has_p || r->count || r->has_window))
 		return mb_seterr(-EINVAL, "%s: applied when added (no conditions)",
 				 mb_fault_action_name(r->action));
+	if (mb_fault_is_dev(r->action)) {
+		if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+			return mb_seterr(-EINVAL, "op: an access is a read or a write");
+		if (r->action == MB_FAULT_DEV_DELAY &&
+		    (r->ms < 1 || r->ms > MB_FAULT_DELAY_MAX_MS))
+			return mb_seterr(-EINVAL, "ms: %u is not 1-%u", r->ms,
+					 MB_FAULT_DELAY_MAX_MS);
+		if (r->action == MB_FAULT_DEV_CORRUPT && (r->bytes < 1 || r->bytes > 64))
+			return mb_seterr(-EINVAL, "bits: %u is not 1-64", r->bytes);
+		return 0;
+	}
 	if ((r->action == MB_FAULT_IRQ_DELAY || r->action == MB_FAULT_PIT_LATE) &&
 	    (r->ms < 1 || r->ms > MB_FAULT_DELAY_MAX_MS))
 		return mb_seterr(-EINVAL, "ms: %u is not 1-%u", r->ms, MB_FAULT_DELAY_MAX_MS);
@@ -427,6 +438,13 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 	const char *want = kind_for(a);
 	if (!d)
 		return mb_seterr(-ENOENT, "dev: no device \"%s\" in this machine", dev);
+	if (mb_fault_is_dev(a)) { /* any kind, but across a process boundary */
+		if (!mb_devproc_of(d))
+			return mb_seterr(-EINVAL, "dev: %s runs in the VMM (dev.* faults act "
+					 "on isolated devices: isolate = true)", dev);
+		*out = d;
+		return 0;
+	}
 	bool ok = mb_fault_is_virtio(a) ? strncmp(mb_device_kind(d), "virtio_", 7) == 0
 					: strcmp(mb_device_kind(d), want) == 0;
 	if (!ok)
@@ -445,8 +463,9 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 	if (mb_devproc_of(d) && a != MB_FAULT_UART_DROP && a != MB_FAULT_UART_CORRUPT)
 		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): %s is "
 				 "decided inside the %s model, which runs in the device's "
-				 "own process, out of the VMM's reach; only uart.drop and "
-				 "uart.corrupt act at the process boundary", dev,
+				 "own process, out of the VMM's reach; at the process "
+				 "boundary act dev.* (delay, drop, corrupt, kill) and a "
+				 "UART's uart.drop and uart.corrupt", dev,
 				 mb_fault_action_name(a), mb_device_kind(d));
 	*out = d;
 	return 0;
@@ -464,6 +483,8 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 	int rc = find_dev(p, s->dev, a, &d);
 	if (rc)
 		return rc;
+	if (mb_fault_is_dev(a))
+		return mb_devproc_set_dev_fault(mb_devproc_of(d), s);
 	if (mb_fault_is_uart(a) && mb_devproc_of(d))
 		return mb_devproc_set_uart_fault(mb_devproc_of(d), s);
 	if (MB_FAULT_IS_NET(a))
@@ -908,9 +929,11 @@ static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t
 	s->ge_bad = s->ge_bad ? !(u < s->r.ge_leave) : u < s->r.ge_enter;
 }
 
-void mb_fault_blk_decide(struct mb_fault_site *site,
-			 const struct mb_fault_blk_event *e,
-			 struct mb_fault_verdict *v)
+/* proc: the event is an access at the process boundary (dev.* rules
+ * only); otherwise the device's own event (every other rule). A site is
+ * per device name, and an isolated UART has both kinds of rule. */
+static void decide(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
+		   bool proc, struct mb_fault_verdict *v)
 {
 	struct mb_fault_plan *p = site->p;
 	memset(v, 0, sizeof *v);
@@ -925,6 +948,7 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 		struct slot *s = &p->rules[i];
 		unsigned id = (unsigned)i + 1;
 		if (s->site != site || s->removed || s->r.disabled ||
+		    mb_fault_is_dev(s->r.action) != proc ||
 		    !mb_fault_blk_match(&s->r, e))
 			continue;
 		/* A rule armed by another one sees nothing before that one acted. */
@@ -1067,6 +1091,23 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 			if (s->r.ms > v->rate_ms)
 				v->rate_ms = s->r.ms;
 			break;
+		case MB_FAULT_DEV_DELAY:
+			if (rec.ms > v->delay_ms)
+				v->delay_ms = rec.ms;
+			break;
+		case MB_FAULT_DEV_DROP:
+			v->drop = true;
+			break;
+		case MB_FAULT_DEV_CORRUPT:
+			if (e->op == MB_FAULT_OP_READ && !v->corrupt) {
+				v->corrupt = true;
+				v->key = mb_fault_hash(p->seed, id, o);
+				v->bytes = s->r.bytes;
+			}
+			break;
+		case MB_FAULT_DEV_KILL:
+			v->kill = true;
+			break;
 		case MB_FAULT_NET_LINK: /* acted when added */
 		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
 		case MB_FAULT_RTC_JUMP:
@@ -1090,6 +1131,20 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 	}
 out:
 	pthread_mutex_unlock(&p->lock);
+}
+
+void mb_fault_blk_decide(struct mb_fault_site *site,
+			 const struct mb_fault_blk_event *e,
+			 struct mb_fault_verdict *v)
+{
+	decide(site, e, false, v);
+}
+
+void mb_fault_dev_decide(struct mb_fault_site *s, unsigned op, uint64_t addr,
+			 unsigned size, struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = { .op = op, .sector = addr, .nsectors = size };
+	decide(s, &e, true, v);
 }
 
 void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,

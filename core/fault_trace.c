@@ -28,7 +28,8 @@ static const char *const action_names[] = { "none", "blk.error", "blk.latency",
 					    "virtio.needs_reset", "virtio.config_change",
 					    "net.drop", "net.duplicate", "net.corrupt",
 					    "net.reorder", "net.delay", "net.rate",
-					    "net.link" };
+					    "net.link", "dev.delay", "dev.drop",
+					    "dev.corrupt", "dev.kill" };
 #define NACTIONS (sizeof action_names / sizeof *action_names)
 
 const char *mb_fault_op_name(unsigned op)

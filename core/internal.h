@@ -126,6 +126,8 @@ struct mb_machine {
 	struct hook *hooks;
 	/* devproc.c: called (m->lock held) after guest time froze or thawed */
 	struct hook *freeze_hooks;
+	/* devproc.c: called on a vCPU at each hlt exit (posted writes) */
+	struct hook *hlt_hooks;
 
 	/* device.c: devices in the order added */
 	struct mb_device **devs;

@@ -280,6 +280,9 @@ static void handle_exit(struct vcpu *v)
 		do_mmio(v);
 		break;
 	case KVM_EXIT_HLT:
+		if (__builtin_expect(v->m->hlt_hooks != NULL, 0))
+			for (struct hook *h = v->m->hlt_hooks; h; h = h->next)
+				h->fn(h->arg);
 		v->st.hlt++;
 		v->in_hlt = true;
 		v->hlt_if = run->if_flag;

@@ -50,13 +50,14 @@ static void push_class(lua_State *L, const struct mbl_class *cls)
 struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	/* Every class also takes isolate, timeout and on_crash (lisolate.c);
+	/* Every class also takes isolate, timeout, on_crash and posted (lisolate.c);
 	 * inside a device process, the internal image_fd too. */
 	const char *keys[64];
 	size_t nk = 0;
-	for (const char *const *k = cls->keys; *k && nk < 59; k++)
+	for (const char *const *k = cls->keys; *k && nk < 58; k++)
 		keys[nk++] = *k;
 	keys[nk++] = "isolate", keys[nk++] = "timeout", keys[nk++] = "on_crash";
+	keys[nk++] = "posted";
 	if (mbl_in_devproc(L))
 		keys[nk++] = "image_fd";
 	keys[nk] = NULL;

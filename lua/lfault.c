@@ -308,6 +308,68 @@ static int uart_spec(lua_State *L, enum mb_fault_action a, const char *extra)
 	return 1;
 }
 
+/* F.dev.delay / drop / corrupt / kill { dev, op = "read" | "write" | "any",
+ * addr = A | { FIRST, LAST }, nth, every, p, count, after, enabled, window,
+ * ms (delay), bits (corrupt) }: per access the VMM forwards to an isolated
+ * device (addr: the guest's port or MMIO address). */
+static int acc_spec(lua_State *L, enum mb_fault_action a, const char *extra)
+{
+	static const char *const base[] = { "dev", "op", "addr", "nth", "every", "p",
+					    "count", "after", "enabled", "window" };
+	const char *keys[12];
+	size_t n = 0;
+	for (size_t i = 0; i < sizeof base / sizeof *base; i++)
+		keys[n++] = base[i];
+	if (extra)
+		keys[n++] = extra;
+	keys[n] = NULL;
+	luaL_checktype(L, 1, LUA_TTABLE);
+	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
+	lua_settop(L, 1);
+	int t = lua_getfield(L, 1, "addr");
+	if (t == LUA_TNUMBER) { /* one address: { A, A } */
+		lua_createtable(L, 2, 0);
+		lua_pushvalue(L, -2);
+		lua_rawseti(L, -2, 1);
+		lua_pushvalue(L, -2);
+		lua_rawseti(L, -2, 2);
+		lua_remove(L, -2);
+	} else if (t != LUA_TNIL && t != LUA_TTABLE) {
+		luaL_error(L, "addr: expected an address or { FIRST, LAST }, got %s",
+			   luaL_typename(L, -1));
+	}
+	lua_setfield(L, 1, "sectors"); /* parse_common reads it */
+	struct mb_fault_rule r = { .action = a };
+	parse_common(L, &r);
+	lua_pushnil(L);
+	lua_setfield(L, 1, "sectors");
+	if (r.ops == MB_FAULT_OP_ANY)
+		r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
+	if (r.ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+		luaL_error(L, "op: an access is a read or a write (or any)");
+	if (a == MB_FAULT_DEV_DELAY)
+		r.ms = opt_ms(L);
+	if (a == MB_FAULT_DEV_CORRUPT) {
+		lua_Integer b = mbl_optint(L, 1, "bits", 1);
+		if (b < 1 || b > 64)
+			luaL_error(L, "bits: %d is not 1-64 (bits flipped in the value)", (int)b);
+		r.bytes = (unsigned)b;
+		if (r.ops == (MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
+			r.ops = MB_FAULT_OP_READ;
+		else if (r.ops != MB_FAULT_OP_READ)
+			luaL_error(L, "op: corrupt acts on reads only");
+	}
+	struct mb_fault_rule *u = lua_newuserdatauv(L, sizeof *u, 0);
+	*u = r;
+	luaL_setmetatable(L, SPEC_MT);
+	return 1;
+}
+
+static int l_dev_delay(lua_State *L) { return acc_spec(L, MB_FAULT_DEV_DELAY, "ms"); }
+static int l_dev_drop(lua_State *L) { return acc_spec(L, MB_FAULT_DEV_DROP, NULL); }
+static int l_dev_corrupt(lua_State *L) { return acc_spec(L, MB_FAULT_DEV_CORRUPT, "bits"); }
+static int l_dev_kill(lua_State *L) { return acc_spec(L, MB_FAULT_DEV_KILL, NULL); }
+
 /* F.irq.drop / storm { line = N | lines = { FIRST, LAST }, nth, every, p,
  * count, after, enabled, pulses (storm) }: per rising edge a device
  * drives; F.irq.spurious { line }: one edge when plan:add takes it. */
@@ -759,10 +821,15 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 				    r->dev)
 		: snprintf(s, sizeof s, "%s on %s, %s", mb_fault_action_name(r->action),
 			 r->dev, r->action == MB_FAULT_BLK_BAD ? "reads fail, writes heal,"
-			 : mb_fault_op_name(r->ops ? r->ops : MB_FAULT_OP_ANY));
+			 : mb_fault_op_name(r->ops && r->ops != (MB_FAULT_OP_READ |
+							MB_FAULT_OP_WRITE) ? r->ops
+					    : MB_FAULT_OP_ANY));
 	if (dev_only && r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %s %llu-%llu",
 			      mb_fault_is_irq(r->action) ? "lines" : "queues",
+			      (unsigned long long)r->first, (unsigned long long)r->last);
+	else if (r->first <= r->last && mb_fault_is_dev(r->action))
+		n += snprintf(s + n, sizeof s - (size_t)n, " addr 0x%llx-0x%llx",
 			      (unsigned long long)r->first, (unsigned long long)r->last);
 	else if (r->first <= r->last)
 		n += snprintf(s + n, sizeof s - (size_t)n, " sectors %llu-%llu",
@@ -771,7 +838,7 @@ static void describe(luaL_Buffer *b, const struct mb_fault_rule *r)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", status %s",
 			      r->status == VIRTIO_BLK_S_UNSUPP ? "unsupp" : "ioerr");
 	if (r->action == MB_FAULT_BLK_LATENCY || r->action == MB_FAULT_IRQ_DELAY ||
-	    r->action == MB_FAULT_PIT_LATE)
+	    r->action == MB_FAULT_PIT_LATE || r->action == MB_FAULT_DEV_DELAY)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %u ms", r->ms);
 	if (r->action == MB_FAULT_RTC_JUMP)
 		n += snprintf(s + n, sizeof s - (size_t)n, ", %+lld s", (long long)r->seconds);
@@ -1195,6 +1262,12 @@ void mbl_open_fault(lua_State *L)
 	};
 	luaL_newlib(L, net);
 	lua_setfield(L, -2, "net");
+	static const luaL_Reg dev[] = {
+		{ "delay", l_dev_delay }, { "drop", l_dev_drop },
+		{ "corrupt", l_dev_corrupt }, { "kill", l_dev_kill }, { NULL, NULL },
+	};
+	luaL_newlib(L, dev);
+	lua_setfield(L, -2, "dev");
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, l_mem_flip);
 	lua_setfield(L, -2, "flip");

@@ -35,6 +35,14 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 			   "backend is not passed to the device process)");
 	if (on && strcmp(cls->name, "device") == 0)
 		luaL_error(L, "isolate: Lua devices cannot be isolated yet");
+	t = lua_getfield(L, idx, "posted");
+	bool posted = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		luaL_error(L, "posted: expected a boolean, got %s", lua_typename(L, t));
+	if (posted && !on)
+		luaL_error(L, "posted: writes are posted to a device process "
+			   "(needs isolate = true)");
 	if (on && mbl_in_devproc(L))
 		on = false; /* we are the device process */
 	return on;
@@ -152,7 +160,7 @@ static void put_scalar(lua_State *L, luaL_Buffer *b, int idx, const char *key)
 static bool skip_key(const char *k)
 {
 	return !strcmp(k, "isolate") || !strcmp(k, "timeout") ||
-	       !strcmp(k, "on_crash");
+	       !strcmp(k, "on_crash") || !strcmp(k, "posted");
 }
 
 struct crash {
@@ -219,6 +227,8 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		cfg.timeout = lua_tonumber(L, -1);
 	}
 	lua_pop(L, 1);
+
+	cfg.posted = mbl_optbool(L, 3, "posted", 0);
 
 	luaL_Buffer b;
 	luaL_buffinit(L, &b); /* keeps a value on the stack: index with abs */
@@ -367,5 +377,18 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "restarts");
 	lua_pushstring(L, mb_devproc_why(p));
 	lua_setfield(L, -2, "why");
+	uint64_t posted, flushes;
+	mb_devproc_posted(p, &posted, &flushes);
+	lua_pushinteger(L, (lua_Integer)posted);
+	lua_setfield(L, -2, "posted");
+	lua_pushinteger(L, (lua_Integer)flushes);
+	lua_setfield(L, -2, "flushes");
+	unsigned doorbells;
+	const char *irq;
+	mb_devproc_doorbells(p, &doorbells, &irq);
+	lua_pushinteger(L, doorbells);
+	lua_setfield(L, -2, "doorbells");
+	lua_pushstring(L, irq);
+	lua_setfield(L, -2, "interrupts");
 	lua_setfield(L, t, "isolated");
 }

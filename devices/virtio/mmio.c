@@ -45,6 +45,8 @@ struct mb_virtio {
 	struct mb_machine *m;
 	uint64_t base;
 	bool ioeventfd;
+	bool handed; /* doorbells handed over by a VMM (a device process) */
+	bool own_irqfd; /* irqfd handed over: closed with the transport */
 
 	char why[160];
 	bool logged, stray_logged;
@@ -223,6 +225,8 @@ void mb_virtio_free(struct mb_virtio *t)
 	}
 	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
 		mb_vq_destroy(&t->vq[i]);
+	if (t->own_irqfd)
+		close(t->irqfd);
 	mb_fault_site_put(atomic_load(&t->fault));
 	pthread_mutex_destroy(&t->lock);
 	pthread_mutex_destroy(&t->irq_lock);
@@ -311,6 +315,32 @@ int mb_virtio_doorbells(struct mb_virtio *t, struct mb_machine *m,
 		}
 	}
 	return 0;
+}
+
+int mb_virtio_doorbell_give(struct mb_virtio *t, unsigned qi, int fd)
+{
+	if (qi >= t->ops->nqueues || !t->m)
+		return mb_seterr(-EINVAL, "virtio: no queue %u to give a doorbell", qi);
+	if (t->kick[qi] >= 0) {
+		mb_machine_unwatch(t->m, t->kick[qi]);
+		if (t->ioeventfd)
+			mb_machine_ioeventfd(t->m, t->kick[qi],
+					     t->base + MB_VIRTIO_MMIO_QUEUE_NOTIFY, 4, qi, false);
+		close(t->kick[qi]);
+	}
+	t->kick[qi] = fd;
+	t->handed = true;
+	return mb_machine_watch(t->m, fd, on_kick, t);
+}
+
+void mb_virtio_irqfd_give(struct mb_virtio *t, int fd)
+{
+	pthread_mutex_lock(&t->irq_lock);
+	if (t->own_irqfd)
+		close(t->irqfd);
+	t->irqfd = fd;
+	t->own_irqfd = true;
+	pthread_mutex_unlock(&t->irq_lock);
 }
 
 int mb_virtio_doorbell_take(struct mb_virtio *t, unsigned qi)
@@ -541,7 +571,7 @@ void mb_virtio_save(struct mb_virtio *t, struct mb_virtio_mmio_state *ts,
 	ts->driver_features_sel = t->drv_sel;
 	ts->queue_sel = t->queue_sel;
 	ts->config_generation = t->generation;
-	ts->ioeventfd = t->ioeventfd && t->m;
+	ts->ioeventfd = (t->ioeventfd && t->m) || t->handed;
 	ts->irqfd = t->irqfd >= 0;
 	for (unsigned i = 0; i < t->ops->nqueues; i++) {
 		struct mb_vq *q = &t->vq[i];

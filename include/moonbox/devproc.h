@@ -65,6 +65,10 @@ enum mb_dp_cmd {
 	MB_DP_IRQ_ACK = 0x4d05,  /* posted: uint32_t line */
 	MB_DP_FREEZE = 0x4d06,   /* posted: uint32_t frozen */
 	MB_DP_STOP = 0x4d07,     /* events: mb_dp_stop */
+	/* channels: answered (an mb_dp_reply, access fields unused) once
+	 * everything sent before it on the channel is done; carries what
+	 * posted writes caused */
+	MB_DP_FLUSH = 0x4d08,
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -120,7 +124,15 @@ struct mb_dp_create {
 	struct mb_dp_mem mem[MB_DP_MAX_MEM];
 	uint32_t optlen; /* bytes of opts that follow, no NUL */
 	uint32_t pad;
+	/* A virtio device's doorbells and interrupt (moonbox extension):
+	 * nkick eventfds from kick_fd on, queue i's the VMM's KVM ioeventfd
+	 * on QueueNotify == i; irq_fd an eventfd the VMM made a KVM irqfd of
+	 * the device's line (-1: none, the line goes as IRQ_LEVEL). */
+	uint32_t nkick;
+	int32_t kick_fd, irq_fd;
+	uint32_t pad3;
 };
+#define MB_DP_MAX_KICK 4
 
 struct mb_dp_range {
 	uint32_t space; /* enum mb_space */
@@ -138,7 +150,7 @@ struct mb_dp_report {
 	uint32_t state_size, state_version;
 	char state_name[32];
 	uint32_t nvirtio; /* virtio-mmio windows the guest must be told of */
-	uint32_t pad;
+	uint32_t nkick;   /* doorbell eventfds it waits on (queues 0..nkick-1) */
 	struct mb_dp_range virtio[2]; /* pad field: the line */
 	char sandbox[512];
 	int32_t pid;
@@ -162,6 +174,7 @@ struct mb_devproc_config {
 	 * or NULL; later output comes through the relay fd in fds. */
 	struct mb_chr *console;
 	unsigned nfds;
+	bool posted;    /* writes go without waiting (flushed by reads, hlt) */
 	double timeout; /* seconds for a synchronous access; 0: 1 */
 	enum mb_dp_policy on_crash;
 	/* on the event loop thread, with why ("killed by signal 9") */
@@ -179,6 +192,12 @@ const char *mb_devproc_sandbox(struct mb_devproc *p);
 unsigned mb_devproc_restarts(struct mb_devproc *p);
 bool mb_devproc_alive(struct mb_devproc *p);
 const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
+/* A virtio device's doorbells as KVM ioeventfds the process waits on, and
+ * how its interrupt goes: "irqfd" (KVM's, kernel irqchip), "relayed" (an
+ * eventfd the event loop turns into a pulse) or "line" (IRQ_LEVEL). */
+void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq);
+/* Writes posted and flushes done (the FLUSH round trips). */
+void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes);
 /* Respawn now with the last saved state (on_crash = "restart" does it). */
 int mb_devproc_restart(struct mb_devproc *p);
 /* Path of moonbox-device: $MB_DEVICE, next to the running program, or
@@ -195,5 +214,13 @@ bool mb_devproc_wire_faulted(struct mb_devproc *p); /* p may be NULL */
 /* The bytes in[0..len) after the rules (out: room for len); its length. */
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out);
+
+/* dev.* fault rules (F.dev.delay / drop / corrupt / kill, docs/faults.md):
+ * matched on the proxy for every access before it crosses; the rest of a
+ * verdict, applied to the reply (core/devproc_fault.c). */
+int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s);
+struct mb_fault_verdict;
+void mb_devproc_fault_reply(const struct mb_fault_verdict *v, bool write,
+			    void *data, unsigned size);
 
 #endif

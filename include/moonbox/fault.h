@@ -56,8 +56,15 @@ enum mb_fault_action {
 	MB_FAULT_NET_DELAY,       /* `ms` later, plus 0-`jitter` ms from the seed */
 	MB_FAULT_NET_RATE,        /* `rate` bytes/s; waits over `ms` are dropped */
 	MB_FAULT_NET_LINK,        /* link status `up`, when added (no conditions) */
+	/* isolated devices, per access the VMM forwards to the process (op
+	 * READ or WRITE, "sector": the guest address, "nsectors": its size;
+	 * matched on the proxy, core/devproc_fault.c) */
+	MB_FAULT_DEV_DELAY,       /* the reply comes `ms` later */
+	MB_FAULT_DEV_DROP,        /* the access is lost: a read gets all ones */
+	MB_FAULT_DEV_CORRUPT,     /* `bytes` bits of a read's value flipped (1-64) */
+	MB_FAULT_DEV_KILL,        /* the process is killed before it gets the access */
 };
-#define MB_FAULT_LAST_ACTION MB_FAULT_NET_LINK
+#define MB_FAULT_LAST_ACTION MB_FAULT_DEV_KILL
 #define MB_FAULT_IS_NET(a) ((a) >= MB_FAULT_NET_DROP && (a) <= MB_FAULT_NET_LINK)
 /* The families: which devices a kind of fault acts on. */
 static inline bool mb_fault_is_uart(int a)
@@ -68,6 +75,10 @@ static inline bool mb_fault_is_irq(int a)
 {
 	return (a >= MB_FAULT_IRQ_DROP && a <= MB_FAULT_IRQ_SPURIOUS) ||
 	       a == MB_FAULT_IRQ_DELAY;
+}
+static inline bool mb_fault_is_dev(int a)
+{
+	return a >= MB_FAULT_DEV_DELAY && a <= MB_FAULT_DEV_KILL;
 }
 static inline bool mb_fault_is_pit(int a)
 {
@@ -247,6 +258,7 @@ struct mb_fault_verdict {
 				* much later (the longest of the rules that acted) */
 	uint64_t rate;         /* the lowest rate cap (bytes/s), 0: none */
 	uint32_t rate_ms;      /* its longest wait before frames are dropped */
+	bool kill;             /* dev.kill: the device process dies now */
 };
 
 /* The decision for one event (every rule on the site, in id order; each
@@ -278,6 +290,14 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
  * it), the ordinal-th in that direction. */
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			  struct mb_fault_verdict *v);
+
+/* ---- isolated devices: accesses at the process boundary ---------------- */
+
+/* The decision for one access the VMM is about to forward (op
+ * MB_FAULT_OP_READ or _WRITE, at guest address addr, size bytes). Only
+ * dev.* rules see it, and they see nothing else. */
+void mb_fault_dev_decide(struct mb_fault_site *s, unsigned op, uint64_t addr,
+			 unsigned size, struct mb_fault_verdict *v);
 
 /* ---- virtio-net ---------------------------------------------------------- */
 

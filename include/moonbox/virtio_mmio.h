@@ -167,6 +167,12 @@ void mb_virtio_kick(struct mb_virtio *t, unsigned qi);
  * eventfd, still owned (closed) by the transport; -1 when it has none.
  * Guest kicks (KVM ioeventfd or QueueNotify writes) keep signalling it. */
 int mb_virtio_doorbell_take(struct mb_virtio *t, unsigned qi);
+/* A device process (core/devproc.c, moonbox-device): queue qi's doorbell
+ * is fd from now on (the VMM's KVM ioeventfd, handed over: the transport
+ * owns it), served on this machine's event loop; and interrupts go to
+ * irqfd (the VMM's KVM irqfd; edge, as place.c's). 0 or -errno. */
+int mb_virtio_doorbell_give(struct mb_virtio *t, unsigned qi, int fd);
+void mb_virtio_irqfd_give(struct mb_virtio *t, int fd);
 /* A used-buffer notification that did not come through
  * mb_virtio_complete: InterruptStatus bit 0, then the line or irqfd. */
 void mb_virtio_interrupt(struct mb_virtio *t);

@@ -126,5 +126,13 @@ T.case("the device processes: alive, each its own pid, confined (seen from /proc
   T.ok(s.stats.bytes >= 262144, "virtio-blk bytes " .. s.stats.bytes)
 end)
 
+T.case("the isolated disk's doorbells were KVM ioeventfds its process waited on", function()
+  local s = blk:state()
+  T.eq(s.isolated.doorbells, 1, "ioeventfds registered (one queue)")
+  T.eq(s.ioeventfd, true, "the process's transport waits on them")
+  T.ok(s.notifications > 0, "kicks: " .. s.notifications)
+  T.eq(s.mmio_notifications, 0, "kicks that crossed as MMIO writes")
+end)
+
 os.execute("rm -rf " .. dir)
 T.done()

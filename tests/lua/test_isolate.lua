@@ -68,8 +68,8 @@ T.case("uart drop and corrupt on an isolated UART act on the wire, in the VMM", 
   local disk = m:add(mb.virtio_blk { image = img, isolate = true })
   T.raises(function() plan:add(mb.fault.blk.error { dev = disk }) end,
     "dev: blk0 is isolated (isolate = true): blk.error is decided inside the virtio_blk model, "
-    .. "which runs in the device's own process, out of the VMM's reach; only uart.drop and "
-    .. "uart.corrupt act at the process boundary")
+    .. "which runs in the device's own process, out of the VMM's reach; at the process "
+    .. "boundary act dev.* (delay, drop, corrupt, kill) and a UART's uart.drop and uart.corrupt")
   m:close()
   os.remove(img)
 end)
@@ -169,6 +169,143 @@ T.case("a hung device (SIGSTOP): the access times out, the VMM restarts it, run 
   T.eq(s.isolated.restarts, 1, "restarts")
   T.ok(s.isolated.why:find("hung", 1, true), "why: " .. s.isolated.why)
   T.ok(os.time() - t0 < 15, "quick")
+end)
+
+-- Faults at the process boundary (F.dev.*): a guest that reads an isolated
+-- port80 (fill 0x5a) 20 times and exits with the count of reads that were
+-- not 0x5a.
+local function fault_machine(opts)
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  opts.isolate, opts.fill = true, 0x5a
+  local post = m:add(mb.port80(opts))
+  m:boot_flat { file = T.guest("iso_fault"), mode = "protected" }
+  return m, post
+end
+
+local function slurp(path)
+  local f = assert(io.open(path)); local t = f:read("a"); f:close(); return t
+end
+
+T.case("dev.kill at the 5th read, on_crash = \"restart\": the read in flight goes to the new process", function()
+  local m, post = fault_machine { on_crash = "restart" }
+  local pid = post:state().isolated.pid
+  local path = os.tmpname()
+  local plan = m:faults { seed = 7, trace = path }
+  local k = plan:add(mb.fault.dev.kill { dev = post, op = "read", nth = 5 })
+  T.run(m, "exit", 0) -- every read gave 0x5a: none got the dead process's all ones
+  T.eq(plan:fired(k), 1)
+  local s = post:state()
+  T.eq(s.isolated.restarts, 1, "restarts")
+  T.ok(s.isolated.alive and s.isolated.pid ~= pid, "a new process")
+  T.ok(s.isolated.why:find("dev.kill", 1, true), "why: " .. s.isolated.why)
+  local t = slurp(path); os.remove(path)
+  T.ok(t:find('"action":"dev.kill"', 1, true), t)
+  m:close()
+end)
+
+T.case("dev.kill with on_crash = \"needs_reset\": from the 5th read on, all ones", function()
+  local m, post = fault_machine { on_crash = "needs_reset" }
+  local plan = m:faults { seed = 7 }
+  plan:add(mb.fault.dev.kill { dev = post, op = "read", nth = 5 })
+  T.run(m, "exit", 16)
+  T.raises(function() post:state() end, "the device process is dead (killed by a fault rule (dev.kill))")
+  m:close()
+end)
+
+T.case("dev.drop loses the access (a read gets all ones), dev.corrupt flips a read's bits", function()
+  local m, post = fault_machine {}
+  local plan = m:faults { seed = 3 }
+  local dr = plan:add(mb.fault.dev.drop { dev = post, op = "read", nth = 3 })
+  local dw = plan:add(mb.fault.dev.drop { dev = post, op = "write", addr = 0x80, nth = 2 })
+  local c = plan:add(mb.fault.dev.corrupt { dev = post, nth = 7, bits = 3 })
+  local none = plan:add(mb.fault.dev.drop { dev = post, addr = { 0x81, 0x87 } })
+  T.run(m, "exit", 2) -- the dropped read and the corrupt one
+  T.eq(plan:fired(dr), 1); T.eq(plan:fired(dw), 1); T.eq(plan:fired(c), 1)
+  T.eq(plan:matched(none), 0, "no access to 0x81-0x87")
+  local s = post:state()
+  T.eq(s.reads, 19, "the dropped read never reached the process")
+  T.eq(s.writes, 19, "nor the dropped write")
+  m:close()
+end)
+
+T.case("dev.delay holds the reply; dev rules are traced and replay", function()
+  local path = os.tmpname()
+  local m, post = fault_machine {}
+  local plan = m:faults { seed = 11, trace = path }
+  local d = plan:add(mb.fault.dev.delay { dev = post, op = "write", ms = 5, count = 3 })
+  local p = plan:add(mb.fault.dev.drop { dev = post, op = "read", p = 0.3 })
+  local r = T.run(m, "exit")
+  local code, fired = r.exit_code, plan:fired(p)
+  T.eq(plan:fired(d), 3, "delayed")
+  T.eq(code, fired, "each dropped read is one the guest saw wrong")
+  T.eq(post:state().writes, 20, "delayed, not lost")
+  m:close()
+  local m2, post2 = fault_machine {}
+  local plan2 = m2:faults { replay = path }
+  plan2:add(mb.fault.dev.delay { dev = post2, op = "write", ms = 5, count = 3 })
+  local p2 = plan2:add(mb.fault.dev.drop { dev = post2, op = "read", p = 0.3 })
+  T.run(m2, "exit", code)
+  T.eq(plan2:fired(p2), fired, "the same reads dropped")
+  m2:close()
+  os.remove(path)
+end)
+
+T.case("dev.* rule errors name the field", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  local here = m:add(mb.port80 {})
+  local plan = m:faults { seed = 1 }
+  T.raises(function() plan:add(mb.fault.dev.drop { dev = here }) end,
+    "dev.* faults act on isolated devices")
+  T.raises(function() mb.fault.dev.corrupt { dev = here, bits = 65 } end, "bits: 65")
+  T.raises(function() mb.fault.dev.corrupt { dev = here, op = "write" } end, "op: corrupt acts on reads")
+  T.raises(function() mb.fault.dev.drop { dev = here, op = "flush" } end, "op: an access")
+  T.raises(function() mb.fault.dev.delay { dev = here } end, "ms: missing")
+  T.raises(function() mb.fault.dev.kill { dev = here, sectors = { 1, 2 } } end, "sectors")
+  m:close()
+end)
+
+T.case("posted writes: reads see every write before them, a posted debug_exit before hlt ends the run", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  local u = m:add(mb.uart16550 { isolate = true, posted = true, console = "buffer" })
+  local ex = m:add(mb.debug_exit { port = 0xf4, isolate = true, posted = true })
+  m:boot_flat { file = T.guest("iso_post"), mode = "protected" }
+  T.run(m, "exit", 0x2a)
+  local s = u:state().isolated
+  T.eq(s.posted, 1200, "the scratch register writes went posted")
+  T.ok(s.flushes >= 1000 // 64, "flushes: " .. s.flushes)
+  T.eq(ex:state().isolated.posted, 1, "the exit write was posted")
+  T.raises(function() mb.port80 { posted = true } end, "posted: writes are posted to a device process")
+  T.raises(function() mb.port80 { isolate = true, posted = 1 } end, "posted: expected a boolean")
+  m:close()
+end)
+
+T.case("an isolated virtio-blk's doorbells are KVM ioeventfds it waits on itself", function()
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  for _, chip in ipairs { "user", "kernel" } do
+    local m = mb.machine { memory = "16M", irqchip = chip }
+    keep[#keep + 1] = m
+    if chip == "user" then m:add(mb.pic8259 {}) end
+    m:add(mb.debug_exit { port = 0xf4 })
+    local disk = m:add(mb.virtio_blk { image = img, isolate = true })
+    m:boot_flat { file = T.guest("blk_seq"), mode = "protected" }
+    T.run(m, "exit", 0)
+    local s = disk:state()
+    T.eq(s.isolated.doorbells, 1, chip .. ": one queue, one ioeventfd")
+    T.eq(s.ioeventfd, true, chip .. ": the process's transport waits on it")
+    T.ok(s.notifications >= 32, chip .. ": 32 requests, each kicked: " .. s.notifications)
+    T.eq(s.mmio_notifications, 0, chip .. ": no kick crossed as an MMIO write")
+    T.eq(s.isolated.interrupts, chip == "kernel" and "irqfd" or "line", chip .. ": interrupts")
+    T.eq(s.irqfd, chip == "kernel", chip .. ": the process's transport writes the irqfd")
+    m:close()
+  end
+  os.remove(img)
 end)
 
 T.done()

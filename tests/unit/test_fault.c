@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "moonbox/fault.h"
+#include "moonbox/devproc.h"
 
 static struct mb_fault_rule rule(enum mb_fault_action a, unsigned ops,
 				 uint64_t first, uint64_t last)
@@ -255,6 +256,44 @@ static void test_corrupt(void **state)
 	struct iovec one = { again, sizeof again };
 	mb_fault_blk_corrupt(&v, &one, 1, 2, sizeof again);
 	assert_memory_equal(buf, again, sizeof buf); /* deterministic */
+	mb_fault_plan_free(p);
+}
+
+/* An isolated UART has both kinds of rule on one site: dev.* rules see
+ * only accesses at the process boundary, uart.* rules only bytes. */
+static void test_dev_rules_see_accesses_only(void **state)
+{
+	(void)state;
+	struct mb_fault_plan *p = plan(5, NULL, NULL);
+	struct mb_fault_site *s = mb_fault_plan_site(p, "blk0");
+	struct mb_fault_rule d = rule(MB_FAULT_DEV_DROP, MB_FAULT_OP_READ, 0x3f8, 0x3ff);
+	struct mb_fault_rule u = rule(MB_FAULT_UART_DROP, MB_FAULT_OP_READ, 1, 0);
+	struct mb_fault_rule c = rule(MB_FAULT_DEV_CORRUPT, MB_FAULT_OP_READ, 1, 0);
+	c.bytes = 64;
+	int di = mb_fault_plan_add(p, &d), ui = mb_fault_plan_add(p, &u);
+	int ci = mb_fault_plan_add(p, &c);
+	assert_true(di > 0 && ui > 0 && ci > 0);
+	struct mb_fault_verdict v;
+	mb_fault_uart_decide(s, true, 1, &v); /* a byte: only the uart rule */
+	assert_true(v.drop);
+	assert_false(v.corrupt);
+	mb_fault_dev_decide(s, MB_FAULT_OP_READ, 0x3fd, 1, &v); /* an access */
+	assert_true(v.drop && v.corrupt);
+	mb_fault_dev_decide(s, MB_FAULT_OP_READ, 0x80, 1, &v); /* outside addr */
+	assert_false(v.drop);
+	assert_true(v.corrupt);
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(p, (unsigned)di, &st);
+	assert_int_equal(st.matched, 1);
+	mb_fault_plan_stats(p, (unsigned)ui, &st);
+	assert_int_equal(st.matched, 1);
+	mb_fault_plan_stats(p, (unsigned)ci, &st);
+	assert_int_equal(st.matched, 2);
+	/* 64 bits of an 8-byte read: every bit, once */
+	uint8_t val[8] = { 0 };
+	mb_devproc_fault_reply(&v, false, val, 8);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(val[i], 0xff);
 	mb_fault_plan_free(p);
 }
 
@@ -524,6 +563,7 @@ int main(void)
 		cmocka_unit_test(test_bad_rules),
 		cmocka_unit_test(test_probability_is_per_rule),
 		cmocka_unit_test(test_corrupt),
+		cmocka_unit_test(test_dev_rules_see_accesses_only),
 		cmocka_unit_test(test_trace_round_trip),
 		cmocka_unit_test(test_trace_refuses),
 		cmocka_unit_test(test_replay),
