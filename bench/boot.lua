@@ -40,6 +40,14 @@ local r = m:run { timeout = 600 }
 local out = table.concat(seen)
 local guest_up = out:match("moonbox%-guest: init.-\n(%d+%.%d+) ")
 local hwm = status("VmHWM") * 1024
+-- What is this process's alone (shared libraries' pages count in RSS but
+-- cost no more memory per VM): private pages now, guest RAM included.
+local function private_kib()
+  local f = io.open("/proc/self/smaps_rollup")
+  if not f then return 0 end
+  local s = f:read("a"); f:close()
+  return tonumber(s:match("Private_Clean:%s*(%d+)") or 0) + tonumber(s:match("Private_Dirty:%s*(%d+)") or 0)
+end
 local touched = m:stats().memory_resident
 local fb = m:fallback_counts()
 local names = {}
@@ -47,6 +55,7 @@ for k in pairs(fb) do names[#names + 1] = k end
 table.sort(names)
 local parts = {}
 for _, k in ipairs(names) do parts[#parts + 1] = k .. "=" .. fb[k] end
-print(string.format("boot irqchip=%s reason=%s to_init_s=%.1f guest_uptime_s=%s rss_extra_kib=%d fallback=%s",
+print(string.format("boot irqchip=%s reason=%s to_init_s=%.1f guest_uptime_s=%s rss_extra_kib=%d "
+  .. "private_extra_kib=%d fallback=%s",
   irqchip, r.reason, marker_at and (marker_at - t_start) or -1, guest_up or "?",
-  (hwm - touched) // 1024, table.concat(parts, ",")))
+  (hwm - touched) // 1024, private_kib() - touched // 1024, table.concat(parts, ",")))

@@ -139,12 +139,17 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
 	echo
 	echo "Linux boot (make-deps guest, machines/linux.lua)"
-	printf '%-8s %-8s %10s %14s %14s   %s\n' irqchip reason to_init_s guest_uptime_s rss_extra_kib fallback
+	# rss_extra: peak RSS beyond the guest RAM touched (shared libraries'
+	# pages included, ~2.3 MB of it here); private_extra: this process's own
+	# pages beyond guest RAM, at the end
+	printf '%-8s %-8s %10s %14s %14s %16s   %s\n' irqchip reason to_init_s guest_uptime_s \
+		rss_extra_kib private_extra_kib fallback
 	for chip in user kernel; do
 		line=$(./moonbox bench/boot.lua $chip)
-		printf '%-8s %-8s %10s %14s %14s   %s\n' "$chip" "$(get "$line" reason)" \
+		printf '%-8s %-8s %10s %14s %14s %16s   %s\n' "$chip" "$(get "$line" reason)" \
 			"$(get "$line" to_init_s)" "$(get "$line" guest_uptime_s)" \
-			"$(get "$line" rss_extra_kib)" "$(get "$line" fallback)"
+			"$(get "$line" rss_extra_kib)" "$(get "$line" private_extra_kib)" \
+			"$(get "$line" fallback)"
 	done
 	if ! command -v qemu-system-x86_64 >/dev/null; then
 		echo "QEMU: not installed on this host, so no moonbox/QEMU ratio (none is invented)"
