@@ -40,7 +40,8 @@ enum {
 	GET_VRING_BASE = 11, SET_VRING_KICK = 12, SET_VRING_CALL = 13,
 	GET_PROTOCOL_FEATURES = 15, SET_PROTOCOL_FEATURES = 16,
 	GET_QUEUE_NUM = 17, SET_VRING_ENABLE = 18, GET_CONFIG = 24,
-	SET_CONFIG = 25, RESET_DEVICE = 34, SET_STATUS = 39,
+	SET_CONFIG = 25, RESET_DEVICE = 34, GET_MAX_MEM_SLOTS = 36,
+	ADD_MEM_REG = 37, REM_MEM_REG = 38, SET_STATUS = 39,
 };
 
 #define HDR_VERSION 0x1u    /* flags bits 0-1 */
@@ -48,18 +49,20 @@ enum {
 #define HDR_NEED_REPLY 0x8u
 #define MAX_PAYLOAD 4096    /* nothing we read is larger */
 #define MAX_REGIONS 8       /* VHOST_MEMORY_BASELINE_NREGIONS */
+#define MAX_SLOTS 32        /* regions we track with CONFIGURE_MEM_SLOTS */
 #define MAX_CONFIG 256      /* GET_CONFIG payload limit of the spec */
 #define IO_TIMEOUT_S 5      /* a back-end that stalls loses its device */
 
 #define F_PROTOCOL_FEATURES 30 /* VHOST_USER_F_PROTOCOL_FEATURES */
 enum {
 	PF_MQ = 0, PF_REPLY_ACK = 3, PF_CONFIG = 9, PF_RESET_DEVICE = 13,
-	PF_STATUS = 16,
+	PF_CONFIGURE_MEM_SLOTS = 15, PF_STATUS = 16,
 };
 /* What moonbox speaks: the rest is never negotiated, so never sent. */
 #define PF_WANTED                                                        \
 	((1ull << PF_MQ) | (1ull << PF_REPLY_ACK) | (1ull << PF_CONFIG) |    \
-	 (1ull << PF_RESET_DEVICE) | (1ull << PF_STATUS))
+	 (1ull << PF_RESET_DEVICE) | (1ull << PF_STATUS) |                    \
+	 (1ull << PF_CONFIGURE_MEM_SLOTS))
 
 /* Feature bits the guest may see: device-specific ones (0-23) pass
  * through; of the reserved range only what this transport implements
@@ -84,6 +87,10 @@ struct mem_table {
 	uint32_t nregions, padding;
 	struct mem_region r[MAX_REGIONS];
 };
+struct mem_reg_msg { /* ADD_MEM_REG / REM_MEM_REG payload */
+	uint64_t padding;
+	struct mem_region r;
+};
 struct config_msg {
 	uint32_t offset, size, flags;
 	uint8_t data[MAX_CONFIG];
@@ -107,6 +114,11 @@ struct mb_vhost_user {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	uint64_t be_features, protocol;
 	unsigned be_queues;
+	unsigned max_slots; /* GET_MAX_MEM_SLOTS, capped at MAX_SLOTS */
+	/* CONFIGURE_MEM_SLOTS: the regions this connection has (ADD_MEM_REG) */
+	unsigned nslots;
+	struct mem_region slot_reg[MAX_SLOTS];
+	int slot_fd[MAX_SLOTS]; /* not ours: the memfd of mb_mem or bounce_fd */
 	bool running; /* rings handed over since DRIVER_OK */
 	bool started[MB_VIRTIO_MAX_QUEUES];
 	int call[MB_VIRTIO_MAX_QUEUES];
@@ -148,6 +160,7 @@ static void drop(struct mb_vhost_user *vu)
 	vu->sock = -1;
 	vu->running = false;
 	memset(vu->started, 0, sizeof vu->started);
+	vu->nslots = 0; /* a new back-end starts with no memory */
 	vu->disconnects++;
 }
 
@@ -381,6 +394,17 @@ static int handshake(struct mb_vhost_user *vu, int s, bool same)
 			return broken(vu, "GET_QUEUE_NUM: %" PRIu64 " queues", n);
 		vu->be_queues = (unsigned)n;
 	}
+	vu->nslots = 0;
+	vu->max_slots = MAX_REGIONS;
+	if (has_pf(vu, PF_CONFIGURE_MEM_SLOTS)) {
+		/* "GET_MAX_MEM_SLOTS": how many ADD_MEM_REG regions it holds */
+		uint64_t n;
+		if ((rc = get_u64(vu, GET_MAX_MEM_SLOTS, &n)))
+			return rc;
+		if (n < 1)
+			return broken(vu, "GET_MAX_MEM_SLOTS: %" PRIu64 " slots", n);
+		vu->max_slots = n < MAX_SLOTS ? (unsigned)n : MAX_SLOTS;
+	}
 	if (has_pf(vu, PF_CONFIG) && vu->ops.config_size) {
 		struct config_msg c = { 0, vu->ops.config_size, 0, { 0 } };
 		uint32_t len = 12 + vu->ops.config_size;
@@ -590,38 +614,87 @@ static void reconnect(struct mb_vhost_user *vu)
 
 /* ---- the rings ---------------------------------------------------------- */
 
+/* With CONFIGURE_MEM_SLOTS the table goes region by region ("Memory
+ * region description", ADD_MEM_REG / REM_MEM_REG): regions this
+ * connection has that are no longer wanted are removed, missing ones
+ * added, so a restart of the rings on the same connection sends nothing. */
+static int mem_slots(struct mb_vhost_user *vu, const struct mem_region *want,
+		     const int *fds, unsigned n)
+{
+	int rc;
+	for (unsigned i = 0; i < vu->nslots;) {
+		bool keep = false;
+		for (unsigned j = 0; j < n; j++)
+			keep |= !memcmp(&want[j], &vu->slot_reg[i], sizeof *want);
+		if (keep) {
+			i++;
+			continue;
+		}
+		/* The spec identifies the region by its addresses and size;
+		 * libvhost-user (QEMU 7.2) also wants its fd, as QEMU sends. */
+		struct mem_reg_msg r = { 0, vu->slot_reg[i] };
+		if ((rc = request(vu, REM_MEM_REG, &r, sizeof r, &vu->slot_fd[i], 1)))
+			return rc;
+		vu->nslots--;
+		vu->slot_reg[i] = vu->slot_reg[vu->nslots];
+		vu->slot_fd[i] = vu->slot_fd[vu->nslots];
+	}
+	for (unsigned j = 0; j < n; j++) {
+		bool have = false;
+		for (unsigned i = 0; i < vu->nslots; i++)
+			have |= !memcmp(&want[j], &vu->slot_reg[i], sizeof *want);
+		if (have)
+			continue;
+		if (vu->nslots == vu->max_slots)
+			return mb_seterr(-E2BIG, "vhost-user: more than %u RAM "
+					 "regions (GET_MAX_MEM_SLOTS)", vu->max_slots);
+		struct mem_reg_msg r = { 0, want[j] };
+		if ((rc = request(vu, ADD_MEM_REG, &r, sizeof r, &fds[j], 1)))
+			return rc;
+		vu->slot_fd[vu->nslots] = fds[j];
+		vu->slot_reg[vu->nslots++] = want[j];
+	}
+	return 0;
+}
+
 /* The back-end addresses guest RAM by our virtual addresses (the memory
  * table's userspace_addr): every region moonbox backs with a memfd. */
 static int mem_table(struct mb_vhost_user *vu)
 {
 	struct mb_mem *mem = vu->mem;
 	struct mem_table tab = { 0 };
-	int fds[MAX_REGIONS];
+	struct mem_region reg[MAX_SLOTS];
+	int fds[MAX_SLOTS];
+	unsigned n = 0;
+	bool slots = has_pf(vu, PF_CONFIGURE_MEM_SLOTS);
+	unsigned cap = slots ? vu->max_slots : MAX_REGIONS;
 	if (vu->copy) { /* only the bounce memory: guest RAM stays ours */
-		tab.nregions = 1;
-		tab.r[0] = (struct mem_region){ 0, vu->bounce_size,
-						(uint64_t)(uintptr_t)vu->bounce, 0 };
-		return request(vu, SET_MEM_TABLE, &tab, 8 + sizeof tab.r[0],
-			       &vu->bounce_fd, 1);
+		reg[0] = (struct mem_region){ 0, vu->bounce_size,
+					      (uint64_t)(uintptr_t)vu->bounce, 0 };
+		fds[0] = vu->bounce_fd;
+		n = 1;
 	}
-	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+	for (size_t i = 0; i < mb_mem_count(mem) && !vu->copy; i++) {
 		int fd = mb_mem_region_fd(mem, i);
 		if (fd < 0)
 			continue; /* a mapping of the caller's: not shareable */
-		if (tab.nregions == MAX_REGIONS)
-			return mb_seterr(-E2BIG, "vhost-user: more than %d RAM "
-					 "regions", MAX_REGIONS);
+		if (n == cap)
+			return mb_seterr(-E2BIG, "vhost-user: more than %u RAM "
+					 "regions", cap);
 		const struct mb_mem_region *r = mb_mem_region(mem, i);
-		tab.r[tab.nregions] = (struct mem_region){
-			r->base, r->size, (uint64_t)(uintptr_t)r->host, 0 };
-		fds[tab.nregions++] = fd;
+		reg[n] = (struct mem_region){ r->base, r->size,
+					      (uint64_t)(uintptr_t)r->host, 0 };
+		fds[n++] = fd;
 	}
-	if (!tab.nregions)
+	if (!n)
 		return mb_seterr(-ENOTSUP, "vhost-user: no guest RAM can be "
 				 "shared (no memfd-backed region)");
+	if (slots)
+		return mem_slots(vu, reg, fds, n);
+	tab.nregions = n;
+	memcpy(tab.r, reg, n * sizeof *reg);
 	return request(vu, SET_MEM_TABLE, &tab,
-		       8 + tab.nregions * (uint32_t)sizeof(struct mem_region), fds,
-		       tab.nregions);
+		       8 + n * (uint32_t)sizeof(struct mem_region), fds, n);
 }
 
 /* Is [p, p+len) inside a region the back-end maps? */
@@ -1087,6 +1160,10 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->spawns = vu->spawns;
 	st->copy = vu->copy;
 	st->resubmitted = vu->resubmitted;
+	if (has_pf(vu, PF_CONFIGURE_MEM_SLOTS)) {
+		st->mem_slots = vu->nslots;
+		st->max_mem_slots = vu->max_slots;
+	}
 	pthread_mutex_unlock(&vu->lock);
 	if (vu->copy) { /* requests moonbox holds for the back-end */
 		pthread_mutex_lock(&vu->copy_lock);

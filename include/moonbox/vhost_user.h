@@ -34,7 +34,7 @@ struct mb_vhost_user;
 	X(S, ro_bool, running) X(S, ro_u64, messages) X(S, ro_u64, calls) \
 	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects) X(S, ro_u32, pid) \
 	X(S, ro_u64, spawns) X(S, ro_bool, copy) X(S, ro_u64, resubmitted) \
-	X(S, ro_u32, in_flight)
+	X(S, ro_u32, in_flight) X(S, ro_u32, mem_slots) X(S, ro_u32, max_mem_slots)
 MB_STATE_STRUCT(mb_vhost_user_state, MB_VHOST_USER_STATE);
 
 struct mb_vhost_user_config {

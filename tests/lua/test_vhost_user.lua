@@ -91,6 +91,10 @@ T.case("connect: features, protocol features, config from the back-end", functio
   T.eq(s.device_features & ~s.backend_features, 0, "offers only what the back-end has")
   T.eq(#s.queues, 1, "one queue (qsd's num-queues default)")
   T.eq(s.running, false, "not running before DRIVER_OK")
+  -- qsd 7.2 (libvhost-user) offers CONFIGURE_MEM_SLOTS: RAM goes by ADD_MEM_REG
+  T.ok(s.protocol_features >> 15 & 1 == 1, "PROTOCOL_F_CONFIGURE_MEM_SLOTS negotiated")
+  T.ok(s.max_mem_slots >= 8, "GET_MAX_MEM_SLOTS: " .. s.max_mem_slots)
+  T.eq(s.mem_slots, 0, "no region added before DRIVER_OK")
 end)
 
 local drv
@@ -101,6 +105,7 @@ T.case("fake driver: DRIVER_OK hands the rings over", function()
   T.eq(drv:config(0, 2), 4194304 // 512, "capacity (sectors) through GET_CONFIG")
   T.eq(drv.status, 15, "status DRIVER_OK, no NEEDS_RESET")
   T.eq(blk:state().running, true, "rings handed to the back-end")
+  T.eq(blk:state().mem_slots, 1, "the 16M RAM region went by ADD_MEM_REG")
 end)
 
 T.case("reads and writes match the image file", function()
@@ -121,6 +126,19 @@ T.case("reads and writes match the image file", function()
   T.ok(blk:state().calls >= 1, "calls counted: " .. blk:state().calls)
   blk:mmio_write(0x64, 1)
   T.eq(blk:mmio_read(0x60), 0, "InterruptACK clears it")
+end)
+
+T.case("CONFIGURE_MEM_SLOTS: a reset on the same connection adds no region twice", function()
+  local msgs = blk:state().messages
+  drv = assert(D.new(m, blk))
+  local s = blk:state()
+  T.eq(s.connected, true, "same connection")
+  T.eq(s.reconnects, 0, "no reconnect")
+  T.eq(s.mem_slots, 1, "still one region")
+  T.ok(s.messages > msgs, "the rings were handed over again")
+  local st, data = drv:blk(0, 8, 4096)
+  T.eq(st, 0, "read status OK")
+  T.eq(data, file_at(8 * 512, 4096), "read after the reset equals the file")
 end)
 
 T.case("kill -9 of the back-end: needs_reset, then reconnect on reset", function()
@@ -147,6 +165,7 @@ T.case("kill -9 of the back-end: needs_reset, then reconnect on reset", function
   T.eq(s.connected, true, "reconnected")
   T.eq(s.reconnects, 1, "one reconnect")
   T.eq(s.needs_reset, false, "healthy after the reset")
+  T.eq(s.mem_slots, 1, "the new back-end got the RAM by ADD_MEM_REG")
   local st, data = drv:blk(0, 100, 2048)
   T.eq(st, 0, "read after the restart")
   T.eq(data, file_at(100 * 512, 2048), "data intact")
