@@ -279,6 +279,8 @@ T.case("copy: reads and writes through bounce buffers, kill -9 between requests 
   T.eq(s.needs_reset, false, "the guest saw nothing: " .. tostring(s.fault))
   T.eq(s.spawns, 2, "back-end started again")
   T.ok(s.pid ~= old, "new pid")
+  T.eq(dev:mmio_read(0x100 + 12), 32, "seg_max still limited after the new back-end's GET_CONFIG")
+  T.eq(dev:mmio_read(0x100 + 8), 4096, "size_max too")
   m2:close()
 end)
 
