@@ -6,14 +6,20 @@
  * bytes, or a hang-up. The harness meanwhile brings the device up the way
  * a driver does (handshake, features, queues, DRIVER_OK, a kick, config
  * reads and writes, reset). Nothing the back-end says may crash, leak or
- * hang the front-end (ASan, UBSan, libFuzzer's timeout).
+ * hang the front-end (ASan, UBSan, libFuzzer's timeout). GET_INFLIGHT_FD
+ * may get a memfd (sealed or not, of an input size) or anything else; the
+ * BACKEND_REQ channel (SET_BACKEND_REQ_FD) gets whole messages of input
+ * bytes with any request, flags and size after a record that asks for it,
+ * served by mb_vhost_user_poll between the driver's steps.
  * Input: byte 0 device type, byte 1 driver feature bits 0-7, byte 2
  * queue count (bits 0-1) and dma = "copy" (bit 7), then the records. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,6 +29,7 @@
 
 struct backend {
 	int sock;
+	int req; /* our end of the BACKEND_REQ channel, or -1 */
 	const uint8_t *p, *end;
 };
 
@@ -40,7 +47,7 @@ static int byte(struct backend *b)
 	return b->p < b->end ? *b->p++ : -1;
 }
 
-static bool read_msg(int s, uint32_t h[3])
+static bool read_msg(int s, uint32_t h[3], int *req)
 {
 	char buf[8192];
 	union {
@@ -57,7 +64,10 @@ static bool read_msg(int s, uint32_t h[3])
 		for (size_t i = 0; i < k; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
-			close(fd);
+			if (h[0] == 21 && *req < 0)
+				*req = fd; /* SET_BACKEND_REQ_FD: keep it */
+			else
+				close(fd);
 		}
 	}
 	for (uint32_t left = h[2]; left;) {
@@ -74,6 +84,7 @@ static uint32_t reply_size(uint32_t req, const uint32_t h[3])
 {
 	switch (req) {
 	case 24: return h[2]; /* GET_CONFIG: as asked */
+	case 31: return 24;   /* GET_INFLIGHT_FD */
 	default: return 8;    /* u64 replies, acks, vring_state */
 	}
 }
@@ -82,9 +93,10 @@ static void *serve(void *arg)
 {
 	struct backend *b = arg;
 	uint32_t h[3];
-	while (read_msg(b->sock, h)) {
+	while (read_msg(b->sock, h, &b->req)) {
 		uint32_t req = h[0];
-		bool get = req == 1 || req == 11 || req == 15 || req == 17 || req == 24;
+		bool get = req == 1 || req == 11 || req == 15 || req == 17 ||
+			   req == 24 || req == 31 || req == 36;
 		if (!get && !(h[1] & 0x8))
 			continue;
 		int mode = byte(b);
@@ -109,6 +121,13 @@ static void *serve(void *arg)
 		}
 		case 6: rh[2] = 0x7fffffff; break; /* a size it must not trust */
 		}
+		if (req == 31 && mode % 8 == 0) { /* a memfd of an input size */
+			fd = memfd_create("fuzz-inflight", MFD_ALLOW_SEALING);
+			if (fd >= 0 && ftruncate(fd, (off_t)(byte(b) & 0xff) << 8))
+				abort();
+			if (fd >= 0 && (mode & 8))
+				fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW);
+		}
 		unsigned n = rh[2] <= sizeof payload ? rh[2] : 16;
 		take(b, n, payload);
 		if (req == 24 && mode % 8 == 0 && n >= 12) /* echo offset/size */
@@ -132,6 +151,18 @@ static void *serve(void *arg)
 			close(fd);
 		if (w < 0)
 			break;
+		if (b->req >= 0 && (mode & 16)) { /* a back-end request, whole */
+			uint32_t bh[3] = { (uint32_t)byte(b), (uint32_t)byte(b),
+					   (uint32_t)(byte(b) & 0xff) };
+			if (mode & 32)
+				bh[2] = 0x7fffffff; /* refused before any read */
+			uint8_t pl[256];
+			unsigned pn = bh[2] <= 255 ? bh[2] : 0;
+			take(b, pn, pl);
+			if (send(b->req, bh, 12, MSG_NOSIGNAL) < 0 ||
+			    (pn && send(b->req, pl, pn, MSG_NOSIGNAL) < 0))
+				break;
+		}
 	}
 out:
 	shutdown(b->sock, SHUT_RDWR);
@@ -164,7 +195,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
 		abort();
-	struct backend b = { sv[1], data + 3, data + size };
+	struct backend b = { sv[1], -1, data + 3, data + size };
 	pthread_t th;
 	if (pthread_create(&th, NULL, serve, &b))
 		abort();
@@ -197,11 +228,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			wr(t, 0xa0, (uint32_t)base + 0x2000), wr(t, 0x44, 1);
 		}
 		wr(t, 0x70, 15); /* DRIVER_OK: the rings go to the back-end */
+		mb_vhost_user_poll(vu);
 		wr(t, 0x50, 0);
 		for (unsigned off = 0; off < ops->config_size; off += 4)
 			rd(t, 0x100 + off);
 		if (ops->config_size)
 			wr(t, 0x100, 0x12345678);
+		mb_vhost_user_poll(vu);
 		wr(t, 0x70, 0); /* reset: GET_VRING_BASE */
 		mb_virtio_free(t);
 		mb_vhost_user_free(vu);
@@ -209,6 +242,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	shutdown(sv[1], SHUT_RDWR); /* wake the back-end if it still reads */
 	pthread_join(th, NULL);
 	close(sv[1]);
+	if (b.req >= 0)
+		close(b.req);
 	mb_mem_free(mem);
 	return 0;
 }

@@ -39,8 +39,10 @@ enum {
 	SET_VRING_NUM = 8, SET_VRING_ADDR = 9, SET_VRING_BASE = 10,
 	GET_VRING_BASE = 11, SET_VRING_KICK = 12, SET_VRING_CALL = 13,
 	GET_PROTOCOL_FEATURES = 15, SET_PROTOCOL_FEATURES = 16,
+	SET_BACKEND_REQ_FD = 21,
 	GET_QUEUE_NUM = 17, SET_VRING_ENABLE = 18, GET_CONFIG = 24,
-	SET_CONFIG = 25, RESET_DEVICE = 34, SET_STATUS = 39,
+	SET_CONFIG = 25, GET_INFLIGHT_FD = 31, SET_INFLIGHT_FD = 32, RESET_DEVICE = 34, GET_MAX_MEM_SLOTS = 36,
+	ADD_MEM_REG = 37, REM_MEM_REG = 38, SET_STATUS = 39,
 };
 
 #define HDR_VERSION 0x1u    /* flags bits 0-1 */
@@ -48,18 +50,24 @@ enum {
 #define HDR_NEED_REPLY 0x8u
 #define MAX_PAYLOAD 4096    /* nothing we read is larger */
 #define MAX_REGIONS 8       /* VHOST_MEMORY_BASELINE_NREGIONS */
+#define MAX_SLOTS 32        /* regions we track with CONFIGURE_MEM_SLOTS */
 #define MAX_CONFIG 256      /* GET_CONFIG payload limit of the spec */
 #define IO_TIMEOUT_S 5      /* a back-end that stalls loses its device */
 
 #define F_PROTOCOL_FEATURES 30 /* VHOST_USER_F_PROTOCOL_FEATURES */
 enum {
-	PF_MQ = 0, PF_REPLY_ACK = 3, PF_CONFIG = 9, PF_RESET_DEVICE = 13,
-	PF_STATUS = 16,
+	PF_MQ = 0, PF_REPLY_ACK = 3, PF_BACKEND_REQ = 5, PF_CONFIG = 9, PF_INFLIGHT_SHMFD = 12,
+	PF_RESET_DEVICE = 13,
+	PF_CONFIGURE_MEM_SLOTS = 15, PF_STATUS = 16,
 };
 /* What moonbox speaks: the rest is never negotiated, so never sent. */
 #define PF_WANTED                                                        \
 	((1ull << PF_MQ) | (1ull << PF_REPLY_ACK) | (1ull << PF_CONFIG) |    \
-	 (1ull << PF_RESET_DEVICE) | (1ull << PF_STATUS))
+	 (1ull << PF_RESET_DEVICE) | (1ull << PF_STATUS) |                    \
+	 (1ull << PF_CONFIGURE_MEM_SLOTS) | (1ull << PF_INFLIGHT_SHMFD) |     \
+	 (1ull << PF_BACKEND_REQ))
+/* Back-end requests ("Back-end message types"): only this one is served. */
+#define BACKEND_CONFIG_CHANGE_MSG 2
 
 /* Feature bits the guest may see: device-specific ones (0-23) pass
  * through; of the reserved range only what this transport implements
@@ -84,6 +92,16 @@ struct mem_table {
 	uint32_t nregions, padding;
 	struct mem_region r[MAX_REGIONS];
 };
+struct mem_reg_msg { /* ADD_MEM_REG / REM_MEM_REG payload */
+	uint64_t padding;
+	struct mem_region r;
+};
+struct inflight_msg { /* GET_INFLIGHT_FD / SET_INFLIGHT_FD, 24 bytes */
+	uint64_t mmap_size, mmap_offset;
+	uint16_t num_queues, queue_size;
+	uint32_t padding;
+};
+#define MAX_INFLIGHT (16u << 20) /* an inflight region larger is refused */
 struct config_msg {
 	uint32_t offset, size, flags;
 	uint8_t data[MAX_CONFIG];
@@ -104,9 +122,19 @@ struct mb_vhost_user {
 	pthread_mutex_t lock; /* the socket and the protocol state */
 	int sock;             /* -1: disconnected */
 	bool watched;
+	int req;              /* BACKEND_REQ: our end of the channel, or -1 */
+	bool req_watched;
+	pthread_mutex_t cfg_lock; /* config[]: vCPUs read it, the channel
+				     refreshes it (a leaf lock) */
+	_Atomic uint64_t backend_msgs, config_changes, refused;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	uint64_t be_features, protocol;
 	unsigned be_queues;
+	unsigned max_slots; /* GET_MAX_MEM_SLOTS, capped at MAX_SLOTS */
+	/* CONFIGURE_MEM_SLOTS: the regions this connection has (ADD_MEM_REG) */
+	unsigned nslots;
+	struct mem_region slot_reg[MAX_SLOTS];
+	int slot_fd[MAX_SLOTS]; /* not ours: the memfd of mb_mem or bounce_fd */
 	bool running; /* rings handed over since DRIVER_OK */
 	bool started[MB_VIRTIO_MAX_QUEUES];
 	int call[MB_VIRTIO_MAX_QUEUES];
@@ -118,6 +146,14 @@ struct mb_vhost_user {
 	char dir[64];  /* spawn: the private directory of the socket */
 	char why[160]; /* the last protocol error */
 	_Atomic uint64_t messages, calls, disconnects, reconnects, spawns;
+
+	/* INFLIGHT_SHMFD: the back-end's inflight region (GET_INFLIGHT_FD),
+	 * kept across its crash and handed to its successor with
+	 * SET_INFLIGHT_FD; dropped when the driver resets. */
+	int inflight_fd;
+	struct inflight_msg inflight;
+	const uint8_t *inflight_map; /* read-only, only if sealed against shrink */
+	bool resume;                 /* restarting rings after a crash */
 
 	/* dma = "copy": shadow queues in a bounce memfd (see "copy mode") */
 	bool copy;
@@ -146,8 +182,16 @@ static void drop(struct mb_vhost_user *vu)
 	vu->watched = false;
 	close(vu->sock);
 	vu->sock = -1;
+	if (vu->req >= 0) {
+		if (vu->req_watched)
+			mb_machine_unwatch(vu->m, vu->req);
+		close(vu->req);
+	}
+	vu->req = -1;
+	vu->req_watched = false;
 	vu->running = false;
 	memset(vu->started, 0, sizeof vu->started);
+	vu->nslots = 0; /* a new back-end starts with no memory */
 	vu->disconnects++;
 }
 
@@ -214,7 +258,7 @@ static int send_msg(struct mb_vhost_user *vu, uint32_t req, uint32_t flags,
 /* Read exactly len bytes; any descriptor the back-end attaches is closed
  * and makes the reply invalid (no request of ours expects one). */
 static int read_full(struct mb_vhost_user *vu, void *buf, size_t len,
-		     uint32_t req)
+		     uint32_t req, int *fd_out)
 {
 	size_t done = 0;
 	while (done < len) {
@@ -240,13 +284,19 @@ static int read_full(struct mb_vhost_user *vu, void *buf, size_t len,
 				for (size_t i = 0; i < k; i++) {
 					int fd;
 					memcpy(&fd, CMSG_DATA(c) + i * sizeof fd, sizeof fd);
-					close(fd);
+					if (fd_out && *fd_out < 0 && k == 1 && !fds)
+						*fd_out = fd; /* the one the reply may carry */
+					else
+						close(fd), fds = true;
 				}
-				fds = true;
+				if (!fd_out || k != 1)
+					fds = true;
 			}
 		if (fds || (mh.msg_flags & MSG_CTRUNC))
 			return broken(vu, "reply to request %u carried file "
 				      "descriptors", req);
+		if (fds && fd_out && *fd_out >= 0)
+			close(*fd_out), *fd_out = -1;
 		if (n < 0)
 			return broken(vu, "reply to request %u: %s", req,
 				      errno == EAGAIN ? "timed out" : strerror(errno));
@@ -260,11 +310,11 @@ static int read_full(struct mb_vhost_user *vu, void *buf, size_t len,
 
 /* The reply to req: header checked (version, reply bit, same request) and
  * a payload of exactly want bytes. */
-static int recv_reply(struct mb_vhost_user *vu, uint32_t req, void *payload,
-		      uint32_t want)
+static int recv_reply_fd(struct mb_vhost_user *vu, uint32_t req,
+			 void *payload, uint32_t want, int *fd)
 {
 	struct hdr h;
-	int rc = read_full(vu, &h, sizeof h, req);
+	int rc = read_full(vu, &h, sizeof h, req, fd);
 	if (rc)
 		return rc;
 	if ((h.flags & 3) != HDR_VERSION || !(h.flags & HDR_REPLY))
@@ -276,7 +326,13 @@ static int recv_reply(struct mb_vhost_user *vu, uint32_t req, void *payload,
 	if (h.size != want)
 		return broken(vu, "reply to request %u: %u bytes of payload, "
 			      "expected %u", req, h.size, want);
-	return read_full(vu, payload, want, req);
+	return read_full(vu, payload, want, req, fd);
+}
+
+static int recv_reply(struct mb_vhost_user *vu, uint32_t req, void *payload,
+		      uint32_t want)
+{
+	return recv_reply_fd(vu, req, payload, want, NULL);
 }
 
 /* A request with a u64 reply (GET_FEATURES, ...). */
@@ -320,6 +376,27 @@ static int set_state(struct mb_vhost_user *vu, uint32_t req, uint32_t i,
 /* ---- connecting --------------------------------------------------------- */
 
 static void on_socket(void *opaque, int fd);
+static void on_backend_req(void *opaque, int fd);
+
+/* "SET_BACKEND_REQ_FD": a socketpair whose other end the back-end writes
+ * its own requests to; we serve them from the event loop. */
+static int backend_channel(struct mb_vhost_user *vu)
+{
+	int sv[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+		return mb_seterr(-errno, "vhost-user: socketpair: %s", strerror(errno));
+	struct timeval tv = { IO_TIMEOUT_S, 0 };
+	setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	int rc = request(vu, SET_BACKEND_REQ_FD, NULL, 0, &sv[1], 1);
+	close(sv[1]);
+	if (rc) {
+		close(sv[0]);
+		return rc;
+	}
+	vu->req = sv[0];
+	return 0;
+}
 
 static int dial(struct mb_vhost_user *vu)
 {
@@ -335,6 +412,33 @@ static int dial(struct mb_vhost_user *vu)
 				 strerror(err));
 	}
 	return s;
+}
+
+static int fix_config(struct mb_vhost_user *vu, const char *tag);
+
+/* GET_CONFIG into the copy the driver reads (with PF_CONFIG); once the
+ * device is set up, moonbox's own values are put back on top (num_queues,
+ * copy mode's limits: a reconnect or a config change must not undo them). */
+static int get_config(struct mb_vhost_user *vu)
+{
+	if (!has_pf(vu, PF_CONFIG) || !vu->ops.config_size)
+		return 0;
+	struct config_msg c = { 0, vu->ops.config_size, 0, { 0 } };
+	uint32_t len = 12 + vu->ops.config_size;
+	int rc;
+	if ((rc = send_msg(vu, GET_CONFIG, 0, &c, len, NULL, 0)) ||
+	    (rc = recv_reply(vu, GET_CONFIG, &c, len)))
+		return rc;
+	if (c.offset != 0 || c.size != vu->ops.config_size)
+		return broken(vu, "GET_CONFIG: reply for offset %u size %u, "
+			      "asked 0 and %u", c.offset, c.size,
+			      vu->ops.config_size);
+	pthread_mutex_lock(&vu->cfg_lock);
+	memcpy(vu->config, c.data, vu->ops.config_size);
+	if (vu->ops.nqueues)
+		fix_config(vu, NULL);
+	pthread_mutex_unlock(&vu->cfg_lock);
+	return 0;
 }
 
 /* A fresh connection: the handshake of "Starting and stopping rings"
@@ -381,27 +485,149 @@ static int handshake(struct mb_vhost_user *vu, int s, bool same)
 			return broken(vu, "GET_QUEUE_NUM: %" PRIu64 " queues", n);
 		vu->be_queues = (unsigned)n;
 	}
-	if (has_pf(vu, PF_CONFIG) && vu->ops.config_size) {
-		struct config_msg c = { 0, vu->ops.config_size, 0, { 0 } };
-		uint32_t len = 12 + vu->ops.config_size;
-		if ((rc = send_msg(vu, GET_CONFIG, 0, &c, len, NULL, 0)) ||
-		    (rc = recv_reply(vu, GET_CONFIG, &c, len)))
+	vu->nslots = 0;
+	vu->max_slots = MAX_REGIONS;
+	if (has_pf(vu, PF_CONFIGURE_MEM_SLOTS)) {
+		/* "GET_MAX_MEM_SLOTS": how many ADD_MEM_REG regions it holds */
+		uint64_t n;
+		if ((rc = get_u64(vu, GET_MAX_MEM_SLOTS, &n)))
 			return rc;
-		if (c.offset != 0 || c.size != vu->ops.config_size)
-			return broken(vu, "GET_CONFIG: reply for offset %u size %u, "
-				      "asked 0 and %u", c.offset, c.size,
-				      vu->ops.config_size);
-		memcpy(vu->config, c.data, vu->ops.config_size);
+		if (n < 1)
+			return broken(vu, "GET_MAX_MEM_SLOTS: %" PRIu64 " slots", n);
+		vu->max_slots = n < MAX_SLOTS ? (unsigned)n : MAX_SLOTS;
 	}
+	if (has_pf(vu, PF_BACKEND_REQ) && (rc = backend_channel(vu)))
+		return rc;
+	if ((rc = get_config(vu)))
+		return rc;
 	if (same) { /* a reconnect: at attach, placement watches it */
 		if ((rc = mb_machine_watch(vu->m, s, on_socket, vu)))
 			return broken(vu, "%s", mb_errmsg());
 		vu->watched = true;
+		if (vu->req >= 0) {
+			if ((rc = mb_machine_watch(vu->m, vu->req, on_backend_req, vu)))
+				return broken(vu, "%s", mb_errmsg());
+			vu->req_watched = true;
+		}
 	}
 	return 0;
 }
 
 static void recover(struct mb_vhost_user *vu);
+
+/* The connection went bad (vu->lock held, already dropped): true when the
+ * guest must be told (DEVICE_NEEDS_RESET); in copy mode or with an
+ * inflight region moonbox repairs it behind the guest's back instead
+ * (not yet live: DRIVER_OK reconnects). */
+static bool lost_backend(struct mb_vhost_user *vu)
+{
+	if ((!vu->copy && vu->inflight_fd < 0) || !vu->path[0])
+		return true; /* nothing to repair with, or nowhere to dial */
+	if (vu->live)
+		recover(vu);
+	return false;
+}
+
+/* Read exactly len bytes from the back-end's channel; descriptors are
+ * closed and counted. 0, or -1 at EOF, error or timeout. */
+static int chan_read(int fd, void *buf, size_t len, unsigned *nfds)
+{
+	for (size_t done = 0; done < len;) {
+		union {
+			char c[CMSG_SPACE(sizeof(int) * 16)];
+			struct cmsghdr align;
+		} u;
+		struct iovec iov = { (char *)buf + done, len - done };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+				     .msg_control = u.c, .msg_controllen = sizeof u.c };
+		ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0 || n == 0)
+			for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c;
+			     c = CMSG_NXTHDR(&mh, c)) {
+				if (c->cmsg_level != SOL_SOCKET ||
+				    c->cmsg_type != SCM_RIGHTS)
+					continue;
+				size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+				for (size_t i = 0; i < k; i++) {
+					int f;
+					memcpy(&f, CMSG_DATA(c) + i * sizeof f, sizeof f);
+					close(f);
+				}
+				*nfds += (unsigned)k;
+			}
+		if (mh.msg_flags & MSG_CTRUNC)
+			*nfds += 1;
+		if (n <= 0)
+			return -1;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* One message from the back-end (vu->lock held). Served: CONFIG_CHANGE_MSG
+ * (with PF_CONFIG): the config is fetched again and *changed set. Anything
+ * else is refused, with a non-zero reply when the back-end asks for one
+ * ("REPLY_ACK"). A malformed message breaks the connection (-EPROTO); the
+ * channel closing quietly is no error (it just ends). */
+static int serve_backend(struct mb_vhost_user *vu, bool *changed)
+{
+	struct hdr h;
+	unsigned nfds = 0;
+	uint8_t junk[MAX_PAYLOAD];
+	if (chan_read(vu->req, &h, sizeof h, &nfds)) {
+		if (vu->req_watched)
+			mb_machine_unwatch(vu->m, vu->req);
+		close(vu->req);
+		vu->req = -1, vu->req_watched = false;
+		return 0;
+	}
+	if ((h.flags & 3) != HDR_VERSION || (h.flags & HDR_REPLY) ||
+	    h.size > MAX_PAYLOAD)
+		return broken(vu, "back-end request %u: flags 0x%x, %u bytes of "
+			      "payload", h.request, h.flags, h.size);
+	if (chan_read(vu->req, junk, h.size, &nfds))
+		return broken(vu, "back-end request %u: payload cut short",
+			      h.request);
+	vu->backend_msgs++;
+	bool ok = h.request == BACKEND_CONFIG_CHANGE_MSG && !h.size && !nfds &&
+		  has_pf(vu, PF_CONFIG);
+	if (!ok)
+		vu->refused++;
+	if (h.flags & HDR_NEED_REPLY) { /* answer first: it may wait on it */
+		struct { struct hdr h; uint64_t v; } __attribute__((packed)) r = {
+			{ h.request, HDR_VERSION | HDR_REPLY, 8 }, ok ? 0 : 1 };
+		if (send(vu->req, &r, sizeof r, MSG_NOSIGNAL) != (ssize_t)sizeof r)
+			return broken(vu, "back-end request %u: reply: %s", h.request,
+				      strerror(errno));
+	}
+	if (!ok)
+		return 0;
+	int rc = get_config(vu);
+	if (!rc) {
+		vu->config_changes++;
+		*changed = true;
+	}
+	return rc;
+}
+
+static void on_backend_req(void *opaque, int fd)
+{
+	struct mb_vhost_user *vu = opaque;
+	bool changed = false, fail = false;
+	pthread_mutex_lock(&vu->lock);
+	if (vu->req == fd && vu->req >= 0 && serve_backend(vu, &changed))
+		fail = lost_backend(vu);
+	pthread_mutex_unlock(&vu->lock);
+	if (changed && vu->t) /* sec. 4.2.2: generation and interrupt */
+		mb_virtio_config_change(vu->t);
+	if (fail && vu->t) {
+		char why[200];
+		snprintf(why, sizeof why, "vhost-user: %s", vu->why);
+		mb_virtio_fail(vu->t, why);
+	}
+}
 
 /* Back-ends talk only when asked: anything readable while nobody waits
  * for a reply is the end of the connection (or a message we never
@@ -426,13 +652,8 @@ static void on_socket(void *opaque, int fd)
 		if (lost)
 			drop(vu);
 	}
-	if (lost && vu->copy) {
-		/* Copy mode: moonbox holds every request; the guest never
-		 * learns of the crash (not yet live: DRIVER_OK reconnects). */
-		if (vu->live)
-			recover(vu);
-		lost = false;
-	}
+	if (lost)
+		lost = lost_backend(vu);
 	pthread_mutex_unlock(&vu->lock);
 	if (lost) {
 		char why[200];
@@ -590,38 +811,87 @@ static void reconnect(struct mb_vhost_user *vu)
 
 /* ---- the rings ---------------------------------------------------------- */
 
+/* With CONFIGURE_MEM_SLOTS the table goes region by region ("Memory
+ * region description", ADD_MEM_REG / REM_MEM_REG): regions this
+ * connection has that are no longer wanted are removed, missing ones
+ * added, so a restart of the rings on the same connection sends nothing. */
+static int mem_slots(struct mb_vhost_user *vu, const struct mem_region *want,
+		     const int *fds, unsigned n)
+{
+	int rc;
+	for (unsigned i = 0; i < vu->nslots;) {
+		bool keep = false;
+		for (unsigned j = 0; j < n; j++)
+			keep |= !memcmp(&want[j], &vu->slot_reg[i], sizeof *want);
+		if (keep) {
+			i++;
+			continue;
+		}
+		/* The spec identifies the region by its addresses and size;
+		 * libvhost-user (QEMU 7.2) also wants its fd, as QEMU sends. */
+		struct mem_reg_msg r = { 0, vu->slot_reg[i] };
+		if ((rc = request(vu, REM_MEM_REG, &r, sizeof r, &vu->slot_fd[i], 1)))
+			return rc;
+		vu->nslots--;
+		vu->slot_reg[i] = vu->slot_reg[vu->nslots];
+		vu->slot_fd[i] = vu->slot_fd[vu->nslots];
+	}
+	for (unsigned j = 0; j < n; j++) {
+		bool have = false;
+		for (unsigned i = 0; i < vu->nslots; i++)
+			have |= !memcmp(&want[j], &vu->slot_reg[i], sizeof *want);
+		if (have)
+			continue;
+		if (vu->nslots == vu->max_slots)
+			return mb_seterr(-E2BIG, "vhost-user: more than %u RAM "
+					 "regions (GET_MAX_MEM_SLOTS)", vu->max_slots);
+		struct mem_reg_msg r = { 0, want[j] };
+		if ((rc = request(vu, ADD_MEM_REG, &r, sizeof r, &fds[j], 1)))
+			return rc;
+		vu->slot_fd[vu->nslots] = fds[j];
+		vu->slot_reg[vu->nslots++] = want[j];
+	}
+	return 0;
+}
+
 /* The back-end addresses guest RAM by our virtual addresses (the memory
  * table's userspace_addr): every region moonbox backs with a memfd. */
 static int mem_table(struct mb_vhost_user *vu)
 {
 	struct mb_mem *mem = vu->mem;
 	struct mem_table tab = { 0 };
-	int fds[MAX_REGIONS];
+	struct mem_region reg[MAX_SLOTS];
+	int fds[MAX_SLOTS];
+	unsigned n = 0;
+	bool slots = has_pf(vu, PF_CONFIGURE_MEM_SLOTS);
+	unsigned cap = slots ? vu->max_slots : MAX_REGIONS;
 	if (vu->copy) { /* only the bounce memory: guest RAM stays ours */
-		tab.nregions = 1;
-		tab.r[0] = (struct mem_region){ 0, vu->bounce_size,
-						(uint64_t)(uintptr_t)vu->bounce, 0 };
-		return request(vu, SET_MEM_TABLE, &tab, 8 + sizeof tab.r[0],
-			       &vu->bounce_fd, 1);
+		reg[0] = (struct mem_region){ 0, vu->bounce_size,
+					      (uint64_t)(uintptr_t)vu->bounce, 0 };
+		fds[0] = vu->bounce_fd;
+		n = 1;
 	}
-	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+	for (size_t i = 0; i < mb_mem_count(mem) && !vu->copy; i++) {
 		int fd = mb_mem_region_fd(mem, i);
 		if (fd < 0)
 			continue; /* a mapping of the caller's: not shareable */
-		if (tab.nregions == MAX_REGIONS)
-			return mb_seterr(-E2BIG, "vhost-user: more than %d RAM "
-					 "regions", MAX_REGIONS);
+		if (n == cap)
+			return mb_seterr(-E2BIG, "vhost-user: more than %u RAM "
+					 "regions", cap);
 		const struct mb_mem_region *r = mb_mem_region(mem, i);
-		tab.r[tab.nregions] = (struct mem_region){
-			r->base, r->size, (uint64_t)(uintptr_t)r->host, 0 };
-		fds[tab.nregions++] = fd;
+		reg[n] = (struct mem_region){ r->base, r->size,
+					      (uint64_t)(uintptr_t)r->host, 0 };
+		fds[n++] = fd;
 	}
-	if (!tab.nregions)
+	if (!n)
 		return mb_seterr(-ENOTSUP, "vhost-user: no guest RAM can be "
 				 "shared (no memfd-backed region)");
+	if (slots)
+		return mem_slots(vu, reg, fds, n);
+	tab.nregions = n;
+	memcpy(tab.r, reg, n * sizeof *reg);
 	return request(vu, SET_MEM_TABLE, &tab,
-		       8 + tab.nregions * (uint32_t)sizeof(struct mem_region), fds,
-		       tab.nregions);
+		       8 + n * (uint32_t)sizeof(struct mem_region), fds, n);
 }
 
 /* Is [p, p+len) inside a region the back-end maps? */
@@ -636,6 +906,16 @@ static bool shared(struct mb_vhost_user *vu, const void *p, size_t len)
 			return true;
 	}
 	return false;
+}
+
+/* Where the back-end takes up the ring: after a crash, at the used
+ * index (everything not completed is taken again; with an inflight
+ * region the back-end corrects that itself, "Inflight I/O tracking"). */
+static uint16_t resume_base(struct mb_vhost_user *vu, struct mb_vq *q)
+{
+	if (!vu->resume)
+		return q->last_avail;
+	return __atomic_load_n((uint16_t *)q->used + 1, __ATOMIC_ACQUIRE);
 }
 
 static int start_queue(struct mb_vhost_user *vu, unsigned i)
@@ -662,7 +942,7 @@ static int start_queue(struct mb_vhost_user *vu, unsigned i)
 	 * kick already pending when the ring starts cannot complete unseen. */
 	if ((rc = set_state(vu, SET_VRING_NUM, i, n)) ||
 	    (rc = request(vu, SET_VRING_ADDR, &a, sizeof a, NULL, 0)) ||
-	    (rc = set_state(vu, SET_VRING_BASE, i, q->last_avail)))
+	    (rc = set_state(vu, SET_VRING_BASE, i, resume_base(vu, q))))
 		return rc;
 	uint64_t idx = i;
 	if ((rc = request(vu, SET_VRING_CALL, &idx, sizeof idx, &vu->call[i], 1)) ||
@@ -672,10 +952,106 @@ static int start_queue(struct mb_vhost_user *vu, unsigned i)
 	/* With PROTOCOL_FEATURES rings start disabled ("Ring states"). */
 	if (vu->be_features >> F_PROTOCOL_FEATURES & 1)
 		rc = set_state(vu, SET_VRING_ENABLE, i, 1);
+	uint64_t one = 1;
+	if (!rc && vu->resume && write(kick, &one, 8) != 8) {
+		/* re-kick after a crash; a full counter is a kick pending */
+	}
 	return rc;
 }
 
 static int start_shadow(struct mb_vhost_user *vu, unsigned i);
+
+/* ---- inflight tracking ("Inflight I/O tracking") -------------------------
+ *
+ * A back-end that offers INFLIGHT_SHMFD keeps, in shared memory it
+ * allocates, which descriptors it has taken from the avail ring and not
+ * yet put in the used ring. moonbox asks for that memory once
+ * (GET_INFLIGHT_FD) and keeps the fd; after a crash the restarted
+ * back-end gets the same memory (SET_INFLIGHT_FD) and resubmits what was
+ * in flight, so in shared mode too a crash need not reach the guest.
+ */
+
+static void inflight_free(struct mb_vhost_user *vu)
+{
+	if (vu->inflight_map)
+		munmap((void *)vu->inflight_map, vu->inflight.mmap_size);
+	if (vu->inflight_fd >= 0)
+		close(vu->inflight_fd);
+	vu->inflight_map = NULL;
+	vu->inflight_fd = -1;
+}
+
+/* How many descriptors the region marks in flight (the split layout of
+ * the spec: per queue u64 features, u16 version, desc_num,
+ * last_batch_head, used_idx, then desc_num 16-byte DescStateSplit whose
+ * first byte is `inflight`). Only a report: a region that does not look
+ * like that counts 0. */
+static unsigned inflight_count(struct mb_vhost_user *vu)
+{
+	const struct inflight_msg *in = &vu->inflight;
+	if (!vu->inflight_map || !in->num_queues)
+		return 0;
+	uint64_t stride = in->mmap_size / in->num_queues;
+	unsigned n = 0;
+	for (unsigned q = 0; q < in->num_queues; q++) {
+		const uint8_t *r = vu->inflight_map + q * stride;
+		uint16_t version = (uint16_t)mb_io_get(r + 8, 2);
+		uint16_t num = (uint16_t)mb_io_get(r + 10, 2);
+		if (version != 1 || num > in->queue_size || 16 + 16ull * num > stride)
+			continue;
+		for (unsigned d = 0; d < num; d++)
+			n += r[16 + 16 * d] == 1;
+	}
+	return n;
+}
+
+/* GET_INFLIGHT_FD (first start after a reset), then SET_INFLIGHT_FD. The
+ * reply is hostile: its sizes must be what we asked for and fit the fd. */
+static int inflight_set(struct mb_vhost_user *vu)
+{
+	if (!has_pf(vu, PF_INFLIGHT_SHMFD) || vu->copy)
+		return 0;
+	int rc;
+	if (vu->inflight_fd < 0) {
+		struct inflight_msg in = { 0, 0, (uint16_t)vu->ops.nqueues,
+					   vu->ops.queue_max, 0 };
+		int fd = -1;
+		if ((rc = send_msg(vu, GET_INFLIGHT_FD, 0, &in, sizeof in, NULL, 0)) ||
+		    (rc = recv_reply_fd(vu, GET_INFLIGHT_FD, &in, sizeof in, &fd))) {
+			if (fd >= 0)
+				close(fd);
+			return rc;
+		}
+		struct stat sb;
+		if (fd < 0)
+			return broken(vu, "GET_INFLIGHT_FD: reply without a file "
+				      "descriptor");
+		if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || !in.mmap_size ||
+		    in.mmap_size > MAX_INFLIGHT || in.mmap_offset > MAX_INFLIGHT ||
+		    in.mmap_offset + in.mmap_size > (uint64_t)sb.st_size ||
+		    in.num_queues != vu->ops.nqueues ||
+		    in.queue_size != vu->ops.queue_max) {
+			close(fd);
+			return broken(vu, "GET_INFLIGHT_FD: region of %" PRIu64
+				      " bytes at %" PRIu64 " for %u queues of %u, "
+				      "not a fitting file", in.mmap_size,
+				      in.mmap_offset, in.num_queues, in.queue_size);
+		}
+		vu->inflight = in;
+		vu->inflight_fd = fd;
+		/* Mapped for the report only, and only when the back-end
+		 * cannot shrink it under us (a SIGBUS in the VMM). */
+		int seals = fcntl(fd, F_GET_SEALS);
+		if (seals >= 0 && (seals & F_SEAL_SHRINK) && !(in.mmap_offset & 4095)) {
+			void *p = mmap(NULL, in.mmap_size, PROT_READ, MAP_SHARED, fd,
+				       (off_t)in.mmap_offset);
+			if (p != MAP_FAILED)
+				vu->inflight_map = p;
+		}
+	}
+	return request(vu, SET_INFLIGHT_FD, &vu->inflight, sizeof vu->inflight,
+		       &vu->inflight_fd, 1);
+}
 
 static int start(struct mb_vhost_user *vu)
 {
@@ -684,7 +1060,8 @@ static int start(struct mb_vhost_user *vu)
 	if (vu->copy) /* the shadow rings are plain split rings */
 		f &= ~((1ull << 28) | (1ull << 29));
 	int rc;
-	if ((rc = set_u64(vu, SET_FEATURES, f)) || (rc = mem_table(vu)))
+	if ((rc = set_u64(vu, SET_FEATURES, f)) || (rc = inflight_set(vu)) ||
+	    (rc = mem_table(vu)))
 		return rc;
 	for (unsigned i = 0; i < vu->ops.nqueues; i++) {
 		struct mb_vq *q = mb_virtio_queue(vu->t, i);
@@ -949,8 +1326,17 @@ static void recover(struct mb_vhost_user *vu)
 {
 	drop(vu);
 	reconnect(vu);
-	if (vu->sock >= 0 && start(vu) == 0)
-		return;
+	if (vu->sock >= 0) {
+		/* shared mode: the guest's own rings, taken up where they are */
+		unsigned held = vu->copy ? 0 : inflight_count(vu);
+		vu->resume = !vu->copy;
+		int rc = start(vu);
+		vu->resume = false;
+		if (!rc) {
+			vu->resubmitted += held;
+			return;
+		}
+	}
 	drop(vu);
 	if (vu->retry) {
 		const struct mb_clock *c = mb_machine_clock(vu->m);
@@ -990,7 +1376,8 @@ static void vu_reset(void *dev)
 	memset(vu->started, 0, sizeof vu->started);
 	vu->running = false;
 	vu->live = false;
-	if (vu->copy) { /* the driver forgot its requests: so do we */
+	inflight_free(vu); /* the driver forgot its requests: so do we */
+	if (vu->copy) {
 		pthread_mutex_lock(&vu->copy_lock);
 		for (unsigned i = 0; i < vu->ops.nqueues; i++)
 			vu->sh[i].busy = 0;
@@ -1019,14 +1406,18 @@ static void vu_notify(void *dev, struct mb_virtio *t, unsigned qi)
 static void vu_config_read(void *dev, uint64_t off, void *data, unsigned size)
 {
 	struct mb_vhost_user *vu = dev;
+	pthread_mutex_lock(&vu->cfg_lock);
 	memcpy(data, vu->config + off, size); /* off + size checked by mmio.c */
+	pthread_mutex_unlock(&vu->cfg_lock);
 }
 
 static void vu_config_write(void *dev, uint64_t off, const void *data,
 			    unsigned size)
 {
 	struct mb_vhost_user *vu = dev;
+	pthread_mutex_lock(&vu->cfg_lock);
 	memcpy(vu->config + off, data, size);
+	pthread_mutex_unlock(&vu->cfg_lock);
 	pthread_mutex_lock(&vu->lock);
 	int rc = 0;
 	if (has_pf(vu, PF_CONFIG) && vu->sock >= 0) {
@@ -1087,6 +1478,15 @@ static void m_save(void *dev, struct mb_virtio *t, void *p)
 	st->spawns = vu->spawns;
 	st->copy = vu->copy;
 	st->resubmitted = vu->resubmitted;
+	if (has_pf(vu, PF_CONFIGURE_MEM_SLOTS)) {
+		st->mem_slots = vu->nslots;
+		st->max_mem_slots = vu->max_slots;
+	}
+	st->inflight_region = vu->inflight_fd >= 0;
+	st->backend_channel = vu->req >= 0;
+	st->backend_messages = vu->backend_msgs;
+	st->config_changes = vu->config_changes;
+	st->backend_refused = vu->refused;
 	pthread_mutex_unlock(&vu->lock);
 	if (vu->copy) { /* requests moonbox holds for the back-end */
 		pthread_mutex_lock(&vu->copy_lock);
@@ -1120,6 +1520,7 @@ static void vu_free(struct mb_vhost_user *vu)
 	if (vu->retry)
 		mb_machine_clock(vu->m)->timer_free(vu->retry);
 	end_child(vu); /* our back-end goes with its device */
+	inflight_free(vu);
 	if (vu->bounce)
 		munmap(vu->bounce, vu->bounce_size);
 	if (vu->bounce_fd >= 0)
@@ -1136,6 +1537,7 @@ static void vu_free(struct mb_vhost_user *vu)
 		free(vu->argv);
 	}
 	pthread_mutex_destroy(&vu->lock);
+	pthread_mutex_destroy(&vu->cfg_lock);
 	free(vu->fields);
 	free(vu);
 }
@@ -1255,11 +1657,14 @@ int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 		return mb_seterr(-ENOMEM, "vhost-user: out of memory");
 	}
 	pthread_mutex_init(&vu->lock, NULL);
+	pthread_mutex_init(&vu->cfg_lock, NULL);
 	vu->sock = -1;
+	vu->req = -1;
 	vu->pidfd = -1;
 	vu->m = m;
 	vu->mem = mem;
 	vu->bounce_fd = -1;
+	vu->inflight_fd = -1;
 	vu->copy = cfg->copy;
 	pthread_mutex_init(&vu->copy_lock, NULL);
 	for (unsigned i = 0; i < MB_VIRTIO_MAX_QUEUES; i++)
@@ -1335,11 +1740,11 @@ int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 	if (vu->copy) {
 		if ((rc = bounce_new(vu)))
 			goto fail;
-		if (m && !(vu->retry = mb_machine_clock(m)->timer_new(
-				   mb_machine_clock(m), retry_cb, vu))) {
-			rc = mb_seterr(-ENOMEM, "dma: out of memory");
-			goto fail;
-		}
+	}
+	if (m && !(vu->retry = mb_machine_clock(m)->timer_new(
+			   mb_machine_clock(m), retry_cb, vu))) {
+		rc = mb_seterr(-ENOMEM, "vhost-user: out of memory");
+		goto fail;
 	}
 	for (unsigned i = 0; i < nq; i++) {
 		vu->call[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1421,6 +1826,9 @@ int mb_vhost_user_attach(struct mb_machine *m,
 	if (!rc && vu->sock >= 0 &&
 	    !(rc = mb_machine_watch(m, vu->sock, on_socket, vu)))
 		vu->watched = true;
+	if (!rc && vu->req >= 0 &&
+	    !(rc = mb_machine_watch(m, vu->req, on_backend_req, vu)))
+		vu->req_watched = true;
 	pthread_mutex_unlock(&vu->lock);
 	if (rc) {
 		mb_device_remove(dev);
@@ -1440,4 +1848,14 @@ struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d)
 pid_t mb_vhost_user_child(struct mb_vhost_user *vu)
 {
 	return vu->child;
+}
+
+void mb_vhost_user_poll(struct mb_vhost_user *vu)
+{
+	pthread_mutex_lock(&vu->lock);
+	int fd = vu->req;
+	pthread_mutex_unlock(&vu->lock);
+	struct pollfd p = { fd, POLLIN, 0 };
+	if (fd >= 0 && poll(&p, 1, 0) > 0)
+		on_backend_req(vu, fd);
 }

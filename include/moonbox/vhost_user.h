@@ -34,7 +34,10 @@ struct mb_vhost_user;
 	X(S, ro_bool, running) X(S, ro_u64, messages) X(S, ro_u64, calls) \
 	X(S, ro_u64, disconnects) X(S, ro_u64, reconnects) X(S, ro_u32, pid) \
 	X(S, ro_u64, spawns) X(S, ro_bool, copy) X(S, ro_u64, resubmitted) \
-	X(S, ro_u32, in_flight)
+	X(S, ro_u32, in_flight) X(S, ro_u32, mem_slots) X(S, ro_u32, max_mem_slots) \
+	X(S, ro_bool, inflight_region) X(S, ro_bool, backend_channel) \
+	X(S, ro_u64, backend_messages) X(S, ro_u64, config_changes) \
+	X(S, ro_u64, backend_refused)
 MB_STATE_STRUCT(mb_vhost_user_state, MB_VHOST_USER_STATE);
 
 struct mb_vhost_user_config {
@@ -81,6 +84,9 @@ const struct mb_virtio_dev_ops *mb_vhost_user_ops(struct mb_vhost_user *vu);
 uint64_t mb_vhost_user_features(struct mb_vhost_user *vu);
 void mb_vhost_user_bind(struct mb_vhost_user *vu, struct mb_virtio *t);
 void mb_vhost_user_free(struct mb_vhost_user *vu);
+/* Serve what the back-end has sent on its request channel (BACKEND_REQ),
+ * without waiting: for a bare model, which no event loop watches. */
+void mb_vhost_user_poll(struct mb_vhost_user *vu);
 
 /* The model of a placed vhost-user device (mb_virtio_dev_model), or NULL. */
 struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d);
