@@ -15,8 +15,8 @@ end
 
 local m = mb.machine { memory = "2M" }
 local sink = function(self, offset, size, value) end
-m:add(mb.device { name = "sink", pio = { base = 0x80, size = 1 }, write = sink })
-m:add(mb.device { name = "sink", mmio = { base = 0xd0000000, size = 0x1000 }, write = sink })
+m:add(mb.device { name = "pio_sink", pio = { base = 0x80, size = 1 }, write = sink })
+m:add(mb.device { name = "mmio_sink", mmio = { base = 0xd0000000, size = 0x1000 }, write = sink })
 m:add(mb.debug_exit { port = 0xf4, size = 1 })
 m:boot_flat { file = image, at = 0x100000, mode = "protected" }
 local t = uptime()
