@@ -9,9 +9,12 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli/devserve.h"
+#include "core/devproc_dma.h"
 
 struct mb_machine *ds_machine;
 struct mb_device *ds_device;
@@ -235,7 +238,84 @@ void ds_control(const uint8_t *msg, ssize_t n)
 		else
 			ds_reply(&q, 0, NULL, 0);
 		break;
+	case MB_DP_DMA_UNMAP: {
+		const char *why = "";
+		int e = ds_unmap(pl, len, &why);
+		if (e)
+			ds_fail(&q, e, why);
+		else
+			ds_reply(&q, 0, pl, len);
+		break;
+	}
 	default:
 		ds_fail(&q, ENOSYS, "unknown command");
 	}
+}
+
+/* ---- guest memory: shared regions and granted windows ------------------- */
+
+int ds_map_mem(const struct mb_dp_mem *r, int lo, int hi, const char *name,
+	       char *msg, size_t len)
+{
+	int fd = r->fd;
+	if (fd < lo || fd >= hi) {
+		snprintf(msg, len, "memory %s: bad descriptor", name);
+		return -1;
+	}
+	if (r->flags & MB_DP_MEM_REVOKED) {
+		close(fd); /* a placeholder: the window was revoked */
+		return 0;
+	}
+	/* A window maps [offset, offset+size) of the region's memfd: the
+	 * whole fd is checked, then only the slice is mapped, and the fd
+	 * goes before any guest byte is read. */
+	uint64_t whole = r->fd_size ? r->fd_size : r->size;
+	if ((r->flags & ~MB_MEM_READONLY) || !r->size || r->offset % 4096 ||
+	    r->offset > whole || r->size > whole - r->offset ||
+	    (!r->fd_size && r->offset) || mb_memfd_check(fd, whole)) {
+		snprintf(msg, len, "memory %s: %s", name,
+			 *mb_errmsg() ? mb_errmsg() : "bad window");
+		return -1;
+	}
+	void *host = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+			  (off_t)r->offset);
+	if (host == MAP_FAILED ||
+	    mb_mem_add(ds_machine->mem, r->base, r->size, r->flags, host, name)) {
+		snprintf(msg, len, "memory %s: %s", name,
+			 host == MAP_FAILED ? strerror(errno) : mb_errmsg());
+		return -1;
+	}
+	close(fd); /* the mapping stays */
+	return 0;
+}
+
+int ds_unmap(const uint8_t *pl, size_t len, const char **why)
+{
+	struct mb_dp_unmap u;
+	if (len != sizeof u) {
+		*why = "DMA_UNMAP: wrong size";
+		return EINVAL;
+	}
+	memcpy(&u, pl, sizeof u);
+	struct mb_mem *mem = ds_machine->mem;
+	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+		const struct mb_mem_region *r = mb_mem_region(mem, i);
+		if (r->base != u.addr || r->size != u.size ||
+		    (r->flags & MB_MEM_REVOKED))
+			continue;
+		/* Out of the map first (no new pointer), then the pages: a
+		 * guard of no access takes the window's place, so a pointer
+		 * kept from before faults this process, never reaches other
+		 * memory. */
+		mb_mem_revoke(mem, i);
+		if (mmap(r->host, r->size, PROT_NONE,
+			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0) == MAP_FAILED) {
+			*why = "DMA_UNMAP: cannot unmap";
+			return EIO;
+		}
+		return 0;
+	}
+	*why = "DMA_UNMAP: no such window";
+	return ENOENT;
 }

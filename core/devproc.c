@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/devproc_dma.h"
 #include "moonbox/devproc.h"
 
 #ifndef MB_LIBEXEC
@@ -103,6 +104,7 @@ struct mb_devproc {
 	 * rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
+	struct mb_dp_dmastate dma; /* grants and DMA messages (core/devproc_dma.c) */
 };
 
 static _Atomic unsigned nthreads;
@@ -392,6 +394,18 @@ static void on_freeze(void *opaque)
 
 /* ---- accesses (vCPU threads) -------------------------------------------- */
 
+/* A DMA_READ / DMA_WRITE the device sends while it serves an access on
+ * this channel (dma = "message"): answered here, checked against its
+ * grants (core/devproc_dma.c). */
+static void dma_request(struct mb_devproc *p, int fd, const uint8_t *msg, size_t n)
+{
+	static __thread uint8_t out[MB_DP_MAX_MSG];
+	size_t len = mb_dp_dma_serve(&p->dma, p->m, p->rep.name, msg, n, out,
+				     sizeof out);
+	if (len)
+		send(fd, out, len, MSG_NOSIGNAL);
+}
+
 static struct chan *my_chan(struct mb_devproc *p)
 {
 	if (!tslot)
@@ -411,6 +425,8 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		struct mb_dp_hdr h;
 		struct mb_dp_reply r;
 	} a;
+	/* the reply, or a DMA request the access makes (dma = "message") */
+	static __thread uint8_t in[MB_DP_MAX_MSG];
 	if (!write)
 		memset(data, 0xff, size);
 	if (!atomic_load(&p->alive) || size > 8)
@@ -429,7 +445,13 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		fail = "its channel is closed";
 	} else {
 		for (;;) {
-			ssize_t n = recv_timed(c->fd, &a, sizeof a);
+			ssize_t n = recv_timed(c->fd, in, sizeof in);
+			memcpy(&a, in, n > 0 && (size_t)n < sizeof a ? (size_t)n : sizeof a);
+			if (n >= (ssize_t)sizeof a.h && !(a.h.flags & MB_DP_F_REPLY) &&
+			    (a.h.cmd == MB_DP_DMA_READ || a.h.cmd == MB_DP_DMA_WRITE)) {
+				dma_request(p, c->fd, in, (size_t)n);
+				continue; /* then the access's own reply */
+			}
 			if (n == 0) {
 				fail = "no reply in time (hung)";
 			} else if (n < 0) {
@@ -633,6 +655,14 @@ int mb_devproc_first_fd(struct mb_machine *m)
 	return MB_DP_FD_CHAN0 + (int)chans_of(m) + (int)mb_mem_count(m->mem);
 }
 
+int mb_devproc_first_fd_for(struct mb_machine *m, const struct mb_devproc_config *cfg)
+{
+	if (!cfg || cfg->dma == MB_DP_DMA_SHARED)
+		return mb_devproc_first_fd(m);
+	return MB_DP_FD_CHAN0 + (int)chans_of(m) +
+	       (int)(cfg->dma == MB_DP_DMA_GRANTED ? cfg->ngrants : 0);
+}
+
 static int spawn(struct mb_devproc *p)
 {
 	struct mb_machine *m = p->m;
@@ -655,17 +685,21 @@ static int spawn(struct mb_devproc *p)
 		mine[nmine++] = sv[0];
 		fds[nfd++] = sv[1];
 	}
-	rc = mem_fds(m, fds + nfd, c->mem, &nmem);
+	rc = p->dma.mode == MB_DP_DMA_SHARED ? mem_fds(m, fds + nfd, c->mem, &nmem)
+					     : mb_dp_dma_mem(&p->dma, m, fds + nfd, c->mem, &nmem);
 	if (rc)
 		goto fail;
 	for (unsigned i = 0; i < nmem; i++)
 		c->mem[i].fd = (int32_t)(3 + nfd + i);
+	int memfds[MB_DP_MAX_MEM];
+	memcpy(memfds, fds + nfd, nmem * sizeof *memfds);
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
+	mb_dp_dma_close_mem(c->mem, memfds, nmem); /* placeholders of revoked grants */
 	pthread_mutex_lock(&p->why_lock);
 	p->pid = pid, p->pidfd = pidfd;
 	pthread_mutex_unlock(&p->why_lock);
@@ -863,6 +897,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
+	mb_dp_dma_fini(&p->dma);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -920,7 +955,13 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->policy = cfg->on_crash;
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
-	int rc = 0;
+	int rc = mb_dp_dma_init(&p->dma, m, cfg);
+	if (rc) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s", mb_errmsg());
+		px_free(p);
+		return mb_seterr(rc, "%s", msg);
+	}
 	if (!p->opts || !p->fds) {
 		px_free(p);
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
@@ -1019,6 +1060,49 @@ const char *mb_devproc_sandbox(struct mb_devproc *p) { return p->rep.sandbox; }
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p) { return p->why; }
+
+/* ---- DMA grants (the state lives in core/devproc_dma.c) ------------------ */
+
+int mb_devproc_revoke(struct mb_devproc *p, uint64_t base)
+{
+	int i = mb_dp_dma_find(&p->dma, base);
+	if (p->dma.mode == MB_DP_DMA_SHARED)
+		return mb_seterr(-EINVAL, "%s: dma is \"shared\" (all RAM, "
+				 "nothing granted)", p->rep.name);
+	if (i < 0)
+		return mb_seterr(-ENOENT, "%s: no grant at 0x%" PRIx64,
+				 p->rep.name, base);
+	/* First here: a restart from now on leaves it out, and a DMA message
+	 * in it is refused. */
+	if (atomic_exchange(&p->dma.revoked[i], true))
+		return 0;
+	if (p->dma.mode != MB_DP_DMA_GRANTED || !atomic_load(&p->alive))
+		return 0;
+	struct mb_dp_unmap u = { .argsz = sizeof u, .addr = base,
+				 .size = p->dma.g[i].size }, back;
+	ssize_t n = request(p, MB_DP_DMA_UNMAP, &u, sizeof u, &back, sizeof back,
+			    p->timeout_ms * 4);
+	return n < 0 ? (int)n : 0;
+}
+
+void mb_devproc_dma_info(struct mb_devproc *p, struct mb_dp_dma_info *out)
+{
+	struct mb_dp_dmastate *d = &p->dma;
+	memset(out, 0, sizeof *out);
+	out->mode = d->mode;
+	out->ngrants = d->n;
+	for (unsigned i = 0; i < d->n; i++) {
+		out->grant[i] = d->g[i];
+		out->revoked[i] = atomic_load(&d->revoked[i]);
+	}
+	out->reads = atomic_load(&d->reads);
+	out->writes = atomic_load(&d->writes);
+	out->bytes = atomic_load(&d->bytes);
+	out->refused = atomic_load(&d->refused);
+	pthread_mutex_lock(&d->lock);
+	snprintf(out->why, sizeof out->why, "%s", d->why);
+	pthread_mutex_unlock(&d->lock);
+}
 
 /* ---- fuzz/fuzz_devproc.c: a hostile device process -------------------------
  * A proxy on socketpairs, no process: each record of data is one message

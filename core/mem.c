@@ -5,6 +5,7 @@
  * never reach host memory outside guest RAM.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -28,6 +29,9 @@ struct mb_mem {
 	 * snapshot.c gathers KVM's dirty log and ours, so a restore neither
 	 * allocates nor scans a bitmap that nothing was written to. */
 	uint64_t *log[MAXREG];
+	/* Bumped when a region is revoked: whoever kept a pointer looks
+	 * again (virtio rings, moonbox/virtio_queue.h). */
+	_Atomic unsigned gen;
 };
 
 #define DPAGE 4096u
@@ -189,7 +193,10 @@ static const struct mb_mem_region *find(const struct mb_mem *mem, uint64_t gpa)
 void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write)
 {
 	const struct mb_mem_region *r = find(mem, gpa);
-	if (!r || (write && (r->flags & MB_MEM_READONLY)))
+	if (!r)
+		return NULL;
+	unsigned f = __atomic_load_n(&r->flags, __ATOMIC_ACQUIRE);
+	if ((f & MB_MEM_REVOKED) || (write && (f & MB_MEM_READONLY)))
 		return NULL;
 	uint64_t off = gpa - r->base;
 	if (len > r->size - off) /* off < size, so this cannot underflow */
@@ -219,7 +226,7 @@ static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 	uint8_t *b = buf;
 	while (len) {
 		const struct mb_mem_region *r = find(mem, gpa);
-		if (!r)
+		if (!r || (__atomic_load_n(&r->flags, __ATOMIC_ACQUIRE) & MB_MEM_REVOKED))
 			return mb_seterr(-EFAULT,
 					 "guest address 0x%" PRIx64 " is not in RAM", gpa);
 		if (dir > 0 && (r->flags & MB_MEM_READONLY))
@@ -309,4 +316,18 @@ uint64_t mb_mem_resident(const struct mb_mem *mem)
 		}
 	}
 	return total;
+}
+
+int mb_mem_revoke(struct mb_mem *mem, size_t i)
+{
+	if (i >= mem->n)
+		return mb_seterr(-EINVAL, "memory: no region %zu", i);
+	__atomic_fetch_or(&mem->r[i].flags, MB_MEM_REVOKED, __ATOMIC_RELEASE);
+	atomic_fetch_add(&mem->gen, 1);
+	return 0;
+}
+
+unsigned mb_mem_gen(struct mb_mem *mem)
+{
+	return atomic_load_explicit(&mem->gen, memory_order_acquire);
 }

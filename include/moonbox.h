@@ -115,6 +115,7 @@ struct mb_mem;
 
 enum {
 	MB_MEM_READONLY = 1 << 0, /* ROM: guest writes are dropped */
+	MB_MEM_REVOKED = 1 << 1,  /* a revoked DMA grant: no access at all */
 };
 
 struct mb_mem_region {
@@ -145,6 +146,11 @@ int mb_mem_region_fd(const struct mb_mem *mem, size_t i);
  * regular memfd of exactly size bytes sealed against shrink and grow
  * (so a mapping of it cannot fault with SIGBUS), else -errno naming it. */
 int mb_memfd_check(int fd, uint64_t size);
+/* Revoke region i (a device process's DMA grant): from now on no access
+ * through the map reaches it, and mb_mem_gen() changes, so that holders
+ * of pointers into it look again. The caller unmaps the memory. */
+int mb_mem_revoke(struct mb_mem *mem, size_t i);
+unsigned mb_mem_gen(struct mb_mem *mem);
 /* Bytes of RAM the guest has touched (resident pages). */
 uint64_t mb_mem_resident(const struct mb_mem *mem);
 
