@@ -1115,7 +1115,8 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 {
 	if (!fz_m) {
 		struct mb_machine_config mc = { .headless = true };
-		if (mb_machine_create(&mc, &fz_m))
+		if (mb_machine_create(&mc, &fz_m) ||
+		    mb_mem_add(fz_m->mem, 0, 0x10000, 0, NULL, "ram"))
 			return;
 	}
 	struct mb_devproc *p = calloc(1, sizeof *p);
@@ -1153,6 +1154,13 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
 	p->pr[0] = (struct prange){ p, 0 };
 	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
+	/* DMA by message (kind bit 4: the device asks): two grants over the
+	 * fuzz machine's 64 KiB of RAM, the second revoked. */
+	static const struct mb_dp_grant g[] = { { 0x1000, 0x2000 }, { 0x8000, 0x1000 } };
+	struct mb_devproc_config dc = { .dma = MB_DP_DMA_MESSAGE, .grants = g, .ngrants = 2 };
+	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
+		abort();
+	atomic_store(&p->dma.revoked[1], true);
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {
 		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
@@ -1169,6 +1177,28 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 		case 0: /* the reply to an access (read or write) */
 			if ((kind & 0x80) && n >= sizeof *h)
 				h->id = (uint16_t)(p->ch[0].id + 1);
+			if ((kind & 0x10) && n >= sizeof *h + sizeof(struct mb_dp_dma_rw)) {
+				/* a DMA request first, the fields right but the
+				 * address, count and data the input's */
+				h->flags = 0;
+				h->cmd = kind & 0x20 ? MB_DP_DMA_WRITE : MB_DP_DMA_READ;
+				h->size = n;
+				send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+				/* then a well-formed reply to the access */
+				struct {
+					struct mb_dp_hdr h;
+					struct mb_dp_reply r;
+				} ok;
+				memset(&ok, 0, sizeof ok);
+				ok.h = (struct mb_dp_hdr){ .id = (uint16_t)(p->ch[0].id + 1),
+					.cmd = kind & 0x40 ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
+					.size = sizeof ok, .flags = MB_DP_F_REPLY };
+				send(ch[1], &ok, sizeof ok, MSG_DONTWAIT | MSG_NOSIGNAL);
+				access_(&p->pr[0], 0, v, 1, kind & 0x40);
+				while (recv(ch[1], drain, sizeof drain, MSG_DONTWAIT) > 0)
+					;
+				break;
+			}
 			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
 				kind & 0x40);
@@ -1205,5 +1235,6 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
+	mb_dp_dma_fini(&p->dma);
 	free(p);
 }
