@@ -321,14 +321,16 @@ static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
 }
 
 static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
+static void dma_request(struct mb_devproc *p, int fd, const uint8_t *msg, size_t n);
 
 /* Under ev_lock: take one event message from the events socket (waiting
  * up to ms) and act on it. 1: took one, 0: none in time, <0: closed. */
 static int take_event(struct mb_devproc *p, int ms)
 {
-	union {
+	/* events are small; a DMA request (dma = "message") up to a message */
+	static __thread union {
 		struct mb_dp_hdr h;
-		uint8_t b[512];
+		uint8_t b[MB_DP_MAX_MSG];
 	} u;
 	ssize_t n = ms ? recv_wait(p->evt, &u, sizeof u, ms)
 		       : recv(p->evt, &u, sizeof u, MSG_DONTWAIT | MSG_TRUNC);
@@ -341,6 +343,11 @@ static int take_event(struct mb_devproc *p, int ms)
 	if ((size_t)n > sizeof u || (size_t)n < sizeof u.h || u.h.size != n)
 		return 1; /* malformed: dropped */
 	size_t len = (size_t)n - sizeof u.h;
+	if ((u.h.cmd == MB_DP_DMA_READ || u.h.cmd == MB_DP_DMA_WRITE) &&
+	    !(u.h.flags & MB_DP_F_REPLY)) {
+		dma_request(p, p->evt, u.b, (size_t)n); /* from a device thread */
+		return 1;
+	}
 	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
 		struct mb_dp_irq e;
 		memcpy(&e, &u.h + 1, sizeof e);
@@ -660,7 +667,8 @@ int mb_devproc_first_fd_for(struct mb_machine *m, const struct mb_devproc_config
 	if (!cfg || cfg->dma == MB_DP_DMA_SHARED)
 		return mb_devproc_first_fd(m);
 	return MB_DP_FD_CHAN0 + (int)chans_of(m) +
-	       (int)(cfg->dma == MB_DP_DMA_GRANTED ? cfg->ngrants : 0);
+	       (int)(cfg->dma == MB_DP_DMA_GRANTED ? cfg->ngrants
+						   : mb_mem_count(m->mem));
 }
 
 static int spawn(struct mb_devproc *p)

@@ -86,8 +86,6 @@ unsigned mb_dp_dma_nmem(const struct mb_dp_dmastate *d, struct mb_machine *m)
 	switch (d->mode) {
 	case MB_DP_DMA_GRANTED:
 		return d->n;
-	case MB_DP_DMA_MESSAGE:
-		return 0;
 	default:
 		return (unsigned)mb_mem_count(m->mem);
 	}
@@ -97,6 +95,26 @@ int mb_dp_dma_mem(struct mb_dp_dmastate *d, struct mb_machine *m, int *fds,
 		  struct mb_dp_mem *mem, unsigned *n)
 {
 	*n = 0;
+	if (d->mode == MB_DP_DMA_MESSAGE) {
+		/* The layout only (a placeholder descriptor each, so the
+		 * numbers stay those of shared mode): the process keeps a
+		 * shadow and asks for every byte. */
+		for (size_t i = 0; i < mb_mem_count(m->mem) && i < MB_DP_MAX_MEM; i++) {
+			const struct mb_mem_region *r = mb_mem_region(m->mem, i);
+			int fd = eventfd(0, EFD_CLOEXEC);
+			if (fd < 0) {
+				mb_dp_dma_close_mem(mem, fds, *n);
+				return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+			}
+			mem[i] = (struct mb_dp_mem){ .base = r->base, .size = r->size,
+						     .flags = MB_DP_MEM_REMOTE |
+							      (r->flags & MB_MEM_READONLY) };
+			snprintf(mem[i].name, sizeof mem[i].name, "%s", r->name);
+			fds[i] = fd;
+			(*n)++;
+		}
+		return 0;
+	}
 	if (d->mode != MB_DP_DMA_GRANTED)
 		return 0;
 	for (unsigned i = 0; i < d->n; i++) {
@@ -131,7 +149,7 @@ int mb_dp_dma_mem(struct mb_dp_dmastate *d, struct mb_machine *m, int *fds,
 void mb_dp_dma_close_mem(const struct mb_dp_mem *mem, const int *fds, unsigned n)
 {
 	for (unsigned i = 0; i < n; i++)
-		if (mem[i].flags & MB_DP_MEM_REVOKED)
+		if (mem[i].flags & (MB_DP_MEM_REVOKED | MB_DP_MEM_REMOTE))
 			close(fds[i]); /* ours; RAM memfds belong to the machine */
 }
 

@@ -16,6 +16,7 @@
 #include "moonbox/devproc.h"
 
 #define MB_DP_MEM_REVOKED (1u << 31) /* mb_dp_mem.flags: a revoked slot */
+#define MB_DP_MEM_REMOTE (1u << 30)  /* by messages: the layout, no memory */
 
 struct mb_dp_dmastate {
 	enum mb_dp_dma mode;

@@ -209,9 +209,7 @@ static void dma_opts(lua_State *L, struct mb_devproc_config *cfg,
 	}
 	static const char *const modes[] = { "shared", "granted", "message", NULL };
 	cfg->dma = (enum mb_dp_dma)mbl_checkenum(L, t, "dma", "shared", modes);
-	if (cfg->dma == MB_DP_DMA_MESSAGE) /* the VMM serves it; devices do not ask yet */
-		luaL_error(L, "dma: \"message\" is not usable yet: the device side's "
-			   "virtio queues do not send DMA_READ/DMA_WRITE (docs/devproc.md)");
+
 	int gt = lua_getfield(L, t, "grants");
 	if (gt != LUA_TNIL && gt != LUA_TTABLE)
 		luaL_error(L, "grants: expected a list of { base, size }, got %s",

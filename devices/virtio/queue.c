@@ -66,6 +66,7 @@ int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features)
 	pthread_mutex_lock(&q->lock);
 	q->desc = d, q->avail = a, q->used = u;
 	q->gen = gen;
+	q->remote = mb_mem_is_remote(q->mem);
 	q->indirect = features >> VIRTIO_F_RING_INDIRECT_DESC & 1;
 	q->event_idx = features >> VIRTIO_F_RING_EVENT_IDX & 1;
 	/* The driver zeroes the rings; indices start from the used ring. */
@@ -100,7 +101,8 @@ static bool rings_still(struct mb_vq *q)
 }
 
 /* One predictable branch while nothing was revoked. */
-#define RINGS_MOVED(q) __builtin_expect(mb_mem_gen((q)->mem) != (q)->gen, 0)
+#define RINGS_MOVED(q) \
+	__builtin_expect((q)->remote || mb_mem_gen((q)->mem) != (q)->gen, 0)
 
 bool mb_vq_rings_ok(struct mb_vq *q)
 {
@@ -241,7 +243,42 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
  * moonbox writes). One lookup and one or two page bits. */
 static void used_written(struct mb_vq *q)
 {
-	(void)mb_mem_ptr(q->mem, q->used_gpa, 6 + 8 * q->num, true);
+	/* The elements and avail_event before the index: over messages
+	 * (dma = "message") they land in that order. */
+	mb_mem_written(q->mem, q->used_gpa + 4, 8u * q->num + 2);
+	mb_mem_written(q->mem, q->used_gpa, 4);
+}
+
+/* Memory by messages: the chain's device-writable buffers (len bytes
+ * in all) go back to the guest before its used element does. The chain
+ * is walked again from the descriptors as they are now, bounded as in
+ * walk(); a driver that changed them meanwhile gets its own memory
+ * overwritten with what the device saw, within what the VMM grants. */
+static void write_back(struct mb_vq *q, uint16_t head, uint32_t len)
+{
+	const uint8_t *table = q->desc;
+	unsigned max = q->num, i = head, n = 0;
+	bool indirect = false;
+	while (len && i < max && ++n <= max) {
+		struct desc d;
+		get_desc(table, i, &d);
+		if ((d.flags & VIRTQ_DESC_F_INDIRECT) && !indirect) {
+			if (d.len == 0 || d.len % 16 || d.len / 16 > MB_VQ_MAX_SEGS ||
+			    !(table = mb_mem_ptr(q->mem, d.addr, d.len, false)))
+				return;
+			indirect = true;
+			max = d.len / 16, i = 0, n = 0;
+			continue;
+		}
+		if (d.flags & VIRTQ_DESC_F_WRITE) {
+			uint32_t k = d.len < len ? d.len : len;
+			mb_mem_written(q->mem, d.addr, k);
+			len -= k;
+		}
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			return;
+		i = d.next;
+	}
 }
 
 void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
@@ -249,6 +286,8 @@ void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
 	pthread_mutex_lock(&q->lock);
 	if (q->ready && RINGS_MOVED(q))
 		rings_still(q);
+	if (q->ready && q->remote)
+		write_back(q, head, len);
 	if (q->ready) {
 		uint8_t *e = q->used + 4 + 8 * (q->used_idx % q->num);
 		uint32_t id = head;

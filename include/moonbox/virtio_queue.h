@@ -59,6 +59,7 @@ struct mb_vq {
 	struct mb_mem *mem;
 	uint8_t *desc, *avail, *used;
 	unsigned gen; /* mb_mem_gen() they were checked at */
+	bool remote;  /* memory by messages: rings fetched on every use */
 
 	uint16_t last_avail; /* next avail entry to consume (popper only) */
 	uint16_t used_idx;   /* our copy of used->idx (under lock) */

@@ -171,7 +171,7 @@ end)
 
 -- DMA grants (docs/devproc.md, "DMA"): tests/guests/blk_seq.S keeps its
 -- queue and buffers in 0x10000-0x16fff and reads 32 sectors one by one.
-local function blk_granted(grants)
+local function blk_granted(grants, dma)
   local img = os.tmpname()
   local f = assert(io.open(img, "wb"))
   for i = 0, 127 do f:write(string.rep(string.char(i), 512)) end
@@ -181,7 +181,7 @@ local function blk_granted(grants)
   m:add(mb.pic8259 {})
   m:add(mb.debug_exit { port = 0xf4 })
   local disk = m:add(mb.virtio_blk { image = img, mmio = { base = 0xd0000000, size = 0x1000 },
-                                     isolate = { dma = "granted", grants = grants } })
+                                     isolate = { dma = dma or "granted", grants = grants } })
   m:boot_flat { file = T.guest("blk_seq"), mode = "protected" }
   os.remove(img)
   return m, disk
@@ -212,7 +212,6 @@ T.case("isolate option errors: dma and grants", function()
   T.raises(function() m:add(mb.port80 { isolate = { dma = "shared", grants = { { 0, 0x1000 } } } }) end,
     "grants: only with dma")
   T.raises(function() m:add(mb.port80 { isolate = { grant = {} } }) end, "isolate: unknown option \"grant\"")
-  T.raises(function() m:add(mb.port80 { isolate = { dma = "message" } }) end, "not usable yet")
   local post = m:add(mb.port80 {})
   T.raises(function() post:revoke(0) end, "revoke: port80 is not isolated")
   m:close()
@@ -261,6 +260,68 @@ T.case("revoke: the window leaves the process; later accesses through it fail", 
   s = disk:state()
   T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET: status " .. tostring(s.status))
   T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("message: no RAM mapped, every byte by DMA_READ/DMA_WRITE; the guest's reads check out", function()
+  local m, disk = blk_granted(nil, "message")
+  local s = disk:state()
+  T.eq(s.isolated.dma.mode, "message")
+  T.eq(#memfd_maps(s.isolated.pid), 0, "no memfd mapping in /proc/PID/maps")
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "every read came back OK")
+  T.eq(m:read(0x14000, 512), string.rep(string.char(31), 512), "the last sector's data reached the guest")
+  local d = disk:state().isolated.dma
+  T.ok(d.reads > 32 and d.writes >= 32, "DMA messages: " .. d.reads .. " reads, " .. d.writes .. " writes")
+  T.eq(d.refused, 0, "none refused")
+  m:close()
+end)
+
+T.case("message: the guest's writes reach the disk and read back (snap_disk)", function()
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  local com = m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = "buffer" })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:add(mb.virtio_blk { image = img, mmio = { base = 0xd0000000, size = 0x1000 },
+                        isolate = { dma = "message" } })
+  m:boot_flat { file = T.guest("snap_disk"), mode = "protected" }
+  T.run(m, "exit", 1)
+  local data = assert(io.open(img, "rb")):read("a")
+  T.eq(data:sub(513, 544), "written-through-the-overlay-0042", "sector 1 of the image")
+  T.run(m, "exit", 0x99)
+  T.ok(com:output():find("written-through-the-overlay-0042", 1, true), "read back: " .. com:output())
+  m:close()
+  os.remove(img)
+end)
+
+T.case("message: a request outside the grants is refused and counted; the VMM lives", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 } }, "message") -- rings and header, not the data
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0xff04, "the request never came back")
+  local s = disk:state()
+  T.ok(s.isolated.dma.refused >= 1, "refused " .. s.isolated.dma.refused)
+  T.ok(s.isolated.dma.why:find("0x14000+0x200 refused: outside its grants", 1, true), s.isolated.dma.why)
+  T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET: status " .. tostring(s.status))
+  T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("message: after a revoke, the device's requests in the window are refused", function()
+  local m, disk = blk_granted({ { 0x10000, 0x7000 } }, "message")
+  local snap = m:snapshot()
+  T.eq(m:run { timeout = 30 }.exit_code, 0, "reads before the revoke")
+  local before = disk:state().isolated.dma.refused
+  disk:revoke(0x10000)
+  m:restore(snap)
+  local r = m:run { timeout = 30 }
+  T.eq(r.exit_code, 0xff04, "no request served after the revoke")
+  local d = disk:state().isolated.dma
+  T.ok(d.refused > before, "refused " .. d.refused)
+  T.eq(d.grants[1].revoked, true)
   m:close()
 end)
 
