@@ -317,6 +317,14 @@ out:
 	return rc;
 }
 
+uint16_t ds_dma_next_id(void)
+{
+	pthread_mutex_lock(&dma_lock);
+	uint16_t id = (uint16_t)(dma_id + 1);
+	pthread_mutex_unlock(&dma_lock);
+	return id;
+}
+
 static int dma_rw(bool wr, uint64_t gpa, void *buf, size_t len)
 {
 	const size_t chunk = 32768;
