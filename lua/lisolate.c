@@ -2,7 +2,8 @@
  * the options to a moonbox-device process as a table constructor, with
  * what cannot be written as text (a console, a disk image) replaced by a
  * descriptor the VMM opened. Also timeout = seconds and on_crash =
- * "restart" | "needs_reset" | "stop" | function(dev, why). */
+ * "restart" | "needs_reset" | "stop" | function(dev, why); isolate may be
+ * a table { dma = "shared" | "granted" | "message", grants = {...} }. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>

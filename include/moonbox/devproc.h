@@ -11,7 +11,10 @@
  *   4  events: SOCK_SEQPACKET, device -> VMM: IRQ_LEVEL, STOP (posted)
  *   5 .. 5+nchan-1  access channels (one per vCPU, one for other threads):
  *      REGION_READ / REGION_WRITE, each answered
- *   then the RAM memfds and the backend fds the CREATE names.
+ *   then the memory fds (dma = "shared": each RAM region's memfd;
+ *   "granted": one per grant, a region's memfd of which the process maps
+ *   only the window; "message": placeholders, no memory) and the backend
+ *   fds the CREATE names.
  * Every message from either side is checked against its size and bounds.
  */
 #ifndef MOONBOX_DEVPROC_H
