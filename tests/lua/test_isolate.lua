@@ -171,7 +171,7 @@ end)
 
 -- DMA grants (docs/devproc.md, "DMA"): tests/guests/blk_seq.S keeps its
 -- queue and buffers in 0x10000-0x16fff and reads 32 sectors one by one.
-local function blk_granted(grants, dma)
+local function blk_granted(grants, dma, on_crash)
   local img = os.tmpname()
   local f = assert(io.open(img, "wb"))
   for i = 0, 127 do f:write(string.rep(string.char(i), 512)) end
@@ -181,7 +181,8 @@ local function blk_granted(grants, dma)
   m:add(mb.pic8259 {})
   m:add(mb.debug_exit { port = 0xf4 })
   local disk = m:add(mb.virtio_blk { image = img, mmio = { base = 0xd0000000, size = 0x1000 },
-                                     isolate = { dma = dma or "granted", grants = grants } })
+                                     isolate = { dma = dma or "granted", grants = grants },
+                                     on_crash = on_crash })
   m:boot_flat { file = T.guest("blk_seq"), mode = "protected" }
   os.remove(img)
   return m, disk
@@ -260,6 +261,26 @@ T.case("revoke: the window leaves the process; later accesses through it fail", 
   s = disk:state()
   T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET: status " .. tostring(s.status))
   T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("revoke, then kill -9 with on_crash = restart: the new process gets the other grant only", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 }, { 0x14000, 0x3000 } }, nil, "restart")
+  disk:revoke(0x14000)
+  local pid = disk:state().isolated.pid
+  os.execute("kill -9 " .. pid)
+  local s
+  for _ = 1, 100 do -- bounded: the policy runs on the event loop
+    s = disk:state()
+    if s.isolated.alive and s.isolated.pid ~= pid then break end
+    sleep(0.05)
+  end
+  T.ok(s.isolated.alive and s.isolated.pid ~= pid, "restarted: " .. s.isolated.why)
+  local sizes = memfd_maps(s.isolated.pid)
+  T.eq(#sizes, 1, "one memfd mapping"); T.eq(sizes[1], 0x4000, "the grant not revoked")
+  local r = m:run { timeout = 30 }
+  T.eq(r.exit_code, 0xff04, "the data buffer at 0x14000 is out of reach")
+  T.ok(disk:state().status & 0x40 ~= 0, "DEVICE_NEEDS_RESET")
   m:close()
 end)
 
