@@ -9,9 +9,13 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "cli/devserve.h"
+#include "core/devproc_dma.h"
 
 struct mb_machine *ds_machine;
 struct mb_device *ds_device;
@@ -271,7 +275,206 @@ void ds_control(const uint8_t *msg, ssize_t n)
 		else
 			ds_reply(&q, 0, NULL, 0);
 		break;
+	case MB_DP_DMA_UNMAP: {
+		const char *why = "";
+		int e = ds_unmap(pl, len, &why);
+		if (e)
+			ds_fail(&q, e, why);
+		else
+			ds_reply(&q, 0, pl, len);
+		break;
+	}
 	default:
 		ds_fail(&q, ENOSYS, "unknown command");
 	}
+}
+
+/* ---- guest memory: shared regions and granted windows ------------------- */
+
+/* ---- dma = "message": guest memory through DMA_READ / DMA_WRITE ---------
+ * Any thread of the device may ask (a virtio-blk worker completes requests
+ * after the access that started them returned): the requests go on the
+ * events socket, which the VMM's event loop reads, one at a time; the
+ * reply comes back on it (nothing else does). A reply is checked like any
+ * hostile message: id, command, size, count. */
+static pthread_mutex_t dma_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint16_t dma_id;
+int ds_dma_timeout_ms = 2000;
+
+static int dma_one(bool wr, uint64_t gpa, void *buf, size_t len)
+{
+	static uint8_t msg[MB_DP_MAX_MSG];
+	struct mb_dp_hdr h = { .cmd = wr ? MB_DP_DMA_WRITE : MB_DP_DMA_READ };
+	struct mb_dp_dma_rw rw = { gpa, len };
+	size_t n = sizeof h + sizeof rw + (wr ? len : 0);
+	int rc = -EIO;
+	pthread_mutex_lock(&dma_lock);
+	h.id = ++dma_id;
+	h.size = (uint32_t)n;
+	memcpy(msg, &h, sizeof h);
+	memcpy(msg + sizeof h, &rw, sizeof rw);
+	if (wr)
+		memcpy(msg + sizeof h + sizeof rw, buf, len);
+	if (send(ds_evt_fd, msg, n, MSG_NOSIGNAL) != (ssize_t)n)
+		goto out;
+	for (;;) {
+		struct pollfd pf = { .fd = ds_evt_fd, .events = POLLIN };
+		if (poll(&pf, 1, ds_dma_timeout_ms) <= 0)
+			goto out; /* no answer: the access fails */
+		ssize_t got = recv(ds_evt_fd, msg, sizeof msg, MSG_DONTWAIT | MSG_TRUNC);
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		struct mb_dp_hdr a;
+		if (got < (ssize_t)sizeof a || (size_t)got > sizeof msg)
+			goto out;
+		memcpy(&a, msg, sizeof a);
+		if (a.size != (uint32_t)got || !(a.flags & MB_DP_F_REPLY) || a.cmd != h.cmd)
+			goto out;
+		if (a.id != h.id)
+			continue; /* a late reply to one that timed out */
+		if (a.flags & MB_DP_F_ERROR) {
+			rc = -EFAULT; /* refused: outside the grants */
+			goto out;
+		}
+		struct mb_dp_dma_rw back;
+		size_t want = sizeof a + sizeof back + (wr ? 0 : len);
+		if ((size_t)got != want)
+			goto out;
+		memcpy(&back, msg + sizeof a, sizeof back);
+		if (back.addr != gpa || back.count != len)
+			goto out;
+		if (!wr)
+			memcpy(buf, msg + sizeof a + sizeof back, len);
+		rc = 0;
+		break;
+	}
+out:
+	pthread_mutex_unlock(&dma_lock);
+	return rc;
+}
+
+uint16_t ds_dma_next_id(void)
+{
+	pthread_mutex_lock(&dma_lock);
+	uint16_t id = (uint16_t)(dma_id + 1);
+	pthread_mutex_unlock(&dma_lock);
+	return id;
+}
+
+static int dma_rw(bool wr, uint64_t gpa, void *buf, size_t len)
+{
+	const size_t chunk = 32768;
+	for (size_t done = 0; done < len; done += chunk) {
+		size_t k = len - done < chunk ? len - done : chunk;
+		int rc = dma_one(wr, gpa + done, (uint8_t *)buf + done, k);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int dma_fetch(void *ctx, uint64_t gpa, void *dst, size_t len)
+{
+	return dma_rw(false, gpa, dst, len);
+}
+
+static int dma_store(void *ctx, uint64_t gpa, const void *src, size_t len)
+{
+	return dma_rw(true, gpa, (void *)src, len);
+}
+
+static const struct mb_mem_remote_ops dma_ops = { dma_fetch, dma_store };
+
+/* A region of the layout, no memory: a private shadow the accessors
+ * fill and drain by messages. */
+static int remote_region(const struct mb_dp_mem *r, int fd, const char *name,
+			 char *msg, size_t len)
+{
+	close(fd); /* a placeholder */
+	if ((r->flags & ~(MB_MEM_READONLY | MB_DP_MEM_REMOTE)) || !r->size ||
+	    r->size > (1ull << 40)) {
+		snprintf(msg, len, "memory %s: bad remote region", name);
+		return -1;
+	}
+	void *host = mmap(NULL, r->size, PROT_READ | PROT_WRITE,
+			  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	unsigned fl = (r->flags & MB_MEM_READONLY) | MB_MEM_REMOTE;
+	if (host == MAP_FAILED ||
+	    mb_mem_add(ds_machine->mem, r->base, r->size, fl, host, name)) {
+		snprintf(msg, len, "memory %s: %s", name,
+			 host == MAP_FAILED ? strerror(errno) : mb_errmsg());
+		if (host != MAP_FAILED)
+			munmap(host, r->size);
+		return -1;
+	}
+	mb_mem_set_remote(ds_machine->mem, &dma_ops, NULL);
+	return 0;
+}
+
+int ds_map_mem(const struct mb_dp_mem *r, int lo, int hi, const char *name,
+	       char *msg, size_t len)
+{
+	int fd = r->fd;
+	if (fd < lo || fd >= hi) {
+		snprintf(msg, len, "memory %s: bad descriptor", name);
+		return -1;
+	}
+	if (r->flags & MB_DP_MEM_REVOKED) {
+		close(fd); /* a placeholder: the window was revoked */
+		return 0;
+	}
+	if (r->flags & MB_DP_MEM_REMOTE)
+		return remote_region(r, fd, name, msg, len);
+	/* A window maps [offset, offset+size) of the region's memfd: the
+	 * whole fd is checked, then only the slice is mapped, and the fd
+	 * goes before any guest byte is read. */
+	uint64_t whole = r->fd_size ? r->fd_size : r->size;
+	if ((r->flags & ~MB_MEM_READONLY) || !r->size || r->offset % 4096 ||
+	    r->offset > whole || r->size > whole - r->offset ||
+	    (!r->fd_size && r->offset) || mb_memfd_check(fd, whole)) {
+		snprintf(msg, len, "memory %s: %s", name,
+			 *mb_errmsg() ? mb_errmsg() : "bad window");
+		return -1;
+	}
+	void *host = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+			  (off_t)r->offset);
+	if (host == MAP_FAILED ||
+	    mb_mem_add(ds_machine->mem, r->base, r->size, r->flags, host, name)) {
+		snprintf(msg, len, "memory %s: %s", name,
+			 host == MAP_FAILED ? strerror(errno) : mb_errmsg());
+		return -1;
+	}
+	close(fd); /* the mapping stays */
+	return 0;
+}
+
+int ds_unmap(const uint8_t *pl, size_t len, const char **why)
+{
+	struct mb_dp_unmap u;
+	if (len != sizeof u) {
+		*why = "DMA_UNMAP: wrong size";
+		return EINVAL;
+	}
+	memcpy(&u, pl, sizeof u);
+	struct mb_mem *mem = ds_machine->mem;
+	for (size_t i = 0; i < mb_mem_count(mem); i++) {
+		const struct mb_mem_region *r = mb_mem_region(mem, i);
+		if (r->base != u.addr || r->size != u.size ||
+		    (r->flags & MB_MEM_REVOKED))
+			continue;
+		/* Out of the map first (no new pointer), then the pages: a
+		 * guard of no access takes the window's place, so a pointer
+		 * kept from before faults this process, never reaches other
+		 * memory. */
+		mb_mem_revoke(mem, i);
+		if (mmap(r->host, r->size, PROT_NONE,
+			 MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0) == MAP_FAILED) {
+			*why = "DMA_UNMAP: cannot unmap";
+			return EIO;
+		}
+		return 0;
+	}
+	*why = "DMA_UNMAP: no such window";
+	return ENOENT;
 }

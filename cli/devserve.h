@@ -38,6 +38,17 @@ int ds_report(void);
 size_t ds_access(const void *msg, ssize_t n, void *reply);
 /* One message from the control socket: acted on, replied to ds_ctl_fd. */
 void ds_control(const uint8_t *msg, ssize_t n);
+/* Map one memory entry of a CREATE into ds_machine (fd in [lo, hi)):
+ * checked with mb_memfd_check, only [offset, offset+size) mapped, the fd
+ * closed; a revoked slot maps nothing. 0, or -1 with msg set. */
+int ds_map_mem(const struct mb_dp_mem *r, int lo, int hi, const char *name,
+	       char *msg, size_t len);
+/* dma = "message": how long a DMA request waits for the VMM (2000 ms),
+ * and the id the next one will carry (the fuzzer puts it in replies). */
+extern int ds_dma_timeout_ms;
+uint16_t ds_dma_next_id(void);
+/* DMA_UNMAP of a granted window (len payload bytes at pl): 0 or errno. */
+int ds_unmap(const uint8_t *pl, size_t len, const char **why);
 /* A reply (or an error reply with a message) to request q. */
 void ds_reply(const struct mb_dp_hdr *q, int err, const void *pl, size_t len);
 void ds_fail(const struct mb_dp_hdr *q, int err, const char *msg);

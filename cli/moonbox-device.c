@@ -152,24 +152,11 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		char name[sizeof r->name + 1];
 		memcpy(name, r->name, sizeof r->name);
 		name[sizeof r->name] = 0;
-		int fd = r->fd;
-		if (fd < (int)(MB_DP_FD_CHAN0 + c.nchan) || fd >= 3 + (int)c.nfds ||
-		    (r->flags & ~MB_MEM_READONLY) || mb_memfd_check(fd, r->size)) {
-			snprintf(msg, sizeof msg, "memory %s: %s", name,
-				 *mb_errmsg() ? mb_errmsg() : "bad descriptor");
+		if (ds_map_mem(r, (int)(MB_DP_FD_CHAN0 + c.nchan), 3 + (int)c.nfds,
+			       name, msg, sizeof msg)) {
 			ds_fail(q, EINVAL, msg);
 			return -1;
 		}
-		void *host = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED,
-				  fd, 0);
-		if (host == MAP_FAILED ||
-		    mb_mem_add(ds_machine->mem, r->base, r->size, r->flags, host, name)) {
-			snprintf(msg, sizeof msg, "memory %s: %s", name,
-				 host == MAP_FAILED ? strerror(errno) : mb_errmsg());
-			ds_fail(q, EINVAL, msg);
-			return -1;
-		}
-		close(fd); /* the mapping stays */
 	}
 	nchan = c.nchan;
 	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;

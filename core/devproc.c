@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "core/internal.h"
+#include "core/devproc_dma.h"
 #include "moonbox/devproc.h"
 
 #ifndef MB_LIBEXEC
@@ -128,6 +129,7 @@ struct mb_devproc {
 	int kick[MB_DP_MAX_KICK], kick_irq;
 	unsigned ndoorbells; /* ioeventfds registered */
 	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
+	struct mb_dp_dmastate dma; /* grants and DMA messages (core/devproc_dma.c) */
 };
 
 static _Atomic unsigned nthreads;
@@ -344,14 +346,16 @@ static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
 }
 
 static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
+static void dma_request(struct mb_devproc *p, int fd, const uint8_t *msg, size_t n);
 
 /* Under ev_lock: take one event message from the events socket (waiting
  * up to ms) and act on it. 1: took one, 0: none in time, <0: closed. */
 static int take_event(struct mb_devproc *p, int ms)
 {
-	union {
+	/* events are small; a DMA request (dma = "message") up to a message */
+	static __thread union {
 		struct mb_dp_hdr h;
-		uint8_t b[512];
+		uint8_t b[MB_DP_MAX_MSG];
 	} u;
 	ssize_t n = ms ? recv_wait(p->evt, &u, sizeof u, ms)
 		       : recv(p->evt, &u, sizeof u, MSG_DONTWAIT | MSG_TRUNC);
@@ -364,6 +368,11 @@ static int take_event(struct mb_devproc *p, int ms)
 	if ((size_t)n > sizeof u || (size_t)n < sizeof u.h || u.h.size != n)
 		return 1; /* malformed: dropped */
 	size_t len = (size_t)n - sizeof u.h;
+	if ((u.h.cmd == MB_DP_DMA_READ || u.h.cmd == MB_DP_DMA_WRITE) &&
+	    !(u.h.flags & MB_DP_F_REPLY)) {
+		dma_request(p, p->evt, u.b, (size_t)n); /* from a device thread */
+		return 1;
+	}
 	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
 		struct mb_dp_irq e;
 		memcpy(&e, &u.h + 1, sizeof e);
@@ -417,6 +426,18 @@ static void on_freeze(void *opaque)
 
 /* ---- accesses (vCPU threads) -------------------------------------------- */
 
+/* A DMA_READ / DMA_WRITE the device sends while it serves an access on
+ * this channel (dma = "message"): answered here, checked against its
+ * grants (core/devproc_dma.c). */
+static void dma_request(struct mb_devproc *p, int fd, const uint8_t *msg, size_t n)
+{
+	static __thread uint8_t out[MB_DP_MAX_MSG];
+	size_t len = mb_dp_dma_serve(&p->dma, p->m, p->rep.name, msg, n, out,
+				     sizeof out);
+	if (len)
+		send(fd, out, len, MSG_NOSIGNAL);
+}
+
 static struct chan *my_chan(struct mb_devproc *p)
 {
 	if (!tslot)
@@ -440,6 +461,8 @@ static const char *send_on(struct mb_devproc *p, struct chan *c, uint16_t cmd,
 		struct mb_dp_hdr h;
 		struct mb_dp_access a;
 	} q;
+	/* the reply, or a DMA request the access makes (dma = "message") */
+	static __thread uint8_t in[MB_DP_MAX_MSG];
 	pthread_mutex_lock(&c->lock);
 	q.h = (struct mb_dp_hdr){ .id = ++c->id, .cmd = cmd, .size = sizeof q,
 				  .flags = post ? MB_DP_F_NO_REPLY : 0 };
@@ -454,7 +477,17 @@ static const char *send_on(struct mb_devproc *p, struct chan *c, uint16_t cmd,
 		atomic_fetch_add(&c->posted, 1);
 	} else {
 		for (;;) {
-			ssize_t n = recv_timed(c->fd, a, sizeof *a);
+			ssize_t n = recv_timed(c->fd, in, sizeof in);
+			struct mb_dp_hdr ih = { 0 };
+			if (n >= (ssize_t)sizeof ih)
+				memcpy(&ih, in, sizeof ih);
+			if (n >= (ssize_t)sizeof ih && !(ih.flags & MB_DP_F_REPLY) &&
+			    (ih.cmd == MB_DP_DMA_READ || ih.cmd == MB_DP_DMA_WRITE)) {
+				dma_request(p, c->fd, in, (size_t)n);
+				continue; /* then the access's own reply */
+			}
+			if (n > 0)
+				memcpy(a, in, (size_t)n < sizeof *a ? (size_t)n : sizeof *a);
 			if (n == 0) {
 				fail = "no reply in time (hung)";
 			} else if (n < 0) {
@@ -841,6 +874,15 @@ static void unwire_virtio(struct mb_devproc *p)
 		close(p->kick_irq);
 }
 
+int mb_devproc_first_fd_for(struct mb_machine *m, const struct mb_devproc_config *cfg)
+{
+	if (!cfg || cfg->dma == MB_DP_DMA_SHARED)
+		return mb_devproc_first_fd(m);
+	return MB_DP_FD_CHAN0 + (int)chans_of(m) +
+	       (int)(cfg->dma == MB_DP_DMA_GRANTED ? cfg->ngrants
+						   : mb_mem_count(m->mem));
+}
+
 static int spawn(struct mb_devproc *p)
 {
 	struct mb_machine *m = p->m;
@@ -864,11 +906,14 @@ static int spawn(struct mb_devproc *p)
 		mine[nmine++] = sv[0];
 		fds[nfd++] = sv[1];
 	}
-	rc = mem_fds(m, fds + nfd, c->mem, &nmem);
+	rc = p->dma.mode == MB_DP_DMA_SHARED ? mem_fds(m, fds + nfd, c->mem, &nmem)
+					     : mb_dp_dma_mem(&p->dma, m, fds + nfd, c->mem, &nmem);
 	if (rc)
 		goto fail;
 	for (unsigned i = 0; i < nmem; i++)
 		c->mem[i].fd = (int32_t)(3 + nfd + i);
+	int memfds[MB_DP_MAX_MEM];
+	memcpy(memfds, fds + nfd, nmem * sizeof *memfds);
 	nfd += nmem;
 	for (unsigned i = 0; i < p->nfds; i++)
 		fds[nfd++] = p->fds[i];
@@ -888,6 +933,7 @@ static int spawn(struct mb_devproc *p)
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
+	mb_dp_dma_close_mem(c->mem, memfds, nmem); /* placeholders of revoked grants */
 	pthread_mutex_lock(&p->why_lock);
 	p->pid = pid, p->pidfd = pidfd;
 	pthread_mutex_unlock(&p->why_lock);
@@ -1104,6 +1150,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
+	mb_dp_dma_fini(&p->dma);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -1170,7 +1217,13 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->posted = cfg->posted;
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
-	int rc = 0;
+	int rc = mb_dp_dma_init(&p->dma, m, cfg);
+	if (rc) {
+		char msg[300];
+		snprintf(msg, sizeof msg, "%s", mb_errmsg());
+		px_free(p);
+		return mb_seterr(rc, "%s", msg);
+	}
 	if (!p->opts || !p->fds) {
 		px_free(p);
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
@@ -1295,6 +1348,49 @@ const char *mb_devproc_why(struct mb_devproc *p)
 	return why;
 }
 
+/* ---- DMA grants (the state lives in core/devproc_dma.c) ------------------ */
+
+int mb_devproc_revoke(struct mb_devproc *p, uint64_t base)
+{
+	int i = mb_dp_dma_find(&p->dma, base);
+	if (p->dma.mode == MB_DP_DMA_SHARED)
+		return mb_seterr(-EINVAL, "%s: dma is \"shared\" (all RAM, "
+				 "nothing granted)", p->rep.name);
+	if (i < 0)
+		return mb_seterr(-ENOENT, "%s: no grant at 0x%" PRIx64,
+				 p->rep.name, base);
+	/* First here: a restart from now on leaves it out, and a DMA message
+	 * in it is refused. */
+	if (atomic_exchange(&p->dma.revoked[i], true))
+		return 0;
+	if (p->dma.mode != MB_DP_DMA_GRANTED || !atomic_load(&p->alive))
+		return 0;
+	struct mb_dp_unmap u = { .argsz = sizeof u, .addr = base,
+				 .size = p->dma.g[i].size }, back;
+	ssize_t n = request(p, MB_DP_DMA_UNMAP, &u, sizeof u, &back, sizeof back,
+			    p->timeout_ms * 4);
+	return n < 0 ? (int)n : 0;
+}
+
+void mb_devproc_dma_info(struct mb_devproc *p, struct mb_dp_dma_info *out)
+{
+	struct mb_dp_dmastate *d = &p->dma;
+	memset(out, 0, sizeof *out);
+	out->mode = d->mode;
+	out->ngrants = d->n;
+	for (unsigned i = 0; i < d->n; i++) {
+		out->grant[i] = d->g[i];
+		out->revoked[i] = atomic_load(&d->revoked[i]);
+	}
+	out->reads = atomic_load(&d->reads);
+	out->writes = atomic_load(&d->writes);
+	out->bytes = atomic_load(&d->bytes);
+	out->refused = atomic_load(&d->refused);
+	pthread_mutex_lock(&d->lock);
+	snprintf(out->why, sizeof out->why, "%s", d->why);
+	pthread_mutex_unlock(&d->lock);
+}
+
 /* ---- fuzz/fuzz_devproc.c: a hostile device process -------------------------
  * A proxy on socketpairs, no process: each record of data is one message
  * "from the device" (an access reply, an event, a control reply) that the
@@ -1306,7 +1402,8 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 {
 	if (!fz_m) {
 		struct mb_machine_config mc = { .headless = true };
-		if (mb_machine_create(&mc, &fz_m))
+		if (mb_machine_create(&mc, &fz_m) ||
+		    mb_mem_add(fz_m->mem, 0, 0x10000, 0, NULL, "ram"))
 			return;
 	}
 	struct mb_devproc *p = calloc(1, sizeof *p);
@@ -1344,6 +1441,13 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	p->has_line = mb_machine_irq(fz_m, 4, &p->line) == 0;
 	p->pr[0] = (struct prange){ p, 0, 0x80 };
 	snprintf(p->rep.name, sizeof p->rep.name, "fuzz");
+	/* DMA by message (kind bit 4: the device asks): two grants over the
+	 * fuzz machine's 64 KiB of RAM, the second revoked. */
+	static const struct mb_dp_grant g[] = { { 0x1000, 0x2000 }, { 0x8000, 0x1000 } };
+	struct mb_devproc_config dc = { .dma = MB_DP_DMA_MESSAGE, .grants = g, .ngrants = 2 };
+	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
+		abort();
+	atomic_store(&p->dma.revoked[1], true);
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {
 		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
@@ -1360,6 +1464,28 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 		case 0: /* the reply to an access (read or write) */
 			if ((kind & 0x80) && n >= sizeof *h)
 				h->id = (uint16_t)(p->ch[0].id + 1);
+			if ((kind & 0x10) && n >= sizeof *h + sizeof(struct mb_dp_dma_rw)) {
+				/* a DMA request first, the fields right but the
+				 * address, count and data the input's */
+				h->flags = 0;
+				h->cmd = kind & 0x20 ? MB_DP_DMA_WRITE : MB_DP_DMA_READ;
+				h->size = n;
+				send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+				/* then a well-formed reply to the access */
+				struct {
+					struct mb_dp_hdr h;
+					struct mb_dp_reply r;
+				} ok;
+				memset(&ok, 0, sizeof ok);
+				ok.h = (struct mb_dp_hdr){ .id = (uint16_t)(p->ch[0].id + 1),
+					.cmd = kind & 0x40 ? MB_DP_REGION_WRITE : MB_DP_REGION_READ,
+					.size = sizeof ok, .flags = MB_DP_F_REPLY };
+				send(ch[1], &ok, sizeof ok, MSG_DONTWAIT | MSG_NOSIGNAL);
+				access_(&p->pr[0], 0, v, 1, kind & 0x40);
+				while (recv(ch[1], drain, sizeof drain, MSG_DONTWAIT) > 0)
+					;
+				break;
+			}
 			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
 				kind & 0x40);
@@ -1396,5 +1522,6 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_destroy(&p->ctl_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
+	mb_dp_dma_fini(&p->dma);
 	free(p);
 }

@@ -5,6 +5,7 @@
  * never reach host memory outside guest RAM.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -28,6 +29,11 @@ struct mb_mem {
 	 * snapshot.c gathers KVM's dirty log and ours, so a restore neither
 	 * allocates nor scans a bitmap that nothing was written to. */
 	uint64_t *log[MAXREG];
+	/* Bumped when a region is revoked: whoever kept a pointer looks
+	 * again (virtio rings, moonbox/virtio_queue.h). */
+	_Atomic unsigned gen;
+	const struct mb_mem_remote_ops *rops; /* MB_MEM_REMOTE regions */
+	void *rctx;
 };
 
 #define DPAGE 4096u
@@ -189,11 +195,17 @@ static const struct mb_mem_region *find(const struct mb_mem *mem, uint64_t gpa)
 void *mb_mem_ptr(struct mb_mem *mem, uint64_t gpa, uint64_t len, bool write)
 {
 	const struct mb_mem_region *r = find(mem, gpa);
-	if (!r || (write && (r->flags & MB_MEM_READONLY)))
+	if (!r)
+		return NULL;
+	unsigned f = __atomic_load_n(&r->flags, __ATOMIC_ACQUIRE);
+	if ((f & MB_MEM_REVOKED) || (write && (f & MB_MEM_READONLY)))
 		return NULL;
 	uint64_t off = gpa - r->base;
 	if (len > r->size - off) /* off < size, so this cannot underflow */
 		return NULL;
+	if (__builtin_expect(f & MB_MEM_REMOTE, 0))
+		return mem->rops && !mem->rops->fetch(mem->rctx, gpa, r->host + off, len)
+			       ? r->host + off : NULL;
 	if (write) /* the caller is about to write: restores must see it */
 		mark(mem, (size_t)(r - mem->r), off, len);
 	return r->host + off;
@@ -219,7 +231,7 @@ static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 	uint8_t *b = buf;
 	while (len) {
 		const struct mb_mem_region *r = find(mem, gpa);
-		if (!r)
+		if (!r || (__atomic_load_n(&r->flags, __ATOMIC_ACQUIRE) & MB_MEM_REVOKED))
 			return mb_seterr(-EFAULT,
 					 "guest address 0x%" PRIx64 " is not in RAM", gpa);
 		if (dir > 0 && (r->flags & MB_MEM_READONLY))
@@ -228,7 +240,14 @@ static int walk(struct mb_mem *mem, uint64_t gpa, void *buf, size_t len,
 		uint64_t off = gpa - r->base, n = r->size - off;
 		if (n > len)
 			n = len;
-		if (move && dir == 0)
+		if (move && (r->flags & MB_MEM_REMOTE)) {
+			int rc = !mem->rops ? -EFAULT
+				 : dir == 0 ? mem->rops->fetch(mem->rctx, gpa, b, n)
+					    : mem->rops->store(mem->rctx, gpa, b, n);
+			if (rc)
+				return mb_seterr(-EFAULT, "guest address 0x%" PRIx64
+						 ": DMA refused", gpa);
+		} else if (move && dir == 0)
 			memcpy(b, r->host + off, n);
 		else if (move) {
 			memcpy(r->host + off, b, n);
@@ -309,4 +328,44 @@ uint64_t mb_mem_resident(const struct mb_mem *mem)
 		}
 	}
 	return total;
+}
+
+int mb_mem_revoke(struct mb_mem *mem, size_t i)
+{
+	if (i >= mem->n)
+		return mb_seterr(-EINVAL, "memory: no region %zu", i);
+	__atomic_fetch_or(&mem->r[i].flags, MB_MEM_REVOKED, __ATOMIC_RELEASE);
+	atomic_fetch_add(&mem->gen, 1);
+	return 0;
+}
+
+unsigned mb_mem_gen(struct mb_mem *mem)
+{
+	return atomic_load_explicit(&mem->gen, memory_order_acquire);
+}
+
+void mb_mem_set_remote(struct mb_mem *mem, const struct mb_mem_remote_ops *ops, void *ctx)
+{
+	mem->rops = ops, mem->rctx = ctx;
+}
+
+bool mb_mem_is_remote(const struct mb_mem *mem)
+{
+	return mem->rops != NULL;
+}
+
+void mb_mem_written(struct mb_mem *mem, uint64_t gpa, uint64_t len)
+{
+	const struct mb_mem_region *r = find(mem, gpa);
+	if (!r || !len)
+		return;
+	uint64_t off = gpa - r->base;
+	if (len > r->size - off)
+		return;
+	if (r->flags & MB_MEM_REMOTE) {
+		if (mem->rops)
+			mem->rops->store(mem->rctx, gpa, r->host + off, len);
+		return;
+	}
+	mark(mem, (size_t)(r - mem->r), off, len);
 }

@@ -244,7 +244,10 @@ static const struct sc_rule device_rules[] = {
 	ALLOW(timerfd_gettime), ALLOW(eventfd2), ALLOW(clock_gettime),
 	ALLOW(clock_nanosleep), ALLOW(nanosleep), ALLOW(gettimeofday),
 	ALLOW(futex), NO_EXEC(mmap), ALLOW(munmap), NO_EXEC(mprotect),
-	ALLOW(mremap), ALLOW(madvise), ALLOW(brk), ALLOW(rt_sigreturn),
+	ALLOW(madvise), ALLOW(brk), ALLOW(rt_sigreturn),
+	/* mremap could grow a granted window's mapping over the rest of its
+	 * memfd (docs/devproc.md, DMA): refused; glibc's realloc copies. */
+	{ .nr = SYS_mremap, .how = SC_ERRNO, .v = { ENOSYS } },
 	ALLOW(rt_sigprocmask), ALLOW(rt_sigaction), ALLOW(sigaltstack),
 	ALLOW(exit), ALLOW(exit_group), ALLOW(getpid), ALLOW(gettid),
 	ALLOW(restart_syscall), ALLOW(lseek), ALLOW(fstat), ALLOW(getrandom),

@@ -9,16 +9,26 @@
  *      offset, width, data), so that the device models are reached;
  *   3: bytes written into guest RAM at an offset (what a VMM sharing RAM
  *      may do at any time), for the virtio-rng's rings;
- *   4: choose the device (byte % 5).
+ *   4: choose the device (byte % 5);
+ *   kind >= 0xf8, or a control DMA_UNMAP: a granted window (a CREATE's
+ *      memory entry made of the bytes, over a sealed memfd) mapped on a
+ *      scratch machine, then a DMA_UNMAP made of the rest (the devices'
+ *      RAM stays mapped: every input starts from the same state);
+ *   0xf0..0xf7: a hostile VMM's reply to a DMA_READ/DMA_WRITE (dma =
+ *      "message"): the bytes are queued as the reply (bit 0: with the
+ *      awaited id), then the device reads or writes its remote RAM.
  * A crash, a sanitizer report or a hang is a finding. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "cli/devserve.h"
+#include "core/devproc_dma.h"
 #include "moonbox/i8042.h"
 #include "moonbox/pit8254.h"
 #include "moonbox/rtc.h"
@@ -111,6 +121,76 @@ static void drain(void)
 		;
 }
 
+static void window(const uint8_t *b, size_t len)
+{
+	static int memfd = -1;
+	if (memfd < 0) {
+		memfd = memfd_create("fz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (memfd < 0 || ftruncate(memfd, 16384) ||
+		    fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW))
+			abort();
+	}
+	struct mb_dp_mem r;
+	memset(&r, 0, sizeof r);
+	memcpy(&r, b, len < sizeof r ? len : sizeof r);
+	size_t used = len < sizeof r ? len : sizeof r;
+	r.name[sizeof r.name - 1] = 0;
+	struct mb_machine *keep = ds_machine, *m = headless();
+	ds_machine = m;
+	int fd = dup(memfd);
+	r.fd = fd;
+	char msg[300];
+	if (ds_map_mem(&r, 0, 1 << 20, "w", msg, sizeof msg))
+		close(fd);
+	const char *why;
+	if (len - used == sizeof(struct mb_dp_unmap) || !mb_mem_count(m->mem)) {
+		ds_unmap(b + used, len - used, &why);
+	} else { /* the window itself, well-formed */
+		const struct mb_mem_region *w = mb_mem_region(m->mem, 0);
+		struct mb_dp_unmap u = { sizeof u, 0, w->base, w->size };
+		ds_unmap((const uint8_t *)&u, sizeof u, &why);
+	}
+	struct mb_mem_region w = { 0 };
+	if (mb_mem_count(m->mem))
+		w = *mb_mem_region(m->mem, 0);
+	ds_machine = keep;
+	mb_machine_destroy(m);
+	if (w.host)
+		munmap(w.host, w.size); /* mapped by ds_map_mem, not the map */
+}
+
+static void dma_reply(unsigned kind, const uint8_t *b, size_t len)
+{
+	static struct mb_machine *m;
+	if (!m) { /* a scratch machine whose RAM is remote: 64 KiB at 0 */
+		struct mb_machine *keep = ds_machine;
+		m = ds_machine = headless();
+		struct mb_dp_mem r = { .base = 0, .size = 0x10000, .fd = dup(0),
+				       .flags = MB_DP_MEM_REMOTE, .name = "r" };
+		char msg[300];
+		if (r.fd < 0 || ds_map_mem(&r, 0, 1 << 20, "r", msg, sizeof msg))
+			abort();
+		ds_machine = keep;
+	}
+	static uint8_t q[MB_DP_MAX_MSG];
+	memcpy(q, b, len);
+	if ((kind & 1) && len >= sizeof(struct mb_dp_hdr)) {
+		uint16_t id = ds_dma_next_id();
+		memcpy(q, &id, sizeof id); /* the header's id */
+	}
+	send(evt[1], q, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	ds_dma_timeout_ms = 0; /* what is queued, or nothing */
+	uint8_t buf[64];
+	uint64_t gpa = len >= 8 ? (b[len - 1] | (uint64_t)b[len - 2] << 8) : 0;
+	if (kind & 2)
+		(void)mb_mem_write(m->mem, gpa, b, len < sizeof buf ? len : sizeof buf);
+	else
+		(void)mb_mem_read(m->mem, gpa, buf, kind & 4 ? 4 : sizeof buf);
+	uint8_t sink[MB_DP_MAX_MSG];
+	while (recv(evt[0], sink, sizeof sink, MSG_DONTWAIT) > 0)
+		; /* a reply the device did not take */
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static bool ready;
@@ -129,6 +209,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			len = (unsigned)size;
 		const uint8_t *b = data;
 		data += len, size -= len;
+		uint16_t cmd = 0;
+		if (len >= sizeof(struct mb_dp_hdr))
+			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
+		if (kind >= 0xf0 && kind < 0xf8) {
+			dma_reply(kind, b, len);
+			drain();
+			continue;
+		}
+		if (kind >= 0xf8 || (kind % 5 == 1 && cmd == MB_DP_DMA_UNMAP)) {
+			window(b, len);
+			drain();
+			continue;
+		}
 		switch (kind % 5) {
 		case 0:
 			memcpy(msg, b, len);

@@ -115,6 +115,8 @@ struct mb_mem;
 
 enum {
 	MB_MEM_READONLY = 1 << 0, /* ROM: guest writes are dropped */
+	MB_MEM_REVOKED = 1 << 1,  /* a revoked DMA grant: no access at all */
+	MB_MEM_REMOTE = 1 << 2,   /* a shadow of memory reached by messages */
 };
 
 struct mb_mem_region {
@@ -145,6 +147,23 @@ int mb_mem_region_fd(const struct mb_mem *mem, size_t i);
  * regular memfd of exactly size bytes sealed against shrink and grow
  * (so a mapping of it cannot fault with SIGBUS), else -errno naming it. */
 int mb_memfd_check(int fd, uint64_t size);
+/* Revoke region i (a device process's DMA grant): from now on no access
+ * through the map reaches it, and mb_mem_gen() changes, so that holders
+ * of pointers into it look again. The caller unmaps the memory. */
+int mb_mem_revoke(struct mb_mem *mem, size_t i);
+unsigned mb_mem_gen(struct mb_mem *mem);
+/* Memory a device process reaches by messages (dma = "message"): an
+ * MB_MEM_REMOTE region is a local shadow; mb_mem_ptr fetches the range
+ * into it before handing out the pointer, mb_mem_read/write go through
+ * fetch/store, and whoever wrote through a pointer says so with
+ * mb_mem_written (a local region: marked dirty; a remote one: stored). */
+struct mb_mem_remote_ops {
+	int (*fetch)(void *ctx, uint64_t gpa, void *dst, size_t len);
+	int (*store)(void *ctx, uint64_t gpa, const void *src, size_t len);
+};
+void mb_mem_set_remote(struct mb_mem *mem, const struct mb_mem_remote_ops *ops, void *ctx);
+bool mb_mem_is_remote(const struct mb_mem *mem);
+void mb_mem_written(struct mb_mem *mem, uint64_t gpa, uint64_t len);
 /* Bytes of RAM the guest has touched (resident pages). */
 uint64_t mb_mem_resident(const struct mb_mem *mem);
 

@@ -12,10 +12,14 @@ static int dev_index(lua_State *L);
 static int dev_gc(lua_State *L);
 static int dev_tostring(lua_State *L);
 static int dev_info(lua_State *L);
+static int dev_revoke(lua_State *L)
+{
+	return mbl_isolate_revoke(L, mbl_checkdevice(L, 1));
+}
 
 static const luaL_Reg common[] = {
 	{ "state", mbl_dev_state }, { "set_state", mbl_dev_set_state },
-	{ "info", dev_info },   { NULL, NULL },
+	{ "info", dev_info },   { "revoke", dev_revoke }, { NULL, NULL },
 };
 
 /* The class's metatable, made on first use. */

@@ -2,7 +2,8 @@
  * the options to a moonbox-device process as a table constructor, with
  * what cannot be written as text (a console, a disk image) replaced by a
  * descriptor the VMM opened. Also timeout = seconds and on_crash =
- * "restart" | "needs_reset" | "stop" | function(dev, why). */
+ * "restart" | "needs_reset" | "stop" | function(dev, why); isolate may be
+ * a table { dma = "shared" | "granted" | "message", grants = {...} }. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
@@ -25,8 +26,9 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 	int t = lua_getfield(L, idx, "isolate");
 	bool on = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-		luaL_error(L, "isolate: expected a boolean, got %s", lua_typename(L, t));
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TTABLE)
+		luaL_error(L, "isolate: expected a boolean or a table { dma = ..., "
+			   "grants = ... }, got %s", lua_typename(L, t));
 	if (on && strcmp(cls->name, "pic8259") == 0)
 		luaL_error(L, "isolate: the interrupt controller stays in the VMM "
 			   "(vCPUs ask it for every interrupt)");
@@ -197,14 +199,67 @@ static void crashed(void *ctx, struct mb_devproc *p, const char *why)
 	mb_machine_call_main(c->mm->m, crash_call, c);
 }
 
+/* isolate = { dma = "shared" | "granted" | "message", grants = { { base,
+ * size } or { base = , size = }, ... } }: into cfg (grants in g). */
+static void dma_opts(lua_State *L, struct mb_devproc_config *cfg,
+		     struct mb_dp_grant *g)
+{
+	if (lua_getfield(L, 3, "isolate") != LUA_TTABLE) {
+		lua_pop(L, 1);
+		return;
+	}
+	int t = lua_absindex(L, -1);
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+		if (strcmp(k, "dma") && strcmp(k, "grants"))
+			luaL_error(L, "isolate: unknown option \"%s\" (dma, grants)", k);
+		lua_pop(L, 1);
+	}
+	static const char *const modes[] = { "shared", "granted", "message", NULL };
+	cfg->dma = (enum mb_dp_dma)mbl_checkenum(L, t, "dma", "shared", modes);
+
+	int gt = lua_getfield(L, t, "grants");
+	if (gt != LUA_TNIL && gt != LUA_TTABLE)
+		luaL_error(L, "grants: expected a list of { base, size }, got %s",
+			   lua_typename(L, gt));
+	lua_Integer n = gt == LUA_TTABLE ? luaL_len(L, -1) : 0;
+	if (n > MB_DP_MAX_MEM)
+		luaL_error(L, "grants: %d windows, at most %d", (int)n, MB_DP_MAX_MEM);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (lua_geti(L, -1, i) != LUA_TTABLE)
+			luaL_error(L, "grants[%d]: expected { base, size }, got %s",
+				   (int)i, luaL_typename(L, -1));
+		for (int f = 0; f < 2; f++) {
+			const char *name = f ? "size" : "base";
+			if (lua_getfield(L, -1, name) == LUA_TNIL) {
+				lua_pop(L, 1);
+				lua_geti(L, -1, f + 1);
+			}
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+				luaL_error(L, "grants[%d].%s: %s is not an address or "
+					   "size", (int)i, name, luaL_tolstring(L, -1, NULL));
+			uint64_t v = (uint64_t)lua_tointeger(L, -1);
+			*(f ? &g[i - 1].size : &g[i - 1].base) = v;
+			lua_pop(L, 1);
+		}
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 2);
+	cfg->grants = g;
+	cfg->ngrants = (unsigned)n;
+}
+
 int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 {
 	struct mb_machine *m = mm->m;
 	const char *kind = d->cls->name;
 	struct mb_devproc_config cfg = { .kind = kind };
+	struct mb_dp_grant grants[MB_DP_MAX_MEM];
 	int fds[8];
 	unsigned nfds = 0;
-	int first = mb_devproc_first_fd(m);
+	dma_opts(L, &cfg, grants);
+	int first = mb_devproc_first_fd_for(m, &cfg);
 	struct relay *relay = NULL;
 
 	static const char *const pols[] = { "stop", "restart", "needs_reset", NULL };
@@ -360,6 +415,19 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	return 0;
 }
 
+/* dev:revoke(base): the grant at base is taken back (docs/devproc.md). */
+int mbl_isolate_revoke(lua_State *L, struct mb_device *dev)
+{
+	struct mb_devproc *p = dev ? mb_devproc_of(dev) : NULL;
+	lua_Integer base = luaL_checkinteger(L, 2);
+	if (!p)
+		return luaL_error(L, "revoke: %s is not isolated (isolate = { dma = "
+				  "\"granted\", ... })", dev ? mb_device_name(dev) : "?");
+	if (mb_devproc_revoke(p, (uint64_t)base))
+		return luaL_error(L, "revoke: %s", mb_errmsg());
+	return 0;
+}
+
 void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 {
 	struct mb_devproc *p = mb_devproc_of(dev);
@@ -390,5 +458,34 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "doorbells");
 	lua_pushstring(L, irq);
 	lua_setfield(L, -2, "interrupts");
+	struct mb_dp_dma_info di;
+	mb_devproc_dma_info(p, &di);
+	static const char *const modes[] = { "shared", "granted", "message" };
+	lua_createtable(L, 0, 8);
+	lua_pushstring(L, modes[di.mode]);
+	lua_setfield(L, -2, "mode");
+	lua_createtable(L, (int)di.ngrants, 0);
+	for (unsigned i = 0; i < di.ngrants; i++) {
+		lua_createtable(L, 0, 3);
+		lua_pushinteger(L, (lua_Integer)di.grant[i].base);
+		lua_setfield(L, -2, "base");
+		lua_pushinteger(L, (lua_Integer)di.grant[i].size);
+		lua_setfield(L, -2, "size");
+		lua_pushboolean(L, di.revoked[i]);
+		lua_setfield(L, -2, "revoked");
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+	lua_setfield(L, -2, "grants");
+	lua_pushinteger(L, (lua_Integer)di.reads);
+	lua_setfield(L, -2, "reads");
+	lua_pushinteger(L, (lua_Integer)di.writes);
+	lua_setfield(L, -2, "writes");
+	lua_pushinteger(L, (lua_Integer)di.bytes);
+	lua_setfield(L, -2, "bytes");
+	lua_pushinteger(L, (lua_Integer)di.refused);
+	lua_setfield(L, -2, "refused");
+	lua_pushstring(L, di.why);
+	lua_setfield(L, -2, "why");
+	lua_setfield(L, -2, "dma");
 	lua_setfield(L, t, "isolated");
 }

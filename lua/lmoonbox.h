@@ -104,6 +104,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
 /* dev:state() of an isolated device: add sandbox, pid, alive, restarts
  * to the table on top. */
 void mbl_isolate_annotate(lua_State *L, struct mb_device *dev);
+int mbl_isolate_revoke(lua_State *L, struct mb_device *dev); /* dev:revoke(base) */
 /* lmachine.c: push a handle for a machine made in C (moonbox-device). */
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
 

@@ -588,7 +588,7 @@ void mb_virtio_save(struct mb_virtio *t, struct mb_virtio_mmio_state *ts,
 		s->used_idx = q->used_idx;
 		s->signalled = q->signalled;
 		s->signalled_valid = q->signalled_valid;
-		if (q->ready)
+		if (mb_vq_rings_ok(q))
 			s->avail_idx = __atomic_load_n((uint16_t *)(q->avail + 2),
 						       __ATOMIC_ACQUIRE);
 		s->popped = q->popped;

@@ -55,6 +55,7 @@ int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features)
 		return mb_seterr(-EINVAL, "rings misaligned (desc 0x%" PRIx64
 				 ", driver 0x%" PRIx64 ", device 0x%" PRIx64 ")",
 				 q->desc_gpa, q->avail_gpa, q->used_gpa);
+	unsigned gen = mb_mem_gen(q->mem);
 	uint8_t *d = mb_mem_ptr(q->mem, q->desc_gpa, 16 * n, false);
 	uint8_t *a = mb_mem_ptr(q->mem, q->avail_gpa, 6 + 2 * n, false);
 	uint8_t *u = mb_mem_ptr(q->mem, q->used_gpa, 6 + 8 * n, true);
@@ -64,6 +65,8 @@ int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features)
 				 : "device", q->num);
 	pthread_mutex_lock(&q->lock);
 	q->desc = d, q->avail = a, q->used = u;
+	q->gen = gen;
+	q->remote = mb_mem_is_remote(q->mem);
 	q->indirect = features >> VIRTIO_F_RING_INDIRECT_DESC & 1;
 	q->event_idx = features >> VIRTIO_F_RING_EVENT_IDX & 1;
 	/* The driver zeroes the rings; indices start from the used ring. */
@@ -78,6 +81,33 @@ int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features)
 
 static int fault(struct mb_vq *q, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/* Under q->lock. The rings were checked when the queue went ready; a
+ * region revoked since (a device process's DMA grant, docs/devproc.md)
+ * changes the map's generation: look them up again. False: gone. */
+static bool rings_still(struct mb_vq *q)
+{
+	unsigned gen = mb_mem_gen(q->mem);
+	uint8_t *d = mb_mem_ptr(q->mem, q->desc_gpa, 16u * q->num, false);
+	uint8_t *a = mb_mem_ptr(q->mem, q->avail_gpa, 6u + 2u * q->num, false);
+	uint8_t *u = mb_mem_ptr(q->mem, q->used_gpa, 6u + 8u * q->num, true);
+	if (!d || !a || !u) {
+		q->ready = false; /* nothing touches them any more */
+		return false;
+	}
+	q->desc = d, q->avail = a, q->used = u;
+	q->gen = gen;
+	return true;
+}
+
+/* One predictable branch while nothing was revoked. */
+#define RINGS_MOVED(q) \
+	__builtin_expect((q)->remote || mb_mem_gen((q)->mem) != (q)->gen, 0)
+
+bool mb_vq_rings_ok(struct mb_vq *q)
+{
+	return q->ready && (!RINGS_MOVED(q) || rings_still(q));
+}
 
 static int fault(struct mb_vq *q, const char *fmt, ...)
 {
@@ -183,6 +213,14 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
 		return -EIO;
 	if (!q->ready)
 		return 0;
+	if (RINGS_MOVED(q)) {
+		pthread_mutex_lock(&q->lock);
+		bool ok = rings_still(q);
+		pthread_mutex_unlock(&q->lock);
+		if (!ok)
+			return fault(q, "rings are no longer in guest RAM the device "
+				     "may reach (a revoked grant)");
+	}
 	uint16_t idx = avail_idx(q);
 	uint16_t pending = (uint16_t)(idx - q->last_avail);
 	if (pending == 0)
@@ -205,12 +243,51 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
  * moonbox writes). One lookup and one or two page bits. */
 static void used_written(struct mb_vq *q)
 {
-	(void)mb_mem_ptr(q->mem, q->used_gpa, 6 + 8 * q->num, true);
+	/* The elements and avail_event before the index: over messages
+	 * (dma = "message") they land in that order. */
+	mb_mem_written(q->mem, q->used_gpa + 4, 8u * q->num + 2);
+	mb_mem_written(q->mem, q->used_gpa, 4);
+}
+
+/* Memory by messages: the chain's device-writable buffers (len bytes
+ * in all) go back to the guest before its used element does. The chain
+ * is walked again from the descriptors as they are now, bounded as in
+ * walk(); a driver that changed them meanwhile gets its own memory
+ * overwritten with what the device saw, within what the VMM grants. */
+static void write_back(struct mb_vq *q, uint16_t head, uint32_t len)
+{
+	const uint8_t *table = q->desc;
+	unsigned max = q->num, i = head, n = 0;
+	bool indirect = false;
+	while (len && i < max && ++n <= max) {
+		struct desc d;
+		get_desc(table, i, &d);
+		if ((d.flags & VIRTQ_DESC_F_INDIRECT) && !indirect) {
+			if (d.len == 0 || d.len % 16 || d.len / 16 > MB_VQ_MAX_SEGS ||
+			    !(table = mb_mem_ptr(q->mem, d.addr, d.len, false)))
+				return;
+			indirect = true;
+			max = d.len / 16, i = 0, n = 0;
+			continue;
+		}
+		if (d.flags & VIRTQ_DESC_F_WRITE) {
+			uint32_t k = d.len < len ? d.len : len;
+			mb_mem_written(q->mem, d.addr, k);
+			len -= k;
+		}
+		if (!(d.flags & VIRTQ_DESC_F_NEXT))
+			return;
+		i = d.next;
+	}
 }
 
 void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len)
 {
 	pthread_mutex_lock(&q->lock);
+	if (q->ready && RINGS_MOVED(q))
+		rings_still(q);
+	if (q->ready && q->remote)
+		write_back(q, head, len);
 	if (q->ready) {
 		uint8_t *e = q->used + 4 + 8 * (q->used_idx % q->num);
 		uint32_t id = head;
@@ -230,6 +307,8 @@ bool mb_vq_need_irq(struct mb_vq *q)
 {
 	bool need;
 	pthread_mutex_lock(&q->lock);
+	if (q->ready && RINGS_MOVED(q))
+		rings_still(q);
 	if (!q->ready) {
 		pthread_mutex_unlock(&q->lock);
 		return false;
@@ -257,6 +336,13 @@ bool mb_vq_arm(struct mb_vq *q)
 {
 	if (!q->ready || q->broken)
 		return false;
+	if (RINGS_MOVED(q)) {
+		pthread_mutex_lock(&q->lock);
+		bool ok = rings_still(q);
+		pthread_mutex_unlock(&q->lock);
+		if (!ok)
+			return false;
+	}
 	if (q->event_idx) {
 		/* avail_event: notify us when you add the entry after these. */
 		__atomic_store_n((uint16_t *)(q->used + 4 + 8 * q->num),

@@ -11,7 +11,10 @@
  *   4  events: SOCK_SEQPACKET, device -> VMM: IRQ_LEVEL, STOP (posted)
  *   5 .. 5+nchan-1  access channels (one per vCPU, one for other threads):
  *      REGION_READ / REGION_WRITE, each answered
- *   then the RAM memfds and the backend fds the CREATE names.
+ *   then the memory fds (dma = "shared": each RAM region's memfd;
+ *   "granted": one per grant, a region's memfd of which the process maps
+ *   only the window; "message": placeholders, no memory) and the backend
+ *   fds the CREATE names.
  * Every message from either side is checked against its size and bounds.
  */
 #ifndef MOONBOX_DEVPROC_H
@@ -112,7 +115,26 @@ struct mb_dp_mem {
 	int32_t fd; /* in the device process */
 	uint32_t flags;
 	char name[32];
+	/* The device maps [offset, offset+size) of the memfd and nothing
+	 * else (dma = "granted": a window of a RAM region); fd_size is the
+	 * memfd's whole size, checked with its seals (mb_memfd_check). */
+	uint64_t offset, fd_size;
 };
+
+/* DMA_UNMAP (vfio-user.rst, "DMA Unmap"): the window at addr of size
+ * bytes is revoked; the device unmaps it. Reply: the same, or an error. */
+struct mb_dp_unmap {
+	uint32_t argsz, flags;
+	uint64_t addr, size;
+};
+
+/* DMA_READ / DMA_WRITE (vfio-user.rst, "DMA Read/Write"): the device
+ * asks the VMM to move count bytes at guest address addr; the data
+ * follows (WRITE request, READ reply). */
+struct mb_dp_dma_rw {
+	uint64_t addr, count;
+};
+#define MB_DP_DMA_MAX (MB_DP_MAX_MSG - 16 - 16) /* bytes in one message */
 
 /* CREATE: build kind from opts (a Lua table constructor, scalars only). */
 struct mb_dp_create {
@@ -159,6 +181,16 @@ struct mb_dp_report {
 
 /* The VMM side (core/devproc.c). */
 struct mb_devproc;
+/* What guest memory a device process sees (docs/devproc.md, "DMA"). */
+enum mb_dp_dma {
+	MB_DP_DMA_SHARED,  /* every RAM region mapped (the default) */
+	MB_DP_DMA_GRANTED, /* only the grants mapped, each revocable */
+	MB_DP_DMA_MESSAGE, /* nothing mapped: DMA_READ/WRITE, checked */
+};
+/* A window of guest-physical memory: page aligned, inside one region. */
+struct mb_dp_grant {
+	uint64_t base, size;
+};
 enum mb_dp_policy {
 	MB_DP_ON_CRASH_STOP,
 	MB_DP_ON_CRASH_RESTART,
@@ -180,7 +212,27 @@ struct mb_devproc_config {
 	/* on the event loop thread, with why ("killed by signal 9") */
 	void (*crashed)(void *ctx, struct mb_devproc *p, const char *why);
 	void *ctx;
+	/* DMA: shared (0) maps all RAM; granted maps grants[] only; message
+	 * maps nothing and checks each DMA message against grants[] (none
+	 * given: all RAM). */
+	enum mb_dp_dma dma;
+	const struct mb_dp_grant *grants;
+	unsigned ngrants; /* at most MB_DP_MAX_MEM */
 };
+/* As mb_devproc_first_fd for a device made with cfg (its memfds). */
+int mb_devproc_first_fd_for(struct mb_machine *m, const struct mb_devproc_config *cfg);
+/* Revoke the grant at base (granted: the device unmaps it first; message:
+ * later requests in it are refused). 0 or -errno with a message. */
+int mb_devproc_revoke(struct mb_devproc *p, uint64_t base);
+struct mb_dp_dma_info {
+	enum mb_dp_dma mode;
+	unsigned ngrants;
+	struct mb_dp_grant grant[MB_DP_MAX_MEM];
+	bool revoked[MB_DP_MAX_MEM];
+	uint64_t reads, writes, bytes, refused; /* DMA messages served */
+	char why[160]; /* the last refusal */
+};
+void mb_devproc_dma_info(struct mb_devproc *p, struct mb_dp_dma_info *out);
 /* The number fds[0] will have in a device process of m (fds[i]: + i). */
 int mb_devproc_first_fd(struct mb_machine *m);
 /* Spawn, create, map: *out is the machine's device (a proxy). */

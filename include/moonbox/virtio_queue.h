@@ -58,6 +58,8 @@ struct mb_vq {
 	/* host views of the rings, checked once when the queue goes ready */
 	struct mb_mem *mem;
 	uint8_t *desc, *avail, *used;
+	unsigned gen; /* mb_mem_gen() they were checked at */
+	bool remote;  /* memory by messages: rings fetched on every use */
 
 	uint16_t last_avail; /* next avail entry to consume (popper only) */
 	uint16_t used_idx;   /* our copy of used->idx (under lock) */
@@ -80,6 +82,9 @@ void mb_vq_reset(struct mb_vq *q);
  * Returns 0, or -EINVAL and a message in mb_errmsg(). */
 int mb_vq_enable(struct mb_vq *q, uint16_t max, uint64_t features);
 
+/* Under q->lock: ready, and the rings still in reachable memory (looked
+ * up again after a region was revoked). Before a direct look at them. */
+bool mb_vq_rings_ok(struct mb_vq *q);
 /* Next available chain into c: 1, 0 when none, -EIO when the queue is (or
  * just became) broken. */
 int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c);

@@ -308,4 +308,182 @@ T.case("an isolated virtio-blk's doorbells are KVM ioeventfds it waits on itself
   os.remove(img)
 end)
 
+-- DMA grants (docs/devproc.md, "DMA"): tests/guests/blk_seq.S keeps its
+-- queue and buffers in 0x10000-0x16fff and reads 32 sectors one by one.
+local function blk_granted(grants, dma, on_crash)
+  local img = os.tmpname()
+  local f = assert(io.open(img, "wb"))
+  for i = 0, 127 do f:write(string.rep(string.char(i), 512)) end
+  f:close()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  m:add(mb.debug_exit { port = 0xf4 })
+  local disk = m:add(mb.virtio_blk { image = img, mmio = { base = 0xd0000000, size = 0x1000 },
+                                     isolate = { dma = dma or "granted", grants = grants },
+                                     on_crash = on_crash })
+  m:boot_flat { file = T.guest("blk_seq"), mode = "protected" }
+  os.remove(img)
+  return m, disk
+end
+
+-- The device process's mappings of memfds (guest RAM): { size, ... }.
+local function memfd_maps(pid)
+  local f = assert(io.open("/proc/" .. pid .. "/maps"))
+  local sizes = {}
+  for l in f:lines() do
+    local a, b = l:match("^(%x+)-(%x+)")
+    if l:find("memfd:", 1, true) then sizes[#sizes + 1] = tonumber(b, 16) - tonumber(a, 16) end
+  end
+  f:close()
+  return sizes
+end
+
+T.case("isolate option errors: dma and grants", function()
+  local m = mb.machine { memory = "16M" }
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "all" } }) end, "dma")
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "granted" } }) end, "dma = \"granted\" needs grants")
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "granted", grants = { { 0x1001, 0x1000 } } } }) end,
+    "grants[1]: 0x1001+0x1000 is not a whole number of 4K pages")
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "granted", grants = { { 0x2000000, 0x1000 } } } }) end,
+    "grants[1]: 0x2000000+0x1000 is not inside one RAM region")
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "granted", grants = { { 0, 0x2000 }, { 0x1000, 0x1000 } } } }) end,
+    "grants[2] overlaps grants[1]")
+  T.raises(function() m:add(mb.port80 { isolate = { dma = "shared", grants = { { 0, 0x1000 } } } }) end,
+    "grants: only with dma")
+  T.raises(function() m:add(mb.port80 { isolate = { grant = {} } }) end, "isolate: unknown option \"grant\"")
+  local post = m:add(mb.port80 {})
+  T.raises(function() post:revoke(0) end, "revoke: port80 is not isolated")
+  m:close()
+end)
+
+T.case("granted: the device maps only its window and serves the guest through it", function()
+  local m, disk = blk_granted { { 0x10000, 0x7000 } }
+  local s = disk:state()
+  T.eq(s.isolated.dma.mode, "granted")
+  T.eq(s.isolated.dma.grants[1].base, 0x10000); T.eq(s.isolated.dma.grants[1].size, 0x7000)
+  local sizes = memfd_maps(s.isolated.pid)
+  T.eq(#sizes, 1, "one memfd mapping in /proc/PID/maps")
+  T.eq(sizes[1], 0x7000, "of the grant's size, not the 16M of RAM")
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "every read came back OK")
+  T.eq(m:read(0x14000, 4), string.rep(string.char(31), 4), "the last sector's data reached the guest")
+  m:close()
+end)
+
+T.case("granted: a grant without the guest's rings: the device fails the queue, the VMM lives", function()
+  local m, disk = blk_granted { { 0x14000, 0x1000 } }
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0xff04, "the request never came back")
+  local s = disk:state()
+  T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET set: status " .. tostring(s.status))
+  T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("revoke: the window leaves the process; later accesses through it fail", function()
+  local m, disk = blk_granted { { 0x10000, 0x7000 } }
+  local snap = m:snapshot()
+  local r = m:run { timeout = 30 }
+  T.eq(r.exit_code, 0, "reads before the revoke")
+  disk:revoke(0x10000)
+  local s = disk:state()
+  T.eq(s.isolated.dma.grants[1].revoked, true, "state says revoked")
+  T.eq(#memfd_maps(s.isolated.pid), 0, "no memfd mapping left in /proc/PID/maps")
+  T.raises(function() disk:revoke(0x20000) end, "revoke: blk0: no grant at 0x20000")
+  m:restore(snap)
+  r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0xff04, "no request served after the revoke")
+  s = disk:state()
+  T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET: status " .. tostring(s.status))
+  T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("revoke, then kill -9 with on_crash = restart: the new process gets the other grant only", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 }, { 0x14000, 0x3000 } }, nil, "restart")
+  disk:revoke(0x14000)
+  local pid = disk:state().isolated.pid
+  os.execute("kill -9 " .. pid)
+  local s
+  for _ = 1, 100 do -- bounded: the policy runs on the event loop
+    local ok, st = pcall(disk.state, disk) -- fails while the death is news
+    s = ok and st or s
+    if ok and st.isolated.alive and st.isolated.pid ~= pid then break end
+    sleep(0.05)
+  end
+  T.ok(s and s.isolated.alive and s.isolated.pid ~= pid, "restarted")
+  local sizes = memfd_maps(s.isolated.pid)
+  T.eq(#sizes, 1, "one memfd mapping"); T.eq(sizes[1], 0x4000, "the grant not revoked")
+  local r = m:run { timeout = 30 }
+  T.eq(r.exit_code, 0xff04, "the data buffer at 0x14000 is out of reach")
+  T.ok(disk:state().status & 0x40 ~= 0, "DEVICE_NEEDS_RESET")
+  m:close()
+end)
+
+T.case("message: no RAM mapped, every byte by DMA_READ/DMA_WRITE; the guest's reads check out", function()
+  local m, disk = blk_granted(nil, "message")
+  local s = disk:state()
+  T.eq(s.isolated.dma.mode, "message")
+  T.eq(#memfd_maps(s.isolated.pid), 0, "no memfd mapping in /proc/PID/maps")
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "every read came back OK")
+  T.eq(m:read(0x14000, 512), string.rep(string.char(31), 512), "the last sector's data reached the guest")
+  local d = disk:state().isolated.dma
+  T.ok(d.reads > 32 and d.writes >= 32, "DMA messages: " .. d.reads .. " reads, " .. d.writes .. " writes")
+  T.eq(d.refused, 0, "none refused")
+  m:close()
+end)
+
+T.case("message: the guest's writes reach the disk and read back (snap_disk)", function()
+  local img = os.tmpname()
+  assert(os.execute("truncate -s 64K " .. img))
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  local com = m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = "buffer" })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:add(mb.virtio_blk { image = img, mmio = { base = 0xd0000000, size = 0x1000 },
+                        isolate = { dma = "message" } })
+  m:boot_flat { file = T.guest("snap_disk"), mode = "protected" }
+  T.run(m, "exit", 1)
+  local data = assert(io.open(img, "rb")):read("a")
+  T.eq(data:sub(513, 544), "written-through-the-overlay-0042", "sector 1 of the image")
+  T.run(m, "exit", 0x99)
+  T.ok(com:output():find("written-through-the-overlay-0042", 1, true), "read back: " .. com:output())
+  m:close()
+  os.remove(img)
+end)
+
+T.case("message: a request outside the grants is refused and counted; the VMM lives", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 } }, "message") -- rings and header, not the data
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0xff04, "the request never came back")
+  local s = disk:state()
+  T.ok(s.isolated.dma.refused >= 1, "refused " .. s.isolated.dma.refused)
+  T.ok(s.isolated.dma.why:find("0x14000+0x200 refused: outside its grants", 1, true), s.isolated.dma.why)
+  T.ok(s.status & 0x40 ~= 0, "DEVICE_NEEDS_RESET: status " .. tostring(s.status))
+  T.ok(s.isolated.alive, "the device process lives on")
+  m:close()
+end)
+
+T.case("message: after a revoke, the device's requests in the window are refused", function()
+  local m, disk = blk_granted({ { 0x10000, 0x7000 } }, "message")
+  local snap = m:snapshot()
+  T.eq(m:run { timeout = 30 }.exit_code, 0, "reads before the revoke")
+  local before = disk:state().isolated.dma.refused
+  disk:revoke(0x10000)
+  m:restore(snap)
+  local r = m:run { timeout = 30 }
+  T.eq(r.exit_code, 0xff04, "no request served after the revoke")
+  local d = disk:state().isolated.dma
+  T.ok(d.refused > before, "refused " .. d.refused)
+  T.eq(d.grants[1].revoked, true)
+  m:close()
+end)
+
 T.done()
