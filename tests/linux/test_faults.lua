@@ -68,7 +68,7 @@ echo "wb-dev: $W"
 wr() { printf "MBWB-$1" >/tmp/w; dd if=/tmp/w of=$W bs=512 seek=$2 count=1 conv=sync$3 oflag=direct 2>/dev/null; echo "wb-$1: $?"; }
 for d in /sys/block/vd*; do read -r s <$d/serial; case $s in metadisk) MD=/dev/${d##*/};; fsdisk) FD=/dev/${d##*/};; esac; done 2>/dev/null
 echo "meta-dev: $MD fs-dev: $FD"
-mkdir /n /f; mount -o errors=remount-ro $MD /n; mount $FD /f; echo "mounts: $?"
+mkdir /n /f; mount -t ext2 -o errors=remount-ro $MD /n; mount -t ext2 $FD /f; echo "mounts: $?"
 printf MBCTL >/tmp/c; dd if=/tmp/c of=/f/ctl conv=fsync 2>/dev/null; echo "ctl-fsync: $?"
 sync; dd if=/dev/null of=/f/ctl conv=notrunc,fsync 2>/dev/null
 wr A 0 ,fsync; wr B 8
@@ -241,7 +241,7 @@ local function console(s)
 end
 m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   root = T.root, console = console,
-  append = "-- mkdir /m;mount /dev/vdb /m;sh /m/t.sh " .. first .. " " .. R,
+  append = "-- mkdir /m;mount -t ext2 /dev/vdb /m;sh /m/t.sh " .. first .. " " .. R,
   setup = function(m)
     disk = m:add(mb.virtio_blk { image = img })
     assert(os.execute("truncate -s 1M " .. wb_img))
