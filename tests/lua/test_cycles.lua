@@ -58,6 +58,7 @@ local function cycle()
   m:close()
 end
 
+local skip_rss
 T.case(string.format("%d create -> boot -> destroy cycles leak nothing", cycles), function()
   for _ = 1, 5 do cycle() end -- classes, metatables, allocator pools made on first use
   full_gc()
@@ -78,6 +79,14 @@ T.case(string.format("%d create -> boot -> destroy cycles leak nothing", cycles)
     string.format("open fds: %d -> %d", fd0, fd1))
   T.eq(th1, th0, "threads")
   T.eq(reg1, reg0, "registry entries")
+  if os.getenv("MB_SANITIZER") == "asan" then
+    -- ASan keeps freed memory in its quarantine (256 MB), so RSS grows
+    -- with every cycle until that fills whether or not anything leaks
+    -- (~160 KiB a cycle here); a leak there is LeakSanitizer's to report,
+    -- at exit, which fails the run.
+    skip_rss = true
+    return
+  end
   local bound = os.getenv("MB_SANITIZER") and 256 * 1024 or 4 * 1024
   T.ok(rss1 - rss0 < bound, string.format("RSS grew by %d KiB (bound %d)", rss1 - rss0, bound))
   -- A leak grows with the cycles; noise does not: the second half may not
@@ -85,5 +94,8 @@ T.case(string.format("%d create -> boot -> destroy cycles leak nothing", cycles)
   T.ok(rss1 - rss_mid < bound // 4, string.format("RSS grew by %d KiB in the second half",
     rss1 - rss_mid))
 end)
+if skip_rss then
+  T.skip("RSS bounds over the cycles", "ASan's quarantine holds freed memory; LeakSanitizer checks leaks at exit")
+end
 
 T.done()
