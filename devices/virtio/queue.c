@@ -95,8 +95,13 @@ static bool rings_still(struct mb_vq *q)
 		q->ready = false; /* nothing touches them any more */
 		return false;
 	}
-	q->desc = d, q->avail = a, q->used = u;
-	q->gen = gen;
+	/* Stored only when they moved: in message mode this runs at every use
+	 * while another thread may read the pointers (mb_vq_arm under the
+	 * transport's lock; TSan), and the shadow's pointers do not move. */
+	if (q->desc != d || q->avail != a || q->used != u)
+		q->desc = d, q->avail = a, q->used = u;
+	if (q->gen != gen)
+		q->gen = gen;
 	return true;
 }
 
