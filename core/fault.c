@@ -678,14 +678,8 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	struct mb_fault_site *s = NULL;
 	if (!rc && !(s = site_for(p, r->dev)))
 		rc = mb_seterr(-ENOMEM, "faults: out of memory");
-	if (!rc && p->nrules == p->caprules) {
-		size_t cap = p->caprules ? 2 * p->caprules : 8;
-		void *nr = realloc(p->rules, cap * sizeof *p->rules);
-		if (!nr)
-			rc = mb_seterr(-ENOMEM, "faults: out of memory");
-		else
-			p->rules = nr, p->caprules = cap;
-	}
+	if (!rc)
+		rc = room(p);
 	pthread_mutex_unlock(&p->lock);
 	/* Outside the lock: the device may be deciding right now. */
 	if (!rc && (rc = attach(p, s, r->action)))
