@@ -18,7 +18,8 @@
 -- boots the initramfs instead. On the console,
 -- Ctrl-a x quits. --disk adds a virtio-blk disk (the next /dev/vdX), --rng a
 -- virtio-rng (/dev/hwrng). --cpus N starts N vCPUs (needs --irqchip
--- kernel: KVM's local APICs take the INIT/SIPI that start the others);
+-- kernel: KVM's local APICs take the INIT/SIPI that start the others;
+-- and a --kernel built with SMP: the default guest is uniprocessor);
 -- --acpi on gives the guest ACPI tables (devices found in the DSDT instead
 -- of on the command line, power-off through ACPI). From Lua, `loadfile("machines/linux.lua")(opts)`
 -- returns the machine (not started) and COM1 for tests and scripts to
