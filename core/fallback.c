@@ -63,6 +63,7 @@ static const char *const names[MB_FB_KINDS] = {
 	[MB_FB_XGETBV] = "xgetbv", [MB_FB_CLFLUSH] = "clflush",
 	[MB_FB_CLFLUSHOPT] = "clflushopt", [MB_FB_CLWB] = "clwb",
 	[MB_FB_UD] = "ud",         [MB_FB_INT] = "int",
+	[MB_FB_INT_TASK] = "int_task", [MB_FB_INT_VM86] = "int_vm86",
 };
 
 const char *mb_fallback_name(enum mb_fb_insn k)
@@ -596,7 +597,11 @@ static enum mb_fb_insn int_long(struct mb_fb_state *st, unsigned vec,
 	if (ist || npl < pl) {
 		uint8_t t[8];
 		uint64_t off = ist ? 0x24 + 8 * (ist - 1) : 4 + 8 * npl;
-		if (st->read(st->ctx, st->tr_base + off, t, 8))
+		if (off + 7 > st->tr.limit) { /* vol. 2A "INT n", IA-32e */
+			fault(st, VEC_TS, true, st->tr.selector & 0xfffc);
+			return MB_FB_INT;
+		}
+		if (st->read(st->ctx, st->tr.base + off, t, 8))
 			return MB_FB_NONE;
 		rsp = le64(t);
 	}
@@ -632,7 +637,8 @@ static enum mb_fb_insn int_long(struct mb_fb_state *st, unsigned vec,
 }
 
 /* A segment register's hidden part from a GDT descriptor (SDM vol. 3,
- * 3.4.5 "Segment Descriptors"). */
+ * 3.4.5 "Segment Descriptors"). Loading a segment register sets the
+ * descriptor's accessed bit (3.4.5.1), so the hidden type has it. */
 static struct mb_seg seg_of(const uint8_t d[8], uint16_t sel)
 {
 	uint32_t limit = (uint32_t)(d[0] | d[1] << 8 | (d[6] & 0xf) << 16);
@@ -640,9 +646,280 @@ static struct mb_seg seg_of(const uint8_t d[8], uint16_t sel)
 	return (struct mb_seg){
 		.selector = sel,
 		.base = (uint64_t)(d[2] | d[3] << 8 | d[4] << 16) | (uint64_t)d[7] << 24,
-		.limit = g ? limit << 12 | 0xfff : limit, .type = d[5] & 0xf,
+		.limit = g ? limit << 12 | 0xfff : limit, .type = (d[5] & 0xf) | 1,
 		.present = 1, .dpl = d[5] >> 5 & 3, .s = 1, .db = (d[6] & 0x40) != 0,
 		.g = g };
+}
+
+static uint32_t le32p(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+	       (uint32_t)p[3] << 24;
+}
+
+/* A TSS in TR or in a descriptor: types 1/3 are 16-bit (available/busy),
+ * 9/11 32-bit (SDM vol. 3, 7.2.2 "TSS Descriptor"). */
+static bool tss16(unsigned type) { return (type & 0xd) == 1; }
+
+/* What a step of int n decided: go on, stop with a fault queued (the
+ * instruction is complete), or refuse (the run ends with "error"). */
+enum step { GO, FAULTED, REFUSE };
+
+/* SSn:ESPn for privilege level npl from the current TSS (vol. 2A "INT n",
+ * PROTECTED-MODE and INTERRUPT-FROM-VIRTUAL-8086-MODE): a 32-bit TSS has
+ * ESPn at 4 + 8n and SSn at 8 + 8n, a 16-bit one SPn at 2 + 4n and SSn at
+ * 4 + 4n; the pair must lie within TR's limit (#TS(TR)). SSn must be
+ * non-null with RPL n (#TS(SSn)), a writable data segment of DPL n
+ * (#TS(SSn)) and present (#SS(SSn)). */
+static enum step tss_stack(struct mb_fb_state *st, unsigned npl,
+			   struct mb_seg *ss, uint32_t *esp)
+{
+	bool t16 = tss16(st->tr.type);
+	unsigned off = t16 ? 2 + 4 * npl : 4 + 8 * npl, size = t16 ? 4 : 6;
+	if (off + size - 1 > st->tr.limit) {
+		fault(st, VEC_TS, true, st->tr.selector & 0xfffc);
+		return FAULTED;
+	}
+	uint8_t t[8], sd[8];
+	if (st->read(st->ctx, st->tr.base + off, t, size))
+		return REFUSE;
+	uint16_t nss = le16p(t + size - 2);
+	*esp = t16 ? le16p(t) : le32p(t);
+	if ((nss & 0xfffc) == 0 || (nss & 3) != npl) {
+		fault(st, VEC_TS, true, nss & 0xfffc);
+		return FAULTED;
+	}
+	bool ok;
+	if (!gdt_entry(st, nss, sd, &ok))
+		return REFUSE;
+	if (!ok)
+		return FAULTED;
+	if ((sd[5] & 0x1a) != 0x12 || (sd[5] >> 5 & 3) != npl) {
+		fault(st, VEC_TS, true, nss & 0xfffc);
+		return FAULTED;
+	}
+	if (!(sd[5] & 0x80)) {
+		fault(st, VEC_SS, true, nss & 0xfffc);
+		return FAULTED;
+	}
+	*ss = seg_of(sd, nss);
+	return GO;
+}
+
+/* A descriptor for a selector a new task loads, without queueing
+ * anything: false for an LDT selector, one past the GDT limit or an
+ * unreadable entry. */
+static bool gdt_peek(const struct mb_fb_state *st, uint16_t sel, uint8_t d[8])
+{
+	return !(sel & 4) && (sel | 7u) <= st->gdt_limit &&
+	       !st->read(st->ctx, st->gdt_base + (sel & ~7u), d, 8);
+}
+
+/* A virtual-8086 segment: base selector * 16, 64 KiB, DPL 3 (vol. 3,
+ * 20.1.1; what VMX requires of it, 27.3.1.2). */
+static struct mb_seg seg_vm86(uint16_t sel)
+{
+	return (struct mb_seg){ .selector = sel, .base = (uint64_t)sel << 4,
+				.limit = 0xffff, .type = 3, .present = 1,
+				.dpl = 3, .s = 1 };
+}
+
+/* The new task's segments, checked as a task switch checks them (vol. 3,
+ * 7.3 step 12 and table 7-1) but before anything is committed: a selector
+ * the CPU would fault on raises its exception in the new task's context,
+ * after the switch, which the fallback does not model, so any of those
+ * refuses instead. CS: a present code segment, non-conforming DPL = RPL or
+ * conforming DPL <= RPL, EIP within its limit; SS: RPL = DPL = CPL, a
+ * present writable data segment; DS ES FS GS: null, or present data or
+ * readable code with (unless conforming code) DPL >= CPL and RPL.
+ * LDT-relative selectors are refused (the LDT is loaded, but only GDT
+ * lookups are done). sel[] is ES CS SS DS FS GS; nseg 4 for a 16-bit TSS
+ * (no FS, GS: those stay). */
+static bool load_task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
+			   const uint16_t sel[6], unsigned nseg)
+{
+	struct mb_seg *dst[6] = { &nx->es, &nx->cs, &nx->ss,
+				  &nx->ds, &nx->fs, &nx->gs };
+	if (nx->rflags & RF_VM) { /* into a virtual-8086 task */
+		for (unsigned i = 0; i < nseg; i++)
+			*dst[i] = seg_vm86(sel[i]);
+		return nx->rip <= 0xffff;
+	}
+	unsigned npl = sel[1] & 3;
+	for (unsigned i = 0; i < nseg; i++) {
+		uint8_t d[8];
+		unsigned rpl = sel[i] & 3;
+		if ((sel[i] & 0xfffc) == 0) {
+			if (i == 1 || i == 2)
+				return false;
+			*dst[i] = (struct mb_seg){ .selector = sel[i] };
+			continue;
+		}
+		if (!gdt_peek(st, sel[i], d) || !(d[5] & 0x80))
+			return false;
+		unsigned acc = d[5], dpl = acc >> 5 & 3;
+		bool code = (acc & 0x18) == 0x18, conf = code && (acc & 4);
+		if (i == 1) {
+			if (!code || (conf ? dpl > rpl : dpl != rpl))
+				return false;
+		} else if (i == 2) {
+			if ((acc & 0x1a) != 0x12 || rpl != npl || dpl != npl)
+				return false;
+		} else {
+			if (!(acc & 0x10) || (code && !(acc & 2)))
+				return false;
+			if (!conf && (dpl < npl || dpl < rpl))
+				return false;
+		}
+		*dst[i] = seg_of(d, sel[i]);
+	}
+	return nx->rip <= nx->cs.limit;
+}
+
+/*
+ * INT n through a task gate (vol. 2A "INT n", TASK-GATE; vol. 3, 7.3
+ * "Task Switching"). Before anything is written: the TSS selector must be
+ * a GDT one within its limit (#GP(sel)), its descriptor an available TSS
+ * (a busy one or anything else: #GP(sel)), present (#NP(sel)), with a
+ * limit of at least 0x67 (32-bit) or 0x2B (16-bit) (#TS(sel)); the new
+ * task's state is read and checked (load_task_segs; a set T bit, a
+ * non-null LDT selector that is not a present GDT LDT descriptor, or an
+ * unreadable TSS refuse). Then, as the CPU does for a CALL or an
+ * interrupt: the dynamic fields of the current task (EIP after the int,
+ * EFLAGS, the GPRs, the segment selectors) go into the current TSS (32-bit:
+ * 0x20..0x5F; 16-bit: 0x0E..0x29), the new TSS's previous-task link gets
+ * the old TR selector, the new descriptor's busy bit is set, TR is loaded,
+ * CR0.TS set, and the new task's LDTR, CR3 (32-bit TSS with paging on),
+ * EFLAGS with NT set, EIP, GPRs and segments loaded. int n pushes no error
+ * code. The old task stays busy (a nested task: IRET returns to it).
+ * Writes happen in that order; if one fails (a page the guest made
+ * read-only) the run ends with "error" with the registers untouched and
+ * at most the old TSS's dynamic fields rewritten.
+ */
+static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
+				 unsigned len)
+{
+	const enum mb_fb_insn K = MB_FB_INT_TASK;
+	uint32_t terr = tsel & 0xfffc;
+	if ((tsel & 4) || (tsel | 7u) > st->gdt_limit) {
+		fault(st, VEC_GP, true, terr);
+		return K;
+	}
+	uint8_t d[8];
+	if (st->read(st->ctx, st->gdt_base + (tsel & ~7u), d, 8))
+		return MB_FB_NONE;
+	unsigned type = d[5] & 0x1f; /* S clear, then the type */
+	if (type != 0x1 && type != 0x9) {
+		fault(st, VEC_GP, true, terr);
+		return K;
+	}
+	if (!(d[5] & 0x80)) {
+		fault(st, VEC_NP, true, terr);
+		return K;
+	}
+	struct mb_seg ntr = seg_of(d, tsel);
+	bool n16 = type == 0x1;
+	ntr.s = 0, ntr.type = (uint8_t)(type | 2), ntr.db = 0;
+	if (ntr.limit < (n16 ? 0x2bu : 0x67u)) {
+		fault(st, VEC_TS, true, terr);
+		return K;
+	}
+	uint8_t t[0x68];
+	unsigned tlen = n16 ? 0x2c : 0x68;
+	if (st->read(st->ctx, ntr.base, t, tlen))
+		return MB_FB_NONE;
+
+	/* The new task's state, into a copy committed only at the end. */
+	struct mb_fb_state nx = *st;
+	uint16_t sel[6], lsel;
+	if (n16) {
+		nx.rip = le16p(t + 0x0e);
+		nx.rflags = le16p(t + 0x10);
+		for (unsigned i = 0; i < 8; i++)
+			nx.gpr[i] = le16p(t + 0x12 + 2 * i);
+		for (unsigned i = 0; i < 4; i++)
+			sel[i] = le16p(t + 0x22 + 2 * i);
+		lsel = le16p(t + 0x2a);
+	} else {
+		if (t[0x64] & 1) /* the T bit: a #DB after the switch */
+			return MB_FB_NONE;
+		nx.rip = le32p(t + 0x20);
+		nx.rflags = le32p(t + 0x24);
+		for (unsigned i = 0; i < 8; i++)
+			nx.gpr[i] = le32p(t + 0x28 + 4 * i);
+		for (unsigned i = 0; i < 6; i++)
+			sel[i] = le16p(t + 0x48 + 4 * i);
+		lsel = le16p(t + 0x60);
+		if (st->cr0 & (1ull << 31)) /* CR0.PG: a 16-bit TSS has no CR3 */
+			nx.cr3 = le32p(t + 0x1c);
+	}
+	/* EFLAGS as the TSS holds it, reserved bits cleared, bit 1 set, NT
+	 * set for the nesting (vol. 3, 7.4). A 16-bit TSS has no VM bit. */
+	nx.rflags = (nx.rflags & 0x3f7fd5) | RF_FIXED | RF_NT;
+	if (lsel & 0xfffc) {
+		uint8_t ld[8];
+		if (!gdt_peek(st, lsel, ld) || (ld[5] & 0x9f) != 0x82)
+			return MB_FB_NONE;
+		nx.ldt = seg_of(ld, lsel);
+		nx.ldt.s = 0, nx.ldt.type = 2, nx.ldt.db = 0;
+	} else {
+		nx.ldt = (struct mb_seg){ .selector = lsel };
+	}
+	if (!load_task_segs(st, &nx, sel, n16 ? 4 : 6))
+		return MB_FB_NONE;
+
+	/* The current task's dynamic fields into the current TSS. */
+	uint8_t o[0x40];
+	bool o16 = tss16(st->tr.type);
+	const struct mb_seg *cur[6] = { &st->es, &st->cs, &st->ss,
+					&st->ds, &st->fs, &st->gs };
+	uint64_t flags = st->rflags & ~RF_RF;
+	unsigned olen = o16 ? 0x1c : 0x40, ooff = o16 ? 0x0e : 0x20;
+	if (st->tr.limit < ooff + olen - 1)
+		return MB_FB_NONE;
+	if (o16) {
+		put_le(o, st->rip + len, 2);
+		put_le(o + 2, flags, 2);
+		for (unsigned i = 0; i < 8; i++)
+			put_le(o + 4 + 2 * i, st->gpr[i], 2);
+		for (unsigned i = 0; i < 4; i++)
+			put_le(o + 0x14 + 2 * i, cur[i]->selector, 2);
+	} else {
+		put_le(o, (uint32_t)(st->rip + len), 4);
+		put_le(o + 4, flags, 4);
+		for (unsigned i = 0; i < 8; i++)
+			put_le(o + 8 + 4 * i, st->gpr[i], 4);
+		for (unsigned i = 0; i < 6; i++)
+			put_le(o + 0x28 + 4 * i, cur[i]->selector, 4);
+	}
+	uint8_t link[2], busy = (uint8_t)(d[5] | 2);
+	put_le(link, st->tr.selector, 2);
+	if (st->write(st->ctx, st->tr.base + ooff, o, olen) ||
+	    st->write(st->ctx, ntr.base, link, 2) ||
+	    st->write(st->ctx, st->gdt_base + (tsel & ~7u) + 5, &busy, 1))
+		return MB_FB_NONE;
+
+	nx.tr = ntr;
+	nx.cr0 |= CR0_TS;
+	nx.segs_changed = nx.dsegs_changed = nx.task_switched = true;
+	*st = nx;
+	return K;
+}
+
+/* Words pushed on a 16-bit stack (SS:SP, SP wrapping in 64 KiB), w[0] at
+ * the lowest address; SP moves only when every word was written. */
+static bool push16(struct mb_fb_state *st, const uint16_t *w, unsigned n)
+{
+	uint16_t sp = (uint16_t)st->gpr[RSP];
+	for (unsigned i = 0; i < n; i++) {
+		uint8_t b[2];
+		put_le(b, w[i], 2);
+		uint16_t at = (uint16_t)(sp - 2 * n + 2 * i);
+		if (st->write(st->ctx, st->ss.base + at, b, 2))
+			return false;
+	}
+	st->gpr[RSP] = (st->gpr[RSP] & ~0xffffull) | (uint16_t)(sp - 2 * n);
+	return true;
 }
 
 /* 32-bit protected mode (SDM vol. 2A "INT n", PROTECTED-MODE; vol. 3,
@@ -650,102 +927,92 @@ static struct mb_seg seg_of(const uint8_t d[8], uint16_t sel)
  * (0xE) and trap (0xF) gates, and 16-bit ones (0x6, 0x7: a 16-bit offset,
  * and every push 2 bytes instead of 4); a 16-bit or 32-bit target code
  * segment (the offset within its limit, else #GP(0)), a 16-bit or 32-bit
- * stack (SS.B: SP or ESP moves). Task gates and virtual-8086 mode are left
- * to the run's error (NONE); a stack switch reads the 32-bit TSS layout
- * (a 16-bit TSS is not done). Gate DPL must be >= CPL
- * (#GP(vec*8+2)), the gate present (#NP(vec*8+2)); the target a present
- * 32-bit code segment of DPL <= CPL (#GP/#NP(selector)). A non-conforming
- * target at a lower DPL switches to SSn:ESPn from the 32-bit TSS (ESPn at
- * 4 + 8n, SSn at 8 + 8n; SSn must be a present writable data segment of
- * DPL and RPL n, else #TS(SSn)) and pushes SS and ESP first; then EFLAGS,
- * CS, EIP, 4 bytes each. TF, NT, RF, VM are cleared, IF too through an
- * interrupt gate. */
+ * stack (SS.B: SP or ESP moves). Gate DPL must be >= CPL (#GP(vec*8+2)),
+ * the gate present (#NP(vec*8+2)). A task gate (0x5) switches tasks
+ * (task_gate). The target must be a present code segment of DPL <= CPL
+ * (#GP/#NP(selector)). A non-conforming target at a lower DPL switches to
+ * SSn:ESPn from the current TSS (tss_stack, 32-bit or 16-bit) and pushes
+ * SS and ESP first; then EFLAGS, CS, EIP. From virtual-8086 mode (vol. 3,
+ * 20.3.1.1; "INT n", INTERRUPT-FROM-VIRTUAL-8086-MODE) the target must be
+ * non-conforming with DPL 0 (else #GP(selector)); GS, FS, DS, ES go below
+ * SS and ESP, and DS ES FS GS are then loaded with null selectors. TF, NT,
+ * RF, VM are cleared, IF too through an interrupt gate. kind is what a
+ * completed or faulted int counts as. */
 static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
-				unsigned len)
+				unsigned len, enum mb_fb_insn kind)
 {
 	uint32_t gerr = vec * 8 + 2;
 	unsigned pl = cpl(st);
-	if (st->rflags & RF_VM)
-		return MB_FB_NONE;
+	bool vm = st->rflags & RF_VM;
 	if (vec * 8 + 7 > st->idt_limit) {
 		fault(st, VEC_GP, true, gerr);
-		return MB_FB_INT;
+		return kind;
 	}
 	uint8_t g[8];
 	if (st->read(st->ctx, st->idt_base + vec * 8, g, 8))
 		return MB_FB_NONE;
 	unsigned type = g[5] & 0x1f, gdpl = g[5] >> 5 & 3;
-	if (type == 0x5)
-		return MB_FB_NONE; /* task gate: not done */
-	if ((type != 0xe && type != 0xf && type != 0x6 && type != 0x7) || gdpl < pl) {
+	if (type == 0x5) /* whatever follows counts as a task gate's */
+		kind = MB_FB_INT_TASK;
+	if ((type != 0xe && type != 0xf && type != 0x6 && type != 0x7 &&
+	     type != 0x5) || gdpl < pl) {
 		fault(st, VEC_GP, true, gerr);
-		return MB_FB_INT;
+		return kind;
 	}
 	if (!(g[5] & 0x80)) {
 		fault(st, VEC_NP, true, gerr);
-		return MB_FB_INT;
+		return kind;
 	}
+	if (type == 0x5)
+		return task_gate(st, le16p(g + 2), len);
 	unsigned w = type & 8 ? 4 : 2; /* the gate's push size */
 	uint32_t target = (uint32_t)le16p(g) | (w == 4 ? (uint32_t)le16p(g + 6) << 16 : 0);
 	uint16_t sel = le16p(g + 2);
 	if ((sel & 0xfffc) == 0) {
 		fault(st, VEC_GP, true, 0);
-		return MB_FB_INT;
+		return kind;
 	}
 	uint8_t d[8];
 	bool ok;
 	if (!gdt_entry(st, sel, d, &ok))
 		return MB_FB_NONE;
 	if (!ok)
-		return MB_FB_INT;
+		return kind;
 	unsigned acc = d[5], ddpl = acc >> 5 & 3;
 	bool code = (acc & 0x18) == 0x18, conforming = acc & 4;
 	if (!code || ddpl > pl) {
 		fault(st, VEC_GP, true, sel & 0xfffc);
-		return MB_FB_INT;
+		return kind;
 	}
 	if (!(acc & 0x80)) {
 		fault(st, VEC_NP, true, sel & 0xfffc);
-		return MB_FB_INT;
+		return kind;
+	}
+	if (vm && (conforming || ddpl != 0)) {
+		fault(st, VEC_GP, true, sel & 0xfffc);
+		return kind;
 	}
 	if (target > seg_of(d, sel).limit) {
 		fault(st, VEC_GP, true, 0);
-		return MB_FB_INT;
+		return kind;
 	}
 	unsigned npl = conforming ? pl : ddpl;
 	struct mb_seg ss = st->ss;
 	uint32_t esp = (uint32_t)st->gpr[RSP];
 	if (npl < pl) {
-		uint8_t t[8], sd[8];
-		if (st->read(st->ctx, st->tr_base + 4 + 8 * npl, t, 8))
-			return MB_FB_NONE;
-		uint16_t nss = le16p(t + 4);
-		esp = (uint32_t)(t[0] | t[1] << 8 | t[2] << 16 | (uint32_t)t[3] << 24);
-		if ((nss & 0xfffc) == 0 || (nss & 3) != npl) {
-			fault(st, VEC_TS, true, nss & 0xfffc);
-			return MB_FB_INT;
-		}
-		if (!gdt_entry(st, nss, sd, &ok))
-			return MB_FB_NONE;
-		if (!ok)
-			return MB_FB_INT;
-		if ((sd[5] & 0x1a) != 0x12 || (sd[5] >> 5 & 3) != npl) {
-			fault(st, VEC_TS, true, nss & 0xfffc);
-			return MB_FB_INT;
-		}
-		if (!(sd[5] & 0x80)) {
-			fault(st, VEC_SS, true, nss & 0xfffc);
-			return MB_FB_INT;
-		}
-		ss = seg_of(sd, nss);
+		enum step r = tss_stack(st, npl, &ss, &esp);
+		if (r != GO)
+			return r == FAULTED ? kind : MB_FB_NONE;
 	}
-	uint8_t f[20]; /* EIP CS EFLAGS [ESP SS], lowest address first */
-	unsigned size = (npl < pl ? 5 : 3) * w;
-	put_le(f, (uint32_t)(st->rip + len), w);
-	put_le(f + w, st->cs.selector, w);
-	put_le(f + 2 * w, st->rflags & ~RF_RF, w);
-	put_le(f + 3 * w, st->gpr[RSP], w);
-	put_le(f + 4 * w, st->ss.selector, w);
+	/* EIP CS EFLAGS [ESP SS [ES DS FS GS]], lowest address first */
+	uint8_t f[36];
+	uint64_t v[9] = { (uint32_t)(st->rip + len), st->cs.selector,
+			  st->rflags & ~RF_RF, st->gpr[RSP], st->ss.selector,
+			  st->es.selector, st->ds.selector, st->fs.selector,
+			  st->gs.selector };
+	unsigned nv = vm ? 9 : npl < pl ? 5 : 3, size = nv * w;
+	for (unsigned i = 0; i < nv; i++)
+		put_le(f + i * w, v[i], w);
 	/* SS.B: a 32-bit stack moves ESP (the upper half of RSP zeroed), a
 	 * 16-bit one SP alone (vol. 3, 6.12.1: the stack's own size). */
 	uint32_t top = ss.db ? esp - size : (uint32_t)((esp & ~0xffffu) | ((esp - size) & 0xffff));
@@ -758,14 +1025,82 @@ static enum mb_fb_insn int_prot(struct mb_fb_state *st, unsigned vec,
 	st->cs = seg_of(d, (uint16_t)((sel & 0xfffc) | npl));
 	st->cs.dpl = ddpl;
 	st->ss = ss;
+	if (vm) {
+		st->ds = st->es = st->fs = st->gs = (struct mb_seg){ 0 };
+		st->dsegs_changed = true;
+	}
 	st->rip = target;
 	st->segs_changed = true;
-	return MB_FB_INT;
+	return kind;
 }
 
-/* INT n, CD ib (SDM vol. 2A, "INT n/INTO/INT3/INT1"). Real mode, 32-bit
- * protected mode and 64-bit mode are completed; virtual-8086 and
- * compatibility mode are refused (the run ends with "error"), as is
+#define CR4_VME (1ull << 0)
+#define RF_VIF (1ull << 19)
+
+/*
+ * INT n in virtual-8086 mode (vol. 3, 20.3.3 "Class 1 -- Hardware
+ * Interrupt and Exception Handling in Virtual-8086 Mode" and table 20-2;
+ * vol. 2A "INT n", the PE = 1 branch). Without CR4.VME: IOPL < 3 is #GP(0),
+ * IOPL 3 goes through the IDT to a protected-mode handler (int_prot).
+ * With CR4.VME, bit n of the software interrupt redirection bitmap (the 32
+ * bytes below the I/O permission bitmap, whose offset is the 32-bit TSS's
+ * word at 0x66) decides: set, as without VME (#GP(0) or the IDT); clear,
+ * the interrupt is redirected to the 8086 handler through the task's own
+ * IVT at linear address 0: FLAGS, CS, IP pushed on SS:SP (with IOPL < 3 the
+ * FLAGS image has VIF in IF's place and IOPL 3), then IF (IOPL 3) or VIF
+ * (IOPL < 3) and TF cleared. A bitmap byte past TR's limit is #GP(0) (what
+ * the I/O permission bitmap does); a 16-bit TSS with VME is refused (the
+ * SDM gives it no bitmap). A task gate is taken as in protected mode.
+ */
+static enum mb_fb_insn int_vm86(struct mb_fb_state *st, unsigned vec,
+				unsigned len)
+{
+	const enum mb_fb_insn K = MB_FB_INT_VM86;
+	unsigned iopl = (unsigned)(st->rflags >> 12 & 3);
+	bool redirect = false;
+	if (st->cr4 & CR4_VME) {
+		if (tss16(st->tr.type))
+			return MB_FB_NONE;
+		uint8_t b[2];
+		if (st->tr.limit < 0x67)
+			goto gp;
+		if (st->read(st->ctx, st->tr.base + 0x66, b, 2))
+			return MB_FB_NONE;
+		int64_t off = (int64_t)le16p(b) - 32 + vec / 8;
+		if (off < 0 || off > (int64_t)st->tr.limit)
+			goto gp;
+		if (st->read(st->ctx, st->tr.base + (uint64_t)off, b, 1))
+			return MB_FB_NONE;
+		redirect = !(b[0] >> (vec % 8) & 1);
+	}
+	if (!redirect) {
+		if (iopl < 3)
+			goto gp;
+		return int_prot(st, vec, len, K);
+	}
+	uint8_t e[4];
+	if (st->read(st->ctx, vec * 4, e, 4))
+		return MB_FB_NONE;
+	uint16_t fl = (uint16_t)st->rflags;
+	if (iopl < 3)
+		fl = (uint16_t)((fl & ~RF_IF) | (st->rflags & RF_VIF ? RF_IF : 0) |
+				RF_IOPL);
+	uint16_t words[3] = { (uint16_t)(st->rip + len), st->cs.selector, fl };
+	if (!push16(st, words, 3))
+		return MB_FB_NONE;
+	st->rflags &= ~(RF_TF | RF_RF | (iopl == 3 ? RF_IF : RF_VIF));
+	st->cs = seg_vm86(le16p(e + 2));
+	st->rip = le16p(e);
+	st->segs_changed = true;
+	return K;
+gp:
+	fault(st, VEC_GP, true, 0);
+	return K;
+}
+
+/* INT n, CD ib (SDM vol. 2A, "INT n/INTO/INT3/INT1"). Real mode,
+ * virtual-8086 mode, 32-bit protected mode and 64-bit mode are completed;
+ * compatibility mode is refused (the run ends with "error"), as is
  * anything with prefixes. */
 static enum mb_fb_insn int_n(struct mb_fb_state *st, const uint8_t *insn,
 			     unsigned n)
@@ -777,9 +1112,11 @@ static enum mb_fb_insn int_n(struct mb_fb_state *st, const uint8_t *insn,
 		return int_real(st, vec, 2);
 	if (mode64(st))
 		return int_long(st, vec, 2);
-	if (!(st->efer & EFER_LMA))
-		return int_prot(st, vec, 2);
-	return MB_FB_NONE;
+	if (st->efer & EFER_LMA)
+		return MB_FB_NONE;
+	if (st->rflags & RF_VM)
+		return int_vm86(st, vec, 2);
+	return int_prot(st, vec, 2, MB_FB_INT);
 }
 
 enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
@@ -969,8 +1306,9 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		.rip = r.rip, .rflags = r.rflags,
 		.cs = seg_in(&s.cs), .ss = seg_in(&s.ss),
 		.ds = seg_in(&s.ds), .es = seg_in(&s.es),
-		.fs = seg_in(&s.fs), .gs = seg_in(&s.gs), .tr_base = s.tr.base,
-		.cr0 = s.cr0, .cr4 = s.cr4, .efer = s.efer,
+		.fs = seg_in(&s.fs), .gs = seg_in(&s.gs),
+		.tr = seg_in(&s.tr), .ldt = seg_in(&s.ldt),
+		.cr0 = s.cr0, .cr3 = s.cr3, .cr4 = s.cr4, .efer = s.efer,
 		.idt_base = s.idt.base, .idt_limit = s.idt.limit,
 		.gdt_base = s.gdt.base, .gdt_limit = s.gdt.limit,
 		.read = read_linear, .write = write_linear, .ctx = v,
@@ -1006,6 +1344,17 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	if (st.segs_changed) {
 		seg_out(&s.cs, &st.cs);
 		seg_out(&s.ss, &st.ss);
+		if (st.dsegs_changed) {
+			seg_out(&s.ds, &st.ds);
+			seg_out(&s.es, &st.es);
+			seg_out(&s.fs, &st.fs);
+			seg_out(&s.gs, &st.gs);
+		}
+		if (st.task_switched) {
+			seg_out(&s.tr, &st.tr);
+			seg_out(&s.ldt, &st.ldt);
+			s.cr0 = st.cr0, s.cr3 = st.cr3;
+		}
 		if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
 			return false;
 	}

@@ -20,6 +20,8 @@ enum mb_fb_insn {
 	MB_FB_CLWB,    /* 66 0F AE /6, memory operand */
 	MB_FB_UD,      /* an encoding the CPU refuses (movbe register form): #UD */
 	MB_FB_INT,     /* CD ib through the IVT or IDT */
+	MB_FB_INT_TASK, /* CD ib through a task gate: a task switch */
+	MB_FB_INT_VM86, /* CD ib in virtual-8086 mode (not through a task gate) */
 	MB_FB_KINDS
 };
 
@@ -38,8 +40,9 @@ struct mb_fb_state {
 	uint64_t rip, rflags;
 	struct mb_seg cs, ss;
 	struct mb_seg ds, es, fs, gs; /* memory operands' segments */
-	uint64_t tr_base;             /* the TSS: stack switch for int n */
-	uint64_t cr0, cr4, efer;
+	struct mb_seg tr;             /* the TSS: stack switch, task switch */
+	struct mb_seg ldt;            /* loaded by a task switch */
+	uint64_t cr0, cr3, cr4, efer;
 	uint64_t idt_base, gdt_base;
 	uint16_t idt_limit, gdt_limit;
 	uint64_t xcr0;                /* what xgetbv returns for ECX = 0 */
@@ -50,6 +53,8 @@ struct mb_fb_state {
 	/* Outputs. The executor changes gpr/rip/rflags in place; these say
 	 * what else the caller must do. */
 	bool segs_changed; /* cs and ss were reloaded: write them back */
+	bool dsegs_changed; /* ds, es, fs and gs too */
+	bool task_switched; /* every segment, tr, ldt, cr0 and cr3 */
 	bool inject;       /* deliver exception inject_vec */
 	bool inject_has_err; /* ... with error code inject_err */
 	uint8_t inject_vec;

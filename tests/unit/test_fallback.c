@@ -683,9 +683,10 @@ static void test_movbe_ud(void **state)
 
 /* A few writable regions of linear memory. */
 struct lin_mem {
-	struct { uint64_t base; uint8_t *p; size_t size; } r[6];
+	struct { uint64_t base; uint8_t *p; size_t size; } r[10];
 	unsigned n;
 	int writes;
+	uint64_t ro_lo, ro_hi; /* writes into [ro_lo, ro_hi) fail */
 };
 
 static void *lin_at(struct lin_mem *lm, uint64_t la, unsigned len)
@@ -707,7 +708,7 @@ static int lin_write(void *ctx, uint64_t la, const void *buf, unsigned len)
 {
 	struct lin_mem *lm = ctx;
 	void *p = lin_at(lm, la, len);
-	if (!p)
+	if (!p || (la < lm->ro_hi && la + len > lm->ro_lo))
 		return -1;
 	memcpy(p, buf, len);
 	lm->writes++;
@@ -827,7 +828,8 @@ static struct mb_fb_state world(struct world64 *w)
 	struct mb_fb_state st = kernel64();
 	st.idt_limit = 256 * 16 - 1;
 	st.gdt_base = GDT64, st.gdt_limit = sizeof w->gdt - 1;
-	st.tr_base = TSS64;
+	st.tr = (struct mb_seg){ .selector = 0x20, .base = TSS64, .limit = 0x67,
+				 .type = 11, .present = 1 };
 	st.rflags = 0x2 | IF | CF;
 	st.gpr[RSP] = KSTK - 0x108; /* not 16-aligned */
 	st.read = lin_read, st.write = lin_write, st.ctx = &w->lm;
@@ -997,7 +999,10 @@ static void test_int_long_checks(void **state)
  * the page below 0x9000 (kernel) and 0x7000 (user). */
 struct world32 {
 	struct lin_mem lm;
-	uint8_t idt[256 * 8], gdt[0x30], tss[0x68], kstk[4096], ustk[4096];
+	uint8_t idt[256 * 8], gdt[0x60], tss[0x100], kstk[4096], ustk[4096];
+	uint8_t low[4096];   /* linear 0: a virtual-8086 task's IVT */
+	uint8_t tsk[4096];   /* 0x4000: other TSSes */
+	uint8_t v86stk[4096]; /* 0x5000: a virtual-8086 stack (SS 0x500) */
 };
 
 static void gate32(struct world32 *w, unsigned vec, uint32_t handler,
@@ -1018,11 +1023,20 @@ static struct mb_fb_state world32(struct world32 *w)
 	lin_add(&w->lm, 0x3000, w->tss, sizeof w->tss);
 	lin_add(&w->lm, 0x8000, w->kstk, sizeof w->kstk);
 	lin_add(&w->lm, 0x6000, w->ustk, sizeof w->ustk);
+	lin_add(&w->lm, 0, w->low, sizeof w->low);
+	lin_add(&w->lm, 0x4000, w->tsk, sizeof w->tsk);
+	lin_add(&w->lm, 0x5000, w->v86stk, sizeof w->v86stk);
 	put64(w->gdt + 0x08, 0x00cf9a000000ffffull);
 	put64(w->gdt + 0x10, 0x00cf92000000ffffull);
 	put64(w->gdt + 0x18, 0x00cffa000000ffffull);
 	put64(w->gdt + 0x20, 0x00cff2000000ffffull);
 	put64(w->gdt + 0x28, 0x00009a000000ffffull);
+	put64(w->gdt + 0x30, 0x00008b0030000067ull); /* TR: 32-bit TSS, busy */
+	put64(w->gdt + 0x38, 0x0000890040000067ull); /* 32-bit TSS at 0x4000 */
+	put64(w->gdt + 0x40, 0x000081004100002bull); /* 16-bit TSS at 0x4100 */
+	put64(w->gdt + 0x48, 0x000082005000000full); /* an LDT at 0x5000 */
+	put64(w->gdt + 0x50, 0x000083004200002bull); /* 16-bit TSS at 0x4200, busy */
+	put64(w->gdt + 0x58, 0x00cf9c000000ffffull); /* conforming execute-only code, DPL 0 */
 	w->tss[4] = 0x00, w->tss[5] = 0x90; /* ESP0 = 0x9000 */
 	w->tss[8] = 0x10;                   /* SS0 */
 	struct mb_fb_state st = prot32();
@@ -1030,7 +1044,8 @@ static struct mb_fb_state world32(struct world32 *w)
 				 .present = 1, .s = 1, .db = 1, .g = 1 };
 	st.idt_base = 0x1000, st.idt_limit = 256 * 8 - 1;
 	st.gdt_base = 0x2000, st.gdt_limit = sizeof w->gdt - 1;
-	st.tr_base = 0x3000;
+	st.tr = (struct mb_seg){ .selector = 0x30, .base = 0x3000, .limit = 0x67,
+				 .type = 11, .present = 1 };
 	st.rflags = 0x2 | IF | CF;
 	st.gpr[RSP] = 0xabcd00008f00ull;
 	st.read = lin_read, st.write = lin_write, st.ctx = &w->lm;
@@ -1185,16 +1200,545 @@ static void test_int_prot(void **state)
 	assert_int_equal(st.gpr[RSP], 0x0003fff4);
 	assert_int_equal(get32(w.kstk + 4096 - 12), 0x100002);
 
-	/* Left to the run's error: a task gate, VM86 */
-	struct mb_fb_state before;
-	st = world32(&w);
-	gate32(&w, 0x83, 0, 0x08, 0x5, 0, true);
-	before = st;
-	assert_int_equal(EXEC(st, 0xcd, 0x83), MB_FB_NONE);
-	assert_memory_equal(&st, &before, sizeof st);
-	st.rflags |= 0x20000, before = st;
+}
+
+static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v), put16(p + 2, (uint16_t)(v >> 16)); }
+
+/* A fault queued with nothing written and RIP where it was. */
+static void expect_fault(struct mb_fb_state *st, struct lin_mem *lm,
+			 uint64_t rip, unsigned vec, uint32_t err)
+{
+	assert_true(st->inject);
+	assert_int_equal(st->inject_vec, vec);
+	assert_true(st->inject_has_err);
+	assert_int_equal(st->inject_err, err);
+	assert_int_equal(st->rip, rip);
+	assert_false(st->segs_changed);
+	assert_false(st->task_switched);
+	assert_int_equal(lm->writes, 0);
+}
+
+#define VM 0x20000ull
+#define NT 0x4000ull
+#define TF 0x100ull
+#define VIF 0x80000ull
+#define TS 0x8ull
+
+static struct mb_fb_state user32(struct world32 *w)
+{
+	struct mb_fb_state st = world32(w);
+	st.cs = (struct mb_seg){ .selector = 0x1b, .limit = 0xffffffff, .type = 11,
+				 .present = 1, .dpl = 3, .s = 1, .db = 1, .g = 1 };
+	st.ss = (struct mb_seg){ .selector = 0x23, .limit = 0xffffffff, .type = 3,
+				 .present = 1, .dpl = 3, .s = 1, .db = 1, .g = 1 };
+	st.gpr[RSP] = 0x6ff0, st.rip = 0x08048000, st.rflags = 0x2 | IF;
+	return st;
+}
+
+/* The stack switch through a 16-bit TSS (SP0 at 2, SS0 at 4) and TR's
+ * limit in each TSS format. */
+static void test_int_tss16(void **state)
+{
+	static struct world32 w;
+	struct mb_fb_state st = user32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	st.tr = (struct mb_seg){ .selector = 0x50, .base = 0x4200, .limit = 0x2b,
+				 .type = 3, .present = 1 };
+	put16(w.tsk + 0x202, 0x8ff0); /* SP0 */
+	put16(w.tsk + 0x204, 0x10);   /* SS0 */
+	put16(w.tss + 4, 0x1234);     /* the 32-bit layout's ESP0: not read */
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+	assert_int_equal(st.ss.selector, 0x10);
+	assert_int_equal(st.gpr[RSP], 0x8ff0 - 20);
+	const uint8_t *f = w.kstk + 0xff0 - 20;
+	assert_int_equal(get32(f), 0x08048002);
+	assert_int_equal(get32(f + 12), 0x6ff0);
+	assert_int_equal(get32(f + 16), 0x23);
+
+	/* SS0 at 4..5 needs a limit of at least 5: #TS(TR) */
+	st = user32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	st.tr = (struct mb_seg){ .selector = 0x50, .base = 0x4200, .limit = 4,
+				 .type = 3, .present = 1 };
+	expect_fault((EXEC(st, 0xcd, 0x80), &st), &w.lm, 0x08048000, 10, 0x50);
+	/* the 32-bit layout: SS0 at 8..9 */
+	st = user32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	st.tr.limit = 8;
+	expect_fault((EXEC(st, 0xcd, 0x80), &st), &w.lm, 0x08048000, 10, 0x30);
+	st = user32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	st.tr.limit = 9;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT);
+	assert_false(st.inject);
+
+	/* 64-bit: IST1 at 0x24..0x2b past a limit of 0x2a: #TS(TR) */
+	static struct world64 w64;
+	st = world(&w64);
+	gate64(&w64, 0x82, 0xffffffff81001000ull, 0x10, 0xe, 0, 1);
+	st.tr.limit = 0x2a;
+	uint64_t rip = st.rip;
+	expect_fault((EXEC(st, 0xcd, 0x82), &st), &w64.lm, rip, 10, 0x20);
+}
+
+static struct mb_seg v86seg(uint16_t sel)
+{
+	return (struct mb_seg){ .selector = sel, .base = (uint64_t)sel << 4,
+				.limit = 0xffff, .type = 3, .present = 1,
+				.dpl = 3, .s = 1 };
+}
+
+/* A virtual-8086 task at 1234:0100, stack 0500:0ff0, IOPL 3. */
+static struct mb_fb_state vm86(struct world32 *w)
+{
+	struct mb_fb_state st = world32(w);
+	st.cs = v86seg(0x1234), st.ss = v86seg(0x0500);
+	st.ds = v86seg(0x0600), st.es = v86seg(0x0700);
+	st.fs = v86seg(0x0800), st.gs = v86seg(0x0900);
+	st.rip = 0x100, st.gpr[RSP] = 0xabcd0ff0;
+	st.rflags = 0x2 | VM | IOPL | IF | TF | NT | CF;
+	return st;
+}
+
+/* VME: the redirection bitmap right below an I/O map at 0xa8. */
+static void vme(struct world32 *w, struct mb_fb_state *st, unsigned vec,
+		bool set)
+{
+	st->cr4 |= 1;
+	st->tr.limit = 0xa7;
+	put16(w->tss + 0x66, 0xa8);
+	memset(w->tss + 0x88, 0, 32);
+	if (set)
+		w->tss[0x88 + vec / 8] |= (uint8_t)(1 << (vec % 8));
+}
+
+static void test_int_vm86(void **state)
+{
+	static struct world32 w;
+	/* IOPL 3, no VME: through the IDT to ring 0; the whole VM86 frame */
+	struct mb_fb_state st = vm86(&w);
+	gate32(&w, 0x80, 0xc0105000, 0x08, 0xe, 3, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT_VM86);
+	assert_false(st.inject);
+	assert_true(st.segs_changed);
+	assert_true(st.dsegs_changed);
+	assert_false(st.task_switched);
+	assert_int_equal(st.rip, 0xc0105000);
+	assert_int_equal(st.cs.selector, 0x08);
+	assert_int_equal(st.cs.dpl, 0);
+	assert_int_equal(st.cs.db, 1);
+	assert_int_equal(st.ss.selector, 0x10);
+	assert_int_equal(st.gpr[RSP], 0x9000 - 36);
+	const uint8_t *f = w.kstk + 4096 - 36;
+	static const uint32_t want[9] = { 0x102, 0x1234,
+		0x2 | VM | IOPL | IF | TF | NT | CF, 0xabcd0ff0, 0x500,
+		0x700, 0x600, 0x800, 0x900 }; /* EIP CS EFLAGS ESP SS ES DS FS GS */
+	for (unsigned i = 0; i < 9; i++)
+		assert_int_equal(get32(f + 4 * i), want[i]);
+	assert_int_equal(st.rflags, 0x2 | IOPL | CF); /* VM TF NT IF cleared */
+	const struct mb_seg *dseg[4] = { &st.ds, &st.es, &st.fs, &st.gs };
+	for (unsigned i = 0; i < 4; i++) {
+		assert_int_equal(dseg[i]->selector, 0);
+		assert_int_equal(dseg[i]->present, 0);
+	}
+
+	/* A 16-bit trap gate: the same nine values as words, IF kept */
+	st = vm86(&w);
+	gate32(&w, 0x81, 0x3456, 0x08, 0x7, 3, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x81), MB_FB_INT_VM86);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x3456);
+	assert_int_equal(st.gpr[RSP], 0x9000 - 18);
+	f = w.kstk + 4096 - 18;
+	for (unsigned i = 0; i < 9; i++)
+		assert_int_equal(get16(f + 2 * i), (uint16_t)want[i]);
+	assert_int_equal(st.rflags, 0x2 | IOPL | IF | CF);
+
+	/* IOPL < 3 without VME: #GP(0) before the IDT is looked at */
+	st = vm86(&w);
+	st.rflags &= ~IOPL;
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT_VM86);
+	expect_fault(&st, &w.lm, 0x100, 13, 0);
+	/* a gate DPL below 3: #GP(vec * 8 + 2) */
+	st = vm86(&w);
+	gate32(&w, 0x82, 0xc0105000, 0x08, 0xe, 0, true);
+	expect_fault((EXEC(st, 0xcd, 0x82), &st), &w.lm, 0x100, 13, 0x82 * 8 + 2);
+	/* a DPL 3 target, a conforming DPL 0 target: #GP(selector) */
+	st = vm86(&w);
+	gate32(&w, 0x83, 0xc0105000, 0x18, 0xe, 3, true);
+	expect_fault((EXEC(st, 0xcd, 0x83), &st), &w.lm, 0x100, 13, 0x18);
+	st = vm86(&w);
+	gate32(&w, 0x83, 0xc0105000, 0x58, 0xe, 3, true);
+	expect_fault((EXEC(st, 0xcd, 0x83), &st), &w.lm, 0x100, 13, 0x58);
+	/* a ring-0 stack that cannot be written: refused, untouched */
+	st = vm86(&w);
+	gate32(&w, 0x80, 0xc0105000, 0x08, 0xe, 3, true);
+	put32(w.tss + 4, 0x20000);
+	struct mb_fb_state before = st;
 	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_NONE);
 	assert_memory_equal(&st, &before, sizeof st);
+	put32(w.tss + 4, 0x9000);
+
+	/* VME, bit clear, IOPL 3: redirected through the IVT at linear 0;
+	 * FLAGS CS IP on the VM86 stack; IF and TF cleared */
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	put16(w.low + 0x84, 0x0abc), put16(w.low + 0x86, 0x5678);
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x21), MB_FB_INT_VM86);
+	assert_false(st.inject);
+	assert_false(st.dsegs_changed);
+	assert_int_equal(st.rip, 0x0abc);
+	assert_int_equal(st.cs.selector, 0x5678);
+	assert_int_equal(st.cs.base, 0x56780);
+	assert_int_equal(st.gpr[RSP], 0xabcd0fea);
+	f = w.v86stk + 0xfea;
+	assert_int_equal(get16(f), 0x102);
+	assert_int_equal(get16(f + 2), 0x1234);
+	assert_int_equal(get16(f + 4), (uint16_t)(0x2 | IOPL | IF | TF | NT | CF));
+	assert_int_equal(st.rflags, 0x2 | VM | IOPL | NT | CF);
+	/* ... IOPL 0: the image carries VIF as IF and IOPL 3; VIF is what
+	 * gets cleared, IF stays */
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	st.rflags = 0x2 | VM | VIF | CF;
+	assert_int_equal(EXEC(st, 0xcd, 0x21), MB_FB_INT_VM86);
+	assert_false(st.inject);
+	assert_int_equal(get16(w.v86stk + 0xfea + 4), 0x2 | IOPL | IF | CF);
+	assert_int_equal(st.rflags, 0x2 | VM | CF);
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	st.rflags = 0x2 | VM | IF;
+	assert_int_equal(EXEC(st, 0xcd, 0x21), MB_FB_INT_VM86);
+	assert_int_equal(get16(w.v86stk + 0xfea + 4), 0x2 | IOPL);
+	assert_int_equal(st.rflags, 0x2 | VM | IF);
+	/* bit set: IOPL 0 is #GP(0), IOPL 3 goes to the IDT */
+	st = vm86(&w);
+	vme(&w, &st, 0x80, true);
+	st.rflags &= ~IOPL;
+	w.lm.writes = 0;
+	expect_fault((EXEC(st, 0xcd, 0x80), &st), &w.lm, 0x100, 13, 0);
+	st = vm86(&w);
+	vme(&w, &st, 0x80, true);
+	gate32(&w, 0x80, 0xc0105000, 0x08, 0xe, 3, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_INT_VM86);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0xc0105000);
+	/* the bitmap byte outside the TSS (past the limit, below its base) */
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	put16(w.tss + 0x66, 0xd0);
+	w.lm.writes = 0;
+	expect_fault((EXEC(st, 0xcd, 0x21), &st), &w.lm, 0x100, 13, 0);
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	put16(w.tss + 0x66, 0x10);
+	expect_fault((EXEC(st, 0xcd, 0x21), &st), &w.lm, 0x100, 13, 0);
+	/* VME with a 16-bit TSS: refused */
+	st = vm86(&w);
+	vme(&w, &st, 0x21, false);
+	st.tr.type = 3, before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x21), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	/* IA-32e with VM set cannot exist: refused */
+	st = vm86(&w);
+	st.efer = 0x500, before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x80), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+}
+
+/* The new 32-bit task in the TSS at 0x4000 (GDT 0x38): EIP 0x200000,
+ * EFLAGS IF|CF, GPRs 0xa0000000 + i, ES CS SS DS FS GS = 10 08 10 10 0 23,
+ * LDT 0x48, CR3 0x7000. */
+static void new_task32(struct world32 *w)
+{
+	uint8_t *t = w->tsk;
+	memset(t, 0, 0x68);
+	put32(t + 0x1c, 0x7000);
+	put32(t + 0x20, 0x200000);
+	put32(t + 0x24, 0x2 | IF | CF);
+	for (unsigned i = 0; i < 8; i++)
+		put32(t + 0x28 + 4 * i, 0xa0000000u + i);
+	static const uint16_t sel[6] = { 0x10, 0x08, 0x10, 0x10, 0, 0x23 };
+	for (unsigned i = 0; i < 6; i++)
+		put16(t + 0x48 + 4 * i, sel[i]);
+	put16(t + 0x60, 0x48);
+}
+
+/* The new 16-bit task at 0x4100 (GDT 0x40): IP 0x1000, FLAGS IF, GPRs
+ * 0xb0 + i, ES CS SS DS = 0 28 10 10, no LDT. */
+static void new_task16(struct world32 *w)
+{
+	uint8_t *t = w->tsk + 0x100;
+	memset(t, 0, 0x2c);
+	put16(t + 0x0e, 0x1000);
+	put16(t + 0x10, 0x2 | IF);
+	for (unsigned i = 0; i < 8; i++)
+		put16(t + 0x12 + 2 * i, (uint16_t)(0xb0 + i));
+	put16(t + 0x22, 0), put16(t + 0x24, 0x28);
+	put16(t + 0x26, 0x10), put16(t + 0x28, 0x10);
+}
+
+static struct mb_fb_state task_world(struct world32 *w)
+{
+	struct mb_fb_state st = world32(w);
+	st.ds = st.es = st.ss;
+	st.ds.selector = 0x10, st.es.selector = 0x10;
+	st.gs = (struct mb_seg){ .selector = 0x23, .present = 1 };
+	new_task32(w);
+	new_task16(w);
+	gate32(w, 0x90, 0, 0x38, 0x5, 0, true);
+	gate32(w, 0x91, 0, 0x40, 0x5, 0, true);
+	return st;
+}
+
+/* Refused with nothing written and the state as it was. */
+static void expect_refused(struct world32 *w, struct mb_fb_state st,
+			   uint8_t vec)
+{
+	struct mb_fb_state before = st;
+	w->lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, vec), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	assert_int_equal(w->lm.writes, 0);
+}
+
+static void test_int_task(void **state)
+{
+	static struct world32 w;
+	/* 32-bit task to 32-bit task, paging on: CR3 loaded */
+	struct mb_fb_state st = task_world(&w);
+	st.cr0 |= 1ull << 31;
+	st.cr3 = 0x1000;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_true(st.task_switched);
+	assert_true(st.segs_changed);
+	assert_true(st.dsegs_changed);
+	/* the old task's dynamic fields, in the old TSS */
+	assert_int_equal(get32(w.tss + 0x20), 0x100002);
+	assert_int_equal(get32(w.tss + 0x24), 0x2 | IF | CF);
+	for (unsigned i = 0; i < 8; i++)
+		if (i != RSP)
+			assert_int_equal(get32(w.tss + 0x28 + 4 * i),
+					 (uint32_t)(0x1111111111111111ull * (i + 1)));
+	assert_int_equal(get32(w.tss + 0x38), 0x8f00); /* ESP */
+	static const uint16_t osel[6] = { 0x10, 0x08, 0x10, 0x10, 0, 0x23 };
+	for (unsigned i = 0; i < 6; i++)
+		assert_int_equal(get32(w.tss + 0x48 + 4 * i), osel[i]);
+	/* link, busy bit, TR, CR0.TS, NT */
+	assert_int_equal(get16(w.tsk), 0x30);
+	assert_int_equal(w.gdt[0x38 + 5], 0x8b);
+	assert_int_equal(st.tr.selector, 0x38);
+	assert_int_equal(st.tr.base, 0x4000);
+	assert_int_equal(st.tr.limit, 0x67);
+	assert_int_equal(st.tr.type, 11);
+	assert_int_equal(st.tr.s, 0);
+	assert_true(st.cr0 & TS);
+	assert_int_equal(st.cr3, 0x7000);
+	/* the new task */
+	assert_int_equal(st.rip, 0x200000);
+	assert_int_equal(st.rflags, 0x2 | IF | CF | NT);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(st.gpr[i], 0xa0000000u + i);
+	assert_int_equal(st.gpr[8], 0x9999999999999999ull); /* r8: untouched */
+	assert_int_equal(st.cs.selector, 0x08);
+	assert_int_equal(st.cs.type, 11); /* accessed */
+	assert_int_equal(st.cs.db, 1);
+	assert_int_equal(st.ss.selector, 0x10);
+	assert_int_equal(st.ds.selector, 0x10);
+	assert_int_equal(st.fs.selector, 0);
+	assert_int_equal(st.fs.present, 0);
+	assert_int_equal(st.gs.selector, 0x23);
+	assert_int_equal(st.gs.dpl, 3);
+	assert_int_equal(st.ldt.selector, 0x48);
+	assert_int_equal(st.ldt.base, 0x5000);
+	assert_int_equal(st.ldt.limit, 0xf);
+	assert_int_equal(st.ldt.type, 2);
+	assert_int_equal(st.ldt.present, 1);
+
+	/* paging off: CR3 stays */
+	st = task_world(&w);
+	st.cr3 = 0x1000;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_int_equal(st.cr3, 0x1000);
+
+	/* into a 16-bit task: words zero-extended, FS GS stay, no CR3, TR
+	 * type 3 */
+	st = task_world(&w);
+	st.cr0 |= 1ull << 31;
+	st.cr3 = 0x1000;
+	assert_int_equal(EXEC(st, 0xcd, 0x91), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0x1000);
+	assert_int_equal(st.rflags, 0x2 | IF | NT);
+	for (unsigned i = 0; i < 8; i++)
+		assert_int_equal(st.gpr[i], 0xb0 + i);
+	assert_int_equal(st.cs.selector, 0x28);
+	assert_int_equal(st.cs.db, 0);
+	assert_int_equal(st.es.selector, 0);
+	assert_int_equal(st.es.present, 0);
+	assert_int_equal(st.gs.selector, 0x23);
+	assert_int_equal(st.ldt.selector, 0);
+	assert_int_equal(st.ldt.present, 0);
+	assert_int_equal(st.tr.type, 3);
+	assert_int_equal(st.cr3, 0x1000);
+	assert_int_equal(get16(w.tsk + 0x100), 0x30);
+	assert_int_equal(w.gdt[0x40 + 5], 0x83);
+
+	/* from a 16-bit TSS: IP FLAGS AX..DI ES CS SS DS saved at 0x0E */
+	st = task_world(&w);
+	st.tr = (struct mb_seg){ .selector = 0x50, .base = 0x4200, .limit = 0x2b,
+				 .type = 3, .present = 1 };
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	const uint8_t *o = w.tsk + 0x200;
+	assert_int_equal(get16(o + 0x0e), 0x0002);
+	assert_int_equal(get16(o + 0x10), 0x2 | IF | CF);
+	for (unsigned i = 0; i < 8; i++)
+		if (i != RSP)
+			assert_int_equal(get16(o + 0x12 + 2 * i),
+					 (uint16_t)(0x1111111111111111ull * (i + 1)));
+	assert_int_equal(get16(o + 0x1a), 0x8f00);
+	assert_int_equal(get16(o + 0x22), 0x10);
+	assert_int_equal(get16(o + 0x24), 0x08);
+	assert_int_equal(get16(o + 0x2a), 0); /* LDT: static, not written */
+	assert_int_equal(get16(w.tsk), 0x50);
+
+	/* from virtual-8086 mode (IOPL 3, gate DPL 3): the old EFLAGS keeps VM */
+	st = vm86(&w);
+	new_task32(&w);
+	gate32(&w, 0x90, 0, 0x38, 0x5, 3, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(get32(w.tss + 0x24), 0x2 | VM | IOPL | IF | TF | NT | CF);
+	assert_int_equal(get32(w.tss + 0x4c), 0x1234);
+	assert_int_equal(st.rflags, 0x2 | IF | CF | NT);
+	assert_int_equal(st.cs.selector, 0x08);
+
+	/* into a virtual-8086 task: every segment selector * 16, DPL 3 */
+	st = task_world(&w);
+	put32(w.tsk + 0x24, 0x2 | VM | IOPL);
+	put32(w.tsk + 0x20, 0x0100);
+	put16(w.tsk + 0x4c, 0x1234);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.rflags, 0x2 | VM | IOPL | NT);
+	assert_int_equal(st.cs.base, 0x12340);
+	assert_int_equal(st.cs.dpl, 3);
+	assert_int_equal(st.cs.limit, 0xffff);
+	assert_int_equal(st.fs.base, 0);
+	assert_int_equal(st.fs.present, 1);
+	assert_int_equal(st.gs.base, 0x230);
+	/* ... with EIP beyond 64 KiB: refused */
+	st = task_world(&w);
+	put32(w.tsk + 0x24, 0x2 | VM);
+	put32(w.tsk + 0x20, 0x10000);
+	expect_refused(&w, st, 0x90);
+
+	/* The checks before the switch, in the SDM's order. */
+	struct { uint16_t sel; unsigned gdpl; bool present; unsigned vec;
+		 uint32_t err; } c[] = {
+		{ 0x38, 0, false, 11, 0x92 * 8 + 2 }, /* gate not present */
+		{ 0x3c, 0, true, 13, 0x3c },          /* an LDT selector */
+		{ 0x60, 0, true, 13, 0x60 },          /* past the GDT limit */
+		{ 0x30, 0, true, 13, 0x30 },          /* busy (the current TSS) */
+		{ 0x50, 0, true, 13, 0x50 },          /* busy, 16-bit */
+		{ 0x08, 0, true, 13, 0x08 },          /* a code segment */
+		{ 0x48, 0, true, 13, 0x48 },          /* an LDT descriptor */
+		{ 0x00, 0, true, 13, 0x00 },          /* the null descriptor */
+	};
+	for (unsigned i = 0; i < sizeof c / sizeof c[0]; i++) {
+		st = task_world(&w);
+		gate32(&w, 0x92, 0, c[i].sel, 0x5, c[i].gdpl, c[i].present);
+		w.lm.writes = 0;
+		assert_int_equal(EXEC(st, 0xcd, 0x92), MB_FB_INT_TASK);
+		expect_fault(&st, &w.lm, 0x100000, c[i].vec, c[i].err);
+	}
+	/* gate DPL 0 from CPL 3: #GP(vec * 8 + 2) */
+	st = user32(&w);
+	gate32(&w, 0x90, 0, 0x38, 0x5, 0, true);
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	expect_fault(&st, &w.lm, 0x08048000, 13, 0x90 * 8 + 2);
+	/* ... DPL 3: taken from user mode */
+	st = user32(&w);
+	new_task32(&w);
+	gate32(&w, 0x90, 0, 0x38, 0x5, 3, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(get32(w.tss + 0x4c), 0x1b);
+	/* TSS not present: #NP(sel); too small: #TS(sel) */
+	st = task_world(&w);
+	w.gdt[0x38 + 5] &= 0x7f;
+	expect_fault((EXEC(st, 0xcd, 0x90), &st), &w.lm, 0x100000, 11, 0x38);
+	st = task_world(&w);
+	w.gdt[0x38] = 0x66;
+	expect_fault((EXEC(st, 0xcd, 0x90), &st), &w.lm, 0x100000, 10, 0x38);
+	st = task_world(&w);
+	w.gdt[0x40] = 0x2a;
+	expect_fault((EXEC(st, 0xcd, 0x91), &st), &w.lm, 0x100000, 10, 0x40);
+
+	/* New-task state the CPU would fault on after the switch (in the new
+	 * task's context): refused before anything is written. */
+	struct { unsigned off; uint32_t v; } bad[] = {
+		{ 0x4c, 0 },      /* CS null */
+		{ 0x4c, 0x10 },   /* CS a data segment */
+		{ 0x4c, 0x0c },   /* CS LDT-relative */
+		{ 0x4c, 0x1b },   /* CS DPL 3 with SS RPL 0 */
+		{ 0x4c, 0x09 },   /* CS DPL 0 with RPL 1 (non-conforming) */
+		{ 0x4c, 0x30 },   /* CS a TSS */
+		{ 0x50, 0 },      /* SS null */
+		{ 0x50, 0x08 },   /* SS code */
+		{ 0x50, 0x20 },   /* SS DPL 3 */
+		{ 0x54, 0x30 },   /* DS a TSS */
+		{ 0x54, 0x12 },   /* DS RPL 2 > DPL 0 */
+		{ 0x58, 0x58 },   /* FS: conforming code, not readable */
+		{ 0x60, 0x08 },   /* LDT a code segment */
+		{ 0x60, 0x4c },   /* LDT LDT-relative */
+		{ 0x64, 1 },      /* the T bit */
+	};
+	for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		st = task_world(&w);
+		if (bad[i].off == 0x64)
+			put32(w.tsk + bad[i].off, bad[i].v);
+		else
+			put16(w.tsk + bad[i].off, (uint16_t)bad[i].v);
+		expect_refused(&w, st, 0x90);
+	}
+	/* ... and into the 16-bit code segment at 0x28 past 64 KiB */
+	st = task_world(&w);
+	put16(w.tsk + 0x4c, 0x28);
+	put32(w.tsk + 0x20, 0x10000);
+	expect_refused(&w, st, 0x90);
+	/* a not-present DS */
+	st = task_world(&w);
+	w.gdt[0x20 + 5] &= 0x7f;
+	put16(w.tsk + 0x54, 0x23);
+	expect_refused(&w, st, 0x90);
+	/* readable conforming code in DS is allowed */
+	st = task_world(&w);
+	w.gdt[0x58 + 5] |= 2;
+	put16(w.tsk + 0x54, 0x5b);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.ds.selector, 0x5b);
+	/* the new TSS unreadable; the old TSS read-only; the old TSS too
+	 * small for its fields */
+	st = task_world(&w);
+	w.gdt[0x38 + 4] = 0x70; /* base 0x704000 */
+	expect_refused(&w, st, 0x90);
+	st = task_world(&w);
+	w.lm.ro_lo = 0x3000, w.lm.ro_hi = 0x3100;
+	expect_refused(&w, st, 0x90);
+	w.lm.ro_lo = w.lm.ro_hi = 0;
+	st = task_world(&w);
+	st.tr.limit = 0x5e;
+	expect_refused(&w, st, 0x90);
 }
 
 static void test_names_counts(void **state)
@@ -1211,6 +1755,8 @@ static void test_names_counts(void **state)
 	assert_string_equal(mb_fallback_name(MB_FB_CLWB), "clwb");
 	assert_string_equal(mb_fallback_name(MB_FB_UD), "ud");
 	assert_string_equal(mb_fallback_name(MB_FB_INT), "int");
+	assert_string_equal(mb_fallback_name(MB_FB_INT_TASK), "int_task");
+	assert_string_equal(mb_fallback_name(MB_FB_INT_VM86), "int_vm86");
 	assert_null(mb_fallback_name(MB_FB_NONE));
 	assert_null(mb_fallback_name(MB_FB_KINDS));
 
@@ -1254,6 +1800,9 @@ int main(void)
 		cmocka_unit_test(test_int_long_user),
 		cmocka_unit_test(test_int_long_checks),
 		cmocka_unit_test(test_int_prot),
+		cmocka_unit_test(test_int_tss16),
+		cmocka_unit_test(test_int_vm86),
+		cmocka_unit_test(test_int_task),
 		cmocka_unit_test(test_names_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
