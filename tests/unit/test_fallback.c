@@ -1710,10 +1710,26 @@ static void test_int_task(void **state)
 			put16(w.tsk + bad[i].off, (uint16_t)bad[i].v);
 		expect_refused(&w, st, 0x90);
 	}
+	/* CS DPL 0 with RPL 3, SS a proper ring-3 stack: only CS is wrong */
+	st = task_world(&w);
+	put16(w.tsk + 0x4c, 0x0b);
+	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
+	expect_refused(&w, st, 0x90);
+	/* ... and with CS 0x1b the same task is taken, at CPL 3 */
+	st = task_world(&w);
+	put16(w.tsk + 0x4c, 0x1b);
+	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.ss.dpl, 3);
 	/* ... and into the 16-bit code segment at 0x28 past 64 KiB */
 	st = task_world(&w);
 	put16(w.tsk + 0x4c, 0x28);
 	put32(w.tsk + 0x20, 0x10000);
+	expect_refused(&w, st, 0x90);
+	/* the LDT's descriptor past the GDT limit */
+	st = task_world(&w);
+	st.gdt_limit = 0x47;
 	expect_refused(&w, st, 0x90);
 	/* a not-present DS */
 	st = task_world(&w);
