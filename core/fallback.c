@@ -1331,6 +1331,7 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		    ev.exception.injected || ev.exception.pending)
 			return false;
 	}
+	struct kvm_regs orig = r;
 	r = (struct kvm_regs){
 		.rax = st.gpr[0], .rcx = st.gpr[1], .rdx = st.gpr[2],
 		.rbx = st.gpr[3], .rsp = st.gpr[4], .rbp = st.gpr[5],
@@ -1341,6 +1342,20 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	};
 	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
 		return false;
+	/* Entering virtual-8086 mode (a task switch into a VM86 task, or a
+	 * VME redirection staying in it): a host that cannot run VM86 code
+	 * drops EFLAGS.VM (kvm_pvm does, measured), and the guest would run
+	 * its 8086 code as protected-mode code. End the run instead, with
+	 * the registers put back (segments are not written yet), so the
+	 * error shows the int; what the switch wrote to guest memory (the
+	 * old TSS's fields, the busy bit, the back-link) stays. */
+	if (st.rflags & RF_VM) {
+		struct kvm_regs back;
+		if (ioctl(v->fd, KVM_GET_REGS, &back) < 0 || !(back.rflags & RF_VM)) {
+			ioctl(v->fd, KVM_SET_REGS, &orig);
+			return false;
+		}
+	}
 	if (st.segs_changed) {
 		seg_out(&s.cs, &st.cs);
 		seg_out(&s.ss, &st.ss);

@@ -56,6 +56,54 @@ T.case("long-mode guest runs clac, stac, popcnt, fwait, int3, xgetbv, clflush*, 
   for k in pairs(expect) do T.ok(c[k], "fallback_counts() has " .. k) end
 end)
 
+-- tests/guests/task_gate.S: int n through a task gate in 32-bit protected
+-- mode (the guest checks TR, NT, the back-link, the saved state, the busy
+-- bits and CR0.TS itself). Where KVM switches tasks itself, the count is 0.
+local function task_guest(entry)
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("task_gate"), at = 0x100000, entry = entry,
+                mode = "protected" }
+  return m, m:run { timeout = 20 }
+end
+
+T.case("int n through a task gate (32-bit protected mode)", function()
+  local m, r = task_guest(0x100000)
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x600d, "exit code")
+  local c = m:fallback_counts()
+  if emulated then T.eq(c.int_task, 1, "int_task") else T.ok(c.int_task <= 1, "int_task <= 1") end
+  T.eq(c.int, 0, "int")
+end)
+
+-- Then a task gate into a virtual-8086 task whose int n goes to a ring-0
+-- handler. Measured on kvm_pvm: the host drops EFLAGS.VM from
+-- KVM_SET_REGS (read back without it), so VM86 code cannot run there; the
+-- fallback sees that after the switch and ends the run with "error" and
+-- the registers put back at the `int $0x42`. That outcome skips the VM86
+-- case; any other must be the guest's pass.
+local vm, vr = task_guest(0x100010)
+local vc = vm:fallback_counts()
+local vm86_dropped = emulated and vr.reason == "error"
+
+T.case("a task gate into a virtual-8086 task: taken, or refused cleanly where VM86 cannot run", function()
+  if vm86_dropped then
+    T.ok(tostring(vr.message):find("cd 42", 1, true), "the int's bytes in: " .. tostring(vr.message))
+    T.eq(vc.int_task, 1, "int_task (the refused switch not counted)")
+    local g = vm:regs(0)
+    T.eq(vm:read(g.rip, 2), "\xcd\x42", "RIP back at the int")
+    T.eq(g.rflags & 0x20000, 0, "no VM flag left")
+  else
+    T.eq(vr.reason, "exit", "reason (" .. tostring(vr.message) .. ")")
+    if emulated then T.eq(vc.int_task, 2, "int_task") else T.ok(vc.int_task <= 2, "int_task <= 2") end
+  end
+end)
+
+T.case("int n in a virtual-8086 task reaches its ring-0 handler", function()
+  T.eq(vr.exit_code, 0x600d, "exit code")
+  if emulated then T.eq(vc.int_vm86, 1, "int_vm86") else T.ok(vc.int_vm86 <= 1, "int_vm86 <= 1") end
+end, vm86_dropped and "kvm_pvm does not run virtual-8086 code (EFLAGS.VM dropped by KVM_SET_REGS)" or nil)
+
 T.case("an instruction the fallback does not know still ends with error", function()
   local m = mb.machine { memory = "16M" }
   m:add(mb.debug_exit { port = 0xf4 })
