@@ -14,8 +14,18 @@
  *   fwait         9B            no-op (or #NM when CR0.MP and CR0.TS)
  *   syscall       a clac that is really a broken user `syscall`: see
  *                 syscall_entry() below.
+ *   xgetbv        0F 01 D0      XCR0 (#UD without CR4.OSXSAVE, #GP for
+ *                               ECX != 0)
+ *   clflush, clflushopt, clwb   [66] 0F AE /7, 66 0F AE /6, memory
+ *                               operand: the address checked, no-op
+ *   movbe         0F 38 F0/F1 with a register operand: #UD
+ *   int n         CD ib in real mode (IVT), 32-bit protected mode
+ *                 (interrupt/trap gates of 16 and 32 bits, task gates),
+ *                 virtual-8086 mode (IOPL, VME redirection) and 64-bit
+ *                 mode; compatibility mode is refused.
  * Everything else, including these opcodes with extra or different
- * prefixes, memory operands or a truncated byte string, is refused.
+ * prefixes, a truncated byte string, or guest memory the callbacks cannot
+ * read or write, is refused: the registers are left as they were.
  *
  * The file has two halves: mb_fallback_exec(), a pure decoder/executor on
  * struct mb_fb_state (unit-tested on hand-made states), and
