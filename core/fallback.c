@@ -679,8 +679,8 @@ enum step { GO, FAULTED, REFUSE };
  * PROTECTED-MODE and INTERRUPT-FROM-VIRTUAL-8086-MODE): a 32-bit TSS has
  * ESPn at 4 + 8n and SSn at 8 + 8n, a 16-bit one SPn at 2 + 4n and SSn at
  * 4 + 4n; the pair must lie within TR's limit (#TS(TR)). SSn must be
- * non-null with RPL n (#TS(SSn)), a writable data segment of DPL n
- * (#TS(SSn)) and present (#SS(SSn)). */
+ * non-null with RPL n, within the GDT (#TS(SSn); an LDT one is refused),
+ * a writable data segment of DPL n (#TS(SSn)) and present (#SS(SSn)). */
 static enum step tss_stack(struct mb_fb_state *st, unsigned npl,
 			   struct mb_seg *ss, uint32_t *esp)
 {
@@ -695,7 +695,8 @@ static enum step tss_stack(struct mb_fb_state *st, unsigned npl,
 		return REFUSE;
 	uint16_t nss = le16p(t + size - 2);
 	*esp = t16 ? le16p(t) : le32p(t);
-	if ((nss & 0xfffc) == 0 || (nss & 3) != npl) {
+	if ((nss & 0xfffc) == 0 || (nss & 3) != npl ||
+	    (!(nss & 4) && (nss | 7u) > st->gdt_limit)) {
 		fault(st, VEC_TS, true, nss & 0xfffc);
 		return FAULTED;
 	}

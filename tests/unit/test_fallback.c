@@ -1264,6 +1264,11 @@ static void test_int_tss16(void **state)
 	st.tr = (struct mb_seg){ .selector = 0x50, .base = 0x4200, .limit = 4,
 				 .type = 3, .present = 1 };
 	expect_fault((EXEC(st, 0xcd, 0x80), &st), &w.lm, 0x08048000, 10, 0x50);
+	/* SS0 past the GDT limit: #TS(SS0), not #GP */
+	st = user32(&w);
+	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
+	put16(w.tss + 8, 0x60);
+	expect_fault((EXEC(st, 0xcd, 0x80), &st), &w.lm, 0x08048000, 10, 0x60);
 	/* the 32-bit layout: SS0 at 8..9 */
 	st = user32(&w);
 	gate32(&w, 0x80, 0xc0102000, 0x08, 0xf, 3, true);
