@@ -1,0 +1,364 @@
+/*
+ * moonbox-device --vhost-user TYPE: the program around cli/vhostserve.c,
+ * following QEMU's "Backend program conventions" (vhost-user.rst):
+ * --socket-path=PATH (listen there) or --fd=N (a socket it was given:
+ * listening, bound but not listening, or already connected),
+ * --print-capabilities (JSON on stdout, exit 0), no daemonising, SIGTERM
+ * ends it. It opens what it needs, confines itself with the device
+ * sandbox (core/sandbox.c), then serves one front-end at a time.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli/vhostserve.h"
+
+#define VIRTIO_BLK_F_MQ 12
+
+static void usage(void)
+{
+	fprintf(stderr,
+		"usage: moonbox-device --vhost-user blk|rng (--socket-path=PATH | --fd=N)\n"
+		"         [--blk-file=FILE] [--read-only] [--serial=S] [--num-queues=N]\n"
+		"       moonbox-device --vhost-user TYPE --print-capabilities\n");
+}
+
+/* ---- the models --------------------------------------------------------- */
+
+static struct mb_virtio_blk *blk;
+static unsigned blk_queues = 1;
+
+static void blk_config(void *dev, uint64_t off, void *data, unsigned size)
+{
+	uint8_t cfg[MB_VIRTIO_BLK_CONFIG_SIZE];
+	mb_virtio_blk_ops.config_read(blk, 0, cfg, sizeof cfg);
+	if (blk_queues > 1) { /* num_queues, sec. 5.2.4 */
+		uint16_t n = (uint16_t)blk_queues;
+		memcpy(cfg + 34, &n, 2);
+	}
+	memcpy(data, cfg + off, size);
+}
+
+static uint32_t blk_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
+{
+	return mb_virtio_blk_request(blk, c);
+}
+
+/* virtio-rng (sec. 5.4): every device-writable byte from getrandom. */
+static uint32_t rng_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
+{
+	uint32_t total = 0;
+	for (unsigned i = c->nout; i < c->nout + c->nin; i++) {
+		uint8_t *p = c->iov[i].iov_base;
+		size_t len = c->iov[i].iov_len, done = 0;
+		while (done < len) {
+			ssize_t n = getrandom(p + done, len - done, 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				return total + (uint32_t)done;
+			done += (size_t)n;
+		}
+		total += (uint32_t)len;
+	}
+	return total;
+}
+
+static void no_config(void *dev, uint64_t off, void *data, unsigned size)
+{
+	memset(data, 0, size);
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+struct opts {
+	const char *type, *socket_path, *image, *serial;
+	int fd;
+	bool readonly, caps;
+	unsigned queues;
+};
+
+static bool value(const char *arg, const char *name, const char **out)
+{
+	size_t n = strlen(name);
+	if (strncmp(arg, name, n) || arg[n] != '=')
+		return false;
+	*out = arg + n + 1;
+	return true;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->fd = -1;
+	o->queues = 1;
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *v;
+		if (!strcmp(a, "--vhost-user") && i + 1 < argc)
+			o->type = argv[++i];
+		else if (value(a, "--vhost-user", &v))
+			o->type = v;
+		else if (!strcmp(a, "--print-capabilities"))
+			o->caps = true;
+		else if (value(a, "--socket-path", &v))
+			o->socket_path = v;
+		else if (value(a, "--fd", &v)) {
+			char *end;
+			long n = strtol(v, &end, 10);
+			if (*v == 0 || *end || n < 0 || n > INT_MAX) {
+				fprintf(stderr, "moonbox-device: --fd: \"%s\" is not a "
+					"descriptor number\n", v);
+				return -1;
+			}
+			o->fd = (int)n;
+		} else if (value(a, "--blk-file", &v) || value(a, "--image", &v))
+			o->image = v;
+		else if (!strcmp(a, "--read-only") || !strcmp(a, "--readonly"))
+			o->readonly = true;
+		else if (value(a, "--serial", &v))
+			o->serial = v;
+		else if (value(a, "--num-queues", &v)) {
+			char *end;
+			long n = strtol(v, &end, 10);
+			if (*v == 0 || *end || n < 1 || n > VS_MAX_QUEUES) {
+				fprintf(stderr, "moonbox-device: --num-queues: \"%s\" is not "
+					"in 1..%d\n", v, VS_MAX_QUEUES);
+				return -1;
+			}
+			o->queues = (unsigned)n;
+		} else {
+			fprintf(stderr, "moonbox-device: unknown argument \"%s\"\n", a);
+			usage();
+			return -1;
+		}
+	}
+	if (!o->type)
+		o->type = "blk";
+	if (strcmp(o->type, "blk") && strcmp(o->type, "rng")) {
+		fprintf(stderr, "moonbox-device: --vhost-user: \"%s\" is not blk or rng\n",
+			o->type);
+		return -1;
+	}
+	return 0;
+}
+
+/* --print-capabilities: vhost-user.json's VHostUserBackendCapabilities;
+ * the features are the ones its schema names for the type. */
+static int capabilities(const struct opts *o)
+{
+	if (!strcmp(o->type, "blk"))
+		printf("{\n  \"type\": \"block\",\n  \"features\": [\n"
+		       "    \"read-only\",\n    \"blk-file\"\n  ]\n}\n");
+	else
+		printf("{\n  \"type\": \"rng\",\n  \"features\": []\n}\n");
+	return fflush(stdout) ? 1 : 0;
+}
+
+/* ---- the socket --------------------------------------------------------- */
+
+/* --socket-path: a fresh listening socket (a stale socket file left by a
+ * killed predecessor is replaced; anything else there is an error). */
+static int listen_path(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof sa.sun_path) {
+		fprintf(stderr, "moonbox-device: --socket-path: too long\n");
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	struct stat st;
+	if (!lstat(path, &st) && S_ISSOCK(st.st_mode))
+		unlink(path);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1)) {
+		fprintf(stderr, "moonbox-device: --socket-path=%s: %s\n", path,
+			strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* --fd=N: a Unix stream socket. Listening: accept on it; bound and not
+ * listening (moonbox's spawn, qemu-storage-daemon's addr.type=fd
+ * convention): listen first; connected: that is the front-end. */
+static int take_fd(int fd, bool *listening)
+{
+	int type = 0, domain = 0, acc = 0;
+	socklen_t l = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) ||
+	    (l = sizeof domain, getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &l)) ||
+	    type != SOCK_STREAM || domain != AF_UNIX) {
+		fprintf(stderr, "moonbox-device: --fd=%d: not a Unix stream socket\n", fd);
+		return -1;
+	}
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	l = sizeof acc;
+	getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l);
+	struct sockaddr_un peer;
+	socklen_t pl = sizeof peer;
+	if (acc) {
+		*listening = true;
+	} else if (!getpeername(fd, (struct sockaddr *)&peer, &pl)) {
+		*listening = false;
+	} else if (listen(fd, 1)) {
+		fprintf(stderr, "moonbox-device: --fd=%d: listen: %s\n", fd,
+			strerror(errno));
+		return -1;
+	} else {
+		*listening = true;
+	}
+	return fd;
+}
+
+static void confine(bool listening, bool writes)
+{
+	/* On top of the device profile: accepting the next front-end, and
+	 * the inflight region's memfd (GET_INFLIGHT_FD). */
+	static const int extra[] = { SYS_accept4, SYS_accept, SYS_setsockopt,
+				     SYS_memfd_create };
+	struct mb_sandbox_policy pol = {
+		.profile = MB_SANDBOX_DEVICE, .extra = extra,
+		.nextra = sizeof extra / sizeof *extra, .write_files = writes,
+	};
+	if (!listening)
+		pol.extra = extra + 2, pol.nextra = 2;
+	struct mb_sandbox_report r;
+	char line[700];
+	int rc = mb_sandbox_enter(&pol, &r);
+	mb_sandbox_describe(&r, line, sizeof line);
+	if (rc) {
+		fprintf(stderr, "moonbox-device: sandbox: %s\n", mb_errmsg());
+		_exit(126); /* never serve a front-end unconfined */
+	}
+	if (getenv("MOONBOX_VHOST_VERBOSE"))
+		fprintf(stderr, "moonbox-device: vhost-user: sandbox: %s\n", line);
+}
+
+/* ---- the loop ----------------------------------------------------------- */
+
+static struct vs server;
+
+static void serve_connection(struct vs *s)
+{
+	for (;;) {
+		struct pollfd p[1 + VS_MAX_QUEUES];
+		unsigned idx[1 + VS_MAX_QUEUES], n = 0;
+		bool polling = false;
+		p[n++] = (struct pollfd){ .fd = s->sock, .events = POLLIN };
+		for (unsigned i = 0; i < s->m->nqueues; i++) {
+			if (!s->r[i].started)
+				continue;
+			if (s->r[i].kick < 0) {
+				polling = true; /* SET_VRING_KICK without an fd */
+				continue;
+			}
+			idx[n] = i;
+			p[n++] = (struct pollfd){ .fd = s->r[i].kick, .events = POLLIN };
+		}
+		int rc = poll(p, n, polling ? 10 : -1);
+		if (rc < 0 && errno != EINTR)
+			return;
+		for (unsigned k = 1; k < n; k++)
+			if (p[k].revents & POLLIN)
+				vs_kick(s, idx[k]);
+		if (polling)
+			for (unsigned i = 0; i < s->m->nqueues; i++)
+				if (s->r[i].started && s->r[i].kick < 0)
+					vs_kick(s, i);
+		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+			if (vs_receive(s))
+				return;
+		}
+	}
+}
+
+int vs_main(int argc, char **argv)
+{
+	struct opts o;
+	signal(SIGPIPE, SIG_IGN);
+	if (parse(argc, argv, &o))
+		return 2;
+	if (o.caps)
+		return capabilities(&o);
+	if ((o.socket_path != NULL) == (o.fd >= 0)) {
+		fprintf(stderr, "moonbox-device: give one of --socket-path=PATH and "
+			"--fd=N\n");
+		usage();
+		return 2;
+	}
+	static struct vs_model m;
+	if (!strcmp(o.type, "blk")) {
+		if (!o.image) {
+			fprintf(stderr, "moonbox-device: --vhost-user blk needs "
+				"--blk-file=FILE\n");
+			return 2;
+		}
+		struct mb_virtio_blk_config bc = { .image = o.image,
+						   .readonly = o.readonly,
+						   .serial = o.serial };
+		if (!(blk = mb_virtio_blk_new(&bc))) {
+			fprintf(stderr, "moonbox-device: %s\n", mb_errmsg());
+			return 1;
+		}
+		blk_queues = o.queues;
+		m = (struct vs_model){
+			.type = "blk", .device_id = VIRTIO_ID_BLOCK, .nqueues = o.queues,
+			.queue_max = MB_VQ_MAX_SIZE,
+			.features = mb_virtio_blk_features(blk) |
+				    (o.queues > 1 ? 1ull << VIRTIO_BLK_F_MQ : 0),
+			.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
+			.config_read = blk_config, .request = blk_request,
+		};
+	} else {
+		m = (struct vs_model){
+			.type = "rng", .device_id = VIRTIO_ID_RNG, .nqueues = 1,
+			.queue_max = MB_VQ_MAX_SIZE, .config_size = 0,
+			.config_read = no_config, .request = rng_request,
+		};
+	}
+	bool listening = true;
+	int lfd = o.socket_path ? listen_path(o.socket_path) : take_fd(o.fd, &listening);
+	if (lfd < 0)
+		return 1;
+	/* RLIMIT_FSIZE stays for every type: the inflight memfd is sized with
+	 * ftruncate, which a limit of 0 refuses (SIGXFSZ). */
+	confine(listening, true);
+	vs_init(&server, &m);
+	bool verbose = getenv("MOONBOX_VHOST_VERBOSE") != NULL;
+	for (;;) {
+		int c = lfd;
+		if (listening) {
+			do
+				c = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+			while (c < 0 && errno == EINTR);
+			if (c < 0) {
+				fprintf(stderr, "moonbox-device: accept: %s\n", strerror(errno));
+				return 1;
+			}
+		}
+		vs_connect(&server, c);
+		serve_connection(&server);
+		if (verbose || strcmp(server.why, "the front-end closed the connection"))
+			fprintf(stderr, "moonbox-device: vhost-user %s: connection ended "
+				"(%s); %llu messages, %llu requests, %llu resubmitted\n",
+				m.type, server.why, (unsigned long long)server.messages,
+				(unsigned long long)server.requests,
+				(unsigned long long)server.resubmitted);
+		vs_disconnect(&server);
+		if (!listening)
+			return 0; /* the one front-end we were given is gone */
+	}
+}

@@ -1,0 +1,237 @@
+-- moonbox-device --vhost-user (cli/vhostserve.c): moonbox's own virtio-blk
+-- and virtio-rng served as vhost-user back-ends, driven by moonbox's own
+-- front-end (mb.vhost_user) and the fake driver of the front-end's tests
+-- (tests/lua/vhost_driver.lua), no guest. Reads and writes are checked
+-- against the image file; the back-end is killed with SIGKILL and started
+-- again, on a socket path and spawned on a bound socket (--fd=3).
+local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
+T.need_kvm()
+local mb = require "moonbox"
+package.path = T.root .. "/tests/lua/?.lua;" .. package.path
+local D = require "vhost_driver"
+
+local dev_bin = T.bin .. "/moonbox-device"
+if not io.open(dev_bin) then T.skip_all(dev_bin .. " not built") end
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1; echo \"rc=$?\""))
+  local out = p:read("a")
+  p:close()
+  local rc = tonumber(out:match("rc=(%d+)\n$"))
+  return rc, out:gsub("rc=%d+\n$", "")
+end
+
+T.case("--print-capabilities: the conventions' JSON, exit 0", function()
+  local rc, out = sh(dev_bin .. " --vhost-user blk --print-capabilities")
+  T.eq(rc, 0, "exit status")
+  T.ok(out:find('"type": "block"', 1, true), "type block: " .. out)
+  T.ok(out:find('"read-only"', 1, true) and out:find('"blk-file"', 1, true),
+    "the schema's block features")
+  rc, out = sh(dev_bin .. " --vhost-user rng --print-capabilities --socket-path=/x")
+  T.eq(rc, 0, "other options ignored")
+  T.ok(out:find('"type": "rng"', 1, true), "type rng: " .. out)
+  rc, out = sh(dev_bin .. " --vhost-user gpu --socket-path=/tmp/x")
+  T.eq(rc, 2, "an unknown type fails early")
+  T.ok(out:find('"gpu" is not blk or rng', 1, true), out)
+  rc, out = sh(dev_bin .. " --vhost-user blk --blk-file=/nonexistent --socket-path=/tmp/x")
+  T.eq(rc, 1, "a missing image fails early")
+  local tmp = os.tmpname()
+  assert(os.execute("head -c 4096 /dev/zero > " .. tmp))
+  rc, out = sh(dev_bin .. " --vhost-user blk --blk-file=" .. tmp .. " --fd=0 </dev/null")
+  os.remove(tmp)
+  T.ok(rc ~= 0 and out:find("not a Unix stream socket", 1, true), "--fd must be a socket: " .. out)
+end)
+
+local dir = os.tmpname()
+os.remove(dir)
+assert(os.execute("mkdir -p " .. dir))
+local img, sock = dir .. "/disk.img", dir .. "/blk.sock"
+assert(os.execute("head -c 4194304 /dev/urandom > " .. img))
+
+local function file_at(off, len)
+  local f = assert(io.open(img, "rb"))
+  f:seek("set", off)
+  local s = f:read(len)
+  f:close()
+  return s
+end
+
+local function alive(p)
+  local f = io.open("/proc/" .. p .. "/stat")
+  if not f then return false end
+  local st = f:read("a"):match("^%d+ %b() (%a)")
+  f:close()
+  return st ~= nil and st ~= "Z"
+end
+
+local function start_backend(extra)
+  os.remove(sock)
+  local p = assert(io.popen(string.format(
+    "%s --vhost-user blk --socket-path=%s --blk-file=%s %s >>%s/dev.log 2>&1 & echo $!",
+    dev_bin, sock, img, extra or "", dir)))
+  local pid = tonumber(p:read("l"))
+  p:close()
+  for _ = 1, 500 do
+    if os.execute("test -S " .. sock) then return pid end
+    D.sleep(0.01)
+  end
+  error("moonbox-device did not create " .. sock)
+end
+
+local pid = start_backend()
+local m = mb.machine { memory = "16M" }
+local blk, drv
+
+T.case("socket: handshake, protocol features, config", function()
+  blk = m:add(mb.vhost_user { type = "blk", socket = sock })
+  local s = blk:state()
+  T.eq(s.connected, true, "connected")
+  T.eq(blk:mmio_read(0x8), 2, "DeviceID block")
+  T.ok(s.backend_features >> 32 & 1 == 1, "VERSION_1 offered")
+  T.ok(s.backend_features >> 30 & 1 == 1, "PROTOCOL_FEATURES offered")
+  -- MQ, REPLY_ACK, CONFIG, INFLIGHT_SHMFD, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS
+  T.eq(s.protocol_features, 0x1b209, string.format("protocol features 0x%x", s.protocol_features))
+  T.eq(s.max_mem_slots, 32, "GET_MAX_MEM_SLOTS")
+  T.eq(#s.queues, 1, "one queue (GET_QUEUE_NUM 1)")
+  T.eq(blk:mmio_read(0x100), 4194304 // 512, "capacity through GET_CONFIG")
+  T.eq(blk:mmio_read(0x100 + 20), 512, "blk_size")
+end)
+
+T.case("socket: reads and writes match the image file", function()
+  local why
+  drv, why = D.new(m, blk)
+  T.ok(drv, "driver up: " .. tostring(why))
+  local s = blk:state()
+  T.eq(drv.status, 15, "DRIVER_OK, no NEEDS_RESET")
+  T.eq(s.running, true, "rings handed over")
+  T.eq(s.mem_slots, 1, "RAM by ADD_MEM_REG")
+  T.eq(s.inflight_region, true, "GET_INFLIGHT_FD: the back-end's region held")
+  local st, data = drv:blk(0, 8, 4096)
+  T.eq(st, 0, "read status")
+  T.eq(data, file_at(8 * 512, 4096), "read equals the file")
+  local pat = string.rep("moonbox-backend-", 256)
+  T.eq(drv:blk(1, 100, pat), 0, "write status")
+  T.eq(file_at(100 * 512, 4096), pat, "the file holds it")
+  st, data = drv:blk(0, 100, 4096)
+  T.eq(data, pat, "read back")
+  for _ = 1, 100 do
+    if blk:mmio_read(0x60) & 1 == 1 then break end
+    D.sleep(0.01)
+  end
+  T.eq(blk:mmio_read(0x60) & 1, 1, "the call eventfd raised InterruptStatus")
+  blk:mmio_write(0x64, 1)
+  -- a reset on the same connection: GET_VRING_BASE, RESET_DEVICE, rings again
+  drv = assert(D.new(m, blk))
+  st, data = drv:blk(0, 100, 4096)
+  T.eq(st, 0, "read after a device reset")
+  T.eq(data, pat, "same data")
+  T.eq(blk:state().mem_slots, 1, "no region added twice")
+end)
+
+T.case("socket: kill -9 and a restart on the same path, I/O goes on", function()
+  os.execute("kill -9 " .. pid)
+  for _ = 1, 200 do
+    if not blk:state().connected then break end
+    D.sleep(0.01)
+  end
+  pid = start_backend()
+  -- with the inflight region held the front-end reconnects by itself
+  local pat = string.rep("after-restart!", 293):sub(1, 4096)
+  local st = drv:blk(1, 300, pat, 20)
+  T.eq(st, 0, "write after the restart")
+  T.eq(file_at(300 * 512, 4096), pat, "in the file")
+  local s = blk:state()
+  T.eq(s.needs_reset, false, "the driver saw nothing: " .. tostring(s.fault))
+  T.ok(s.reconnects >= 1, "reconnected: " .. s.reconnects)
+  local data
+  st, data = drv:blk(0, 8, 4096, 20)
+  T.eq(data, file_at(8 * 512, 4096), "read after the restart")
+end)
+
+m:close()
+os.execute("kill -9 " .. pid .. " 2>/dev/null")
+
+T.case("spawn: --fd=3 (a bound socket), kill -9, started again by the front-end", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", name = "mbd0", spawn = {
+    dev_bin, "--vhost-user", "blk", "--fd=3", "--blk-file=" .. img } })
+  local s = dev:state()
+  T.ok(s.pid > 0 and alive(s.pid), "back-end running, pid " .. s.pid)
+  local d = assert(D.new(m2, dev))
+  local st, data = d:blk(0, 300, 4096)
+  T.eq(st, 0, "read")
+  T.eq(data, file_at(300 * 512, 4096), "what the other back-end wrote")
+  local old = s.pid
+  os.execute("kill -9 " .. old)
+  D.sleep(0.05)
+  local pat = string.rep("S", 2048)
+  st = d:blk(1, 400, pat, 20)
+  T.eq(st, 0, "write through the new back-end")
+  T.eq(file_at(400 * 512, 2048), pat, "in the file")
+  s = dev:state()
+  T.eq(s.spawns, 2, "started again")
+  T.ok(s.pid ~= old and alive(s.pid), "a new pid")
+  T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
+  m2:close()
+  local gone = false
+  for _ = 1, 500 do
+    if not alive(s.pid) then gone = true break end
+    D.sleep(0.01)
+  end
+  T.ok(gone, "the back-end dies with its machine")
+end)
+
+T.case("spawn: --read-only refuses writes, offers VIRTIO_BLK_F_RO", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", spawn = {
+    dev_bin, "--vhost-user", "blk", "--fd=3", "--read-only", "--blk-file=" .. img } })
+  T.eq(dev:state().backend_features >> 5 & 1, 1, "VIRTIO_BLK_F_RO")
+  local d = assert(D.new(m2, dev))
+  local before = file_at(500 * 512, 512)
+  local st = d:blk(1, 500, string.rep("R", 512))
+  T.ok(st ~= 0, "write refused: status " .. tostring(st))
+  T.eq(file_at(500 * 512, 512), before, "the file is unchanged")
+  m2:close()
+end)
+
+T.case("spawn: --num-queues=2: MQ, two queues served", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", spawn = {
+    dev_bin, "--vhost-user", "blk", "--fd=3", "--num-queues=2", "--blk-file=" .. img } })
+  local s = dev:state()
+  T.eq(s.backend_features >> 12 & 1, 1, "VIRTIO_BLK_F_MQ")
+  T.eq(#s.queues, 2, "two queues from num_queues")
+  local d = assert(D.new(m2, dev, 8, 2))
+  for qi = 0, 1 do
+    local hdr = string.pack("<I4I4I8", 0, 0, 8)
+    local len, out = d:request(qi, { hdr }, 512 + 1)
+    T.eq(len, 513, "queue " .. qi .. ": used length")
+    T.eq(out:sub(1, 512), file_at(8 * 512, 512), "queue " .. qi .. ": data")
+    T.eq(out:byte(513), 0, "queue " .. qi .. ": status OK")
+  end
+  m2:close()
+end)
+
+T.case("rng: bytes from the back-end", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "rng", spawn = {
+    dev_bin, "--vhost-user", "rng", "--fd=3" } })
+  T.eq(dev:mmio_read(0x8), 4, "DeviceID entropy")
+  local d = assert(D.new(m2, dev))
+  local len, out = d:request(0, {}, 64)
+  T.eq(len, 64, "used length")
+  T.ok(out ~= string.rep("\0", 64), "not zeros")
+  local len2, out2 = d:request(0, {}, 64)
+  T.eq(len2, 64, "second request")
+  T.ok(out2 ~= out, "different bytes")
+  m2:close()
+end)
+
+local log = io.open(dir .. "/dev.log")
+if log then
+  local text = log:read("a")
+  log:close()
+  T.ok(not text:find("sandbox:", 1, true), "no sandbox failure in the back-end log: " .. text)
+end
+os.execute("rm -rf " .. dir)
+T.done()
