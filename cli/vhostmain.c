@@ -316,7 +316,7 @@ int vs_main(int argc, char **argv)
 		blk_queues = o.queues;
 		m = (struct vs_model){
 			.type = "blk", .device_id = VIRTIO_ID_BLOCK, .nqueues = o.queues,
-			.queue_max = MB_VQ_MAX_SIZE,
+			.queue_max = VS_MAX_QUEUE_SIZE,
 			.features = mb_virtio_blk_features(blk) |
 				    (o.queues > 1 ? 1ull << VIRTIO_BLK_F_MQ : 0),
 			.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
@@ -325,7 +325,7 @@ int vs_main(int argc, char **argv)
 	} else {
 		m = (struct vs_model){
 			.type = "rng", .device_id = VIRTIO_ID_RNG, .nqueues = 1,
-			.queue_max = MB_VQ_MAX_SIZE, .config_size = 0,
+			.queue_max = VS_MAX_QUEUE_SIZE, .config_size = 0,
 			.config_read = no_config, .request = rng_request,
 		};
 	}

@@ -359,8 +359,8 @@ static void inflight_resume(struct vs *s, unsigned qi)
 		i = get16(d + 6);
 	}
 	put16(r + 14, used);
-	uint16_t heads[MB_VQ_MAX_SIZE];
-	uint64_t order[MB_VQ_MAX_SIZE], top = 0;
+	uint16_t heads[VS_MAX_QUEUE_SIZE];
+	uint64_t order[VS_MAX_QUEUE_SIZE], top = 0;
 	unsigned n = 0;
 	for (unsigned h = 0; h < qsize; h++) {
 		uint8_t *d = r + INF_HDR + INF_DESC * h;
@@ -514,7 +514,7 @@ void vs_kick(struct vs *s, unsigned qi)
 void vs_init(struct vs *s, const struct vs_model *m)
 {
 	memset(s, 0, sizeof *s);
-	s->m = m;
+	s->m = m; /* queue_max <= VS_MAX_QUEUE_SIZE, nqueues <= VS_MAX_QUEUES */
 	s->sock = -1;
 	for (unsigned i = 0; i < VS_MAX_QUEUES; i++) {
 		mb_vq_init(&s->r[i].q, NULL);

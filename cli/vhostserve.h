@@ -25,6 +25,9 @@
 #define VS_MAX_SLOTS 32   /* GET_MAX_MEM_SLOTS */
 #define VS_MAX_FDS 8      /* file descriptors one message may carry */
 #define VS_MAX_PAYLOAD 4096
+/* The largest ring accepted: virtio's split-ring limit (QEMU's own
+ * VIRTQUEUE_MAX_SIZE), which QEMU's vhost-user-blk uses by default. */
+#define VS_MAX_QUEUE_SIZE 1024
 
 /* A device model as the back-end serves it. */
 struct vs_model {
