@@ -238,9 +238,11 @@ static int mem_rebuild(struct vs *s)
 		r->q.mem = mem;
 		if (r->started) {
 			uint16_t last = r->q.last_avail, used = r->q.used_idx;
+			bool resume = r->resume;
 			ring_stop(s, qi);
 			if (ring_start(s, qi) == 0)
-				r->q.last_avail = last, r->q.used_idx = used;
+				r->q.last_avail = last, r->q.used_idx = used,
+				r->resume = resume;
 		}
 	}
 	mb_mem_free(old);
@@ -448,8 +450,9 @@ static int ring_start(struct vs *s, unsigned qi)
 	 * index stays what the ring in memory says. */
 	r->q.last_avail = r->base;
 	r->started = true;
-	if (inflight_q(s, qi))
-		inflight_resume(s, qi);
+	/* With a region, what it marks is served first, once the ring is
+	 * enabled (a disabled ring has no side effects, "Ring states"). */
+	r->resume = inflight_q(s, qi) != NULL;
 	return 0;
 }
 
@@ -477,6 +480,10 @@ static void serve(struct vs *s, unsigned qi, struct vs_ring *r)
 {
 	if (!r->started || !r->enabled || r->q.broken)
 		return;
+	if (r->resume) {
+		r->resume = false;
+		inflight_resume(s, qi);
+	}
 	do {
 		bool any = false;
 		for (;;) {

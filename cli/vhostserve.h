@@ -57,6 +57,7 @@ struct vs_ring {
 	uint64_t desc_ua, avail_ua, used_ua;
 	bool have_num, have_addr, have_kick; /* kick fd or the no-fd flag */
 	bool started, enabled;
+	bool resume; /* the inflight region is looked at before the next pop */
 	int kick, call, err;
 	uint64_t counter; /* inflight: the next fetch's order */
 	struct mb_vq_chain chain;
