@@ -244,7 +244,7 @@ end
 
 -- Boot QEMU on socket qs with the guest command cmd; returns the console
 -- text once the guest printed its exit marker (or after limit seconds).
-local function qemu_boot(qs, cmd, limit, extra)
+local function qemu_boot(qs, cmd, limit, extra, poll)
   local con = dir .. "/qemu-con.log"
   os.remove(con)
   local append = "console=ttyS0 earlyprintk=ttyS0 pci=off reboot=t panic=-1 i8042.noaux " ..
@@ -264,6 +264,7 @@ local function qemu_boot(qs, cmd, limit, extra)
     text = f and f:read("a") or ""
     if f then f:close() end
     if text:find("cmd-exit=", 1, true) then break end
+    if poll and text:find("\ngo", 1, true) then poll() end
     D.sleep(0.1)
   end
   os.execute("kill -9 " .. qpid .. " 2>/dev/null")
@@ -300,6 +301,59 @@ T.case("QEMU's vhost-user-blk (microvm, TCG) boots the guest on it: reads and wr
   local qtext = qlog and qlog:read("a") or ""
   if qlog then qlog:close() end
   T.ok(not qtext:find("vhost", 1, true), "QEMU reported no vhost error: " .. qtext)
+end, qemu_skip())
+
+
+T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device during guest I/O", function()
+  local qs = dir .. "/qemu2.sock"
+  assert(os.execute("yes qemu-reconnect | head -c 1048576 > " .. dir .. "/qpat2"))
+  local function backend()
+    local p = assert(io.popen(string.format(
+      "MOONBOX_VHOST_VERBOSE=1 exec %s --vhost-user blk --socket-path=%s --blk-file=%s " ..
+      ">>%s/dev2.log 2>&1 & echo $!", dev_bin, qs, img, dir)))
+    local bp = tonumber(p:read("l"))
+    p:close()
+    for _ = 1, 500 do
+      if os.execute("test -S " .. qs) then break end
+      D.sleep(0.01)
+    end
+    return bp
+  end
+  local bpid = backend()
+  -- The kill comes from a shell 50 ms after the guest's "go" (the write
+  -- of 1 MiB is under way then); a new back-end listens 0.3 s later.
+  local con = dir .. "/qemu-con.log"
+  os.remove(con)
+  local killer = assert(io.popen(string.format(
+    "for i in $(seq 1 3000); do grep -q '^go' %s 2>/dev/null && break; sleep 0.01; done; " ..
+    "sleep 0.05; grep -c cmd-exit %s; kill -9 %d", con, con, bpid)))
+  local text = qemu_boot(qs, "echo go;yes qemu-reconnect|head -c1048576|" ..
+    "dd of=/dev/vda bs=64k oflag=direct;for i in 1 2 3 4;do " ..
+    "echo s$i=$(dd if=/dev/vda bs=64k count=16 iflag=direct|sha256sum);done", 120,
+    ",reconnect=1", function() -- while QEMU runs: restart once the old one is gone
+      if killer then
+        local before = killer:read("l")
+        killer:close()
+        killer = nil
+        T.eq(tonumber(before), 0, "killed before the guest's commands ended")
+        D.sleep(0.3)
+        bpid = backend()
+      end
+    end)
+  os.execute("kill -9 " .. bpid .. " 2>/dev/null")
+  T.ok(text:find("moonbox-guest: cmd-exit=0", 1, true), "the guest's commands succeeded: " ..
+    text:sub(-1500))
+  T.ok(not text:find("I/O error", 1, true), "no I/O error in the guest")
+  local _, sum = sh("sha256sum " .. dir .. "/qpat2")
+  for i = 1, 4 do
+    T.ok(text:find("s" .. i .. "=" .. sum:match("^(%x+)"), 1, true), "read " .. i .. " gives the pattern")
+  end
+  local rc, out = sh(string.format("cmp -n 1048576 %s %s/qpat2", img, dir))
+  T.eq(rc, 0, "cmp: the file holds the guest's write " .. out)
+  local f = io.open(dir .. "/dev2.log")
+  local log2 = f and f:read("a") or ""
+  if f then f:close() end
+  print("# " .. (log2:match("[^\n]*resubmitted[^\n]*") or "no stats line"))
 end, qemu_skip())
 
 local log = io.open(dir .. "/dev.log")
