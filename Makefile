@@ -88,6 +88,8 @@ $(B)/examples/%.elf: examples/%.S
 $(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) $(O)/libmoonbox.a -lcmocka $(LDLIBS)
+# It compiles the back-end in whole (it is not part of the library).
+$(B)/tests/test_vhostserve: cli/vhostserve.c cli/vhostserve.h
 
 examples: $(EXAMPLE_BINS)
 $(B)/examples/%: examples/%.c $(wildcard examples/*.h) $(O)/libmoonbox.a
