@@ -29,7 +29,7 @@
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: moonbox-device --vhost-user blk|rng (--socket-path=PATH | --fd=N)\n"
+		"usage: moonbox-device --vhost-user blk|rng|console (--socket-path=PATH | --fd=N)\n"
 		"         [--blk-file=FILE] [--read-only] [--serial=S] [--num-queues=N]\n"
 		"       moonbox-device --vhost-user TYPE --print-capabilities\n");
 }
@@ -73,6 +73,68 @@ static uint32_t rng_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
 		total += (uint32_t)len;
 	}
 	return total;
+}
+
+/* virtio-console port 0 without MULTIPORT (sec. 5.3): transmitq to
+ * stdout, stdin to receiveq. Input is read only while none is buffered,
+ * and a receive buffer is taken only when there is input for it (the
+ * rest wait in the ring), and only after the port first wrote: Linux
+ * drops input for a port it has not listed yet (devices/virtio/console.c
+ * says why). */
+enum { CON_RXQ = 0, CON_TXQ = 1 };
+static struct {
+	bool eof, open;
+	uint8_t buf[4096];
+	size_t len, off;
+	uint64_t tx_bytes, rx_bytes;
+} con;
+
+static bool con_can_serve(void *dev, unsigned qi)
+{
+	return qi != CON_RXQ || (con.open && con.off < con.len);
+}
+
+static uint32_t con_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
+{
+	if (qi == CON_TXQ) {
+		for (unsigned i = 0; i < c->nout; i++) {
+			const uint8_t *p = c->iov[i].iov_base;
+			size_t len = c->iov[i].iov_len, done = 0;
+			while (done < len) {
+				ssize_t n = write(1, p + done, len - done);
+				if (n < 0 && errno == EINTR)
+					continue;
+				if (n <= 0)
+					break; /* a closed stdout: the bytes are dropped */
+				done += (size_t)n;
+			}
+			con.tx_bytes += len;
+		}
+		con.open = true;
+		return 0; /* 5.3.6.2: transmit buffers come back with 0 */
+	}
+	if (qi != CON_RXQ)
+		return 0;
+	size_t n = mb_iov_from_buf(c->iov + c->nout, c->nin, 0, con.buf + con.off,
+				   con.len - con.off);
+	con.off += n;
+	con.rx_bytes += n;
+	return (uint32_t)n;
+}
+
+/* stdin was readable: take what is there (EOF or an error ends input). */
+static void con_input(struct vs *s)
+{
+	ssize_t n;
+	do
+		n = read(0, con.buf, sizeof con.buf);
+	while (n < 0 && errno == EINTR);
+	if (n <= 0) {
+		con.eof = true;
+		return;
+	}
+	con.len = (size_t)n, con.off = 0;
+	vs_serve(s, CON_RXQ);
 }
 
 static void no_config(void *dev, uint64_t off, void *data, unsigned size)
@@ -145,9 +207,10 @@ static int parse(int argc, char **argv, struct opts *o)
 	}
 	if (!o->type)
 		o->type = "blk";
-	if (strcmp(o->type, "blk") && strcmp(o->type, "rng")) {
-		fprintf(stderr, "moonbox-device: --vhost-user: \"%s\" is not blk or rng\n",
-			o->type);
+	if (strcmp(o->type, "blk") && strcmp(o->type, "rng") &&
+	    strcmp(o->type, "console")) {
+		fprintf(stderr, "moonbox-device: --vhost-user: \"%s\" is not blk, rng "
+			"or console\n", o->type);
 		return -1;
 	}
 	return 0;
@@ -161,7 +224,7 @@ static int capabilities(const struct opts *o)
 		printf("{\n  \"type\": \"block\",\n  \"features\": [\n"
 		       "    \"read-only\",\n    \"blk-file\"\n  ]\n}\n");
 	else
-		printf("{\n  \"type\": \"rng\",\n  \"features\": []\n}\n");
+		printf("{\n  \"type\": \"%s\",\n  \"features\": []\n}\n", o->type);
 	return fflush(stdout) ? 1 : 0;
 }
 
@@ -250,6 +313,7 @@ static void confine(bool listening, bool writes)
 /* ---- the loop ----------------------------------------------------------- */
 
 static struct vs server;
+static bool console;
 
 static void serve_connection(struct vs *s)
 {
@@ -258,6 +322,11 @@ static void serve_connection(struct vs *s)
 		unsigned idx[1 + VS_MAX_QUEUES], n = 0;
 		bool polling = false;
 		p[n++] = (struct pollfd){ .fd = s->sock, .events = POLLIN };
+		int in = -1; /* the console's stdin while nothing is buffered */
+		if (console && !con.eof && con.off == con.len) {
+			in = (int)n;
+			p[n++] = (struct pollfd){ .fd = 0, .events = POLLIN };
+		}
 		for (unsigned i = 0; i < s->m->nqueues; i++) {
 			if (!s->r[i].started)
 				continue;
@@ -271,13 +340,21 @@ static void serve_connection(struct vs *s)
 		int rc = poll(p, n, polling ? 10 : -1);
 		if (rc < 0 && errno != EINTR)
 			return;
-		for (unsigned k = 1; k < n; k++)
-			if (p[k].revents & POLLIN)
+		for (unsigned k = 1; k < n; k++) {
+			if ((int)k == in) {
+				if (p[k].revents)
+					con_input(s);
+			} else if (p[k].revents & POLLIN) {
 				vs_kick(s, idx[k]);
+			}
+		}
 		if (polling)
 			for (unsigned i = 0; i < s->m->nqueues; i++)
 				if (s->r[i].started && s->r[i].kick < 0)
-					vs_kick(s, i);
+					vs_serve(s, i);
+		/* the port's first output may have opened it for waiting input */
+		if (console && con.open && con.off < con.len)
+			vs_serve(s, CON_RXQ);
 		if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
 			if (vs_receive(s))
 				return;
@@ -322,6 +399,14 @@ int vs_main(int argc, char **argv)
 			.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
 			.config_read = blk_config, .request = blk_request,
 		};
+	} else if (!strcmp(o.type, "console")) {
+		console = true;
+		m = (struct vs_model){
+			.type = "console", .device_id = VIRTIO_ID_CONSOLE, .nqueues = 2,
+			.queue_max = VS_MAX_QUEUE_SIZE, .config_size = 12,
+			.config_read = no_config, .request = con_request,
+			.can_serve = con_can_serve,
+		};
 	} else {
 		m = (struct vs_model){
 			.type = "rng", .device_id = VIRTIO_ID_RNG, .nqueues = 1,
@@ -350,6 +435,7 @@ int vs_main(int argc, char **argv)
 			}
 		}
 		vs_connect(&server, c);
+		con.open = false; /* a new driver: its port has not written yet */
 		serve_connection(&server);
 		if (verbose || strcmp(server.why, "the front-end closed the connection"))
 			fprintf(stderr, "moonbox-device: vhost-user %s: connection ended "

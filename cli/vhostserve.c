@@ -484,9 +484,14 @@ static void serve(struct vs *s, unsigned qi, struct vs_ring *r)
 		r->resume = false;
 		inflight_resume(s, qi);
 	}
+	bool held = false; /* the model takes no more for now */
 	do {
 		bool any = false;
 		for (;;) {
+			if (s->m->can_serve && !s->m->can_serve(s->m->dev, qi)) {
+				held = true; /* its buffers wait in the ring */
+				break;
+			}
 			int rc = mb_vq_pop(&r->q, &r->chain);
 			if (rc <= 0)
 				break;
@@ -501,7 +506,7 @@ static void serve(struct vs *s, unsigned qi, struct vs_ring *r)
 		}
 		if (any && mb_vq_need_irq(&r->q))
 			call(r);
-	} while (!r->q.broken && mb_vq_arm(&r->q));
+	} while (!held && !r->q.broken && mb_vq_arm(&r->q));
 }
 
 void vs_kick(struct vs *s, unsigned qi)
@@ -514,6 +519,12 @@ void vs_kick(struct vs *s, unsigned qi)
 		/* EAGAIN: a spurious wake-up */
 	}
 	serve(s, qi, r);
+}
+
+void vs_serve(struct vs *s, unsigned qi)
+{
+	if (qi < s->m->nqueues)
+		serve(s, qi, &s->r[qi]);
 }
 
 /* ---- connections -------------------------------------------------------- */

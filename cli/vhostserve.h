@@ -41,6 +41,9 @@ struct vs_model {
 	/* Serve one chain popped from queue qi: the bytes written into its
 	 * device-writable buffers (the used length). */
 	uint32_t (*request)(void *dev, unsigned qi, const struct mb_vq_chain *c);
+	/* Optional: may a chain be taken from qi now? (a console's receiveq
+	 * waits for input: its buffers stay in the ring until then). */
+	bool (*can_serve)(void *dev, unsigned qi);
 	void *dev;
 };
 
@@ -101,6 +104,9 @@ int vs_handle(struct vs *s, uint32_t request, uint32_t flags, const void *payloa
 /* Queue qi's kick fd was readable (or a poll for a ring without one):
  * drain it and serve the ring. */
 void vs_kick(struct vs *s, unsigned qi);
+/* Serve queue qi now without touching its kick fd (new input for it, a
+ * ring without a kick fd). */
+void vs_serve(struct vs *s, unsigned qi);
 
 /* moonbox-device --vhost-user ...: the whole program (argv as main's). */
 int vs_main(int argc, char **argv);

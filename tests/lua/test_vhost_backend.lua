@@ -32,7 +32,7 @@ T.case("--print-capabilities: the conventions' JSON, exit 0", function()
   T.ok(out:find('"type": "rng"', 1, true), "type rng: " .. out)
   rc, out = sh(dev_bin .. " --vhost-user gpu --socket-path=/tmp/x")
   T.eq(rc, 2, "an unknown type fails early")
-  T.ok(out:find('"gpu" is not blk or rng', 1, true), out)
+  T.ok(out:find('"gpu" is not blk, rng or console', 1, true), out)
   rc, out = sh(dev_bin .. " --vhost-user blk --blk-file=/nonexistent --socket-path=/tmp/x")
   T.eq(rc, 1, "a missing image fails early")
   local tmp = os.tmpname()
@@ -346,6 +346,7 @@ T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device du
         bpid = backend()
       end
     end)
+  D.sleep(0.3) -- its stats line at QEMU's hang-up
   os.execute("kill -9 " .. bpid .. " 2>/dev/null")
   T.ok(text:find("moonbox-guest: cmd-exit=0", 1, true), "the guest's commands succeeded: " ..
     text:sub(-1500))
@@ -361,6 +362,44 @@ T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device du
   if f then f:close() end
   print("# " .. (log2:match("[^\n]*resubmitted[^\n]*") or "no stats line"))
 end, qemu_skip())
+
+
+T.case("console: transmitq to the back-end's stdout, its stdin to receiveq", function()
+  local cs = dir .. "/con.sock"
+  local f = assert(io.open(dir .. "/con.in", "w"))
+  f:write("typed-into-stdin\n")
+  f:close()
+  local p = assert(io.popen(string.format(
+    "exec %s --vhost-user console --socket-path=%s <%s/con.in >%s/con.out 2>>%s/dev.log & echo $!",
+    dev_bin, cs, dir, dir, dir)))
+  local cpid = tonumber(p:read("l"))
+  p:close()
+  for _ = 1, 500 do
+    if os.execute("test -S " .. cs) then break end
+    D.sleep(0.01)
+  end
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "console", socket = cs })
+  T.eq(dev:mmio_read(0x8), 3, "DeviceID console")
+  T.eq(#dev:state().queues, 2, "receiveq and transmitq")
+  local d = assert(D.new(m2, dev, 8, 2))
+  local len = d:request(1, { "hello from the driver\n" }, 1)
+  T.eq(len, 0, "transmit buffers come back with length 0 (5.3.6.2)")
+  local out
+  for _ = 1, 100 do
+    local g = io.open(dir .. "/con.out")
+    out = g and g:read("a")
+    if g then g:close() end
+    if out and #out > 0 then break end
+    D.sleep(0.01)
+  end
+  T.eq(out, "hello from the driver\n", "the back-end wrote it to stdout")
+  local n, data = d:request(0, {}, 64)
+  T.eq(n, 17, "receive: used length is the input's")
+  T.eq(data:sub(1, 17), "typed-into-stdin\n", "stdin reached the receive buffer")
+  m2:close()
+  os.execute("kill -9 " .. cpid .. " 2>/dev/null")
+end)
 
 local log = io.open(dir .. "/dev.log")
 if log then
