@@ -23,14 +23,17 @@
 #include <unistd.h>
 
 #include "cli/vhostserve.h"
+#include "moonbox/virtio_net.h"
+#include "moonbox/virtio_netbackend.h"
 
 #define VIRTIO_BLK_F_MQ 12
 
 static void usage(void)
 {
 	fprintf(stderr,
-		"usage: moonbox-device --vhost-user blk|rng|console (--socket-path=PATH | --fd=N)\n"
-		"         [--blk-file=FILE] [--read-only] [--serial=S] [--num-queues=N]\n"
+		"usage: moonbox-device --vhost-user blk|rng|console|net (--socket-path=PATH | --fd=N)\n"
+		"         blk: --blk-file=FILE [--read-only] [--serial=S] [--num-queues=N]\n"
+		"         net: --net-socket=PATH [--net-listen] | --tap=IFNAME; [--mac=M]\n"
 		"       moonbox-device --vhost-user TYPE --print-capabilities\n");
 }
 
@@ -137,6 +140,93 @@ static void con_input(struct vs *s)
 	vs_serve(s, CON_RXQ);
 }
 
+/* virtio-net (sec. 5.1), one queue pair: the guest's frames on a
+ * moonbox network backend (moonbox/virtio_netbackend.h: a tap, or a Unix
+ * SOCK_SEQPACKET socket). VERSION_1: every buffer starts with the 12-byte
+ * virtio_net_hdr_v1 (5.1.6), all zero but num_buffers (1) without
+ * offloads. A frame is read from the backend only while none waits for a
+ * receive buffer; a buffer smaller than header + frame gets what fits
+ * (the driver should post 1526 bytes, 5.1.6.3.1) and counts as truncated. */
+enum { NET_RXQ = 0, NET_TXQ = 1 };
+static struct {
+	struct mb_netbe *be;
+	uint8_t mac[6];
+	uint8_t frame[MB_NETBE_MAX_FRAME];
+	size_t len; /* a frame waiting for a receive buffer, 0: none */
+	uint64_t tx, rx, truncated, dropped;
+} net;
+
+static bool net_can_serve(void *dev, unsigned qi)
+{
+	return qi != NET_RXQ || net.len;
+}
+
+static uint32_t net_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
+{
+	if (qi == NET_TXQ) {
+		struct iovec frame[MB_VQ_MAX_SEGS];
+		if (c->out_len <= MB_VIRTIO_NET_HDR) {
+			net.dropped++;
+			return 0;
+		}
+		unsigned n = mb_iov_slice(c->iov, c->nout, MB_VIRTIO_NET_HDR,
+					  c->out_len - MB_VIRTIO_NET_HDR, frame);
+		if (mb_netbe_send(net.be, frame, n))
+			net.dropped++; /* no peer, or it is full: a lost frame */
+		else
+			net.tx++;
+		return 0;
+	}
+	if (qi != NET_RXQ)
+		return 0;
+	uint8_t hdr[MB_VIRTIO_NET_HDR] = { 0 };
+	uint16_t one = 1;
+	memcpy(hdr + 10, &one, 2); /* num_buffers */
+	const struct iovec *in = c->iov + c->nout;
+	size_t w = mb_iov_from_buf(in, c->nin, 0, hdr, sizeof hdr);
+	w += mb_iov_from_buf(in, c->nin, w, net.frame, net.len);
+	if (w < sizeof hdr + net.len)
+		net.truncated++;
+	net.rx++;
+	net.len = 0;
+	return (uint32_t)w;
+}
+
+static void net_config(void *dev, uint64_t off, void *data, unsigned size)
+{
+	/* mac, status, max_virtqueue_pairs, mtu (5.1.4) */
+	uint8_t cfg[MB_VIRTIO_NET_CONFIG_SIZE] = { 0 };
+	uint16_t st = mb_netbe_connected(net.be) ? VIRTIO_NET_S_LINK_UP : 0, pairs = 1;
+	memcpy(cfg, net.mac, 6);
+	memcpy(cfg + 6, &st, 2);
+	memcpy(cfg + 8, &pairs, 2);
+	memcpy(data, cfg + off, size);
+}
+
+/* The backend was readable: one frame (or a peer to accept). */
+static void net_input(struct vs *s)
+{
+	ssize_t n = mb_netbe_recv(net.be, net.frame, sizeof net.frame);
+	if (n > 0) {
+		net.len = (size_t)n;
+		vs_serve(s, NET_RXQ);
+	} else if (n < 0 && n != -EMSGSIZE) {
+		net.dropped++;
+	}
+}
+
+static int parse_mac(const char *v, uint8_t mac[6])
+{
+	unsigned b[6];
+	char end;
+	if (sscanf(v, "%2x:%2x:%2x:%2x:%2x:%2x%c", &b[0], &b[1], &b[2], &b[3], &b[4],
+		   &b[5], &end) != 6)
+		return -1;
+	for (int i = 0; i < 6; i++)
+		mac[i] = (uint8_t)b[i];
+	return 0;
+}
+
 static void no_config(void *dev, uint64_t off, void *data, unsigned size)
 {
 	memset(data, 0, size);
@@ -146,6 +236,8 @@ static void no_config(void *dev, uint64_t off, void *data, unsigned size)
 
 struct opts {
 	const char *type, *socket_path, *image, *serial;
+	const char *net_socket, *tap, *mac;
+	bool net_listen;
 	int fd;
 	bool readonly, caps;
 	unsigned queues;
@@ -190,6 +282,14 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->readonly = true;
 		else if (value(a, "--serial", &v))
 			o->serial = v;
+		else if (value(a, "--net-socket", &v))
+			o->net_socket = v;
+		else if (!strcmp(a, "--net-listen"))
+			o->net_listen = true;
+		else if (value(a, "--tap", &v))
+			o->tap = v;
+		else if (value(a, "--mac", &v))
+			o->mac = v;
 		else if (value(a, "--num-queues", &v)) {
 			char *end;
 			long n = strtol(v, &end, 10);
@@ -208,9 +308,9 @@ static int parse(int argc, char **argv, struct opts *o)
 	if (!o->type)
 		o->type = "blk";
 	if (strcmp(o->type, "blk") && strcmp(o->type, "rng") &&
-	    strcmp(o->type, "console")) {
-		fprintf(stderr, "moonbox-device: --vhost-user: \"%s\" is not blk, rng "
-			"or console\n", o->type);
+	    strcmp(o->type, "console") && strcmp(o->type, "net")) {
+		fprintf(stderr, "moonbox-device: --vhost-user: \"%s\" is not blk, rng, "
+			"console or net\n", o->type);
 		return -1;
 	}
 	return 0;
@@ -286,18 +386,17 @@ static int take_fd(int fd, bool *listening)
 	return fd;
 }
 
-static void confine(bool listening, bool writes)
+static void confine(bool writes)
 {
-	/* On top of the device profile: accepting the next front-end, and
-	 * the inflight region's memfd (GET_INFLIGHT_FD). */
+	/* On top of the device profile: accepting the next front-end (and a
+	 * net backend's peer: only sockets we listen on can accept), socket
+	 * timeouts, and the inflight region's memfd (GET_INFLIGHT_FD). */
 	static const int extra[] = { SYS_accept4, SYS_accept, SYS_setsockopt,
 				     SYS_memfd_create };
 	struct mb_sandbox_policy pol = {
 		.profile = MB_SANDBOX_DEVICE, .extra = extra,
 		.nextra = sizeof extra / sizeof *extra, .write_files = writes,
 	};
-	if (!listening)
-		pol.extra = extra + 2, pol.nextra = 2;
 	struct mb_sandbox_report r;
 	char line[700];
 	int rc = mb_sandbox_enter(&pol, &r);
@@ -327,6 +426,12 @@ static void serve_connection(struct vs *s)
 			in = (int)n;
 			p[n++] = (struct pollfd){ .fd = 0, .events = POLLIN };
 		}
+		int nin = -1; /* the network backend while no frame waits */
+		if (net.be && !net.len) {
+			nin = (int)n;
+			p[n++] = (struct pollfd){ .fd = mb_netbe_pollfd(net.be),
+						  .events = POLLIN };
+		}
 		for (unsigned i = 0; i < s->m->nqueues; i++) {
 			if (!s->r[i].started)
 				continue;
@@ -344,6 +449,9 @@ static void serve_connection(struct vs *s)
 			if ((int)k == in) {
 				if (p[k].revents)
 					con_input(s);
+			} else if ((int)k == nin) {
+				if (p[k].revents)
+					net_input(s);
 			} else if (p[k].revents & POLLIN) {
 				vs_kick(s, idx[k]);
 			}
@@ -399,6 +507,31 @@ int vs_main(int argc, char **argv)
 			.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
 			.config_read = blk_config, .request = blk_request,
 		};
+	} else if (!strcmp(o.type, "net")) {
+		if ((o.net_socket != NULL) == (o.tap != NULL)) {
+			fprintf(stderr, "moonbox-device: --vhost-user net needs one of "
+				"--net-socket=PATH and --tap=IFNAME\n");
+			return 2;
+		}
+		memcpy(net.mac, (uint8_t[]){ 0x52, 0x54, 0x00, 0x6d, 0x62, 0x01 }, 6);
+		if (o.mac && parse_mac(o.mac, net.mac)) {
+			fprintf(stderr, "moonbox-device: --mac: \"%s\" is not "
+				"xx:xx:xx:xx:xx:xx\n", o.mac);
+			return 2;
+		}
+		net.be = o.tap ? mb_netbe_tap(o.tap)
+			       : mb_netbe_socket(o.net_socket, o.net_listen);
+		if (!net.be) {
+			fprintf(stderr, "moonbox-device: %s\n", mb_errmsg());
+			return 1;
+		}
+		m = (struct vs_model){
+			.type = "net", .device_id = VIRTIO_ID_NET, .nqueues = 2,
+			.queue_max = VS_MAX_QUEUE_SIZE,
+			.features = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS,
+			.config_size = MB_VIRTIO_NET_CONFIG_SIZE, .config_read = net_config,
+			.request = net_request, .can_serve = net_can_serve,
+		};
 	} else if (!strcmp(o.type, "console")) {
 		console = true;
 		m = (struct vs_model){
@@ -420,7 +553,7 @@ int vs_main(int argc, char **argv)
 		return 1;
 	/* RLIMIT_FSIZE stays for every type: the inflight memfd is sized with
 	 * ftruncate, which a limit of 0 refuses (SIGXFSZ). */
-	confine(listening, true);
+	confine(true);
 	vs_init(&server, &m);
 	bool verbose = getenv("MOONBOX_VHOST_VERBOSE") != NULL;
 	for (;;) {

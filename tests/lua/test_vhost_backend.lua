@@ -32,7 +32,7 @@ T.case("--print-capabilities: the conventions' JSON, exit 0", function()
   T.ok(out:find('"type": "rng"', 1, true), "type rng: " .. out)
   rc, out = sh(dev_bin .. " --vhost-user gpu --socket-path=/tmp/x")
   T.eq(rc, 2, "an unknown type fails early")
-  T.ok(out:find('"gpu" is not blk, rng or console', 1, true), out)
+  T.ok(out:find('"gpu" is not blk, rng, console or net', 1, true), out)
   rc, out = sh(dev_bin .. " --vhost-user blk --blk-file=/nonexistent --socket-path=/tmp/x")
   T.eq(rc, 1, "a missing image fails early")
   local tmp = os.tmpname()
@@ -399,6 +399,35 @@ T.case("console: transmitq to the back-end's stdout, its stdin to receiveq", fun
   T.eq(data:sub(1, 17), "typed-into-stdin\n", "stdin reached the receive buffer")
   m2:close()
   os.execute("kill -9 " .. cpid .. " 2>/dev/null")
+end)
+
+
+T.case("net: two back-ends on a SOCK_SEQPACKET cable, a frame from one driver to the other", function()
+  local cable = dir .. "/cable.sock"
+  local m2 = mb.machine { memory = "16M" }
+  local a = m2:add(mb.vhost_user { type = "net", name = "neta", spawn = { dev_bin,
+    "--vhost-user", "net", "--fd=3", "--net-socket=" .. cable, "--net-listen",
+    "--mac=52:54:00:00:00:0a" } })
+  local m3 = mb.machine { memory = "16M" }
+  local b = m3:add(mb.vhost_user { type = "net", name = "netb", spawn = { dev_bin,
+    "--vhost-user", "net", "--fd=3", "--net-socket=" .. cable, "--mac=52:54:00:00:00:0b" } })
+  T.eq(a:mmio_read(0x8), 1, "DeviceID network")
+  T.eq(a:state().backend_features >> 5 & 1, 1, "VIRTIO_NET_F_MAC")
+  T.eq(b:mmio_read(0x100) & 0xff, 0x52, "mac[0] in the config")
+  T.eq(b:mmio_read(0x104) >> 8 & 0xff, 0x0b, "mac[5]: the --mac given")
+  T.eq(b:mmio_read(0x104) >> 16 & 1, 1, "status: link up (the cable is connected)")
+  local da = assert(D.new(m2, a, 8, 2))
+  local db = assert(D.new(m3, b, 8, 2))
+  local frame = string.rep("\xff", 6) .. "\x52\x54\x00\x00\x00\x0a" .. "\x88\xb5" ..
+    string.rep("moonbox-frame!", 8)
+  local len = da:request(1, { string.rep("\0", 12) .. frame }, 1)
+  T.eq(len, 0, "transmitted")
+  local n, data = db:request(0, {}, 1526)
+  T.eq(n, 12 + #frame, "received: header and frame")
+  T.eq(string.unpack("<I2", data, 11), 1, "num_buffers 1")
+  T.eq(data:sub(13, 12 + #frame), frame, "the frame as sent")
+  m2:close()
+  m3:close()
 end)
 
 local log = io.open(dir .. "/dev.log")
