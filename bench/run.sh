@@ -200,5 +200,5 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	line=$($B/vhost_user 1)
 	echo
-	echo "vhost-user-blk (qemu-storage-daemon) vs in-process virtio-blk, 4 KiB reads QD1: $line"
+	echo "vhost-user-blk (qemu-storage-daemon; mbdev: moonbox-device --vhost-user blk) vs in-process virtio-blk, 4 KiB reads QD1: $line"
 fi

@@ -12,7 +12,11 @@
  *   6: a well-formed start: features and protocol features (masked by the
  *      input), the RAM by SET_MEM_TABLE or ADD_MEM_REG, queue 0 with an
  *      input size, rings at input offsets, inflight region (maybe), kick,
- *      call, enable: so that the rings and the inflight resume are reached.
+ *      call, enable: so that the rings and the inflight resume are reached;
+ *   7: the model holds queue 0's buffers in the ring (can_serve) or not,
+ *      by byte & 1 (a console's receiveq without input);
+ *   8: raw bytes on the stream, read by vs_receive (headers, sizes and
+ *      payloads split or short as they come).
  * Replies are drained (and their descriptors closed) after every message.
  * A crash, a sanitizer report, a leak or a hang is a finding. */
 #include <stdint.h>
@@ -51,10 +55,16 @@ static uint32_t request(void *dev, unsigned qi, const struct mb_vq_chain *c)
 	return n;
 }
 
+static bool hold;
+static bool can_serve(void *dev, unsigned qi)
+{
+	return qi != 0 || !hold;
+}
+
 static const struct vs_model model = {
 	.type = "fuzz", .device_id = 2, .nqueues = 2,
 	.queue_max = VS_MAX_QUEUE_SIZE, .features = 0xfff, .config_size = 60,
-	.config_read = cfg_read, .request = request,
+	.config_read = cfg_read, .request = request, .can_serve = can_serve,
 };
 
 static void setup(void)
@@ -129,12 +139,14 @@ static int start(struct vs *s, int peer, const uint8_t *b, size_t n)
 {
 	uint8_t in[32] = { 0 };
 	memcpy(in, b, n < sizeof in ? n : sizeof in);
-	uint64_t v = ((uint64_t)in[0] << 32 | 1ull << 30 | 1ull << 28 | 1ull << 29) &
+	uint64_t v = ((uint64_t)(in[0] & 1) << 32 | 1ull << 30 | 1ull << 28 | 1ull << 29) &
 		     (in[1] & 1 ? ~0ull : ~(1ull << 29));
 	int fds[1];
 	if (msg(s, peer, 2, 9, &v, 8, NULL, 0)) /* SET_FEATURES */
 		return -1;
-	v = vs_protocol_features & ~((uint64_t)in[2] << 8);
+	/* REPLY_ACK, CONFIGURE_MEM_SLOTS... dropped by the input; the
+	 * inflight exchange below needs INFLIGHT_SHMFD */
+	v = vs_protocol_features & ~((uint64_t)(in[2] & 0xef) << 8);
 	if (msg(s, peer, 16, 1, &v, 8, NULL, 0)) /* SET_PROTOCOL_FEATURES */
 		return -1;
 	uint64_t reg[5] = { 0, (uint64_t)in[3] << 12, RAM - ((uint64_t)in[3] << 12),
@@ -215,6 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp))
 		return 0;
 	memset(ram, 0, RAM);
+	hold = false;
 	vs_init(&s, &model);
 	vs_connect(&s, sp[0]);
 	const uint8_t *p = data, *end = data + size;
@@ -252,6 +265,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			drain(sp[1]);
 		} else if (kind == 6) {
 			rc = start(&s, sp[1], b, len);
+		} else if (kind == 8) {
+			/* what is not a whole message ends the stream: EOF */
+			if (send(sp[1], b, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len) {
+				shutdown(sp[1], SHUT_WR);
+				while (!(rc = vs_receive(&s)))
+					drain(sp[1]);
+				drain(sp[1]);
+			}
+			rc = -1;
+		} else if (kind == 7) {
+			hold = len && (b[0] & 1);
+			vs_serve(&s, 0);
+			drain(sp[1]);
 		}
 		if (rc)
 			break;
