@@ -26,7 +26,9 @@
 #include "moonbox/virtio_net.h"
 #include "moonbox/virtio_netbackend.h"
 
+#define VIRTIO_BLK_F_SIZE_MAX 1
 #define VIRTIO_BLK_F_MQ 12
+#define BLK_SIZE_MAX (1u << 20)
 
 static void usage(void)
 {
@@ -46,6 +48,11 @@ static void blk_config(void *dev, uint64_t off, void *data, unsigned size)
 {
 	uint8_t cfg[MB_VIRTIO_BLK_CONFIG_SIZE];
 	mb_virtio_blk_ops.config_read(blk, 0, cfg, sizeof cfg);
+	/* size_max: any segment size works here (preadv on the guest's
+	 * buffers); offered so that front-ends which bound their own buffers
+	 * by it (moonbox's dma = "copy") can use this back-end. */
+	uint32_t size_max = BLK_SIZE_MAX;
+	memcpy(cfg + 8, &size_max, 4);
 	if (blk_queues > 1) { /* num_queues, sec. 5.2.4 */
 		uint16_t n = (uint16_t)blk_queues;
 		memcpy(cfg + 34, &n, 2);
@@ -503,6 +510,7 @@ int vs_main(int argc, char **argv)
 			.type = "blk", .device_id = VIRTIO_ID_BLOCK, .nqueues = o.queues,
 			.queue_max = VS_MAX_QUEUE_SIZE,
 			.features = mb_virtio_blk_features(blk) |
+				    1ull << VIRTIO_BLK_F_SIZE_MAX |
 				    (o.queues > 1 ? 1ull << VIRTIO_BLK_F_MQ : 0),
 			.config_size = MB_VIRTIO_BLK_CONFIG_SIZE,
 			.config_read = blk_config, .request = blk_request,

@@ -187,6 +187,28 @@ T.case("spawn: --fd=3 (a bound socket), kill -9, started again by the front-end"
   T.ok(gone, "the back-end dies with its machine")
 end)
 
+T.case("copy mode (dma = \"copy\") over moonbox-device: kill -9 between requests is invisible", function()
+  local m2 = mb.machine { memory = "16M" }
+  local dev = m2:add(mb.vhost_user { type = "blk", dma = "copy", spawn = {
+    dev_bin, "--vhost-user", "blk", "--fd=3", "--blk-file=" .. img } })
+  T.eq(dev:state().backend_features >> 1 & 1, 1, "SIZE_MAX offered")
+  T.eq(dev:mmio_read(0x100 + 8), 4096, "size_max lowered to a bounce slot by the front-end")
+  local d = assert(D.new(m2, dev))
+  local pat = string.rep("copy-over-mbd", 316):sub(1, 4096)
+  T.eq(d:blk(1, 800, pat), 0, "write")
+  T.eq(file_at(800 * 512, 4096), pat, "in the file")
+  local old = dev:state().pid
+  os.execute("kill -9 " .. old)
+  D.sleep(0.05)
+  local st, data = d:blk(0, 800, 4096, 20)
+  T.eq(st, 0, "the next read completes on a restarted back-end")
+  T.eq(data, pat, "with the data")
+  local s = dev:state()
+  T.eq(s.needs_reset, false, "no fault: " .. tostring(s.fault))
+  T.eq(s.spawns, 2, "started again")
+  m2:close()
+end)
+
 T.case("spawn: --read-only refuses writes, offers VIRTIO_BLK_F_RO", function()
   local m2 = mb.machine { memory = "16M" }
   local dev = m2:add(mb.vhost_user { type = "blk", spawn = {
