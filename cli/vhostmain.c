@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli/vhostserve.h"
@@ -35,6 +36,7 @@ static void usage(void)
 	fprintf(stderr,
 		"usage: moonbox-device --vhost-user blk|rng|console|net (--socket-path=PATH | --fd=N)\n"
 		"         blk: --blk-file=FILE [--read-only] [--serial=S] [--num-queues=N]\n"
+		"              [--delay-ms=N]\n"
 		"         net: --net-socket=PATH [--net-listen] | --tap=IFNAME; [--mac=M]\n"
 		"       moonbox-device --vhost-user TYPE --print-capabilities\n");
 }
@@ -60,8 +62,18 @@ static void blk_config(void *dev, uint64_t off, void *data, unsigned size)
 	memcpy(data, cfg + off, size);
 }
 
+/* --delay-ms: every request waits that long before it is served, taken
+ * and marked in flight meanwhile (a slow disk; how the tests get a
+ * request in flight at a crash, as qemu-storage-daemon's throttle does). */
+static unsigned delay_ms;
+
 static uint32_t blk_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
 {
+	if (delay_ms) {
+		struct timespec ts = { delay_ms / 1000, (long)(delay_ms % 1000) * 1000000 };
+		while (nanosleep(&ts, &ts) && errno == EINTR) {
+		}
+	}
 	return mb_virtio_blk_request(blk, c);
 }
 
@@ -289,7 +301,16 @@ static int parse(int argc, char **argv, struct opts *o)
 			o->readonly = true;
 		else if (value(a, "--serial", &v))
 			o->serial = v;
-		else if (value(a, "--net-socket", &v))
+		else if (value(a, "--delay-ms", &v)) {
+			char *end;
+			long n = strtol(v, &end, 10);
+			if (*v == 0 || *end || n < 0 || n > 10000) {
+				fprintf(stderr, "moonbox-device: --delay-ms: \"%s\" is not "
+					"in 0..10000\n", v);
+				return -1;
+			}
+			delay_ms = (unsigned)n;
+		} else if (value(a, "--net-socket", &v))
 			o->net_socket = v;
 		else if (!strcmp(a, "--net-listen"))
 			o->net_listen = true;

@@ -209,6 +209,32 @@ T.case("copy mode (dma = \"copy\") over moonbox-device: kill -9 between requests
   m2:close()
 end)
 
+T.case("shared + INFLIGHT_SHMFD: kill -9 with a write in flight, the restarted back-end resubmits it", function()
+  local m2 = mb.machine { memory = "16M" }
+  -- --delay-ms=1000: each request waits 1 s in the back-end, taken from
+  -- the avail ring and marked in its inflight region meanwhile.
+  local dev = m2:add(mb.vhost_user { type = "blk", spawn = { dev_bin, "--vhost-user", "blk",
+    "--fd=3", "--delay-ms=1000", "--blk-file=" .. img } })
+  local d = assert(D.new(m2, dev))
+  T.eq(dev:state().inflight_region, true, "GET_INFLIGHT_FD: region held")
+  T.eq(d:blk(0, 0, 512, 20), 0, "a first read (1 s)")
+  local old = dev:state().pid
+  os.execute(string.format("(sleep 0.4; kill -9 %d) &", old))
+  local pat = string.rep("inflight", 512)
+  local st, why = d:blk(1, 900, pat, 20)
+  T.eq(st, 0, "the write in flight completes: " .. tostring(why))
+  local s = dev:state()
+  T.eq(s.spawns, 2, "back-end started again")
+  T.ok(s.pid ~= old, "new pid")
+  T.eq(s.needs_reset, false, "the driver saw nothing: " .. tostring(s.fault))
+  T.eq(s.resubmitted, 1, "the region marked one request in flight at the crash")
+  T.eq(file_at(900 * 512, 4096), pat, "the write reached the file")
+  local data
+  st, data = d:blk(0, 900, 4096, 20)
+  T.eq(data, pat, "reads back")
+  m2:close()
+end)
+
 T.case("spawn: --read-only refuses writes, offers VIRTIO_BLK_F_RO", function()
   local m2 = mb.machine { memory = "16M" }
   local dev = m2:add(mb.vhost_user { type = "blk", spawn = {
