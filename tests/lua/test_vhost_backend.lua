@@ -363,7 +363,7 @@ T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device du
   assert(os.execute("yes qemu-reconnect | head -c 1048576 > " .. dir .. "/qpat2"))
   local function backend()
     local p = assert(io.popen(string.format(
-      "MOONBOX_VHOST_VERBOSE=1 exec %s --vhost-user blk --socket-path=%s --blk-file=%s " ..
+      "MOONBOX_VHOST_VERBOSE=1 exec %s --vhost-user blk --socket-path=%s --delay-ms=50 --blk-file=%s " ..
       ">>%s/dev2.log 2>&1 & echo $!", dev_bin, qs, img, dir)))
     local bp = tonumber(p:read("l"))
     p:close()
@@ -374,13 +374,13 @@ T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device du
     return bp
   end
   local bpid = backend()
-  -- The kill comes from a shell 50 ms after the guest's "go" (the write
+  -- The kill comes from a shell 250 ms after the guest's "go" (the write
   -- of 1 MiB is under way then); a new back-end listens 0.3 s later.
   local con = dir .. "/qemu-con.log"
   os.remove(con)
   local killer = assert(io.popen(string.format(
     "for i in $(seq 1 3000); do grep -q '^go' %s 2>/dev/null && break; sleep 0.01; done; " ..
-    "sleep 0.05; grep -c cmd-exit %s; kill -9 %d", con, con, bpid)))
+    "sleep 0.25; grep -c cmd-exit %s; kill -9 %d", con, con, bpid)))
   local text = qemu_boot(qs, "echo go;yes qemu-reconnect|head -c1048576|" ..
     "dd of=/dev/vda bs=64k oflag=direct;for i in 1 2 3 4;do " ..
     "echo s$i=$(dd if=/dev/vda bs=64k count=16 iflag=direct|sha256sum);done", 120,
@@ -408,7 +408,13 @@ T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device du
   local f = io.open(dir .. "/dev2.log")
   local log2 = f and f:read("a") or ""
   if f then f:close() end
-  print("# " .. (log2:match("[^\n]*resubmitted[^\n]*") or "no stats line"))
+  -- every request waits 50 ms in the back-end (--delay-ms): the kill lands
+  -- on one in flight, which the new back-end finds in QEMU's inflight
+  -- region (QEMU keeps it across the reconnect and sends it back)
+  local stats = log2:match("[^\n]*connection ended[^\n]*resubmitted") or ""
+  print("# " .. stats)
+  local resub = tonumber(log2:match("(%d+) resubmitted"))
+  T.ok(resub and resub >= 1, "the restarted back-end resubmitted what was in flight: " .. stats)
 end, qemu_skip())
 
 
