@@ -85,6 +85,14 @@ static uint64_t offered(const struct vs *s)
 	       1ull << F_PROTOCOL_FEATURES;
 }
 
+/* What this device offers: CONFIG only with a config space (QEMU warns
+ * of a back-end offering CONFIG to a front-end that has none, rng). */
+static uint64_t protocol_offered(const struct vs *s)
+{
+	return vs_protocol_features &
+	       ~(s->m->config_size ? 0 : 1ull << PF_CONFIG);
+}
+
 static int drop(struct vs *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 static int drop(struct vs *s, const char *fmt, ...)
@@ -896,11 +904,11 @@ int vs_handle(struct vs *s, uint32_t request, uint32_t flags, const void *payloa
 			ring_stop(s, i);
 		break;
 	case GET_PROTOCOL_FEATURES:
-		rc = reply_u64(s, request, vs_protocol_features);
+		rc = reply_u64(s, request, protocol_offered(s));
 		replied = true;
 		break;
 	case SET_PROTOCOL_FEATURES:
-		if (v & ~vs_protocol_features) {
+		if (v & ~protocol_offered(s)) {
 			rc = drop(s, "SET_PROTOCOL_FEATURES 0x%" PRIx64 ": not offered", v);
 			break;
 		}

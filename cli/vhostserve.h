@@ -85,8 +85,9 @@ struct vs {
 	char why[200]; /* why the last connection was dropped */
 };
 
-/* Offered to the front-end (GET_PROTOCOL_FEATURES): MQ, REPLY_ACK, CONFIG,
- * INFLIGHT_SHMFD, RESET_DEVICE, CONFIGURE_MEM_SLOTS, STATUS. */
+/* Offered to the front-end (GET_PROTOCOL_FEATURES): MQ, REPLY_ACK, CONFIG
+ * (only for a model with a config space), INFLIGHT_SHMFD, RESET_DEVICE,
+ * CONFIGURE_MEM_SLOTS, STATUS. */
 extern const uint64_t vs_protocol_features;
 
 void vs_init(struct vs *s, const struct vs_model *m);

@@ -298,7 +298,7 @@ end
 
 -- Boot QEMU on socket qs with the guest command cmd; returns the console
 -- text once the guest printed its exit marker (or after limit seconds).
-local function qemu_boot(qs, cmd, limit, extra, poll)
+local function qemu_boot(qs, cmd, limit, extra, poll, device)
   local con = dir .. "/qemu-con.log"
   os.remove(con)
   local append = "console=ttyS0 earlyprintk=ttyS0 pci=off reboot=t panic=-1 i8042.noaux " ..
@@ -306,10 +306,10 @@ local function qemu_boot(qs, cmd, limit, extra, poll)
   local p = assert(io.popen(string.format(
     "exec %s -M microvm,acpi=off,auto-kernel-cmdline=off,memory-backend=mem -accel tcg " ..
     "-m 256M -object memory-backend-memfd,id=mem,size=256M,share=on " ..
-    "-chardev socket,id=c,path=%s%s -device vhost-user-blk,chardev=c " ..
+    "-chardev socket,id=c,path=%s%s -device %s,chardev=c " ..
     "-kernel %s/bzImage -initrd %s/initramfs.cpio -append '%s' -display none " ..
     "-serial file:%s -no-reboot >>%s/qemu.log 2>&1 </dev/null & echo $!",
-    qemu, qs, extra or "", guest, guest, append, con, dir)))
+    qemu, qs, extra or "", device or "vhost-user-blk", guest, guest, append, con, dir)))
   local qpid = tonumber(p:read("l"))
   p:close()
   local t0, text = os.time(), ""
@@ -357,6 +357,31 @@ T.case("QEMU's vhost-user-blk (microvm, TCG) boots the guest on it: reads and wr
   T.ok(not qtext:find("vhost", 1, true), "QEMU reported no vhost error: " .. qtext)
 end, qemu_skip())
 
+
+T.case("QEMU's vhost-user-rng (microvm, TCG): the guest's /dev/hwrng reads come from moonbox-device", function()
+  local qs = dir .. "/qrng.sock"
+  local p = assert(io.popen(string.format(
+    "exec %s --vhost-user rng --socket-path=%s >>%s/dev.log 2>&1 & echo $!", dev_bin, qs, dir)))
+  local rpid = tonumber(p:read("l"))
+  p:close()
+  for _ = 1, 500 do
+    if os.execute("test -S " .. qs) then break end
+    D.sleep(0.01)
+  end
+  os.remove(dir .. "/qemu.log")
+  local con = qemu_boot(qs, "cat /sys/class/misc/hw_random/rng_current;" ..
+    "echo a=$(head -c32 /dev/hwrng|sha256sum);echo b=$(head -c32 /dev/hwrng|sha256sum)", 60,
+    nil, nil, "vhost-user-rng")
+  os.execute("kill -9 " .. rpid .. " 2>/dev/null")
+  T.ok(con:find("\nvirtio_rng.0", 1, true), "the guest's current hwrng is the virtio one")
+  T.ok(con:find("moonbox-guest: cmd-exit=0", 1, true), "its reads succeeded: " .. con:sub(-800))
+  local a, b = con:match("a=(%x+)"), con:match("b=(%x+)")
+  T.ok(a and b and a ~= b, "two reads differ")
+  local f = io.open(dir .. "/qemu.log")
+  local qtext = f and f:read("a") or ""
+  if f then f:close() end
+  T.ok(not qtext:find("warning", 1, true), "QEMU had nothing to warn about: " .. qtext)
+end, qemu_skip())
 
 T.case("QEMU reconnects (chardev reconnect=1) after kill -9 of moonbox-device during guest I/O", function()
   local qs = dir .. "/qemu2.sock"
