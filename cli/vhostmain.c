@@ -161,9 +161,10 @@ static void con_input(struct vs *s)
 
 /* virtio-net (sec. 5.1), one queue pair: the guest's frames on a
  * moonbox network backend (moonbox/virtio_netbackend.h: a tap, or a Unix
- * SOCK_SEQPACKET socket). VERSION_1: every buffer starts with the 12-byte
- * virtio_net_hdr_v1 (5.1.6), all zero but num_buffers (1) without
- * offloads. A frame is read from the backend only while none waits for a
+ * SOCK_SEQPACKET socket). Every buffer starts with a virtio_net_hdr, all
+ * zero without offloads: 12 bytes with VERSION_1 (num_buffers, set to 1),
+ * 10 for a legacy driver (5.1.6.1; QEMU's virtio-mmio is legacy unless
+ * told otherwise). A frame is read from the backend only while none waits for a
  * receive buffer; a buffer smaller than header + frame gets what fits
  * (the driver should post 1526 bytes, 5.1.6.3.1) and counts as truncated. */
 enum { NET_RXQ = 0, NET_TXQ = 1 };
@@ -172,8 +173,14 @@ static struct {
 	uint8_t mac[6];
 	uint8_t frame[MB_NETBE_MAX_FRAME];
 	size_t len; /* a frame waiting for a receive buffer, 0: none */
+	size_t hdr; /* the header's size, by the features set */
 	uint64_t tx, rx, truncated, dropped;
 } net;
+
+static void net_features(void *dev, uint64_t f)
+{
+	net.hdr = f >> VIRTIO_F_VERSION_1 & 1 ? MB_VIRTIO_NET_HDR : MB_VIRTIO_NET_HDR - 2;
+}
 
 static bool net_can_serve(void *dev, unsigned qi)
 {
@@ -184,12 +191,12 @@ static uint32_t net_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
 {
 	if (qi == NET_TXQ) {
 		struct iovec frame[MB_VQ_MAX_SEGS];
-		if (c->out_len <= MB_VIRTIO_NET_HDR) {
+		if (c->out_len <= net.hdr) {
 			net.dropped++;
 			return 0;
 		}
-		unsigned n = mb_iov_slice(c->iov, c->nout, MB_VIRTIO_NET_HDR,
-					  c->out_len - MB_VIRTIO_NET_HDR, frame);
+		unsigned n = mb_iov_slice(c->iov, c->nout, net.hdr,
+					  c->out_len - net.hdr, frame);
 		if (mb_netbe_send(net.be, frame, n))
 			net.dropped++; /* no peer, or it is full: a lost frame */
 		else
@@ -200,11 +207,11 @@ static uint32_t net_request(void *dev, unsigned qi, const struct mb_vq_chain *c)
 		return 0;
 	uint8_t hdr[MB_VIRTIO_NET_HDR] = { 0 };
 	uint16_t one = 1;
-	memcpy(hdr + 10, &one, 2); /* num_buffers */
+	memcpy(hdr + 10, &one, 2); /* num_buffers (VERSION_1 only) */
 	const struct iovec *in = c->iov + c->nout;
-	size_t w = mb_iov_from_buf(in, c->nin, 0, hdr, sizeof hdr);
+	size_t w = mb_iov_from_buf(in, c->nin, 0, hdr, net.hdr);
 	w += mb_iov_from_buf(in, c->nin, w, net.frame, net.len);
-	if (w < sizeof hdr + net.len)
+	if (w < net.hdr + net.len)
 		net.truncated++;
 	net.rx++;
 	net.len = 0;
@@ -548,6 +555,7 @@ int vs_main(int argc, char **argv)
 				"xx:xx:xx:xx:xx:xx\n", o.mac);
 			return 2;
 		}
+		net.hdr = MB_VIRTIO_NET_HDR;
 		net.be = o.tap ? mb_netbe_tap(o.tap)
 			       : mb_netbe_socket(o.net_socket, o.net_listen);
 		if (!net.be) {
@@ -560,6 +568,7 @@ int vs_main(int argc, char **argv)
 			.features = 1ull << VIRTIO_NET_F_MAC | 1ull << VIRTIO_NET_F_STATUS,
 			.config_size = MB_VIRTIO_NET_CONFIG_SIZE, .config_read = net_config,
 			.request = net_request, .can_serve = net_can_serve,
+			.set_features = net_features,
 		};
 	} else if (!strcmp(o.type, "console")) {
 		console = true;

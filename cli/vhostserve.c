@@ -892,6 +892,8 @@ int vs_handle(struct vs *s, uint32_t request, uint32_t flags, const void *payloa
 		}
 		s->features = v;
 		s->features_set = true;
+		if (s->m->set_features)
+			s->m->set_features(s->m->dev, v);
 		/* Without PROTOCOL_FEATURES a ring starts enabled ("Ring states"). */
 		if (!(v >> F_PROTOCOL_FEATURES & 1))
 			for (unsigned i = 0; i < s->m->nqueues; i++)

@@ -44,6 +44,8 @@ struct vs_model {
 	/* Optional: may a chain be taken from qi now? (a console's receiveq
 	 * waits for input: its buffers stay in the ring until then). */
 	bool (*can_serve)(void *dev, unsigned qi);
+	/* Optional: the features the front-end set (SET_FEATURES). */
+	void (*set_features)(void *dev, uint64_t features);
 	void *dev;
 };
 
