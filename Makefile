@@ -65,7 +65,8 @@ $(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
 $(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
 	$(CC) $(LDFLAGS) -o $@ $^
 # The device process (docs/devproc.md): a device model on passed fds.
-$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(LUA_OBJ) $(O)/libmoonbox.a
+$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(B)/cli/vhostserve.o \
+		$(B)/cli/vhostmain.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
 
 # Tiny guests: flat binaries assembled with the host toolchain. The first
@@ -87,6 +88,8 @@ $(B)/examples/%.elf: examples/%.S
 $(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) $(O)/libmoonbox.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) $(O)/libmoonbox.a -lcmocka $(LDLIBS)
+# It compiles the back-end in whole (it is not part of the library).
+$(B)/tests/test_vhostserve: cli/vhostserve.c cli/vhostserve.h
 
 examples: $(EXAMPLE_BINS)
 $(B)/examples/%: examples/%.c $(wildcard examples/*.h) $(O)/libmoonbox.a

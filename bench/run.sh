@@ -198,7 +198,8 @@ fi
 # 4 KiB reads/s at QD1, no guest: qemu-storage-daemon through the vhost-user
 # front-end vs the in-process virtio-blk, same image, interleaved rounds.
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-	line=$($B/vhost_user 1)
+	# moonbox-device is found through MOONBOX_LIBEXEC (the build's top level)
+	line=$(MOONBOX_LIBEXEC=${MOONBOX_LIBEXEC:-$PWD} $B/vhost_user 1)
 	echo
-	echo "vhost-user-blk (qemu-storage-daemon) vs in-process virtio-blk, 4 KiB reads QD1: $line"
+	echo "vhost-user-blk (qemu-storage-daemon; mbdev: moonbox-device --vhost-user blk) vs in-process virtio-blk, 4 KiB reads QD1: $line"
 fi

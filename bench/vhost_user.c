@@ -4,7 +4,10 @@
  * qemu-storage-daemon through the vhost-user front-end, on the same image
  * file, rounds interleaved. The driver waits for each completion by
  * watching the used index (sched_yield between looks), the same way for
- * both. Prints one line: inproc_rps=... vhost_rps=... ratio=...
+ * both. A third device, moonbox's own virtio-blk served by
+ * `moonbox-device --vhost-user blk` (when built), runs the same rounds.
+ * Prints one line: inproc_rps=... vhost_rps=... ratio=... mbdev_rps=...
+ * mbdev_ratio=... (mbdev: moonbox-device against the in-process model)
  *   build/bench/vhost_user [SECONDS_PER_ROUND] (default 1, 3 rounds)  */
 #include <errno.h>
 #include <sched.h>
@@ -124,16 +127,24 @@ int main(int argc, char **argv)
 		 "addr.type=unix,addr.path=%s,writable=on", sock);
 	char *qargv[] = { QSD, "--blockdev", arg1, "--blockdev",
 			  "driver=raw,node-name=d0,file=f0", "--export", arg3, NULL };
-	pid_t pid;
+	pid_t pid, mpid = -1;
 	if (posix_spawn(&pid, QSD, NULL, NULL, qargv, environ))
 		return 1;
+	char mbd[4096], sock2[64], sarg[96], iarg[96];
+	snprintf(sock2, sizeof sock2, "%s/mbd.sock", dir);
+	snprintf(sarg, sizeof sarg, "--socket-path=%s", sock2);
+	snprintf(iarg, sizeof iarg, "--blk-file=%s", img);
+	char *margv[] = { mbd, "--vhost-user", "blk", sarg, iarg, NULL };
+	if (mb_libexec_path("moonbox-device", mbd, sizeof mbd) ||
+	    posix_spawn(&mpid, mbd, NULL, NULL, margv, environ))
+		mpid = -1;
 	struct stat sb;
-	for (int i = 0; i < 500 && stat(sock, &sb); i++)
+	for (int i = 0; i < 500 && (stat(sock, &sb) || (mpid > 0 && stat(sock2, &sb))); i++)
 		usleep(10000);
 
 	struct mb_machine_config mc = { .cpus = 1 };
 	struct mb_machine *m = NULL;
-	struct mb_device *blk, *vu;
+	struct mb_device *blk, *vu, *md = NULL;
 	struct mb_virtio_blk_attach_config bc = { .image = img };
 	struct mb_vhost_user_config vc = { .device_id = VIRTIO_ID_BLOCK,
 					   .socket = sock, .fd = -1 };
@@ -143,29 +154,45 @@ int main(int argc, char **argv)
 		fprintf(stderr, "vhost_user bench: %s\n", mb_errmsg());
 		goto out;
 	}
-	struct drv a = { m, 0, 0, 0 }, b = { m, 0, 0, 0 };
-	if (setup(&a, blk, 0) || setup(&b, vu, 1)) {
+	struct mb_vhost_user_config mdc = { .device_id = VIRTIO_ID_BLOCK,
+					    .socket = sock2, .fd = -1 };
+	if (mpid > 0 && mb_vhost_user_attach(m, &mdc, &md)) {
+		fprintf(stderr, "vhost_user bench: moonbox-device: %s\n", mb_errmsg());
+		md = NULL;
+	}
+	struct drv a = { m, 0, 0, 0 }, b = { m, 0, 0, 0 }, c = { m, 0, 0, 0 };
+	if (setup(&a, blk, 0) || setup(&b, vu, 1) || (md && setup(&c, md, 2))) {
 		fprintf(stderr, "vhost_user bench: device setup failed\n");
 		goto out;
 	}
-	double best_a = 0, best_b = 0;
-	for (int r = 0; r < 3; r++) { /* interleaved: host noise hits both */
+	double best_a = 0, best_b = 0, best_c = 0;
+	for (int r = 0; r < 3; r++) { /* interleaved: host noise hits all */
 		double x = rate(&a, 0, secs), y = rate(&b, 1, secs);
-		if (x < 0 || y < 0) {
+		double z = md ? rate(&c, 2, secs) : 0;
+		if (x < 0 || y < 0 || z < 0) {
 			fprintf(stderr, "vhost_user bench: a request failed\n");
 			goto out;
 		}
 		best_a = x > best_a ? x : best_a;
 		best_b = y > best_b ? y : best_b;
+		best_c = z > best_c ? z : best_c;
 	}
-	printf("inproc_rps=%.0f vhost_rps=%.0f ratio=%.3f\n", best_a, best_b,
+	printf("inproc_rps=%.0f vhost_rps=%.0f ratio=%.3f", best_a, best_b,
 	       best_b / best_a);
+	if (md)
+		printf(" mbdev_rps=%.0f mbdev_ratio=%.3f", best_c, best_c / best_a);
+	printf("\n");
 	rc = 0;
 out:
 	if (m)
 		mb_machine_destroy(m);
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+	if (mpid > 0) {
+		kill(mpid, SIGKILL);
+		waitpid(mpid, NULL, 0);
+	}
+	unlink(sock2);
 	unlink(img);
 	unlink(sock);
 	rmdir(dir);

@@ -7,6 +7,8 @@
  * machine (no KVM), confines itself, reports, then serves accesses on its
  * channels (one thread each) and requests on its control socket. It exits
  * when the control socket closes. Every byte it receives is checked.
+ * With arguments (--vhost-user TYPE ...) it is a vhost-user back-end
+ * instead (cli/vhostmain.c, docs/vhost_user.md).
  */
 #include <errno.h>
 #include <lauxlib.h>
@@ -29,6 +31,7 @@
 #include "lua/lmoonbox.h"
 #include "moonbox/devproc.h"
 #include "cli/devserve.h"
+#include "cli/vhostserve.h"
 
 int luaopen_moonbox(lua_State *L);
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
@@ -234,8 +237,12 @@ static void confine(void)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	/* With arguments: a vhost-user back-end (cli/vhostmain.c); without,
+	 * a device process started by the VMM. */
+	if (argc > 1)
+		return vs_main(argc, argv);
 	signal(SIGPIPE, SIG_IGN);
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	struct mb_dp_hdr *q = (void *)buf;

@@ -30,6 +30,7 @@ PKGS=(
   gdb                                           # tests/lua/test_gdb.lua (the stub)
   parallel                                      # tests/lua/test_campaign.lua (shards)
   qemu-system-common                            # vhost-user back-ends (qemu-storage-daemon)
+  qemu-system-x86                               # QEMU's vhost-user front-ends (conformance of moonbox-device)
   acpica-tools                                  # iasl: tests/lua/test_acpi.lua
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured

@@ -242,6 +242,29 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
 	return rc;
 }
 
+/* A chain by its head, not from the avail ring: a vhost-user back-end
+ * resubmitting what its inflight region marks as taken and not used
+ * ("Inflight I/O tracking"). The head is bounded as any other index. */
+int mb_vq_chain_at(struct mb_vq *q, uint16_t head, struct mb_vq_chain *c)
+{
+	if (q->broken)
+		return -EIO;
+	if (!q->ready)
+		return 0;
+	if (RINGS_MOVED(q)) {
+		pthread_mutex_lock(&q->lock);
+		bool ok = rings_still(q);
+		pthread_mutex_unlock(&q->lock);
+		if (!ok)
+			return fault(q, "rings are no longer in guest RAM the device "
+				     "may reach (a revoked grant)");
+	}
+	int rc = walk(q, head, c);
+	if (rc > 0)
+		q->popped++;
+	return rc;
+}
+
 /* The used ring was mapped once, at setup: every write to it marks it
  * again, or an in-memory restore (dirty pages only) would leave the
  * trial's used entries and indices in guest RAM (KVM does not log what

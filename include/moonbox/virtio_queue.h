@@ -88,6 +88,10 @@ bool mb_vq_rings_ok(struct mb_vq *q);
 /* Next available chain into c: 1, 0 when none, -EIO when the queue is (or
  * just became) broken. */
 int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c);
+/* The chain whose head descriptor is head (not taken from the avail
+ * ring): 1, 0 when the queue is not ready, -EIO when it is (or just
+ * became) broken. */
+int mb_vq_chain_at(struct mb_vq *q, uint16_t head, struct mb_vq_chain *c);
 /* Give a chain back with len bytes written to its writable buffers. */
 void mb_vq_push(struct mb_vq *q, uint16_t head, uint32_t len);
 /* After pushes: does the driver want an interrupt? (2.7.7.2, 2.7.10) */
