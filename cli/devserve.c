@@ -69,6 +69,32 @@ static void set_line(void *intc, unsigned line, int level)
 		pend.seq = e.seq;
 }
 
+/* An isolated Lua device's log line: an event in the same sequence as
+ * the line changes, so the access that logged it waits for it. */
+void ds_log(const char *line, size_t len)
+{
+	struct mb_dp_log e = { 0 };
+	if (len > sizeof e.text - 1)
+		len = sizeof e.text - 1;
+	memcpy(e.text, line, len);
+	pthread_mutex_lock(&seq_lock);
+	e.seq = ++seq;
+	send_event(MB_DP_LOG, &e, sizeof e);
+	pthread_mutex_unlock(&seq_lock);
+	if (cur)
+		cur->irq_seq = e.seq;
+	else if (posting)
+		pend.seq = e.seq;
+}
+
+/* A Lua module past its limits: said, then the process ends (the VMM
+ * sees the exit status, docs/devproc.md). */
+void ds_fatal(int code, const char *why)
+{
+	ds_log(why, strlen(why));
+	_exit(code);
+}
+
 static bool no_pending(void *intc) { return false; }
 static int no_ack(void *intc) { return -1; }
 

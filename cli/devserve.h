@@ -27,6 +27,9 @@ extern int ds_ctl_fd, ds_evt_fd;
 extern const struct mb_intc_ops ds_intc;
 void ds_on_stop(void *ctx, enum mb_stop reason, int code, const char *msg);
 bool ds_out_sink(const void *b, size_t len);
+/* An isolated Lua device's log line to the VMM; its fatal end (lmodule.c). */
+void ds_log(const char *line, size_t len);
+void ds_fatal(int code, const char *why);
 /* Fill ds_rep from ds_device (name, kind, ranges, line, state, virtio);
  * -E2BIG for a device with more ranges than a report holds. */
 int ds_report(void);

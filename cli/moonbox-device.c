@@ -34,6 +34,7 @@ int luaopen_moonbox(lua_State *L);
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
 
 static unsigned nchan;
+static lua_State *lstate; /* the devices' Lua state */
 static int first_backend;
 static unsigned nfds_total;
 
@@ -54,6 +55,12 @@ static void *chan_thread(void *arg)
 }
 
 static uint8_t buf[MB_DP_MAX_MSG];
+
+static int panic(lua_State *L)
+{
+	fprintf(stderr, "moonbox-device: Lua: %s\n", lua_tostring(L, -1));
+	return 0; /* Lua aborts */
+}
 
 /* Lua: the device built exactly as in process, in a restricted state. */
 static int build(lua_State *L)
@@ -81,6 +88,10 @@ static int build(lua_State *L)
 		return luaL_error(L, "isolate: options are not a table");
 	lua_call(L, 1, 1); /* the handle */
 	mbl_push_machine(L, ds_machine);
+	/* kept for the process's life: a Lua device's callbacks reach their
+	 * functions through the machine's handle (lmachine.c keeps it weakly) */
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.devproc.machine");
 	lua_getfield(L, -1, "add");
 	lua_insert(L, -3);
 	lua_insert(L, -2); /* add, machine, handle */
@@ -161,7 +172,11 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 	nchan = c.nchan;
 	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;
 	nfds_total = c.nfds;
-	lua_State *L = luaL_newstate();
+	/* An isolated Lua device's module is bounded in memory by this
+	 * allocator (lua/lmodule.c); the other kinds never come near it. */
+	lua_State *L = lstate = lua_newstate(mbl_module_alloc, NULL);
+	if (L)
+		lua_atpanic(L, panic);
 	if (!L) {
 		ds_fail(q, ENOMEM, "out of memory");
 		return -1;
@@ -187,7 +202,13 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 	lua_pushcfunction(L, build);
 	lua_pushstring(L, c.kind);
 	lua_pushlstring(L, (const char *)(q + 1) + sizeof c, c.optlen);
-	if (lua_pcall(L, 2, 0, 0)) {
+	mbl_module_log = ds_log;
+	mbl_module_fatal = ds_fatal;
+	/* A Lua device's timers may fire on the event loop while it is built */
+	mbl_module_lock();
+	int st = lua_pcall(L, 2, 0, 0);
+	mbl_module_unlock();
+	if (st) {
 		ds_fail(q, EINVAL, lua_tostring(L, -1));
 		return -1;
 	}
@@ -249,6 +270,15 @@ int main(void)
 	if (create(q, (size_t)n - sizeof *q))
 		return 1;
 	confine();
+	/* An isolated Lua device's module runs only confined. */
+	mbl_module_lock();
+	lua_pushcfunction(lstate, mbl_module_start);
+	int st = lua_pcall(lstate, 0, 0, 0);
+	mbl_module_unlock();
+	if (st) {
+		ds_fail(q, EINVAL, lua_tostring(lstate, -1));
+		return 1;
+	}
 	ds_reply(q, 0, &ds_rep, sizeof ds_rep);
 	for (unsigned i = 0; i < nchan; i++) {
 		pthread_t t;

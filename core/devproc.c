@@ -130,6 +130,10 @@ struct mb_devproc {
 	unsigned ndoorbells; /* ioeventfds registered */
 	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
 	struct mb_dp_dmastate dma; /* grants and DMA messages (core/devproc_dma.c) */
+	/* An isolated Lua device's last log lines (under ev_lock; made on
+	 * the first): a ring of MB_DP_LOG_KEEP, nlog taken in all. */
+	char (*log)[MB_DP_LOG_TEXT];
+	uint64_t nlog;
 };
 
 static _Atomic unsigned nthreads;
@@ -345,6 +349,22 @@ static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
 	mb_irq_set(&p->line, (int)e->level);
 }
 
+/* Under ev_lock: a log line, in sequence with the line changes. */
+static void apply_log(struct mb_devproc *p, const struct mb_dp_log *l)
+{
+	if (l->seq <= p->applied)
+		return;
+	p->applied = l->seq;
+	if (!p->log && !(p->log = calloc(MB_DP_LOG_KEEP, sizeof *p->log)))
+		return;
+	char *t = p->log[p->nlog++ % MB_DP_LOG_KEEP];
+	memcpy(t, l->text, MB_DP_LOG_TEXT);
+	t[MB_DP_LOG_TEXT - 1] = 0;
+	for (char *c = t; *c; c++)
+		if ((unsigned char)*c < 0x20 && *c != '\t')
+			*c = '?'; /* hostile text stays one line */
+}
+
 static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
 static void dma_request(struct mb_devproc *p, int fd, const uint8_t *msg, size_t n);
 
@@ -377,6 +397,10 @@ static int take_event(struct mb_devproc *p, int ms)
 		struct mb_dp_irq e;
 		memcpy(&e, &u.h + 1, sizeof e);
 		apply_irq(p, &e);
+	} else if (u.h.cmd == MB_DP_LOG && len == sizeof(struct mb_dp_log)) {
+		struct mb_dp_log l;
+		memcpy(&l, &u.h + 1, sizeof l);
+		apply_log(p, &l);
 	} else if (u.h.cmd == MB_DP_STOP && len == sizeof(struct mb_dp_stop)) {
 		struct mb_dp_stop st;
 		memcpy(&st, &u.h + 1, sizeof st);
@@ -732,7 +756,11 @@ static void on_exit_(void *opaque, int fd)
 			usleep(1000);
 	}
 	if (rc == 0 && WIFEXITED(st))
-		snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+		snprintf(why, sizeof why, "exited with status %d%s", WEXITSTATUS(st),
+			 WEXITSTATUS(st) == MB_DP_EXIT_INSTRUCTIONS && !strcmp(p->kind, "device")
+				 ? " (its Lua module ran past its instruction limit)"
+			 : WEXITSTATUS(st) == MB_DP_EXIT_MEMORY && !strcmp(p->kind, "device")
+				 ? " (its Lua module went past its memory limit)" : "");
 	else if (rc == 0 && WIFSIGNALED(st))
 		snprintf(why, sizeof why, "killed by signal %d%s", WTERMSIG(st),
 			 WTERMSIG(st) == SIGSYS ? " (a system call the sandbox does "
@@ -1151,6 +1179,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
 	mb_dp_dma_fini(&p->dma);
+	free(p->log);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -1338,6 +1367,22 @@ void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes
 	*posted = atomic_load(&p->nposted);
 	*flushes = atomic_load(&p->nflushes);
 }
+unsigned mb_devproc_log(struct mb_devproc *p, char (*lines)[MB_DP_LOG_TEXT],
+			unsigned max)
+{
+	pthread_mutex_lock(&p->ev_lock);
+	for (int budget = 256; budget-- && p->evt >= 0 && take_event(p, 0) > 0;)
+		; /* what it said before now */
+	uint64_t n = p->nlog < MB_DP_LOG_KEEP ? p->nlog : MB_DP_LOG_KEEP;
+	if (n > max)
+		n = max;
+	for (uint64_t i = 0; i < n; i++)
+		memcpy(lines[i], p->log[(p->nlog - n + i) % MB_DP_LOG_KEEP],
+		       MB_DP_LOG_TEXT);
+	pthread_mutex_unlock(&p->ev_lock);
+	return (unsigned)n;
+}
+
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p)

@@ -72,6 +72,7 @@ enum mb_dp_cmd {
 	 * everything sent before it on the channel is done; carries what
 	 * posted writes caused */
 	MB_DP_FLUSH = 0x4d08,
+	MB_DP_LOG = 0x4d09, /* events: mb_dp_log (an isolated Lua device's log) */
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -93,6 +94,19 @@ struct mb_dp_stop {
 	int32_t code;
 	char msg[240];
 };
+
+/* A line an isolated Lua device's module logged (log(...), print(...)):
+ * in sequence with the line changes (the same counter), so an access's
+ * irq_seq covers the lines it logged too. text is NUL-terminated. */
+#define MB_DP_LOG_TEXT 200
+struct mb_dp_log {
+	uint64_t seq;
+	char text[MB_DP_LOG_TEXT];
+};
+/* moonbox-device's exit statuses for a Lua module it stopped (docs/devproc.md,
+ * "Lua devices"): past its instruction budget in one call, past its memory. */
+#define MB_DP_EXIT_MEMORY 124
+#define MB_DP_EXIT_INSTRUCTIONS 125
 
 /* The reply to an access: what the access caused travels with it, so the
  * guest sees line changes and stops as in process (moonbox extension of
@@ -250,6 +264,11 @@ const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
 void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq);
 /* Writes posted and flushes done (the FLUSH round trips). */
 void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes);
+/* The last lines an isolated Lua device logged, oldest first, into
+ * lines (at most max): how many. Events not yet taken are taken first. */
+#define MB_DP_LOG_KEEP 32
+unsigned mb_devproc_log(struct mb_devproc *p, char (*lines)[MB_DP_LOG_TEXT],
+			unsigned max);
 /* Respawn now with the last saved state (on_crash = "restart" does it). */
 int mb_devproc_restart(struct mb_devproc *p);
 /* Path of moonbox-device: $MB_DEVICE, next to the running program, or
