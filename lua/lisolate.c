@@ -32,9 +32,6 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 	if (on && strcmp(cls->name, "pic8259") == 0)
 		luaL_error(L, "isolate: the interrupt controller stays in the VMM "
 			   "(vCPUs ask it for every interrupt)");
-	if (on && strcmp(cls->name, "virtio_net") == 0)
-		luaL_error(L, "isolate: virtio_net cannot be isolated yet (its "
-			   "backend is not passed to the device process)");
 	t = lua_getfield(L, idx, "posted");
 	bool posted = lua_toboolean(L, -1);
 	lua_pop(L, 1);
@@ -381,6 +378,32 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		}
 		if (!strcmp(k, "image_fd"))
 			luaL_error(L, "image_fd: internal to device processes");
+		if (!strcmp(kind, "virtio_net") && !strcmp(k, "ifname")) {
+			lua_pop(L, 1); /* the VMM opens the tap */
+			continue;
+		}
+		if (!strcmp(kind, "virtio_net") && !strcmp(k, "backend")) {
+			/* opened here (a tap needs the VMM's privilege; a socket
+			 * path means nothing in the empty root): the process gets
+			 * its descriptor and the name */
+			struct mb_netbe *be = mbl_net_open_backend(L, 3);
+			int fd = mb_netbe_take_fd(be);
+			char name[128];
+			snprintf(name, sizeof name, "%s", mb_netbe_name(be));
+			mb_netbe_free(be);
+			if (fd < 0)
+				luaL_error(L, "backend: %s", mb_errmsg());
+			fds[nfds] = fd;
+			lua_pushfstring(L, "backend_fd=%d,backend_name=", first + (int)nfds);
+			nfds++;
+			parts_addvalue(&b);
+			lua_pushstring(L, name);
+			put_scalar(L, &b, -1, k);
+			lua_pop(L, 1);
+			parts_addchar(&b, ',');
+			lua_pop(L, 1);
+			continue;
+		}
 		if (!strcmp(k, "module") && !strcmp(kind, "device")) {
 			/* the process gets the text, not the path; the name stays
 			 * for its messages */

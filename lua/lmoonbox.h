@@ -133,6 +133,9 @@ int mbl_module_load(lua_State *L, const char *src, size_t len, const char *name,
  * MBL_MODULE_MAX bytes: it crosses in the CREATE message). */
 #define MBL_MODULE_MAX 32768
 int mbl_module_read(lua_State *L, const char *path);
+/* lvirtio_io.c: the network backend virtio_net's options at idx name
+ * (inside a device process: backend_fd, the VMM's). */
+struct mb_netbe *mbl_net_open_backend(lua_State *L, int idx);
 /* lmachine.c: push a handle for a machine made in C (moonbox-device). */
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
 
