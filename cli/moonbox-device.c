@@ -40,13 +40,15 @@ static unsigned nfds_total;
 
 static void *chan_thread(void *arg)
 {
-	int fd = (int)(intptr_t)arg;
+	unsigned ch = (unsigned)(intptr_t)arg;
+	int fd = MB_DP_FD_CHAN0 + (int)ch;
 	uint8_t q[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_access)];
 	uint8_t a[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_reply)];
 	for (;;) {
 		ssize_t n = recv(fd, q, sizeof q, MSG_TRUNC);
 		if (n == 0 || (n < 0 && errno != EINTR))
 			_exit(0); /* the VMM is gone */
+		ds_ring_take(ch); /* posted writes first: channel order */
 		size_t len = ds_access(q, n, a);
 		if (len)
 			send(fd, a, len, MSG_NOSIGNAL);
@@ -132,6 +134,8 @@ static int take_virtio_fds(const struct mb_dp_create *c)
 	}
 	return 0;
 }
+
+static int take_rings(const struct mb_dp_create *c);
 
 static int create(const struct mb_dp_hdr *q, size_t len)
 {
@@ -222,11 +226,51 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		ds_fail(q, EINVAL, mb_errmsg());
 		return -1;
 	}
-	if (take_virtio_fds(&c)) {
+	if (take_virtio_fds(&c) || take_rings(&c)) {
 		ds_fail(q, EINVAL, mb_errmsg());
 		return -1;
 	}
 	ds_rep.pid = getpid();
+	return 0;
+}
+
+/* The posted-write rings (a sealed memfd of nring rings, nring doorbell
+ * eventfds): checked like every descriptor the VMM names, mapped, the
+ * memfd closed. Our count of what was done starts at the ring's tail (a
+ * restarted process: what its predecessor did). */
+static int take_rings(const struct mb_dp_create *c)
+{
+	int end = 3 + (int)c->nfds;
+	if (!c->nring)
+		return 0;
+	size_t want = ((size_t)c->nring * sizeof(struct mb_dp_ring) + 4095) &
+		      ~(size_t)4095;
+	if (c->nring != c->nchan || c->ring_size != want ||
+	    c->ring_fd < first_backend || c->ring_fd >= end ||
+	    c->bell_fd < first_backend || c->bell_fd > end - (int)c->nring ||
+	    (c->ring_fd >= c->bell_fd && c->ring_fd < c->bell_fd + (int)c->nring))
+		return mb_seterr(-EINVAL, "CREATE: bad posted-write rings");
+	if (mb_memfd_check(c->ring_fd, want))
+		return -EINVAL;
+	void *map = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED, c->ring_fd, 0);
+	if (map == MAP_FAILED)
+		return mb_seterr(-errno, "rings: mmap: %s", strerror(errno));
+	close(c->ring_fd);
+	struct mb_dp_ring *r = map;
+	for (unsigned i = 0; i < c->nring; i++) {
+		struct ds_ring *q = &ds_rings[i];
+		q->r = &r[i];
+		q->bell = c->bell_fd + (int)i;
+		pthread_mutex_init(&q->lock, NULL);
+		uint32_t h = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
+		q->tail = __atomic_load_n(&r[i].tail, __ATOMIC_ACQUIRE);
+		if (h - q->tail > MB_DP_RING_N)
+			q->tail = h; /* nonsense: start from what is there */
+		/* What a dead predecessor left waits for the VMM's word (it
+		 * loads the state first); a fresh ring goes at once. */
+		q->go = h == q->tail;
+	}
+	ds_nring = c->nring;
 	return 0;
 }
 
@@ -283,7 +327,12 @@ int main(void)
 	for (unsigned i = 0; i < nchan; i++) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, chan_thread,
-				   (void *)(intptr_t)(MB_DP_FD_CHAN0 + i)))
+				   (void *)(intptr_t)i))
+			return 1;
+	}
+	for (unsigned i = 0; i < ds_nring; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, ds_ring_thread, &ds_rings[i]))
 			return 1;
 	}
 	for (;;) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -59,6 +60,7 @@ struct chan {
 	pthread_mutex_t lock;
 	uint16_t id;
 	_Atomic unsigned posted; /* writes sent without a reply since the last one */
+	uint32_t head; /* posted writes put in its ring (the VMM's own count) */
 };
 /* Posted writes a channel holds before it flushes on its own (a bound on
  * what a death can lose and on the socket's queue). */
@@ -123,6 +125,15 @@ struct mb_devproc {
 	bool posted;
 	_Atomic uint64_t nposted, nflushes;
 	struct hook hlt_hook;
+	/* posted writes through shared rings (not posted_socket): one per
+	 * channel in one sealed memfd, a doorbell eventfd each; both kept
+	 * across restarts, so a new process finds what the dead one left */
+	bool ring_on;
+	int ring_fd;
+	size_t ring_size;
+	struct mb_dp_ring *ring;
+	int bell[MB_DP_MAX_CHAN];
+	_Atomic uint64_t nbells, nreplayed;
 	/* A virtio device's doorbells and interrupt, kept across restarts:
 	 * eventfds the process waits on / writes, the VMM's KVM ioeventfds
 	 * (QueueNotify == i) and irqfd on them (-1: none). */
@@ -135,6 +146,8 @@ struct mb_devproc {
 	char (*log)[MB_DP_LOG_TEXT];
 	uint64_t nlog;
 };
+
+static unsigned chans_of(struct mb_machine *m);
 
 static _Atomic unsigned nthreads;
 static __thread unsigned tslot; /* 0: not assigned yet */
@@ -568,6 +581,98 @@ static void on_hlt(void *opaque)
 	flush_all(opaque, NULL);
 }
 
+/* ---- posted writes through shared rings ("Posted writes") ---------------- */
+
+/* A posted write into channel c's ring: no system call unless the
+ * process's ring thread sleeps (then one eventfd write). False when there
+ * is no room even after a flush (a process that does not move tail): the
+ * caller sends the write as an ordinary one. */
+static bool ring_post(struct mb_devproc *p, struct chan *c, uint32_t region,
+		      uint64_t off, const void *data, unsigned size)
+{
+	unsigned i = (unsigned)(c - p->ch);
+	struct mb_dp_ring *r = &p->ring[i];
+	for (int tries = 0;; tries++) {
+		pthread_mutex_lock(&c->lock);
+		uint32_t t = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+		if (c->head - t < MB_DP_RING_N) /* a tail past head: no room */
+			break;
+		pthread_mutex_unlock(&c->lock);
+		if (tries || !atomic_load(&p->alive))
+			return false;
+		flush_chan(p, c); /* the channel thread empties it first */
+	}
+	struct mb_dp_ring_ent *e = &r->e[c->head % MB_DP_RING_N];
+	e->offset = off;
+	e->region = region;
+	e->count = size;
+	memcpy(e->data, data, size);
+	c->head++;
+	__atomic_store_n(&r->head, c->head, __ATOMIC_RELEASE);
+	atomic_fetch_add(&c->posted, 1);
+	/* Against the ring thread's "sleeping = 1; fence; head?": one of
+	 * the two sees the other's store (Dekker), so no wakeup is lost. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bool wake = __atomic_load_n(&r->sleeping, __ATOMIC_RELAXED) != 0;
+	pthread_mutex_unlock(&c->lock);
+	if (wake) {
+		uint64_t one = 1;
+		if (write(p->bell[i], &one, sizeof one) == sizeof one)
+			atomic_fetch_add(&p->nbells, 1);
+	}
+	return true;
+}
+
+/* The rings, made once per device (not per process): a sealed memfd of
+ * one ring per channel and a doorbell eventfd each. Left off (posted
+ * writes over the socket) when the descriptors would not fit. */
+static int ring_setup(struct mb_devproc *p, const struct mb_devproc_config *cfg)
+{
+	unsigned n = chans_of(p->m);
+	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
+	if (3 + 2 + n + MB_DP_MAX_MEM + cfg->nfds + nvfd + 1 + n > MB_LAUNCH_MAX_FDS)
+		return 0;
+	size_t size = (n * sizeof(struct mb_dp_ring) + 4095) & ~(size_t)4095;
+	int fd = memfd_create("moonbox-posted", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)size) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return mb_seterr(-e, "isolate: posted ring: %s", strerror(e));
+	}
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		int e = errno;
+		close(fd);
+		return mb_seterr(-e, "isolate: posted ring: mmap: %s", strerror(e));
+	}
+	p->ring_fd = fd, p->ring = map, p->ring_size = size;
+	for (unsigned i = 0; i < n; i++)
+		if ((p->bell[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	p->ring_on = true;
+	return 0;
+}
+
+/* After a restart, once the state is loaded: the posted writes the dead
+ * process had not taken are still in the rings; the new one does them
+ * (a FLUSH: its channel thread empties its ring first). */
+static void ring_replay(struct mb_devproc *p)
+{
+	for (unsigned i = 0; p->ring_on && i < p->nchan; i++) {
+		struct chan *c = &p->ch[i];
+		pthread_mutex_lock(&c->lock);
+		uint32_t left = c->head - __atomic_load_n(&p->ring[i].tail, __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&c->lock);
+		if (!left || left > MB_DP_RING_N)
+			continue; /* nothing, or a tail that makes no sense */
+		atomic_store(&c->posted, left);
+		atomic_fetch_add(&p->nreplayed, left);
+		flush_chan(p, c);
+	}
+}
+
 /* An access in flight when its process died: with on_crash = "restart",
  * wait (bounded) until the death's policy has run, since the count was
  * `seen`; true when a new process is there to take the access again. */
@@ -612,7 +717,13 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		if (v.drop)
 			return;
 	}
-	if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
+	if (p->posted && write && !(fs && (v.delay_ms || v.kill)) && p->ring_on) {
+		if (ring_post(p, my_chan(p), r->idx, off, data, size)) {
+			atomic_fetch_add(&p->nposted, 1);
+			return;
+		}
+		/* no room: as a synchronous write below */
+	} else if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
 		struct chan *c = my_chan(p);
 		const char *fail = send_on(p, c, MB_DP_REGION_WRITE, true, r->idx, off,
 					   data, size, NULL);
@@ -712,6 +823,7 @@ static void close_proc(struct mb_devproc *p)
 	if (p->evt >= 0)
 		close(p->evt);
 	p->ctl = p->evt = -1;
+	p->applied = 0; /* a new process counts from 1 */
 	pthread_mutex_unlock(&p->ev_lock);
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
@@ -922,7 +1034,8 @@ static int spawn(struct mb_devproc *p)
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
 	p->nchan = chans_of(m);
 	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
-	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd > MB_LAUNCH_MAX_FDS) {
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd +
+	    (p->ring_on ? 1 + p->nchan : 0) > MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
@@ -958,6 +1071,16 @@ static int spawn(struct mb_devproc *p)
 	}
 	if (rc)
 		goto fail;
+	c->nring = 0, c->ring_fd = c->bell_fd = -1;
+	if (p->ring_on) {
+		c->nring = p->nchan;
+		c->ring_size = p->ring_size;
+		c->ring_fd = (int32_t)(3 + nfd);
+		fds[nfd++] = p->ring_fd;
+		c->bell_fd = (int32_t)(3 + nfd);
+		for (unsigned i = 0; i < p->nchan; i++)
+			fds[nfd++] = p->bell[i];
+	}
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
@@ -1179,6 +1302,13 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
 	mb_dp_dma_fini(&p->dma);
+	if (p->ring)
+		munmap(p->ring, p->ring_size);
+	if (p->ring_fd >= 0)
+		close(p->ring_fd);
+	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
+		if (p->bell[i] >= 0)
+			close(p->bell[i]);
 	free(p->log);
 	free(p->fds);
 	free(p->opts);
@@ -1200,13 +1330,14 @@ int mb_devproc_restart(struct mb_devproc *p)
 			fprintf(stderr, "moonbox: device %s restarted without its "
 				"state: %s\n", p->rep.name, mb_errmsg());
 	}
-	/* The line as the new process has it: low until it says otherwise. */
-	if (p->has_line) {
-		pthread_mutex_lock(&p->ev_lock);
-		p->applied = 0;
+	/* The new process counts its events from 1; the line as it has it:
+	 * low until it says otherwise. */
+	pthread_mutex_lock(&p->ev_lock);
+	p->applied = 0;
+	if (p->has_line)
 		mb_irq_set(&p->line, 0);
-		pthread_mutex_unlock(&p->ev_lock);
-	}
+	pthread_mutex_unlock(&p->ev_lock);
+	ring_replay(p);
 	return 0;
 }
 
@@ -1222,10 +1353,12 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->ctl = p->evt = p->pidfd = -1;
 	p->pid = -1;
 	p->kick_irq = -1;
+	p->ring_fd = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
 		p->kick[i] = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++) {
 		p->ch[i].fd = -1;
+		p->bell[i] = -1;
 		pthread_mutex_init(&p->ch[i].lock, NULL);
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
@@ -1247,6 +1380,8 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
 	int rc = mb_dp_dma_init(&p->dma, m, cfg);
+	if (!rc && p->posted && !cfg->posted_socket)
+		rc = ring_setup(p, cfg);
 	if (rc) {
 		char msg[300];
 		snprintf(msg, sizeof msg, "%s", mb_errmsg());
@@ -1366,6 +1501,13 @@ void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes
 {
 	*posted = atomic_load(&p->nposted);
 	*flushes = atomic_load(&p->nflushes);
+}
+
+bool mb_devproc_post_ring(struct mb_devproc *p, uint64_t *bells, uint64_t *replayed)
+{
+	*bells = atomic_load(&p->nbells);
+	*replayed = atomic_load(&p->nreplayed);
+	return p->ring_on;
 }
 unsigned mb_devproc_log(struct mb_devproc *p, char (*lines)[MB_DP_LOG_TEXT],
 			unsigned max)

@@ -34,9 +34,14 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 			   "(vCPUs ask it for every interrupt)");
 	t = lua_getfield(L, idx, "posted");
 	bool posted = lua_toboolean(L, -1);
+	if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "ring") &&
+	    strcmp(lua_tostring(L, -1), "socket"))
+		luaL_error(L, "posted: \"%s\" is not true, \"ring\" or \"socket\"",
+			   lua_tostring(L, -1));
 	lua_pop(L, 1);
-	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-		luaL_error(L, "posted: expected a boolean, got %s", lua_typename(L, t));
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TSTRING)
+		luaL_error(L, "posted: expected true, \"ring\" or \"socket\", got %s",
+			   lua_typename(L, t));
 	if (posted && !on)
 		luaL_error(L, "posted: writes are posted to a device process "
 			   "(needs isolate = true)");
@@ -333,7 +338,12 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	}
 	lua_pop(L, 1);
 
-	cfg.posted = mbl_optbool(L, 3, "posted", 0);
+	/* posted = true or "ring": the shared rings; "socket": messages */
+	lua_getfield(L, 3, "posted");
+	cfg.posted = lua_toboolean(L, -1);
+	cfg.posted_socket = lua_type(L, -1) == LUA_TSTRING &&
+			    !strcmp(lua_tostring(L, -1), "socket");
+	lua_pop(L, 1);
 
 	struct parts b;
 	parts_init(L, &b); /* keeps a value on the stack: index with abs */
@@ -540,6 +550,13 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "posted");
 	lua_pushinteger(L, (lua_Integer)flushes);
 	lua_setfield(L, -2, "flushes");
+	uint64_t bells, replayed;
+	lua_pushboolean(L, mb_devproc_post_ring(p, &bells, &replayed));
+	lua_setfield(L, -2, "ring");
+	lua_pushinteger(L, (lua_Integer)bells);
+	lua_setfield(L, -2, "doorbells_rung");
+	lua_pushinteger(L, (lua_Integer)replayed);
+	lua_setfield(L, -2, "replayed");
 	unsigned doorbells;
 	const char *irq;
 	mb_devproc_doorbells(p, &doorbells, &irq);

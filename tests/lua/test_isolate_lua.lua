@@ -358,4 +358,54 @@ T.case("a module that never answers is a hung device: restarted, run returns", f
   m:close()
 end)
 
+T.case("posted writes through the ring: the doorbell wakes the process with no read after them", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 }) -- in process: its exit flushes nothing of mark
+  local mark = m:add(mb.device { name = "mark", pio = { base = 0x510, size = 1 }, isolate = true,
+    posted = true, source = RECORDER })
+  m:boot_flat { file = T.guest("protected"), mode = "protected" }
+  os.execute("sleep 0.3") -- the process's ring thread is asleep on its doorbell by now
+  T.run(m, "exit", 0x20)
+  local s
+  for _ = 1, 100 do
+    if marks(mark) == "P" then break end
+    os.execute("sleep 0.02")
+  end
+  s = mark:state().isolated
+  T.eq(marks(mark), "P", "the posted write was done")
+  T.eq(s.ring, true); T.eq(s.posted, 1); T.eq(s.flushes, 0, "nobody flushed it")
+  T.ok(s.doorbells_rung >= 1, "the doorbell rang: " .. s.doorbells_rung)
+  m:close()
+end)
+
+T.case("posted writes left in the ring by a dead process are done by the restarted one", function()
+  local m = mb.machine { memory = "16M" }
+  m:add(mb.debug_exit { port = 0xf4 })
+  -- The first process hangs on the byte "4" (after marking guest RAM, so
+  -- that its successor does not) and ends at its instruction limit; the
+  -- rest of what the guest posted is still in the ring.
+  local str = m:add(mb.device { name = "str", pio = { base = 0x530, size = 2 }, isolate = true,
+    posted = true, on_crash = "restart", timeout = 5, limits = { instructions = 1e7 },
+    source = [[
+      return {
+        read = function() return 0x41 end,
+        write = function(self, off, size, v)
+          if size == 1 and v == 0x34 and self:read(0x9000, 1) ~= "X" then
+            self:write(0x9000, "X")
+            while true do end
+          end
+          if size == 1 then log("w", off, size, v) end
+        end }
+    ]] })
+  m:add(mb.device { name = "echo", pio = { base = 0x534, size = 1 }, isolate = true, source = RECORDER })
+  m:boot_flat { file = T.guest("strio"), mode = "protected" }
+  T.run(m, "exit", 0, 60)
+  local s = settled(str, "instruction limit")
+  T.eq(s.restarts, 1, "restarted once")
+  T.eq(marks(str), "0123456789abcdef", "every byte done once, by one process or the other")
+  T.ok(s.replayed >= 12, "the bytes from 4 on (and the words) were replayed: " .. s.replayed)
+  T.eq(m:read(0x9000, 1), "X")
+  m:close()
+end)
+
 T.done()
