@@ -217,7 +217,7 @@ void ds_ring_take(unsigned ch)
 		return;
 	struct ds_ring *q = &ds_rings[ch];
 	pthread_mutex_lock(&q->lock);
-	q->go = true;
+	__atomic_store_n(&q->go, true, __ATOMIC_RELAXED);
 	ring_drain(q);
 	pend_merge(&pend, &q->pend); /* what the ring thread's writes caused */
 	memset(&q->pend, 0, sizeof q->pend);
@@ -251,14 +251,14 @@ void *ds_ring_thread(void *arg)
 {
 	struct ds_ring *q = arg;
 	for (;;) {
-		if (q->go && !ring_idle(q))
+		if (__atomic_load_n(&q->go, __ATOMIC_RELAXED) && !ring_idle(q))
 			goto drain;
 		/* Against the VMM's "head = n; fence; sleeping?" (Dekker): it
 		 * sees us asleep, or we see its entry. */
 		__atomic_store_n(&q->r->sleeping, 1, __ATOMIC_RELAXED);
 		__atomic_thread_fence(__ATOMIC_SEQ_CST);
 		pthread_mutex_lock(&q->lock);
-		bool more = q->go &&
+		bool more = __atomic_load_n(&q->go, __ATOMIC_RELAXED) &&
 			    __atomic_load_n(&q->r->head, __ATOMIC_ACQUIRE) != q->tail;
 		pthread_mutex_unlock(&q->lock);
 		if (!more) {
@@ -272,7 +272,7 @@ void *ds_ring_thread(void *arg)
 		__atomic_store_n(&q->r->sleeping, 0, __ATOMIC_RELAXED);
 drain:
 		pthread_mutex_lock(&q->lock);
-		q->go = true; /* a restarted process waits for the first word */
+		__atomic_store_n(&q->go, true, __ATOMIC_RELAXED); /* a restarted process waits for the first word */
 		ring_drain(q);
 		pend_merge(&q->pend, &pend);
 		memset(&pend, 0, sizeof pend);

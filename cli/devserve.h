@@ -49,7 +49,7 @@ struct ds_ring {
 	struct mb_dp_ring *r; /* shared with the VMM */
 	int bell;
 	uint32_t tail; /* ours: what we did */
-	bool go;
+	bool go; /* read without the lock (the ring thread's spin): atomic */
 	pthread_mutex_t lock;
 	struct ds_pend pend;
 };

@@ -99,6 +99,7 @@ struct mb_devproc {
 	uint64_t applied;        /* last line change applied (under ev_lock) */
 
 	pthread_mutex_t ctl_lock;
+	pthread_mutex_t post_lock; /* posted notices vs. ctl's close */
 	uint16_t ctl_id;
 	void *last_state; /* the state last saved or loaded (restart loads it) */
 	bool have_state;
@@ -345,8 +346,11 @@ static void post(struct mb_devproc *p, uint16_t cmd, uint32_t v)
 		uint32_t v;
 	} msg = { { .cmd = cmd, .size = sizeof msg, .flags = MB_DP_F_NO_REPLY },
 		  v };
-	if (atomic_load(&p->alive))
+	/* post_lock: the event loop may be closing ctl (a death) */
+	pthread_mutex_lock(&p->post_lock);
+	if (atomic_load(&p->alive) && p->ctl >= 0)
 		send(p->ctl, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	pthread_mutex_unlock(&p->post_lock);
 }
 
 /* ---- the proxy's line ---------------------------------------------------- */
@@ -817,8 +821,11 @@ static void close_proc(struct mb_devproc *p)
 		mb_launch_status(p->m, pid, &st); /* forget it */
 		close(pidfd);
 	}
+	pthread_mutex_lock(&p->post_lock);
 	if (p->ctl >= 0)
 		close(p->ctl);
+	p->ctl = -1;
+	pthread_mutex_unlock(&p->post_lock);
 	pthread_mutex_lock(&p->ev_lock); /* no access is catching up */
 	if (p->evt >= 0)
 		close(p->evt);
@@ -1095,7 +1102,12 @@ static int spawn(struct mb_devproc *p)
 			close(mine[i]);
 		goto out;
 	}
-	p->ctl = mine[0], p->evt = mine[1];
+	pthread_mutex_lock(&p->post_lock);
+	p->ctl = mine[0];
+	pthread_mutex_unlock(&p->post_lock);
+	pthread_mutex_lock(&p->ev_lock); /* state() may be taking events */
+	p->evt = mine[1];
+	pthread_mutex_unlock(&p->ev_lock);
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
 		p->ch[i].fd = mine[2 + i];
@@ -1298,6 +1310,7 @@ static void px_free(void *impl)
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
 		pthread_mutex_destroy(&p->ch[i].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->post_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
@@ -1362,6 +1375,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		pthread_mutex_init(&p->ch[i].lock, NULL);
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
 	pthread_condattr_t ca;
@@ -1617,6 +1631,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	setsockopt(ch[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	pthread_mutex_init(&p->ch[0].lock, NULL);
 	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
 	p->ctl = ct[0], p->evt = ev[0];
