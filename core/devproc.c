@@ -1650,6 +1650,15 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
 		abort();
 	atomic_store(&p->dma.revoked[1], true);
+	/* One posted-write ring on channel 0 (kind 0 with bits 0x60). */
+	static struct mb_dp_ring *ring;
+	static int bell = -1;
+	if (!ring && !(ring = aligned_alloc(64, sizeof *ring)))
+		abort();
+	if (bell < 0 && (bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		abort();
+	memset(ring, 0, sizeof *ring);
+	p->ring = ring, p->ring_on = true, p->bell[0] = bell, p->ring_fd = -1;
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {
 		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
@@ -1688,9 +1697,19 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 					;
 				break;
 			}
+			if ((kind & 0x60) == 0x60 && n >= 5) {
+				/* a posted write into the ring, whose tail and
+				 * sleeping the hostile device wrote (the input's
+				 * first bytes): full ones flush over the channel,
+				 * answered by the rest of the input */
+				memcpy(&ring->tail, msg, 4);
+				ring->sleeping = msg[4];
+				p->posted = true;
+			}
 			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
 				kind & 0x40);
+			p->posted = false;
 			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
 			break;
 		case 1: /* an event */
