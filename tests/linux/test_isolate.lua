@@ -183,7 +183,7 @@ T.case("the isolated NIC: the guest answered the peer's ARP request through it",
   for _, fr in ipairs(got) do
     if fr:sub(13, 14) == "\8\6" and fr:byte(22) == 2 then reply = fr end
   end
-  local function dump(t, pre)
+  local function dump(t)
     local o = {}
     for k, v in pairs(t) do
       o[#o + 1] = type(v) == "table" and (k .. "={" .. dump(v) .. "}") or (k .. "=" .. tostring(v))
