@@ -1,8 +1,9 @@
 -- Device processes (docs/devproc.md): the cost of one PIO access to a port80
 -- in its own process (isolate = true) against the same device in process,
 -- reads (synchronous round trip), writes (each waits for its reply) and
--- posted writes (posted = true: sent without waiting, flushed by the
--- guest's hlt at the end). 100,000 accesses per run, interleaved, best of
+-- posted writes (posted = "socket": sent with vfio-user's no-reply flag;
+-- posted = true: into the shared ring, an eventfd doorbell only when the
+-- process's ring thread sleeps; both flushed by the guest's hlt at the end). 100,000 accesses per run, interleaved, best of
 -- BENCH_ROUNDS (5). Usage: ./moonbox bench/isolate.lua
 local mb = require "moonbox"
 local root = arg[0]:match("^(.*)/bench/[^/]*$") or "."
@@ -29,7 +30,8 @@ end
 
 print(string.format("%-44s %12s %12s %9s", "device process (isolate = true)", "isolated", "in process", "ratio"))
 for _, g in ipairs { { "bench_pio_in", "PIO read" }, { "bench_pio", "PIO write" },
-                     { "bench_pio", "PIO write, posted", true } } do
+                     { "bench_pio", "PIO write, posted (socket)", "socket" },
+                     { "bench_pio", "PIO write, posted (ring)", true } } do
   local bi, bp = math.huge, math.huge
   for _ = 1, rounds do
     bp = math.min(bp, run(g[1], false))
@@ -39,5 +41,20 @@ for _, g in ipairs { { "bench_pio_in", "PIO read" }, { "bench_pio", "PIO write" 
     g[2] .. " us per access, exit included", bi, bp, bi / bp, bi - bp))
   print(string.format("%-44s %12.0f %12.0f", "  accesses/s", 1e6 / bi, 1e6 / bp))
   print(string.format("isolate %s%s iso_us=%.3f inproc_us=%.3f extra_us=%.3f", g[1],
-    g[3] and "_posted" or "", bi, bp, bi - bp))
+    g[3] == "socket" and "_posted_socket" or g[3] and "_posted_ring" or "", bi, bp, bi - bp))
 end
+
+-- Posted writes side by side, interleaved in each round: in process, posted
+-- over the socket, posted into the ring (docs/devproc.md, "Posted writes").
+local best = { math.huge, math.huge, math.huge }
+for _ = 1, rounds do
+  best[1] = math.min(best[1], run("bench_pio", false))
+  best[2] = math.min(best[2], run("bench_pio", true, "socket"))
+  best[3] = math.min(best[3], run("bench_pio", true, true))
+end
+print(string.format("%-44s %12.0f %12.0f %12.0f", "posted writes/s: in process, socket, ring",
+  1e6 / best[1], 1e6 / best[2], 1e6 / best[3]))
+print(string.format("%-44s %12.2f %12.2f", "  ratio to in process: socket, ring",
+  best[1] / best[2], best[1] / best[3]))
+print(string.format("isolate posted_rows inproc_us=%.3f socket_us=%.3f ring_us=%.3f",
+  best[1], best[2], best[3]))

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <poll.h>
+#include <time.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -34,11 +35,18 @@ static __thread struct mb_dp_reply *cur;
  * flushes before a read and at hlt, applies them in order. The stop also
  * goes on the events socket at once: never lost, even with no flush. */
 static __thread bool posting;
-static __thread struct {
-	uint64_t seq;
-	bool stopped;
-	struct mb_dp_stop stop;
-} pend;
+static __thread struct ds_pend pend;
+
+struct ds_ring ds_rings[MB_DP_MAX_CHAN];
+unsigned ds_nring;
+
+static void pend_merge(struct ds_pend *into, const struct ds_pend *from)
+{
+	if (from->seq > into->seq)
+		into->seq = from->seq;
+	if (from->stopped && !into->stopped)
+		into->stopped = true, into->stop = from->stop;
+}
 
 static void send_event(uint16_t cmd, const void *pl, size_t len)
 {
@@ -67,6 +75,32 @@ static void set_line(void *intc, unsigned line, int level)
 		cur->irq_seq = e.seq;
 	else if (posting)
 		pend.seq = e.seq;
+}
+
+/* An isolated Lua device's log line: an event in the same sequence as
+ * the line changes, so the access that logged it waits for it. */
+void ds_log(const char *line, size_t len)
+{
+	struct mb_dp_log e = { 0 };
+	if (len > sizeof e.text - 1)
+		len = sizeof e.text - 1;
+	memcpy(e.text, line, len);
+	pthread_mutex_lock(&seq_lock);
+	e.seq = ++seq;
+	send_event(MB_DP_LOG, &e, sizeof e);
+	pthread_mutex_unlock(&seq_lock);
+	if (cur)
+		cur->irq_seq = e.seq;
+	else if (posting)
+		pend.seq = e.seq;
+}
+
+/* A Lua module past its limits: said, then the process ends (the VMM
+ * sees the exit status, docs/devproc.md). */
+void ds_fatal(int code, const char *why)
+{
+	ds_log(why, strlen(why));
+	_exit(code);
 }
 
 static bool no_pending(void *intc) { return false; }
@@ -140,6 +174,112 @@ int ds_report(void)
 
 /* ---- accesses ------------------------------------------------------------ */
 
+/* A posted write (a no-reply message or a ring entry), checked like any
+ * access; what it causes waits in pend for the channel's next reply. */
+static void posted_write(uint32_t region, uint64_t off, uint32_t c,
+			 const uint8_t *data)
+{
+	const struct mb_dp_range *r = region < ds_rep.nranges ? &ds_rep.r[region]
+							      : NULL;
+	if (!r || (c != 1 && c != 2 && c != 4 && c != 8) || off >= r->size ||
+	    c > r->size - off)
+		return;
+	posting = true;
+	mb_bus_write(r->space == MB_SPACE_PIO ? ds_machine->pio : ds_machine->mmio,
+		     r->base + off, data, c);
+	posting = false;
+}
+
+/* With q->lock: every entry the VMM published that we have not done, in
+ * order. Our own count is the truth (the VMM may write tail too); each
+ * entry is copied out once, then checked. A head more than a ring ahead
+ * is nonsense: skipped. */
+static void ring_drain(struct ds_ring *q)
+{
+	uint32_t h = __atomic_load_n(&q->r->head, __ATOMIC_ACQUIRE);
+	if (h - q->tail > MB_DP_RING_N) {
+		q->tail = h;
+		__atomic_store_n(&q->r->tail, q->tail, __ATOMIC_RELEASE);
+		return;
+	}
+	while (q->tail != h) {
+		struct mb_dp_ring_ent e;
+		memcpy(&e, (const void *)&q->r->e[q->tail % MB_DP_RING_N], sizeof e);
+		posted_write(e.region, e.offset, e.count, e.data);
+		q->tail++;
+		__atomic_store_n(&q->r->tail, q->tail, __ATOMIC_RELEASE);
+	}
+}
+
+void ds_ring_take(unsigned ch)
+{
+	if (ch >= ds_nring)
+		return;
+	struct ds_ring *q = &ds_rings[ch];
+	pthread_mutex_lock(&q->lock);
+	__atomic_store_n(&q->go, true, __ATOMIC_RELAXED);
+	ring_drain(q);
+	pend_merge(&pend, &q->pend); /* what the ring thread's writes caused */
+	memset(&q->pend, 0, sizeof q->pend);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Before it sleeps, the ring thread watches head for a while: a vCPU
+ * posting a burst (an exit every ~10 us here) then finds it awake and
+ * rings no doorbell, so its write costs no system call on either side.
+ * Bounded, so an idle device costs nothing. */
+#define SPIN_NS 50000
+
+static bool ring_idle(struct ds_ring *q)
+{
+	struct timespec t0, t;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		/* the shared tail: ours, stored under q->lock (the VMM's
+		 * scribbles only cut the spin short) */
+		if (__atomic_load_n(&q->r->head, __ATOMIC_ACQUIRE) !=
+		    __atomic_load_n(&q->r->tail, __ATOMIC_ACQUIRE))
+			return false;
+		__builtin_ia32_pause();
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > SPIN_NS)
+			return true;
+	}
+}
+
+void *ds_ring_thread(void *arg)
+{
+	struct ds_ring *q = arg;
+	for (;;) {
+		if (__atomic_load_n(&q->go, __ATOMIC_RELAXED) && !ring_idle(q))
+			goto drain;
+		/* Against the VMM's "head = n; fence; sleeping?" (Dekker): it
+		 * sees us asleep, or we see its entry. */
+		__atomic_store_n(&q->r->sleeping, 1, __ATOMIC_RELAXED);
+		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		pthread_mutex_lock(&q->lock);
+		bool more = __atomic_load_n(&q->go, __ATOMIC_RELAXED) &&
+			    __atomic_load_n(&q->r->head, __ATOMIC_ACQUIRE) != q->tail;
+		pthread_mutex_unlock(&q->lock);
+		if (!more) {
+			struct pollfd pf = { .fd = q->bell, .events = POLLIN };
+			uint64_t v;
+			if (poll(&pf, 1, -1) < 0 && errno != EINTR)
+				return NULL;
+			if (read(q->bell, &v, sizeof v) < 0 && errno != EAGAIN)
+				return NULL;
+		}
+		__atomic_store_n(&q->r->sleeping, 0, __ATOMIC_RELAXED);
+drain:
+		pthread_mutex_lock(&q->lock);
+		__atomic_store_n(&q->go, true, __ATOMIC_RELAXED); /* a restarted process waits for the first word */
+		ring_drain(q);
+		pend_merge(&q->pend, &pend);
+		memset(&pend, 0, sizeof pend);
+		pthread_mutex_unlock(&q->lock);
+	}
+}
+
 size_t ds_access(const void *msg, ssize_t n, void *reply)
 {
 	struct {
@@ -165,13 +305,7 @@ size_t ds_access(const void *msg, ssize_t n, void *reply)
 	if (q.h.cmd == MB_DP_REGION_WRITE && (q.h.flags & MB_DP_F_NO_REPLY)) {
 		/* posted (vfio-user's no-reply flag): done in channel order,
 		 * its console output through the relay, nothing sent back */
-		if (!bad) {
-			posting = true;
-			mb_bus_write(r->space == MB_SPACE_PIO ? ds_machine->pio
-							      : ds_machine->mmio,
-				     r->base + q.a.offset, q.a.data, c);
-			posting = false;
-		}
+		posted_write(q.a.region, q.a.offset, c, q.a.data);
 		return 0;
 	}
 	memset(&a, 0, sizeof a);

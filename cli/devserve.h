@@ -8,6 +8,7 @@
 #define MOONBOX_CLI_DEVSERVE_H
 
 #include <stdbool.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <sys/types.h>
 
@@ -27,9 +28,36 @@ extern int ds_ctl_fd, ds_evt_fd;
 extern const struct mb_intc_ops ds_intc;
 void ds_on_stop(void *ctx, enum mb_stop reason, int code, const char *msg);
 bool ds_out_sink(const void *b, size_t len);
+/* An isolated Lua device's log line to the VMM; its fatal end (lmodule.c). */
+void ds_log(const char *line, size_t len);
+void ds_fatal(int code, const char *why);
 /* Fill ds_rep from ds_device (name, kind, ranges, line, state, virtio);
  * -E2BIG for a device with more ranges than a report holds. */
 int ds_report(void);
+
+/* Posted-write rings (docs/devproc.md, "Posted writes"): one per channel,
+ * emptied by the channel's thread before each message it takes and by a
+ * ring thread woken by the doorbell. pend: what the ring thread's writes
+ * caused, for the channel's next reply. go: what a dead predecessor left
+ * in a ring waits for the VMM's first word (its state comes first). */
+struct ds_pend {
+	uint64_t seq;
+	bool stopped;
+	struct mb_dp_stop stop;
+};
+struct ds_ring {
+	struct mb_dp_ring *r; /* shared with the VMM */
+	int bell;
+	uint32_t tail; /* ours: what we did */
+	bool go; /* read without the lock (the ring thread's spin): atomic */
+	pthread_mutex_t lock;
+	struct ds_pend pend;
+};
+extern struct ds_ring ds_rings[MB_DP_MAX_CHAN];
+extern unsigned ds_nring;
+/* Channel ch's thread, before each message: its ring done first. */
+void ds_ring_take(unsigned ch);
+void *ds_ring_thread(void *ring);
 
 /* One message of n bytes (n as recv(MSG_TRUNC) gave it) from an access
  * channel: builds the reply in reply (room for a header and a struct

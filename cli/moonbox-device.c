@@ -37,18 +37,21 @@ int luaopen_moonbox(lua_State *L);
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
 
 static unsigned nchan;
+static lua_State *lstate; /* the devices' Lua state */
 static int first_backend;
 static unsigned nfds_total;
 
 static void *chan_thread(void *arg)
 {
-	int fd = (int)(intptr_t)arg;
+	unsigned ch = (unsigned)(intptr_t)arg;
+	int fd = MB_DP_FD_CHAN0 + (int)ch;
 	uint8_t q[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_access)];
 	uint8_t a[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_reply)];
 	for (;;) {
 		ssize_t n = recv(fd, q, sizeof q, MSG_TRUNC);
 		if (n == 0 || (n < 0 && errno != EINTR))
 			_exit(0); /* the VMM is gone */
+		ds_ring_take(ch); /* posted writes first: channel order */
 		size_t len = ds_access(q, n, a);
 		if (len)
 			send(fd, a, len, MSG_NOSIGNAL);
@@ -57,6 +60,12 @@ static void *chan_thread(void *arg)
 }
 
 static uint8_t buf[MB_DP_MAX_MSG];
+
+static int panic(lua_State *L)
+{
+	fprintf(stderr, "moonbox-device: Lua: %s\n", lua_tostring(L, -1));
+	return 0; /* Lua aborts */
+}
 
 /* Lua: the device built exactly as in process, in a restricted state. */
 static int build(lua_State *L)
@@ -84,6 +93,10 @@ static int build(lua_State *L)
 		return luaL_error(L, "isolate: options are not a table");
 	lua_call(L, 1, 1); /* the handle */
 	mbl_push_machine(L, ds_machine);
+	/* kept for the process's life: a Lua device's callbacks reach their
+	 * functions through the machine's handle (lmachine.c keeps it weakly) */
+	lua_pushvalue(L, -1);
+	lua_setfield(L, LUA_REGISTRYINDEX, "moonbox.devproc.machine");
 	lua_getfield(L, -1, "add");
 	lua_insert(L, -3);
 	lua_insert(L, -2); /* add, machine, handle */
@@ -125,6 +138,8 @@ static int take_virtio_fds(const struct mb_dp_create *c)
 	return 0;
 }
 
+static int take_rings(const struct mb_dp_create *c);
+
 static int create(const struct mb_dp_hdr *q, size_t len)
 {
 	struct mb_dp_create c;
@@ -164,7 +179,11 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 	nchan = c.nchan;
 	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;
 	nfds_total = c.nfds;
-	lua_State *L = luaL_newstate();
+	/* An isolated Lua device's module is bounded in memory by this
+	 * allocator (lua/lmodule.c); the other kinds never come near it. */
+	lua_State *L = lstate = lua_newstate(mbl_module_alloc, NULL);
+	if (L)
+		lua_atpanic(L, panic);
 	if (!L) {
 		ds_fail(q, ENOMEM, "out of memory");
 		return -1;
@@ -190,7 +209,13 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 	lua_pushcfunction(L, build);
 	lua_pushstring(L, c.kind);
 	lua_pushlstring(L, (const char *)(q + 1) + sizeof c, c.optlen);
-	if (lua_pcall(L, 2, 0, 0)) {
+	mbl_module_log = ds_log;
+	mbl_module_fatal = ds_fatal;
+	/* A Lua device's timers may fire on the event loop while it is built */
+	mbl_module_lock();
+	int st = lua_pcall(L, 2, 0, 0);
+	mbl_module_unlock();
+	if (st) {
 		ds_fail(q, EINVAL, lua_tostring(L, -1));
 		return -1;
 	}
@@ -204,11 +229,51 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		ds_fail(q, EINVAL, mb_errmsg());
 		return -1;
 	}
-	if (take_virtio_fds(&c)) {
+	if (take_virtio_fds(&c) || take_rings(&c)) {
 		ds_fail(q, EINVAL, mb_errmsg());
 		return -1;
 	}
 	ds_rep.pid = getpid();
+	return 0;
+}
+
+/* The posted-write rings (a sealed memfd of nring rings, nring doorbell
+ * eventfds): checked like every descriptor the VMM names, mapped, the
+ * memfd closed. Our count of what was done starts at the ring's tail (a
+ * restarted process: what its predecessor did). */
+static int take_rings(const struct mb_dp_create *c)
+{
+	int end = 3 + (int)c->nfds;
+	if (!c->nring)
+		return 0;
+	size_t want = ((size_t)c->nring * sizeof(struct mb_dp_ring) + 4095) &
+		      ~(size_t)4095;
+	if (c->nring != c->nchan || c->ring_size != want ||
+	    c->ring_fd < first_backend || c->ring_fd >= end ||
+	    c->bell_fd < first_backend || c->bell_fd > end - (int)c->nring ||
+	    (c->ring_fd >= c->bell_fd && c->ring_fd < c->bell_fd + (int)c->nring))
+		return mb_seterr(-EINVAL, "CREATE: bad posted-write rings");
+	if (mb_memfd_check(c->ring_fd, want))
+		return -EINVAL;
+	void *map = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED, c->ring_fd, 0);
+	if (map == MAP_FAILED)
+		return mb_seterr(-errno, "rings: mmap: %s", strerror(errno));
+	close(c->ring_fd);
+	struct mb_dp_ring *r = map;
+	for (unsigned i = 0; i < c->nring; i++) {
+		struct ds_ring *q = &ds_rings[i];
+		q->r = &r[i];
+		q->bell = c->bell_fd + (int)i;
+		pthread_mutex_init(&q->lock, NULL);
+		uint32_t h = __atomic_load_n(&r[i].head, __ATOMIC_ACQUIRE);
+		q->tail = __atomic_load_n(&r[i].tail, __ATOMIC_ACQUIRE);
+		if (h - q->tail > MB_DP_RING_N)
+			q->tail = h; /* nonsense: start from what is there */
+		/* What a dead predecessor left waits for the VMM's word (it
+		 * loads the state first); a fresh ring goes at once. */
+		q->go = h == q->tail;
+	}
+	ds_nring = c->nring;
 	return 0;
 }
 
@@ -256,11 +321,25 @@ int main(int argc, char **argv)
 	if (create(q, (size_t)n - sizeof *q))
 		return 1;
 	confine();
+	/* An isolated Lua device's module runs only confined. */
+	mbl_module_lock();
+	lua_pushcfunction(lstate, mbl_module_start);
+	int st = lua_pcall(lstate, 0, 0, 0);
+	mbl_module_unlock();
+	if (st) {
+		ds_fail(q, EINVAL, lua_tostring(lstate, -1));
+		return 1;
+	}
 	ds_reply(q, 0, &ds_rep, sizeof ds_rep);
 	for (unsigned i = 0; i < nchan; i++) {
 		pthread_t t;
 		if (pthread_create(&t, NULL, chan_thread,
-				   (void *)(intptr_t)(MB_DP_FD_CHAN0 + i)))
+				   (void *)(intptr_t)i))
+			return 1;
+	}
+	for (unsigned i = 0; i < ds_nring; i++) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, ds_ring_thread, &ds_rings[i]))
 			return 1;
 	}
 	for (;;) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -59,6 +60,7 @@ struct chan {
 	pthread_mutex_t lock;
 	uint16_t id;
 	_Atomic unsigned posted; /* writes sent without a reply since the last one */
+	uint32_t head; /* posted writes put in its ring (the VMM's own count) */
 };
 /* Posted writes a channel holds before it flushes on its own (a bound on
  * what a death can lose and on the socket's queue). */
@@ -97,6 +99,7 @@ struct mb_devproc {
 	uint64_t applied;        /* last line change applied (under ev_lock) */
 
 	pthread_mutex_t ctl_lock;
+	pthread_mutex_t post_lock; /* posted notices vs. ctl's close */
 	uint16_t ctl_id;
 	void *last_state; /* the state last saved or loaded (restart loads it) */
 	bool have_state;
@@ -123,6 +126,15 @@ struct mb_devproc {
 	bool posted;
 	_Atomic uint64_t nposted, nflushes;
 	struct hook hlt_hook;
+	/* posted writes through shared rings (not posted_socket): one per
+	 * channel in one sealed memfd, a doorbell eventfd each; both kept
+	 * across restarts, so a new process finds what the dead one left */
+	bool ring_on;
+	int ring_fd;
+	size_t ring_size;
+	struct mb_dp_ring *ring;
+	int bell[MB_DP_MAX_CHAN];
+	_Atomic uint64_t nbells, nreplayed;
 	/* A virtio device's doorbells and interrupt, kept across restarts:
 	 * eventfds the process waits on / writes, the VMM's KVM ioeventfds
 	 * (QueueNotify == i) and irqfd on them (-1: none). */
@@ -130,7 +142,13 @@ struct mb_devproc {
 	unsigned ndoorbells; /* ioeventfds registered */
 	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
 	struct mb_dp_dmastate dma; /* grants and DMA messages (core/devproc_dma.c) */
+	/* An isolated Lua device's last log lines (under ev_lock; made on
+	 * the first): a ring of MB_DP_LOG_KEEP, nlog taken in all. */
+	char (*log)[MB_DP_LOG_TEXT];
+	uint64_t nlog;
 };
+
+static unsigned chans_of(struct mb_machine *m);
 
 static _Atomic unsigned nthreads;
 static __thread unsigned tslot; /* 0: not assigned yet */
@@ -328,8 +346,11 @@ static void post(struct mb_devproc *p, uint16_t cmd, uint32_t v)
 		uint32_t v;
 	} msg = { { .cmd = cmd, .size = sizeof msg, .flags = MB_DP_F_NO_REPLY },
 		  v };
-	if (atomic_load(&p->alive))
+	/* post_lock: the event loop may be closing ctl (a death) */
+	pthread_mutex_lock(&p->post_lock);
+	if (atomic_load(&p->alive) && p->ctl >= 0)
 		send(p->ctl, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	pthread_mutex_unlock(&p->post_lock);
 }
 
 /* ---- the proxy's line ---------------------------------------------------- */
@@ -343,6 +364,22 @@ static void apply_irq(struct mb_devproc *p, const struct mb_dp_irq *e)
 	if (!p->has_line || e->line != (uint32_t)p->rep.irq || e->level > 1)
 		return; /* not its line: ignored */
 	mb_irq_set(&p->line, (int)e->level);
+}
+
+/* Under ev_lock: a log line, in sequence with the line changes. */
+static void apply_log(struct mb_devproc *p, const struct mb_dp_log *l)
+{
+	if (l->seq <= p->applied)
+		return;
+	p->applied = l->seq;
+	if (!p->log && !(p->log = calloc(MB_DP_LOG_KEEP, sizeof *p->log)))
+		return;
+	char *t = p->log[p->nlog++ % MB_DP_LOG_KEEP];
+	memcpy(t, l->text, MB_DP_LOG_TEXT);
+	t[MB_DP_LOG_TEXT - 1] = 0;
+	for (char *c = t; *c; c++)
+		if ((unsigned char)*c < 0x20 && *c != '\t')
+			*c = '?'; /* hostile text stays one line */
 }
 
 static void apply_stop(struct mb_devproc *p, const struct mb_dp_stop *s);
@@ -377,6 +414,10 @@ static int take_event(struct mb_devproc *p, int ms)
 		struct mb_dp_irq e;
 		memcpy(&e, &u.h + 1, sizeof e);
 		apply_irq(p, &e);
+	} else if (u.h.cmd == MB_DP_LOG && len == sizeof(struct mb_dp_log)) {
+		struct mb_dp_log l;
+		memcpy(&l, &u.h + 1, sizeof l);
+		apply_log(p, &l);
 	} else if (u.h.cmd == MB_DP_STOP && len == sizeof(struct mb_dp_stop)) {
 		struct mb_dp_stop st;
 		memcpy(&st, &u.h + 1, sizeof st);
@@ -544,6 +585,98 @@ static void on_hlt(void *opaque)
 	flush_all(opaque, NULL);
 }
 
+/* ---- posted writes through shared rings ("Posted writes") ---------------- */
+
+/* A posted write into channel c's ring: no system call unless the
+ * process's ring thread sleeps (then one eventfd write). False when there
+ * is no room even after a flush (a process that does not move tail): the
+ * caller sends the write as an ordinary one. */
+static bool ring_post(struct mb_devproc *p, struct chan *c, uint32_t region,
+		      uint64_t off, const void *data, unsigned size)
+{
+	unsigned i = (unsigned)(c - p->ch);
+	struct mb_dp_ring *r = &p->ring[i];
+	for (int tries = 0;; tries++) {
+		pthread_mutex_lock(&c->lock);
+		uint32_t t = __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE);
+		if (c->head - t < MB_DP_RING_N) /* a tail past head: no room */
+			break;
+		pthread_mutex_unlock(&c->lock);
+		if (tries || !atomic_load(&p->alive))
+			return false;
+		flush_chan(p, c); /* the channel thread empties it first */
+	}
+	struct mb_dp_ring_ent *e = &r->e[c->head % MB_DP_RING_N];
+	e->offset = off;
+	e->region = region;
+	e->count = size;
+	memcpy(e->data, data, size);
+	c->head++;
+	__atomic_store_n(&r->head, c->head, __ATOMIC_RELEASE);
+	atomic_fetch_add(&c->posted, 1);
+	/* Against the ring thread's "sleeping = 1; fence; head?": one of
+	 * the two sees the other's store (Dekker), so no wakeup is lost. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	bool wake = __atomic_load_n(&r->sleeping, __ATOMIC_RELAXED) != 0;
+	pthread_mutex_unlock(&c->lock);
+	if (wake) {
+		uint64_t one = 1;
+		if (write(p->bell[i], &one, sizeof one) == sizeof one)
+			atomic_fetch_add(&p->nbells, 1);
+	}
+	return true;
+}
+
+/* The rings, made once per device (not per process): a sealed memfd of
+ * one ring per channel and a doorbell eventfd each. Left off (posted
+ * writes over the socket) when the descriptors would not fit. */
+static int ring_setup(struct mb_devproc *p, const struct mb_devproc_config *cfg)
+{
+	unsigned n = chans_of(p->m);
+	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
+	if (3 + 2 + n + MB_DP_MAX_MEM + cfg->nfds + nvfd + 1 + n > MB_LAUNCH_MAX_FDS)
+		return 0;
+	size_t size = (n * sizeof(struct mb_dp_ring) + 4095) & ~(size_t)4095;
+	int fd = memfd_create("moonbox-posted", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)size) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return mb_seterr(-e, "isolate: posted ring: %s", strerror(e));
+	}
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		int e = errno;
+		close(fd);
+		return mb_seterr(-e, "isolate: posted ring: mmap: %s", strerror(e));
+	}
+	p->ring_fd = fd, p->ring = map, p->ring_size = size;
+	for (unsigned i = 0; i < n; i++)
+		if ((p->bell[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+			return mb_seterr(-errno, "isolate: eventfd: %s", strerror(errno));
+	p->ring_on = true;
+	return 0;
+}
+
+/* After a restart, once the state is loaded: the posted writes the dead
+ * process had not taken are still in the rings; the new one does them
+ * (a FLUSH: its channel thread empties its ring first). */
+static void ring_replay(struct mb_devproc *p)
+{
+	for (unsigned i = 0; p->ring_on && i < p->nchan; i++) {
+		struct chan *c = &p->ch[i];
+		pthread_mutex_lock(&c->lock);
+		uint32_t left = c->head - __atomic_load_n(&p->ring[i].tail, __ATOMIC_ACQUIRE);
+		pthread_mutex_unlock(&c->lock);
+		if (!left || left > MB_DP_RING_N)
+			continue; /* nothing, or a tail that makes no sense */
+		atomic_store(&c->posted, left);
+		atomic_fetch_add(&p->nreplayed, left);
+		flush_chan(p, c);
+	}
+}
+
 /* An access in flight when its process died: with on_crash = "restart",
  * wait (bounded) until the death's policy has run, since the count was
  * `seen`; true when a new process is there to take the access again. */
@@ -588,7 +721,13 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 		if (v.drop)
 			return;
 	}
-	if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
+	if (p->posted && write && !(fs && (v.delay_ms || v.kill)) && p->ring_on) {
+		if (ring_post(p, my_chan(p), r->idx, off, data, size)) {
+			atomic_fetch_add(&p->nposted, 1);
+			return;
+		}
+		/* no room: as a synchronous write below */
+	} else if (p->posted && write && !(fs && (v.delay_ms || v.kill))) {
 		struct chan *c = my_chan(p);
 		const char *fail = send_on(p, c, MB_DP_REGION_WRITE, true, r->idx, off,
 					   data, size, NULL);
@@ -682,12 +821,16 @@ static void close_proc(struct mb_devproc *p)
 		mb_launch_status(p->m, pid, &st); /* forget it */
 		close(pidfd);
 	}
+	pthread_mutex_lock(&p->post_lock);
 	if (p->ctl >= 0)
 		close(p->ctl);
+	p->ctl = -1;
+	pthread_mutex_unlock(&p->post_lock);
 	pthread_mutex_lock(&p->ev_lock); /* no access is catching up */
 	if (p->evt >= 0)
 		close(p->evt);
 	p->ctl = p->evt = -1;
+	p->applied = 0; /* a new process counts from 1 */
 	pthread_mutex_unlock(&p->ev_lock);
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
@@ -732,7 +875,11 @@ static void on_exit_(void *opaque, int fd)
 			usleep(1000);
 	}
 	if (rc == 0 && WIFEXITED(st))
-		snprintf(why, sizeof why, "exited with status %d", WEXITSTATUS(st));
+		snprintf(why, sizeof why, "exited with status %d%s", WEXITSTATUS(st),
+			 WEXITSTATUS(st) == MB_DP_EXIT_INSTRUCTIONS && !strcmp(p->kind, "device")
+				 ? " (its Lua module ran past its instruction limit)"
+			 : WEXITSTATUS(st) == MB_DP_EXIT_MEMORY && !strcmp(p->kind, "device")
+				 ? " (its Lua module went past its memory limit)" : "");
 	else if (rc == 0 && WIFSIGNALED(st))
 		snprintf(why, sizeof why, "killed by signal %d%s", WTERMSIG(st),
 			 WTERMSIG(st) == SIGSYS ? " (a system call the sandbox does "
@@ -894,7 +1041,8 @@ static int spawn(struct mb_devproc *p)
 		return mb_seterr(-ENOMEM, "isolate: out of memory");
 	p->nchan = chans_of(m);
 	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
-	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd > MB_LAUNCH_MAX_FDS) {
+	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd +
+	    (p->ring_on ? 1 + p->nchan : 0) > MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
@@ -930,6 +1078,16 @@ static int spawn(struct mb_devproc *p)
 	}
 	if (rc)
 		goto fail;
+	c->nring = 0, c->ring_fd = c->bell_fd = -1;
+	if (p->ring_on) {
+		c->nring = p->nchan;
+		c->ring_size = p->ring_size;
+		c->ring_fd = (int32_t)(3 + nfd);
+		fds[nfd++] = p->ring_fd;
+		c->bell_fd = (int32_t)(3 + nfd);
+		for (unsigned i = 0; i < p->nchan; i++)
+			fds[nfd++] = p->bell[i];
+	}
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
@@ -944,7 +1102,12 @@ static int spawn(struct mb_devproc *p)
 			close(mine[i]);
 		goto out;
 	}
-	p->ctl = mine[0], p->evt = mine[1];
+	pthread_mutex_lock(&p->post_lock);
+	p->ctl = mine[0];
+	pthread_mutex_unlock(&p->post_lock);
+	pthread_mutex_lock(&p->ev_lock); /* state() may be taking events */
+	p->evt = mine[1];
+	pthread_mutex_unlock(&p->ev_lock);
 	for (unsigned i = 0; i < p->nchan; i++) {
 		pthread_mutex_lock(&p->ch[i].lock);
 		p->ch[i].fd = mine[2 + i];
@@ -1147,10 +1310,19 @@ static void px_free(void *impl)
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
 		pthread_mutex_destroy(&p->ch[i].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->post_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
 	mb_dp_dma_fini(&p->dma);
+	if (p->ring)
+		munmap(p->ring, p->ring_size);
+	if (p->ring_fd >= 0)
+		close(p->ring_fd);
+	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
+		if (p->bell[i] >= 0)
+			close(p->bell[i]);
+	free(p->log);
 	free(p->fds);
 	free(p->opts);
 	free(p->last_state);
@@ -1171,13 +1343,14 @@ int mb_devproc_restart(struct mb_devproc *p)
 			fprintf(stderr, "moonbox: device %s restarted without its "
 				"state: %s\n", p->rep.name, mb_errmsg());
 	}
-	/* The line as the new process has it: low until it says otherwise. */
-	if (p->has_line) {
-		pthread_mutex_lock(&p->ev_lock);
-		p->applied = 0;
+	/* The new process counts its events from 1; the line as it has it:
+	 * low until it says otherwise. */
+	pthread_mutex_lock(&p->ev_lock);
+	p->applied = 0;
+	if (p->has_line)
 		mb_irq_set(&p->line, 0);
-		pthread_mutex_unlock(&p->ev_lock);
-	}
+	pthread_mutex_unlock(&p->ev_lock);
+	ring_replay(p);
 	return 0;
 }
 
@@ -1193,13 +1366,16 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->ctl = p->evt = p->pidfd = -1;
 	p->pid = -1;
 	p->kick_irq = -1;
+	p->ring_fd = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_KICK; i++)
 		p->kick[i] = -1;
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++) {
 		p->ch[i].fd = -1;
+		p->bell[i] = -1;
 		pthread_mutex_init(&p->ch[i].lock, NULL);
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
 	pthread_condattr_t ca;
@@ -1218,6 +1394,8 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	p->crashed = cfg->crashed, p->ctx = cfg->ctx;
 	p->console = cfg->console;
 	int rc = mb_dp_dma_init(&p->dma, m, cfg);
+	if (!rc && p->posted && !cfg->posted_socket)
+		rc = ring_setup(p, cfg);
 	if (rc) {
 		char msg[300];
 		snprintf(msg, sizeof msg, "%s", mb_errmsg());
@@ -1338,6 +1516,29 @@ void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes
 	*posted = atomic_load(&p->nposted);
 	*flushes = atomic_load(&p->nflushes);
 }
+
+bool mb_devproc_post_ring(struct mb_devproc *p, uint64_t *bells, uint64_t *replayed)
+{
+	*bells = atomic_load(&p->nbells);
+	*replayed = atomic_load(&p->nreplayed);
+	return p->ring_on;
+}
+unsigned mb_devproc_log(struct mb_devproc *p, char (*lines)[MB_DP_LOG_TEXT],
+			unsigned max)
+{
+	pthread_mutex_lock(&p->ev_lock);
+	for (int budget = 256; budget-- && p->evt >= 0 && take_event(p, 0) > 0;)
+		; /* what it said before now */
+	uint64_t n = p->nlog < MB_DP_LOG_KEEP ? p->nlog : MB_DP_LOG_KEEP;
+	if (n > max)
+		n = max;
+	for (uint64_t i = 0; i < n; i++)
+		memcpy(lines[i], p->log[(p->nlog - n + i) % MB_DP_LOG_KEEP],
+		       MB_DP_LOG_TEXT);
+	pthread_mutex_unlock(&p->ev_lock);
+	return (unsigned)n;
+}
+
 unsigned mb_devproc_restarts(struct mb_devproc *p) { return p->restarts; }
 bool mb_devproc_alive(struct mb_devproc *p) { return atomic_load(&p->alive); }
 const char *mb_devproc_why(struct mb_devproc *p)
@@ -1430,6 +1631,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	setsockopt(ch[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	pthread_mutex_init(&p->ch[0].lock, NULL);
 	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
 	p->ctl = ct[0], p->evt = ev[0];
@@ -1448,6 +1650,15 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
 		abort();
 	atomic_store(&p->dma.revoked[1], true);
+	/* One posted-write ring on channel 0 (kind 0 with bits 0x60). */
+	static struct mb_dp_ring *ring;
+	static int bell = -1;
+	if (!ring && !(ring = aligned_alloc(64, sizeof *ring)))
+		abort();
+	if (bell < 0 && (bell = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+		abort();
+	memset(ring, 0, sizeof *ring);
+	p->ring = ring, p->ring_on = true, p->bell[0] = bell, p->ring_fd = -1;
 	uint8_t drain[MB_DP_MAX_MSG];
 	while (len >= 3) {
 		unsigned kind = data[0], n = data[1] | (unsigned)data[2] << 8;
@@ -1486,9 +1697,19 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 					;
 				break;
 			}
+			if ((kind & 0x60) == 0x60 && n >= 5) {
+				/* a posted write into the ring, whose tail and
+				 * sleeping the hostile device wrote (the input's
+				 * first bytes): full ones flush over the channel,
+				 * answered by the rest of the input */
+				memcpy(&ring->tail, msg, 4);
+				ring->sleeping = msg[4];
+				p->posted = true;
+			}
 			send(ch[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			access_(&p->pr[0], kind & 4 ? 2 : 0, v, kind & 8 ? 4 : 1,
 				kind & 0x40);
+			p->posted = false;
 			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
 			break;
 		case 1: /* an event */

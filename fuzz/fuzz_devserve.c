@@ -14,6 +14,9 @@
  *      memory entry made of the bytes, over a sealed memfd) mapped on a
  *      scratch machine, then a DMA_UNMAP made of the rest (the devices'
  *      RAM stays mapped: every input starts from the same state);
+ *   0xe8..0xef: a hostile VMM's posted-write ring: the bytes over the
+ *      shared ring (head, tail, entries), our count from byte 0 of the
+ *      input, then the channel thread's turn (ds_ring_take);
  *   0xf0..0xf7: a hostile VMM's reply to a DMA_READ/DMA_WRITE (dma =
  *      "message"): the bytes are queued as the reply (bit 0: with the
  *      awaited id), then the device reads or writes its remote RAM.
@@ -191,6 +194,22 @@ static void dma_reply(unsigned kind, const uint8_t *b, size_t len)
 		; /* a reply the device did not take */
 }
 
+static void ring(const uint8_t *b, size_t len)
+{
+	static struct mb_dp_ring *r;
+	if (!r) {
+		if (!(r = aligned_alloc(4096, (sizeof *r + 4095) & ~(size_t)4095)))
+			abort();
+		ds_rings[0] = (struct ds_ring){ .r = r, .bell = -1, .go = true };
+		pthread_mutex_init(&ds_rings[0].lock, NULL);
+		ds_nring = 1;
+	}
+	memset(r, 0, sizeof *r);
+	memcpy(r, b, len < sizeof *r ? len : sizeof *r);
+	ds_rings[0].tail = len ? b[0] : 0;
+	ds_ring_take(0);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static bool ready;
@@ -212,6 +231,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint16_t cmd = 0;
 		if (len >= sizeof(struct mb_dp_hdr))
 			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
+		if (kind >= 0xe8 && kind < 0xf0) {
+			ring(b, len);
+			drain();
+			continue;
+		}
 		if (kind >= 0xf0 && kind < 0xf8) {
 			dma_reply(kind, b, len);
 			drain();

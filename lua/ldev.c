@@ -17,9 +17,59 @@ static int dev_revoke(lua_State *L)
 	return mbl_isolate_revoke(L, mbl_checkdevice(L, 1));
 }
 
+/* dev:mmio_read(offset [, size]) / dev:mmio_write(offset, value [, size]):
+ * an access to the device's (first) MMIO window from the script, as a vCPU
+ * would make it, through the machine's bus (an isolated device: over its
+ * channel). For drivers written in Lua (tests/lua/vhost_driver.lua). */
+static uint64_t mmio_addr(lua_State *L, struct mb_device **dev, unsigned *size,
+			  int size_arg)
+{
+	*dev = mbl_checkdevice(L, 1);
+	lua_Integer off = luaL_checkinteger(L, 2);
+	lua_Integer n = luaL_optinteger(L, size_arg, 4);
+	if (n != 1 && n != 2 && n != 4 && n != 8)
+		luaL_error(L, "size: %d is not 1, 2, 4 or 8", (int)n);
+	for (size_t i = 0; i < mb_device_nranges(*dev); i++) {
+		const struct mb_device_range *r = mb_device_range(*dev, i);
+		if (r->space != MB_SPACE_MMIO)
+			continue;
+		if (off < 0 || (uint64_t)off + (uint64_t)n > r->size)
+			luaL_error(L, "offset: 0x%I+%d is outside the window of 0x%I "
+				   "bytes", off, (int)n, (lua_Integer)r->size);
+		*size = (unsigned)n;
+		return r->base + (uint64_t)off;
+	}
+	return (uint64_t)luaL_error(L, "mmio: %s has no MMIO window",
+				    mb_device_name(*dev));
+}
+
+static int dev_mmio_read(lua_State *L)
+{
+	struct mb_device *dev;
+	unsigned n;
+	uint64_t a = mmio_addr(L, &dev, &n, 3);
+	uint8_t b[8];
+	mb_bus_read(mb_machine_mmio(mb_device_machine(dev)), a, b, n);
+	lua_pushinteger(L, (lua_Integer)mb_io_get(b, n));
+	return 1;
+}
+
+static int dev_mmio_write(lua_State *L)
+{
+	struct mb_device *dev;
+	unsigned n;
+	uint64_t a = mmio_addr(L, &dev, &n, 4);
+	uint8_t b[8];
+	mb_io_put(b, n, (uint64_t)luaL_checkinteger(L, 3));
+	mb_bus_write(mb_machine_mmio(mb_device_machine(dev)), a, b, n);
+	return 0;
+}
+
 static const luaL_Reg common[] = {
 	{ "state", mbl_dev_state }, { "set_state", mbl_dev_set_state },
-	{ "info", dev_info },   { "revoke", dev_revoke }, { NULL, NULL },
+	{ "info", dev_info },   { "revoke", dev_revoke },
+	{ "mmio_read", dev_mmio_read }, { "mmio_write", dev_mmio_write },
+	{ NULL, NULL },
 };
 
 /* The class's metatable, made on first use. */
@@ -63,7 +113,8 @@ struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls)
 	keys[nk++] = "isolate", keys[nk++] = "timeout", keys[nk++] = "on_crash";
 	keys[nk++] = "posted";
 	if (mbl_in_devproc(L))
-		keys[nk++] = "image_fd";
+		keys[nk++] = "image_fd", keys[nk++] = "backend_fd",
+		keys[nk++] = "backend_name";
 	keys[nk] = NULL;
 	mbl_checkopts(L, 1, cls->name, keys);
 	mbl_want_isolate(L, cls, 1);

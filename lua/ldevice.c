@@ -1,5 +1,6 @@
 /* mb.device (a device whose registers are Lua functions). */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,7 +18,15 @@
  * the event loop until someone does, and its fn runs then.
  *
  * The Lua values (the handle, read, write, armed timers) live in the
- * machine's refs table (mbl_ref_set), never in registry references. */
+ * machine's refs table (mbl_ref_set), never in registry references.
+ *
+ * isolate = true (docs/devproc.md, "Lua devices"): the VMM sends the
+ * module's text (source, or module's file read here) to a device process,
+ * whose mb.device loads it with lmodule.c in an environment of its own;
+ * there the callbacks run on whichever thread of the process met them
+ * (a channel, its event loop), one at a time under mbl_module_lock, each
+ * with a fresh instruction budget. The VMM's handle has no Lua of its
+ * own: its irq/pulse/read/write/after/every refuse. */
 
 struct luadev {
 	struct mbl_machine *mm;
@@ -25,6 +34,10 @@ struct luadev {
 	const struct mb_clock *clk;
 	struct mb_irq irq;
 	bool has_irq, has_read, has_write;
+	bool iso;      /* a module inside a device process */
+	lua_State *L;  /* iso: the process's state (its main thread) */
+	lua_Integer instructions; /* iso: its limits */
+	uint64_t memory;
 	pthread_mutex_t lock; /* timers: armed, gen, next (loop vs. Lua) */
 	struct ltimer *timers; /* every timer made, reused once released */
 };
@@ -53,7 +66,12 @@ struct cfg {
 	uint64_t base, size;
 	int irq; /* -1: none */
 	const char *name;
+	bool module; /* inside a device process: source is the module */
+	lua_Integer instructions; /* per call */
+	uint64_t memory; /* the module's Lua memory */
 };
+#define MODULE_INSTRUCTIONS 100000000
+#define MODULE_MEMORY (64u << 20)
 
 struct access {
 	struct luadev *ld;
@@ -77,12 +95,43 @@ static bool push_fn(lua_State *L, struct luadev *ld, const char *which)
 	return lua_isfunction(L, -2);
 }
 
-/* Runs in the Lua world (mb_machine_call_main). */
+/* Run fn in the device's Lua world: the script's (through the waiting
+ * thread) or, isolated, the process's own state, under its lock. */
+static void in_lua(struct luadev *ld, void (*fn)(void *), void *arg)
+{
+	if (!ld->iso) {
+		mb_machine_call_main(mb_device_machine(ld->dev), fn, arg);
+		return;
+	}
+	mbl_module_lock();
+	fn(arg);
+	mbl_module_unlock();
+}
+
+static lua_State *world(struct luadev *ld)
+{
+	return ld->iso ? ld->L : ld->mm->L;
+}
+
+/* A protected call into the device's Lua (nargs on the stack after the
+ * function): isolated, with a fresh budget; out of memory ends there. */
+static int call(struct luadev *ld, lua_State *L, int nargs, int nres,
+		const char *what)
+{
+	if (ld->iso)
+		mbl_module_enter(what);
+	int st = lua_pcall(L, nargs, nres, 0);
+	if (st != LUA_OK && ld->iso)
+		mbl_module_failed(L, st, what);
+	return st;
+}
+
+/* Runs in the Lua world (in_lua). */
 static void call_lua(void *arg)
 {
 	struct access *a = arg;
 	struct luadev *ld = a->ld;
-	lua_State *L = ld->mm->L;
+	lua_State *L = world(ld);
 	if (!L || !ld->mm->m)
 		return;
 	int top = lua_gettop(L);
@@ -94,7 +143,7 @@ static void call_lua(void *arg)
 	lua_pushinteger(L, a->size);
 	if (a->write)
 		lua_pushinteger(L, (lua_Integer)mb_io_get(a->data, a->size));
-	if (lua_pcall(L, a->write ? 4 : 3, 1, 0) != LUA_OK) {
+	if (call(ld, L, a->write ? 4 : 3, 1, a->write ? "write" : "read") != LUA_OK) {
 		mb_machine_stop(ld->mm->m, MB_STOP_ERROR, 1, "device %s: %s: %s",
 				mb_device_name(ld->dev), a->write ? "write" : "read",
 				lua_tostring(L, -1));
@@ -116,7 +165,7 @@ static void ld_read(void *dev, uint64_t off, void *data, unsigned size)
 	struct access a = { ld, off, data, size, false };
 	memset(data, 0xff, size);
 	if (ld->has_read)
-		mb_machine_call_main(mb_device_machine(ld->dev), call_lua, &a);
+		in_lua(ld, call_lua, &a);
 }
 
 static void ld_write(void *dev, uint64_t off, const void *data, unsigned size)
@@ -124,10 +173,14 @@ static void ld_write(void *dev, uint64_t off, const void *data, unsigned size)
 	struct luadev *ld = dev;
 	struct access a = { ld, off, (void *)data, size, true };
 	if (ld->has_write)
-		mb_machine_call_main(mb_device_machine(ld->dev), call_lua, &a);
+		in_lua(ld, call_lua, &a);
 }
 
 static const struct mb_io_ops luadev_io = { ld_read, ld_write };
+
+/* The isolated device built in this process, its module not loaded yet
+ * (one device per device process). */
+static struct luadev *pending;
 
 /* With the machine: the event loop has stopped, no callback is running.
  * The Lua state may be closing: only C is freed here. */
@@ -156,14 +209,26 @@ static int luadev_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d
 	ld->mm = mm;
 	ld->clk = mb_machine_clock(mm->m);
 	pthread_mutex_init(&ld->lock, NULL);
+	/* Isolated: the functions are the module's, loaded once the process
+	 * is confined (mbl_module_start); until then the device has none. */
+	if (c->module) {
+		lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+		ld->L = lua_tothread(L, -1);
+		lua_pop(L, 1);
+		ld->iso = true;
+		ld->instructions = c->instructions;
+		ld->memory = c->memory;
+	}
 	/* refs[ld] = { handle, read = fn, write = fn }, before any access */
 	lua_createtable(L, 1, 2);
 	lua_pushvalue(L, 2);
 	lua_rawseti(L, -2, 1);
-	ld->has_read = lua_getfield(L, 3, "read") == LUA_TFUNCTION;
-	lua_setfield(L, -2, "read");
-	ld->has_write = lua_getfield(L, 3, "write") == LUA_TFUNCTION;
-	lua_setfield(L, -2, "write");
+	if (!c->module) {
+		ld->has_read = lua_getfield(L, 3, "read") == LUA_TFUNCTION;
+		lua_setfield(L, -2, "read");
+		ld->has_write = lua_getfield(L, 3, "write") == LUA_TFUNCTION;
+		lua_setfield(L, -2, "write");
+	}
 	struct mb_device *dev;
 	if (mb_device_new(mm->m, c->name, "device", &luadev_ops, ld, &dev))
 		return mbl_fail(L, "device"); /* ld freed by ops->free */
@@ -188,14 +253,68 @@ static int luadev_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d
 	lua_pop(L, 1);
 	d->dev = dev;
 	d->impl = ld;
+	if (ld->iso)
+		pending = ld;
+	return 0;
+}
+
+/* Inside a device process, once it is confined (moonbox-device calls it
+ * under mbl_module_lock, before it serves an access): load the module of
+ * the device built, take its read and write, and call its init(self). */
+int mbl_module_start(lua_State *L)
+{
+	struct luadev *ld = pending;
+	if (!ld)
+		return 0;
+	pending = NULL;
+	mbl_module_limits(L, ld->instructions, (size_t)ld->memory);
+	if (mbl_ref_push(L, ld->mm, ld) != LUA_TTABLE)
+		return luaL_error(L, "module: the device is gone");
+	int refs = lua_gettop(L);
+	lua_rawgeti(L, refs, 1);
+	mbl_pushopts(L, refs + 1);
+	int opts = lua_gettop(L);
+	lua_getfield(L, opts, "module");
+	const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : "source";
+	size_t len;
+	lua_getfield(L, opts, "source");
+	const char *src = lua_tolstring(L, -1, &len);
+	if (!src)
+		return luaL_error(L, "module %s: no source", name);
+	lua_getfield(L, opts, "args");
+	mbl_module_load(L, src, len, name, -1);
+	int fns = lua_gettop(L);
+	lua_getfield(L, fns, "read");
+	lua_setfield(L, refs, "read");
+	lua_getfield(L, fns, "write");
+	lua_setfield(L, refs, "write");
+	pthread_mutex_lock(&ld->lock);
+	ld->has_read = lua_getfield(L, fns, "read") == LUA_TFUNCTION;
+	ld->has_write = lua_getfield(L, fns, "write") == LUA_TFUNCTION;
+	pthread_mutex_unlock(&ld->lock);
+	lua_pop(L, 2);
+	if (lua_getfield(L, fns, "init") == LUA_TFUNCTION) {
+		lua_pushvalue(L, refs + 1);
+		if (call(ld, L, 1, 0, "init") != LUA_OK)
+			return luaL_error(L, "module %s: init: %s", name, lua_tostring(L, -1));
+	}
 	return 0;
 }
 
 /* The device behind self (argument 1), added to a live machine. */
 static struct luadev *checkld(lua_State *L)
 {
-	mbl_checkdevice(L, 1);
-	return mbl_checkdev(L, 1)->impl;
+	struct mb_device *dev = mbl_checkdevice(L, 1);
+	struct luadev *ld = mbl_checkdev(L, 1)->impl;
+	if (!ld) { /* isolated: the VMM's proxy has no Lua */
+		lua_Debug ar;
+		const char *fn = lua_getstack(L, 0, &ar) && lua_getinfo(L, "n", &ar) &&
+				 ar.name ? ar.name : "method";
+		luaL_error(L, "%s: device %s is isolated: its module does that "
+			   "(self:%s inside it, in the device's own Lua state)",
+			   fn, mb_device_name(dev), fn);
+	}
+	return ld;
 }
 
 /* self:irq(level): drive the device's line (true/false or 1/0). */
@@ -288,7 +407,7 @@ static void timer_call(void *arg)
 	struct fire *f = arg;
 	struct ltimer *lt = f->lt;
 	struct luadev *ld = lt->ld;
-	lua_State *L = ld->mm->L;
+	lua_State *L = world(ld);
 	if (!L || !ld->mm->m)
 		return;
 	pthread_mutex_lock(&ld->lock);
@@ -311,7 +430,7 @@ static void timer_call(void *arg)
 	}
 	lua_getiuservalue(L, -1, 1);
 	lua_getiuservalue(L, -2, 2);
-	if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+	if (call(ld, L, 1, 0, "a timer") != LUA_OK)
 		mb_machine_stop(ld->mm->m, MB_STOP_ERROR, 1, "device %s: timer: %s",
 				mb_device_name(ld->dev), lua_tostring(L, -1));
 	lua_settop(L, top);
@@ -323,7 +442,6 @@ static void timer_expired(void *opaque)
 {
 	struct ltimer *lt = opaque;
 	struct luadev *ld = lt->ld;
-	struct mb_machine *m = mb_device_machine(ld->dev);
 	const struct mb_clock *clk = ld->clk;
 	pthread_mutex_lock(&ld->lock);
 	struct fire f = { lt, lt->gen };
@@ -331,7 +449,7 @@ static void timer_expired(void *opaque)
 	pthread_mutex_unlock(&ld->lock);
 	if (!armed)
 		return;
-	mb_machine_call_main(m, timer_call, &f);
+	in_lua(ld, timer_call, &f);
 	pthread_mutex_lock(&ld->lock);
 	if (lt->armed && lt->gen == f.gen && lt->period) {
 		uint64_t now = clk->now(clk);
@@ -477,7 +595,113 @@ static const luaL_Reg luadev_methods[] = {
 };
 
 static const char *const luadev_keys[] = { "name", "pio", "mmio", "read",
-					   "write", "irq", NULL };
+					   "write", "irq", "module", "source",
+					   "args", "limits", NULL };
+
+/* limits = { instructions = N, memory = SIZE } of an isolated module. */
+static void parse_limits(lua_State *L, int idx, struct cfg *c)
+{
+	static const char *const keys[] = { "instructions", "memory", NULL };
+	c->instructions = MODULE_INSTRUCTIONS;
+	c->memory = MODULE_MEMORY;
+	int t = lua_getfield(L, idx, "limits");
+	if (t == LUA_TNIL) {
+		lua_pop(L, 1);
+		return;
+	}
+	if (t != LUA_TTABLE)
+		luaL_error(L, "limits: expected { instructions = , memory = }, got %s",
+			   lua_typename(L, t));
+	mbl_checkopts(L, -1, "limits", keys);
+	if (lua_getfield(L, -1, "instructions") != LUA_TNIL) {
+		int isint;
+		lua_Integer n = lua_tointegerx(L, -1, &isint);
+		if (!isint && lua_type(L, -1) == LUA_TNUMBER &&
+		    lua_tonumber(L, -1) >= 1000 && lua_tonumber(L, -1) < 9e18)
+			n = (lua_Integer)lua_tonumber(L, -1), isint = 1;
+		if (!isint || n < 1000)
+			luaL_error(L, "limits.instructions: %s is not a count of at "
+				   "least 1000", luaL_tolstring(L, -1, NULL));
+		c->instructions = n;
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, -1, "memory") != LUA_TNIL) {
+		c->memory = mbl_tosize(L, -1, "limits.memory");
+		if (c->memory < (64u << 10))
+			luaL_error(L, "limits.memory: %s is below 64K",
+				   luaL_tolstring(L, -1, NULL));
+	}
+	lua_pop(L, 2);
+}
+
+/* The module options: inside a device process source is the module (the
+ * VMM read module's file); in the VMM exactly one of source and module
+ * is given with isolate = true, checked to be text Lua accepts, and the
+ * script's own functions are refused. Without isolate: none of them. */
+static void parse_module(lua_State *L, int idx, struct cfg *c)
+{
+	static const char *const mkeys[] = { "module", "source", "args", "limits",
+					     NULL };
+	bool devproc = mbl_in_devproc(L);
+	lua_getfield(L, idx, "isolate");
+	bool iso = lua_toboolean(L, -1) || devproc;
+	lua_pop(L, 1);
+	if (!iso) {
+		for (const char *const *k = mkeys; *k; k++) {
+			if (lua_getfield(L, idx, *k) != LUA_TNIL)
+				luaL_error(L, "%s: a module runs in a device process "
+					   "(give isolate = true)", *k);
+			lua_pop(L, 1);
+		}
+		return;
+	}
+	for (int i = 0; i < 2 && !devproc; i++) {
+		const char *k = i ? "write" : "read";
+		if (lua_getfield(L, idx, k) != LUA_TNIL)
+			luaL_error(L, "%s: an isolated device's functions are its "
+				   "module's (source = or module =): it runs in a Lua "
+				   "state of its own, without the script's upvalues", k);
+		lua_pop(L, 1);
+	}
+	int ts = lua_getfield(L, idx, "source");
+	int tm = lua_getfield(L, idx, "module");
+	if ((ts != LUA_TNIL && ts != LUA_TSTRING) || (tm != LUA_TNIL && tm != LUA_TSTRING))
+		luaL_error(L, "%s: expected a string, got %s",
+			   ts != LUA_TNIL && ts != LUA_TSTRING ? "source" : "module",
+			   lua_typename(L, ts != LUA_TNIL && ts != LUA_TSTRING ? ts : tm));
+	if (devproc ? ts == LUA_TNIL : (ts == LUA_TNIL) == (tm == LUA_TNIL))
+		luaL_error(L, "source: an isolated Lua device needs exactly one of "
+			   "module = \"file.lua\" or source = \"...\"");
+	if (!devproc) { /* syntax errors now, not in the process */
+		const char *name;
+		if (tm == LUA_TSTRING) {
+			name = lua_tostring(L, -1);
+			mbl_module_read(L, name);
+		} else {
+			name = "source";
+			lua_pushvalue(L, -2);
+		}
+		size_t len;
+		const char *src = lua_tolstring(L, -1, &len);
+		if (len > MBL_MODULE_MAX)
+			luaL_error(L, "source: %d bytes, at most %d (a module crosses "
+				   "in one CREATE message)", (int)len, MBL_MODULE_MAX);
+		char chunk[80];
+		snprintf(chunk, sizeof chunk, "=%s", name);
+		if (luaL_loadbufferx(L, src, len, chunk, "t") != LUA_OK)
+			luaL_error(L, "%s: %s", tm == LUA_TSTRING ? "module" : "source",
+				   lua_tostring(L, -1));
+		lua_pop(L, 2);
+	}
+	lua_pop(L, 2);
+	int ta = lua_getfield(L, idx, "args");
+	if (ta != LUA_TNIL && ta != LUA_TTABLE)
+		luaL_error(L, "args: expected a table of scalars, got %s",
+			   lua_typename(L, ta));
+	lua_pop(L, 1);
+	parse_limits(L, idx, c);
+	c->module = devproc;
+}
 
 static void luadev_parse(lua_State *L, int idx, void *p)
 {
@@ -505,6 +729,7 @@ static void luadev_parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "irq: %d is not a line (0-23)", (int)irq);
 	c->irq = (int)irq;
 	c->name = mbl_optstr(L, idx, "name", NULL);
+	parse_module(L, idx, c);
 }
 
 static const struct mbl_class luadev_class = {

@@ -32,16 +32,16 @@ bool mbl_want_isolate(lua_State *L, const struct mbl_class *cls, int idx)
 	if (on && strcmp(cls->name, "pic8259") == 0)
 		luaL_error(L, "isolate: the interrupt controller stays in the VMM "
 			   "(vCPUs ask it for every interrupt)");
-	if (on && strcmp(cls->name, "virtio_net") == 0)
-		luaL_error(L, "isolate: virtio_net cannot be isolated yet (its "
-			   "backend is not passed to the device process)");
-	if (on && strcmp(cls->name, "device") == 0)
-		luaL_error(L, "isolate: Lua devices cannot be isolated yet");
 	t = lua_getfield(L, idx, "posted");
 	bool posted = lua_toboolean(L, -1);
+	if (t == LUA_TSTRING && strcmp(lua_tostring(L, -1), "ring") &&
+	    strcmp(lua_tostring(L, -1), "socket"))
+		luaL_error(L, "posted: \"%s\" is not true, \"ring\" or \"socket\"",
+			   lua_tostring(L, -1));
 	lua_pop(L, 1);
-	if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-		luaL_error(L, "posted: expected a boolean, got %s", lua_typename(L, t));
+	if (t != LUA_TNIL && t != LUA_TBOOLEAN && t != LUA_TSTRING)
+		luaL_error(L, "posted: expected true, \"ring\" or \"socket\", got %s",
+			   lua_typename(L, t));
 	if (posted && !on)
 		luaL_error(L, "posted: writes are posted to a device process "
 			   "(needs isolate = true)");
@@ -122,35 +122,90 @@ static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr,
 
 /* ---- options as a table constructor ------------------------------------ */
 
-static void put_scalar(lua_State *L, luaL_Buffer *b, int idx, const char *key)
+/* The text is gathered as a list of pieces in a table on the stack and
+ * joined at the end: a luaL_Buffer cannot be used here, since the walk
+ * over the options keeps its own values above the buffer's box (lauxlib
+ * grows the box at a fixed stack position), and a module's source makes
+ * the text large enough to grow. */
+struct parts {
+	lua_State *L;
+	int t;
+	lua_Integer n;
+};
+
+static void parts_init(lua_State *L, struct parts *b)
+{
+	lua_newtable(L);
+	*b = (struct parts){ L, lua_gettop(L), 0 };
+}
+
+static void parts_addvalue(struct parts *b) /* the string on top */
+{
+	lua_rawseti(b->L, b->t, ++b->n);
+}
+
+static void parts_addstring(struct parts *b, const char *s)
+{
+	lua_pushstring(b->L, s);
+	parts_addvalue(b);
+}
+
+static void parts_addchar(struct parts *b, char c)
+{
+	lua_pushlstring(b->L, &c, 1);
+	parts_addvalue(b);
+}
+
+static void parts_result(struct parts *b)
+{
+	luaL_Buffer o;
+	lua_State *L = b->L;
+	luaL_buffinit(L, &o);
+	for (lua_Integer i = 1; i <= b->n; i++) {
+		lua_rawgeti(L, b->t, i);
+		luaL_addvalue(&o);
+	}
+	luaL_pushresult(&o);
+}
+
+static void put_scalar(lua_State *L, struct parts *b, int idx, const char *key)
 {
 	idx = lua_absindex(L, idx);
 	switch (lua_type(L, idx)) {
 	case LUA_TBOOLEAN:
-		luaL_addstring(b, lua_toboolean(L, idx) ? "true" : "false");
+		parts_addstring(b, lua_toboolean(L, idx) ? "true" : "false");
 		break;
 	case LUA_TNUMBER:
 		if (lua_isinteger(L, idx))
 			lua_pushfstring(L, "%I", (LUAI_UACINT)lua_tointeger(L, idx));
 		else
 			lua_pushfstring(L, "%f", lua_tonumber(L, idx));
-		luaL_addvalue(b);
+		parts_addvalue(b);
 		break;
 	case LUA_TSTRING: {
+		/* printable bytes as they are, the rest as Lua escapes (a
+		 * module's source is mostly text: \n and \t stay short) */
 		size_t n;
 		const char *s = lua_tolstring(L, idx, &n);
-		luaL_addchar(b, '"');
+		luaL_Buffer q;
+		luaL_buffinit(L, &q);
+		luaL_addchar(&q, '"');
 		for (size_t i = 0; i < n; i++) {
 			unsigned char c = (unsigned char)s[i];
 			if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-				luaL_addchar(b, (char)c);
+				luaL_addchar(&q, (char)c);
+			} else if (c == '\n' || c == '\t' || c == '"' || c == '\\') {
+				luaL_addchar(&q, '\\');
+				luaL_addchar(&q, c == '\n' ? 'n' : c == '\t' ? 't' : (char)c);
 			} else {
 				char e[8];
 				snprintf(e, sizeof e, "\\%03u", c);
-				luaL_addstring(b, e);
+				luaL_addstring(&q, e);
 			}
 		}
-		luaL_addchar(b, '"');
+		luaL_addchar(&q, '"');
+		luaL_pushresult(&q);
+		parts_addvalue(b);
 		break;
 	}
 	default:
@@ -283,11 +338,16 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	}
 	lua_pop(L, 1);
 
-	cfg.posted = mbl_optbool(L, 3, "posted", 0);
+	/* posted = true or "ring": the shared rings; "socket": messages */
+	lua_getfield(L, 3, "posted");
+	cfg.posted = lua_toboolean(L, -1);
+	cfg.posted_socket = lua_type(L, -1) == LUA_TSTRING &&
+			    !strcmp(lua_tostring(L, -1), "socket");
+	lua_pop(L, 1);
 
-	luaL_Buffer b;
-	luaL_buffinit(L, &b); /* keeps a value on the stack: index with abs */
-	luaL_addchar(&b, '{');
+	struct parts b;
+	parts_init(L, &b); /* keeps a value on the stack: index with abs */
+	parts_addchar(&b, '{');
 	bool virtio = strncmp(kind, "virtio_", 7) == 0, has_mmio = false,
 	     has_irq = false;
 	lua_pushnil(L);
@@ -320,19 +380,58 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 			fds[nfds] = fd;
 			lua_pushfstring(L, "image_fd=%d,image=", first + (int)nfds);
 			nfds++;
-			luaL_addvalue(&b);
+			parts_addvalue(&b);
 			put_scalar(L, &b, -1, k);
-			luaL_addchar(&b, ',');
+			parts_addchar(&b, ',');
 			lua_pop(L, 1);
 			continue;
 		}
 		if (!strcmp(k, "image_fd"))
 			luaL_error(L, "image_fd: internal to device processes");
+		if (!strcmp(kind, "virtio_net") && !strcmp(k, "ifname")) {
+			lua_pop(L, 1); /* the VMM opens the tap */
+			continue;
+		}
+		if (!strcmp(kind, "virtio_net") && !strcmp(k, "backend")) {
+			/* opened here (a tap needs the VMM's privilege; a socket
+			 * path means nothing in the empty root): the process gets
+			 * its descriptor and the name */
+			struct mb_netbe *be = mbl_net_open_backend(L, 3);
+			int fd = mb_netbe_take_fd(be);
+			char name[128];
+			snprintf(name, sizeof name, "%s", mb_netbe_name(be));
+			mb_netbe_free(be);
+			if (fd < 0)
+				luaL_error(L, "backend: %s", mb_errmsg());
+			fds[nfds] = fd;
+			lua_pushfstring(L, "backend_fd=%d,backend_name=", first + (int)nfds);
+			nfds++;
+			parts_addvalue(&b);
+			lua_pushstring(L, name);
+			put_scalar(L, &b, -1, k);
+			lua_pop(L, 1);
+			parts_addchar(&b, ',');
+			lua_pop(L, 1);
+			continue;
+		}
+		if (!strcmp(k, "module") && !strcmp(kind, "device")) {
+			/* the process gets the text, not the path; the name stays
+			 * for its messages */
+			parts_addstring(&b, "[\"source\"]=");
+			mbl_module_read(L, luaL_checkstring(L, -1));
+			put_scalar(L, &b, -1, k);
+			lua_pop(L, 1);
+			parts_addstring(&b, ",[\"module\"]=");
+			put_scalar(L, &b, -1, k);
+			parts_addchar(&b, ',');
+			lua_pop(L, 1);
+			continue;
+		}
 		lua_pushfstring(L, "[\"%s\"]=", k);
-		luaL_addvalue(&b);
+		parts_addvalue(&b);
 		if (lua_type(L, -1) == LUA_TTABLE) {
 			int tt = lua_absindex(L, -1);
-			luaL_addchar(&b, '{');
+			parts_addchar(&b, '{');
 			lua_pushnil(L);
 			while (lua_next(L, tt)) {
 				if (lua_type(L, -2) == LUA_TNUMBER && lua_isinteger(L, -2))
@@ -343,16 +442,16 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 				else
 					luaL_error(L, "isolate: %s: only named or numbered "
 						   "fields cross", k);
-				luaL_addvalue(&b);
+				parts_addvalue(&b);
 				put_scalar(L, &b, -1, k);
-				luaL_addchar(&b, ',');
+				parts_addchar(&b, ',');
 				lua_pop(L, 1);
 			}
-			luaL_addchar(&b, '}');
+			parts_addchar(&b, '}');
 		} else {
 			put_scalar(L, &b, -1, k);
 		}
-		luaL_addchar(&b, ',');
+		parts_addchar(&b, ',');
 		lua_pop(L, 1);
 	}
 	if (!strcmp(kind, "uart16550") || !strcmp(kind, "virtio_console")) {
@@ -362,14 +461,14 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		fds[nfds] = relay_new(L, mm, d->con, &relay);
 		lua_pushfstring(L, "console={fd=%d},", first + (int)nfds);
 		nfds++;
-		luaL_addvalue(&b);
+		parts_addvalue(&b);
 	}
 	if (virtio && !has_mmio) { /* placed here: the process has no view */
 		uint64_t base;
 		if (mb_machine_alloc_mmio(m, 0x1000, &base))
 			return mbl_fail(L, kind);
 		lua_pushfstring(L, "mmio={base=%I,size=4096},", (LUAI_UACINT)base);
-		luaL_addvalue(&b);
+		parts_addvalue(&b);
 	}
 	if (virtio && !has_irq) {
 		unsigned line;
@@ -377,10 +476,10 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 			return mbl_fail(L, kind);
 		mb_machine_release_irq(m, line); /* the proxy claims it */
 		lua_pushfstring(L, "irq=%d,", (int)line);
-		luaL_addvalue(&b);
+		parts_addvalue(&b);
 	}
-	luaL_addchar(&b, '}');
-	luaL_pushresult(&b);
+	parts_addchar(&b, '}');
+	parts_result(&b);
 	cfg.opts = lua_tostring(L, -1);
 	cfg.console = d->con;
 	cfg.fds = fds;
@@ -451,6 +550,13 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "posted");
 	lua_pushinteger(L, (lua_Integer)flushes);
 	lua_setfield(L, -2, "flushes");
+	uint64_t bells, replayed;
+	lua_pushboolean(L, mb_devproc_post_ring(p, &bells, &replayed));
+	lua_setfield(L, -2, "ring");
+	lua_pushinteger(L, (lua_Integer)bells);
+	lua_setfield(L, -2, "doorbells_rung");
+	lua_pushinteger(L, (lua_Integer)replayed);
+	lua_setfield(L, -2, "replayed");
 	unsigned doorbells;
 	const char *irq;
 	mb_devproc_doorbells(p, &doorbells, &irq);
@@ -458,6 +564,17 @@ void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 	lua_setfield(L, -2, "doorbells");
 	lua_pushstring(L, irq);
 	lua_setfield(L, -2, "interrupts");
+	if (!strcmp(mb_device_kind(dev), "device")) { /* a Lua module's log */
+		char (*lines)[MB_DP_LOG_TEXT] = malloc(MB_DP_LOG_KEEP * sizeof *lines);
+		unsigned n = lines ? mb_devproc_log(p, lines, MB_DP_LOG_KEEP) : 0;
+		lua_createtable(L, (int)n, 0);
+		for (unsigned i = 0; i < n; i++) {
+			lua_pushstring(L, lines[i]);
+			lua_rawseti(L, -2, (lua_Integer)i + 1);
+		}
+		free(lines);
+		lua_setfield(L, -2, "log");
+	}
 	struct mb_dp_dma_info di;
 	mb_devproc_dma_info(p, &di);
 	static const char *const modes[] = { "shared", "granted", "message" };

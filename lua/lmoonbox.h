@@ -105,6 +105,37 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
  * to the table on top. */
 void mbl_isolate_annotate(lua_State *L, struct mb_device *dev);
 int mbl_isolate_revoke(lua_State *L, struct mb_device *dev); /* dev:revoke(base) */
+/* lmodule.c: an isolated Lua device's module, inside moonbox-device.
+ * moonbox-device sets log (a line to the VMM) and fatal (end the process
+ * with code, why logged first; never returns), makes its Lua state with
+ * mbl_module_alloc, and holds mbl_module_lock while it builds the device;
+ * every later entry into that state (accesses, timers) takes it. */
+extern void (*mbl_module_log)(const char *line, size_t len);
+extern void (*mbl_module_fatal)(int code, const char *why);
+void mbl_module_lock(void);
+void mbl_module_unlock(void);
+void *mbl_module_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+/* The budget per call (instructions) and the state's memory ceiling. */
+void mbl_module_limits(lua_State *L, lua_Integer instructions, size_t memory);
+/* A call into the module starts (what: "read", "a timer"): a fresh budget. */
+void mbl_module_enter(const char *what);
+/* A pcall into the module returned status: LUA_ERRMEM ends the process. */
+void mbl_module_failed(lua_State *L, int status, const char *what);
+size_t mbl_module_memory(void);
+/* ldevice.c, in moonbox-device once confined: load the built device's
+ * module and call its init (a lua_CFunction, for lua_pcall). */
+int mbl_module_start(lua_State *L);
+/* Load src (text only) as module name in its own environment, call it with
+ * the value at args, check and push the table it returns. */
+int mbl_module_load(lua_State *L, const char *src, size_t len, const char *name,
+		    int args);
+/* The VMM's side: push the text of module file path (at most
+ * MBL_MODULE_MAX bytes: it crosses in the CREATE message). */
+#define MBL_MODULE_MAX 32768
+int mbl_module_read(lua_State *L, const char *path);
+/* lvirtio_io.c: the network backend virtio_net's options at idx name
+ * (inside a device process: backend_fd, the VMM's). */
+struct mb_netbe *mbl_net_open_backend(lua_State *L, int idx);
 /* lmachine.c: push a handle for a machine made in C (moonbox-device). */
 void mbl_push_machine(lua_State *L, struct mb_machine *m);
 

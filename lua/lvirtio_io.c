@@ -137,10 +137,21 @@ static bool parse_mac(const char *s, uint8_t mac[6])
 	return true;
 }
 
-/* The backend the options name; errors leave nothing behind. */
-static struct mb_netbe *open_backend(lua_State *L, int idx)
+/* The backend the options name; errors leave nothing behind. Inside a
+ * device process: the descriptor the VMM opened (backend_fd). */
+struct mb_netbe *mbl_net_open_backend(lua_State *L, int idx)
 {
 	struct mb_netbe *be = NULL;
+	if (mbl_in_devproc(L) && lua_getfield(L, idx, "backend_fd") != LUA_TNIL) {
+		be = mb_netbe_fd((int)luaL_checkinteger(L, -1),
+				 mbl_optstr(L, idx, "backend_name", "socket"));
+		if (!be)
+			mbl_fail(L, "backend");
+		lua_pop(L, 1);
+		return be;
+	}
+	if (mbl_in_devproc(L))
+		lua_pop(L, 1);
 	int t = lua_getfield(L, idx, "backend");
 	if (t == LUA_TSTRING) {
 		be = mb_netbe_tap(mbl_optstr(L, idx, "ifname", ""));
@@ -182,8 +193,10 @@ static void net_parse(lua_State *L, int idx, void *p)
 					  "Unix socket path", path);
 		mbl_optbool(L, -1, "listen", 0);
 	} else if (t == LUA_TNIL) {
-		luaL_error(L, "backend: missing (\"tap\", { socket = PATH, "
-				  "listen = BOOL } or an end of mb.netpair())");
+		if (!mbl_in_devproc(L) || lua_getfield(L, idx, "backend_fd") == LUA_TNIL)
+			luaL_error(L, "backend: missing (\"tap\", { socket = PATH, "
+					  "listen = BOOL } or an end of mb.netpair())");
+		lua_pop(L, 1);
 	} else {
 		struct netend *e = luaL_testudata(L, -1, NETEND);
 		if (!e)
@@ -214,7 +227,7 @@ static int net_attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 {
 	struct mb_virtio_net_attach_config c = *(struct mb_virtio_net_attach_config *)
 						       d->cfg;
-	c.be = open_backend(L, 3);
+	c.be = mbl_net_open_backend(L, 3);
 	if (mb_virtio_net_attach(mm->m, &c, &d->dev))
 		return mbl_fail(L, "virtio_net");
 	return 0;
@@ -225,8 +238,11 @@ static int net_state(lua_State *L)
 {
 	mbl_virtio_state(L);
 	struct mbl_dev *d = mbl_checkdev(L, 1);
-	struct mb_virtio_net *n = mb_virtio_dev_model(d->dev);
 	lua_getfield(L, -1, "mac");
+	if (lua_rawlen(L, -1) != 6) {
+		lua_pop(L, 1);
+		return 1;
+	}
 	const uint8_t *m = (const uint8_t *)lua_tostring(L, -1);
 	char mac[18];
 	snprintf(mac, sizeof mac, "%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2],
@@ -234,6 +250,9 @@ static int net_state(lua_State *L)
 	lua_pop(L, 1);
 	lua_pushstring(L, mac);
 	lua_setfield(L, -2, "mac");
+	if (mb_devproc_of(d->dev))
+		return 1; /* the backend is the process's (isolated.pid) */
+	struct mb_virtio_net *n = mb_virtio_dev_model(d->dev);
 	struct mb_netbe *be = mb_virtio_net_backend(n);
 	lua_pushstring(L, mb_netbe_name(be));
 	lua_setfield(L, -2, "backend");

@@ -13,6 +13,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -231,6 +232,19 @@ struct mb_netbe *mb_netbe_fd(int fd, const char *name)
 {
 	int type = 0;
 	socklen_t tl = sizeof type;
+	struct stat st;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) && errno == ENOTSOCK &&
+	    !fstat(fd, &st) && S_ISCHR(st.st_mode)) {
+		/* a tap set up by whoever opened it (mb_netbe_tap, in the VMM
+		 * of a device process): the same vnet header */
+		struct mb_netbe *be = be_new(TAP);
+		if (!be)
+			return NULL;
+		fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+		snprintf(be->name, sizeof be->name, "%s", name ? name : "tap");
+		adopt(be, fd);
+		return be;
+	}
 	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) ||
 	    (type != SOCK_SEQPACKET && type != SOCK_DGRAM)) {
 		mb_seterr(-EINVAL, "net backend: fd %d is not a SOCK_SEQPACKET or "
@@ -245,6 +259,20 @@ struct mb_netbe *mb_netbe_fd(int fd, const char *name)
 	snprintf(be->name, sizeof be->name, "%s", name ? name : "socket");
 	adopt(be, fd);
 	return be;
+}
+
+int mb_netbe_take_fd(struct mb_netbe *be)
+{
+	if (be->listen_fd >= 0)
+		return mb_seterr(-EINVAL, "%s: a listening backend takes its peer "
+				 "later (give the device process a tap, a connected "
+				 "socket or an mb.netpair() end)", be->name);
+	if (be->fd < 0)
+		return mb_seterr(-ENOTCONN, "%s: no peer", be->name);
+	int fd = fcntl(be->fd, F_DUPFD_CLOEXEC, 3);
+	if (fd < 0)
+		return mb_seterr(-errno, "%s: dup: %s", be->name, strerror(errno));
+	return fd;
 }
 
 int mb_netbe_pair(struct mb_netbe **a, struct mb_netbe **b)

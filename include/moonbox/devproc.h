@@ -72,6 +72,7 @@ enum mb_dp_cmd {
 	 * everything sent before it on the channel is done; carries what
 	 * posted writes caused */
 	MB_DP_FLUSH = 0x4d08,
+	MB_DP_LOG = 0x4d09, /* events: mb_dp_log (an isolated Lua device's log) */
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -93,6 +94,19 @@ struct mb_dp_stop {
 	int32_t code;
 	char msg[240];
 };
+
+/* A line an isolated Lua device's module logged (log(...), print(...)):
+ * in sequence with the line changes (the same counter), so an access's
+ * irq_seq covers the lines it logged too. text is NUL-terminated. */
+#define MB_DP_LOG_TEXT 200
+struct mb_dp_log {
+	uint64_t seq;
+	char text[MB_DP_LOG_TEXT];
+};
+/* moonbox-device's exit statuses for a Lua module it stopped (docs/devproc.md,
+ * "Lua devices"): past its instruction budget in one call, past its memory. */
+#define MB_DP_EXIT_MEMORY 124
+#define MB_DP_EXIT_INSTRUCTIONS 125
 
 /* The reply to an access: what the access caused travels with it, so the
  * guest sees line changes and stops as in process (moonbox extension of
@@ -152,9 +166,38 @@ struct mb_dp_create {
 	 * the device's line (-1: none, the line goes as IRQ_LEVEL). */
 	uint32_t nkick;
 	int32_t kick_fd, irq_fd;
+	/* Posted writes through shared rings (moonbox extension, "Posted
+	 * writes" in docs/devproc.md): nring rings (one per channel, 0: none)
+	 * in the sealed memfd ring_fd of ring_size bytes, and nring doorbell
+	 * eventfds from bell_fd on. */
+	uint32_t nring;
+	int32_t ring_fd, bell_fd;
 	uint32_t pad3;
+	uint64_t ring_size;
 };
 #define MB_DP_MAX_KICK 4
+
+/* One channel's ring of posted writes, in memory both sides map. The VMM
+ * writes entries and head (release), the device takes entries from its own
+ * count of what it did and publishes tail (release). Each side keeps its
+ * own index and treats the other's as a hint: the VMM reads tail only to
+ * know whether there is room, the device reads head and copies each entry
+ * out once before checking it. sleeping: the device's ring thread waits on
+ * the doorbell (the VMM writes the eventfd only then). */
+#define MB_DP_RING_N 256
+struct mb_dp_ring_ent {
+	uint64_t offset;
+	uint32_t region, count;
+	uint8_t data[8];
+};
+struct mb_dp_ring {
+	uint32_t head;
+	uint32_t pad0[15]; /* head and tail in cache lines of their own */
+	uint32_t tail;
+	uint32_t sleeping;
+	uint32_t pad1[14];
+	struct mb_dp_ring_ent e[MB_DP_RING_N];
+};
 
 struct mb_dp_range {
 	uint32_t space; /* enum mb_space */
@@ -207,6 +250,7 @@ struct mb_devproc_config {
 	struct mb_chr *console;
 	unsigned nfds;
 	bool posted;    /* writes go without waiting (flushed by reads, hlt) */
+	bool posted_socket; /* posted: over the channel socket, not a ring */
 	double timeout; /* seconds for a synchronous access; 0: 1 */
 	enum mb_dp_policy on_crash;
 	/* on the event loop thread, with why ("killed by signal 9") */
@@ -250,6 +294,15 @@ const char *mb_devproc_why(struct mb_devproc *p); /* last death, or "" */
 void mb_devproc_doorbells(struct mb_devproc *p, unsigned *ioeventfds, const char **irq);
 /* Writes posted and flushes done (the FLUSH round trips). */
 void mb_devproc_posted(struct mb_devproc *p, uint64_t *posted, uint64_t *flushes);
+/* Posted writes go through shared rings (true) or the socket; doorbells
+ * rung (the process's ring thread was asleep) and writes replayed into a
+ * restarted process. */
+bool mb_devproc_post_ring(struct mb_devproc *p, uint64_t *bells, uint64_t *replayed);
+/* The last lines an isolated Lua device logged, oldest first, into
+ * lines (at most max): how many. Events not yet taken are taken first. */
+#define MB_DP_LOG_KEEP 32
+unsigned mb_devproc_log(struct mb_devproc *p, char (*lines)[MB_DP_LOG_TEXT],
+			unsigned max);
 /* Respawn now with the last saved state (on_crash = "restart" does it). */
 int mb_devproc_restart(struct mb_devproc *p);
 /* Path of moonbox-device: $MB_DEVICE, next to the running program, or

@@ -31,8 +31,12 @@ struct mb_netbe;
 /* Each returns NULL with a message in mb_errmsg() on failure. */
 struct mb_netbe *mb_netbe_tap(const char *ifname); /* "" or NULL: kernel picks */
 struct mb_netbe *mb_netbe_socket(const char *path, bool listen);
-/* Adopt a connected SOCK_SEQPACKET or SOCK_DGRAM socket. */
+/* A connected SOCK_SEQPACKET/SOCK_DGRAM socket, or a tap another backend
+ * set up (a device process gets its tap this way), as a backend. */
 struct mb_netbe *mb_netbe_fd(int fd, const char *name);
+/* A copy of be's data descriptor (for a device process; be keeps its own),
+ * or -errno: a listening backend has none yet. */
+int mb_netbe_take_fd(struct mb_netbe *be);
 int mb_netbe_pair(struct mb_netbe **a, struct mb_netbe **b);
 void mb_netbe_free(struct mb_netbe *be);
 

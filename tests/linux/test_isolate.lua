@@ -29,6 +29,7 @@ local img = dir .. "/disk.img"
 assert(os.execute("head -c 262144 /dev/urandom > " .. dir .. "/root/data.bin"))
 local f = assert(io.open(dir .. "/root/t.sh", "w"))
 f:write([[
+ip a add 10.0.0.1/24 dev eth0; ip l set eth0 up; echo "net-up-$((6*7))"; sleep 3
 echo "guest-sum: $(sha256sum /m/data.bin)"
 echo isolated-write-ok-$((6*7)) > /m/newfile
 sync
@@ -55,18 +56,54 @@ for _, kind in ipairs(kinds) do
   end
 end
 
-local blk
+-- An isolated virtio-net too, on an mb.netpair() cable to a NIC of a guestless
+-- machine that a Lua driver (tests/lua/vhost_driver.lua) runs: it gives its NIC
+-- receive buffers, and once the guest says eth0 is up it sends an ARP request
+-- for 10.0.0.1; the guest's ARP reply must come back.
+package.path = T.root .. "/tests/lua/?.lua;" .. package.path
+local D = require "vhost_driver"
+local wire_a, wire_b = mb.netpair()
+local peer = mb.machine { memory = "16M" }
+local pnic = peer:add(mb.virtio_net { backend = wire_b, mac = "02:00:00:00:00:02" })
+local drv = assert(D.new(peer, pnic, 8, 2))
+local function put(qi, addr, len, flags)
+  local q = drv.q[qi]
+  local slot = q.avail_idx % 8
+  peer:write(q.desc + 16 * slot, string.pack("<I8I4I2I2", addr, len, flags, 0))
+  peer:write(q.avail + 4 + 2 * slot, string.pack("<I2", slot))
+  q.avail_idx = (q.avail_idx + 1) & 0xffff
+  peer:write(q.avail + 2, string.pack("<I2", q.avail_idx))
+  pnic:mmio_write(0x50, qi)
+end
+for i = 0, 7 do put(0, 0x300000 + i * 0x1000, 2048, 2) end
+local arp = "\255\255\255\255\255\255" .. "\2\0\0\0\0\2" .. "\8\6"
+  .. string.pack(">I2I2BBI2", 1, 0x0800, 6, 4, 1) .. "\2\0\0\0\0\2" .. "\10\0\0\2"
+  .. string.rep("\0", 6) .. "\10\0\0\1"
+arp = arp .. string.rep("\0", 60 - #arp)
+
+local blk, net
 local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   root = T.root, console = "buffer",
   append = "-- mkdir /m;mount /dev/vdb /m;cp /m/t.sh /;sh /t.sh",
   setup = function(m)
     blk = m:add(mb.virtio_blk { image = img, isolate = true })
     made[#made + 1] = blk
+    net = m:add(mb.virtio_net { backend = wire_a, isolate = true, mac = "02:00:00:00:00:01" })
+    made[#made + 1] = net
   end,
 }
 
 local t0 = os.time()
-local r = m:run { timeout = 400 }
+m:start()
+for _ = 1, 3000 do -- until the guest's eth0 is up (bounded: 300 s)
+  if com1:output():find("net-up-42", 1, true) then break end
+  os.execute("sleep 0.1")
+end
+if com1:output():find("net-up-42", 1, true) then
+  peer:write(0x310000, string.rep("\0", 12) .. arp) -- virtio_net_hdr_v1, then the frame
+  put(1, 0x310000, 12 + #arp, 0)
+end
+local r = m:wait { timeout = 400 }
 local con = com1:output()
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
 
@@ -115,7 +152,7 @@ T.case("the device processes: alive, each its own pid, confined (seen from /proc
     T.ok(st:find("NoNewPrivs:%s*1"), "NoNewPrivs 1")
     T.ok(type(s.sandbox) == "string" and #s.sandbox > 0, "sandbox report")
   end
-  T.eq(#made, #kinds + 1, "devices")
+  T.eq(#made, #kinds + 2, "devices")
   local st = status(blk:state().isolated.pid)
   if st:find("Seccomp:%s*2") then
     T.ok(st:find("CapEff:%s*0+\n"), "CapEff 0")
@@ -132,6 +169,36 @@ T.case("the isolated disk's doorbells were KVM ioeventfds its process waited on"
   T.eq(s.ioeventfd, true, "the process's transport waits on them")
   T.ok(s.notifications > 0, "kicks: " .. s.notifications)
   T.eq(s.mmio_notifications, 0, "kicks that crossed as MMIO writes")
+end)
+
+T.case("the isolated NIC: the guest answered the peer's ARP request through it", function()
+  local q, got = drv.q[0], {}
+  local idx = string.unpack("<I2", peer:read(q.used + 2, 2))
+  for i = 0, idx - 1 do
+    local id, len = string.unpack("<I4I4", peer:read(q.used + 4 + 8 * (i % 8), 8))
+    local fr = peer:read(0x300000 + id * 0x1000 + 12, len - 12)
+    got[#got + 1] = fr
+  end
+  local reply
+  for _, fr in ipairs(got) do
+    if fr:sub(13, 14) == "\8\6" and fr:byte(22) == 2 then reply = fr end
+  end
+  local function dump(t)
+    local o = {}
+    for k, v in pairs(t) do
+      o[#o + 1] = type(v) == "table" and (k .. "={" .. dump(v) .. "}") or (k .. "=" .. tostring(v))
+    end
+    return table.concat(o, " ")
+  end
+  T.ok(reply, string.format("an ARP reply among the %d frames the peer received (peer tx used %d; "
+    .. "peer %s; isolated %s)", #got, string.unpack("<I2", peer:read(drv.q[1].used + 2, 2)),
+    dump(pnic:state()), dump(net:state())))
+  T.eq(reply:sub(1, 6), "\2\0\0\0\0\2", "to the peer")
+  T.eq(reply:sub(23, 28), "\2\0\0\0\0\1", "from the isolated NIC's MAC")
+  T.eq(reply:sub(29, 32), "\10\0\0\1", "for 10.0.0.1")
+  local s = net:state().isolated
+  T.eq(s.alive, true)
+  T.eq(s.doorbells, 2, "rx and tx doorbells are KVM ioeventfds")
 end)
 
 os.execute("rm -rf " .. dir)

@@ -268,22 +268,30 @@ T.case("dev.* rule errors name the field", function()
   m:close()
 end)
 
-T.case("posted writes: reads see every write before them, a posted debug_exit before hlt ends the run", function()
-  local m = mb.machine { memory = "16M" }
-  keep[#keep + 1] = m
-  m:add(mb.pic8259 {})
-  local u = m:add(mb.uart16550 { isolate = true, posted = true, console = "buffer" })
-  local ex = m:add(mb.debug_exit { port = 0xf4, isolate = true, posted = true })
-  m:boot_flat { file = T.guest("iso_post"), mode = "protected" }
-  T.run(m, "exit", 0x2a)
-  local s = u:state().isolated
-  T.eq(s.posted, 1200, "the scratch register writes went posted")
-  T.ok(s.flushes >= 1000 // 64, "flushes: " .. s.flushes)
-  T.eq(ex:state().isolated.posted, 1, "the exit write was posted")
-  T.raises(function() mb.port80 { posted = true } end, "posted: writes are posted to a device process")
-  T.raises(function() mb.port80 { isolate = true, posted = 1 } end, "posted: expected a boolean")
-  m:close()
-end)
+for _, mode in ipairs { "socket", true } do
+  T.case("posted writes (" .. tostring(mode) .. "): reads see every write before them, a posted debug_exit before hlt ends the run", function()
+    local m = mb.machine { memory = "16M" }
+    keep[#keep + 1] = m
+    m:add(mb.pic8259 {})
+    local u = m:add(mb.uart16550 { isolate = true, posted = mode, console = "buffer" })
+    local ex = m:add(mb.debug_exit { port = 0xf4, isolate = true, posted = mode })
+    m:boot_flat { file = T.guest("iso_post"), mode = "protected" }
+    T.run(m, "exit", 0x2a)
+    local s = u:state().isolated
+    T.eq(s.posted, 1200, "the scratch register writes went posted")
+    T.eq(s.ring, mode == true, "through the shared ring")
+    if mode == "socket" then
+      T.ok(s.flushes >= 1000 // 64, "flushes: " .. s.flushes)
+    else
+      T.ok(s.doorbells_rung >= 1 and s.doorbells_rung <= 1200, "doorbells: " .. s.doorbells_rung)
+    end
+    T.eq(ex:state().isolated.posted, 1, "the exit write was posted")
+    T.raises(function() mb.port80 { posted = true } end, "posted: writes are posted to a device process")
+    T.raises(function() mb.port80 { isolate = true, posted = 1 } end, 'posted: expected true, "ring" or "socket"')
+    T.raises(function() mb.port80 { isolate = true, posted = "fast" } end, 'posted: "fast" is not')
+    m:close()
+  end)
+end
 
 T.case("an isolated virtio-blk's doorbells are KVM ioeventfds it waits on itself", function()
   local img = os.tmpname()
