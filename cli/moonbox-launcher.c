@@ -214,6 +214,8 @@ static int confine(const struct conf *c, const char *prog, struct conf_rep *r)
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		return -errno;
 	r->applied |= LAUNCH_NNP;
+	if (getpid() == 1) /* MB_LAUNCH_NEWPID was honoured */
+		r->applied |= LAUNCH_PIDNS;
 	struct rlimit none = { 0, 0 };
 	if (setrlimit(RLIMIT_CORE, &none) == 0)
 		r->applied |= LAUNCH_RLIMITS;

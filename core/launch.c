@@ -354,6 +354,7 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 		memset(l->report, 0, sizeof *l->report);
 		l->report->no_new_privs = rep.applied & LAUNCH_NNP;
 		l->report->rlimits = rep.applied & LAUNCH_RLIMITS;
+		l->report->pidns = l->report->userns = rep.applied & LAUNCH_PIDNS;
 		l->report->landlock_abi = rep.landlock_abi;
 		rep.refused[sizeof rep.refused - 1] = 0;
 		snprintf(l->report->refused, sizeof l->report->refused, "%s",

@@ -1715,7 +1715,14 @@ static int sandbox_plan(struct mb_vhost_user *vu,
 	if (!cfg->confine)
 		return 0;
 	vu->launch_flags = MB_LAUNCH_CONFINE;
-	if (cfg->no_landlock || named(vu->argv[0], "virtiofsd"))
+	/* virtiofsd makes its own namespaces and sandbox (and needs the
+	 * mount calls a Landlock domain forbids); anything else starts as
+	 * pid 1 of a new pid namespace (in a user namespace of its own) */
+	if (named(vu->argv[0], "virtiofsd"))
+		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
+	else
+		vu->launch_flags |= MB_LAUNCH_NEWPID;
+	if (cfg->no_landlock)
 		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
 	for (unsigned i = 0; !rc && cfg->sandbox_ro && cfg->sandbox_ro[i]; i++)
 		rc = sb_add(vu, false, cfg->sandbox_ro[i], strlen(cfg->sandbox_ro[i]), false);
@@ -1754,8 +1761,11 @@ int mb_vhost_user_sandbox(struct mb_vhost_user *vu, char *buf, size_t len)
 	if (r.landlock_abi)
 		snprintf(ll, sizeof ll, "abi %d (ro %u, rw %u)", r.landlock_abi,
 			 vu->nro, vu->nrw);
-	snprintf(buf, len, "no_new_privs %s; rlimits %s; landlock %s%s%s",
-		 r.no_new_privs ? "yes" : "no", r.rlimits ? "yes" : "no", ll,
+	snprintf(buf, len, "no_new_privs %s; rlimits %s; userns+pidns %s; "
+		 "landlock %s%s%s", r.no_new_privs ? "yes" : "no",
+		 r.rlimits ? "yes" : "no",
+		 r.pidns ? "yes" : (vu->launch_flags & MB_LAUNCH_NEWPID) ? "refused"
+								      : "no", ll,
 		 r.refused[0] ? "; refused: " : "", r.refused);
 	return 0;
 }

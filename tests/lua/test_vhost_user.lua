@@ -282,6 +282,12 @@ T.case("spawn: the back-end is confined (no_new_privs, Landlock to the paths it 
   local s = dev:state()
   T.ok(s.connected and s.sandbox:find("no_new_privs yes", 1, true), "confined by default: " .. s.sandbox)
   T.eq(nnp(s.pid), 1, "NoNewPrivs in /proc/" .. s.pid .. "/status")
+  if s.sandbox:find("userns+pidns yes", 1, true) then
+    local f = assert(io.open("/proc/" .. s.pid .. "/status"))
+    local nspid = f:read("a"):match("NSpid:([^\n]*)")
+    f:close()
+    T.ok(nspid and nspid:match("%s1%s*$"), "pid 1 of its own pid namespace: NSpid" .. tostring(nspid))
+  end
   local d = assert(D.new(m2, dev))
   local st, data = d:blk(0, 8, 512)
   T.eq(st, 0, "the confined back-end serves the disk")
