@@ -363,13 +363,21 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 		goto out;
 	}
 	pid_t pid = -1;
+	bool netns = false;
 	int go[2] = { -1, -1 };
 	if ((q->flags & MB_LAUNCH_NEWPID) && pipe2(go, O_CLOEXEC) == 0) {
 		/* raw clone, like fork: the child only makes system calls
 		 * until it execs. A user namespace owns the pid namespace,
 		 * so no privilege is needed. */
-		pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | SIGCHLD,
-				     NULL, NULL, NULL, NULL);
+		unsigned long ns = CLONE_NEWUSER | CLONE_NEWPID;
+		if (q->flags & MB_LAUNCH_NEWNET) { /* first with, then without */
+			pid = (pid_t)syscall(SYS_clone, ns | CLONE_NEWNET | CLONE_NEWIPC |
+					     CLONE_NEWUTS | SIGCHLD, NULL, NULL, NULL, NULL);
+			if (pid > 0)
+				netns = true;
+		}
+		if (pid < 0)
+			pid = (pid_t)syscall(SYS_clone, ns | SIGCHLD, NULL, NULL, NULL, NULL);
 		if (pid == 0) {
 			close(go[1]);
 			child(argv, fds, nfds, p[1], go[0], &cf);
@@ -402,7 +410,9 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 		while ((got = read(p[0], &cr, sizeof cr)) < 0 && errno == EINTR)
 			;
 		if (got == sizeof cr) {
-			r.applied = cr.applied, r.landlock_abi = cr.abi;
+			r.applied = cr.applied | (netns && (cr.applied & LAUNCH_PIDNS)
+						  ? LAUNCH_NETNS : 0);
+			r.landlock_abi = cr.abi;
 			memcpy(r.refused, cr.refused, sizeof r.refused);
 			r.refused[sizeof r.refused - 1] = 0;
 		} else if (got == sizeof e) {
@@ -489,7 +499,7 @@ static bool serve(void)
 		goto out;
 	}
 	memcpy(&q, buf, sizeof q);
-	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q || (q.flags & ~(MB_LAUNCH_NEWPID | MB_LAUNCH_CONFINE | MB_LAUNCH_NO_LANDLOCK)) ||
+	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q || (q.flags & ~MB_LAUNCH_FLAGS) ||
 	    q.nfds > MB_LAUNCH_MAX_FDS || q.argc > MB_LAUNCH_MAX_ARGS) {
 		struct launch_rep r = { .err = -EINVAL };
 		reply(&r, -1);

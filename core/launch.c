@@ -276,7 +276,7 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (l->argv[0][0] != '/')
 		return mb_seterr(-EINVAL, "%s: %s: not an absolute path", name,
 				 l->argv[0]);
-	if (l->flags & ~(MB_LAUNCH_NEWPID | MB_LAUNCH_CONFINE | MB_LAUNCH_NO_LANDLOCK))
+	if (l->flags & ~MB_LAUNCH_FLAGS)
 		return mb_seterr(-EINVAL, "%s: unknown flags %#x", name, l->flags);
 	if (l->nfds > MB_LAUNCH_MAX_FDS)
 		return mb_seterr(-EINVAL, "%s: %u descriptors (at most %d)", name,
@@ -355,6 +355,8 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 		l->report->no_new_privs = rep.applied & LAUNCH_NNP;
 		l->report->rlimits = rep.applied & LAUNCH_RLIMITS;
 		l->report->pidns = l->report->userns = rep.applied & LAUNCH_PIDNS;
+		l->report->netns = l->report->ipcns = l->report->utsns =
+			rep.applied & LAUNCH_NETNS;
 		l->report->landlock_abi = rep.landlock_abi;
 		rep.refused[sizeof rep.refused - 1] = 0;
 		snprintf(l->report->refused, sizeof l->report->refused, "%s",

@@ -35,7 +35,7 @@ struct launch_req {
 };
 
 /* What a confined child got (launch_rep.applied) */
-enum { LAUNCH_NNP = 1, LAUNCH_RLIMITS = 2, LAUNCH_PIDNS = 4 };
+enum { LAUNCH_NNP = 1, LAUNCH_RLIMITS = 2, LAUNCH_PIDNS = 4, LAUNCH_NETNS = 8 };
 
 struct launch_rep {
 	int32_t err;    /* 0 or -errno */

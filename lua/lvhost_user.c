@@ -2,7 +2,7 @@
  *   mb.vhost_user { type = "blk"|"fs"|"net"|"rng"|"console" | id = N,
  *                   socket = PATH | spawn = { ARGV... }, name, queues,
  *                   queue_size, config_size, tag, dma, mmio, irq,
- *                   sandbox = false | { ro = {PATHS}, rw = {PATHS}, landlock } }
+ *                   sandbox = false | { ro = {PATHS}, rw = {PATHS}, landlock, net } }
  * and dev:mmio_read(off) / dev:mmio_write(off, v), 32-bit accesses to the
  * device's register window as a driver makes them (tests drive the device
  * without a guest). */
@@ -48,7 +48,7 @@ static void paths(lua_State *L, const char *key, const char **out)
 
 static void sandbox_opts(lua_State *L, int idx, struct vu_cfg *v)
 {
-	static const char *const keys[] = { "ro", "rw", "landlock", NULL };
+	static const char *const keys[] = { "ro", "rw", "landlock", "net", NULL };
 	int t = lua_getfield(L, idx, "sandbox");
 	v->c.confine = t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1));
 	if (t == LUA_TTABLE) {
@@ -57,6 +57,7 @@ static void sandbox_opts(lua_State *L, int idx, struct vu_cfg *v)
 		paths(L, "ro", v->ro);
 		paths(L, "rw", v->rw);
 		v->c.no_landlock = !mbl_optbool(L, lua_gettop(L), "landlock", 1);
+		v->c.host_net = mbl_optbool(L, lua_gettop(L), "net", 0);
 		v->c.sandbox_ro = v->ro;
 		v->c.sandbox_rw = v->rw;
 	} else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {

@@ -1721,7 +1721,8 @@ static int sandbox_plan(struct mb_vhost_user *vu,
 	if (named(vu->argv[0], "virtiofsd"))
 		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
 	else
-		vu->launch_flags |= MB_LAUNCH_NEWPID;
+		vu->launch_flags |= MB_LAUNCH_NEWPID |
+				    (cfg->host_net ? 0 : MB_LAUNCH_NEWNET);
 	if (cfg->no_landlock)
 		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
 	for (unsigned i = 0; !rc && cfg->sandbox_ro && cfg->sandbox_ro[i]; i++)
@@ -1761,11 +1762,12 @@ int mb_vhost_user_sandbox(struct mb_vhost_user *vu, char *buf, size_t len)
 	if (r.landlock_abi)
 		snprintf(ll, sizeof ll, "abi %d (ro %u, rw %u)", r.landlock_abi,
 			 vu->nro, vu->nrw);
+	unsigned f = vu->launch_flags;
 	snprintf(buf, len, "no_new_privs %s; rlimits %s; userns+pidns %s; "
-		 "landlock %s%s%s", r.no_new_privs ? "yes" : "no",
-		 r.rlimits ? "yes" : "no",
-		 r.pidns ? "yes" : (vu->launch_flags & MB_LAUNCH_NEWPID) ? "refused"
-								      : "no", ll,
+		 "netns+ipcns+utsns %s; landlock %s%s%s",
+		 r.no_new_privs ? "yes" : "no", r.rlimits ? "yes" : "no",
+		 r.pidns ? "yes" : (f & MB_LAUNCH_NEWPID) ? "refused" : "no",
+		 r.netns ? "yes" : (f & MB_LAUNCH_NEWNET) ? "refused" : "no", ll,
 		 r.refused[0] ? "; refused: " : "", r.refused);
 	return 0;
 }

@@ -50,6 +50,11 @@ struct mb_launch {
 /* With MB_LAUNCH_CONFINE: no Landlock (a program that makes its own
  * mount namespace: Landlock forbids mount and pivot_root) */
 #define MB_LAUNCH_NO_LANDLOCK 4u
+/* With MB_LAUNCH_NEWPID: new network, IPC and UTS namespaces too (no
+ * network but a loopback that is down); without them when the host
+ * refuses (the report's netns says which) */
+#define MB_LAUNCH_NEWNET 8u
+#define MB_LAUNCH_FLAGS 15u /* every flag above */
 
 /* Start l->argv through m's launcher (starting the launcher first if
  * needed). *pid: the child's pid; *pidfd: a pidfd for it (poll for its

@@ -67,6 +67,7 @@ struct mb_vhost_user_config {
 	 * Landlock domain forbids. Lists NULL-terminated, NULL: none. */
 	bool confine;
 	bool no_landlock;
+	bool host_net; /* keep the host's network (else: a network namespace) */
 	const char *const *sandbox_ro, *const *sandbox_rw;
 	unsigned queues;     /* 0: the type's default (blk: num_queues) */
 	uint16_t queue_size; /* QueueNumMax; 0: 256 */

@@ -288,6 +288,14 @@ T.case("spawn: the back-end is confined (no_new_privs, Landlock to the paths it 
     f:close()
     T.ok(nspid and nspid:match("%s1%s*$"), "pid 1 of its own pid namespace: NSpid" .. tostring(nspid))
   end
+  if s.sandbox:find("netns+ipcns+utsns yes", 1, true) then
+    local function ns(p)
+      local h = assert(io.popen("readlink /proc/" .. p .. "/ns/net"))
+      local v = h:read("l"); h:close(); return v
+    end
+    local me = io.open("/proc/self/stat"):read("n")
+    T.ok(ns(s.pid) ~= ns(me), "a network namespace of its own: " .. tostring(ns(s.pid)))
+  end
   local d = assert(D.new(m2, dev))
   local st, data = d:blk(0, 8, 512)
   T.eq(st, 0, "the confined back-end serves the disk")
