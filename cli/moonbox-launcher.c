@@ -23,7 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/landlock.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -113,10 +116,125 @@ static void reply(const struct launch_rep *r, int fd)
 			quit(0); /* the VMM is gone */
 }
 
+
+/* ---- confinement of a MB_LAUNCH_CONFINE child (docs/sandbox.md) ---- */
+
+struct conf {
+	unsigned flags;
+	char **ro, **rw; /* NULL-terminated */
+};
+
+/* What the child tells the launcher before it execs. */
+struct conf_rep {
+	uint32_t applied;
+	int32_t abi;
+	char refused[200];
+};
+
+static void refuse(struct conf_rep *r, const char *what, int e)
+{
+	size_t n = strlen(r->refused);
+	snprintf(r->refused + n, sizeof r->refused - n, "%s%s: %s",
+		 n ? "; " : "", what, strerror(e));
+}
+
+#define LL_EXEC LANDLOCK_ACCESS_FS_EXECUTE
+#define LL_READ (LANDLOCK_ACCESS_FS_READ_FILE | LANDLOCK_ACCESS_FS_READ_DIR)
+#define LL_FILE (LANDLOCK_ACCESS_FS_EXECUTE | LANDLOCK_ACCESS_FS_WRITE_FILE | \
+		 LANDLOCK_ACCESS_FS_READ_FILE | (1ull << 14) /* TRUNCATE */ | \
+		 (1ull << 15) /* IOCTL_DEV */)
+
+/* Allow `rights` beneath path (a file takes only the file rights). A
+ * path that does not exist is left out: nothing to reach there. */
+static int allow(int ruleset, const char *path, uint64_t rights,
+		 uint64_t handled)
+{
+	int fd = open(path, O_PATH | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	struct stat st;
+	if (fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode))
+		rights &= LL_FILE;
+	struct landlock_path_beneath_attr pb = {
+		.allowed_access = rights & handled, .parent_fd = fd };
+	int rc = syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH,
+			 &pb, 0) < 0 ? -errno : 0;
+	close(fd);
+	return rc;
+}
+
+/* Landlock: nothing reachable by path but the program, the loader's and
+ * the shared libraries' places, ro and rw. */
+static int landlock(const struct conf *c, const char *prog, struct conf_rep *r)
+{
+	static const char *const base[] = { "/usr", "/lib", "/lib64",
+		"/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+		"/etc/ld.so.preload", NULL };
+	/* read-write: the sink every program may open (qemu probes OFD
+	 * locks on it) */
+	static const char *const dev[] = { "/dev/null", "/dev/zero", NULL };
+	long abi = syscall(SYS_landlock_create_ruleset, NULL, 0,
+			   LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 0)
+		return -errno;
+	/* fs rights: 13 in ABI 1, REFER (2), TRUNCATE (3), IOCTL_DEV (5) */
+	uint64_t fs = (1ull << 13) - 1;
+	if (abi >= 2)
+		fs |= 1ull << 13;
+	if (abi >= 3)
+		fs |= 1ull << 14;
+	if (abi >= 5)
+		fs |= 1ull << 15;
+	struct landlock_ruleset_attr a = { .handled_access_fs = fs };
+	int rs = (int)syscall(SYS_landlock_create_ruleset, &a, sizeof a.handled_access_fs, 0);
+	if (rs < 0)
+		return -errno;
+	int rc = allow(rs, prog, LL_EXEC | LL_READ, fs);
+	for (unsigned i = 0; !rc && base[i]; i++)
+		rc = allow(rs, base[i], LL_EXEC | LL_READ, fs);
+	for (unsigned i = 0; !rc && dev[i]; i++)
+		rc = allow(rs, dev[i], LANDLOCK_ACCESS_FS_READ_FILE |
+			   LANDLOCK_ACCESS_FS_WRITE_FILE, fs);
+	for (unsigned i = 0; !rc && c->ro[i]; i++)
+		rc = allow(rs, c->ro[i], LL_EXEC | LL_READ, fs);
+	for (unsigned i = 0; !rc && c->rw[i]; i++)
+		rc = allow(rs, c->rw[i], fs, fs);
+	if (!rc && syscall(SYS_landlock_restrict_self, rs, 0) < 0)
+		rc = -errno;
+	close(rs);
+	if (!rc)
+		r->abi = (int32_t)abi;
+	return rc;
+}
+
+/* no_new_privs is never skipped: without it the child does not run. */
+static int confine(const struct conf *c, const char *prog, struct conf_rep *r)
+{
+	memset(r, 0, sizeof *r);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return -errno;
+	r->applied |= LAUNCH_NNP;
+	if (getpid() == 1) /* MB_LAUNCH_NEWPID was honoured */
+		r->applied |= LAUNCH_PIDNS;
+	struct rlimit none = { 0, 0 };
+	if (setrlimit(RLIMIT_CORE, &none) == 0)
+		r->applied |= LAUNCH_RLIMITS;
+	else
+		refuse(r, "rlimits", errno);
+	int rc;
+	if (c->flags & MB_LAUNCH_NO_LANDLOCK)
+		snprintf(r->refused + strlen(r->refused),
+			 sizeof r->refused - strlen(r->refused),
+			 "%slandlock: not asked", r->refused[0] ? "; " : "");
+	else if ((rc = landlock(c, prog, r)))
+		refuse(r, "landlock", -rc);
+	return 0;
+}
+
 /* In the child, between fork and exec: fds[i] to 3 + i, the rest closed
  * at exec, 0 and 1 on /dev/null, 2 the launcher's stderr, cwd /. */
 static void child(char **argv, const int *fds, unsigned nfds, int errw,
-		  int go)
+		  int go, const struct conf *cf)
 {
 	static char *const envp[] = { NULL };
 	int t[MB_LAUNCH_MAX_FDS];
@@ -158,6 +276,13 @@ static void child(char **argv, const int *fds, unsigned nfds, int errw,
 		goto fail;
 	if (close_range(base, ~0u, CLOSE_RANGE_CLOEXEC) < 0 || chdir("/") < 0)
 		goto fail;
+	if (cf->flags & MB_LAUNCH_CONFINE) {
+		struct conf_rep cr;
+		if ((errno = -confine(cf, argv[0], &cr)))
+			goto fail;
+		if (write(errw, &cr, sizeof cr) != (ssize_t)sizeof cr)
+			goto fail;
+	}
 	execve(argv[0], argv, envp);
 fail:;
 	int e = errno;
@@ -198,18 +323,32 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 	char *argv[MB_LAUNCH_MAX_ARGS + 1];
 	int pfd = -1, p[2] = { -1, -1 };
 	struct child *k;
-	/* argc strings, each NUL-terminated, exactly filling len bytes */
-	unsigned n = 0;
+	/* argc strings, then nro and nrw paths, each NUL-terminated, exactly
+	 * filling len bytes */
+	char *ro[MB_LAUNCH_MAX_PATHS + 1], *rw[MB_LAUNCH_MAX_PATHS + 1];
+	struct conf cf = { q->flags, ro, rw };
+	unsigned n = 0, want = q->argc + q->nro + q->nrw;
 	char *s = strs, *end = strs + q->len;
-	while (s < end && n < MB_LAUNCH_MAX_ARGS) {
+	bool bad = q->nro > MB_LAUNCH_MAX_PATHS || q->nrw > MB_LAUNCH_MAX_PATHS;
+	while (!bad && s < end && n < want) {
 		char *z = memchr(s, 0, end - s);
 		if (!z)
 			break;
-		argv[n++] = s;
+		if (n < q->argc)
+			argv[n] = s;
+		else if (n < q->argc + q->nro)
+			ro[n - q->argc] = s;
+		else
+			rw[n - q->argc - q->nro] = s;
+		n++;
 		s = z + 1;
 	}
-	argv[n] = NULL;
-	if (n == 0 || n != q->argc || s != end || q->nfds != nfds ||
+	if (!bad && n == want) {
+		argv[q->argc] = NULL;
+		ro[q->nro] = NULL;
+		rw[q->nrw] = NULL;
+	}
+	if (bad || q->argc == 0 || n != want || s != end || q->nfds != nfds ||
 	    argv[0][0] != '/') {
 		r.err = -EINVAL;
 		goto out;
@@ -224,16 +363,24 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 		goto out;
 	}
 	pid_t pid = -1;
+	bool netns = false;
 	int go[2] = { -1, -1 };
 	if ((q->flags & MB_LAUNCH_NEWPID) && pipe2(go, O_CLOEXEC) == 0) {
 		/* raw clone, like fork: the child only makes system calls
 		 * until it execs. A user namespace owns the pid namespace,
 		 * so no privilege is needed. */
-		pid = (pid_t)syscall(SYS_clone, CLONE_NEWUSER | CLONE_NEWPID | SIGCHLD,
-				     NULL, NULL, NULL, NULL);
+		unsigned long ns = CLONE_NEWUSER | CLONE_NEWPID;
+		if (q->flags & MB_LAUNCH_NEWNET) { /* first with, then without */
+			pid = (pid_t)syscall(SYS_clone, ns | CLONE_NEWNET | CLONE_NEWIPC |
+					     CLONE_NEWUTS | SIGCHLD, NULL, NULL, NULL, NULL);
+			if (pid > 0)
+				netns = true;
+		}
+		if (pid < 0)
+			pid = (pid_t)syscall(SYS_clone, ns | SIGCHLD, NULL, NULL, NULL, NULL);
 		if (pid == 0) {
 			close(go[1]);
-			child(argv, fds, nfds, p[1], go[0]);
+			child(argv, fds, nfds, p[1], go[0], &cf);
 		}
 		close(go[0]);
 		if (pid > 0 && map_child(pid) < 0) {
@@ -251,16 +398,32 @@ static void spawn(const struct launch_req *q, char *strs, const int *fds,
 		goto out;
 	}
 	if (pid == 0)
-		child(argv, fds, nfds, p[1], -1);
+		child(argv, fds, nfds, p[1], -1, &cf);
 	k->pid = pid; /* from here quit() kills it */
 	k->ended = false;
 	close(p[1]);
 	p[1] = -1;
 	int e = 0;
 	ssize_t got;
+	if (q->flags & MB_LAUNCH_CONFINE) { /* what it got, before it execs */
+		struct conf_rep cr;
+		while ((got = read(p[0], &cr, sizeof cr)) < 0 && errno == EINTR)
+			;
+		if (got == sizeof cr) {
+			r.applied = cr.applied | (netns && (cr.applied & LAUNCH_PIDNS)
+						  ? LAUNCH_NETNS : 0);
+			r.landlock_abi = cr.abi;
+			memcpy(r.refused, cr.refused, sizeof r.refused);
+			r.refused[sizeof r.refused - 1] = 0;
+		} else if (got == sizeof e) {
+			memcpy(&e, &cr, sizeof e);
+			goto failed;
+		}
+	}
 	while ((got = read(p[0], &e, sizeof e)) < 0 && errno == EINTR)
 		;
 	if (got == sizeof e) { /* exec failed: reap it now */
+failed:
 		while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
 			;
 		k->pid = 0;
@@ -336,7 +499,7 @@ static bool serve(void)
 		goto out;
 	}
 	memcpy(&q, buf, sizeof q);
-	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q || (q.flags & ~MB_LAUNCH_NEWPID) ||
+	if (q.magic != LAUNCH_MAGIC || q.len != n - sizeof q || (q.flags & ~MB_LAUNCH_FLAGS) ||
 	    q.nfds > MB_LAUNCH_MAX_FDS || q.argc > MB_LAUNCH_MAX_ARGS) {
 		struct launch_rep r = { .err = -EINVAL };
 		reply(&r, -1);

@@ -20,7 +20,6 @@
 #include "core/acpi.h"
 #include "core/internal.h"
 #include "moonbox/device.h"
-#include "devices/acpi_pm.h"
 
 /* ---- a byte buffer -------------------------------------------------- */
 
@@ -480,14 +479,6 @@ int mb_acpi_tables(struct mb_machine *m,
 	return rc;
 }
 
-static void pm_sleep(void *opaque, unsigned typ)
-{
-	struct mb_machine *m = opaque;
-	if (typ == MB_ACPI_S5_TYP)
-		mb_machine_stop(m, MB_STOP_SHUTDOWN, 0,
-				"guest powered off (ACPI S5)");
-}
-
 int mb_acpi_install(struct mb_machine *m, uint64_t *rsdp)
 {
 	int rc = 0;
@@ -521,25 +512,6 @@ int mb_acpi_install(struct mb_machine *m, uint64_t *rsdp)
 	}
 	if ((rc = mb_mem_write(m->mem, MB_ACPI_BASE, buf, img.size)))
 		goto out;
-	if (!m->acpi_installed) {
-		struct mb_acpi_pm *pm = calloc(1, sizeof *pm);
-		if (!pm) {
-			rc = mb_seterr(-ENOMEM, "acpi: out of memory");
-			goto out;
-		}
-		pm->sleep = pm_sleep, pm->opaque = m;
-		if ((rc = mb_bus_register(m->pio, MB_ACPI_PM_PORT, MB_ACPI_PM_LEN,
-					  &mb_acpi_pm_ops, pm, "acpi_pm"))) {
-			free(pm);
-			goto out;
-		}
-		if ((rc = mb_machine_on_destroy(m, free, pm))) {
-			mb_bus_unregister(m->pio, MB_ACPI_PM_PORT);
-			free(pm);
-			goto out;
-		}
-		m->acpi_installed = true;
-	}
 	*rsdp = img.rsdp;
 out:
 	free(buf);

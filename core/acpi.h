@@ -20,14 +20,13 @@
 #define MB_MPTABLE_BASE 0xf0000u
 #define MB_MPTABLE_MAX 0x1000u
 
-/* The ACPI PM1 blocks of the "pm" device (acpi_pm.c): PM1a_EVT (status,
- * enable: 4 bytes) then PM1a_CNT (2 bytes), and the SCI line. */
-#define MB_ACPI_PM_PORT 0x600u
-#define MB_ACPI_PM_LEN 6u
-#define MB_ACPI_SCI 9u
-/* PM1_CNT (ACPI 6.4, sec. 4.8.3.2.1): SLP_TYP bits 10-12, SLP_EN bit 13;
- * \_S5 in the DSDT names MB_ACPI_S5_TYP. */
-#define MB_ACPI_S5_TYP 5u
+/* The ACPI PM1 blocks of the acpi_pm device (moonbox/acpi_pm.h, which
+ * mb_machine_create attaches with acpi on): PM1a_EVT (status, enable: 4
+ * bytes) then PM1a_CNT (2 bytes), and the SCI line. PM1_CNT (ACPI 6.4,
+ * sec. 4.8.3.2.1): SLP_TYP bits 10-12, SLP_EN bit 13; \_S5 in the DSDT
+ * names MB_ACPI_S5_TYP. */
+#define MB_ACPI_SCI MB_ACPI_PM_SCI
+#define MB_ACPI_S5_TYP MB_ACPI_PM_S5_TYP
 
 #define MB_IOAPIC_BASE 0xfec00000u
 #define MB_LAPIC_BASE 0xfee00000u
@@ -67,8 +66,7 @@ struct mb_machine;
 uint16_t mb_acpi_fw_cfg_port(struct mb_machine *m);
 /* The description of machine m as it stands (CPUs, irqchip, devices). */
 void mb_acpi_describe(struct mb_machine *m, struct mb_acpi_desc *d);
-/* For the Linux loaders: with acpi on, write the ACPI tables and register
- * the PM device (once); with the kernel irqchip and several CPUs, write
+/* For the Linux loaders: with acpi on, write the ACPI tables; with the kernel irqchip and several CPUs, write
  * the MP table. *rsdp is 0 when ACPI is off. */
 int mb_acpi_install(struct mb_machine *m, uint64_t *rsdp);
 

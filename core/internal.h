@@ -65,7 +65,6 @@ struct mb_machine {
 	void (*on_stop)(void *, enum mb_stop, int, const char *);
 	void *on_stop_ctx;
 	bool acpi;            /* acpi.c: tables for the Linux loaders */
-	bool acpi_installed;  /* acpi.c: PM block registered */
 	struct vcpu cpu[MB_MAX_CPUS];
 	struct mb_mem *mem;
 	struct mb_bus *pio, *mmio;

@@ -276,7 +276,7 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 	if (l->argv[0][0] != '/')
 		return mb_seterr(-EINVAL, "%s: %s: not an absolute path", name,
 				 l->argv[0]);
-	if (l->flags & ~MB_LAUNCH_NEWPID)
+	if (l->flags & ~MB_LAUNCH_FLAGS)
 		return mb_seterr(-EINVAL, "%s: unknown flags %#x", name, l->flags);
 	if (l->nfds > MB_LAUNCH_MAX_FDS)
 		return mb_seterr(-EINVAL, "%s: %u descriptors (at most %d)", name,
@@ -298,6 +298,28 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 		}
 		memcpy(req + off, l->argv[q.argc], n);
 		off += n;
+	}
+	for (int k = 0; k < 2 && (l->flags & MB_LAUNCH_CONFINE); k++) {
+		const char *const *list = k ? l->rw : l->ro;
+		uint32_t *count = k ? &q.nrw : &q.nro;
+		for (; list && list[*count]; (*count)++) {
+			const char *p = list[*count];
+			size_t n = strlen(p) + 1;
+			if (p[0] != '/') {
+				rc = mb_seterr(-EINVAL, "%s: %s: sandbox path \"%s\" is "
+					       "not absolute", name, l->argv[0], p);
+				goto out;
+			}
+			if (*count == MB_LAUNCH_MAX_PATHS ||
+			    off + n > sizeof q + LAUNCH_MAX_ARGV) {
+				rc = mb_seterr(-E2BIG, "%s: %s: more than %d sandbox "
+					       "paths or too many bytes", name,
+					       l->argv[0], MB_LAUNCH_MAX_PATHS);
+				goto out;
+			}
+			memcpy(req + off, p, n);
+			off += n;
+		}
 	}
 	for (unsigned i = 0; i < l->nfds; i++)
 		if (fcntl(l->fds[i], F_GETFD) < 0) {
@@ -327,6 +349,18 @@ int mb_launch(struct mb_machine *m, const struct mb_launch *l, pid_t *pid,
 		if (fd >= 0)
 			close(fd);
 		goto out;
+	}
+	if (l->report && (l->flags & MB_LAUNCH_CONFINE)) {
+		memset(l->report, 0, sizeof *l->report);
+		l->report->no_new_privs = rep.applied & LAUNCH_NNP;
+		l->report->rlimits = rep.applied & LAUNCH_RLIMITS;
+		l->report->pidns = l->report->userns = rep.applied & LAUNCH_PIDNS;
+		l->report->netns = l->report->ipcns = l->report->utsns =
+			rep.applied & LAUNCH_NETNS;
+		l->report->landlock_abi = rep.landlock_abi;
+		rep.refused[sizeof rep.refused - 1] = 0;
+		snprintf(l->report->refused, sizeof l->report->refused, "%s",
+			 rep.refused);
 	}
 	*pid = rep.pid;
 	*pidfd = fd;

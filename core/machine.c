@@ -205,6 +205,11 @@ int mb_machine_create(const struct mb_machine_config *cfg,
 		if (rc)
 			goto fail;
 	}
+	/* The PM blocks the FADT points at: part of the machine from the
+	 * start, so a machine made again for a snapshot has them too. */
+	struct mb_device *pm;
+	if (m->acpi && (rc = mb_acpi_pm_attach(m, NULL, &pm)))
+		goto fail;
 	*out = m;
 	return 0;
 fail:

@@ -320,6 +320,10 @@ int mb_fw_cfg_load(struct mb_fw_cfg *f, const struct mb_fw_cfg_state *st)
 	f->offset = st->offset;
 	for (int i = 0; i < 8; i++)
 		f->dma[i] = (uint8_t)(st->dma_addr >> (56 - 8 * i));
+	/* The counters too, as every model's C load does: a snapshot
+	 * restores them (the Lua set_state leaves them as they were). */
+	f->dma_ops = st->dma_ops;
+	f->dma_errors = st->dma_errors;
 	pthread_mutex_unlock(&f->lock);
 	return 0;
 }

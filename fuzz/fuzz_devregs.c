@@ -169,7 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct mb_i8042 *kbc = mb_i8042_new(&kc);
 	struct mb_bus *bus = mb_bus_new("pio", 0x10000);
 	abort_if(!pic || !pit || !uart || !rtc || !kbc || !bus);
-	if (opt & 0x01) { /* as llegacy.c does with the userspace PIC */
+	if (opt & 0x01) { /* as mb_pit_attach does with the userspace PIC */
 		mb_pic_on_ack(pic, 0, mb_pit_irq_acked, pit);
 		mb_pit_set_reinject(pit, true);
 	}

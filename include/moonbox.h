@@ -668,5 +668,6 @@ uint32_t mb_crc32c(uint32_t crc, const void *buf, size_t len);
 #include "moonbox/tap.h"
 #include "moonbox/devproc.h"
 #include "moonbox/vhost_user.h"
+#include "moonbox/acpi_pm.h"
 
 #endif

@@ -145,6 +145,26 @@ struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls)
 	return d;
 }
 
+void mbl_dev_adopt(lua_State *L, int midx, const struct mbl_class *cls,
+		   struct mb_device *dev)
+{
+	midx = lua_absindex(L, midx);
+	struct mbl_machine *mm = mbl_checkmachine(L, midx);
+	struct mbl_dev *d = lua_newuserdatauv(L, sizeof *d, 2);
+	memset(d, 0, sizeof *d);
+	d->cls = cls, d->dev = dev, d->impl = mb_device_impl(dev), d->mm = mm;
+	push_class(L, cls);
+	lua_setmetatable(L, -2);
+	lua_newtable(L); /* no options: the machine made it */
+	lua_setiuservalue(L, -2, 2);
+	lua_pushvalue(L, midx);
+	lua_setiuservalue(L, -2, 1);
+	lua_getiuservalue(L, midx, 1);
+	lua_pushvalue(L, -2);
+	lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+	lua_pop(L, 2);
+}
+
 struct mbl_dev *mbl_checkdev(lua_State *L, int idx)
 {
 	struct mbl_dev *d = lua_touserdata(L, idx);

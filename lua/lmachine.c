@@ -252,6 +252,8 @@ static int l_machine(lua_State *L)
 	lua_rawsetp(L, -2, mm);
 	lua_pop(L, 1);
 	mbl_ref_set(L, mm, &machine_opts_key, 1); /* for snapshot files */
+	if (cfg.acpi)
+		mbl_acpi_pm_adopt(L, -1);
 	return 1;
 }
 

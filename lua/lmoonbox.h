@@ -35,6 +35,9 @@ struct mbl_class {
 	/* Check the option table at idx into cfg (raise on any bad value).
 	 * Strings may point into the table: the handle keeps it alive. */
 	void (*parse)(lua_State *L, int idx, void *cfg);
+	/* The machine makes it (mbl_dev_adopt), never m:add: snapshot files
+	 * do not record it, the machine they rebuild makes it again. */
+	bool machine_made;
 };
 
 struct mbl_dev {
@@ -65,6 +68,10 @@ void mbl_checkrange(lua_State *L, int idx, const char *key, uint64_t *base,
 /* Devices */
 /* Check the options at index 1 (keys, name, cls->parse) and push a handle. */
 struct mbl_dev *mbl_dev_new(lua_State *L, const struct mbl_class *cls);
+/* A handle for dev, which C attached to the machine at midx: listed by
+ * m:devices() after those before it, as if m:add had returned it. */
+void mbl_dev_adopt(lua_State *L, int midx, const struct mbl_class *cls,
+		   struct mb_device *dev);
 /* A device handle's C device once added, or an error naming the class. */
 struct mb_device *mbl_checkdevice(lua_State *L, int idx);
 /* State tables (lstate.c): push st as a table; overlay the table at idx
@@ -147,6 +154,8 @@ void mbl_open_rtc(lua_State *L);
 void mbl_open_fw_cfg(lua_State *L);
 void mbl_open_i8042(lua_State *L);
 void mbl_open_port80(lua_State *L);
+/* lacpi_pm.c: the acpi_pm device of a machine with acpi on (at midx). */
+void mbl_acpi_pm_adopt(lua_State *L, int midx);
 void mbl_open_debug_exit(lua_State *L);
 void mbl_open_uart(lua_State *L);
 void mbl_open_boot(lua_State *L);

@@ -299,10 +299,15 @@ static void push_conf(lua_State *L, struct mb_machine *m, int opts)
 					   mb_device_name(cd), mb_device_kind(cd));
 		}
 	}
+	lua_Integer nrec = 0;
 	for (lua_Integer j = 1; j <= n; j++) {
 		lua_rawgeti(L, handles, j);
 		struct mbl_dev *d = lua_touserdata(L, -1);
 		const char *name = mb_device_name(d->dev);
+		if (d->cls->machine_made) { /* the rebuilt machine makes it */
+			lua_pop(L, 1);
+			continue;
+		}
 		if (strcmp(d->cls->name, "device") == 0 && !ignored(L, opts, name))
 			luaL_error(L, "snapshot: device %s is an mb.device (registers in "
 				   "Lua): its Lua state cannot be saved", name);
@@ -313,7 +318,7 @@ static void push_conf(lua_State *L, struct mb_machine *m, int opts)
 		lua_setfield(L, -2, "name");
 		mbl_pushopts(L, -2);
 		lua_setfield(L, -2, "opts");
-		lua_rawseti(L, devs, j);
+		lua_rawseti(L, devs, ++nrec);
 		mbl_pushopts(L, -1);
 		lua_getfield(L, -1, "image");
 		if (strcmp(d->cls->name, "virtio_blk") == 0 &&

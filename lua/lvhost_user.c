@@ -1,7 +1,8 @@
 /* Lua binding of the vhost-user front-end (moonbox/vhost_user.h):
  *   mb.vhost_user { type = "blk"|"fs"|"net"|"rng"|"console" | id = N,
  *                   socket = PATH | spawn = { ARGV... }, name, queues,
- *                   queue_size, config_size, tag, dma, mmio, irq }
+ *                   queue_size, config_size, tag, dma, mmio, irq,
+ *                   sandbox = false | { ro = {PATHS}, rw = {PATHS}, landlock, net } }
  * and dev:mmio_read(off) / dev:mmio_write(off, v), 32-bit accesses to the
  * device's register window as a driver makes them (tests drive the device
  * without a guest). */
@@ -13,12 +14,60 @@
 
 static const char *const keys[] = { "type", "id", "socket", "spawn", "name",
 				    "queues", "queue_size", "config_size",
-				    "tag", "dma", "mmio", "irq", NULL };
+				    "tag", "dma", "mmio", "irq", "sandbox", NULL };
 
 struct vu_cfg {
 	struct mb_vhost_user_config c;
 	const char *argv[MB_LAUNCH_MAX_ARGS + 1]; /* spawn, NULL-terminated */
+	const char *ro[MB_LAUNCH_MAX_PATHS + 1], *rw[MB_LAUNCH_MAX_PATHS + 1];
 };
+
+/* sandbox.ro / sandbox.rw at the table on top: absolute paths into out. */
+static void paths(lua_State *L, const char *key, const char **out)
+{
+	int t = lua_getfield(L, -1, key);
+	if (t != LUA_TNIL) {
+		if (t != LUA_TTABLE)
+			luaL_error(L, "sandbox.%s: expected a list of paths, got %s",
+				   key, lua_typename(L, t));
+		lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+		if (n > MB_LAUNCH_MAX_PATHS)
+			luaL_error(L, "sandbox.%s: %d paths (at most %d)", key,
+				   (int)n, MB_LAUNCH_MAX_PATHS);
+		for (lua_Integer i = 1; i <= n; i++) {
+			if (lua_rawgeti(L, -1, i) != LUA_TSTRING ||
+			    lua_tostring(L, -1)[0] != '/')
+				luaL_error(L, "sandbox.%s[%d]: expected an absolute path, "
+					   "got %s", key, (int)i, luaL_tolstring(L, -1, NULL));
+			out[i - 1] = lua_tostring(L, -1); /* kept by the table */
+			lua_pop(L, 1);
+		}
+	}
+	lua_pop(L, 1);
+}
+
+static void sandbox_opts(lua_State *L, int idx, struct vu_cfg *v)
+{
+	static const char *const keys[] = { "ro", "rw", "landlock", "net", NULL };
+	int t = lua_getfield(L, idx, "sandbox");
+	v->c.confine = t == LUA_TNIL || (t == LUA_TBOOLEAN && lua_toboolean(L, -1));
+	if (t == LUA_TTABLE) {
+		v->c.confine = true;
+		mbl_checkopts(L, lua_gettop(L), "sandbox", keys);
+		paths(L, "ro", v->ro);
+		paths(L, "rw", v->rw);
+		v->c.no_landlock = !mbl_optbool(L, lua_gettop(L), "landlock", 1);
+		v->c.host_net = mbl_optbool(L, lua_gettop(L), "net", 0);
+		v->c.sandbox_ro = v->ro;
+		v->c.sandbox_rw = v->rw;
+	} else if (t != LUA_TNIL && t != LUA_TBOOLEAN) {
+		luaL_error(L, "sandbox: expected false or { ro, rw, landlock }, got %s",
+			   lua_typename(L, t));
+	}
+	if (t != LUA_TNIL && !v->argv[0])
+		luaL_error(L, "sandbox: only for spawn = { ARGV... }");
+	lua_pop(L, 1);
+}
 
 static const struct { const char *name; uint32_t id; } types[] = {
 	{ "net", VIRTIO_ID_NET }, { "blk", VIRTIO_ID_BLOCK },
@@ -75,6 +124,7 @@ static void parse(lua_State *L, int idx, void *p)
 		luaL_error(L, "socket: give socket = PATH or spawn = { ARGV... }");
 	if (v->argv[0])
 		c->spawn = v->argv;
+	sandbox_opts(L, idx, v);
 	const char *dma = mbl_optstr(L, idx, "dma", "shared");
 	if (strcmp(dma, "shared") && strcmp(dma, "copy"))
 		luaL_error(L, "dma: \"%s\" is not \"shared\" (the back-end maps "
@@ -140,6 +190,20 @@ static int l_mmio_write(lua_State *L)
 	return 0;
 }
 
+/* dev:state(): the virtio state and, for a spawned back-end, sandbox =
+ * what confines it (a view: set_state ignores it). */
+static int l_state(lua_State *L)
+{
+	mbl_virtio_state(L);
+	struct mb_vhost_user *vu = mb_vhost_user_of(mbl_checkdevice(L, 1));
+	char buf[320];
+	if (vu && mb_vhost_user_sandbox(vu, buf, sizeof buf) == 0) {
+		lua_pushstring(L, buf);
+		lua_setfield(L, -2, "sandbox");
+	}
+	return 1;
+}
+
 static const luaL_Reg methods[] = {
 	{ "mmio_read", l_mmio_read }, { "mmio_write", l_mmio_write },
 	{ NULL, NULL },
@@ -147,7 +211,7 @@ static const luaL_Reg methods[] = {
 
 static const struct mbl_class vu_class = {
 	.name = "vhost_user", .keys = keys, .attach = attach,
-	.state = mbl_virtio_state, .set_state = mbl_virtio_set_state,
+	.state = l_state, .set_state = mbl_virtio_set_state,
 	.methods = methods, .parse = parse, .cfg_size = sizeof(struct vu_cfg),
 };
 

@@ -144,6 +144,12 @@ struct mb_vhost_user {
 	int pidfd;
 	char **argv;   /* spawn: our copy, NULL-terminated; NULL: socket mode */
 	char dir[64];  /* spawn: the private directory of the socket */
+	/* spawn, confined: MB_LAUNCH_* flags, the paths (owned, with what
+	 * the argv names), what the last child got */
+	unsigned launch_flags;
+	char *sb_ro[MB_LAUNCH_MAX_PATHS + 1], *sb_rw[MB_LAUNCH_MAX_PATHS + 1];
+	unsigned nro, nrw;
+	struct mb_sandbox_report report;
 	char why[160]; /* the last protocol error */
 	_Atomic uint64_t messages, calls, disconnects, reconnects, spawns;
 
@@ -743,7 +749,11 @@ static int spawn(struct mb_vhost_user *vu)
 			goto out;
 		}
 	}
-	struct mb_launch l = { .argv = argv, .fds = &bound, .nfds = bound >= 0 ? 1 : 0 };
+	struct mb_launch l = { .argv = argv, .fds = &bound, .nfds = bound >= 0 ? 1 : 0,
+			       .flags = vu->launch_flags,
+			       .ro = (const char *const *)vu->sb_ro,
+			       .rw = (const char *const *)vu->sb_rw,
+			       .report = &vu->report };
 	rc = mb_launch(vu->m, &l, &vu->child, &vu->pidfd);
 	if (rc) {
 		char why[200];
@@ -1532,6 +1542,10 @@ static void vu_free(struct mb_vhost_user *vu)
 		rmdir(vu->dir);
 	}
 	if (vu->argv) {
+		for (unsigned i = 0; i < vu->nro; i++)
+			free(vu->sb_ro[i]);
+		for (unsigned i = 0; i < vu->nrw; i++)
+			free(vu->sb_rw[i]);
 		for (char **a = vu->argv; *a; a++)
 			free(*a);
 		free(vu->argv);
@@ -1646,6 +1660,118 @@ static int copy_argv(struct mb_vhost_user *vu, const char *const *argv)
 	return 0;
 }
 
+/* One more sandbox path (a copy of n bytes of p; dir: its directory). */
+static int sb_add(struct mb_vhost_user *vu, bool rw, const char *p, size_t n,
+		  bool dir)
+{
+	unsigned *count = rw ? &vu->nrw : &vu->nro;
+	char **list = rw ? vu->sb_rw : vu->sb_ro;
+	if (n == 0 || p[0] != '/')
+		return mb_seterr(-EINVAL, "sandbox: \"%.*s\" is not an absolute "
+				 "path", (int)n, p);
+	if (*count == MB_LAUNCH_MAX_PATHS)
+		return mb_seterr(-E2BIG, "sandbox: more than %d paths",
+				 MB_LAUNCH_MAX_PATHS);
+	char *c = strndup(p, n);
+	if (!c)
+		return mb_seterr(-ENOMEM, "sandbox: out of memory");
+	if (dir) {
+		char *slash = strrchr(c, '/');
+		slash[slash == c] = 0; /* "/x" -> "/" */
+	}
+	list[(*count)++] = c;
+	return 0;
+}
+
+/* The value of key (e.g. "filename=") in a comma-separated option
+ * string, as QEMU writes them; n its length. */
+static const char *opt_value(const char *arg, const char *key, size_t *n)
+{
+	size_t k = strlen(key);
+	for (const char *p = arg; p; p = strchr(p, ',')) {
+		if (*p == ',')
+			p++;
+		if (!strncmp(p, key, k)) {
+			const char *v = p + k, *e = strchr(v, ',');
+			*n = e ? (size_t)(e - v) : strlen(v);
+			return v;
+		}
+	}
+	return NULL;
+}
+
+static bool named(const char *path, const char *prog)
+{
+	const char *b = strrchr(path, '/');
+	return !strcmp(b ? b + 1 : path, prog);
+}
+
+/* The confinement of a spawned back-end: the caller's paths and what the
+ * argv names (moonbox/vhost_user.h). */
+static int sandbox_plan(struct mb_vhost_user *vu,
+			const struct mb_vhost_user_config *cfg)
+{
+	int rc = 0;
+	if (!cfg->confine)
+		return 0;
+	vu->launch_flags = MB_LAUNCH_CONFINE;
+	/* virtiofsd makes its own namespaces and sandbox (and needs the
+	 * mount calls a Landlock domain forbids); anything else starts as
+	 * pid 1 of a new pid namespace (in a user namespace of its own) */
+	if (named(vu->argv[0], "virtiofsd"))
+		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
+	else
+		vu->launch_flags |= MB_LAUNCH_NEWPID |
+				    (cfg->host_net ? 0 : MB_LAUNCH_NEWNET);
+	if (cfg->no_landlock)
+		vu->launch_flags |= MB_LAUNCH_NO_LANDLOCK;
+	for (unsigned i = 0; !rc && cfg->sandbox_ro && cfg->sandbox_ro[i]; i++)
+		rc = sb_add(vu, false, cfg->sandbox_ro[i], strlen(cfg->sandbox_ro[i]), false);
+	for (unsigned i = 0; !rc && cfg->sandbox_rw && cfg->sandbox_rw[i]; i++)
+		rc = sb_add(vu, true, cfg->sandbox_rw[i], strlen(cfg->sandbox_rw[i]), false);
+	for (unsigned i = 1; !rc && vu->argv[i]; i++) {
+		const char *a = vu->argv[i], *v;
+		size_t n;
+		if ((v = opt_value(a, "filename=", &n)) && n)
+			rc = sb_add(vu, true, v, n, false);
+		else if ((v = opt_value(a, "addr.path=", &n)) && n)
+			rc = sb_add(vu, true, v, n, true);
+		else if ((v = opt_value(a, "--shared-dir=", &n)) && n)
+			rc = sb_add(vu, true, v, n, false);
+		else if (!strcmp(a, "--shared-dir") && vu->argv[i + 1])
+			rc = sb_add(vu, true, vu->argv[i + 1], strlen(vu->argv[i + 1]), false);
+	}
+	/* the socket a back-end creates itself: in its directory */
+	if (!rc && vu->path[0])
+		rc = sb_add(vu, true, vu->path, strlen(vu->path), true);
+	return rc;
+}
+
+int mb_vhost_user_sandbox(struct mb_vhost_user *vu, char *buf, size_t len)
+{
+	if (!vu->argv)
+		return -ENOENT;
+	if (!(vu->launch_flags & MB_LAUNCH_CONFINE)) {
+		snprintf(buf, len, "none (sandbox = false)");
+		return 0;
+	}
+	pthread_mutex_lock(&vu->lock);
+	struct mb_sandbox_report r = vu->report;
+	pthread_mutex_unlock(&vu->lock);
+	char ll[48] = "no";
+	if (r.landlock_abi)
+		snprintf(ll, sizeof ll, "abi %d (ro %u, rw %u)", r.landlock_abi,
+			 vu->nro, vu->nrw);
+	unsigned f = vu->launch_flags;
+	snprintf(buf, len, "no_new_privs %s; rlimits %s; userns+pidns %s; "
+		 "netns+ipcns+utsns %s; landlock %s%s%s",
+		 r.no_new_privs ? "yes" : "no", r.rlimits ? "yes" : "no",
+		 r.pidns ? "yes" : (f & MB_LAUNCH_NEWPID) ? "refused" : "no",
+		 r.netns ? "yes" : (f & MB_LAUNCH_NEWNET) ? "refused" : "no", ll,
+		 r.refused[0] ? "; refused: " : "", r.refused);
+	return 0;
+}
+
 int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 		      const struct mb_vhost_user_config *cfg,
 		      struct mb_vhost_user **out)
@@ -1694,6 +1820,8 @@ int mb_vhost_user_new(struct mb_machine *m, struct mb_mem *mem,
 			}
 			snprintf(vu->path, sizeof vu->path, "%s/sock", vu->dir);
 		}
+		if ((rc = sandbox_plan(vu, cfg)))
+			goto fail;
 		if ((s = spawn(vu)) < 0) {
 			rc = s;
 			goto fail;

@@ -77,6 +77,8 @@ int mb_fw_cfg_add_file(struct mb_fw_cfg *f, const char *name,
 void mb_fw_cfg_on_first(struct mb_fw_cfg *f, void (*fn)(void *opaque,
 		       struct mb_fw_cfg *f), void *opaque);
 void mb_fw_cfg_save(struct mb_fw_cfg *f, struct mb_fw_cfg_state *st);
+/* load refuses an offset past the selected item (-EINVAL naming it) and
+ * takes the counters. */
 int mb_fw_cfg_load(struct mb_fw_cfg *f, const struct mb_fw_cfg_state *st);
 
 extern const struct mb_io_ops mb_fw_cfg_ops; /* the 12 ports from 0x510 */

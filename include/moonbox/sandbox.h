@@ -31,11 +31,30 @@ struct mb_launch {
 	const int *fds;          /* become 3, 4, ... in the child, in order */
 	unsigned nfds;
 	unsigned flags;          /* MB_LAUNCH_* */
+	/* MB_LAUNCH_CONFINE: what the program may reach by path, each list
+	 * NULL-terminated (NULL: none), at most MB_LAUNCH_MAX_PATHS each */
+	const char *const *ro;   /* read (and execute) */
+	const char *const *rw;   /* read, write, create, remove */
+	struct mb_sandbox_report *report; /* out, optional: what it got */
 };
+#define MB_LAUNCH_MAX_PATHS 32
 /* The child is pid 1 of a new pid namespace (in a new user namespace
  * owning it, uid and gid mapped to themselves), where the host allows it;
  * else an ordinary child (its mb_sandbox_enter reports pidns false). */
 #define MB_LAUNCH_NEWPID 1u
+/* Confine the child before exec (docs/sandbox.md, "Spawned back-ends"):
+ * no_new_privs, RLIMIT_CORE 0, and Landlock where the kernel has it:
+ * only the program, the shared-library and loader paths (/usr, /lib,
+ * /lib64, /etc/ld.so.*), ro and rw stay reachable by path. */
+#define MB_LAUNCH_CONFINE 2u
+/* With MB_LAUNCH_CONFINE: no Landlock (a program that makes its own
+ * mount namespace: Landlock forbids mount and pivot_root) */
+#define MB_LAUNCH_NO_LANDLOCK 4u
+/* With MB_LAUNCH_NEWPID: new network, IPC and UTS namespaces too (no
+ * network but a loopback that is down); without them when the host
+ * refuses (the report's netns says which) */
+#define MB_LAUNCH_NEWNET 8u
+#define MB_LAUNCH_FLAGS 15u /* every flag above */
 
 /* Start l->argv through m's launcher (starting the launcher first if
  * needed). *pid: the child's pid; *pidfd: a pidfd for it (poll for its

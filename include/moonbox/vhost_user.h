@@ -56,6 +56,19 @@ struct mb_vhost_user_config {
 	 * With socket given too, the program creates that socket (no fd 3)
 	 * and moonbox dials it once it appears. A back-end that dies is started again when the driver resets. */
 	const char *const *spawn;
+	/* Confine the spawned back-end (moonbox/sandbox.h MB_LAUNCH_CONFINE;
+	 * docs/vhost_user.md): no_new_privs, no core dumps, and Landlock
+	 * leaving only the program, the shared libraries, sandbox_ro (read)
+	 * and sandbox_rw (read-write) reachable by path. To sandbox_rw moonbox
+	 * adds what the argv names: every filename=PATH (qemu-storage-
+	 * daemon's images), addr.path=PATH's and the socket's directory,
+	 * --shared-dir / shared-dir= (virtiofsd). virtiofsd (argv[0] named
+	 * so) gets no Landlock: it builds its own mount namespace, which a
+	 * Landlock domain forbids. Lists NULL-terminated, NULL: none. */
+	bool confine;
+	bool no_landlock;
+	bool host_net; /* keep the host's network (else: a network namespace) */
+	const char *const *sandbox_ro, *const *sandbox_rw;
 	unsigned queues;     /* 0: the type's default (blk: num_queues) */
 	uint16_t queue_size; /* QueueNumMax; 0: 256 */
 	unsigned config_size; /* 0: the type's (blk 60, fs 40, ...) */
@@ -92,5 +105,9 @@ void mb_vhost_user_poll(struct mb_vhost_user *vu);
 struct mb_vhost_user *mb_vhost_user_of(struct mb_device *d);
 /* The back-end moonbox started for it (0: none). */
 pid_t mb_vhost_user_child(struct mb_vhost_user *vu);
+/* What confines that back-end, as one line ("no_new_privs yes; rlimits
+ * yes; landlock abi 6 (ro 2, rw 1); refused: ..."; "none" when not
+ * confined): 0, or -ENOENT when moonbox spawned nothing. */
+int mb_vhost_user_sandbox(struct mb_vhost_user *vu, char *buf, size_t len);
 
 #endif

@@ -34,6 +34,37 @@ T.case("acpi: tables for 2 CPUs, COM1, virtio and fw_cfg; checksums", function()
   T.raises(function() mb.machine { acpi = 1 } end, "acpi")
 end)
 
+-- Real-mode bytes: mov dx, 0x604; mov ax, SLP_EN | 5 << 10; out dx, ax; hlt
+local s5_guest = "\xba\x04\x06\xb8\x00\x34\xef\xf4"
+
+T.case("acpi_pm: a device of the machine, its state in a snapshot file, S5 after mb.restore", function()
+  local code, snap = os.tmpname(), os.tmpname()
+  local f = assert(io.open(code, "wb")); f:write(s5_guest); f:close()
+  local m = mb.machine { memory = "1M", acpi = true }
+  local pm = m:device("acpi_pm")
+  T.ok(pm and m:devices()[1] == pm, "m:device and m:devices list it")
+  T.eq(pm.kind, "acpi_pm")
+  T.eq(pm:info().ranges[1].base, 0x600, "PM1a_EVT_BLK")
+  T.eq(pm:info().ranges[1].size, 6, "PM1a_EVT + PM1a_CNT")
+  T.raises(function() m:add(pm) end, "already part of a machine")
+  T.raises(function() pm:set_state { cnt = 0x2000 } end, "cnt")
+  T.raises(function() pm:set_state { en = 0x10000 } end, "en")
+  pm:set_state { en = 0x0120 }
+  m:boot_flat { file = code, at = 0x7c00, mode = "real" }
+  m:snapshot { file = snap }
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "shutdown", tostring(r.message))
+  T.eq(pm:state().sleeps, 1, "SLP_EN writes")
+  local m2 = mb.restore { file = snap }
+  T.eq(#m2:devices(), 1, "one acpi_pm after restore")
+  T.eq(m2:device("acpi_pm"):state().en, 0x0120, "PM1_EN from the file")
+  local r2 = m2:run { timeout = 10 }
+  T.eq(r2.reason, "shutdown", "S5 after mb.restore: " .. tostring(r2.message))
+  T.eq(#mb.machine { memory = "1M" }:devices(), 0, "no acpi_pm without acpi")
+  m:close(); m2:close()
+  os.remove(code); os.remove(snap)
+end)
+
 T.case("acpi: iasl -d disassembles every table without errors", function()
   if not os.execute("command -v iasl >/dev/null 2>&1") then
     return T.skip("iasl", "iasl not installed (apt-get install acpica-tools)")

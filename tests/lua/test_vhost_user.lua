@@ -250,6 +250,75 @@ T.case("spawn: a back-end that exits at once is an error naming it", function()
   m2:close()
 end)
 
+local function nnp(p)
+  local f = io.open("/proc/" .. p .. "/status")
+  if not f then return nil end
+  local v = f:read("a"):match("NoNewPrivs:%s*(%d)")
+  f:close()
+  return tonumber(v)
+end
+
+T.case("spawn: the back-end is confined (no_new_privs, Landlock to the paths it needs)", function()
+  local outside = dir .. "/outside.img"
+  assert(os.execute("truncate -s 64K " .. outside))
+  local function argv(extra)
+    local a = { qsd, "--blockdev", "driver=file,node-name=f0,filename=" .. img,
+      "--blockdev", "driver=raw,node-name=d0,file=f0",
+      "--export", "type=vhost-user-blk,id=e0,node-name=d0,addr.type=fd,addr.str=3,writable=on" }
+    if extra then -- file.filename= is not a spelling moonbox reads paths from
+      a[#a + 1] = "--blockdev"
+      a[#a + 1] = "driver=raw,node-name=x0,file.driver=file,file.filename=" .. outside
+    end
+    return a
+  end
+  local m2 = mb.machine { memory = "16M" }
+  T.raises(function() mb.vhost_user { type = "blk", socket = "/x", sandbox = false } end,
+    "sandbox: only for spawn")
+  T.raises(function() mb.vhost_user { type = "blk", spawn = argv(), sandbox = 1 } end, "sandbox: expected")
+  T.raises(function() mb.vhost_user { type = "blk", spawn = argv(), sandbox = { rw = { "rel" } } } end,
+    "sandbox.rw[1]: expected an absolute path")
+  T.raises(function() mb.vhost_user { type = "blk", spawn = argv(), sandbox = { nope = 1 } } end, "nope")
+  local dev = m2:add(mb.vhost_user { type = "blk", spawn = argv() })
+  local s = dev:state()
+  T.ok(s.connected and s.sandbox:find("no_new_privs yes", 1, true), "confined by default: " .. s.sandbox)
+  T.eq(nnp(s.pid), 1, "NoNewPrivs in /proc/" .. s.pid .. "/status")
+  if s.sandbox:find("userns+pidns yes", 1, true) then
+    local f = assert(io.open("/proc/" .. s.pid .. "/status"))
+    local nspid = f:read("a"):match("NSpid:([^\n]*)")
+    f:close()
+    T.ok(nspid and nspid:match("%s1%s*$"), "pid 1 of its own pid namespace: NSpid" .. tostring(nspid))
+  end
+  if s.sandbox:find("netns+ipcns+utsns yes", 1, true) then
+    local function ns(p)
+      local h = assert(io.popen("readlink /proc/" .. p .. "/ns/net"))
+      local v = h:read("l"); h:close(); return v
+    end
+    local me = io.open("/proc/self/stat"):read("n")
+    T.ok(ns(s.pid) ~= ns(me), "a network namespace of its own: " .. tostring(ns(s.pid)))
+  end
+  local d = assert(D.new(m2, dev))
+  local st, data = d:blk(0, 8, 512)
+  T.eq(st, 0, "the confined back-end serves the disk")
+  T.eq(data, file_at(8 * 512, 512), "data")
+  local open = m2:add(mb.vhost_user { type = "blk", spawn = argv(), sandbox = false })
+  T.eq(nnp(open:state().pid), 0, "sandbox = false: not confined")
+  T.ok(open:state().sandbox:find("none", 1, true), open:state().sandbox)
+  if not s.sandbox:find("landlock abi", 1, true) then
+    m2:close()
+    return T.skip("landlock", "the host refused Landlock: " .. s.sandbox)
+  end
+  -- A file outside the allowed set: qsd cannot open it and exits (before
+  -- or just after moonbox connected: either way the add fails).
+  local ok, err = pcall(m2.add, m2, mb.vhost_user { type = "blk", spawn = argv(true) })
+  T.ok(not ok and tostring(err):find("vhost_user", 1, true), "outside file refused: " .. tostring(err))
+  local widened = m2:add(mb.vhost_user { type = "blk", spawn = argv(true), sandbox = { rw = { outside } } })
+  T.ok(widened:state().connected, "sandbox.rw names it: allowed")
+  local nol = m2:add(mb.vhost_user { type = "blk", spawn = argv(true), sandbox = { landlock = false } })
+  T.ok(nol:state().connected and nol:state().sandbox:find("landlock no", 1, true), "landlock = false")
+  m2:close()
+  os.remove(outside)
+end)
+
 local function qsd_argv()
   return { qsd, "--blockdev", "driver=file,node-name=f0,filename=" .. img,
     "--blockdev", "driver=raw,node-name=d0,file=f0",

@@ -175,12 +175,63 @@ static void test_dma_hostile(void **state)
 	mb_mem_free(mem);
 }
 
+/* Mid-transfer: one DMA done (the counters count it), a file selected
+ * and partly read, the DMA address's high half written (a transfer not
+ * yet started). A second fw_cfg with the same
+ * items loaded from the state saves the same and reads on from the same
+ * byte; a DMA started on both after it goes to the same address. */
+static void test_state_round_trip(void **state)
+{
+	struct mb_mem *mem = ram(), *mem2 = ram();
+	struct mb_fw_cfg *f = mb_fw_cfg_new(mem), *f2 = mb_fw_cfg_new(mem2);
+	assert_int_equal(mb_fw_cfg_add_file(f, "opt/x", "hello, fw_cfg", 13), 0);
+	assert_int_equal(mb_fw_cfg_add_file(f2, "opt/x", "hello, fw_cfg", 13), 0);
+	uint8_t sig[4];
+	assert_int_equal(dma(f, mem, 0x1000, 0x02, 4, 0x3000), 0);
+	assert_int_equal(mb_mem_read(mem, 0x3000, sig, 4), 0);
+	assert_memory_equal(sig, "QEMU", 4);
+	sel(f, 0x20);
+	char got[14] = { 0 };
+	data(f, got, 5);
+	assert_string_equal(got, "hello");
+	uint8_t hi[4] = { 0 };
+	mb_fw_cfg_ops.write(f, 4, hi, 4); /* high half only: nothing starts */
+	struct mb_fw_cfg_state a, b;
+	mb_fw_cfg_save(f, &a);
+	assert_int_equal(a.selector, 0x20);
+	assert_int_equal(a.offset, 5);
+	assert_int_equal(a.dma_ops, 1);
+	assert_int_equal(mb_fw_cfg_load(f2, &a), 0);
+	mb_fw_cfg_save(f2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	char r1[9] = { 0 }, r2[9] = { 0 };
+	data(f, r1, 3);
+	data(f2, r2, 3);
+	assert_string_equal(r1, ", f");
+	assert_string_equal(r2, ", f");
+	/* DMA read of the rest (control 0x02 = read) into both RAMs */
+	assert_int_equal(dma(f, mem, 0x1000, 0x02, 5, 0x2000), 0);
+	assert_int_equal(dma(f2, mem2, 0x1000, 0x02, 5, 0x2000), 0);
+	assert_int_equal(mb_mem_read(mem, 0x2000, r1, 5), 0);
+	assert_int_equal(mb_mem_read(mem2, 0x2000, r2, 5), 0);
+	assert_memory_equal(r1, "w_cfg", 5);
+	assert_memory_equal(r2, "w_cfg", 5);
+	mb_fw_cfg_save(f, &a);
+	mb_fw_cfg_save(f2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	mb_fw_cfg_free(f);
+	mb_fw_cfg_free(f2);
+	mb_mem_free(mem);
+	mb_mem_free(mem2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_signature_id_dir),
 		cmocka_unit_test(test_dma_read_skip_select),
 		cmocka_unit_test(test_dma_hostile),
+		cmocka_unit_test(test_state_round_trip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

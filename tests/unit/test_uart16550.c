@@ -440,6 +440,70 @@ static void test_iir_priority(void **state)
 	assert_int_equal(irq.level, 0);
 }
 
+/* Mid-activity: FIFO on and half full (below its trigger of 14), the
+ * character timeout running, a THRE interrupt pending. A second UART (its
+ * own clock at the same time) loaded from the state saves the same, its
+ * timeout fires at the same moment and its FIFO reads out the same bytes. */
+static void test_state_round_trip(void **state)
+{
+	const uint64_t four_chars = 4ull * 10 * 1000000000ull / 115200;
+	out(FCR, 0xc1); /* FIFO, trigger 14 */
+	out(IER, 0x03); /* RDA (and its timeout), THRE */
+	out(SCR, 0x5a);
+	input("abcdefgh");
+	assert_int_equal(in(RBR), 'a');
+	fake_clock_advance(fc, four_chars / 3);
+	struct mb_uart_state a, b;
+	mb_uart_save(uart, &a);
+	assert_int_equal(a.rx_fifo_len, 7);
+	assert_true(a.timeout_ns > 0 && a.timeout_ns < four_chars);
+	assert_true(a.thre_pending);
+
+	struct fake_clock *fc2 = fake_clock_new(fc->now);
+	struct fake_irq irq2 = { 0 };
+	struct fake_chr con2 = { .chr.ops = &con_ops };
+	struct mb_uart_config cfg = { &fc2->clock, fake_irq_line(&irq2), &con2.chr };
+	struct mb_uart *u2 = mb_uart_new(&cfg);
+	assert_int_equal(mb_uart_load(u2, &a), 0);
+	mb_uart_save(u2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	assert_int_equal(irq2.level, irq.level);
+
+	/* Both go on alike: the timeout fires at the same moment. */
+	fake_clock_advance(fc, a.timeout_ns - 1);
+	fake_clock_advance(fc2, a.timeout_ns - 1);
+	struct mb_uart *keep = uart;
+	for (int i = 0; i < 2; i++) {
+		uart = i ? u2 : keep;
+		assert_int_equal(in(IIR), 0xc2); /* THRE: the timeout not yet */
+	}
+	fake_clock_advance(fc, 1);
+	fake_clock_advance(fc2, 1);
+	for (int i = 0; i < 2; i++) {
+		uart = i ? u2 : keep;
+		assert_int_equal(in(IIR), 0xcc);
+		for (const char *c = "bcdefgh"; *c; c++)
+			assert_int_equal(in(RBR), *c);
+		assert_int_equal(in(SCR), 0x5a);
+	}
+	uart = keep;
+
+	/* A refused field names itself and changes nothing. */
+	mb_uart_save(u2, &a);
+	b = a;
+	b.ier = 0xff;
+	assert_int_not_equal(mb_uart_load(u2, &b), 0);
+	assert_non_null(strstr(mb_errmsg(), "ier"));
+	b = a;
+	b.rx_fifo_len = 17;
+	assert_int_not_equal(mb_uart_load(u2, &b), 0);
+	assert_non_null(strstr(mb_errmsg(), "rx_fifo"));
+	mb_uart_save(u2, &b);
+	assert_memory_equal(&a, &b, sizeof a);
+	mb_uart_free(u2);
+	fake_clock_free(fc2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -456,6 +520,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_loopback_modem, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_loopback_rx_interrupt, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_iir_priority, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_state_round_trip, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
