@@ -1700,6 +1700,14 @@ static const char *opt_value(const char *arg, const char *key, size_t *n)
 	return NULL;
 }
 
+/* The rest of arg after key when arg starts with it: an option of the
+ * --name=VALUE form, whose value may hold commas. */
+static const char *whole(const char *arg, const char *key)
+{
+	size_t k = strlen(key);
+	return strncmp(arg, key, k) || !arg[k] ? NULL : arg + k;
+}
+
 static bool named(const char *path, const char *prog)
 {
 	const char *b = strrchr(path, '/');
@@ -1740,6 +1748,18 @@ static int sandbox_plan(struct mb_vhost_user *vu,
 			rc = sb_add(vu, true, v, n, false);
 		else if (!strcmp(a, "--shared-dir") && vu->argv[i + 1])
 			rc = sb_add(vu, true, vu->argv[i + 1], strlen(vu->argv[i + 1]), false);
+		/* moonbox-device --vhost-user's own options (its usage text):
+		 * the image, the socket it listens on or the cable it dials
+		 * (their directory), a tap, which lives in the host's netns */
+		else if ((v = whole(a, "--blk-file=")) || (v = whole(a, "--image=")))
+			rc = sb_add(vu, true, v, strlen(v), false);
+		else if (((v = whole(a, "--socket-path=")) || (v = whole(a, "--net-socket="))) &&
+			 !wants_path(v)) /* {socket}: vu->path, below */
+			rc = sb_add(vu, true, v, strlen(v), true);
+		else if (whole(a, "--tap=")) {
+			vu->launch_flags &= ~MB_LAUNCH_NEWNET;
+			rc = sb_add(vu, true, "/dev/net/tun", strlen("/dev/net/tun"), false);
+		}
 	}
 	/* the socket a back-end creates itself: in its directory */
 	if (!rc && vu->path[0])

@@ -62,7 +62,9 @@ struct mb_vhost_user_config {
 	 * and sandbox_rw (read-write) reachable by path. To sandbox_rw moonbox
 	 * adds what the argv names: every filename=PATH (qemu-storage-
 	 * daemon's images), addr.path=PATH's and the socket's directory,
-	 * --shared-dir / shared-dir= (virtiofsd). virtiofsd (argv[0] named
+	 * --shared-dir / shared-dir= (virtiofsd), moonbox-device's --blk-file=
+	 * / --image=, --socket-path='s and --net-socket='s directory, and for
+	 * --tap= /dev/net/tun and the host's network. virtiofsd (argv[0] named
 	 * so) gets no Landlock: it builds its own mount namespace, which a
 	 * Landlock domain forbids. Lists NULL-terminated, NULL: none. */
 	bool confine;
