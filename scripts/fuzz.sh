@@ -22,7 +22,7 @@ fi
 # object is rebuilt when its source, any header of the library, or this
 # script (the flags) is newer; the harnesses are rebuilt every run.
 shopt -s nullglob
-deps=(include/*.h core/*.h devices/*.h devices/virtio/*.h scripts/fuzz.sh)
+deps=(include/*.h include/moonbox/*.h core/*.h devices/*.h devices/virtio/*.h cli/*.h scripts/fuzz.sh)
 stale() { # object source
 	local d
 	[ "$1" -nt "$2" ] || return 0

@@ -3,7 +3,7 @@
 -- failed case fails the file on every way out (T.done, T.need_kvm,
 -- T.skip_all); a check that cannot run here prints "SKIP <name>: <why>"
 -- and counts as skipped, never as passed (tests/run.sh counts those lines).
-local T = { passed = 0, failed = 0, skipped = 0 }
+local T = { passed = 0, failed = 0, skipped = 0, checks = 0 }
 
 local here = arg[0]:match("^(.*)/tests/") or "."
 T.root = here
@@ -51,15 +51,20 @@ function T.skip(name, why)
 end
 
 -- Runs fn as one case; if `skip` is given (a reason), reports the case as
--- skipped instead of running it.
+-- skipped instead of running it. A case that calls T.skip and makes no check
+-- (T.eq, T.ok, T.raises, T.run) ran nothing: it is not reported as ok,
+-- only its SKIP line stands.
 -- MB_TEST_CASE (a Lua pattern) runs only the cases whose name matches it,
 -- to chase one case by hand; the others are neither run nor counted.
 local only = os.getenv("MB_TEST_CASE")
 function T.case(name, fn, skip)
   if only and not name:find(only) then return end
   if skip then return T.skip(name, skip) end
+  local checks, skipped = T.checks, T.skipped
   local ok, err = xpcall(fn, debug.traceback)
-  if ok then
+  if ok and T.skipped > skipped and T.checks == checks then
+    return
+  elseif ok then
     T.passed = T.passed + 1
     print("ok - " .. name)
   else
@@ -69,18 +74,21 @@ function T.case(name, fn, skip)
 end
 
 function T.eq(got, want, what)
+  T.checks = T.checks + 1
   if got ~= want then
     error(string.format("%s: got %s, want %s", what or "value", tostring(got), tostring(want)), 2)
   end
 end
 
 function T.ok(v, what)
+  T.checks = T.checks + 1
   if not v then error((what or "check") .. " failed", 2) end
   return v
 end
 
 -- fn must raise an error whose message contains `pattern` (plain text).
 function T.raises(fn, pattern)
+  T.checks = T.checks + 1
   local ok, err = pcall(fn)
   if ok then error("expected an error containing: " .. pattern, 2) end
   if not tostring(err):find(pattern, 1, true) then
@@ -91,6 +99,7 @@ end
 
 -- run and check reason (and exit code if given)
 function T.run(m, want_reason, want_code, timeout)
+  T.checks = T.checks + 1
   local r = m:run { timeout = timeout or 20 }
   if r.reason ~= want_reason or (want_code and r.exit_code ~= want_code) then
     error(string.format("run: got %s/%s (%s), want %s/%s", r.reason, tostring(r.exit_code),

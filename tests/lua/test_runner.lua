@@ -38,6 +38,8 @@ write("tests/lua/test_no_done.lua", head .. passes)
 write("tests/lua/test_check_skip.lua", head .. passes ..
   'T.skip("one check", "not here")\n' ..
   'T.case("another check", function() error("ran although skipped") end, "needs a unicorn")\n' ..
+  'T.case("a case that skips itself", function() return T.skip("its check", "no gadget") end)\n' ..
+  'T.case("a case that checks, then skips", function() T.ok(true); T.skip("the rest", "later") end)\n' ..
   "T.done()\n")
 local pidfile = tree .. "/hang.pid"
 write("tests/lua/test_hang.lua", head .. passes ..
@@ -89,8 +91,16 @@ T.case("checks that did not run are counted and listed, also in passing tests", 
   T.eq(rc, 0, "exit status (" .. out .. ")")
   has(out, "PASS  unit/test_cmocka_skip +%d+s\n      SKIP cannot_run_here: cmocka skip%(%)\n")
   has(out, "PASS  lua/test_check_skip +%d+s\n      SKIP one check: not here\n" ..
-    "      SKIP another check: needs a unicorn\n")
-  has(out, "moonbox tests: 2 passed, 0 failed, 3 skipped\n$")
+    "      SKIP another check: needs a unicorn\n      SKIP its check: no gadget\n" ..
+    "      SKIP the rest: later\n")
+  has(out, "moonbox tests: 2 passed, 0 failed, 5 skipped\n$")
+  -- the case that ran no check is no "ok"; the one that checked something is
+  local f = assert(io.open(tree .. "/build/test-logs/lua/test_check_skip.log"))
+  local log = f:read("a")
+  f:close()
+  T.ok(not log:find("ok - a case that skips itself", 1, true), "a case that only skipped printed ok:\n" .. log)
+  T.ok(log:find("\nok - a case that checks, then skips\n", 1, true), "the case that checked:\n" .. log)
+  T.ok(log:find("\n# 2 passed, 0 failed, 4 skipped\n", 1, true), "the harness's own count:\n" .. log)
 end, cc_rc ~= 0 and "cannot build a cmocka test: " .. cc_out or nil)
 
 -- A process that has exited or is only a zombie (here PID 1 may not reap
@@ -129,7 +139,7 @@ T.case("a filter picks the tests; one matching nothing is an error", function()
   T.eq(rc, 0, "exit status (" .. out .. ")")
   T.eq(select(2, out:gsub("\n(%u%u%u%u)  ", "")), 0, "only the first line names a test: " .. out)
   has(out, "^PASS  lua/test_check_skip ")
-  has(out, "moonbox tests: 1 passed, 0 failed, 2 skipped\n$")
+  has(out, "moonbox tests: 1 passed, 0 failed, 4 skipped\n$")
   out, rc = run_tests("nosuchtest")
   T.eq(rc, 2, "exit status (" .. out .. ")")
   has(out, "no test name matches nosuchtest")
