@@ -195,11 +195,12 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 fi
 
 # ---- vhost-user (bench/vhost_user.c; owner: vhost-user work) ---------------
-# 4 KiB reads/s at QD1, no guest: qemu-storage-daemon through the vhost-user
-# front-end vs the in-process virtio-blk, same image, interleaved rounds.
+# 4 KiB reads/s at QD1 and QD16, no guest: qemu-storage-daemon through the
+# vhost-user front-end (shared memory, and dma = "copy"), and moonbox-device
+# --vhost-user blk, vs the in-process virtio-blk, interleaved rounds.
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-	# moonbox-device is found through MOONBOX_LIBEXEC (the build's top level)
-	line=$(MOONBOX_LIBEXEC=${MOONBOX_LIBEXEC:-$PWD} $B/vhost_user 1)
 	echo
-	echo "vhost-user-blk (qemu-storage-daemon; mbdev: moonbox-device --vhost-user blk) vs in-process virtio-blk, 4 KiB reads QD1: $line"
+	echo "vhost-user-blk vs in-process virtio-blk, 4 KiB reads (vhost: qemu-storage-daemon, shared; copy: the same, dma = \"copy\"; mbdev: moonbox-device --vhost-user blk; ratios against in-process):"
+	# moonbox-device is found through MOONBOX_LIBEXEC (the build's top level)
+	MOONBOX_LIBEXEC=${MOONBOX_LIBEXEC:-$PWD} $B/vhost_user 1 | sed 's/^/  /'
 fi
