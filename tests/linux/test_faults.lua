@@ -16,7 +16,7 @@
 -- guest RAM (F.mem.flip) and the guest reads the flipped text back. After
 -- the write-back phases: IRQ 0 counted over 1 s of /proc/uptime with and
 -- without F.pit.drop (every 2nd tick), a read held by F.blk.hold (the
--- reader in state D in /proc/PID/stat, then plan:release), and a framing
+-- reader in state D in /proc/PID/stat and named by the hung-task detector, then plan:release), and a framing
 -- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
 -- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
 -- change message). Also from the lie phase on, on two more disks found by
@@ -93,7 +93,12 @@ blockdev --flushbufs /dev/vdb
 echo "phase: hold"; sleep 1
 dd if=/dev/vdb of=/dev/null bs=512 skip=$R count=8 2>/dev/null & P=$!
 sleep 1; read -r s </proc/$P/stat; set -- $s; echo "hold-state: $3"
-echo "phase: release"; wait $P; echo "hold-done: $?"
+dd if=/dev/zero of=/dev/vdb bs=512 seek=$R count=1 conv=notrunc 2>/dev/null & Q=$!
+echo 1 >/proc/sys/kernel/hung_task_timeout_secs; echo "hung-set: $?"
+i=0; while [ $i -lt 10 ] && ! dmesg | grep -q "blocked for more than"; do sleep 1; i=$((i+1)); done
+dmesg | grep "blocked for more than" | head -n 1 | sed 's/^/hung: /'
+echo 0 >/proc/sys/kernel/hung_task_timeout_secs
+echo "phase: release"; wait $P; echo "hold-done: $?"; wait $Q; echo "hung-writer-done: $?"
 echo "phase: fe"; sleep 1
 while read -r l; do echo "serial: $l"; done </proc/tty/driver/serial
 echo "phase: resize"; sleep 1
@@ -440,9 +445,16 @@ end)
 
 T.case("a lost blk completion leaves the reader in state D until plan:release", function()
   has("hold-state: D")
+  -- hung_task_timeout_secs = 1 once the reader is held. The reader itself
+  -- waits killable (filemap reads), which the detector skips, so a writer
+  -- of the same page waits for its lock (TASK_UNINTERRUPTIBLE): named.
+  has("hung-set: 0")
+  local hung = con:match("hung: [^\r\n]*")
+  T.ok(hung and hung:find("task dd:%d+ blocked for more than 1 seconds"), "the hung-task detector: " .. tostring(hung))
   T.eq(held_at_state, 1, "one request held when the guest looked")
   T.eq(lie:fired(hold_rule), 1)
   has("hold-done: 0")
+  has("hung-writer-done: 0")
 end)
 
 T.case("a UART framing error shows in /proc/tty/driver/serial (fe:1)", function()
