@@ -104,6 +104,9 @@ while read -r l; do echo "serial: $l"; done </proc/tty/driver/serial
 echo "phase: resize"; sleep 1
 dmesg | grep -i "capacity change\|new size" | sed 's/^/resize: /'
 read -r u x </proc/uptime; echo "uptime-to: $u"
+echo "phase: badid"; sleep 1
+dd if=$MD of=/dev/null bs=512 skip=100 count=1 iflag=direct 2>/dev/null &
+sleep 2; dmesg | grep "not a head\|out of range" | head -n 1 | sed 's/^/badid: /'
 echo "phase: end"
 ]])
 f:close()
@@ -153,7 +156,7 @@ local m, com1, disk, plan, bad, never
 local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
 local rec, rp, dv -- the phases' plans
 local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
-local resize_rule
+local resize_rule, badid_rule
 local md, fsd, meta_rule, fs_lie, torn_rule -- the metadata, fs and torn-write checks
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
@@ -219,6 +222,9 @@ local phases = {
   end,
   resize = function() -- the write-back disk shrinks to half (a config change)
     resize_rule = lie:add(F.virtio.config_change { dev = wb, capacity = 1024 })
+  end,
+  badid = function() -- the metadata disk's next used element names another descriptor
+    badid_rule = lie:add(F.virtio.bad_used_id { dev = md, nth = 1 })
   end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
@@ -471,6 +477,13 @@ T.case("a virtio config change (the disk shrinks): Linux sees the new capacity",
   has("resize: ")
   T.ok(con:find("resize: [^\n]*capacity change from 2048 to 1024") or
     con:find("resize: [^\n]*new size: 1024"), "the kernel logged the change")
+end)
+
+T.case("virtio.bad_used_id: Linux's virtio ring finds a used id that is not a head and stops the queue", function()
+  T.eq(lie:fired(badid_rule), 1)
+  local line = con:match("badid: [^\r\n]*")
+  print("# " .. tostring(line))
+  T.ok(line and (line:find("is not a head!", 1, true) or line:find("out of range", 1, true)), tostring(line))
 end)
 
 os.execute("rm -rf " .. dir)
