@@ -16,7 +16,7 @@
 -- guest RAM (F.mem.flip) and the guest reads the flipped text back. After
 -- the write-back phases: IRQ 0 counted over 1 s of /proc/uptime with and
 -- without F.pit.drop (every 2nd tick), a read held by F.blk.hold (the
--- reader in state D in /proc/PID/stat, then plan:release), and a framing
+-- reader in state D in /proc/PID/stat and named by the hung-task detector, then plan:release), and a framing
 -- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
 -- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
 -- change message). Also from the lie phase on, on two more disks found by
@@ -93,12 +93,20 @@ blockdev --flushbufs /dev/vdb
 echo "phase: hold"; sleep 1
 dd if=/dev/vdb of=/dev/null bs=512 skip=$R count=8 2>/dev/null & P=$!
 sleep 1; read -r s </proc/$P/stat; set -- $s; echo "hold-state: $3"
-echo "phase: release"; wait $P; echo "hold-done: $?"
+dd if=/dev/zero of=/dev/vdb bs=512 seek=$R count=1 conv=notrunc 2>/dev/null & Q=$!
+echo 1 >/proc/sys/kernel/hung_task_timeout_secs; echo "hung-set: $?"
+i=0; while [ $i -lt 10 ] && ! dmesg | grep -q "blocked for more than"; do sleep 1; i=$((i+1)); done
+dmesg | grep "blocked for more than" | head -n 1 | sed 's/^/hung: /'
+echo 0 >/proc/sys/kernel/hung_task_timeout_secs
+echo "phase: release"; wait $P; echo "hold-done: $?"; wait $Q; echo "hung-writer-done: $?"
 echo "phase: fe"; sleep 1
 while read -r l; do echo "serial: $l"; done </proc/tty/driver/serial
 echo "phase: resize"; sleep 1
 dmesg | grep -i "capacity change\|new size" | sed 's/^/resize: /'
 read -r u x </proc/uptime; echo "uptime-to: $u"
+echo "phase: badid"; sleep 1
+dd if=$MD of=/dev/null bs=512 skip=100 count=1 iflag=direct 2>/dev/null &
+sleep 2; dmesg | grep "not a head\|out of range" | head -n 1 | sed 's/^/badid: /'
 echo "phase: end"
 ]])
 f:close()
@@ -148,7 +156,7 @@ local m, com1, disk, plan, bad, never
 local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
 local rec, rp, dv -- the phases' plans
 local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
-local resize_rule
+local resize_rule, badid_rule
 local md, fsd, meta_rule, fs_lie, torn_rule -- the metadata, fs and torn-write checks
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
@@ -214,6 +222,9 @@ local phases = {
   end,
   resize = function() -- the write-back disk shrinks to half (a config change)
     resize_rule = lie:add(F.virtio.config_change { dev = wb, capacity = 1024 })
+  end,
+  badid = function() -- the metadata disk's next used element names another descriptor
+    badid_rule = lie:add(F.virtio.bad_used_id { dev = md, nth = 1 })
   end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
@@ -440,9 +451,16 @@ end)
 
 T.case("a lost blk completion leaves the reader in state D until plan:release", function()
   has("hold-state: D")
+  -- hung_task_timeout_secs = 1 once the reader is held. The reader itself
+  -- waits killable (filemap reads), which the detector skips, so a writer
+  -- of the same page waits for its lock (TASK_UNINTERRUPTIBLE): named.
+  has("hung-set: 0")
+  local hung = con:match("hung: [^\r\n]*")
+  T.ok(hung and hung:find("task dd:%d+ blocked for more than 1 seconds"), "the hung-task detector: " .. tostring(hung))
   T.eq(held_at_state, 1, "one request held when the guest looked")
   T.eq(lie:fired(hold_rule), 1)
   has("hold-done: 0")
+  has("hung-writer-done: 0")
 end)
 
 T.case("a UART framing error shows in /proc/tty/driver/serial (fe:1)", function()
@@ -459,6 +477,13 @@ T.case("a virtio config change (the disk shrinks): Linux sees the new capacity",
   has("resize: ")
   T.ok(con:find("resize: [^\n]*capacity change from 2048 to 1024") or
     con:find("resize: [^\n]*new size: 1024"), "the kernel logged the change")
+end)
+
+T.case("virtio.bad_used_id: Linux's virtio ring finds a used id that is not a head and stops the queue", function()
+  T.eq(lie:fired(badid_rule), 1)
+  local line = con:match("badid: [^\r\n]*")
+  print("# " .. tostring(line))
+  T.ok(line and (line:find("is not a head!", 1, true) or line:find("out of range", 1, true)), tostring(line))
 end)
 
 os.execute("rm -rf " .. dir)
