@@ -212,7 +212,9 @@ static uint16_t avail_idx(struct mb_vq *q)
 	return __atomic_load_n((uint16_t *)(q->avail + 2), __ATOMIC_ACQUIRE);
 }
 
-int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
+/* Whether chains may be taken: -EIO when broken (or the rings went away
+ * with a revoked grant, which breaks it), 0 before the queue is ready, 1. */
+static int usable(struct mb_vq *q)
 {
 	if (q->broken)
 		return -EIO;
@@ -226,6 +228,14 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
 			return fault(q, "rings are no longer in guest RAM the device "
 				     "may reach (a revoked grant)");
 	}
+	return 1;
+}
+
+int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
+{
+	int rc = usable(q);
+	if (rc <= 0)
+		return rc;
 	uint16_t idx = avail_idx(q);
 	uint16_t pending = (uint16_t)(idx - q->last_avail);
 	if (pending == 0)
@@ -236,7 +246,7 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
 	uint16_t head;
 	memcpy(&head, q->avail + 4 + 2 * (q->last_avail % q->num), 2);
 	q->last_avail++;
-	int rc = walk(q, head, c);
+	rc = walk(q, head, c);
 	if (rc > 0)
 		q->popped++;
 	return rc;
@@ -247,19 +257,10 @@ int mb_vq_pop(struct mb_vq *q, struct mb_vq_chain *c)
  * ("Inflight I/O tracking"). The head is bounded as any other index. */
 int mb_vq_chain_at(struct mb_vq *q, uint16_t head, struct mb_vq_chain *c)
 {
-	if (q->broken)
-		return -EIO;
-	if (!q->ready)
-		return 0;
-	if (RINGS_MOVED(q)) {
-		pthread_mutex_lock(&q->lock);
-		bool ok = rings_still(q);
-		pthread_mutex_unlock(&q->lock);
-		if (!ok)
-			return fault(q, "rings are no longer in guest RAM the device "
-				     "may reach (a revoked grant)");
-	}
-	int rc = walk(q, head, c);
+	int rc = usable(q);
+	if (rc <= 0)
+		return rc;
+	rc = walk(q, head, c);
 	if (rc > 0)
 		q->popped++;
 	return rc;
