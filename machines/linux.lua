@@ -19,8 +19,7 @@
 -- Ctrl-a x quits. --disk adds a virtio-blk disk (the next /dev/vdX), --rng a
 -- virtio-rng (/dev/hwrng). --cpus N starts N vCPUs (needs --irqchip
 -- kernel: KVM's local APICs take the INIT/SIPI that start the others;
--- and a --kernel built with SMP: the default guest is uniprocessor, as SMP
--- costs every 1-CPU boot ~30 % here; guest/smp.config and guest/README.md);
+-- the default guest is an SMP kernel for up to 4; guest/README.md);
 -- --acpi on gives the guest ACPI tables (devices found in the DSDT instead
 -- of on the command line, power-off through ACPI). From Lua, `loadfile("machines/linux.lua")(opts)`
 -- returns the machine (not started) and COM1 for tests and scripts to
