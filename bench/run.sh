@@ -160,6 +160,17 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/bzImage ]; then
 	fi
 fi
 
+# ---- boot modes (bench/boot_modes.lua) ---------------------------------------
+# Process start to the first command output: PVH + disk root (the default)
+# vs bzImage + initramfs, 2 fresh processes of each, alternating; medians.
+# Goal (issue 15): ratio <= 0.5, and under 10 s.
+if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/vmlinux ] && [ -e .cache/guest/initramfs.cpio ]; then
+	line=$(./moonbox bench/boot_modes.lua 2)
+	echo
+	echo "Linux boot to the first command output, PVH + disk root vs bzImage + initramfs (medians of 2; goal ratio <= 0.5):"
+	echo "  $line"
+fi
+
 # ---- fault campaign: snapshot vs reboot per trial (bench/campaign.lua) -------
 # 20 trials of blk errors on the nth write from an in-memory snapshot; 2
 # trials that each boot (~1-2 min each here), their rate extrapolated.
