@@ -31,17 +31,9 @@ static void append(lua_State *L, int t)
 
 static int mon_print(lua_State *L)
 {
-	int n = lua_gettop(L);
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
-	for (int i = 1; i <= n; i++) {
-		if (i > 1)
-			luaL_addchar(&b, '\t');
-		luaL_tolstring(L, i, NULL);
-		luaL_addvalue(&b);
-	}
-	luaL_addchar(&b, '\n');
-	luaL_pushresult(&b);
+	mbl_pushprint(L);
+	lua_pushliteral(L, "\n");
+	lua_concat(L, 2);
 	append(L, lua_upvalueindex(1));
 	return 0;
 }

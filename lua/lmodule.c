@@ -109,16 +109,7 @@ void mbl_module_failed(lua_State *L, int status, const char *what)
  * holds. */
 static int m_log(lua_State *L)
 {
-	int n = lua_gettop(L);
-	luaL_Buffer b;
-	luaL_buffinit(L, &b);
-	for (int i = 1; i <= n; i++) {
-		if (i > 1)
-			luaL_addchar(&b, '\t');
-		luaL_tolstring(L, i, NULL);
-		luaL_addvalue(&b);
-	}
-	luaL_pushresult(&b);
+	mbl_pushprint(L);
 	size_t len;
 	const char *s = lua_tolstring(L, -1, &len);
 	if (len > MB_DP_LOG_TEXT - 1)

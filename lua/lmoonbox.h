@@ -90,6 +90,7 @@ struct mbl_machine *mbl_checkmachine(lua_State *L, int idx);
 struct mb_machine *mbl_live(lua_State *L, struct mbl_machine *mm);
 void mbl_pushopts(lua_State *L, int idx); /* the handle at idx's options */
 int mbl_fail(lua_State *L, const char *what); /* error with mb_errmsg() */
+void mbl_pushprint(lua_State *L); /* print's text of the stack, no newline */
 /* Lua values a C callback of mm needs (a device's functions, a timer):
  * kept in the machine's own table under a C pointer key, never in a
  * registry reference, so that they die with the machine. set stores the

@@ -146,6 +146,23 @@ void mbl_checkrange(lua_State *L, int idx, const char *key, uint64_t *base,
 	lua_pop(L, 2);
 }
 
+/* What print would write for the values on the stack, without the
+ * newline: each as tostring gives it, tab-separated; pushed as one string
+ * (the gdb monitor's print and an isolated module's log). */
+void mbl_pushprint(lua_State *L)
+{
+	int n = lua_gettop(L);
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	for (int i = 1; i <= n; i++) {
+		if (i > 1)
+			luaL_addchar(&b, '\t');
+		luaL_tolstring(L, i, NULL);
+		luaL_addvalue(&b);
+	}
+	luaL_pushresult(&b);
+}
+
 int mbl_fail(lua_State *L, const char *what)
 {
 	if (what)
