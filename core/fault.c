@@ -1295,3 +1295,51 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag)
 	pthread_mutex_unlock(&p->lock);
 	return n;
 }
+
+/* ---- m:on answers ------------------------------------------------------------ */
+
+int mb_fault_plan_answer(struct mb_fault_plan *p, unsigned on, uint64_t ordinal,
+			 struct mb_fault_record *a)
+{
+	if (!on || on > 1000000u - MB_FAULT_ON_RULE || !ordinal)
+		return mb_seterr(-EINVAL, "faults: answer %u #%llu out of range", on,
+				 (unsigned long long)ordinal);
+	a->rule = MB_FAULT_ON_RULE + on;
+	a->ordinal = ordinal;
+	int rc = 0;
+	pthread_mutex_lock(&p->lock);
+	if (p->closed || p->diverged)
+		goto out;
+	a->guest_ns = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
+			   : now_ns(CLOCK_MONOTONIC);
+	if (p->replaying) {
+		/* By key, (registration, ordinal): the answers of several
+		 * registrations to one event may be recorded in either order. */
+		const struct mb_fault_trace *t = &p->replay;
+		const struct mb_fault_record *r = NULL;
+		for (size_t i = 0; i < t->n && !r; i++)
+			if (t->r[i].rule == a->rule && t->r[i].ordinal == ordinal)
+				r = &t->r[i];
+		if (!r || strcmp(r->dev, a->dev) || r->op != a->op ||
+		    r->sector != a->sector || r->nsectors != a->nsectors) {
+			divergence(p, "m:on #%u's event #%llu is %s %s %llu+%llu; the trace "
+				   "has %s", on, (unsigned long long)ordinal, a->dev,
+				   mb_fault_op_name(a->op), (unsigned long long)a->sector,
+				   (unsigned long long)a->nsectors,
+				   r ? "another event there" : "no such answer");
+			rc = -EINVAL;
+			goto out;
+		}
+		a->action = r->action, a->status = r->status, a->ms = r->ms;
+	}
+	if (p->trace) {
+		char line[512];
+		a->host_ns = now_ns(CLOCK_REALTIME);
+		mb_fault_trace_format(line, sizeof line, a);
+		fputs(line, p->trace);
+		fflush(p->trace);
+	}
+out:
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}

@@ -47,12 +47,15 @@ static bool irq_pass(struct mb_machine *m, unsigned line, int level,
 	mb_irq_delays_level(m, line, level);
 	if (!level || atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
 		return true;
-	if (ob)
-		ob(m->irq_obs_ctx, line);
+	/* An m:on("irq") function is asked: the edge waits for its answer
+	 * (mb_machine_irq_answer), after the rules, which decided first. */
+	struct mb_fault_verdict v;
+	if (fs)
+		mb_fault_irq_decide(fs, line, &v);
+	if (ob && !(fs && v.drop) && ob(m->irq_obs_ctx, line))
+		return false;
 	if (!fs)
 		return true;
-	struct mb_fault_verdict v;
-	mb_fault_irq_decide(fs, line, &v);
 	*pulses = v.pulses;
 	/* Late: not now; the timer drives it (a full pool: on time). */
 	if (v.delay_ms && !v.drop && mb_irq_delay(m, line, v.delay_ms))
@@ -111,11 +114,28 @@ void mb_machine_irq_edge(struct mb_machine *m, unsigned line, bool stay_high)
 	}
 }
 
+void mb_machine_irq_answer(struct mb_machine *m, unsigned line,
+			   const struct mb_fault_verdict *v)
+{
+	if (v && v->drop)
+		return; /* the device believes it raised the line */
+	/* Late: through irq.delay's timers, which raise it and leave it where
+	 * the device drives it by then. 0 ms: at once, the same way. */
+	if (mb_irq_delay(m, line, v ? v->delay_ms : 0))
+		return;
+	mb_machine_irq_edge(m, line, false); /* the pool is full: now, a pulse */
+	for (unsigned i = 0; v && i < v->pulses; i++)
+		mb_machine_irq_edge(m, line, false);
+}
+
 int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx)
 {
 	mb_irq_observer *old = atomic_load(&m->irq_obs);
 	if (old && (old != fn || m->irq_obs_ctx != ctx))
 		return mb_seterr(-EBUSY, "machine: interrupts already observed");
+	int rc = mb_irq_delays_init(m); /* an answer's edge goes through its timers */
+	if (rc)
+		return rc;
 	m->irq_obs_ctx = ctx;
 	atomic_store_explicit(&m->irq_obs, fn, memory_order_release);
 	return 0;

@@ -72,6 +72,7 @@ struct mb_pit {
 	unsigned nlate;
 	uint64_t lost;                /* ticks pit.drop consumed */
 	mb_pit_observer *_Atomic obs; /* m:on("pit"), or NULL */
+	mb_fault_ask_cancel *obs_cancel;
 	void *obs_ctx;
 };
 
@@ -291,9 +292,6 @@ static bool tick_faulted(struct mb_pit *pit, struct mb_fault_site *fs)
 static void deliver(struct mb_pit *pit)
 {
 	pit->edges++;
-	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
-	if (__builtin_expect(ob != NULL, 0))
-		ob(pit->obs_ctx, pit, pit->edges);
 	mb_irq_pulse(&pit->irq);
 }
 
@@ -303,7 +301,7 @@ static void deliver_level(struct mb_pit *pit)
 	pit->edges++;
 	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
 	if (__builtin_expect(ob != NULL, 0))
-		ob(pit->obs_ctx, pit, pit->edges);
+		ob(pit->obs_ctx, pit, pit->edges, false);
 	mb_irq_set(&pit->irq, 1);
 }
 
@@ -312,7 +310,27 @@ static void pulse(struct mb_pit *pit)
 	struct mb_fault_site *fs = atomic_load_explicit(&pit->fault, memory_order_acquire);
 	if (__builtin_expect(fs != NULL, 0) && tick_faulted(pit, fs))
 		return;
+	/* An m:on("pit") function is asked: mb_pit_answer delivers it. */
+	mb_pit_observer *ob = atomic_load_explicit(&pit->obs, memory_order_acquire);
+	if (__builtin_expect(ob != NULL, 0) && ob(pit->obs_ctx, pit, pit->edges + 1, true))
+		return;
 	deliver(pit);
+}
+
+void mb_pit_answer(struct mb_pit *pit, const struct mb_fault_verdict *v)
+{
+	pthread_mutex_lock(&pit->lock);
+	if (v && v->drop) { /* as pit.drop: consumed, not owed */
+		pit->lost++;
+		pit->inflight = false;
+	} else if (v && v->delay_ms && pit->nlate < LATE_MAX) {
+		pit->late[pit->nlate++] =
+			pit->clock->now(pit->clock) + (uint64_t)v->delay_ms * 1000000u;
+		arm_late(pit);
+	} else {
+		deliver(pit);
+	}
+	pthread_mutex_unlock(&pit->lock);
 }
 
 /* The late ticks that are due, each a pulse (late ticks due together
@@ -326,6 +344,10 @@ static void on_late(void *opaque)
 		if (pit->late[i] <= now) {
 			pit->late[i] = pit->late[--pit->nlate];
 			deliver(pit);
+			mb_pit_observer *ob =
+				atomic_load_explicit(&pit->obs, memory_order_acquire);
+			if (ob) /* told, not asked: it was decided already */
+				ob(pit->obs_ctx, pit, pit->edges, false);
 		} else {
 			i++;
 		}
@@ -740,12 +762,18 @@ int mb_pit_set_fault(struct mb_pit *pit, struct mb_fault_site *s)
 	return mb_fault_site_install(&pit->fault, s);
 }
 
-int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn, void *ctx)
+int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn,
+			mb_fault_ask_cancel *cancel, void *ctx)
 {
 	mb_pit_observer *old = atomic_load(&pit->obs);
 	if (old && (old != fn || pit->obs_ctx != ctx))
 		return mb_seterr(-EBUSY, "pit8254: already observed");
+	/* an answer may make a tick late */
+	if (!pit->late_timer &&
+	    !(pit->late_timer = pit->clock->timer_new(pit->clock, on_late, pit)))
+		return mb_seterr(-ENOMEM, "pit8254: out of timers");
 	pit->obs_ctx = ctx;
+	pit->obs_cancel = cancel;
 	atomic_store_explicit(&pit->obs, fn, memory_order_release);
 	return 0;
 }
@@ -762,6 +790,9 @@ void mb_pit_free(struct mb_pit *pit)
 {
 	if (!pit)
 		return;
+	mb_pit_observer *ob = atomic_load(&pit->obs);
+	if (ob && pit->obs_cancel) /* no answer after this */
+		pit->obs_cancel(pit->obs_ctx, pit);
 	pit->clock->timer_free(pit->timer);
 	if (pit->late_timer)
 		pit->clock->timer_free(pit->late_timer);

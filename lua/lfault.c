@@ -869,7 +869,26 @@ static int spec_tostring(lua_State *L)
 	return 1;
 }
 
+/* For m:on's answers (lon_events.c): the fault a value is, or NULL. */
+const struct mb_fault_rule *mbl_testfault(lua_State *L, int idx)
+{
+	return luaL_testudata(L, idx, SPEC_MT);
+}
+
 /* ---- plans -------------------------------------------------------------------- */
+
+/* The machine's open plan, or NULL (lon_events.c records answers in it). */
+struct mb_fault_plan *mbl_open_plan(lua_State *L, struct mbl_machine *mm)
+{
+	struct mb_fault_plan *p = NULL;
+	if (mbl_ref_push(L, mm, &plan_key) == LUA_TUSERDATA) {
+		struct lplan *lp = lua_touserdata(L, -1);
+		if (lp->p && !mb_fault_plan_closed(lp->p))
+			p = lp->p;
+	}
+	lua_pop(L, 1);
+	return p;
+}
 
 static struct lplan *checkplan(lua_State *L, int idx)
 {

@@ -164,6 +164,10 @@ void mbl_open_virtio(lua_State *L);
 void mbl_open_virtio_io(lua_State *L);
 void mbl_open_vhost_user(lua_State *L); /* mb.vhost_user (lvhost_user.c) */
 void mbl_open_fault(lua_State *L); /* mb.fault, m:faults */
+/* The fault (mb.fault's constructors) at idx, or NULL; the machine's open
+ * plan, or NULL (lfault.c). */
+const struct mb_fault_rule *mbl_testfault(lua_State *L, int idx);
+struct mb_fault_plan *mbl_open_plan(lua_State *L, struct mbl_machine *mm);
 /* lvirtio.c: mmio = { base, size } and irq at idx (0: automatic), and the
  * state() of every virtio device class. */
 void mbl_virtio_place_opts(lua_State *L, int idx, uint64_t *base,

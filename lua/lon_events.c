@@ -1,5 +1,5 @@
-/* m:on("blk" | "irq" | "pit", filter, fn): Lua functions told of device
- * events after the fact (docs/faults.md, "Events for Lua").
+/* m:on("blk" | "irq" | "pit", filter, fn): Lua functions asked about
+ * device events (docs/faults.md, "Events for Lua").
  *
  *   m:on("blk", { dev = disk, op = "read" }, function(ev) end)
  *       ev = { dev, op, sector, nsectors }: a request taken from the ring
@@ -8,15 +8,21 @@
  *
  * These events happen with a device's lock held (the virtio transport's,
  * the PIT's, whichever device raises a line), where a Lua function that
- * read that device would deadlock. So the device's observer only records
- * the event in a bounded ring here and arms a timer of the machine's
+ * read that device would deadlock. So the device's observer matches the
+ * filters here, in C, and when one matches the device parks the event (a
+ * blk request stays in flight, an edge or a tick is not driven) and the
+ * observer records it in a bounded ring and arms a timer of the machine's
  * clock; the timer's callback (on the event loop, no device lock held)
- * hands each event to the Lua world of the thread waiting in m:run, as
- * the UART's events are. A function therefore runs a little after its
- * event and cannot change it (fault rules do that; a function may add
- * one). A full ring drops events and the next one says how many
- * (ev.missed). The cost when no m:on of these kinds exists: the device's
- * one branch on its observer pointer (shared with its fault site's). */
+ * hands each event to the Lua world of the thread waiting in m:run and
+ * answers the device with what the functions returned (a fault of
+ * mb.fault, false, or nil: unchanged). Every answer goes to the open
+ * plan's trace under its registration's number and ordinal, and a
+ * replaying plan forces the recorded one. A device's reset and free
+ * cancel its pending asks (answered "unchanged" at once), so no thread
+ * waits on Lua across them. A full ring lets events go unasked and the
+ * next one says how many (ev.missed). The cost when no m:on of these kinds
+ * exists: the device's one branch on its observer pointer (shared with
+ * its fault site's). */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -35,6 +41,9 @@ struct event {
 	const void *dev; /* the model: struct mb_virtio_blk / mb_pit */
 	unsigned op;
 	uint64_t a, b; /* blk: sector, nsectors; irq: line; pit: tick */
+	bool parked;   /* the device waits for the answer */
+	bool dead;     /* cancelled in the ring: skipped */
+	struct mb_fault_ask *ask; /* blk: where the answer goes */
 };
 
 struct reg {
@@ -69,12 +78,19 @@ struct hub {
 	_Atomic unsigned nregs;
 	struct named names[MAX_REGS];
 	unsigned nnames;
+	/* The event whose functions run now; a cancel clears live, and the
+	 * answer is then dropped (the device went on without it). */
+	struct event cur;
+	bool cur_live;
+	bool dead; /* the machine went: nothing is parked any more */
 };
 
 struct call {
 	struct hub *h;
 	struct event ev;
 	uint64_t missed;
+	bool acted;
+	struct mb_fault_verdict v;
 };
 
 static const void *fn_key(struct hub *h, int i)
@@ -88,6 +104,93 @@ static const char *name_of(struct hub *h, const void *dev)
 		if (h->names[i].dev == dev)
 			return h->names[i].name;
 	return "?";
+}
+
+static void reply(struct hub *h, const struct event *e, const struct mb_fault_verdict *v);
+static void cancel(void *ctx, const void *dev);
+
+/* What each kind of event may be answered with. */
+static bool answers(enum kind k, enum mb_fault_action a)
+{
+	switch (k) {
+	case K_BLK:
+		return a == MB_FAULT_BLK_ERROR || a == MB_FAULT_BLK_LATENCY;
+	case K_IRQ:
+		return a == MB_FAULT_IRQ_DROP || a == MB_FAULT_IRQ_DELAY;
+	case K_PIT:
+		return a == MB_FAULT_PIT_DROP || a == MB_FAULT_PIT_LATE;
+	}
+	return false;
+}
+
+static const char *const answer_names[] = {
+	"F.blk.error, F.blk.latency, false (an I/O error) or nil",
+	"F.irq.drop, F.irq.delay, false (dropped) or nil",
+	"F.pit.drop, F.pit.late, false (lost) or nil",
+};
+
+/* The function of registration i (r) returned the value on top of the
+ * stack for a parked event: check it, record it (the plan's trace, or
+ * forced from its replay) and fold it into c's verdict. Lua thread. */
+static void answer(struct call *c, unsigned i, struct reg *r)
+{
+	struct hub *h = c->h;
+	lua_State *L = h->mm->L;
+	const struct event *e = &c->ev;
+	struct mb_fault_record rec = { .action = MB_FAULT_NONE, .op = MB_FAULT_OP_WRITE };
+	if (lua_isboolean(L, -1) && !lua_toboolean(L, -1)) {
+		rec.action = e->kind == K_BLK ? MB_FAULT_BLK_ERROR
+			     : e->kind == K_IRQ ? MB_FAULT_IRQ_DROP : MB_FAULT_PIT_DROP;
+		rec.status = VIRTIO_BLK_S_IOERR;
+	} else if (!lua_isnil(L, -1)) {
+		const struct mb_fault_rule *f = mbl_testfault(L, -1);
+		if (!f || !answers(e->kind, f->action)) {
+			const char *what = luaL_tolstring(L, -1, NULL);
+			mb_machine_stop(h->mm->m, MB_STOP_ERROR, 1, "on %s: the function "
+					"returned %s, not an answer to a %s event (%s)",
+					kind_names[e->kind], what, kind_names[e->kind],
+					answer_names[e->kind]);
+			lua_pop(L, 1);
+			return;
+		}
+		rec.action = f->action, rec.status = f->status, rec.ms = f->ms;
+	}
+	if (e->kind == K_IRQ) {
+		snprintf(rec.dev, sizeof rec.dev, "irq");
+		rec.sector = e->a;
+	} else {
+		pthread_mutex_lock(&h->lock);
+		snprintf(rec.dev, sizeof rec.dev, "%s", name_of(h, e->dev));
+		pthread_mutex_unlock(&h->lock);
+		if (e->kind == K_BLK)
+			rec.op = e->op, rec.sector = e->a, rec.nsectors = e->b;
+	}
+	struct mb_fault_plan *p = mbl_open_plan(L, h->mm);
+	if (p && mb_fault_plan_answer(p, i + 1, r->count, &rec))
+		return; /* diverged: the machine stops */
+	struct mb_fault_verdict *v = &c->v;
+	switch (rec.action) {
+	case MB_FAULT_BLK_ERROR:
+		if (!v->error)
+			v->error = true, v->status = rec.status;
+		break;
+	case MB_FAULT_IRQ_DROP:
+	case MB_FAULT_PIT_DROP:
+		v->drop = true;
+		break;
+	case MB_FAULT_BLK_LATENCY:
+		if (rec.ms > v->ms)
+			v->ms = rec.ms;
+		break;
+	case MB_FAULT_IRQ_DELAY:
+	case MB_FAULT_PIT_LATE:
+		if (rec.ms > v->delay_ms)
+			v->delay_ms = rec.ms;
+		break;
+	default:
+		return; /* none (a replayed trace holds only these) */
+	}
+	c->acted = true;
 }
 
 /* On the Lua world's thread: every registration the event matches. */
@@ -138,9 +241,11 @@ static void call_lua(void *arg)
 			lua_pushinteger(L, (lua_Integer)c->missed);
 			lua_setfield(L, -2, "missed");
 		}
-		if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+		if (lua_pcall(L, 1, 1, 0) != LUA_OK)
 			mb_machine_stop(mm->m, MB_STOP_ERROR, 1, "on %s: %s",
 					kind_names[e->kind], lua_tostring(L, -1));
+		else if (e->parked)
+			answer(c, i, r);
 		lua_settop(L, top);
 	}
 }
@@ -161,20 +266,95 @@ static void drain(void *opaque)
 		h->head = (h->head + 1) % RING;
 		h->n--;
 		h->missed = 0;
+		if (c.ev.dead) {
+			pthread_mutex_unlock(&h->lock);
+			continue;
+		}
+		h->cur = c.ev;
+		h->cur_live = true;
 		pthread_mutex_unlock(&h->lock);
 		mb_machine_call_main(m, call_lua, &c);
+		pthread_mutex_lock(&h->lock);
+		bool live = h->cur_live;
+		h->cur_live = false;
+		pthread_mutex_unlock(&h->lock);
+		if (c.ev.parked && live)
+			reply(h, &c.ev, c.acted ? &c.v : NULL);
 	}
 }
 
-/* Any thread, a device lock held: record and return. */
-static void push(struct hub *h, const struct event *e)
+/* The device's answer (no lock held). */
+static void reply(struct hub *h, const struct event *e, const struct mb_fault_verdict *v)
 {
+	if (e->kind == K_BLK)
+		e->ask->answer(e->ask->arg, v);
+	else if (e->kind == K_PIT)
+		mb_pit_answer((struct mb_pit *)e->dev, v);
+	else if (h->mm->m)
+		mb_machine_irq_answer(h->mm->m, (unsigned)e->a, v);
+}
+
+/* A device's reset or free: its parked events go on now, unanswered
+ * (a blk request runs; a tick is delivered), and an answer being made
+ * for one is dropped. */
+static void cancel(void *ctx, const void *dev)
+{
+	struct hub *h = ctx;
+	for (;;) {
+		struct event e;
+		bool found = false;
+		pthread_mutex_lock(&h->lock);
+		if (h->cur_live && h->cur.parked && h->cur.dev == dev) {
+			h->cur_live = false;
+			e = h->cur, found = true;
+		}
+		for (unsigned i = 0; i < h->n && !found; i++) {
+			struct event *q = &h->ring[(h->head + i) % RING];
+			if (!q->dead && q->parked && q->dev == dev)
+				q->dead = true, e = *q, found = true;
+		}
+		pthread_mutex_unlock(&h->lock);
+		if (!found)
+			return;
+		if (e.kind == K_BLK)
+			e.ask->answer(e.ask->arg, NULL);
+		/* a PIT being freed: its tick goes nowhere */
+	}
+}
+
+/* Any thread, a device lock held: does a registration's filter take the
+ * event? The registrations before nregs are never changed (removed is
+ * the Lua thread's: a removed one still parks, and answers nil). */
+static bool wanted(struct hub *h, enum kind k, const void *dev, unsigned op,
+		   uint64_t line)
+{
+	unsigned n = atomic_load_explicit(&h->nregs, memory_order_acquire);
+	for (unsigned i = 0; i < n; i++) {
+		const struct reg *r = &h->regs[i];
+		if (r->kind == k && (!r->dev || r->dev == dev) &&
+		    (k != K_BLK || (r->ops & op)) &&
+		    (k != K_IRQ || r->line < 0 || (uint64_t)r->line == line))
+			return true;
+	}
+	return false;
+}
+
+/* Any thread, a device lock held: record and return; false when the ring
+ * is full (the event goes unasked) or the machine went. */
+static bool push(struct hub *h, const struct event *e)
+{
+	bool ok = false;
 	pthread_mutex_lock(&h->lock);
+	if (h->dead) {
+		pthread_mutex_unlock(&h->lock);
+		return false;
+	}
 	if (h->n == RING) {
 		h->missed++;
 	} else {
 		h->ring[(h->head + h->n) % RING] = *e;
 		h->n++;
+		ok = true;
 	}
 	if (!h->armed && h->timer) {
 		struct mb_machine *m = h->mm->m;
@@ -185,24 +365,32 @@ static void push(struct hub *h, const struct event *e)
 		}
 	}
 	pthread_mutex_unlock(&h->lock);
+	return ok;
 }
 
-static void on_blk(void *ctx, struct mb_virtio_blk *b, const struct mb_fault_blk_event *e)
+static bool on_blk(void *ctx, struct mb_virtio_blk *b, const struct mb_fault_blk_event *e,
+		   struct mb_fault_ask *ask)
 {
-	struct event ev = { K_BLK, b, e->op, e->sector, e->nsectors };
-	push(ctx, &ev);
+	if (!wanted(ctx, K_BLK, b, e->op, 0))
+		return false;
+	struct event ev = { K_BLK, b, e->op, e->sector, e->nsectors, true, false, ask };
+	return push(ctx, &ev);
 }
 
-static void on_irq(void *ctx, unsigned line)
+static bool on_irq(void *ctx, unsigned line)
 {
-	struct event ev = { K_IRQ, NULL, 0, line, 0 };
-	push(ctx, &ev);
+	if (!wanted(ctx, K_IRQ, NULL, 0, line))
+		return false;
+	struct event ev = { K_IRQ, NULL, 0, line, 0, true, false, NULL };
+	return push(ctx, &ev);
 }
 
-static void on_pit(void *ctx, struct mb_pit *pit, uint64_t n)
+static bool on_pit(void *ctx, struct mb_pit *pit, uint64_t n, bool ask)
 {
-	struct event ev = { K_PIT, pit, 0, n, 0 };
-	push(ctx, &ev);
+	if (!wanted(ctx, K_PIT, pit, 0, 0))
+		return false;
+	struct event ev = { K_PIT, pit, 0, n, 0, ask, false, NULL };
+	return push(ctx, &ev) && ask;
 }
 
 static void hub_destroy(void *arg) /* the machine goes: its timer first */
@@ -214,11 +402,17 @@ static void hub_destroy(void *arg) /* the machine goes: its timer first */
 	pthread_mutex_unlock(&h->lock);
 	if (t && h->mm->m)
 		mb_machine_clock(h->mm->m)->timer_free(t);
-	/* Here, not in __gc: at lua_close (or when both go in one cycle) the
-	 * hub's finalizer runs before the machine's, whose destroy calls this
-	 * (TSan saw the destroyed mutex locked). The userdata's memory stays
-	 * until every finalizer of the cycle has run. */
-	pthread_mutex_destroy(&h->lock);
+	/* The event loop has stopped: what is parked goes on unanswered, and
+	 * nothing parks any more. */
+	pthread_mutex_lock(&h->lock);
+	h->dead = true;
+	pthread_mutex_unlock(&h->lock);
+	for (unsigned i = 0; i < h->nnames; i++)
+		cancel(h, h->names[i].dev);
+	/* The mutex is not destroyed: a device freed after this hook still
+	 * cancels through it (and finds nothing). A default pthread mutex
+	 * holds no resources; the userdata's memory stays until every
+	 * finalizer of the machine's cycle has run. */
 }
 
 static int hub_gc(lua_State *L)
@@ -321,7 +515,7 @@ int mbl_on_event(lua_State *L, const char *event)
 				   mb_devproc_of(d) ? "isolated" : mb_device_kind(d));
 		r.dev = b;
 		add_name(h, b, mb_device_name(d));
-		rc = mb_virtio_blk_set_observer(b, on_blk, h);
+		rc = mb_virtio_blk_set_observer(b, on_blk, cancel, h);
 	} else if (k == K_PIT) {
 		struct mb_pit *pit = d ? mb_pit_of_device(d) : NULL;
 		if (!pit)
@@ -330,7 +524,7 @@ int mbl_on_event(lua_State *L, const char *event)
 				   d ? mb_device_name(d) : "pit");
 		r.dev = pit;
 		add_name(h, pit, mb_device_name(d));
-		rc = mb_pit_set_observer(pit, on_pit, h);
+		rc = mb_pit_set_observer(pit, on_pit, cancel, h);
 	} else {
 		if (lua_getfield(L, 3, "irq") != LUA_TNIL) {
 			lua_Integer l = mbl_optint(L, 3, "irq", 0);

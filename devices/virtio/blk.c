@@ -41,6 +41,7 @@ struct req {
 	bool faulted;                /* v holds a fault decision */
 	struct mb_fault_verdict v;
 	struct mb_fault_held held;   /* parked by a hold fault */
+	struct mb_fault_ask ask;     /* parked for an m:on function's answer */
 };
 
 struct hdr {
@@ -78,6 +79,7 @@ struct mb_virtio_blk {
 	/* NULL unless m:on("blk") watches this disk: told of every request
 	 * taken from the ring, before the fault rules decide. */
 	mb_blk_observer *_Atomic obs;
+	mb_fault_ask_cancel *obs_cancel;
 	void *obs_ctx;
 };
 
@@ -324,23 +326,24 @@ static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
 }
 
 /* A request leaving the ring, when a fault site or an observer is set
- * (the caller's one branch): the observer first, then the rules. */
-static bool watched(struct mb_virtio_blk *b, struct mb_fault_site *fs,
-		    mb_blk_observer *ob, const struct mb_vq_chain *c,
-		    struct mb_fault_verdict *v)
+ * (the caller's one branch): the rules decide; *ask: the observer is to
+ * be asked about *e once the request is in flight. */
+static bool watched(struct mb_fault_site *fs, mb_blk_observer *ob,
+		    const struct mb_vq_chain *c, struct mb_fault_verdict *v,
+		    struct mb_fault_blk_event *e, bool *ask)
 {
-	struct mb_fault_blk_event e;
-	if (ob && classify(c, &e))
-		ob(b->obs_ctx, b, &e);
+	*ask = ob && classify(c, e);
 	return fs && fault_decide(fs, c, v);
 }
 
-int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn, void *ctx)
+int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn,
+			       mb_fault_ask_cancel *cancel, void *ctx)
 {
 	mb_blk_observer *old = atomic_load(&b->obs);
 	if (old && (old != fn || b->obs_ctx != ctx))
 		return mb_seterr(-EBUSY, "virtio_blk: already observed");
 	b->obs_ctx = ctx;
+	b->obs_cancel = cancel;
 	atomic_store_explicit(&b->obs, fn, memory_order_release);
 	return 0;
 }
@@ -435,11 +438,9 @@ static void start(struct mb_virtio_blk *b, struct req *r)
 /* A held request released (plan:release, a reset, the plan closed): it
  * runs now, with the rest of its verdict. While the disk is being freed
  * it is dropped: the rings are going away. */
-static void held_release(void *arg)
+static void parked_run(struct req *r)
 {
-	struct req *r = arg;
 	struct mb_virtio_blk *b = r->b;
-	r->v.hold = false;
 	pthread_mutex_lock(&b->lock);
 	if (b->quit) {
 		*(r->older ? &r->older->newer : &b->oldest) = r->newer;
@@ -450,6 +451,32 @@ static void held_release(void *arg)
 		return;
 	}
 	start(b, r);
+}
+
+static void held_release(void *arg)
+{
+	struct req *r = arg;
+	r->v.hold = false;
+	parked_run(r);
+}
+
+/* An m:on function's answer (or none: v NULL) to a parked request: its
+ * error or latency joins what the rules decided, then it runs (or waits
+ * for its hold's release). */
+static void asked_answer(void *arg, const struct mb_fault_verdict *v)
+{
+	struct req *r = arg;
+	if (!r->faulted)
+		memset(&r->v, 0, sizeof r->v);
+	if (v && v->error && !r->v.error)
+		r->v.error = true, r->v.status = v->status, r->faulted = true;
+	if (v && v->ms > r->v.ms)
+		r->v.ms = v->ms, r->faulted = true;
+	struct mb_fault_site *fs = fault_site(r->b);
+	if (r->faulted && r->v.hold && fs)
+		mb_fault_hold(fs, r->v.tag, &r->held, held_release, r);
+	else
+		parked_run(r);
 }
 
 static struct req *req_get(struct mb_virtio_blk *b)
@@ -476,8 +503,10 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 			struct mb_fault_site *fs = fault_site(b);
 			mb_blk_observer *ob =
 				atomic_load_explicit(&b->obs, memory_order_acquire);
+			struct mb_fault_blk_event e;
+			bool ask = false;
 			r->faulted = __builtin_expect(((uintptr_t)fs | (uintptr_t)ob) != 0, 0) &&
-				     rc > 0 && watched(b, fs, ob, &r->c, &r->v);
+				     rc > 0 && watched(fs, ob, &r->c, &r->v, &e, &ask);
 			pthread_mutex_lock(&b->lock);
 			if (rc <= 0) {
 				r->next = b->free;
@@ -493,6 +522,15 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 			b->newest = r;
 			if (++b->inflight > b->max_inflight)
 				b->max_inflight = b->inflight;
+			if (__builtin_expect(ask, 0)) {
+				/* In flight (a reset waits for it), parked until
+				 * the m:on function answers: asked_answer runs it. */
+				pthread_mutex_unlock(&b->lock);
+				r->ask.answer = asked_answer, r->ask.arg = r;
+				if (ob(b->obs_ctx, b, &e, &r->ask))
+					continue;
+				pthread_mutex_lock(&b->lock);
+			}
 			if (r->faulted && r->v.hold) {
 				/* In flight but parked: plan:release(tag) starts it. */
 				pthread_mutex_unlock(&b->lock);
@@ -508,6 +546,9 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 static void blk_reset(void *dev)
 {
 	struct mb_virtio_blk *b = dev;
+	mb_blk_observer *ob = atomic_load(&b->obs);
+	if (ob && b->obs_cancel) /* asked ones go on unanswered */
+		b->obs_cancel(b->obs_ctx, b);
 	mb_fault_site_release(fault_site(b)); /* held ones complete first */
 	pthread_mutex_lock(&b->lock);
 	while (b->inflight)
@@ -630,6 +671,9 @@ void mb_virtio_blk_free(struct mb_virtio_blk *b)
 	b->quit = true; /* workers drain the list, then leave */
 	pthread_cond_broadcast(&b->work);
 	pthread_mutex_unlock(&b->lock);
+	mb_blk_observer *ob = atomic_load(&b->obs);
+	if (ob && b->obs_cancel) /* drops what is asked about */
+		b->obs_cancel(b->obs_ctx, b);
 	mb_fault_site_release(fault_site(b)); /* drops what is held */
 	for (unsigned i = 0; i < b->nthreads; i++)
 		pthread_join(b->th[i], NULL);

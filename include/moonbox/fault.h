@@ -321,8 +321,44 @@ int mb_machine_set_irq_fault(struct mb_machine *m, struct mb_fault_site *s);
 /* m:on("irq"): fn(ctx, line) for every rising edge a device drives, before
  * the fault site decides (any thread, often with the raising device's
  * lock held: record it and return). Set once (-EBUSY). */
-typedef void mb_irq_observer(void *ctx, unsigned line);
+/* Returns true when it took the edge (an m:on function is asked about
+ * it): the edge is not driven now; mb_machine_irq_answer drives it (or
+ * not) later. */
+typedef bool mb_irq_observer(void *ctx, unsigned line);
 int mb_machine_set_irq_observer(struct mb_machine *m, mb_irq_observer *fn, void *ctx);
+
+/* The answer to an edge the observer took (the event loop, no lock held):
+ * v NULL or no action: driven now; drop: never; delay_ms: that much later
+ * (as irq.delay; a full pool: now); pulses: a storm after it. */
+void mb_machine_irq_answer(struct mb_machine *m, unsigned line,
+			   const struct mb_fault_verdict *v);
+
+/* ---- m:on asks (docs/faults.md, "Events for Lua") ----------------------- */
+
+/* An event a device parks until a Lua function answered: the device fills
+ * answer and arg and hands the ask to its observer; an observer that
+ * returns true took it and calls answer(arg, v) exactly once, later, on
+ * another thread and with no device lock held (v NULL: cancelled or no
+ * answer, the event proceeds unchanged). Embedded in what the device
+ * already has for the event (a blk request): asking allocates nothing. */
+struct mb_fault_ask {
+	void (*answer)(void *arg, const struct mb_fault_verdict *v);
+	void *arg;
+};
+/* Called by a device's reset and free: every ask of dev still pending is
+ * answered now (v NULL), so nothing waits on Lua across them. */
+typedef void mb_fault_ask_cancel(void *ctx, const void *dev);
+/* In a trace, m:on registration n's answers are rule MB_FAULT_ON_RULE + n
+ * (rule ids of a plan stay far below). */
+#define MB_FAULT_ON_RULE 900000u
+struct mb_fault_record;
+/* Record an m:on function's answer a (action, status, ms; the event's dev,
+ * op, sector, nsectors) to registration on's ordinal-th event in p's
+ * trace; on a replaying plan, replace it by the recorded one (found by
+ * registration and ordinal). -EINVAL when the trace has no such record
+ * or one for another event: the machine stops with "divergence". */
+int mb_fault_plan_answer(struct mb_fault_plan *p, unsigned on, uint64_t ordinal,
+			 struct mb_fault_record *a);
 
 /* ---- PIT ticks, virtio used elements ------------------------------------ */
 

@@ -111,10 +111,21 @@ struct mb_fault_site;
 int mb_pit_set_fault(struct mb_pit *pit, struct mb_fault_site *s);
 uint64_t mb_pit_lost_ticks(struct mb_pit *pit); /* pit.drop's */
 struct mb_pit *mb_pit_of_device(struct mb_device *d);
-/* m:on("pit"): fn(ctx, pit, n) for every tick delivered on channel 0's line
- * (n: ticks delivered so far), the PIT's lock held: record it and return.
- * Set once (-EBUSY). */
-typedef void mb_pit_observer(void *ctx, struct mb_pit *pit, uint64_t n);
-int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn, void *ctx);
+/* m:on("pit"): fn(ctx, pit, n, ask) for every tick on channel 0's line
+ * (n: the tick's number among those delivered), the PIT's lock held: record
+ * it and return. ask: a periodic tick not yet delivered; fn returns true
+ * to take it (an m:on function is asked) and mb_pit_answer delivers it or
+ * not later. Otherwise (a level in modes 0/1, a late tick) it is told
+ * after the fact and the return is ignored. cancel(ctx, pit) at free: no
+ * answer may come after it. Set once (-EBUSY). */
+typedef bool mb_pit_observer(void *ctx, struct mb_pit *pit, uint64_t n, bool ask);
+struct mb_fault_verdict;
+typedef void mb_fault_ask_cancel(void *ctx, const void *dev);
+int mb_pit_set_observer(struct mb_pit *pit, mb_pit_observer *fn,
+			mb_fault_ask_cancel *cancel, void *ctx);
+/* The answer to a tick the observer took (no lock held): v NULL or no
+ * action: delivered now; drop: lost, as pit.drop; delay_ms: late, as
+ * pit.late. */
+void mb_pit_answer(struct mb_pit *pit, const struct mb_fault_verdict *v);
 
 #endif

@@ -120,13 +120,20 @@ extern const struct mb_virtio_dev_ops mb_virtio_blk_ops;
  * device takes them from the ring. Takes a reference; -EBUSY when another
  * plan's site is already there. */
 int mb_virtio_blk_set_fault(struct mb_virtio_blk *b, struct mb_fault_site *s);
-/* m:on("blk"): fn(ctx, b, event) for every request taken from the ring
- * (on the thread that serves the doorbell, the transport's lock held:
- * record it and return). One observer per disk, set once (-EBUSY). */
+/* m:on("blk"): fn(ctx, b, event, ask) for every request taken from the
+ * ring, after the fault rules decided (on the thread that serves the
+ * doorbell, the transport's lock held: record it and return). fn returns
+ * true when it took the ask (an m:on function is asked about the
+ * request): the request stays in flight, parked, until ask->answer.
+ * cancel(ctx, b) at a reset and at free: every ask still pending is
+ * answered in it. One observer per disk, set once (-EBUSY). */
 struct mb_fault_blk_event;
-typedef void mb_blk_observer(void *ctx, struct mb_virtio_blk *b,
-			     const struct mb_fault_blk_event *e);
-int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn, void *ctx);
+struct mb_fault_ask;
+typedef bool mb_blk_observer(void *ctx, struct mb_virtio_blk *b,
+			     const struct mb_fault_blk_event *e, struct mb_fault_ask *ask);
+typedef void mb_fault_ask_cancel(void *ctx, const void *dev);
+int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn,
+			       mb_fault_ask_cancel *cancel, void *ctx);
 /* F.virtio.config_change { capacity }: the disk shows sectors (at most the
  * image's), the config generation moves on, a config interrupt. */
 int mb_virtio_blk_check_resize(struct mb_virtio_blk *b, uint64_t sectors);
