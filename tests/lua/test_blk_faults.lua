@@ -79,7 +79,7 @@ T.case("replay: the recorded decisions again; an edited trace stops with diverge
   os.remove(rec); os.remove(dv)
 end)
 
-T.case("m:on blk: every request, in ring order, after the fact", function()
+T.case("m:on blk: every request, in ring order, asked (nil: unchanged)", function()
   local m, disk = blk_machine()
   local seen, writes = {}, 0
   local h = m:on("blk", { dev = disk, op = "read" }, function(ev)
@@ -92,6 +92,49 @@ T.case("m:on blk: every request, in ring order, after the fact", function()
   for i = 0, 31 do want[#want + 1] = "read:" .. i .. "+1" end
   T.eq(table.concat(seen, " "), table.concat(want, " "))
   T.eq(h:count(), 32); T.eq(writes, 0)
+end)
+
+local function blk_answers(ev)
+  if ev.sector == 3 or ev.sector == 9 then return F.blk.error { dev = "blk0", status = "ioerr" } end
+  if ev.sector == 5 then return false end -- shorthand: an I/O error
+  if ev.sector == 1 then return F.blk.latency { dev = "blk0", ms = 1 } end
+end
+
+T.case("m:on blk answers: the guest sees the errors; the trace has them; replay forces them", function()
+  local m, disk = blk_machine()
+  local path = os.tmpname()
+  m:faults { seed = 3, trace = path }
+  local h = m:on("blk", { dev = disk, op = "read" }, blk_answers)
+  T.run(m, "exit", 3)
+  T.eq(h:count(), 32)
+  m:close()
+  local recs, errs = 0, 0
+  for line in io.lines(path) do
+    if line:find('"rule":900001,', 1, true) then
+      recs = recs + 1
+      if line:find('"action":"blk.error","status":"ioerr"', 1, true) then errs = errs + 1 end
+    end
+  end
+  T.eq(recs, 32, "a record per answer"); T.eq(errs, 3, "the three errors")
+  -- Replay: the function still runs (its side effects happen again) but
+  -- the recorded answer is the one the device gets.
+  local m2, disk2 = blk_machine()
+  m2:faults { replay = path }
+  local calls = 0
+  m2:on("blk", { dev = disk2, op = "read" }, function() calls = calls + 1 end)
+  T.run(m2, "exit", 3)
+  T.eq(calls, 32, "Lua called again, its nil overridden")
+  m2:close()
+  os.remove(path)
+end)
+
+T.case("m:on blk: a value that is no blk answer ends the run, naming it", function()
+  local m, disk = blk_machine()
+  m:on("blk", { dev = disk }, function() return "oops" end)
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "error")
+  T.ok(tostring(r.message):find("on blk: the function returned oops, not an answer to a blk event", 1, true),
+       tostring(r.message))
 end)
 
 T.case("virtio.bad_used_id: the guest finds another descriptor in its used ring", function()

@@ -66,13 +66,13 @@ local function pit_machine()
   return m, pit
 end
 
-T.case("pit ticks and interrupt raises, told after the fact; a function may add a rule", function()
+T.case("pit ticks and interrupt raises, asked in order; a function may add a rule", function()
   local m, pit = pit_machine() -- pit_irq.S counts 100 PIT interrupts, then exits
   local ticks, raises, plan, rule = {}, 0, m:faults { seed = 1 }, nil
   local ht = m:on("pit", { dev = pit }, function(ev)
     T.eq(ev.dev, "pit")
     ticks[#ticks + 1] = ev.tick
-    T.ok(pit:state().irq_edges >= ev.tick, "the PIT can be read from the function")
+    T.eq(pit:state().irq_edges, ev.tick - 1, "the PIT can be read from the function; the tick waits")
     if ev.tick == 10 then rule = plan:add(mb.fault.irq.drop { line = 0, count = 5 }) end
   end)
   local hi = m:on("irq", { irq = 0 }, function(ev) T.eq(ev.irq, 0); raises = raises + 1 end)
@@ -88,6 +88,43 @@ T.case("pit ticks and interrupt raises, told after the fact; a function may add 
   T.eq(other:count(), 0)
   ht:remove(); hi:remove()
   T.ok(tostring(ht):find("pit of pit (removed)", 1, true), tostring(ht))
+end)
+
+T.case("irq: a function's false drops that edge; nil lets it through", function()
+  local m = pit_machine()
+  local n = 0
+  m:on("irq", { irq = 0 }, function() n = n + 1; if n <= 10 then return false end end)
+  T.run(m, "exit", 100)
+  T.eq(m:irqs()[1].raised, n - 10, "every asked edge but the ten dropped reached the PIC")
+end)
+
+T.case("pit: a function's false loses the tick, F.pit.late makes it late", function()
+  local m, pit = pit_machine()
+  local n = 0
+  m:on("pit", { dev = pit }, function()
+    n = n + 1
+    if n <= 5 then return false end
+    if n <= 8 then return mb.fault.pit.late { dev = "pit", ms = 2 } end
+  end)
+  T.run(m, "exit", 100)
+  -- the last one or two asked may still wait for their answer at the exit
+  local e = pit:state().irq_edges
+  T.ok(e <= n - 5 and e >= n - 7, "five ticks never delivered: " .. e .. " of " .. n)
+  T.ok(e >= 100, "the guest got its hundred, the late ones among them")
+end)
+
+T.case("an answer that is not one for the event ends the run, naming both", function()
+  local m = pit_machine()
+  m:on("irq", { irq = 0 }, function() return 42 end)
+  local r = m:run { timeout = 10 }
+  T.eq(r.reason, "error")
+  T.ok(tostring(r.message):find("on irq: the function returned 42, not an answer to a irq event", 1, true),
+       tostring(r.message))
+  local m2 = pit_machine()
+  m2:on("irq", { irq = 0 }, function() return mb.fault.blk.error { dev = "x" } end)
+  r = m2:run { timeout = 10 }
+  T.eq(r.reason, "error")
+  T.ok(tostring(r.message):find("blk.error", 1, true), tostring(r.message))
 end)
 
 T.case("blk, irq and pit event option errors", function()
