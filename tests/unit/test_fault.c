@@ -430,6 +430,53 @@ static void test_replay(void **state)
 	unlink(path);
 }
 
+/* m:on answers: recorded as rule MB_FAULT_ON_RULE + n under the
+ * registration's ordinal, forced by key on replay (whatever the function
+ * answered this time), and another event at that key diverges. */
+static void test_answers(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/mb-fault-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct mb_fault_plan *p = plan(1, path, NULL);
+	for (unsigned o = 1; o <= 4; o++) {
+		struct mb_fault_record a = { .op = MB_FAULT_OP_READ, .sector = o, .nsectors = 1 };
+		snprintf(a.dev, sizeof a.dev, "blk0");
+		if (o == 3)
+			a.action = MB_FAULT_BLK_ERROR, a.status = VIRTIO_BLK_S_IOERR;
+		assert_int_equal(mb_fault_plan_answer(p, 2, o, &a), 0);
+		assert_int_equal(a.rule, MB_FAULT_ON_RULE + 2);
+	}
+	assert_int_equal(mb_fault_plan_answer(p, 0, 1, &(struct mb_fault_record){ 0 }),
+			 -EINVAL);
+	mb_fault_plan_free(p);
+
+	struct mb_fault_trace t;
+	assert_int_equal(mb_fault_trace_load(path, &t), 0);
+	assert_int_equal(t.n, 4);
+	assert_int_equal(t.r[2].rule, MB_FAULT_ON_RULE + 2);
+	assert_int_equal(t.r[2].ordinal, 3);
+	assert_int_equal(t.r[2].action, MB_FAULT_BLK_ERROR);
+	mb_fault_trace_fini(&t);
+
+	p = plan(9, NULL, path);
+	for (unsigned o = 4; o >= 1; o--) { /* by key: any order */
+		struct mb_fault_record a = { .op = MB_FAULT_OP_READ, .sector = o, .nsectors = 1 };
+		snprintf(a.dev, sizeof a.dev, "blk0");
+		assert_int_equal(mb_fault_plan_answer(p, 2, o, &a), 0);
+		assert_int_equal(a.action, o == 3 ? MB_FAULT_BLK_ERROR : MB_FAULT_NONE);
+	}
+	struct mb_fault_record a = { .op = MB_FAULT_OP_READ, .sector = 7, .nsectors = 1 };
+	snprintf(a.dev, sizeof a.dev, "blk0");
+	mb_seterr(0, "%s", "");
+	assert_int_equal(mb_fault_plan_answer(p, 2, 1, &a), -EINVAL); /* sector 1 there */
+	assert_non_null(strstr(mb_errmsg(), "diverged"));
+	mb_fault_plan_free(p);
+	unlink(path);
+}
+
 /* ---- the virtio-blk site with worker threads --------------------------------------- */
 
 #define RAM (1u << 20)
@@ -567,6 +614,7 @@ int main(void)
 		cmocka_unit_test(test_trace_round_trip),
 		cmocka_unit_test(test_trace_refuses),
 		cmocka_unit_test(test_replay),
+		cmocka_unit_test(test_answers),
 		cmocka_unit_test(test_blk_same_seed_same_trace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
