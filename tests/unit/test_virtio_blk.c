@@ -822,6 +822,75 @@ static void test_fault_resize(void **state)
 	assert_int_equal(vd_rd(&f->d, MB_VIRTIO_MMIO_CONFIG_GENERATION), gen + 2);
 }
 
+/* m:on("blk") asks (moonbox/fault.h): an observer that takes a request
+ * parks it until the ask's answer; a reset cancels it (the request runs,
+ * unanswered) so the reset does not wait on the answer. */
+static struct {
+	struct mb_fault_ask *ask;
+	unsigned asked, cancels;
+} ob;
+
+static bool take_sector5(void *ctx, struct mb_virtio_blk *b,
+			 const struct mb_fault_blk_event *e, struct mb_fault_ask *ask)
+{
+	ob.asked++;
+	if (e->sector != 5)
+		return false;
+	ob.ask = ask;
+	return true;
+}
+
+static void cancel_asks(void *ctx, const void *dev)
+{
+	struct mb_fault_ask *a = ob.ask;
+	ob.ask = NULL;
+	if (a) {
+		ob.cancels++;
+		a->answer(a->arg, NULL);
+	}
+}
+
+static void post_read5(struct fx *f)
+{
+	struct { uint32_t type, reserved; uint64_t sector; } h = { VIRTIO_BLK_T_IN, 0, 5 };
+	memcpy(vd_gp(&f->d, HDR), &h, sizeof h);
+	*(uint8_t *)vd_gp(&f->d, STATUS) = 0xee;
+	vd_desc(&f->d, 0, 0, HDR, 16, VIRTQ_DESC_F_NEXT, 1);
+	vd_desc(&f->d, 0, 1, DATA, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2);
+	vd_desc(&f->d, 0, 2, STATUS, 1, VIRTQ_DESC_F_WRITE, 0);
+	vd_offer(&f->d, 0, 0);
+	vd_kick(&f->d, 0);
+}
+
+static void test_asked_answer_and_reset_cancel(void **state)
+{
+	struct fx *f = *state;
+	memset(&ob, 0, sizeof ob);
+	vd_setup(&f->d, vfeat(), 1, N);
+	assert_int_equal(mb_virtio_blk_set_observer(f->blk, take_sector5, cancel_asks, &ob), 0);
+	uint16_t before = vd_used_idx(&f->d, 0);
+	post_read5(f);
+	assert_int_equal(vd_used_idx(&f->d, 0), before); /* parked */
+	assert_non_null(ob.ask);
+	/* another request is not held up by it */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 6, 512, true), 513);
+	struct mb_fault_verdict v = { .error = true, .status = VIRTIO_BLK_S_IOERR };
+	struct mb_fault_ask *a = ob.ask;
+	ob.ask = NULL;
+	a->answer(a->arg, &v);
+	assert_int_equal((uint16_t)(vd_used_idx(&f->d, 0) - before), 2);
+	assert_int_equal(status(f), VIRTIO_BLK_S_IOERR); /* the answer's error */
+
+	post_read5(f); /* parked again; the driver resets the device */
+	assert_non_null(ob.ask);
+	assert_int_equal(status(f), 0xee);
+	vd_wr(&f->d, MB_VIRTIO_MMIO_STATUS, 0);
+	assert_int_equal(ob.cancels, 1);
+	assert_null(ob.ask);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK); /* ran, unanswered */
+	assert_int_equal(ob.asked, 3);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -840,6 +909,7 @@ int main(void)
 		T(test_fault_torn_write), T(test_fault_bad_blocks_heal),
 		T(test_fault_hold_release), T(test_fault_plan_replaced),
 		T(test_fault_bad_used_id), T(test_fault_resize),
+		T(test_asked_answer_and_reset_cancel),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
