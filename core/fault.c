@@ -43,6 +43,7 @@ struct slot {
 	uint8_t *healed; /* BAD: a bit per sector of [first, last] written since */
 	uint64_t added_ns; /* the machine's clock when the rule was added */
 	bool ge_bad; /* NET_DROP burst model: in the bad state */
+	bool pending; /* a once fault waiting for its after / window */
 };
 
 struct mb_fault_plan {
@@ -59,6 +60,11 @@ struct mb_fault_plan {
 	struct mb_fault_site **sites;
 	size_t nsites, capsites;
 	struct mb_fault_held *held; /* requests parked by HOLD, newest first */
+	/* Once faults on a trigger (after = rule, window): applied from this
+	 * timer of the machine's clock, on the event loop, no device lock
+	 * held (fault_once's section below). */
+	struct mb_timer *once_timer;
+	unsigned npending;
 };
 
 /* ---- the generator ------------------------------------------------------------ */
@@ -137,7 +143,11 @@ bool mb_fault_plan_closed(struct mb_fault_plan *p)
 
 static void plan_hook(void *arg)
 {
-	mb_fault_plan_free(arg);
+	struct mb_fault_plan *p = arg;
+	if (p->once_timer) /* the event loop has stopped */
+		mb_machine_clock(p->m)->timer_free(p->once_timer);
+	p->once_timer = NULL;
+	mb_fault_plan_free(p);
 }
 
 static uint64_t now_ns(clockid_t c)
@@ -331,8 +341,12 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	if (r->action == MB_FAULT_MEM_FLIP) {
 		if (r->bit > 7)
 			return mb_seterr(-EINVAL, "bit: %u is not 0-7", r->bit);
-		if (r->after || r->nth || r->every || r->has_p || r->count)
-			return mb_seterr(-EINVAL, "mem.flip: applied when added (no conditions)");
+		if (r->nth || r->every || r->has_p || r->count)
+			return mb_seterr(-EINVAL, "mem.flip: acts once (after and window "
+					 "only, or no conditions: when added)");
+		if (r->after && (r->after > p->nrules || p->rules[r->after - 1].removed))
+			return mb_seterr(-EINVAL, "after: %u is not a rule of this plan",
+					 r->after);
 		return 0;
 	}
 	if (!r->dev[0] || !memchr(r->dev, 0, sizeof r->dev))
@@ -369,9 +383,9 @@ static int check(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	    (!r->tag[0] || !memchr(r->tag, 0, sizeof r->tag)))
 		return mb_seterr(-EINVAL, "tag: missing (the name plan:release takes)");
 	if (mb_fault_is_once(r->action) &&
-	    (r->after || r->nth || r->every || r->has_p || r->count || r->has_window))
-		return mb_seterr(-EINVAL, "%s: applied when added (no conditions)",
-				 mb_fault_action_name(r->action));
+	    (r->nth || r->every || r->has_p || r->count))
+		return mb_seterr(-EINVAL, "%s: acts once (after and window only, or no "
+				 "conditions: when added)", mb_fault_action_name(r->action));
 	if (mb_fault_is_dev(r->action)) {
 		if (r->ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))
 			return mb_seterr(-EINVAL, "op: an access is a read or a write");
@@ -649,8 +663,13 @@ static int net_link(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return id;
 }
 
+static int once_later(struct mb_fault_plan *p, const struct mb_fault_rule *r);
+static void once_kick(struct mb_fault_plan *p, uint64_t at);
+
 int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 {
+	if (mb_fault_is_once(r->action) && (r->after || r->has_window))
+		return once_later(p, r);
 	if (r->action == MB_FAULT_RTC_JUMP || r->action == MB_FAULT_VIRTIO_NEEDS_RESET ||
 	    r->action == MB_FAULT_VIRTIO_CONFIG_CHANGE)
 		return once(p, r);
@@ -1111,8 +1130,8 @@ static void decide(struct mb_fault_site *site, const struct mb_fault_blk_event *
 		case MB_FAULT_NONE:
 			break;
 		}
-		if (rec.action != MB_FAULT_NONE)
-			s->fired++;
+		if (rec.action != MB_FAULT_NONE && ++s->fired == 1 && p->npending)
+			once_kick(p, 0); /* a once fault may wait for this one */
 		if (p->trace) {
 			char line[512];
 			if (!host)
@@ -1342,4 +1361,181 @@ int mb_fault_plan_answer(struct mb_fault_plan *p, unsigned on, uint64_t ordinal,
 out:
 	pthread_mutex_unlock(&p->lock);
 	return rc;
+}
+
+/* ---- once faults on a trigger ------------------------------------------------------ */
+
+/* mem.flip, irq.spurious, rtc.jump, virtio.needs_reset and
+ * virtio.config_change act once. Without conditions they act as plan:add
+ * takes them (above); with after = rule and/or window = { FROM[, TO] }
+ * they wait: they act at the first moment the rule has acted and FROM
+ * seconds of guest time have passed since they were added (never, once TO
+ * has passed). The moment is seen under the plan's lock, often on a
+ * device's thread with its lock held (the arming rule deciding), where
+ * raising an interrupt or resizing a disk could deadlock; so the action
+ * runs from a timer of the machine's clock, on the event loop, with no
+ * lock held, right after. Replay forces the arming rule's decisions, and
+ * so the trigger. */
+
+static uint64_t clock_now(struct mb_fault_plan *p)
+{
+	return mb_machine_clock(p->m)->now(mb_machine_clock(p->m));
+}
+
+/* Arm the timer for clock time at (0: now); p->lock held or not. */
+static void once_kick(struct mb_fault_plan *p, uint64_t at)
+{
+	if (!p->once_timer)
+		return;
+	uint64_t now = clock_now(p);
+	mb_machine_clock(p->m)->timer_mod(p->once_timer, at > now ? at : now + 1);
+}
+
+/* The action itself, no lock held. */
+static void once_apply(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		uint8_t *b = mb_mem_ptr(mb_machine_mem(p->m), r->gpa, 1, true);
+		if (b)
+			__atomic_xor_fetch(b, (uint8_t)(1u << r->bit), __ATOMIC_SEQ_CST);
+		return;
+	}
+	if (r->action == MB_FAULT_IRQ_SPURIOUS) {
+		struct mb_irq irq;
+		if (!mb_machine_irq(p->m, (unsigned)r->first, &irq))
+			mb_irq_pulse(&irq);
+		return;
+	}
+	struct mb_device *d = mb_machine_device(p->m, r->dev);
+	if (!d)
+		return;
+	if (r->action == MB_FAULT_RTC_JUMP) {
+		struct mb_rtc *rtc = mb_rtc_of_device(d);
+		if (rtc)
+			mb_rtc_jump(rtc, r->seconds);
+		return;
+	}
+	struct mb_virtio *t = mb_virtio_dev_transport(d);
+	if (!t)
+		return;
+	if (r->action == MB_FAULT_VIRTIO_NEEDS_RESET)
+		mb_virtio_fail(t, "fault injection (virtio.needs_reset)");
+	else if (r->capacity)
+		mb_virtio_blk_resize(mb_virtio_dev_model(d), t, r->capacity);
+	else
+		mb_virtio_config_change(t);
+}
+
+/* The timer (event loop): every pending once fault that is due acts, in
+ * id order, each with a trace record (ordinal 1). */
+static void once_fire(void *arg)
+{
+	struct mb_fault_plan *p = arg;
+	for (;;) {
+		struct mb_fault_rule r;
+		bool due = false;
+		uint64_t next = 0, now = clock_now(p);
+		pthread_mutex_lock(&p->lock);
+		for (size_t i = 0; i < p->nrules && !due && !p->closed; i++) {
+			struct slot *s = &p->rules[i];
+			if (!s->pending || s->removed || s->r.disabled)
+				continue;
+			if (s->r.after && !p->rules[s->r.after - 1].fired)
+				continue;
+			uint64_t rel = now > s->added_ns ? now - s->added_ns : 0;
+			if (s->r.has_window && rel >= s->r.win_to) {
+				s->pending = false, p->npending--; /* missed its window */
+				continue;
+			}
+			if (s->r.has_window && rel < s->r.win_from) {
+				uint64_t at = s->added_ns + s->r.win_from;
+				if (!next || at < next)
+					next = at;
+				continue;
+			}
+			s->pending = false, p->npending--;
+			s->matched = s->fired = 1;
+			r = s->r;
+			due = true;
+			if (p->trace) {
+				struct mb_fault_record rec = {
+					.rule = (unsigned)i + 1, .ordinal = 1, .seq = 1,
+					.op = MB_FAULT_OP_WRITE, .action = r.action,
+					.guest_ns = now, .host_ns = now_ns(CLOCK_REALTIME),
+				};
+				snprintf(rec.dev, sizeof rec.dev, "%s", r.dev[0] ? r.dev : "irq");
+				if (r.action == MB_FAULT_MEM_FLIP)
+					rec.sector = r.gpa;
+				char line[512];
+				mb_fault_trace_format(line, sizeof line, &rec);
+				fputs(line, p->trace);
+				fflush(p->trace);
+			}
+		}
+		pthread_mutex_unlock(&p->lock);
+		if (!due) {
+			if (next)
+				once_kick(p, next);
+			return;
+		}
+		once_apply(p, &r); /* which may arm another: the loop looks again */
+	}
+}
+
+/* plan:add of a once fault with after or window: checked as when it acts
+ * at once (the device, the address), then kept pending. */
+static int once_later(struct mb_fault_plan *p, const struct mb_fault_rule *r)
+{
+	if (!p->m)
+		return mb_seterr(-EINVAL, "%s: after and window need the plan's machine",
+				 mb_fault_action_name(r->action));
+	struct mb_device *d = NULL;
+	int rc = 0;
+	if (r->action == MB_FAULT_MEM_FLIP) {
+		if (!mb_mem_ptr(mb_machine_mem(p->m), r->gpa, 1, true))
+			return mb_seterr(-EINVAL, "gpa: 0x%llx is not guest RAM",
+					 (unsigned long long)r->gpa);
+	} else if (r->action == MB_FAULT_IRQ_SPURIOUS) {
+		struct mb_irq irq;
+		if ((rc = mb_machine_irq(p->m, (unsigned)r->first, &irq)))
+			return rc;
+	} else {
+		if ((rc = find_dev(p, r->dev, r->action, &d)))
+			return rc;
+		if (r->action == MB_FAULT_RTC_JUMP && !mb_rtc_of_device(d))
+			return mb_seterr(-ENOTSUP, "dev: %s is not moonbox's RTC", r->dev);
+		if (mb_fault_is_virtio(r->action) && !mb_virtio_dev_transport(d))
+			return mb_seterr(-ENOTSUP, "dev: %s has no virtio-mmio transport in "
+					 "this process", r->dev);
+		if (r->capacity && strcmp(mb_device_kind(d), "virtio_blk") != 0)
+			return mb_seterr(-EINVAL, "capacity: %s is a %s (a new capacity "
+					 "is for virtio_blk)", r->dev, mb_device_kind(d));
+		if (r->capacity &&
+		    (rc = mb_virtio_blk_check_resize(mb_virtio_dev_model(d), r->capacity)))
+			return rc;
+	}
+	if (!p->once_timer) { /* plan:add runs on the thread that runs Lua */
+		const struct mb_clock *c = mb_machine_clock(p->m);
+		if (!(p->once_timer = c->timer_new(c, once_fire, p)))
+			return mb_seterr(-ENOMEM, "faults: out of timers");
+	}
+	pthread_mutex_lock(&p->lock);
+	rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (!rc)
+		rc = room(p);
+	int id = rc;
+	if (!rc) {
+		struct slot *sl = &p->rules[p->nrules];
+		memset(sl, 0, sizeof *sl);
+		sl->r = *r;
+		if (r->action == MB_FAULT_MEM_FLIP)
+			snprintf(sl->r.dev, sizeof sl->r.dev, "mem");
+		sl->pending = true;
+		sl->added_ns = clock_now(p);
+		p->npending++;
+		id = (int)++p->nrules;
+		once_kick(p, 0); /* its trigger may hold already */
+	}
+	pthread_mutex_unlock(&p->lock);
+	return id;
 }

@@ -71,6 +71,8 @@ static uint32_t opt_ms(lua_State *L)
 	return (uint32_t)ms;
 }
 
+static void parse_window(lua_State *L, struct mb_fault_rule *r);
+
 static void parse_common(lua_State *L, struct mb_fault_rule *r)
 {
 	/* dev: a device handle (added to a machine) or a device name */
@@ -130,8 +132,13 @@ static void parse_common(lua_State *L, struct mb_fault_rule *r)
 		r->after = rule_id(L, -1, "after");
 	lua_pop(L, 1);
 	r->disabled = !mbl_optbool(L, 1, "enabled", 1);
-	/* window = { FROM, TO } seconds after plan:add, guest time; TO may be
-	 * left out (open) */
+	parse_window(L, r);
+}
+
+/* window = { FROM, TO } seconds after plan:add, guest time; TO may be
+ * left out (open) */
+static void parse_window(lua_State *L, struct mb_fault_rule *r)
+{
 	if (lua_getfield(L, 1, "window") != LUA_TNIL) {
 		if (!lua_istable(L, -1))
 			luaL_error(L, "window: expected { FROM, TO } (seconds after the "
@@ -378,7 +385,7 @@ static int irq_spec(lua_State *L, enum mb_fault_action a)
 	static const char *const base[] = { "line", "lines", "nth", "every", "p",
 					    "count", "after", "enabled", "pulses", "window",
 					    "ms", NULL };
-	static const char *const once[] = { "line", NULL };
+	static const char *const once[] = { "line", "after", "window", NULL };
 	luaL_checktype(L, 1, LUA_TTABLE);
 	mbl_checkopts(L, 1, mb_fault_action_name(a),
 		      a == MB_FAULT_IRQ_SPURIOUS ? once : base);
@@ -452,6 +459,8 @@ static int dev_spec(lua_State *L, enum mb_fault_action a, const char *const *ext
 	if (!mb_fault_is_once(a))
 		for (size_t i = 0; i < sizeof conds / sizeof *conds; i++)
 			keys[n++] = conds[i];
+	else /* acts once: when added, or on its trigger */
+		keys[n++] = "after", keys[n++] = "window";
 	for (; *extra; extra++)
 		keys[n++] = *extra;
 	keys[n] = NULL;
@@ -743,9 +752,13 @@ static int l_net_link(lua_State *L)
 static int l_mem_flip(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
-	static const char *const keys[] = { "gpa", "bit", NULL };
+	static const char *const keys[] = { "gpa", "bit", "after", "window", NULL };
 	mbl_checkopts(L, 1, "mem.flip", keys);
 	struct mb_fault_rule r = { .action = MB_FAULT_MEM_FLIP };
+	if (lua_getfield(L, 1, "after") != LUA_TNIL) /* on a trigger */
+		r.after = rule_id(L, -1, "after");
+	lua_pop(L, 1);
+	parse_window(L, &r);
 	if (lua_getfield(L, 1, "gpa") == LUA_TNIL)
 		luaL_error(L, "gpa: missing (the guest-physical byte to flip)");
 	lua_pop(L, 1);

@@ -137,6 +137,26 @@ T.case("m:on blk: a value that is no blk answer ends the run, naming it", functi
        tostring(r.message))
 end)
 
+T.case("virtio.needs_reset after = rule: the device stops after the third read error", function()
+  local function run(opts)
+    local m, disk = blk_machine()
+    local plan = m:faults(opts)
+    local e = plan:add(F.blk.error { dev = disk, op = "read", nth = 3 })
+    local nr = plan:add(F.virtio.needs_reset { dev = disk, after = e })
+    local cc = plan:add(F.virtio.config_change { dev = disk, after = nr })
+    T.run(m, "exit", 0xff04)
+    T.eq(plan:fired(nr), 1); T.eq(plan:fired(cc), 1, "a chain: armed by the once fault")
+    T.eq(disk:state().needs_reset, true)
+    m:close()
+  end
+  local path = os.tmpname()
+  run { seed = 1, trace = path }
+  local t = times_stripped(path)
+  T.ok(t:find('"rule":2,"ordinal":1,"dev":"blk0","seq":1,"op":"write","sector":0,"nsectors":0,'
+              .. '"action":"virtio.needs_reset"', 1, true), t)
+  T.ok(t:find('"rule":3,"ordinal":1,[^\n]*virtio.config_change'), t)
+end)
+
 T.case("virtio.bad_used_id: the guest finds another descriptor in its used ring", function()
   local m, disk = blk_machine()
   local plan = m:faults { seed = 1 }

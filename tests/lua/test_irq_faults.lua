@@ -137,6 +137,46 @@ T.case("rtc.jump: the RTC's time moves either way at once", function()
   m:close()
 end)
 
+T.case("once faults on a trigger: rtc.jump after a rule, mem.flip in a window, traced", function()
+  local m, pic, pit = pit_machine()
+  local rtc = m:add(mb.rtc {})
+  local path = os.tmpname()
+  local plan = m:faults { seed = 1, trace = path }
+  local drop = plan:add(F.irq.drop { line = 0, nth = 20 })
+  local t0 = rtc:state().wall_ns
+  local j = plan:add(F.rtc.jump { dev = rtc, seconds = 7200, after = drop })
+  T.eq(plan:fired(j), 0, "waits for its trigger")
+  T.ok(math.abs(rtc:state().wall_ns - t0) < 1000000000, "not moved yet")
+  local gpa = 0x800000
+  local b0 = m:read(gpa, 1):byte()
+  local f = plan:add(F.mem.flip { gpa = gpa, bit = 2, window = { 0.02 } })
+  -- armed only after the 20th edge, by when its 1 ms window has passed
+  local never = plan:add(F.irq.spurious { line = 7, after = drop, window = { 0, 0.001 } })
+  T.run(m, "exit", 100)
+  T.eq(plan:fired(drop), 1)
+  T.eq(plan:fired(j), 1, "acted after the drop")
+  local moved = rtc:state().wall_ns - t0
+  T.ok(moved >= 7200 * 1000000000, "the RTC jumped: " .. moved)
+  T.eq(plan:fired(f), 1, "the flip acted at 20 ms")
+  T.eq(m:read(gpa, 1):byte(), b0 ~ 4, "bit 2 flipped")
+  T.eq(plan:fired(never), 0, "its window passed first")
+  T.eq(m:irqs()[8].raised, 0)
+  local unf = plan:unfired()
+  T.ok(#unf == 1 and unf[1].id == never.id, "unfired names it")
+  m:close()
+  local recs = {}
+  for line in io.lines(path) do
+    local a = line:match('"action":"([%w._]+)"')
+    if a and a ~= "none" then recs[#recs + 1] = a end
+  end
+  os.remove(path)
+  T.ok(table.concat(recs, " "):find("irq.drop rtc.jump", 1, true), table.concat(recs, " "))
+  T.ok(table.concat(recs, " "):find("mem.flip", 1, true), "the flip is traced")
+  T.raises(function() F.mem.flip { gpa = 0, nth = 2 } end, 'unknown option "nth"')
+  T.raises(function() F.rtc.jump { dev = rtc, seconds = 1, p = 0.5 } end, 'unknown option "p"')
+  T.raises(function() F.mem.flip { gpa = 0, window = { 2, 1 } } end, "window:")
+end)
+
 T.case("pit, irq.delay option errors", function()
   local m, _, pit = pit_machine()
   local plan = m:faults { seed = 1 }
