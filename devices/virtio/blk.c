@@ -489,6 +489,26 @@ static struct req *req_get(struct mb_virtio_blk *b)
 	return r ? r : malloc(sizeof *r);
 }
 
+/* A request in flight that a rule decided on or an observer is to be
+ * asked about (no lock held). */
+static void watched_start(struct mb_virtio_blk *b, struct req *r,
+			  struct mb_fault_site *fs, mb_blk_observer *ob,
+			  const struct mb_fault_blk_event *e, bool ask)
+{
+	/* In flight (a reset waits for it), parked until the m:on function
+	 * answers: asked_answer runs it. */
+	r->ask.answer = asked_answer, r->ask.arg = r;
+	if (ask && ob(b->obs_ctx, b, e, &r->ask))
+		return;
+	if (r->faulted && r->v.hold) {
+		/* In flight but parked: plan:release(tag) starts it. */
+		mb_fault_hold(fs, r->v.tag, &r->held, held_release, r);
+	} else {
+		pthread_mutex_lock(&b->lock);
+		start(b, r); /* unlocks */
+	}
+}
+
 /* The driver rang: pop every chain and start it (sec. 2.7.13 device side). */
 static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 {
@@ -522,19 +542,9 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 			b->newest = r;
 			if (++b->inflight > b->max_inflight)
 				b->max_inflight = b->inflight;
-			if (__builtin_expect(ask, 0)) {
-				/* In flight (a reset waits for it), parked until
-				 * the m:on function answers: asked_answer runs it. */
+			if (__builtin_expect(r->faulted | ask, 0)) { /* one branch */
 				pthread_mutex_unlock(&b->lock);
-				r->ask.answer = asked_answer, r->ask.arg = r;
-				if (ob(b->obs_ctx, b, &e, &r->ask))
-					continue;
-				pthread_mutex_lock(&b->lock);
-			}
-			if (r->faulted && r->v.hold) {
-				/* In flight but parked: plan:release(tag) starts it. */
-				pthread_mutex_unlock(&b->lock);
-				mb_fault_hold(fs, r->v.tag, &r->held, held_release, r);
+				watched_start(b, r, fs, ob, &e, ask);
 			} else {
 				start(b, r); /* unlocks */
 			}
