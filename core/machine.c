@@ -47,12 +47,13 @@ static bool irq_pass(struct mb_machine *m, unsigned line, int level,
 	mb_irq_delays_level(m, line, level);
 	if (!level || atomic_load_explicit(&m->irq_level[line & 63], memory_order_relaxed))
 		return true;
-	/* An m:on("irq") function is asked: the edge waits for its answer
-	 * (mb_machine_irq_answer), after the rules, which decided first. */
+	/* An m:on("irq") function is asked about an edge no rule acted on
+	 * (the rules decide first): it waits for the answer
+	 * (mb_machine_irq_answer). */
 	struct mb_fault_verdict v;
 	if (fs)
 		mb_fault_irq_decide(fs, line, &v);
-	if (ob && !(fs && v.drop) && ob(m->irq_obs_ctx, line))
+	if (ob && !(fs && (v.drop || v.delay_ms || v.pulses)) && ob(m->irq_obs_ctx, line))
 		return false;
 	if (!fs)
 		return true;
