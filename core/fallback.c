@@ -863,7 +863,7 @@ static enum step task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
 		unsigned i = order[k];
 		if (i >= nseg)
 			continue;
-		if (!(sel[i] & 4) && (sel[i] & 0xfffc) == 0)
+		if ((sel[i] & 0xfffc) == 0) /* TI = 0, index 0 */
 			continue; /* null: loaded as it is (unusable) */
 		uint8_t d[8];
 		enum found f = lookup(st, ldt, sel[i], d);

@@ -1600,6 +1600,7 @@ static void test_int_task_late(void **state)
 		{ "LDT LDT-relative", { { T_LDT, 0x4c } }, 0, 0, 10, 0x4c },
 		{ "LDT a code segment", { { T_LDT, 0x08 } }, 0, 0, 10, 0x08 },
 		{ "LDT a 16-bit TSS", { { T_LDT, 0x40 } }, 0, 0, 10, 0x40 },
+		{ "LDT a data segment (type 2, S set)", { { T_LDT, 0x10 } }, 0, 0, 10, 0x10 },
 		{ "LDT past the GDT limit", { { T_LDT, 0x60 } }, 0, 0, 10, 0x60 },
 		{ "LDT not present", { { 0 } }, 0x48 + 5, 0x02, 10, 0x48 },
 		{ "CS null", { { T_CS, 0 } }, 0, 0, 10, 0 },
@@ -1787,9 +1788,12 @@ static void test_int_task_ldt(void **state)
 	w.gdt[0x48] = 0x07;
 	put16(w.tsk + T_DS, 0x0c);
 	expect_late(&w, &st, 0x90, 10, 0x0c, 0x200000);
-	/* a null LDT: every TI = 1 selector is invalid */
+	/* a null LDT: every TI = 1 selector is invalid (the old task's LDT,
+	 * which would have entry 1, is not looked at) */
 	st = task_world(&w);
 	ldt_world(&w);
+	st.ldt = (struct mb_seg){ .selector = 0x48, .base = 0x5000, .limit = 0xf,
+				  .type = 2, .present = 1 };
 	put16(w.tsk + T_LDT, 0);
 	put16(w.tsk + T_DS, 0x0c);
 	expect_late(&w, &st, 0x90, 10, 0x0c, 0x200000);
@@ -1848,6 +1852,13 @@ static void test_int_task_ldt(void **state)
 	put32(w.tsk + 0x20, 0x100);
 	put16(w.tsk + T_LDT, 0x08);
 	expect_late(&w, &st, 0x90, 10, 0x08, 0x100);
+	/* ... and must be present */
+	st = task_world(&w);
+	put32(w.tsk + 0x24, 0x2 | VM);
+	put32(w.tsk + 0x20, 0x100);
+	w.gdt[0x48 + 5] = 0x02;
+	expect_late(&w, &st, 0x90, 10, 0x48, 0x100);
+	assert_true(st.rflags & VM);
 }
 
 static void test_int_task(void **state)
