@@ -20,7 +20,8 @@
  *                               operand: the address checked, no-op
  *   movbe         0F 38 F0/F1 with a register operand: #UD
  *   int n         CD ib in real mode (IVT), 32-bit protected mode
- *                 (interrupt/trap gates of 16 and 32 bits, task gates),
+ *                 (interrupt/trap gates of 16 and 32 bits, task gates,
+ *                 whose late faults are raised in the new task),
  *                 virtual-8086 mode (IOPL, VME redirection) and 64-bit
  *                 mode; compatibility mode is refused.
  * Everything else, including these opcodes with extra or different
