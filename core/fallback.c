@@ -911,14 +911,15 @@ static enum step task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
  * THEN #GP(0)" after SWITCH-TASKS; 0xFFFF for a virtual-8086 task). RIP is
  * then the new task's EIP, as an exception "prior to beginning execution
  * of the new task" pushes it; the caller injects it like any other fault
- * (KVM delivers it through the IDT from the new task's state).
+ * (KVM delivers it through the IDT from the new task's state), unless its
+ * IDT entry is a task gate (task_gate, below).
  *
  * Writes happen in that order; if one fails (a page the guest made
  * read-only) the run ends with "error" with the registers untouched and
  * at most the old TSS's dynamic fields rewritten.
  */
-static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
-				 unsigned len)
+static enum mb_fb_insn switch_task(struct mb_fb_state *st, uint16_t tsel,
+				   unsigned len)
 {
 	const enum mb_fb_insn K = MB_FB_INT_TASK;
 	uint32_t terr = tsel & 0xfffc;
@@ -1025,6 +1026,59 @@ static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
 		st->inject_dr6 = DR6_BT;
 	}
 	return K;
+}
+
+/*
+ * A late exception (raised in the new task, see switch_task) whose IDT
+ * entry is a present task gate: the CPU delivers it with a second task
+ * switch (vol. 3, 6.12.2 "Interrupt Tasks"), which KVM does not do on
+ * every host (this PVM host raises #GP instead), so it is done here: the
+ * first new task's state (EIP its first instruction) saved in its TSS,
+ * the handler task loaded and linked to it, and the error code, if any,
+ * pushed on the handler task's stack (a word for a 16-bit TSS). The gate's
+ * DPL is not checked (an exception, not int n: 6.12.1.1). A fault in the
+ * second switch would be a double fault, which the fallback does not
+ * model: refused, with the registers as before the int (guest memory keeps
+ * what the first switch wrote). A DR6.BT from the T bit stays set.
+ */
+static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
+				 unsigned len)
+{
+	struct mb_fb_state orig = *st;
+	enum mb_fb_insn k = switch_task(st, tsel, len);
+	if (k == MB_FB_NONE || !st->task_switched || !st->inject)
+		return k;
+	uint8_t g[8];
+	unsigned vec = st->inject_vec;
+	if (vec * 8 + 7 > st->idt_limit ||
+	    st->read(st->ctx, st->idt_base + vec * 8, g, 8) ||
+	    (g[5] & 0x9f) != 0x85)
+		return k; /* an interrupt or trap gate: KVM delivers it */
+	bool has_err = st->inject_has_err;
+	uint32_t err = st->inject_err;
+	uint64_t dr6 = st->inject_dr6;
+	st->inject = st->inject_has_err = false;
+	st->inject_err = 0;
+	if (switch_task(st, le16p(g + 2), 0) == MB_FB_NONE || st->inject)
+		goto refuse;
+	if (has_err) {
+		unsigned size = tss16(st->tr.type) ? 2 : 4;
+		uint32_t esp = (uint32_t)st->gpr[RSP];
+		uint32_t top = st->ss.db ? esp - size
+			: (esp & ~0xffffu) | ((esp - size) & 0xffff);
+		uint8_t b[4];
+		put_le(b, err, size);
+		if (st->write(st->ctx, (uint32_t)(st->ss.base +
+						  (st->ss.db ? top : (top & 0xffff))),
+			      b, size))
+			goto refuse;
+		st->gpr[RSP] = top;
+	}
+	st->inject_dr6 = dr6;
+	return k;
+refuse:
+	*st = orig;
+	return MB_FB_NONE;
 }
 
 /* Words pushed on a 16-bit stack (SS:SP, SP wrapping in 64 KiB), w[0] at
@@ -1246,6 +1300,7 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 	if (!st || !insn || n == 0)
 		return MB_FB_NONE;
 	st->segs_changed = st->inject = st->inject_has_err = false;
+	st->dsegs_changed = st->task_switched = false;
 	st->inject_err = 0, st->inject_dr6 = 0;
 	switch (insn[0]) {
 	case 0xcc: /* INT3 (SDM vol. 2A, "INT n/INTO/INT3/INT1"): a trap */

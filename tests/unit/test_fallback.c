@@ -1749,6 +1749,78 @@ static void test_int_task_eip_tbit(void **state)
 	assert_false(st.inject);
 }
 
+/* A late exception whose IDT entry is a task gate: a second switch, done
+ * by the fallback, into the handler task (the 16-bit TSS at 0x4100), with
+ * the error code pushed on its stack. */
+static void test_int_task_nested(void **state)
+{
+	(void)state;
+	static struct world32 w;
+	struct mb_fb_state st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, true); /* #TS: task gate, DPL 0 */
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_true(st.task_switched);
+	assert_int_equal(st.tr.selector, 0x40);
+	assert_int_equal(st.rip, 0x1000);
+	assert_true(st.rflags & NT);
+	/* the first new task, saved where it stood: its first EIP, its DS */
+	assert_int_equal(get32(w.tsk + 0x20), 0x200000);
+	assert_int_equal(get32(w.tsk + 0x24) & NT, NT);
+	assert_int_equal(get16(w.tsk + T_DS), 0x30);
+	assert_int_equal(get32(w.tsk + 0x28), 0xa0000000u); /* its EAX */
+	/* both new tasks busy, the handler linked to the first */
+	assert_int_equal(w.gdt[0x38 + 5], 0x8b);
+	assert_int_equal(w.gdt[0x40 + 5], 0x83);
+	assert_int_equal(get16(w.tsk + 0x100), 0x38);
+	assert_int_equal(get16(w.tsk), 0x30);
+	/* the error code, a word (16-bit TSS) on SS 0x10 at SP 0xb4 - 2 */
+	assert_int_equal(st.gpr[RSP], 0xb2);
+	assert_int_equal(get16(w.low + 0xb2), 0x30);
+
+	/* the T bit's #DB through a task gate: no error code, DR6.BT kept */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 1);
+	gate32(&w, 1, 0, 0x40, 0x5, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.inject_dr6, 0x8000);
+	assert_int_equal(st.tr.selector, 0x40);
+	assert_int_equal(st.gpr[RSP], 0xb4);
+
+	/* an interrupt gate for #TS: injected as before (KVM delivers it) */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0x1234, 0x08, 0xe, 0, true);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+	/* ... and a not-present task gate too */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, false);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+
+	/* the handler task busy (the current one): a double fault, refused
+	 * with the registers as before the int */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x30, 0x5, 0, true);
+	put32(w.tsk + 0x38, 0x8f00); /* a stack the push could use */
+	struct mb_fb_state before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	/* the error code's push failing (SS base past mapped memory):
+	 * refused too */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, true);
+	put16(w.tsk + 0x100 + 0x1a, 0x0000); /* SP 0: the push wraps to 0xfffffffe */
+	before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+}
+
 /* The LDT at 0x5000 (GDT 0x48, limit 0xF: entries 0 and 1). */
 static void ldt_world(struct world32 *w)
 {
@@ -2149,6 +2221,7 @@ int main(void)
 		cmocka_unit_test(test_int_task_order),
 		cmocka_unit_test(test_int_task_eip_tbit),
 		cmocka_unit_test(test_int_task_ldt),
+		cmocka_unit_test(test_int_task_nested),
 		cmocka_unit_test(test_names_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
