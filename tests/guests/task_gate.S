@@ -17,7 +17,10 @@
  * the EIP/CS pushed (D's first instruction) and exits 0x600d.
  * Entry 0x100030: `int $0x44` to task E (0x38), whose TSS has the T bit:
  * a #DB in task E before its first instruction, DR6.BT set.
- * A failed check exits 0xf01-0xf2f, an unexpected #UD/#TS/#NP/#SS/#GP
+ * Entry 0x100040: as 0x100020, but #TS is a task gate to task F (0x48):
+ * the fallback switches a second time; F checks TR, its back-link to D,
+ * D's saved EIP and the error code on its own stack.
+ * A failed check exits 0xf01-0xf3f, an unexpected #UD/#TS/#NP/#SS/#GP
  * 0xe00 + vector. */
 #include "guest.h"
 
@@ -36,6 +39,9 @@ _start:
 	jmp	setup
 	.org	0x30
 	movl	$3, with_vm86
+	jmp	setup
+	.org	0x40
+	movl	$4, with_vm86
 setup:
 	mov	$0x200000, %esp
 	/* TSS descriptors' bases: A at 0x18, B at 0x20, C at 0x28 */
@@ -56,6 +62,9 @@ setup:
 	call	set_base
 	mov	$ldt_d, %eax
 	mov	$gdt + 0x40, %edi
+	call	set_base
+	mov	$tss_f, %eax
+	mov	$gdt + 0x48, %edi
 	call	set_base
 	lgdt	gdtr
 	ljmp	$0x08, $1f
@@ -90,6 +99,11 @@ setup:
 	mov	$1, %ecx
 	mov	$db_handler, %eax
 	call	set_gate
+	cmpl	$4, with_vm86
+	jne	1f
+	movl	$0x00480000, idt + 10 * 8 /* #TS: task gate to F */
+	movl	$0x00008500, idt + 10 * 8 + 4
+1:
 	orb	$0x60, idt + 0x41 * 8 + 5 /* DPL 3 */
 	lidt	idtr
 
@@ -102,8 +116,10 @@ setup:
 
 	mov	$0x1234abcd, %eax
 	cmpl	$2, with_vm86
+	je	2f
+	cmpl	$4, with_vm86
 	jne	1f
-	int	$0x43
+2:	int	$0x43
 	exit_with 0xf20 /* task D never comes back here */
 1:	cmpl	$3, with_vm86
 	jne	1f
@@ -270,6 +286,27 @@ f28:	exit_with 0xf28
 f29:	exit_with 0xf29
 f2a:	exit_with 0xf2a
 task_d:	exit_with 0xf2b /* never runs: the #TS comes first */
+
+/* the #TS task: D's #TS came through a task gate */
+task_f:
+	str	%ax
+	cmp	$0x48, %ax
+	jne	f2d
+	cmpw	$0x30, tss_f /* back-link: task D */
+	jne	f2e
+	pop	%eax
+	cmp	$0x18, %eax /* the error code, on F's stack */
+	jne	f2f
+	cmp	$stack_f, %esp
+	jne	f30
+	cmpl	$task_d, tss_d + 0x20 /* D saved at its first instruction */
+	jne	f31
+	exit_with 0x600d
+f2d:	exit_with 0xf2d
+f2e:	exit_with 0xf2e
+f2f:	exit_with 0xf2f
+f30:	exit_with 0xf30
+f31:	exit_with 0xf31
 task_e:	exit_with 0xf2c
 np_handler:	exit_with 0xe0b
 ss_handler:	exit_with 0xe0c
@@ -295,6 +332,7 @@ gdt:
 	.quad	0x0000890000000067 /* 0x30 task D's */
 	.quad	0x0000890000000067 /* 0x38 task E's */
 	.quad	0x000082000000000f /* 0x40 task D's LDT (two entries) */
+	.quad	0x0000890000000067 /* 0x48 task F's (the #TS task, entry 0x40) */
 gdt_end:
 gdtr:	.word	gdt_end - gdt - 1
 	.long	gdt
@@ -345,6 +383,13 @@ tss_e:	.long	0, 0, 0, 0, 0, 0, 0, 0
 	.long	0x10, 0x08, 0x10, 0x10, 0x10, 0x10, 0
 	.long	0x00680001
 
+/* F: flat, handles #TS for entry 0x100040 */
+tss_f:	.long	0, 0, 0, 0, 0, 0, 0, 0
+	.long	task_f, 0x2
+	.long	0, 0, 0, 0, stack_f, 0, 0, 0
+	.long	0x10, 0x08, 0x10, 0x10, 0x10, 0x10, 0
+	.long	0x00680000
+
 	.balign	8
 ldt_d:	.quad	0
 	.quad	0x00cf92000000ffff /* 0x0c: flat data, DPL 0 */
@@ -354,6 +399,8 @@ ldt_d:	.quad	0
 stack_d:
 	.fill	256, 1, 0
 stack_e:
+	.fill	256, 1, 0
+stack_f:
 	.fill	256, 1, 0
 stack_b:
 	.fill	256, 1, 0

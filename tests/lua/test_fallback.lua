@@ -117,6 +117,14 @@ T.case("a bad DS in the new TSS: the switch completes, #TS in the new task (SS f
   if emulated then T.eq(c.int_task, 1, "int_task") else T.ok(c.int_task <= 1, "int_task <= 1") end
 end)
 
+T.case("a late #TS through a task gate: the fallback switches again, the error code on the #TS task's stack", function()
+  local m, r = task_guest(0x100040)
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x600d, "exit code")
+  local c = m:fallback_counts()
+  if emulated then T.eq(c.int_task, 1, "int_task (both switches one int)") else T.ok(c.int_task <= 1, "int_task <= 1") end
+end)
+
 T.case("the T bit of the new TSS: #DB with DR6.BT in the new task", function()
   local m, r = task_guest(0x100030)
   T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
