@@ -20,7 +20,8 @@
  *                               operand: the address checked, no-op
  *   movbe         0F 38 F0/F1 with a register operand: #UD
  *   int n         CD ib in real mode (IVT), 32-bit protected mode
- *                 (interrupt/trap gates of 16 and 32 bits, task gates),
+ *                 (interrupt/trap gates of 16 and 32 bits, task gates,
+ *                 whose late faults are raised in the new task),
  *                 virtual-8086 mode (IOPL, VME redirection) and 64-bit
  *                 mode; compatibility mode is refused.
  * Everything else, including these opcodes with extra or different
@@ -249,13 +250,14 @@ static bool syscall_entry(struct mb_fb_state *st)
 
 /* ---- exceptions, prefixes, memory operands ------------------------------ */
 
-enum { VEC_UD = 6, VEC_TS = 10, VEC_NP = 11, VEC_SS = 12, VEC_GP = 13 };
+enum { VEC_DB = 1, VEC_UD = 6, VEC_TS = 10, VEC_NP = 11, VEC_SS = 12, VEC_GP = 13 };
 
 #define CR4_OSXSAVE (1ull << 18)
 #define CR4_LA57 (1ull << 12)
 #define RF_TF (1ull << 8)
 #define RF_IF (1ull << 9)
 #define RF_NT (1ull << 14)
+#define DR6_BT (1ull << 15) /* a #DB from a TSS's T bit (vol. 3, 17.2.3) */
 
 /* A fault: RIP stays at the instruction, the exception is delivered. */
 static void fault(struct mb_fb_state *st, uint8_t vec, bool has_err,
@@ -717,15 +719,6 @@ static enum step tss_stack(struct mb_fb_state *st, unsigned npl,
 	return GO;
 }
 
-/* A descriptor for a selector a new task loads, without queueing
- * anything: false for an LDT selector, one past the GDT limit or an
- * unreadable entry. */
-static bool gdt_peek(const struct mb_fb_state *st, uint16_t sel, uint8_t d[8])
-{
-	return !(sel & 4) && (sel | 7u) <= st->gdt_limit &&
-	       !st->read(st->ctx, st->gdt_base + (sel & ~7u), d, 8);
-}
-
 /* A virtual-8086 segment: base selector * 16, 64 KiB, DPL 3 (vol. 3,
  * 20.1.1; what VMX requires of it, 27.3.1.2). */
 static struct mb_seg seg_vm86(uint16_t sel)
@@ -735,56 +728,162 @@ static struct mb_seg seg_vm86(uint16_t sel)
 				.dpl = 3, .s = 1 };
 }
 
-/* The new task's segments, checked as a task switch checks them (vol. 3,
- * 7.3 step 12 and table 7-1) but before anything is committed: a selector
- * the CPU would fault on raises its exception in the new task's context,
- * after the switch, which the fallback does not model, so any of those
- * refuses instead. CS: a present code segment, non-conforming DPL = RPL or
- * conforming DPL <= RPL, EIP within its limit; SS: RPL = DPL = CPL, a
- * present writable data segment; DS ES FS GS: null, or present data or
- * readable code with (unless conforming code) DPL >= CPL and RPL.
- * LDT-relative selectors are refused (the LDT is loaded, but only GDT
- * lookups are done). sel[] is ES CS SS DS FS GS; nseg 4 for a 16-bit TSS
- * (no FS, GS: those stay). */
-static bool load_task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
-			   const uint16_t sel[6], unsigned nseg)
+/* What looking a selector up found: its descriptor, nothing (a null
+ * selector, an index past the table's limit, an LDT selector without a
+ * usable LDT: the selector is invalid), or memory the callbacks cannot
+ * read (refused). */
+enum found { FOUND, NOTHING, UNREADABLE };
+
+/* A new task's selector in the GDT or, TI = 1, in the new task's LDT
+ * (loaded just before: vol. 3, 7.3 step 12); ldt NULL when that LDT
+ * failed or is null. */
+static enum found lookup(const struct mb_fb_state *st, const struct mb_seg *ldt,
+			 uint16_t sel, uint8_t d[8])
 {
+	uint64_t base = st->gdt_base, limit = st->gdt_limit;
+	if (sel & 4) {
+		if (!ldt)
+			return NOTHING;
+		base = ldt->base, limit = ldt->limit;
+	} else if ((sel & 0xfffc) == 0) {
+		return NOTHING;
+	}
+	if ((sel | 7u) > limit)
+		return NOTHING;
+	return st->read(st->ctx, base + (sel & ~7u), d, 8) ? UNREADABLE : FOUND;
+}
+
+/* An exception raised after the commit point of a task switch. */
+struct late {
+	uint8_t vec;
+	uint32_t err;
+};
+
+/*
+ * The new task's LDTR and segment registers, checked in the order of the
+ * SDM's table 7-1 ("Exception Conditions Checked During a Task Switch",
+ * vol. 3, 7.3: "the order used in the P6 family processors"), after
+ * "Registers are loaded from the values in the TSS":
+ *    1 the LDT selector is valid: null, or a GDT selector within the
+ *      limit of a (S = 0, type 2) LDT descriptor      #TS(LDT)
+ *    2 CS's descriptor DPL matches its RPL (= for non-conforming, <= for
+ *      conforming code)                                #TS(CS)
+ *    3 SS is valid: non-null, in its table, writable data  #TS(SS)
+ *    4 SS is present                                   #SS(SS)
+ *    5 SS's DPL = CPL (the new CPL: CS's RPL)           #TS(SS)
+ *    6 the LDT is present                              #TS(LDT)
+ *    7 CS is valid: non-null, in its table, code       #TS(CS)
+ *    8 CS is present                                   #NP(CS)
+ *    9 SS's DPL = its RPL                              #TS(SS)
+ *   10-13 DS, ES, FS, GS (in that order), each: null, or valid (in its
+ *      table, a code or data segment), readable (not execute-only code),
+ *      present (#NP), DPL >= CPL and >= RPL unless conforming code; each
+ *      other failure #TS(selector).
+ * "Valid" is the table's note 3: the right table, within its limit, a
+ * compatible descriptor type. TI = 1 selectors index the new LDT from
+ * step 1 on (its present bit is only step 6). A virtual-8086 task loads
+ * its segments as 8086 ones: steps 1 and 6 only. Error codes are the
+ * selector with RPL cleared (EXT = 0: int n is software).
+ *
+ * Everything before the first failure is loaded; from it on, segment
+ * registers hold their new selectors with the hidden part unusable, DPL
+ * the new CPL (the SDM: the CPU "will load all the state information from
+ * the new TSS (without performing any additional limit, present, or type
+ * checks)" (6.15, #NP) and the handler "should not rely on being able to
+ * use" those selectors; what the hidden parts hold is not architectural).
+ * Returns GO (clean), FAULTED (*late set) or REFUSE (unreadable memory).
+ * sel[] is ES CS SS DS FS GS; nseg 4 for a 16-bit TSS (FS, GS stay).
+ */
+static enum step task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
+			   const uint16_t sel[6], unsigned nseg, uint16_t lsel,
+			   struct late *lt)
+{
+	enum { ES, CS, SS, DS, FS, GS };
 	struct mb_seg *dst[6] = { &nx->es, &nx->cs, &nx->ss,
 				  &nx->ds, &nx->fs, &nx->gs };
-	if (nx->rflags & RF_VM) { /* into a virtual-8086 task */
-		for (unsigned i = 0; i < nseg; i++)
-			*dst[i] = seg_vm86(sel[i]);
-		return nx->rip <= 0xffff;
+	bool vm = nx->rflags & RF_VM;
+	unsigned npl = vm ? 3 : sel[CS] & 3;
+	for (unsigned i = 0; i < nseg; i++)
+		*dst[i] = vm ? seg_vm86(sel[i])
+			     : (struct mb_seg){ .selector = sel[i], .dpl = (uint8_t)npl };
+	nx->ldt = (struct mb_seg){ .selector = lsel };
+#define LATE(v, s) do { lt->vec = (v), lt->err = (s) & 0xfffc; return FAULTED; } while (0)
+	/* 1 */
+	uint8_t ld[8];
+	const struct mb_seg *ldt = NULL;
+	if (lsel & 0xfffc) {
+		if ((lsel & 4) || (lsel | 7u) > st->gdt_limit)
+			LATE(VEC_TS, lsel);
+		if (st->read(st->ctx, st->gdt_base + (lsel & ~7u), ld, 8))
+			return REFUSE;
+		if ((ld[5] & 0x1f) != 0x02)
+			LATE(VEC_TS, lsel);
+		nx->ldt = seg_of(ld, lsel);
+		nx->ldt.s = 0, nx->ldt.type = 2, nx->ldt.db = 0;
+		nx->ldt.present = ld[5] >> 7;
+		ldt = &nx->ldt;
 	}
-	unsigned npl = sel[1] & 3;
-	for (unsigned i = 0; i < nseg; i++) {
-		uint8_t d[8];
-		unsigned rpl = sel[i] & 3;
-		if ((sel[i] & 0xfffc) == 0) {
-			if (i == 1 || i == 2)
-				return false;
-			*dst[i] = (struct mb_seg){ .selector = sel[i] };
+	if (vm) { /* 6 */
+		if (ldt && !ldt->present)
+			LATE(VEC_TS, lsel);
+		return GO;
+	}
+	uint8_t cd[8], sd[8];
+	enum found cf = lookup(st, ldt, sel[CS], cd);
+	enum found sf = lookup(st, ldt, sel[SS], sd);
+	if (cf == UNREADABLE || sf == UNREADABLE)
+		return REFUSE;
+	unsigned cdpl = cd[5] >> 5 & 3, sdpl = sd[5] >> 5 & 3;
+	bool ccode = (cd[5] & 0x18) == 0x18, cconf = ccode && (cd[5] & 4);
+	/* 2 */
+	if (cf == FOUND && (cconf ? cdpl > npl : cdpl != npl))
+		LATE(VEC_TS, sel[CS]);
+	/* 3, 4, 5 */
+	if (sf != FOUND || (sd[5] & 0x1a) != 0x12)
+		LATE(VEC_TS, sel[SS]);
+	if (!(sd[5] & 0x80))
+		LATE(VEC_SS, sel[SS]);
+	if (sdpl != npl)
+		LATE(VEC_TS, sel[SS]);
+	/* 6 */
+	if (ldt && !ldt->present)
+		LATE(VEC_TS, lsel);
+	/* 7, 8 */
+	if (cf != FOUND || !ccode)
+		LATE(VEC_TS, sel[CS]);
+	if (!(cd[5] & 0x80))
+		LATE(VEC_NP, sel[CS]);
+	nx->cs = seg_of(cd, sel[CS]);
+	/* 9 */
+	if (sdpl != (sel[SS] & 3u))
+		LATE(VEC_TS, sel[SS]);
+	nx->ss = seg_of(sd, sel[SS]);
+	/* 10-13 */
+	static const unsigned order[4] = { DS, ES, FS, GS };
+	for (unsigned k = 0; k < 4; k++) {
+		unsigned i = order[k];
+		if (i >= nseg)
 			continue;
-		}
-		if (!gdt_peek(st, sel[i], d) || !(d[5] & 0x80))
-			return false;
+		if ((sel[i] & 0xfffc) == 0) /* TI = 0, index 0 */
+			continue; /* null: loaded as it is (unusable) */
+		uint8_t d[8];
+		enum found f = lookup(st, ldt, sel[i], d);
+		if (f == UNREADABLE)
+			return REFUSE;
 		unsigned acc = d[5], dpl = acc >> 5 & 3;
 		bool code = (acc & 0x18) == 0x18, conf = code && (acc & 4);
-		if (i == 1) {
-			if (!code || (conf ? dpl > rpl : dpl != rpl))
-				return false;
-		} else if (i == 2) {
-			if ((acc & 0x1a) != 0x12 || rpl != npl || dpl != npl)
-				return false;
-		} else {
-			if (!(acc & 0x10) || (code && !(acc & 2)))
-				return false;
-			if (!conf && (dpl < npl || dpl < rpl))
-				return false;
-		}
+		if (f != FOUND || !(acc & 0x10))
+			LATE(VEC_TS, sel[i]);
+		if (code && !(acc & 2))
+			LATE(VEC_TS, sel[i]);
+		if (!(acc & 0x80))
+			LATE(VEC_NP, sel[i]);
+		if (!conf && (dpl < npl || dpl < (sel[i] & 3u)))
+			LATE(VEC_TS, sel[i]);
 		*dst[i] = seg_of(d, sel[i]);
 	}
-	return nx->rip <= nx->cs.limit;
+#undef LATE
+	return GO;
 }
 
 /*
@@ -793,22 +892,34 @@ static bool load_task_segs(const struct mb_fb_state *st, struct mb_fb_state *nx,
  * a GDT one within its limit (#GP(sel)), its descriptor an available TSS
  * (a busy one or anything else: #GP(sel)), present (#NP(sel)), with a
  * limit of at least 0x67 (32-bit) or 0x2B (16-bit) (#TS(sel)); the new
- * task's state is read and checked (load_task_segs; a set T bit, a
- * non-null LDT selector that is not a present GDT LDT descriptor, or an
- * unreadable TSS refuse). Then, as the CPU does for a CALL or an
- * interrupt: the dynamic fields of the current task (EIP after the int,
- * EFLAGS, the GPRs, the segment selectors) go into the current TSS (32-bit:
- * 0x20..0x5F; 16-bit: 0x0E..0x29), the new TSS's previous-task link gets
- * the old TR selector, the new descriptor's busy bit is set, TR is loaded,
- * CR0.TS set, and the new task's LDTR, CR3 (32-bit TSS with paging on),
- * EFLAGS with NT set, EIP, GPRs and segments loaded. int n pushes no error
- * code. The old task stays busy (a nested task: IRET returns to it).
+ * task's state is read and its LDTR and segments checked (task_segs) on a
+ * copy. Then, as the CPU does for a CALL or an interrupt: the dynamic
+ * fields of the current task (EIP after the int, EFLAGS, the GPRs, the
+ * segment selectors) go into the current TSS (32-bit: 0x20..0x5F; 16-bit:
+ * 0x0E..0x29), the new TSS's previous-task link gets the old TR selector,
+ * the new descriptor's busy bit is set, TR is loaded, CR0.TS set, and the
+ * new task's LDTR, CR3 (32-bit TSS with paging on), EFLAGS with NT, EIP,
+ * GPRs and segments loaded. int n pushes no error code. The old task
+ * stays busy (a nested task: IRET returns to it).
+ *
+ * Past the commit point (steps 12-13), what the checks found is raised in
+ * the new task's context, after the switch is complete: task_segs'
+ * #TS/#NP/#SS first; else the T bit of a 32-bit TSS, a #DB trap with
+ * DR6.BT (vol. 3, 17.3.1.5; it outranks every fault of the new task's
+ * first instruction, table 6-2, priority 2); else EIP past the new CS
+ * limit, #GP(0) (vol. 2A "INT n": "IF EIP not within code segment limit
+ * THEN #GP(0)" after SWITCH-TASKS; 0xFFFF for a virtual-8086 task). RIP is
+ * then the new task's EIP, as an exception "prior to beginning execution
+ * of the new task" pushes it; the caller injects it like any other fault
+ * (KVM delivers it through the IDT from the new task's state), unless its
+ * IDT entry is a task gate (task_gate, below).
+ *
  * Writes happen in that order; if one fails (a page the guest made
  * read-only) the run ends with "error" with the registers untouched and
  * at most the old TSS's dynamic fields rewritten.
  */
-static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
-				 unsigned len)
+static enum mb_fb_insn switch_task(struct mb_fb_state *st, uint16_t tsel,
+				   unsigned len)
 {
 	const enum mb_fb_insn K = MB_FB_INT_TASK;
 	uint32_t terr = tsel & 0xfffc;
@@ -852,8 +963,6 @@ static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
 			sel[i] = le16p(t + 0x22 + 2 * i);
 		lsel = le16p(t + 0x2a);
 	} else {
-		if (t[0x64] & 1) /* the T bit: a #DB after the switch */
-			return MB_FB_NONE;
 		nx.rip = le32p(t + 0x20);
 		nx.rflags = le32p(t + 0x24);
 		for (unsigned i = 0; i < 8; i++)
@@ -867,17 +976,13 @@ static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
 	/* EFLAGS as the TSS holds it, reserved bits cleared, bit 1 set, NT
 	 * set for the nesting (vol. 3, 7.4). A 16-bit TSS has no VM bit. */
 	nx.rflags = (nx.rflags & 0x3f7fd5) | RF_FIXED | RF_NT;
-	if (lsel & 0xfffc) {
-		uint8_t ld[8];
-		if (!gdt_peek(st, lsel, ld) || (ld[5] & 0x9f) != 0x82)
-			return MB_FB_NONE;
-		nx.ldt = seg_of(ld, lsel);
-		nx.ldt.s = 0, nx.ldt.type = 2, nx.ldt.db = 0;
-	} else {
-		nx.ldt = (struct mb_seg){ .selector = lsel };
-	}
-	if (!load_task_segs(st, &nx, sel, n16 ? 4 : 6))
+	struct late lt = { 0, 0 };
+	enum step r = task_segs(st, &nx, sel, n16 ? 4 : 6, lsel, &lt);
+	if (r == REFUSE)
 		return MB_FB_NONE;
+	bool trap = !n16 && (t[0x64] & 1); /* the T bit */
+	if (r == GO && !trap && nx.rip > nx.cs.limit) /* 0xFFFF in VM86 */
+		r = FAULTED, lt = (struct late){ VEC_GP, 0 };
 
 	/* The current task's dynamic fields into the current TSS. */
 	uint8_t o[0x40];
@@ -914,7 +1019,66 @@ static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
 	nx.cr0 |= CR0_TS;
 	nx.segs_changed = nx.dsegs_changed = nx.task_switched = true;
 	*st = nx;
+	if (r == FAULTED)
+		fault(st, lt.vec, true, lt.err);
+	else if (trap) {
+		st->inject = true, st->inject_vec = VEC_DB;
+		st->inject_dr6 = DR6_BT;
+	}
 	return K;
+}
+
+/*
+ * A late exception (raised in the new task, see switch_task) whose IDT
+ * entry is a present task gate: the CPU delivers it with a second task
+ * switch (vol. 3, 6.12.2 "Interrupt Tasks"), which KVM does not do on
+ * every host (this PVM host raises #GP instead), so it is done here: the
+ * first new task's state (EIP its first instruction) saved in its TSS,
+ * the handler task loaded and linked to it, and the error code, if any,
+ * pushed on the handler task's stack (a word for a 16-bit TSS). The gate's
+ * DPL is not checked (an exception, not int n: 6.12.1.1). A fault in the
+ * second switch would be a double fault, which the fallback does not
+ * model: refused, with the registers as before the int (guest memory keeps
+ * what the first switch wrote). A DR6.BT from the T bit stays set.
+ */
+static enum mb_fb_insn task_gate(struct mb_fb_state *st, uint16_t tsel,
+				 unsigned len)
+{
+	struct mb_fb_state orig = *st;
+	enum mb_fb_insn k = switch_task(st, tsel, len);
+	if (k == MB_FB_NONE || !st->task_switched || !st->inject)
+		return k;
+	uint8_t g[8];
+	unsigned vec = st->inject_vec;
+	if (vec * 8 + 7 > st->idt_limit ||
+	    st->read(st->ctx, st->idt_base + vec * 8, g, 8) ||
+	    (g[5] & 0x9f) != 0x85)
+		return k; /* an interrupt or trap gate: KVM delivers it */
+	bool has_err = st->inject_has_err;
+	uint32_t err = st->inject_err;
+	uint64_t dr6 = st->inject_dr6;
+	st->inject = st->inject_has_err = false;
+	st->inject_err = 0;
+	if (switch_task(st, le16p(g + 2), 0) == MB_FB_NONE || st->inject)
+		goto refuse;
+	if (has_err) {
+		unsigned size = tss16(st->tr.type) ? 2 : 4;
+		uint32_t esp = (uint32_t)st->gpr[RSP];
+		uint32_t top = st->ss.db ? esp - size
+			: (esp & ~0xffffu) | ((esp - size) & 0xffff);
+		uint8_t b[4];
+		put_le(b, err, size);
+		if (st->write(st->ctx, (uint32_t)(st->ss.base +
+						  (st->ss.db ? top : (top & 0xffff))),
+			      b, size))
+			goto refuse;
+		st->gpr[RSP] = top;
+	}
+	st->inject_dr6 = dr6;
+	return k;
+refuse:
+	*st = orig;
+	return MB_FB_NONE;
 }
 
 /* Words pushed on a 16-bit stack (SS:SP, SP wrapping in 64 KiB), w[0] at
@@ -1136,7 +1300,8 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 	if (!st || !insn || n == 0)
 		return MB_FB_NONE;
 	st->segs_changed = st->inject = st->inject_has_err = false;
-	st->inject_err = 0;
+	st->dsegs_changed = st->task_switched = false;
+	st->inject_err = 0, st->inject_dr6 = 0;
 	switch (insn[0]) {
 	case 0xcc: /* INT3 (SDM vol. 2A, "INT n/INTO/INT3/INT1"): a trap */
 		advance(st, 1);
@@ -1381,8 +1546,20 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 			seg_out(&s.ldt, &st.ldt);
 			s.cr0 = st.cr0, s.cr3 = st.cr3;
 		}
-		if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
+		/* A host that refuses the new segments (a task switch leaves
+		 * the hidden parts of segments that failed their checks
+		 * unusable) must not keep half the state. */
+		if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0) {
+			ioctl(v->fd, KVM_SET_REGS, &orig);
 			return false;
+		}
+	}
+	if (st.inject_dr6) {
+		struct kvm_debugregs dr;
+		if (ioctl(v->fd, KVM_GET_DEBUGREGS, &dr) == 0) {
+			dr.dr6 |= st.inject_dr6;
+			ioctl(v->fd, KVM_SET_DEBUGREGS, &dr);
+		}
 	}
 	if (st.inject) {
 		/* Written back as read, with only the exception added (the

@@ -59,6 +59,7 @@ struct mb_fb_state {
 	bool inject_has_err; /* ... with error code inject_err */
 	uint8_t inject_vec;
 	uint32_t inject_err;
+	uint64_t inject_dr6; /* DR6 bits the #DB sets (BT: a TSS's T bit) */
 };
 
 /* Decode and complete the instruction insn[0..n) on st. Returns the kind

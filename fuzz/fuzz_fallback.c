@@ -3,7 +3,10 @@
  * reads (IVT, IDT, GDT, TSSes, stacks) is the guest's, so any of it must
  * be refused or completed, never read or write outside what the callbacks
  * give, and a refusal must leave the registers as they were. Addresses
- * are drawn small so that they land in the input's memory window. */
+ * are drawn small so that they land in the input's memory window. A
+ * completed task switch may raise only what the SDM lets it raise in the
+ * new task (fallback.c task_gate), and loads only segments that passed
+ * their checks. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +109,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (k != MB_FB_NONE && !mb_fallback_name(k))
 		abort();
 	if (st.inject && st.inject_vec >= 32)
+		abort();
+	/* DR6 bits only come with the #DB of a new task's T bit (injected,
+	 * or already delivered through a task gate) */
+	if (st.inject_dr6 && (!st.task_switched ||
+			      (st.inject && (st.inject_vec != 1 || st.inject_has_err))))
+		abort();
+	/* what a completed task switch raises in the new task: #DB (T bit),
+	 * #TS/#NP/#SS (its segments), #GP(0) (EIP past CS's limit) */
+	if (st.task_switched && st.inject &&
+	    !(st.inject_vec == 1 || (st.inject_vec >= 10 && st.inject_vec <= 12) ||
+	      (st.inject_vec == 13 && st.inject_err == 0)))
+		abort();
+	/* a loaded (present) segment after a task switch outside VM86 is a
+	 * code or data one, and CS is code */
+	if (st.task_switched && !(st.rflags & (1u << 17)) &&
+	    ((st.cs.present && !(st.cs.type & 8)) ||
+	     (st.ss.present && (st.ss.type & 0xa) != 2)))
 		abort();
 	free(m.p);
 	return 0;

@@ -104,6 +104,35 @@ T.case("int n in a virtual-8086 task reaches its ring-0 handler", function()
   if emulated then T.eq(vc.int_vm86, 1, "int_vm86") else T.ok(vc.int_vm86 <= 1, "int_vm86 <= 1") end
 end, vm86_dropped and "kvm_pvm does not run virtual-8086 code (EFLAGS.VM dropped by KVM_SET_REGS)" or nil)
 
+-- Past a task switch's commit point (tests/guests/task_gate.S, entries
+-- 0x100020 and 0x100030): a new task whose DS is a TSS descriptor and
+-- whose SS lies in its own LDT gets #TS(DS) in its own context (the guest's
+-- handler checks TR, SS, the error code and the pushed EIP); one whose TSS
+-- has the T bit gets a #DB with DR6.BT before its first instruction.
+T.case("a bad DS in the new TSS: the switch completes, #TS in the new task (SS from its LDT)", function()
+  local m, r = task_guest(0x100020)
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x600d, "exit code")
+  local c = m:fallback_counts()
+  if emulated then T.eq(c.int_task, 1, "int_task") else T.ok(c.int_task <= 1, "int_task <= 1") end
+end)
+
+T.case("a late #TS through a task gate: the fallback switches again, the error code on the #TS task's stack", function()
+  local m, r = task_guest(0x100040)
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x600d, "exit code")
+  local c = m:fallback_counts()
+  if emulated then T.eq(c.int_task, 1, "int_task (both switches one int)") else T.ok(c.int_task <= 1, "int_task <= 1") end
+end)
+
+T.case("the T bit of the new TSS: #DB with DR6.BT in the new task", function()
+  local m, r = task_guest(0x100030)
+  T.eq(r.reason, "exit", "reason (" .. tostring(r.message) .. ")")
+  T.eq(r.exit_code, 0x600d, "exit code")
+  local c = m:fallback_counts()
+  if emulated then T.eq(c.int_task, 1, "int_task") else T.ok(c.int_task <= 1, "int_task <= 1") end
+end)
+
 T.case("an instruction the fallback does not know still ends with error", function()
   local m = mb.machine { memory = "16M" }
   m:add(mb.debug_exit { port = 0xf4 })

@@ -1512,6 +1512,427 @@ static void expect_refused(struct world32 *w, struct mb_fb_state st,
 	assert_int_equal(w->lm.writes, 0);
 }
 
+/* The switch completed, then exception v (error code err) raised in the
+ * new task's context: RIP the new task's EIP (rip), the old task saved,
+ * the new one busy and linked, TR, NT, CR0.TS and the GPRs the new task's.
+ * Only int 0x90 (the 32-bit TSS at 0x4000) or 0x91 (the 16-bit one). */
+static void expect_late(struct world32 *w, struct mb_fb_state *st, uint8_t vec,
+			unsigned v, uint32_t err, uint64_t rip)
+{
+	uint16_t tsel = vec == 0x90 ? 0x38 : 0x40;
+	uint8_t *t = vec == 0x90 ? w->tsk : w->tsk + 0x100;
+	w->lm.writes = 0;
+	assert_int_equal(EXEC(*st, 0xcd, vec), MB_FB_INT_TASK);
+	assert_true(st->task_switched);
+	assert_true(st->segs_changed);
+	assert_true(st->dsegs_changed);
+	assert_true(st->inject);
+	assert_int_equal(st->inject_vec, v);
+	assert_true(st->inject_has_err);
+	assert_int_equal(st->inject_err, err);
+	assert_int_equal(st->inject_dr6, 0);
+	assert_int_equal(st->rip, rip);
+	assert_true(st->rflags & NT);
+	assert_true(st->cr0 & TS);
+	assert_int_equal(st->tr.selector, tsel);
+	assert_int_equal(get16(t), 0x30);                    /* back-link */
+	assert_int_equal(w->gdt[tsel + 5] & 2, 2);           /* busy */
+	assert_int_equal(get32(w->tss + 0x20), 0x100002);    /* old EIP */
+	assert_int_equal(st->gpr[RAX], vec == 0x90 ? 0xa0000000u : 0xb0);
+	assert_true(w->lm.writes >= 3);
+}
+
+/* A segment register after a late fault: its new selector, the hidden
+ * part loaded (present) or unusable with the new CPL as DPL. */
+static void expect_seg(const struct mb_seg *s, uint16_t sel, bool loaded,
+		       unsigned cpl)
+{
+	assert_int_equal(s->selector, sel);
+	assert_int_equal(s->present, loaded);
+	if (!loaded) {
+		assert_int_equal(s->dpl, cpl);
+		assert_int_equal(s->base, 0);
+		assert_int_equal(s->limit, 0);
+	}
+}
+
+/* One new-task state the CPU faults on after the commit point: up to
+ * five 16-bit TSS fields patched, one GDT byte, and what is raised. */
+struct late_case {
+	const char *what;
+	struct { unsigned off; uint16_t v; } p[5];
+	unsigned gb;  /* a GDT byte to set (0: none) */
+	uint8_t gv;
+	unsigned vec;
+	uint32_t err;
+};
+
+static void run_late(const struct late_case *c, size_t n)
+{
+	static struct world32 w;
+	for (size_t i = 0; i < n; i++) {
+		print_message("  %s\n", c[i].what);
+		struct mb_fb_state st = task_world(&w);
+		for (unsigned j = 0; j < 5 && c[i].p[j].off; j++)
+			put16(w.tsk + c[i].p[j].off, c[i].p[j].v);
+		if (c[i].gb)
+			w.gdt[c[i].gb] = c[i].gv;
+		expect_late(&w, &st, 0x90, c[i].vec, c[i].err, 0x200000);
+	}
+}
+
+/* TSS fields of the new 32-bit task (new_task32) */
+#define T_ES 0x48
+#define T_CS 0x4c
+#define T_SS 0x50
+#define T_DS 0x54
+#define T_FS 0x58
+#define T_GS 0x5c
+#define T_LDT 0x60
+
+/* Each check of table 7-1 after the commit point, alone: the exception
+ * and error code the SDM gives it (vol. 3, 7.3, table 7-1; 6.15 for #TS,
+ * #NP, #SS). */
+static void test_int_task_late(void **state)
+{
+	(void)state;
+	static const struct late_case c[] = {
+		{ "LDT LDT-relative", { { T_LDT, 0x4c } }, 0, 0, 10, 0x4c },
+		{ "LDT a code segment", { { T_LDT, 0x08 } }, 0, 0, 10, 0x08 },
+		{ "LDT a 16-bit TSS", { { T_LDT, 0x40 } }, 0, 0, 10, 0x40 },
+		{ "LDT a data segment (type 2, S set)", { { T_LDT, 0x10 } }, 0, 0, 10, 0x10 },
+		{ "LDT past the GDT limit", { { T_LDT, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "LDT not present", { { 0 } }, 0x48 + 5, 0x02, 10, 0x48 },
+		{ "CS null", { { T_CS, 0 } }, 0, 0, 10, 0 },
+		{ "CS a data segment", { { T_CS, 0x10 } }, 0, 0, 10, 0x10 },
+		{ "CS a TSS", { { T_CS, 0x30 } }, 0, 0, 10, 0x30 },
+		{ "CS past the GDT limit", { { T_CS, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "CS DPL 0 with RPL 1", { { T_CS, 0x09 } }, 0, 0, 10, 0x08 },
+		{ "CS conforming DPL 3 > RPL 0", { { T_CS, 0x58 } }, 0x58 + 5, 0xfe, 10, 0x58 },
+		{ "CS not present", { { 0 } }, 0x08 + 5, 0x1a, 11, 0x08 },
+		{ "SS null", { { T_SS, 0 } }, 0, 0, 10, 0 },
+		{ "SS code", { { T_SS, 0x08 } }, 0, 0, 10, 0x08 },
+		{ "SS read-only data", { { T_ES, 0 }, { T_DS, 0 } }, 0x10 + 5, 0x90, 10, 0x10 },
+		{ "SS past the GDT limit", { { T_SS, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "SS not present", { { 0 } }, 0x10 + 5, 0x12, 12, 0x10 },
+		{ "SS DPL 3 != CPL 0", { { T_SS, 0x23 } }, 0, 0, 10, 0x20 },
+		{ "SS RPL 1 != DPL 0", { { T_SS, 0x11 } }, 0, 0, 10, 0x10 },
+		{ "CS 0x1b: SS DPL 0 != CPL 3", { { T_CS, 0x1b } }, 0, 0, 10, 0x10 },
+		{ "DS a TSS", { { T_DS, 0x30 } }, 0, 0, 10, 0x30 },
+		{ "DS past the GDT limit", { { T_DS, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "DS RPL 2 > DPL 0", { { T_DS, 0x12 } }, 0, 0, 10, 0x10 },
+		{ "ES not present", { { T_ES, 0x23 } }, 0x20 + 5, 0x72, 11, 0x20 },
+		{ "FS execute-only conforming code", { { T_FS, 0x58 } }, 0, 0, 10, 0x58 },
+		{ "GS DPL 0 < CPL 3", { { T_CS, 0x1b }, { T_SS, 0x23 }, { T_DS, 0x23 }, { T_ES, 0x23 }, { T_GS, 0x10 } }, 0, 0, 10, 0x10 },
+	};
+	run_late(c, sizeof c / sizeof c[0]);
+}
+
+/* Two failures at once: the first in table 7-1's order wins (steps 1 LDT
+ * valid, 2 CS DPL/RPL, 3 SS valid, 4 SS present, 5 SS DPL = CPL, 6 LDT
+ * present, 7 CS valid, 8 CS present, 9 SS DPL = RPL, then DS ES FS GS:
+ * valid, readable, present, DPL). */
+static void test_int_task_order(void **state)
+{
+	(void)state;
+	static const struct late_case c[] = {
+		{ "1 before 2: LDT code, CS RPL 1", { { T_LDT, 0x08 }, { T_CS, 0x09 } }, 0, 0, 10, 0x08 },
+		{ "2 before 3: CS RPL 1, SS null", { { T_CS, 0x09 }, { T_SS, 0 } }, 0, 0, 10, 0x08 },
+		{ "4 before 7: CS a TSS, SS not present", { { T_CS, 0x30 }, { T_ES, 0 }, { T_DS, 0 } }, 0x10 + 5, 0x12, 12, 0x10 },
+		{ "5 before 6: SS DPL 3, LDT not present", { { T_SS, 0x23 } }, 0x48 + 5, 0x02, 10, 0x20 },
+		{ "6 before 7: LDT not present, CS null", { { T_CS, 0 } }, 0x48 + 5, 0x02, 10, 0x48 },
+		{ "8 before 9: CS not present, SS RPL 1", { { T_SS, 0x11 } }, 0x08 + 5, 0x1a, 11, 0x08 },
+		{ "9 before data: SS RPL 1, DS a TSS", { { T_SS, 0x11 }, { T_DS, 0x30 } }, 0, 0, 10, 0x10 },
+		{ "DS before ES", { { T_ES, 0x30 }, { T_DS, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "ES before FS", { { T_FS, 0x30 }, { T_ES, 0x58 } }, 0, 0, 10, 0x58 },
+		{ "FS before GS", { { T_GS, 0x30 }, { T_FS, 0x60 } }, 0, 0, 10, 0x60 },
+		{ "present before DPL: DS DPL 0 at CPL 3, not present",
+		  { { T_CS, 0x1b }, { T_SS, 0x23 }, { T_DS, 0x10 } }, 0x10 + 5, 0x12, 11, 0x10 },
+	};
+	run_late(c, sizeof c / sizeof c[0]);
+
+	/* What is loaded when SS fails at step 4: the LDT (step 1), nothing
+	 * else; CS is only loaded at step 8. */
+	static struct world32 w;
+	struct mb_fb_state st = task_world(&w);
+	w.gdt[0x10 + 5] = 0x12;
+	expect_late(&w, &st, 0x90, 12, 0x10, 0x200000);
+	assert_int_equal(st.ldt.present, 1);
+	assert_int_equal(st.ldt.base, 0x5000);
+	expect_seg(&st.cs, 0x08, false, 0);
+	expect_seg(&st.ss, 0x10, false, 0);
+	expect_seg(&st.es, 0x10, false, 0);
+	expect_seg(&st.ds, 0x10, false, 0);
+	expect_seg(&st.gs, 0x23, false, 0);
+	/* ... when ES fails (after DS): CS, SS, DS loaded, ES FS GS not */
+	st = task_world(&w);
+	put16(w.tsk + T_ES, 0x30);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+	expect_seg(&st.cs, 0x08, true, 0);
+	assert_int_equal(st.cs.type, 11);
+	expect_seg(&st.ss, 0x10, true, 0);
+	expect_seg(&st.ds, 0x10, true, 0);
+	expect_seg(&st.es, 0x30, false, 0);
+	expect_seg(&st.fs, 0, false, 0);
+	expect_seg(&st.gs, 0x23, false, 0);
+	/* ... at CPL 3 the unusable ones carry DPL 3 (KVM's CPL is SS.DPL) */
+	st = task_world(&w);
+	put16(w.tsk + T_CS, 0x1b), put16(w.tsk + T_SS, 0x22);
+	expect_late(&w, &st, 0x90, 10, 0x20, 0x200000);
+	expect_seg(&st.ss, 0x22, false, 3);
+
+	/* A 16-bit new task: its DS a code segment that is not readable */
+	st = task_world(&w);
+	put16(w.tsk + 0x100 + 0x28, 0x58);
+	expect_late(&w, &st, 0x91, 10, 0x58, 0x1000);
+	assert_int_equal(st.gs.selector, 0x23); /* no GS in a 16-bit TSS: kept */
+	assert_int_equal(st.gs.present, 1);
+}
+
+/* EIP past the new CS limit: #GP(0) in the new task once every segment
+ * is loaded; the T bit: a #DB trap with DR6.BT, which outranks it
+ * (table 6-2) but not a segment fault of the switch itself. */
+static void test_int_task_eip_tbit(void **state)
+{
+	(void)state;
+	static struct world32 w;
+	struct mb_fb_state st = task_world(&w);
+	put16(w.tsk + T_CS, 0x28);
+	put32(w.tsk + 0x20, 0x10000);
+	expect_late(&w, &st, 0x90, 13, 0, 0x10000);
+	expect_seg(&st.cs, 0x28, true, 0);
+	expect_seg(&st.gs, 0x23, true, 0);
+	/* ... EIP = the limit itself is fine */
+	st = task_world(&w);
+	put16(w.tsk + T_CS, 0x28);
+	put32(w.tsk + 0x20, 0xffff);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.rip, 0xffff);
+
+	/* T bit: #DB, no error code, DR6.BT, the whole state loaded */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 1);
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_true(st.task_switched);
+	assert_true(st.inject);
+	assert_int_equal(st.inject_vec, 1);
+	assert_false(st.inject_has_err);
+	assert_int_equal(st.inject_dr6, 0x8000);
+	assert_int_equal(st.rip, 0x200000);
+	assert_int_equal(st.tr.selector, 0x38);
+	expect_seg(&st.gs, 0x23, true, 0);
+	assert_true(w.lm.writes >= 3);
+	/* ... with EIP past the limit too: still #DB */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 1);
+	put16(w.tsk + T_CS, 0x28);
+	put32(w.tsk + 0x20, 0x10000);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_int_equal(st.inject_vec, 1);
+	assert_int_equal(st.inject_dr6, 0x8000);
+	/* ... with a bad DS: the #TS, no BT */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 1);
+	put16(w.tsk + T_DS, 0x30);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+	/* ... bits 15:1 of that word are not the T bit */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 0xfffe);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	/* a 16-bit TSS has no T bit: its byte 0x64 is another TSS's */
+	st = task_world(&w);
+	w.tsk[0x100 + 0x64] = 1;
+	assert_int_equal(EXEC(st, 0xcd, 0x91), MB_FB_INT_TASK);
+	assert_false(st.inject);
+}
+
+/* A late exception whose IDT entry is a task gate: a second switch, done
+ * by the fallback, into the handler task (the 16-bit TSS at 0x4100), with
+ * the error code pushed on its stack. */
+static void test_int_task_nested(void **state)
+{
+	(void)state;
+	static struct world32 w;
+	struct mb_fb_state st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, true); /* #TS: task gate, DPL 0 */
+	w.lm.writes = 0;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_true(st.task_switched);
+	assert_int_equal(st.tr.selector, 0x40);
+	assert_int_equal(st.rip, 0x1000);
+	assert_true(st.rflags & NT);
+	/* the first new task, saved where it stood: its first EIP, its DS */
+	assert_int_equal(get32(w.tsk + 0x20), 0x200000);
+	assert_int_equal(get32(w.tsk + 0x24) & NT, NT);
+	assert_int_equal(get16(w.tsk + T_DS), 0x30);
+	assert_int_equal(get32(w.tsk + 0x28), 0xa0000000u); /* its EAX */
+	/* both new tasks busy, the handler linked to the first */
+	assert_int_equal(w.gdt[0x38 + 5], 0x8b);
+	assert_int_equal(w.gdt[0x40 + 5], 0x83);
+	assert_int_equal(get16(w.tsk + 0x100), 0x38);
+	assert_int_equal(get16(w.tsk), 0x30);
+	/* the error code, a word (16-bit TSS) on SS 0x10 at SP 0xb4 - 2 */
+	assert_int_equal(st.gpr[RSP], 0xb2);
+	assert_int_equal(get16(w.low + 0xb2), 0x30);
+
+	/* the T bit's #DB through a task gate: no error code, DR6.BT kept */
+	st = task_world(&w);
+	put16(w.tsk + 0x64, 1);
+	gate32(&w, 1, 0, 0x40, 0x5, 0, true);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.inject_dr6, 0x8000);
+	assert_int_equal(st.tr.selector, 0x40);
+	assert_int_equal(st.gpr[RSP], 0xb4);
+
+	/* an interrupt gate for #TS: injected as before (KVM delivers it) */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0x1234, 0x08, 0xe, 0, true);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+	/* ... and a not-present task gate too */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, false);
+	expect_late(&w, &st, 0x90, 10, 0x30, 0x200000);
+
+	/* the handler task busy (the current one): a double fault, refused
+	 * with the registers as before the int */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x30, 0x5, 0, true);
+	put32(w.tsk + 0x38, 0x8f00); /* a stack the push could use */
+	struct mb_fb_state before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+	/* the error code's push failing (SS base past mapped memory):
+	 * refused too */
+	st = task_world(&w);
+	put16(w.tsk + T_DS, 0x30);
+	gate32(&w, 10, 0, 0x40, 0x5, 0, true);
+	put16(w.tsk + 0x100 + 0x1a, 0x0000); /* SP 0: the push wraps to 0xfffffffe */
+	before = st;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_NONE);
+	assert_memory_equal(&st, &before, sizeof st);
+}
+
+/* The LDT at 0x5000 (GDT 0x48, limit 0xF: entries 0 and 1). */
+static void ldt_world(struct world32 *w)
+{
+	put64(w->v86stk + 0, 0x00cf9a000000ffffull);  /* 0x04: code, DPL 0 */
+	put64(w->v86stk + 8, 0x00cf92abc000ffffull);  /* 0x0c: data at 0xabc000 */
+}
+
+/* Selectors with TI = 1 in the new task: looked up in the new LDT, which
+ * the switch loads first (vol. 3, 7.3 step 12), with its limit. */
+static void test_int_task_ldt(void **state)
+{
+	(void)state;
+	static struct world32 w;
+	struct mb_fb_state st = task_world(&w);
+	ldt_world(&w);
+	put16(w.tsk + T_CS, 0x04), put16(w.tsk + T_SS, 0x0c);
+	put16(w.tsk + T_DS, 0x0c), put16(w.tsk + T_ES, 0x0c);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.cs.selector, 0x04);
+	assert_int_equal(st.cs.type, 11);
+	assert_int_equal(st.ss.selector, 0x0c);
+	assert_int_equal(st.ss.base, 0xabc000);
+	assert_int_equal(st.ds.base, 0xabc000);
+	assert_int_equal(st.es.base, 0xabc000);
+	assert_int_equal(st.gs.selector, 0x23); /* a GDT one beside them */
+	assert_int_equal(st.ldt.selector, 0x48);
+
+	/* past the LDT's limit: #TS(selector) */
+	st = task_world(&w);
+	ldt_world(&w);
+	put16(w.tsk + T_DS, 0x14);
+	expect_late(&w, &st, 0x90, 10, 0x14, 0x200000);
+	/* ... an LDT limit of 7: entry 1 is past it */
+	st = task_world(&w);
+	ldt_world(&w);
+	w.gdt[0x48] = 0x07;
+	put16(w.tsk + T_DS, 0x0c);
+	expect_late(&w, &st, 0x90, 10, 0x0c, 0x200000);
+	/* a null LDT: every TI = 1 selector is invalid (the old task's LDT,
+	 * which would have entry 1, is not looked at) */
+	st = task_world(&w);
+	ldt_world(&w);
+	st.ldt = (struct mb_seg){ .selector = 0x48, .base = 0x5000, .limit = 0xf,
+				  .type = 2, .present = 1 };
+	put16(w.tsk + T_LDT, 0);
+	put16(w.tsk + T_DS, 0x0c);
+	expect_late(&w, &st, 0x90, 10, 0x0c, 0x200000);
+	assert_int_equal(st.ldt.selector, 0);
+	assert_int_equal(st.ldt.present, 0);
+	/* ... and selector 4 is LDT entry 0, not a null selector */
+	st = task_world(&w);
+	put16(w.tsk + T_LDT, 0);
+	put16(w.tsk + T_DS, 0x04);
+	expect_late(&w, &st, 0x90, 10, 0x04, 0x200000);
+	/* the same checks as in the GDT: an LDT code segment as SS, a
+	 * not-present LDT stack, an LDT data segment as CS */
+	st = task_world(&w);
+	ldt_world(&w);
+	put16(w.tsk + T_SS, 0x04);
+	expect_late(&w, &st, 0x90, 10, 0x04, 0x200000);
+	st = task_world(&w);
+	ldt_world(&w);
+	w.v86stk[8 + 5] &= 0x7f;
+	put16(w.tsk + T_SS, 0x0c);
+	expect_late(&w, &st, 0x90, 12, 0x0c, 0x200000);
+	st = task_world(&w);
+	ldt_world(&w);
+	put16(w.tsk + T_CS, 0x0c);
+	expect_late(&w, &st, 0x90, 10, 0x0c, 0x200000);
+	/* a not-present LDT is still indexed before its step 6: CS in it
+	 * passes step 2, then #TS(LDT) */
+	st = task_world(&w);
+	ldt_world(&w);
+	w.gdt[0x48 + 5] = 0x02;
+	put16(w.tsk + T_CS, 0x04);
+	expect_late(&w, &st, 0x90, 10, 0x48, 0x200000);
+	/* the LDT's entries unreadable: refused, but only when a selector
+	 * needs them */
+	st = task_world(&w);
+	ldt_world(&w);
+	w.gdt[0x48 + 4] = 0x70; /* base 0x705000 */
+	put16(w.tsk + T_DS, 0x0c);
+	expect_refused(&w, st, 0x90);
+	st = task_world(&w);
+	w.gdt[0x48 + 4] = 0x70;
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.ldt.base, 0x705000);
+	/* the 16-bit new task's LDT (TSS word 0x2A) */
+	st = task_world(&w);
+	ldt_world(&w);
+	put16(w.tsk + 0x100 + 0x2a, 0x48);
+	put16(w.tsk + 0x100 + 0x28, 0x0c);
+	assert_int_equal(EXEC(st, 0xcd, 0x91), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.ds.base, 0xabc000);
+	/* a virtual-8086 task's LDT is checked too */
+	st = task_world(&w);
+	put32(w.tsk + 0x24, 0x2 | VM);
+	put32(w.tsk + 0x20, 0x100);
+	put16(w.tsk + T_LDT, 0x08);
+	expect_late(&w, &st, 0x90, 10, 0x08, 0x100);
+	/* ... and must be present */
+	st = task_world(&w);
+	put32(w.tsk + 0x24, 0x2 | VM);
+	put32(w.tsk + 0x20, 0x100);
+	w.gdt[0x48 + 5] = 0x02;
+	expect_late(&w, &st, 0x90, 10, 0x48, 0x100);
+	assert_true(st.rflags & VM);
+}
+
 static void test_int_task(void **state)
 {
 	static struct world32 w;
@@ -1639,11 +2060,14 @@ static void test_int_task(void **state)
 	assert_int_equal(st.fs.base, 0);
 	assert_int_equal(st.fs.present, 1);
 	assert_int_equal(st.gs.base, 0x230);
-	/* ... with EIP beyond 64 KiB: refused */
+	/* ... with EIP beyond 64 KiB: the switch, then #GP(0) in the new
+	 * (virtual-8086) task */
 	st = task_world(&w);
 	put32(w.tsk + 0x24, 0x2 | VM);
 	put32(w.tsk + 0x20, 0x10000);
-	expect_refused(&w, st, 0x90);
+	expect_late(&w, &st, 0x90, 13, 0, 0x10000);
+	assert_true(st.rflags & VM);
+	assert_int_equal(st.cs.base, 0x80);
 
 	/* The checks before the switch, in the SDM's order. */
 	struct { uint16_t sel; unsigned gdpl; bool present; unsigned vec;
@@ -1688,59 +2112,28 @@ static void test_int_task(void **state)
 	w.gdt[0x40] = 0x2a;
 	expect_fault((EXEC(st, 0xcd, 0x91), &st), &w.lm, 0x100000, 10, 0x40);
 
-	/* New-task state the CPU would fault on after the switch (in the new
-	 * task's context): refused before anything is written. */
-	struct { unsigned off; uint32_t v; } bad[] = {
-		{ 0x4c, 0 },      /* CS null */
-		{ 0x4c, 0x10 },   /* CS a data segment */
-		{ 0x4c, 0x0c },   /* CS LDT-relative */
-		{ 0x4c, 0x1b },   /* CS DPL 3 with SS RPL 0 */
-		{ 0x4c, 0x09 },   /* CS DPL 0 with RPL 1 (non-conforming) */
-		{ 0x4c, 0x30 },   /* CS a TSS */
-		{ 0x50, 0 },      /* SS null */
-		{ 0x50, 0x08 },   /* SS code */
-		{ 0x50, 0x20 },   /* SS DPL 3 */
-		{ 0x54, 0x30 },   /* DS a TSS */
-		{ 0x54, 0x12 },   /* DS RPL 2 > DPL 0 */
-		{ 0x58, 0x58 },   /* FS: conforming code, not readable */
-		{ 0x60, 0x08 },   /* LDT a code segment */
-		{ 0x60, 0x4c },   /* LDT LDT-relative */
-		{ 0x64, 1 },      /* the T bit */
-	};
-	for (unsigned i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-		st = task_world(&w);
-		if (bad[i].off == 0x64)
-			put32(w.tsk + bad[i].off, bad[i].v);
-		else
-			put16(w.tsk + bad[i].off, (uint16_t)bad[i].v);
-		expect_refused(&w, st, 0x90);
-	}
-	/* CS DPL 0 with RPL 3, SS a proper ring-3 stack: only CS is wrong */
-	st = task_world(&w);
-	put16(w.tsk + 0x4c, 0x0b);
-	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
-	expect_refused(&w, st, 0x90);
-	/* ... and with CS 0x1b the same task is taken, at CPL 3 */
+	/* a ring-3 task: CS 0x1b, SS ES DS 0x23 (CPL 3) */
 	st = task_world(&w);
 	put16(w.tsk + 0x4c, 0x1b);
 	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
 	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
 	assert_false(st.inject);
 	assert_int_equal(st.ss.dpl, 3);
-	/* ... and into the 16-bit code segment at 0x28 past 64 KiB */
+	assert_int_equal(st.cs.selector, 0x1b);
+	/* ... CS DPL 0 with RPL 3 around the same ring-3 stack: #TS(CS) */
 	st = task_world(&w);
-	put16(w.tsk + 0x4c, 0x28);
-	put32(w.tsk + 0x20, 0x10000);
-	expect_refused(&w, st, 0x90);
-	/* the LDT's descriptor past the GDT limit */
+	put16(w.tsk + 0x4c, 0x0b);
+	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
+	expect_late(&w, &st, 0x90, 10, 0x08, 0x200000);
+	/* conforming code DPL 0 as CS with RPL 3: CPL 3 (DPL <= RPL) */
 	st = task_world(&w);
-	st.gdt_limit = 0x47;
-	expect_refused(&w, st, 0x90);
-	/* a not-present DS */
-	st = task_world(&w);
-	w.gdt[0x20 + 5] &= 0x7f;
-	put16(w.tsk + 0x54, 0x23);
-	expect_refused(&w, st, 0x90);
+	w.gdt[0x58 + 5] |= 2;
+	put16(w.tsk + 0x4c, 0x5b);
+	put16(w.tsk + 0x48, 0x23), put16(w.tsk + 0x50, 0x23), put16(w.tsk + 0x54, 0x23);
+	assert_int_equal(EXEC(st, 0xcd, 0x90), MB_FB_INT_TASK);
+	assert_false(st.inject);
+	assert_int_equal(st.cs.selector, 0x5b);
+	assert_int_equal(st.ss.dpl, 3);
 	/* readable conforming code in DS is allowed */
 	st = task_world(&w);
 	w.gdt[0x58 + 5] |= 2;
@@ -1824,6 +2217,11 @@ int main(void)
 		cmocka_unit_test(test_int_tss16),
 		cmocka_unit_test(test_int_vm86),
 		cmocka_unit_test(test_int_task),
+		cmocka_unit_test(test_int_task_late),
+		cmocka_unit_test(test_int_task_order),
+		cmocka_unit_test(test_int_task_eip_tbit),
+		cmocka_unit_test(test_int_task_ldt),
+		cmocka_unit_test(test_int_task_nested),
 		cmocka_unit_test(test_names_counts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
