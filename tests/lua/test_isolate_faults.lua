@@ -209,6 +209,39 @@ T.case("rules survive a restart; a dead process's holds leave the plan", functio
   m:close()
 end)
 
+-- tests/guests/pit_irq.S counts 100 PIT interrupts, then exits 100.
+local function pit_machine()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  local pit = m:add(mb.pit8254 { irq = 0, isolate = true })
+  m:add(mb.debug_exit { port = 0xf4 })
+  m:boot_flat { file = T.guest("pit_irq"), mode = "protected" }
+  return m, pit
+end
+
+T.case("pit.drop and pit.late on an isolated PIT: ticks decided in the VMM", function()
+  local m, pit = pit_machine()
+  local plan = m:faults { seed = 1 }
+  local r = plan:add(F.pit.drop { dev = pit, count = 10 })
+  T.run(m, "exit", 100)
+  T.eq(plan:fired(r), 10)
+  m:close()
+  m, pit = pit_machine()
+  plan = m:faults { seed = 1 }
+  r = plan:add(F.pit.drop { dev = pit })
+  T.eq(m:run { timeout = 0.5 }.reason, "timeout")
+  T.ok(plan:fired(r) >= 1, "ticks dropped: " .. plan:fired(r))
+  T.eq(m:irqs()[1].raised, 0, "not one reached the line")
+  m:close()
+  m, pit = pit_machine()
+  plan = m:faults { seed = 1 }
+  r = plan:add(F.pit.late { dev = pit, ms = 3, every = 7, count = 5 })
+  T.run(m, "exit", 100)
+  T.eq(plan:fired(r), 5); T.ok(plan:matched(r) >= 35, "ticks seen: " .. plan:matched(r))
+  m:close()
+end)
+
 T.case("what an isolated model cannot be asked about is refused, naming why", function()
   local m, disk = blk_machine(true)
   local plan = m:faults { seed = 1 }
