@@ -87,6 +87,11 @@ int ds_fault_arm(const uint8_t *pl, size_t len, const char **why)
 	return install(a.fam, why);
 }
 
+struct mb_fault_site *ds_fault_site(void)
+{
+	return site;
+}
+
 void ds_fault_release(const uint8_t *pl, size_t len)
 {
 	char tok[MB_FAULT_TAG_MAX];

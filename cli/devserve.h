@@ -82,6 +82,7 @@ int ds_unmap(const uint8_t *pl, size_t len, const char **why);
 int ds_fault_arm(const uint8_t *pl, size_t len, const char **why);
 void ds_fault_release(const uint8_t *pl, size_t len);
 int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out);
+struct mb_fault_site *ds_fault_site(void); /* the proxy site, once armed */
 /* A reply (or an error reply with a message) to request q. */
 void ds_reply(const struct mb_dp_hdr *q, int err, const void *pl, size_t len);
 void ds_fail(const struct mb_dp_hdr *q, int err, const char *msg);

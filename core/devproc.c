@@ -1724,6 +1724,27 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
 		abort();
 	atomic_store(&p->dma.revoked[1], true);
+	/* Rules its model decides (kind 1 with bit 0x80: a FAULT question
+	 * with the right header, the event the input's): errors, latency and
+	 * holds, released at the end of each input. */
+	static struct mb_fault_plan *fz_plan;
+	if (!fz_plan) {
+		struct mb_fault_plan_config pc = { .seed = 1 };
+		struct mb_fault_rule r1 = { .action = MB_FAULT_BLK_ERROR, .dev = "fuzz",
+					    .status = VIRTIO_BLK_S_IOERR, .p = 0.5,
+					    .has_p = true, .first = 1, .last = 0 };
+		struct mb_fault_rule r2 = { .action = MB_FAULT_BLK_HOLD, .dev = "fuzz",
+					    .tag = "t", .every = 3, .first = 1 };
+		struct mb_fault_rule r3 = { .action = MB_FAULT_NET_DELAY, .dev = "fuzz",
+					    .ms = 5, .jitter = 5, .first = 1 };
+		if (mb_fault_plan_new(NULL, &pc, &fz_plan) ||
+		    mb_fault_plan_add(fz_plan, &r1) < 0 ||
+		    mb_fault_plan_add(fz_plan, &r2) < 0 || mb_fault_plan_add(fz_plan, &r3) < 0)
+			abort();
+	}
+	mb_dp_faults_init(&p->mf, post_release, p);
+	if (mb_fault_site_install(&p->mf.site, mb_fault_plan_site(fz_plan, "fuzz")))
+		abort();
 	/* One posted-write ring on channel 0 (kind 0 with bits 0x60). */
 	static struct mb_dp_ring *ring;
 	static int bell = -1;
@@ -1787,6 +1808,11 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
 			break;
 		case 1: /* an event */
+			if ((kind & 0x80) && n >= sizeof *h) {
+				h->cmd = MB_DP_FAULT;
+				h->flags = 0;
+				h->size = n;
+			}
 			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			pthread_mutex_lock(&p->ev_lock);
 			take_event(p, 0);
@@ -1818,5 +1844,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
 	mb_dp_dma_fini(&p->dma);
+	p->ctl = -1; /* the holds' releases go nowhere */
+	mb_dp_faults_fini(&p->mf);
 	free(p);
 }
