@@ -6,7 +6,7 @@
 -- never matches on the reads themselves (sectors past the disk: every read
 -- asks the VMM, which decides "none"); the same in process for scale. 20
 -- fresh machines per round are made first, then their runs timed one after
--- another (/proc/uptime ticks in 10 ms); the rows interleave within each
+-- another (/proc/uptime ticks in 10 ms; BENCH_BATCH sets 20); the rows interleave within each
 -- round; best of BENCH_ROUNDS (5). Usage: ./moonbox bench/isolate_fault.lua
 local mb = require "moonbox"
 local F = mb.fault
@@ -20,7 +20,7 @@ end
 local img = os.tmpname()
 assert(os.execute("truncate -s 64K " .. img))
 
-local batch = 20
+local batch = tonumber(os.getenv("BENCH_BATCH")) or 20
 local function time(isolate, rule)
   local ms = {}
   for i = 1, batch do -- made first: the spawns are not timed
