@@ -203,6 +203,9 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	echo
 	./moonbox bench/isolate.lua | grep -v '^isolate ' || echo "FAILED: bench/isolate.lua" >&2
+	# fault rules an isolated model asks the VMM about vs none
+	echo
+	./moonbox bench/isolate_fault.lua || echo "FAILED: bench/isolate_fault.lua" >&2
 fi
 
 # ---- vhost-user (bench/vhost_user.c; owner: vhost-user work) ---------------

@@ -409,6 +409,18 @@ void ds_control(const uint8_t *msg, ssize_t n)
 		else
 			ds_reply(&q, 0, NULL, 0);
 		break;
+	case MB_DP_FAULT_ARM: {
+		const char *why = "";
+		int e = ds_fault_arm(pl, len, &why);
+		if (e)
+			ds_fail(&q, e, why);
+		else
+			ds_reply(&q, 0, NULL, 0);
+		break;
+	}
+	case MB_DP_FAULT_RELEASE:
+		ds_fault_release(pl, len);
+		break;
 	case MB_DP_DMA_UNMAP: {
 		const char *why = "";
 		int e = ds_unmap(pl, len, &why);
@@ -462,10 +474,12 @@ static int dma_one(bool wr, uint64_t gpa, void *buf, size_t len)
 		if (got < (ssize_t)sizeof a || (size_t)got > sizeof msg)
 			goto out;
 		memcpy(&a, msg, sizeof a);
-		if (a.size != (uint32_t)got || !(a.flags & MB_DP_F_REPLY) || a.cmd != h.cmd)
+		if (a.size != (uint32_t)got || !(a.flags & MB_DP_F_REPLY))
 			goto out;
 		if (a.id != h.id)
 			continue; /* a late reply to one that timed out */
+		if (a.cmd != h.cmd)
+			goto out;
 		if (a.flags & MB_DP_F_ERROR) {
 			rc = -EFAULT; /* refused: outside the grants */
 			goto out;
@@ -479,6 +493,48 @@ static int dma_one(bool wr, uint64_t gpa, void *buf, size_t len)
 			goto out;
 		if (!wr)
 			memcpy(buf, msg + sizeof a + sizeof back, len);
+		rc = 0;
+		break;
+	}
+out:
+	pthread_mutex_unlock(&dma_lock);
+	return rc;
+}
+
+/* A fault question (cli/devfault.c), on the same socket as DMA and in
+ * the same sequence of ids: 0 and the verdict, or -1 (no answer in time,
+ * or a malformed one: the caller takes "no fault"). */
+int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out)
+{
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_fault_event e;
+	} q = { { .cmd = MB_DP_FAULT, .size = sizeof q }, *e };
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_fault_verdict w;
+	} a;
+	int rc = -1;
+	pthread_mutex_lock(&dma_lock);
+	q.h.id = ++dma_id;
+	if (send(ds_evt_fd, &q, sizeof q, MSG_NOSIGNAL) != (ssize_t)sizeof q)
+		goto out;
+	for (;;) {
+		struct pollfd pf = { .fd = ds_evt_fd, .events = POLLIN };
+		if (poll(&pf, 1, ds_dma_timeout_ms) <= 0)
+			goto out;
+		ssize_t got = recv(ds_evt_fd, &a, sizeof a, MSG_DONTWAIT | MSG_TRUNC);
+		if (got < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (got < (ssize_t)sizeof a.h)
+			goto out;
+		if (a.h.id != q.h.id && (a.h.flags & MB_DP_F_REPLY) &&
+		    a.h.size == (uint32_t)got)
+			continue; /* a late reply to one that timed out */
+		if (got != (ssize_t)sizeof a || a.h.size != sizeof a ||
+		    a.h.cmd != MB_DP_FAULT || a.h.flags != MB_DP_F_REPLY)
+			goto out;
+		*out = a.w;
 		rc = 0;
 		break;
 	}

@@ -77,6 +77,12 @@ extern int ds_dma_timeout_ms;
 uint16_t ds_dma_next_id(void);
 /* DMA_UNMAP of a granted window (len payload bytes at pl): 0 or errno. */
 int ds_unmap(const uint8_t *pl, size_t len, const char **why);
+/* Fault rules inside the model (cli/devfault.c, docs/devproc.md): FAULT_ARM
+ * (0 or errno with why), FAULT_RELEASE, and the question to the VMM. */
+int ds_fault_arm(const uint8_t *pl, size_t len, const char **why);
+void ds_fault_release(const uint8_t *pl, size_t len);
+int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out);
+struct mb_fault_site *ds_fault_site(void); /* the proxy site, once armed */
 /* A reply (or an error reply with a message) to request q. */
 void ds_reply(const struct mb_dp_hdr *q, int err, const void *pl, size_t len);
 void ds_fail(const struct mb_dp_hdr *q, int err, const char *msg);

@@ -27,6 +27,7 @@
 
 #include "core/internal.h"
 #include "core/devproc_dma.h"
+#include "core/devproc_fault.h"
 #include "moonbox/devproc.h"
 
 #ifndef MB_LIBEXEC
@@ -116,6 +117,9 @@ struct mb_devproc {
 	/* dev.* faults (core/devproc_fault.c): NULL unless a rule targets
 	 * this device; matched on each access before it is forwarded. */
 	struct mb_fault_site *_Atomic dfault;
+	/* Rules its model decides (core/devproc_fault.h): the process asks
+	 * over the events socket; armed again after a restart. */
+	struct mb_dp_faults mf;
 	/* Each death's policy, once run, counts here (under why_lock, with
 	 * settle signalled): an access that was in flight waits for it and,
 	 * after a restart, goes again to the new process. */
@@ -353,6 +357,34 @@ static void post(struct mb_devproc *p, uint16_t cmd, uint32_t v)
 	pthread_mutex_unlock(&p->post_lock);
 }
 
+/* FAULT_RELEASE: the request held under tok goes on (posted). */
+static void post_release(void *ctx, const char *tok)
+{
+	struct mb_devproc *p = ctx;
+	struct {
+		struct mb_dp_hdr h;
+		char tok[MB_FAULT_TAG_MAX];
+	} msg = { { .cmd = MB_DP_FAULT_RELEASE, .size = sizeof msg,
+		    .flags = MB_DP_F_NO_REPLY }, { 0 } };
+	snprintf(msg.tok, sizeof msg.tok, "%s", tok);
+	pthread_mutex_lock(&p->post_lock);
+	if (atomic_load(&p->alive) && p->ctl >= 0)
+		send(p->ctl, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	pthread_mutex_unlock(&p->post_lock);
+}
+
+/* FAULT_ARM with what is armed so far (0 or -errno with a message). */
+static int arm(struct mb_devproc *p)
+{
+	pthread_mutex_lock(&p->mf.lock);
+	struct mb_dp_fault_arm a = { p->mf.fam, p->mf.ops };
+	pthread_mutex_unlock(&p->mf.lock);
+	if (!a.fam)
+		return 0;
+	ssize_t n = request(p, MB_DP_FAULT_ARM, &a, sizeof a, NULL, 0, p->timeout_ms * 4);
+	return n < 0 ? (int)n : 0;
+}
+
 /* ---- the proxy's line ---------------------------------------------------- */
 
 /* Under ev_lock: events arrive in the order the process made them. */
@@ -408,6 +440,19 @@ static int take_event(struct mb_devproc *p, int ms)
 	if ((u.h.cmd == MB_DP_DMA_READ || u.h.cmd == MB_DP_DMA_WRITE) &&
 	    !(u.h.flags & MB_DP_F_REPLY)) {
 		dma_request(p, p->evt, u.b, (size_t)n); /* from a device thread */
+		return 1;
+	}
+	if (u.h.cmd == MB_DP_FAULT && !(u.h.flags & MB_DP_F_REPLY)) {
+		/* the model's question, answered at once (never waits on the
+		 * process: a dead one just misses its answer) */
+		struct {
+			struct mb_dp_hdr h;
+			struct mb_dp_fault_verdict w;
+		} a;
+		size_t k = mb_dp_fault_serve(&p->mf, u.b, (size_t)n, (uint8_t *)&a,
+					     sizeof a);
+		if (k)
+			send(p->evt, &a, k, MSG_NOSIGNAL | MSG_DONTWAIT);
 		return 1;
 	}
 	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
@@ -839,6 +884,7 @@ static void close_proc(struct mb_devproc *p)
 		p->ch[i].fd = -1;
 		pthread_mutex_unlock(&p->ch[i].lock);
 	}
+	mb_dp_faults_drop_holds(&p->mf); /* they died with the process */
 }
 
 static void on_exit_(void *opaque, int fd);
@@ -1260,6 +1306,29 @@ int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s)
 	return mb_fault_site_install(&p->fault, s);
 }
 
+int mb_devproc_set_model_fault(struct mb_devproc *p, struct mb_fault_site *s,
+			       unsigned fam, unsigned ops)
+{
+	int rc = mb_fault_site_install(&p->mf.site, s);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->mf.lock);
+	unsigned was_fam = p->mf.fam, was_ops = p->mf.ops;
+	p->mf.fam |= fam, p->mf.ops |= ops;
+	bool same = p->mf.fam == was_fam && p->mf.ops == was_ops;
+	pthread_mutex_unlock(&p->mf.lock);
+	/* Synchronous: the rule holds for the next request plan:add's
+	 * caller makes. A dead process is armed when it restarts. */
+	if (same || !atomic_load(&p->alive))
+		return 0;
+	if ((rc = arm(p))) {
+		pthread_mutex_lock(&p->mf.lock);
+		p->mf.fam = was_fam, p->mf.ops = was_ops;
+		pthread_mutex_unlock(&p->mf.lock);
+	}
+	return rc;
+}
+
 int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s)
 {
 	return mb_fault_site_install(&p->dfault, s);
@@ -1315,6 +1384,7 @@ static void px_free(void *impl)
 	pthread_mutex_destroy(&p->why_lock);
 	pthread_cond_destroy(&p->settle);
 	mb_dp_dma_fini(&p->dma);
+	mb_dp_faults_fini(&p->mf);
 	if (p->ring)
 		munmap(p->ring, p->ring_size);
 	if (p->ring_fd >= 0)
@@ -1336,6 +1406,9 @@ int mb_devproc_restart(struct mb_devproc *p)
 	if (rc)
 		return rc;
 	p->restarts++;
+	if (arm(p))
+		fprintf(stderr, "moonbox: device %s restarted without its fault "
+			"rules: %s\n", p->rep.name, mb_errmsg());
 	if (p->have_state && p->ops.state) {
 		ssize_t n = request(p, MB_DP_LOAD, p->last_state, p->ops.state->size,
 				    NULL, 0, p->timeout_ms * 4);
@@ -1378,6 +1451,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
+	mb_dp_faults_init(&p->mf, post_release, p);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1650,6 +1724,27 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	if (mb_dp_dma_init(&p->dma, fz_m, &dc))
 		abort();
 	atomic_store(&p->dma.revoked[1], true);
+	/* Rules its model decides (kind 1 with bit 0x80: a FAULT question
+	 * with the right header, the event the input's): errors, latency and
+	 * holds, released at the end of each input. */
+	static struct mb_fault_plan *fz_plan;
+	if (!fz_plan) {
+		struct mb_fault_plan_config pc = { .seed = 1 };
+		struct mb_fault_rule r1 = { .action = MB_FAULT_BLK_ERROR, .dev = "fuzz",
+					    .status = VIRTIO_BLK_S_IOERR, .p = 0.5,
+					    .has_p = true, .first = 1, .last = 0 };
+		struct mb_fault_rule r2 = { .action = MB_FAULT_BLK_HOLD, .dev = "fuzz",
+					    .tag = "t", .every = 3, .first = 1 };
+		struct mb_fault_rule r3 = { .action = MB_FAULT_NET_DELAY, .dev = "fuzz",
+					    .ms = 5, .jitter = 5, .first = 1 };
+		if (mb_fault_plan_new(NULL, &pc, &fz_plan) ||
+		    mb_fault_plan_add(fz_plan, &r1) < 0 ||
+		    mb_fault_plan_add(fz_plan, &r2) < 0 || mb_fault_plan_add(fz_plan, &r3) < 0)
+			abort();
+	}
+	mb_dp_faults_init(&p->mf, post_release, p);
+	if (mb_fault_site_install(&p->mf.site, mb_fault_plan_site(fz_plan, "fuzz")))
+		abort();
 	/* One posted-write ring on channel 0 (kind 0 with bits 0x60). */
 	static struct mb_dp_ring *ring;
 	static int bell = -1;
@@ -1713,6 +1808,11 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 			recv(ch[1], drain, sizeof drain, MSG_DONTWAIT);
 			break;
 		case 1: /* an event */
+			if ((kind & 0x80) && n >= sizeof *h) {
+				h->cmd = MB_DP_FAULT;
+				h->flags = 0;
+				h->size = n;
+			}
 			send(ev[1], msg, n, MSG_DONTWAIT | MSG_NOSIGNAL);
 			pthread_mutex_lock(&p->ev_lock);
 			take_event(p, 0);
@@ -1744,5 +1844,7 @@ void mb_devproc_fuzz(const uint8_t *data, size_t len)
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
 	mb_dp_dma_fini(&p->dma);
+	p->ctl = -1; /* the holds' releases go nowhere */
+	mb_dp_faults_fini(&p->mf);
 	free(p);
 }

@@ -65,6 +65,10 @@ struct mb_fault_plan {
 	 * held (fault_once's section below). */
 	struct mb_timer *once_timer;
 	unsigned npending;
+	/* A device process's proxy of the VMM's plan: every event a site
+	 * armed for it is sent there and decided there (no rules here). */
+	mb_fault_remote_fn *remote;
+	void *remote_ctx;
 };
 
 /* ---- the generator ------------------------------------------------------------ */
@@ -271,6 +275,17 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 	return s;
 }
 
+void mb_fault_plan_set_remote(struct mb_fault_plan *p, mb_fault_remote_fn *fn,
+			      void *ctx)
+{
+	p->remote = fn, p->remote_ctx = ctx;
+}
+
+void mb_fault_site_arm(struct mb_fault_site *s, unsigned ops)
+{
+	atomic_fetch_or_explicit(&s->ops, ops & MB_FAULT_OP_ANY, memory_order_release);
+}
+
 /* ---- rules -------------------------------------------------------------------- */
 
 static bool prob(double x)
@@ -443,8 +458,8 @@ static const char *kind_for(enum mb_fault_action a)
 	       : "virtio_blk";
 }
 
-/* The device a rule names, of the kind its fault acts on, in this
- * process (isolated devices refuse: docs/devproc.md). */
+/* The device a rule names, of the kind its fault acts on (an isolated
+ * one refuses what its process cannot be asked about: docs/devproc.md). */
 static int find_dev(struct mb_fault_plan *p, const char *dev,
 		    enum mb_fault_action a, struct mb_device **out)
 {
@@ -470,25 +485,39 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): line "
 				 "errors need the UART's own LSR, in its process (drop and "
 				 "corrupt act on the wire)", dev);
-	/* Every other fault is decided and applied inside the device model
-	 * (blk at its ring, before a worker runs the request), which for an
-	 * isolated device is in the other process: the VMM never sees the
-	 * request to decide on it. */
-	if (mb_devproc_of(d) && a != MB_FAULT_UART_DROP && a != MB_FAULT_UART_CORRUPT)
-		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): %s is "
-				 "decided inside the %s model, which runs in the device's "
-				 "own process, out of the VMM's reach; at the process "
-				 "boundary act dev.* (delay, drop, corrupt, kill) and a "
-				 "UART's uart.drop and uart.corrupt", dev,
+	/* Every other fault is applied inside the device model, which for
+	 * an isolated device is in the other process: it asks the VMM, which
+	 * decides here (docs/devproc.md, "Fault rules inside an isolated
+	 * model"). What acts once, when added, would need the model to be
+	 * told to act, which no message does yet. */
+	if (mb_devproc_of(d) && (mb_fault_is_once(a) || a == MB_FAULT_NET_LINK))
+		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): %s "
+				 "acts once, when added, inside the %s model, in the "
+				 "device's own process, and no message tells a device "
+				 "process to act now; rules decided per event (blk.*, "
+				 "net.*, pit.*, virtio.bad_used_id) work isolated", dev,
 				 mb_fault_action_name(a), mb_device_kind(d));
 	*out = d;
 	return 0;
 }
 
+/* The ops a rule matches: the op a fault acts on is its filter. */
+static unsigned rule_ops(const struct mb_fault_rule *r)
+{
+	if (r->action == MB_FAULT_BLK_LYING_FLUSH)
+		return MB_FAULT_OP_FLUSH;
+	if (r->action == MB_FAULT_BLK_TORN_WRITE)
+		return MB_FAULT_OP_WRITE;
+	if (r->action == MB_FAULT_BLK_BAD)
+		return MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
+	return r->ops;
+}
+
 /* With a machine: give the device the site (virtio_blk, uart16550). */
 static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
-		  enum mb_fault_action a)
+		  const struct mb_fault_rule *r)
 {
+	enum mb_fault_action a = r->action;
 	if (!p->m)
 		return 0;
 	if (mb_fault_is_irq(a)) /* the machine's lines, not a device */
@@ -501,6 +530,10 @@ static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 		return mb_devproc_set_dev_fault(mb_devproc_of(d), s);
 	if (mb_fault_is_uart(a) && mb_devproc_of(d))
 		return mb_devproc_set_uart_fault(mb_devproc_of(d), s);
+	if (mb_devproc_of(d)) /* decided here, applied in the process's model */
+		return mb_devproc_set_model_fault(mb_devproc_of(d), s,
+			mb_fault_is_virtio(a) ? MB_DP_FAULT_VIRTIO : MB_DP_FAULT_MODEL,
+			rule_ops(r) ? rule_ops(r) : MB_FAULT_OP_ANY);
 	if (MB_FAULT_IS_NET(a))
 		return mb_virtio_net_set_fault(mb_virtio_dev_model(d), s);
 	if (mb_fault_is_uart(a)) {
@@ -701,7 +734,7 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 		rc = room(p);
 	pthread_mutex_unlock(&p->lock);
 	/* Outside the lock: the device may be deciding right now. */
-	if (!rc && (rc = attach(p, s, r->action)))
+	if (!rc && (rc = attach(p, s, r)))
 		return rc;
 	if (rc)
 		return rc;
@@ -717,13 +750,7 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	sl->healed = healed;
 	sl->added_ns = p->m ? mb_machine_clock(p->m)->now(mb_machine_clock(p->m))
 			    : now_ns(CLOCK_MONOTONIC);
-	/* The op a fault acts on is its filter. */
-	if (r->action == MB_FAULT_BLK_LYING_FLUSH)
-		sl->r.ops = MB_FAULT_OP_FLUSH;
-	else if (r->action == MB_FAULT_BLK_TORN_WRITE)
-		sl->r.ops = MB_FAULT_OP_WRITE;
-	else if (r->action == MB_FAULT_BLK_BAD)
-		sl->r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
+	sl->r.ops = rule_ops(r);
 	int id = (int)++p->nrules;
 	atomic_fetch_or_explicit(&s->ops, sl->r.ops ? sl->r.ops : MB_FAULT_OP_ANY,
 				 memory_order_release);
@@ -945,6 +972,9 @@ static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t
 /* proc: the event is an access at the process boundary (dev.* rules
  * only); otherwise the device's own event (every other rule). A site is
  * per device name, and an isolated UART has both kinds of rule. */
+static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
+		      bool proc, uint64_t seq, struct mb_fault_verdict *v);
+
 static void decide(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
 		   bool proc, struct mb_fault_verdict *v)
 {
@@ -953,6 +983,26 @@ static void decide(struct mb_fault_site *site, const struct mb_fault_blk_event *
 	uint64_t seq = atomic_fetch_add_explicit(&site->seq, 1, memory_order_relaxed) + 1;
 	if (!(atomic_load_explicit(&site->ops, memory_order_acquire) & e->op))
 		return; /* no rule here looks at this op */
+	if (p->remote) { /* a device process: the VMM decides, with our seq */
+		p->remote(p->remote_ctx, e, seq, v);
+		return;
+	}
+	decide_at(site, e, proc, seq, v);
+}
+
+void mb_fault_remote_decide(struct mb_fault_site *site,
+			    const struct mb_fault_blk_event *e, uint64_t seq,
+			    struct mb_fault_verdict *v)
+{
+	memset(v, 0, sizeof *v);
+	if (atomic_load_explicit(&site->ops, memory_order_acquire) & e->op)
+		decide_at(site, e, false, seq, v);
+}
+
+static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
+		      bool proc, uint64_t seq, struct mb_fault_verdict *v)
+{
+	struct mb_fault_plan *p = site->p;
 	pthread_mutex_lock(&p->lock);
 	if (p->closed || !p->enabled || p->diverged)
 		goto out;

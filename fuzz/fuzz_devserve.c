@@ -17,6 +17,11 @@
  *   0xe8..0xef: a hostile VMM's posted-write ring: the bytes over the
  *      shared ring (head, tail, entries), our count from byte 0 of the
  *      input, then the channel thread's turn (ds_ring_take);
+ *   0xe0..0xe7: a hostile VMM's verdict (FAULT's reply): the device
+ *      armed (FAULT_ARM, family from bit 1), the bytes queued as the reply
+ *      (bit 0: with the awaited id and a right header, the bytes the
+ *      verdict), then an event asked through the proxy site and the
+ *      verdict applied to a sector's and a frame's worth of data;
  *   0xf0..0xf7: a hostile VMM's reply to a DMA_READ/DMA_WRITE (dma =
  *      "message"): the bytes are queued as the reply (bit 0: with the
  *      awaited id), then the device reads or writes its remote RAM.
@@ -32,6 +37,7 @@
 
 #include "cli/devserve.h"
 #include "core/devproc_dma.h"
+#include "moonbox/fault.h"
 #include "moonbox/i8042.h"
 #include "moonbox/pit8254.h"
 #include "moonbox/rtc.h"
@@ -194,6 +200,45 @@ static void dma_reply(unsigned kind, const uint8_t *b, size_t len)
 		; /* a reply the device did not take */
 }
 
+static void verdict(unsigned kind, const uint8_t *b, size_t len)
+{
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_fault_arm a;
+	} arm = { { .id = 1, .cmd = MB_DP_FAULT_ARM, .size = sizeof arm },
+		  { kind & 2 ? MB_DP_FAULT_VIRTIO : MB_DP_FAULT_MODEL, MB_FAULT_OP_ANY } };
+	ds_control((const uint8_t *)&arm, sizeof arm); /* refused by some kinds */
+	drain();
+	struct mb_fault_site *s = ds_fault_site();
+	if (!s)
+		return;
+	static uint8_t q[MB_DP_MAX_MSG];
+	size_t n = len;
+	memcpy(q, b, len);
+	if (kind & 1) {
+		struct mb_dp_hdr h = { .id = ds_dma_next_id(), .cmd = MB_DP_FAULT,
+				       .size = sizeof h + sizeof(struct mb_dp_fault_verdict),
+				       .flags = MB_DP_F_REPLY };
+		memset(q, 0, h.size);
+		memcpy(q, &h, sizeof h);
+		memcpy(q + sizeof h, b, len < h.size - sizeof h ? len : h.size - sizeof h);
+		n = h.size;
+	}
+	send(evt[1], q, n, MSG_DONTWAIT | MSG_NOSIGNAL);
+	ds_dma_timeout_ms = 0;
+	struct mb_fault_blk_event e = { MB_FAULT_OP_READ, len, 1 };
+	struct mb_fault_verdict v;
+	mb_fault_blk_decide(s, &e, &v);
+	/* what a model does with the fields it reads */
+	static uint8_t data[4096];
+	struct iovec iov[2] = { { data, 512 }, { data + 512, 3584 } };
+	mb_fault_blk_corrupt(&v, iov, 2, len, sizeof data);
+	mb_fault_net_corrupt(&v, data, 1514);
+	uint8_t sink[MB_DP_MAX_MSG];
+	while (recv(evt[0], sink, sizeof sink, MSG_DONTWAIT) > 0)
+		; /* the question (and a reply it did not take) */
+}
+
 static void ring(const uint8_t *b, size_t len)
 {
 	static struct mb_dp_ring *r;
@@ -231,6 +276,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint16_t cmd = 0;
 		if (len >= sizeof(struct mb_dp_hdr))
 			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
+		if (kind >= 0xe0 && kind < 0xe8) {
+			verdict(kind, b, len);
+			drain();
+			continue;
+		}
 		if (kind >= 0xe8 && kind < 0xf0) {
 			ring(b, len);
 			drain();

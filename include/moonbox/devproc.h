@@ -73,6 +73,11 @@ enum mb_dp_cmd {
 	 * posted writes caused */
 	MB_DP_FLUSH = 0x4d08,
 	MB_DP_LOG = 0x4d09, /* events: mb_dp_log (an isolated Lua device's log) */
+	/* Fault rules inside an isolated model (docs/devproc.md): */
+	MB_DP_FAULT_ARM = 0x4d0a,     /* control: mb_dp_fault_arm; reply: empty */
+	MB_DP_FAULT = 0x4d0b,         /* events, answered: mb_dp_fault_event; reply:
+				       * mb_dp_fault_verdict */
+	MB_DP_FAULT_RELEASE = 0x4d0c, /* control, posted: a hold token (char[32]) */
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -319,6 +324,47 @@ bool mb_devproc_wire_faulted(struct mb_devproc *p); /* p may be NULL */
 /* The bytes in[0..len) after the rules (out: room for len); its length. */
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out);
+
+/* Fault rules inside an isolated model: which of the model's fault site
+ * slots the process gives its proxy site (FAULT_ARM's fam), and the ops
+ * it lets through (MB_FAULT_OP_*). */
+#define MB_DP_FAULT_MODEL 1u  /* the model's own: blk, net, pit, uart */
+#define MB_DP_FAULT_VIRTIO 2u /* its virtio-mmio transport's */
+struct mb_dp_fault_arm {
+	uint32_t fam, ops;
+};
+/* One event the model asks about: its fields (moonbox/fault.h's
+ * mb_fault_blk_event) and the proxy site's count (seq, for the trace). */
+struct mb_dp_fault_event {
+	uint64_t seq, sector, nsectors;
+	uint32_t op, pad;
+};
+/* The verdict (moonbox/fault.h's mb_fault_verdict, every field a model
+ * reads, in a fixed layout). A hold's tag is a token ("#N") the VMM
+ * names in FAULT_RELEASE; plan:release(tag) is the VMM's. */
+#define MB_DP_FV_ERROR 0x1
+#define MB_DP_FV_CORRUPT 0x2
+#define MB_DP_FV_LIE 0x4
+#define MB_DP_FV_TORN 0x8
+#define MB_DP_FV_HOLD 0x10
+#define MB_DP_FV_DROP 0x20
+#define MB_DP_FV_BAD_ID 0x40
+#define MB_DP_FV_HAS_ID 0x80
+#define MB_DP_FV_ALL 0xff
+struct mb_dp_fault_verdict {
+	uint32_t flags; /* MB_DP_FV_* */
+	uint8_t status, flip, lsr, pad;
+	uint32_t ms, keep, bytes, pulses, dup, reorder, reorder_ms, delay_ms,
+		rate_ms;
+	uint16_t used_id, pad2;
+	uint64_t key, first, last, rate;
+	char tag[32];
+};
+/* Give the model of an isolated device the rules of site s (plan:add of
+ * a rule the model decides): the process arms a proxy site for fam with
+ * ops; its events are decided on s. Kept for restarts. */
+int mb_devproc_set_model_fault(struct mb_devproc *p, struct mb_fault_site *s,
+			       unsigned fam, unsigned ops);
 
 /* dev.* fault rules (F.dev.delay / drop / corrupt / kill, docs/faults.md):
  * matched on the proxy for every access before it crosses; the rest of a

@@ -368,6 +368,26 @@ void mb_fault_pit_decide(struct mb_fault_site *s, struct mb_fault_verdict *v);
 void mb_fault_virtio_decide(struct mb_fault_site *s, unsigned qi,
 			    struct mb_fault_verdict *v);
 
+/* ---- device processes: the model's rules decided in the VMM ------------ */
+
+/* An isolated device's model asks its site as in process; in the device
+ * process that site belongs to a proxy plan whose events all go to the
+ * VMM (docs/devproc.md, "Fault rules inside an isolated model"): fn gets
+ * the event and the site's own count of events (seq, from 1) and fills
+ * v. The proxy has no rules: only the ops armed reach fn, the rest are
+ * "none" as in process. */
+typedef void mb_fault_remote_fn(void *ctx, const struct mb_fault_blk_event *e,
+				uint64_t seq, struct mb_fault_verdict *v);
+void mb_fault_plan_set_remote(struct mb_fault_plan *p, mb_fault_remote_fn *fn,
+			      void *ctx);
+/* Let s's events of these ops through (a proxy site; ORed in). */
+void mb_fault_site_arm(struct mb_fault_site *s, unsigned ops);
+/* The VMM: decide a process's event on the real site, as if the model
+ * had asked here (seq: the process's count, for the trace). */
+void mb_fault_remote_decide(struct mb_fault_site *s,
+			    const struct mb_fault_blk_event *e, uint64_t seq,
+			    struct mb_fault_verdict *v);
+
 /* Flip the verdict's bits in data read for [sector, sector + len/512). */
 void mb_fault_blk_corrupt(const struct mb_fault_verdict *v,
 			  const struct iovec *iov, unsigned n, uint64_t sector,

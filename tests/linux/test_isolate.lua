@@ -5,7 +5,9 @@
 -- guest mounts an ext2 image on /dev/vdb, checksums a file the host put
 -- there, writes one, syncs, unmounts and powers off; the host compares the
 -- checksum, reads the guest's file back with debugfs, and looks at the
--- device processes from outside (/proc/PID/status).
+-- device processes from outside (/proc/PID/status). A blk.error rule on
+-- sectors 32000-32007 of the isolated disk (past what the file system
+-- uses) fails the guest's dd of that block: EIO and a kernel I/O error.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local mb = require "moonbox"
@@ -32,6 +34,8 @@ f:write([[
 ip a add 10.0.0.1/24 dev eth0; ip l set eth0 up; echo "net-up-$((6*7))"; sleep 3
 echo "guest-sum: $(sha256sum /m/data.bin)"
 echo isolated-write-ok-$((6*7)) > /m/newfile
+dd if=/dev/vdb of=/dev/null bs=512 skip=32000 count=8 iflag=direct 2>/dev/null; echo "dd-exit=$?"
+dmesg | grep 'I/O error' | head -3
 sync
 umount /m && echo guest-umount-ok
 ]])
@@ -93,6 +97,8 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   end,
 }
 
+local plan = m:faults { seed = 1 }
+local eio = plan:add(mb.fault.blk.error { dev = blk, op = "read", sectors = { 32000, 32007 } })
 local t0 = os.time()
 m:start()
 for _ = 1, 3000 do -- until the guest's eth0 is up (bounded: 300 s)
@@ -161,6 +167,13 @@ T.case("the device processes: alive, each its own pid, confined (seen from /proc
   end
   local s = blk:state()
   T.ok(s.stats.bytes >= 262144, "virtio-blk bytes " .. s.stats.bytes)
+end)
+
+T.case("blk.error on the isolated disk: the guest's dd gets EIO, the kernel logs an I/O error", function()
+  T.ok(con:match("dd%-exit=(%d+)") and con:match("dd%-exit=(%d+)") ~= "0",
+    "dd of the faulted sectors failed: " .. tostring(con:match("dd%-exit=%d+")))
+  has("I/O error, dev vdb, sector 32000")
+  T.ok(plan:fired(eio) >= 1, "fired " .. plan:fired(eio))
 end)
 
 T.case("the isolated disk's doorbells were KVM ioeventfds its process waited on", function()

@@ -85,4 +85,46 @@ T.case("frames both ways between an isolated NIC and one in process", function()
   m1:close(); m2:close()
 end)
 
+T.case("net faults on an isolated NIC: decided by the VMM's plan, applied in its process", function()
+  local a, b = mb.netpair()
+  local m1, m2 = mb.machine { memory = "16M" }, mb.machine { memory = "16M" }
+  local n1 = m1:add(mb.virtio_net { backend = a, isolate = true, mac = "02:00:00:00:00:01" })
+  local n2 = m2:add(mb.virtio_net { backend = b, mac = "02:00:00:00:00:02" })
+  local path = os.tmpname()
+  local plan = m1:faults { seed = 7, trace = path }
+  local c = plan:add(mb.fault.net.corrupt { dev = n1, dir = "tx", nth = 1, bits = 1, offset = 14 })
+  local dr = plan:add(mb.fault.net.drop { dev = n1, dir = "rx", nth = 1 })
+  local d1 = assert(D.new(m1, n1, NUM, 2))
+  local d2 = assert(D.new(m2, n2, NUM, 2))
+  local RX, TX = 0x300000, 0x310000
+  -- tx: the first frame leaves the isolated NIC with one bit flipped
+  local f = frame("\2\0\0\0\0\2", "out1")
+  m2:write(RX, string.rep("\0", 2048)); put(d2, 0, RX, 2048, 2)
+  m1:write(TX, HDR .. f); put(d1, 1, TX, #HDR + #f, 0)
+  T.ok(used(d1, 1), "transmitted")
+  T.eq(used(d2, 0), #HDR + #f, "received, its length kept")
+  local got, flips = m2:read(RX + #HDR, #f), 0
+  for i = 1, #f do
+    local x = got:byte(i) ~ f:byte(i)
+    while x ~= 0 do flips = flips + (x & 1); x = x >> 1 end
+    if i <= 14 then T.eq(got:byte(i), f:byte(i), "the Ethernet header is past offset 14's reach") end
+  end
+  T.eq(flips, 1, "one bit flipped")
+  -- rx: the first frame for it is lost; the next lands in the same buffer
+  m1:write(RX, string.rep("\0", 2048)); put(d1, 0, RX, 2048, 2)
+  local lost, kept = frame("\2\0\0\0\0\1", "lost"), frame("\2\0\0\0\0\1", "kept")
+  m2:write(TX, HDR .. lost); put(d2, 1, TX, #HDR + #lost, 0)
+  T.ok(used(d2, 1), "the lost frame went")
+  m2:write(TX + 0x1000, HDR .. kept); put(d2, 1, TX + 0x1000, #HDR + #kept, 0)
+  T.ok(used(d2, 1), "the kept frame went")
+  T.eq(used(d1, 0), #HDR + #kept)
+  T.eq(m1:read(RX + #HDR, #kept), kept, "the second frame, not the first")
+  T.eq(plan:fired(c), 1); T.eq(plan:fired(dr), 1)
+  local f2 = assert(io.open(path)); local t = f2:read("a"); f2:close(); os.remove(path)
+  T.ok(t:find('"action":"net.corrupt"', 1, true) and t:find('"action":"net.drop"', 1, true), t)
+  T.raises(function() plan:add(mb.fault.net.link { dev = n1, up = false }) end,
+    "net.link acts once, when added")
+  m1:close(); m2:close()
+end)
+
 T.done()

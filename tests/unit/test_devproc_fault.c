@@ -1,0 +1,195 @@
+/* Fault rules inside an isolated model, the VMM's side and the wire
+ * (core/devproc_fault.c): a FAULT question decided on the real site, "no
+ * fault" for a device with no rule or a question no model asks, holds
+ * counted by the plan and released by token, and the verdict's wire form
+ * checked against what a rule can give. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/devproc_fault.h"
+
+struct q {
+	struct mb_dp_hdr h;
+	struct mb_dp_fault_event e;
+};
+struct a {
+	struct mb_dp_hdr h;
+	struct mb_dp_fault_verdict w;
+};
+
+static char released[4][MB_FAULT_TAG_MAX];
+static unsigned nreleased;
+
+static void on_release(void *ctx, const char *tok)
+{
+	(void)ctx;
+	if (nreleased < 4)
+		strcpy(released[nreleased], tok);
+	nreleased++;
+}
+
+static size_t ask(struct mb_dp_faults *f, unsigned op, uint64_t sector,
+		  uint64_t seq, struct a *out)
+{
+	struct q q = { { .id = 7, .cmd = MB_DP_FAULT, .size = sizeof q },
+		       { seq, sector, 1, op, 0 } };
+	memset(out, 0, sizeof *out);
+	return mb_dp_fault_serve(f, (const uint8_t *)&q, sizeof q, (uint8_t *)out,
+				 sizeof *out);
+}
+
+static void test_serve(void **state)
+{
+	struct mb_dp_faults f;
+	struct a a;
+	mb_dp_faults_init(&f, on_release, NULL);
+	/* no model rule: every well-formed question gets "no fault" */
+	assert_int_equal(ask(&f, MB_FAULT_OP_READ, 3, 1, &a), sizeof a);
+	assert_int_equal(a.h.id, 7);
+	assert_int_equal(a.h.flags, MB_DP_F_REPLY);
+	assert_int_equal(a.w.flags, 0);
+
+	struct mb_fault_plan *p;
+	struct mb_fault_plan_config c = { .seed = 1 };
+	assert_int_equal(mb_fault_plan_new(NULL, &c, &p), 0);
+	struct mb_fault_rule e = { .action = MB_FAULT_BLK_ERROR, .dev = "disk",
+				   .ops = MB_FAULT_OP_READ, .first = 3, .last = 5,
+				   .status = VIRTIO_BLK_S_IOERR };
+	struct mb_fault_rule h = { .action = MB_FAULT_BLK_HOLD, .dev = "disk",
+				   .ops = MB_FAULT_OP_WRITE, .first = 1, .tag = "slow" };
+	assert_int_equal(mb_fault_plan_add(p, &e), 1);
+	assert_int_equal(mb_fault_plan_add(p, &h), 2);
+	struct mb_fault_site *s = mb_fault_plan_site(p, "disk");
+	assert_int_equal(mb_fault_site_install(&f.site, s), 0);
+
+	assert_int_equal(ask(&f, MB_FAULT_OP_READ, 4, 1, &a), sizeof a);
+	assert_int_equal(a.w.flags, MB_DP_FV_ERROR);
+	assert_int_equal(a.w.status, VIRTIO_BLK_S_IOERR);
+	assert_int_equal(ask(&f, MB_FAULT_OP_READ, 9, 2, &a), sizeof a);
+	assert_int_equal(a.w.flags, 0);
+	struct mb_fault_rule_stats st;
+	assert_int_equal(mb_fault_plan_stats(p, 1, &st), 0);
+	assert_int_equal(st.matched, 1);
+
+	/* two ops at once, none, or unknown bits: no model asks that */
+	assert_int_equal(ask(&f, MB_FAULT_OP_READ | MB_FAULT_OP_WRITE, 4, 3, &a), sizeof a);
+	assert_int_equal(a.w.flags, 0);
+	assert_int_equal(ask(&f, 0, 4, 3, &a), sizeof a);
+	assert_int_equal(ask(&f, 16, 4, 3, &a), sizeof a);
+	assert_int_equal(a.w.flags, 0);
+	assert_int_equal(atomic_load(&f.refused), 3);
+	assert_int_equal(mb_fault_plan_stats(p, 1, &st), 0);
+	assert_int_equal(st.matched, 1);
+
+	/* malformed: not answered */
+	struct q q = { { .id = 1, .cmd = MB_DP_FAULT, .size = sizeof q }, { 0 } };
+	assert_int_equal(mb_dp_fault_serve(&f, (uint8_t *)&q, sizeof q - 1, (uint8_t *)&a,
+					   sizeof a), 0);
+	q.h.size = sizeof q + 1;
+	assert_int_equal(mb_dp_fault_serve(&f, (uint8_t *)&q, sizeof q, (uint8_t *)&a,
+					   sizeof a), 0);
+	q.h.size = sizeof q, q.h.flags = MB_DP_F_REPLY;
+	assert_int_equal(mb_dp_fault_serve(&f, (uint8_t *)&q, sizeof q, (uint8_t *)&a,
+					   sizeof a), 0);
+
+	/* a hold: the plan counts it under its tag, the process gets a token */
+	assert_int_equal(ask(&f, MB_FAULT_OP_WRITE, 0, 4, &a), sizeof a);
+	assert_int_equal(a.w.flags, MB_DP_FV_HOLD);
+	assert_string_equal(a.w.tag, "#1");
+	assert_int_equal(ask(&f, MB_FAULT_OP_WRITE, 0, 5, &a), sizeof a);
+	assert_string_equal(a.w.tag, "#2");
+	assert_int_equal(mb_fault_plan_held(p, "slow"), 2);
+	assert_int_equal(mb_fault_plan_release(p, "slow"), 2);
+	assert_int_equal(nreleased, 2);
+	assert_string_equal(released[0], "#1");
+	assert_string_equal(released[1], "#2");
+	/* one held when the process dies: dropped, its release posted */
+	assert_int_equal(ask(&f, MB_FAULT_OP_WRITE, 0, 6, &a), sizeof a);
+	assert_int_equal(mb_fault_plan_held(p, NULL), 1);
+	mb_dp_faults_drop_holds(&f);
+	assert_int_equal(mb_fault_plan_held(p, NULL), 0);
+	assert_int_equal(nreleased, 3);
+
+	mb_dp_faults_fini(&f);
+	mb_fault_plan_free(p);
+}
+
+static void test_wire(void **state)
+{
+	struct mb_fault_verdict v = { .error = true, .status = VIRTIO_BLK_S_UNSUPP,
+				      .ms = 5, .corrupt = true, .key = 99, .first = 2,
+				      .last = 9, .bytes = 3, .torn = true, .keep = 2,
+				      .dup = 4, .reorder = 3, .reorder_ms = 7,
+				      .delay_ms = 11, .rate = 1000, .rate_ms = 20,
+				      .bad_id = true, .has_id = true, .used_id = 5,
+				      .flip = 0x81, .lsr = MB_FAULT_LSR_FE, .pulses = 2 };
+	struct mb_dp_fault_verdict w, w2;
+	struct mb_fault_verdict back;
+	mb_dp_fault_to_wire(&v, &w);
+	assert_int_equal(mb_dp_fault_from_wire(&w, &back), 0);
+	assert_true(back.error && back.corrupt && back.torn && back.bad_id && back.has_id);
+	assert_false(back.hold || back.drop || back.lie || back.kill);
+	assert_int_equal(back.status, v.status);
+	assert_int_equal(back.ms, 5);
+	assert_int_equal(back.key, 99);
+	assert_int_equal(back.first, 2);
+	assert_int_equal(back.last, 9);
+	assert_int_equal(back.bytes, 3);
+	assert_int_equal(back.keep, 2);
+	assert_int_equal(back.dup, 4);
+	assert_int_equal(back.reorder, 3);
+	assert_int_equal(back.reorder_ms, 7);
+	assert_int_equal(back.delay_ms, 11);
+	assert_int_equal(back.rate, 1000);
+	assert_int_equal(back.rate_ms, 20);
+	assert_int_equal(back.used_id, 5);
+	assert_int_equal(back.flip, 0x81);
+	assert_int_equal(back.lsr, MB_FAULT_LSR_FE);
+	assert_int_equal(back.pulses, 2);
+
+	/* each field past what a rule gives: none of it applies */
+#define BAD(stmt)                                                         \
+	do {                                                              \
+		w2 = w;                                                   \
+		stmt;                                                     \
+		assert_int_equal(mb_dp_fault_from_wire(&w2, &back), -EINVAL); \
+		assert_false(back.error || back.corrupt || back.torn);    \
+	} while (0)
+	BAD(w2.flags |= 0x100);
+	BAD(w2.status = 0);
+	BAD(w2.status = 7);
+	BAD(w2.ms = 3600001);
+	BAD(w2.bytes = 513);
+	BAD(w2.pulses = 1001);
+	BAD(w2.dup = 17);
+	BAD(w2.reorder = 65);
+	BAD(w2.reorder_ms = 60001);
+	BAD(w2.delay_ms = 120001);
+	BAD(w2.rate_ms = 60001);
+	BAD(w2.rate = 7);
+	BAD(w2.rate = (1ull << 40) + 1);
+	BAD(w2.lsr = 0x01);
+	BAD(memset(w2.tag, 'x', sizeof w2.tag));
+	BAD((w2.flags |= MB_DP_FV_HOLD, strcpy(w2.tag, "slow")));
+	w2 = w;
+	w2.flags |= MB_DP_FV_HOLD;
+	strcpy(w2.tag, "#3");
+	assert_int_equal(mb_dp_fault_from_wire(&w2, &back), 0);
+	assert_true(back.hold);
+	assert_string_equal(back.tag, "#3");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_serve),
+		cmocka_unit_test(test_wire),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
