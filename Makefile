@@ -65,7 +65,8 @@ $(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
 $(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
 	$(CC) $(LDFLAGS) -o $@ $^
 # The device process (docs/devproc.md): a device model on passed fds.
-$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(B)/cli/vhostserve.o \
+$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(B)/cli/devserve_map.o \
+		$(B)/cli/vhostserve.o \
 		$(B)/cli/vhostmain.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
 
