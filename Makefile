@@ -91,6 +91,7 @@ $(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) $(O)/libmoonbox.a
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) $(O)/libmoonbox.a -lcmocka $(LDLIBS)
 # It compiles the back-end in whole (it is not part of the library).
 $(B)/tests/test_vhostserve: cli/vhostserve.c cli/vhostserve.h
+$(B)/tests/test_devserve_map: cli/devserve.c cli/devserve_map.c cli/devserve.h
 
 examples: $(EXAMPLE_BINS)
 $(B)/examples/%: examples/%.c $(wildcard examples/*.h) $(O)/libmoonbox.a
