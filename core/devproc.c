@@ -145,6 +145,7 @@ struct mb_devproc {
 	/* A grant or revoke from the script and a restart's mapping of the
 	 * run-time grants, one at a time (a new process misses none). */
 	pthread_mutex_t grant_lock;
+	_Atomic unsigned incarnation; /* spawns so far (mark_dead_of) */
 	/* An isolated Lua device's last log lines (under ev_lock; made on
 	 * the first): a ring of MB_DP_LOG_KEEP, nlog taken in all. */
 	char (*log)[MB_DP_LOG_TEXT];
@@ -245,16 +246,24 @@ static ssize_t recv_timed(int fd, void *buf, size_t len)
 	}
 }
 
-static void mark_dead(struct mb_devproc *p, const char *why)
+/* The process an access found dead is the one it was sent to: a vCPU
+ * whose send failed on the old process's closed channel must not kill
+ * the one a restart is creating meanwhile (spawn counts incarnations). */
+static void mark_dead_of(struct mb_devproc *p, const char *why, unsigned inc)
 {
 	pthread_mutex_lock(&p->why_lock);
-	if (atomic_exchange(&p->alive, false)) {
+	if (inc == atomic_load(&p->incarnation) && atomic_exchange(&p->alive, false)) {
 		snprintf(p->why, sizeof p->why, "%s", why);
 		/* The pidfd's watch runs the policy once the process is gone. */
 		if (p->pidfd >= 0)
 			syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
 	}
 	pthread_mutex_unlock(&p->why_lock);
+}
+
+static void mark_dead(struct mb_devproc *p, const char *why)
+{
+	mark_dead_of(p, why, atomic_load(&p->incarnation));
 }
 
 static void why_of(struct mb_devproc *p, char *out, size_t len)
@@ -597,9 +606,10 @@ static void flush_chan(struct mb_devproc *p, struct chan *c)
 	if (!atomic_load(&c->posted) || !atomic_load(&p->alive))
 		return;
 	atomic_fetch_add(&p->nflushes, 1);
+	unsigned inc = atomic_load(&p->incarnation);
 	const char *fail = send_on(p, c, MB_DP_FLUSH, false, 0, 0, NULL, 0, &a);
 	if (fail)
-		mark_dead(p, fail);
+		mark_dead_of(p, fail, inc);
 	else
 		take_reply(p, &a);
 }
@@ -775,16 +785,18 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 	}
 	if (p->posted && !write) /* its own channel's go first by order */
 		flush_all(p, my_chan(p));
+	unsigned inc = atomic_load(&p->incarnation);
 	const char *fail = atomic_load(&p->alive) ? exchange(r, off, data, size, write, &a)
 						  : "killed";
 	if (fail) {
-		mark_dead(p, fail);
+		mark_dead_of(p, fail, inc);
 		/* In flight when it died: once only, on the restarted process
 		 * (a read gets the new process's value, not all ones). */
 		if (!await_restart(p, seen))
 			return;
+		inc = atomic_load(&p->incarnation);
 		if ((fail = exchange(r, off, data, size, write, &a))) {
-			mark_dead(p, fail);
+			mark_dead_of(p, fail, inc);
 			return;
 		}
 	}
@@ -1137,6 +1149,7 @@ static int spawn(struct mb_devproc *p)
 	mb_dp_dma_close_mem(c->mem, memfds, nmem); /* placeholders of revoked grants */
 	pthread_mutex_lock(&p->why_lock);
 	p->pid = pid, p->pidfd = pidfd;
+	atomic_fetch_add(&p->incarnation, 1);
 	pthread_mutex_unlock(&p->why_lock);
 	for (unsigned i = 0; i < 2 + p->nchan; i++)
 		close(fds[i]); /* the child's ends */

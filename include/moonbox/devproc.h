@@ -12,9 +12,10 @@
  *   5 .. 5+nchan-1  access channels (one per vCPU, one for other threads):
  *      REGION_READ / REGION_WRITE, each answered
  *   then the memory fds (dma = "shared": each RAM region's memfd;
- *   "granted": one per grant, a region's memfd of which the process maps
- *   only the window; "message": placeholders, no memory) and the backend
- *   fds the CREATE names.
+ *   "granted": one per grant given at attach, a region's memfd of which
+ *   the process maps only the window; "message": placeholders, no memory)
+ *   and the backend fds the CREATE names (the dirty map among them).
+ *   Windows granted later come with their DMA_MAP (SCM_RIGHTS).
  * Every message from either side is checked against its size and bounds.
  */
 #ifndef MOONBOX_DEVPROC_H
