@@ -61,11 +61,11 @@ static void mark(struct mb_mem *mem, size_t i, uint64_t off, uint64_t len)
 	uint64_t *d = mem->dirty[i];
 	if (!len)
 		return;
-	if (mem->sink[i]) { /* bounds checked by mb_mem_dirty_sink's caller */
-		uint64_t b = mem->sink0[i];
+	uint64_t *s = __atomic_load_n(&mem->sink[i], __ATOMIC_ACQUIRE);
+	if (s) { /* bounds checked by mb_mem_dirty_sink's caller */
+		uint64_t b = __atomic_load_n(&mem->sink0[i], __ATOMIC_RELAXED);
 		for (uint64_t p = b + off / DPAGE; p <= b + (off + len - 1) / DPAGE; p++)
-			__atomic_fetch_or(&mem->sink[i][p / 64], 1ull << (p % 64),
-					  __ATOMIC_RELAXED);
+			__atomic_fetch_or(&s[p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
 		return;
 	}
 	if (!d)
@@ -425,8 +425,12 @@ int mb_mem_unrevoke(struct mb_mem *mem, size_t i)
 
 void mb_mem_dirty_sink(struct mb_mem *mem, size_t i, uint64_t *bits, uint64_t bit0)
 {
-	if (i < mb_mem_count(mem))
-		mem->sink[i] = bits, mem->sink0[i] = bit0;
+	if (i >= mb_mem_count(mem))
+		return;
+	/* A window granted again may be in use (a revoked region's lookups
+	 * fail, but one may have begun before): the bit, then the map. */
+	__atomic_store_n(&mem->sink0[i], bit0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mem->sink[i], bits, __ATOMIC_RELEASE);
 }
 
 int mb_mem_dirty_source(struct mb_mem *mem, uint64_t base, uint64_t *bits, bool add)
