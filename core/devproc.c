@@ -1652,7 +1652,7 @@ static int dma_map(struct mb_devproc *p, unsigned i)
 	ssize_t n = request_fd(p, MB_DP_DMA_MAP, &q, sizeof q, fd, &back, sizeof back,
 			       p->timeout_ms * 4);
 	if (n < 0)
-		return mb_seterr((int)n, "%s: grant 0x%" PRIx64 "+0x%" PRIx64 ": %s",
+		return mb_seterr((int)n, "%s: 0x%" PRIx64 "+0x%" PRIx64 ": %s",
 				 p->rep.name, q.addr, q.size, mb_errmsg());
 	return 0;
 }
