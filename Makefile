@@ -65,7 +65,8 @@ $(B)/core/launch.o: override CFLAGS += -DMB_LIBEXECDIR='"$(LIBEXECDIR)"'
 $(O)/moonbox-launcher: $(B)/cli/moonbox-launcher.o
 	$(CC) $(LDFLAGS) -o $@ $^
 # The device process (docs/devproc.md): a device model on passed fds.
-$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(B)/cli/devfault.o $(B)/cli/vhostserve.o \
+$(O)/moonbox-device: $(B)/cli/moonbox-device.o $(B)/cli/devserve.o $(B)/cli/devfault.o $(B)/cli/devserve_map.o \
+		$(B)/cli/vhostserve.o \
 		$(B)/cli/vhostmain.o $(LUA_OBJ) $(O)/libmoonbox.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LUA_LIBS) $(LDLIBS) -ldl
 
@@ -90,6 +91,7 @@ $(B)/tests/%: tests/unit/%.c $(UNIT_HELPERS) $(O)/libmoonbox.a
 	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(UNIT_HELPERS) $(O)/libmoonbox.a -lcmocka $(LDLIBS)
 # It compiles the back-end in whole (it is not part of the library).
 $(B)/tests/test_vhostserve: cli/vhostserve.c cli/vhostserve.h
+$(B)/tests/test_devserve_map: cli/devserve.c cli/devserve_map.c cli/devfault.c cli/devserve.h
 
 examples: $(EXAMPLE_BINS)
 $(B)/examples/%: examples/%.c $(wildcard examples/*.h) $(O)/libmoonbox.a

@@ -619,6 +619,11 @@ int ds_map_mem(const struct mb_dp_mem *r, int lo, int hi, const char *name,
 	 * whole fd is checked, then only the slice is mapped, and the fd
 	 * goes before any guest byte is read. */
 	uint64_t whole = r->fd_size ? r->fd_size : r->size;
+	if (ds_dirty && r->dirty_bit != MB_DP_NO_DIRTY &&
+	    !ds_dirty_fits(r->dirty_bit, r->size)) {
+		snprintf(msg, len, "memory %s: dirty bit outside the dirty map", name);
+		return -1;
+	}
 	if ((r->flags & ~MB_MEM_READONLY) || !r->size || r->offset % 4096 ||
 	    r->offset > whole || r->size > whole - r->offset ||
 	    (!r->fd_size && r->offset) || mb_memfd_check(fd, whole)) {
@@ -634,6 +639,10 @@ int ds_map_mem(const struct mb_dp_mem *r, int lo, int hi, const char *name,
 			 host == MAP_FAILED ? strerror(errno) : mb_errmsg());
 		return -1;
 	}
+	/* The pages the device writes there, for the VMM's restores */
+	for (size_t i = 0; i < mb_mem_count(ds_machine->mem); i++)
+		if (mb_mem_region(ds_machine->mem, i)->base == r->base)
+			ds_dirty_sink(i, r->dirty_bit);
 	close(fd); /* the mapping stays */
 	return 0;
 }

@@ -83,6 +83,27 @@ int ds_fault_arm(const uint8_t *pl, size_t len, const char **why);
 void ds_fault_release(const uint8_t *pl, size_t len);
 int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out);
 struct mb_fault_site *ds_fault_site(void); /* the proxy site, once armed */
+/* cli/devserve_map.c: memory after the CREATE's. The dirty map the VMM
+ * passed (a sealed memfd of size bytes: one bit per page of its RAM),
+ * mapped and its fd closed: 0, or -1 with msg set. ds_dirty NULL: none. */
+extern uint64_t *ds_dirty;
+extern uint64_t ds_dirty_bits;
+int ds_dirty_take(int fd, uint64_t size, char *msg, size_t len);
+/* Do the pages of size bytes from bit on fit in the dirty map? */
+bool ds_dirty_fits(uint64_t bit, uint64_t size);
+/* Region i of ds_machine marks its writes at bit (MB_DP_NO_DIRTY, or
+ * no map: not at all). */
+void ds_dirty_sink(size_t i, uint64_t bit);
+/* DMA_MAP (len payload bytes at pl, fd the memfd that came with it or
+ * -1; always consumed): 0 or errno with why. */
+int ds_dma_map(const uint8_t *pl, size_t len, int fd, const char **why);
+/* A control message that came with a descriptor, or a DMA_MAP: acted
+ * on and replied to (anything but a DMA_MAP with a descriptor is
+ * refused, the descriptor closed). */
+void ds_control_map(const uint8_t *msg, ssize_t n, int fd);
+/* recvmsg of one control message; *fd the first descriptor that came
+ * with it (others closed) or -1. */
+ssize_t ds_recv_ctl(int sock, void *buf, size_t len, int *fd);
 /* A reply (or an error reply with a message) to request q. */
 void ds_reply(const struct mb_dp_hdr *q, int err, const void *pl, size_t len);
 void ds_fail(const struct mb_dp_hdr *q, int err, const char *msg);

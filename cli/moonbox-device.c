@@ -165,6 +165,13 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 	}
 	mb_machine_set_intc(ds_machine, &ds_intc, NULL);
 	mb_chr_fd_sink(ds_out_sink);
+	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;
+	if (c.dirty_fd >= 0 && (c.dirty_fd < first_backend || c.dirty_fd >= 3 + (int)c.nfds ||
+				ds_dirty_take(c.dirty_fd, c.dirty_size, msg, sizeof msg))) {
+		ds_fail(q, EINVAL, c.dirty_fd < first_backend || c.dirty_fd >= 3 + (int)c.nfds
+					   ? "CREATE: bad dirty map descriptor" : msg);
+		return -1;
+	}
 	for (uint32_t i = 0; i < c.nmem; i++) {
 		const struct mb_dp_mem *r = &c.mem[i];
 		char name[sizeof r->name + 1];
@@ -177,7 +184,6 @@ static int create(const struct mb_dp_hdr *q, size_t len)
 		}
 	}
 	nchan = c.nchan;
-	first_backend = MB_DP_FD_CHAN0 + (int)c.nchan + (int)c.nmem;
 	nfds_total = c.nfds;
 	/* An isolated Lua device's module is bounded in memory by this
 	 * allocator (lua/lmodule.c); the other kinds never come near it. */
@@ -343,11 +349,18 @@ int main(int argc, char **argv)
 			return 1;
 	}
 	for (;;) {
-		n = recv(MB_DP_FD_CONTROL, buf, sizeof buf, MSG_TRUNC);
+		int fd;
+		n = ds_recv_ctl(MB_DP_FD_CONTROL, buf, sizeof buf, &fd);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			_exit(0); /* the VMM closed: we go with it */
-		ds_control(buf, n);
+		uint16_t cmd = 0;
+		if (n >= (ssize_t)sizeof *q)
+			memcpy(&cmd, buf + 2, sizeof cmd);
+		if (fd >= 0 || cmd == MB_DP_DMA_MAP)
+			ds_control_map(buf, n, fd); /* a window granted at run time */
+		else
+			ds_control(buf, n);
 	}
 }

@@ -146,6 +146,10 @@ struct mb_devproc {
 	unsigned ndoorbells; /* ioeventfds registered */
 	bool irqfd, irq_relay; /* KVM irqfd on kick_irq, or the loop relays it */
 	struct mb_dp_dmastate dma; /* grants and DMA messages (core/devproc_dma.c) */
+	/* A grant or revoke from the script and a restart's mapping of the
+	 * run-time grants, one at a time (a new process misses none). */
+	pthread_mutex_t grant_lock;
+	_Atomic unsigned incarnation; /* spawns so far (mark_dead_of) */
 	/* An isolated Lua device's last log lines (under ev_lock; made on
 	 * the first): a ring of MB_DP_LOG_KEEP, nlog taken in all. */
 	char (*log)[MB_DP_LOG_TEXT];
@@ -246,16 +250,24 @@ static ssize_t recv_timed(int fd, void *buf, size_t len)
 	}
 }
 
-static void mark_dead(struct mb_devproc *p, const char *why)
+/* The process an access found dead is the one it was sent to: a vCPU
+ * whose send failed on the old process's closed channel must not kill
+ * the one a restart is creating meanwhile (spawn counts incarnations). */
+static void mark_dead_of(struct mb_devproc *p, const char *why, unsigned inc)
 {
 	pthread_mutex_lock(&p->why_lock);
-	if (atomic_exchange(&p->alive, false)) {
+	if (inc == atomic_load(&p->incarnation) && atomic_exchange(&p->alive, false)) {
 		snprintf(p->why, sizeof p->why, "%s", why);
 		/* The pidfd's watch runs the policy once the process is gone. */
 		if (p->pidfd >= 0)
 			syscall(SYS_pidfd_send_signal, p->pidfd, SIGKILL, NULL, 0);
 	}
 	pthread_mutex_unlock(&p->why_lock);
+}
+
+static void mark_dead(struct mb_devproc *p, const char *why)
+{
+	mark_dead_of(p, why, atomic_load(&p->incarnation));
 }
 
 static void why_of(struct mb_devproc *p, char *out, size_t len)
@@ -265,10 +277,40 @@ static void why_of(struct mb_devproc *p, char *out, size_t len)
 	pthread_mutex_unlock(&p->why_lock);
 }
 
+/* One message on a SOCK_SEQPACKET socket, with fd as ancillary data when
+ * fd >= 0. */
+static ssize_t send_fd(int sock, const void *buf, size_t len, int fd)
+{
+	if (fd < 0)
+		return send(sock, buf, len, MSG_NOSIGNAL);
+	union {
+		char b[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { (void *)buf, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.b,
+			     .msg_controllen = sizeof u.b };
+	struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+	c->cmsg_level = SOL_SOCKET, c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	return sendmsg(sock, &mh, MSG_NOSIGNAL);
+}
+
 /* A control request: reply payload into out (up to max), its length or
  * -errno (message set). Under ctl_lock: one request at a time. */
+static ssize_t request_fd(struct mb_devproc *p, uint16_t cmd, const void *pl,
+			  size_t len, int fd, void *out, size_t max, int ms);
+
 static ssize_t request(struct mb_devproc *p, uint16_t cmd, const void *pl,
 		       size_t len, void *out, size_t max, int ms)
+{
+	return request_fd(p, cmd, pl, len, -1, out, max, ms);
+}
+
+/* As request, with fd (>= 0) passed along (SCM_RIGHTS: DMA_MAP's memfd). */
+static ssize_t request_fd(struct mb_devproc *p, uint16_t cmd, const void *pl,
+			  size_t len, int fd, void *out, size_t max, int ms)
 {
 	static __thread uint8_t buf[MB_DP_MAX_MSG];
 	if (!atomic_load(&p->alive)) {
@@ -286,7 +328,7 @@ static ssize_t request(struct mb_devproc *p, uint16_t cmd, const void *pl,
 	if (len)
 		memcpy(h + 1, pl, len);
 	ssize_t rc;
-	if (send(p->ctl, buf, h->size, MSG_NOSIGNAL) != (ssize_t)h->size) {
+	if (send_fd(p->ctl, buf, h->size, fd) != (ssize_t)h->size) {
 		rc = mb_seterr(-errno, "%s: device process: send: %s", p->rep.name,
 			       strerror(errno));
 		goto out;
@@ -609,9 +651,10 @@ static void flush_chan(struct mb_devproc *p, struct chan *c)
 	if (!atomic_load(&c->posted) || !atomic_load(&p->alive))
 		return;
 	atomic_fetch_add(&p->nflushes, 1);
+	unsigned inc = atomic_load(&p->incarnation);
 	const char *fail = send_on(p, c, MB_DP_FLUSH, false, 0, 0, NULL, 0, &a);
 	if (fail)
-		mark_dead(p, fail);
+		mark_dead_of(p, fail, inc);
 	else
 		take_reply(p, &a);
 }
@@ -679,7 +722,8 @@ static int ring_setup(struct mb_devproc *p, const struct mb_devproc_config *cfg)
 {
 	unsigned n = chans_of(p->m);
 	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
-	if (3 + 2 + n + MB_DP_MAX_MEM + cfg->nfds + nvfd + 1 + n > MB_LAUNCH_MAX_FDS)
+	if (3 + 2 + n + MB_DP_MAX_MEM + cfg->nfds + nvfd + 1 + n +
+	    (p->dma.dirty_fd >= 0) > MB_LAUNCH_MAX_FDS)
 		return 0;
 	size_t size = (n * sizeof(struct mb_dp_ring) + 4095) & ~(size_t)4095;
 	int fd = memfd_create("moonbox-posted", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -786,16 +830,18 @@ static void access_(struct prange *r, uint64_t off, void *data, unsigned size,
 	}
 	if (p->posted && !write) /* its own channel's go first by order */
 		flush_all(p, my_chan(p));
+	unsigned inc = atomic_load(&p->incarnation);
 	const char *fail = atomic_load(&p->alive) ? exchange(r, off, data, size, write, &a)
 						  : "killed";
 	if (fail) {
-		mark_dead(p, fail);
+		mark_dead_of(p, fail, inc);
 		/* In flight when it died: once only, on the restarted process
 		 * (a read gets the new process's value, not all ones). */
 		if (!await_restart(p, seen))
 			return;
+		inc = atomic_load(&p->incarnation);
 		if ((fail = exchange(r, off, data, size, write, &a))) {
-			mark_dead(p, fail);
+			mark_dead_of(p, fail, inc);
 			return;
 		}
 	}
@@ -1088,7 +1134,7 @@ static int spawn(struct mb_devproc *p)
 	p->nchan = chans_of(m);
 	unsigned nvfd = strncmp(p->kind, "virtio_", 7) ? 0 : MB_DP_MAX_KICK + 1;
 	if (3 + 2 + p->nchan + MB_DP_MAX_MEM + p->nfds + nvfd +
-	    (p->ring_on ? 1 + p->nchan : 0) > MB_LAUNCH_MAX_FDS) {
+	    (p->ring_on ? 1 + p->nchan : 0) + (p->dma.dirty_fd >= 0) > MB_LAUNCH_MAX_FDS) {
 		rc = mb_seterr(-ENOSPC, "isolate: too many descriptors");
 		goto out;
 	}
@@ -1104,8 +1150,11 @@ static int spawn(struct mb_devproc *p)
 					     : mb_dp_dma_mem(&p->dma, m, fds + nfd, c->mem, &nmem);
 	if (rc)
 		goto fail;
-	for (unsigned i = 0; i < nmem; i++)
+	for (unsigned i = 0; i < nmem; i++) {
 		c->mem[i].fd = (int32_t)(3 + nfd + i);
+		if (p->dma.mode == MB_DP_DMA_SHARED)
+			c->mem[i].dirty_bit = mb_dp_dirty_bit(&p->dma, c->mem[i].base);
+	}
 	int memfds[MB_DP_MAX_MEM];
 	memcpy(memfds, fds + nfd, nmem * sizeof *memfds);
 	nfd += nmem;
@@ -1134,12 +1183,19 @@ static int spawn(struct mb_devproc *p)
 		for (unsigned i = 0; i < p->nchan; i++)
 			fds[nfd++] = p->bell[i];
 	}
+	c->dirty_fd = -1;
+	if (p->dma.dirty_fd >= 0) { /* the VMM's: a restart gets the same bits */
+		c->dirty_fd = (int32_t)(3 + nfd);
+		c->dirty_size = p->dma.dirty_size;
+		fds[nfd++] = p->dma.dirty_fd;
+	}
 	pid_t pid = -1;
 	int pidfd = -1;
 	rc = launch(m, fds, nfd, &pid, &pidfd);
 	mb_dp_dma_close_mem(c->mem, memfds, nmem); /* placeholders of revoked grants */
 	pthread_mutex_lock(&p->why_lock);
 	p->pid = pid, p->pidfd = pidfd;
+	atomic_fetch_add(&p->incarnation, 1);
 	pthread_mutex_unlock(&p->why_lock);
 	for (unsigned i = 0; i < 2 + p->nchan; i++)
 		close(fds[i]); /* the child's ends */
@@ -1173,7 +1229,8 @@ static int spawn(struct mb_devproc *p)
 	c->optlen = (uint32_t)strlen(p->opts);
 	memcpy(c + 1, p->opts, c->optlen);
 	struct mb_dp_report rep;
-	snprintf(p->rep.name, sizeof p->rep.name, "%s", p->kind);
+	if (!p->dev) /* named once it exists (a restart keeps its name) */
+		snprintf(p->rep.name, sizeof p->rep.name, "%s", p->kind);
 	ssize_t n = request(p, MB_DP_CREATE, c, sizeof *c + c->optlen, &rep,
 			    sizeof rep, 10000);
 	if (n < 0) {
@@ -1379,6 +1436,7 @@ static void px_free(void *impl)
 	for (unsigned i = 0; i < MB_DP_MAX_CHAN; i++)
 		pthread_mutex_destroy(&p->ch[i].lock);
 	pthread_mutex_destroy(&p->ctl_lock);
+	pthread_mutex_destroy(&p->grant_lock);
 	pthread_mutex_destroy(&p->post_lock);
 	pthread_mutex_destroy(&p->ev_lock);
 	pthread_mutex_destroy(&p->why_lock);
@@ -1399,10 +1457,16 @@ static void px_free(void *impl)
 	free(p);
 }
 
+static void map_late_grants(struct mb_devproc *p);
+
 int mb_devproc_restart(struct mb_devproc *p)
 {
 	close_proc(p);
+	pthread_mutex_lock(&p->grant_lock);
 	int rc = spawn(p);
+	if (!rc)
+		map_late_grants(p); /* before its state: rings may lie in them */
+	pthread_mutex_unlock(&p->grant_lock);
 	if (rc)
 		return rc;
 	p->restarts++;
@@ -1448,6 +1512,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 		pthread_mutex_init(&p->ch[i].lock, NULL);
 	}
 	pthread_mutex_init(&p->ctl_lock, NULL);
+	pthread_mutex_init(&p->grant_lock, NULL);
 	pthread_mutex_init(&p->post_lock, NULL);
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
@@ -1634,17 +1699,65 @@ int mb_devproc_revoke(struct mb_devproc *p, uint64_t base)
 	if (i < 0)
 		return mb_seterr(-ENOENT, "%s: no grant at 0x%" PRIx64,
 				 p->rep.name, base);
+	pthread_mutex_lock(&p->grant_lock);
+	ssize_t n = 0;
 	/* First here: a restart from now on leaves it out, and a DMA message
 	 * in it is refused. */
-	if (atomic_exchange(&p->dma.revoked[i], true))
-		return 0;
-	if (p->dma.mode != MB_DP_DMA_GRANTED || !atomic_load(&p->alive))
-		return 0;
-	struct mb_dp_unmap u = { .argsz = sizeof u, .addr = base,
-				 .size = p->dma.g[i].size }, back;
-	ssize_t n = request(p, MB_DP_DMA_UNMAP, &u, sizeof u, &back, sizeof back,
+	if (!atomic_exchange(&p->dma.revoked[i], true) &&
+	    p->dma.mode == MB_DP_DMA_GRANTED && atomic_load(&p->alive)) {
+		struct mb_dp_unmap u = { .argsz = sizeof u, .addr = base,
+					 .size = p->dma.g[i].size }, back;
+		n = request(p, MB_DP_DMA_UNMAP, &u, sizeof u, &back, sizeof back,
 			    p->timeout_ms * 4);
+	}
+	pthread_mutex_unlock(&p->grant_lock);
 	return n < 0 ? (int)n : 0;
+}
+
+/* DMA_MAP of grant slot i to the live process, with the region's memfd
+ * (the process checks it, maps the window, closes its copy). */
+static int dma_map(struct mb_devproc *p, unsigned i)
+{
+	struct mb_dp_dma_map q, back;
+	int fd;
+	int rc = mb_dp_dma_map_of(&p->dma, p->m, i, &q, &fd);
+	if (rc)
+		return rc;
+	ssize_t n = request_fd(p, MB_DP_DMA_MAP, &q, sizeof q, fd, &back, sizeof back,
+			       p->timeout_ms * 4);
+	if (n < 0)
+		return mb_seterr((int)n, "%s: 0x%" PRIx64 "+0x%" PRIx64 ": %s",
+				 p->rep.name, q.addr, q.size, mb_errmsg());
+	return 0;
+}
+
+int mb_devproc_grant(struct mb_devproc *p, uint64_t base, uint64_t size)
+{
+	pthread_mutex_lock(&p->grant_lock);
+	int i = mb_dp_dma_grant(&p->dma, p->m, p->rep.name, base, size);
+	int rc = i < 0 ? i : 0;
+	if (i >= 0 && p->dma.mode == MB_DP_DMA_GRANTED) {
+		/* Live once the process has it; a dead one's successor gets
+		 * it at its start (map_late_grants or CREATE's slot). */
+		if (!atomic_load(&p->alive) || (rc = dma_map(p, (unsigned)i)) == 0)
+			atomic_store(&p->dma.revoked[i], false);
+		if (rc == -EIO && !atomic_load(&p->alive)) /* it died meanwhile */
+			atomic_store(&p->dma.revoked[i], false), rc = 0;
+	}
+	pthread_mutex_unlock(&p->grant_lock);
+	return rc;
+}
+
+/* A new process got the CREATE's grants; those granted at run time (and
+ * still live) follow, each a DMA_MAP. Under grant_lock. */
+static void map_late_grants(struct mb_devproc *p)
+{
+	if (p->dma.mode != MB_DP_DMA_GRANTED)
+		return;
+	for (unsigned i = p->dma.ncreate; i < p->dma.n; i++)
+		if (!atomic_load(&p->dma.revoked[i]) && dma_map(p, i))
+			fprintf(stderr, "moonbox: device %s restarted without a "
+				"grant: %s\n", p->rep.name, mb_errmsg());
 }
 
 void mb_devproc_dma_info(struct mb_devproc *p, struct mb_dp_dma_info *out)

@@ -13,7 +13,9 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/devproc_dma.h"
@@ -34,11 +36,76 @@ static const struct mb_mem_region *region_of(struct mb_machine *m, uint64_t base
 	return NULL;
 }
 
+/* A window as a grant must be: whole pages inside one RAM region (a
+ * memfd one, to be mapped). what names it in the message. */
+static int check_window(const struct mb_dp_dmastate *d, struct mb_machine *m,
+			const char *what, uint64_t base, uint64_t size)
+{
+	size_t ri;
+	if (!size || base % PAGE || size % PAGE)
+		return mb_seterr(-EINVAL, "%s: 0x%" PRIx64 "+0x%" PRIx64 " is not a "
+				 "whole number of 4K pages", what, base, size);
+	const struct mb_mem_region *r = region_of(m, base, size, &ri);
+	if (!r)
+		return mb_seterr(-EINVAL, "%s: 0x%" PRIx64 "+0x%" PRIx64 " is not "
+				 "inside one RAM region", what, base, size);
+	if (d->mode == MB_DP_DMA_GRANTED && mb_mem_region_fd(m->mem, ri) < 0)
+		return mb_seterr(-ENOTSUP, "%s: region %s is not a memfd (mapped by "
+				 "the caller)", what, r->name);
+	return 0;
+}
+
+static size_t bitmap_words(uint64_t size)
+{
+	return (size / PAGE + 63) / 64;
+}
+
+/* The device's dirty map: a sealed memfd both sides map, a bitmap per
+ * RAM region (each from a word boundary, laid out as mem.c's own), each
+ * registered with the map as a source of its dirty log. Per device, not
+ * per machine: a device can clear only bits of its own writes. */
+static int dirty_init(struct mb_dp_dmastate *d, struct mb_machine *m)
+{
+	size_t words = 0;
+	for (size_t i = 0; i < mb_mem_count(m->mem) && i < MB_DP_MAX_DREG; i++) {
+		const struct mb_mem_region *r = mb_mem_region(m->mem, i);
+		d->dreg[i].base = r->base, d->dreg[i].size = r->size;
+		d->dreg[i].bit0 = (uint64_t)words * 64;
+		words += bitmap_words(r->size);
+		d->ndreg = (unsigned)i + 1;
+	}
+	size_t size = (words * sizeof(uint64_t) + PAGE - 1) & ~(size_t)(PAGE - 1);
+	if (!size)
+		size = PAGE;
+	int fd = memfd_create("moonbox-dirty", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+	if (fd < 0 || ftruncate(fd, (off_t)size) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL)) {
+		int e = errno;
+		if (fd >= 0)
+			close(fd);
+		return mb_seterr(-e, "isolate: dirty map: %s", strerror(e));
+	}
+	void *map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED) {
+		int e = errno;
+		close(fd);
+		return mb_seterr(-e, "isolate: dirty map: mmap: %s", strerror(e));
+	}
+	d->dirty_fd = fd, d->dirty = map, d->dirty_size = size;
+	for (unsigned i = 0; i < d->ndreg; i++)
+		if (mb_mem_dirty_source(m->mem, d->dreg[i].base,
+					d->dirty + d->dreg[i].bit0 / 64, true))
+			return -ENOMEM;
+	return 0;
+}
+
 int mb_dp_dma_init(struct mb_dp_dmastate *d, struct mb_machine *m,
 		   const struct mb_devproc_config *cfg)
 {
 	memset(d, 0, sizeof *d);
 	pthread_mutex_init(&d->lock, NULL);
+	d->mem = m->mem;
+	d->dirty_fd = -1;
 	d->mode = cfg->dma;
 	if (d->mode > MB_DP_DMA_MESSAGE)
 		return mb_seterr(-EINVAL, "isolate: dma: unknown mode %d", (int)d->mode);
@@ -52,19 +119,11 @@ int mb_dp_dma_init(struct mb_dp_dmastate *d, struct mb_machine *m,
 		return mb_seterr(-EINVAL, "isolate: dma = \"granted\" needs grants");
 	for (unsigned i = 0; i < cfg->ngrants; i++) {
 		const struct mb_dp_grant *g = &cfg->grants[i];
-		size_t ri;
-		if (!g->size || g->base % PAGE || g->size % PAGE)
-			return mb_seterr(-EINVAL, "isolate: grants[%u]: 0x%" PRIx64 "+0x%"
-					 PRIx64 " is not a whole number of 4K pages",
-					 i + 1, g->base, g->size);
-		const struct mb_mem_region *r = region_of(m, g->base, g->size, &ri);
-		if (!r)
-			return mb_seterr(-EINVAL, "isolate: grants[%u]: 0x%" PRIx64 "+0x%"
-					 PRIx64 " is not inside one RAM region", i + 1,
-					 g->base, g->size);
-		if (d->mode == MB_DP_DMA_GRANTED && mb_mem_region_fd(m->mem, ri) < 0)
-			return mb_seterr(-ENOTSUP, "isolate: grants[%u]: region %s is not "
-					 "a memfd (mapped by the caller)", i + 1, r->name);
+		char what[40];
+		snprintf(what, sizeof what, "isolate: grants[%u]", i + 1);
+		int rc = check_window(d, m, what, g->base, g->size);
+		if (rc)
+			return rc;
 		for (unsigned j = 0; j < i; j++) {
 			const struct mb_dp_grant *o = &cfg->grants[j];
 			if (g->base < o->base + o->size && o->base < g->base + g->size)
@@ -73,19 +132,103 @@ int mb_dp_dma_init(struct mb_dp_dmastate *d, struct mb_machine *m,
 		}
 		d->g[d->n++] = *g;
 	}
+	d->ncreate = d->n;
+	/* What the process writes through its own mappings, neither KVM's
+	 * log nor mem.c's marks see: it marks them here. By messages the
+	 * VMM writes, and marks, itself. */
+	if (d->mode != MB_DP_DMA_MESSAGE)
+		return dirty_init(d, m);
 	return 0;
 }
 
 void mb_dp_dma_fini(struct mb_dp_dmastate *d)
 {
+	for (unsigned i = 0; d->dirty && i < d->ndreg; i++)
+		mb_mem_dirty_source(d->mem, d->dreg[i].base, d->dirty + d->dreg[i].bit0 / 64,
+				    false);
+	if (d->dirty)
+		munmap(d->dirty, d->dirty_size);
+	if (d->dirty_fd >= 0)
+		close(d->dirty_fd);
+	d->dirty = NULL, d->dirty_fd = -1;
 	pthread_mutex_destroy(&d->lock);
+}
+
+uint64_t mb_dp_dirty_bit(const struct mb_dp_dmastate *d, uint64_t gpa)
+{
+	for (unsigned i = 0; d->dirty && i < d->ndreg; i++)
+		if (gpa >= d->dreg[i].base && gpa - d->dreg[i].base < d->dreg[i].size)
+			return d->dreg[i].bit0 + (gpa - d->dreg[i].base) / PAGE;
+	return MB_DP_NO_DIRTY;
+}
+
+int mb_dp_dma_grant(struct mb_dp_dmastate *d, struct mb_machine *m, const char *name,
+		    uint64_t base, uint64_t size)
+{
+	if (d->mode == MB_DP_DMA_SHARED)
+		return mb_seterr(-EINVAL, "%s: dma is \"shared\" (all RAM, nothing to "
+				 "grant)", name);
+	unsigned n = atomic_load(&d->n);
+	if (d->mode == MB_DP_DMA_MESSAGE && !n)
+		return mb_seterr(-EINVAL, "%s: dma = \"message\" without grants reaches "
+				 "all RAM: nothing to grant", name);
+	int rc = check_window(d, m, name, base, size);
+	if (rc)
+		return rc;
+	for (unsigned i = 0; i < n; i++) {
+		const struct mb_dp_grant *o = &d->g[i];
+		if (!(base < o->base + o->size && o->base < base + size))
+			continue;
+		bool rev = atomic_load(&d->revoked[i]);
+		if (o->base == base && o->size == size) {
+			if (!rev)
+				return mb_seterr(-EEXIST, "%s: 0x%" PRIx64 "+0x%" PRIx64
+						 " is granted already (grants[%u])", name,
+						 base, size, i + 1);
+			if (d->mode == MB_DP_DMA_MESSAGE)
+				atomic_store(&d->revoked[i], false);
+			return (int)i; /* the same window again: its old slot */
+		}
+		/* A revoked window keeps its place in the process's map (a
+		 * guard over it): only the same window can come back there. */
+		return mb_seterr(-EEXIST, "%s: 0x%" PRIx64 "+0x%" PRIx64 " overlaps %sgrants"
+				 "[%u] (0x%" PRIx64 "+0x%" PRIx64 ")%s", name, base, size,
+				 rev ? "revoked " : "", i + 1, o->base, o->size,
+				 rev ? ": grant that window again, whole" : "");
+	}
+	if (n == MB_DP_MAX_MEM)
+		return mb_seterr(-ENOSPC, "%s: 0x%" PRIx64 "+0x%" PRIx64 ": more than %d "
+				 "grants (a revoked one keeps its slot: grant its window "
+				 "again)", name, base, size, MB_DP_MAX_MEM);
+	d->g[n] = (struct mb_dp_grant){ base, size };
+	atomic_store(&d->revoked[n], d->mode == MB_DP_DMA_GRANTED);
+	atomic_store_explicit(&d->n, n + 1, memory_order_release);
+	return (int)n;
+}
+
+int mb_dp_dma_map_of(const struct mb_dp_dmastate *d, struct mb_machine *m, unsigned i,
+		     struct mb_dp_dma_map *out, int *fd)
+{
+	const struct mb_dp_grant *g = &d->g[i];
+	size_t ri;
+	const struct mb_mem_region *r = i < d->n ? region_of(m, g->base, g->size, &ri) : NULL;
+	if (!r || (*fd = mb_mem_region_fd(m->mem, ri)) < 0)
+		return mb_seterr(-ENOENT, "grant %u: not in a memfd region", i + 1);
+	*out = (struct mb_dp_dma_map){
+		.argsz = sizeof *out,
+		.flags = MB_DP_DMA_MAP_READ |
+			 ((r->flags & MB_MEM_READONLY) ? 0 : MB_DP_DMA_MAP_WRITE),
+		.offset = g->base - r->base, .addr = g->base, .size = g->size,
+		.dirty_bit = mb_dp_dirty_bit(d, g->base),
+	};
+	return 0;
 }
 
 unsigned mb_dp_dma_nmem(const struct mb_dp_dmastate *d, struct mb_machine *m)
 {
 	switch (d->mode) {
 	case MB_DP_DMA_GRANTED:
-		return d->n;
+		return d->ncreate;
 	default:
 		return (unsigned)mb_mem_count(m->mem);
 	}
@@ -108,7 +251,8 @@ int mb_dp_dma_mem(struct mb_dp_dmastate *d, struct mb_machine *m, int *fds,
 			}
 			mem[i] = (struct mb_dp_mem){ .base = r->base, .size = r->size,
 						     .flags = MB_DP_MEM_REMOTE |
-							      (r->flags & MB_MEM_READONLY) };
+							      (r->flags & MB_MEM_READONLY),
+						     .dirty_bit = MB_DP_NO_DIRTY };
 			snprintf(mem[i].name, sizeof mem[i].name, "%s", r->name);
 			fds[i] = fd;
 			(*n)++;
@@ -117,14 +261,17 @@ int mb_dp_dma_mem(struct mb_dp_dmastate *d, struct mb_machine *m, int *fds,
 	}
 	if (d->mode != MB_DP_DMA_GRANTED)
 		return 0;
-	for (unsigned i = 0; i < d->n; i++) {
+	/* The CREATE's slots only: those granted at run time follow as
+	 * DMA_MAPs (their number must not move the backend's fds). */
+	for (unsigned i = 0; i < d->ncreate; i++) {
 		const struct mb_dp_grant *g = &d->g[i];
 		size_t ri;
 		const struct mb_mem_region *r = region_of(m, g->base, g->size, &ri);
 		int fd = r ? mb_mem_region_fd(m->mem, ri) : -1;
 		struct mb_dp_mem *e = &mem[i];
 		*e = (struct mb_dp_mem){ .base = g->base, .size = g->size,
-					 .flags = r ? r->flags : 0 };
+					 .flags = r ? r->flags : 0,
+					 .dirty_bit = mb_dp_dirty_bit(d, g->base) };
 		snprintf(e->name, sizeof e->name, "grant%u", i);
 		if (atomic_load(&d->revoked[i]) || fd < 0) {
 			/* A revoked window keeps its slot, so the backend's
@@ -136,6 +283,7 @@ int mb_dp_dma_mem(struct mb_dp_dmastate *d, struct mb_machine *m, int *fds,
 						 strerror(errno));
 			}
 			e->flags = MB_DP_MEM_REVOKED;
+			e->dirty_bit = MB_DP_NO_DIRTY;
 		} else {
 			e->offset = g->base - r->base;
 			e->fd_size = r->size;
@@ -164,9 +312,10 @@ int mb_dp_dma_find(const struct mb_dp_dmastate *d, uint64_t base)
 /* Is [addr, addr+len) inside one live grant (no grants: anywhere)? */
 static bool granted(struct mb_dp_dmastate *d, uint64_t addr, uint64_t len)
 {
-	if (!d->n)
+	unsigned n = atomic_load_explicit(&d->n, memory_order_acquire);
+	if (!n)
 		return true;
-	for (unsigned i = 0; i < d->n; i++) {
+	for (unsigned i = 0; i < n; i++) {
 		const struct mb_dp_grant *g = &d->g[i];
 		if (addr >= g->base && addr - g->base < g->size &&
 		    len <= g->size - (addr - g->base))

@@ -222,6 +222,10 @@ bool mb_debug_has_watch(struct mb_machine *m);
  * writing), one bit per 4K page of region i; OR'd into out and cleared
  * (cheap when nothing was written). */
 void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out);
+/* mem.c: a device process's bitmap for the region at base (its sink,
+ * shared memory), taken with the region's own by mb_mem_take_dirty;
+ * add false: forgotten. */
+int mb_mem_dirty_source(struct mb_mem *mem, uint64_t base, uint64_t *bits, bool add);
 /* mem.c: region i's scratch bitmap (same size, zero between uses: whoever
  * fills it clears the words it used). */
 uint64_t *mb_mem_log(struct mb_mem *mem, size_t i);

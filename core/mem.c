@@ -34,6 +34,18 @@ struct mb_mem {
 	_Atomic unsigned gen;
 	const struct mb_mem_remote_ops *rops; /* MB_MEM_REMOTE regions */
 	void *rctx;
+	/* A device process's map: writes to region i are marked in sink[i]
+	 * (the VMM's bitmap, shared), bit sink0[i] for its first page,
+	 * instead of dirty[i], which nobody there takes. */
+	uint64_t *sink[MAXREG];
+	uint64_t sink0[MAXREG];
+	/* The VMM's map: bitmaps device processes mark (mb_mem_dirty_source),
+	 * each for the region at base, taken with dirty[i]. */
+	struct dsrc {
+		uint64_t base;
+		uint64_t *bits;
+	} *src;
+	size_t nsrc;
 };
 
 #define DPAGE 4096u
@@ -47,7 +59,16 @@ static size_t dirty_words(uint64_t size)
 static void mark(struct mb_mem *mem, size_t i, uint64_t off, uint64_t len)
 {
 	uint64_t *d = mem->dirty[i];
-	if (!d || !len)
+	if (!len)
+		return;
+	uint64_t *s = __atomic_load_n(&mem->sink[i], __ATOMIC_ACQUIRE);
+	if (s) { /* bounds checked by mb_mem_dirty_sink's caller */
+		uint64_t b = __atomic_load_n(&mem->sink0[i], __ATOMIC_RELAXED);
+		for (uint64_t p = b + off / DPAGE; p <= b + (off + len - 1) / DPAGE; p++)
+			__atomic_fetch_or(&s[p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
+		return;
+	}
+	if (!d)
 		return;
 	for (uint64_t p = off / DPAGE; p <= (off + len - 1) / DPAGE; p++)
 		__atomic_fetch_or(&d[p / 64], 1ull << (p % 64), __ATOMIC_RELAXED);
@@ -59,9 +80,19 @@ static void mark(struct mb_mem *mem, size_t i, uint64_t off, uint64_t len)
 
 void mb_mem_take_dirty(struct mb_mem *mem, size_t i, uint64_t *out)
 {
+	size_t n = dirty_words(mem->r[i].size);
+	/* Device processes' marks: a hostile one may set any bit (a page
+	 * copied back for nothing) or clear its own (its own writes kept). */
+	for (size_t k = 0; k < mem->nsrc; k++) {
+		if (mem->src[k].base != mem->r[i].base)
+			continue;
+		uint64_t *b = mem->src[k].bits;
+		for (size_t w = 0; w < n; w++)
+			if (__atomic_load_n(&b[w], __ATOMIC_RELAXED))
+				out[w] |= __atomic_exchange_n(&b[w], 0, __ATOMIC_RELAXED);
+	}
 	if (!mem->dirty[i] || !__atomic_exchange_n(&mem->any[i], 0, __ATOMIC_ACQUIRE))
 		return;
-	size_t n = dirty_words(mem->r[i].size);
 	for (size_t w = 0; w < n; w++)
 		if (__atomic_load_n(&mem->dirty[i][w], __ATOMIC_RELAXED))
 			out[w] |= __atomic_exchange_n(&mem->dirty[i][w], 0,
@@ -90,6 +121,7 @@ void mb_mem_free(struct mb_mem *mem)
 		free(mem->dirty[i]);
 		free(mem->log[i]);
 	}
+	free(mem->src);
 	free(mem);
 }
 
@@ -165,6 +197,10 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 	memmove(&mem->dirty[at + 1], &mem->dirty[at], (mem->n - at) * sizeof dirty);
 	memmove(&mem->log[at + 1], &mem->log[at], (mem->n - at) * sizeof log);
 	memmove(&mem->any[at + 1], &mem->any[at], (mem->n - at) * sizeof(int));
+	memmove(&mem->sink[at + 1], &mem->sink[at], (mem->n - at) * sizeof dirty);
+	memmove(&mem->sink0[at + 1], &mem->sink0[at], (mem->n - at) * sizeof(uint64_t));
+	mem->sink[at] = NULL;
+	mem->sink0[at] = 0;
 	mem->dirty[at] = dirty;
 	mem->log[at] = log;
 	mem->any[at] = 0;
@@ -175,17 +211,19 @@ int mb_mem_add(struct mb_mem *mem, uint64_t base, uint64_t size,
 	r->flags = flags;
 	snprintf(r->name, sizeof r->name, "%s", name);
 	mem->owned[at] = owned;
-	mem->n++;
+	__atomic_store_n(&mem->n, mem->n + 1, __ATOMIC_RELEASE);
 	return 0;
 }
 
 static const struct mb_mem_region *find(const struct mb_mem *mem, uint64_t gpa)
 {
-	/* Few regions: a linear scan over a sorted array is fastest. */
-	for (size_t i = 0; i < mem->n; i++) {
+	/* Few regions: a linear scan is fastest. Not stopped at the first
+	 * base past gpa: windows granted at run time are appended
+	 * (mb_mem_add_live), out of order. gpa < base wraps to more than
+	 * any size (base + size does not wrap). */
+	size_t n = __atomic_load_n(&mem->n, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < n; i++) {
 		const struct mb_mem_region *r = &mem->r[i];
-		if (gpa < r->base)
-			return NULL;
 		if (gpa - r->base < r->size)
 			return r;
 	}
@@ -275,12 +313,12 @@ int mb_mem_load(struct mb_mem *mem, uint64_t gpa, const void *buf, size_t len)
 
 size_t mb_mem_count(const struct mb_mem *mem)
 {
-	return mem->n;
+	return __atomic_load_n(&mem->n, __ATOMIC_ACQUIRE);
 }
 
 const struct mb_mem_region *mb_mem_region(const struct mb_mem *mem, size_t i)
 {
-	return i < mem->n ? &mem->r[i] : NULL;
+	return i < mb_mem_count(mem) ? &mem->r[i] : NULL;
 }
 
 int mb_mem_region_fd(const struct mb_mem *mem, size_t i)
@@ -336,6 +374,80 @@ int mb_mem_revoke(struct mb_mem *mem, size_t i)
 		return mb_seterr(-EINVAL, "memory: no region %zu", i);
 	__atomic_fetch_or(&mem->r[i].flags, MB_MEM_REVOKED, __ATOMIC_RELEASE);
 	atomic_fetch_add(&mem->gen, 1);
+	return 0;
+}
+
+int mb_mem_add_live(struct mb_mem *mem, uint64_t base, uint64_t size, unsigned flags,
+		    void *host, const char *name, uint64_t *sink, uint64_t sink0)
+{
+	if (!name)
+		name = "ram";
+	if (!size || !host || base + size < base)
+		return mb_seterr(-EINVAL, "memory: region %s: bad size or mapping", name);
+	size_t n = mem->n; /* the one writer */
+	if (n == MAXREG)
+		return mb_seterr(-ENOSPC, "memory: more than %d regions", MAXREG);
+	for (size_t i = 0; i < n; i++) {
+		const struct mb_mem_region *o = &mem->r[i];
+		if (base < o->base + o->size && o->base < base + size)
+			return mb_seterr(-EEXIST, "memory: region %s at 0x%" PRIx64 "+0x%"
+					 PRIx64 " overlaps %s", name, base, size, o->name);
+	}
+	size_t words = dirty_words(size) ? dirty_words(size) : 1;
+	uint64_t *dirty = calloc(words, sizeof *dirty), *log = calloc(words, sizeof *log);
+	if (!dirty || !log) {
+		free(dirty);
+		free(log);
+		return mb_seterr(-ENOMEM, "memory: out of memory for %s", name);
+	}
+	/* Everything of slot n before n is published: a reader that sees
+	 * the new count sees the whole region, sink included. */
+	mem->r[n] = (struct mb_mem_region){ .base = base, .size = size, .host = host,
+					    .flags = flags };
+	snprintf(mem->r[n].name, sizeof mem->r[n].name, "%s", name);
+	mem->owned[n] = false;
+	mem->fd[n] = -1;
+	mem->dirty[n] = dirty, mem->log[n] = log, mem->any[n] = 0;
+	mem->sink[n] = sink, mem->sink0[n] = sink0;
+	__atomic_store_n(&mem->n, n + 1, __ATOMIC_RELEASE);
+	atomic_fetch_add(&mem->gen, 1);
+	return 0;
+}
+
+int mb_mem_unrevoke(struct mb_mem *mem, size_t i)
+{
+	if (i >= mb_mem_count(mem))
+		return mb_seterr(-EINVAL, "memory: no region %zu", i);
+	__atomic_fetch_and(&mem->r[i].flags, ~(unsigned)MB_MEM_REVOKED, __ATOMIC_RELEASE);
+	atomic_fetch_add(&mem->gen, 1);
+	return 0;
+}
+
+void mb_mem_dirty_sink(struct mb_mem *mem, size_t i, uint64_t *bits, uint64_t bit0)
+{
+	if (i >= mb_mem_count(mem))
+		return;
+	/* A window granted again may be in use (a revoked region's lookups
+	 * fail, but one may have begun before): the bit, then the map. */
+	__atomic_store_n(&mem->sink0[i], bit0, __ATOMIC_RELAXED);
+	__atomic_store_n(&mem->sink[i], bits, __ATOMIC_RELEASE);
+}
+
+int mb_mem_dirty_source(struct mb_mem *mem, uint64_t base, uint64_t *bits, bool add)
+{
+	for (size_t k = 0; k < mem->nsrc; k++)
+		if (mem->src[k].bits == bits && mem->src[k].base == base) {
+			if (!add)
+				mem->src[k] = mem->src[--mem->nsrc];
+			return 0;
+		}
+	if (!add)
+		return 0;
+	struct dsrc *s = realloc(mem->src, (mem->nsrc + 1) * sizeof *s);
+	if (!s)
+		return mb_seterr(-ENOMEM, "memory: out of memory");
+	mem->src = s;
+	s[mem->nsrc++] = (struct dsrc){ base, bits };
 	return 0;
 }
 

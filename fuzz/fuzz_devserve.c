@@ -14,10 +14,17 @@
  *      memory entry made of the bytes, over a sealed memfd) mapped on a
  *      scratch machine, then a DMA_UNMAP made of the rest (the devices'
  *      RAM stays mapped: every input starts from the same state);
+ *   0xe4..0xe7: a hostile VMM's DMA_MAP (a window granted at run time)
+ *      on a scratch machine with a dirty map: the bytes as the message
+ *      (an odd length: its header made right), with a descriptor by bits 0-1 (a
+ *      sealed memfd, an unsealed one, a pipe, none); then a DMA_UNMAP of
+ *      what was mapped and the same DMA_MAP again (the window comes back
+ *      at its old address), one at an address a page on (overlapping),
+ *      and writes into every window (marks in the dirty map);
  *   0xe8..0xef: a hostile VMM's posted-write ring: the bytes over the
  *      shared ring (head, tail, entries), our count from byte 0 of the
  *      input, then the channel thread's turn (ds_ring_take);
- *   0xe0..0xe7: a hostile VMM's verdict (FAULT's reply): the device
+ *   0xe0..0xe3: a hostile VMM's verdict (FAULT's reply): the device
  *      armed (FAULT_ARM, family from bit 1), the bytes queued as the reply
  *      (bit 0: with the awaited id and a right header, the bytes the
  *      verdict), then an event asked through the proxy site and the
@@ -168,6 +175,64 @@ static void window(const uint8_t *b, size_t len)
 		munmap(w.host, w.size); /* mapped by ds_map_mem, not the map */
 }
 
+static void dma_map(unsigned kind, const uint8_t *b, size_t len)
+{
+	static int sealed = -1, loose = -1, pipe_r = -1;
+	static uint64_t *dirty;
+	if (sealed < 0) {
+		int p[2];
+		sealed = memfd_create("fz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		loose = memfd_create("fz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+		if (sealed < 0 || loose < 0 || ftruncate(sealed, 16384) ||
+		    ftruncate(loose, 16384) ||
+		    fcntl(sealed, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) || pipe(p) ||
+		    !(dirty = aligned_alloc(4096, 4096)))
+			abort();
+		close(p[1]);
+		pipe_r = p[0];
+	}
+	memset(dirty, 0, 4096);
+	struct mb_machine *keep = ds_machine, *m = headless();
+	uint64_t *kd = ds_dirty, kb = ds_dirty_bits;
+	ds_machine = m, ds_dirty = dirty, ds_dirty_bits = 4096 * 8;
+	uint8_t msg[sizeof(struct mb_dp_hdr) + sizeof(struct mb_dp_dma_map) + 8] = { 0 };
+	size_t n = len < sizeof msg ? len : sizeof msg;
+	memcpy(msg, b, n);
+	struct mb_dp_hdr *h = (void *)msg;
+	if (kind & 4) {
+		n = sizeof *h + sizeof(struct mb_dp_dma_map);
+		h->size = (uint32_t)n, h->cmd = MB_DP_DMA_MAP;
+	}
+	for (int round = 0; round < 3; round++) {
+		int fd = (kind & 3) == 0 ? dup(sealed) : (kind & 3) == 1 ? dup(loose)
+			 : (kind & 3) == 2 ? dup(pipe_r) : -1;
+		if (round == 2 && n >= sizeof *h + 24) { /* the address, a page on */
+			uint64_t a;
+			memcpy(&a, msg + sizeof *h + 16, sizeof a);
+			a += 4096;
+			memcpy(msg + sizeof *h + 16, &a, sizeof a);
+		}
+		ds_control_map(msg, (ssize_t)n, fd);
+		if (round == 0 && mb_mem_count(m->mem)) {
+			const struct mb_mem_region *w = mb_mem_region(m->mem, 0);
+			struct mb_dp_unmap u = { sizeof u, 0, w->base, w->size };
+			const char *why;
+			ds_unmap((const uint8_t *)&u, sizeof u, &why);
+		}
+	}
+	struct mb_mem_region w[4];
+	size_t nw = mb_mem_count(m->mem);
+	for (size_t i = 0; i < nw && i < 4; i++) {
+		w[i] = *mb_mem_region(m->mem, i);
+		(void)mb_mem_write(m->mem, w[i].base + (len ? b[len - 1] : 0) * 16 % w[i].size,
+				   "dirty", 5);
+	}
+	ds_machine = keep, ds_dirty = kd, ds_dirty_bits = kb;
+	mb_machine_destroy(m);
+	for (size_t i = 0; i < nw && i < 4; i++)
+		munmap(w[i].host, w[i].size); /* mapped by ds_dma_map, not the map */
+}
+
 static void dma_reply(unsigned kind, const uint8_t *b, size_t len)
 {
 	static struct mb_machine *m;
@@ -277,7 +342,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (len >= sizeof(struct mb_dp_hdr))
 			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
 		if (kind >= 0xe0 && kind < 0xe8) {
-			verdict(kind, b, len);
+			if (kind < 0xe4)
+				verdict(kind, b, len);
+			else
+				dma_map((kind & 3) | (len & 1) << 2, b, len);
 			drain();
 			continue;
 		}

@@ -151,6 +151,21 @@ int mb_memfd_check(int fd, uint64_t size);
  * through the map reaches it, and mb_mem_gen() changes, so that holders
  * of pointers into it look again. The caller unmaps the memory. */
 int mb_mem_revoke(struct mb_mem *mem, size_t i);
+/* A revoked region's memory mapped again at the same host address (a
+ * re-granted window): accessible again, mb_mem_gen() changes. */
+int mb_mem_unrevoke(struct mb_mem *mem, size_t i);
+/* Add a region while other threads use the map (a window granted to a
+ * device process at run time): appended, published whole with one
+ * release store, so a reader sees it entirely or not at all. One writer
+ * at a time; mb_mem_add itself is for setting up (it reorders). Writes
+ * to it are marked in sink (below) when sink is not NULL. */
+int mb_mem_add_live(struct mb_mem *mem, uint64_t base, uint64_t size, unsigned flags,
+		    void *host, const char *name, uint64_t *sink, uint64_t sink0);
+/* In a device process: mark writes to region i in bits (one bit per 4K
+ * page; the region's first page is bit bit0), a bitmap the VMM shares
+ * and takes at snapshots and restores, instead of the map's own. The
+ * caller checked that bit0 + the region's pages fit in bits. */
+void mb_mem_dirty_sink(struct mb_mem *mem, size_t i, uint64_t *bits, uint64_t bit0);
 unsigned mb_mem_gen(struct mb_mem *mem);
 /* Memory a device process reaches by messages (dma = "message"): an
  * MB_MEM_REMOTE region is a local shadow; mb_mem_ptr fetches the range

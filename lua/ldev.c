@@ -16,6 +16,10 @@ static int dev_revoke(lua_State *L)
 {
 	return mbl_isolate_revoke(L, mbl_checkdevice(L, 1));
 }
+static int dev_grant(lua_State *L)
+{
+	return mbl_isolate_grant(L, mbl_checkdevice(L, 1));
+}
 
 /* dev:mmio_read(offset [, size]) / dev:mmio_write(offset, value [, size]):
  * an access to the device's (first) MMIO window from the script, as a vCPU
@@ -67,7 +71,7 @@ static int dev_mmio_write(lua_State *L)
 
 static const luaL_Reg common[] = {
 	{ "state", mbl_dev_state }, { "set_state", mbl_dev_set_state },
-	{ "info", dev_info },   { "revoke", dev_revoke },
+	{ "info", dev_info },   { "revoke", dev_revoke }, { "grant", dev_grant },
 	{ "mmio_read", dev_mmio_read }, { "mmio_write", dev_mmio_write },
 	{ NULL, NULL },
 };

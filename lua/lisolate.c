@@ -527,6 +527,36 @@ int mbl_isolate_revoke(lua_State *L, struct mb_device *dev)
 	return 0;
 }
 
+/* dev:grant(base, size) or dev:grant { base, size } / { base = , size = }:
+ * a window granted at run time, as one of the grants option's. */
+int mbl_isolate_grant(lua_State *L, struct mb_device *dev)
+{
+	struct mb_devproc *p = dev ? mb_devproc_of(dev) : NULL;
+	uint64_t v[2];
+	for (int f = 0; f < 2; f++) {
+		const char *name = f ? "size" : "base";
+		if (lua_istable(L, 2)) {
+			if (lua_getfield(L, 2, name) == LUA_TNIL) {
+				lua_pop(L, 1);
+				lua_geti(L, 2, f + 1);
+			}
+		} else {
+			lua_pushvalue(L, 2 + f);
+		}
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+			return luaL_error(L, "grant: %s: %s is not an address or size", name,
+					  luaL_tolstring(L, -1, NULL));
+		v[f] = (uint64_t)lua_tointeger(L, -1);
+		lua_pop(L, 1);
+	}
+	if (!p)
+		return luaL_error(L, "grant: %s is not isolated (isolate = { dma = "
+				  "\"granted\", ... })", dev ? mb_device_name(dev) : "?");
+	if (mb_devproc_grant(p, v[0], v[1]))
+		return luaL_error(L, "grant: %s", mb_errmsg());
+	return 0;
+}
+
 void mbl_isolate_annotate(lua_State *L, struct mb_device *dev)
 {
 	struct mb_devproc *p = mb_devproc_of(dev);

@@ -113,6 +113,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d);
  * to the table on top. */
 void mbl_isolate_annotate(lua_State *L, struct mb_device *dev);
 int mbl_isolate_revoke(lua_State *L, struct mb_device *dev); /* dev:revoke(base) */
+int mbl_isolate_grant(lua_State *L, struct mb_device *dev); /* dev:grant(base, size) */
 /* lmodule.c: an isolated Lua device's module, inside moonbox-device.
  * moonbox-device sets log (a line to the VMM) and fatal (end the process
  * with code, why logged first; never returns), makes its Lua state with

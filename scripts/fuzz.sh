@@ -33,7 +33,7 @@ objs=()
 # cli/devserve.c, cli/devfault.c: moonbox-device's message handling
 # (fuzz_devserve);
 # cli/vhostserve.c: its vhost-user back-end (fuzz_vhost_backend).
-for src in core/*.c devices/*.c devices/virtio/*.c cli/devserve.c cli/devfault.c cli/vhostserve.c; do
+for src in core/*.c devices/*.c devices/virtio/*.c cli/devserve.c cli/devfault.c cli/devserve_map.c cli/vhostserve.c; do
 	o=$out/obj/${src//\//_}.o
 	if stale "$o" "$src"; then
 		$CC $flags -fsanitize=fuzzer-no-link,address,undefined -c "$src" -o "$o" || exit 1

@@ -12,9 +12,10 @@
  *   5 .. 5+nchan-1  access channels (one per vCPU, one for other threads):
  *      REGION_READ / REGION_WRITE, each answered
  *   then the memory fds (dma = "shared": each RAM region's memfd;
- *   "granted": one per grant, a region's memfd of which the process maps
- *   only the window; "message": placeholders, no memory) and the backend
- *   fds the CREATE names.
+ *   "granted": one per grant given at attach, a region's memfd of which
+ *   the process maps only the window; "message": placeholders, no memory)
+ *   and the backend fds the CREATE names (the dirty map among them).
+ *   Windows granted later come with their DMA_MAP (SCM_RIGHTS).
  * Every message from either side is checked against its size and bounds.
  */
 #ifndef MOONBOX_DEVPROC_H
@@ -138,7 +139,26 @@ struct mb_dp_mem {
 	 * else (dma = "granted": a window of a RAM region); fd_size is the
 	 * memfd's whole size, checked with its seals (mb_memfd_check). */
 	uint64_t offset, fd_size;
+	/* Where the entry's first page is in the dirty map (CREATE's
+	 * dirty_fd), or MB_DP_NO_DIRTY: the device marks the pages it
+	 * writes there (moonbox extension, "Dirty pages" in docs/devproc.md). */
+	uint64_t dirty_bit;
 };
+#define MB_DP_NO_DIRTY UINT64_MAX
+
+/* DMA_MAP (vfio-user.rst, "DMA Map"), VMM -> device, control: guest
+ * memory [addr, addr+size) is the memfd passed with the message
+ * (SCM_RIGHTS) from offset on; flags bit 0 readable, bit 1 writeable.
+ * moonbox adds dirty_bit (argsz 40), as in mb_dp_mem. The device checks
+ * the memfd's size and seals, maps the window alone, closes the fd.
+ * Reply: the same, or an error. */
+struct mb_dp_dma_map {
+	uint32_t argsz, flags;
+	uint64_t offset, addr, size;
+	uint64_t dirty_bit;
+};
+#define MB_DP_DMA_MAP_READ 0x1u
+#define MB_DP_DMA_MAP_WRITE 0x2u
 
 /* DMA_UNMAP (vfio-user.rst, "DMA Unmap"): the window at addr of size
  * bytes is revoked; the device unmaps it. Reply: the same, or an error. */
@@ -179,6 +199,13 @@ struct mb_dp_create {
 	int32_t ring_fd, bell_fd;
 	uint32_t pad3;
 	uint64_t ring_size;
+	/* The dirty map (moonbox extension): a sealed memfd of dirty_size
+	 * bytes, one bit per 4K page of guest RAM, in which the device marks
+	 * what it writes through its mappings (-1: none, dma = "message").
+	 * The VMM takes and clears it with its own log at snapshots. */
+	int32_t dirty_fd;
+	uint32_t pad4;
+	uint64_t dirty_size;
 };
 #define MB_DP_MAX_KICK 4
 
@@ -273,6 +300,13 @@ int mb_devproc_first_fd_for(struct mb_machine *m, const struct mb_devproc_config
 /* Revoke the grant at base (granted: the device unmaps it first; message:
  * later requests in it are refused). 0 or -errno with a message. */
 int mb_devproc_revoke(struct mb_devproc *p, uint64_t base);
+/* Grant [base, base+size) at run time (granted: DMA_MAP with the region's
+ * memfd, the process maps the window; message: the VMM's check list).
+ * Whole pages inside one RAM region, no overlap with another grant, at
+ * most MB_DP_MAX_MEM grants in all (revoked ones keep their slot; the
+ * same window granted again takes its old one). Kept across restarts.
+ * 0 or -errno with a message. */
+int mb_devproc_grant(struct mb_devproc *p, uint64_t base, uint64_t size);
 struct mb_dp_dma_info {
 	enum mb_dp_dma mode;
 	unsigned ngrants;

@@ -336,16 +336,27 @@ local function blk_granted(grants, dma, on_crash)
   return m, disk
 end
 
--- The device process's mappings of memfds (guest RAM): { size, ... }.
+-- The device process's mappings of guest RAM's memfds: { size, ... } in
+-- address order; the dirty map (memfd:moonbox-dirty, its own) apart.
 local function memfd_maps(pid)
   local f = assert(io.open("/proc/" .. pid .. "/maps"))
-  local sizes = {}
+  local sizes, dirty = {}, {}
   for l in f:lines() do
     local a, b = l:match("^(%x+)-(%x+)")
-    if l:find("memfd:", 1, true) then sizes[#sizes + 1] = tonumber(b, 16) - tonumber(a, 16) end
+    local n = tonumber(b, 16) - tonumber(a, 16)
+    if l:find("memfd:moonbox-dirty", 1, true) then dirty[#dirty + 1] = n
+    elseif l:find("memfd:", 1, true) then sizes[#sizes + 1] = n end
   end
   f:close()
-  return sizes
+  return sizes, dirty
+end
+-- as text, smallest first (where mmap puts each is its business)
+local function hexlist(t)
+  local o = {}
+  for i, v in ipairs(t) do o[i] = v end
+  table.sort(o)
+  for i, v in ipairs(o) do o[i] = string.format("0x%x", v) end
+  return table.concat(o, ",")
 end
 
 T.case("isolate option errors: dma and grants", function()
@@ -432,6 +443,151 @@ T.case("revoke, then kill -9 with on_crash = restart: the new process gets the o
   T.ok(disk:state().status & 0x40 ~= 0, "DEVICE_NEEDS_RESET")
   m:close()
 end)
+
+-- Grants at run time (dev:grant, DMA_MAP): blk_seq's rings and header are
+-- in 0x10000-0x13fff, its data buffer, status and clock in 0x14000-0x16fff.
+local function restarted(disk, pid)
+  local s
+  for _ = 1, 400 do -- bounded: the policy runs on the event loop
+    local ok, st = pcall(disk.state, disk) -- fails while the death is news
+    s = ok and st or s
+    if ok and st.isolated.alive and st.isolated.pid ~= pid then break end
+    sleep(0.05)
+  end
+  T.ok(s and s.isolated.alive and s.isolated.pid ~= pid, "restarted")
+  return s
+end
+
+T.case("grant at run time: a read outside the grant fails; granted, the same read works", function()
+  local m, disk = blk_granted { { 0x10000, 0x4000 } }
+  local snap = m:snapshot()
+  local pid = disk:state().isolated.pid
+  T.eq(hexlist(memfd_maps(pid)), hexlist { 0x4000 }, "/proc/PID/maps: the CREATE's window")
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0xff04, "the data buffer at 0x14000 is out of reach: the request fails")
+  T.ok(disk:state().status & 0x40 ~= 0, "DEVICE_NEEDS_RESET")
+  disk:grant(0x14000, 0x3000)
+  local g = disk:state().isolated.dma.grants
+  T.eq(#g, 2); T.eq(g[2].base, 0x14000); T.eq(g[2].size, 0x3000); T.eq(g[2].revoked, false)
+  local sizes, dirty = memfd_maps(pid)
+  T.eq(hexlist(sizes), hexlist { 0x4000, 0x3000 }, "/proc/PID/maps: exactly the two windows")
+  T.eq(#dirty, 1, "and the dirty map, its own memfd")
+  m:restore(snap)
+  r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "every read came back OK through the new window")
+  T.eq(m:read(0x14000, 4), string.rep(string.char(31), 4), "the last sector's data reached the guest")
+  T.eq(disk:state().isolated.pid, pid, "the same process")
+  m:close()
+end)
+
+T.case("grant: revoke and grant again; a restart (on_crash = restart) keeps the run-time grants", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 } }, nil, "restart")
+  disk:grant { base = 0x14000, size = 0x3000 }
+  local pid = disk:state().isolated.pid
+  T.eq(hexlist(memfd_maps(pid)), hexlist { 0x4000, 0x3000 })
+  disk:revoke(0x14000)
+  T.eq(hexlist(memfd_maps(pid)), hexlist { 0x4000 }, "revoked: the window left the process")
+  T.eq(disk:state().isolated.dma.grants[2].revoked, true)
+  disk:grant { 0x14000, 0x3000 }
+  local g = disk:state().isolated.dma.grants
+  T.eq(#g, 2, "the same window takes its old slot"); T.eq(g[2].revoked, false)
+  T.eq(hexlist(memfd_maps(pid)), hexlist { 0x4000, 0x3000 }, "granted again: mapped again")
+  os.execute("kill -9 " .. pid)
+  local s = restarted(disk, pid)
+  T.eq(hexlist(memfd_maps(s.isolated.pid)), hexlist { 0x4000, 0x3000 }, "the new process has both windows")
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "every read came back OK in the restarted process")
+  -- a run-time grant revoked before a restart stays out of the new process
+  pid = disk:state().isolated.pid
+  disk:revoke(0x14000)
+  os.execute("kill -9 " .. pid)
+  s = restarted(disk, pid)
+  T.eq(hexlist(memfd_maps(s.isolated.pid)), hexlist { 0x4000 }, "revoked, then restarted: one window")
+  disk:grant(0x14000, 0x3000)
+  T.eq(hexlist(memfd_maps(s.isolated.pid)), hexlist { 0x4000, 0x3000 }, "granted again in the new process")
+  m:close()
+end)
+
+T.case("grant errors name the value", function()
+  local m, disk = blk_granted { { 0x10000, 0x4000 } }
+  T.raises(function() disk:grant(0x14001, 0x1000) end,
+    "grant: blk0: 0x14001+0x1000 is not a whole number of 4K pages")
+  T.raises(function() disk:grant(0x14000, 0) end, "grant: blk0: 0x14000+0x0 is not a whole number")
+  T.raises(function() disk:grant(0xfff000, 0x2000) end,
+    "grant: blk0: 0xfff000+0x2000 is not inside one RAM region")
+  T.raises(function() disk:grant(0x12000, 0x4000) end,
+    "grant: blk0: 0x12000+0x4000 overlaps grants[1] (0x10000+0x4000)")
+  T.raises(function() disk:grant(0x10000, 0x4000) end, "0x10000+0x4000 is granted already")
+  T.raises(function() disk:grant(0x14000) end, "grant: size: nil is not an address or size")
+  T.raises(function() disk:grant { base = -1, size = 0x1000 } end, "grant: base: -1 is not an address")
+  disk:revoke(0x10000)
+  T.raises(function() disk:grant(0x10000, 0x1000) end,
+    "overlaps revoked grants[1] (0x10000+0x4000): grant that window again, whole")
+  for i = 1, 15 do disk:grant(0x100000 + i * 0x2000, 0x1000) end
+  T.eq(#disk:state().isolated.dma.grants, 16)
+  T.raises(function() disk:grant(0x200000, 0x1000) end,
+    "grant: blk0: 0x200000+0x1000: more than 16 grants")
+  disk:grant(0x10000, 0x4000) -- its own slot: not past the limit
+  T.eq(#memfd_maps(disk:state().isolated.pid), 16, "16 windows mapped")
+  m:close()
+  for _, c in ipairs {
+    { true, "grant: port80: dma is \"shared\" (all RAM, nothing to grant)" },
+    { { dma = "message" }, "grant: port80: dma = \"message\" without grants reaches all RAM" },
+    { nil, "grant: port80 is not isolated" },
+  } do
+    local m2 = mb.machine { memory = "16M" }
+    local post = m2:add(mb.port80 { isolate = c[1] })
+    T.raises(function() post:grant(0x20000, 0x1000) end, c[2])
+    m2:close()
+  end
+end)
+
+T.case("message: a grant at run time joins the VMM's check list", function()
+  local m, disk = blk_granted({ { 0x10000, 0x4000 } }, "message")
+  local snap = m:snapshot()
+  T.eq(m:run { timeout = 30 }.exit_code, 0xff04, "the data buffer is refused")
+  local before = disk:state().isolated.dma.refused
+  T.ok(before >= 1, "refused " .. before)
+  disk:grant(0x14000, 0x3000)
+  m:restore(snap)
+  local r = m:run { timeout = 30 }
+  T.eq(r.reason, "exit", tostring(r.message))
+  T.eq(r.exit_code, 0, "granted: served")
+  T.eq(disk:state().isolated.dma.refused, before, "nothing refused since")
+  m:close()
+end)
+
+-- The dirty log (docs/devproc.md, "Dirty pages"): a device process writes
+-- guest RAM through its own mapping; an in-memory restore copies back the
+-- pages written since the snapshot, which must include those.
+local function dirty_case(dma, grants)
+  T.case("an in-memory restore undoes what an isolated virtio-blk wrote (dma = " .. dma .. ")", function()
+    local m = blk_granted(grants, dma)
+    local before = string.rep("snapshot", 64) -- 512 bytes in the data buffer
+    m:write(0x14000, before)
+    local used = m:read(0x12000, 16)
+    local snap = m:snapshot()
+    local r = m:run { timeout = 30 }
+    T.eq(r.exit_code, 0, "every read came back OK")
+    T.eq(m:read(0x14000, 512), string.rep(string.char(31), 512), "the device wrote the data buffer")
+    T.ok(m:read(0x12000, 16) ~= used, "and the used ring")
+    local _, st = m:restore(snap)
+    T.ok(st.dirty_only, "only the dirty pages were copied back")
+    T.eq(m:read(0x14000, 512), before, "the data buffer as it was at the snapshot")
+    T.eq(m:read(0x12000, 16), used, "the used ring as it was at the snapshot")
+    -- the next trial starts from the snapshot too
+    T.eq(m:run { timeout = 30 }.exit_code, 0, "the guest runs again")
+    _, st = m:restore(snap)
+    T.ok(st.dirty_only)
+    T.eq(m:read(0x14000, 512), before, "again")
+    m:close()
+  end)
+end
+dirty_case("shared")
+dirty_case("granted", { { 0x10000, 0x7000 } })
 
 T.case("message: no RAM mapped, every byte by DMA_READ/DMA_WRITE; the guest's reads check out", function()
   local m, disk = blk_granted(nil, "message")

@@ -184,6 +184,53 @@ static void test_revoked_region(void **state)
 	mb_mem_free(mem);
 }
 
+/* Grants at run time: the same rules as the CREATE's, each error naming
+ * the window; the same window again takes its revoked slot; the DMA_MAP
+ * of a slot and its dirty bit (the limit: tests/lua/test_isolate.lua). */
+static void test_grant_runtime(void **state)
+{
+	struct mb_dp_dmastate d;
+	const struct mb_dp_grant g[] = { { 0x3000, 0x1000 } };
+	assert_int_equal(init(&d, MB_DP_DMA_GRANTED, g, 1), 0);
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x5001, 0x1000), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "dev: 0x5001+0x1000 is not a whole number"));
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", RAM - 0x1000, 0x2000), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "not inside one RAM region"));
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x2000, 0x2000), -EEXIST);
+	assert_non_null(strstr(mb_errmsg(), "overlaps grants[1] (0x3000+0x1000)"));
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x8000, 0x2000), 1);
+	assert_true(atomic_load(&d.revoked[1])); /* until its DMA_MAP is done */
+	atomic_store(&d.revoked[1], false);
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x8000, 0x2000), -EEXIST);
+	assert_non_null(strstr(mb_errmsg(), "granted already"));
+	atomic_store(&d.revoked[1], true); /* revoked: the same window again */
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x8000, 0x2000), 1);
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x9000, 0x1000), -EEXIST);
+	assert_non_null(strstr(mb_errmsg(), "overlaps revoked grants[2]"));
+	assert_int_equal(d.n, 2);
+	assert_int_equal(mb_dp_dma_nmem(&d, m), 1); /* fds: the CREATE's only */
+	struct mb_dp_dma_map q;
+	int fd;
+	assert_int_equal(mb_dp_dma_map_of(&d, m, 1, &q, &fd), 0);
+	assert_int_equal(fd, mb_mem_region_fd(m->mem, 0));
+	assert_int_equal(q.argsz, sizeof q);
+	assert_int_equal(q.flags, MB_DP_DMA_MAP_READ | MB_DP_DMA_MAP_WRITE);
+	assert_int_equal(q.offset, 0x8000);
+	assert_int_equal(q.addr, 0x8000);
+	assert_int_equal(q.size, 0x2000);
+	assert_int_equal(q.dirty_bit, 8); /* page 8 of the one region */
+	mb_dp_dma_fini(&d);
+	/* shared: nothing to grant; message without grants: all RAM already */
+	assert_int_equal(init(&d, MB_DP_DMA_SHARED, NULL, 0), 0);
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x1000, 0x1000), -EINVAL);
+	mb_dp_dma_fini(&d);
+	assert_int_equal(init(&d, MB_DP_DMA_MESSAGE, NULL, 0), 0);
+	assert_int_equal(mb_dp_dma_grant(&d, m, "dev", 0x1000, 0x1000), -EINVAL);
+	assert_non_null(strstr(mb_errmsg(), "nothing to grant"));
+	assert_int_equal(d.dirty_fd, -1); /* the VMM writes, and marks */
+	mb_dp_dma_fini(&d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -191,6 +238,7 @@ int main(void)
 		cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_serve),
 		cmocka_unit_test(test_revoked_region),
+		cmocka_unit_test(test_grant_runtime),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
