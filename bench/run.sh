@@ -58,7 +58,7 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		for t in none other hit; do
 			res[tap_$t]+="$(get "$(timed $B/exits $G/bench_pio.bin 2 $t)" exits_per_s) "
 		done
-		for t in none bp; do # a sw breakpoint on a page never run
+		for t in none bp plan; do # a sw breakpoint on a page never run; a fault plan
 			res[bp_$t]+="$(get "$(timed $B/exits $G/bench_mmio.bin 2 $t)" exits_per_s) "
 		done
 	done
@@ -80,6 +80,8 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	none=$(best_of bp_none max)
 	row "MMIO exits/s, a sw breakpoint elsewhere vs none" "$(best_of bp_bp max)" "$none" \
 		"$(ratio "$(best_of bp_bp max)" "$none")" ">= 0.99"
+	row "MMIO exits/s, a fault plan, no rule on the device" "$(best_of bp_plan max)" "$none" \
+		"$(ratio "$(best_of bp_plan max)" "$none")" ">= 0.99"
 	mb=$(best_of mb_start min) raw=$(best_of raw_start min)
 	row "start to first guest exit, us (best)" "$mb" "$raw" "$(ratio "$mb" "$raw")" \
 		"(lower is better)"
