@@ -91,6 +91,16 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 		row "${g^^} exits/s, Lua device via CLI (info)" "$lua" "$(best_of raw_$g max)" \
 			"$(ratio "$lua" "$(best_of raw_$g max)")" "informational"
 	done
+	# A Lua m:tap on a C device's port vs the C device alone: a tap's trip
+	# into Lua should cost at most half a bare exit more (issue 9: <= 1.5x)
+	for ((r = 0; r < rounds; r++)); do
+		for t in c tap; do
+			res[ltap_$t]+="$(get "$(./moonbox bench/exits.lua $G/bench_pio.bin $t)" exits_per_s) "
+		done
+	done
+	row "PIO exits/s, a Lua m:tap on a C device vs it" "$(best_of ltap_tap max)" \
+		"$(best_of ltap_c max)" "$(ratio "$(best_of ltap_tap max)" "$(best_of ltap_c max)")" \
+		">= 0.67 (<= 1.5x)"
 	# ---- gdb stepi round trip vs a Lua c:step() (bench/gdb_step.lua) -------
 	if command -v gdb >/dev/null; then
 		line=$(./moonbox bench/gdb_step.lua 2000)
