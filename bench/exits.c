@@ -39,10 +39,11 @@ int main(int argc, char **argv)
 {
 	uint64_t t0 = bench_t0_us();
 	if (argc < 2) {
-		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB [none|other|hit|bp]]\n"
+		fprintf(stderr, "usage: exits GUEST.bin [MEMSIZE_MiB [none|other|hit|bp|plan]]\n"
 			"  the third: no bus tap, a C tap on another port, or on\n"
 			"  the sink's port 0x80 (the tap engine's cost); bp: no\n"
-			"  tap, a sw breakpoint on a page never run\n");
+			"  tap, a sw breakpoint on a page never run; plan: no tap,\n"
+			"  a fault plan with a rule on a line the guest never raises\n");
 		return 2;
 	}
 	uint64_t memsize = (argc > 2 ? strtoull(argv[2], NULL, 0) : 2) << 20;
@@ -69,6 +70,19 @@ int main(int argc, char **argv)
 		return fail("breakpoint");
 	if (!strcmp(tap, "bp"))
 		tap = "none";
+	/* A plan present but no rule on the sink: the exit path has no fault
+	 * site of its own, a device asks only its own (issue 9's "exit path with
+	 * a plan, no rule on the device"). The plan goes with the machine. */
+	if (!strcmp(tap, "plan")) {
+		struct mb_fault_plan *fp;
+		struct mb_fault_rule fr = { .action = MB_FAULT_IRQ_DROP, .first = 15,
+					    .last = 15 };
+		strcpy(fr.dev, "irq");
+		if (mb_fault_plan_new(m, &(struct mb_fault_plan_config){ 1, NULL, NULL }, &fp) ||
+		    mb_fault_plan_add(fp, &fr) < 0)
+			return fail("plan");
+		tap = "none";
+	}
 	if (strcmp(tap, "none") && mb_tap_add(m, MB_SPACE_PIO,
 					      strcmp(tap, "hit") ? 0x60 : 0x80, 1,
 					      MB_TAP_RW, tap_pass, NULL, NULL, NULL))

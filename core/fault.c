@@ -24,11 +24,16 @@ struct mb_fault_site {
 	struct mb_fault_plan *p;
 	char dev[MB_DEVICE_NAME_MAX];
 	_Atomic int refs;
-	_Atomic uint64_t seq; /* events seen */
-	/* The ops some rule on this site may match (a superset: removed and
-	 * disabled rules stay in it): an event of another op is decided
-	 * "none" without the plan's lock. */
+	_Atomic uint64_t seq; /* events seen (counted when traced: only the
+			       * trace shows it) */
+	bool traced;          /* the plan writes a trace (fixed at creation) */
+	/* The summary of the site's live rules (enabled, not removed), kept by
+	 * summarise(): the ops they match and, per op (bit i of ops), the hull
+	 * [lo[i], hi[i]] of their sector ranges. An event outside it is one
+	 * no rule here matches: it is decided "none" without the plan's lock
+	 * (may_match). Written under the lock, ops last (release). */
 	_Atomic unsigned ops;
+	_Atomic uint64_t lo[4], hi[4];
 	/* The site this one replaced on its device (a closed plan's): a
 	 * request may still be deciding on it, so it lives as long as we do. */
 	struct mb_fault_site *replaced;
@@ -259,6 +264,7 @@ static struct mb_fault_site *site_for(struct mb_fault_plan *p, const char *dev)
 	if (!s)
 		return NULL;
 	s->p = p;
+	s->traced = p->trace != NULL; /* opened before any site, never reopened */
 	snprintf(s->dev, sizeof s->dev, "%s", dev);
 	atomic_init(&s->refs, 1); /* the plan's */
 	atomic_fetch_add(&p->refs, 1);
@@ -513,6 +519,59 @@ static unsigned rule_ops(const struct mb_fault_rule *r)
 	return r->ops;
 }
 
+/* Under the lock: site s's summary from its live rules (see struct
+ * mb_fault_site). A superset of what they match: the conditions, `after`,
+ * windows and healed bad blocks are left to decide(). */
+static void summarise(struct mb_fault_plan *p, struct mb_fault_site *s)
+{
+	if (p->remote)
+		return; /* a proxy: its ops are what FAULT_ARM armed */
+	unsigned ops = 0;
+	uint64_t lo[4] = { UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX };
+	uint64_t hi[4] = { 0, 0, 0, 0 };
+	for (size_t i = 0; i < p->nrules; i++) {
+		const struct slot *sl = &p->rules[i];
+		if (sl->site != s || sl->removed || sl->r.disabled)
+			continue;
+		unsigned o = sl->r.ops ? sl->r.ops & MB_FAULT_OP_ANY : MB_FAULT_OP_ANY;
+		bool all = sl->r.first > sl->r.last; /* no range: every sector */
+		ops |= o;
+		for (unsigned b = 0; b < 4; b++) {
+			if (!(o >> b & 1))
+				continue;
+			uint64_t f = all ? 0 : sl->r.first, l = all ? UINT64_MAX : sl->r.last;
+			lo[b] = f < lo[b] ? f : lo[b];
+			hi[b] = l > hi[b] ? l : hi[b];
+		}
+	}
+	for (unsigned b = 0; b < 4; b++) {
+		atomic_store_explicit(&s->lo[b], lo[b], memory_order_relaxed);
+		atomic_store_explicit(&s->hi[b], hi[b], memory_order_relaxed);
+	}
+	atomic_store_explicit(&s->ops, ops, memory_order_release);
+}
+
+/* Lock-free: can a live rule on s match e (its op, then its sectors
+ * against the hull, as mb_fault_blk_match judges one rule)? A read that
+ * races a change of the rules sees the summary before or after it, or
+ * a mix of the two hulls, which still covers every rule live in both. */
+static bool may_match(struct mb_fault_site *s, const struct mb_fault_blk_event *e)
+{
+	unsigned ops = atomic_load_explicit(&s->ops, memory_order_acquire);
+	if (!(ops & e->op))
+		return false;
+	if (e->op == MB_FAULT_OP_FLUSH || (e->op & (e->op - 1)))
+		return true; /* no sectors (a flush matches any range), or not one op */
+	unsigned b = (unsigned)__builtin_ctz(e->op);
+	uint64_t lo = atomic_load_explicit(&s->lo[b], memory_order_relaxed);
+	uint64_t hi = atomic_load_explicit(&s->hi[b], memory_order_relaxed);
+	uint64_t n = e->nsectors ? e->nsectors : 1;
+	uint64_t end = e->sector + (n - 1);
+	if (end < e->sector)
+		end = UINT64_MAX;
+	return e->sector <= hi && end >= lo;
+}
+
 /* With a machine: give the device the site (virtio_blk, uart16550). */
 static int attach(struct mb_fault_plan *p, struct mb_fault_site *s,
 		  const struct mb_fault_rule *r)
@@ -752,8 +811,7 @@ int mb_fault_plan_add(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 			    : now_ns(CLOCK_MONOTONIC);
 	sl->r.ops = rule_ops(r);
 	int id = (int)++p->nrules;
-	atomic_fetch_or_explicit(&s->ops, sl->r.ops ? sl->r.ops : MB_FAULT_OP_ANY,
-				 memory_order_release);
+	summarise(p, s);
 	pthread_mutex_unlock(&p->lock);
 	return id;
 }
@@ -767,8 +825,11 @@ int mb_fault_plan_remove(struct mb_fault_plan *p, unsigned id)
 {
 	pthread_mutex_lock(&p->lock);
 	struct slot *s = slot(p, id);
-	if (s)
+	if (s) {
 		s->removed = true; /* the id stays taken: ids never shift */
+		if (s->site)
+			summarise(p, s->site);
+	}
 	pthread_mutex_unlock(&p->lock);
 	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
 }
@@ -784,7 +845,7 @@ int mb_fault_plan_reset(struct mb_fault_plan *p, uint64_t seed)
 		p->diverged = false;
 		for (size_t i = 0; i < p->nsites; i++) {
 			atomic_store(&p->sites[i]->seq, 0);
-			atomic_store(&p->sites[i]->ops, 0u);
+			summarise(p, p->sites[i]); /* no rules: nothing matches */
 		}
 		if (p->trace) { /* a trace per trial reads as one from a new plan */
 			char line[128];
@@ -802,8 +863,11 @@ int mb_fault_plan_set_rule_enabled(struct mb_fault_plan *p, unsigned id, bool on
 {
 	pthread_mutex_lock(&p->lock);
 	struct slot *s = slot(p, id);
-	if (s)
+	if (s) {
 		s->r.disabled = !on;
+		if (s->site)
+			summarise(p, s->site);
+	}
 	pthread_mutex_unlock(&p->lock);
 	return s ? 0 : mb_seterr(-ENOENT, "rule: %u is not a rule of this plan", id);
 }
@@ -975,19 +1039,30 @@ static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t
 static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
 		      bool proc, uint64_t seq, struct mb_fault_verdict *v);
 
-static void decide(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
+/* False, v untouched, when no rule on the site can match e. */
+static bool decide(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
 		   bool proc, struct mb_fault_verdict *v)
 {
 	struct mb_fault_plan *p = site->p;
-	memset(v, 0, sizeof *v);
-	uint64_t seq = atomic_fetch_add_explicit(&site->seq, 1, memory_order_relaxed) + 1;
-	if (!(atomic_load_explicit(&site->ops, memory_order_acquire) & e->op))
-		return; /* no rule here looks at this op */
-	if (p->remote) { /* a device process: the VMM decides, with our seq */
+	if (p->remote) {
+		/* A device process: the VMM decides, with our count of events
+		 * (always counted: the VMM's trace, if any, records it). The
+		 * proxy has no rules, so no summary: the armed ops filter. */
+		uint64_t seq = atomic_fetch_add_explicit(&site->seq, 1,
+							 memory_order_relaxed) + 1;
+		if (!(atomic_load_explicit(&site->ops, memory_order_acquire) & e->op))
+			return false;
+		memset(v, 0, sizeof *v);
 		p->remote(p->remote_ctx, e, seq, v);
-		return;
+		return true;
 	}
+	uint64_t seq = site->traced ? atomic_fetch_add_explicit(&site->seq, 1,
+				       memory_order_relaxed) + 1 : 0;
+	if (!may_match(site, e))
+		return false; /* "none" from every rule: nothing to trace */
+	memset(v, 0, sizeof *v);
 	decide_at(site, e, proc, seq, v);
+	return true;
 }
 
 void mb_fault_remote_decide(struct mb_fault_site *site,
@@ -995,7 +1070,7 @@ void mb_fault_remote_decide(struct mb_fault_site *site,
 			    struct mb_fault_verdict *v)
 {
 	memset(v, 0, sizeof *v);
-	if (atomic_load_explicit(&site->ops, memory_order_acquire) & e->op)
+	if (may_match(site, e))
 		decide_at(site, e, false, seq, v);
 }
 
@@ -1200,14 +1275,23 @@ void mb_fault_blk_decide(struct mb_fault_site *site,
 			 const struct mb_fault_blk_event *e,
 			 struct mb_fault_verdict *v)
 {
-	decide(site, e, false, v);
+	if (!decide(site, e, false, v))
+		memset(v, 0, sizeof *v);
+}
+
+bool mb_fault_blk_maybe(struct mb_fault_site *site,
+			const struct mb_fault_blk_event *e,
+			struct mb_fault_verdict *v)
+{
+	return decide(site, e, false, v);
 }
 
 void mb_fault_dev_decide(struct mb_fault_site *s, unsigned op, uint64_t addr,
 			 unsigned size, struct mb_fault_verdict *v)
 {
 	struct mb_fault_blk_event e = { .op = op, .sector = addr, .nsectors = size };
-	decide(s, &e, true, v);
+	if (!decide(s, &e, true, v))
+		memset(v, 0, sizeof *v);
 }
 
 void mb_fault_irq_decide(struct mb_fault_site *s, unsigned line,

@@ -73,8 +73,11 @@ static uint32_t opt_ms(lua_State *L)
 
 static void parse_window(lua_State *L, struct mb_fault_rule *r);
 
-static void parse_common(lua_State *L, struct mb_fault_rule *r)
+/* range: the key of the inclusive range, "sectors" (or a dev.* rule's
+ * "addr", which may also be one address); errors name it. */
+static void parse_common_as(lua_State *L, struct mb_fault_rule *r, const char *range)
 {
+	bool addr = strcmp(range, "addr") == 0;
 	/* dev: a device handle (added to a machine) or a device name */
 	int t = lua_getfield(L, 1, "dev");
 	if (t == LUA_TSTRING) {
@@ -96,21 +99,32 @@ static void parse_common(lua_State *L, struct mb_fault_rule *r)
 	int op = mbl_checkenum(L, 1, "op", "any", ops);
 	r->ops = op == 0 ? MB_FAULT_OP_ANY : 1u << (op - 1);
 	r->first = 1, r->last = 0; /* every sector */
-	if (lua_getfield(L, 1, "sectors") != LUA_TNIL) {
-		if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
-			luaL_error(L, "sectors: expected { FIRST, LAST } (inclusive)");
+	if ((t = lua_getfield(L, 1, range)) != LUA_TNIL) {
 		lua_Integer v[2];
-		for (int i = 0; i < 2; i++) {
-			int isint;
-			lua_rawgeti(L, -1, i + 1);
-			v[i] = lua_tointegerx(L, -1, &isint);
-			if (!isint || lua_type(L, -1) != LUA_TNUMBER || v[i] < 0)
-				luaL_error(L, "sectors[%d]: expected a sector number (>= 0), "
-					   "got %s", i + 1, luaL_tolstring(L, -1, NULL));
-			lua_pop(L, 1);
+		int isint;
+		if (addr && t == LUA_TNUMBER) { /* one address: { A, A } */
+			v[0] = v[1] = lua_tointegerx(L, -1, &isint);
+			if (!isint || v[0] < 0)
+				luaL_error(L, "addr: expected an address (>= 0), got %s",
+					   luaL_tolstring(L, -1, NULL));
+		} else {
+			if (!lua_istable(L, -1) || luaL_len(L, -1) != 2)
+				luaL_error(L, addr ? "addr: expected an address or { FIRST, "
+					   "LAST } (inclusive), got %s" : "sectors: expected "
+					   "{ FIRST, LAST } (inclusive), got %s",
+					   luaL_typename(L, -1));
+			for (int i = 0; i < 2; i++) {
+				lua_rawgeti(L, -1, i + 1);
+				v[i] = lua_tointegerx(L, -1, &isint);
+				if (!isint || lua_type(L, -1) != LUA_TNUMBER || v[i] < 0)
+					luaL_error(L, "%s[%d]: expected %s (>= 0), got %s", range,
+						   i + 1, addr ? "an address" : "a sector number",
+						   luaL_tolstring(L, -1, NULL));
+				lua_pop(L, 1);
+			}
 		}
 		if (v[0] > v[1])
-			luaL_error(L, "sectors: %I > %I (the range is { FIRST, LAST })",
+			luaL_error(L, "%s: %I > %I (the range is { FIRST, LAST })", range,
 				   v[0], v[1]);
 		r->first = (uint64_t)v[0], r->last = (uint64_t)v[1];
 	}
@@ -155,6 +169,11 @@ static void parse_window(lua_State *L, struct mb_fault_rule *r)
 		lua_pop(L, 2);
 	}
 	lua_pop(L, 1);
+}
+
+static void parse_common(lua_State *L, struct mb_fault_rule *r)
+{
+	parse_common_as(L, r, "sectors");
 }
 
 static int new_spec(lua_State *L, enum mb_fault_action a, const char *const *extra)
@@ -214,9 +233,10 @@ static int new_spec(lua_State *L, enum mb_fault_action a, const char *const *ext
 			luaL_error(L, "op: bad blocks fail reads and heal on writes (no op)");
 	} else if (a == MB_FAULT_BLK_HOLD) {
 		size_t len;
-		lua_getfield(L, 1, "tag");
+		/* the type first: lua_tolstring would turn a number into a string */
+		bool str = lua_getfield(L, 1, "tag") == LUA_TSTRING;
 		const char *t = lua_tolstring(L, -1, &len);
-		if (lua_type(L, -1) != LUA_TSTRING || len == 0 || len >= sizeof r.tag)
+		if (!str || len == 0 || len >= sizeof r.tag)
 			luaL_error(L, "tag: expected a name of 1-%d bytes (plan:release(tag))",
 				   (int)sizeof r.tag - 1);
 		memcpy(r.tag, t, len + 1);
@@ -333,23 +353,8 @@ static int acc_spec(lua_State *L, enum mb_fault_action a, const char *extra)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	mbl_checkopts(L, 1, mb_fault_action_name(a), keys);
 	lua_settop(L, 1);
-	int t = lua_getfield(L, 1, "addr");
-	if (t == LUA_TNUMBER) { /* one address: { A, A } */
-		lua_createtable(L, 2, 0);
-		lua_pushvalue(L, -2);
-		lua_rawseti(L, -2, 1);
-		lua_pushvalue(L, -2);
-		lua_rawseti(L, -2, 2);
-		lua_remove(L, -2);
-	} else if (t != LUA_TNIL && t != LUA_TTABLE) {
-		luaL_error(L, "addr: expected an address or { FIRST, LAST }, got %s",
-			   luaL_typename(L, -1));
-	}
-	lua_setfield(L, 1, "sectors"); /* parse_common reads it */
 	struct mb_fault_rule r = { .action = a };
-	parse_common(L, &r);
-	lua_pushnil(L);
-	lua_setfield(L, 1, "sectors");
+	parse_common_as(L, &r, "addr"); /* the caller's table is not touched */
 	if (r.ops == MB_FAULT_OP_ANY)
 		r.ops = MB_FAULT_OP_READ | MB_FAULT_OP_WRITE;
 	if (r.ops & ~(MB_FAULT_OP_READ | MB_FAULT_OP_WRITE))

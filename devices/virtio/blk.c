@@ -282,19 +282,19 @@ done:
 /* The fault site: the event a request is, and the plan's decision. Runs
  * as the request leaves the ring, in ring order, so decisions do not
  * depend on which worker gets there first. */
-static bool classify(const struct mb_vq_chain *c, struct mb_fault_blk_event *out)
+static bool classify(const struct mb_vq_chain *c, const struct hdr *h,
+		     struct mb_fault_blk_event *out)
 {
-	struct hdr h;
 	struct mb_fault_blk_event e = { 0, 0, 0 };
-	if (!header(c, &h))
+	if (!h)
 		return false;
-	switch (h.type) {
+	switch (h->type) {
 	case VIRTIO_BLK_T_IN:
-		e = (struct mb_fault_blk_event){ MB_FAULT_OP_READ, h.sector,
+		e = (struct mb_fault_blk_event){ MB_FAULT_OP_READ, h->sector,
 			c->in_len ? (c->in_len - 1) / SECTOR : 0 };
 		break;
 	case VIRTIO_BLK_T_OUT:
-		e = (struct mb_fault_blk_event){ MB_FAULT_OP_WRITE, h.sector,
+		e = (struct mb_fault_blk_event){ MB_FAULT_OP_WRITE, h->sector,
 			(c->out_len - 16) / SECTOR };
 		break;
 	case VIRTIO_BLK_T_FLUSH:
@@ -315,13 +315,14 @@ static bool classify(const struct mb_vq_chain *c, struct mb_fault_blk_event *out
 	return true;
 }
 
+/* h: the chain's header (read once: the decision and the request see the
+ * same bytes), NULL when it has none. */
 static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
-			 struct mb_fault_verdict *v)
+			 const struct hdr *h, struct mb_fault_verdict *v)
 {
 	struct mb_fault_blk_event e;
-	if (!classify(c, &e))
-		return false;
-	mb_fault_blk_decide(s, &e, v);
+	if (!classify(c, h, &e) || !mb_fault_blk_maybe(s, &e, v))
+		return false; /* no rule here can match: v is not read */
 	return v->error || v->ms || v->corrupt || v->lie || v->torn || v->hold;
 }
 
@@ -332,8 +333,10 @@ static bool watched(struct mb_fault_site *fs, mb_blk_observer *ob,
 		    const struct mb_vq_chain *c, struct mb_fault_verdict *v,
 		    struct mb_fault_blk_event *e, bool *ask)
 {
-	*ask = ob && classify(c, e);
-	return fs && fault_decide(fs, c, v);
+	struct hdr h;
+	const struct hdr *hp = header(c, &h) ? &h : NULL;
+	*ask = ob && classify(c, hp, e);
+	return fs && fault_decide(fs, c, hp, v);
 }
 
 int mb_virtio_blk_set_observer(struct mb_virtio_blk *b, mb_blk_observer *fn,
@@ -363,9 +366,10 @@ uint32_t mb_virtio_blk_request(struct mb_virtio_blk *b,
 {
 	struct hdr h;
 	struct mb_fault_verdict v;
+	const struct hdr *hp = header(c, &h) ? &h : NULL;
 	struct mb_fault_site *fs = fault_site(b);
-	bool f = __builtin_expect(fs != NULL, 0) && fault_decide(fs, c, &v);
-	return execute(b, c, header(c, &h) ? &h : NULL, f ? &v : NULL);
+	bool f = __builtin_expect(fs != NULL, 0) && fault_decide(fs, c, hp, &v);
+	return execute(b, c, hp, f ? &v : NULL);
 }
 
 /* ---- requests in flight ------------------------------------------------------ */

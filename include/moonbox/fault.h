@@ -266,6 +266,13 @@ struct mb_fault_verdict {
 void mb_fault_blk_decide(struct mb_fault_site *s,
 			 const struct mb_fault_blk_event *e,
 			 struct mb_fault_verdict *v);
+/* The same decision for a caller that reads v only on true: false, with v
+ * untouched, when no live rule on s can match e (the site's summary of
+ * ops and sector ranges, checked without the plan's lock: what a rule
+ * that never matches costs a request). */
+bool mb_fault_blk_maybe(struct mb_fault_site *s,
+			const struct mb_fault_blk_event *e,
+			struct mb_fault_verdict *v);
 /* Hold: a request parked by a device until plan:release(tag). The device
  * embeds the struct; release(arg) runs once, on the thread that calls
  * mb_fault_plan_release (or at once when the plan is closed or gone). */

@@ -19,7 +19,10 @@
 -- reader in state D in /proc/PID/stat and named by the hung-task detector, then plan:release), and a framing
 -- error on a received byte (fe:1 in /proc/tty/driver/serial), and the
 -- write-back disk shrunk by F.virtio.config_change (the kernel's capacity
--- change message). Also from the lie phase on, on two more disks found by
+-- change message), and in the same second a spare disk (serial nrdisk)
+-- told DEVICE_NEEDS_RESET (F.virtio.needs_reset: the driver re-reads its
+-- capacity on the config interrupt, then a reader of it hangs in state
+-- D). Also from the lie phase on, on two more disks found by
 -- serial: an inode table block of a small ext2 (errors=remount-ro) fails
 -- to read (ls -l gets EIO, ext2 remounts read-only, /proc/mounts says ro,
 -- the host's dumpe2fs sees "not clean with errors"); a file fsynced on a
@@ -66,8 +69,8 @@ printf 'MB%sFLIP%s\n' XYZ 42 >/tmp/f; echo "phase: flip"; sleep 1; echo "flip-re
 for d in /sys/block/vd*; do [ "$(cat $d/serial 2>/dev/null)" = wbdisk ] && W=/dev/${d##*/}; done
 echo "wb-dev: $W"
 wr() { printf "MBWB-$1" >/tmp/w; dd if=/tmp/w of=$W bs=512 seek=$2 count=1 conv=sync$3 oflag=direct 2>/dev/null; echo "wb-$1: $?"; }
-for d in /sys/block/vd*; do read -r s <$d/serial; case $s in metadisk) MD=/dev/${d##*/};; fsdisk) FD=/dev/${d##*/};; esac; done 2>/dev/null
-echo "meta-dev: $MD fs-dev: $FD"
+for d in /sys/block/vd*; do read -r s <$d/serial; case $s in metadisk) MD=/dev/${d##*/};; fsdisk) FD=/dev/${d##*/};; nrdisk) NR=/dev/${d##*/};; esac; done 2>/dev/null
+echo "meta-dev: $MD fs-dev: $FD"; echo "nr-dev: $NR"
 mkdir /n /f; mount -t ext2 -o errors=remount-ro $MD /n; mount -t ext2 $FD /f; echo "mounts: $?"
 printf MBCTL >/tmp/c; dd if=/tmp/c of=/f/ctl conv=fsync 2>/dev/null; echo "ctl-fsync: $?"
 sync; dd if=/dev/null of=/f/ctl conv=notrunc,fsync 2>/dev/null
@@ -106,7 +109,9 @@ dmesg | grep -i "capacity change\|new size" | sed 's/^/resize: /'
 read -r u x </proc/uptime; echo "uptime-to: $u"
 echo "phase: badid"; sleep 1
 dd if=$MD of=/dev/null bs=512 skip=100 count=1 iflag=direct 2>/dev/null &
+dd if=$NR of=/dev/null bs=512 count=1 iflag=direct 2>/dev/null & N=$!
 sleep 2; dmesg | grep "not a head\|out of range" | head -n 1 | sed 's/^/badid: /'
+read -r s </proc/$N/stat; set -- $s; echo "nr-state: $3"
 echo "phase: end"
 ]])
 f:close()
@@ -154,9 +159,10 @@ local trace = dir .. "/run.trace"
 local rec_trace, rp_trace, dv_trace = dir .. "/rec.trace", dir .. "/rp.trace", dir .. "/dv.trace"
 local m, com1, disk, plan, bad, never
 local wb, wb_img, lie, lie_rule = nil, dir .. "/wb.img", nil, nil -- the write-back disk
+local nr_img = dir .. "/nr.img"
 local rec, rp, dv -- the phases' plans
 local tick_rule, tick_fired, hold_rule, held_at_state, fe_rule -- timer, hold, uart
-local resize_rule, badid_rule
+local resize_rule, badid_rule, nrd, nr_rule, nr_st -- nrd: a disk only needs_reset uses
 local md, fsd, meta_rule, fs_lie, torn_rule -- the metadata, fs and torn-write checks
 local flips = {}
 local function seq_rule() -- the same rule, added in the same order, in every phase
@@ -222,9 +228,13 @@ local phases = {
   end,
   resize = function() -- the write-back disk shrinks to half (a config change)
     resize_rule = lie:add(F.virtio.config_change { dev = wb, capacity = 1024 })
+    -- and the spare disk needs a reset: its config interrupt lands in the
+    -- same second, so the guest's dmesg below shows what the driver did
+    nr_rule = lie:add(F.virtio.needs_reset { dev = nrd })
   end,
   badid = function() -- the metadata disk's next used element names another descriptor
     badid_rule = lie:add(F.virtio.bad_used_id { dev = md, nth = 1 })
+    nr_st = nrd:state() -- while the guest runs (its poweroff resets the device)
   end,
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
@@ -259,6 +269,8 @@ m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
     wb = m:add(mb.virtio_blk { image = wb_img, cache = "writeback", serial = "wbdisk" })
     md = m:add(mb.virtio_blk { image = meta_img, serial = "metadisk" })
     fsd = m:add(mb.virtio_blk { image = fs_img, cache = "writeback", serial = "fsdisk" })
+    assert(os.execute("truncate -s 1M " .. nr_img))
+    nrd = m:add(mb.virtio_blk { image = nr_img, serial = "nrdisk" })
     plan = m:faults { seed = 42, trace = trace }
     bad = plan:add(F.blk.error { dev = disk, op = "read", sectors = { first, last } })
     never = plan:add(F.blk.error { dev = disk, op = "discard", sectors = { 30000, 30001 } })
@@ -477,6 +489,27 @@ T.case("a virtio config change (the disk shrinks): Linux sees the new capacity",
   has("resize: ")
   T.ok(con:find("resize: [^\n]*capacity change from 2048 to 1024") or
     con:find("resize: [^\n]*new size: 1024"), "the kernel logged the change")
+end)
+
+-- Linux 6.1 never reads the status after probe and no driver checks
+-- DEVICE_NEEDS_RESET: vm_interrupt sees the config bit and calls the
+-- driver's config_changed (drivers/virtio/virtio_mmio.c, virtio.c), which
+-- for virtio_blk re-reads the capacity and logs it, unchanged
+-- (virtblk_update_capacity). Nothing resets the device, so its requests
+-- are never answered: a direct reader sleeps in state D.
+T.case("virtio.needs_reset: Linux re-reads the config on the config interrupt, then its reader hangs", function()
+  T.eq(lie:fired(nr_rule), 1)
+  T.ok(nr_st, "the spare disk's state was read in the badid phase")
+  T.eq(nr_st.needs_reset, true)
+  T.ok(nr_st.status & 64 == 64, "DEVICE_NEEDS_RESET in the status: " .. nr_st.status)
+  local name = con:match("nr%-dev: /dev/(vd%a+)")
+  T.ok(name, "the guest found the disk by its serial")
+  local line = name and con:match("resize: [^\r\n]*%[" .. name .. "%] new size: [^\r\n]*")
+  print("# " .. tostring(line))
+  T.ok(line and line:find("new size: 2048 512-byte logical blocks", 1, true),
+    "the driver's config_changed ran (the config interrupt): " .. tostring(line))
+  T.ok(name and not con:find(name .. ": detected capacity change", 1, true), "the capacity stayed")
+  T.eq(con:match("nr%-state: (%a)"), "D", "the reader waits for ever")
 end)
 
 T.case("virtio.bad_used_id: Linux's virtio ring finds a used id that is not a head and stops the queue", function()

@@ -176,6 +176,9 @@ T.case("virtio.needs_reset: the device stops answering; the guest's request neve
   T.run(m, "exit", 0xff04)
   T.eq(disk:state().needs_reset, true)
   T.ok(disk:state().status & 64 == 64, "DEVICE_NEEDS_RESET in the status")
+  -- virtio 1.2, 2.1.2: and a configuration change notification (the
+  -- polling guest never acks it, so InterruptStatus still has bit 1)
+  T.ok(disk:state().isr & 2 == 2, "config change interrupt pending: isr " .. disk:state().isr)
 end)
 
 os.remove(img)

@@ -297,6 +297,161 @@ static void test_dev_rules_see_accesses_only(void **state)
 	mb_fault_plan_free(p);
 }
 
+/* The site's summary (mb_fault_blk_maybe): false, with the verdict left
+ * untouched, exactly when no live rule can match; at the edges of a
+ * range, for another op, a disabled or removed rule, and after a reset. */
+static bool maybe(struct mb_fault_site *s, unsigned op, uint64_t sector, uint64_t n)
+{
+	struct mb_fault_verdict v;
+	memset(&v, 0xa5, sizeof v);
+	struct mb_fault_blk_event e = ev(op, sector, n);
+	bool some = mb_fault_blk_maybe(s, &e, &v);
+	if (!some) { /* untouched: the caller reads nothing */
+		for (size_t i = 0; i < sizeof v; i++)
+			assert_int_equal(((unsigned char *)&v)[i], 0xa5);
+	}
+	return some;
+}
+
+static void test_summary_fast_path(void **state)
+{
+	(void)state;
+	struct mb_fault_plan *p = plan(1, NULL, NULL);
+	struct mb_fault_site *s = mb_fault_plan_site(p, "blk0");
+	assert_false(maybe(s, MB_FAULT_OP_READ, 0, 1)); /* no rule yet */
+	struct mb_fault_rule r = rule(MB_FAULT_BLK_ERROR, MB_FAULT_OP_READ, 100, 107);
+	int rd = mb_fault_plan_add(p, &r);
+	assert_false(maybe(s, MB_FAULT_OP_READ, 92, 8));   /* 92-99: just below */
+	assert_false(maybe(s, MB_FAULT_OP_READ, 108, 8));  /* just above */
+	assert_true(maybe(s, MB_FAULT_OP_READ, 92, 9));    /* reaches 100 */
+	assert_true(maybe(s, MB_FAULT_OP_READ, 107, 1));
+	assert_true(maybe(s, MB_FAULT_OP_READ, 100, 0));   /* 0 sectors: its first */
+	assert_false(maybe(s, MB_FAULT_OP_READ, 99, 0));
+	assert_false(maybe(s, MB_FAULT_OP_WRITE, 100, 8)); /* another op */
+	assert_false(maybe(s, MB_FAULT_OP_FLUSH, 0, 0));
+	assert_false(maybe(s, MB_FAULT_OP_READ, UINT64_MAX - 1, 10)); /* wraps */
+	struct mb_fault_rule_stats st;
+	mb_fault_plan_stats(p, (unsigned)rd, &st);
+	assert_int_equal(st.matched, 3); /* the ones that got past the summary */
+
+	/* a disabled rule is out of the summary, enabled back in */
+	mb_fault_plan_set_rule_enabled(p, (unsigned)rd, false);
+	assert_false(maybe(s, MB_FAULT_OP_READ, 100, 8));
+	mb_fault_plan_set_rule_enabled(p, (unsigned)rd, true);
+	assert_true(maybe(s, MB_FAULT_OP_READ, 100, 8));
+	/* added disabled: not in it until enabled */
+	r = rule(MB_FAULT_BLK_ERROR, MB_FAULT_OP_WRITE, 5000, 5000);
+	r.disabled = true;
+	int wr = mb_fault_plan_add(p, &r);
+	assert_false(maybe(s, MB_FAULT_OP_WRITE, 5000, 1));
+	mb_fault_plan_set_rule_enabled(p, (unsigned)wr, true);
+	assert_true(maybe(s, MB_FAULT_OP_WRITE, 5000, 1));
+	assert_false(maybe(s, MB_FAULT_OP_WRITE, 4999, 1));
+	assert_false(maybe(s, MB_FAULT_OP_READ, 5000, 1)); /* hulls are per op */
+	/* two ranges of one op: the hull covers the gap (the matcher decides) */
+	r = rule(MB_FAULT_BLK_ERROR, MB_FAULT_OP_READ, 200, 200);
+	int rd2 = mb_fault_plan_add(p, &r);
+	assert_true(maybe(s, MB_FAULT_OP_READ, 150, 1));
+	assert_false(decide(s, MB_FAULT_OP_READ, 150, 1).error);
+	assert_false(maybe(s, MB_FAULT_OP_READ, 201, 1));
+	/* removed: the hull shrinks back */
+	mb_fault_plan_remove(p, (unsigned)rd2);
+	assert_false(maybe(s, MB_FAULT_OP_READ, 150, 1));
+	assert_true(maybe(s, MB_FAULT_OP_READ, 100, 1));
+	/* a flush has no sectors: any flush rule takes every flush */
+	r = rule(MB_FAULT_BLK_LYING_FLUSH, 0, 1, 0);
+	mb_fault_plan_add(p, &r);
+	assert_true(maybe(s, MB_FAULT_OP_FLUSH, 0, 0));
+	assert_false(maybe(s, MB_FAULT_OP_DISCARD, 0, 1));
+	/* a range at the top of the sector space, an event that wraps */
+	r = rule(MB_FAULT_BLK_ERROR, MB_FAULT_OP_DISCARD, UINT64_MAX - 4, UINT64_MAX);
+	mb_fault_plan_add(p, &r);
+	assert_true(maybe(s, MB_FAULT_OP_DISCARD, UINT64_MAX - 1, 10));
+	assert_false(maybe(s, MB_FAULT_OP_DISCARD, UINT64_MAX - 20, 16));
+	/* no range, any op: everything goes to the rules */
+	r = rule(MB_FAULT_BLK_LATENCY, 0, 1, 0);
+	int all = mb_fault_plan_add(p, &r);
+	assert_true(maybe(s, MB_FAULT_OP_WRITE, 123456789, 1));
+	assert_true(maybe(s, MB_FAULT_OP_DISCARD, 0, 1));
+	mb_fault_plan_remove(p, (unsigned)all);
+	/* a reset forgets every rule */
+	assert_int_equal(mb_fault_plan_reset(p, 2), 0);
+	assert_false(maybe(s, MB_FAULT_OP_READ, 100, 8));
+	assert_false(maybe(s, MB_FAULT_OP_FLUSH, 0, 0));
+	mb_fault_plan_free(p);
+}
+
+static uint64_t lcg(uint64_t *x)
+{
+	*x = *x * 6364136223846793005ull + 1442695040888963407ull;
+	return *x >> 33;
+}
+
+/* The summary against the matcher on random rules and events: whenever
+ * it says no, no live rule matches (it is a superset); and ops it has no
+ * rule for are always refused. */
+static void test_summary_superset(void **state)
+{
+	(void)state;
+	uint64_t x = 12345;
+#define RND() lcg(&x)
+	for (int trial = 0; trial < 200; trial++) {
+		struct mb_fault_plan *p = plan(1, NULL, NULL);
+		struct mb_fault_site *s = mb_fault_plan_site(p, "blk0");
+		struct mb_fault_rule rs[6];
+		bool live[6];
+		unsigned n = 1 + RND() % 6;
+		for (unsigned i = 0; i < n; i++) {
+			uint64_t a = RND() % 64, b = RND() % 64;
+			rs[i] = rule(MB_FAULT_BLK_ERROR, (unsigned)(RND() % 16), a, b); /* a > b: no range */
+			assert_int_equal(mb_fault_plan_add(p, &rs[i]), (int)i + 1);
+			live[i] = true;
+			if (RND() % 4 == 0)
+				mb_fault_plan_set_rule_enabled(p, i + 1, false), live[i] = false;
+			else if (RND() % 4 == 0)
+				mb_fault_plan_remove(p, i + 1), live[i] = false;
+		}
+		for (int k = 0; k < 200; k++) {
+			unsigned op = 1u << (RND() % 4);
+			uint64_t sector = RND() % 80;
+			struct mb_fault_blk_event e = ev(op, sector, RND() % 6);
+			bool any = false;
+			for (unsigned i = 0; i < n; i++)
+				any |= live[i] && mb_fault_blk_match(&rs[i], &e);
+			if (any)
+				assert_true(maybe(s, e.op, e.sector, e.nsectors));
+		}
+		mb_fault_plan_free(p);
+	}
+#undef RND
+}
+
+/* A traced plan counts every event in seq, the ones the summary refused
+ * too: the trace's seq is the device's event count, as before. */
+static void test_summary_keeps_seq(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/mb-test-seq-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	close(fd);
+	struct mb_fault_plan *p = plan(1, path, NULL);
+	struct mb_fault_site *s = mb_fault_plan_site(p, "blk0");
+	struct mb_fault_rule r = rule(MB_FAULT_BLK_ERROR, MB_FAULT_OP_READ, 100, 100);
+	mb_fault_plan_add(p, &r);
+	decide(s, MB_FAULT_OP_READ, 0, 1);
+	decide(s, MB_FAULT_OP_WRITE, 100, 1);
+	assert_true(decide(s, MB_FAULT_OP_READ, 100, 1).error);
+	mb_fault_plan_free(p);
+	struct mb_fault_trace t;
+	assert_int_equal(mb_fault_trace_load(path, &t), 0);
+	unlink(path);
+	assert_int_equal(t.n, 1);
+	assert_int_equal(t.r[0].seq, 3);
+	assert_int_equal(t.r[0].ordinal, 1);
+	mb_fault_trace_fini(&t);
+}
+
 /* ---- traces ------------------------------------------------------------------ */
 
 static void test_trace_round_trip(void **state)
@@ -611,6 +766,9 @@ int main(void)
 		cmocka_unit_test(test_probability_is_per_rule),
 		cmocka_unit_test(test_corrupt),
 		cmocka_unit_test(test_dev_rules_see_accesses_only),
+		cmocka_unit_test(test_summary_fast_path),
+		cmocka_unit_test(test_summary_superset),
+		cmocka_unit_test(test_summary_keeps_seq),
 		cmocka_unit_test(test_trace_round_trip),
 		cmocka_unit_test(test_trace_refuses),
 		cmocka_unit_test(test_replay),

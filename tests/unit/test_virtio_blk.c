@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -632,6 +633,57 @@ static uint64_t rule_fired(struct mb_fault_plan *p)
 	return st.fired;
 }
 
+/* error, latency and corrupt acting on the device's requests (the
+ * engine's verdicts are tested in test_fault.c) */
+static void test_fault_error_latency_corrupt(void **state)
+{
+	struct fx *f = *state;
+	vd_setup(&f->d, vfeat(), 1, N);
+	struct mb_fault_plan *p = fault_plan(f, (struct mb_fault_rule){
+		.action = MB_FAULT_BLK_ERROR, .ops = MB_FAULT_OP_READ, .first = 8,
+		.last = 9, .status = VIRTIO_BLK_S_UNSUPP });
+	memset(vd_gp(&f->d, DATA), 0x77, 512);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 9, 512, true), 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_UNSUPP);
+	assert_int_equal(((uint8_t *)vd_gp(&f->d, DATA))[0], 0x77); /* nothing read */
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 10, 512, true), 513);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(request(f, VIRTIO_BLK_T_OUT, 8, 512, false), 1); /* a write */
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	assert_int_equal(rule_fired(p), 1);
+	mb_fault_plan_free(p);
+
+	/* threads = 0: the kick itself waits ms */
+	p = fault_plan(f, (struct mb_fault_rule){ .action = MB_FAULT_BLK_LATENCY,
+		.first = 1, .last = 0, .ms = 40, .nth = 1 });
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 3, 512, true), 513);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	int64_t ms = (int64_t)(b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+	assert_true(ms >= 40);
+	assert_int_equal(rule_fired(p), 1);
+	mb_fault_plan_free(p);
+
+	/* corrupt: one bit per sector of the range, the status OK */
+	p = fault_plan(f, (struct mb_fault_rule){ .action = MB_FAULT_BLK_CORRUPT,
+		.ops = MB_FAULT_OP_READ, .first = 5, .last = 5, .bytes = 1 });
+	assert_int_equal(request(f, VIRTIO_BLK_T_IN, 4, 3 * 512, true), 3 * 512 + 1);
+	assert_int_equal(status(f), VIRTIO_BLK_S_OK);
+	uint8_t want[3 * 512];
+	assert_int_equal(pread(f->fd, want, sizeof want, 4 * 512), (ssize_t)sizeof want);
+	const uint8_t *got = vd_gp(&f->d, DATA);
+	unsigned flipped[3] = { 0, 0, 0 };
+	for (unsigned i = 0; i < sizeof want; i++)
+		flipped[i / 512] += (unsigned)__builtin_popcount(got[i] ^ want[i]);
+	assert_int_equal(flipped[0], 0); /* sector 4: outside the range */
+	assert_int_equal(flipped[1], 1); /* sector 5: one bit */
+	assert_int_equal(flipped[2], 0);
+	assert_int_equal(rule_fired(p), 1);
+	mb_fault_plan_free(p);
+}
+
 static void test_fault_lying_flush(void **state)
 {
 	struct fx *f = *state;
@@ -905,7 +957,7 @@ int main(void)
 		T(test_malformed_needs_reset),
 		T(test_notify_before_setup), T(test_bad_queue_setup),
 		T(test_event_idx_suppression), T(test_workers_in_flight),
-		T(test_open_error_names_file), T(test_fault_lying_flush),
+		T(test_open_error_names_file), T(test_fault_error_latency_corrupt), T(test_fault_lying_flush),
 		T(test_fault_torn_write), T(test_fault_bad_blocks_heal),
 		T(test_fault_hold_release), T(test_fault_plan_replaced),
 		T(test_fault_bad_used_id), T(test_fault_resize),
