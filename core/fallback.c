@@ -1386,12 +1386,9 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	if (n >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && insn[2] == 0xd0)
 		st.xcr0 = get_xcr0(v->fd);
 	/* The XMM registers only for what fallback_sse.c may complete. */
-	struct kvm_fpu fpu;
-	if (mb_fb_sse_wants(insn, n) && ioctl(v->fd, KVM_GET_FPU, &fpu) == 0) {
-		memcpy(st.xmm, fpu.xmm, sizeof st.xmm);
-		st.mxcsr = fpu.mxcsr;
-		st.sse_valid = true;
-	}
+	struct mb_fb_sse_io sse;
+	if (mb_fb_sse_wants(insn, n))
+		st.sse_valid = mb_fb_sse_get(v->fd, &st, &sse);
 	/* Without the MSRs the syscall check just never matches. */
 	if (!get_msrs(v->fd, &st))
 		st.star = st.lstar = st.sfmask = 0;
@@ -1409,12 +1406,8 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	}
 	/* First, so that a failure leaves the vCPU as it was (a store the
 	 * instruction made is already in guest memory either way). */
-	if (st.sse_changed) {
-		memcpy(fpu.xmm, st.xmm, sizeof fpu.xmm);
-		fpu.mxcsr = st.mxcsr;
-		if (ioctl(v->fd, KVM_SET_FPU, &fpu) < 0)
-			return false;
-	}
+	if (st.sse_changed && !mb_fb_sse_put(v->fd, &st, &sse))
+		return false;
 	struct kvm_regs orig = r;
 	r = (struct kvm_regs){
 		.rax = st.gpr[0], .rcx = st.gpr[1], .rdx = st.gpr[2],

@@ -3,6 +3,8 @@
 #ifndef MB_FALLBACK_SSE_H
 #define MB_FALLBACK_SSE_H
 
+#include <linux/kvm.h>
+
 #include "core/fallback.h"
 
 /* Legacy prefixes and REX, as fallback.c scans them. */
@@ -47,5 +49,19 @@ enum mb_fb_insn mb_fb_sse(struct mb_fb_state *st, const uint8_t *insn,
 /* Cheap test on the bytes alone: might mb_fb_sse() want the XMM state?
  * (Only then does mb_fallback_try() read it from KVM.) */
 bool mb_fb_sse_wants(const uint8_t *insn, unsigned n);
+
+/* The vCPU's XMM registers and MXCSR in and out of KVM, for
+ * mb_fallback_try(): io keeps what was read so that the write-back
+ * changes nothing else. */
+struct mb_fb_sse_io {
+	bool xsave; /* KVM_GET_XSAVE worked (else KVM_GET_FPU) */
+	union {
+		struct kvm_xsave xs;
+		struct kvm_fpu fpu;
+	} u;
+};
+bool mb_fb_sse_get(int fd, struct mb_fb_state *st, struct mb_fb_sse_io *io);
+bool mb_fb_sse_put(int fd, const struct mb_fb_state *st,
+		   struct mb_fb_sse_io *io);
 
 #endif
