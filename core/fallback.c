@@ -23,6 +23,8 @@
  *                 (interrupt/trap gates of 16 and 32 bits, task gates),
  *                 virtual-8086 mode (IOPL, VME redirection) and 64-bit
  *                 mode; compatibility mode is refused.
+ *   SSE moves     movd/movq/movss/movsd/movups/movaps/movdqu/movdqa, pxor,
+ *                 xorps, ldmxcsr/stmxcsr: core/fallback_sse.c, tried first.
  * Everything else, including these opcodes with extra or different
  * prefixes, a truncated byte string, or guest memory the callbacks cannot
  * read or write, is refused: the registers are left as they were.
