@@ -24,6 +24,8 @@
  *                 whose late faults are raised in the new task),
  *                 virtual-8086 mode (IOPL, VME redirection) and 64-bit
  *                 mode; compatibility mode is refused.
+ *   SSE moves     movd/movq/movss/movsd/movups/movaps/movdqu/movdqa, pxor,
+ *                 xorps, ldmxcsr/stmxcsr: core/fallback_sse.c, tried first.
  * Everything else, including these opcodes with extra or different
  * prefixes, a truncated byte string, or guest memory the callbacks cannot
  * read or write, is refused: the registers are left as they were.
@@ -39,6 +41,7 @@
 #include <sys/ioctl.h>
 
 #include "core/fallback.h"
+#include "core/fallback_sse.h"
 #include "core/internal.h"
 
 #define RF_CF (1ull << 0)
@@ -75,6 +78,13 @@ static const char *const names[MB_FB_KINDS] = {
 	[MB_FB_CLFLUSHOPT] = "clflushopt", [MB_FB_CLWB] = "clwb",
 	[MB_FB_UD] = "ud",         [MB_FB_INT] = "int",
 	[MB_FB_INT_TASK] = "int_task", [MB_FB_INT_VM86] = "int_vm86",
+	/* fallback_sse.c */
+	[MB_FB_MOVD] = "movd", [MB_FB_MOVQ] = "movq", [MB_FB_MOVSS] = "movss",
+	[MB_FB_MOVSD] = "movsd", [MB_FB_MOVUPS] = "movups",
+	[MB_FB_MOVAPS] = "movaps", [MB_FB_MOVDQU] = "movdqu",
+	[MB_FB_MOVDQA] = "movdqa", [MB_FB_PXOR] = "pxor",
+	[MB_FB_XORPS] = "xorps", [MB_FB_LDMXCSR] = "ldmxcsr",
+	[MB_FB_STMXCSR] = "stmxcsr",
 };
 
 const char *mb_fallback_name(enum mb_fb_insn k)
@@ -1302,6 +1312,10 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 	st->segs_changed = st->inject = st->inject_has_err = false;
 	st->dsegs_changed = st->task_switched = false;
 	st->inject_err = 0, st->inject_dr6 = 0;
+	st->sse_changed = false;
+	enum mb_fb_insn sse = mb_fb_sse(st, insn, n); /* fallback_sse.c */
+	if (sse != MB_FB_NONE)
+		return sse;
 	switch (insn[0]) {
 	case 0xcc: /* INT3 (SDM vol. 2A, "INT n/INTO/INT3/INT1"): a trap */
 		advance(st, 1);
@@ -1343,6 +1357,52 @@ enum mb_fb_insn mb_fallback_exec(struct mb_fb_state *st, const uint8_t *insn,
 	}
 	}
 	return escaped(st, insn, n);
+}
+
+/* ---- what fallback_sse.c borrows (fallback_sse.h) ---------------------- */
+
+bool mb_fb_mode64(const struct mb_fb_state *st) { return mode64(st); }
+unsigned mb_fb_cpl(const struct mb_fb_state *st) { return cpl(st); }
+void mb_fb_advance(struct mb_fb_state *st, unsigned len) { advance(st, len); }
+
+void mb_fb_fault(struct mb_fb_state *st, uint8_t vec, bool has_err,
+		 uint32_t err)
+{
+	fault(st, vec, has_err, err);
+}
+
+bool mb_fb_prefixes(const struct mb_fb_state *st, const uint8_t *p,
+		    unsigned n, struct mb_fb_px *out)
+{
+	struct prefixes px;
+	bool ok = scan_prefixes(st, p, n, &px);
+	*out = (struct mb_fb_px){ .len = px.len, .osz = px.osz, .asz = px.asz,
+				  .rep = px.rep, .repne = px.repne,
+				  .lock = px.lock, .seg = px.seg, .rex = px.rex };
+	return ok;
+}
+
+bool mb_fb_modrm_mem(const struct mb_fb_state *st, const struct mb_fb_px *in,
+		     const uint8_t *p, unsigned n, uint64_t next_rip_base,
+		     struct mb_fb_mem *out)
+{
+	struct prefixes px = { .len = in->len, .osz = in->osz, .asz = in->asz,
+			       .rep = in->rep, .repne = in->repne,
+			       .lock = in->lock, .seg = in->seg, .rex = in->rex };
+	struct memop mo;
+	if (!decode_mem(st, &px, p, n, next_rip_base, &mo))
+		return false;
+	*out = (struct mb_fb_mem){ .linear = mo.linear, .ea = mo.ea,
+				   .seg = mo.seg, .len = mo.len };
+	return true;
+}
+
+bool mb_fb_check(struct mb_fb_state *st, const struct mb_fb_mem *in,
+		 unsigned size)
+{
+	struct memop mo = { .linear = in->linear, .ea = in->ea, .seg = in->seg,
+			    .len = in->len };
+	return check_access(st, &mo, size);
 }
 
 /* ---- counters: one atomic per kind in the machine ------------------- */
@@ -1492,6 +1552,10 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	/* Only xgetbv reads it: one ioctl less for every clac. */
 	if (n >= 3 && insn[0] == 0x0f && insn[1] == 0x01 && insn[2] == 0xd0)
 		st.xcr0 = get_xcr0(v->fd);
+	/* The XMM registers only for what fallback_sse.c may complete. */
+	struct mb_fb_sse_io sse;
+	if (mb_fb_sse_wants(insn, n))
+		st.sse_valid = mb_fb_sse_get(v->fd, &st, &sse);
 	/* Without the MSRs the syscall check just never matches. */
 	if (!get_msrs(v->fd, &st))
 		st.star = st.lstar = st.sfmask = 0;
@@ -1507,6 +1571,10 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 		    ev.exception.injected || ev.exception.pending)
 			return false;
 	}
+	/* First, so that a failure leaves the vCPU as it was (a store the
+	 * instruction made is already in guest memory either way). */
+	if (st.sse_changed && !mb_fb_sse_put(v->fd, &st, &sse))
+		return false;
 	struct kvm_regs orig = r;
 	r = (struct kvm_regs){
 		.rax = st.gpr[0], .rcx = st.gpr[1], .rdx = st.gpr[2],

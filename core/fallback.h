@@ -22,6 +22,11 @@ enum mb_fb_insn {
 	MB_FB_INT,     /* CD ib through the IVT or IDT */
 	MB_FB_INT_TASK, /* CD ib through a task gate: a task switch */
 	MB_FB_INT_VM86, /* CD ib in virtual-8086 mode (not through a task gate) */
+	/* SSE (fallback_sse.c); the packed-double forms count with the
+	 * packed-single ones (movupd as movups, ...). */
+	MB_FB_MOVD, MB_FB_MOVQ, MB_FB_MOVSS, MB_FB_MOVSD, MB_FB_MOVUPS,
+	MB_FB_MOVAPS, MB_FB_MOVDQU, MB_FB_MOVDQA, MB_FB_PXOR, MB_FB_XORPS,
+	MB_FB_LDMXCSR, MB_FB_STMXCSR,
 	MB_FB_KINDS
 };
 
@@ -47,6 +52,11 @@ struct mb_fb_state {
 	uint16_t idt_limit, gdt_limit;
 	uint64_t xcr0;                /* what xgetbv returns for ECX = 0 */
 	uint64_t star, lstar, sfmask; /* MSRs 0xC0000081, 82, 84 */
+	/* The SSE registers (KVM_GET_FPU's legacy area), read only for
+	 * instructions fallback_sse.c may complete; sse_valid says so. */
+	bool sse_valid;
+	uint32_t mxcsr;
+	uint8_t xmm[16][16];
 	mb_fb_read_fn read;           /* NULL: no guest memory access */
 	mb_fb_write_fn write;         /* NULL: nothing that pushes a frame */
 	void *ctx;
@@ -55,6 +65,7 @@ struct mb_fb_state {
 	bool segs_changed; /* cs and ss were reloaded: write them back */
 	bool dsegs_changed; /* ds, es, fs and gs too */
 	bool task_switched; /* every segment, tr, ldt, cr0 and cr3 */
+	bool sse_changed;   /* xmm and mxcsr: write them back */
 	bool inject;       /* deliver exception inject_vec */
 	bool inject_has_err; /* ... with error code inject_err */
 	uint8_t inject_vec;

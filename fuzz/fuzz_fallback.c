@@ -1,6 +1,6 @@
 /* libFuzzer: the emulation fallback's executor (core/fallback.c) on a
  * state and a guest memory both taken from the input: everything int n
- * reads (IVT, IDT, GDT, TSSes, stacks) is the guest's, so any of it must
+ * reads (IVT, IDT, GDT, TSSes, stacks, SSE operands) is the guest's, so any of it must
  * be refused or completed, never read or write outside what the callbacks
  * give, and a refusal must leave the registers as they were. Addresses
  * are drawn small so that they land in the input's memory window. A
@@ -93,6 +93,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	unsigned n = 1 + (unsigned)(take(&in, 1) % 15);
 	for (unsigned i = 0; i < n; i++)
 		insn[i] = (uint8_t)take(&in, 1);
+	/* The SSE registers (core/fallback_sse.c): a pattern from 8 bytes. */
+	st.sse_valid = take(&in, 1) & 1;
+	st.mxcsr = (uint32_t)take(&in, 4);
+	uint64_t x = take(&in, 8);
+	for (unsigned i = 0; i < 256; i++, x = x * 6364136223846793005ull + 1)
+		st.xmm[i / 16][i % 16] = (uint8_t)(x >> 56);
 
 	struct mem m = { NULL, in.n };
 	if (in.n) {

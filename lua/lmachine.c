@@ -627,11 +627,11 @@ static int l_cpuid(lua_State *L)
 static int l_fallback_counts(lua_State *L)
 {
 	struct mb_machine *m = mbl_live(L, mbl_checkmachine(L, 1));
-	const char *names[16];
-	uint64_t counts[16];
-	unsigned n = mb_fallback_counts(m, names, counts, 16);
+	const char *names[64];
+	uint64_t counts[64];
+	unsigned n = mb_fallback_counts(m, names, counts, 64);
 	lua_createtable(L, 0, (int)n);
-	for (unsigned i = 0; i < n && i < 16; i++) {
+	for (unsigned i = 0; i < n && i < 64; i++) {
 		lua_pushinteger(L, (lua_Integer)counts[i]);
 		lua_setfield(L, -2, names[i]);
 	}

@@ -2175,11 +2175,11 @@ static void test_names_counts(void **state)
 	assert_null(mb_fallback_name(MB_FB_KINDS));
 
 	/* A machine the fallback never saw: every count is zero. */
-	const char *nm[16];
-	uint64_t n[16];
+	const char *nm[64];
+	uint64_t n[64];
 	memset(n, 0xff, sizeof n);
 	struct mb_machine *fresh = calloc(1, sizeof *fresh);
-	unsigned kinds = mb_fallback_counts(fresh, nm, n, 16);
+	unsigned kinds = mb_fallback_counts(fresh, nm, n, 64);
 	free(fresh);
 	assert_int_equal(kinds, MB_FB_KINDS - 1);
 	for (unsigned i = 0; i < kinds; i++) {
