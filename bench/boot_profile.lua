@@ -5,19 +5,21 @@
 -- slice's end falls where the emulated kernel spends its time, so the
 -- counts are a profile of the boot; host load scales them all alike,
 -- unlike timestamps (guest/README.md "Where the boot's time goes").
---   ./moonbox bench/boot_profile.lua [slice_ms=30] [top=25] [OPT=VALUE...]
+--   ./moonbox bench/boot_profile.lua [slice_ms=30] [top=25] [max_s=S] [OPT=VALUE...]
 -- OPT=VALUE go to machines/linux.lua (memory=128M, irqchip=kernel,
 -- boot=bzimage, append=...). Prints the top functions before `Run /init`
 -- (kernel) and from it to the first command output (user: the CPL 3 part
--- shows as "(user)"), each with its share of that phase's samples.
+-- shows as "(user)"), each with its share of that phase's samples;
+-- max_s=S stops after S seconds of wall time with what it has.
 local root = arg[0]:match("^(.*)/bench/") or "."
 local opts = { root = root, console = "buffer", seccomp = false }
-local slice, top, append = 0.03, 25, ""
+local slice, top, append, max_s = 0.03, 25, "", math.huge
 for i = 1, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k then error("boot_profile: expected OPT=VALUE, got " .. arg[i], 0) end
   if k == "slice_ms" then slice = assert(tonumber(v), "slice_ms: a number") / 1000
   elseif k == "top" then top = assert(tonumber(v), "top: a number")
+  elseif k == "max_s" then max_s = assert(tonumber(v), "max_s: a number")
   elseif k == "append" then append = v .. " "
   else opts[k] = v end
 end
@@ -57,7 +59,7 @@ while not done do
   end
   local out = com1:output()
   if phase == "kernel" and out:find("Run /init", 1, true) then phase = "user" end
-  if out:find("\n" .. marker, 1, true) then done = true else
+  if out:find("\n" .. marker, 1, true) or os.time() - t0 >= max_s then done = true else
     local n = name(m:cpu(0):regs().rip, phase)
     count[phase][n] = (count[phase][n] or 0) + 1
     total[phase] = total[phase] + 1
