@@ -72,8 +72,8 @@ else
 end
 -- 128 MiB: plenty for busybox and the tests, and Linux initialises and
 -- frees a struct page for every 4 KiB of RAM at boot, emulated on hosts
--- that emulate guest kernel mode (256 MiB cost ~1.8x the time of 128 MiB
--- there; guest/README.md "Where the boot's time goes").
+-- that emulate guest kernel mode (that set-up took ~1.8x as long with
+-- 256 MiB there; guest/README.md "Where the boot's time goes").
 local m = mb.machine { cpus = cpus, memory = opts.memory or "128M", irqchip = irqchip,
   seccomp = seccomp, acpi = acpi,
   cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
