@@ -158,18 +158,6 @@ T.case("mptable: written for 2 CPUs with the kernel irqchip, found at 0xf0000", 
   T.eq(byte_sum(m:read(at, len), 1, len), 0, "table checksum")
 end)
 
-T.case("mptable: one CPU with the kernel irqchip has one too (no BIOS-area scan); the user irqchip none", function()
-  local function table_at_f0000(chip)
-    local m = mb.machine { memory = "16M", cpus = 1, irqchip = chip }
-    local k = os.tmpname()
-    pcall(function() m:boot_linux { kernel = k } end)
-    os.remove(k)
-    return m:read(0xf0000, 4)
-  end
-  T.eq(table_at_f0000("kernel"), "_MP_")
-  T.eq(table_at_f0000("user"), "\0\0\0\0", "no APICs: no MP table")
-end)
-
 T.case("cpuid: vendor and family from Lua, as the guest sees them", function()
   local m = mb.machine { memory = "16M", cpuid = { vendor = "AuthenticAMD", family = 25 } }
   local _, b, c, d = m:cpuid(0)
