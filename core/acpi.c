@@ -484,29 +484,17 @@ int mb_acpi_install(struct mb_machine *m, uint64_t *rsdp)
 	int rc = 0;
 	*rsdp = 0;
 	/* Several CPUs need KVM's local APICs to be started (INIT/SIPI) and
-	 * found: the MP table says where they are when ACPI does not. With
-	 * KVM's irqchip it is there for one CPU too, ACPI or not, because
-	 * Linux looks for it on every boot: without one it scans the 64 KiB
-	 * at 0xf0000 in 16-byte steps, mapping and unmapping up to 16 pages
-	 * each step (mpparse.c, smp_scan_config), ~65,000 fixmap updates and
-	 * TLB flushes, seconds of emulated kernel code on hosts that emulate
-	 * guest kernel mode (guest/README.md). Found at 0xf0000, the scan
-	 * stops at once. Not with moonbox's own PIC: a machine without APICs
-	 * has no MP table to give, and Linux warns ("BIOS bug") at a table
-	 * without interrupt entries or readable local APIC. */
-	if (m->irqchip == MB_IRQCHIP_KERNEL) {
+	 * found: the MP table says where they are when ACPI does not. */
+	if (m->ncpu > 1 && m->irqchip == MB_IRQCHIP_KERNEL) {
 		uint8_t mp[MB_MPTABLE_MAX];
 		int n = mb_mptable_build(m->ncpu, MB_MPTABLE_BASE, mp, sizeof mp);
-		bool needed = m->ncpu > 1;
 		if (n < 0)
 			return mb_seterr(n, "mptable: %u CPUs do not fit", m->ncpu);
-		if (!mb_mem_ptr(m->mem, MB_MPTABLE_BASE, (uint64_t)n, true)) {
-			if (needed)
-				return mb_seterr(-EFAULT, "mptable: needs RAM at 0x%x",
-						 MB_MPTABLE_BASE);
-		} else if ((rc = mb_mem_write(m->mem, MB_MPTABLE_BASE, mp, (size_t)n))) {
+		if (!mb_mem_ptr(m->mem, MB_MPTABLE_BASE, (uint64_t)n, true))
+			return mb_seterr(-EFAULT, "mptable: needs RAM at 0x%x",
+					 MB_MPTABLE_BASE);
+		if ((rc = mb_mem_write(m->mem, MB_MPTABLE_BASE, mp, (size_t)n)))
 			return rc;
-		}
 	}
 	if (!m->acpi)
 		return 0;
