@@ -3,9 +3,10 @@
  *
  *   embed_pc KERNEL INITRD "CMDLINE" [DISK]
  *
- * The machine machines/linux.lua builds: one vCPU, 256 MiB, moonbox's own
- * 8259A pair, the 8254 (re-injecting ticks a busy guest missed), COM1 on
- * the terminal (Ctrl-a x quits), the RTC, the i8042 (reset line) and, with
+ * The machine machines/linux.lua builds (one vCPU; 256 MiB here where
+ * linux.lua now gives 128 MiB), moonbox's own 8259A pair, the 8254
+ * (re-injecting ticks a busy guest missed), COM1 on the terminal (Ctrl-a x
+ * quits), the RTC, the i8042 (reset line) and, with
  * DISK, a virtio-blk disk (/dev/vda). Exit status as linux.lua gives it:
  * 0 when the guest powers off, halts, reboots or resets; the value it wrote
  * to a debug_exit port; otherwise the run's non-zero exit code.

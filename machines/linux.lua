@@ -1,7 +1,7 @@
 -- machines/linux.lua: the default PC, booting Linux to a busybox shell.
 --
 --   ./moonbox machines/linux.lua [--kernel F] [--initrd F] [--append "..."]
---                                [--memory 256M] [--irqchip user|kernel]
+--                                [--memory 128M] [--irqchip user|kernel]
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
 --                                [--seccomp=on|off] [--rootfs disk|initrd]
@@ -70,7 +70,11 @@ elseif seccomp == false or seccomp == "off" or seccomp == "0" or seccomp == "fal
 else
   error("linux.lua: --seccomp: expected on or off, got " .. tostring(seccomp), 0)
 end
-local m = mb.machine { cpus = cpus, memory = opts.memory or "256M", irqchip = irqchip,
+-- 128 MiB: plenty for busybox and the tests, and Linux initialises and
+-- frees a struct page for every 4 KiB of RAM at boot, emulated on hosts
+-- that emulate guest kernel mode (that set-up took ~1.8x as long with
+-- 256 MiB there; guest/README.md "Where the boot's time goes").
+local m = mb.machine { cpus = cpus, memory = opts.memory or "128M", irqchip = irqchip,
   seccomp = seccomp, acpi = acpi,
   cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
 m:add(mb.pic8259 {})                       -- with "kernel" it stands for KVM's own

@@ -1,0 +1,79 @@
+-- Where the default guest's boot spends its time: boots machines/linux.lua
+-- in slices of wall time (m:run with a short timeout), reads vCPU 0's rip
+-- at the end of each slice and names the function it is in from the
+-- kernel build's System.map. On hosts that emulate guest kernel mode a
+-- slice's end falls where the emulated kernel spends its time, so the
+-- counts are a profile of the boot; host load scales them all alike,
+-- unlike timestamps (guest/README.md "Where the boot's time goes").
+--   ./moonbox bench/boot_profile.lua [slice_ms=30] [top=25] [max_s=S] [OPT=VALUE...]
+-- OPT=VALUE go to machines/linux.lua (memory=128M, irqchip=kernel,
+-- boot=bzimage, append=...). Prints the top functions before `Run /init`
+-- (kernel) and from it to the first command output (user: the CPL 3 part
+-- shows as "(user)"), each with its share of that phase's samples;
+-- max_s=S stops after S seconds of wall time with what it has.
+local root = arg[0]:match("^(.*)/bench/") or "."
+local opts = { root = root, console = "buffer", seccomp = false }
+local slice, top, append, max_s = 0.03, 25, "", math.huge
+for i = 1, #arg do
+  local k, v = arg[i]:match("^([%w_]+)=(.*)$")
+  if not k then error("boot_profile: expected OPT=VALUE, got " .. arg[i], 0) end
+  if k == "slice_ms" then slice = assert(tonumber(v), "slice_ms: a number") / 1000
+  elseif k == "top" then top = assert(tonumber(v), "top: a number")
+  elseif k == "max_s" then max_s = assert(tonumber(v), "max_s: a number")
+  elseif k == "append" then append = v .. " "
+  else opts[k] = v end
+end
+local marker = "profile-first-output"
+opts.append = append .. "-- echo " .. marker
+
+local map = root .. "/.cache/build/linux-6.1/System.map"
+local syms = {}
+local f = io.open(map)
+if not f then print("boot_profile: no " .. map .. " (run make deps)"); os.exit(1) end
+for l in f:lines() do
+  local a, t, n = l:match("^(%x+) (%a) (%S+)")
+  if a and (t == "t" or t == "T" or t == "W" or t == "w") then syms[#syms + 1] = { tonumber(a, 16), n } end
+end
+f:close()
+table.sort(syms, function(x, y) return x[1] < y[1] end)
+local function name(rip, phase)
+  -- Lua integers wrap: kernel addresses (0xffffffff8...) are negative
+  if rip >= 0 then return phase == "user" and "(user)" or "(low address: the PVH entry, before paging)" end
+  local lo, hi = 1, #syms
+  if rip < syms[1][1] then return "(before _text)" end
+  while lo < hi do
+    local mid = (lo + hi + 1) // 2
+    if syms[mid][1] <= rip then lo = mid else hi = mid - 1 end
+  end
+  return syms[lo][2]
+end
+
+local m, com1 = loadfile(root .. "/machines/linux.lua")(opts)
+local count = { kernel = {}, user = {} }
+local total = { kernel = 0, user = 0 }
+local phase, done, t0 = "kernel", false, os.time()
+while not done do
+  local r = m:run { timeout = slice }
+  if r.reason ~= "timeout" then
+    print("boot_profile: the guest stopped (" .. r.reason .. ") before " .. marker); os.exit(1)
+  end
+  local out = com1:output()
+  if phase == "kernel" and out:find("Run /init", 1, true) then phase = "user" end
+  if out:find("\n" .. marker, 1, true) or os.time() - t0 >= max_s then done = true else
+    local n = name(m:cpu(0):regs().rip, phase)
+    count[phase][n] = (count[phase][n] or 0) + 1
+    total[phase] = total[phase] + 1
+  end
+end
+print(string.format("boot_profile: %d kernel + %d user samples of %.0f ms, %d s wall",
+  total.kernel, total.user, slice * 1000, os.time() - t0))
+for _, p in ipairs { "kernel", "user" } do
+  local list = {}
+  for n, c in pairs(count[p]) do list[#list + 1] = { n, c } end
+  table.sort(list, function(a, b) return a[2] > b[2] end)
+  print(p .. ":")
+  for i = 1, math.min(top, #list) do
+    print(string.format("  %5d %5.1f%%  %s", list[i][2], 100 * list[i][2] / total[p], list[i][1]))
+  end
+end
+m:close()
