@@ -239,8 +239,11 @@ local phases = {
   flip = function()
     -- The file's bytes sit in the page cache (the initramfs is RAM): flip
     -- bit 0 of the 'M' of every copy of the text in guest RAM.
-    for base = 0, (256 << 20) - 1, 64 << 20 do
-      local chunk, at = m:read(base, 64 << 20), 1
+    -- (in 16 MiB chunks up to the end of RAM, whatever linux.lua's size)
+    for base = 0, (4 << 30) - 1, 16 << 20 do
+      local ok, chunk = pcall(m.read, m, base, 16 << 20)
+      if not ok then break end
+      local at = 1
       while true do
         local i = chunk:find("MBXYZFLIP42", at, true)
         if not i then break end
