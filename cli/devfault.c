@@ -7,7 +7,9 @@
  * its real plan (seed, conditions, trace and replay as in process) and
  * answers. A slot the VMM did not arm stays NULL: a device with no rule
  * pays its one branch. Holds are parked here under the VMM's token and
- * let go by FAULT_RELEASE.
+ * let go by FAULT_RELEASE. The rules that act once (rtc.jump,
+ * virtio.needs_reset, virtio.config_change, net.link) come as FAULT_APPLY
+ * and act here through the same calls core/fault.c makes in process.
  */
 #include <errno.h>
 #include <string.h>
@@ -107,4 +109,56 @@ void ds_fault_release(const uint8_t *pl, size_t len)
 		struct timespec t = { 0, 1000000 };
 		nanosleep(&t, NULL);
 	}
+}
+
+/* The VMM is hostile like any peer: every field is checked against the
+ * model it names before anything acts, and an action this model cannot
+ * take is refused, not approximated. */
+int ds_fault_apply(const uint8_t *pl, size_t len, const char **why)
+{
+	struct mb_dp_fault_apply a;
+	struct mb_device *d = ds_device;
+	const char *kind = mb_device_kind(d);
+	if (len != sizeof a)
+		return *why = "FAULT_APPLY: wrong size", EINVAL;
+	memcpy(&a, pl, sizeof a);
+	if (a.action == MB_FAULT_RTC_JUMP) {
+		struct mb_rtc *rtc = mb_rtc_of_device(d);
+		if (!rtc)
+			return *why = "FAULT_APPLY: rtc.jump: not moonbox's RTC", ENOTSUP;
+		/* plan:add's bound on seconds (100 years either way) */
+		if (a.seconds < -100ll * 366 * 86400 || a.seconds > 100ll * 366 * 86400)
+			return *why = "FAULT_APPLY: rtc.jump: seconds out of range", EINVAL;
+		mb_rtc_jump(rtc, a.seconds);
+		return 0;
+	}
+	if (a.action == MB_FAULT_NET_LINK) {
+		if (strcmp(kind, "virtio_net") || a.up > 1)
+			return *why = "FAULT_APPLY: net.link: not a virtio_net, or up not 0/1",
+			       EINVAL;
+		mb_virtio_net_set_link(mb_virtio_dev_model(d), a.up);
+		return 0;
+	}
+	if (a.action != MB_FAULT_VIRTIO_NEEDS_RESET &&
+	    a.action != MB_FAULT_VIRTIO_CONFIG_CHANGE)
+		return *why = "FAULT_APPLY: not a rule that acts once", EINVAL;
+	struct mb_virtio *t = mb_virtio_dev_transport(d);
+	if (!t)
+		return *why = "FAULT_APPLY: this device has no virtio-mmio transport", ENOTSUP;
+	if (a.action == MB_FAULT_VIRTIO_NEEDS_RESET) {
+		if (a.capacity)
+			return *why = "FAULT_APPLY: needs_reset has no capacity", EINVAL;
+		mb_virtio_fail(t, "fault injection (virtio.needs_reset)");
+		return 0;
+	}
+	if (!a.capacity) {
+		mb_virtio_config_change(t);
+		return 0;
+	}
+	if (strcmp(kind, "virtio_blk"))
+		return *why = "FAULT_APPLY: capacity: not a virtio_blk", EINVAL;
+	if (mb_virtio_blk_check_resize(mb_virtio_dev_model(d), a.capacity))
+		return *why = mb_errmsg(), EINVAL;
+	mb_virtio_blk_resize(mb_virtio_dev_model(d), t, a.capacity);
+	return 0;
 }

@@ -81,6 +81,8 @@ int ds_unmap(const uint8_t *pl, size_t len, const char **why);
  * (0 or errno with why), FAULT_RELEASE, and the question to the VMM. */
 int ds_fault_arm(const uint8_t *pl, size_t len, const char **why);
 void ds_fault_release(const uint8_t *pl, size_t len);
+/* FAULT_APPLY: a once rule acts on the model now (0 or errno with why). */
+int ds_fault_apply(const uint8_t *pl, size_t len, const char **why);
 int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out);
 struct mb_fault_site *ds_fault_site(void); /* the proxy site, once armed */
 /* cli/devserve_map.c: memory after the CREATE's. The dirty map the VMM

@@ -427,6 +427,12 @@ static int arm(struct mb_devproc *p)
 	return n < 0 ? (int)n : 0;
 }
 
+int mb_devproc_fault_apply(struct mb_devproc *p, const struct mb_dp_fault_apply *a)
+{
+	ssize_t n = request(p, MB_DP_FAULT_APPLY, a, sizeof *a, NULL, 0, p->timeout_ms * 4);
+	return n < 0 ? (int)n : 0;
+}
+
 /* ---- the proxy's line ---------------------------------------------------- */
 
 /* Under ev_lock: events arrive in the order the process made them. */

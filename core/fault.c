@@ -486,23 +486,16 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", dev,
 				 mb_device_kind(d), want);
 	/* An isolated UART's bytes cross the VMM (core/devproc.c): drop and
-	 * corrupt act there. Anything else needs the device model itself. */
+	 * corrupt act there. Its line errors would be decided on the same
+	 * site as those, asked from the model: a wire rule would match twice. */
 	if (mb_devproc_of(d) && a == MB_FAULT_UART_ERROR)
 		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): line "
 				 "errors need the UART's own LSR, in its process (drop and "
 				 "corrupt act on the wire)", dev);
 	/* Every other fault is applied inside the device model, which for
 	 * an isolated device is in the other process: it asks the VMM, which
-	 * decides here (docs/devproc.md, "Fault rules inside an isolated
-	 * model"). What acts once, when added, would need the model to be
-	 * told to act, which no message does yet. */
-	if (mb_devproc_of(d) && (mb_fault_is_once(a) || a == MB_FAULT_NET_LINK))
-		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): %s "
-				 "acts once, when added, inside the %s model, in the "
-				 "device's own process, and no message tells a device "
-				 "process to act now; rules decided per event (blk.*, "
-				 "net.*, pit.*, virtio.bad_used_id) work isolated", dev,
-				 mb_fault_action_name(a), mb_device_kind(d));
+	 * decides here, or (what acts once) is told to act by FAULT_APPLY
+	 * (docs/devproc.md, "Fault rules inside an isolated model"). */
 	*out = d;
 	return 0;
 }
@@ -677,6 +670,44 @@ static int irq_spurious(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	return id;
 }
 
+/* A once rule for an isolated device's process (FAULT_APPLY): it acts
+ * there through the calls once_apply makes here. 0 or -errno. */
+static int apply_remote(struct mb_device *d, const struct mb_fault_rule *r)
+{
+	struct mb_dp_fault_apply a = {
+		.action = (uint32_t)r->action, .up = r->up, .seconds = r->seconds,
+		.capacity = r->action == MB_FAULT_VIRTIO_CONFIG_CHANGE ? r->capacity : 0,
+	};
+	return mb_devproc_fault_apply(mb_devproc_of(d), &a);
+}
+
+/* once() for an isolated device: checked, then acted on in its process
+ * (which checks what only the model knows, e.g. a capacity), then
+ * recorded: a refusal leaves no rule. */
+static int once_isolated(struct mb_fault_plan *p, struct mb_device *d,
+			 const struct mb_fault_rule *r)
+{
+	pthread_mutex_lock(&p->lock);
+	int rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : check(p, r);
+	if (!rc)
+		rc = room(p);
+	pthread_mutex_unlock(&p->lock);
+	if (rc || (rc = apply_remote(d, r)))
+		return rc;
+	pthread_mutex_lock(&p->lock);
+	rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is closed") : room(p);
+	int id = rc;
+	if (!rc) {
+		struct slot *sl = &p->rules[p->nrules];
+		memset(sl, 0, sizeof *sl);
+		sl->r = *r;
+		sl->matched = sl->fired = 1;
+		id = (int)++p->nrules;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return id;
+}
+
 /* An RTC jump, DEVICE_NEEDS_RESET or a config change, now: the device is
  * found and checked first, the rule recorded, then the action applied
  * outside the plan's lock (it may raise an interrupt, which may decide). */
@@ -686,6 +717,12 @@ static int once(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	int rc = 0;
 	if (p->m && (rc = find_dev(p, r->dev, r->action, &d)))
 		return rc;
+	if (d && mb_devproc_of(d)) {
+		if (r->capacity && strcmp(mb_device_kind(d), "virtio_blk") != 0)
+			return mb_seterr(-EINVAL, "capacity: %s is a %s (a new capacity "
+					 "is for virtio_blk)", r->dev, mb_device_kind(d));
+		return once_isolated(p, d, r);
+	}
 	struct mb_rtc *rtc = NULL;
 	struct mb_virtio *t = NULL;
 	struct mb_virtio_blk *blk = NULL;
@@ -742,6 +779,17 @@ static int net_link(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 		return rc;
 	if ((rc = room(p)))
 		return rc;
+	if (d && mb_devproc_of(d)) {
+		/* In its process, first: a refusal (a dead process) leaves no
+		 * rule. The room is looked at again after the wait. */
+		pthread_mutex_unlock(&p->lock);
+		rc = apply_remote(d, r);
+		pthread_mutex_lock(&p->lock);
+		if (rc || (rc = p->closed ? mb_seterr(-EINVAL, "faults: the plan is "
+						       "closed") : room(p)))
+			return rc;
+		d = NULL; /* acted */
+	}
 	struct slot *sl = &p->rules[p->nrules];
 	memset(sl, 0, sizeof *sl);
 	sl->r = *r;
@@ -1543,6 +1591,15 @@ static void once_apply(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	struct mb_device *d = mb_machine_device(p->m, r->dev);
 	if (!d)
 		return;
+	if (mb_devproc_of(d)) {
+		/* Its process acts (from the event loop, as here). One that is
+		 * dead or refuses leaves the rule fired, as a device gone would,
+		 * and says why on stderr: nobody waits for this call. */
+		if (apply_remote(d, r))
+			fprintf(stderr, "moonbox: faults: %s on %s: %s\n",
+				mb_fault_action_name(r->action), r->dev, mb_errmsg());
+		return;
+	}
 	if (r->action == MB_FAULT_RTC_JUMP) {
 		struct mb_rtc *rtc = mb_rtc_of_device(d);
 		if (rtc)
@@ -1636,16 +1693,18 @@ static int once_later(struct mb_fault_plan *p, const struct mb_fault_rule *r)
 	} else {
 		if ((rc = find_dev(p, r->dev, r->action, &d)))
 			return rc;
-		if (r->action == MB_FAULT_RTC_JUMP && !mb_rtc_of_device(d))
-			return mb_seterr(-ENOTSUP, "dev: %s is not moonbox's RTC", r->dev);
-		if (mb_fault_is_virtio(r->action) && !mb_virtio_dev_transport(d))
-			return mb_seterr(-ENOTSUP, "dev: %s has no virtio-mmio transport in "
-					 "this process", r->dev);
 		if (r->capacity && strcmp(mb_device_kind(d), "virtio_blk") != 0)
 			return mb_seterr(-EINVAL, "capacity: %s is a %s (a new capacity "
 					 "is for virtio_blk)", r->dev, mb_device_kind(d));
-		if (r->capacity &&
-		    (rc = mb_virtio_blk_check_resize(mb_virtio_dev_model(d), r->capacity)))
+		if (mb_devproc_of(d))
+			; /* its process checks the rest when the rule acts */
+		else if (r->action == MB_FAULT_RTC_JUMP && !mb_rtc_of_device(d))
+			return mb_seterr(-ENOTSUP, "dev: %s is not moonbox's RTC", r->dev);
+		else if (mb_fault_is_virtio(r->action) && !mb_virtio_dev_transport(d))
+			return mb_seterr(-ENOTSUP, "dev: %s has no virtio-mmio transport in "
+					 "this process", r->dev);
+		else if (r->capacity &&
+			 (rc = mb_virtio_blk_check_resize(mb_virtio_dev_model(d), r->capacity)))
 			return rc;
 	}
 	if (!p->once_timer) { /* plan:add runs on the thread that runs Lua */

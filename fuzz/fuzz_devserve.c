@@ -29,6 +29,11 @@
  *      (bit 0: with the awaited id and a right header, the bytes the
  *      verdict), then an event asked through the proxy site and the
  *      verdict applied to a sector's and a frame's worth of data;
+ *   0xd8..0xdf: a hostile VMM's FAULT_APPLY (a rule that acts once) on
+ *      the chosen device: the action by bits 0-2 (rtc.jump, needs_reset,
+ *      config_change, net.link, or any number from the bytes), then up,
+ *      seconds and capacity from the bytes; 0xdf: the bytes as the
+ *      payload, any length;
  *   0xf0..0xf7: a hostile VMM's reply to a DMA_READ/DMA_WRITE (dma =
  *      "message"): the bytes are queued as the reply (bit 0: with the
  *      awaited id), then the device reads or writes its remote RAM.
@@ -265,6 +270,34 @@ static void dma_reply(unsigned kind, const uint8_t *b, size_t len)
 		; /* a reply the device did not take */
 }
 
+static void apply(unsigned kind, const uint8_t *b, size_t len)
+{
+	static const uint32_t act[] = {
+		MB_FAULT_RTC_JUMP, MB_FAULT_VIRTIO_NEEDS_RESET,
+		MB_FAULT_VIRTIO_CONFIG_CHANGE, MB_FAULT_NET_LINK,
+	};
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_fault_apply a;
+	} q = { { .id = 1, .cmd = MB_DP_FAULT_APPLY, .size = sizeof q }, { 0 } };
+	static uint8_t raw[MB_DP_MAX_MSG];
+	if ((kind & 7) == 7) { /* any payload */
+		struct mb_dp_hdr h = { .id = 1, .cmd = MB_DP_FAULT_APPLY,
+				       .size = (uint32_t)(sizeof h + len) };
+		memcpy(raw, &h, sizeof h);
+		memcpy(raw + sizeof h, b, len);
+		ds_control(raw, sizeof h + len);
+		return;
+	}
+	memcpy(&q.a, b, len < sizeof q.a ? len : sizeof q.a);
+	if ((kind & 7) < 4)
+		q.a.action = act[kind & 3];
+	/* a capacity a virtio-rng refuses and a disk might take, sometimes */
+	if (kind & 4 && len > 20)
+		q.a.capacity %= 1u << 20;
+	ds_control((const uint8_t *)&q, sizeof q);
+}
+
 static void verdict(unsigned kind, const uint8_t *b, size_t len)
 {
 	struct {
@@ -341,6 +374,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint16_t cmd = 0;
 		if (len >= sizeof(struct mb_dp_hdr))
 			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
+		if (kind >= 0xd8 && kind < 0xe0) {
+			apply(kind, b, len);
+			drain();
+			continue;
+		}
 		if (kind >= 0xe0 && kind < 0xe8) {
 			if (kind < 0xe4)
 				verdict(kind, b, len);

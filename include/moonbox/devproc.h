@@ -79,6 +79,7 @@ enum mb_dp_cmd {
 	MB_DP_FAULT = 0x4d0b,         /* events, answered: mb_dp_fault_event; reply:
 				       * mb_dp_fault_verdict */
 	MB_DP_FAULT_RELEASE = 0x4d0c, /* control, posted: a hold token (char[32]) */
+	MB_DP_FAULT_APPLY = 0x4d0d,   /* control: mb_dp_fault_apply; reply: empty */
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -394,6 +395,17 @@ struct mb_dp_fault_verdict {
 	uint64_t key, first, last, rate;
 	char tag[32];
 };
+/* FAULT_APPLY: a rule that acts once (rtc.jump, virtio.needs_reset,
+ * virtio.config_change, net.link), acting now in the process's model as
+ * core/fault.c acts in process. action: enum mb_fault_action. */
+struct mb_dp_fault_apply {
+	uint32_t action, up; /* up: net.link's state, 0 or 1 */
+	int64_t seconds;     /* rtc.jump */
+	uint64_t capacity;   /* virtio.config_change on a virtio_blk; 0: none */
+};
+/* Send it (0, or -errno with the process's reason). */
+int mb_devproc_fault_apply(struct mb_devproc *p, const struct mb_dp_fault_apply *a);
+
 /* Give the model of an isolated device the rules of site s (plan:add of
  * a rule the model decides): the process arms a proxy site for fam with
  * ops; its events are decided on s. Kept for restarts. */

@@ -242,15 +242,97 @@ T.case("pit.drop and pit.late on an isolated PIT: ticks decided in the VMM", fun
   m:close()
 end)
 
-T.case("what an isolated model cannot be asked about is refused, naming why", function()
+T.case("virtio.needs_reset and config_change (a resize) on an isolated disk act in its process", function()
   local m, disk = blk_machine(true)
   local plan = m:faults { seed = 1 }
-  T.raises(function() plan:add(F.virtio.needs_reset { dev = disk }) end,
-    "dev: blk0 is isolated (isolate = true): virtio.needs_reset acts once, when added, "
-    .. "inside the virtio_blk model, in the device's own process, and no message tells "
-    .. "a device process to act now")
-  T.raises(function() plan:add(F.virtio.config_change { dev = disk, capacity = 64 }) end,
-    "virtio.config_change acts once, when added")
+  local gen = disk:state().config_generation
+  local c = plan:add(F.virtio.config_change { dev = disk, capacity = 64 })
+  T.eq(disk:state().capacity, 64, "the disk shrank, in its process")
+  T.eq(disk:state().config_generation, gen + 1, "ConfigGeneration moved on")
+  T.eq(plan:fired(c), 1)
+  plan:add(F.virtio.config_change { dev = disk })
+  T.eq(disk:state().config_generation, gen + 2, "a change with no new capacity")
+  T.raises(function() plan:add(F.virtio.config_change { dev = disk, capacity = 4096 }) end,
+    "4096")
+  T.eq(disk:state().capacity, 64, "a refused resize changed nothing")
+  local n = plan:add(F.virtio.needs_reset { dev = disk })
+  T.eq(plan:fired(n), 1)
+  local s = disk:state()
+  -- no driver yet (not DRIVER_OK): no config interrupt (the run below has one)
+  T.eq(s.needs_reset, true); T.eq(s.status & 64, 64, "DEVICE_NEEDS_RESET in the status")
+  T.eq(s.isolated.alive, true)
+  m:close()
+end)
+
+T.case("virtio.needs_reset after = rule on an isolated disk: the in-process trace and end", function()
+  local function run(isolate)
+    local m, disk = blk_machine(isolate)
+    local path = os.tmpname()
+    local plan = m:faults { seed = 1, trace = path }
+    local e = plan:add(F.blk.error { dev = disk, op = "read", nth = 3 })
+    local nr = plan:add(F.virtio.needs_reset { dev = disk, after = e })
+    local cc = plan:add(F.virtio.config_change { dev = disk, after = nr })
+    T.eq(plan:fired(nr), 0, "waits for its trigger")
+    T.run(m, "exit", 0xff04)
+    T.eq(plan:fired(nr), 1); T.eq(plan:fired(cc), 1, "a chain: armed by the once fault")
+    local s = disk:state()
+    T.eq(s.needs_reset, true); T.eq(s.status & 64, 64, "DEVICE_NEEDS_RESET in the status")
+    -- virtio 1.2, 2.1.2: and a config change interrupt the polling guest never acks
+    T.eq(s.isr & 2, 2, "config change interrupt pending: isr " .. s.isr)
+    m:close()
+    local t = times_stripped(path)
+    os.remove(path)
+    return t
+  end
+  local want = run(false)
+  T.ok(want:find('"action":"virtio.needs_reset"', 1, true), want)
+  T.eq(run(true), want, "the isolated disk's trace is the in-process one")
+end)
+
+T.case("rtc.jump on an isolated RTC, at once and after a rule", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  m:add(mb.pic8259 {})
+  local rtc = m:add(mb.rtc { isolate = true })
+  local plan = m:faults { seed = 1 }
+  local t0 = rtc:state().wall_ns
+  local j = plan:add(F.rtc.jump { dev = rtc, seconds = -3600 })
+  local moved = rtc:state().wall_ns - t0
+  T.ok(math.abs(moved + 3600 * 1000000000) < 1000000000, "an hour back: " .. moved)
+  T.eq(plan:fired(j), 1)
+  m:close()
+  local pm, pit = pit_machine()
+  local r2 = pm:add(mb.rtc { isolate = true })
+  plan = pm:faults { seed = 1 }
+  local drop = plan:add(F.pit.drop { dev = pit, nth = 20 })
+  t0 = r2:state().wall_ns
+  j = plan:add(F.rtc.jump { dev = r2, seconds = 7200, after = drop })
+  T.eq(plan:fired(j), 0, "waits for its trigger")
+  T.run(pm, "exit", 100)
+  T.eq(plan:fired(drop), 1); T.eq(plan:fired(j), 1, "acted after the drop")
+  moved = r2:state().wall_ns - t0
+  T.ok(moved >= 7200 * 1000000000 and moved < 7300 * 1000000000, "the RTC jumped: " .. moved)
+  pm:close()
+end)
+
+T.case("net.link on an isolated NIC: down and up, in the model's state", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  local a = mb.netpair()
+  local nic = m:add(mb.virtio_net { backend = a, isolate = true })
+  local plan = m:faults { seed = 1 }
+  T.eq(nic:state().link_up, true)
+  local down = plan:add(F.net.link { dev = nic, up = false })
+  T.eq(nic:state().link_up, false, "down")
+  T.eq(plan:fired(down), 1)
+  plan:add(F.net.link { dev = nic, up = true })
+  T.eq(nic:state().link_up, true, "up again")
+  m:close()
+end)
+
+T.case("what an isolated model cannot be asked about is refused, naming why", function()
+  local m = blk_machine(true)
+  local plan = m:faults { seed = 1 }
   local u = m:add(mb.uart16550 { port = 0x2f8, irq = 3, isolate = true, console = "buffer" })
   T.raises(function() plan:add(F.uart.error { dev = u, kind = "framing" }) end,
     "line errors need the UART's own LSR")
