@@ -17,7 +17,7 @@ T.case("embed_pc boots Linux with a disk and runs a command", function()
   local disk, out = os.tmpname(), os.tmpname()
   assert(os.execute("truncate -s 1M " .. disk))
   local t0 = os.time()
-  local ok, how, rc = os.execute(string.format("timeout 400 %s %s %s '%s' %s </dev/null >%s 2>&1",
+  local ok, how, rc = os.execute(string.format("timeout 1200 %s %s %s '%s' %s </dev/null >%s 2>&1",
     bin, kernel, initrd, cmdline, disk, out))
   local f = assert(io.open(out)); local text = f:read("a"); f:close()
   os.remove(disk); os.remove(out)

@@ -281,10 +281,10 @@ m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
 }
 
 local t0 = os.time()
-local r1 = m:run { timeout = 400 }
+local r1 = m:run { timeout = 1200 }
 print(string.format("# %s after %d s: %s", r1.reason, os.time() - t0, tostring(r1.message)))
 local r = r1
-if r1.reason == "divergence" then r = m:run { timeout = 200 } end
+if r1.reason == "divergence" then r = m:run { timeout = 900 } end
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
 local function has(s)
   if not con:find(s, 1, true) then

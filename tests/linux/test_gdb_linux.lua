@@ -42,7 +42,7 @@ T.case("hbreak start_kernel, bt, continue: the boot completes", function()
   os.execute(string.format("(timeout 300 gdb -batch -nx -x %s/g.gdb >%s 2>&1 </dev/null; echo $? >%s) &",
     dir, log, rcf))
   local t0 = os.time()
-  local r = m:run { timeout = 400 }
+  local r = m:run { timeout = 1200 }
   local out = com1:output()
   local glog
   for _ = 1, 100 do

@@ -101,7 +101,7 @@ local plan = m:faults { seed = 1 }
 local eio = plan:add(mb.fault.blk.error { dev = blk, op = "read", sectors = { 32000, 32007 } })
 local t0 = os.time()
 m:start()
-for _ = 1, 3000 do -- until the guest's eth0 is up (bounded: 300 s)
+for _ = 1, 9000 do -- until the guest's eth0 is up (bounded: 900 s)
   if com1:output():find("net-up-42", 1, true) then break end
   os.execute("sleep 0.1")
 end
@@ -109,7 +109,7 @@ if com1:output():find("net-up-42", 1, true) then
   peer:write(0x310000, string.rep("\0", 12) .. arp) -- virtio_net_hdr_v1, then the frame
   put(1, 0x310000, 12 + #arp, 0)
 end
-local r = m:wait { timeout = 400 }
+local r = m:wait { timeout = 1200 }
 local con = com1:output()
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
 

@@ -15,7 +15,7 @@ local function boot(irqchip, command, how)
   local m, com1 = build { root = T.root, console = "buffer", irqchip = irqchip,
     append = "-- " .. command, boot = how }
   local t0 = os.time()
-  local r = m:run { timeout = 400 }
+  local r = m:run { timeout = 1200 }
   local out = com1:output()
   print(string.format("# irqchip %s, %s: %s after %d s, %d bytes of console", irqchip, how,
     r.reason, os.time() - t0, #out))

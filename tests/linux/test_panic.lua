@@ -19,7 +19,7 @@ T.case("kernel panic ends the run with shutdown and the panic on the console", f
   if io.open(vmlinux) then
     m:symbols(vmlinux)
     m:catch { panic = true }
-    local c = m:run { timeout = 400 }
+    local c = m:run { timeout = 1200 }
     T.eq(c.reason, "breakpoint", "caught (" .. tostring(c.message) .. ")")
     T.eq(c.catch, "panic")
     panic_prefix = tostring(c.panic):match("^[^%%]*")
@@ -28,7 +28,7 @@ T.case("kernel panic ends the run with shutdown and the panic on the console", f
   else
     T.skip("m:catch { panic }", "no vmlinux")
   end
-  local r = m:run { timeout = 400 }
+  local r = m:run { timeout = 1200 }
   local out = com1:output()
   print(string.format("# %s after %d s", r.reason, os.time() - t0))
   T.ok(out:find("Kernel panic - not syncing", 1, true), "panic on the console:\n" .. out:sub(-1200))

@@ -53,7 +53,7 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
   end,
 }
 local t0 = os.time()
-local r = m:run { timeout = smp and 600 or 300 }
+local r = m:run { timeout = 1200 }
 local out = com1:output()
 os.remove(disk)
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #out))

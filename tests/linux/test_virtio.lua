@@ -56,7 +56,7 @@ local m, com1 = assert(loadfile(T.root .. "/machines/linux.lua")) {
 }
 
 local t0 = os.time()
-local r = m:run { timeout = 400 }
+local r = m:run { timeout = 1200 }
 local con = com1:output()
 print(string.format("# %s after %d s, %d bytes of console", r.reason, os.time() - t0, #con))
 

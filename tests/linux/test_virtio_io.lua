@@ -106,7 +106,7 @@ end)
 local t0 = os.time()
 ma:start()
 mb_:start()
-local ra = ma:wait { timeout = 500 }
+local ra = ma:wait { timeout = 1200 }
 local rb = mb_:wait { timeout = math.max(30, 520 - (os.time() - t0)) }
 local hvc, a_serial, b_serial = A.con:output(), comA:output(), comB:output()
 print(string.format("# A: %s, B: %s after %d s; hvc0 %d bytes, A ttyS0 %d, B ttyS0 %d",

@@ -35,7 +35,7 @@ T.case("an fsynced write is on disk after SIGKILL (kernel irqchip, irqfd)", func
   r:write(string.format([[
 local m = assert(loadfile(%q))({ root = %q, irqchip = "kernel", console = { file = %q },
   disk = %q, append = "-- mkdir /m;mount /dev/vdb /m;sh /m/w.sh" })
-m:run { timeout = 500 }
+m:run { timeout = 1200 }
 ]], T.root .. "/machines/linux.lua", T.root, log, img))
   r:close()
   local p = io.popen(string.format([[
