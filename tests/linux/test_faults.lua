@@ -110,7 +110,7 @@ read -r u x </proc/uptime; echo "uptime-to: $u"
 echo "phase: badid"; sleep 1
 dd if=$MD of=/dev/null bs=512 skip=100 count=1 iflag=direct 2>/dev/null &
 dd if=$NR of=/dev/null bs=512 count=1 iflag=direct 2>/dev/null & N=$!
-sleep 2; dmesg | grep "not a head\|out of range" | head -n 1 | sed 's/^/badid: /'
+sleep 2; i=0; while [ $i -lt 3 ]; do l=$(dmesg | grep "not a head\|out of range" | head -n 1); [ -n "$l" ] && break; i=$((i+1)); done; echo "badid: $l"
 read -r s </proc/$N/stat; set -- $s; echo "nr-state: $3"
 echo "phase: end"
 ]])
