@@ -73,10 +73,18 @@ function T.case(name, fn, skip)
   end
 end
 
+-- Strings with control bytes print as %q so a binary mismatch is readable.
+local function show(v)
+  if type(v) == "string" and v:find("[%z\1-\31\127-\255]") then
+    return (string.format("%q", v):gsub("\n", "n"))
+  end
+  return tostring(v)
+end
+
 function T.eq(got, want, what)
   T.checks = T.checks + 1
   if got ~= want then
-    error(string.format("%s: got %s, want %s", what or "value", tostring(got), tostring(want)), 2)
+    error(string.format("%s: got %s, want %s", what or "value", show(got), show(want)), 2)
   end
 end
 

@@ -94,7 +94,15 @@ T.case("A -> B cut by a drop on B's receive side; the other plan sees nothing", 
   local r = pb:add(F.net.drop { dev = B.n, dir = "rx" })
   local other = pa:add(F.net.drop { dev = A.n, dir = "rx", nth = 1000 })
   flows(B, A, MAC[1], "b2a", "B -> A during the partition")
-  cut_then_heal(A, B, MAC[2], function() pb:remove(r) end, "A -> B")
+  -- B's side receives asynchronously (the netpair's reader), so A's used
+  -- element does not mean B has decided yet: heal only once it dropped.
+  cut_then_heal(A, B, MAC[2], function()
+    for _ = 1, 2000 do
+      if pb:fired(r) > 0 then break end
+      D.sleep(0.005)
+    end
+    pb:remove(r)
+  end, "A -> B")
   T.eq(pb:fired(r), 1, "B dropped the one frame A sent while cut")
   T.eq(pa:fired(other), 0, "A's plan decided nothing about it")
   A.m:close(); B.m:close()
