@@ -12,37 +12,9 @@ local F = mb.fault
 T.need_kvm()
 
 local NUM = 8
-local function put(d, qi, addr, len, flags)
-  local m, q = d.m, d.q[qi]
-  local slot = q.avail_idx % NUM
-  m:write(q.desc + 16 * slot, string.pack("<I8I4I2I2", addr, len, flags, 0))
-  m:write(q.avail + 4 + 2 * slot, string.pack("<I2", slot))
-  q.avail_idx = (q.avail_idx + 1) & 0xffff
-  m:write(q.avail + 2, string.pack("<I2", q.avail_idx))
-  d.dev:mmio_write(0x50, qi)
-end
-
--- The next used element of queue qi: its length, nil after 10 s.
-local function used(d, qi)
-  local m, q = d.m, d.q[qi]
-  for _ = 1, 2000 do
-    local idx = string.unpack("<I2", m:read(q.used + 2, 2))
-    if idx ~= q.used_seen then
-      local slot = q.used_seen % NUM
-      q.used_seen = (q.used_seen + 1) & 0xffff
-      local _, len = string.unpack("<I4I4", m:read(q.used + 4 + 8 * slot, 8))
-      return len
-    end
-    D.sleep(0.005)
-  end
-end
-
-local HDR = string.rep("\0", 12) -- virtio_net_hdr_v1 (virtio 1.2 sec. 5.1.6)
+local HDR, put, used = D.NET_HDR, D.put, D.used
+local function frame(dst, tag) return D.frame(dst, "\2\0\0\0\0\9", tag) end
 local MAC = { "\2\0\0\0\0\1", "\2\0\0\0\0\2" }
-local function frame(dst, tag)
-  local eth = dst .. "\2\0\0\0\0\9" .. "\x88\xb5" -- local experimental ethertype
-  return eth .. tag .. string.rep("\xa5", 60 - #eth - #tag)
-end
 
 local RX, TX = 0x300000, 0x310000
 local function pair()

@@ -129,4 +129,40 @@ function D:request(qi, outs, in_len, timeout)
   return len, m:read(inbuf, in_len)
 end
 
+-- One-buffer requests on queue qi, one descriptor per ring slot (the
+-- virtio-net tests): put() offers addr/len with flags (2 = device-writable),
+-- used() returns the next used element's length, nil after 10 s.
+function D:put(qi, addr, len, flags)
+  local m, q = self.m, self.q[qi]
+  local slot = q.avail_idx % self.num
+  m:write(q.desc + 16 * slot, desc(addr, len, flags, 0))
+  m:write(q.avail + 4 + 2 * slot, string.pack("<I2", slot))
+  q.avail_idx = (q.avail_idx + 1) & 0xffff
+  m:write(q.avail + 2, string.pack("<I2", q.avail_idx))
+  self.dev:mmio_write(0x50, qi)
+end
+
+function D:used(qi)
+  local m, q = self.m, self.q[qi]
+  for _ = 1, 2000 do
+    local idx = string.unpack("<I2", m:read(q.used + 2, 2))
+    if idx ~= q.used_seen then
+      local slot = q.used_seen % self.num
+      q.used_seen = (q.used_seen + 1) & 0xffff
+      local _, len = string.unpack("<I4I4", m:read(q.used + 4 + 8 * slot, 8))
+      return len
+    end
+    sleep(0.005)
+  end
+end
+
+-- virtio_net_hdr_v1 with no offloads (virtio 1.2 sec. 5.1.6), and a 60-byte
+-- Ethernet frame to dst from src (6-byte strings) of the local
+-- experimental ethertype, tag first in its payload.
+D.NET_HDR = string.rep("\0", 12)
+function D.frame(dst, src, tag)
+  local eth = dst .. src .. "\x88\xb5"
+  return eth .. tag .. string.rep("\xa5", 60 - #eth - #tag)
+end
+
 return D
