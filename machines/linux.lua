@@ -5,7 +5,7 @@
 --                                [--console stdio|null|buffer] [--timeout S]
 --                                [--disk IMAGE] [--rng] [--boot pvh|bzimage]
 --                                [--seccomp=on|off] [--rootfs disk|initrd]
---                                [--cpus N] [--acpi on|off]
+--                                [--cpus N] [--acpi on|off] [--reinject on|off]
 --
 -- Defaults to the guest `make deps` built in .cache/guest/: its uncompressed
 -- vmlinux through PVH when it is there (the guest runs no decompressor,
@@ -21,7 +21,9 @@
 -- kernel: KVM's local APICs take the INIT/SIPI that start the others;
 -- the default guest is an SMP kernel for up to 4; guest/README.md);
 -- --acpi on gives the guest ACPI tables (devices found in the DSDT instead
--- of on the command line, power-off through ACPI). From Lua, `loadfile("machines/linux.lua")(opts)`
+-- of on the command line, power-off through ACPI). --reinject on makes the
+-- PIT replay ticks the guest missed (off by default: Linux does not need
+-- them, and under load they slow its boot). From Lua, `loadfile("machines/linux.lua")(opts)`
 -- returns the machine (not started) and COM1 for tests and scripts to
 -- drive; opts.setup(m), if given, adds devices before the kernel is loaded
 -- (boot_linux announces the virtio devices present at that moment).
@@ -44,7 +46,7 @@ if type(opts) ~= "table" then
 end
 local known = { kernel = 1, initrd = 1, append = 1, memory = 1, irqchip = 1, console = 1,
   timeout = 1, root = 1, disk = 1, rng = 1, setup = 1, boot = 1, seccomp = 1, cpus = 1,
-  acpi = 1, rootfs = 1 }
+  acpi = 1, rootfs = 1, reinject = 1 }
 for k in pairs(opts) do
   if not known[k] then error("linux.lua: unknown option --" .. k, 0) end
 end
@@ -78,7 +80,16 @@ local m = mb.machine { cpus = cpus, memory = opts.memory or "128M", irqchip = ir
   seccomp = seccomp, acpi = acpi,
   cpuid = cpus > 1 and { hide = { "kvm_pv_send_ipi", "kvm_pv_sched_yield" } } or nil }
 m:add(mb.pic8259 {})                       -- with "kernel" it stands for KVM's own
-m:add(mb.pit8254 { irq = 0 })
+-- No re-injection of missed ticks by default: Linux keeps time from
+-- kvm-clock or the TSC, not by counting ticks, and on a loaded host where
+-- kernel code is emulated, replaying a backlog of ticks (each three PIC
+-- port exits and the tick handler) starved the boot: a boot at load 10 ran
+-- 25 % longer with it (guest/README.md). --reinject on brings it back.
+local reinject = opts.reinject or "off"
+if reinject ~= "on" and reinject ~= "off" then
+  error("linux.lua: --reinject: expected on or off, got " .. tostring(reinject), 0)
+end
+m:add(mb.pit8254 { irq = 0, reinject = reinject == "on" })
 local com1 = m:add(mb.uart16550 { port = 0x3f8, irq = 4, console = opts.console or "stdio" })
 m:add(mb.rtc {})
 m:add(mb.i8042 {})                         -- reset through port 0x64
