@@ -98,6 +98,10 @@ struct mb_machine {
 	/* Threads running a call in the waiter's world right now: the waiter
 	 * does not return to its Lua state until they are done. */
 	unsigned borrowers;
+	/* Threads waiting (on cond) for borrowers to reach 0: only they are
+	 * woken when a borrower leaves. A broadcast on every call woke the
+	 * waiter asleep in mb_machine_wait, a thread switch per call. */
+	unsigned drainers;
 	enum mb_stop stop;
 	int stop_code;
 	char stop_msg[4096];
