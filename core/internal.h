@@ -85,7 +85,8 @@ struct mb_machine {
 	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast
-	 * on every change (few waiters, rare changes). */
+	 * on every change (few waiters, rare changes), save borrowers, which
+	 * changes twice per Lua call (see drainers). */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_mutex_t call_lock; /* one vCPU at a time in the waiter's world */
