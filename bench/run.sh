@@ -95,7 +95,7 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 	# into Lua should cost at most half a bare exit more (issue 9: <= 1.5x).
 	# The vCPU runs fn in the Lua state the script lends while it sleeps in
 	# m:run, without waking it (core/machine.c, mb_machine_call_main):
-	# ~1-1.5 us a call here against ~8-10 us for the exit (docs/debugging.md,
+	# ~1.5-2.5 us of CPU a call here against ~7 us for the exit (docs/debugging.md,
 	# "I/O taps and traces")
 	for ((r = 0; r < rounds; r++)); do
 		for t in c tap; do
