@@ -3,7 +3,8 @@
 -- Usage: ./moonbox bench/exits.lua GUEST.bin [lua|c|tap]
 --   lua (default): the port 0x80 sink is a Lua device; c: a C sink
 --   (mb.port80); tap: the C sink with a Lua m:tap on its port (issue 9:
---   a Lua tap should cost at most 1.5 times a bare exit, c against tap)
+--   a Lua tap should cost at most 1.5 times a bare exit, c against tap;
+--   `moonbox --seccomp` measures the handoff to the script's thread)
 -- Prints: lua exits=N seconds=S exits_per_s=X
 local mb = require "moonbox"
 local image = assert(arg[1], "usage: moonbox bench/exits.lua GUEST.bin [lua|c|tap]")

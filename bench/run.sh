@@ -92,7 +92,11 @@ if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
 			"$(ratio "$lua" "$(best_of raw_$g max)")" "informational"
 	done
 	# A Lua m:tap on a C device's port vs the C device alone: a tap's trip
-	# into Lua should cost at most half a bare exit more (issue 9: <= 1.5x)
+	# into Lua should cost at most half a bare exit more (issue 9: <= 1.5x).
+	# The vCPU runs fn in the Lua state the script lends while it sleeps in
+	# m:run, without waking it (core/machine.c, mb_machine_call_main):
+	# ~1.5-2.5 us of CPU a call here against ~7 us for the exit (docs/debugging.md,
+	# "I/O taps and traces")
 	for ((r = 0; r < rounds; r++)); do
 		for t in c tap; do
 			res[ltap_$t]+="$(get "$(./moonbox bench/exits.lua $G/bench_pio.bin $t)" exits_per_s) "

@@ -593,8 +593,10 @@ int mb_debug_step(struct mb_machine *m, unsigned cpu, unsigned n,
 		m->waiter = pthread_self();
 		v->dbg_req = true;
 		pthread_cond_broadcast(&m->cond);
+		m->drainers++; /* a borrower leaving wakes only drainers */
 		while (v->dbg_req || (!had && m->borrowers))
 			pthread_cond_wait(&m->cond, &m->lock);
+		m->drainers--;
 		m->has_waiter = had;
 		m->waiter = was;
 	}

@@ -85,7 +85,8 @@ struct mb_machine {
 	struct taps *tapreg;
 
 	/* Run state: everything below is guarded by lock; cond is broadcast
-	 * on every change (few waiters, rare changes). */
+	 * on every change (few waiters, rare changes), save borrowers, which
+	 * changes twice per Lua call (see drainers). */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	pthread_mutex_t call_lock; /* one vCPU at a time in the waiter's world */
@@ -98,6 +99,10 @@ struct mb_machine {
 	/* Threads running a call in the waiter's world right now: the waiter
 	 * does not return to its Lua state until they are done. */
 	unsigned borrowers;
+	/* Threads waiting (on cond) for borrowers to reach 0: only they are
+	 * woken when a borrower leaves. A broadcast on every call woke the
+	 * waiter asleep in mb_machine_wait, a thread switch per call. */
+	unsigned drainers;
 	enum mb_stop stop;
 	int stop_code;
 	char stop_msg[4096];

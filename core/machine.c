@@ -570,14 +570,23 @@ static void probe_all(struct mb_machine *m)
 		}
 }
 
+/* With m->lock held: wait until no thread runs a call in the waiter's
+ * world. */
+static void drain(struct mb_machine *m)
+{
+	m->drainers++;
+	while (m->borrowers)
+		pthread_cond_wait(&m->cond, &m->lock);
+	m->drainers--;
+}
+
 /* With m->lock held: the waiter stops lending its world. A thread that
  * is not a vCPU (the attach server, gdb's monitor) may still be running a
  * call in it after every vCPU parked; returning to Lua then would run two
  * threads in one Lua state (TSan saw it in test_attach). */
 static void stop_lending(struct mb_machine *m)
 {
-	while (m->borrowers)
-		pthread_cond_wait(&m->cond, &m->lock);
+	drain(m);
 	m->has_waiter = false;
 }
 
@@ -627,8 +636,10 @@ void mb_machine_call_main(struct mb_machine *m, void (*fn)(void *), void *arg)
 		fn(arg);
 		pthread_mutex_unlock(&m->call_lock);
 		pthread_mutex_lock(&m->lock);
-		m->borrowers--;
-		pthread_cond_broadcast(&m->cond);
+		/* Wake only a thread draining the borrowers: the waiter
+		 * asleep in mb_machine_wait has nothing to do with it. */
+		if (!--m->borrowers && m->drainers)
+			pthread_cond_broadcast(&m->cond);
 		pthread_mutex_unlock(&m->lock);
 		return;
 	}

@@ -66,6 +66,21 @@ T.case("attach: pause, read registers, resume, globals of the script", function(
   T.eq(rc2, 0); T.ok(out2:find("\n2\n", 1, true) or out2:find("2\n", 1, true), out2)
 end)
 
+T.case("a run that stops while a client's chunk runs returns once it is done", function()
+  -- The chunk runs on the attach server's thread in the world the script
+  -- lends while it waits in m:run; each 0.1 s slice of attach() times out
+  -- in the middle of the 0.5 s chunk and waits for it before returning to
+  -- Lua, woken when it ends (core/machine.c, drain()). No wake: a hang.
+  local m = spin_machine()
+  local sock = dir .. "/slow.sock"
+  m:listen { repl = "unix:" .. sock }
+  local t0 = os.time()
+  local _, out, rc = attach(m, sock, { "os.execute('sleep 0.5'); print('slept', m:paused())" }, 3)
+  T.eq(rc, 0, "attach exits 0: " .. tostring(out))
+  T.ok(out:find("slept", 1, true), "the chunk ran to its end: " .. tostring(out))
+  T.ok(os.time() - t0 < 30, "no slice hung")
+end)
+
 T.case("listen: errors, and a client before the first run", function()
   local m = spin_machine()
   T.raises(function() m:listen {} end, "repl: missing")
