@@ -22,7 +22,9 @@
  * waits on Lua across them. A full ring lets events go unasked and the
  * next one says how many (ev.missed). The cost when no m:on of these kinds
  * exists: the device's one branch on its observer pointer (shared with
- * its fault site's). */
+ * its fault site's). An isolated disk or PIT parks the event in its
+ * process, which posts it here (core/devproc.c, on_remote below); its
+ * answer crosses back through the event's ask. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>

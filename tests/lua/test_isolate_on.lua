@@ -274,5 +274,14 @@ T.case("m:on irq of an isolated PIT's line: a function's false drops that edge",
   m:close()
 end)
 
+T.case("m:on net of an isolated NIC is refused, naming why", function()
+  local m = mb.machine { memory = "16M" }
+  keep[#keep + 1] = m
+  local nic = m:add(mb.virtio_net { backend = mb.netpair(), isolate = true })
+  T.raises(function() m:on("net", { dev = nic }, print) end,
+    "dev: net0 is isolated (isolate = true): its frames stay in its process")
+  m:close()
+end)
+
 os.remove(img)
 T.done()
