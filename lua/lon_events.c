@@ -171,29 +171,9 @@ static void answer(struct call *c, unsigned i, struct reg *r)
 	struct mb_fault_plan *p = mbl_open_plan(L, h->mm);
 	if (p && mb_fault_plan_answer(p, i + 1, r->count, &rec))
 		return; /* diverged: the machine stops */
-	struct mb_fault_verdict *v = &c->v;
-	switch (rec.action) {
-	case MB_FAULT_BLK_ERROR:
-		if (!v->error)
-			v->error = true, v->status = rec.status;
-		break;
-	case MB_FAULT_IRQ_DROP:
-	case MB_FAULT_PIT_DROP:
-		v->drop = true;
-		break;
-	case MB_FAULT_BLK_LATENCY:
-		if (rec.ms > v->ms)
-			v->ms = rec.ms;
-		break;
-	case MB_FAULT_IRQ_DELAY:
-	case MB_FAULT_PIT_LATE:
-		if (rec.ms > v->delay_ms)
-			v->delay_ms = rec.ms;
-		break;
-	default:
-		return; /* none (a replayed trace holds only these) */
-	}
-	c->acted = true;
+	/* a replayed trace may name another action: only this event's act */
+	if (answers(e->kind, rec.action) && mb_fault_verdict_fold(&c->v, &rec))
+		c->acted = true;
 }
 
 /* On the Lua world's thread: every registration the event matches. */
