@@ -153,7 +153,7 @@ for _, isolate in ipairs { false, true } do
     T.eq(plan:held("h"), 1, "parked")
     D.sleep(0.1)
     T.eq(d:done(), false, "not completed while held")
-    disk:mmio_write(0x70, 0) -- reset (virtio 1.2, 4.2.2.1: status 0)
+    disk:mmio_write(0x70, 0) -- reset: 0 to Status (virtio 1.2, 2.1 and 4.2.2)
     T.eq(disk:mmio_read(0x70), 0, "the reset is done")
     T.eq(d:done(), true, "the held request ran before the rings went")
     T.eq(st(), 0, "and completed OK")
