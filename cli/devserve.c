@@ -421,6 +421,18 @@ void ds_control(const uint8_t *msg, ssize_t n)
 	case MB_DP_FAULT_RELEASE:
 		ds_fault_release(pl, len);
 		break;
+	case MB_DP_ON_ARM: {
+		const char *why = "";
+		int e = ds_on_arm(pl, len, &why);
+		if (e)
+			ds_fail(&q, e, why);
+		else
+			ds_reply(&q, 0, NULL, 0);
+		break;
+	}
+	case MB_DP_ON_ANSWER:
+		ds_on_answer(pl, len);
+		break;
 	case MB_DP_FAULT_APPLY: {
 		const char *why = "";
 		int e = ds_fault_apply(pl, len, &why);

@@ -85,6 +85,9 @@ void ds_fault_release(const uint8_t *pl, size_t len);
 int ds_fault_apply(const uint8_t *pl, size_t len, const char **why);
 int ds_fault_ask(const struct mb_dp_fault_event *e, struct mb_dp_fault_verdict *out);
 struct mb_fault_site *ds_fault_site(void); /* the proxy site, once armed */
+/* m:on asks (cli/devfault.c): ON_ARM (0 or errno with why), ON_ANSWER. */
+int ds_on_arm(const uint8_t *pl, size_t len, const char **why);
+void ds_on_answer(const uint8_t *pl, size_t len);
 /* cli/devserve_map.c: memory after the CREATE's. The dirty map the VMM
  * passed (a sealed memfd of size bytes: one bit per page of its RAM),
  * mapped and its fd closed: 0, or -1 with msg set. ds_dirty NULL: none. */

@@ -114,6 +114,10 @@ struct mb_devproc {
 	 * rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
+	/* m:on("uart" | "console") of an isolated UART: the bytes on the
+	 * same wire (mb_devproc_set_uart_hook); NULL: none. */
+	void (*_Atomic whook)(void *ctx, bool rx, uint8_t *byte, bool *drop);
+	void *whook_ctx;
 	/* dev.* faults (core/devproc_fault.c): NULL unless a rule targets
 	 * this device; matched on each access before it is forwarded. */
 	struct mb_fault_site *_Atomic dfault;
@@ -415,16 +419,52 @@ static void post_release(void *ctx, const char *tok)
 	pthread_mutex_unlock(&p->post_lock);
 }
 
-/* FAULT_ARM with what is armed so far (0 or -errno with a message). */
+/* ON_ANSWER: the VMM's Lua answered the process's ask tok (posted). An
+ * answer the socket does not take now is lost: the request stays parked
+ * in the process until the driver resets the device (a process that does
+ * not read its control socket is stuck anyway). */
+static void post_answer(void *ctx, uint64_t tok, const struct mb_fault_verdict *v)
+{
+	struct mb_devproc *p = ctx;
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_on_answer a;
+	} msg;
+	memset(&msg, 0, sizeof msg);
+	msg.h = (struct mb_dp_hdr){ .cmd = MB_DP_ON_ANSWER, .size = sizeof msg,
+				    .flags = MB_DP_F_NO_REPLY };
+	msg.a.token = tok;
+	if (v)
+		mb_dp_fault_to_wire(v, &msg.a.w);
+	pthread_mutex_lock(&p->post_lock);
+	if (atomic_load(&p->alive) && p->ctl >= 0)
+		send(p->ctl, &msg, sizeof msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	pthread_mutex_unlock(&p->post_lock);
+}
+
+/* ON_ARM with what m:on has armed so far (0 or -errno with a message). */
+static int arm_on(struct mb_devproc *p)
+{
+	pthread_mutex_lock(&p->mf.lock);
+	struct mb_dp_on_arm o = { p->mf.on_kinds, p->mf.on_ops };
+	pthread_mutex_unlock(&p->mf.lock);
+	if (!o.kinds)
+		return 0;
+	ssize_t n = request(p, MB_DP_ON_ARM, &o, sizeof o, NULL, 0, p->timeout_ms * 4);
+	return n < 0 ? (int)n : 0;
+}
+
+/* FAULT_ARM with what is armed so far, then ON_ARM (0 or -errno with a
+ * message). */
 static int arm(struct mb_devproc *p)
 {
 	pthread_mutex_lock(&p->mf.lock);
 	struct mb_dp_fault_arm a = { p->mf.fam, p->mf.ops };
 	pthread_mutex_unlock(&p->mf.lock);
-	if (!a.fam)
-		return 0;
-	ssize_t n = request(p, MB_DP_FAULT_ARM, &a, sizeof a, NULL, 0, p->timeout_ms * 4);
-	return n < 0 ? (int)n : 0;
+	ssize_t n = 0;
+	if (a.fam)
+		n = request(p, MB_DP_FAULT_ARM, &a, sizeof a, NULL, 0, p->timeout_ms * 4);
+	return n < 0 ? (int)n : arm_on(p);
 }
 
 int mb_devproc_fault_apply(struct mb_devproc *p, const struct mb_dp_fault_apply *a)
@@ -501,6 +541,11 @@ static int take_event(struct mb_devproc *p, int ms)
 					     sizeof a);
 		if (k)
 			send(p->evt, &a, k, MSG_NOSIGNAL | MSG_DONTWAIT);
+		return 1;
+	}
+	if (u.h.cmd == MB_DP_ON_ASK) {
+		/* an m:on ask: to the Lua side's ring, answered later */
+		mb_dp_on_serve(&p->mf, u.b, (size_t)n);
 		return 1;
 	}
 	if (u.h.cmd == MB_DP_IRQ_LEVEL && len == sizeof(struct mb_dp_irq)) {
@@ -864,7 +909,7 @@ static void take_reply(struct mb_devproc *p, const struct areply *ap)
 {
 	if (p->console && ap->r.nout && ap->r.nout <= MB_DP_SIDE_OUT) {
 		uint8_t out[MB_DP_SIDE_OUT];
-		if (__builtin_expect(atomic_load_explicit(&p->fault, memory_order_acquire) != NULL, 0))
+		if (__builtin_expect(mb_devproc_wire_faulted(p), 0))
 			mb_chr_write(p->console, out, mb_devproc_wire(p, false, ap->r.out,
 								      ap->r.nout, out));
 		else
@@ -937,6 +982,7 @@ static void close_proc(struct mb_devproc *p)
 		pthread_mutex_unlock(&p->ch[i].lock);
 	}
 	mb_dp_faults_drop_holds(&p->mf); /* they died with the process */
+	mb_dp_on_cancel(&p->mf);         /* and so did its m:on asks */
 }
 
 static void on_exit_(void *opaque, int fd);
@@ -1392,28 +1438,86 @@ int mb_devproc_set_model_fault(struct mb_devproc *p, struct mb_fault_site *s,
 	return rc;
 }
 
+int mb_devproc_set_on(struct mb_devproc *p, unsigned kinds, unsigned ops,
+		      mb_devproc_on_fn *fn, void (*cancel)(void *ctx, const void *dev),
+		      void *ctx)
+{
+	if (((kinds & MB_DP_ON_BLK) && strcmp(p->kind, "virtio_blk")) ||
+	    ((kinds & MB_DP_ON_PIT) && strcmp(p->kind, "pit8254")) ||
+	    (kinds & ~(MB_DP_ON_BLK | MB_DP_ON_PIT)))
+		return mb_seterr(-ENOTSUP, "dev: %s is an isolated %s", mb_device_name(p->dev),
+				 p->kind);
+	pthread_mutex_lock(&p->mf.lock);
+	mb_devproc_on_fn *old = atomic_load(&p->mf.on);
+	if (old && (old != fn || p->mf.on_ctx != ctx)) {
+		pthread_mutex_unlock(&p->mf.lock);
+		return mb_seterr(-EBUSY, "dev: %s: already observed", mb_device_name(p->dev));
+	}
+	p->mf.on_ctx = ctx, p->mf.on_cancel = cancel;
+	atomic_store_explicit(&p->mf.on, fn, memory_order_release);
+	unsigned was_kinds = p->mf.on_kinds, was_ops = p->mf.on_ops;
+	p->mf.on_kinds |= kinds, p->mf.on_ops |= ops;
+	bool same = p->mf.on_kinds == was_kinds && p->mf.on_ops == was_ops;
+	pthread_mutex_unlock(&p->mf.lock);
+	/* Synchronous, as a rule's arming: the next event is asked. */
+	int rc = 0;
+	if (!same && atomic_load(&p->alive) && (rc = arm_on(p))) {
+		pthread_mutex_lock(&p->mf.lock);
+		p->mf.on_kinds = was_kinds, p->mf.on_ops = was_ops;
+		pthread_mutex_unlock(&p->mf.lock);
+	}
+	return rc;
+}
+
 int mb_devproc_set_dev_fault(struct mb_devproc *p, struct mb_fault_site *s)
 {
 	return mb_fault_site_install(&p->dfault, s);
 }
 
+int mb_devproc_set_uart_hook(struct mb_devproc *p,
+			     void (*fn)(void *ctx, bool rx, uint8_t *byte, bool *drop),
+			     void *ctx)
+{
+	if (strcmp(p->kind, "uart16550") != 0)
+		return mb_seterr(-ENOTSUP, "dev: %s is an isolated %s, not a UART",
+				 mb_device_name(p->dev), p->kind);
+	/* set once per UART (lon.c keeps one dispatcher per device) */
+	p->whook_ctx = ctx;
+	atomic_store_explicit(&p->whook, fn, memory_order_release);
+	return 0;
+}
+
 bool mb_devproc_wire_faulted(struct mb_devproc *p)
 {
-	return p && atomic_load_explicit(&p->fault, memory_order_acquire) != NULL;
+	return p && (atomic_load_explicit(&p->fault, memory_order_acquire) != NULL ||
+		     atomic_load_explicit(&p->whook, memory_order_acquire) != NULL);
 }
 
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out)
 {
 	struct mb_fault_site *fs = atomic_load_explicit(&p->fault, memory_order_acquire);
+	void (*hook)(void *, bool, uint8_t *, bool *) =
+		atomic_load_explicit(&p->whook, memory_order_acquire);
 	size_t n = 0;
 	for (size_t i = 0; i < len; i++) {
+		/* As in process (m:on "uart"): the console's end of the wire,
+		 * so the hook sees rx bytes before the rules and tx bytes
+		 * after them. */
+		uint8_t c = in[i];
+		bool drop = false;
+		if (rx && hook)
+			hook(p->whook_ctx, true, &c, &drop);
 		struct mb_fault_verdict v = { 0 };
-		if (fs)
+		if (fs && !drop)
 			mb_fault_uart_decide(fs, rx, atomic_fetch_add(rx ? &p->fault_rx
 									  : &p->fault_tx, 1) + 1, &v);
-		if (!v.drop)
-			out[n++] = (uint8_t)(in[i] ^ v.flip);
+		drop |= v.drop;
+		c ^= v.flip;
+		if (!rx && hook && !drop)
+			hook(p->whook_ctx, false, &c, &drop);
+		if (!drop)
+			out[n++] = c;
 	}
 	return n;
 }
@@ -1523,6 +1627,7 @@ int mb_devproc_attach(struct mb_machine *m, const struct mb_devproc_config *cfg,
 	pthread_mutex_init(&p->ev_lock, NULL);
 	pthread_mutex_init(&p->why_lock, NULL);
 	mb_dp_faults_init(&p->mf, post_release, p);
+	p->mf.dp = p, p->mf.answer = post_answer;
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -60,6 +60,7 @@ void mb_dp_faults_drop_holds(struct mb_dp_faults *f)
 
 void mb_dp_faults_fini(struct mb_dp_faults *f)
 {
+	mb_dp_on_cancel(f);
 	mb_dp_faults_drop_holds(f);
 	mb_fault_site_put(atomic_load(&f->site));
 	pthread_mutex_destroy(&f->lock);
@@ -138,6 +139,72 @@ size_t mb_dp_fault_serve(struct mb_dp_faults *f, const uint8_t *msg, size_t n,
 	mb_dp_fault_to_wire(&v, &a.w);
 	memcpy(out, &a, sizeof a);
 	return sizeof a;
+}
+
+/* ---- m:on asks of an isolated model --------------------------------------- */
+
+void mb_dp_on_cancel(struct mb_dp_faults *f)
+{
+	if (atomic_load(&f->on) && f->on_cancel)
+		f->on_cancel(f->on_ctx, f->dp);
+}
+
+/* The Lua side's answer (or none): to the process, and the slot freed. */
+static void onask_answer(void *arg, const struct mb_fault_verdict *v)
+{
+	struct mb_dp_onask *a = arg;
+	struct mb_dp_faults *f = a->f;
+	if (f->answer)
+		f->answer(f->ctx, a->tok, v);
+	pthread_mutex_lock(&f->lock);
+	a->used = false;
+	pthread_mutex_unlock(&f->lock);
+}
+
+void mb_dp_on_serve(struct mb_dp_faults *f, const uint8_t *msg, size_t n)
+{
+	struct mb_dp_hdr q;
+	struct mb_dp_on_event e;
+	if (n != sizeof q + sizeof e)
+		return;
+	memcpy(&q, msg, sizeof q);
+	memcpy(&e, msg + sizeof q, sizeof e);
+	if (q.size != n || q.cmd != MB_DP_ON_ASK || (q.flags & MB_DP_F_REPLY) ||
+	    (e.flags & ~(MB_DP_ON_ASKED | MB_DP_ON_CANCEL)))
+		return (void)atomic_fetch_add(&f->refused, 1);
+	mb_devproc_on_fn *fn = atomic_load_explicit(&f->on, memory_order_acquire);
+	if (e.flags & MB_DP_ON_CANCEL) {
+		mb_dp_on_cancel(f);
+		return;
+	}
+	bool asked = e.flags & MB_DP_ON_ASKED;
+	struct mb_dp_onask *a = NULL;
+	pthread_mutex_lock(&f->lock);
+	/* One kind it was armed for; a blk request of one op armed, a tick
+	 * of none: anything else is a hostile process's. */
+	bool ok = fn && (e.kind == MB_DP_ON_BLK || e.kind == MB_DP_ON_PIT) &&
+		  (e.kind & f->on_kinds) &&
+		  (e.kind == MB_DP_ON_BLK ? e.op && !(e.op & (e.op - 1)) && (e.op & f->on_ops)
+					  : e.op == 0);
+	for (unsigned i = 0; ok && asked && i < MB_DP_ON_ASKS && !a; i++)
+		if (!f->onask[i].used)
+			a = &f->onask[i];
+	if (a) {
+		a->used = true, a->f = f, a->tok = e.token;
+		a->a = (struct mb_fault_ask){ onask_answer, a };
+	}
+	pthread_mutex_unlock(&f->lock);
+	if (!ok)
+		atomic_fetch_add(&f->refused, 1);
+	if (ok && (!asked || a)) {
+		struct mb_fault_blk_event be = { e.op, e.sector, e.nsectors };
+		if (fn(f->on_ctx, f->dp, e.kind, &be, a ? &a->a : NULL) || !a)
+			return;
+		onask_answer(a, NULL); /* not taken: unchanged */
+		return;
+	}
+	if (asked && f->answer) /* never left waiting */
+		f->answer(f->ctx, e.token, NULL);
 }
 
 void mb_dp_fault_to_wire(const struct mb_fault_verdict *v,

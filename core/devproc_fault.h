@@ -28,6 +28,17 @@ struct mb_dp_fhold {
 	char tok[MB_FAULT_TAG_MAX];
 };
 
+/* m:on asks a device's process may have pending in the VMM's Lua at once
+ * (a hub's ring holds 1024 of all devices): past it, answered
+ * "unchanged" at once. */
+#define MB_DP_ON_ASKS 256
+struct mb_dp_onask {
+	struct mb_fault_ask a; /* what the Lua side answers through */
+	struct mb_dp_faults *f;
+	uint64_t tok; /* the process's */
+	bool used;
+};
+
 struct mb_dp_faults {
 	struct mb_fault_site *_Atomic site; /* NULL: no model rule */
 	unsigned fam, ops;                   /* armed so far (under lock) */
@@ -38,6 +49,16 @@ struct mb_dp_faults {
 	void (*release)(void *ctx, const char *tok);
 	void *ctx;
 	_Atomic uint64_t asked, refused;
+	/* m:on (MB_DP_ON_*): the Lua side's observer, what the process is
+	 * armed for (under lock, kept for restarts), the asks it took. */
+	mb_devproc_on_fn *_Atomic on;
+	void (*on_cancel)(void *ctx, const void *dev);
+	void *on_ctx;
+	unsigned on_kinds, on_ops;
+	struct mb_devproc *dp; /* the device, as the Lua side knows it */
+	/* Tells the process the answer to its ask tok (posted; v NULL: none). */
+	void (*answer)(void *ctx, uint64_t tok, const struct mb_fault_verdict *v);
+	struct mb_dp_onask onask[MB_DP_ON_ASKS];
 };
 
 void mb_dp_faults_init(struct mb_dp_faults *f,
@@ -52,6 +73,14 @@ void mb_dp_faults_drop_holds(struct mb_dp_faults *f);
  * fault". Any thread (the events socket's reader). */
 size_t mb_dp_fault_serve(struct mb_dp_faults *f, const uint8_t *msg, size_t n,
 			 uint8_t *out, size_t cap);
+/* One ON_ASK of n bytes (header included) from the process: handed to
+ * the observer, or answered "unchanged" at once (no observer, a kind or op
+ * not armed, no slot, the observer did not take it). CANCEL: the
+ * observer's cancel. Any thread (the events socket's reader). */
+void mb_dp_on_serve(struct mb_dp_faults *f, const uint8_t *msg, size_t n);
+/* What the Lua side holds of this device's asks goes now (a death, a
+ * free: the process's parked events went with it). */
+void mb_dp_on_cancel(struct mb_dp_faults *f);
 /* The verdict on the wire and back. from_wire checks every field against
  * what a rule can give (a hostile VMM's verdict); -EINVAL: none of it
  * applies (v is zeroed). */

@@ -1081,6 +1081,42 @@ static void burst(struct mb_fault_plan *p, unsigned id, struct slot *s, uint64_t
 	s->ge_bad = s->ge_bad ? !(u < s->r.ge_leave) : u < s->r.ge_enter;
 }
 
+bool mb_fault_verdict_fold(struct mb_fault_verdict *v, const struct mb_fault_record *r)
+{
+	switch (r->action) {
+	case MB_FAULT_BLK_ERROR: /* the first error wins */
+		if (!v->error)
+			v->error = true, v->status = r->status;
+		return true;
+	case MB_FAULT_BLK_LATENCY: /* the longest delay */
+		if (r->ms > v->ms)
+			v->ms = r->ms;
+		return true;
+	case MB_FAULT_IRQ_DELAY:
+	case MB_FAULT_PIT_LATE:
+	case MB_FAULT_NET_DELAY:
+	case MB_FAULT_DEV_DELAY:
+		if (r->ms > v->delay_ms)
+			v->delay_ms = r->ms;
+		return true;
+	case MB_FAULT_UART_DROP: /* any drop drops */
+	case MB_FAULT_IRQ_DROP:
+	case MB_FAULT_PIT_DROP:
+	case MB_FAULT_NET_DROP:
+	case MB_FAULT_DEV_DROP:
+		v->drop = true;
+		return true;
+	case MB_FAULT_BLK_LYING_FLUSH:
+		v->lie = true;
+		return true;
+	case MB_FAULT_DEV_KILL:
+		v->kill = true;
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* proc: the event is an access at the process boundary (dev.* rules
  * only); otherwise the device's own event (every other rule). A site is
  * per device name, and an isolated UART has both kinds of rule. */
@@ -1174,15 +1210,9 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 				rec.ms = s->r.ms + (uint32_t)(mb_fault_hash(p->seed, id,
 					o ^ STREAM_JITTER) % (s->r.jitter + 1ull));
 		}
-		switch (rec.action) {
-		case MB_FAULT_BLK_ERROR:
-			if (!v->error)
-				v->error = true, v->status = rec.status;
-			break;
-		case MB_FAULT_BLK_LATENCY:
-			if (rec.ms > v->ms)
-				v->ms = rec.ms;
-			break;
+		/* What the record alone says, folded as an m:on answer is
+		 * (mb_fault_verdict_fold); the rest needs the rule. */
+		switch (mb_fault_verdict_fold(v, &rec) ? MB_FAULT_NONE : rec.action) {
 		case MB_FAULT_BLK_CORRUPT:
 			if (e->op == MB_FAULT_OP_READ && !v->corrupt) {
 				v->corrupt = true;
@@ -1190,9 +1220,6 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 				v->first = s->r.first, v->last = s->r.last;
 				v->bytes = s->r.bytes ? s->r.bytes : 1;
 			}
-			break;
-		case MB_FAULT_BLK_LYING_FLUSH:
-			v->lie = true;
 			break;
 		case MB_FAULT_BLK_TORN_WRITE:
 			if (!v->torn)
@@ -1207,9 +1234,6 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 				v->hold = true;
 				memcpy(v->tag, s->r.tag, sizeof v->tag);
 			}
-			break;
-		case MB_FAULT_UART_DROP:
-			v->drop = true;
 			break;
 		case MB_FAULT_UART_CORRUPT:
 			if (!v->flip) { /* `bytes` distinct bits, from the seed */
@@ -1227,29 +1251,15 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 			if (s->r.lsr == MB_FAULT_LSR_OE)
 				v->drop = true;
 			break;
-		case MB_FAULT_IRQ_DROP:
-			v->drop = true;
-			break;
 		case MB_FAULT_IRQ_STORM:
 			if (s->r.pulses > v->pulses)
 				v->pulses = s->r.pulses;
-			break;
-		case MB_FAULT_IRQ_DELAY:
-		case MB_FAULT_PIT_LATE:
-			if (rec.ms > v->delay_ms)
-				v->delay_ms = rec.ms;
-			break;
-		case MB_FAULT_PIT_DROP:
-			v->drop = true;
 			break;
 		case MB_FAULT_VIRTIO_BAD_USED_ID:
 			if (!v->bad_id) {
 				v->bad_id = true;
 				v->has_id = s->r.has_id, v->used_id = s->r.id;
 			}
-			break;
-		case MB_FAULT_NET_DROP:
-			v->drop = true;
 			break;
 		case MB_FAULT_NET_DUPLICATE:
 			if (s->r.pulses > v->dup)
@@ -1267,22 +1277,11 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 			if (!v->reorder)
 				v->reorder = s->r.pulses, v->reorder_ms = s->r.ms;
 			break;
-		case MB_FAULT_NET_DELAY:
-			if (rec.ms > v->delay_ms)
-				v->delay_ms = rec.ms;
-			break;
 		case MB_FAULT_NET_RATE:
 			if (!v->rate || s->r.rate < v->rate)
 				v->rate = s->r.rate;
 			if (s->r.ms > v->rate_ms)
 				v->rate_ms = s->r.ms;
-			break;
-		case MB_FAULT_DEV_DELAY:
-			if (rec.ms > v->delay_ms)
-				v->delay_ms = rec.ms;
-			break;
-		case MB_FAULT_DEV_DROP:
-			v->drop = true;
 			break;
 		case MB_FAULT_DEV_CORRUPT:
 			if (e->op == MB_FAULT_OP_READ && !v->corrupt) {
@@ -1291,9 +1290,6 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 				v->bytes = s->r.bytes;
 			}
 			break;
-		case MB_FAULT_DEV_KILL:
-			v->kill = true;
-			break;
 		case MB_FAULT_NET_LINK: /* acted when added */
 		case MB_FAULT_IRQ_SPURIOUS: /* acted when added */
 		case MB_FAULT_RTC_JUMP:
@@ -1301,6 +1297,7 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 		case MB_FAULT_VIRTIO_CONFIG_CHANGE:
 		case MB_FAULT_MEM_FLIP: /* never on a device site */
 		case MB_FAULT_NONE:
+		default: /* folded above */
 			break;
 		}
 		if (rec.action != MB_FAULT_NONE && ++s->fired == 1 && p->npending)

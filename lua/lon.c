@@ -10,7 +10,8 @@
  *   m:on("blk" | "irq" | "pit", filter, fn)  -- lon_events.c
  *
  * Each returns a handle with :remove() and :count(). UART events come
- * from the UART's observer (mb_uart_set_hook), one dispatcher per UART
+ * from the UART's observer (mb_uart_set_hook; an isolated UART's, from
+ * its wire in the VMM: mb_devproc_set_uart_hook), one dispatcher per UART
  * holding the registrations; functions run in the Lua world of the thread
  * waiting in m:run (mb_machine_call_main), the access held until they
  * return, as mb.device functions do. An error ends the run ("error"). */
@@ -159,11 +160,14 @@ static struct disp *disp_for(lua_State *L, struct mbl_machine *mm,
 {
 	struct mb_machine *m = mbl_live(L, mm);
 	struct mb_uart *u = mb_uart_of_device(dev);
-	if (!u)
-		luaL_error(L, "dev: %s is not a UART moonbox runs in this process",
-			   mb_device_name(dev));
+	/* An isolated UART's bytes cross the VMM on its wire (core/devproc.c,
+	 * mb_devproc_wire): the same observer sits there. */
+	struct mb_devproc *dp = !u && !strcmp(mb_device_kind(dev), "uart16550")
+					? mb_devproc_of(dev) : NULL;
+	if (!u && !dp)
+		luaL_error(L, "dev: %s is not a UART", mb_device_name(dev));
 	/* the UART's dispatcher, in the machine's own refs (dies with it) */
-	const void *key = (const char *)u + 1;
+	const void *key = (const char *)(u ? (const void *)u : dp) + 1;
 	struct disp *d = NULL;
 	if (mbl_ref_push(L, mm, key) == LUA_TLIGHTUSERDATA)
 		d = lua_touserdata(L, -1);
@@ -181,10 +185,13 @@ static struct disp *disp_for(lua_State *L, struct mbl_machine *mm,
 		disp_free(d);
 		luaL_error(L, "on: out of memory");
 	}
+	if (dp && mb_devproc_set_uart_hook(dp, on_byte, d))
+		return mbl_fail(L, "dev"), NULL;
 	lua_pushlightuserdata(L, d);
 	mbl_ref_set(L, mm, key, -1);
 	lua_pop(L, 1);
-	mb_uart_set_hook(u, on_byte, d);
+	if (u)
+		mb_uart_set_hook(u, on_byte, d);
 	return d;
 }
 

@@ -22,7 +22,9 @@
  * waits on Lua across them. A full ring lets events go unasked and the
  * next one says how many (ev.missed). The cost when no m:on of these kinds
  * exists: the device's one branch on its observer pointer (shared with
- * its fault site's). */
+ * its fault site's). An isolated disk or PIT parks the event in its
+ * process, which posts it here (core/devproc.c, on_remote below); its
+ * answer crosses back through the event's ask. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -38,12 +40,13 @@ static const char *const kind_names[] = { "blk", "irq", "pit" };
 
 struct event {
 	enum kind kind;
-	const void *dev; /* the model: struct mb_virtio_blk / mb_pit */
+	const void *dev; /* the model (struct mb_virtio_blk / mb_pit), or the
+			  * struct mb_devproc of an isolated one */
 	unsigned op;
 	uint64_t a, b; /* blk: sector, nsectors; irq: line; pit: tick */
 	bool parked;   /* the device waits for the answer */
 	bool dead;     /* cancelled in the ring: skipped */
-	struct mb_fault_ask *ask; /* blk: where the answer goes */
+	struct mb_fault_ask *ask; /* blk, an isolated PIT: where the answer goes */
 };
 
 struct reg {
@@ -168,29 +171,9 @@ static void answer(struct call *c, unsigned i, struct reg *r)
 	struct mb_fault_plan *p = mbl_open_plan(L, h->mm);
 	if (p && mb_fault_plan_answer(p, i + 1, r->count, &rec))
 		return; /* diverged: the machine stops */
-	struct mb_fault_verdict *v = &c->v;
-	switch (rec.action) {
-	case MB_FAULT_BLK_ERROR:
-		if (!v->error)
-			v->error = true, v->status = rec.status;
-		break;
-	case MB_FAULT_IRQ_DROP:
-	case MB_FAULT_PIT_DROP:
-		v->drop = true;
-		break;
-	case MB_FAULT_BLK_LATENCY:
-		if (rec.ms > v->ms)
-			v->ms = rec.ms;
-		break;
-	case MB_FAULT_IRQ_DELAY:
-	case MB_FAULT_PIT_LATE:
-		if (rec.ms > v->delay_ms)
-			v->delay_ms = rec.ms;
-		break;
-	default:
-		return; /* none (a replayed trace holds only these) */
-	}
-	c->acted = true;
+	/* a replayed trace may name another action: only this event's act */
+	if (answers(e->kind, rec.action) && mb_fault_verdict_fold(&c->v, &rec))
+		c->acted = true;
 }
 
 /* On the Lua world's thread: every registration the event matches. */
@@ -286,7 +269,7 @@ static void drain(void *opaque)
 /* The device's answer (no lock held). */
 static void reply(struct hub *h, const struct event *e, const struct mb_fault_verdict *v)
 {
-	if (e->kind == K_BLK)
+	if (e->ask)
 		e->ask->answer(e->ask->arg, v);
 	else if (e->kind == K_PIT)
 		mb_pit_answer((struct mb_pit *)e->dev, v);
@@ -316,7 +299,7 @@ static void cancel(void *ctx, const void *dev)
 		pthread_mutex_unlock(&h->lock);
 		if (!found)
 			return;
-		if (e.kind == K_BLK)
+		if (e.ask)
 			e.ask->answer(e.ask->arg, NULL);
 		/* a PIT being freed: its tick goes nowhere */
 	}
@@ -390,6 +373,19 @@ static bool on_pit(void *ctx, struct mb_pit *pit, uint64_t n, bool ask)
 	if (!wanted(ctx, K_PIT, pit, 0, 0))
 		return false;
 	struct event ev = { K_PIT, pit, 0, n, 0, ask, false, NULL };
+	return push(ctx, &ev) && ask;
+}
+
+/* An isolated device's event (the events socket's reader, core/devproc.c):
+ * the same filters and ring as in process; the answer crosses back. */
+static bool on_remote(void *ctx, struct mb_devproc *p, unsigned kind,
+		      const struct mb_fault_blk_event *e, struct mb_fault_ask *ask)
+{
+	enum kind k = kind == MB_DP_ON_BLK ? K_BLK : K_PIT;
+	if (!wanted(ctx, k, p, e->op, 0))
+		return false;
+	struct event ev = { k, p, e->op, e->sector, k == K_BLK ? e->nsectors : 0,
+			    ask != NULL, false, ask };
 	return push(ctx, &ev) && ask;
 }
 
@@ -507,24 +503,28 @@ int mbl_on_event(lua_State *L, const char *event)
 		r.ops = op == 0 ? MB_FAULT_OP_ANY : 1u << (op - 1);
 		if (!d)
 			luaL_error(L, "dev: missing (the virtio_blk disk to watch)");
-		struct mb_virtio_blk *b = strcmp(mb_device_kind(d), "virtio_blk") == 0
-						  ? mb_virtio_dev_model(d) : NULL;
-		if (!b)
-			luaL_error(L, "dev: %s is %s, not a virtio_blk moonbox runs in this "
-				   "process", mb_device_name(d),
-				   mb_devproc_of(d) ? "isolated" : mb_device_kind(d));
-		r.dev = b;
-		add_name(h, b, mb_device_name(d));
-		rc = mb_virtio_blk_set_observer(b, on_blk, cancel, h);
+		bool isblk = strcmp(mb_device_kind(d), "virtio_blk") == 0;
+		struct mb_devproc *dp = isblk ? mb_devproc_of(d) : NULL;
+		struct mb_virtio_blk *b = isblk && !dp ? mb_virtio_dev_model(d) : NULL;
+		if (!b && !dp)
+			luaL_error(L, "dev: %s is %s, not a virtio_blk", mb_device_name(d),
+				   mb_device_kind(d));
+		r.dev = b ? (const void *)b : dp;
+		add_name(h, r.dev, mb_device_name(d));
+		/* isolated: the process parks and posts (core/devproc.c) */
+		rc = b ? mb_virtio_blk_set_observer(b, on_blk, cancel, h)
+		       : mb_devproc_set_on(dp, MB_DP_ON_BLK, r.ops, on_remote, cancel, h);
 	} else if (k == K_PIT) {
 		struct mb_pit *pit = d ? mb_pit_of_device(d) : NULL;
-		if (!pit)
+		struct mb_devproc *dp = d && !pit && !strcmp(mb_device_kind(d), "pit8254")
+						? mb_devproc_of(d) : NULL;
+		if (!pit && !dp)
 			luaL_error(L, "dev: %s is not a PIT moonbox runs (KVM's in-kernel "
-				   "PIT and isolated ones tell no ticks)",
-				   d ? mb_device_name(d) : "pit");
-		r.dev = pit;
-		add_name(h, pit, mb_device_name(d));
-		rc = mb_pit_set_observer(pit, on_pit, cancel, h);
+				   "PIT tells no ticks)", d ? mb_device_name(d) : "pit");
+		r.dev = pit ? (const void *)pit : dp;
+		add_name(h, r.dev, mb_device_name(d));
+		rc = pit ? mb_pit_set_observer(pit, on_pit, cancel, h)
+			 : mb_devproc_set_on(dp, MB_DP_ON_PIT, 0, on_remote, cancel, h);
 	} else {
 		if (lua_getfield(L, 3, "irq") != LUA_TNIL) {
 			lua_Integer l = mbl_optint(L, 3, "irq", 0);

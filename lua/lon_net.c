@@ -125,6 +125,9 @@ static struct disp *disp_for(lua_State *L, struct mbl_machine *mm,
 	if (strcmp(mb_device_kind(dev), "virtio_net") != 0)
 		luaL_error(L, "dev: %s is a %s, not a virtio_net", mb_device_name(dev),
 			   mb_device_kind(dev));
+	if (mb_devproc_of(dev))
+		luaL_error(L, "dev: %s is isolated (isolate = true): its frames stay in "
+			   "its process (the net.* rules work there)", mb_device_name(dev));
 	struct mb_virtio_net *nic = mb_virtio_dev_model(dev);
 	const void *key = (const char *)nic + 1;
 	struct disp *d = NULL;

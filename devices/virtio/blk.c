@@ -81,6 +81,10 @@ struct mb_virtio_blk {
 	mb_blk_observer *_Atomic obs;
 	mb_fault_ask_cancel *obs_cancel;
 	void *obs_ctx;
+	/* Resets under way: a request taken meanwhile is not asked about
+	 * (the reset waits for it, and its caller may be the thread the
+	 * answer needs: the script's, a device process's control thread). */
+	_Atomic unsigned resetting;
 };
 
 /* ---- one request ------------------------------------------------------------ */
@@ -329,13 +333,14 @@ static bool fault_decide(struct mb_fault_site *s, const struct mb_vq_chain *c,
 /* A request leaving the ring, when a fault site or an observer is set
  * (the caller's one branch): the rules decide; *ask: the observer is to
  * be asked about *e once the request is in flight. */
-static bool watched(struct mb_fault_site *fs, mb_blk_observer *ob,
+static bool watched(struct mb_virtio_blk *b, struct mb_fault_site *fs, mb_blk_observer *ob,
 		    const struct mb_vq_chain *c, struct mb_fault_verdict *v,
 		    struct mb_fault_blk_event *e, bool *ask)
 {
 	struct hdr h;
 	const struct hdr *hp = header(c, &h) ? &h : NULL;
-	*ask = ob && classify(c, hp, e);
+	*ask = ob && !atomic_load(&b->resetting) &&
+	       classify(c, hp, e);
 	return fs && fault_decide(fs, c, hp, v);
 }
 
@@ -502,8 +507,14 @@ static void watched_start(struct mb_virtio_blk *b, struct req *r,
 	/* In flight (a reset waits for it), parked until the m:on function
 	 * answers: asked_answer runs it. */
 	r->ask.answer = asked_answer, r->ask.arg = r;
-	if (ask && ob(b->obs_ctx, b, e, &r->ask))
+	if (ask && ob(b->obs_ctx, b, e, &r->ask)) {
+		/* A reset that began after watched() looked may have cancelled
+		 * before this ask was taken: cancel again (the reset's flag is
+		 * set before its cancel, so one of the two sees the other). */
+		if (atomic_load(&b->resetting) && b->obs_cancel)
+			b->obs_cancel(b->obs_ctx, b);
 		return;
+	}
 	if (r->faulted && r->v.hold) {
 		/* In flight but parked: plan:release(tag) starts it. */
 		mb_fault_hold(fs, r->v.tag, &r->held, held_release, r);
@@ -530,7 +541,7 @@ static void blk_notify(void *dev, struct mb_virtio *t, unsigned qi)
 			struct mb_fault_blk_event e;
 			bool ask = false;
 			r->faulted = __builtin_expect(((uintptr_t)fs | (uintptr_t)ob) != 0, 0) &&
-				     rc > 0 && watched(fs, ob, &r->c, &r->v, &e, &ask);
+				     rc > 0 && watched(b, fs, ob, &r->c, &r->v, &e, &ask);
 			pthread_mutex_lock(&b->lock);
 			if (rc <= 0) {
 				r->next = b->free;
@@ -561,6 +572,7 @@ static void blk_reset(void *dev)
 {
 	struct mb_virtio_blk *b = dev;
 	mb_blk_observer *ob = atomic_load(&b->obs);
+	atomic_fetch_add(&b->resetting, 1);
 	if (ob && b->obs_cancel) /* asked ones go on unanswered */
 		b->obs_cancel(b->obs_ctx, b);
 	mb_fault_site_release(fault_site(b)); /* held ones complete first */
@@ -568,6 +580,7 @@ static void blk_reset(void *dev)
 	while (b->inflight)
 		pthread_cond_wait(&b->done, &b->lock);
 	pthread_mutex_unlock(&b->lock);
+	atomic_fetch_sub(&b->resetting, 1);
 }
 
 /* Config layout, sec. 5.2.4 (fields we do not offer stay 0). */

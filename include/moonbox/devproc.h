@@ -80,6 +80,11 @@ enum mb_dp_cmd {
 				       * mb_dp_fault_verdict */
 	MB_DP_FAULT_RELEASE = 0x4d0c, /* control, posted: a hold token (char[32]) */
 	MB_DP_FAULT_APPLY = 0x4d0d,   /* control: mb_dp_fault_apply; reply: empty */
+	/* m:on asks of an isolated model (docs/devproc.md, "m:on events of
+	 * an isolated model"): */
+	MB_DP_ON_ARM = 0x4d0e,    /* control: mb_dp_on_arm; reply: empty */
+	MB_DP_ON_ASK = 0x4d0f,    /* events, posted: mb_dp_on_event */
+	MB_DP_ON_ANSWER = 0x4d10, /* control, posted: mb_dp_on_answer */
 };
 
 /* REGION_READ / REGION_WRITE (vfio-user's layout: offset, region, count,
@@ -355,8 +360,18 @@ const char *mb_devproc_program(void);
  * relay sends the process). Line errors need the chip's LSR: not here. */
 struct mb_fault_site;
 int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s);
-bool mb_devproc_wire_faulted(struct mb_devproc *p); /* p may be NULL */
-/* The bytes in[0..len) after the rules (out: room for len); its length. */
+/* m:on("uart" | "console") of an isolated UART: fn sees every byte of
+ * that wire as the in-process UART's observer would (moonbox/uart16550.h,
+ * mb_uart_set_hook: rx before the rules, tx after them), on the thread
+ * that carries it (a vCPU's access reply or the console relay on the
+ * event loop). Set once; ctx must outlive the device. */
+int mb_devproc_set_uart_hook(struct mb_devproc *p,
+			     void (*fn)(void *ctx, bool rx, uint8_t *byte, bool *drop),
+			     void *ctx);
+/* Rules or a hook on the wire (p may be NULL). */
+bool mb_devproc_wire_faulted(struct mb_devproc *p);
+/* The bytes in[0..len) after the hook and the rules (out: room for len);
+ * its length. */
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out);
 
@@ -405,6 +420,45 @@ struct mb_dp_fault_apply {
 };
 /* Send it (0, or -errno with the process's reason). */
 int mb_devproc_fault_apply(struct mb_devproc *p, const struct mb_dp_fault_apply *a);
+
+/* m:on("blk" | "pit") on an isolated device: ON_ARM tells the process
+ * which of its model's events to post (kinds, and a blk request's ops);
+ * the model parks each such event as in process and posts ON_ASK with a
+ * token; the VMM's Lua answers later with ON_ANSWER (the token and a
+ * verdict, checked like FAULT's). A token the process no longer has (a
+ * reset answered it "unchanged" already) is ignored. ON_ASK with
+ * MB_DP_ON_CANCEL: every pending ask was answered in the process (a
+ * reset): the VMM drops what it still holds of them. */
+#define MB_DP_ON_BLK 1u
+#define MB_DP_ON_PIT 2u
+#define MB_DP_ON_ASKED 1u  /* parked: an ON_ANSWER is wanted (else told) */
+#define MB_DP_ON_CANCEL 2u /* the pending asks are gone (no event) */
+struct mb_dp_on_arm {
+	uint32_t kinds, ops;
+};
+struct mb_dp_on_event {
+	uint64_t token, sector, nsectors; /* pit: sector is the tick */
+	uint32_t kind, op, flags, pad;
+};
+struct mb_dp_on_answer {
+	uint64_t token;
+	struct mb_dp_fault_verdict w;
+};
+/* The Lua side's observer of an isolated device's m:on events (any
+ * thread, the events socket's reader: record it and return). kind is
+ * MB_DP_ON_*; ask NULL: told, not asked. True: it took the ask and calls
+ * ask->answer exactly once, later, with no lock held. */
+struct mb_fault_ask;
+struct mb_fault_blk_event;
+typedef bool mb_devproc_on_fn(void *ctx, struct mb_devproc *p, unsigned kind,
+			      const struct mb_fault_blk_event *e, struct mb_fault_ask *ask);
+/* Set the observer (once per device: -EBUSY for another) and arm the
+ * process for kinds / ops (ORed in; kept for restarts). cancel(ctx, p):
+ * every ask of p still pending is to be answered now (a reset in the
+ * process, its death, its free). 0 or -errno with a message. */
+int mb_devproc_set_on(struct mb_devproc *p, unsigned kinds, unsigned ops,
+		      mb_devproc_on_fn *fn, void (*cancel)(void *ctx, const void *dev),
+		      void *ctx);
 
 /* Give the model of an isolated device the rules of site s (plan:add of
  * a rule the model decides): the process arms a proxy site for fam with

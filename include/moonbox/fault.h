@@ -366,6 +366,13 @@ struct mb_fault_record;
  * or one for another event: the machine stops with "divergence". */
 int mb_fault_plan_answer(struct mb_fault_plan *p, unsigned on, uint64_t ordinal,
 			 struct mb_fault_record *a);
+/* Fold what record r says alone (its action, status, ms) into v, as a
+ * rule's decision does: the first error wins, the longest delay, any
+ * drop. False, v untouched: an action that needs its rule (a tag, bits
+ * from the seed, a copy count) or none. The plan's decisions and the m:on
+ * answers (lua/lon_events.c) both fold through it. */
+struct mb_fault_verdict;
+bool mb_fault_verdict_fold(struct mb_fault_verdict *v, const struct mb_fault_record *r);
 
 /* ---- PIT ticks, virtio used elements ------------------------------------ */
 

@@ -59,10 +59,11 @@ local function desc(addr, len, flags, next)
   return string.pack("<I8I4I2I2", addr, len, flags, next)
 end
 
--- One virtio-blk request: type 0 read (data = bytes to read) or 1 write
--- (data = the string to write) at sector; returns status byte, data read
--- (or nil, why when the device did not answer within timeout seconds).
-function D:blk(type, sector, data, timeout)
+-- A virtio-blk request put in the ring and notified, not waited for:
+-- type 0 read (data = bytes to read) or 1 write (data = the string to
+-- write) at sector. Returns a function giving its status byte and the data
+-- read; D:done() tells when the device used it.
+function D:submit(type, sector, data)
   local m = self.m
   local len = type == 0 and data or #data
   local hdr, buf, st = BUF, BUF + 0x1000, BUF + 0x1000 + len
@@ -76,18 +77,30 @@ function D:blk(type, sector, data, timeout)
   self.avail_idx = (self.avail_idx + 1) & 0xffff
   m:write(self.avail + 2, string.pack("<I2", self.avail_idx))
   self.dev:mmio_write(0x50, 0) -- QueueNotify
+  return function()
+    return m:read(st, 1):byte(), type == 0 and m:read(buf, len) or nil
+  end
+end
+
+-- Has the device used the request submitted last? (once per request)
+function D:done()
+  local idx = string.unpack("<I2", self.m:read(self.used + 2, 2))
+  if idx == self.used_seen then return false end
+  self.used_seen = idx
+  return true
+end
+
+-- One virtio-blk request (D:submit), waited for: returns status byte,
+-- data read (or nil, why when the device did not answer within timeout
+-- seconds).
+function D:blk(type, sector, data, timeout)
+  local result = self:submit(type, sector, data)
   local deadline = os.time() + (timeout or 10)
-  while true do
-    local idx = string.unpack("<I2", m:read(self.used + 2, 2))
-    if idx ~= self.used_seen then
-      self.used_seen = idx
-      break
-    end
+  while not self:done() do
     if os.time() > deadline then return nil, "no completion" end
     sleep(0.002)
   end
-  local status = m:read(st, 1):byte()
-  return status, type == 0 and m:read(buf, len) or nil
+  return result()
 end
 
 -- A generic request on queue qi: outs (strings the device reads), then

@@ -185,11 +185,108 @@ static void test_wire(void **state)
 	assert_string_equal(back.tag, "#3");
 }
 
+/* ---- m:on asks (ON_ASK / ON_ANSWER) ---- */
+
+static uint64_t answered[8];
+static bool answered_none[8];
+static unsigned nanswered, nobserved, ncancelled;
+static struct mb_fault_ask *taken;
+
+static void on_answer(void *ctx, uint64_t tok, const struct mb_fault_verdict *v)
+{
+	(void)ctx;
+	if (nanswered < 8)
+		answered[nanswered] = tok, answered_none[nanswered] = !v;
+	nanswered++;
+}
+
+static bool observe(void *ctx, struct mb_devproc *p, unsigned kind,
+		    const struct mb_fault_blk_event *e, struct mb_fault_ask *ask)
+{
+	(void)ctx, (void)p, (void)kind, (void)e;
+	nobserved++;
+	if (!ask || e->sector == 99) /* 99: not taken */
+		return false;
+	taken = ask;
+	return true;
+}
+
+static void on_cancel_(void *ctx, const void *dev)
+{
+	(void)ctx, (void)dev;
+	ncancelled++;
+}
+
+static void post_ask(struct mb_dp_faults *f, uint64_t tok, unsigned kind, unsigned op,
+		     uint64_t sector, unsigned flags, size_t cut)
+{
+	struct {
+		struct mb_dp_hdr h;
+		struct mb_dp_on_event e;
+	} m = { { .cmd = MB_DP_ON_ASK, .size = sizeof m - cut, .flags = MB_DP_F_NO_REPLY },
+		{ tok, sector, 1, kind, op, flags, 0 } };
+	mb_dp_on_serve(f, (const uint8_t *)&m, sizeof m - cut);
+}
+
+static void test_on(void **state)
+{
+	(void)state;
+	struct mb_dp_faults f;
+	mb_dp_faults_init(&f, on_release, NULL);
+	f.answer = on_answer;
+	/* no observer: an asked event is answered "unchanged" at once */
+	post_ask(&f, 5, MB_DP_ON_BLK, MB_FAULT_OP_READ, 1, MB_DP_ON_ASKED, 0);
+	assert_int_equal(nanswered, 1);
+	assert_int_equal(answered[0], 5);
+	assert_true(answered_none[0]);
+	atomic_store(&f.on, observe);
+	f.on_cancel = on_cancel_;
+	f.on_kinds = MB_DP_ON_BLK, f.on_ops = MB_FAULT_OP_READ;
+	/* hostile: a kind, op or flag not armed, two ops, a short message */
+	post_ask(&f, 6, MB_DP_ON_PIT, 0, 1, MB_DP_ON_ASKED, 0);
+	post_ask(&f, 7, MB_DP_ON_BLK, MB_FAULT_OP_WRITE, 1, MB_DP_ON_ASKED, 0);
+	post_ask(&f, 8, MB_DP_ON_BLK, MB_FAULT_OP_READ | MB_FAULT_OP_WRITE, 1,
+		 MB_DP_ON_ASKED, 0);
+	assert_int_equal(nobserved, 0);
+	assert_int_equal(nanswered, 4); /* each answered "unchanged" */
+	assert_true(answered_none[1] && answered_none[2] && answered_none[3]);
+	post_ask(&f, 9, MB_DP_ON_BLK, MB_FAULT_OP_READ, 1, 0x80, 0);
+	post_ask(&f, 9, MB_DP_ON_BLK, MB_FAULT_OP_READ, 1, MB_DP_ON_ASKED, 4);
+	assert_int_equal(nanswered, 4); /* malformed: dropped */
+	assert_true(atomic_load(&f.refused) >= 5);
+	/* taken: answered once, later, through the ask */
+	post_ask(&f, 10, MB_DP_ON_BLK, MB_FAULT_OP_READ, 3, MB_DP_ON_ASKED, 0);
+	assert_int_equal(nobserved, 1);
+	assert_int_equal(nanswered, 4);
+	struct mb_fault_verdict v = { .error = true, .status = 1 };
+	taken->answer(taken->arg, &v);
+	assert_int_equal(nanswered, 5);
+	assert_int_equal(answered[4], 10);
+	assert_false(answered_none[4]);
+	/* not taken by the observer: answered "unchanged" */
+	post_ask(&f, 11, MB_DP_ON_BLK, MB_FAULT_OP_READ, 99, MB_DP_ON_ASKED, 0);
+	assert_int_equal(nanswered, 6);
+	assert_true(answered_none[5]);
+	/* every slot taken: the next is answered at once */
+	for (unsigned i = 0; i < MB_DP_ON_ASKS; i++)
+		post_ask(&f, 100 + i, MB_DP_ON_BLK, MB_FAULT_OP_READ, 3, MB_DP_ON_ASKED, 0);
+	assert_int_equal(nanswered, 6);
+	post_ask(&f, 999, MB_DP_ON_BLK, MB_FAULT_OP_READ, 3, MB_DP_ON_ASKED, 0);
+	assert_int_equal(nanswered, 7);
+	assert_int_equal(answered[6], 999);
+	/* the process's cancel, and the free: the observer's cancel */
+	post_ask(&f, 0, 0, 0, 0, MB_DP_ON_CANCEL, 0);
+	assert_int_equal(ncancelled, 1);
+	mb_dp_faults_fini(&f);
+	assert_int_equal(ncancelled, 2);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_serve),
 		cmocka_unit_test(test_wire),
+		cmocka_unit_test(test_on),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
