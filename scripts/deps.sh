@@ -13,6 +13,7 @@ OUT=$CACHE/guest
 KSRC=$CACHE/build/linux-6.1
 KTAR=/usr/src/linux-source-6.1.tar.xz
 FRAG=$ROOT/guest/kernel.config
+PATCHES=$ROOT/guest/patches
 INIT=$ROOT/guest/init
 SELF=$ROOT/scripts/deps.sh
 JOBS=$(nproc)
@@ -32,6 +33,7 @@ PKGS=(
   qemu-system-common                            # vhost-user back-ends (qemu-storage-daemon)
   qemu-system-x86                               # QEMU's vhost-user front-ends (conformance of moonbox-device)
   acpica-tools                                  # iasl: tests/lua/test_acpi.lua
+  patch                                         # guest/patches/*.patch on the kernel source
 )
 # one dpkg-query for all (fast no-op path); "ii" = installed and configured
 installed=$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' "${PKGS[@]}" \
@@ -77,6 +79,29 @@ if ! up_to_date "$KSRC/.moonbox-extracted" "$KTAR"; then
   touch "$KSRC/.moonbox-extracted"
 fi
 
+# ---- 2b. moonbox's boot-time patches (guest/patches/*.patch, see its README)
+# The set applied is kept in KSRC/.moonbox-patches/; when guest/patches
+# differs, the old set is reversed (last first) and the new one applied,
+# so an extracted tree follows the repository either way.
+want=$(cat "$PATCHES"/*.patch 2>/dev/null | sha256sum)
+have=$(cat "$KSRC"/.moonbox-patches/*.patch 2>/dev/null | sha256sum)
+if [ "$want" != "$have" ]; then
+  if [ -d "$KSRC/.moonbox-patches" ]; then
+    for p in $(ls "$KSRC"/.moonbox-patches/*.patch 2>/dev/null | sort -r); do
+      log "reversing $(basename "$p")"
+      patch -s -R -p1 -d "$KSRC" <"$p" || die "could not reverse $p in $KSRC (rm -rf $KSRC and run again)"
+    done
+  fi
+  rm -rf "$KSRC/.moonbox-patches"
+  mkdir -p "$KSRC/.moonbox-patches"
+  for p in "$PATCHES"/*.patch; do
+    [ -e "$p" ] || continue
+    log "applying guest/patches/$(basename "$p")"
+    patch -s -p1 -d "$KSRC" <"$p" || die "guest/patches/$(basename "$p") does not apply to $KSRC"
+    cp "$p" "$KSRC/.moonbox-patches/"
+  done
+fi
+
 # ---- 3. kernel -------------------------------------------------------------
 # Reproducible-ish build identity, and ARCH=x86_64 forces 64BIT.
 KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
@@ -85,8 +110,8 @@ KMAKE=(make -C "$KSRC" ARCH=x86_64 KBUILD_BUILD_USER=moonbox
 # fresh clone or a git worktree sharing this cache has every file newer
 # than the guest, and must not rebuild it (nor, worse, reconfigure the tree
 # under a running test). Bump KRECIPE when the commands below change.
-KRECIPE=1
-kstamp=$( { echo "recipe $KRECIPE"; cat "$FRAG"; stat -c '%s %Y' "$KTAR"; } | sha256sum)
+KRECIPE=2
+kstamp=$( { echo "recipe $KRECIPE"; cat "$FRAG" "$PATCHES"/*.patch; stat -c '%s %Y' "$KTAR"; } | sha256sum)
 if [ ! -e "$OUT/bzImage" ] || [ ! -e "$OUT/vmlinux" ] ||
    [ "$(cat "$OUT/kernel.stamp" 2>/dev/null)" != "$kstamp" ]; then
   t0=$SECONDS

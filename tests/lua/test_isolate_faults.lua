@@ -273,6 +273,15 @@ T.case("virtio.needs_reset after = rule on an isolated disk: the in-process trac
     local nr = plan:add(F.virtio.needs_reset { dev = disk, after = e })
     local cc = plan:add(F.virtio.config_change { dev = disk, after = nr })
     T.eq(plan:fired(nr), 0, "waits for its trigger")
+    -- Each link acts from a once timer on the event loop, turns after the
+    -- read that triggers it, and the guest may exit first on a loaded
+    -- host: its exit write waits (bounded) for the chain's end.
+    m:tap { pio = 0xf4, access = "write", fn = function()
+      for _ = 1, 500 do
+        if plan:fired(cc) > 0 then return end
+        os.execute("sleep 0.01")
+      end
+    end }
     T.run(m, "exit", 0xff04)
     T.eq(plan:fired(nr), 1); T.eq(plan:fired(cc), 1, "a chain: armed by the once fault")
     local s = disk:state()
