@@ -110,8 +110,8 @@ struct mb_devproc {
 	char why[160];
 	unsigned restarts;
 	struct hook freeze_hook;
-	/* uart faults on the wire (F.uart.drop / corrupt): NULL unless a
-	 * rule targets this UART; bytes counted per direction. */
+	/* uart faults on the wire (F.uart.drop / corrupt / error): NULL
+	 * unless a rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
 	/* dev.* faults (core/devproc_fault.c): NULL unless a rule targets
@@ -1414,6 +1414,21 @@ size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t 
 									  : &p->fault_tx, 1) + 1, &v);
 		if (!v.drop)
 			out[n++] = (uint8_t)(in[i] ^ v.flip);
+	}
+	return n;
+}
+
+size_t mb_devproc_relay_rx(struct mb_devproc *p, const uint8_t *in, size_t len,
+			   uint8_t *out)
+{
+	struct mb_fault_site *fs = p ? atomic_load_explicit(&p->fault, memory_order_acquire)
+				     : NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		struct mb_fault_verdict v = { 0 };
+		if (fs)
+			mb_fault_uart_decide(fs, true, atomic_fetch_add(&p->fault_rx, 1) + 1, &v);
+		n += mb_dp_relay_put(&v, in[i], out + n);
 	}
 	return n;
 }
