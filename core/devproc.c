@@ -110,8 +110,8 @@ struct mb_devproc {
 	char why[160];
 	unsigned restarts;
 	struct hook freeze_hook;
-	/* uart faults on the wire (F.uart.drop / corrupt): NULL unless a
-	 * rule targets this UART; bytes counted per direction. */
+	/* uart faults on the wire (F.uart.drop / corrupt / error): NULL
+	 * unless a rule targets this UART; bytes counted per direction. */
 	struct mb_fault_site *_Atomic fault;
 	_Atomic uint64_t fault_tx, fault_rx;
 	/* m:on("uart" | "console") of an isolated UART: the bytes on the
@@ -1518,6 +1518,31 @@ size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t 
 			hook(p->whook_ctx, false, &c, &drop);
 		if (!drop)
 			out[n++] = c;
+	}
+	return n;
+}
+
+size_t mb_devproc_relay_rx(struct mb_devproc *p, const uint8_t *in, size_t len,
+			   uint8_t *out)
+{
+	struct mb_fault_site *fs = p ? atomic_load_explicit(&p->fault, memory_order_acquire)
+				     : NULL;
+	void (*hook)(void *, bool, uint8_t *, bool *) =
+		p ? atomic_load_explicit(&p->whook, memory_order_acquire) : NULL;
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		/* As in process (m:on "uart"): the hook sees the byte before
+		 * the rules, and a byte it drops is not decided. */
+		uint8_t c = in[i];
+		bool drop = false;
+		if (hook)
+			hook(p->whook_ctx, true, &c, &drop);
+		if (drop)
+			continue;
+		struct mb_fault_verdict v = { 0 };
+		if (fs)
+			mb_fault_uart_decide(fs, true, atomic_fetch_add(&p->fault_rx, 1) + 1, &v);
+		n += mb_dp_relay_put(&v, c, out + n);
 	}
 	return n;
 }

@@ -15,6 +15,7 @@
 
 #include "core/internal.h"
 #include "core/devproc_fault.h"
+#include "moonbox/uart16550.h"
 
 void mb_devproc_fault_reply(const struct mb_fault_verdict *v, bool write,
 			    void *data, unsigned size)
@@ -258,4 +259,23 @@ int mb_dp_fault_from_wire(const struct mb_dp_fault_verdict *w,
 	v->key = w->key, v->first = w->first, v->last = w->last, v->rate = w->rate;
 	memcpy(v->tag, w->tag, sizeof v->tag);
 	return 0;
+}
+
+/* ---- an isolated UART's received bytes, on the relay ------------------------ */
+
+size_t mb_dp_relay_put(const struct mb_fault_verdict *v, uint8_t b, uint8_t *out)
+{
+	if (v->lsr) { /* the error goes with its byte: one sequence */
+		out[0] = MB_UART_RELAY_ESC;
+		out[1] = (uint8_t)(v->lsr | (v->drop ? MB_UART_RELAY_DROP : 0));
+		out[2] = v->drop ? 0 : mb_fault_uart_rx_byte(v, b);
+		return 3;
+	}
+	if (v->drop)
+		return 0;
+	out[0] = mb_fault_uart_rx_byte(v, b);
+	if (out[0] != MB_UART_RELAY_ESC)
+		return 1;
+	out[1] = MB_UART_RELAY_LIT;
+	return 2;
 }

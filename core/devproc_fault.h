@@ -88,5 +88,9 @@ void mb_dp_fault_to_wire(const struct mb_fault_verdict *v,
 			 struct mb_dp_fault_verdict *w);
 int mb_dp_fault_from_wire(const struct mb_dp_fault_verdict *w,
 			  struct mb_fault_verdict *v);
+/* An isolated UART's received byte b under verdict v, in the console
+ * relay's form (moonbox/uart16550.h, MB_UART_RELAY_*) into out (room for
+ * MB_UART_RELAY_MAX): how many bytes, 0 for a byte lost with no error. */
+size_t mb_dp_relay_put(const struct mb_fault_verdict *v, uint8_t b, uint8_t *out);
 
 #endif

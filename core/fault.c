@@ -485,13 +485,9 @@ static int find_dev(struct mb_fault_plan *p, const char *dev,
 	if (!ok)
 		return mb_seterr(-EINVAL, "dev: %s is a %s, not a %s", dev,
 				 mb_device_kind(d), want);
-	/* An isolated UART's bytes cross the VMM (core/devproc.c): drop and
-	 * corrupt act there. Its line errors would be decided on the same
-	 * site as those, asked from the model: a wire rule would match twice. */
-	if (mb_devproc_of(d) && a == MB_FAULT_UART_ERROR)
-		return mb_seterr(-ENOTSUP, "dev: %s is isolated (isolate = true): line "
-				 "errors need the UART's own LSR, in its process (drop and "
-				 "corrupt act on the wire)", dev);
+	/* An isolated UART's bytes cross the VMM (core/devproc.c): every
+	 * uart rule is decided there, once per byte, and a line error goes
+	 * to the process with its byte (attach, below). */
 	/* Every other fault is applied inside the device model, which for
 	 * an isolated device is in the other process: it asks the VMM, which
 	 * decides here, or (what acts once) is told to act by FAULT_APPLY

@@ -52,6 +52,9 @@ struct mb_uart {
 	/* NULL unless a fault rule targets this UART (moonbox/fault.h). */
 	struct mb_fault_site *_Atomic fault;
 	uint64_t fault_tx, fault_rx; /* bytes asked about, per direction */
+	/* The relay's decoder (its console's thread only): where it is in a
+	 * sequence, and the code it read. */
+	uint8_t relay_st, relay_code;
 	/* An observer (mb_uart_set_hook), published as one pointer. */
 	struct uhook { mb_uart_hook_fn fn; void *ctx; } *_Atomic hook, hooks[2];
 	unsigned hook_slot;
@@ -166,23 +169,30 @@ static bool rx_ready(const struct mb_uart *u)
 	       (u->mcr & (MCR_DTR | MCR_RTS | MCR_OUT2));
 }
 
+/* A received byte's verdict applied (u->lock held): the line error bits
+ * raised (data sheet, LSR bits 1-4; OE counts an overrun), then the byte
+ * pushed unless it is lost. The in-process UART has the verdict from its
+ * fault site, an isolated one from the VMM, on the relay. */
+static void rx_line(struct mb_uart *u, uint8_t lsr, bool drop, uint8_t b)
+{
+	if (lsr & MB_FAULT_LSR_OE)
+		u->overruns++;
+	u->lsr_err |= lsr;
+	if (!drop)
+		rx_push(u, b);
+}
+
 /* A byte from the wire through the fault site, if any (u->lock held):
- * lost, changed, or pushed with a line error (data sheet, LSR bits 1-4:
- * OE loses the byte; BI comes with a 0 character). */
+ * lost, changed, or pushed with a line error (OE loses the byte; BI
+ * comes with a 0 character: mb_fault_uart_rx_byte). */
 static void rx_faulted(struct mb_uart *u, struct mb_fault_site *fs, uint8_t b)
 {
 	struct mb_fault_verdict v = { 0 };
 	if (fs) {
 		mb_fault_uart_decide(fs, true, ++u->fault_rx, &v);
-		if (v.lsr & MB_FAULT_LSR_OE)
-			u->overruns++;
-		u->lsr_err |= v.lsr;
-		if (v.drop)
-			return;
-		if (v.lsr & MB_FAULT_LSR_BI)
-			b = 0;
+		b = mb_fault_uart_rx_byte(&v, b);
 	}
-	rx_push(u, b ^ v.flip);
+	rx_line(u, v.lsr, v.drop, b);
 }
 
 /* With an observer: one byte at a time, the observer called outside the
@@ -247,6 +257,90 @@ static bool owe_accept(struct mb_uart *u)
 		return true;
 	}
 	return false;
+}
+
+/* ---- an isolated UART's relay (moonbox/uart16550.h) ------------------ */
+
+/* What the relay's decoder waits for: a byte, the code after ESC, the
+ * byte a valid code marks, or the byte of a refused sequence. */
+enum { RELAY_BYTE, RELAY_CODE, RELAY_MARKED, RELAY_SKIP };
+
+/* A code the VMM's verdicts can give: error bits only, at least one, and
+ * an overrun always loses its byte (core/fault.c's UART_ERROR). */
+static bool relay_code_ok(uint8_t c)
+{
+	return !(c & ~(0x1e | MB_UART_RELAY_DROP)) && (c & 0x1e) &&
+	       (!(c & MB_FAULT_LSR_OE) || (c & MB_UART_RELAY_DROP));
+}
+
+/* A marked byte, taken as rx_faulted takes one: only with room in the
+ * FIFO, so its error bits rise at the moment the in-process UART would
+ * raise them. */
+static bool relay_marked(struct mb_uart *u, uint8_t code, uint8_t b)
+{
+	pthread_mutex_lock(&u->lock);
+	bool room = rx_ready(u) && u->rx_n < rx_cap(u);
+	if (room)
+		rx_line(u, code & 0x1e, code & MB_UART_RELAY_DROP, b);
+	else
+		u->rx_blocked = true;
+	irq_update(u);
+	pthread_mutex_unlock(&u->lock);
+	return room;
+}
+
+size_t mb_uart_relay_rx(struct mb_uart *u, const uint8_t *buf, size_t len)
+{
+	static const uint8_t esc = MB_UART_RELAY_ESC;
+	size_t n = 0;
+	while (n < len) {
+		uint8_t c = buf[n];
+		switch (u->relay_st) {
+		case RELAY_BYTE: { /* plain bytes up to the next ESC, at once */
+			const uint8_t *e = memchr(buf + n, MB_UART_RELAY_ESC, len - n);
+			size_t run = e ? (size_t)(e - (buf + n)) : len - n;
+			if (run) {
+				size_t took = uart_rx(u, buf + n, run);
+				n += took;
+				if (took < run)
+					return n;
+			}
+			if (e)
+				u->relay_st = RELAY_CODE, n++;
+			break;
+		}
+		case RELAY_CODE:
+			if (c == MB_UART_RELAY_LIT) {
+				if (!uart_rx(u, &esc, 1))
+					return n; /* ESC taken: LIT is asked again */
+				u->relay_st = RELAY_BYTE;
+			} else {
+				u->relay_code = c;
+				u->relay_st = relay_code_ok(c) ? RELAY_MARKED : RELAY_SKIP;
+			}
+			n++;
+			break;
+		case RELAY_MARKED:
+			/* a lost byte comes as 0: anything else is not ours */
+			if (!(u->relay_code & MB_UART_RELAY_DROP) || !c) {
+				if (!relay_marked(u, u->relay_code, c))
+					return n;
+			}
+			u->relay_st = RELAY_BYTE;
+			n++;
+			break;
+		default: /* RELAY_SKIP */
+			u->relay_st = RELAY_BYTE;
+			n++;
+			break;
+		}
+	}
+	return n;
+}
+
+static size_t uart_relay_rx(void *dev, const uint8_t *buf, size_t len)
+{
+	return mb_uart_relay_rx(dev, buf, len);
 }
 
 /* ---- modem lines ------------------------------------------------------ */
@@ -470,7 +564,7 @@ struct mb_uart *mb_uart_new(const struct mb_uart_config *cfg)
 		}
 	}
 	if (u->chr) {
-		u->chr->rx = uart_rx;
+		u->chr->rx = cfg->relay ? uart_relay_rx : uart_rx;
 		u->chr->rx_dev = u;
 	}
 	return u;
@@ -689,7 +783,8 @@ int mb_uart_attach(struct mb_machine *m, const struct mb_uart_attach_config *cfg
 	for (int i = 0; i < 4; i++)
 		if (port == com_port[i])
 			def = com_names[i];
-	struct mb_uart_config uc = { .clock = mb_machine_clock(m), .chr = cfg->chr };
+	struct mb_uart_config uc = { .clock = mb_machine_clock(m), .chr = cfg->chr,
+				     .relay = cfg->relay };
 	struct mb_uart *u = mb_uart_new(&uc);
 	if (!u)
 		return mb_seterr(-ENOMEM, "uart16550: out of memory");

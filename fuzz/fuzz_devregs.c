@@ -159,8 +159,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	chr.c.ops = &chr_ops;
 	chr.echo = opt & 0x02;
 	chr.sync = opt & 0x04;
-	struct mb_uart_config ucfg = { (opt & 0x08) ? NULL : &fc->clock,
-				       { mb_pic_irq_set, pic, 4 }, &chr.c };
+	struct mb_uart_config ucfg = { .clock = (opt & 0x08) ? NULL : &fc->clock,
+				       .irq = { mb_pic_irq_set, pic, 4 }, .chr = &chr.c };
 	struct mb_uart *uart = mb_uart_new(&ucfg);
 	struct mb_rtc_config rc = { &fc->clock, { mb_pic_irq_set, pic, 8 },
 				    start_ns };

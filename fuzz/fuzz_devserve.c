@@ -34,6 +34,11 @@
  *      config_change, net.link, or any number from the bytes), then up,
  *      seconds and capacity from the bytes; 0xdf: the bytes as the
  *      payload, any length;
+ *   0xd0..0xd7: a hostile VMM's console relay to an isolated UART (its
+ *      rx bytes in the relay's form, moonbox/uart16550.h): a fresh UART
+ *      set up by bits 0-1 (FIFOs on, the guest ready to receive), the
+ *      bytes fed whole or (bit 2) one at a time, then LSR and RBR read
+ *      as a guest would, the FIFO drained and fed what it refused;
  *   0xf0..0xf7: a hostile VMM's reply to a DMA_READ/DMA_WRITE (dma =
  *      "message"): the bytes are queued as the reply (bit 0: with the
  *      awaited id), then the device reads or writes its remote RAM.
@@ -337,6 +342,31 @@ static void verdict(unsigned kind, const uint8_t *b, size_t len)
 		; /* the question (and a reply it did not take) */
 }
 
+static void relay(unsigned kind, const uint8_t *b, size_t len)
+{
+	struct mb_uart_config c = { .relay = true };
+	struct mb_uart *u = mb_uart_new(&c);
+	if (!u)
+		abort();
+	uint8_t v = kind & 1 ? 0xc1 : 0, r;
+	mb_uart_ops.write(u, 2, &v, 1);
+	v = kind & 2 ? 0x0b : 0;
+	mb_uart_ops.write(u, 4, &v, 1);
+	size_t n = 0;
+	for (int round = 0; round < 64 && n < len; round++) {
+		size_t took = kind & 4 ? mb_uart_relay_rx(u, b + n, 1)
+				       : mb_uart_relay_rx(u, b + n, len - n);
+		n += took;
+		for (int i = 0; i < 17; i++) { /* LSR, then RBR, as a driver */
+			mb_uart_ops.read(u, 5, &r, 1);
+			mb_uart_ops.read(u, 0, &r, 1);
+		}
+		if (!took && !(kind & 2))
+			break; /* not ready: nothing is ever taken */
+	}
+	mb_uart_free(u);
+}
+
 static void ring(const uint8_t *b, size_t len)
 {
 	static struct mb_dp_ring *r;
@@ -374,6 +404,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint16_t cmd = 0;
 		if (len >= sizeof(struct mb_dp_hdr))
 			memcpy(&cmd, b + 2, sizeof cmd); /* the header's cmd */
+		if (kind >= 0xd0 && kind < 0xd8) {
+			relay(kind, b, len);
+			continue;
+		}
 		if (kind >= 0xd8 && kind < 0xe0) {
 			apply(kind, b, len);
 			drain();

@@ -57,6 +57,12 @@ struct relay {
 	struct mb_chr *chr;
 	int fd;
 	struct mb_devproc *_Atomic p; /* set once the process exists (uart faults) */
+	/* A UART's input goes in the relay's form (moonbox/uart16550.h); the
+	 * tail of a sequence the socket took only part of goes first next
+	 * time, so the process never reads half of one as bytes. */
+	bool uart;
+	uint8_t owe[MB_UART_RELAY_MAX - 1];
+	size_t nowe;
 };
 
 static void relay_in(void *opaque, int fd)
@@ -71,21 +77,44 @@ static void relay_in(void *opaque, int fd)
 		mb_chr_write(r->chr, buf, (size_t)n);
 }
 
+/* A UART's input with a rule on its wire or a 0xff in it: each byte
+ * decided once (mb_devproc_relay_rx), then sent; what the socket does not
+ * take is lost, as a dead process's input below, but a sequence it cut
+ * is finished first on the next call. */
+static size_t relay_rx_marked(struct relay *r, struct mb_devproc *p,
+			      const uint8_t *buf, size_t len)
+{
+	uint8_t out[MB_UART_RELAY_MAX - 1 + MB_UART_RELAY_MAX * 256];
+	size_t take = len < 256 ? len : 256, owed = r->nowe;
+	memcpy(out, r->owe, owed);
+	size_t m = owed + mb_devproc_relay_rx(p, buf, take, out + owed);
+	ssize_t sent = m ? send(r->fd, out, m, MSG_DONTWAIT | MSG_NOSIGNAL) : 0;
+	size_t k = sent > 0 ? (size_t)sent : 0, s = 0, l = owed;
+	r->nowe = 0;
+	if (!l && m)
+		l = mb_uart_relay_seq(out);
+	while (s + l <= k && s + l < m) { /* the sequence [s, s + l) holds k */
+		s += l;
+		l = mb_uart_relay_seq(out + s);
+	}
+	if (s < k && k < s + l) {
+		r->nowe = s + l - k;
+		memcpy(r->owe, out + k, r->nowe);
+	} else if (k == 0 && owed) {
+		r->nowe = owed; /* not even the tail went: still owed */
+		memcpy(r->owe, out, owed);
+	}
+	return take;
+}
+
 /* Input from the console for the device: as much as the socket takes. */
 static size_t relay_rx(void *dev, const uint8_t *buf, size_t len)
 {
 	struct relay *r = dev;
 	struct mb_devproc *p = atomic_load(&r->p);
-	if (__builtin_expect(mb_devproc_wire_faulted(p), 0)) {
-		/* Each byte decided once, then sent; what the socket does not
-		 * take is dropped, as below. */
-		uint8_t out[256];
-		size_t take = len < sizeof out ? len : sizeof out;
-		size_t n = mb_devproc_wire(p, true, buf, take, out);
-		if (n)
-			(void)!send(r->fd, out, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-		return take;
-	}
+	if (__builtin_expect(r->uart && (r->nowe || mb_devproc_wire_faulted(p) ||
+					 memchr(buf, MB_UART_RELAY_ESC, len)), 0))
+		return relay_rx_marked(r, p, buf, len);
 	ssize_t n = send(r->fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 	return n > 0 ? (size_t)n : len; /* a dead process: input dropped */
 }
@@ -99,7 +128,7 @@ static void relay_free(void *p)
 
 /* A socketpair: the VMM's end relays to chr, the other end is returned. */
 static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr,
-		     struct relay **out)
+		     bool uart, struct relay **out)
 {
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
@@ -111,7 +140,7 @@ static int relay_new(lua_State *L, struct mbl_machine *mm, struct mb_chr *chr,
 		close(sv[1]);
 		luaL_error(L, "console: out of memory");
 	}
-	r->m = mm->m, r->chr = chr, r->fd = sv[0];
+	r->m = mm->m, r->chr = chr, r->fd = sv[0], r->uart = uart;
 	chr->rx = relay_rx;
 	chr->rx_dev = r;
 	if (mb_machine_watch(mm->m, sv[0], relay_in, r))
@@ -458,7 +487,7 @@ int mbl_isolate(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 		/* The console stays here (a buffer's output(), a function, the
 		 * terminal); the process writes to a relay socket. */
 		d->con = mbl_console(L, mm, 3, "console");
-		fds[nfds] = relay_new(L, mm, d->con, &relay);
+		fds[nfds] = relay_new(L, mm, d->con, !strcmp(kind, "uart16550"), &relay);
 		lua_pushfstring(L, "console={fd=%d},", first + (int)nfds);
 		nfds++;
 		parts_addvalue(&b);

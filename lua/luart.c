@@ -41,6 +41,10 @@ static int attach(lua_State *L, struct mbl_machine *mm, struct mbl_dev *d)
 	struct cfg *c = d->cfg;
 	struct mb_uart_attach_config a = c->a;
 	a.chr = c->chr = mbl_console(L, mm, 3, "console");
+	/* In moonbox-device the console is the VMM's relay (lisolate.c),
+	 * whose input carries the VMM's rx verdicts. */
+	a.relay = mbl_in_devproc(L) && lua_getfield(L, 3, "console") == LUA_TTABLE;
+	lua_pop(L, 1);
 	if (mb_uart_attach(mm->m, &a, &d->dev))
 		return mbl_fail(L, "uart16550");
 	return 0;

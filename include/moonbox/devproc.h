@@ -354,10 +354,10 @@ int mb_devproc_restart(struct mb_devproc *p);
  * PREFIX/libexec/moonbox. */
 const char *mb_devproc_program(void);
 
-/* Fault rules on an isolated UART (F.uart.drop / corrupt, docs/faults.md):
- * matched here in the VMM on the bytes that cross the process boundary,
- * the console's (tx: from the access replies and the relay; rx: what the
- * relay sends the process). Line errors need the chip's LSR: not here. */
+/* Fault rules on an isolated UART (F.uart.drop / corrupt / error,
+ * docs/faults.md): matched here in the VMM on the bytes that cross the
+ * process boundary, the console's (tx: from the access replies and the
+ * relay; rx: what the relay sends the process), each byte once. */
 struct mb_fault_site;
 int mb_devproc_set_uart_fault(struct mb_devproc *p, struct mb_fault_site *s);
 /* m:on("uart" | "console") of an isolated UART: fn sees every byte of
@@ -370,15 +370,21 @@ int mb_devproc_set_uart_hook(struct mb_devproc *p,
 			     void *ctx);
 /* Rules or a hook on the wire (p may be NULL). */
 bool mb_devproc_wire_faulted(struct mb_devproc *p);
-/* The bytes in[0..len) after the hook and the rules (out: room for len);
- * its length. */
+/* tx: the bytes in[0..len) after the rules and the hook (out: room for
+ * len); its length. rx goes through mb_devproc_relay_rx. */
 size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
 		       uint8_t *out);
+/* rx: each byte of in[0..len) seen by the hook, decided (p NULL or no rule:
+ * no fault) and
+ * put in the relay's form (moonbox/uart16550.h: a line error next to its
+ * byte, a 0xff escaped) into out, room for 3 * len; its length. */
+size_t mb_devproc_relay_rx(struct mb_devproc *p, const uint8_t *in, size_t len,
+			   uint8_t *out);
 
 /* Fault rules inside an isolated model: which of the model's fault site
  * slots the process gives its proxy site (FAULT_ARM's fam), and the ops
  * it lets through (MB_FAULT_OP_*). */
-#define MB_DP_FAULT_MODEL 1u  /* the model's own: blk, net, pit, uart */
+#define MB_DP_FAULT_MODEL 1u  /* the model's own: blk, net, pit */
 #define MB_DP_FAULT_VIRTIO 2u /* its virtio-mmio transport's */
 struct mb_dp_fault_arm {
 	uint32_t fam, ops;

@@ -297,6 +297,14 @@ unsigned mb_fault_plan_held(struct mb_fault_plan *p, const char *tag);
  * it), the ordinal-th in that direction. */
 void mb_fault_uart_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			  struct mb_fault_verdict *v);
+/* The byte a received one becomes under v (unless v->drop): a break is a
+ * 0 character, then the corrupt rules' bits. One definition for the
+ * in-process UART and an isolated one's VMM, so both push the same. */
+static inline uint8_t mb_fault_uart_rx_byte(const struct mb_fault_verdict *v,
+					    uint8_t b)
+{
+	return (uint8_t)(((v->lsr & MB_FAULT_LSR_BI) ? 0 : b) ^ v->flip);
+}
 
 /* ---- isolated devices: accesses at the process boundary ---------------- */
 

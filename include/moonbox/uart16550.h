@@ -23,6 +23,9 @@ struct mb_uart_attach_config {
 	/* The console (mb_chr_stdio(m), mb_chr_buffer(m), ...); NULL: output
 	 * is dropped and nothing comes in. */
 	struct mb_chr *chr;
+	/* chr is an isolated UART's console relay, in its device process:
+	 * its input is in the relay's form (below), not raw bytes. */
+	bool relay;
 };
 
 /* Create a UART, register its 8 ports, take its line. cfg may be NULL
@@ -41,6 +44,7 @@ struct mb_uart_config {
 	 * calls mb_chr_accept() when it has room after refusing bytes. May
 	 * be NULL: output is dropped, nothing comes in. */
 	struct mb_chr *chr;
+	bool relay; /* chr's input is in the relay's form (below) */
 };
 
 /* The state: everything the UART needs to go on (registers, the RX FIFO,
@@ -92,6 +96,29 @@ int mb_uart_set_fault(struct mb_uart *uart, struct mb_fault_site *s);
 typedef void (*mb_uart_hook_fn)(void *ctx, bool rx, uint8_t *byte, bool *drop);
 void mb_uart_set_hook(struct mb_uart *uart, mb_uart_hook_fn fn, void *ctx);
 struct mb_uart *mb_uart_of_device(struct mb_device *d);
+
+/* An isolated UART's input, as the VMM sends it to the device process on
+ * the console relay (docs/devproc.md, "Line errors on the relay"): the
+ * VMM has decided every received byte (uart.drop, corrupt and error),
+ * and a line error travels in the stream next to its byte. A byte is
+ * itself, except ESC: ESC LIT is a 0xff byte; ESC code byte is a byte
+ * received with the LSR error bits code & 0x1e, or with DROP in code only
+ * the error bits (the byte is lost, and then 0). Anything else (another
+ * code, OE without DROP, a lost byte that is not 0) is refused: the three
+ * bytes are skipped. mb_uart_relay_rx takes buf[0..len) in that form (on
+ * the console's thread, which keeps the decoder's place between calls)
+ * and returns how much it took: a byte, marked or not, only when the FIFO
+ * has room, as mb_uart_new's receiver. */
+#define MB_UART_RELAY_ESC 0xff
+#define MB_UART_RELAY_LIT 0x00
+#define MB_UART_RELAY_DROP 0x01
+#define MB_UART_RELAY_MAX 3 /* the longest sequence */
+/* The length of the well-formed sequence at s[0] (the VMM's own: 1-3). */
+static inline size_t mb_uart_relay_seq(const uint8_t *s)
+{
+	return s[0] != MB_UART_RELAY_ESC ? 1 : s[1] == MB_UART_RELAY_LIT ? 2 : 3;
+}
+size_t mb_uart_relay_rx(struct mb_uart *uart, const uint8_t *buf, size_t len);
 
 extern const struct mb_io_ops mb_uart_ops; /* 8 ports from the base */
 

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "core/devproc_fault.h"
+#include "moonbox/uart16550.h"
 
 struct q {
 	struct mb_dp_hdr h;
@@ -281,12 +282,140 @@ static void test_on(void **state)
 	assert_int_equal(ncancelled, 2);
 }
 
+/* ---- an isolated UART's relay: the VMM's form, the process's reading ---- */
+
+static uint8_t ureg(struct mb_uart *u, unsigned off)
+{
+	uint8_t v = 0;
+	mb_uart_ops.read(u, off, &v, 1);
+	return v;
+}
+
+static void uset(struct mb_uart *u, unsigned off, uint8_t v)
+{
+	mb_uart_ops.write(u, off, &v, 1);
+}
+
+/* A UART as the guest has set it up: FIFOs on, DTR (the relay sends). */
+static struct mb_uart *relay_uart(void)
+{
+	struct mb_uart_config c = { .relay = true };
+	struct mb_uart *u = mb_uart_new(&c);
+	assert_non_null(u);
+	uset(u, 2, 0x01);
+	uset(u, 4, 0x01);
+	return u;
+}
+
+/* What the process's UART gets from byte b under verdict v, as the VMM
+ * sends it, fed one byte per call (a sequence cut anywhere). */
+static void put1(struct mb_uart *u, const struct mb_fault_verdict *v, uint8_t b)
+{
+	uint8_t out[MB_UART_RELAY_MAX];
+	size_t n = mb_dp_relay_put(v, b, out);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(mb_uart_relay_rx(u, out + i, 1), 1);
+}
+
+static void test_relay(void **state)
+{
+	struct mb_uart *u = relay_uart();
+	struct mb_uart_state st;
+	struct mb_fault_verdict none = { 0 }, v;
+	/* plain bytes as themselves; 0xff escaped and back */
+	uint8_t out[MB_UART_RELAY_MAX];
+	assert_int_equal(mb_dp_relay_put(&none, 'a', out), 1);
+	assert_int_equal(mb_dp_relay_put(&none, 0xff, out), 2);
+	assert_int_equal(out[0], MB_UART_RELAY_ESC);
+	assert_int_equal(out[1], MB_UART_RELAY_LIT);
+	put1(u, &none, 'a');
+	put1(u, &none, 0xff);
+	assert_int_equal(ureg(u, 5) & 0x1f, 0x01); /* data, no error */
+	assert_int_equal(ureg(u, 0), 'a');
+	assert_int_equal(ureg(u, 0), 0xff);
+
+	/* each kind as rx_faulted takes it in process: PE and FE with the
+	 * byte, BI with a 0 (then corrupt's bits), OE loses it */
+	static const struct { uint8_t lsr, flip, in, want; bool pushed; } k[] = {
+		{ MB_FAULT_LSR_PE, 0, 'p', 'p', true },
+		{ MB_FAULT_LSR_FE, 0x01, 'p', 'p' ^ 0x01, true },
+		{ MB_FAULT_LSR_BI, 0, 'x', 0, true },
+		{ MB_FAULT_LSR_BI, 0x80, 'x', 0x80, true },
+		{ MB_FAULT_LSR_OE, 0, 'o', 0, false },
+		{ MB_FAULT_LSR_PE | MB_FAULT_LSR_FE, 0, 0xff, 0xff, true },
+	};
+	for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+		v = (struct mb_fault_verdict){ .lsr = k[i].lsr, .flip = k[i].flip,
+					       .drop = k[i].lsr == MB_FAULT_LSR_OE };
+		mb_uart_save(u, &st);
+		uint64_t ov = st.overruns;
+		put1(u, &none, 'q');   /* the byte before: no error of its own */
+		put1(u, &v, k[i].in);
+		put1(u, &none, 'r');   /* nor the one after */
+		assert_int_equal(ureg(u, 5) & 0x1e, k[i].lsr);
+		assert_int_equal(ureg(u, 5) & 0x1e, 0); /* read once, gone */
+		assert_int_equal(ureg(u, 0), 'q');
+		if (k[i].pushed)
+			assert_int_equal(ureg(u, 0), k[i].want);
+		assert_int_equal(ureg(u, 0), 'r');
+		assert_int_equal(ureg(u, 5) & 0x01, 0); /* nothing else came */
+		mb_uart_save(u, &st);
+		assert_int_equal(st.overruns, ov + !k[i].pushed);
+	}
+
+	/* a drop and an error on one byte: the bits, not the byte */
+	v = (struct mb_fault_verdict){ .lsr = MB_FAULT_LSR_PE, .drop = true };
+	put1(u, &v, 'z');
+	assert_int_equal(ureg(u, 5) & 0x1f, MB_FAULT_LSR_PE);
+	/* a drop alone: nothing on the relay */
+	v = (struct mb_fault_verdict){ .drop = true };
+	assert_int_equal(mb_dp_relay_put(&v, 'z', out), 0);
+
+	/* a full FIFO: a marked byte waits at its place, its bits not yet */
+	for (int i = 0; i < 16; i++)
+		put1(u, &none, (uint8_t)('A' + i));
+	uint8_t seq[] = { MB_UART_RELAY_ESC, MB_FAULT_LSR_FE, 'f', 'g' };
+	assert_int_equal(mb_uart_relay_rx(u, seq, sizeof seq), 2);
+	assert_int_equal(ureg(u, 5) & 0x1e, 0);
+	assert_int_equal(ureg(u, 0), 'A'); /* room for one */
+	assert_int_equal(mb_uart_relay_rx(u, seq + 2, 2), 1);
+	assert_int_equal(ureg(u, 5) & 0x1e, MB_FAULT_LSR_FE);
+	for (int i = 1; i < 16; i++)
+		assert_int_equal(ureg(u, 0), 'A' + i);
+	assert_int_equal(ureg(u, 0), 'f');
+	assert_int_equal(mb_uart_relay_rx(u, seq + 3, 1), 1);
+	assert_int_equal(ureg(u, 0), 'g');
+
+	/* a hostile VMM's sequences: refused whole, the stream goes on */
+	static const uint8_t bad[][3] = {
+		{ MB_UART_RELAY_ESC, 0x20, 'x' },                          /* not an LSR bit */
+		{ MB_UART_RELAY_ESC, 0x80, 'x' },
+		{ MB_UART_RELAY_ESC, MB_UART_RELAY_DROP, 0 },              /* no error */
+		{ MB_UART_RELAY_ESC, MB_FAULT_LSR_OE, 'x' },               /* OE keeping its byte */
+		{ MB_UART_RELAY_ESC, MB_FAULT_LSR_PE | MB_UART_RELAY_DROP, 'x' }, /* lost, not 0 */
+		{ MB_UART_RELAY_ESC, MB_UART_RELAY_ESC, 'x' },
+	};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		mb_uart_save(u, &st);
+		uint64_t ov = st.overruns;
+		assert_int_equal(mb_uart_relay_rx(u, bad[i], 3), 3);
+		put1(u, &none, 'k');
+		assert_int_equal(ureg(u, 5) & 0x1f, 0x01);
+		assert_int_equal(ureg(u, 0), 'k');
+		assert_int_equal(ureg(u, 5) & 0x01, 0);
+		mb_uart_save(u, &st);
+		assert_int_equal(st.overruns, ov);
+	}
+	mb_uart_free(u);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_serve),
 		cmocka_unit_test(test_wire),
 		cmocka_unit_test(test_on),
+		cmocka_unit_test(test_relay),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

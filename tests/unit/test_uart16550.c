@@ -75,7 +75,8 @@ static int setup(void **state)
 	irq = (struct fake_irq){ 0 };
 	memset(&con, 0, sizeof(con));
 	con.chr.ops = &con_ops;
-	struct mb_uart_config cfg = { &fc->clock, fake_irq_line(&irq), &con.chr };
+	struct mb_uart_config cfg = { .clock = &fc->clock, .irq = fake_irq_line(&irq),
+				      .chr = &con.chr };
 	uart = mb_uart_new(&cfg);
 	assert_ptr_equal(con.chr.rx_dev, uart);
 	/* 115200 8N1, OUT2 on (the PC's interrupt gate) */
@@ -462,7 +463,8 @@ static void test_state_round_trip(void **state)
 	struct fake_clock *fc2 = fake_clock_new(fc->now);
 	struct fake_irq irq2 = { 0 };
 	struct fake_chr con2 = { .chr.ops = &con_ops };
-	struct mb_uart_config cfg = { &fc2->clock, fake_irq_line(&irq2), &con2.chr };
+	struct mb_uart_config cfg = { .clock = &fc2->clock, .irq = fake_irq_line(&irq2),
+				      .chr = &con2.chr };
 	struct mb_uart *u2 = mb_uart_new(&cfg);
 	assert_int_equal(mb_uart_load(u2, &a), 0);
 	mb_uart_save(u2, &b);
