@@ -64,15 +64,19 @@ int main(void)
 	c.iov[0] = (struct iovec){ hdr, 16 };
 	c.iov[1] = (struct iovec){ data, 512 };
 	c.iov[2] = (struct iovec){ &status, 1 };
-	double bn = 1e30, bo = 1e30, bm = 1e30, br = 1e30;
-	for (int i = 0; i < ROUNDS; i++) {
-		double a = run(none, &c), o = run(other, &c), m = run(miss, &c),
-		       g = run(range, &c);
-		bn = a < bn ? a : bn, bo = o < bo ? o : bo, bm = m < bm ? m : bm;
-		br = g < br ? g : br;
-	}
-	printf("fault none_ns=%.1f other_ns=%.1f miss_ns=%.1f range_ns=%.1f\n", bn, bo,
-	       bm, br);
+	/* Best of the rounds per disk; each round starts at the next disk, so
+	 * no disk always runs first (or last) in a round: the position in
+	 * the round moved the ratios by ~1 % here. */
+	struct mb_virtio_blk *disk[4] = { none, other, miss, range };
+	double best[4] = { 1e30, 1e30, 1e30, 1e30 };
+	for (int i = 0; i < ROUNDS; i++)
+		for (int k = 0; k < 4; k++) {
+			int d = (i + k) % 4;
+			double t = run(disk[d], &c);
+			best[d] = t < best[d] ? t : best[d];
+		}
+	printf("fault none_ns=%.1f other_ns=%.1f miss_ns=%.1f range_ns=%.1f\n", best[0],
+	       best[1], best[2], best[3]);
 	mb_virtio_blk_free(none);
 	mb_virtio_blk_free(other);
 	mb_virtio_blk_free(miss);
