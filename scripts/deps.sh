@@ -83,11 +83,13 @@ fi
 # The set applied is kept in KSRC/.moonbox-patches/; when guest/patches
 # differs, the old set is reversed (last first) and the new one applied,
 # so an extracted tree follows the repository either way.
-want=$(cat "$PATCHES"/*.patch 2>/dev/null | sha256sum)
-have=$(cat "$KSRC"/.moonbox-patches/*.patch 2>/dev/null | sha256sum)
+patchsum() { local f; for f in "$@"; do [ -e "$f" ] || continue; cat "$f"; done | sha256sum; }
+want=$(patchsum "$PATCHES"/*.patch)
+have=$(patchsum "$KSRC"/.moonbox-patches/*.patch)
 if [ "$want" != "$have" ]; then
   if [ -d "$KSRC/.moonbox-patches" ]; then
-    for p in $(ls "$KSRC"/.moonbox-patches/*.patch 2>/dev/null | sort -r); do
+    for p in $(printf '%s\n' "$KSRC"/.moonbox-patches/*.patch | sort -r); do
+      [ -e "$p" ] || continue
       log "reversing $(basename "$p")"
       patch -s -R -p1 -d "$KSRC" <"$p" || die "could not reverse $p in $KSRC (rm -rf $KSRC and run again)"
     done
