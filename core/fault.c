@@ -21,19 +21,25 @@
 #include "moonbox/fault.h"
 
 struct mb_fault_site {
+	/* What every event reads first, together at the start (the request
+	 * path runs a syscall between two events, so each line it touches
+	 * here is likely a cache miss): whether the plan is a device
+	 * process's proxy, whether it traces (both fixed at creation), and
+	 * the summary of the site's live rules (enabled, not removed), kept
+	 * by summarise(): the ops they match and, per op (bit i of ops), the
+	 * hull [range[i].lo, range[i].hi] of their sector ranges. An event
+	 * outside it is one no rule here matches: it is decided "none"
+	 * without the plan's lock (may_match). Written under the lock, ops
+	 * last (release). For a proxy, ops are the armed ops instead. */
+	_Atomic unsigned ops;
+	bool traced;          /* the plan writes a trace */
+	bool remote;          /* p->remote is set */
+	struct { _Atomic uint64_t lo, hi; } range[4];
 	struct mb_fault_plan *p;
 	char dev[MB_DEVICE_NAME_MAX];
 	_Atomic int refs;
 	_Atomic uint64_t seq; /* events seen (counted when traced: only the
 			       * trace shows it) */
-	bool traced;          /* the plan writes a trace (fixed at creation) */
-	/* The summary of the site's live rules (enabled, not removed), kept by
-	 * summarise(): the ops they match and, per op (bit i of ops), the hull
-	 * [lo[i], hi[i]] of their sector ranges. An event outside it is one
-	 * no rule here matches: it is decided "none" without the plan's lock
-	 * (may_match). Written under the lock, ops last (release). */
-	_Atomic unsigned ops;
-	_Atomic uint64_t lo[4], hi[4];
 	/* The site this one replaced on its device (a closed plan's): a
 	 * request may still be deciding on it, so it lives as long as we do. */
 	struct mb_fault_site *replaced;
@@ -265,6 +271,7 @@ static struct mb_fault_site *site_for(struct mb_fault_plan *p, const char *dev)
 		return NULL;
 	s->p = p;
 	s->traced = p->trace != NULL; /* opened before any site, never reopened */
+	s->remote = p->remote != NULL;
 	snprintf(s->dev, sizeof s->dev, "%s", dev);
 	atomic_init(&s->refs, 1); /* the plan's */
 	atomic_fetch_add(&p->refs, 1);
@@ -284,7 +291,11 @@ struct mb_fault_site *mb_fault_plan_site(struct mb_fault_plan *p,
 void mb_fault_plan_set_remote(struct mb_fault_plan *p, mb_fault_remote_fn *fn,
 			      void *ctx)
 {
+	pthread_mutex_lock(&p->lock);
 	p->remote = fn, p->remote_ctx = ctx;
+	for (size_t i = 0; i < p->nsites; i++)
+		p->sites[i]->remote = fn != NULL; /* set before any event */
+	pthread_mutex_unlock(&p->lock);
 }
 
 void mb_fault_site_arm(struct mb_fault_site *s, unsigned ops)
@@ -534,8 +545,8 @@ static void summarise(struct mb_fault_plan *p, struct mb_fault_site *s)
 		}
 	}
 	for (unsigned b = 0; b < 4; b++) {
-		atomic_store_explicit(&s->lo[b], lo[b], memory_order_relaxed);
-		atomic_store_explicit(&s->hi[b], hi[b], memory_order_relaxed);
+		atomic_store_explicit(&s->range[b].lo, lo[b], memory_order_relaxed);
+		atomic_store_explicit(&s->range[b].hi, hi[b], memory_order_relaxed);
 	}
 	atomic_store_explicit(&s->ops, ops, memory_order_release);
 }
@@ -552,8 +563,8 @@ static bool may_match(struct mb_fault_site *s, const struct mb_fault_blk_event *
 	if (e->op == MB_FAULT_OP_FLUSH || (e->op & (e->op - 1)))
 		return true; /* no sectors (a flush matches any range), or not one op */
 	unsigned b = (unsigned)__builtin_ctz(e->op);
-	uint64_t lo = atomic_load_explicit(&s->lo[b], memory_order_relaxed);
-	uint64_t hi = atomic_load_explicit(&s->hi[b], memory_order_relaxed);
+	uint64_t lo = atomic_load_explicit(&s->range[b].lo, memory_order_relaxed);
+	uint64_t hi = atomic_load_explicit(&s->range[b].hi, memory_order_relaxed);
 	uint64_t n = e->nsectors ? e->nsectors : 1;
 	uint64_t end = e->sector + (n - 1);
 	if (end < e->sector)
@@ -1123,8 +1134,8 @@ static void decide_at(struct mb_fault_site *site, const struct mb_fault_blk_even
 static bool decide(struct mb_fault_site *site, const struct mb_fault_blk_event *e,
 		   bool proc, struct mb_fault_verdict *v)
 {
-	struct mb_fault_plan *p = site->p;
-	if (p->remote) {
+	if (site->remote) {
+		struct mb_fault_plan *p = site->p;
 		/* A device process: the VMM decides, with our count of events
 		 * (always counted: the VMM's trace, if any, records it). The
 		 * proxy has no rules, so no summary: the armed ops filter. */

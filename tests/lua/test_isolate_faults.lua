@@ -289,7 +289,12 @@ T.case("virtio.needs_reset after = rule on an isolated disk: the in-process trac
     -- virtio 1.2, 2.1.2: and a config change interrupt the polling guest never acks
     T.eq(s.isr & 2, 2, "config change interrupt pending: isr " .. s.isr)
     m:close()
-    local t = times_stripped(path)
+    -- The reads after the triggering one race the once timer in either
+    -- mode (the guest reads on while the chain acts on the event loop):
+    -- how many of them the trace holds is host timing, not the plan's.
+    local t = times_stripped(path):gsub('{"rule":1,"ordinal":(%d+)[^\n]*\n', function(o)
+      if tonumber(o) > 3 then return "" end
+    end)
     os.remove(path)
     return t
   end
