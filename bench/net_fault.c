@@ -80,11 +80,17 @@ int main(void)
 	strcpy(r.dev, "net0");
 	mb_fault_plan_add(p, &r); /* rx only: transmitted frames never match */
 	mb_virtio_net_set_fault(miss.net, mb_fault_plan_site(p, "net0"));
-	double bn = 1e30, bo = 1e30, bm = 1e30;
-	for (int i = 0; i < ROUNDS; i++) {
-		double a = run(&none), o = run(&other), m = run(&miss);
-		bn = a < bn ? a : bn, bo = o < bo ? o : bo, bm = m < bm ? m : bm;
-	}
+	/* Best of the rounds per NIC; each round starts at the next NIC, so
+	 * no NIC always runs first or last (as bench/fault.c). */
+	struct nic *nic[3] = { &none, &other, &miss };
+	double best[3] = { 1e30, 1e30, 1e30 };
+	for (int i = 0; i < ROUNDS; i++)
+		for (int k = 0; k < 3; k++) {
+			int j = (i + k) % 3;
+			double t = run(nic[j]);
+			best[j] = t < best[j] ? t : best[j];
+		}
+	double bn = best[0], bo = best[1], bm = best[2];
 	struct mb_virtio_net_stats st;
 	mb_virtio_net_stats(miss.net, &st);
 	if (st.tx_frames != (uint64_t)ITERS * ROUNDS) {

@@ -1378,6 +1378,16 @@ void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 	mb_fault_blk_decide(s, &e, v);
 }
 
+bool mb_fault_net_maybe(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			uint32_t len, struct mb_fault_verdict *v)
+{
+	struct mb_fault_blk_event e = {
+		.op = rx ? MB_FAULT_OP_READ : MB_FAULT_OP_WRITE,
+		.sector = ordinal, .nsectors = len,
+	};
+	return decide(s, &e, false, v);
+}
+
 void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
 			  size_t len)
 {

@@ -233,7 +233,7 @@ static void faulted(struct mb_virtio_net *n, int d, const uint8_t *buf, uint32_t
 		return;
 	}
 	if (fs)
-		mb_fault_net_decide(fs, d == RXQ, ++q->ordinal, len, &v);
+		mb_fault_net_maybe(fs, d == RXQ, ++q->ordinal, len, &v); /* v stays 0: none */
 	if (v.drop) {
 		dropped(n, d);
 		return;

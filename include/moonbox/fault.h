@@ -320,6 +320,10 @@ void mb_fault_dev_decide(struct mb_fault_site *s, unsigned op, uint64_t addr,
  * ordinal-th in that direction, len bytes. */
 void mb_fault_net_decide(struct mb_fault_site *s, bool rx, uint64_t ordinal,
 			 uint32_t len, struct mb_fault_verdict *v);
+/* The same, but false with *v untouched when no rule on s can match the
+ * frame (the caller zeroed v): the per-frame path saves clearing it. */
+bool mb_fault_net_maybe(struct mb_fault_site *s, bool rx, uint64_t ordinal,
+			uint32_t len, struct mb_fault_verdict *v);
 /* Flip the verdict's bits in a frame (positions from its key). */
 void mb_fault_net_corrupt(const struct mb_fault_verdict *v, uint8_t *frame,
 			  size_t len);
