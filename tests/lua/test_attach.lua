@@ -74,6 +74,9 @@ T.case("a run that stops while a client's chunk runs returns once it is done", f
   local m = spin_machine()
   local sock = dir .. "/slow.sock"
   m:listen { repl = "unix:" .. sock }
+  -- once started, a client's lines wait for the next slice; before the
+  -- first run they are refused ("the machine has not run yet")
+  T.eq(m:run { timeout = 0.05 }.reason, "timeout")
   local t0 = os.time()
   local _, out, rc = attach(m, sock, { "os.execute('sleep 0.5'); print('slept', m:paused())" }, 3)
   T.eq(rc, 0, "attach exits 0: " .. tostring(out))
