@@ -910,7 +910,7 @@ static void take_reply(struct mb_devproc *p, const struct areply *ap)
 	if (p->console && ap->r.nout && ap->r.nout <= MB_DP_SIDE_OUT) {
 		uint8_t out[MB_DP_SIDE_OUT];
 		if (__builtin_expect(mb_devproc_wire_faulted(p), 0))
-			mb_chr_write(p->console, out, mb_devproc_wire(p, false, ap->r.out,
+			mb_chr_write(p->console, out, mb_devproc_wire(p, ap->r.out,
 								      ap->r.nout, out));
 		else
 			mb_chr_write(p->console, ap->r.out, ap->r.nout);
@@ -1493,8 +1493,7 @@ bool mb_devproc_wire_faulted(struct mb_devproc *p)
 		     atomic_load_explicit(&p->whook, memory_order_acquire) != NULL);
 }
 
-size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
-		       uint8_t *out)
+size_t mb_devproc_wire(struct mb_devproc *p, const uint8_t *in, size_t len, uint8_t *out)
 {
 	struct mb_fault_site *fs = atomic_load_explicit(&p->fault, memory_order_acquire);
 	void (*hook)(void *, bool, uint8_t *, bool *) =
@@ -1502,19 +1501,15 @@ size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t 
 	size_t n = 0;
 	for (size_t i = 0; i < len; i++) {
 		/* As in process (m:on "uart"): the console's end of the wire,
-		 * so the hook sees rx bytes before the rules and tx bytes
-		 * after them. */
+		 * so the hook sees tx bytes after the rules. */
 		uint8_t c = in[i];
 		bool drop = false;
-		if (rx && hook)
-			hook(p->whook_ctx, true, &c, &drop);
 		struct mb_fault_verdict v = { 0 };
-		if (fs && !drop)
-			mb_fault_uart_decide(fs, rx, atomic_fetch_add(rx ? &p->fault_rx
-									  : &p->fault_tx, 1) + 1, &v);
-		drop |= v.drop;
+		if (fs)
+			mb_fault_uart_decide(fs, false, atomic_fetch_add(&p->fault_tx, 1) + 1, &v);
+		drop = v.drop;
 		c ^= v.flip;
-		if (!rx && hook && !drop)
+		if (hook && !drop)
 			hook(p->whook_ctx, false, &c, &drop);
 		if (!drop)
 			out[n++] = c;

@@ -72,7 +72,7 @@ static void relay_in(void *opaque, int fd)
 	ssize_t n = read(fd, buf, sizeof buf);
 	struct mb_devproc *p = atomic_load(&r->p);
 	if (n > 0 && __builtin_expect(mb_devproc_wire_faulted(p), 0))
-		mb_chr_write(r->chr, out, mb_devproc_wire(p, false, buf, (size_t)n, out));
+		mb_chr_write(r->chr, out, mb_devproc_wire(p, buf, (size_t)n, out));
 	else if (n > 0)
 		mb_chr_write(r->chr, buf, (size_t)n);
 }

@@ -372,8 +372,7 @@ int mb_devproc_set_uart_hook(struct mb_devproc *p,
 bool mb_devproc_wire_faulted(struct mb_devproc *p);
 /* tx: the bytes in[0..len) after the rules and the hook (out: room for
  * len); its length. rx goes through mb_devproc_relay_rx. */
-size_t mb_devproc_wire(struct mb_devproc *p, bool rx, const uint8_t *in, size_t len,
-		       uint8_t *out);
+size_t mb_devproc_wire(struct mb_devproc *p, const uint8_t *in, size_t len, uint8_t *out);
 /* rx: each byte of in[0..len) seen by the hook, decided (p NULL or no rule:
  * no fault) and
  * put in the relay's form (moonbox/uart16550.h: a line error next to its
