@@ -10,7 +10,7 @@ if not io.open(bin) then print("SKIP: " .. bin .. " not built (run make)"); os.e
 
 -- The command line machines/linux.lua uses with the user irqchip.
 local cmdline = "console=ttyS0 earlyprintk=ttyS0 acpi=off pci=off reboot=t panic=-1 i8042.noaux " ..
-  "noxsave clearcpuid=cx16 tsc=reliable nolapic noapic -- " ..
+  "noxsave clearcpuid=cx16,erms,fsrm tsc=reliable noreplace-smp percpu_alloc=page rodata=off nolapic noapic -- " ..
   "echo embed-says-$((6*7)); cat /sys/block/vda/size; poweroff -f"
 
 T.case("embed_pc boots Linux with a disk and runs a command", function()
