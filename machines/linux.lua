@@ -97,7 +97,7 @@ m:add(mb.port80 {})                        -- the kernel's I/O delay port
 
 -- The command line that works on KVM hosts that emulate guest kernel code
 -- (see docs): no ACPI/PCI to probe, reboot by triple fault, no XSAVE.
--- Three more choices make the boot cheaper where each kernel instruction is
+-- Four more choices make the boot cheaper where each kernel instruction is
 -- emulated, and cost next to nothing on VMX/SVM hardware (guest/README.md
 -- "Night cuts"): without ERMS/FSRM the kernel's memset/memcpy/clear_page
 -- move 8 bytes per string-instruction step instead of 1 (the emulator pays
