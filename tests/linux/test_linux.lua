@@ -48,4 +48,42 @@ T.case("PVH vmlinux, kernel irqchip: init, a command, reboot -f (reboot=t) ends 
   T.eq(r.reason, "shutdown", "reboot=t triple-faults: " .. tostring(r.message))
 end, not have_vmlinux and "no .cache/guest/vmlinux (run make deps)" or nil)
 
+-- guest/init.c keeps the protocol guest/README.md gives: the raw text after
+-- " -- " with its quoting, the environment, the mounts and /etc/fstab, the
+-- shell's $? (here 128 + SIGKILL), then poweroff.
+T.case("default boot (PVH, disk root): /init runs the raw command, reports its status", function()
+  local r, out = boot("user", [[echo "q  u" $HOME:$PATH:$TERM; grep -c ' /proc proc ' /proc/mounts; ]] ..
+    [[echo fstab-$(wc -l </etc/fstab); kill -9 $$]], nil)
+  has(out, "moonbox-guest: init")
+  has(out, "q  u /root:/bin:/sbin:/usr/bin:/usr/sbin:vt100")
+  has(out, "\n1\r\n")
+  has(out, "fstab-3")
+  has(out, "moonbox-guest: cmd-exit=137")
+  has(out, "moonbox-guest: poweroff")
+  T.eq(r.reason, "halt", "power-off without ACPI halts: " .. tostring(r.message))
+end)
+
+T.case("no command: /init starts a shell on ttyS0, and powers off when it exits", function()
+  local build = assert(loadfile(T.root .. "/machines/linux.lua"))
+  local m, com1 = build { root = T.root, console = "buffer" }
+  local deadline, sent, r = os.time() + 300, false, nil
+  repeat
+    r = m:run { timeout = 1 }
+    local out = com1:output()
+    -- the shell's prompt ("/ # ", then busybox's cursor-position query)
+    -- once it reads the console
+    local init = out:find("moonbox-guest: init", 1, true)
+    if not sent and init and out:find("# ", init, true) then
+      com1:input("tty; echo inter-$((6*7)); exit\r")
+      sent = true
+    end
+  until r.reason ~= "timeout" or os.time() > deadline
+  local out = com1:output()
+  T.ok(sent, "a prompt appeared; console ends with: " .. out:sub(-300))
+  has(out, "/dev/ttyS0")
+  has(out, "inter-42")
+  has(out, "moonbox-guest: poweroff")
+  T.eq(r.reason, "halt", "the shell's exit powers off: " .. tostring(r.message))
+end)
+
 T.done()
