@@ -126,7 +126,7 @@ static char *command(char *buf, size_t size)
 	return *cmd ? cmd : NULL;
 }
 
-/* For `mount -a` / `umount -a` in the guest, as the former script wrote. */
+/* The three mounts above, for `mount -a` / `umount -a` in the guest. */
 static void fstab(void)
 {
 	static const char tab[] = "proc /proc proc defaults 0 0\n"

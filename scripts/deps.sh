@@ -159,7 +159,7 @@ fi
 # A static program (guest/init.c says why it is not a script), the same in
 # the initramfs and on the root disk. Rebuilt when its source or the
 # compiler changes; its bytes go into both stamps below.
-# Linked with musl (~46 KB, against ~700 KB with glibc): the initramfs boot
+# Linked with musl (~50 KB, against ~700 KB with glibc): the initramfs boot
 # unpacks every byte of it in emulated kernel code.
 ISTAMP_INIT=$( { cat "$INIT_SRC"; musl-gcc --version | head -1; } | sha256sum)
 if [ ! -x "$INIT" ] || [ "$(cat "$INIT.stamp" 2>/dev/null)" != "$ISTAMP_INIT" ]; then

@@ -1,8 +1,9 @@
--- Linux boots (about a minute each on hosts that emulate guest kernel
--- mode): the `make deps` guest on machines/linux.lua with a buffer console,
--- once per interrupt controller: the bzImage with moonbox's PIC, the
--- vmlinux through PVH with KVM's irqchip. Each boot checks the /init marker, runs a
--- command and checks its output, then checks how the guest ended.
+-- Linux boots (15-45 s each on hosts that emulate guest kernel mode): the
+-- `make deps` guest on machines/linux.lua with a buffer console, once per
+-- interrupt controller (the bzImage with moonbox's PIC, the vmlinux through
+-- PVH with KVM's irqchip), then twice on the default boot for /init's
+-- protocol (a command; no command: the interactive shell). Each boot checks
+-- the /init marker and the output, then how the guest ended.
 local T = dofile((arg[0]:match("^(.*)/tests/") or ".") .. "/tests/lua/harness.lua")
 T.need_kvm()
 local kernel = T.root .. "/.cache/guest/bzImage"
