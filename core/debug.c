@@ -650,7 +650,8 @@ static void inject(struct vcpu *v, unsigned vec)
 	ev.exception.nr = (uint8_t)vec;
 	ev.exception.has_error_code = 0;
 	ev.exception_has_payload = 0;
-	ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev);
+	if (ioctl(v->fd, KVM_SET_VCPU_EVENTS, &ev) == 0)
+		mb_vcpu_forget_window(v);
 }
 
 void mb_debug_exit(struct vcpu *v)

@@ -1586,6 +1586,7 @@ bool mb_fallback_try(struct mb_machine *m, unsigned cpu, const uint8_t *insn,
 	};
 	if (ioctl(v->fd, KVM_SET_REGS, &r) < 0)
 		return false;
+	mb_vcpu_forget_window(v); /* RFLAGS.IF may have changed (int n, iret) */
 	/* Entering virtual-8086 mode (a task switch into a VM86 task, or a
 	 * VME redirection staying in it): a host that cannot run VM86 code
 	 * drops EFLAGS.VM (kvm_pvm does, measured), and the guest would run

@@ -31,6 +31,23 @@ struct vcpu {
 	bool dbg_req, dbg_resume;
 };
 
+/* inject() (run.c) trusts two kvm_run fields, if_flag and
+ * ready_for_interrupt_injection, which KVM writes at each exit. Once the
+ * VMM writes the vCPU's registers or events itself (a snapshot restore, a
+ * debugger's write, an instruction the fallback completed) they describe
+ * the state before: interrupts may now be off, or an interrupt may be in
+ * flight in the restored events, which a KVM_INTERRUPT would overwrite
+ * while its 8259 in-service bit stays set for good (that line and every
+ * lower one dead: seen as a Linux shell that no longer reads its serial
+ * input after one restore in a few hundred). Forgetting them makes
+ * inject() ask for an interrupt window; KVM exits with fresh ones as soon
+ * as the guest can take an interrupt. */
+static inline void mb_vcpu_forget_window(struct vcpu *v)
+{
+	v->run->ready_for_interrupt_injection = 0;
+	v->run->if_flag = 0;
+}
+
 #define MB_MAX_SLOTS 64 /* memory regions (mem.c's limit) */
 
 enum gate { GATE_PAUSED, GATE_RUNNING, GATE_QUIT };

@@ -111,7 +111,19 @@ int mb_vcpu_set_regs(struct mb_machine *m, unsigned cpu, const struct mb_regs *r
 			      r->r12, r->r13, r->r14, r->r15, r->rip, r->rflags };
 	if (ioctl(v->fd, KVM_SET_REGS, &k) < 0)
 		return mb_seterr(-errno, "KVM_SET_REGS: %s", strerror(errno));
-	v->in_hlt = v->dead = false; /* new registers: let it run again */
+	mb_vcpu_forget_window(v);
+	/* New registers: let it run again. With our irqchip a HLT is in_hlt;
+	 * KVM's own keeps a halted vCPU halted in the kernel (mp_state), where
+	 * it would sit on the new RIP until an interrupt: both wake the same. */
+	v->in_hlt = v->dead = false;
+	v->dead_probes = 0;
+	struct kvm_mp_state mp;
+	if (m->irqchip == MB_IRQCHIP_KERNEL && ioctl(v->fd, KVM_GET_MP_STATE, &mp) == 0 &&
+	    mp.mp_state == KVM_MP_STATE_HALTED) {
+		mp.mp_state = KVM_MP_STATE_RUNNABLE;
+		if (ioctl(v->fd, KVM_SET_MP_STATE, &mp) < 0)
+			return mb_seterr(-errno, "KVM_SET_MP_STATE: %s", strerror(errno));
+	}
 	return 0;
 }
 
@@ -168,6 +180,7 @@ int mb_vcpu_set_sregs(struct mb_machine *m, unsigned cpu, const struct mb_sregs 
 	s.cr8 = o->cr8, s.efer = o->efer, s.apic_base = o->apic_base;
 	if (ioctl(v->fd, KVM_SET_SREGS, &s) < 0)
 		return mb_seterr(-errno, "KVM_SET_SREGS: %s", strerror(errno));
+	mb_vcpu_forget_window(v);
 	return 0;
 }
 

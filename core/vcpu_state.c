@@ -334,6 +334,7 @@ int mb_vcpu_state_load(struct vcpu *v, const struct snap_cpu *s)
 	v->in_hlt = bk->in_hlt, v->hlt_if = bk->hlt_if, v->dead = bk->dead;
 	v->dead_probes = bk->dead_probes;
 	v->need_complete = false;
+	mb_vcpu_forget_window(v);
 	pthread_mutex_unlock(&v->m->lock);
 	return 0;
 }
