@@ -18,6 +18,19 @@ T.kvm_path = os.getenv("MB_TEST_KVM") or "/dev/kvm"
 
 function T.guest(name) return here .. "/build/guests/" .. name .. ".bin" end
 
+-- The symbols of a tiny guest's ELF (build/guests/NAME.elf, or a path),
+-- name -> address, through nm.
+function T.symbols(name)
+  local elf = name:find("/", 1, true) and name or here .. "/build/guests/" .. name .. ".elf"
+  local sym, p = {}, assert(io.popen("nm " .. elf))
+  for line in p:lines() do
+    local a, n = line:match("^(%x+) %a (%S+)$")
+    if a then sym[n] = tonumber(a, 16) end
+  end
+  p:close()
+  return sym
+end
+
 local function summary()
   print(string.format("# %d passed, %d failed, %d skipped", T.passed, T.failed, T.skipped))
 end

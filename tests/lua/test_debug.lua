@@ -5,15 +5,7 @@ local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
 local mb = require "moonbox"
 T.need_kvm()
 
-local sym = {}
-do
-  local p = io.popen("nm " .. T.root .. "/build/guests/debug.elf")
-  for line in p:lines() do
-    local a, n = line:match("^(%x+) %a (%S+)$")
-    if a then sym[n] = tonumber(a, 16) end
-  end
-  p:close()
-end
+local sym = T.symbols("debug")
 T.ok(sym.loop and sym.var, "symbols of debug.elf")
 
 local function machine()

@@ -77,15 +77,7 @@ end
 
 local function has(log, s) T.ok(log:find(s, 1, true), "gdb log has " .. s .. ":\n" .. log) end
 
-local sym = {}
-do
-  local p = io.popen("nm " .. elf)
-  for line in p:lines() do
-    local a, s = line:match("^(%x+) %a (%S+)$")
-    if a then sym[s] = tonumber(a, 16) end
-  end
-  p:close()
-end
+local sym = T.symbols(elf)
 
 T.case("handshake, info registers (x86-64 with cr3/efer), threads", function()
   local r, log = session(debug_machine(), { {

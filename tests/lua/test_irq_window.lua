@@ -13,15 +13,7 @@ local T = dofile((arg[0]:match("^(.*)/[^/]*$") or ".") .. "/harness.lua")
 local mb = require "moonbox"
 T.need_kvm()
 
-local sym = {}
-do
-  local p = io.popen("nm " .. T.root .. "/build/guests/irq_window.elf")
-  for line in p:lines() do
-    local a, n = line:match("^(%x+) %a (%S+)$")
-    if a then sym[n] = tonumber(a, 16) end
-  end
-  p:close()
-end
+local sym = T.symbols("irq_window")
 T.ok(sym.idle and sym.closed and sym.go, "symbols of irq_window.elf")
 
 local keep = {} -- see test_legacy: machines with timers live to the end
