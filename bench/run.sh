@@ -186,7 +186,7 @@ fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ] && [ -e .cache/guest/vmlinux ] && [ -e .cache/guest/initramfs.cpio ]; then
 	line=$(./moonbox bench/boot_modes.lua 2)
 	echo
-	echo "Linux boot to the first command output, PVH + disk root vs bzImage + initramfs (medians of 2; goal ratio <= 0.5):"
+	echo "Linux boot to the first command output, PVH + disk root vs bzImage + initramfs (medians of 2; goals: ratio <= 0.5, new_s under 10 on this host):"
 	echo "  $line"
 fi
 
