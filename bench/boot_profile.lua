@@ -14,10 +14,14 @@
 -- also names, for the N first kernel functions, where they were called
 -- from: the first kernel text address in the 8 words at the sampled rsp
 -- (for a leaf function, its return address; otherwise a guess, since the
--- guest kernel has no frame pointers).
+-- guest kernel has no frame pointers). from=TEXT to=TEXT profile one stretch
+-- of the boot: samples are taken only once the console has shown TEXT of
+-- from=, and the run ends when it shows to= (text the kernel's own command
+-- line echo does not contain, or it matches at once).
 local root = arg[0]:match("^(.*)/bench/") or "."
 local opts = { root = root, console = "buffer", seccomp = false }
 local slice, top, append, max_s, ncallers = 0.03, 25, "", math.huge, 0
+local from, to -- the stretch to profile (console text), or the whole boot
 for i = 1, #arg do
   local k, v = arg[i]:match("^([%w_]+)=(.*)$")
   if not k then error("boot_profile: expected OPT=VALUE, got " .. arg[i], 0) end
@@ -26,6 +30,8 @@ for i = 1, #arg do
   elseif k == "max_s" then max_s = assert(tonumber(v), "max_s: a number")
   elseif k == "callers" then ncallers = assert(tonumber(v), "callers: a number")
   elseif k == "append" then append = v .. " "
+  elseif k == "from" then from = v
+  elseif k == "to" then to = v
   else opts[k] = v end
 end
 local marker = "profile-first-output"
@@ -77,7 +83,9 @@ while not done do
   end
   local out = com1:output()
   if phase == "kernel" and out:find("Run /init", 1, true) then phase = "user" end
-  if out:find("\n" .. marker, 1, true) or os.time() - t0 >= max_s then done = true else
+  if out:find("\n" .. marker, 1, true) or (to and out:find(to, 1, true))
+      or os.time() - t0 >= max_s then done = true
+  elseif not from or out:find(from, 1, true) then -- (before from=: not sampled)
     local cpu = m:cpu(0)
     local regs = cpu:regs()
     local n = name(regs.rip, phase)

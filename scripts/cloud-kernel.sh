@@ -54,7 +54,8 @@ fi
 # under emulation (a kallsyms lookup per ftrace record; the trace-event
 # enum update), measured in guest/README.md. Tracing still works without
 # them; weak functions are just not hidden from ftrace. SSSE3 hidden
-# (one clearcpuid=: the kernel reads the last), so the RNG's BLAKE2s is the
+# (the kernel reads only the last clearcpuid=, so this one repeats
+# machines/linux.lua's cx16,erms,fsrm; keep the two in step), so the RNG's BLAKE2s is the
 # generic C code, not SIMD arithmetic the emulation fallback does not do;
 # cryptomgr.notests skips the crypto self-tests, whose RSA private-key
 # vectors kept the boot in multi-precision arithmetic for 25+ minutes and
